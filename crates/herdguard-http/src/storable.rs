@@ -1,0 +1,402 @@
+//! May a response be stored by a shared cache? (RFC 9111 §3, §3.1, §3.5)
+//!
+//! [`check_storable`] answers with a [`StorePlan`] (what to strip before storing) or a typed
+//! [`NotStorable`] reason that the proxy can put in `Cache-Status` (`detail`) and in metrics.
+//!
+//! Scope decisions, all conservative:
+//! * Only `GET` responses are stored. `HEAD` shares `GET`'s cache entry (see [`crate::key`]), so a
+//!   `HEAD` response (which has no body) is not stored; a `HEAD` request is served from a stored
+//!   `GET` response instead (RFC 9110 §9.3.2 allows, but does not require, storing it).
+//! * `206 Partial Content` is not stored (no range support), nor is a `304` on its own.
+//! * `must-understand` (§5.2.2.3): the response is storable only if its status code is one this
+//!   crate understands; `no-store` is still honoured even then (the RFC says the cache SHOULD
+//!   ignore it; we choose the safe side).
+
+use http::header::{HeaderName, AUTHORIZATION, CONNECTION, TE, TRANSFER_ENCODING, UPGRADE};
+use http::{HeaderMap, Method, StatusCode};
+
+use crate::directives::{FieldScope, RequestDirectives, ResponsePolicy};
+use crate::freshness::is_heuristically_cacheable;
+use crate::vary::Vary;
+use crate::CacheConfig;
+
+/// Why a response may not be stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NotStorable {
+    /// The request method is not `GET` (§3: "the request method is understood by the cache").
+    Method,
+    /// The request carried `Cache-Control: no-store` (§5.2.1.5).
+    RequestNoStore,
+    /// The status code is not final, is `206`/`304`, or otherwise cannot be stored (§3).
+    Status,
+    /// `must-understand` is present and the status code is not one this crate understands
+    /// (§5.2.2.3).
+    MustUnderstand,
+    /// The response carried `no-store` (§5.2.2.5).
+    ResponseNoStore,
+    /// The response carried unqualified `private`; this is a shared cache (§5.2.2.7).
+    Private,
+    /// The request carried `Authorization` and the response did not allow shared caching with
+    /// `public`, `must-revalidate` or `s-maxage` (§3.5).
+    Authorization,
+    /// `Vary: *` — a stored response could never be reused (§4.1).
+    VaryStar,
+    /// No explicit expiration, no `public`, and a status code that is not heuristically
+    /// cacheable (§3, §4.2.2).
+    NoFreshnessInformation,
+}
+
+impl NotStorable {
+    /// A stable, short, token-safe name for metrics and the `Cache-Status` `detail` parameter.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotStorable::Method => "method",
+            NotStorable::RequestNoStore => "request-no-store",
+            NotStorable::Status => "status",
+            NotStorable::MustUnderstand => "must-understand",
+            NotStorable::ResponseNoStore => "no-store",
+            NotStorable::Private => "private",
+            NotStorable::Authorization => "authorization",
+            NotStorable::VaryStar => "vary-star",
+            NotStorable::NoFreshnessInformation => "no-freshness-info",
+        }
+    }
+}
+
+impl std::fmt::Display for NotStorable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What to do when storing a storable response.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StorePlan {
+    /// Header fields named by a qualified `private="..."` that a shared cache must not store
+    /// (§5.2.2.7). [`prepare_for_storage`] removes them along with the §3.1 fields.
+    pub strip_fields: Vec<HeaderName>,
+}
+
+/// Status codes whose requirements this crate understands, for `must-understand`: the final
+/// status codes defined by RFC 9110, except `206` and `304`.
+pub fn is_understood_status(status: StatusCode) -> bool {
+    matches!(
+        status.as_u16(),
+        200..=205 | 300..=303 | 305 | 307 | 308 | 400..=417 | 421 | 422 | 426 | 500..=505
+    )
+}
+
+/// Decides whether a response to `method` (with `request_headers`) may be stored (RFC 9111 §3).
+pub fn check_storable(
+    method: &Method,
+    request_headers: &HeaderMap,
+    status: StatusCode,
+    response_headers: &HeaderMap,
+    config: &CacheConfig,
+) -> Result<StorePlan, NotStorable> {
+    if method != Method::GET {
+        return Err(NotStorable::Method);
+    }
+    if RequestDirectives::from_headers(request_headers).no_store {
+        return Err(NotStorable::RequestNoStore);
+    }
+    let code = status.as_u16();
+    if !(200..=599).contains(&code) || code == 206 || code == 304 {
+        return Err(NotStorable::Status);
+    }
+    let policy = ResponsePolicy::from_headers(response_headers, config);
+    let d = &policy.directives;
+    if d.must_understand && !is_understood_status(status) {
+        return Err(NotStorable::MustUnderstand);
+    }
+    if d.no_store {
+        return Err(NotStorable::ResponseNoStore);
+    }
+    let strip_fields = match &d.private {
+        FieldScope::All => return Err(NotStorable::Private),
+        FieldScope::Fields(names) => names.clone(),
+        FieldScope::Absent => Vec::new(),
+    };
+    if request_headers.contains_key(AUTHORIZATION)
+        && !(d.public || d.must_revalidate || d.s_maxage.is_some())
+    {
+        return Err(NotStorable::Authorization);
+    }
+    if Vary::from_response(response_headers) == Vary::Any {
+        return Err(NotStorable::VaryStar);
+    }
+    if !(d.public
+        || policy.has_explicit_expiration(response_headers)
+        || is_heuristically_cacheable(status))
+    {
+        return Err(NotStorable::NoFreshnessInformation);
+    }
+    Ok(StorePlan { strip_fields })
+}
+
+/// Hop-by-hop and proxy-specific fields never stored (RFC 9111 §3.1, RFC 9110 §7.6.1).
+const NEVER_STORED: [&str; 9] = [
+    "connection",
+    "proxy-connection",
+    "keep-alive",
+    "te",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authenticate",
+    "proxy-authentication-info",
+    "proxy-authorization",
+];
+
+/// Whether a field is excepted from storage by RFC 9111 §3.1 on its own name.
+pub fn is_never_stored(name: &HeaderName) -> bool {
+    NEVER_STORED.contains(&name.as_str())
+}
+
+/// Names listed in `Connection` (RFC 9110 §7.6.1), which must be removed before forwarding.
+pub fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
+    let mut out = Vec::new();
+    for v in headers.get_all(CONNECTION) {
+        let Ok(s) = v.to_str() else { continue };
+        for part in s.split(',') {
+            let part = part.trim();
+            if let Ok(name) = HeaderName::from_bytes(part.as_bytes()) {
+                if !out.contains(&name) {
+                    out.push(name);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Removes what RFC 9111 §3.1 excepts from storage: `Connection` and the fields it lists, the
+/// other hop-by-hop fields (`Keep-Alive`, `TE`, `Transfer-Encoding`, `Upgrade`,
+/// `Proxy-Connection`), the proxy authentication fields, and `plan.strip_fields`.
+pub fn prepare_for_storage(headers: &mut HeaderMap, plan: &StorePlan) {
+    for name in connection_listed(headers) {
+        headers.remove(&name);
+    }
+    for name in [CONNECTION, TE, TRANSFER_ENCODING, UPGRADE] {
+        headers.remove(name);
+    }
+    for name in NEVER_STORED {
+        headers.remove(name);
+    }
+    for name in &plan.strip_fields {
+        headers.remove(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::hm;
+
+    fn check(
+        method: Method,
+        req: &[(&str, &str)],
+        status: u16,
+        resp: &[(&str, &str)],
+    ) -> Result<StorePlan, NotStorable> {
+        check_storable(
+            &method,
+            &hm(req),
+            StatusCode::from_u16(status).unwrap(),
+            &hm(resp),
+            &CacheConfig::default(),
+        )
+    }
+
+    const MAX_AGE: (&str, &str) = ("cache-control", "max-age=60");
+
+    #[test]
+    fn rfc9111_3_plain_cacheable_get() {
+        assert_eq!(check(Method::GET, &[], 200, &[MAX_AGE]), Ok(StorePlan::default()));
+        // Heuristically cacheable status without explicit freshness (§4.2.2).
+        assert!(check(Method::GET, &[], 200, &[]).is_ok());
+        assert!(check(Method::GET, &[], 404, &[]).is_ok());
+        assert!(check(Method::GET, &[], 301, &[]).is_ok());
+    }
+
+    #[test]
+    fn rfc9111_3_methods() {
+        for m in [Method::POST, Method::PUT, Method::DELETE, Method::HEAD, Method::OPTIONS] {
+            assert_eq!(
+                check(m.clone(), &[], 200, &[MAX_AGE]),
+                Err(NotStorable::Method),
+                "{m}"
+            );
+        }
+    }
+
+    #[test]
+    fn rfc9111_3_status_codes() {
+        assert_eq!(check(Method::GET, &[], 206, &[MAX_AGE]), Err(NotStorable::Status));
+        assert_eq!(check(Method::GET, &[], 304, &[MAX_AGE]), Err(NotStorable::Status));
+        assert_eq!(check(Method::GET, &[], 101, &[MAX_AGE]), Err(NotStorable::Status));
+        // Not heuristically cacheable and no explicit freshness.
+        for s in [302, 307, 500, 503, 403] {
+            assert_eq!(
+                check(Method::GET, &[], s, &[]),
+                Err(NotStorable::NoFreshnessInformation),
+                "{s}"
+            );
+        }
+        // ... but explicit freshness makes them storable.
+        assert!(check(Method::GET, &[], 302, &[MAX_AGE]).is_ok());
+        assert!(check(Method::GET, &[], 503, &[("expires", "0")]).is_ok());
+        assert!(check(Method::GET, &[], 307, &[("cache-control", "public")]).is_ok());
+        assert!(check(Method::GET, &[], 500, &[("cache-control", "s-maxage=5")]).is_ok());
+    }
+
+    #[test]
+    fn rfc9111_5_2_no_store_request_and_response() {
+        assert_eq!(
+            check(Method::GET, &[("cache-control", "no-store")], 200, &[MAX_AGE]),
+            Err(NotStorable::RequestNoStore)
+        );
+        assert_eq!(
+            check(Method::GET, &[], 200, &[("cache-control", "max-age=60, no-store")]),
+            Err(NotStorable::ResponseNoStore)
+        );
+    }
+
+    #[test]
+    fn rfc9111_5_2_2_3_must_understand() {
+        assert_eq!(
+            check(Method::GET, &[], 299, &[("cache-control", "must-understand, max-age=5")]),
+            Err(NotStorable::MustUnderstand)
+        );
+        // Understood status, no no-store: storable.
+        assert!(check(Method::GET, &[], 200, &[("cache-control", "must-understand, max-age=5")]).is_ok());
+        // Conservative: no-store still wins.
+        assert_eq!(
+            check(
+                Method::GET,
+                &[],
+                200,
+                &[("cache-control", "must-understand, no-store, max-age=5")]
+            ),
+            Err(NotStorable::ResponseNoStore)
+        );
+        // Without must-understand an unknown final status with explicit freshness is storable.
+        assert!(check(Method::GET, &[], 299, &[MAX_AGE]).is_ok());
+    }
+
+    #[test]
+    fn rfc9111_5_2_2_7_private_in_shared_cache() {
+        assert_eq!(
+            check(Method::GET, &[], 200, &[("cache-control", "private, max-age=60")]),
+            Err(NotStorable::Private)
+        );
+        let plan = check(
+            Method::GET,
+            &[],
+            200,
+            &[("cache-control", "private=\"set-cookie\", max-age=60")],
+        )
+        .unwrap();
+        assert_eq!(plan.strip_fields, vec![HeaderName::from_static("set-cookie")]);
+    }
+
+    #[test]
+    fn rfc9111_3_5_authorization() {
+        let auth = ("authorization", "Bearer x");
+        assert_eq!(
+            check(Method::GET, &[auth], 200, &[MAX_AGE]),
+            Err(NotStorable::Authorization)
+        );
+        for cc in ["public", "must-revalidate, max-age=5", "s-maxage=5"] {
+            assert!(
+                check(Method::GET, &[auth], 200, &[("cache-control", cc)]).is_ok(),
+                "{cc}"
+            );
+        }
+        // proxy-revalidate is not one of the three.
+        assert_eq!(
+            check(Method::GET, &[auth], 200, &[("cache-control", "proxy-revalidate, max-age=5")]),
+            Err(NotStorable::Authorization)
+        );
+    }
+
+    #[test]
+    fn rfc9111_4_1_vary_star_not_stored() {
+        assert_eq!(
+            check(Method::GET, &[], 200, &[MAX_AGE, ("vary", "accept, *")]),
+            Err(NotStorable::VaryStar)
+        );
+        assert!(check(Method::GET, &[], 200, &[MAX_AGE, ("vary", "accept")]).is_ok());
+    }
+
+    #[test]
+    fn rfc9213_targeted_field_governs_storability() {
+        // CDN-Cache-Control overrides Cache-Control: no-store for this cache.
+        assert!(check(
+            Method::GET,
+            &[],
+            200,
+            &[("cache-control", "no-store"), ("cdn-cache-control", "max-age=600")]
+        )
+        .is_ok());
+        assert_eq!(
+            check(
+                Method::GET,
+                &[],
+                200,
+                &[("cache-control", "max-age=60"), ("cdn-cache-control", "no-store")]
+            ),
+            Err(NotStorable::ResponseNoStore)
+        );
+        // Targeted policy ignores Expires: a 302 with only Expires has no freshness info.
+        assert_eq!(
+            check(
+                Method::GET,
+                &[],
+                302,
+                &[("expires", "Thu, 01 Jan 2037 00:00:00 GMT"), ("cdn-cache-control", "must-revalidate")]
+            ),
+            Err(NotStorable::NoFreshnessInformation)
+        );
+    }
+
+    #[test]
+    fn rfc9111_3_1_prepare_for_storage_strips_fields() {
+        let mut h = hm(&[
+            ("connection", "close, x-hop"),
+            ("x-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+            ("proxy-authenticate", "Basic"),
+            ("set-cookie", "a=b"),
+            ("content-type", "text/plain"),
+            ("etag", "\"x\""),
+        ]);
+        prepare_for_storage(
+            &mut h,
+            &StorePlan {
+                strip_fields: vec![HeaderName::from_static("set-cookie")],
+            },
+        );
+        let mut names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, vec!["content-type", "etag"]);
+    }
+
+    #[test]
+    fn not_storable_names_are_tokens() {
+        for r in [
+            NotStorable::Method,
+            NotStorable::RequestNoStore,
+            NotStorable::Status,
+            NotStorable::MustUnderstand,
+            NotStorable::ResponseNoStore,
+            NotStorable::Private,
+            NotStorable::Authorization,
+            NotStorable::VaryStar,
+            NotStorable::NoFreshnessInformation,
+        ] {
+            assert!(crate::sf::is_sf_token(r.as_str()));
+            assert_eq!(r.to_string(), r.as_str());
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! The circuit breaker around the loader.
+//!
+//! Closed: loads run; `failure_threshold` consecutive failures open it. Open: no
+//! origin calls for `open_for`; callers get a stale value where the policy allows,
+//! else [`Error::CircuitOpen`](crate::Error::CircuitOpen). Half-open: up to
+//! `half_open_probes` loads may run; a success closes the breaker, a failure opens
+//! it again.
+//!
+//! It is consulted only by leaders (one per key per load), never on the hit path.
+
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use crate::clock::Timestamp;
+use crate::error::ConfigError;
+
+/// Settings of the circuit breaker.
+///
+/// ```
+/// use herdguard::BreakerConfig;
+/// use std::time::Duration;
+///
+/// let breaker = BreakerConfig::new(5, Duration::from_secs(10)).half_open_probes(2);
+/// # let _ = breaker;
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct BreakerConfig {
+    pub(crate) failure_threshold: u32,
+    pub(crate) open_for: Duration,
+    pub(crate) half_open_probes: u32,
+}
+
+impl BreakerConfig {
+    /// Opens after `failure_threshold` consecutive failed loads, for `open_for`.
+    /// One probe load is allowed when half-open; see [`BreakerConfig::half_open_probes`].
+    pub fn new(failure_threshold: u32, open_for: Duration) -> Self {
+        BreakerConfig {
+            failure_threshold,
+            open_for,
+            half_open_probes: 1,
+        }
+    }
+
+    /// How many loads may run at once while half-open.
+    pub fn half_open_probes(mut self, probes: u32) -> Self {
+        self.half_open_probes = probes;
+        self
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        if self.failure_threshold == 0 {
+            return Err(ConfigError::Zero("breaker failure_threshold"));
+        }
+        if self.open_for.is_zero() {
+            return Err(ConfigError::Zero("breaker open_for"));
+        }
+        if self.half_open_probes == 0 {
+            return Err(ConfigError::Zero("breaker half_open_probes"));
+        }
+        Ok(())
+    }
+}
+
+/// The state of a circuit breaker, as reported in metrics.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum BreakerState {
+    /// Loads run normally.
+    Closed,
+    /// Loads are refused until the open period ends.
+    Open,
+    /// A few probe loads may run; their result closes or reopens the breaker.
+    HalfOpen,
+}
+
+#[derive(Debug)]
+enum State {
+    Closed { failures: u32 },
+    Open { until: Timestamp },
+    HalfOpen { probes: u32 },
+}
+
+/// A circuit breaker (see the module docs).
+#[derive(Debug)]
+pub(crate) struct Breaker {
+    config: BreakerConfig,
+    state: Mutex<State>,
+}
+
+/// The right to make one origin call. Dropped without a verdict (the load was
+/// abandoned), it counts as a failure, so a half-open breaker never waits forever
+/// for a probe that will not report.
+#[must_use]
+pub(crate) struct Permit<'a> {
+    breaker: &'a Breaker,
+    acquired_at: Timestamp,
+    reported: bool,
+}
+
+impl Breaker {
+    pub(crate) fn new(config: BreakerConfig) -> Self {
+        Breaker {
+            config,
+            state: Mutex::new(State::Closed { failures: 0 }),
+        }
+    }
+
+    /// A permit to call the origin, or `None` while the breaker is open (or
+    /// half-open with all probes out).
+    pub(crate) fn try_acquire(&self, now: Timestamp) -> Option<Permit<'_>> {
+        let mut state = self.state.lock();
+        match *state {
+            State::Closed { .. } => {}
+            State::Open { until } if now >= until => *state = State::HalfOpen { probes: 1 },
+            State::Open { .. } => return None,
+            State::HalfOpen { ref mut probes } if *probes < self.config.half_open_probes => {
+                *probes += 1
+            }
+            State::HalfOpen { .. } => return None,
+        }
+        Some(Permit {
+            breaker: self,
+            acquired_at: now,
+            reported: false,
+        })
+    }
+
+    fn record(&self, now: Timestamp, success: bool) {
+        let mut state = self.state.lock();
+        *state = match (&*state, success) {
+            (_, true) => State::Closed { failures: 0 },
+            (State::Closed { failures }, false) if failures + 1 < self.config.failure_threshold => {
+                State::Closed {
+                    failures: failures + 1,
+                }
+            }
+            // A late failure report from a load started before the breaker opened
+            // does not extend the open period.
+            (State::Open { until }, false) => State::Open { until: *until },
+            (_, false) => State::Open {
+                until: now.saturating_add(self.config.open_for),
+            },
+        };
+    }
+
+    pub(crate) fn state(&self) -> BreakerState {
+        match *self.state.lock() {
+            State::Closed { .. } => BreakerState::Closed,
+            State::Open { .. } => BreakerState::Open,
+            State::HalfOpen { .. } => BreakerState::HalfOpen,
+        }
+    }
+}
+
+impl Permit<'_> {
+    /// Reports the load's result.
+    pub(crate) fn report(mut self, now: Timestamp, success: bool) {
+        self.reported = true;
+        self.breaker.record(now, success);
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        if !self.reported {
+            // No clock here: the open period counts from when the load started.
+            self.breaker.record(self.acquired_at, false);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: u64) -> Timestamp {
+        Timestamp::from_unix_nanos(secs * 1_000_000_000)
+    }
+
+    #[test]
+    fn opens_after_threshold_then_half_opens_then_closes() {
+        let b = Breaker::new(BreakerConfig::new(3, Duration::from_secs(10)));
+        for _ in 0..2 {
+            b.try_acquire(at(1)).unwrap().report(at(1), false);
+            assert_eq!(b.state(), BreakerState::Closed);
+        }
+        b.try_acquire(at(1)).unwrap().report(at(1), false);
+        assert_eq!(b.state(), BreakerState::Open);
+        assert!(b.try_acquire(at(5)).is_none(), "no origin calls while open");
+        let probe = b.try_acquire(at(11)).expect("half-open after open_for");
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+        assert!(b.try_acquire(at(11)).is_none(), "one probe at a time");
+        probe.report(at(11), true);
+        assert_eq!(b.state(), BreakerState::Closed);
+    }
+
+    #[test]
+    fn a_failed_probe_reopens() {
+        let b = Breaker::new(BreakerConfig::new(1, Duration::from_secs(10)));
+        b.try_acquire(at(0)).unwrap().report(at(0), false);
+        b.try_acquire(at(10)).unwrap().report(at(10), false);
+        assert_eq!(b.state(), BreakerState::Open);
+        assert!(b.try_acquire(at(19)).is_none());
+        assert!(b.try_acquire(at(20)).is_some());
+    }
+
+    #[test]
+    fn success_resets_the_failure_count() {
+        let b = Breaker::new(BreakerConfig::new(2, Duration::from_secs(10)));
+        b.try_acquire(at(0)).unwrap().report(at(0), false);
+        b.try_acquire(at(0)).unwrap().report(at(0), true);
+        b.try_acquire(at(0)).unwrap().report(at(0), false);
+        assert_eq!(b.state(), BreakerState::Closed);
+    }
+
+    #[test]
+    fn an_abandoned_probe_counts_as_failure() {
+        let b = Breaker::new(BreakerConfig::new(1, Duration::from_secs(10)));
+        b.try_acquire(at(0)).unwrap().report(at(0), false);
+        drop(b.try_acquire(at(10)).unwrap());
+        assert_eq!(b.state(), BreakerState::Open);
+    }
+
+    #[test]
+    fn zero_settings_are_rejected() {
+        assert!(BreakerConfig::new(0, Duration::from_secs(1)).validate().is_err());
+        assert!(BreakerConfig::new(1, Duration::ZERO).validate().is_err());
+        assert!(BreakerConfig::new(1, Duration::from_secs(1))
+            .half_open_probes(0)
+            .validate()
+            .is_err());
+    }
+}

@@ -1,0 +1,248 @@
+//! Building a [`Cache`]: every knob, validated in [`CacheBuilder::build`].
+
+use std::hash::Hash;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use crate::breaker::{Breaker, BreakerConfig};
+use crate::cache::{Cache, Inner};
+use crate::clock::{Clock, SystemClock};
+use crate::error::ConfigError;
+use crate::flight::Flights;
+use crate::load::FleetSettings;
+use crate::metrics::Metrics;
+use crate::policy::{check_beta, check_jitter, Policy};
+use crate::remote::Remote;
+use crate::store::memory::WeighFn;
+use crate::store::{MemoryStore, Store};
+
+/// Builds a [`Cache`]. Every setting has a default; [`CacheBuilder::build`]
+/// rejects values out of range with a [`ConfigError`] naming the field.
+///
+/// ```
+/// use herdguard::{BreakerConfig, Cache};
+/// use std::time::Duration;
+///
+/// let cache: Cache<String, Vec<u8>> = Cache::builder()
+///     .max_entries(100_000)
+///     .max_bytes(64 << 20, |key: &String, value: &Vec<u8>| (key.len() + value.len()) as u64)
+///     .ttl(Duration::from_secs(60))
+///     .ttl_jitter(0.1)                  // TTLs spread over (54 s, 60 s]
+///     .early_refresh(1.0)               // X-Fetch with β = 1
+///     .stale_while_revalidate(Duration::from_secs(30))
+///     .stale_if_error(Duration::from_secs(300))
+///     .negative_ttl(Duration::from_secs(1))
+///     .wait_timeout(Duration::from_secs(2))
+///     .circuit_breaker(BreakerConfig::new(5, Duration::from_secs(10)))
+///     .build()?;
+/// # Ok::<(), herdguard::ConfigError>(())
+/// ```
+///
+/// Bad values are errors, not panics:
+///
+/// ```
+/// use herdguard::{Cache, ConfigError};
+///
+/// let built = Cache::<u32, u32>::builder().early_refresh(0.0).build();
+/// assert!(matches!(built, Err(ConfigError::Beta(_))));
+/// ```
+pub struct CacheBuilder<K, V> {
+    policy: Policy,
+    max_entries: u64,
+    max_bytes: Option<(u64, WeighFn<K, V>)>,
+    store: Option<Box<dyn Store<K, V>>>,
+    clock: Arc<dyn Clock>,
+    breaker: Option<BreakerConfig>,
+    seed: Option<u64>,
+    remote: Option<Arc<dyn Remote<K, V>>>,
+    fleet: FleetSettings,
+    negative_capacity: u64,
+}
+
+impl<K, V> CacheBuilder<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Send + Sync + 'static,
+{
+    pub(crate) fn new() -> Self {
+        CacheBuilder {
+            policy: Policy::default(),
+            max_entries: 10_000,
+            max_bytes: None,
+            store: None,
+            clock: Arc::new(SystemClock),
+            breaker: None,
+            seed: None,
+            remote: None,
+            fleet: FleetSettings::default(),
+            negative_capacity: 10_000,
+        }
+    }
+
+    /// Most entries the embedded store holds (default 10,000).
+    pub fn max_entries(mut self, n: u64) -> Self {
+        self.max_entries = n;
+        self
+    }
+
+    /// Most bytes the embedded store holds, as `weigh` estimates each key and value.
+    pub fn max_bytes(mut self, bytes: u64, weigh: impl Fn(&K, &V) -> u64 + Send + Sync + 'static) -> Self {
+        self.max_bytes = Some((bytes, Arc::new(weigh)));
+        self
+    }
+
+    /// Another in-process store instead of the embedded one (then `max_entries` and
+    /// `max_bytes` do not apply).
+    pub fn store(mut self, store: impl Store<K, V>) -> Self {
+        self.store = Some(Box::new(store));
+        self
+    }
+
+    /// The clock freshness is judged by (default: the system clock).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// How long a loaded value is fresh (default 60 s).
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.policy.ttl = ttl;
+        self
+    }
+
+    /// Random TTL reduction, as a fraction in `[0, 1)`: each entry's TTL is uniform
+    /// in `(ttl · (1 − jitter), ttl]`, so keys loaded together don't expire together.
+    pub fn ttl_jitter(mut self, fraction: f64) -> Self {
+        self.policy.jitter = fraction;
+        self
+    }
+
+    /// X-Fetch probabilistic early refresh with this β (> 0; 1 is the paper's
+    /// optimum; larger refreshes earlier). One background refresh per key.
+    pub fn early_refresh(mut self, beta: f64) -> Self {
+        self.policy.early_refresh_beta = Some(beta);
+        self
+    }
+
+    /// After expiry, serve the stale value at once for this long while one
+    /// background refresh runs.
+    pub fn stale_while_revalidate(mut self, window: Duration) -> Self {
+        self.policy.stale_while_revalidate = window;
+        self
+    }
+
+    /// After expiry, serve the stale value for this long when a load fails, the
+    /// breaker is open, or a caller's wait deadline passes.
+    pub fn stale_if_error(mut self, window: Duration) -> Self {
+        self.policy.stale_if_error = window;
+        self
+    }
+
+    /// Remember a load error for this long, answering callers with it instead of
+    /// calling a failing origin again.
+    pub fn negative_ttl(mut self, ttl: Duration) -> Self {
+        self.policy.negative_ttl = Some(ttl);
+        self
+    }
+
+    /// How long a caller waits for a load by default (default: as long as it takes).
+    pub fn wait_timeout(mut self, timeout: Duration) -> Self {
+        self.policy.wait_timeout = Some(timeout);
+        self
+    }
+
+    /// How long a key whose answer was uncacheable skips coalescing (default 10 s).
+    pub fn uncacheable_ttl(mut self, ttl: Duration) -> Self {
+        self.policy.uncacheable_ttl = ttl;
+        self
+    }
+
+    /// A circuit breaker around the loader.
+    pub fn circuit_breaker(mut self, config: BreakerConfig) -> Self {
+        self.breaker = Some(config);
+        self
+    }
+
+    /// Seed the cache's randomness (jitter, X-Fetch) for reproducible runs.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// A shared store and lease coordinator for a fleet (e.g. `herdguard-redis`).
+    pub fn shared_store(mut self, remote: Arc<dyn Remote<K, V>>) -> Self {
+        self.remote = Some(remote);
+        self
+    }
+
+    /// After a shared-store error, run in-process only for this long before trying
+    /// the store again (default 1 s).
+    pub fn shared_store_retry_after(mut self, d: Duration) -> Self {
+        self.fleet.retry_after = d;
+        self
+    }
+
+    /// Safety-net poll of a process waiting on another process's lease, in case a
+    /// notification is lost (default 250 ms).
+    pub fn fleet_poll_interval(mut self, d: Duration) -> Self {
+        self.fleet.poll_interval = d;
+        self
+    }
+
+    /// Longest a process waits on another process's lease before loading itself
+    /// (default 30 s).
+    pub fn fleet_wait_limit(mut self, d: Duration) -> Self {
+        self.fleet.wait_limit = d;
+        self
+    }
+
+    /// Validates the settings and builds the cache.
+    pub fn build(self) -> Result<Cache<K, V>, ConfigError> {
+        self.policy.validate()?;
+        check_jitter(self.policy.jitter)?;
+        if let Some(beta) = self.policy.early_refresh_beta {
+            check_beta(beta)?;
+        }
+        if let Some(b) = &self.breaker {
+            b.validate()?;
+        }
+        for (field, d) in [
+            ("shared_store_retry_after", self.fleet.retry_after),
+            ("fleet_poll_interval", self.fleet.poll_interval),
+            ("fleet_wait_limit", self.fleet.wait_limit),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError::Zero(field));
+            }
+        }
+        let store: Box<dyn Store<K, V>> = match (self.store, self.max_bytes) {
+            (Some(store), _) => store,
+            (None, None) => Box::new(MemoryStore::new(self.max_entries)?),
+            (None, Some((bytes, weigh))) => {
+                Box::new(MemoryStore::with_weigher(self.max_entries, bytes, weigh)?)
+            }
+        };
+        let small = |n: u64| usize::try_from(n).unwrap_or(usize::MAX).max(16);
+        Ok(Cache::from_inner(Inner {
+            store,
+            flights: Flights::new(),
+            negative: self
+                .policy
+                .negative_ttl
+                .map(|_| quick_cache::sync::Cache::new(small(self.negative_capacity))),
+            uncacheable: quick_cache::sync::Cache::new(small(self.negative_capacity)),
+            policy: self.policy,
+            clock: self.clock,
+            metrics: Metrics::new(),
+            breaker: self.breaker.map(Breaker::new),
+            remote: self.remote,
+            fleet: self.fleet,
+            remote_retry_at: AtomicU64::new(0),
+            versions: AtomicU64::new(0),
+            rng: self.seed.map(|s| Mutex::new(fastrand::Rng::with_seed(s))),
+        }))
+    }
+}
