@@ -405,7 +405,10 @@ impl ResponseDirectives {
 
     /// Parses one `Cache-Control` value string (convenience for tests and tools).
     pub fn parse(value: &str) -> Self {
-        Self::from_raw(&split_cache_control(std::iter::once(value.as_bytes())), false)
+        Self::from_raw(
+            &split_cache_control(std::iter::once(value.as_bytes())),
+            false,
+        )
     }
 
     /// Parses the targeted field `name` (RFC 9213 §2.1) as a Dictionary. Returns `None` when
@@ -453,11 +456,7 @@ impl ResponseDirectives {
                 "private" => merge_scope(&mut d.private, value, true),
                 "must-revalidate" => d.must_revalidate = true,
                 "proxy-revalidate" => d.proxy_revalidate = true,
-                "public" => {
-                    if *value == RawValue::None {
-                        d.public = true;
-                    }
-                }
+                "public" if *value == RawValue::None => d.public = true,
                 "no-transform" => d.no_transform = true,
                 "must-understand" => d.must_understand = true,
                 "stale-while-revalidate" => {
@@ -616,7 +615,10 @@ mod tests {
             ResponseDirectives::parse("max-age=10, max-age=10").max_age,
             secs(10)
         );
-        let mut h = hm(&[("cache-control", "s-maxage=5"), ("cache-control", "s-maxage=7")]);
+        let mut h = hm(&[
+            ("cache-control", "s-maxage=5"),
+            ("cache-control", "s-maxage=7"),
+        ]);
         assert_eq!(ResponseDirectives::from_cache_control(&h).s_maxage, secs(0));
         h.clear();
         assert_eq!(
@@ -644,7 +646,10 @@ mod tests {
             ])
         );
         assert_eq!(d.max_age, secs(5));
-        assert_eq!(ResponseDirectives::parse("private").private, FieldScope::All);
+        assert_eq!(
+            ResponseDirectives::parse("private").private,
+            FieldScope::All
+        );
         // Malformed or empty field lists degrade to unqualified private.
         assert_eq!(
             ResponseDirectives::parse(r#"private="bad name""#).private,
@@ -702,7 +707,14 @@ mod tests {
     #[test]
     fn rfc9111_5_2_garbage_never_panics_and_unknown_ignored() {
         for g in [
-            "\"", "=", "==,==", ",,,", "\"a,b\"=c", "max-age=\"\\", "a=\"x\"y", "ü=1",
+            "\"",
+            "=",
+            "==,==",
+            ",,,",
+            "\"a,b\"=c",
+            "max-age=\"\\",
+            "a=\"x\"y",
+            "ü=1",
             "foo, bar=baz, max-age=3",
         ] {
             let _ = ResponseDirectives::parse(g);
@@ -798,7 +810,10 @@ mod tests {
         let config = CacheConfig::default();
         let h = hm(&[
             ("cdn-cache-control", "max-age=600"),
-            ("herdguard-cache-control", "max-age=7, stale-while-revalidate=3"),
+            (
+                "herdguard-cache-control",
+                "max-age=7, stale-while-revalidate=3",
+            ),
         ]);
         let p = ResponsePolicy::from_headers(&h, &config);
         assert_eq!(
@@ -819,7 +834,10 @@ mod tests {
             assert_eq!(p.directives.max_age, secs(9));
         }
         // Not on the target list: no effect.
-        let h = hm(&[("other-cache-control", "no-store"), ("cache-control", "max-age=9")]);
+        let h = hm(&[
+            ("other-cache-control", "no-store"),
+            ("cache-control", "max-age=9"),
+        ]);
         assert_eq!(
             ResponsePolicy::from_headers(&h, &config).source,
             PolicySource::CacheControl

@@ -356,7 +356,10 @@ mod tests {
             ],
             at(T0),
         );
-        assert_eq!((l.duration.as_secs(), l.source), (10, LifetimeSource::MaxAge));
+        assert_eq!(
+            (l.duration.as_secs(), l.source),
+            (10, LifetimeSource::MaxAge)
+        );
         let l = lifetime(
             200,
             &[("date", D0), ("expires", "Thu, 01 Jan 2015 01:00:00 GMT")],
@@ -402,7 +405,10 @@ mod tests {
         // Last-Modified 1000 s before Date → 100 s.
         let l = lifetime(
             200,
-            &[("date", D0), ("last-modified", "Wed, 31 Dec 2014 23:43:20 GMT")],
+            &[
+                ("date", D0),
+                ("last-modified", "Wed, 31 Dec 2014 23:43:20 GMT"),
+            ],
             at(T0),
         );
         assert_eq!(
@@ -415,7 +421,10 @@ mod tests {
     fn rfc9111_4_2_2_heuristic_capped_by_config() {
         let l = lifetime(
             200,
-            &[("date", D0), ("last-modified", "Thu, 01 Jan 2000 00:00:00 GMT")],
+            &[
+                ("date", D0),
+                ("last-modified", "Sat, 01 Jan 2000 00:00:00 GMT"),
+            ],
             at(T0),
         );
         assert_eq!(l.duration, Duration::from_secs(86_400));
@@ -429,12 +438,19 @@ mod tests {
             (l.duration, l.source),
             (Duration::ZERO, LifetimeSource::None)
         );
-        let l = lifetime(302, &[("date", D0), lm, ("cache-control", "public")], at(T0));
+        let l = lifetime(
+            302,
+            &[("date", D0), lm, ("cache-control", "public")],
+            at(T0),
+        );
         assert_eq!(l.duration.as_secs(), 100);
         // Last-Modified in the future: zero.
         let l = lifetime(
             200,
-            &[("date", D0), ("last-modified", "Fri, 01 Jan 2016 00:00:00 GMT")],
+            &[
+                ("date", D0),
+                ("last-modified", "Fri, 01 Jan 2016 00:00:00 GMT"),
+            ],
             at(T0),
         );
         assert_eq!(l.duration, Duration::ZERO);
@@ -481,13 +497,19 @@ mod tests {
             Duration::ZERO
         );
         // now before response_time (clock step back): resident time 0.
-        assert_eq!(current_age(Duration::from_secs(5), at(T0), at(T0 - 10)), Duration::from_secs(5));
+        assert_eq!(
+            current_age(Duration::from_secs(5), at(T0), at(T0 - 10)),
+            Duration::from_secs(5)
+        );
     }
 
     #[test]
     fn rfc9111_5_1_age_field_parsing() {
         assert_eq!(age_value(&hm(&[("age", "15")])), Duration::from_secs(15));
-        assert_eq!(age_value(&hm(&[("age", "15, 20")])), Duration::from_secs(15));
+        assert_eq!(
+            age_value(&hm(&[("age", "15, 20")])),
+            Duration::from_secs(15)
+        );
         assert_eq!(age_value(&hm(&[("age", "-3")])), Duration::ZERO);
         assert_eq!(age_value(&hm(&[("age", "abc")])), Duration::ZERO);
         assert_eq!(age_value(&hm(&[])), Duration::ZERO);
@@ -515,7 +537,10 @@ mod tests {
     fn rfc5861_stale_usable_until_covers_largest_window() {
         let h = hm(&[
             ("date", D0),
-            ("cache-control", "max-age=10, stale-while-revalidate=20, stale-if-error=300"),
+            (
+                "cache-control",
+                "max-age=10, stale-while-revalidate=20, stale-if-error=300",
+            ),
         ]);
         let s = StoredResponse::new(StatusCode::OK, &h, at(T0), at(T0), &CacheConfig::default());
         assert_eq!(s.stale_usable_until(), Some(at(T0 + 310)));
@@ -523,7 +548,10 @@ mod tests {
 
     #[test]
     fn extreme_times_do_not_panic() {
-        let h = hm(&[("cache-control", "max-age=2147483648"), ("age", "2147483648")]);
+        let h = hm(&[
+            ("cache-control", "max-age=2147483648"),
+            ("age", "2147483648"),
+        ]);
         let far = SystemTime::UNIX_EPOCH + Duration::from_secs(u64::from(u32::MAX) * 64);
         let s = StoredResponse::new(
             StatusCode::OK,

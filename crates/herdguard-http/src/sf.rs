@@ -76,7 +76,9 @@ impl<'a> Parser<'a> {
         }
         let start = self.pos;
         while let Some(c) = self.peek() {
-            if c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'_' | b'-' | b'.' | b'*')
+            if c.is_ascii_lowercase()
+                || c.is_ascii_digit()
+                || matches!(c, b'_' | b'-' | b'.' | b'*')
             {
                 self.pos += 1;
             } else {
@@ -310,9 +312,7 @@ pub(crate) fn is_sf_token(s: &str) -> bool {
         Some(c) if c.is_ascii_alphabetic() || *c == b'*' => {}
         _ => return false,
     }
-    bytes
-        .iter()
-        .all(|&c| is_tchar(c) || c == b':' || c == b'/')
+    bytes.iter().all(|&c| is_tchar(c) || c == b':' || c == b'/')
 }
 
 /// Serializes `s` as an sf-string (RFC 8941 §4.1.6). Characters outside printable ASCII cannot be
@@ -357,7 +357,10 @@ mod tests {
             d,
             vec![
                 ("max-age".into(), MemberValue::Item(BareItem::Integer(60))),
-                ("no-store".into(), MemberValue::Item(BareItem::Boolean(true))),
+                (
+                    "no-store".into(),
+                    MemberValue::Item(BareItem::Boolean(true))
+                ),
                 (
                     "private".into(),
                     MemberValue::Item(BareItem::String("set-cookie, x".into()))

@@ -211,7 +211,10 @@ mod tests {
 
     #[test]
     fn rfc9111_3_plain_cacheable_get() {
-        assert_eq!(check(Method::GET, &[], 200, &[MAX_AGE]), Ok(StorePlan::default()));
+        assert_eq!(
+            check(Method::GET, &[], 200, &[MAX_AGE]),
+            Ok(StorePlan::default())
+        );
         // Heuristically cacheable status without explicit freshness (§4.2.2).
         assert!(check(Method::GET, &[], 200, &[]).is_ok());
         assert!(check(Method::GET, &[], 404, &[]).is_ok());
@@ -220,7 +223,13 @@ mod tests {
 
     #[test]
     fn rfc9111_3_methods() {
-        for m in [Method::POST, Method::PUT, Method::DELETE, Method::HEAD, Method::OPTIONS] {
+        for m in [
+            Method::POST,
+            Method::PUT,
+            Method::DELETE,
+            Method::HEAD,
+            Method::OPTIONS,
+        ] {
             assert_eq!(
                 check(m.clone(), &[], 200, &[MAX_AGE]),
                 Err(NotStorable::Method),
@@ -231,9 +240,18 @@ mod tests {
 
     #[test]
     fn rfc9111_3_status_codes() {
-        assert_eq!(check(Method::GET, &[], 206, &[MAX_AGE]), Err(NotStorable::Status));
-        assert_eq!(check(Method::GET, &[], 304, &[MAX_AGE]), Err(NotStorable::Status));
-        assert_eq!(check(Method::GET, &[], 101, &[MAX_AGE]), Err(NotStorable::Status));
+        assert_eq!(
+            check(Method::GET, &[], 206, &[MAX_AGE]),
+            Err(NotStorable::Status)
+        );
+        assert_eq!(
+            check(Method::GET, &[], 304, &[MAX_AGE]),
+            Err(NotStorable::Status)
+        );
+        assert_eq!(
+            check(Method::GET, &[], 101, &[MAX_AGE]),
+            Err(NotStorable::Status)
+        );
         // Not heuristically cacheable and no explicit freshness.
         for s in [302, 307, 500, 503, 403] {
             assert_eq!(
@@ -252,11 +270,21 @@ mod tests {
     #[test]
     fn rfc9111_5_2_no_store_request_and_response() {
         assert_eq!(
-            check(Method::GET, &[("cache-control", "no-store")], 200, &[MAX_AGE]),
+            check(
+                Method::GET,
+                &[("cache-control", "no-store")],
+                200,
+                &[MAX_AGE]
+            ),
             Err(NotStorable::RequestNoStore)
         );
         assert_eq!(
-            check(Method::GET, &[], 200, &[("cache-control", "max-age=60, no-store")]),
+            check(
+                Method::GET,
+                &[],
+                200,
+                &[("cache-control", "max-age=60, no-store")]
+            ),
             Err(NotStorable::ResponseNoStore)
         );
     }
@@ -264,11 +292,22 @@ mod tests {
     #[test]
     fn rfc9111_5_2_2_3_must_understand() {
         assert_eq!(
-            check(Method::GET, &[], 299, &[("cache-control", "must-understand, max-age=5")]),
+            check(
+                Method::GET,
+                &[],
+                299,
+                &[("cache-control", "must-understand, max-age=5")]
+            ),
             Err(NotStorable::MustUnderstand)
         );
         // Understood status, no no-store: storable.
-        assert!(check(Method::GET, &[], 200, &[("cache-control", "must-understand, max-age=5")]).is_ok());
+        assert!(check(
+            Method::GET,
+            &[],
+            200,
+            &[("cache-control", "must-understand, max-age=5")]
+        )
+        .is_ok());
         // Conservative: no-store still wins.
         assert_eq!(
             check(
@@ -286,7 +325,12 @@ mod tests {
     #[test]
     fn rfc9111_5_2_2_7_private_in_shared_cache() {
         assert_eq!(
-            check(Method::GET, &[], 200, &[("cache-control", "private, max-age=60")]),
+            check(
+                Method::GET,
+                &[],
+                200,
+                &[("cache-control", "private, max-age=60")]
+            ),
             Err(NotStorable::Private)
         );
         let plan = check(
@@ -296,7 +340,10 @@ mod tests {
             &[("cache-control", "private=\"set-cookie\", max-age=60")],
         )
         .unwrap();
-        assert_eq!(plan.strip_fields, vec![HeaderName::from_static("set-cookie")]);
+        assert_eq!(
+            plan.strip_fields,
+            vec![HeaderName::from_static("set-cookie")]
+        );
     }
 
     #[test]
@@ -314,7 +361,12 @@ mod tests {
         }
         // proxy-revalidate is not one of the three.
         assert_eq!(
-            check(Method::GET, &[auth], 200, &[("cache-control", "proxy-revalidate, max-age=5")]),
+            check(
+                Method::GET,
+                &[auth],
+                200,
+                &[("cache-control", "proxy-revalidate, max-age=5")]
+            ),
             Err(NotStorable::Authorization)
         );
     }
@@ -335,7 +387,10 @@ mod tests {
             Method::GET,
             &[],
             200,
-            &[("cache-control", "no-store"), ("cdn-cache-control", "max-age=600")]
+            &[
+                ("cache-control", "no-store"),
+                ("cdn-cache-control", "max-age=600")
+            ]
         )
         .is_ok());
         assert_eq!(
@@ -343,7 +398,10 @@ mod tests {
                 Method::GET,
                 &[],
                 200,
-                &[("cache-control", "max-age=60"), ("cdn-cache-control", "no-store")]
+                &[
+                    ("cache-control", "max-age=60"),
+                    ("cdn-cache-control", "no-store")
+                ]
             ),
             Err(NotStorable::ResponseNoStore)
         );
@@ -353,7 +411,10 @@ mod tests {
                 Method::GET,
                 &[],
                 302,
-                &[("expires", "Thu, 01 Jan 2037 00:00:00 GMT"), ("cdn-cache-control", "must-revalidate")]
+                &[
+                    ("expires", "Thu, 01 Jan 2037 00:00:00 GMT"),
+                    ("cdn-cache-control", "must-revalidate")
+                ]
             ),
             Err(NotStorable::NoFreshnessInformation)
         );

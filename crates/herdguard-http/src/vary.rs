@@ -133,7 +133,7 @@ fn normalized_value(name: &HeaderName, headers: &HeaderMap) -> Option<Vec<u8>> {
         _ => (false, false),
     };
     let mut out: Vec<u8> = Vec::new();
-    let mut push = |member: &[u8], out: &mut Vec<u8>| {
+    let push = |member: &[u8], out: &mut Vec<u8>| {
         if !out.is_empty() {
             out.push(b',');
         }
@@ -168,13 +168,19 @@ mod tests {
         assert_eq!(Vary::from_response(&hm(&[])), Vary::None);
         assert_eq!(Vary::from_response(&hm(&[("vary", " ")])), Vary::None);
         assert_eq!(
-            Vary::from_response(&hm(&[("vary", "Accept-Encoding, accept"), ("vary", "ACCEPT")])),
+            Vary::from_response(&hm(&[
+                ("vary", "Accept-Encoding, accept"),
+                ("vary", "ACCEPT")
+            ])),
             Vary::Fields(vec![
                 HeaderName::from_static("accept"),
                 HeaderName::from_static("accept-encoding")
             ])
         );
-        assert_eq!(Vary::from_response(&hm(&[("vary", "accept, *")])), Vary::Any);
+        assert_eq!(
+            Vary::from_response(&hm(&[("vary", "accept, *")])),
+            Vary::Any
+        );
         assert_eq!(Vary::from_response(&hm(&[("vary", "bad name")])), Vary::Any);
     }
 
@@ -208,7 +214,11 @@ mod tests {
         let empty = hm(&[("accept-language", "")]);
         assert!(vary_matches(&stored, &absent, &hm(&[("other", "x")])));
         assert!(!vary_matches(&stored, &absent, &empty));
-        assert!(vary_matches(&stored, &empty, &hm(&[("accept-language", "  ")])));
+        assert!(vary_matches(
+            &stored,
+            &empty,
+            &hm(&[("accept-language", "  ")])
+        ));
     }
 
     #[test]
@@ -221,7 +231,11 @@ mod tests {
     #[test]
     fn rfc9111_4_1_no_vary_always_matches_and_key_is_empty() {
         let stored = hm(&[]);
-        assert!(vary_matches(&stored, &hm(&[("a", "1")]), &hm(&[("a", "2")])));
+        assert!(vary_matches(
+            &stored,
+            &hm(&[("a", "1")]),
+            &hm(&[("a", "2")])
+        ));
         assert!(Vary::None.secondary_key(&hm(&[])).unwrap().is_empty());
     }
 

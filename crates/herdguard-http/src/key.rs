@@ -1,0 +1,408 @@
+//! Primary cache keys: the effective request URI (RFC 9110 §7.1) normalized per RFC 9110 §4.2.3
+//! / RFC 3986 §6, with `HEAD` sharing `GET`'s entry (RFC 9111 §2, §4).
+//!
+//! Normalization: scheme and host lowercased; the default port (80 for `http`, 443 for `https`)
+//! dropped; an empty path becomes `/`; percent-encodings get uppercase hex and encoded unreserved
+//! characters are decoded. Userinfo is refused (RFC 9110 §4.2.4 deprecates it for `http(s)`),
+//! as are schemes other than `http`/`https`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use http::header::HOST;
+use http::uri::Authority;
+use http::{HeaderMap, Method, Uri};
+
+/// A normalized absolute `http`/`https` URI: scheme, host, optional non-default port, and
+/// path-and-query (fragments are dropped).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EffectiveUri {
+    scheme: String,
+    host: String,
+    port: Option<u16>,
+    path_and_query: String,
+}
+
+fn default_port(scheme: &str) -> u16 {
+    if scheme == "https" {
+        443
+    } else {
+        80
+    }
+}
+
+impl EffectiveUri {
+    /// The effective request URI of an incoming request (RFC 9110 §7.1): the request target if
+    /// it is in absolute form, else `default_scheme` (`"http"` or `"https"`, as the listener
+    /// knows) plus the `Host` header field and the origin-form target. `None` when there is no
+    /// usable authority (missing or repeated `Host`, userinfo, bad port) or the scheme is not
+    /// `http`/`https`.
+    pub fn from_request(uri: &Uri, headers: &HeaderMap, default_scheme: &str) -> Option<Self> {
+        let path = uri.path_and_query().map_or("/", |pq| pq.as_str());
+        if let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) {
+            return Self::build(scheme, authority, path);
+        }
+        let mut hosts = headers.get_all(HOST).iter();
+        let host = hosts.next()?;
+        if hosts.next().is_some() {
+            return None;
+        }
+        let authority = Authority::from_str(host.to_str().ok()?.trim()).ok()?;
+        Self::build(default_scheme, &authority, path)
+    }
+
+    /// Parses an absolute `http`/`https` URI such as `https://Example.com:443/a?b`.
+    pub fn parse_absolute(s: &str) -> Option<Self> {
+        let s = s.split('#').next().unwrap_or("");
+        let uri = Uri::from_str(s).ok()?;
+        let path = uri.path_and_query().map_or("/", |pq| pq.as_str());
+        Self::build(uri.scheme_str()?, uri.authority()?, path)
+    }
+
+    fn build(scheme: &str, authority: &Authority, path_and_query: &str) -> Option<Self> {
+        let scheme = scheme.to_ascii_lowercase();
+        if scheme != "http" && scheme != "https" {
+            return None;
+        }
+        if authority.as_str().contains('@') {
+            return None;
+        }
+        let host = authority.host().to_ascii_lowercase();
+        if host.is_empty() {
+            return None;
+        }
+        // A port that is present must parse (an empty one means the default, RFC 3986 §3.2.3).
+        let rest = authority
+            .as_str()
+            .get(authority.host().len()..)
+            .unwrap_or("");
+        let port = match authority.port_u16() {
+            Some(p) if p == default_port(&scheme) => None,
+            Some(p) => Some(p),
+            None if rest.is_empty() || rest == ":" => None,
+            None => return None,
+        };
+        let path_and_query = if path_and_query.starts_with('/') {
+            normalize_percent(path_and_query)
+        } else if path_and_query.is_empty() || path_and_query.starts_with('?') {
+            format!("/{}", normalize_percent(path_and_query))
+        } else {
+            // e.g. the asterisk-form "*": not a cacheable target.
+            return None;
+        };
+        Some(EffectiveUri {
+            scheme,
+            host,
+            port,
+            path_and_query,
+        })
+    }
+
+    /// Resolves a URI reference (e.g. a `Location` value) against this URI (RFC 3986 §5.2).
+    pub fn resolve(&self, reference: &str) -> Option<EffectiveUri> {
+        let reference = reference.trim();
+        let reference = reference.split('#').next().unwrap_or("");
+        if has_scheme(reference) {
+            return Self::parse_absolute(reference);
+        }
+        if let Some(rest) = reference.strip_prefix("//") {
+            return Self::parse_absolute(&format!("{}://{}", self.scheme, rest));
+        }
+        let (base_path, base_query) = split_query(&self.path_and_query);
+        let (ref_path, ref_query) = split_query(reference);
+        let (path, query) = if ref_path.is_empty() {
+            (base_path.to_string(), ref_query.or(base_query))
+        } else if ref_path.starts_with('/') {
+            (remove_dot_segments(ref_path), ref_query)
+        } else {
+            let dir = base_path
+                .rfind('/')
+                .map_or("/", |i| base_path.get(..=i).unwrap_or("/"));
+            (remove_dot_segments(&format!("{dir}{ref_path}")), ref_query)
+        };
+        let mut s = format!("{}://{}{}", self.scheme, self.authority(), path);
+        if let Some(q) = query {
+            s.push('?');
+            s.push_str(q);
+        }
+        Self::parse_absolute(&s)
+    }
+
+    /// Whether both URIs have the same origin (scheme, host, port; RFC 9110 §4.3.1).
+    pub fn same_origin(&self, other: &EffectiveUri) -> bool {
+        self.scheme == other.scheme && self.host == other.host && self.port == other.port
+    }
+
+    /// The scheme (`http` or `https`).
+    pub fn scheme(&self) -> &str {
+        &self.scheme
+    }
+
+    /// The host, lowercased (IPv6 literals keep their brackets).
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The port, `None` when it is the scheme's default.
+    pub fn port(&self) -> Option<u16> {
+        self.port
+    }
+
+    /// The normalized path and query, always starting with `/`.
+    pub fn path_and_query(&self) -> &str {
+        &self.path_and_query
+    }
+
+    fn authority(&self) -> String {
+        match self.port {
+            Some(p) => format!("{}:{}", self.host, p),
+            None => self.host.clone(),
+        }
+    }
+}
+
+impl fmt::Display for EffectiveUri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}://{}{}",
+            self.scheme,
+            self.authority(),
+            self.path_and_query
+        )
+    }
+}
+
+fn has_scheme(s: &str) -> bool {
+    let Some((scheme, _)) = s.split_once(':') else {
+        return false;
+    };
+    let mut chars = scheme.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+}
+
+fn split_query(s: &str) -> (&str, Option<&str>) {
+    match s.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (s, None),
+    }
+}
+
+/// RFC 3986 §5.2.4 for absolute paths.
+fn remove_dot_segments(path: &str) -> String {
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    let last = segments.len().saturating_sub(1);
+    let mut out: Vec<&str> = Vec::new();
+    for (i, seg) in segments.iter().enumerate() {
+        match *seg {
+            "." => {
+                if i == last {
+                    out.push("");
+                }
+            }
+            ".." => {
+                out.pop();
+                if i == last {
+                    out.push("");
+                }
+            }
+            s => out.push(s),
+        }
+    }
+    format!("/{}", out.join("/"))
+}
+
+/// Uppercases percent-encoding hex digits and decodes encoded unreserved characters
+/// (RFC 3986 §6.2.2.1, §6.2.2.2).
+fn normalize_percent(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    while let Some(&c) = bytes.get(i) {
+        if c == b'%' {
+            if let (Some(&h), Some(&l)) = (bytes.get(i + 1), bytes.get(i + 2)) {
+                if let (Some(hv), Some(lv)) = (hex(h), hex(l)) {
+                    let decoded = hv * 16 + lv;
+                    if decoded.is_ascii_alphanumeric()
+                        || matches!(decoded, b'-' | b'.' | b'_' | b'~')
+                    {
+                        out.push(char::from(decoded));
+                    } else {
+                        out.push('%');
+                        out.push(char::from(h.to_ascii_uppercase()));
+                        out.push(char::from(l.to_ascii_uppercase()));
+                    }
+                    i += 3;
+                    continue;
+                }
+            }
+        }
+        out.push(char::from(c));
+        i += 1;
+    }
+    out
+}
+
+fn hex(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// The primary cache key of a request: `GET` and `HEAD` share one entry; other methods have
+/// none (RFC 9111 §2: the key is the method and target URI; only `GET` responses are stored here).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CacheKey(String);
+
+impl CacheKey {
+    /// The key for `method` on `uri`; `None` unless the method is `GET` or `HEAD`.
+    pub fn new(method: &Method, uri: &EffectiveUri) -> Option<CacheKey> {
+        if method == Method::GET || method == Method::HEAD {
+            Some(Self::for_uri(uri))
+        } else {
+            None
+        }
+    }
+
+    /// The (GET) key of a URI, e.g. for invalidation ([`crate::invalidate`]).
+    pub fn for_uri(uri: &EffectiveUri) -> CacheKey {
+        CacheKey(format!("GET {uri}"))
+    }
+
+    /// Convenience: [`EffectiveUri::from_request`] then [`CacheKey::new`].
+    pub fn from_request(
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        default_scheme: &str,
+    ) -> Option<CacheKey> {
+        Self::new(
+            method,
+            &EffectiveUri::from_request(uri, headers, default_scheme)?,
+        )
+    }
+
+    /// The key as a string, e.g. `GET https://example.com/a?b`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::hm;
+
+    fn uri(s: &str) -> Uri {
+        Uri::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn rfc9110_7_1_effective_uri_from_origin_form_and_host() {
+        let e = EffectiveUri::from_request(
+            &uri("/a/b?x=1"),
+            &hm(&[("host", "Example.COM:80")]),
+            "http",
+        )
+        .unwrap();
+        assert_eq!(e.to_string(), "http://example.com/a/b?x=1");
+        assert_eq!(e.port(), None);
+        let e =
+            EffectiveUri::from_request(&uri("/"), &hm(&[("host", "example.com:8443")]), "https")
+                .unwrap();
+        assert_eq!(e.to_string(), "https://example.com:8443/");
+    }
+
+    #[test]
+    fn rfc9110_7_1_absolute_form_wins_over_host() {
+        let e = EffectiveUri::from_request(
+            &uri("HTTPS://Example.com:443"),
+            &hm(&[("host", "other")]),
+            "http",
+        )
+        .unwrap();
+        assert_eq!(e.to_string(), "https://example.com/");
+    }
+
+    #[test]
+    fn rfc9110_7_1_unusable_authority() {
+        assert!(EffectiveUri::from_request(&uri("/"), &hm(&[]), "http").is_none());
+        assert!(EffectiveUri::from_request(
+            &uri("/"),
+            &hm(&[("host", "a"), ("host", "b")]),
+            "http"
+        )
+        .is_none());
+        assert!(EffectiveUri::from_request(&uri("/"), &hm(&[("host", "u@a")]), "http").is_none());
+        assert!(
+            EffectiveUri::from_request(&uri("/"), &hm(&[("host", "a:99999")]), "http").is_none()
+        );
+        assert!(EffectiveUri::from_request(&uri("/"), &hm(&[("host", "a")]), "ftp").is_none());
+        assert!(EffectiveUri::from_request(&uri("*"), &hm(&[("host", "a")]), "http").is_none());
+        assert!(EffectiveUri::parse_absolute("ftp://a/b").is_none());
+    }
+
+    #[test]
+    fn rfc3986_6_2_percent_normalization() {
+        let e = EffectiveUri::parse_absolute("http://a/%7euser/%2f%41?q=%3d").unwrap();
+        assert_eq!(e.path_and_query(), "/~user/%2FA?q=%3D");
+        assert_eq!(normalize_percent("%zz%4"), "%zz%4");
+    }
+
+    #[test]
+    fn rfc9110_ipv6_host() {
+        let e = EffectiveUri::parse_absolute("http://[::1]:8080/x").unwrap();
+        assert_eq!(e.host(), "[::1]");
+        assert_eq!(e.port(), Some(8080));
+        assert_eq!(e.to_string(), "http://[::1]:8080/x");
+        let e = EffectiveUri::parse_absolute("http://[::1]/x").unwrap();
+        assert_eq!(e.port(), None);
+    }
+
+    #[test]
+    fn rfc3986_5_2_reference_resolution() {
+        let base = EffectiveUri::parse_absolute("http://a/b/c/d;p?q").unwrap();
+        let r = |s: &str| base.resolve(s).map(|u| u.to_string());
+        // Examples from RFC 3986 §5.4.1 / §5.4.2.
+        assert_eq!(r("g").as_deref(), Some("http://a/b/c/g"));
+        assert_eq!(r("./g").as_deref(), Some("http://a/b/c/g"));
+        assert_eq!(r("g/").as_deref(), Some("http://a/b/c/g/"));
+        assert_eq!(r("/g").as_deref(), Some("http://a/g"));
+        assert_eq!(r("//g").as_deref(), Some("http://g/"));
+        assert_eq!(r("?y").as_deref(), Some("http://a/b/c/d;p?y"));
+        assert_eq!(r("g?y").as_deref(), Some("http://a/b/c/g?y"));
+        assert_eq!(r("").as_deref(), Some("http://a/b/c/d;p?q"));
+        assert_eq!(r("#s").as_deref(), Some("http://a/b/c/d;p?q"));
+        assert_eq!(r(".").as_deref(), Some("http://a/b/c/"));
+        assert_eq!(r("..").as_deref(), Some("http://a/b/"));
+        assert_eq!(r("../g").as_deref(), Some("http://a/b/g"));
+        assert_eq!(r("../../../g").as_deref(), Some("http://a/g"));
+        assert_eq!(r("/./g").as_deref(), Some("http://a/g"));
+        assert_eq!(r("g/../h").as_deref(), Some("http://a/b/c/h"));
+        assert_eq!(r("https://B/x").as_deref(), Some("https://b/x"));
+        assert_eq!(r("mailto:x@y"), None);
+        assert_eq!(r("g h"), None);
+    }
+
+    #[test]
+    fn rfc9111_2_head_shares_get_key_other_methods_have_none() {
+        let h = hm(&[("host", "example.com")]);
+        let g = CacheKey::from_request(&Method::GET, &uri("/x"), &h, "https").unwrap();
+        let hd = CacheKey::from_request(&Method::HEAD, &uri("/x"), &h, "https").unwrap();
+        assert_eq!(g, hd);
+        assert_eq!(g.as_str(), "GET https://example.com/x");
+        assert!(CacheKey::from_request(&Method::POST, &uri("/x"), &h, "https").is_none());
+        let other = CacheKey::from_request(&Method::GET, &uri("/x?"), &h, "https").unwrap();
+        assert_ne!(g, other);
+    }
+}

@@ -1,0 +1,345 @@
+//! Conditional revalidation (RFC 9111 §4.3) and header updates (§3.2).
+//!
+//! 1. [`conditional_headers`] builds `If-None-Match` / `If-Modified-Since` from a stored response
+//!    (§4.3.1). Send them on the request to the origin.
+//! 2. On a `304`, [`select_for_update`] finds which stored response(s) it refers to (§4.3.4);
+//!    [`update_stored_headers`] merges the 304's header fields into them (§3.2). Then recompute
+//!    the [`crate::freshness::StoredResponse`] with the 304's request/response times.
+//! 3. On a full response (e.g. `200`), store it as new; on a `5xx` (or no answer), the proxy may
+//!    serve stale only if the decision's `stale_if_error_until` allows it (§4.3.3, RFC 5861 §4).
+
+use std::time::SystemTime;
+
+use http::header::{
+    HeaderName, HeaderValue, CONTENT_LENGTH, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED,
+};
+use http::HeaderMap;
+
+use crate::freshness::{format_http_date, parse_http_date};
+use crate::storable::{connection_listed, is_never_stored};
+
+/// An entity tag (RFC 9110 §8.8.3).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EntityTag {
+    /// Whether it is a weak tag (`W/` prefix).
+    pub weak: bool,
+    /// The opaque tag, without the quotes.
+    pub tag: String,
+}
+
+impl EntityTag {
+    /// Parses one entity-tag: `[W/] DQUOTE *etagc DQUOTE`, where etagc is `%x21 / %x23-7E /
+    /// obs-text`. Surrounding whitespace is tolerated; anything else is `None`.
+    pub fn parse(s: &[u8]) -> Option<EntityTag> {
+        let mut s = s;
+        while let [b' ' | b'\t', rest @ ..] = s {
+            s = rest;
+        }
+        while let [rest @ .., b' ' | b'\t'] = s {
+            s = rest;
+        }
+        let (weak, rest) = match s {
+            [b'W', b'/', rest @ ..] => (true, rest),
+            _ => (false, s),
+        };
+        let inner = match rest {
+            [b'"', inner @ .., b'"'] => inner,
+            _ => return None,
+        };
+        if !inner
+            .iter()
+            .all(|&c| c == 0x21 || (0x23..=0x7e).contains(&c) || c >= 0x80)
+        {
+            return None;
+        }
+        Some(EntityTag {
+            weak,
+            tag: String::from_utf8_lossy(inner).into_owned(),
+        })
+    }
+
+    /// The `ETag` of a response: one valid entity-tag on a single line, else `None`.
+    pub fn from_headers(headers: &HeaderMap) -> Option<EntityTag> {
+        let mut all = headers.get_all(ETAG).iter();
+        let first = all.next()?;
+        if all.next().is_some() {
+            return None;
+        }
+        EntityTag::parse(first.as_bytes())
+    }
+
+    /// Strong comparison (RFC 9110 §8.8.3.2): both strong and identical.
+    pub fn strong_eq(&self, other: &EntityTag) -> bool {
+        !self.weak && !other.weak && self.tag == other.tag
+    }
+
+    /// Weak comparison (RFC 9110 §8.8.3.2): identical opaque tags.
+    pub fn weak_eq(&self, other: &EntityTag) -> bool {
+        self.tag == other.tag
+    }
+}
+
+/// Whether a stored response has a validator (a valid `ETag` or `Last-Modified`) that a
+/// conditional request could use.
+pub fn has_validator(stored: &HeaderMap) -> bool {
+    EntityTag::from_headers(stored).is_some() || last_modified(stored).is_some()
+}
+
+fn last_modified(headers: &HeaderMap) -> Option<SystemTime> {
+    let mut all = headers.get_all(LAST_MODIFIED).iter();
+    let first = all.next()?;
+    if all.next().is_some() {
+        return None;
+    }
+    parse_http_date(first)
+}
+
+/// The conditional header fields to revalidate a stored response (RFC 9111 §4.3.1):
+/// `If-None-Match` with its entity-tag (weak tags are fine here, RFC 9110 §13.1.2) and
+/// `If-Modified-Since` with its `Last-Modified` date. Empty when it has no validator, in which
+/// case the proxy sends an unconditional request.
+pub fn conditional_headers(stored: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    if EntityTag::from_headers(stored).is_some() {
+        if let Some(v) = stored.get(ETAG) {
+            out.insert(IF_NONE_MATCH, trimmed(v));
+        }
+    }
+    if let Some(lm) = last_modified(stored) {
+        out.insert(IF_MODIFIED_SINCE, format_http_date(lm));
+    }
+    out
+}
+
+fn trimmed(v: &HeaderValue) -> HeaderValue {
+    let b = v.as_bytes();
+    let start = b.iter().position(|c| !matches!(c, b' ' | b'\t'));
+    let end = b.iter().rposition(|c| !matches!(c, b' ' | b'\t'));
+    match (start, end) {
+        (Some(s), Some(e)) => b
+            .get(s..=e)
+            .and_then(|x| HeaderValue::from_bytes(x).ok())
+            .unwrap_or_else(|| v.clone()),
+        _ => v.clone(),
+    }
+}
+
+/// A stored response considered for a 304 update: its headers and when it was received.
+#[derive(Debug, Clone, Copy)]
+pub struct Candidate<'a> {
+    /// The stored response's header fields.
+    pub headers: &'a HeaderMap,
+    /// When it was received (to find "the most recent" for weak matches).
+    pub response_time: SystemTime,
+}
+
+/// Which stored responses a `304` updates (RFC 9111 §4.3.4). Returns indices into `candidates`:
+///
+/// * the 304 has a strong `ETag`: every candidate with the same strong tag (possibly none —
+///   then nothing may be updated, and the proxy should refetch unconditionally);
+/// * else it has a weak `ETag` or a `Last-Modified`: the most recent candidate whose tag matches
+///   weakly or whose `Last-Modified` is equal (`Last-Modified` is treated as a weak validator);
+/// * else, if there is exactly one candidate and it has no validator either, that one.
+pub fn select_for_update(not_modified: &HeaderMap, candidates: &[Candidate<'_>]) -> Vec<usize> {
+    let new_tag = EntityTag::from_headers(not_modified);
+    if let Some(tag) = new_tag.as_ref().filter(|t| !t.weak) {
+        return candidates
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| EntityTag::from_headers(c.headers).is_some_and(|t| t.strong_eq(tag)))
+            .map(|(i, _)| i)
+            .collect();
+    }
+    let new_lm = last_modified(not_modified);
+    if new_tag.is_some() || new_lm.is_some() {
+        let best = candidates
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| {
+                let tag_match = match (&new_tag, EntityTag::from_headers(c.headers)) {
+                    (Some(a), Some(b)) => a.weak_eq(&b),
+                    _ => false,
+                };
+                let lm_match = new_lm.is_some() && new_lm == last_modified(c.headers);
+                tag_match || lm_match
+            })
+            .max_by_key(|(_, c)| c.response_time)
+            .map(|(i, _)| i);
+        return best.into_iter().collect();
+    }
+    match candidates {
+        [only] if !has_validator(only.headers) => vec![0],
+        _ => Vec::new(),
+    }
+}
+
+/// Whether a field of a newer response must not replace the stored one (RFC 9111 §3.2): the
+/// §3.1 exceptions and `Content-Length`.
+pub fn is_update_exempt(name: &HeaderName) -> bool {
+    name == CONTENT_LENGTH || is_never_stored(name)
+}
+
+/// Updates a stored response's header fields from a newer response, e.g. a `304` (RFC 9111
+/// §3.2): every field of `newer` replaces all stored lines of that name, except `Content-Length`,
+/// hop-by-hop and proxy fields, and fields listed in the newer response's `Connection`.
+pub fn update_stored_headers(stored: &mut HeaderMap, newer: &HeaderMap) {
+    let listed = connection_listed(newer);
+    let mut replaced: Vec<&HeaderName> = Vec::new();
+    for (name, value) in newer {
+        if is_update_exempt(name) || listed.contains(name) {
+            continue;
+        }
+        if !replaced.contains(&name) {
+            stored.remove(name);
+            replaced.push(name);
+        }
+        stored.append(name.clone(), value.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::{at, hm};
+
+    #[test]
+    fn rfc9110_8_8_3_entity_tag_parsing_and_comparison() {
+        let s = EntityTag::parse(b"\"abc\"").unwrap();
+        let w = EntityTag::parse(b" W/\"abc\" ").unwrap();
+        assert!(!s.weak && w.weak);
+        assert_eq!(w.tag, "abc");
+        assert!(s.strong_eq(&s.clone()));
+        assert!(!s.strong_eq(&w));
+        assert!(s.weak_eq(&w));
+        assert!(EntityTag::parse(b"\"\"").is_some());
+        for bad in [
+            &b"abc"[..],
+            b"\"a\"b\"",
+            b"w/\"a\"",
+            b"\"a",
+            b"\"a b\"",
+            b"",
+        ] {
+            assert!(EntityTag::parse(bad).is_none(), "{bad:?}");
+        }
+        assert_eq!(
+            EntityTag::from_headers(&hm(&[("etag", "\"a\""), ("etag", "\"b\"")])),
+            None
+        );
+    }
+
+    #[test]
+    fn rfc9111_4_3_1_conditional_headers() {
+        let h = hm(&[
+            ("etag", " W/\"v1\""),
+            ("last-modified", "Thu, 01 Jan 2015 00:00:00 GMT"),
+        ]);
+        let c = conditional_headers(&h);
+        assert_eq!(c.get(IF_NONE_MATCH).unwrap(), "W/\"v1\"");
+        assert_eq!(
+            c.get(IF_MODIFIED_SINCE).unwrap(),
+            "Thu, 01 Jan 2015 00:00:00 GMT"
+        );
+        // RFC 850 date is re-emitted as IMF-fixdate.
+        let h = hm(&[("last-modified", "Thursday, 01-Jan-15 00:00:00 GMT")]);
+        assert_eq!(
+            conditional_headers(&h).get(IF_MODIFIED_SINCE).unwrap(),
+            "Thu, 01 Jan 2015 00:00:00 GMT"
+        );
+        // Invalid validators are not sent.
+        let h = hm(&[("etag", "nope"), ("last-modified", "yesterday")]);
+        assert!(conditional_headers(&h).is_empty());
+        assert!(!has_validator(&h));
+    }
+
+    fn cands<'a>(list: &'a [(HeaderMap, u64)]) -> Vec<Candidate<'a>> {
+        list.iter()
+            .map(|(h, t)| Candidate {
+                headers: h,
+                response_time: at(*t),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rfc9111_4_3_4_strong_validator_selects_all_matching() {
+        let stored = [
+            (hm(&[("etag", "\"a\"")]), 1),
+            (hm(&[("etag", "\"b\"")]), 2),
+            (hm(&[("etag", "\"a\"")]), 3),
+            (hm(&[("etag", "W/\"a\"")]), 4),
+        ];
+        let c = cands(&stored);
+        assert_eq!(select_for_update(&hm(&[("etag", "\"a\"")]), &c), vec![0, 2]);
+        // No stored response has the strong tag: nothing is updated.
+        assert!(select_for_update(&hm(&[("etag", "\"z\"")]), &c).is_empty());
+    }
+
+    #[test]
+    fn rfc9111_4_3_4_weak_validator_selects_most_recent() {
+        let stored = [
+            (hm(&[("etag", "W/\"a\"")]), 5),
+            (hm(&[("etag", "\"a\"")]), 9),
+            (hm(&[("etag", "W/\"b\"")]), 20),
+        ];
+        let c = cands(&stored);
+        assert_eq!(select_for_update(&hm(&[("etag", "W/\"a\"")]), &c), vec![1]);
+        let lm = "Thu, 01 Jan 2015 00:00:00 GMT";
+        let stored = [
+            (hm(&[("last-modified", lm)]), 5),
+            (hm(&[("last-modified", lm)]), 7),
+            (hm(&[("last-modified", "Fri, 02 Jan 2015 00:00:00 GMT")]), 9),
+        ];
+        let c = cands(&stored);
+        assert_eq!(
+            select_for_update(&hm(&[("last-modified", lm)]), &c),
+            vec![1]
+        );
+    }
+
+    #[test]
+    fn rfc9111_4_3_4_no_validator_only_single_unvalidated() {
+        let one = [(hm(&[("x", "1")]), 1)];
+        assert_eq!(select_for_update(&hm(&[]), &cands(&one)), vec![0]);
+        let one_with_etag = [(hm(&[("etag", "\"a\"")]), 1)];
+        assert!(select_for_update(&hm(&[]), &cands(&one_with_etag)).is_empty());
+        let two = [(hm(&[]), 1), (hm(&[]), 2)];
+        assert!(select_for_update(&hm(&[]), &cands(&two)).is_empty());
+        assert!(select_for_update(&hm(&[]), &[]).is_empty());
+    }
+
+    #[test]
+    fn rfc9111_3_2_update_stored_headers() {
+        let mut stored = hm(&[
+            ("content-length", "100"),
+            ("cache-control", "max-age=10"),
+            ("x-multi", "a"),
+            ("x-multi", "b"),
+            ("etag", "\"v\""),
+            ("content-type", "text/plain"),
+        ]);
+        let newer = hm(&[
+            ("content-length", "0"),
+            ("cache-control", "max-age=60"),
+            ("x-multi", "c"),
+            ("date", "Thu, 01 Jan 2015 00:00:00 GMT"),
+            ("connection", "x-hop"),
+            ("x-hop", "1"),
+            ("keep-alive", "timeout=1"),
+            ("set-cookie", "a=1"),
+            ("set-cookie", "b=2"),
+        ]);
+        update_stored_headers(&mut stored, &newer);
+        assert_eq!(stored.get("content-length").unwrap(), "100");
+        assert_eq!(stored.get("cache-control").unwrap(), "max-age=60");
+        let multi: Vec<_> = stored.get_all("x-multi").iter().collect();
+        assert_eq!(multi, vec!["c"]);
+        assert_eq!(stored.get_all("set-cookie").iter().count(), 2);
+        assert!(stored.get("date").is_some());
+        assert!(stored.get("x-hop").is_none());
+        assert!(stored.get("connection").is_none());
+        assert!(stored.get("keep-alive").is_none());
+        assert_eq!(stored.get("etag").unwrap(), "\"v\"");
+        assert_eq!(stored.get("content-type").unwrap(), "text/plain");
+    }
+}
