@@ -15,7 +15,7 @@ use crate::clock::{Clock, Timestamp};
 use crate::entry::{Entry, EntryMeta};
 use crate::error::{Error, RemoteError, SharedError};
 use crate::flight::{Flight, Flights, Join};
-use crate::load::{BoxLoader, FleetSettings, Failure, Outcome, Produced};
+use crate::load::{BoxLoader, Failure, FleetSettings, Outcome, Produced};
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::policy::{classify, CallOptions, Freshness, Loaded, Policy};
 use crate::remote::Remote;
@@ -119,7 +119,12 @@ where
         self.lookup(key, Cow::Owned(policy), loader).await
     }
 
-    async fn lookup<F, Fut, E>(&self, key: K, policy: Cow<'_, Policy>, loader: F) -> Result<Cached<V>, Error>
+    async fn lookup<F, Fut, E>(
+        &self,
+        key: K,
+        policy: Cow<'_, Policy>,
+        loader: F,
+    ) -> Result<Cached<V>, Error>
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<Loaded<V>, E>> + Send + 'static,
@@ -129,27 +134,30 @@ where
         let now = inner.clock.now();
         let stale = match inner.store.get(&key) {
             None => None,
-            Some(entry) => match classify(&entry, now, policy.early_refresh_beta, || inner.random()) {
-                Freshness::Fresh => {
-                    inner.metrics.hits.inc();
-                    return Ok(Cached::new(entry, Served::Hit));
-                }
-                Freshness::EarlyRefresh => {
-                    inner.metrics.hits.inc();
-                    let started = inner.refresh(&key, &entry, boxed(loader), policy.into_owned(), now);
-                    if started {
-                        inner.metrics.early_refreshes.inc();
-                        return Ok(Cached::new(entry, Served::EarlyRefresh));
+            Some(entry) => {
+                match classify(&entry, now, policy.early_refresh_beta, || inner.random()) {
+                    Freshness::Fresh => {
+                        inner.metrics.hits.inc();
+                        return Ok(Cached::new(entry, Served::Hit));
                     }
-                    return Ok(Cached::new(entry, Served::Hit));
+                    Freshness::EarlyRefresh => {
+                        inner.metrics.hits.inc();
+                        let started =
+                            inner.refresh(&key, &entry, boxed(loader), policy.into_owned(), now);
+                        if started {
+                            inner.metrics.early_refreshes.inc();
+                            return Ok(Cached::new(entry, Served::EarlyRefresh));
+                        }
+                        return Ok(Cached::new(entry, Served::Hit));
+                    }
+                    Freshness::StaleWhileRevalidate => {
+                        inner.metrics.stale_while_revalidate.inc();
+                        inner.refresh(&key, &entry, boxed(loader), policy.into_owned(), now);
+                        return Ok(Cached::new(entry, Served::StaleWhileRevalidate));
+                    }
+                    Freshness::Expired => Some(entry),
                 }
-                Freshness::StaleWhileRevalidate => {
-                    inner.metrics.stale_while_revalidate.inc();
-                    inner.refresh(&key, &entry, boxed(loader), policy.into_owned(), now);
-                    return Ok(Cached::new(entry, Served::StaleWhileRevalidate));
-                }
-                Freshness::Expired => Some(entry),
-            },
+            }
         };
         // The slow path is boxed so the hit path's future stays small.
         let miss = Arc::clone(inner).miss(key, policy.into_owned(), stale, boxed(loader));
@@ -252,7 +260,9 @@ where
     Fut: Future<Output = Result<Loaded<V>, E>> + Send + 'static,
     E: Into<BoxError>,
 {
-    Box::new(move || Box::pin(async move { loader().await.map_err(|e| SharedError::from(e.into())) }))
+    Box::new(move || {
+        Box::pin(async move { loader().await.map_err(|e| SharedError::from(e.into())) })
+    })
 }
 
 impl<K, V> Inner<K, V>
@@ -282,7 +292,8 @@ where
     pub(crate) fn remote_failed(&self, _error: &RemoteError) {
         self.metrics.remote_errors.inc();
         let retry = self.clock.now().saturating_add(self.fleet.retry_after);
-        self.remote_retry_at.store(retry.as_unix_nanos(), Ordering::Relaxed);
+        self.remote_retry_at
+            .store(retry.as_unix_nanos(), Ordering::Relaxed);
     }
 
     fn forget_failures(&self, key: &K) {
@@ -317,7 +328,8 @@ where
         match self.flights.join(key, replaced) {
             Join::Leader(flight) => {
                 self.metrics.background_refreshes.inc();
-                self.spawn_flight(key.clone(), flight, loader, policy);
+                let replacing = Some(seen.meta().created);
+                self.spawn_flight(key.clone(), flight, loader, policy, replacing);
                 true
             }
             Join::Waiter(_) | Join::Settled(()) => false,
@@ -325,7 +337,14 @@ where
     }
 
     /// Runs the leader's load as its own task, so no caller's cancellation stops it.
-    fn spawn_flight(self: &Arc<Self>, key: K, flight: Arc<Flight<Outcome<V>>>, loader: BoxLoader<V>, policy: Policy) {
+    fn spawn_flight(
+        self: &Arc<Self>,
+        key: K,
+        flight: Arc<Flight<Outcome<V>>>,
+        loader: BoxLoader<V>,
+        policy: Policy,
+        replacing: Option<Timestamp>,
+    ) {
         let guard = FlightGuard {
             inner: Arc::clone(self),
             key,
@@ -336,7 +355,10 @@ where
         // its waiters get an error rather than hang.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
-                let produced = guard.inner.produce(&guard.key, loader, &policy).await;
+                let produced = guard
+                    .inner
+                    .produce(&guard.key, loader, &policy, replacing)
+                    .await;
                 guard.finish(produced, &policy);
             });
         }
@@ -368,7 +390,13 @@ where
             Join::Waiter(flight) => (flight, false),
             Join::Leader(flight) => {
                 if let Some(loader) = own_loader.take() {
-                    self.spawn_flight(key.clone(), Arc::clone(&flight), loader, policy.clone());
+                    self.spawn_flight(
+                        key.clone(),
+                        Arc::clone(&flight),
+                        loader,
+                        policy.clone(),
+                        None,
+                    );
                 }
                 (flight, true)
             }
@@ -436,7 +464,11 @@ where
         })
     }
 
-    fn timed_out(&self, waited: Duration, stale: Option<Arc<Entry<V>>>) -> Result<Cached<V>, Error> {
+    fn timed_out(
+        &self,
+        waited: Duration,
+        stale: Option<Arc<Entry<V>>>,
+    ) -> Result<Cached<V>, Error> {
         let now = self.clock.now();
         if let Some(entry) = stale.filter(|e| e.usable_on_error(now)) {
             self.metrics.stale_on_timeout.inc();
@@ -472,27 +504,32 @@ where
         let key = &self.key;
         let Produced { outcome, keep } = produced;
         let publish = outcome.clone();
-        inner.flights.complete(key, &self.flight, publish, |superseded| {
-            if superseded {
-                inner.metrics.superseded.inc();
-                return;
-            }
-            let now = inner.clock.now();
-            match outcome {
-                Outcome::Value { entry, .. } if keep => inner.store.insert(key.clone(), entry),
-                Outcome::Value { .. } => {}
-                Outcome::Uncacheable(_) => {
-                    inner.uncacheable.insert(key.clone(), now.saturating_add(policy.uncacheable_ttl));
+        inner
+            .flights
+            .complete(key, &self.flight, publish, |superseded| {
+                if superseded {
+                    inner.metrics.superseded.inc();
+                    return;
                 }
-                Outcome::Failed(Failure::Origin(error)) => {
-                    if let (Some(negative), Some(ttl)) = (&inner.negative, policy.negative_ttl) {
-                        let until = now.saturating_add(ttl);
-                        negative.insert(key.clone(), Negative { until, error });
+                let now = inner.clock.now();
+                match outcome {
+                    Outcome::Value { entry, .. } if keep => inner.store.insert(key.clone(), entry),
+                    Outcome::Value { .. } => {}
+                    Outcome::Uncacheable(_) => {
+                        inner
+                            .uncacheable
+                            .insert(key.clone(), now.saturating_add(policy.uncacheable_ttl));
                     }
+                    Outcome::Failed(Failure::Origin(error)) => {
+                        if let (Some(negative), Some(ttl)) = (&inner.negative, policy.negative_ttl)
+                        {
+                            let until = now.saturating_add(ttl);
+                            negative.insert(key.clone(), Negative { until, error });
+                        }
+                    }
+                    Outcome::Failed(_) => {}
                 }
-                Outcome::Failed(_) => {}
-            }
-        });
+            });
     }
 }
 
@@ -503,9 +540,12 @@ where
 {
     fn drop(&mut self) {
         if !self.done {
-            self.inner
-                .flights
-                .complete(&self.key, &self.flight, Outcome::Failed(Failure::Abandoned), |_| ());
+            self.inner.flights.complete(
+                &self.key,
+                &self.flight,
+                Outcome::Failed(Failure::Abandoned),
+                |_| (),
+            );
         }
     }
 }

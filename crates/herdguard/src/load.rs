@@ -90,9 +90,21 @@ where
     K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
     V: Send + Sync + 'static,
 {
-    pub(crate) async fn produce(&self, key: &K, loader: BoxLoader<V>, policy: &Policy) -> Produced<V> {
+    /// `replacing` is the creation time of the entry a background refresh replaces:
+    /// the shared store's copy only counts when it is newer (an early refresh runs
+    /// while the old copy is still fresh, in L2 too).
+    pub(crate) async fn produce(
+        &self,
+        key: &K,
+        loader: BoxLoader<V>,
+        policy: &Policy,
+        replacing: Option<crate::Timestamp>,
+    ) -> Produced<V> {
         match self.healthy_remote() {
-            Some(remote) => self.fleet_load(remote.as_ref(), key, loader, policy).await,
+            Some(remote) => {
+                self.fleet_load(remote.as_ref(), key, loader, policy, replacing)
+                    .await
+            }
             None => {
                 let version = self.next_version();
                 self.call_origin(loader, policy, version).await.into()
@@ -107,7 +119,11 @@ where
         policy: &Policy,
         version: u64,
     ) -> Outcome<V> {
-        let Some(permit) = self.breaker.as_ref().map(|b| b.try_acquire(self.clock.now())) else {
+        let Some(permit) = self
+            .breaker
+            .as_ref()
+            .map(|b| b.try_acquire(self.clock.now()))
+        else {
             return self.run_loader(loader, policy, version, None).await;
         };
         match permit {
@@ -201,11 +217,12 @@ where
         key: &K,
         loader: BoxLoader<V>,
         policy: &Policy,
+        replacing: Option<crate::Timestamp>,
     ) -> Produced<V> {
         let give_up_at = Instant::now() + self.fleet.wait_limit;
         loop {
             // 1. Someone in the fleet may have it already.
-            match self.fresh_shared(remote, key).await {
+            match self.fresh_shared(remote, key, replacing).await {
                 Ok(Some(outcome)) => return outcome.into(),
                 Ok(None) => {}
                 Err(e) => return self.degrade(e, loader, policy).await,
@@ -216,7 +233,9 @@ where
                 Err(e) => return self.degrade(e, loader, policy).await,
             };
             if let Some(lease) = lease {
-                return self.load_under_lease(remote, key, &lease, loader, policy).await;
+                return self
+                    .load_under_lease(remote, key, &lease, loader, policy, replacing)
+                    .await;
             }
             // 3. Another process loads it. Subscribe first, then re-check, so a
             // write landing between the two cannot go unnoticed.
@@ -224,7 +243,7 @@ where
                 Ok(n) => n,
                 Err(e) => return self.degrade(e, loader, policy).await,
             };
-            match self.fresh_shared(remote, key).await {
+            match self.fresh_shared(remote, key, replacing).await {
                 Ok(Some(outcome)) => return outcome.into(),
                 Ok(None) => {}
                 Err(e) => return self.degrade(e, loader, policy).await,
@@ -248,15 +267,21 @@ where
         &self,
         remote: &dyn Remote<K, V>,
         key: &K,
+        replacing: Option<crate::Timestamp>,
     ) -> Result<Option<Outcome<V>>, RemoteError> {
         let now = self.clock.now();
-        Ok(remote.get(key).await?.filter(|e| e.is_fresh(now)).map(|e| {
-            self.metrics.l2_hits.inc();
-            Outcome::Value {
-                entry: Arc::new(e),
-                from_shared: true,
-            }
-        }))
+        let newer = |e: &Entry<V>| replacing.is_none_or(|old| e.meta().created > old);
+        Ok(remote
+            .get(key)
+            .await?
+            .filter(|e| e.is_fresh(now) && newer(e))
+            .map(|e| {
+                self.metrics.l2_hits.inc();
+                Outcome::Value {
+                    entry: Arc::new(e),
+                    from_shared: true,
+                }
+            }))
     }
 
     async fn load_under_lease(
@@ -266,9 +291,10 @@ where
         lease: &Lease,
         loader: BoxLoader<V>,
         policy: &Policy,
+        replacing: Option<crate::Timestamp>,
     ) -> Produced<V> {
         // Re-check after acquiring: the previous holder may have just written it.
-        match self.fresh_shared(remote, key).await {
+        match self.fresh_shared(remote, key, replacing).await {
             Ok(Some(outcome)) => {
                 self.release(remote, key, lease).await;
                 return outcome.into();
@@ -280,7 +306,12 @@ where
             }
         }
         let outcome = self
-            .renewing(remote, key, lease, self.call_origin(loader, policy, lease.version))
+            .renewing(
+                remote,
+                key,
+                lease,
+                self.call_origin(loader, policy, lease.version),
+            )
             .await;
         let mut keep = true;
         if let Outcome::Value { entry, .. } = &outcome {
@@ -339,7 +370,12 @@ where
         }
     }
 
-    async fn degrade(&self, error: RemoteError, loader: BoxLoader<V>, policy: &Policy) -> Produced<V> {
+    async fn degrade(
+        &self,
+        error: RemoteError,
+        loader: BoxLoader<V>,
+        policy: &Policy,
+    ) -> Produced<V> {
         self.remote_failed(&error);
         let version = self.next_version();
         self.call_origin(loader, policy, version).await.into()
