@@ -307,7 +307,7 @@ mod tests {
         let mut rng = fastrand::Rng::with_seed(42);
         let n = 20_000u32;
         for beta in [0.5, 1.0, 2.0] {
-            for before_ms in [0u64, 50, 100, 200, 400, 800] {
+            for before_ms in [1u64, 50, 100, 200, 400, 800] {
                 let now = created.saturating_add(ttl).saturating_sub(Duration::from_millis(before_ms));
                 let fired = (0..n)
                     .filter(|_| {
