@@ -223,7 +223,9 @@ mod tests {
 
     #[test]
     fn zero_settings_are_rejected() {
-        assert!(BreakerConfig::new(0, Duration::from_secs(1)).validate().is_err());
+        assert!(BreakerConfig::new(0, Duration::from_secs(1))
+            .validate()
+            .is_err());
         assert!(BreakerConfig::new(1, Duration::ZERO).validate().is_err());
         assert!(BreakerConfig::new(1, Duration::from_secs(1))
             .half_open_probes(0)

@@ -89,7 +89,11 @@ where
     }
 
     /// Most bytes the embedded store holds, as `weigh` estimates each key and value.
-    pub fn max_bytes(mut self, bytes: u64, weigh: impl Fn(&K, &V) -> u64 + Send + Sync + 'static) -> Self {
+    pub fn max_bytes(
+        mut self,
+        bytes: u64,
+        weigh: impl Fn(&K, &V) -> u64 + Send + Sync + 'static,
+    ) -> Self {
         self.max_bytes = Some((bytes, Arc::new(weigh)));
         self
     }

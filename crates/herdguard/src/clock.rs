@@ -122,9 +122,18 @@ mod tests {
     #[test]
     fn timestamps_saturate() {
         let t = Timestamp::from_unix_nanos(u64::MAX - 1);
-        assert_eq!(t.saturating_add(Duration::from_secs(1)).as_unix_nanos(), u64::MAX);
-        assert_eq!(Timestamp::EPOCH.saturating_sub(Duration::from_secs(1)), Timestamp::EPOCH);
-        assert_eq!(Timestamp::EPOCH.saturating_duration_since(t), Duration::ZERO);
+        assert_eq!(
+            t.saturating_add(Duration::from_secs(1)).as_unix_nanos(),
+            u64::MAX
+        );
+        assert_eq!(
+            Timestamp::EPOCH.saturating_sub(Duration::from_secs(1)),
+            Timestamp::EPOCH
+        );
+        assert_eq!(
+            Timestamp::EPOCH.saturating_duration_since(t),
+            Duration::ZERO
+        );
     }
 
     #[test]

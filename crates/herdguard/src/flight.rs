@@ -280,7 +280,10 @@ mod tests {
         };
         let mut wait = Box::pin(leader.wait());
         let waker = futures_util::task::noop_waker();
-        assert!(wait.as_mut().poll(&mut Context::from_waker(&waker)).is_pending());
+        assert!(wait
+            .as_mut()
+            .poll(&mut Context::from_waker(&waker))
+            .is_pending());
         drop(wait);
         assert!(leader.state.lock().wakers.iter().all(Option::is_none));
         flights.complete(&"k", &leader, 3, |_| ());
@@ -328,7 +331,10 @@ mod shuttle_tests {
             .collect();
         let values: Vec<u32> = handles.into_iter().map(|h| h.join().unwrap()).collect();
         assert_eq!(loads.load(Ordering::SeqCst), 1, "exactly one load");
-        assert!(values.windows(2).all(|w| w[0] == w[1]), "all see one value: {values:?}");
+        assert!(
+            values.windows(2).all(|w| w[0] == w[1]),
+            "all see one value: {values:?}"
+        );
         assert_eq!(flights.len(), 0, "nothing left in the table");
     }
 

@@ -295,8 +295,14 @@ mod tests {
         h.record(Duration::from_millis(50)); // bucket < 65.536 ms
         let s = h.snapshot();
         assert_eq!(s.count, 100);
-        assert_eq!(s.quantile_upper_bound(0.5), Some(Duration::from_micros(128)));
-        assert_eq!(s.quantile_upper_bound(1.0), Some(Duration::from_micros(65_536)));
+        assert_eq!(
+            s.quantile_upper_bound(0.5),
+            Some(Duration::from_micros(128))
+        );
+        assert_eq!(
+            s.quantile_upper_bound(1.0),
+            Some(Duration::from_micros(65_536))
+        );
         assert_eq!(s.sum, Duration::from_micros(99 * 100 + 50_000));
     }
 }

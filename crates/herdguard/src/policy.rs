@@ -308,7 +308,9 @@ mod tests {
         let n = 20_000u32;
         for beta in [0.5, 1.0, 2.0] {
             for before_ms in [1u64, 50, 100, 200, 400, 800] {
-                let now = created.saturating_add(ttl).saturating_sub(Duration::from_millis(before_ms));
+                let now = created
+                    .saturating_add(ttl)
+                    .saturating_sub(Duration::from_millis(before_ms));
                 let fired = (0..n)
                     .filter(|_| {
                         classify(&e, now, Some(beta), || rng.f64()) == Freshness::EarlyRefresh
@@ -327,11 +329,21 @@ mod tests {
 
     #[test]
     fn xfetch_never_fires_far_from_expiry_and_is_off_without_beta() {
-        let (e, created) = entry(Duration::from_secs(60), Duration::from_millis(100), Duration::ZERO);
+        let (e, created) = entry(
+            Duration::from_secs(60),
+            Duration::from_millis(100),
+            Duration::ZERO,
+        );
         // 10 s before expiry is 100·Δ away: beyond the largest possible draw.
         let now = created.saturating_add(Duration::from_secs(50));
         let mut drew = false;
-        assert_eq!(classify(&e, now, Some(1.0), || { drew = true; 0.999_999 }), Freshness::Fresh);
+        assert_eq!(
+            classify(&e, now, Some(1.0), || {
+                drew = true;
+                0.999_999
+            }),
+            Freshness::Fresh
+        );
         assert!(!drew, "no random draw far from expiry");
         let near = created.saturating_add(Duration::from_millis(59_999));
         assert_eq!(classify(&e, near, None, || 0.999_999), Freshness::Fresh);
@@ -339,23 +351,39 @@ mod tests {
 
     #[test]
     fn windows_after_expiry() {
-        let (e, created) = entry(Duration::from_secs(10), Duration::ZERO, Duration::from_secs(5));
+        let (e, created) = entry(
+            Duration::from_secs(10),
+            Duration::ZERO,
+            Duration::from_secs(5),
+        );
         let at = |s| created.saturating_add(Duration::from_secs(s));
         assert_eq!(classify(&e, at(9), Some(1.0), || 0.5), Freshness::Fresh);
-        assert_eq!(classify(&e, at(10), Some(1.0), || 0.5), Freshness::StaleWhileRevalidate);
-        assert_eq!(classify(&e, at(14), None, || 0.5), Freshness::StaleWhileRevalidate);
+        assert_eq!(
+            classify(&e, at(10), Some(1.0), || 0.5),
+            Freshness::StaleWhileRevalidate
+        );
+        assert_eq!(
+            classify(&e, at(14), None, || 0.5),
+            Freshness::StaleWhileRevalidate
+        );
         assert_eq!(classify(&e, at(15), None, || 0.5), Freshness::Expired);
     }
 
     #[test]
     fn jitter_stays_within_its_bounds() {
-        let policy = Policy { jitter: 0.2, ..Policy::default() };
+        let policy = Policy {
+            jitter: 0.2,
+            ..Policy::default()
+        };
         let ttl = Duration::from_secs(100);
         let mut rng = fastrand::Rng::with_seed(7);
         let (mut lo, mut hi) = (ttl, Duration::ZERO);
         for _ in 0..10_000 {
             let t = policy.jittered_ttl(ttl, rng.f64());
-            assert!(t > Duration::from_secs(80) && t <= ttl, "{t:?} out of (80 s, 100 s]");
+            assert!(
+                t > Duration::from_secs(80) && t <= ttl,
+                "{t:?} out of (80 s, 100 s]"
+            );
             lo = lo.min(t);
             hi = hi.max(t);
         }
@@ -366,17 +394,39 @@ mod tests {
     #[test]
     fn bad_values_are_config_errors() {
         let bad = [
-            Policy { ttl: Duration::ZERO, ..Policy::default() },
-            Policy { jitter: 1.0, ..Policy::default() },
-            Policy { jitter: -0.1, ..Policy::default() },
-            Policy { early_refresh_beta: Some(0.0), ..Policy::default() },
-            Policy { early_refresh_beta: Some(f64::NAN), ..Policy::default() },
-            Policy { negative_ttl: Some(Duration::ZERO), ..Policy::default() },
+            Policy {
+                ttl: Duration::ZERO,
+                ..Policy::default()
+            },
+            Policy {
+                jitter: 1.0,
+                ..Policy::default()
+            },
+            Policy {
+                jitter: -0.1,
+                ..Policy::default()
+            },
+            Policy {
+                early_refresh_beta: Some(0.0),
+                ..Policy::default()
+            },
+            Policy {
+                early_refresh_beta: Some(f64::NAN),
+                ..Policy::default()
+            },
+            Policy {
+                negative_ttl: Some(Duration::ZERO),
+                ..Policy::default()
+            },
         ];
         for p in bad {
             assert!(p.validate().is_err(), "{p:?} should be rejected");
         }
-        assert!(Policy::default().with(&CallOptions::new().ttl(Duration::ZERO)).is_err());
-        assert!(Policy::default().with(&CallOptions::new().early_refresh_beta(-1.0)).is_err());
+        assert!(Policy::default()
+            .with(&CallOptions::new().ttl(Duration::ZERO))
+            .is_err());
+        assert!(Policy::default()
+            .with(&CallOptions::new().early_refresh_beta(-1.0))
+            .is_err());
     }
 }

@@ -53,10 +53,18 @@ pub trait Remote<K, V>: Send + Sync + 'static {
     fn try_lease<'a>(&'a self, key: &'a K) -> BoxFuture<'a, Result<Option<Lease>, RemoteError>>;
 
     /// Extends a held lease; `false` when it is no longer ours.
-    fn renew<'a>(&'a self, key: &'a K, lease: &'a Lease) -> BoxFuture<'a, Result<bool, RemoteError>>;
+    fn renew<'a>(
+        &'a self,
+        key: &'a K,
+        lease: &'a Lease,
+    ) -> BoxFuture<'a, Result<bool, RemoteError>>;
 
     /// Gives a held lease back (only if it is still ours).
-    fn release<'a>(&'a self, key: &'a K, lease: &'a Lease) -> BoxFuture<'a, Result<(), RemoteError>>;
+    fn release<'a>(
+        &'a self,
+        key: &'a K,
+        lease: &'a Lease,
+    ) -> BoxFuture<'a, Result<(), RemoteError>>;
 
     /// Subscribes to the "ready" notification of `key`. The subscription must be in
     /// place when the returned future resolves, so a re-check made after it cannot

@@ -40,7 +40,9 @@ mod imp {
         pub(crate) fn lock(&self) -> shuttle::sync::MutexGuard<'_, T> {
             // A panic while holding this lock is a bug the checker should report,
             // not something to recover from.
-            self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+            self.0
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
         }
     }
 }

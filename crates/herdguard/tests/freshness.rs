@@ -5,7 +5,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use herdguard::{BreakerConfig, BreakerState, Cache, CacheBuilder, ConfigError, Error, ManualClock, Served};
+use herdguard::{
+    BreakerConfig, BreakerState, Cache, CacheBuilder, ConfigError, Error, ManualClock, Served,
+};
 
 const SEC: Duration = Duration::from_secs(1);
 
@@ -14,7 +16,10 @@ fn builder(clock: &Arc<ManualClock>) -> CacheBuilder<u32, u64> {
 }
 
 /// A loader that counts its calls and answers `value`.
-fn ok(calls: &Arc<AtomicUsize>, value: u64) -> impl FnOnce() -> std::future::Ready<Result<u64, std::io::Error>> {
+fn ok(
+    calls: &Arc<AtomicUsize>,
+    value: u64,
+) -> impl FnOnce() -> std::future::Ready<Result<u64, std::io::Error>> {
     let calls = calls.clone();
     move || {
         calls.fetch_add(1, Ordering::SeqCst);
@@ -23,7 +28,9 @@ fn ok(calls: &Arc<AtomicUsize>, value: u64) -> impl FnOnce() -> std::future::Rea
 }
 
 /// A loader that counts its calls and fails.
-fn failing(calls: &Arc<AtomicUsize>) -> impl FnOnce() -> std::future::Ready<Result<u64, std::io::Error>> {
+fn failing(
+    calls: &Arc<AtomicUsize>,
+) -> impl FnOnce() -> std::future::Ready<Result<u64, std::io::Error>> {
     let calls = calls.clone();
     move || {
         calls.fetch_add(1, Ordering::SeqCst);
@@ -47,9 +54,15 @@ async fn ttl_expiry_reloads() {
     let clock = ManualClock::new();
     let cache = builder(&clock).build().unwrap();
     let calls = Arc::new(AtomicUsize::new(0));
-    assert_eq!(cache.get_or_load(1, ok(&calls, 1)).await.unwrap().served(), Served::Loaded);
+    assert_eq!(
+        cache.get_or_load(1, ok(&calls, 1)).await.unwrap().served(),
+        Served::Loaded
+    );
     clock.advance(9 * SEC);
-    assert_eq!(cache.get_or_load(1, ok(&calls, 2)).await.unwrap().served(), Served::Hit);
+    assert_eq!(
+        cache.get_or_load(1, ok(&calls, 2)).await.unwrap().served(),
+        Served::Hit
+    );
     clock.advance(SEC);
     let v = cache.get_or_load(1, ok(&calls, 2)).await.unwrap();
     assert_eq!((*v, v.served()), (2, Served::Loaded));
@@ -59,7 +72,10 @@ async fn ttl_expiry_reloads() {
 #[tokio::test]
 async fn stale_while_revalidate_serves_at_once_and_refreshes_once() {
     let clock = ManualClock::new();
-    let cache = builder(&clock).stale_while_revalidate(5 * SEC).build().unwrap();
+    let cache = builder(&clock)
+        .stale_while_revalidate(5 * SEC)
+        .build()
+        .unwrap();
     let calls = Arc::new(AtomicUsize::new(0));
     cache.get_or_load(1, ok(&calls, 1)).await.unwrap();
     clock.advance(12 * SEC); // expired 2 s ago, inside the 5 s window
@@ -77,7 +93,11 @@ async fn stale_while_revalidate_serves_at_once_and_refreshes_once() {
         assert_eq!((*v, v.served()), (1, Served::StaleWhileRevalidate));
     }
     settle(&cache).await;
-    assert_eq!(calls.load(Ordering::SeqCst), 2, "exactly one background refresh");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "exactly one background refresh"
+    );
     let v = cache.get_or_load(1, ok(&calls, 3)).await.unwrap();
     assert_eq!((*v, v.served()), (2, Served::Hit));
     // Past the window, callers wait for a load instead.
@@ -122,7 +142,11 @@ async fn a_timed_out_waiter_gets_the_stale_value_inside_the_window() {
         .unwrap();
     assert_eq!((*v, v.served()), (1, Served::StaleOnTimeout));
     settle(&cache).await;
-    assert_eq!(cache.get(&1).map(|v| *v), Some(2), "the load went on and stored");
+    assert_eq!(
+        cache.get(&1).map(|v| *v),
+        Some(2),
+        "the load went on and stored"
+    );
 }
 
 #[tokio::test]
@@ -130,12 +154,19 @@ async fn negative_caching_spares_a_failing_origin() {
     let clock = ManualClock::new();
     let cache = builder(&clock).negative_ttl(2 * SEC).build().unwrap();
     let calls = Arc::new(AtomicUsize::new(0));
-    assert!(matches!(cache.get_or_load(1, failing(&calls)).await, Err(Error::Origin(_))));
+    assert!(matches!(
+        cache.get_or_load(1, failing(&calls)).await,
+        Err(Error::Origin(_))
+    ));
     for _ in 0..10 {
         let e = cache.get_or_load(1, failing(&calls)).await.unwrap_err();
         assert!(matches!(e, Error::RecentlyFailed(_)), "{e}");
     }
-    assert_eq!(calls.load(Ordering::SeqCst), 1, "the origin was called once");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "the origin was called once"
+    );
     clock.advance(2 * SEC);
     let v = cache.get_or_load(1, ok(&calls, 5)).await.unwrap();
     assert_eq!(*v, 5);
@@ -153,17 +184,27 @@ async fn the_breaker_opens_refuses_half_opens_and_closes() {
     let calls = Arc::new(AtomicUsize::new(0));
     cache.get_or_load(7, ok(&calls, 70)).await.unwrap(); // key 7 has a stale copy later
     for key in [1, 2] {
-        assert!(matches!(cache.get_or_load(key, failing(&calls)).await, Err(Error::Origin(_))));
+        assert!(matches!(
+            cache.get_or_load(key, failing(&calls)).await,
+            Err(Error::Origin(_))
+        ));
     }
     assert_eq!(cache.breaker_state(), Some(BreakerState::Open));
     let before = calls.load(Ordering::SeqCst);
     // Open: no origin calls. Without a stale copy: a clear error...
-    assert!(matches!(cache.get_or_load(3, ok(&calls, 3)).await, Err(Error::CircuitOpen)));
+    assert!(matches!(
+        cache.get_or_load(3, ok(&calls, 3)).await,
+        Err(Error::CircuitOpen)
+    ));
     // ...with one inside its stale-if-error window: the stale value.
     clock.advance(11 * SEC);
     let v = cache.get_or_load(7, ok(&calls, 71)).await.unwrap();
     assert_eq!((*v, v.served()), (70, Served::StaleOnError));
-    assert_eq!(calls.load(Ordering::SeqCst), before, "no origin call while open");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        before,
+        "no origin call while open"
+    );
     assert_eq!(cache.metrics().circuit_rejections, 2);
     // After open_for: one probe; its success closes the breaker.
     clock.advance(30 * SEC);
@@ -199,7 +240,10 @@ async fn x_fetch_refreshes_early_once_in_the_background() {
         assert_eq!(*v, 1, "callers keep getting the current value");
         early += usize::from(v.served() == Served::EarlyRefresh);
     }
-    assert_eq!(early, 1, "one caller started the refresh; the others saw it running or done");
+    assert_eq!(
+        early, 1,
+        "one caller started the refresh; the others saw it running or done"
+    );
     settle(&cache).await;
     assert_eq!(calls.load(Ordering::SeqCst), 2, "one early refresh");
     let v = cache.get_or_load(1, ok(&calls, 3)).await.unwrap();
@@ -209,15 +253,45 @@ async fn x_fetch_refreshes_early_once_in_the_background() {
 #[test]
 fn bad_configuration_is_a_typed_error() {
     let b = || Cache::<u32, u64>::builder();
-    assert_eq!(b().ttl(Duration::ZERO).build().err(), Some(ConfigError::Zero("ttl")));
-    assert_eq!(b().ttl_jitter(1.0).build().err(), Some(ConfigError::Jitter(1.0)));
-    assert_eq!(b().ttl_jitter(-0.5).build().err(), Some(ConfigError::Jitter(-0.5)));
-    assert_eq!(b().early_refresh(0.0).build().err(), Some(ConfigError::Beta(0.0)));
-    assert_eq!(b().early_refresh(-1.0).build().err(), Some(ConfigError::Beta(-1.0)));
-    assert_eq!(b().max_entries(0).build().err(), Some(ConfigError::Zero("max_entries")));
-    assert_eq!(b().max_bytes(0, |_, _| 1).build().err(), Some(ConfigError::Zero("max_bytes")));
-    assert_eq!(b().negative_ttl(Duration::ZERO).build().err(), Some(ConfigError::Zero("negative_ttl")));
-    assert_eq!(b().wait_timeout(Duration::ZERO).build().err(), Some(ConfigError::Zero("wait_timeout")));
-    assert!(b().circuit_breaker(BreakerConfig::new(0, SEC)).build().is_err());
+    assert_eq!(
+        b().ttl(Duration::ZERO).build().err(),
+        Some(ConfigError::Zero("ttl"))
+    );
+    assert_eq!(
+        b().ttl_jitter(1.0).build().err(),
+        Some(ConfigError::Jitter(1.0))
+    );
+    assert_eq!(
+        b().ttl_jitter(-0.5).build().err(),
+        Some(ConfigError::Jitter(-0.5))
+    );
+    assert_eq!(
+        b().early_refresh(0.0).build().err(),
+        Some(ConfigError::Beta(0.0))
+    );
+    assert_eq!(
+        b().early_refresh(-1.0).build().err(),
+        Some(ConfigError::Beta(-1.0))
+    );
+    assert_eq!(
+        b().max_entries(0).build().err(),
+        Some(ConfigError::Zero("max_entries"))
+    );
+    assert_eq!(
+        b().max_bytes(0, |_, _| 1).build().err(),
+        Some(ConfigError::Zero("max_bytes"))
+    );
+    assert_eq!(
+        b().negative_ttl(Duration::ZERO).build().err(),
+        Some(ConfigError::Zero("negative_ttl"))
+    );
+    assert_eq!(
+        b().wait_timeout(Duration::ZERO).build().err(),
+        Some(ConfigError::Zero("wait_timeout"))
+    );
+    assert!(b()
+        .circuit_breaker(BreakerConfig::new(0, SEC))
+        .build()
+        .is_err());
     assert!(b().build().is_ok());
 }

@@ -29,7 +29,9 @@ async fn ten_thousand_callers_of_a_cold_key_make_one_load() {
             let (cache, calls, barrier) = (cache.clone(), calls.clone(), barrier.clone());
             tokio::spawn(async move {
                 barrier.wait().await;
-                cache.get_or_load("hot", move || slow_value(calls, 42, 50)).await
+                cache
+                    .get_or_load("hot", move || slow_value(calls, 42, 50))
+                    .await
             })
         })
         .collect();
@@ -40,7 +42,11 @@ async fn ten_thousand_callers_of_a_cold_key_make_one_load() {
         *served.entry(v.served()).or_insert(0) += 1;
     }
     assert_eq!(calls.load(Ordering::SeqCst), 1, "exactly one origin call");
-    assert_eq!(served.get(&Served::Loaded), Some(&1), "one leader: {served:?}");
+    assert_eq!(
+        served.get(&Served::Loaded),
+        Some(&1),
+        "one leader: {served:?}"
+    );
     let m = cache.metrics();
     assert_eq!(m.loads, 1);
     assert_eq!(m.coalesced + m.hits + 1, 10_000, "{m:?}");
@@ -71,7 +77,10 @@ async fn a_panicking_loader_fails_every_waiter_and_the_next_call_loads_again() {
     }
     assert_eq!(cache.in_flight(), 0);
     assert_eq!(cache.metrics().load_panics, 1);
-    let v = cache.get_or_load(1, || async { Ok::<_, std::io::Error>(7) }).await.unwrap();
+    let v = cache
+        .get_or_load(1, || async { Ok::<_, std::io::Error>(7) })
+        .await
+        .unwrap();
     assert_eq!((*v, v.served()), (7, Served::Loaded));
 }
 
@@ -81,12 +90,20 @@ async fn a_cancelled_leader_does_not_cancel_the_load() {
     let calls = counter();
     let leader = {
         let (cache, calls) = (cache.clone(), calls.clone());
-        tokio::spawn(async move { cache.get_or_load(1, move || slow_value(calls, 5, 100)).await })
+        tokio::spawn(async move {
+            cache
+                .get_or_load(1, move || slow_value(calls, 5, 100))
+                .await
+        })
     };
     tokio::time::sleep(Duration::from_millis(20)).await; // the leader has started the load
     let waiter = {
         let (cache, calls) = (cache.clone(), calls.clone());
-        tokio::spawn(async move { cache.get_or_load(1, move || slow_value(calls, 6, 100)).await })
+        tokio::spawn(async move {
+            cache
+                .get_or_load(1, move || slow_value(calls, 6, 100))
+                .await
+        })
     };
     tokio::time::sleep(Duration::from_millis(10)).await;
     leader.abort();
@@ -103,7 +120,11 @@ async fn a_waiter_past_its_deadline_times_out_while_the_load_goes_on() {
     let calls = counter();
     let patient = {
         let (cache, calls) = (cache.clone(), calls.clone());
-        tokio::spawn(async move { cache.get_or_load(1, move || slow_value(calls, 9, 300)).await })
+        tokio::spawn(async move {
+            cache
+                .get_or_load(1, move || slow_value(calls, 9, 300))
+                .await
+        })
     };
     tokio::time::sleep(Duration::from_millis(10)).await;
     let hurried = cache
@@ -126,7 +147,11 @@ async fn an_invalidation_during_a_load_keeps_its_result_from_being_stored() {
     let calls = counter();
     let load = {
         let (cache, calls) = (cache.clone(), calls.clone());
-        tokio::spawn(async move { cache.get_or_load(1, move || slow_value(calls, 1, 100)).await })
+        tokio::spawn(async move {
+            cache
+                .get_or_load(1, move || slow_value(calls, 1, 100))
+                .await
+        })
     };
     tokio::time::sleep(Duration::from_millis(30)).await;
     cache.invalidate(&1).await.unwrap();
@@ -135,7 +160,10 @@ async fn an_invalidation_during_a_load_keeps_its_result_from_being_stored() {
     // ...but it was not stored as fresh: the next call loads again.
     assert!(cache.get(&1).is_none(), "no stale set");
     let calls2 = calls.clone();
-    let v = cache.get_or_load(1, move || slow_value(calls2, 2, 1)).await.unwrap();
+    let v = cache
+        .get_or_load(1, move || slow_value(calls2, 2, 1))
+        .await
+        .unwrap();
     assert_eq!((*v, v.served()), (2, Served::Loaded));
     assert_eq!(calls.load(Ordering::SeqCst), 2);
     assert_eq!(cache.metrics().superseded, 1);
@@ -146,7 +174,11 @@ async fn an_insert_during_a_load_wins_over_the_load() {
     let cache: Cache<u32, u64> = Cache::builder().build().unwrap();
     let load = {
         let cache = cache.clone();
-        tokio::spawn(async move { cache.get_or_load(1, move || slow_value(counter(), 1, 100)).await })
+        tokio::spawn(async move {
+            cache
+                .get_or_load(1, move || slow_value(counter(), 1, 100))
+                .await
+        })
     };
     tokio::time::sleep(Duration::from_millis(30)).await;
     cache.insert(1, 99).await.unwrap();
@@ -184,7 +216,11 @@ async fn uncacheable_answers_send_waiters_to_the_origin_in_parallel() {
     // once, not one after the other (that would take 9 × 200 ms).
     assert_eq!(calls.load(Ordering::SeqCst), 10);
     assert_eq!(passes, 9);
-    assert!(started.elapsed() < Duration::from_millis(1500), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(cache.get(&1).is_none(), "uncacheable values are not stored");
     // The key is remembered as uncacheable: the next caller passes at once.
     let calls2 = calls.clone();
@@ -201,7 +237,8 @@ async fn uncacheable_answers_send_waiters_to_the_origin_in_parallel() {
 #[test]
 fn without_a_runtime_the_miss_path_is_an_error_not_a_panic() {
     let cache: Cache<u32, u32> = Cache::builder().build().unwrap();
-    let result = futures_executor_block_on(cache.get_or_load(1, || async { Ok::<_, std::io::Error>(1) }));
+    let result =
+        futures_executor_block_on(cache.get_or_load(1, || async { Ok::<_, std::io::Error>(1) }));
     assert!(matches!(result, Err(Error::NoRuntime)));
     assert_eq!(cache.in_flight(), 0);
 }

@@ -154,7 +154,11 @@ mod tests {
             s.insert(k, entry(vec![0; 10]));
         }
         assert!(s.len() <= 100, "{} entries", s.len());
-        assert!(s.len() >= 50, "evicts, but keeps a working set: {}", s.len());
+        assert!(
+            s.len() >= 50,
+            "evicts, but keeps a working set: {}",
+            s.len()
+        );
     }
 
     #[test]
@@ -164,7 +168,12 @@ mod tests {
         for k in 0..1000 {
             s.insert(k, entry(vec![0; 1000]));
         }
-        assert!(s.weight() <= 10_000 && s.len() <= 10, "{} bytes in {}", s.weight(), s.len());
+        assert!(
+            s.weight() <= 10_000 && s.len() <= 10,
+            "{} bytes in {}",
+            s.weight(),
+            s.len()
+        );
         // Small values: the count bound binds.
         let weigh: WeighFn<u32, Vec<u8>> = Arc::new(|_, v| v.len() as u64);
         let s = MemoryStore::with_weigher(10, 1_000_000, weigh).unwrap();
