@@ -1,0 +1,41 @@
+//! `herdguard`: the command line of the herdguard stampede-proof cache.
+//!
+//! Subcommands:
+//! - `demo`: show a cache stampede and herdguard stopping it, with numbers.
+//!
+//! Exit codes: 0 ok, 1 the run failed, 2 bad input.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// herdguard: a stampede-proof read-through cache.
+#[derive(Parser)]
+#[command(name = "herdguard", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show a cache stampede, and herdguard stopping it, with numbers.
+    Demo(herdguard_demo::DemoArgs),
+}
+
+fn main() -> ExitCode {
+    // clap prints usage errors itself and exits with code 2.
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Demo(args) => {
+            herdguard_demo::run(args).map_err(|e| (e.exit_code(), e.to_string()))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err((code, message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(u8::try_from(code).unwrap_or(1))
+        }
+    }
+}

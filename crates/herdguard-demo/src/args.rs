@@ -1,0 +1,245 @@
+//! The demo's flags, their validation, and the resolved [`Plan`] a run follows.
+
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{bad, DemoError};
+use crate::origin::OriginConfig;
+use crate::strategy::Strategy;
+
+/// A stampede scenario.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    /// T concurrent requests per key × K keys on an empty cache.
+    Cold,
+    /// Steady load on keys with a short TTL, so they expire under load.
+    Expiry,
+    /// Steady load while the origin fails for a window.
+    OriginFailure,
+}
+
+impl Scenario {
+    /// The scenario's name on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Cold => "cold",
+            Scenario::Expiry => "expiry",
+            Scenario::OriginFailure => "origin-failure",
+        }
+    }
+
+    /// The strategies compared in this scenario, in table order.
+    pub fn strategies(self) -> &'static [Strategy] {
+        use Strategy::*;
+        match self {
+            Scenario::Cold => &[None, Classic, SingleFlight],
+            Scenario::Expiry => &[None, Classic, SingleFlight, Xfetch, Swr],
+            Scenario::OriginFailure => &[None, SingleFlight, Sie, Breaker],
+        }
+    }
+}
+
+/// Flags of `herdguard demo`.
+#[derive(Args, Clone, Debug)]
+pub struct DemoArgs {
+    /// Scenarios to run (repeatable or comma-separated; default: all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub scenario: Vec<Scenario>,
+    /// Strategies to compare (repeatable or comma-separated; default: all that apply).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub strategy: Vec<Strategy>,
+    /// Concurrent requests per key in the cold scenario.
+    #[arg(short = 't', long, default_value_t = 100)]
+    pub threads: u32,
+    /// Number of keys (cities).
+    #[arg(short = 'k', long, default_value_t = 8)]
+    pub keys: u32,
+    /// Mean latency of one origin call (e.g. 200ms).
+    #[arg(long, default_value = "200ms", value_parser = humantime::parse_duration)]
+    pub origin_latency: Duration,
+    /// Each origin call's latency is uniform in latency ± jitter.
+    #[arg(long, default_value = "0ms", value_parser = humantime::parse_duration)]
+    pub origin_jitter: Duration,
+    /// Chance that any origin call fails, in [0, 1].
+    #[arg(long, default_value_t = 0.0)]
+    pub failure_rate: f64,
+    /// TTL of cached values in the expiry and origin-failure scenarios.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub ttl: Duration,
+    /// Requests per second (all keys together) in the steady-load scenarios.
+    #[arg(long, default_value_t = 400)]
+    pub rate: u32,
+    /// Length of the steady-load scenarios.
+    #[arg(long, default_value = "4s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// A caller gives up after this long (counted as a timeout).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub deadline: Duration,
+    /// Seed for the origin's latency and failure draws and herdguard's randomness.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Print one JSON document instead of tables.
+    #[arg(long)]
+    pub json: bool,
+    /// Also print one row per request.
+    #[arg(long)]
+    pub verbose: bool,
+    /// Wait for Enter between scenarios (when stdin is a terminal).
+    #[arg(long)]
+    pub interactive: bool,
+}
+
+/// Everything one scenario run needs; serializable so worker processes get the
+/// very same plan.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ScenarioPlan {
+    /// Which scenario.
+    pub scenario: Scenario,
+    /// Strategies side by side.
+    pub strategies: Vec<Strategy>,
+    /// Number of keys.
+    pub keys: u32,
+    /// Concurrent requests per key (cold).
+    pub threads: u32,
+    /// Requests per second (steady load).
+    pub rate: u32,
+    /// Length of the steady load.
+    pub duration: Duration,
+    /// TTL of cached values.
+    pub ttl: Duration,
+    /// The caller's deadline.
+    pub deadline: Duration,
+    /// How the origin behaves.
+    pub origin: OriginConfig,
+    /// Part of the steady load during which the origin fails, as fractions of it.
+    pub failure_window: Option<(f64, f64)>,
+}
+
+impl ScenarioPlan {
+    /// Requests each strategy makes in this scenario (in one process).
+    pub fn requests(&self) -> u64 {
+        match self.scenario {
+            Scenario::Cold => u64::from(self.keys) * u64::from(self.threads),
+            Scenario::Expiry | Scenario::OriginFailure => steady_requests(self.rate, self.duration),
+        }
+    }
+}
+
+pub(crate) fn steady_requests(rate: u32, duration: Duration) -> u64 {
+    (f64::from(rate) * duration.as_secs_f64()).round() as u64
+}
+
+/// A validated run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Plan {
+    /// Scenarios in order.
+    pub scenarios: Vec<ScenarioPlan>,
+    /// The seed in use (drawn at random when not given, and reported).
+    pub seed: u64,
+}
+
+/// TTL of the cold scenario: long enough that nothing expires during it.
+const COLD_TTL: Duration = Duration::from_secs(60);
+
+impl DemoArgs {
+    /// Checks every flag and resolves the plan; out-of-range input is a
+    /// [`DemoError::BadInput`] naming the flag.
+    pub fn plan(&self) -> Result<Plan, DemoError> {
+        range("--threads", self.threads, 1, 10_000)?;
+        range("--keys", self.keys, 1, 10_000)?;
+        range("--rate", self.rate, 1, 20_000)?;
+        if u64::from(self.threads) * u64::from(self.keys) > 200_000 {
+            return Err(bad("--threads × --keys must be at most 200000"));
+        }
+        if self.origin_latency > Duration::from_secs(60) {
+            return Err(bad("--origin-latency must be at most 60s"));
+        }
+        if self.origin_jitter > self.origin_latency {
+            return Err(bad("--origin-jitter must not exceed --origin-latency"));
+        }
+        if !(0.0..=1.0).contains(&self.failure_rate) {
+            return Err(bad("--failure-rate must be between 0 and 1"));
+        }
+        if self.ttl < Duration::from_millis(10) || self.ttl > Duration::from_secs(3600) {
+            return Err(bad("--ttl must be between 10ms and 1h"));
+        }
+        if self.duration < Duration::from_millis(100) || self.duration > Duration::from_secs(600) {
+            return Err(bad("--duration must be between 100ms and 10m"));
+        }
+        if steady_requests(self.rate, self.duration) > 1_000_000 {
+            return Err(bad("--rate × --duration must be at most 1000000 requests"));
+        }
+        if self.deadline < Duration::from_millis(1) || self.deadline > Duration::from_secs(600) {
+            return Err(bad("--deadline must be between 1ms and 10m"));
+        }
+        let scenarios: Vec<Scenario> = if self.scenario.is_empty() {
+            vec![Scenario::Cold, Scenario::Expiry, Scenario::OriginFailure]
+        } else {
+            dedup(&self.scenario)
+        };
+        let origin = OriginConfig {
+            latency: self.origin_latency,
+            jitter: self.origin_jitter,
+            failure_rate: self.failure_rate,
+        };
+        let mut plans = Vec::new();
+        for scenario in scenarios {
+            let strategies: Vec<Strategy> = scenario
+                .strategies()
+                .iter()
+                .copied()
+                .filter(|s| self.strategy.is_empty() || self.strategy.contains(s))
+                .collect();
+            if strategies.is_empty() {
+                continue; // none of the requested strategies applies here
+            }
+            plans.push(ScenarioPlan {
+                scenario,
+                strategies,
+                keys: self.keys,
+                threads: self.threads,
+                rate: self.rate,
+                duration: self.duration,
+                ttl: if scenario == Scenario::Cold {
+                    COLD_TTL
+                } else {
+                    self.ttl
+                },
+                deadline: self.deadline,
+                origin: origin.clone(),
+                failure_window: (scenario == Scenario::OriginFailure).then_some((0.25, 0.65)),
+            });
+        }
+        if plans.is_empty() {
+            return Err(bad("none of the requested strategies applies to the requested scenarios \
+                 (cold: none, classic, single-flight; expiry: none, classic, single-flight, xfetch, swr; \
+                 origin-failure: none, single-flight, sie, breaker)"));
+        }
+        Ok(Plan {
+            scenarios: plans,
+            seed: self.seed.unwrap_or_else(|| fastrand::u64(..)),
+        })
+    }
+}
+
+fn range(flag: &str, value: u32, min: u32, max: u32) -> Result<(), DemoError> {
+    if value < min || value > max {
+        return Err(bad(format!(
+            "{flag} must be between {min} and {max}, got {value}"
+        )));
+    }
+    Ok(())
+}
+
+fn dedup<T: PartialEq + Copy>(items: &[T]) -> Vec<T> {
+    let mut out = Vec::new();
+    for item in items {
+        if !out.contains(item) {
+            out.push(*item);
+        }
+    }
+    out
+}

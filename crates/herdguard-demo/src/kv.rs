@@ -1,0 +1,72 @@
+//! The key-value store under the `none` and `classic` strategies: Redis-like
+//! `GET`, `SET PX`, `SET NX PX` and compare-and-delete, over an in-process map.
+//!
+//! It is the store a team writes a hand-rolled lock against, with the same
+//! semantics as Redis, so `classic` pays what it pays in production: the polling.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+/// An in-process map with per-key expiry, shaped like the Redis commands it stands for.
+#[derive(Default)]
+pub struct MemoryKv {
+    // A std-style blocking mutex: every operation is a few map steps, never held
+    // across an await.
+    map: Mutex<HashMap<String, (String, Instant)>>,
+}
+
+impl MemoryKv {
+    /// `GET key`: the value, if present and not expired.
+    pub fn get(&self, key: &str) -> Option<String> {
+        let map = self.map.lock();
+        map.get(key)
+            .filter(|(_, expires)| Instant::now() < *expires)
+            .map(|(v, _)| v.clone())
+    }
+
+    /// `SET key value PX ttl`.
+    pub fn set_px(&self, key: &str, value: String, ttl: Duration) {
+        self.map
+            .lock()
+            .insert(key.to_string(), (value, Instant::now() + ttl));
+    }
+
+    /// `SET key value NX PX ttl`: true when this call set it.
+    pub fn set_nx_px(&self, key: &str, value: String, ttl: Duration) -> bool {
+        let mut map = self.map.lock();
+        let now = Instant::now();
+        if map.get(key).is_some_and(|(_, expires)| now < *expires) {
+            return false;
+        }
+        map.insert(key.to_string(), (value, now + ttl));
+        true
+    }
+
+    /// Deletes `key` only if it still holds `value` (the lock-release script).
+    pub fn del_if(&self, key: &str, value: &str) {
+        let mut map = self.map.lock();
+        if map.get(key).is_some_and(|(v, _)| v == value) {
+            map.remove(key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_nx_is_exclusive_until_expiry_or_release() {
+        let kv = MemoryKv::default();
+        assert!(kv.set_nx_px("lock", "a".into(), Duration::from_secs(10)));
+        assert!(!kv.set_nx_px("lock", "b".into(), Duration::from_secs(10)));
+        kv.del_if("lock", "b"); // not the holder: no effect
+        assert!(!kv.set_nx_px("lock", "b".into(), Duration::from_secs(10)));
+        kv.del_if("lock", "a");
+        assert!(kv.set_nx_px("lock", "b".into(), Duration::ZERO));
+        // Expired at once: free again.
+        assert!(kv.set_nx_px("lock", "c".into(), Duration::from_secs(10)));
+    }
+}

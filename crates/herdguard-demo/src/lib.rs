@@ -1,0 +1,159 @@
+//! The herdguard demo: a cache stampede, shown and stopped, with numbers.
+//!
+//! A simulated slow origin (a weather API keyed by city) sits behind several
+//! caching strategies side by side — no protection, the classic SET NX lock with
+//! backoff polling, and herdguard's single flight, X-Fetch, stale-while-revalidate,
+//! stale-if-error and circuit breaker — under scenarios that provoke a stampede:
+//! a cold start, keys expiring under load, an origin that fails for a while. Every
+//! request is timed from the caller's side; every origin call is counted by the
+//! origin itself.
+//!
+//! The binary (`herdguard demo`, in `herdguard-cli`) is a thin layer over
+//! [`DemoArgs`] and [`run`].
+//!
+//! # Layout
+//!
+//! - `args`: the flags ([`DemoArgs`]), their validation, the resolved [`Plan`].
+//! - `origin`: the simulated slow weather API ([`WeatherOrigin`]) and its call counter.
+//! - `strategy`: the strategies ([`Strategy`]) and how each answers a request.
+//! - `kv`: the Redis-shaped in-process store under `none` and `classic`.
+//! - `runner`: one scenario, every strategy at once, every request timed.
+//! - `stats`: outcomes, samples, exact percentiles, verdicts ([`StrategyReport`]).
+//! - `report`: tables and the JSON document ([`DemoReport`]).
+//! - `error`: bad input (exit code 2) vs a failed run (exit code 1).
+
+#![warn(missing_docs)]
+
+mod args;
+mod error;
+mod kv;
+mod origin;
+mod report;
+mod runner;
+mod stats;
+mod strategy;
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+pub use args::{DemoArgs, Plan, Scenario, ScenarioPlan};
+pub use error::DemoError;
+pub use origin::{OriginConfig, OriginError, WeatherOrigin};
+pub use report::{DemoReport, ScenarioReport};
+pub use stats::{Outcome, RawRun, Sample, StrategyReport};
+pub use strategy::Strategy;
+
+/// Runs the demo as `args` say: prints tables (or JSON) to stdout, progress to stderr.
+pub fn run(args: DemoArgs) -> Result<(), DemoError> {
+    let plan = args.plan()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| error::runtime(format!("cannot start the async runtime: {e}")))?;
+    runtime.block_on(run_plan(&args, &plan))
+}
+
+async fn run_plan(args: &DemoArgs, plan: &Plan) -> Result<(), DemoError> {
+    let started = Instant::now();
+    let show_progress = !args.json && std::io::stderr().is_terminal();
+    let mut scenarios = Vec::new();
+    let stdout = std::io::stdout();
+    for (n, scenario) in plan.scenarios.iter().enumerate() {
+        let total = scenario.requests() * scenario.strategies.len() as u64;
+        let progress = if show_progress {
+            progress_bar(total, scenario.scenario.name())
+        } else {
+            ProgressBar::hidden()
+        };
+        let runs = runner::run_scenario(scenario, plan.seed, &progress).await?;
+        progress.finish_and_clear();
+        let report = report::scenario_report(scenario, &runs);
+        if !args.json {
+            let mut out = stdout.lock();
+            let _ = write!(out, "{}", report::render(&report));
+            if args.verbose {
+                let _ = write!(out, "{}", per_request_rows(scenario, &runs));
+            }
+            let _ = out.flush();
+            drop(out);
+            if args.interactive && n + 1 < plan.scenarios.len() {
+                wait_for_enter().await;
+            }
+        }
+        scenarios.push(report);
+    }
+    let report = DemoReport {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        seed: plan.seed,
+        store: "embedded".to_string(),
+        processes: 1,
+        wall_ms: started.elapsed().as_secs_f64() * 1000.0,
+        scenarios,
+    };
+    let mut out = stdout.lock();
+    if args.json {
+        let text = serde_json::to_string_pretty(&report)
+            .map_err(|e| error::runtime(format!("cannot encode the report: {e}")))?;
+        let _ = writeln!(out, "{text}");
+    } else {
+        let _ = writeln!(
+            out,
+            "\nseed {} (--seed {} reproduces the origin's draws); {} process(es), {} store; {:.1} s",
+            report.seed,
+            report.seed,
+            report.processes,
+            report.store,
+            report.wall_ms / 1000.0
+        );
+    }
+    Ok(())
+}
+
+fn progress_bar(total: u64, name: &str) -> ProgressBar {
+    let bar = ProgressBar::new(total);
+    if let Ok(style) =
+        ProgressStyle::with_template("{prefix:>15} [{bar:40}] {pos}/{len} requests {elapsed}")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_prefix(name.to_string());
+    bar.enable_steady_tick(Duration::from_millis(100));
+    bar
+}
+
+fn per_request_rows(plan: &ScenarioPlan, runs: &[RawRun]) -> String {
+    let mut out = format!(
+        "\nper request ({}): strategy key start_ms latency_ms outcome\n",
+        plan.scenario.name()
+    );
+    for run in runs {
+        let mut samples = run.samples.clone();
+        samples.sort_by_key(|s| s.start_us);
+        for s in samples {
+            out.push_str(&format!(
+                "{} {} {:.1} {:.1} {}\n",
+                run.strategy.name(),
+                origin::city(s.key),
+                s.start_us as f64 / 1000.0,
+                s.latency_us as f64 / 1000.0,
+                s.outcome.as_str()
+            ));
+        }
+    }
+    out
+}
+
+/// Waits for Enter when stdin is a terminal; otherwise goes straight on.
+async fn wait_for_enter() {
+    if !std::io::stdin().is_terminal() {
+        return;
+    }
+    eprint!("press Enter for the next scenario… ");
+    let _ = tokio::task::spawn_blocking(|| {
+        let mut line = String::new();
+        let _ = std::io::stdin().lock().read_line(&mut line);
+    })
+    .await;
+}

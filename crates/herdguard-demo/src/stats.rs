@@ -1,0 +1,252 @@
+//! What each request did, and the figures computed from it: counts, exact
+//! percentiles from every recorded latency, reduction against the baseline.
+
+use serde::{Deserialize, Serialize};
+
+use crate::strategy::Strategy;
+
+/// How one request ended, from the caller's side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// A fresh value from the cache; no waiting on the origin.
+    Hit,
+    /// A stale value served at once (stale-while-revalidate or stale-if-error).
+    Stale,
+    /// This caller called the origin itself.
+    Loaded,
+    /// This caller waited on another caller's origin call (single flight, or the
+    /// classic lock's polling).
+    Coalesced,
+    /// This process waited on another process's load and took it from the shared store.
+    Shared,
+    /// The caller got an error.
+    Error,
+    /// The caller's deadline passed first.
+    Timeout,
+}
+
+impl Outcome {
+    /// A short name for per-request rows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Hit => "hit",
+            Outcome::Stale => "stale",
+            Outcome::Loaded => "loaded",
+            Outcome::Coalesced => "coalesced",
+            Outcome::Shared => "shared",
+            Outcome::Error => "error",
+            Outcome::Timeout => "timeout",
+        }
+    }
+}
+
+/// One request, as the caller saw it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Sample {
+    /// Key number.
+    pub key: u32,
+    /// When the request started, from the scenario's start, in µs.
+    pub start_us: u64,
+    /// How long the caller waited for its answer, in µs (std `Instant`).
+    pub latency_us: u64,
+    /// How it ended.
+    pub outcome: Outcome,
+}
+
+/// Everything one strategy did in one scenario (in one process): the unit a
+/// worker process reports and the parent adds up.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RawRun {
+    /// The strategy.
+    pub strategy: Strategy,
+    /// The origin's own count of calls.
+    pub origin_calls: u64,
+    /// The origin's own count of failed calls.
+    pub origin_failures: u64,
+    /// Every request.
+    pub samples: Vec<Sample>,
+}
+
+impl RawRun {
+    /// Adds another process's run of the same strategy.
+    pub fn merge(&mut self, other: RawRun) {
+        self.origin_calls += other.origin_calls;
+        self.origin_failures += other.origin_failures;
+        self.samples.extend(other.samples);
+    }
+}
+
+/// The figures of one strategy in one scenario.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StrategyReport {
+    /// Strategy name.
+    pub name: String,
+    /// What the strategy is.
+    pub description: String,
+    /// Requests made.
+    pub requests: u64,
+    /// Origin calls, counted by the origin.
+    pub origin_calls: u64,
+    /// Origin calls that failed.
+    pub origin_failures: u64,
+    /// Origin calls per key.
+    pub origin_calls_per_key: f64,
+    /// Fewer origin calls than the `none` baseline, in percent (when it ran).
+    pub reduction_pct: Option<f64>,
+    /// Requests answered by a fresh cached value without waiting.
+    pub hits: u64,
+    /// `hits / requests`.
+    pub hit_rate: f64,
+    /// Requests answered with a stale value.
+    pub served_stale: u64,
+    /// Requests that called the origin themselves.
+    pub loaded: u64,
+    /// Requests that waited on someone else's origin call (in this process or,
+    /// with `shared`, another process).
+    pub coalesced: u64,
+    /// Requests that waited on another process's load via the shared store.
+    pub shared: u64,
+    /// Requests answered with an error.
+    pub errors: u64,
+    /// Requests whose deadline passed.
+    pub timeouts: u64,
+    /// Latency percentiles over all requests, in ms (exact, nearest rank).
+    pub p50_ms: f64,
+    /// 95th percentile latency, ms.
+    pub p95_ms: f64,
+    /// 99th percentile latency, ms.
+    pub p99_ms: f64,
+    /// Largest latency, ms.
+    pub max_ms: f64,
+    /// Mean latency, ms.
+    pub mean_ms: f64,
+    /// Median latency of the callers that waited on another's load, ms.
+    pub wait_p50_ms: Option<f64>,
+    /// Largest latency of the callers that waited on another's load, ms.
+    pub wait_max_ms: Option<f64>,
+    /// Requests that had to wait for an origin call (their own or another's).
+    pub waited: u64,
+    /// One line saying what happened.
+    pub verdict: String,
+}
+
+/// Nearest-rank percentile of sorted samples (µs), in ms.
+fn percentile_ms(sorted: &[u64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1] as f64 / 1000.0
+}
+
+/// Figures of one strategy; `baseline_calls` are the `none` strategy's origin calls.
+pub fn summarize(run: &RawRun, keys: u32, baseline_calls: Option<u64>) -> StrategyReport {
+    let count = |o: Outcome| run.samples.iter().filter(|s| s.outcome == o).count() as u64;
+    let mut latencies: Vec<u64> = run.samples.iter().map(|s| s.latency_us).collect();
+    latencies.sort_unstable();
+    let mut waits: Vec<u64> = run
+        .samples
+        .iter()
+        .filter(|s| matches!(s.outcome, Outcome::Coalesced | Outcome::Shared))
+        .map(|s| s.latency_us)
+        .collect();
+    waits.sort_unstable();
+    let requests = run.samples.len() as u64;
+    let hits = count(Outcome::Hit);
+    let reduction_pct = baseline_calls
+        .filter(|&b| b > 0 && !run.strategy.is_baseline())
+        .map(|b| 100.0 * (1.0 - run.origin_calls as f64 / b as f64));
+    let mean_ms = if requests == 0 {
+        0.0
+    } else {
+        latencies.iter().sum::<u64>() as f64 / requests as f64 / 1000.0
+    };
+    let mut report = StrategyReport {
+        name: run.strategy.name().to_string(),
+        description: run.strategy.description().to_string(),
+        requests,
+        origin_calls: run.origin_calls,
+        origin_failures: run.origin_failures,
+        origin_calls_per_key: run.origin_calls as f64 / f64::from(keys.max(1)),
+        reduction_pct,
+        hits,
+        hit_rate: if requests == 0 {
+            0.0
+        } else {
+            hits as f64 / requests as f64
+        },
+        served_stale: count(Outcome::Stale),
+        loaded: count(Outcome::Loaded),
+        coalesced: count(Outcome::Coalesced),
+        shared: count(Outcome::Shared),
+        errors: count(Outcome::Error),
+        timeouts: count(Outcome::Timeout),
+        p50_ms: percentile_ms(&latencies, 0.50),
+        p95_ms: percentile_ms(&latencies, 0.95),
+        p99_ms: percentile_ms(&latencies, 0.99),
+        max_ms: percentile_ms(&latencies, 1.0),
+        mean_ms,
+        wait_p50_ms: (!waits.is_empty()).then(|| percentile_ms(&waits, 0.5)),
+        wait_max_ms: (!waits.is_empty()).then(|| percentile_ms(&waits, 1.0)),
+        waited: count(Outcome::Loaded) + count(Outcome::Coalesced) + count(Outcome::Shared),
+        verdict: String::new(),
+    };
+    report.verdict = verdict(&report);
+    report
+}
+
+fn verdict(r: &StrategyReport) -> String {
+    let failed = r.errors + r.timeouts;
+    let mut line = format!(
+        "{}: {} origin calls ({:.1} per key)",
+        r.name, r.origin_calls, r.origin_calls_per_key
+    );
+    if let Some(pct) = r.reduction_pct {
+        line.push_str(&format!(", {pct:.1}% fewer than none"));
+    }
+    line.push_str(&format!("; p50 {:.0} ms, p99 {:.0} ms", r.p50_ms, r.p99_ms));
+    if r.waited > 0 {
+        line.push_str(&format!("; {} callers waited on the origin", r.waited));
+    } else {
+        line.push_str("; no caller waited on the origin");
+    }
+    if r.served_stale > 0 {
+        line.push_str(&format!("; {} served stale", r.served_stale));
+    }
+    if failed > 0 {
+        line.push_str(&format!("; {failed} callers got an error or timed out"));
+    } else {
+        line.push_str("; no errors");
+    }
+    line.push('.');
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles_are_exact() {
+        let sorted: Vec<u64> = (1..=100).map(|ms| ms * 1000).collect();
+        assert_eq!(percentile_ms(&sorted, 0.5), 50.0);
+        assert_eq!(percentile_ms(&sorted, 0.99), 99.0);
+        assert_eq!(percentile_ms(&sorted, 1.0), 100.0);
+        assert_eq!(percentile_ms(&[7000], 0.5), 7.0);
+        assert_eq!(percentile_ms(&[], 0.5), 0.0);
+    }
+
+    #[test]
+    fn reduction_is_against_the_baseline() {
+        let run = RawRun {
+            strategy: Strategy::SingleFlight,
+            origin_calls: 8,
+            origin_failures: 0,
+            samples: vec![],
+        };
+        let report = summarize(&run, 8, Some(800));
+        assert_eq!(report.reduction_pct, Some(99.0));
+        assert_eq!(report.origin_calls_per_key, 1.0);
+    }
+}
