@@ -1,0 +1,97 @@
+//! The cached value: one origin response with the times its age is computed from.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use serde::{Deserialize, Serialize};
+
+/// How the value was produced by the load that made it (for `Cache-Status`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Fetch {
+    /// A full response from the origin, no stored response to validate.
+    Miss,
+    /// A conditional request the origin answered `304`: the stored body with updated headers.
+    Revalidated,
+    /// A conditional request the origin answered with a full, new response.
+    Replaced,
+}
+
+/// One origin response as the cache keeps it (and, with `--redis`, as the fleet
+/// shares it: it is serde-serializable).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CachedResponse {
+    /// Status code.
+    pub status: u16,
+    /// Header fields, end-to-end only (hop-by-hop fields are dropped at fetch).
+    pub headers: Vec<(String, Bytes)>,
+    /// The whole body.
+    pub body: Bytes,
+    /// The age the response had when it arrived (RFC 9111 §4.2.3), in seconds.
+    pub initial_age_secs: u64,
+    /// When the response arrived, Unix milliseconds.
+    pub response_time_ms: u64,
+    /// The request's values of the headers the response varies on (`Vary`), so a
+    /// stored response is served only to requests that match them.
+    pub vary: Vec<(String, Option<String>)>,
+    /// How the load that produced this value went.
+    pub fetch: Fetch,
+    /// Why the response may not be stored (`None` when it may).
+    pub uncacheable: Option<String>,
+}
+
+impl CachedResponse {
+    /// The status code (502 if the stored one is out of range).
+    pub fn status(&self) -> StatusCode {
+        StatusCode::from_u16(self.status).unwrap_or(StatusCode::BAD_GATEWAY)
+    }
+
+    /// The header fields as a map; fields that do not parse are dropped.
+    pub fn header_map(&self) -> HeaderMap {
+        let mut map = HeaderMap::with_capacity(self.headers.len() + 3);
+        for (name, value) in &self.headers {
+            if let (Ok(n), Ok(v)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_maybe_shared(value.clone()),
+            ) {
+                map.append(n, v);
+            }
+        }
+        map
+    }
+
+    /// Stores `headers` as the field list.
+    pub fn set_headers(&mut self, headers: &HeaderMap) {
+        self.headers = headers
+            .iter()
+            .map(|(n, v)| (n.as_str().to_string(), Bytes::copy_from_slice(v.as_bytes())))
+            .collect();
+    }
+
+    /// The first value of `name`, as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+    }
+
+    /// The response's current age at `now` (RFC 9111 §4.2.3).
+    pub fn age(&self, now: SystemTime) -> Duration {
+        let resident = now
+            .duration_since(from_ms(self.response_time_ms))
+            .unwrap_or(Duration::ZERO);
+        Duration::from_secs(self.initial_age_secs) + resident
+    }
+}
+
+/// Unix milliseconds of `t`.
+pub(crate) fn to_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+fn from_ms(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
+}

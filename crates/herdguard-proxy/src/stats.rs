@@ -1,0 +1,185 @@
+//! The proxy's own counters, and the Prometheus text built from them and from
+//! the core's [`MetricsSnapshot`](herdguard::MetricsSnapshot) at each scrape.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use herdguard::MetricsSnapshot;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+/// How requests were answered (the labels of `herdguard_proxy_requests_total`).
+pub const RESULTS: [&str; 6] = ["hit", "stale", "miss", "coalesced", "bypass", "error"];
+/// Kinds of origin failure (the labels of `herdguard_proxy_origin_errors_total`).
+pub const ORIGIN_ERRORS: [&str; 4] = ["timeout", "failed", "too_large", "server_error"];
+
+/// A plain counter.
+#[derive(Default, Debug)]
+pub struct Count(AtomicU64);
+
+impl Count {
+    /// Adds one.
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    /// The count.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Counters of one proxy.
+#[derive(Default, Debug)]
+pub struct Stats {
+    results: [Count; 6],
+    origin_errors: [Count; 4],
+    /// Requests sent to the origin.
+    pub origin_requests: Count,
+    /// URLs invalidated after unsafe methods.
+    pub invalidations: Count,
+}
+
+impl Stats {
+    /// Counts one answer under `label` (one of [`RESULTS`]).
+    pub fn count(&self, label: &str) {
+        if let Some(i) = RESULTS.iter().position(|r| *r == label) {
+            self.results[i].inc();
+        }
+    }
+
+    /// Counts one origin failure of `kind` (one of [`ORIGIN_ERRORS`]).
+    pub fn origin_error(&self, kind: &str) {
+        if let Some(i) = ORIGIN_ERRORS.iter().position(|r| *r == kind) {
+            self.origin_errors[i].inc();
+        }
+    }
+
+    /// Answers counted under `label`.
+    pub fn answered(&self, label: &str) -> u64 {
+        RESULTS
+            .iter()
+            .position(|r| *r == label)
+            .map(|i| self.results[i].get())
+            .unwrap_or(0)
+    }
+
+    /// The Prometheus text exposition of these counters and of `core`.
+    pub fn render(&self, core: &MetricsSnapshot, shared_store: Option<bool>) -> String {
+        let mut registry = Registry::default();
+        let results = Family::<Vec<(String, String)>, Counter>::default();
+        for (i, r) in RESULTS.iter().enumerate() {
+            results
+                .get_or_create(&vec![("result".into(), (*r).into())])
+                .inc_by(self.results[i].get());
+        }
+        registry.register(
+            "herdguard_proxy_requests",
+            "Client requests by how they were answered",
+            results,
+        );
+        let errors = Family::<Vec<(String, String)>, Counter>::default();
+        for (i, k) in ORIGIN_ERRORS.iter().enumerate() {
+            errors
+                .get_or_create(&vec![("kind".into(), (*k).into())])
+                .inc_by(self.origin_errors[i].get());
+        }
+        registry.register(
+            "herdguard_proxy_origin_errors",
+            "Origin failures by kind",
+            errors,
+        );
+        let counter = |registry: &mut Registry, name: &str, help: &str, v: u64| {
+            registry.register(name, help, ConstCounter::new(v));
+        };
+        counter(
+            &mut registry,
+            "herdguard_proxy_origin_requests",
+            "Requests sent to the origin",
+            self.origin_requests.get(),
+        );
+        counter(
+            &mut registry,
+            "herdguard_proxy_invalidations",
+            "URLs invalidated after unsafe methods",
+            self.invalidations.get(),
+        );
+        counter(
+            &mut registry,
+            "herdguard_cache_hits",
+            "Fresh in-process hits",
+            core.hits,
+        );
+        counter(
+            &mut registry,
+            "herdguard_cache_loads",
+            "Loads led by this process",
+            core.loads,
+        );
+        counter(
+            &mut registry,
+            "herdguard_cache_coalesced",
+            "Callers that joined another caller's load",
+            core.coalesced,
+        );
+        counter(
+            &mut registry,
+            "herdguard_cache_stale_while_revalidate",
+            "Stale answers with a background refresh",
+            core.stale_while_revalidate,
+        );
+        counter(
+            &mut registry,
+            "herdguard_cache_stale_on_error",
+            "Stale answers standing in for a failed load",
+            core.stale_on_error,
+        );
+        counter(
+            &mut registry,
+            "herdguard_cache_load_errors",
+            "Loads that failed",
+            core.load_errors,
+        );
+        counter(
+            &mut registry,
+            "herdguard_cache_uncacheable",
+            "Loads whose answer could not be stored",
+            core.uncacheable,
+        );
+        counter(
+            &mut registry,
+            "herdguard_cache_remote_errors",
+            "Shared-store (Redis) errors, oversized values included",
+            core.remote_errors,
+        );
+        counter(
+            &mut registry,
+            "herdguard_cache_timeouts",
+            "Callers whose wait deadline passed",
+            core.timeouts,
+        );
+        registry.register(
+            "herdguard_cache_entries",
+            "Entries in memory",
+            ConstGauge::new(i64::try_from(core.entries).unwrap_or(i64::MAX)),
+        );
+        registry.register(
+            "herdguard_cache_in_flight",
+            "Loads running now",
+            ConstGauge::new(i64::try_from(core.in_flight).unwrap_or(i64::MAX)),
+        );
+        if let Some(healthy) = shared_store {
+            registry.register(
+                "herdguard_shared_store_healthy",
+                "1 while the shared store (Redis) is in use",
+                ConstGauge::new(i64::from(healthy)),
+            );
+        }
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut text, &registry);
+        text
+    }
+}
