@@ -153,6 +153,29 @@ async fn moka_round(callers: usize) -> Sample {
     round.sample()
 }
 
+/// The floor of this harness: the same callers waiting on a plain
+/// `tokio::sync::watch` channel that a spawned loader task fills — no cache, only
+/// the runtime waking N tasks. What a cache adds on top of this is its own cost.
+async fn floor_round(callers: usize) -> Sample {
+    let (tx, rx) = tokio::sync::watch::channel(None::<u64>);
+    let (round, done) = Round::new(callers);
+    for _ in 0..callers {
+        let (mut rx, round) = (rx.clone(), Arc::clone(&round));
+        tokio::spawn(async move {
+            round.joined.fetch_add(1, Ordering::SeqCst);
+            let got = rx.wait_for(Option::is_some).await.ok().and_then(|v| *v);
+            round.returned(got);
+        });
+    }
+    let loader_round = Arc::clone(&round);
+    tokio::spawn(async move {
+        let value = loader_round.load().await;
+        tx.send_replace(Some(value));
+    });
+    let _ = done.await;
+    round.sample()
+}
+
 /// Nearest-rank percentile of sorted durations.
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
@@ -204,44 +227,69 @@ impl Tally {
     }
 }
 
+type RoundFn = fn(usize) -> std::pin::Pin<Box<dyn std::future::Future<Output = Sample> + Send>>;
+
 fn main() {
     let bench = std::env::args().any(|a| a == "--bench");
-    let (sizes, rounds): (&[usize], usize) = if bench {
-        (&[100, 1_000, 10_000], 20)
+    let (mut sizes, rounds): (Vec<usize>, usize) = if bench {
+        (vec![100, 1_000, 10_000], 20)
     } else {
-        (&[100], 2)
+        (vec![100], 2)
     };
+    // For profiling one contender at one size:
+    // COALESCING_ONLY=herdguard COALESCING_CALLERS=10000.
+    if let Some(n) = std::env::var("COALESCING_CALLERS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+    {
+        sizes = vec![n];
+    }
+    let only = std::env::var("COALESCING_ONLY").ok();
+    let contenders: [(&str, RoundFn); 3] = [
+        ("herdguard", |n| Box::pin(herdguard_round(n))),
+        ("moka", |n| Box::pin(moka_round(n))),
+        ("floor (tokio watch, no cache)", |n| {
+            Box::pin(floor_round(n))
+        }),
+    ];
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("a 2-worker Tokio runtime");
-    for &callers in sizes {
-        let (mut herdguard, mut moka) = (Tally::new(), Tally::new());
+    for &callers in &sizes {
+        let mut tallies: Vec<Tally> = contenders.iter().map(|_| Tally::new()).collect();
         for round in 0..rounds {
-            // Alternate which goes first, so neither always follows the other.
-            for which in [round % 2, 1 - round % 2] {
-                let sample = if which == 0 {
-                    runtime.block_on(runtime.spawn(herdguard_round(callers)))
-                } else {
-                    runtime.block_on(runtime.spawn(moka_round(callers)))
+            // Rotate which goes first, so none always follows another.
+            for j in 0..contenders.len() {
+                let which = (round + j) % contenders.len();
+                let (name, run) = contenders[which];
+                if only.as_deref().is_some_and(|o| !name.starts_with(o)) {
+                    continue;
                 }
-                .expect("round task");
-                if which == 0 {
-                    herdguard.add(sample, callers);
-                } else {
-                    moka.add(sample, callers);
-                }
+                let sample = runtime
+                    .block_on(runtime.spawn(run(callers)))
+                    .expect("round task");
+                tallies[which].add(sample, callers);
             }
         }
-        let (h, m) = (herdguard.summary("herdguard"), moka.summary("moka"));
-        let ratio = percentile(&moka.latencies, 0.99).as_secs_f64()
-            / percentile(&herdguard.latencies, 0.99)
-                .as_secs_f64()
-                .max(1e-9);
-        println!(
-            "coalescing {callers} callers, 50 ms loader, {rounds} rounds, last waiter after load: \
-             {h} | {m} | moka/herdguard p99 {ratio:.1}x"
+        let lines: Vec<String> = contenders
+            .iter()
+            .zip(&mut tallies)
+            .filter(|(_, t)| !t.latencies.is_empty())
+            .map(|((name, _), t)| t.summary(name))
+            .collect();
+        let mut line = format!(
+            "coalescing {callers} callers, 50 ms loader, {rounds} rounds, last waiter after load: {}",
+            lines.join(" | ")
         );
+        if !tallies[0].latencies.is_empty() && !tallies[1].latencies.is_empty() {
+            let ratio = percentile(&tallies[1].latencies, 0.99).as_secs_f64()
+                / percentile(&tallies[0].latencies, 0.99)
+                    .as_secs_f64()
+                    .max(1e-9);
+            line.push_str(&format!(" | moka/herdguard p99 {ratio:.1}x"));
+        }
+        println!("{line}");
     }
 }
