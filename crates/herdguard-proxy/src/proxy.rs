@@ -48,6 +48,9 @@ impl Store<String, CachedResponse> for PeekStore {
 struct Variants {
     names: Vec<String>,
     keys: Vec<String>,
+    /// The request values the entry under the primary key was loaded for: such
+    /// requests keep using it (no second load for the first variant).
+    primary_values: Vec<(String, Option<String>)>,
 }
 
 /// One proxy: cache, origin, rules and counters.
@@ -58,6 +61,7 @@ pub struct Proxy {
     pub(crate) rules: Rules,
     pub(crate) stats: Arc<Stats>,
     pub(crate) max_request_body: usize,
+    pub(crate) max_header_bytes: usize,
     variants: quick_cache::sync::Cache<String, Variants>,
 }
 
@@ -69,6 +73,7 @@ impl Proxy {
         rules: Rules,
         stats: Arc<Stats>,
         max_request_body: usize,
+        max_header_bytes: usize,
     ) -> Self {
         Proxy {
             cache,
@@ -77,6 +82,7 @@ impl Proxy {
             rules,
             stats,
             max_request_body,
+            max_header_bytes,
             variants: quick_cache::sync::Cache::new(10_000),
         }
     }
@@ -88,6 +94,19 @@ impl Proxy {
         B::Error: Into<herdguard::BoxError>,
     {
         let (parts, body) = request.into_parts();
+        // hyper bounds its read buffer, not the head itself: count the fields too.
+        let head_bytes: usize = parts
+            .headers
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 4)
+            .sum();
+        if head_bytes > self.max_header_bytes {
+            self.stats.count("error");
+            return plain(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "herdguard: request header fields too large\n",
+            );
+        }
         let body = match Limited::new(body, self.max_request_body).collect().await {
             Ok(b) => b.to_bytes(),
             Err(e) if e.is::<http_body_util::LengthLimitError>() => {
@@ -185,7 +204,7 @@ impl Proxy {
                 Err(e) => return self.failed(e, head),
             };
             if !vary_matches(&cached, headers) && round == 0 {
-                self.learn_variants(&primary, &cached);
+                self.learn_variants(&primary, &cached, key == primary);
                 key = self.variant_key(&primary, headers);
                 continue;
             }
@@ -199,7 +218,7 @@ impl Proxy {
                 return self.bypass(headers, pq, head, "request-max-age").await;
             }
             if cached.uncacheable.is_none() && !cached.vary.is_empty() {
-                self.learn_variants(&primary, &cached);
+                self.learn_variants(&primary, &cached, key == primary);
             }
             return self.respond(&cached, cached.served(), head);
         }
@@ -362,7 +381,10 @@ impl Proxy {
 
     fn variant_key(&self, primary: &str, headers: &HeaderMap) -> String {
         match self.variants.get(primary) {
-            Some(v) if !v.names.is_empty() => {
+            Some(v)
+                if !v.names.is_empty()
+                    && semantics::vary_values(headers, &v.names) != v.primary_values =>
+            {
                 let mut key = primary.to_string();
                 for (name, value) in semantics::vary_values(headers, &v.names) {
                     key.push('\n');
@@ -381,11 +403,15 @@ impl Proxy {
         }
     }
 
-    fn learn_variants(&self, primary: &str, cached: &CachedResponse) {
+    fn learn_variants(&self, primary: &str, cached: &CachedResponse, from_primary: bool) {
         let names: Vec<String> = cached.vary.iter().map(|(n, _)| n.clone()).collect();
         let mut v = self.variants.get(primary).unwrap_or_default();
-        if v.names != names {
+        let changed = v.names != names || (from_primary && v.primary_values != cached.vary);
+        if changed {
             v.names = names;
+            if from_primary {
+                v.primary_values = cached.vary.clone();
+            }
             self.variants.insert(primary.to_string(), v);
         }
     }

@@ -121,6 +121,7 @@ impl Server {
             rules,
             Arc::new(Stats::default()),
             settings.max_request_body_bytes,
+            settings.max_header_bytes,
         ));
         let listener =
             TcpListener::bind(settings.listen)
