@@ -1,0 +1,156 @@
+//! Settings of the Redis shared tier, and the errors of setting it up.
+
+use std::time::Duration;
+
+/// How [`RedisRemote`](crate::RedisRemote) talks to Redis.
+///
+/// ```
+/// use herdguard_redis::RedisConfig;
+/// use std::time::Duration;
+///
+/// let config = RedisConfig::new("redis://127.0.0.1:6379/")
+///     .prefix("shop")
+///     .lease_ttl(Duration::from_secs(2))
+///     .op_timeout(Duration::from_millis(100));
+/// assert_eq!(config.lease_ttl_value(), Duration::from_secs(2));
+/// ```
+#[derive(Clone, Debug)]
+pub struct RedisConfig {
+    pub(crate) url: String,
+    pub(crate) prefix: String,
+    pub(crate) lease_ttl: Duration,
+    pub(crate) renew: bool,
+    pub(crate) op_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) max_value_bytes: usize,
+}
+
+impl RedisConfig {
+    /// Settings for the server at `url` (`redis://host:port/db`), with defaults:
+    /// prefix `hg`, lease TTL 5 s renewed every third of it, 250 ms per
+    /// operation, 1 s to connect, values up to 1 MiB.
+    pub fn new(url: impl Into<String>) -> Self {
+        RedisConfig {
+            url: url.into(),
+            prefix: "hg".to_string(),
+            lease_ttl: Duration::from_secs(5),
+            renew: true,
+            op_timeout: Duration::from_millis(250),
+            connect_timeout: Duration::from_secs(1),
+            max_value_bytes: 1024 * 1024,
+        }
+    }
+
+    /// The first part of every Redis key and channel (no `{` or `}`: it sits
+    /// outside the hash tag).
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// How long a lease lasts unless renewed: the longest a crashed loader can
+    /// hold up the fleet.
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = ttl;
+        self
+    }
+
+    /// Whether a loader renews its lease (every third of the TTL) while it runs.
+    pub fn renew(mut self, renew: bool) -> Self {
+        self.renew = renew;
+        self
+    }
+
+    /// The bound on every Redis operation; past it the operation fails as
+    /// unavailable and the cache degrades to in-process coordination.
+    pub fn op_timeout(mut self, timeout: Duration) -> Self {
+        self.op_timeout = timeout;
+        self
+    }
+
+    /// The bound on connecting (at start and on each reconnection attempt).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// The largest encoded entry written to Redis; larger ones stay in process.
+    pub fn max_value_bytes(mut self, bytes: usize) -> Self {
+        self.max_value_bytes = bytes;
+        self
+    }
+
+    /// The configured lease TTL.
+    pub fn lease_ttl_value(&self) -> Duration {
+        self.lease_ttl
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), RedisSetupError> {
+        if self.prefix.contains(['{', '}']) {
+            return Err(RedisSetupError::InvalidConfig {
+                field: "prefix",
+                reason: format!(
+                    "{:?} must not contain '{{' or '}}' (it would break the hash tag)",
+                    self.prefix
+                ),
+            });
+        }
+        for (field, d) in [
+            ("lease_ttl", self.lease_ttl),
+            ("op_timeout", self.op_timeout),
+            ("connect_timeout", self.connect_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(RedisSetupError::InvalidConfig {
+                    field,
+                    reason: "must be greater than zero".to_string(),
+                });
+            }
+        }
+        if self.lease_ttl < Duration::from_millis(3) {
+            return Err(RedisSetupError::InvalidConfig {
+                field: "lease_ttl",
+                reason:
+                    "must be at least 3 ms (it is set in whole milliseconds and renewed at a third)"
+                        .to_string(),
+            });
+        }
+        if self.max_value_bytes == 0 {
+            return Err(RedisSetupError::InvalidConfig {
+                field: "max_value_bytes",
+                reason: "must be greater than zero".to_string(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Why [`RedisRemote::connect`](crate::RedisRemote::connect) failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RedisSetupError {
+    /// The URL is not a Redis URL.
+    #[error("invalid Redis URL {url:?}: {reason}")]
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// What the parser said.
+        reason: String,
+    },
+    /// A setting is out of range.
+    #[error("invalid Redis setting {field}: {reason}")]
+    InvalidConfig {
+        /// The setting.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Redis did not answer at start (refused, or not within `connect_timeout`).
+    #[error("Redis at {url} unreachable: {reason}")]
+    Unreachable {
+        /// The URL.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
