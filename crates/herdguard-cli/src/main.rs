@@ -2,6 +2,7 @@
 //!
 //! Subcommands:
 //! - `demo`: show a cache stampede and herdguard stopping it, with numbers.
+//! - `serve`: an HTTP caching sidecar with fleet-wide request coalescing.
 //!
 //! Exit codes: 0 ok, 1 the run failed, 2 bad input.
 
@@ -21,6 +22,8 @@ struct Cli {
 enum Command {
     /// Show a cache stampede, and herdguard stopping it, with numbers.
     Demo(herdguard_demo::DemoArgs),
+    /// Run an HTTP caching reverse proxy (RFC 9111 shared cache) in front of an origin.
+    Serve(herdguard_proxy::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -30,6 +33,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => {
             herdguard_demo::run(args).map_err(|e| (e.exit_code(), e.to_string()))
         }
+        Command::Serve(args) => serve(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -38,4 +42,15 @@ fn main() -> ExitCode {
             ExitCode::from(u8::try_from(code).unwrap_or(1))
         }
     }
+}
+
+/// `herdguard serve` on a multi-threaded runtime, until SIGTERM or ctrl-c.
+fn serve(args: herdguard_proxy::ServeArgs) -> Result<(), (i32, String)> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| (1, format!("cannot start the runtime: {e}")))?;
+    runtime
+        .block_on(herdguard_proxy::run(args))
+        .map_err(|e| (e.exit_code(), e.to_string()))
 }
