@@ -128,12 +128,6 @@ impl Hub {
             ))),
         }
     }
-
-    /// How many channels have waiters (for tests).
-    #[cfg(test)]
-    pub(crate) fn channel_count(&self) -> usize {
-        self.shared.channels().len()
-    }
 }
 
 /// One waiter's hold on a channel.

@@ -1,0 +1,110 @@
+//! Fleet workers as child processes, driven over stdin, read line by line.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{channel, Receiver};
+use std::time::Duration;
+
+/// Limit for any single answer of a worker: a hung worker fails the test.
+const ANSWER_LIMIT: Duration = Duration::from_secs(40);
+
+pub struct Worker {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+}
+
+impl Worker {
+    /// Starts one with these flags and waits for its `ready`.
+    pub fn start(url: &str, flags: &[&str]) -> Worker {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_herdguard-redis-worker"))
+            .arg("--url")
+            .arg(url)
+            .args(flags)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn worker");
+        let stdout = child.stdout.take().expect("stdout");
+        let stdin = child.stdin.take();
+        let (tx, lines) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut w = Worker {
+            child,
+            stdin,
+            lines,
+        };
+        assert_eq!(w.line(), "ready");
+        w
+    }
+
+    pub fn line(&mut self) -> String {
+        self.lines
+            .recv_timeout(ANSWER_LIMIT)
+            .expect("worker answered in time")
+    }
+
+    /// Starts a round on `key` (returns at once).
+    pub fn go(&mut self, key: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "go {key}").expect("write to worker");
+        stdin.flush().expect("flush");
+    }
+
+    /// The result of the round started last.
+    pub fn result(&mut self) -> serde_json::Value {
+        let line = self.line();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad worker line {line:?}: {e}"))
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.stdin.take();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn redis_conn(url: &str) -> redis::Connection {
+    redis::Client::open(url).unwrap().get_connection().unwrap()
+}
+
+pub fn count(conn: &mut redis::Connection, key: &str) -> i64 {
+    redis::Commands::get::<_, Option<i64>>(conn, format!("count:{key}"))
+        .unwrap()
+        .unwrap_or(0)
+}
+
+/// Waits (bounded) until the loader of `key` has been called `n` times.
+pub fn wait_count(conn: &mut redis::Connection, key: &str, n: i64) {
+    for _ in 0..2000 {
+        if count(conn, key) >= n {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    panic!("loader of {key} not called {n} times within 10 s");
+}
+
+pub fn u(v: &serde_json::Value, field: &str) -> u64 {
+    v[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("field {field} in {v}"))
+}

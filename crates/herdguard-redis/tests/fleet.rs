@@ -1,0 +1,235 @@
+//! A fleet of worker processes against one real redis-server.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{count, redis_conn, u, wait_count, Worker};
+use herdguard::{Cache, Remote};
+use herdguard_redis::{RedisConfig, RedisRemote};
+use herdguard_testkit::RedisServer;
+
+#[test]
+fn eight_processes_one_cold_key_make_one_load() {
+    let redis = RedisServer::start().unwrap();
+    let url = redis.url();
+    let mut workers: Vec<Worker> = (0..8)
+        .map(|_| Worker::start(&url, &["--callers", "64", "--loader-ms", "100"]))
+        .collect();
+    for w in &mut workers {
+        w.go("cold");
+    }
+    let results: Vec<_> = workers.iter_mut().map(Worker::result).collect();
+    let mut values = std::collections::BTreeSet::new();
+    for r in &results {
+        assert_eq!(u(r, "ok"), 64, "{r}");
+        assert_eq!(u(r, "errors"), 0, "{r}");
+        for v in r["values"].as_array().unwrap() {
+            values.insert(v.as_str().unwrap().to_string());
+        }
+    }
+    assert_eq!(
+        values.len(),
+        1,
+        "every caller got the one value: {values:?}"
+    );
+    assert_eq!(
+        count(&mut redis_conn(&url), "cold"),
+        1,
+        "exactly one origin call: {results:?}"
+    );
+    let local: u64 = results.iter().map(|r| u(r, "local_loads")).sum();
+    assert_eq!(local, 1);
+}
+
+#[test]
+fn killed_lease_holder_is_taken_over_after_the_lease_expires() {
+    let redis = RedisServer::start().unwrap();
+    let url = redis.url();
+    let mut conn = redis_conn(&url);
+    let flags = [
+        "--callers",
+        "16",
+        "--lease-ttl-ms",
+        "600",
+        "--poll-ms",
+        "100",
+    ];
+    let mut holder = Worker::start(&url, &[&flags[..], &["--loader-ms", "20000"]].concat());
+    let mut others: Vec<Worker> = (0..2)
+        .map(|_| Worker::start(&url, &[&flags[..], &["--loader-ms", "100"]].concat()))
+        .collect();
+    holder.go("crash");
+    wait_count(&mut conn, "crash", 1);
+    for w in &mut others {
+        w.go("crash");
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    holder.kill();
+    for w in &mut others {
+        let r = w.result();
+        assert_eq!(u(&r, "ok"), 16, "{r}");
+        assert_eq!(u(&r, "errors"), 0, "{r}");
+    }
+    assert_eq!(
+        count(&mut conn, "crash"),
+        2,
+        "the dead holder's load and one takeover"
+    );
+}
+
+#[test]
+fn redis_killed_mid_run_degrades_then_coordination_resumes() {
+    let mut redis = RedisServer::start().unwrap();
+    let url = redis.url();
+    let mut workers: Vec<Worker> = (0..3)
+        .map(|_| {
+            Worker::start(
+                &url,
+                &["--callers", "16", "--loader-ms", "100", "--poll-ms", "100"],
+            )
+        })
+        .collect();
+    let round = |name: &str, workers: &mut Vec<Worker>| -> Vec<serde_json::Value> {
+        for w in workers.iter_mut() {
+            w.go(name);
+        }
+        let results: Vec<_> = workers.iter_mut().map(Worker::result).collect();
+        for r in &results {
+            assert_eq!(u(r, "errors"), 0, "no caller error: {r}");
+            assert_eq!(u(r, "ok"), 16, "{r}");
+            assert!(
+                u(r, "local_loads") <= 1,
+                "at most one load per process per key: {r}"
+            );
+        }
+        results
+    };
+    let total = |rs: &[serde_json::Value]| rs.iter().map(|r| u(r, "local_loads")).sum::<u64>();
+    assert_eq!(total(&round("before", &mut workers)), 1);
+
+    redis.kill();
+    for i in 0..3 {
+        round(&format!("down{i}"), &mut workers);
+    }
+
+    redis.restart().unwrap();
+    // Reconnection and the core's back-off take a moment: within a bounded
+    // number of rounds, two in a row must make exactly one load fleet-wide.
+    let mut in_a_row = 0;
+    for i in 0..40 {
+        if total(&round(&format!("after{i}"), &mut workers)) == 1 {
+            in_a_row += 1;
+            if in_a_row == 2 {
+                return;
+            }
+        } else {
+            in_a_row = 0;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    panic!("coordination did not resume after the restart");
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn invalidation_during_a_load_voids_its_result() {
+    let redis = RedisServer::start().unwrap();
+    let url = redis.url();
+    let mut conn = redis_conn(&url);
+    let mut loader = Worker::start(
+        &url,
+        &["--callers", "4", "--loader-ms", "800", "--value", "old"],
+    );
+    loader.go("inv");
+    wait_count(&mut conn, "inv", 1);
+
+    let rt = runtime();
+    rt.block_on(async {
+        let remote = RedisRemote::<String, String>::connect(RedisConfig::new(url.clone()))
+            .await
+            .unwrap();
+        let cache: Cache<String, String> = Cache::builder()
+            .shared_store(remote.clone())
+            .build()
+            .unwrap();
+        cache.invalidate(&"inv".to_string()).await.unwrap();
+
+        let r = tokio::task::spawn_blocking(move || loader.result())
+            .await
+            .unwrap();
+        assert_eq!(u(&r, "ok"), 4, "its own callers still get the value: {r}");
+        assert_eq!(u(&r, "superseded"), 1, "the write was refused: {r}");
+        assert!(
+            remote.get(&"inv".to_string()).await.unwrap().is_none(),
+            "not stored in Redis"
+        );
+
+        let v = cache
+            .get_or_load("inv".to_string(), || async {
+                Ok::<_, std::io::Error>("new".to_string())
+            })
+            .await
+            .unwrap();
+        assert_eq!(*v, "new", "the next get reloads");
+        assert_eq!(
+            remote
+                .get(&"inv".to_string())
+                .await
+                .unwrap()
+                .unwrap()
+                .value(),
+            "new"
+        );
+    });
+}
+
+#[test]
+fn late_writer_without_renewal_does_not_overwrite_the_newer_value() {
+    let redis = RedisServer::start().unwrap();
+    let url = redis.url();
+    let mut conn = redis_conn(&url);
+    let common = [
+        "--callers",
+        "4",
+        "--lease-ttl-ms",
+        "300",
+        "--no-renew",
+        "--poll-ms",
+        "50",
+    ];
+    let mut slow = Worker::start(
+        &url,
+        &[&common[..], &["--loader-ms", "1500", "--value", "late"]].concat(),
+    );
+    let mut fast = Worker::start(
+        &url,
+        &[&common[..], &["--loader-ms", "50", "--value", "newer"]].concat(),
+    );
+    slow.go("late");
+    wait_count(&mut conn, "late", 1);
+    fast.go("late");
+    let f = fast.result();
+    assert_eq!(f["values"][0], "newer", "{f}");
+    let s = slow.result();
+    assert_eq!(u(&s, "superseded"), 1, "the late write was refused: {s}");
+    assert_eq!(count(&mut conn, "late"), 2);
+
+    runtime().block_on(async {
+        let remote = RedisRemote::<String, String>::connect(RedisConfig::new(url.clone()))
+            .await
+            .unwrap();
+        let stored = remote
+            .get(&"late".to_string())
+            .await
+            .unwrap()
+            .expect("a stored value");
+        assert_eq!(stored.value(), "newer");
+    });
+}

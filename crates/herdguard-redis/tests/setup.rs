@@ -1,0 +1,111 @@
+//! Bad input and the oversized-value path, against a real redis-server.
+
+use std::time::{Duration, Instant};
+
+use herdguard::{Cache, Remote, RemoteError};
+use herdguard_redis::{RedisConfig, RedisRemote, RedisSetupError};
+use herdguard_testkit::{free_port, RedisServer};
+
+#[tokio::test]
+async fn invalid_url_is_a_typed_error() {
+    let err = RedisRemote::<String, String>::connect(RedisConfig::new("http://nope"))
+        .await
+        .err()
+        .expect("must fail");
+    assert!(matches!(err, RedisSetupError::InvalidUrl { .. }), "{err}");
+    let err = RedisRemote::<String, String>::connect(
+        RedisConfig::new("redis://127.0.0.1:1/").prefix("a{b"),
+    )
+    .await
+    .err()
+    .expect("must fail");
+    assert!(
+        matches!(
+            err,
+            RedisSetupError::InvalidConfig {
+                field: "prefix",
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn unreachable_at_start_fails_clearly_within_connect_timeout() {
+    let port = free_port().unwrap();
+    let limit = Duration::from_millis(500);
+    let started = Instant::now();
+    let err = RedisRemote::<String, String>::connect(
+        RedisConfig::new(format!("redis://127.0.0.1:{port}/")).connect_timeout(limit),
+    )
+    .await
+    .err()
+    .expect("nothing listens there");
+    // Generous bound: the latency is the behaviour under test.
+    assert!(
+        started.elapsed() < limit + Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(matches!(err, RedisSetupError::Unreachable { .. }), "{err}");
+    assert!(err.to_string().contains(&port.to_string()), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oversized_value_stays_in_process_and_is_counted() {
+    let redis = RedisServer::start().unwrap();
+    let remote =
+        RedisRemote::<String, String>::connect(RedisConfig::new(redis.url()).max_value_bytes(256))
+            .await
+            .unwrap();
+    let cache: Cache<String, String> = Cache::builder()
+        .shared_store(remote.clone())
+        .build()
+        .unwrap();
+    let big = "x".repeat(10_000);
+    let v = cache
+        .get_or_load("big".to_string(), {
+            let big = big.clone();
+            || async move { Ok::<_, std::io::Error>(big) }
+        })
+        .await
+        .unwrap();
+    assert_eq!(*v, big);
+    assert_eq!(cache.metrics().remote_errors, 1);
+    assert!(
+        remote.get(&"big".to_string()).await.unwrap().is_none(),
+        "not in Redis"
+    );
+    // Kept in L1: the next call is a hit.
+    let again = cache
+        .get_or_load("big".to_string(), || async {
+            Ok::<_, std::io::Error>(String::new())
+        })
+        .await
+        .unwrap();
+    assert_eq!(*again, big);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_down_answers_unavailable_quickly() {
+    let mut redis = RedisServer::start().unwrap();
+    let remote = RedisRemote::<String, String>::connect(
+        RedisConfig::new(redis.url()).op_timeout(Duration::from_millis(200)),
+    )
+    .await
+    .unwrap();
+    redis.kill();
+    let started = Instant::now();
+    let err = remote.get(&"k".to_string()).await.expect_err("down");
+    assert!(matches!(err, RemoteError::Unavailable(_)), "{err}");
+    assert!(matches!(
+        remote.subscribe(&"k".to_string()).await.err(),
+        Some(RemoteError::Unavailable(_))
+    ));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}
