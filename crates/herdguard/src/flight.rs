@@ -126,12 +126,14 @@ impl<K: Hash + Eq + Clone, T: Clone> Flights<K, T> {
 
 /// One load in progress and the callers waiting for it.
 pub(crate) struct Flight<T> {
-    state: Mutex<State<T>>,
+    /// Set once, before the wakers are taken: a woken waiter reads it without the
+    /// lock (10,000 waiters woken at once would otherwise queue on the mutex).
+    published: std::sync::OnceLock<T>,
+    state: Mutex<State>,
     superseded: AtomicBool,
 }
 
-struct State<T> {
-    outcome: Option<T>,
+struct State {
     /// Parked waiters; a slot is emptied when its waiter is dropped.
     wakers: Vec<Option<Waker>>,
 }
@@ -139,24 +141,20 @@ struct State<T> {
 impl<T: Clone> Flight<T> {
     fn new() -> Self {
         Flight {
-            state: Mutex::new(State {
-                outcome: None,
-                wakers: Vec::new(),
-            }),
+            published: std::sync::OnceLock::new(),
+            state: Mutex::new(State { wakers: Vec::new() }),
             superseded: AtomicBool::new(false),
         }
     }
 
     /// Sets the outcome (the first one wins) and wakes every waiter.
     fn publish(&self, outcome: T) {
-        let wakers = {
-            let mut state = self.state.lock();
-            if state.outcome.is_some() {
-                return;
-            }
-            state.outcome = Some(outcome);
-            std::mem::take(&mut state.wakers)
-        };
+        if self.published.set(outcome).is_err() {
+            return;
+        }
+        // A waiter that checked `published` before the set registers under the lock
+        // and re-checks there, so taking the wakers under the lock loses none.
+        let wakers = std::mem::take(&mut self.state.lock().wakers);
         // Woken outside the lock: each woken task immediately locks the state to
         // read the outcome, and must not find it held by us.
         for waker in wakers.into_iter().flatten() {
@@ -167,7 +165,7 @@ impl<T: Clone> Flight<T> {
     /// The outcome, once published.
     #[cfg(test)]
     pub(crate) fn outcome(&self) -> Option<T> {
-        self.state.lock().outcome.clone()
+        self.published.get().cloned()
     }
 
     /// A future that resolves to a clone of the outcome.
@@ -191,8 +189,14 @@ impl<T: Clone> Future for Wait<T> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
         let this = &mut *self;
+        if let Some(outcome) = this.flight.published.get() {
+            // Our waker slot was emptied by `publish`: nothing to deregister on drop.
+            this.slot = None;
+            return Poll::Ready(outcome.clone());
+        }
         let mut state = this.flight.state.lock();
-        if let Some(outcome) = &state.outcome {
+        if let Some(outcome) = this.flight.published.get() {
+            this.slot = None;
             return Poll::Ready(outcome.clone());
         }
         match this.slot {
@@ -218,6 +222,9 @@ impl<T: Clone> Future for Wait<T> {
 impl<T: Clone> Drop for Wait<T> {
     fn drop(&mut self) {
         if let Some(i) = self.slot {
+            if self.flight.published.get().is_some() {
+                return; // `publish` took the whole list
+            }
             let mut state = self.flight.state.lock();
             if let Some(slot) = state.wakers.get_mut(i) {
                 *slot = None;

@@ -55,8 +55,13 @@ impl Counter {
 /// Bucket `i` counts durations below 2^i microseconds; the last one counts the rest.
 const BUCKETS: usize = 28;
 
-/// A log₂-bucketed histogram of durations (1 µs … ~67 s).
+/// A log₂-bucketed histogram of durations (1 µs … ~67 s), striped like
+/// [`Counter`]: thousands of waiters woken together record at once.
 pub(crate) struct Histogram {
+    stripes: [CachePadded<HistogramCells>; STRIPES],
+}
+
+struct HistogramCells {
     buckets: [AtomicU64; BUCKETS],
     sum_nanos: AtomicU64,
 }
@@ -64,8 +69,12 @@ pub(crate) struct Histogram {
 impl Histogram {
     fn new() -> Self {
         Histogram {
-            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
-            sum_nanos: AtomicU64::new(0),
+            stripes: std::array::from_fn(|_| {
+                CachePadded::new(HistogramCells {
+                    buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+                    sum_nanos: AtomicU64::new(0),
+                })
+            }),
         }
     }
 
@@ -73,8 +82,9 @@ impl Histogram {
         let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         // Bucket index = number of bits needed for `micros` (0 µs → bucket 0).
         let index = ((u64::BITS - micros.leading_zeros()) as usize).min(BUCKETS - 1);
-        self.buckets[index].fetch_add(1, Ordering::Relaxed);
-        self.sum_nanos.fetch_add(
+        let cells = &self.stripes[stripe()];
+        cells.buckets[index].fetch_add(1, Ordering::Relaxed);
+        cells.sum_nanos.fetch_add(
             u64::try_from(d.as_nanos()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
         );
@@ -82,17 +92,27 @@ impl Histogram {
 
     fn snapshot(&self) -> HistogramSnapshot {
         let mut buckets = Vec::with_capacity(BUCKETS);
-        for (i, b) in self.buckets.iter().enumerate() {
+        for i in 0..BUCKETS {
             let upper = if i == BUCKETS - 1 {
                 Duration::MAX
             } else {
                 Duration::from_micros(1u64 << i)
             };
-            buckets.push((upper, b.load(Ordering::Relaxed)));
+            let count = self
+                .stripes
+                .iter()
+                .map(|s| s.buckets[i].load(Ordering::Relaxed))
+                .sum();
+            buckets.push((upper, count));
         }
+        let sum = self
+            .stripes
+            .iter()
+            .map(|s| s.sum_nanos.load(Ordering::Relaxed))
+            .sum();
         HistogramSnapshot {
             count: buckets.iter().map(|(_, c)| c).sum(),
-            sum: Duration::from_nanos(self.sum_nanos.load(Ordering::Relaxed)),
+            sum: Duration::from_nanos(sum),
             buckets,
         }
     }
