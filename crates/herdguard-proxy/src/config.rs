@@ -68,6 +68,10 @@ pub struct ServeArgs {
     /// Key prefix in Redis.
     #[arg(long, env = "HERDGUARD_REDIS_PREFIX")]
     pub redis_prefix: Option<String>,
+    /// Timeout of one Redis operation, milliseconds; past it the proxy degrades
+    /// to per-instance coalescing for a moment.
+    #[arg(long, env = "HERDGUARD_REDIS_OP_TIMEOUT_MS")]
+    pub redis_op_timeout_ms: Option<u64>,
 }
 
 /// The TOML file: the same fields as the flags.
@@ -91,6 +95,7 @@ struct FileConfig {
     stale_if_error_secs: Option<u64>,
     hit_for_miss_secs: Option<u64>,
     redis_prefix: Option<String>,
+    redis_op_timeout_ms: Option<u64>,
 }
 
 /// An invalid setting, named by its field.
@@ -147,6 +152,8 @@ pub struct Settings {
     pub hit_for_miss: Duration,
     /// Redis key prefix.
     pub redis_prefix: String,
+    /// Redis operation timeout.
+    pub redis_op_timeout: Duration,
 }
 
 impl ServeArgs {
@@ -274,6 +281,10 @@ impl ServeArgs {
                 pick!(hit_for_miss_secs).unwrap_or(120),
             )?),
             redis_prefix: pick!(redis_prefix).unwrap_or_else(|| "herdguard:http:".to_string()),
+            redis_op_timeout: Duration::from_millis(positive(
+                "redis_op_timeout_ms",
+                pick!(redis_op_timeout_ms).unwrap_or(250),
+            )?),
         })
     }
 }

@@ -1,7 +1,11 @@
 //! The fleet tier: with `--redis`, the cache shares entries and load leases
 //! through Redis, so a whole fleet of proxies makes one origin call per miss.
+//! Responses larger than `--redis-max-value-bytes` stay in process (the core
+//! counts the refusal in `herdguard_cache_remote_errors_total`) and coalesce per
+//! instance only; a Redis outage degrades to per-instance coalescing too.
 
 use herdguard::CacheBuilder;
+use herdguard_redis::{RedisConfig, RedisRemote};
 
 use crate::config::Settings;
 use crate::response::CachedResponse;
@@ -12,10 +16,15 @@ pub(crate) async fn attach(
     builder: CacheBuilder<String, CachedResponse>,
     settings: &Settings,
 ) -> Result<CacheBuilder<String, CachedResponse>, ServeError> {
-    match &settings.redis {
-        None => Ok(builder),
-        Some(_) => Err(ServeError::Redis(
-            "this build has no Redis support yet".into(),
-        )),
-    }
+    let Some(url) = &settings.redis else {
+        return Ok(builder);
+    };
+    let config = RedisConfig::new(url.clone())
+        .prefix(settings.redis_prefix.clone())
+        .max_value_bytes(settings.redis_max_value_bytes)
+        .op_timeout(settings.redis_op_timeout);
+    let remote = RedisRemote::<String, CachedResponse>::connect(config)
+        .await
+        .map_err(|e| ServeError::Redis(e.to_string()))?;
+    Ok(builder.shared_store(remote))
 }

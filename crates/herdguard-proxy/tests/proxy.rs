@@ -465,3 +465,82 @@ async fn admin_serves_metrics_health_and_readiness() {
         (200, "ready\nshared_store: none\n")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_proxies_sharing_redis_make_one_origin_request_for_300() {
+    let redis = herdguard_testkit::RedisServer::start().unwrap();
+    let o = origin(|_, n| Answer {
+        delay: Duration::from_millis(200),
+        ..ok(
+            &[("cache-control", "max-age=60")],
+            &format!("fleet body {n}"),
+        )
+    })
+    .await;
+    let mut proxies = Vec::new();
+    for _ in 0..3 {
+        let url = redis.url();
+        // A generous Redis timeout: the test machine is busy running the other tests.
+        proxies.push(
+            proxy_to(o.addr, move |a| {
+                a.redis = Some(url);
+                a.redis_op_timeout_ms = Some(2000);
+            })
+            .await,
+        );
+    }
+    let calls: Vec<_> = (0..300)
+        .map(|i| tokio::spawn(get(proxies[i % 3].addr, "/fleet")))
+        .collect();
+    let mut bodies = Vec::new();
+    for c in calls {
+        let g = c.await.unwrap();
+        bodies.push((g.status, g.body));
+    }
+    let mut metrics = String::new();
+    for p in &proxies {
+        let m = get(p.admin, "/metrics").await.body;
+        metrics += &m
+            .lines()
+            .filter(|l| l.contains("remote_errors_total") || l.contains("cache_loads_total"))
+            .collect::<Vec<_>>()
+            .join(" ");
+    }
+    assert!(
+        bodies
+            .iter()
+            .all(|b| *b == (200, "fleet body 1".to_string())),
+        "{metrics}"
+    );
+    assert_eq!(o.hits.load(Ordering::SeqCst), 1);
+    let r = get(proxies[0].admin, "/readyz").await;
+    assert_eq!(r.body, "ready\nshared_store: ok\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_still_serves_and_coalesces_per_instance() {
+    let mut redis = herdguard_testkit::RedisServer::start().unwrap();
+    let o = origin(|_, n| Answer {
+        delay: Duration::from_millis(100),
+        ..ok(&[("cache-control", "max-age=60")], &format!("b{n}"))
+    })
+    .await;
+    let url = redis.url();
+    let p = proxy_to(o.addr, move |a| a.redis = Some(url)).await;
+    assert_eq!(get(p.addr, "/before").await.status, 200);
+    redis.kill();
+    let calls: Vec<_> = (0..50)
+        .map(|_| tokio::spawn(get(p.addr, "/after")))
+        .collect();
+    for c in calls {
+        assert_eq!(c.await.unwrap().status, 200);
+    }
+    // One origin request for /before, one for the 50 concurrent /after.
+    assert_eq!(o.hits.load(Ordering::SeqCst), 2);
+    let m = get(p.admin, "/metrics").await;
+    assert!(
+        m.body.contains("herdguard_shared_store_healthy 0"),
+        "{}",
+        m.body
+    );
+}

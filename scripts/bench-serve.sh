@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# herdguard serve vs nginx (proxy_cache + proxy_cache_lock) in front of the same origin.
+#
+#   1. hit throughput: wrk -t1 -c64 -d10s on one cached URL (rps, p99)
+#   2. cold stampede: 100 concurrent GETs of one new URL, 200 ms origin (p50, p99)
+#
+# Everything runs on loopback, with temporary config and cache dirs under /tmp,
+# and is stopped on exit. Usage: scripts/bench-serve.sh [duration, default 10s]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION="${1:-10s}"
+WORK="$(mktemp -d /tmp/herdguard-bench-serve.XXXXXX)"
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+for tool in wrk nginx; do
+    command -v "$tool" >/dev/null || { echo "bench-serve: $tool is not installed (Debian: apt-get install $tool)" >&2; exit 2; }
+done
+
+echo "building (release)..." >&2
+cargo build --release --quiet -p herdguard-proxy --examples
+BIN=target/release/examples
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() {
+    for _ in $(seq 1 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.05
+    done
+    echo "bench-serve: nothing listening on port $1" >&2; exit 1
+}
+
+ORIGIN_PORT=$(free_port); HG_PORT=$(free_port); NGINX_PORT=$(free_port)
+
+"$BIN/bench-origin" --port "$ORIGIN_PORT" --delay-ms 200 2>"$WORK/origin.log" &
+PIDS+=($!)
+"$BIN/serve" --listen "127.0.0.1:$HG_PORT" --origin "http://127.0.0.1:$ORIGIN_PORT" 2>"$WORK/herdguard.log" &
+PIDS+=($!)
+
+mkdir -p "$WORK/nginx/cache" "$WORK/nginx/tmp"
+cat >"$WORK/nginx/nginx.conf" <<CONF
+worker_processes auto;
+daemon off;
+user root;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $WORK/nginx/tmp/body;
+    proxy_temp_path $WORK/nginx/tmp/proxy;
+    fastcgi_temp_path $WORK/nginx/tmp/fastcgi;
+    uwsgi_temp_path $WORK/nginx/tmp/uwsgi;
+    scgi_temp_path $WORK/nginx/tmp/scgi;
+    proxy_cache_path $WORK/nginx/cache keys_zone=bench:10m;
+    upstream origin { server 127.0.0.1:$ORIGIN_PORT; keepalive 64; }
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        location / {
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_cache bench;
+            proxy_cache_lock on;
+            proxy_cache_valid 200 5m;
+        }
+    }
+}
+CONF
+nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" &
+PIDS+=($!)
+
+wait_port "$ORIGIN_PORT"; wait_port "$HG_PORT"; wait_port "$NGINX_PORT"
+
+# wrk's latency line: "    99%  1.23ms" -> milliseconds
+to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v=v*1000}; printf "%.2f", v}'; }
+hits() { # $1 port -> "rps p99_ms"
+    curl -fsS -o /dev/null "http://127.0.0.1:$1/hot"; curl -fsS -o /dev/null "http://127.0.0.1:$1/hot"
+    local out; out=$(wrk -t1 -c64 -d"$DURATION" --latency "http://127.0.0.1:$1/hot")
+    local rps p99
+    rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+    p99=$(echo "$out" | awk '$1=="99%" {print $2}' | to_ms)
+    echo "$rps $p99"
+}
+stampede() { # $1 port, $2 url suffix -> "p50 p99 max ok"
+    "$BIN/stampede" --url "http://127.0.0.1:$1/slow/$2" --n 100
+}
+
+echo "hit throughput (wrk -t1 -c64 -d$DURATION)..." >&2
+read -r HG_RPS HG_P99 < <(hits "$HG_PORT")
+read -r NG_RPS NG_P99 < <(hits "$NGINX_PORT")
+echo "cold stampede (100 concurrent, 200 ms origin)..." >&2
+read -r HG_P50 HG_SP99 HG_MAX HG_OK < <(stampede "$HG_PORT" "hg-$RANDOM")
+read -r NG_P50 NG_SP99 NG_MAX NG_OK < <(stampede "$NGINX_PORT" "ng-$RANDOM")
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a/b; else print "n/a" }'; }
+printf '\n%-34s %12s %12s %10s\n' "measure" "herdguard" "nginx" "hg/nginx"
+printf '%-34s %12s %12s %10s\n' "hit throughput (rps)" "$HG_RPS" "$NG_RPS" "$(ratio "$HG_RPS" "$NG_RPS")"
+printf '%-34s %12s %12s %10s\n' "hit p99 (ms)" "$HG_P99" "$NG_P99" "$(ratio "$HG_P99" "$NG_P99")"
+printf '%-34s %12s %12s %10s\n' "stampede p50 (ms)" "$HG_P50" "$NG_P50" "$(ratio "$HG_P50" "$NG_P50")"
+printf '%-34s %12s %12s %10s\n' "stampede p99 (ms)" "$HG_SP99" "$NG_SP99" "$(ratio "$HG_SP99" "$NG_SP99")"
+printf '%-34s %12s %12s\n' "stampede answers 2xx (of 100)" "$HG_OK" "$NG_OK"
+echo
+echo "goals: hit rps >= 1.2x nginx with p99 no worse; stampede p50 <= 210 ms"
