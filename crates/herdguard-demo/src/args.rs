@@ -31,14 +31,19 @@ impl Scenario {
         }
     }
 
-    /// The strategies compared in this scenario, in table order.
-    pub fn strategies(self) -> &'static [Strategy] {
+    /// The strategies compared in this scenario, in table order; `fleet` only
+    /// with a Redis server.
+    pub fn strategies(self, redis: bool) -> Vec<Strategy> {
         use Strategy::*;
-        match self {
-            Scenario::Cold => &[None, Classic, SingleFlight],
-            Scenario::Expiry => &[None, Classic, SingleFlight, Xfetch, Swr],
+        let all: &[Strategy] = match self {
+            Scenario::Cold => &[None, Classic, SingleFlight, Fleet],
+            Scenario::Expiry => &[None, Classic, SingleFlight, Fleet, Xfetch, Swr],
             Scenario::OriginFailure => &[None, SingleFlight, Sie, Breaker],
-        }
+        };
+        all.iter()
+            .copied()
+            .filter(|s| redis || *s != Fleet)
+            .collect()
     }
 }
 
@@ -90,6 +95,21 @@ pub struct DemoArgs {
     /// Wait for Enter between scenarios (when stdin is a terminal).
     #[arg(long)]
     pub interactive: bool,
+    /// A Redis server (e.g. redis://127.0.0.1:6379/): `none` and `classic` keep
+    /// values and locks there, and the `fleet` strategy joins in. Default: the
+    /// embedded in-process store.
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
+    /// With --redis: run the requests in this many processes (copies of this
+    /// program) that start together and share keys, and add up their counts.
+    #[arg(long, default_value_t = 1)]
+    pub processes: u32,
+    /// With --redis: delete the demo's keys (hgdemo:*) before running.
+    #[arg(long)]
+    pub flush: bool,
+    /// Internal: run one scenario as a worker process of a --processes run.
+    #[arg(long, hide = true, value_name = "JSON")]
+    pub worker_plan: Option<String>,
 }
 
 /// Everything one scenario run needs; serializable so worker processes get the
@@ -116,6 +136,13 @@ pub struct ScenarioPlan {
     pub origin: OriginConfig,
     /// Part of the steady load during which the origin fails, as fractions of it.
     pub failure_window: Option<(f64, f64)>,
+    /// The Redis server, if any.
+    pub redis: Option<String>,
+    /// Shared by the processes of one run, part of every key name, so runs never
+    /// see each other's values.
+    pub run_id: String,
+    /// When the processes of a fleet run start, in Unix ms (set per scenario).
+    pub start_at_unix_ms: Option<u64>,
 }
 
 impl ScenarioPlan {
@@ -175,6 +202,20 @@ impl DemoArgs {
         if self.deadline < Duration::from_millis(1) || self.deadline > Duration::from_secs(600) {
             return Err(bad("--deadline must be between 1ms and 10m"));
         }
+        range("--processes", self.processes, 1, 64)?;
+        if self.redis.is_none() {
+            if self.processes > 1 {
+                return Err(bad(
+                    "--processes needs --redis (processes share keys through Redis)",
+                ));
+            }
+            if self.flush {
+                return Err(bad("--flush needs --redis"));
+            }
+            if self.strategy.contains(&Strategy::Fleet) {
+                return Err(bad("the fleet strategy needs --redis"));
+            }
+        }
         let scenarios: Vec<Scenario> = if self.scenario.is_empty() {
             vec![Scenario::Cold, Scenario::Expiry, Scenario::OriginFailure]
         } else {
@@ -185,12 +226,12 @@ impl DemoArgs {
             jitter: self.origin_jitter,
             failure_rate: self.failure_rate,
         };
+        let run_id = format!("{:08x}", fastrand::u32(..));
         let mut plans = Vec::new();
         for scenario in scenarios {
             let strategies: Vec<Strategy> = scenario
-                .strategies()
-                .iter()
-                .copied()
+                .strategies(self.redis.is_some())
+                .into_iter()
                 .filter(|s| self.strategy.is_empty() || self.strategy.contains(s))
                 .collect();
             if strategies.is_empty() {
@@ -211,11 +252,14 @@ impl DemoArgs {
                 deadline: self.deadline,
                 origin: origin.clone(),
                 failure_window: (scenario == Scenario::OriginFailure).then_some((0.25, 0.65)),
+                redis: self.redis.clone(),
+                run_id: run_id.clone(),
+                start_at_unix_ms: None,
             });
         }
         if plans.is_empty() {
             return Err(bad("none of the requested strategies applies to the requested scenarios \
-                 (cold: none, classic, single-flight; expiry: none, classic, single-flight, xfetch, swr; \
+                 (cold: none, classic, single-flight, fleet; expiry: none, classic, single-flight, fleet, xfetch, swr; \
                  origin-failure: none, single-flight, sie, breaker)"));
         }
         Ok(Plan {

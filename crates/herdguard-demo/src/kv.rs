@@ -3,11 +3,109 @@
 //!
 //! It is the store a team writes a hand-rolled lock against, with the same
 //! semantics as Redis, so `classic` pays what it pays in production: the polling.
+//! With `--redis`, [`Kv::Redis`] runs the very same commands against the server.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+use redis::aio::ConnectionManager;
+
+/// Where `none` and `classic` keep values and locks.
+pub enum Kv {
+    /// The in-process map (the embedded default).
+    Memory(MemoryKv),
+    /// A real Redis server: GET, SET PX, SET NX PX, and a compare-and-delete script.
+    Redis(ConnectionManager),
+}
+
+/// Releases a lock only if it still holds our token (the Redis distributed-lock
+/// page's script), so a holder whose lock expired cannot free someone else's.
+const RELEASE: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
+
+fn px(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+impl Kv {
+    /// `GET key`.
+    pub async fn get(&self, key: &str) -> Result<Option<String>, redis::RedisError> {
+        match self {
+            Kv::Memory(m) => Ok(m.get(key)),
+            Kv::Redis(conn) => {
+                redis::cmd("GET")
+                    .arg(key)
+                    .query_async(&mut conn.clone())
+                    .await
+            }
+        }
+    }
+
+    /// `SET key value PX ttl`.
+    pub async fn set_px(
+        &self,
+        key: &str,
+        value: String,
+        ttl: Duration,
+    ) -> Result<(), redis::RedisError> {
+        match self {
+            Kv::Memory(m) => {
+                m.set_px(key, value, ttl);
+                Ok(())
+            }
+            Kv::Redis(conn) => {
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(value)
+                    .arg("PX")
+                    .arg(px(ttl))
+                    .query_async(&mut conn.clone())
+                    .await
+            }
+        }
+    }
+
+    /// `SET key value NX PX ttl`: true when this call set it.
+    pub async fn set_nx_px(
+        &self,
+        key: &str,
+        value: String,
+        ttl: Duration,
+    ) -> Result<bool, redis::RedisError> {
+        match self {
+            Kv::Memory(m) => Ok(m.set_nx_px(key, value, ttl)),
+            Kv::Redis(conn) => {
+                let set: Option<String> = redis::cmd("SET")
+                    .arg(key)
+                    .arg(value)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(px(ttl))
+                    .query_async(&mut conn.clone())
+                    .await?;
+                Ok(set.is_some())
+            }
+        }
+    }
+
+    /// Deletes `key` only if it still holds `value`.
+    pub async fn del_if(&self, key: &str, value: &str) -> Result<(), redis::RedisError> {
+        match self {
+            Kv::Memory(m) => {
+                m.del_if(key, value);
+                Ok(())
+            }
+            Kv::Redis(conn) => {
+                let _: i64 = redis::Script::new(RELEASE)
+                    .key(key)
+                    .arg(value)
+                    .invoke_async(&mut conn.clone())
+                    .await?;
+                Ok(())
+            }
+        }
+    }
+}
 
 /// An in-process map with per-key expiry, shaped like the Redis commands it stands for.
 #[derive(Default)]

@@ -18,6 +18,8 @@
 //! - `strategy`: the strategies ([`Strategy`]) and how each answers a request.
 //! - `kv`: the Redis-shaped in-process store under `none` and `classic`.
 //! - `runner`: one scenario, every strategy at once, every request timed.
+//! - `fleet`: `--redis` runs: the reachability check, `--flush`, and `--processes`
+//!   (worker copies of this program started together, their counts added up).
 //! - `stats`: outcomes, samples, exact percentiles, verdicts ([`StrategyReport`]).
 //! - `report`: tables and the JSON document ([`DemoReport`]).
 //! - `error`: bad input (exit code 2) vs a failed run (exit code 1).
@@ -26,6 +28,7 @@
 
 mod args;
 mod error;
+mod fleet;
 mod kv;
 mod origin;
 mod report;
@@ -45,29 +48,46 @@ pub use report::{DemoReport, ScenarioReport};
 pub use stats::{Outcome, RawRun, Sample, StrategyReport};
 pub use strategy::Strategy;
 
+/// First part of every Redis key the demo writes (what `--flush` deletes).
+pub const KEY_PREFIX: &str = "hgdemo";
+
 /// Runs the demo as `args` say: prints tables (or JSON) to stdout, progress to stderr.
 pub fn run(args: DemoArgs) -> Result<(), DemoError> {
+    if let Some(json) = &args.worker_plan {
+        let worker = fleet::WorkerPlan::decode(json)?;
+        return runtime()?.block_on(fleet::run_worker(worker));
+    }
     let plan = args.plan()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    runtime()?.block_on(run_plan(&args, &plan))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, DemoError> {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| error::runtime(format!("cannot start the async runtime: {e}")))?;
-    runtime.block_on(run_plan(&args, &plan))
+        .map_err(|e| error::runtime(format!("cannot start the async runtime: {e}")))
 }
 
 async fn run_plan(args: &DemoArgs, plan: &Plan) -> Result<(), DemoError> {
     let started = Instant::now();
+    if let Some(url) = &args.redis {
+        fleet::check_redis(url, args.flush).await?;
+    }
     let show_progress = !args.json && std::io::stderr().is_terminal();
     let mut scenarios = Vec::new();
     let stdout = std::io::stdout();
     for (n, scenario) in plan.scenarios.iter().enumerate() {
         let total = scenario.requests() * scenario.strategies.len() as u64;
         let progress = if show_progress {
-            progress_bar(total, scenario.scenario.name())
+            progress_bar(total * u64::from(args.processes), scenario.scenario.name())
         } else {
             ProgressBar::hidden()
         };
-        let runs = runner::run_scenario(scenario, plan.seed, &progress).await?;
+        let runs = if args.processes > 1 {
+            fleet::run_processes(scenario, plan.seed, args.processes, &progress).await?
+        } else {
+            runner::run_scenario(scenario, plan.seed, &progress).await?
+        };
         progress.finish_and_clear();
         let report = report::scenario_report(scenario, &runs);
         if !args.json {
@@ -87,8 +107,13 @@ async fn run_plan(args: &DemoArgs, plan: &Plan) -> Result<(), DemoError> {
     let report = DemoReport {
         version: env!("CARGO_PKG_VERSION").to_string(),
         seed: plan.seed,
-        store: "embedded".to_string(),
-        processes: 1,
+        store: if args.redis.is_some() {
+            "redis"
+        } else {
+            "embedded"
+        }
+        .to_string(),
+        processes: args.processes,
         wall_ms: started.elapsed().as_secs_f64() * 1000.0,
         scenarios,
     };

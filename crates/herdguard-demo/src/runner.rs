@@ -6,7 +6,7 @@
 //! below what it can carry, so they don't disturb each other's latencies.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use indicatif::ProgressBar;
 
@@ -52,19 +52,25 @@ async fn run_strategy(
         ttl: plan.ttl,
         origin_latency: plan.origin.latency,
         seed,
+        redis: plan.redis.clone(),
     };
-    let client = Arc::new(
-        Client::new(strategy, &config).map_err(|e| runtime(format!("cache settings: {e}")))?,
-    );
+    let client = Arc::new(Client::new(strategy, &config).await?);
     let key = |i: u32| {
         format!(
-            "hgdemo:{}:{}:{}",
+            "{}:{}:{}:{}:{}",
+            crate::KEY_PREFIX,
+            plan.run_id,
             plan.scenario.name(),
             strategy.name(),
             city(i)
         )
     };
 
+    // The processes of a fleet run meet at one wall-clock moment.
+    let meet = plan.start_at_unix_ms.map(instant_of_unix_ms);
+    if let Some(meet) = meet {
+        tokio::time::sleep_until(meet.into()).await;
+    }
     if plan.scenario != Scenario::Cold {
         // Warm every key once, unmeasured, so the run shows expiry under load and
         // not a cold start.
@@ -81,8 +87,15 @@ async fn run_strategy(
         origin.reset_counts();
     }
 
-    // A moment ahead, so every request task is spawned before the first is due.
-    let start = Instant::now() + Duration::from_millis(30);
+    // A moment ahead, so every request task is spawned before the first is due;
+    // in a fleet run the same moment in every process, after the warm-up.
+    let start = match meet {
+        Some(meet) if plan.scenario == Scenario::Cold => meet,
+        Some(meet) => {
+            (meet + plan.origin.latency * 2 + Duration::from_millis(300)).max(Instant::now())
+        }
+        None => Instant::now() + Duration::from_millis(30),
+    };
     if let Some((from, until)) = plan.failure_window {
         origin.fail_between(
             start + plan.duration.mul_f64(from),
@@ -143,6 +156,15 @@ async fn run_strategy(
         origin_failures: origin.failures(),
         samples,
     })
+}
+
+/// The `Instant` of a Unix time in ms (now, if it has passed).
+fn instant_of_unix_ms(ms: u64) -> Instant {
+    let target = UNIX_EPOCH + Duration::from_millis(ms);
+    let ahead = target
+        .duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO);
+    Instant::now() + ahead.min(Duration::from_secs(60))
 }
 
 fn micros(d: Duration) -> u64 {

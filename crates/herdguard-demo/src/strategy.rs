@@ -7,7 +7,8 @@ use std::time::Duration;
 use herdguard::{BreakerConfig, Cache, Error, Served};
 use serde::{Deserialize, Serialize};
 
-use crate::kv::MemoryKv;
+use crate::error::{bad, DemoError};
+use crate::kv::{Kv, MemoryKv};
 use crate::origin::WeatherOrigin;
 use crate::stats::Outcome;
 
@@ -22,6 +23,9 @@ pub enum Strategy {
     Classic,
     /// herdguard in one process: one load per key, waiters woken the moment it ends.
     SingleFlight,
+    /// herdguard with the Redis lease (`herdguard-redis`): one load per key across
+    /// every process (needs `--redis`).
+    Fleet,
     /// herdguard with X-Fetch early refresh (β = 1): hot keys refresh before expiry.
     Xfetch,
     /// herdguard with stale-while-revalidate: after expiry, the stale value at once
@@ -41,6 +45,7 @@ impl Strategy {
             Strategy::None => "none",
             Strategy::Classic => "classic",
             Strategy::SingleFlight => "single-flight",
+            Strategy::Fleet => "fleet",
             Strategy::Xfetch => "xfetch",
             Strategy::Swr => "swr",
             Strategy::Sie => "sie",
@@ -54,6 +59,7 @@ impl Strategy {
             Strategy::None => "plain TTL cache, no coalescing",
             Strategy::Classic => "SET NX lock + backoff polling from 100 ms + double check",
             Strategy::SingleFlight => "herdguard single flight (in-process)",
+            Strategy::Fleet => "herdguard single flight + Redis lease (fleet-wide)",
             Strategy::Xfetch => "herdguard + X-Fetch early refresh (beta 1)",
             Strategy::Swr => "herdguard + stale-while-revalidate",
             Strategy::Sie => "herdguard + stale-if-error",
@@ -76,6 +82,9 @@ pub struct ClientConfig {
     pub origin_latency: Duration,
     /// Seed of herdguard's randomness (jitter, X-Fetch draws).
     pub seed: u64,
+    /// The Redis server (`--redis`), if any: `none` and `classic` keep values and
+    /// locks there, `fleet` its shared tier and leases.
+    pub redis: Option<String>,
 }
 
 /// One strategy, ready to answer requests.
@@ -83,7 +92,7 @@ pub enum Client {
     /// `none` and `classic` over a Redis-like store.
     Plain {
         /// The store.
-        kv: MemoryKv,
+        kv: Kv,
         /// Whether to take the SET NX lock (`classic`) or not (`none`).
         lock: bool,
         /// Freshness of a loaded value.
@@ -103,13 +112,10 @@ const CLASSIC_FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const CLASSIC_MAX_BACKOFF: Duration = Duration::from_millis(1600);
 
 impl Client {
-    /// Builds the client of `strategy`.
-    pub fn new(
-        strategy: Strategy,
-        config: &ClientConfig,
-    ) -> Result<Client, herdguard::ConfigError> {
-        let plain = |lock| Client::Plain {
-            kv: MemoryKv::default(),
+    /// Builds the client of `strategy`, connecting to Redis when configured.
+    pub async fn new(strategy: Strategy, config: &ClientConfig) -> Result<Client, DemoError> {
+        let plain = |kv, lock| Client::Plain {
+            kv,
             lock,
             ttl: config.ttl,
             lock_ttl: (config.origin_latency * 5).max(Duration::from_secs(2)),
@@ -118,18 +124,37 @@ impl Client {
         let builder = Cache::builder().ttl(config.ttl).seed(config.seed);
         // Generous stale windows: the point is what they do, not their length.
         let stale = Duration::from_secs(60);
-        let cache = match strategy {
-            Strategy::None => return Ok(plain(false)),
-            Strategy::Classic => return Ok(plain(true)),
-            Strategy::SingleFlight => builder.build()?,
-            Strategy::Xfetch => builder.early_refresh(1.0).build()?,
-            Strategy::Swr => builder.stale_while_revalidate(stale).build()?,
-            Strategy::Sie => builder.stale_if_error(stale).build()?,
+        let built = match strategy {
+            Strategy::None | Strategy::Classic => {
+                let kv = match &config.redis {
+                    None => Kv::Memory(MemoryKv::default()),
+                    Some(url) => Kv::Redis(connect(url).await?),
+                };
+                return Ok(plain(kv, strategy == Strategy::Classic));
+            }
+            Strategy::SingleFlight => builder.build(),
+            Strategy::Fleet => {
+                let Some(url) = &config.redis else {
+                    return Err(bad("the fleet strategy needs --redis"));
+                };
+                let remote = herdguard_redis::RedisRemote::<String, String>::connect(
+                    herdguard_redis::RedisConfig::new(url.clone())
+                        .prefix(crate::KEY_PREFIX)
+                        .lease_ttl((config.origin_latency * 5).max(Duration::from_secs(2))),
+                )
+                .await
+                .map_err(|e| bad(format!("cannot use Redis at {url}: {e}")))?;
+                builder.shared_store(remote).build()
+            }
+            Strategy::Xfetch => builder.early_refresh(1.0).build(),
+            Strategy::Swr => builder.stale_while_revalidate(stale).build(),
+            Strategy::Sie => builder.stale_if_error(stale).build(),
             Strategy::Breaker => builder
                 .stale_if_error(stale)
                 .circuit_breaker(BreakerConfig::new(3, Duration::from_secs(1)))
-                .build()?,
+                .build(),
         };
+        let cache = built.map_err(|e| crate::error::runtime(format!("cache settings: {e}")))?;
         Ok(Client::Herd(cache))
     }
 
@@ -178,21 +203,43 @@ fn served(how: Served) -> Outcome {
     }
 }
 
+/// Connects to Redis for `none` and `classic`, within a bound: an unreachable
+/// server is the caller's input to fix.
+pub(crate) async fn connect(url: &str) -> Result<redis::aio::ConnectionManager, DemoError> {
+    let unreachable = |reason: String| bad(format!("cannot reach Redis at {url}: {reason}"));
+    let client = redis::Client::open(url).map_err(|e| bad(format!("--redis {url}: {e}")))?;
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(Duration::from_secs(2)))
+        .set_number_of_retries(1);
+    tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        redis::aio::ConnectionManager::new_with_config(client, config),
+    )
+    .await
+    .map_err(|_| unreachable(format!("no connection within {CONNECT_TIMEOUT:?}")))?
+    .map_err(|e| unreachable(e.to_string()))
+}
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
 async fn unprotected(
-    kv: &MemoryKv,
+    kv: &Kv,
     ttl: Duration,
     key: &str,
     city: &str,
     origin: &WeatherOrigin,
 ) -> Outcome {
-    if kv.get(key).is_some() {
-        return Outcome::Hit;
+    match kv.get(key).await {
+        Ok(Some(_)) => return Outcome::Hit,
+        Ok(None) => {}
+        Err(_) => return Outcome::Error,
     }
     match origin.fetch(city).await {
-        Ok(value) => {
-            kv.set_px(key, value, ttl);
-            Outcome::Loaded
-        }
+        Ok(value) => match kv.set_px(key, value, ttl).await {
+            Ok(()) => Outcome::Loaded,
+            Err(_) => Outcome::Error,
+        },
         Err(_) => Outcome::Error,
     }
 }
@@ -201,7 +248,7 @@ async fn unprotected(
 /// lock; the winner double checks, loads, stores, releases; the losers sleep and
 /// try again, 100 ms, 200 ms, 400 ms … The caller's deadline bounds the loop.
 async fn classic(
-    kv: &MemoryKv,
+    kv: &Kv,
     ttl: Duration,
     lock_ttl: Duration,
     token: &str,
@@ -220,25 +267,31 @@ async fn classic(
         }
     };
     loop {
-        if kv.get(key).is_some() {
-            return found(waited);
+        match kv.get(key).await {
+            Ok(Some(_)) => return found(waited),
+            Ok(None) => {}
+            Err(_) => return Outcome::Error,
         }
-        if kv.set_nx_px(&lock_key, token.to_string(), lock_ttl) {
-            // Double check: the previous holder may have stored it just now.
-            if kv.get(key).is_some() {
-                kv.del_if(&lock_key, token);
-                return found(waited);
-            }
-            let result = origin.fetch(city).await;
-            let outcome = match result {
-                Ok(value) => {
-                    kv.set_px(key, value, ttl);
-                    Outcome::Loaded
+        match kv.set_nx_px(&lock_key, token.to_string(), lock_ttl).await {
+            Err(_) => return Outcome::Error,
+            Ok(false) => {}
+            Ok(true) => {
+                // Double check: the previous holder may have stored it just now.
+                if let Ok(Some(_)) = kv.get(key).await {
+                    let _ = kv.del_if(&lock_key, token).await;
+                    return found(waited);
                 }
-                Err(_) => Outcome::Error,
-            };
-            kv.del_if(&lock_key, token);
-            return outcome;
+                let outcome = match origin.fetch(city).await {
+                    Ok(value) => match kv.set_px(key, value, ttl).await {
+                        Ok(()) => Outcome::Loaded,
+                        Err(_) => Outcome::Error,
+                    },
+                    Err(_) => Outcome::Error,
+                };
+                // A failed release is left to the lock's TTL.
+                let _ = kv.del_if(&lock_key, token).await;
+                return outcome;
+            }
         }
         waited = true;
         tokio::time::sleep(backoff).await;
