@@ -362,6 +362,7 @@ impl Proxy {
             vary,
             fetch,
             uncacheable: None,
+            parsed: std::sync::OnceLock::new(),
         };
         value.set_headers(&headers);
         match verdict {

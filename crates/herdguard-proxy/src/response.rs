@@ -38,6 +38,10 @@ pub struct CachedResponse {
     pub fetch: Fetch,
     /// Why the response may not be stored (`None` when it may).
     pub uncacheable: Option<String>,
+    /// `headers` parsed once, on first use: the hit path then clones a map
+    /// instead of re-validating every field name and value.
+    #[serde(skip)]
+    pub parsed: std::sync::OnceLock<HeaderMap>,
 }
 
 impl CachedResponse {
@@ -48,6 +52,10 @@ impl CachedResponse {
 
     /// The header fields as a map; fields that do not parse are dropped.
     pub fn header_map(&self) -> HeaderMap {
+        self.parsed.get_or_init(|| self.parse_headers()).clone()
+    }
+
+    fn parse_headers(&self) -> HeaderMap {
         let mut map = HeaderMap::with_capacity(self.headers.len() + 3);
         for (name, value) in &self.headers {
             if let (Ok(n), Ok(v)) = (
@@ -62,6 +70,7 @@ impl CachedResponse {
 
     /// Stores `headers` as the field list.
     pub fn set_headers(&mut self, headers: &HeaderMap) {
+        self.parsed = std::sync::OnceLock::new();
         self.headers = headers
             .iter()
             .map(|(n, v)| (n.as_str().to_string(), Bytes::copy_from_slice(v.as_bytes())))
