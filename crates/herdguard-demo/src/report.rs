@@ -131,12 +131,12 @@ pub fn render(report: &ScenarioReport) -> String {
             s.served_stale.to_string(),
             s.errors.to_string(),
             s.timeouts.to_string(),
-            format!("{:.0}", s.p50_ms),
-            format!("{:.0}", s.p95_ms),
-            format!("{:.0}", s.p99_ms),
-            format!("{:.0}", s.max_ms),
+            ms(s.p50_ms),
+            ms(s.p95_ms),
+            ms(s.p99_ms),
+            ms(s.max_ms),
             s.waited.to_string(),
-            s.wait_p50_ms.map_or("—".to_string(), |w| format!("{w:.0}")),
+            s.wait_p50_ms.map_or("—".to_string(), ms),
         ]);
     }
     for i in 1..14 {
@@ -154,4 +154,13 @@ pub fn render(report: &ScenarioReport) -> String {
         out.push_str(&format!("  {}\n", s.verdict));
     }
     out
+}
+
+/// Milliseconds for a table cell: sub-millisecond hits stay visible as such.
+fn ms(value: f64) -> String {
+    if value < 10.0 {
+        format!("{value:.1}")
+    } else {
+        format!("{value:.0}")
+    }
 }

@@ -205,11 +205,22 @@ fn verdict(r: &StrategyReport) -> String {
     if let Some(pct) = r.reduction_pct {
         line.push_str(&format!(", {pct:.1}% fewer than none"));
     }
-    line.push_str(&format!("; p50 {:.0} ms, p99 {:.0} ms", r.p50_ms, r.p99_ms));
+    let ms = |v: f64| {
+        if v < 10.0 {
+            format!("{v:.1}")
+        } else {
+            format!("{v:.0}")
+        }
+    };
+    line.push_str(&format!(
+        "; p50 {} ms, p99 {} ms",
+        ms(r.p50_ms),
+        ms(r.p99_ms)
+    ));
     if r.waited > 0 {
-        line.push_str(&format!("; {} callers waited on the origin", r.waited));
+        line.push_str(&format!("; {} callers waited for an origin call", r.waited));
     } else {
-        line.push_str("; no caller waited on the origin");
+        line.push_str("; no caller waited for an origin call");
     }
     if r.served_stale > 0 {
         line.push_str(&format!("; {} served stale", r.served_stale));
