@@ -35,7 +35,8 @@ impl RedisServer {
 
     /// Starts one on `port` (e.g. to restart a killed server on the same port).
     pub fn start_on(port: u16) -> std::io::Result<Self> {
-        let dir = std::env::temp_dir().join(format!("herdguard-redis-{}-{port}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("herdguard-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
@@ -50,7 +51,11 @@ impl RedisServer {
                     format!("cannot start redis-server ({e}): install it (Debian: apt-get install redis-server)"),
                 )
             })?;
-        let mut server = RedisServer { child: Some(child), port, dir };
+        let mut server = RedisServer {
+            child: Some(child),
+            port,
+            dir,
+        };
         server.wait_ready(Duration::from_secs(10))?;
         Ok(server)
     }
@@ -63,11 +68,15 @@ impl RedisServer {
             }
             if let Some(child) = self.child.as_mut() {
                 if let Some(status) = child.try_wait()? {
-                    return Err(std::io::Error::other(format!("redis-server exited: {status}")));
+                    return Err(std::io::Error::other(format!(
+                        "redis-server exited: {status}"
+                    )));
                 }
             }
             if Instant::now() >= deadline {
-                return Err(std::io::Error::other("redis-server did not answer PING within 10 s"));
+                return Err(std::io::Error::other(
+                    "redis-server did not answer PING within 10 s",
+                ));
             }
             std::thread::sleep(Duration::from_millis(20));
         }

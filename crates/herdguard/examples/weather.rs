@@ -33,7 +33,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let city = cities[i % cities.len()].to_string();
             tokio::spawn(async move {
                 let key = city.clone();
-                cache.get_or_load(key, move || weather_api(city, calls)).await
+                cache
+                    .get_or_load(key, move || weather_api(city, calls))
+                    .await
             })
         })
         .collect();
