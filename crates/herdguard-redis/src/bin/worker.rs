@@ -4,15 +4,23 @@
 //! what happened. Stops at the end of stdin.
 //!
 //! The loader counts its calls locally and in Redis (`INCR count:KEY`), sleeps
-//! `--loader-ms`, and returns `--value` (default: `v-PID`).
+//! `--loader-ms`, and returns `--value` (default: `v-PID`). With `--mark-done`
+//! it also writes `SET bench:KEY:done <unix nanos>` just before returning, so
+//! the wake-up benchmark can time each waiter's return against the store.
+//!
+//! `--mode classic` replaces herdguard by the textbook pattern the benchmark
+//! compares against: every caller on its own does GET value, else
+//! `SET lock NX PX`, and on getting the lock GETs again (double check) before
+//! loading; a caller without the lock sleeps 100, 200, 400… ms (capped at 1 s)
+//! and retries.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use herdguard::Cache;
 use herdguard_redis::{RedisConfig, RedisRemote};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -44,7 +52,28 @@ struct Args {
     /// The value the loader returns (default `v-PID`).
     #[arg(long)]
     value: Option<String>,
+    /// Who coordinates the callers.
+    #[arg(long, value_enum, default_value_t = Mode::Herdguard)]
+    mode: Mode,
+    /// The loader writes `bench:KEY:done <unix nanos>` just before returning.
+    #[arg(long)]
+    mark_done: bool,
 }
+
+/// Who coordinates the callers of a round.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    /// `Cache::get_or_load` over `RedisRemote`.
+    Herdguard,
+    /// Lock with `SET NX`, poll with exponential backoff, double check.
+    Classic,
+}
+
+/// The classic pattern's first backoff and its cap.
+const CLASSIC_FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const CLASSIC_MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// Bounds a classic caller's polling (about a minute at the cap).
+const CLASSIC_ATTEMPTS: usize = 64;
 
 #[derive(serde::Serialize)]
 struct Round {
@@ -59,6 +88,102 @@ struct Round {
     served: BTreeMap<String, usize>,
     /// Microseconds from the round's start to each caller's return, sorted.
     latencies_us: Vec<u64>,
+    /// Unix nanoseconds at which each caller that did not load returned, sorted.
+    waiter_returned_unix_ns: Vec<u64>,
+}
+
+/// What one caller got.
+struct Call {
+    value: String,
+    served: String,
+    took: Duration,
+    returned_unix_ns: u64,
+}
+
+fn unix_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// The loader's side effects: count the call in Redis, take `loader_ms`, and
+/// with `mark_done` record when it returns. Best effort: with Redis down the
+/// local count still tells.
+async fn load(
+    counter: &mut redis::aio::ConnectionManager,
+    key: &str,
+    loader_ms: u64,
+    mark_done: bool,
+) {
+    let _ = tokio::time::timeout(
+        Duration::from_millis(200),
+        redis::AsyncCommands::incr::<_, _, i64>(counter, format!("count:{key}"), 1),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(loader_ms)).await;
+    if mark_done {
+        let _ = tokio::time::timeout(
+            Duration::from_millis(200),
+            redis::AsyncCommands::set::<_, _, ()>(
+                counter,
+                format!("bench:{key}:done"),
+                unix_nanos(),
+            ),
+        )
+        .await;
+    }
+}
+
+/// One caller of the classic pattern; returns the value and whether it loaded.
+async fn classic_call(
+    mut conn: redis::aio::ConnectionManager,
+    key: &str,
+    value: &str,
+    loader_ms: u64,
+    mark_done: bool,
+) -> Result<(String, &'static str), String> {
+    use redis::AsyncCommands as _;
+    let value_key = format!("classic:{{{key}}}:v");
+    let lock_key = format!("classic:{{{key}}}:lock");
+    let token = format!("{:016x}-{}", fastrand::u64(..), std::process::id());
+    let mut backoff = CLASSIC_FIRST_BACKOFF;
+    for attempt in 0..CLASSIC_ATTEMPTS {
+        let cached: Option<String> = conn.get(&value_key).await.map_err(|e| e.to_string())?;
+        if let Some(v) = cached {
+            return Ok((v, if attempt == 0 { "Hit" } else { "Polled" }));
+        }
+        let locked: Option<String> = redis::cmd("SET")
+            .arg(&lock_key)
+            .arg(&token)
+            .arg("NX")
+            .arg("PX")
+            .arg(5000)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        if locked.is_some() {
+            // Double check: the holder before us may have stored it between our GET and SET.
+            let cached: Option<String> = conn.get(&value_key).await.map_err(|e| e.to_string())?;
+            let result = match cached {
+                Some(v) => (v, "Polled"),
+                None => {
+                    load(&mut conn, key, loader_ms, mark_done).await;
+                    conn.set_ex::<_, _, ()>(&value_key, value, 60)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    (value.to_string(), "Loaded")
+                }
+            };
+            conn.del::<_, ()>(&lock_key)
+                .await
+                .map_err(|e| e.to_string())?;
+            return Ok(result);
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(CLASSIC_MAX_BACKOFF);
+    }
+    Err(format!("no value for {key} after {CLASSIC_ATTEMPTS} polls"))
 }
 
 fn main() -> std::process::ExitCode {
@@ -118,27 +243,35 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 let (cache, key, loads, value) =
                     (cache.clone(), key.clone(), loads.clone(), value.clone());
                 let mut counter = counter.clone();
-                let loader_ms = args.loader_ms;
+                let (loader_ms, mark_done, mode) = (args.loader_ms, args.mark_done, args.mode);
                 tokio::spawn(async move {
-                    let result = cache
-                        .get_or_load(key.clone(), move || async move {
-                            loads.fetch_add(1, Ordering::SeqCst);
-                            // Best effort: with Redis down the local count still tells.
-                            let _ = tokio::time::timeout(
-                                Duration::from_millis(200),
-                                redis::AsyncCommands::incr::<_, _, i64>(
-                                    &mut counter,
-                                    format!("count:{key}"),
-                                    1,
-                                ),
-                            )
-                            .await;
-                            tokio::time::sleep(Duration::from_millis(loader_ms)).await;
-                            Ok::<_, std::io::Error>(value)
-                        })
-                        .await;
-                    let took = start.elapsed();
-                    result.map(|v| (v.to_string(), format!("{:?}", v.served()), took))
+                    let (value, served) = match mode {
+                        Mode::Herdguard => {
+                            let v = cache
+                                .get_or_load(key.clone(), move || async move {
+                                    loads.fetch_add(1, Ordering::SeqCst);
+                                    load(&mut counter, &key, loader_ms, mark_done).await;
+                                    Ok::<_, std::io::Error>(value)
+                                })
+                                .await
+                                .map_err(|e| e.to_string())?;
+                            (v.to_string(), format!("{:?}", v.served()))
+                        }
+                        Mode::Classic => {
+                            let (v, served) =
+                                classic_call(counter, &key, &value, loader_ms, mark_done).await?;
+                            if served == "Loaded" {
+                                loads.fetch_add(1, Ordering::SeqCst);
+                            }
+                            (v, served.to_string())
+                        }
+                    };
+                    Ok::<_, String>(Call {
+                        value,
+                        served,
+                        took: start.elapsed(),
+                        returned_unix_ns: unix_nanos(),
+                    })
                 })
             })
             .collect();
@@ -153,16 +286,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
             l2_hits: 0,
             served: BTreeMap::new(),
             latencies_us: Vec::new(),
+            waiter_returned_unix_ns: Vec::new(),
         };
         for call in calls {
             match call.await {
-                Ok(Ok((v, served, took))) => {
+                Ok(Ok(call)) => {
                     round.ok += 1;
-                    if !round.values.contains(&v) {
-                        round.values.push(v);
+                    if !round.values.contains(&call.value) {
+                        round.values.push(call.value);
                     }
-                    *round.served.entry(served).or_default() += 1;
-                    round.latencies_us.push(took.as_micros() as u64);
+                    if call.served != "Loaded" {
+                        round.waiter_returned_unix_ns.push(call.returned_unix_ns);
+                    }
+                    *round.served.entry(call.served).or_default() += 1;
+                    round.latencies_us.push(call.took.as_micros() as u64);
                 }
                 Ok(Err(e)) => {
                     round.errors += 1;
@@ -175,6 +312,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
         }
         round.latencies_us.sort_unstable();
+        round.waiter_returned_unix_ns.sort_unstable();
         let after = cache.metrics();
         round.local_loads = loads.load(Ordering::SeqCst);
         round.superseded = after.superseded - before.superseded;

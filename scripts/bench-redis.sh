@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The Redis shared tier's benchmarks, side by side in one run against one
+# private redis-server on a free loopback port (stopped on exit):
+#   1. wake-up: 8 worker processes x 64 callers on one cold key per round, 100 ms
+#      loader; loader end -> each waiter's return, p50/p99, herdguard (pub/sub)
+#      vs the classic SET NX lock + 100 ms..1 s backoff polling + double check.
+#   2. L2 hit throughput: RedisRemote::get and Cache (L1 of one entry) vs
+#      redis-benchmark GET at the same concurrency and value size.
+# Ratios carry over; absolute figures on a shared 2-core machine do not.
+# About a minute once built.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+command -v redis-server >/dev/null || { echo "redis-server not found (apt-get install redis-server)" >&2; exit 2; }
+command -v redis-benchmark >/dev/null || { echo "redis-benchmark not found (apt-get install redis-tools)" >&2; exit 2; }
+
+cargo bench -p herdguard-redis --locked --bench wakeup --bench l2_get --no-run 2>&1 | grep -v '^\s*Compiling' || true
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+dir=$(mktemp -d)
+out="$dir/out"
+redis_pid=""
+cleanup() {
+  if [ -n "$redis_pid" ]; then kill "$redis_pid" 2>/dev/null || true; wait "$redis_pid" 2>/dev/null || true; fi
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir" >"$dir/redis.log" 2>&1 &
+redis_pid=$!
+for _ in $(seq 100); do
+  redis-cli -p "$port" ping >/dev/null 2>&1 && break
+  sleep 0.05
+done
+redis-cli -p "$port" ping >/dev/null || { echo "redis-server did not start on port $port" >&2; cat "$dir/redis.log" >&2; exit 1; }
+
+export HERDGUARD_BENCH_REDIS_URL="redis://127.0.0.1:$port/"
+cargo bench -p herdguard-redis --locked --bench wakeup --bench l2_get 2>/dev/null | tee "$out"
+echo
+echo "== summary =="
+grep -E '^(wake-up|herdguard L2|l2 get)' "$out"
