@@ -7,7 +7,12 @@
 //!    Redis, so the L1 nearly always misses and the read reaches Redis (the
 //!    share that did is printed from the cache's `l2_hits`);
 //! 3. `redis-benchmark -t get -c C -d <stored envelope size>` on a key set to a
-//!    value of that size (a GET of a missing key would answer nil, cheaper).
+//!    value of that size (a GET of a missing key would answer nil, cheaper):
+//!    C connections, one request in flight on each.
+//! 4. The same with `-c 1 -P C`: one connection with C requests in flight, the
+//!    shape of redis-rs's multiplexed connection that `RedisRemote` uses (it
+//!    writes concurrent requests back to back on one socket), so the fairer
+//!    baseline for the same concurrency.
 
 mod common;
 
@@ -57,7 +62,7 @@ where
 }
 
 /// `redis-benchmark -q` prints `GET: 123456.78 requests per second, p50=…`.
-fn redis_benchmark(port: u16, n: u64, size: usize) -> f64 {
+fn redis_benchmark(port: u16, n: u64, size: usize, clients: usize, pipeline: usize) -> f64 {
     let out = Command::new("redis-benchmark")
         .args([
             "-h",
@@ -68,8 +73,8 @@ fn redis_benchmark(port: u16, n: u64, size: usize) -> f64 {
             "get",
             "-q",
         ])
-        .args(["-n", &n.to_string(), "-c", &CONCURRENCY.to_string()])
-        .args(["-d", &size.to_string()])
+        .args(["-n", &n.to_string(), "-c", &clients.to_string()])
+        .args(["-P", &pipeline.to_string(), "-d", &size.to_string()])
         .output()
         .expect("run redis-benchmark (apt-get install redis-tools)");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -178,22 +183,31 @@ fn main() {
             .expect("SET");
         let n = ((direct.max(through) * MEASURE.as_secs_f64()) as u64).max(20_000);
         let port = target.port;
-        let baseline = tokio::task::spawn_blocking(move || redis_benchmark(port, n, stored))
-            .await
-            .expect("redis-benchmark");
+        let (baseline, pipelined) = tokio::task::spawn_blocking(move || {
+            (
+                redis_benchmark(port, n, stored, CONCURRENCY, 1),
+                redis_benchmark(port, n * 2, stored, 1, CONCURRENCY),
+            )
+        })
+        .await
+        .expect("redis-benchmark");
 
         println!(
             "l2 get: C={CONCURRENCY}, {KEYS} keys, {VALUE_BYTES}-byte value = {stored}-byte stored envelope"
         );
         println!(
-            "herdguard L2 get (RedisRemote::get) {direct:.0} ops/s | redis-benchmark GET {baseline:.0} ops/s | ratio {:.2}",
+            "herdguard L2 get (RedisRemote::get) {direct:.0} ops/s | redis-benchmark GET -c {CONCURRENCY} {baseline:.0} ops/s | ratio {:.2}",
             direct / baseline
         );
         println!(
-            "herdguard L2 get (Cache, L1 max_entries=1) {through:.0} ops/s | redis-benchmark GET {baseline:.0} ops/s | ratio {:.2}  (L2 hits ~{:.0}% of calls, origin loads {})",
+            "herdguard L2 get (Cache, L1 max_entries=1) {through:.0} ops/s | redis-benchmark GET -c {CONCURRENCY} {baseline:.0} ops/s | ratio {:.2}  (L2 hits ~{:.0}% of calls, origin loads {})",
             through / baseline,
             100.0 * l2_hits as f64 / total,
             loads.load(Ordering::Relaxed)
+        );
+        println!(
+            "herdguard L2 get (RedisRemote::get) {direct:.0} ops/s | redis-benchmark GET -c 1 -P {CONCURRENCY} {pipelined:.0} ops/s | ratio {:.2}  (one connection, {CONCURRENCY} in flight)",
+            direct / pipelined
         );
     });
 }
