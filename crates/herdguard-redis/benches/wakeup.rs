@@ -84,6 +84,8 @@ impl Drop for Worker {
 #[derive(Default)]
 struct Tally {
     wake_us: Vec<u64>,
+    /// Each round's own p99, to tell a few noisy rounds from a steady tail.
+    round_p99_us: Vec<u64>,
     loads: Vec<i64>,
     errors: u64,
     early: u64,
@@ -100,6 +102,7 @@ fn round(fleet: &mut [Worker], conn: &mut redis::Connection, key: &str, tally: O
         .expect("the loader marked its end");
     let loads: Option<i64> = redis::Commands::get(conn, format!("count:{key}")).expect("GET count");
     tally.loads.push(loads.unwrap_or(0));
+    let mut this_round = Vec::new();
     for r in &results {
         tally.errors += r["errors"].as_u64().unwrap_or(0);
         for t in r["waiter_returned_unix_ns"].as_array().expect("field") {
@@ -107,23 +110,34 @@ fn round(fleet: &mut [Worker], conn: &mut redis::Connection, key: &str, tally: O
             if t < done {
                 tally.early += 1;
             }
-            tally.wake_us.push(t.saturating_sub(done) / 1000);
+            this_round.push(t.saturating_sub(done) / 1000);
         }
     }
+    this_round.sort_unstable();
+    tally.round_p99_us.push(common::quantile(&this_round, 0.99));
+    tally.wake_us.extend(this_round);
 }
 
 fn report(name: &str, tally: &mut Tally) -> (f64, f64) {
     tally.wake_us.sort_unstable();
     let ms = |q| common::quantile(&tally.wake_us, q) as f64 / 1000.0;
     let (p50, p99, max) = (ms(0.5), ms(0.99), ms(1.0));
+    tally.round_p99_us.sort_unstable();
+    let rounds: Vec<String> = tally
+        .round_p99_us
+        .iter()
+        .map(|us| format!("{:.1}", *us as f64 / 1000.0))
+        .collect();
     println!(
         "wake-up {name:<9} p50 {p50:8.2} ms  p99 {p99:8.2} ms  max {max:8.2} ms  \
-         ({} waiters over {} rounds; origin calls per round {:?}; errors {}; before the mark {})",
+         ({} waiters over {} rounds; origin calls per round {:?}; errors {}; before the mark {})\n\
+         wake-up {name:<9} per-round p99, sorted (ms): {}",
         tally.wake_us.len(),
         tally.loads.len(),
         tally.loads,
         tally.errors,
         tally.early,
+        rounds.join(" "),
     );
     (p50, p99)
 }
