@@ -124,6 +124,37 @@ fn trimmed(v: &HeaderValue) -> HeaderValue {
     }
 }
 
+/// Whether a client's `If-None-Match` matches a response's `ETag` (RFC 9110 §13.1.2): `*`, or
+/// any listed entity-tag equal by the weak comparison. A cache answers such a request `304`.
+/// Members that do not parse are ignored; a list that does not parse matches nothing.
+pub fn none_match(if_none_match: &HeaderValue, etag: &EntityTag) -> bool {
+    let b = if_none_match.as_bytes();
+    if b.iter().all(|c| matches!(c, b' ' | b'\t' | b'*')) && b.contains(&b'*') {
+        return true;
+    }
+    // Split on commas outside quotes: an opaque tag may itself contain a comma.
+    let mut start = 0;
+    let mut quoted = false;
+    for (i, &c) in b.iter().enumerate() {
+        match c {
+            b'"' => quoted = !quoted,
+            b',' if !quoted => {
+                if b.get(start..i)
+                    .and_then(EntityTag::parse)
+                    .is_some_and(|t| t.weak_eq(etag))
+                {
+                    return true;
+                }
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    b.get(start..)
+        .and_then(EntityTag::parse)
+        .is_some_and(|t| t.weak_eq(etag))
+}
+
 /// A stored response considered for a 304 update: its headers and when it was received.
 #[derive(Debug, Clone, Copy)]
 pub struct Candidate<'a> {
@@ -201,6 +232,19 @@ pub fn update_stored_headers(stored: &mut HeaderMap, newer: &HeaderMap) {
 mod tests {
     use super::*;
     use crate::test_util::{at, hm};
+
+    #[test]
+    fn rfc9110_13_1_2_if_none_match_uses_weak_comparison() {
+        let etag = EntityTag::parse(b"\"b\"").unwrap();
+        let hv = |s: &str| HeaderValue::from_str(s).unwrap();
+        assert!(none_match(&hv("\"a\", W/\"b\""), &etag));
+        assert!(none_match(&hv(" * "), &etag));
+        assert!(!none_match(&hv("\"a\""), &etag));
+        assert!(!none_match(&hv("b"), &etag));
+        let comma = EntityTag::parse(b"\"x,y\"").unwrap();
+        assert!(none_match(&hv("\"z\", \"x,y\""), &comma));
+        assert!(!none_match(&hv("\"x\""), &comma));
+    }
 
     #[test]
     fn rfc9110_8_8_3_entity_tag_parsing_and_comparison() {

@@ -132,6 +132,20 @@ impl CacheStatus {
         }
     }
 
+    /// A stale stored response the request accepted (`max-stale`, `only-if-cached`).
+    pub fn stale(detail: &'static str) -> Self {
+        CacheStatus {
+            hit: true,
+            fwd: None,
+            fwd_status: None,
+            ttl: None,
+            stored: false,
+            collapsed: false,
+            detail: Some(detail.to_string()),
+            label: "stale",
+        }
+    }
+
     /// The proxy itself answered with an error (502, 504...).
     pub fn error(status: StatusCode) -> Self {
         CacheStatus {

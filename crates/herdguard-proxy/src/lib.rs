@@ -22,8 +22,8 @@
 //! - [`server`](Server): listeners, connection limits, graceful shutdown, [`run`].
 //! - `proxy`: the handler — cacheable or not, one coalesced load per miss or
 //!   revalidation, `Vary`, conditional requests, invalidation after unsafe methods.
-//! - `semantics`: the RFC 9111 / 5861 / 9213 rules applied (storability,
-//!   freshness, age, targeted fields).
+//! - `rules`: the proxy's storage policy on top of `herdguard-http` (which owns
+//!   the RFC 9111 / 5861 / 9213 rules: storability, freshness, age, targeted fields).
 //! - [`response`](CachedResponse): the cached value (serde, so the fleet can share it).
 //! - [`origin`](Origin): pooled origin client, timeouts, body limit, typed failures.
 //! - [`cache_status`](CacheStatus): the RFC 9211 `Cache-Status` field.
@@ -39,7 +39,7 @@ mod fleet;
 mod origin;
 mod proxy;
 mod response;
-mod semantics;
+mod rules;
 mod server;
 mod stats;
 

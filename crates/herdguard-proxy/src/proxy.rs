@@ -15,8 +15,11 @@ use http_body_util::{BodyExt, Full, Limited};
 use crate::cache_status::CacheStatus;
 use crate::origin::{Fetched, Origin, OriginError};
 use crate::response::{to_ms, CachedResponse, Fetch};
-use crate::semantics::{self, RequestDirectives, Rules};
+use crate::rules::{self, Rules};
 use crate::stats::Stats;
+use herdguard_http::invalidate::is_safe_method;
+use herdguard_http::revalidate::{self, EntityTag};
+use herdguard_http::{decide, Decision, RequestDirectives, Vary};
 
 /// The body type the proxy answers with.
 pub type Body = Full<Bytes>;
@@ -44,13 +47,23 @@ impl Store<String, CachedResponse> for PeekStore {
 }
 
 /// What a URL varies on, and the variant keys seen (so all can be invalidated).
-#[derive(Clone, Default)]
+#[derive(Clone)]
 struct Variants {
-    names: Vec<String>,
+    vary: Vary,
     keys: Vec<String>,
-    /// The request values the entry under the primary key was loaded for: such
+    /// The secondary key the entry under the primary key was loaded for: such
     /// requests keep using it (no second load for the first variant).
-    primary_values: Vec<(String, Option<String>)>,
+    primary_key: Vec<u8>,
+}
+
+impl Default for Variants {
+    fn default() -> Self {
+        Variants {
+            vary: Vary::None,
+            keys: Vec::new(),
+            primary_key: Vec::new(),
+        }
+    }
 }
 
 /// One proxy: cache, origin, rules and counters.
@@ -158,17 +171,14 @@ impl Proxy {
             return self.bypass(&parts.headers, &pq, head, why).await;
         }
         let mut response = self.cached(&parts.headers, &pq, head, &directives).await;
-        if let Some(v) = response.headers().get(header::ETAG).cloned() {
-            let inm = parts
-                .headers
-                .get(header::IF_NONE_MATCH)
-                .and_then(|h| h.to_str().ok());
-            if let (Some(inm), Ok(etag)) = (inm, v.to_str()) {
-                if response.status() == StatusCode::OK && semantics::etag_matches(inm, etag) {
-                    *response.status_mut() = StatusCode::NOT_MODIFIED;
-                    *response.body_mut() = Full::new(Bytes::new());
-                    response.headers_mut().remove(header::CONTENT_LENGTH);
-                }
+        if let Some(inm) = parts.headers.get(header::IF_NONE_MATCH) {
+            let matched = response.status() == StatusCode::OK
+                && EntityTag::from_headers(response.headers())
+                    .is_some_and(|etag| revalidate::none_match(inm, &etag));
+            if matched {
+                *response.status_mut() = StatusCode::NOT_MODIFIED;
+                *response.body_mut() = Full::new(Bytes::new());
+                response.headers_mut().remove(header::CONTENT_LENGTH);
             }
         }
         response
@@ -185,9 +195,9 @@ impl Proxy {
         let primary = pq.to_string();
         let mut key = self.variant_key(&primary, headers);
         if directives.only_if_cached {
-            return match self.cache.get(&key) {
-                Some(c) if vary_matches(&c, headers) => self.respond(&c, c.served(), head),
-                _ => {
+            return match self.stored_answer(&key, headers, directives, head) {
+                Some(r) => r,
+                None => {
                     self.stats.count("error");
                     plain(
                         StatusCode::GATEWAY_TIMEOUT,
@@ -195,6 +205,12 @@ impl Proxy {
                     )
                 }
             };
+        }
+        // max-stale may accept a stored response the core would no longer serve.
+        if directives.max_stale.is_some() {
+            if let Some(r) = self.stored_answer(&key, headers, directives, head) {
+                return r;
+            }
         }
         // At most two rounds: the second when the first taught us the URL varies.
         for round in 0..2 {
@@ -208,16 +224,23 @@ impl Proxy {
                 key = self.variant_key(&primary, headers);
                 continue;
             }
-            let age = cached.age(SystemTime::now());
-            let too_old = directives.max_age.is_some_and(|m| age > m)
-                || directives.min_fresh.is_some_and(|m| {
-                    let ttl = cached.entry().time_to_live(SystemClock.now());
-                    ttl < m
-                });
-            if too_old && cached.uncacheable.is_none() {
-                return self.bypass(headers, pq, head, "request-max-age").await;
+            // The core served by the response's own freshness; the request's
+            // max-age / min-fresh may still ask for a newer one (RFC 9111 §5.2.1).
+            if cached.uncacheable.is_none()
+                && (directives.max_age.is_some() || directives.min_fresh.is_some())
+            {
+                let decision = decide(
+                    cached.semantics(&self.rules.config),
+                    directives,
+                    SystemTime::now(),
+                );
+                if let Decision::Revalidate { reason, .. } = decision {
+                    if reason.is_request_caused() {
+                        return self.bypass(headers, pq, head, reason.as_str()).await;
+                    }
+                }
             }
-            if cached.uncacheable.is_none() && !cached.vary.is_empty() {
+            if cached.uncacheable.is_none() && cached.vary() != Vary::None {
                 self.learn_variants(&primary, &cached, key == primary);
             }
             return self.respond(&cached, cached.served(), head);
@@ -266,22 +289,9 @@ impl Proxy {
         let stale = stale.filter(|e| e.value().uncacheable.is_none());
         let mut conditional = false;
         if let Some(s) = &stale {
-            if let Some(etag) = s
-                .value()
-                .header("etag")
-                .and_then(|v| HeaderValue::from_str(v).ok())
-            {
-                headers.insert(header::IF_NONE_MATCH, etag);
-                conditional = true;
-            }
-            if let Some(lm) = s
-                .value()
-                .header("last-modified")
-                .and_then(|v| HeaderValue::from_str(v).ok())
-            {
-                headers.insert(header::IF_MODIFIED_SINCE, lm);
-                conditional = true;
-            }
+            let validators = revalidate::conditional_headers(&s.value().header_map());
+            conditional = !validators.is_empty();
+            headers.extend(validators);
         }
         self.stats.origin_requests.inc();
         let fetched = self
@@ -299,15 +309,7 @@ impl Proxy {
             (Some(s), StatusCode::NOT_MODIFIED) if conditional => {
                 // RFC 9111 §4.3.4: the stored response, its fields updated from the 304.
                 let mut merged = s.value().header_map();
-                for name in fetched.headers.keys() {
-                    if name == header::CONTENT_LENGTH || name == header::CONTENT_ENCODING {
-                        continue;
-                    }
-                    merged.remove(name);
-                    for v in fetched.headers.get_all(name) {
-                        merged.append(name.clone(), v.clone());
-                    }
-                }
+                revalidate::update_stored_headers(&mut merged, &fetched.headers);
                 (
                     s.value().status(),
                     merged,
@@ -341,38 +343,38 @@ impl Proxy {
         fetch: Fetch,
         fetched: &Fetched,
     ) -> Loaded<CachedResponse> {
-        let verdict = semantics::evaluate(
+        let verdict = rules::evaluate(
             &self.rules,
-            &Method::GET,
             request,
             status,
-            &headers,
+            &mut headers,
             fetched.request_time,
             fetched.response_time,
         );
-        // Age is recomputed on every answer; the origin's own goes into initial_age.
-        headers.remove(header::AGE);
-        let vary = semantics::vary_values(request, &semantics::vary_names(&headers));
+        // The origin's `Age` stays stored: the entry's semantics recompute the
+        // initial age from it, and every answer replaces it with the current age.
+        let vary_key = Vary::from_response(&headers)
+            .secondary_key(request)
+            .map(|k| k.as_bytes().to_vec())
+            .unwrap_or_default();
         let mut value = CachedResponse {
             status: status.as_u16(),
             headers: Vec::new(),
             body,
-            initial_age_secs: 0,
+            request_time_ms: to_ms(fetched.request_time),
             response_time_ms: to_ms(fetched.response_time),
-            vary,
+            vary_key,
             fetch,
             uncacheable: None,
-            parsed: std::sync::OnceLock::new(),
+            parsed: Default::default(),
+            semantics: Default::default(),
         };
         value.set_headers(&headers);
         match verdict {
-            Ok(f) => {
-                value.initial_age_secs = f.initial_age.as_secs();
-                Loaded::new(value)
-                    .ttl(f.ttl)
-                    .stale_while_revalidate(f.stale_while_revalidate)
-                    .stale_if_error(f.stale_if_error)
-            }
+            Ok(f) => Loaded::new(value)
+                .ttl(f.ttl)
+                .stale_while_revalidate(f.stale_while_revalidate)
+                .stale_if_error(f.stale_if_error),
             Err(reason) => {
                 value.uncacheable = Some(reason.to_string());
                 Loaded::uncacheable(value)
@@ -381,37 +383,32 @@ impl Proxy {
     }
 
     fn variant_key(&self, primary: &str, headers: &HeaderMap) -> String {
-        match self.variants.get(primary) {
-            Some(v)
-                if !v.names.is_empty()
-                    && semantics::vary_values(headers, &v.names) != v.primary_values =>
-            {
-                let mut key = primary.to_string();
-                for (name, value) in semantics::vary_values(headers, &v.names) {
-                    key.push('\n');
-                    key.push_str(&name);
-                    key.push('=');
-                    key.push_str(value.as_deref().unwrap_or("\u{0}"));
-                }
-                let mut v = v;
-                if !v.keys.contains(&key) && v.keys.len() < MAX_VARIANTS {
-                    v.keys.push(key.clone());
-                    self.variants.insert(primary.to_string(), v);
-                }
-                key
-            }
-            _ => primary.to_string(),
+        let Some(v) = self.variants.get(primary) else {
+            return primary.to_string();
+        };
+        let secondary = match v.vary.secondary_key(headers) {
+            Some(k) if v.vary != Vary::None && k.as_bytes() != v.primary_key => k,
+            _ => return primary.to_string(),
+        };
+        let mut key = primary.to_string();
+        key.push('\n');
+        key.push_str(&String::from_utf8_lossy(secondary.as_bytes()));
+        if !v.keys.contains(&key) && v.keys.len() < MAX_VARIANTS {
+            let mut v = v;
+            v.keys.push(key.clone());
+            self.variants.insert(primary.to_string(), v);
         }
+        key
     }
 
     fn learn_variants(&self, primary: &str, cached: &CachedResponse, from_primary: bool) {
-        let names: Vec<String> = cached.vary.iter().map(|(n, _)| n.clone()).collect();
+        let vary = cached.vary();
         let mut v = self.variants.get(primary).unwrap_or_default();
-        let changed = v.names != names || (from_primary && v.primary_values != cached.vary);
+        let changed = v.vary != vary || (from_primary && v.primary_key != cached.vary_key);
         if changed {
-            v.names = names;
+            v.vary = vary;
             if from_primary {
-                v.primary_values = cached.vary.clone();
+                v.primary_key = cached.vary_key.clone();
             }
             self.variants.insert(primary.to_string(), v);
         }
@@ -443,7 +440,7 @@ impl Proxy {
         body: Bytes,
     ) -> Response<Body> {
         self.stats.origin_requests.inc();
-        let safe = semantics::is_safe(&method);
+        let safe = is_safe_method(&method);
         match self.origin.fetch(method, pq, headers, body).await {
             Ok(f) => {
                 if !safe && (f.status.is_success() || f.status.is_redirection()) {
@@ -488,16 +485,56 @@ impl Proxy {
         let value: &CachedResponse = cached;
         let ttl = cached.entry().time_to_live(SystemClock.now());
         let status = CacheStatus::served(served, value, ttl);
+        self.respond_with(value, &status, head)
+    }
+
+    /// A stored response as the answer, with its current `Age` and `status`.
+    fn respond_with(
+        &self,
+        value: &CachedResponse,
+        status: &CacheStatus,
+        head: bool,
+    ) -> Response<Body> {
         self.stats.count(status.label());
-        let age = value.age(SystemTime::now());
+        let age = value
+            .semantics(&self.rules.config)
+            .current_age(SystemTime::now());
         finish(
             value.status(),
             value.header_map(),
             value.body.clone(),
             Some(age),
-            &status,
+            status,
             head,
         )
+    }
+
+    /// Answers from the stored response of `key` without loading, when the
+    /// request's directives accept it as it is (`only-if-cached`, `max-stale`).
+    fn stored_answer(
+        &self,
+        key: &str,
+        headers: &HeaderMap,
+        directives: &RequestDirectives,
+        head: bool,
+    ) -> Option<Response<Body>> {
+        let entry = self.store.get(&key.to_string())?;
+        let value = entry.value();
+        if value.uncacheable.is_some() || !vary_matches(value, headers) {
+            return None;
+        }
+        let now = SystemTime::now();
+        let status = match decide(value.semantics(&self.rules.config), directives, now) {
+            Decision::Fresh => {
+                CacheStatus::served(Served::Hit, value, entry.time_to_live(SystemClock.now()))
+            }
+            Decision::StaleAllowedByRequest => CacheStatus::stale("max-stale"),
+            Decision::StaleWhileRevalidate if directives.only_if_cached => {
+                CacheStatus::stale("only-if-cached")
+            }
+            _ => return None,
+        };
+        Some(self.respond_with(value, &status, head))
     }
 
     fn failed(&self, error: Error, head: bool) -> Response<Body> {
@@ -563,11 +600,15 @@ impl Proxy {
 }
 
 fn vary_matches(cached: &CachedResponse, headers: &HeaderMap) -> bool {
-    if cached.vary.is_empty() || cached.uncacheable.is_some() {
+    if cached.uncacheable.is_some() {
         return true;
     }
-    let names: Vec<String> = cached.vary.iter().map(|(n, _)| n.clone()).collect();
-    semantics::vary_values(headers, &names) == cached.vary
+    match cached.vary() {
+        Vary::None => true,
+        vary => vary
+            .secondary_key(headers)
+            .is_some_and(|k| k.as_bytes() == cached.vary_key.as_slice()),
+    }
 }
 
 /// The path of a `Location`-like value when it names this origin (a relative

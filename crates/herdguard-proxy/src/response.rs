@@ -1,8 +1,10 @@
 //! The cached value: one origin response with the times its age is computed from.
 
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use herdguard_http::{CacheConfig, StoredResponse, Vary};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde::{Deserialize, Serialize};
 
@@ -27,13 +29,15 @@ pub struct CachedResponse {
     pub headers: Vec<(String, Bytes)>,
     /// The whole body.
     pub body: Bytes,
-    /// The age the response had when it arrived (RFC 9111 §4.2.3), in seconds.
-    pub initial_age_secs: u64,
+    /// When the request that produced the response was sent, Unix milliseconds.
+    #[serde(default)]
+    pub request_time_ms: u64,
     /// When the response arrived, Unix milliseconds.
     pub response_time_ms: u64,
-    /// The request's values of the headers the response varies on (`Vary`), so a
-    /// stored response is served only to requests that match them.
-    pub vary: Vec<(String, Option<String>)>,
+    /// The secondary key (RFC 9111 §4.1) of the request the response was loaded
+    /// for, under the response's `Vary`: it serves only requests with the same key.
+    #[serde(default)]
+    pub vary_key: Vec<u8>,
     /// How the load that produced this value went.
     pub fetch: Fetch,
     /// Why the response may not be stored (`None` when it may).
@@ -41,7 +45,10 @@ pub struct CachedResponse {
     /// `headers` parsed once, on first use: the hit path then clones a map
     /// instead of re-validating every field name and value.
     #[serde(skip)]
-    pub parsed: std::sync::OnceLock<HeaderMap>,
+    pub parsed: OnceLock<HeaderMap>,
+    /// The RFC 9111 facts (lifetime, initial age, directives), computed once.
+    #[serde(skip)]
+    pub semantics: OnceLock<StoredResponse>,
 }
 
 impl CachedResponse {
@@ -70,7 +77,8 @@ impl CachedResponse {
 
     /// Stores `headers` as the field list.
     pub fn set_headers(&mut self, headers: &HeaderMap) {
-        self.parsed = std::sync::OnceLock::new();
+        self.parsed = OnceLock::new();
+        self.semantics = OnceLock::new();
         self.headers = headers
             .iter()
             .map(|(n, v)| (n.as_str().to_string(), Bytes::copy_from_slice(v.as_bytes())))
@@ -85,12 +93,29 @@ impl CachedResponse {
             .and_then(|(_, v)| std::str::from_utf8(v).ok())
     }
 
-    /// The response's current age at `now` (RFC 9111 §4.2.3).
-    pub fn age(&self, now: SystemTime) -> Duration {
-        let resident = now
-            .duration_since(from_ms(self.response_time_ms))
-            .unwrap_or(Duration::ZERO);
-        Duration::from_secs(self.initial_age_secs) + resident
+    /// The RFC 9111 view of this response (lifetime, age, directives), computed on
+    /// first use from the stored fields and times.
+    pub fn semantics(&self, config: &CacheConfig) -> &StoredResponse {
+        self.semantics.get_or_init(|| {
+            let response_time = from_ms(self.response_time_ms);
+            // A value from an older peer has no request time: no delay is then assumed.
+            let request_time = match self.request_time_ms {
+                0 => response_time,
+                ms => from_ms(ms),
+            };
+            StoredResponse::new(
+                self.status(),
+                &self.header_map(),
+                request_time,
+                response_time,
+                config,
+            )
+        })
+    }
+
+    /// The `Vary` of the stored response.
+    pub fn vary(&self) -> Vary {
+        Vary::from_response(self.parsed.get_or_init(|| self.parse_headers()))
     }
 }
 

@@ -20,7 +20,7 @@ use crate::config::{ConfigError, ServeArgs, Settings};
 use crate::origin::Origin;
 use crate::proxy::Proxy;
 use crate::response::CachedResponse;
-use crate::semantics::Rules;
+use crate::rules::Rules;
 use crate::stats::Stats;
 
 /// Why `herdguard serve` stopped with an error.
@@ -110,8 +110,11 @@ impl Server {
             reason,
         })?;
         let rules = Rules {
-            targets: settings.cache_targets.clone(),
-            heuristic_max: settings.heuristic_max,
+            config: herdguard_http::CacheConfig {
+                target_fields: settings.cache_targets.clone(),
+                max_heuristic_freshness: settings.heuristic_max,
+                ..herdguard_http::CacheConfig::default()
+            },
             default_stale_if_error: settings.stale_if_error,
         };
         let proxy = Arc::new(Proxy::new(

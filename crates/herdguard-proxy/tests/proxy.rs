@@ -544,3 +544,64 @@ async fn redis_down_still_serves_and_coalesces_per_instance() {
         m.body
     );
 }
+
+#[tokio::test]
+async fn request_max_age_min_fresh_max_stale_and_only_if_cached_are_honoured() {
+    let o = origin(|parts, n| match parts.uri.path() {
+        // 30 s old on arrival, 30 s of freshness left.
+        "/aged" => ok(
+            &[("cache-control", "max-age=60"), ("age", "30")],
+            &format!("a{n}"),
+        ),
+        // Stale by 5 s on arrival, with a validator so it is kept.
+        _ => ok(
+            &[
+                ("cache-control", "max-age=5"),
+                ("age", "10"),
+                ("etag", "\"old\""),
+            ],
+            &format!("o{n}"),
+        ),
+    })
+    .await;
+    let p = proxy_to(o.addr, |_| {}).await;
+    let cc = |v: &'static str| [("cache-control", v)];
+
+    get(p.addr, "/aged").await;
+    assert!(get(p.addr, "/aged").await.cache_status().contains("; hit"));
+    assert_eq!(o.hits.load(Ordering::SeqCst), 1);
+    let younger = send(p.addr, "GET", "/aged", &cc("max-age=10")).await;
+    assert!(
+        younger.cache_status().contains("fwd=request"),
+        "{}",
+        younger.cache_status()
+    );
+    assert_eq!(o.hits.load(Ordering::SeqCst), 2);
+    let fresher = send(p.addr, "GET", "/aged", &cc("min-fresh=40")).await;
+    assert!(fresher.cache_status().contains("fwd=request"));
+    assert_eq!(o.hits.load(Ordering::SeqCst), 3);
+    let lenient = send(p.addr, "GET", "/aged", &cc("max-age=100, min-fresh=5")).await;
+    assert!(
+        lenient.cache_status().contains("; hit"),
+        "{}",
+        lenient.cache_status()
+    );
+    assert_eq!(o.hits.load(Ordering::SeqCst), 3);
+
+    get(p.addr, "/old").await;
+    assert_eq!(o.hits.load(Ordering::SeqCst), 4);
+    let stale = send(p.addr, "GET", "/old", &cc("max-stale=60")).await;
+    assert_eq!(stale.body, "o4");
+    assert!(
+        stale.cache_status().contains("detail=max-stale"),
+        "{}",
+        stale.cache_status()
+    );
+    assert_eq!(o.hits.load(Ordering::SeqCst), 4);
+    send(p.addr, "GET", "/old", &cc("max-stale=1")).await;
+    assert_eq!(o.hits.load(Ordering::SeqCst), 5);
+
+    let missing = send(p.addr, "GET", "/never", &cc("only-if-cached")).await;
+    assert_eq!(missing.status, 504);
+    assert_eq!(o.hits.load(Ordering::SeqCst), 5);
+}
