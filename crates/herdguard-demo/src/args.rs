@@ -19,6 +19,9 @@ pub enum Scenario {
     Expiry,
     /// Steady load while the origin fails for a window.
     OriginFailure,
+    /// Steady load while Redis goes away for a window and comes back (needs
+    /// `--redis`; the outage is played by a TCP relay the demo controls).
+    StoreOutage,
 }
 
 impl Scenario {
@@ -28,6 +31,7 @@ impl Scenario {
             Scenario::Cold => "cold",
             Scenario::Expiry => "expiry",
             Scenario::OriginFailure => "origin-failure",
+            Scenario::StoreOutage => "store-outage",
         }
     }
 
@@ -39,6 +43,8 @@ impl Scenario {
             Scenario::Cold => &[None, Classic, SingleFlight, Fleet],
             Scenario::Expiry => &[None, Classic, SingleFlight, Fleet, Xfetch, Swr],
             Scenario::OriginFailure => &[None, SingleFlight, Sie, Breaker],
+            // Every one of these goes through the relay to Redis.
+            Scenario::StoreOutage => &[None, Classic, Fleet],
         };
         all.iter()
             .copied()
@@ -136,6 +142,10 @@ pub struct ScenarioPlan {
     pub origin: OriginConfig,
     /// Part of the steady load during which the origin fails, as fractions of it.
     pub failure_window: Option<(f64, f64)>,
+    /// Part of the steady load during which Redis is unreachable (store-outage),
+    /// as fractions of it.
+    #[serde(default)]
+    pub outage_window: Option<(f64, f64)>,
     /// The Redis server, if any.
     pub redis: Option<String>,
     /// Shared by the processes of one run, part of every key name, so runs never
@@ -150,7 +160,9 @@ impl ScenarioPlan {
     pub fn requests(&self) -> u64 {
         match self.scenario {
             Scenario::Cold => u64::from(self.keys) * u64::from(self.threads),
-            Scenario::Expiry | Scenario::OriginFailure => steady_requests(self.rate, self.duration),
+            Scenario::Expiry | Scenario::OriginFailure | Scenario::StoreOutage => {
+                steady_requests(self.rate, self.duration)
+            }
         }
     }
 }
@@ -167,6 +179,9 @@ pub struct Plan {
     /// The seed in use (drawn at random when not given, and reported).
     pub seed: u64,
 }
+
+/// When Redis is unreachable in the store-outage scenario, as fractions of the load.
+const OUTAGE_WINDOW: (f64, f64) = (0.30, 0.65);
 
 /// TTL of the cold scenario: long enough that nothing expires during it.
 const COLD_TTL: Duration = Duration::from_secs(60);
@@ -217,7 +232,15 @@ impl DemoArgs {
             }
         }
         let scenarios: Vec<Scenario> = if self.scenario.is_empty() {
-            vec![Scenario::Cold, Scenario::Expiry, Scenario::OriginFailure]
+            let mut all = vec![Scenario::Cold, Scenario::Expiry, Scenario::OriginFailure];
+            if self.redis.is_some() {
+                all.push(Scenario::StoreOutage);
+            }
+            all
+        } else if self.redis.is_none() && self.scenario.contains(&Scenario::StoreOutage) {
+            return Err(bad(
+                "the store-outage scenario needs --redis (it relays the strategies' Redis connections and cuts them)",
+            ));
         } else {
             dedup(&self.scenario)
         };
@@ -252,6 +275,7 @@ impl DemoArgs {
                 deadline: self.deadline,
                 origin: origin.clone(),
                 failure_window: (scenario == Scenario::OriginFailure).then_some((0.25, 0.65)),
+                outage_window: (scenario == Scenario::StoreOutage).then_some(OUTAGE_WINDOW),
                 redis: self.redis.clone(),
                 run_id: run_id.clone(),
                 start_at_unix_ms: None,
@@ -260,7 +284,7 @@ impl DemoArgs {
         if plans.is_empty() {
             return Err(bad("none of the requested strategies applies to the requested scenarios \
                  (cold: none, classic, single-flight, fleet; expiry: none, classic, single-flight, fleet, xfetch, swr; \
-                 origin-failure: none, single-flight, sie, breaker)"));
+                 origin-failure: none, single-flight, sie, breaker; store-outage: none, classic, fleet)"));
         }
         Ok(Plan {
             scenarios: plans,
@@ -286,4 +310,52 @@ fn dedup<T: PartialEq + Copy>(items: &[T]) -> Vec<T> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        demo: DemoArgs,
+    }
+
+    fn names(args: &[&str]) -> Result<Vec<&'static str>, DemoError> {
+        let cli = Cli::try_parse_from(std::iter::once("demo").chain(args.iter().copied()))
+            .map_err(|e| bad(e.to_string()))?;
+        let plan = cli.demo.plan()?;
+        Ok(plan.scenarios.iter().map(|s| s.scenario.name()).collect())
+    }
+
+    #[test]
+    fn store_outage_joins_the_default_set_only_with_redis() {
+        let without = names(&[]).expect("plan");
+        assert_eq!(without, ["cold", "expiry", "origin-failure"]);
+        let with = names(&["--redis", "redis://127.0.0.1:1/"]).expect("plan");
+        assert_eq!(with, ["cold", "expiry", "origin-failure", "store-outage"]);
+    }
+
+    #[test]
+    fn store_outage_needs_redis_and_has_its_window() {
+        let err = names(&["--scenario", "store-outage"]).expect_err("needs --redis");
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("--redis"), "{err}");
+        let cli = Cli::try_parse_from([
+            "demo",
+            "--scenario",
+            "store-outage",
+            "--redis",
+            "redis://127.0.0.1:1/",
+        ])
+        .expect("parses");
+        let plan = cli.demo.plan().expect("plan");
+        let scenario = &plan.scenarios[0];
+        assert_eq!(scenario.outage_window, Some(OUTAGE_WINDOW));
+        assert_eq!(scenario.failure_window, None);
+        let names: Vec<_> = scenario.strategies.iter().map(|s| s.name()).collect();
+        assert_eq!(names, ["none", "classic", "fleet"]);
+    }
 }

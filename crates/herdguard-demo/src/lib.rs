@@ -4,7 +4,8 @@
 //! caching strategies side by side — no protection, the classic SET NX lock with
 //! backoff polling, and herdguard's single flight, X-Fetch, stale-while-revalidate,
 //! stale-if-error and circuit breaker — under scenarios that provoke a stampede:
-//! a cold start, keys expiring under load, an origin that fails for a while. Every
+//! a cold start, keys expiring under load, an origin that fails for a while, and
+//! (with `--redis`) Redis going away for a while and coming back. Every
 //! request is timed from the caller's side; every origin call is counted by the
 //! origin itself.
 //!
@@ -17,6 +18,8 @@
 //! - `origin`: the simulated slow weather API ([`WeatherOrigin`]) and its call counter.
 //! - `strategy`: the strategies ([`Strategy`]) and how each answers a request.
 //! - `kv`: the Redis-shaped in-process store under `none` and `classic`.
+//! - `relay`: the TCP relay in front of Redis that plays the store-outage
+//!   scenario's outage.
 //! - `runner`: one scenario, every strategy at once, every request timed.
 //! - `fleet`: `--redis` runs: the reachability check, `--flush`, and `--processes`
 //!   (worker copies of this program started together, their counts added up).
@@ -31,6 +34,7 @@ mod error;
 mod fleet;
 mod kv;
 mod origin;
+mod relay;
 mod report;
 mod runner;
 mod stats;

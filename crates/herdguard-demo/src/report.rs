@@ -46,6 +46,8 @@ pub struct ScenarioReport {
     pub origin_latency_ms: f64,
     /// When the origin failed, ms from the start of the load.
     pub failure_window_ms: Option<(f64, f64)>,
+    /// When Redis was unreachable (store-outage), ms from the start of the load.
+    pub outage_window_ms: Option<(f64, f64)>,
     /// Each strategy's figures.
     pub strategies: Vec<StrategyReport>,
 }
@@ -78,6 +80,13 @@ pub fn scenario_report(plan: &ScenarioPlan, runs: &[RawRun]) -> ScenarioReport {
             plan.keys,
             ms(plan.ttl)
         ),
+        Scenario::StoreOutage => format!(
+            "{} requests/s for {:.1} s across {} warm keys, {:.0} ms TTL; every strategy reaches Redis through a relay that drops all connections and refuses new ones in the window shown; origin {latency:.0} ms",
+            plan.rate,
+            plan.duration.as_secs_f64(),
+            plan.keys,
+            ms(plan.ttl)
+        ),
     };
     ScenarioReport {
         name: plan.scenario.name().to_string(),
@@ -90,6 +99,9 @@ pub fn scenario_report(plan: &ScenarioPlan, runs: &[RawRun]) -> ScenarioReport {
         origin_latency_ms: latency,
         failure_window_ms: plan
             .failure_window
+            .map(|(a, b)| (ms(plan.duration) * a, ms(plan.duration) * b)),
+        outage_window_ms: plan
+            .outage_window
             .map(|(a, b)| (ms(plan.duration) * a, ms(plan.duration) * b)),
         strategies: runs
             .iter()
@@ -147,6 +159,9 @@ pub fn render(report: &ScenarioReport) -> String {
     let mut out = format!("\n== {} ==\n{}\n", report.name, report.description);
     if let Some((from, until)) = report.failure_window_ms {
         out.push_str(&format!("origin down from {from:.0} ms to {until:.0} ms\n"));
+    }
+    if let Some((from, until)) = report.outage_window_ms {
+        out.push_str(&format!("Redis down from {from:.0} ms to {until:.0} ms\n"));
     }
     out.push_str(&table.to_string());
     out.push('\n');

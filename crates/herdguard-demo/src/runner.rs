@@ -13,6 +13,7 @@ use indicatif::ProgressBar;
 use crate::args::{Scenario, ScenarioPlan};
 use crate::error::{runtime, DemoError};
 use crate::origin::{city, WeatherOrigin};
+use crate::relay::Relay;
 use crate::stats::{Outcome, RawRun, Sample};
 use crate::strategy::{Client, ClientConfig, Strategy};
 
@@ -48,11 +49,21 @@ async fn run_strategy(
     progress: &ProgressBar,
 ) -> Result<RawRun, DemoError> {
     let origin = Arc::new(WeatherOrigin::new(plan.origin.clone(), seed));
+    // store-outage: this strategy reaches Redis through its own relay, which
+    // plays the outage below.
+    let mut relay = match (&plan.redis, plan.outage_window) {
+        (Some(url), Some(_)) => Some(Relay::start(url).await?),
+        _ => None,
+    };
     let config = ClientConfig {
         ttl: plan.ttl,
         origin_latency: plan.origin.latency,
         seed,
-        redis: plan.redis.clone(),
+        redis: match &relay {
+            Some(relay) => Some(relay.url().to_string()),
+            None => plan.redis.clone(),
+        },
+        store_outage: relay.is_some(),
     };
     let client = Arc::new(Client::new(strategy, &config).await?);
     let key = |i: u32| {
@@ -102,11 +113,17 @@ async fn run_strategy(
             start + plan.duration.mul_f64(until),
         );
     }
+    if let (Some(relay), Some((from, until))) = (relay.as_mut(), plan.outage_window) {
+        relay.outage_between(
+            start + plan.duration.mul_f64(from),
+            start + plan.duration.mul_f64(until),
+        );
+    }
     let due: Vec<(u32, Instant)> = match plan.scenario {
         Scenario::Cold => (0..plan.keys)
             .flat_map(|k| (0..plan.threads).map(move |_| (k, start)))
             .collect(),
-        Scenario::Expiry | Scenario::OriginFailure => {
+        Scenario::Expiry | Scenario::OriginFailure | Scenario::StoreOutage => {
             let every = Duration::from_secs_f64(1.0 / f64::from(plan.rate));
             (0..plan.requests())
                 .map(|i| {
@@ -150,6 +167,7 @@ async fn run_strategy(
                 .map_err(|e| runtime(format!("a request task failed: {e}")))?,
         );
     }
+    drop(relay);
     Ok(RawRun {
         strategy,
         origin_calls: origin.calls(),

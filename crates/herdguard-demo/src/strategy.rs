@@ -85,6 +85,9 @@ pub struct ClientConfig {
     /// The Redis server (`--redis`), if any: `none` and `classic` keep values and
     /// locks there, `fleet` its shared tier and leases.
     pub redis: Option<String>,
+    /// The store-outage scenario: Redis will go away, so `fleet` gives up on an
+    /// operation after 100 ms and retries the store after 500 ms.
+    pub store_outage: bool,
 }
 
 /// One strategy, ready to answer requests.
@@ -105,6 +108,11 @@ pub enum Client {
     /// One of the herdguard strategies.
     Herd(Cache<String, String>),
 }
+
+/// `fleet`'s bound on one Redis operation in the store-outage scenario.
+const OUTAGE_OP_TIMEOUT: Duration = Duration::from_millis(100);
+/// How long `fleet` runs in-process only after a store error in that scenario.
+const OUTAGE_RETRY_AFTER: Duration = Duration::from_millis(500);
 
 /// First poll of a classic lock loser, doubled after each miss.
 const CLASSIC_FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -137,13 +145,19 @@ impl Client {
                 let Some(url) = &config.redis else {
                     return Err(bad("the fleet strategy needs --redis"));
                 };
-                let remote = herdguard_redis::RedisRemote::<String, String>::connect(
-                    herdguard_redis::RedisConfig::new(url.clone())
-                        .prefix(crate::KEY_PREFIX)
-                        .lease_ttl((config.origin_latency * 5).max(Duration::from_secs(2))),
-                )
-                .await
-                .map_err(|e| bad(format!("cannot use Redis at {url}: {e}")))?;
+                let mut redis_config = herdguard_redis::RedisConfig::new(url.clone())
+                    .prefix(crate::KEY_PREFIX)
+                    .lease_ttl((config.origin_latency * 5).max(Duration::from_secs(2)));
+                let mut builder = builder;
+                if config.store_outage {
+                    // Short settings so the outage costs little and recovery shows
+                    // within the run.
+                    redis_config = redis_config.op_timeout(OUTAGE_OP_TIMEOUT);
+                    builder = builder.shared_store_retry_after(OUTAGE_RETRY_AFTER);
+                }
+                let remote = herdguard_redis::RedisRemote::<String, String>::connect(redis_config)
+                    .await
+                    .map_err(|e| bad(format!("cannot use Redis at {url}: {e}")))?;
                 builder.shared_store(remote).build()
             }
             Strategy::Xfetch => builder.early_refresh(1.0).build(),
