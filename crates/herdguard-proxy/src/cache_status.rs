@@ -3,8 +3,9 @@
 use std::fmt;
 use std::time::Duration;
 
+use bytes::Bytes;
 use herdguard::Served;
-use http::{HeaderName, StatusCode};
+use http::{HeaderName, HeaderValue, StatusCode};
 
 use crate::response::{CachedResponse, Fetch};
 
@@ -158,6 +159,15 @@ impl CacheStatus {
             detail: Some(format!("origin-unavailable-{}", status.as_u16())),
             label: "error",
         }
+    }
+
+    /// The member as a field value, rendered into one buffer the value then owns
+    /// (no second copy); `None` only if a detail held bytes a field cannot.
+    pub fn to_header_value(&self) -> Option<HeaderValue> {
+        use std::fmt::Write;
+        let mut out = String::with_capacity(64);
+        write!(out, "{self}").ok()?;
+        HeaderValue::from_maybe_shared(Bytes::from(out)).ok()
     }
 
     /// The label this answer is counted under in `herdguard_proxy_requests_total`.

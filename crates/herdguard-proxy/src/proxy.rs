@@ -120,8 +120,16 @@ impl Proxy {
                 "herdguard: request header fields too large\n",
             );
         }
-        let body = match Limited::new(body, self.max_request_body).collect().await {
-            Ok(b) => b.to_bytes(),
+        // Most requests (every GET a cache answers) have no body: skip the collector.
+        let body = match body.is_end_stream() {
+            true => Ok(Bytes::new()),
+            false => Limited::new(body, self.max_request_body)
+                .collect()
+                .await
+                .map(|b| b.to_bytes()),
+        };
+        let body = match body {
+            Ok(b) => b,
             Err(e) if e.is::<http_body_util::LengthLimitError>() => {
                 self.stats.count("error");
                 return plain(
@@ -137,12 +145,7 @@ impl Proxy {
                 );
             }
         };
-        let pq = parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/")
-            .to_string();
+        let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         if !pq.starts_with('/') {
             self.stats.count("error");
             return plain(
@@ -152,7 +155,7 @@ impl Proxy {
         }
         if parts.method != Method::GET && parts.method != Method::HEAD {
             return self
-                .forward_unsafe(parts.method, &pq, &parts.headers, body)
+                .forward_unsafe(parts.method.clone(), pq, &parts.headers, body)
                 .await;
         }
         let head = parts.method == Method::HEAD;
@@ -168,10 +171,12 @@ impl Proxy {
             None
         };
         if let Some(why) = bypass {
-            return self.bypass(&parts.headers, &pq, head, why).await;
+            return self.bypass(&parts.headers, pq, head, why).await;
         }
-        let mut response = self.cached(&parts.headers, &pq, head, &directives).await;
-        if let Some(inm) = parts.headers.get(header::IF_NONE_MATCH) {
+        // Shared with a load, if one starts, without copying the fields on a hit.
+        let headers = Arc::new(parts.headers);
+        let mut response = self.cached(&headers, pq, head, &directives).await;
+        if let Some(inm) = headers.get(header::IF_NONE_MATCH) {
             let matched = response.status() == StatusCode::OK
                 && EntityTag::from_headers(response.headers())
                     .is_some_and(|etag| revalidate::none_match(inm, &etag));
@@ -187,13 +192,13 @@ impl Proxy {
     /// GET/HEAD through the cache.
     async fn cached(
         self: &Arc<Self>,
-        headers: &HeaderMap,
+        headers: &Arc<HeaderMap>,
         pq: &str,
         head: bool,
         directives: &RequestDirectives,
     ) -> Response<Body> {
-        let primary = pq.to_string();
-        let mut key = self.variant_key(&primary, headers);
+        let primary = pq;
+        let mut key = self.variant_key(primary, headers);
         if directives.only_if_cached {
             return match self.stored_answer(&key, headers, directives, head) {
                 Some(r) => r,
@@ -214,14 +219,14 @@ impl Proxy {
         }
         // At most two rounds: the second when the first taught us the URL varies.
         for round in 0..2 {
-            let result = self.lookup(&key, headers, pq).await;
+            let result = self.lookup(&key, headers).await;
             let cached = match result {
                 Ok(c) => c,
                 Err(e) => return self.failed(e, head),
             };
             if !vary_matches(&cached, headers) && round == 0 {
-                self.learn_variants(&primary, &cached, key == primary);
-                key = self.variant_key(&primary, headers);
+                self.learn_variants(primary, &cached, key == primary);
+                key = self.variant_key(primary, headers);
                 continue;
             }
             // The core served by the response's own freshness; the request's
@@ -241,7 +246,7 @@ impl Proxy {
                 }
             }
             if cached.uncacheable.is_none() && cached.vary() != Vary::None {
-                self.learn_variants(&primary, &cached, key == primary);
+                self.learn_variants(primary, &cached, key == primary);
             }
             return self.respond(&cached, cached.served(), head);
         }
@@ -250,15 +255,33 @@ impl Proxy {
     }
 
     /// One coalesced load (or hit) of `key` through the core.
+    /// Everything the loader needs is captured cheaply (two `Arc`s and the key):
+    /// on a hit the closure is dropped unused.
     async fn lookup(
         self: &Arc<Self>,
         key: &str,
-        headers: &HeaderMap,
-        pq: &str,
+        headers: &Arc<HeaderMap>,
     ) -> Result<herdguard::Cached<CachedResponse>, Error> {
         let proxy = Arc::clone(self);
-        let stale = self.store.get(&key.to_string());
-        let mut request_headers = headers.clone();
+        let client = Arc::clone(headers);
+        let load_key = key.to_string();
+        self.cache
+            .get_or_load_with(key.to_string(), &CallOptions::new(), move || async move {
+                proxy.load(&load_key, &client).await
+            })
+            .await
+    }
+
+    /// The loader: a conditional request when there is a stored response with
+    /// validators, else a plain one; freshness from the answer.
+    async fn load(
+        &self,
+        key: &str,
+        client: &HeaderMap,
+    ) -> Result<Loaded<CachedResponse>, OriginError> {
+        // A variant key is the path and query, a newline, then the secondary key.
+        let pq = key.split('\n').next().unwrap_or(key);
+        let mut headers = client.clone();
         // The cache's request is its own: the client's conditionals are answered
         // by the proxy from the full response, never sent with a shared load.
         for h in [
@@ -268,25 +291,13 @@ impl Proxy {
             header::IF_UNMODIFIED_SINCE,
             header::IF_RANGE,
         ] {
-            request_headers.remove(h);
+            headers.remove(h);
         }
-        let pq = pq.to_string();
-        self.cache
-            .get_or_load_with(key.to_string(), &CallOptions::new(), move || async move {
-                proxy.load(stale, request_headers, pq).await
-            })
-            .await
-    }
-
-    /// The loader: a conditional request when there is a stored response with
-    /// validators, else a plain one; freshness from the answer.
-    async fn load(
-        &self,
-        stale: Option<Arc<Entry<CachedResponse>>>,
-        mut headers: HeaderMap,
-        pq: String,
-    ) -> Result<Loaded<CachedResponse>, OriginError> {
-        let stale = stale.filter(|e| e.value().uncacheable.is_none());
+        // The entry being replaced, if any (the core's `get` shows fresh ones only).
+        let stale = self
+            .store
+            .get(&key.to_string())
+            .filter(|e| e.value().uncacheable.is_none());
         let mut conditional = false;
         if let Some(s) = &stale {
             let validators = revalidate::conditional_headers(&s.value().header_map());
@@ -296,7 +307,7 @@ impl Proxy {
         self.stats.origin_requests.inc();
         let fetched = self
             .origin
-            .fetch(Method::GET, &pq, &headers, Bytes::new())
+            .fetch(Method::GET, pq, &headers, Bytes::new())
             .await;
         let fetched = match fetched {
             Ok(f) if matches!(f.status.as_u16(), 500 | 502 | 503 | 504) => {
@@ -383,6 +394,10 @@ impl Proxy {
     }
 
     fn variant_key(&self, primary: &str, headers: &HeaderMap) -> String {
+        // Most URLs never vary: spare them the lookup.
+        if self.variants.len() == 0 {
+            return primary.to_string();
+        }
         let Some(v) = self.variants.get(primary) else {
             return primary.to_string();
         };
@@ -591,7 +606,7 @@ impl Proxy {
     fn gateway(&self, status: StatusCode, why: &str) -> Response<Body> {
         self.stats.count("error");
         let mut r = plain(status, &format!("herdguard: {why}\n"));
-        if let Ok(v) = HeaderValue::from_str(&CacheStatus::error(status).to_string()) {
+        if let Some(v) = CacheStatus::error(status).to_header_value() {
             r.headers_mut()
                 .insert(crate::cache_status::CACHE_STATUS.clone(), v);
         }
@@ -629,10 +644,14 @@ fn finish(
     if let Some(age) = age {
         headers.insert(header::AGE, HeaderValue::from(age.as_secs()));
     }
-    if let Ok(v) = HeaderValue::from_str(&cache_status.to_string()) {
+    if let Some(v) = cache_status.to_header_value() {
         headers.append(crate::cache_status::CACHE_STATUS.clone(), v);
     }
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    // A stored response carries its length already (set once, at parse); an
+    // origin's own is right for its body, or for the body a HEAD would have had.
+    if !headers.contains_key(header::CONTENT_LENGTH) {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    }
     let mut response = Response::new(Full::new(if head { Bytes::new() } else { body }));
     *response.status_mut() = status;
     *response.headers_mut() = headers;

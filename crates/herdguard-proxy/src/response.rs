@@ -72,6 +72,11 @@ impl CachedResponse {
                 map.append(n, v);
             }
         }
+        // The length of the body kept, rendered once rather than on every answer.
+        map.insert(
+            http::header::CONTENT_LENGTH,
+            HeaderValue::from(self.body.len()),
+        );
         map
     }
 
