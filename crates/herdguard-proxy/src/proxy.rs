@@ -395,7 +395,7 @@ impl Proxy {
 
     fn variant_key(&self, primary: &str, headers: &HeaderMap) -> String {
         // Most URLs never vary: spare them the lookup.
-        if self.variants.len() == 0 {
+        if self.variants.is_empty() {
             return primary.to_string();
         }
         let Some(v) = self.variants.get(primary) else {
