@@ -110,3 +110,41 @@ fn store_outage_without_redis_is_bad_input() {
     );
     assert!(out.stdout.is_empty());
 }
+
+#[test]
+fn two_processes_each_ride_out_the_outage_through_their_own_relay() {
+    let redis = RedisServer::start().expect("redis-server starts");
+    let (keys, processes, duration_ms, ttl_ms) = (2u64, 2u64, 1500u64, 300u64);
+    let out = Command::new(env!("CARGO_BIN_EXE_herdguard"))
+        .args(["demo", "--json", "--seed", "9", "--redis", &redis.url()])
+        .args(["--processes", "2", "--scenario", "store-outage"])
+        .args(["--strategy", "classic,fleet", "-k", "2", "--rate", "100"])
+        .args([
+            "--duration",
+            "1500ms",
+            "--ttl",
+            "300ms",
+            "--origin-latency",
+            "30ms",
+        ])
+        .output()
+        .expect("the herdguard binary runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "demo failed: {stderr}");
+    let report: Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    assert_eq!(report["processes"], 2);
+    let outage = &report["scenarios"][0];
+    let fleet = strategy(outage, "fleet");
+    assert_eq!(count(fleet, "requests"), 300, "both processes' requests");
+    assert_eq!(count(fleet, "errors"), 0, "{fleet}");
+    assert_eq!(count(fleet, "timeouts"), 0, "{fleet}");
+    // At worst every process loads every key once per TTL (the in-process single
+    // flight of the outage), never once per caller.
+    let calls = count(fleet, "origin_calls");
+    let bound = keys * processes * (duration_ms / ttl_ms + 3);
+    assert!(
+        calls > 0 && calls <= bound,
+        "fleet: {calls} origin calls, bound {bound}"
+    );
+    assert!(count(strategy(outage, "classic"), "errors") > 0);
+}
