@@ -6,6 +6,8 @@
 #
 # Everything runs on loopback, with temporary config and cache dirs under /tmp,
 # and is stopped on exit. Usage: scripts/bench-serve.sh [duration, default 10s]
+# HG_WORKERS=N runs herdguard's tokio runtime with N worker threads (default: one
+# per core). On a 2-core box wrk shares the cores, and 1 worker often wins there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,8 +42,10 @@ ORIGIN_PORT=$(free_port); HG_PORT=$(free_port); NGINX_PORT=$(free_port)
 
 "$BIN/bench-origin" --port "$ORIGIN_PORT" --delay-ms 200 2>"$WORK/origin.log" &
 PIDS+=($!)
+if [[ -n "${HG_WORKERS:-}" ]]; then export TOKIO_WORKER_THREADS="$HG_WORKERS"; fi
 "$BIN/serve" --listen "127.0.0.1:$HG_PORT" --origin "http://127.0.0.1:$ORIGIN_PORT" 2>"$WORK/herdguard.log" &
 PIDS+=($!)
+unset TOKIO_WORKER_THREADS
 
 mkdir -p "$WORK/nginx/cache" "$WORK/nginx/tmp"
 cat >"$WORK/nginx/nginx.conf" <<CONF
