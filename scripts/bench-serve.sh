@@ -6,8 +6,8 @@
 #
 # Everything runs on loopback, with temporary config and cache dirs under /tmp,
 # and is stopped on exit. Usage: scripts/bench-serve.sh [duration, default 10s]
-# HG_WORKERS=N runs herdguard's tokio runtime with N worker threads (default: one
-# per core). On a 2-core box wrk shares the cores, and 1 worker often wins there.
+# HG_THREADS=N runs herdguard on N runtime threads (1 = single-threaded runtime;
+# default one worker per core). On a 2-core box wrk shares the cores: 1 wins there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,10 +42,10 @@ ORIGIN_PORT=$(free_port); HG_PORT=$(free_port); NGINX_PORT=$(free_port)
 
 "$BIN/bench-origin" --port "$ORIGIN_PORT" --delay-ms 200 2>"$WORK/origin.log" &
 PIDS+=($!)
-if [[ -n "${HG_WORKERS:-}" ]]; then export TOKIO_WORKER_THREADS="$HG_WORKERS"; fi
-"$BIN/serve" --listen "127.0.0.1:$HG_PORT" --origin "http://127.0.0.1:$ORIGIN_PORT" 2>"$WORK/herdguard.log" &
+HG_ARGS=()
+if [[ -n "${HG_THREADS:-}" ]]; then HG_ARGS+=(--threads "$HG_THREADS"); fi
+"$BIN/serve" --listen "127.0.0.1:$HG_PORT" --origin "http://127.0.0.1:$ORIGIN_PORT" "${HG_ARGS[@]}" 2>"$WORK/herdguard.log" &
 PIDS+=($!)
-unset TOKIO_WORKER_THREADS
 
 mkdir -p "$WORK/nginx/cache" "$WORK/nginx/tmp"
 cat >"$WORK/nginx/nginx.conf" <<CONF
@@ -110,5 +110,6 @@ printf '%-34s %12s %12s %10s\n' "hit p99 (ms)" "$HG_P99" "$NG_P99" "$(ratio "$HG
 printf '%-34s %12s %12s %10s\n' "stampede p50 (ms)" "$HG_P50" "$NG_P50" "$(ratio "$HG_P50" "$NG_P50")"
 printf '%-34s %12s %12s %10s\n' "stampede p99 (ms)" "$HG_SP99" "$NG_SP99" "$(ratio "$HG_SP99" "$NG_SP99")"
 printf '%-34s %12s %12s\n' "stampede answers 2xx (of 100)" "$HG_OK" "$NG_OK"
+echo "herdguard runtime threads: ${HG_THREADS:-one per core}; nginx: worker_processes auto"
 echo
 echo "goals: hit rps >= 1.2x nginx with p99 no worse; stampede p50 <= 210 ms"
