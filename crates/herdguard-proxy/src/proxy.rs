@@ -1,6 +1,7 @@
 //! The request handler: which requests the cache answers, how a miss or a
 //! revalidation becomes one coalesced origin call, and what goes back.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -76,6 +77,8 @@ pub struct Proxy {
     pub(crate) max_request_body: usize,
     pub(crate) max_header_bytes: usize,
     variants: quick_cache::sync::Cache<String, Variants>,
+    /// Whether any URL has varied yet: until then the hit path skips `variants`.
+    any_variants: AtomicBool,
 }
 
 impl Proxy {
@@ -97,6 +100,7 @@ impl Proxy {
             max_request_body,
             max_header_bytes,
             variants: quick_cache::sync::Cache::new(10_000),
+            any_variants: AtomicBool::new(false),
         }
     }
 
@@ -395,7 +399,7 @@ impl Proxy {
 
     fn variant_key(&self, primary: &str, headers: &HeaderMap) -> String {
         // Most URLs never vary: spare them the lookup.
-        if self.variants.is_empty() {
+        if !self.any_variants.load(Ordering::Relaxed) {
             return primary.to_string();
         }
         let Some(v) = self.variants.get(primary) else {
@@ -426,6 +430,7 @@ impl Proxy {
                 v.primary_key = cached.vary_key.clone();
             }
             self.variants.insert(primary.to_string(), v);
+            self.any_variants.store(true, Ordering::Relaxed);
         }
     }
 
