@@ -5,6 +5,9 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+mod common;
+use common::strategy;
+
 fn herdguard(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_herdguard"))
         .args(args)
@@ -22,15 +25,6 @@ fn demo_json(args: &[&str]) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).expect("stdout is one JSON document")
-}
-
-fn strategy<'a>(scenario: &'a Value, name: &str) -> &'a Value {
-    scenario["strategies"]
-        .as_array()
-        .expect("strategies")
-        .iter()
-        .find(|s| s["name"] == name)
-        .unwrap_or_else(|| panic!("strategy {name} in {scenario}"))
 }
 
 #[test]

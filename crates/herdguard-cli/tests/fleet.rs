@@ -7,15 +7,11 @@ use std::process::Command;
 use herdguard_testkit::RedisServer;
 use serde_json::Value;
 
+mod common;
+use common::{count, strategy};
+
 fn calls(report: &Value, name: &str) -> u64 {
-    report["scenarios"][0]["strategies"]
-        .as_array()
-        .expect("strategies")
-        .iter()
-        .find(|s| s["name"] == name)
-        .unwrap_or_else(|| panic!("strategy {name}"))["origin_calls"]
-        .as_u64()
-        .expect("origin_calls")
+    count(strategy(&report["scenarios"][0], name), "origin_calls")
 }
 
 #[test]

@@ -9,20 +9,8 @@ use std::process::Command;
 use herdguard_testkit::RedisServer;
 use serde_json::Value;
 
-fn strategy<'a>(scenario: &'a Value, name: &str) -> &'a Value {
-    scenario["strategies"]
-        .as_array()
-        .expect("strategies")
-        .iter()
-        .find(|s| s["name"] == name)
-        .unwrap_or_else(|| panic!("strategy {name} in {scenario}"))
-}
-
-fn count(strategy: &Value, field: &str) -> u64 {
-    strategy[field]
-        .as_u64()
-        .unwrap_or_else(|| panic!("{field} in {strategy}"))
-}
+mod common;
+use common::{count, strategy};
 
 #[test]
 fn fleet_rides_out_a_redis_outage_that_classic_passes_on_as_errors() {
