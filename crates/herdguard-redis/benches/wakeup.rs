@@ -7,78 +7,15 @@
 //! double check) run round for round, interleaved, so they share the noise.
 
 mod common;
-
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{channel, Receiver};
-use std::time::Duration;
+// The worker-process driver of the integration tests, reused as is.
+#[path = "../tests/common/mod.rs"]
+mod harness;
+use harness::Worker;
 
 const PROCESSES: usize = 8;
 const CALLERS: &str = "64";
 const LOADER_MS: &str = "100";
 const ROUNDS: usize = 15;
-const ANSWER_LIMIT: Duration = Duration::from_secs(60);
-
-struct Worker {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: Receiver<String>,
-}
-
-impl Worker {
-    fn start(url: &str, mode: &str) -> Worker {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_herdguard-redis-worker"))
-            .args(["--url", url, "--mode", mode, "--mark-done"])
-            .args(["--callers", CALLERS, "--loader-ms", LOADER_MS])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn worker");
-        let stdout = child.stdout.take().expect("stdout");
-        let stdin = child.stdin.take();
-        let (tx, lines) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut w = Worker {
-            child,
-            stdin,
-            lines,
-        };
-        assert_eq!(w.line(), "ready");
-        w
-    }
-
-    fn line(&mut self) -> String {
-        self.lines
-            .recv_timeout(ANSWER_LIMIT)
-            .expect("worker answered in time")
-    }
-
-    fn go(&mut self, key: &str) {
-        let stdin = self.stdin.as_mut().expect("stdin open");
-        writeln!(stdin, "go {key}").expect("write to worker");
-        stdin.flush().expect("flush");
-    }
-
-    fn result(&mut self) -> serde_json::Value {
-        let line = self.line();
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad worker line {line:?}: {e}"))
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        self.stdin.take();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// What one mode gathered over its rounds.
 #[derive(Default)]
@@ -142,6 +79,18 @@ fn report(name: &str, tally: &mut Tally) -> (f64, f64) {
     (p50, p99)
 }
 
+fn worker_flags(mode: &str) -> [&str; 7] {
+    [
+        "--mode",
+        mode,
+        "--mark-done",
+        "--callers",
+        CALLERS,
+        "--loader-ms",
+        LOADER_MS,
+    ]
+}
+
 fn main() {
     let target = common::target();
     let mut conn = redis::Client::open(target.url.as_str())
@@ -150,10 +99,10 @@ fn main() {
         .expect("connection");
     let run = std::process::id();
     let mut herd: Vec<Worker> = (0..PROCESSES)
-        .map(|_| Worker::start(&target.url, "herdguard"))
+        .map(|_| Worker::start(&target.url, &worker_flags("herdguard")))
         .collect();
     let mut classic: Vec<Worker> = (0..PROCESSES)
-        .map(|_| Worker::start(&target.url, "classic"))
+        .map(|_| Worker::start(&target.url, &worker_flags("classic")))
         .collect();
     // Warm-up: connections, scripts loaded, allocators grown.
     round(&mut herd, &mut conn, &format!("warm-h-{run}"), None);
