@@ -15,6 +15,7 @@
 //! assert_eq!(v.to_string(), "herdguard; fwd=uri-miss; fwd-status=200; stored; collapsed; detail=coalesced");
 //! ```
 
+use std::borrow::Cow;
 use std::fmt;
 
 use http::header::{HeaderName, HeaderValue};
@@ -65,7 +66,7 @@ impl ForwardReason {
 /// This cache's member of the `Cache-Status` list (RFC 9211 §2).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheStatus {
-    name: String,
+    name: Cow<'static, str>,
     hit: bool,
     fwd: Option<ForwardReason>,
     fwd_status: Option<u16>,
@@ -82,7 +83,7 @@ const SF_INT_MAX: i64 = 999_999_999_999_999;
 impl CacheStatus {
     /// A member for the cache called `name` (serialized as a token when possible, else as a
     /// string), with no parameters yet.
-    pub fn new(name: impl Into<String>) -> Self {
+    pub fn new(name: impl Into<Cow<'static, str>>) -> Self {
         CacheStatus {
             name: name.into(),
             hit: false,
@@ -152,7 +153,9 @@ impl CacheStatus {
     pub fn to_header_value(&self) -> HeaderValue {
         // Serialization emits printable ASCII only, so this cannot fail; the fallback keeps the
         // no-panic promise anyway.
-        HeaderValue::from_str(&self.to_string()).unwrap_or_else(|_| HeaderValue::from_static("?"))
+        // One buffer, handed over without a copy (`TryFrom<String>`): the proxy's hit
+        // path renders one of these per response.
+        HeaderValue::try_from(self.render()).unwrap_or_else(|_| HeaderValue::from_static("?"))
     }
 
     /// Appends this member after any `Cache-Status` members from upstream caches (§2: each
@@ -164,7 +167,15 @@ impl CacheStatus {
 
 impl fmt::Display for CacheStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut out = String::new();
+        f.write_str(&self.render())
+    }
+}
+
+impl CacheStatus {
+    /// The member serialized as an RFC 8941 list member.
+    fn render(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::with_capacity(64);
         sf::write_token_or_string(&mut out, &self.name);
         if self.hit {
             out.push_str("; hit");
@@ -174,10 +185,10 @@ impl fmt::Display for CacheStatus {
             out.push_str(fwd.as_str());
         }
         if let Some(s) = self.fwd_status {
-            out.push_str(&format!("; fwd-status={s}"));
+            let _ = write!(out, "; fwd-status={s}");
         }
         if let Some(t) = self.ttl {
-            out.push_str(&format!("; ttl={t}"));
+            let _ = write!(out, "; ttl={t}");
         }
         if self.stored {
             out.push_str("; stored");
@@ -193,7 +204,7 @@ impl fmt::Display for CacheStatus {
             out.push_str("; detail=");
             sf::write_token_or_string(&mut out, d);
         }
-        f.write_str(&out)
+        out
     }
 }
 

@@ -3,8 +3,8 @@
 use std::fmt;
 use std::time::Duration;
 
-use bytes::Bytes;
 use herdguard::Served;
+use herdguard_http::{CacheStatus as HttpCacheStatus, ForwardReason};
 use http::{HeaderName, HeaderValue, StatusCode};
 
 use crate::response::{CachedResponse, Fetch};
@@ -19,7 +19,7 @@ const NAME: &str = "herdguard";
 #[derive(Clone, Debug, PartialEq)]
 pub struct CacheStatus {
     hit: bool,
-    fwd: Option<&'static str>,
+    fwd: Option<ForwardReason>,
     fwd_status: Option<u16>,
     ttl: Option<i64>,
     stored: bool,
@@ -32,8 +32,8 @@ impl CacheStatus {
     /// A request answered from the cache, or by a load (own, shared or joined).
     pub fn served(served: Served, value: &CachedResponse, ttl: Duration) -> Self {
         let fwd = match value.fetch {
-            Fetch::Miss => "miss",
-            Fetch::Revalidated | Fetch::Replaced => "stale",
+            Fetch::Miss => ForwardReason::Miss,
+            Fetch::Revalidated | Fetch::Replaced => ForwardReason::Stale,
         };
         let fwd_status = Some(if value.fetch == Fetch::Revalidated {
             304
@@ -83,7 +83,7 @@ impl CacheStatus {
             }
             Served::Loaded | Served::Coalesced | Served::Pass => {
                 s.fwd = Some(if served == Served::Pass {
-                    "bypass"
+                    ForwardReason::Bypass
                 } else {
                     fwd
                 });
@@ -115,7 +115,7 @@ impl CacheStatus {
 
     /// A request forwarded without the cache (`fwd=request`, `fwd=method`, ...).
     pub fn forward(
-        fwd: &'static str,
+        fwd: ForwardReason,
         status: StatusCode,
         detail: Option<&str>,
         stored: bool,
@@ -151,7 +151,7 @@ impl CacheStatus {
     pub fn error(status: StatusCode) -> Self {
         CacheStatus {
             hit: false,
-            fwd: Some("miss"),
+            fwd: Some(ForwardReason::Miss),
             fwd_status: None,
             ttl: None,
             stored: false,
@@ -164,10 +164,7 @@ impl CacheStatus {
     /// The member as a field value, rendered into one buffer the value then owns
     /// (no second copy); `None` only if a detail held bytes a field cannot.
     pub fn to_header_value(&self) -> Option<HeaderValue> {
-        use std::fmt::Write;
-        let mut out = String::with_capacity(64);
-        write!(out, "{self}").ok()?;
-        HeaderValue::from_maybe_shared(Bytes::from(out)).ok()
+        Some(self.member().to_header_value())
     }
 
     /// The label this answer is counted under in `herdguard_proxy_requests_total`.
@@ -176,30 +173,33 @@ impl CacheStatus {
     }
 }
 
-impl fmt::Display for CacheStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(NAME)?;
+impl CacheStatus {
+    /// The member in RFC 9211 form; `herdguard-http` does the structured-field
+    /// serialization (token or quoted string, escaping).
+    fn member(&self) -> HttpCacheStatus {
+        let mut m = HttpCacheStatus::new(NAME);
         if self.hit {
-            f.write_str("; hit")?;
+            m = m.hit();
         }
         if let Some(fwd) = self.fwd {
-            write!(f, "; fwd={fwd}")?;
+            m = m.forwarded(fwd);
         }
-        if let Some(s) = self.fwd_status {
-            write!(f, "; fwd-status={s}")?;
-        }
-        if self.stored {
-            f.write_str("; stored")?;
-        }
-        if self.collapsed {
-            f.write_str("; collapsed")?;
+        if let Some(status) = self.fwd_status {
+            m = m.fwd_status(status);
         }
         if let Some(ttl) = self.ttl {
-            write!(f, "; ttl={ttl}")?;
+            m = m.ttl(ttl);
         }
-        if let Some(d) = &self.detail {
-            write!(f, "; detail={d}")?;
+        m = m.stored(self.stored).collapsed(self.collapsed);
+        if let Some(detail) = &self.detail {
+            m = m.detail(detail.clone());
         }
-        Ok(())
+        m
+    }
+}
+
+impl fmt::Display for CacheStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.member().fmt(f)
     }
 }

@@ -20,7 +20,7 @@ use crate::rules::{self, Rules};
 use crate::stats::Stats;
 use herdguard_http::invalidate::is_safe_method;
 use herdguard_http::revalidate::{self, EntityTag};
-use herdguard_http::{decide, Decision, RequestDirectives, Vary};
+use herdguard_http::{decide, Decision, ForwardReason, RequestDirectives, Vary};
 
 /// The body type the proxy answers with.
 pub type Body = Full<Bytes>;
@@ -441,7 +441,8 @@ impl Proxy {
         match self.origin.fetch(method, pq, headers, Bytes::new()).await {
             Ok(f) => {
                 self.stats.count("bypass");
-                let status = CacheStatus::forward("request", f.status, Some(why), false, false);
+                let status =
+                    CacheStatus::forward(ForwardReason::Request, f.status, Some(why), false, false);
                 finish(f.status, f.headers, f.body, None, &status, head)
             }
             Err(e) => {
@@ -477,7 +478,8 @@ impl Proxy {
                     }
                 }
                 self.stats.count("bypass");
-                let status = CacheStatus::forward("method", f.status, None, false, false);
+                let status =
+                    CacheStatus::forward(ForwardReason::Method, f.status, None, false, false);
                 finish(f.status, f.headers, f.body, None, &status, false)
             }
             Err(e) => {
@@ -562,8 +564,13 @@ impl Proxy {
             Error::Origin(e) | Error::RecentlyFailed(e) => match e.downcast_ref::<OriginError>() {
                 Some(OriginError::ServerError(f)) => {
                     self.stats.count("error");
-                    let status =
-                        CacheStatus::forward("miss", f.status, Some("origin-error"), false, false);
+                    let status = CacheStatus::forward(
+                        ForwardReason::Miss,
+                        f.status,
+                        Some("origin-error"),
+                        false,
+                        false,
+                    );
                     finish(
                         f.status,
                         f.headers.clone(),
@@ -596,8 +603,13 @@ impl Proxy {
         match e {
             OriginError::ServerError(f) => {
                 self.stats.count("error");
-                let status =
-                    CacheStatus::forward("miss", f.status, Some("origin-error"), false, false);
+                let status = CacheStatus::forward(
+                    ForwardReason::Miss,
+                    f.status,
+                    Some("origin-error"),
+                    false,
+                    false,
+                );
                 finish(f.status, f.headers, f.body, None, &status, head)
             }
             OriginError::Timeout(d) => self.gateway(
