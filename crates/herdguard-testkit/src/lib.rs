@@ -40,6 +40,8 @@ impl RedisServer {
         std::fs::create_dir_all(&dir)?;
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            // DEBUG SLEEP pauses the server in fault tests; from loopback only.
+            .args(["--enable-debug-command", "local"])
             .arg("--dir")
             .arg(&dir)
             .stdout(Stdio::null())
