@@ -84,7 +84,17 @@ enum State {
 #[derive(Debug)]
 pub(crate) struct Breaker {
     config: BreakerConfig,
-    state: Mutex<State>,
+    state: Mutex<Phase>,
+}
+
+/// The state, and how many times the breaker has tripped: a permit remembers
+/// the trip count it was granted under, so the report of a load that started
+/// before the breaker opened (a late success, say) cannot close it — only its
+/// half-open probes can.
+#[derive(Debug)]
+struct Phase {
+    state: State,
+    trips: u64,
 }
 
 /// The right to make one origin call. Dropped without a verdict (the load was
@@ -94,6 +104,7 @@ pub(crate) struct Breaker {
 pub(crate) struct Permit<'a> {
     breaker: &'a Breaker,
     acquired_at: Timestamp,
+    trips: u64,
     reported: bool,
 }
 
@@ -101,14 +112,18 @@ impl Breaker {
     pub(crate) fn new(config: BreakerConfig) -> Self {
         Breaker {
             config,
-            state: Mutex::new(State::Closed { failures: 0 }),
+            state: Mutex::new(Phase {
+                state: State::Closed { failures: 0 },
+                trips: 0,
+            }),
         }
     }
 
     /// A permit to call the origin, or `None` while the breaker is open (or
     /// half-open with all probes out).
     pub(crate) fn try_acquire(&self, now: Timestamp) -> Option<Permit<'_>> {
-        let mut state = self.state.lock();
+        let mut phase = self.state.lock();
+        let state = &mut phase.state;
         match *state {
             State::Closed { .. } => {}
             State::Open { until } if now >= until => *state = State::HalfOpen { probes: 1 },
@@ -121,30 +136,37 @@ impl Breaker {
         Some(Permit {
             breaker: self,
             acquired_at: now,
+            trips: phase.trips,
             reported: false,
         })
     }
 
-    fn record(&self, now: Timestamp, success: bool) {
-        let mut state = self.state.lock();
-        *state = match (&*state, success) {
+    fn record(&self, now: Timestamp, success: bool, trips: u64) {
+        let mut phase = self.state.lock();
+        let current = trips == phase.trips;
+        let next = match (&phase.state, success) {
+            // Only a load granted since the last trip speaks for the origin now:
+            // one that started before the breaker opened cannot close it (nor
+            // reopen a half-open one).
+            (State::Open { .. } | State::HalfOpen { .. }, _) if !current => return,
             (_, true) => State::Closed { failures: 0 },
             (State::Closed { failures }, false) if failures + 1 < self.config.failure_threshold => {
                 State::Closed {
                     failures: failures + 1,
                 }
             }
-            // A late failure report from a load started before the breaker opened
-            // does not extend the open period.
-            (State::Open { until }, false) => State::Open { until: *until },
-            (_, false) => State::Open {
-                until: now.saturating_add(self.config.open_for),
-            },
+            (_, false) => {
+                phase.trips += 1;
+                State::Open {
+                    until: now.saturating_add(self.config.open_for),
+                }
+            }
         };
+        phase.state = next;
     }
 
     pub(crate) fn state(&self) -> BreakerState {
-        match *self.state.lock() {
+        match self.state.lock().state {
             State::Closed { .. } => BreakerState::Closed,
             State::Open { .. } => BreakerState::Open,
             State::HalfOpen { .. } => BreakerState::HalfOpen,
@@ -156,7 +178,7 @@ impl Permit<'_> {
     /// Reports the load's result.
     pub(crate) fn report(mut self, now: Timestamp, success: bool) {
         self.reported = true;
-        self.breaker.record(now, success);
+        self.breaker.record(now, success, self.trips);
     }
 }
 
@@ -164,7 +186,7 @@ impl Drop for Permit<'_> {
     fn drop(&mut self) {
         if !self.reported {
             // No clock here: the open period counts from when the load started.
-            self.breaker.record(self.acquired_at, false);
+            self.breaker.record(self.acquired_at, false, self.trips);
         }
     }
 }
@@ -219,6 +241,36 @@ mod tests {
         b.try_acquire(at(0)).unwrap().report(at(0), false);
         drop(b.try_acquire(at(10)).unwrap());
         assert_eq!(b.state(), BreakerState::Open);
+    }
+
+    #[test]
+    fn a_late_success_from_before_the_trip_does_not_close_an_open_breaker() {
+        let b = Breaker::new(BreakerConfig::new(1, Duration::from_secs(10)));
+        let slow = b.try_acquire(at(0)).unwrap(); // a long load starts
+        b.try_acquire(at(1)).unwrap().report(at(1), false); // another fails: open
+        assert_eq!(b.state(), BreakerState::Open);
+        slow.report(at(2), true); // the long one succeeds late
+        assert_eq!(b.state(), BreakerState::Open, "closed by a stale success");
+        assert!(b.try_acquire(at(5)).is_none());
+        // Nor does it close the half-open breaker that follows: only its probe may.
+        let stale = b.try_acquire(at(0)); // (none can be had while open)
+        assert!(stale.is_none());
+        let probe = b.try_acquire(at(11)).unwrap();
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+        probe.report(at(11), true);
+        assert_eq!(b.state(), BreakerState::Closed);
+    }
+
+    #[test]
+    fn a_late_failure_from_before_the_trip_does_not_reopen_a_half_open_breaker() {
+        let b = Breaker::new(BreakerConfig::new(1, Duration::from_secs(10)));
+        let slow = b.try_acquire(at(0)).unwrap();
+        b.try_acquire(at(1)).unwrap().report(at(1), false);
+        let probe = b.try_acquire(at(11)).unwrap();
+        slow.report(at(12), false);
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+        probe.report(at(12), true);
+        assert_eq!(b.state(), BreakerState::Closed);
     }
 
     #[test]
