@@ -111,8 +111,8 @@ pub enum Client {
 
 /// `fleet`'s bound on one Redis operation in the store-outage scenario.
 const OUTAGE_OP_TIMEOUT: Duration = Duration::from_millis(100);
-/// How long `fleet` runs in-process only after a store error in that scenario.
-const OUTAGE_RETRY_AFTER: Duration = Duration::from_millis(500);
+/// How often `fleet`'s background probe pings a degraded Redis in that scenario.
+const OUTAGE_PROBE_INTERVAL: Duration = Duration::from_millis(200);
 
 /// First poll of a classic lock loser, doubled after each miss.
 const CLASSIC_FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -153,7 +153,7 @@ impl Client {
                     // Short settings so the outage costs little and recovery shows
                     // within the run.
                     redis_config = redis_config.op_timeout(OUTAGE_OP_TIMEOUT);
-                    builder = builder.shared_store_retry_after(OUTAGE_RETRY_AFTER);
+                    builder = builder.shared_store_probe_interval(OUTAGE_PROBE_INTERVAL);
                 }
                 let remote = herdguard_redis::RedisRemote::<String, String>::connect(redis_config)
                     .await

@@ -117,7 +117,10 @@ fn main() {
                 tokio::spawn(async move {
                     for i in (t..KEYS).step_by(CONCURRENCY) {
                         let entry = Entry::new("x".repeat(VALUE_BYTES), meta);
-                        remote.put(&key(i), None, &entry).await.expect("prefill");
+                        remote
+                            .put(&key(i), None, &entry, Duration::from_secs(600))
+                            .await
+                            .expect("prefill");
                     }
                 })
             })
@@ -143,7 +146,7 @@ fn main() {
             let r = r.clone();
             async move {
                 let e = r.get(&key(i)).await.expect("get");
-                assert!(e.is_some(), "prefilled key {i} present");
+                assert!(e.entry.is_some(), "prefilled key {i} present");
             }
         })
         .await;

@@ -1,5 +1,7 @@
-//! The bytes stored in Redis for one entry: a format byte, then a postcard
-//! header (times, Δ, version), then the postcard-encoded value.
+//! The bytes stored in Redis for one entry: a format byte, the version as
+//! twenty ASCII digits (written by the write script itself, which alone knows
+//! the version its write gives the key), a postcard header (times, Δ), then the
+//! postcard-encoded value. And the marker a load that stored nothing leaves.
 //!
 //! The format byte comes first and outside postcard so that an entry written
 //! by another release of this crate is refused as a codec error before any
@@ -7,13 +9,16 @@
 
 use std::time::Duration;
 
-use herdguard::{Entry, EntryMeta, RemoteError, Timestamp};
+use herdguard::{Entry, EntryMeta, Marker, RemoteError, Timestamp};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 /// The current layout. Bump it whenever the header or its meaning changes.
-pub(crate) const FORMAT: u8 = 1;
+pub(crate) const FORMAT: u8 = 2;
 
-/// The entry's facts, as stored.
+/// Width of the version field, after the format byte.
+pub(crate) const VERSION_DIGITS: usize = 20;
+
+/// The entry's facts, as stored (the version is outside: see the module docs).
 #[derive(Serialize, Deserialize, Debug, PartialEq, Eq)]
 struct Header {
     created_unix_nanos: u64,
@@ -21,15 +26,15 @@ struct Header {
     swr_nanos: u64,
     sie_nanos: u64,
     load_nanos: u64,
-    version: u64,
 }
 
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// Encodes `entry` with `version` in place of its own (the version the write
-/// will give the key), refusing results over `limit` bytes.
+/// Encodes `entry` with `version` in its version field (the write script
+/// replaces it with the version its write gives the key), refusing results
+/// over `limit` bytes.
 pub(crate) fn encode<V: Serialize>(
     entry: &Entry<V>,
     version: u64,
@@ -42,9 +47,9 @@ pub(crate) fn encode<V: Serialize>(
         swr_nanos: nanos(meta.stale_while_revalidate),
         sie_nanos: nanos(meta.stale_if_error),
         load_nanos: nanos(meta.load_duration),
-        version,
     };
     let mut out = vec![FORMAT];
+    out.extend_from_slice(format!("{version:0width$}", width = VERSION_DIGITS).as_bytes());
     out = postcard::to_extend(&header, out)
         .map_err(|e| RemoteError::Codec(format!("header: {e}")))?;
     out = postcard::to_extend(entry.value(), out)
@@ -68,6 +73,14 @@ pub(crate) fn decode<V: DeserializeOwned>(bytes: &[u8]) -> Result<Entry<V>, Remo
             "entry format {format}, this build reads format {FORMAT}"
         )));
     }
+    let (digits, rest) = rest
+        .split_at_checked(VERSION_DIGITS)
+        .ok_or_else(|| RemoteError::Codec("truncated version".to_string()))?;
+    let version = std::str::from_utf8(digits)
+        .ok()
+        .filter(|d| d.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|d| d.parse::<u64>().ok())
+        .ok_or_else(|| RemoteError::Codec("version is not 20 digits".to_string()))?;
     let (header, rest) = postcard::take_from_bytes::<Header>(rest)
         .map_err(|e| RemoteError::Codec(format!("header: {e}")))?;
     let (value, trailing) = postcard::take_from_bytes::<V>(rest)
@@ -86,9 +99,30 @@ pub(crate) fn decode<V: DeserializeOwned>(bytes: &[u8]) -> Result<Entry<V>, Remo
             stale_while_revalidate: Duration::from_nanos(header.swr_nanos),
             stale_if_error: Duration::from_nanos(header.sie_nanos),
             load_duration: Duration::from_nanos(header.load_nanos),
-            version: header.version,
+            version,
         },
     ))
+}
+
+/// The stored form of a marker: one kind byte, then a failure's text.
+pub(crate) fn encode_marker(marker: &Marker) -> Vec<u8> {
+    match marker {
+        Marker::Failed(text) => [b"F", text.as_bytes()].concat(),
+        Marker::Uncacheable => b"U".to_vec(),
+        Marker::LocalOnly => b"L".to_vec(),
+        // A marker this build does not know is not stored: waiters then poll.
+        _ => Vec::new(),
+    }
+}
+
+/// A marker from its stored form; anything else is no marker.
+pub(crate) fn decode_marker(bytes: &[u8]) -> Option<Marker> {
+    match bytes.split_first()? {
+        (b'F', text) => Some(Marker::Failed(String::from_utf8_lossy(text).into_owned())),
+        (b'U', []) => Some(Marker::Uncacheable),
+        (b'L', []) => Some(Marker::LocalOnly),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -137,7 +171,13 @@ mod tests {
     fn garbage_and_truncation_are_codec_errors() {
         assert!(matches!(decode::<String>(&[]), Err(RemoteError::Codec(_))));
         assert!(matches!(
-            decode::<String>(b"\x01\xff\xff\xff"),
+            decode::<String>(b"\x02\xff\xff\xff"),
+            Err(RemoteError::Codec(_))
+        ));
+        let mut bad_digits = encode(&entry("x"), 1, 1024).unwrap();
+        bad_digits[5] = b'x';
+        assert!(matches!(
+            decode::<String>(&bad_digits),
             Err(RemoteError::Codec(_))
         ));
         let bytes = encode(&entry("a longer value"), 1, 1024).unwrap();
@@ -153,6 +193,20 @@ mod tests {
             decode::<String>(&extra),
             Err(RemoteError::Codec(_))
         ));
+    }
+
+    #[test]
+    fn markers_round_trip_and_unknown_bytes_are_no_marker() {
+        for m in [
+            Marker::Failed("origin said 503".to_string()),
+            Marker::Uncacheable,
+            Marker::LocalOnly,
+        ] {
+            assert_eq!(decode_marker(&encode_marker(&m)), Some(m));
+        }
+        for junk in [&b""[..], b"X", b"U1", b"Lx"] {
+            assert_eq!(decode_marker(junk), None, "{junk:?}");
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! Redis key names of one cache key: value, lease, version and "ready" channel
-//! all share one Redis Cluster hash tag `{…}`, so the scripts that touch them
-//! together run on one node.
+//! Redis key names of one cache key: value, lease, version and marker all
+//! share one Redis Cluster hash tag `{…}`, so the scripts that touch them
+//! together run on one node. Changes of every key are announced on one channel
+//! per prefix, naming the key by its tag.
 
 use std::fmt::Write as _;
 
@@ -13,8 +14,10 @@ pub(crate) struct KeyNames {
     pub(crate) lease: String,
     /// The version counter (the fencing token).
     pub(crate) version: String,
-    /// The pub/sub channel of "ready" notifications.
-    pub(crate) channel: String,
+    /// The marker a load that stored nothing leaves for the fleet.
+    pub(crate) marker: String,
+    /// The key's text inside the hash tag, as change notices name it.
+    pub(crate) tag: String,
 }
 
 impl KeyNames {
@@ -26,9 +29,37 @@ impl KeyNames {
             value: format!("{base}:v"),
             lease: format!("{base}:lease"),
             version: format!("{base}:ver"),
-            channel: format!("{base}:ready"),
+            marker: format!("{base}:m"),
+            tag,
         }
     }
+}
+
+/// The channel on which every change of the keys under `prefix` is announced.
+pub(crate) fn change_channel(prefix: &str) -> String {
+    format!("{prefix}:changes")
+}
+
+/// The key's text from its tag, or `None` when the tag is not one `escape` made.
+pub(crate) fn unescape(tag: &str) -> Option<String> {
+    if !tag.contains('%') {
+        return Some(tag.to_string());
+    }
+    let mut out = String::with_capacity(tag.len());
+    let mut rest = tag;
+    while let Some(i) = rest.find('%') {
+        out.push_str(&rest[..i]);
+        let c = match rest.get(i + 1..i + 3)? {
+            "25" => '%',
+            "7B" => '{',
+            "7D" => '}',
+            _ => return None,
+        };
+        out.push(c);
+        rest = &rest[i + 3..];
+    }
+    out.push_str(rest);
+    Some(out)
 }
 
 /// Percent-encodes `%`, `{` and `}`: a brace inside the tag would end it early
@@ -61,7 +92,19 @@ mod tests {
         assert_eq!(k.value, "hg:{user:42}:v");
         assert_eq!(k.lease, "hg:{user:42}:lease");
         assert_eq!(k.version, "hg:{user:42}:ver");
-        assert_eq!(k.channel, "hg:{user:42}:ready");
+        assert_eq!(k.marker, "hg:{user:42}:m");
+        assert_eq!(k.tag, "user:42");
+        assert_eq!(change_channel("hg"), "hg:changes");
+    }
+
+    #[test]
+    fn unescape_inverts_escape_and_refuses_what_escape_never_makes() {
+        for raw in ["plain", "a}b{c", "100%", "%7D", "{}%{}", "", "naïve 😀"] {
+            assert_eq!(unescape(&escape(raw)).as_deref(), Some(raw), "{raw:?}");
+        }
+        for bad in ["%", "%7", "%41", "%zz", "a%"] {
+            assert_eq!(unescape(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -5,9 +5,11 @@
 //! [`RedisRemote`] implements [`herdguard::Remote`]: entries live in Redis in a
 //! compact versioned envelope, the right to load a key is a lease
 //! (`SET NX PX` with a unique token, renewed and released by compare-and-set
-//! scripts), and the write of a load is fenced on the key's version, so an
-//! invalidation or a newer write anywhere voids a load in flight. Waiters wake
-//! through one pub/sub connection per remote.
+//! scripts), and the write of a load is fenced on the key's version — which
+//! every lease grant, write and invalidation advances — so a holder whose lease
+//! lapsed, an invalidation or a newer write anywhere voids a load in flight.
+//! Every change is announced on one channel per prefix: waiters wake, and
+//! every process evicts its older copy.
 //!
 //! ```no_run
 //! use herdguard::Cache;
@@ -28,9 +30,11 @@
 //! - [`config`](RedisConfig): settings and setup errors.
 //! - `remote`: [`RedisRemote`], each `Remote` method as one bounded Redis call.
 //! - `scripts`: the Lua scripts (lease, renew, release, fenced write, invalidate).
-//! - `notify`: the pub/sub hub — one connection, ref-counted channels, resubscribe on reconnect.
-//! - `envelope`: the stored bytes of an entry (format byte, header, value).
-//! - `keys`: key and channel names under one Redis Cluster hash tag.
+//! - `feed`: the change feed — one pub/sub connection, pinged, reconnected; wakes
+//!   local watchers and tells the caches what changed.
+//! - `envelope`: the stored bytes of an entry (format byte, version, header,
+//!   value) and of a marker.
+//! - `keys`: key names under one Redis Cluster hash tag, and the change channel.
 //!
 //! The `herdguard-redis-worker` binary is a test and benchmark helper: one
 //! process of a fleet (see `tests/fleet.rs`).
@@ -39,8 +43,8 @@
 
 mod config;
 mod envelope;
+mod feed;
 mod keys;
-mod notify;
 mod remote;
 mod scripts;
 

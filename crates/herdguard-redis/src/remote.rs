@@ -2,50 +2,58 @@
 
 use std::fmt::Display;
 use std::marker::PhantomData;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::str::FromStr;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
-use herdguard::{BoxFuture, Entry, Lease, Notified, PutOutcome, Remote, RemoteError, Timestamp};
+use herdguard::{
+    BoxFuture, ChangeListener, Entry, Lease, Marker, Notified, PutOutcome, Remote, RemoteError,
+    Shared,
+};
 use redis::aio::ConnectionManager;
-use redis::{AsyncCommands, RedisError};
+use redis::RedisError;
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::config::{RedisConfig, RedisSetupError};
 use crate::envelope;
-use crate::keys::KeyNames;
-use crate::notify::Hub;
+use crate::feed::{Event, Feed};
+use crate::keys::{change_channel, unescape, KeyNames};
 use crate::scripts::Scripts;
 
-/// How long a key's version counter outlives its last write or invalidation.
-/// It must outlast any load in flight: were it to vanish, the count would
-/// restart and a late write fenced on an old version could match again.
+/// How long a key's version counter outlives its last change. Should it expire
+/// anyway, it restarts from the server's clock, never below an older version.
 const VERSION_TTL: Duration = Duration::from_secs(24 * 3600);
 
-/// How many times an unleased write (an explicit insert) re-reads the version
-/// after losing a race, before writing regardless of it.
-const INSERT_ATTEMPTS: usize = 4;
+/// How many undecodable keys are remembered, so each is logged once.
+const LOGGED_KEYS: usize = 1024;
 
-/// A fleet's shared tier and lease coordinator, on one Redis server.
+/// A fleet's shared tier, lease coordinator and change feed, on one Redis server.
 ///
 /// All operations go over one multiplexed connection (reconnected by redis-rs's
-/// `ConnectionManager`), each bounded by `op_timeout`; notifications come over
-/// the remote's one pub/sub connection, shared by every key.
+/// `ConnectionManager`), each bounded by `op_timeout`; announcements come over
+/// the remote's one pub/sub connection, subscribed once to the prefix's change
+/// channel. Keys are named by their `Display` text and announced by it, so
+/// `K::from_str` must read back what `Display` wrote (as for `String` and the
+/// integers): that is how another process's change finds this process's copy.
 pub struct RedisRemote<K, V> {
     conn: ConnectionManager,
-    hub: Hub,
+    feed: Feed,
     scripts: Scripts,
     config: RedisConfig,
+    channel: String,
+    /// Keys whose undecodable entry was logged already (bounded).
+    logged: quick_cache::sync::Cache<String, ()>,
     _types: PhantomData<fn(K, V)>,
 }
 
 impl<K, V> RedisRemote<K, V>
 where
-    K: Display + Send + Sync + 'static,
+    K: Display + FromStr + Send + Sync + 'static,
     V: Serialize + DeserializeOwned + Send + Sync + 'static,
 {
     /// Validates the settings and URL, connects (within `connect_timeout`) and
-    /// starts the pub/sub subscriber task, so a misconfiguration or an
-    /// unreachable server shows up here, once, not as a stream of degraded calls.
+    /// subscribes to the change feed, so a misconfiguration or an unreachable
+    /// server shows up here, once, not as a stream of degraded calls.
     pub async fn connect(config: RedisConfig) -> Result<Arc<Self>, RedisSetupError> {
         config.validate()?;
         let client =
@@ -70,16 +78,29 @@ where
         .await
         .map_err(|_| unreachable(format!("no connection within {deadline:?}")))?
         .map_err(|e| unreachable(e.to_string()))?;
-        let pubsub = tokio::time::timeout(deadline, client.get_async_pubsub())
+        let channel = change_channel(&config.prefix);
+        let mut pubsub = tokio::time::timeout(deadline, client.get_async_pubsub())
             .await
             .map_err(|_| unreachable(format!("no pub/sub connection within {deadline:?}")))?
             .map_err(|e| unreachable(e.to_string()))?;
-        let hub = Hub::start(client, pubsub, config.op_timeout, config.connect_timeout);
+        tokio::time::timeout(deadline, pubsub.subscribe(&channel))
+            .await
+            .map_err(|_| unreachable(format!("SUBSCRIBE not acknowledged within {deadline:?}")))?
+            .map_err(|e| unreachable(e.to_string()))?;
+        let feed = Feed::start(
+            client,
+            pubsub,
+            channel.clone(),
+            config.op_timeout,
+            config.connect_timeout,
+        );
         Ok(Arc::new(RedisRemote {
             conn,
-            hub,
+            feed,
             scripts: Scripts::new(),
             config,
+            channel,
+            logged: quick_cache::sync::Cache::new(LOGGED_KEYS),
             _types: PhantomData,
         }))
     }
@@ -87,6 +108,16 @@ where
     /// The settings it runs with.
     pub fn config(&self) -> &RedisConfig {
         &self.config
+    }
+
+    /// Whether the change feed is subscribed and answering pings now.
+    pub fn feed_live(&self) -> bool {
+        self.feed.live()
+    }
+
+    /// Announcements on the change channel that did not parse (and were dropped).
+    pub fn feed_rejected(&self) -> u64 {
+        self.feed.rejected()
     }
 
     fn names(&self, key: &K) -> KeyNames {
@@ -109,91 +140,64 @@ where
         }
     }
 
-    /// Milliseconds for the value's expiry in Redis: until the end of its last
-    /// stale window (a stale copy may still serve SWR or SIE), at least 1 ms.
-    fn value_px(entry: &Entry<V>) -> u64 {
-        let meta = entry.meta();
-        let end = entry
-            .expires_at()
-            .saturating_add(meta.stale_while_revalidate.max(meta.stale_if_error));
-        let now = match SystemTime::now().duration_since(UNIX_EPOCH) {
-            Ok(d) => Timestamp::from_unix_nanos(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
-            Err(_) => Timestamp::EPOCH,
-        };
-        let left = end.saturating_duration_since(now);
-        u64::try_from(left.as_millis()).unwrap_or(u64::MAX).max(1)
+    fn millis(d: Duration) -> u64 {
+        u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
     }
 
     fn version_px(value_px: u64) -> u64 {
-        value_px.max(VERSION_TTL.as_millis() as u64)
+        value_px.max(Self::millis(VERSION_TTL))
     }
 
-    /// Runs the write script; `expected` is `None` for a write regardless of version.
-    async fn write(
-        &self,
-        names: &KeyNames,
-        expected: Option<u64>,
-        payload: &[u8],
-        px: u64,
-    ) -> Result<(bool, u64), RemoteError> {
-        let mut conn = self.conn.clone();
-        let expected = expected.map(|v| v.to_string()).unwrap_or_default();
-        let (stored, version): (i64, u64) = self
-            .op(
-                "write",
-                self.scripts
-                    .put
-                    .key(&names.value)
-                    .key(&names.version)
-                    .arg(expected)
-                    .arg(payload)
-                    .arg(px)
-                    .arg(&names.channel)
-                    .arg(Self::version_px(px))
-                    .invoke_async(&mut conn),
-            )
-            .await?;
-        Ok((stored == 1, version))
-    }
-
-    async fn put_unleased(
-        &self,
-        names: &KeyNames,
-        entry: &Entry<V>,
-    ) -> Result<PutOutcome, RemoteError> {
-        let px = Self::value_px(entry);
-        let mut conn = self.conn.clone();
-        let current: Option<u64> = self.op("GET version", conn.get(&names.version)).await?;
-        let mut current = current.unwrap_or(0);
-        // Fenced on the version just read, so the stored envelope carries the
-        // exact version the write gives the key; a racing writer makes us retry.
-        for _ in 0..INSERT_ATTEMPTS {
-            let payload = envelope::encode(entry, current + 1, self.config.max_value_bytes)?;
-            let (stored, version) = self.write(names, Some(current), &payload, px).await?;
-            if stored {
-                return Ok(PutOutcome::Stored);
-            }
-            current = version;
+    /// Logs an undecodable entry once per key (by a hash: keys may be private).
+    fn undecodable(&self, names: &KeyNames, error: &RemoteError) {
+        if self.logged.get(&names.value).is_none() {
+            self.logged.insert(names.value.clone(), ());
+            tracing::warn!(
+                key_hash = %format_args!("{:016x}", fxhash(&names.value)),
+                error = %error,
+                "herdguard-redis: undecodable entry, treated as a miss and overwritten by the next load"
+            );
         }
-        // Heavy contention: write anyway (an insert always wins); the envelope's
-        // version may then lag the key's by the writes that raced it.
-        let payload = envelope::encode(entry, current + 1, self.config.max_value_bytes)?;
-        self.write(names, None, &payload, px).await?;
-        Ok(PutOutcome::Stored)
     }
+}
+
+/// A stable 64-bit hash (FNV-1a) of a key name, for logs.
+fn fxhash(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 impl<K, V> Remote<K, V> for RedisRemote<K, V>
 where
-    K: Display + Send + Sync + 'static,
+    K: Display + FromStr + Send + Sync + 'static,
     V: Serialize + DeserializeOwned + Send + Sync + 'static,
 {
-    fn get<'a>(&'a self, key: &'a K) -> BoxFuture<'a, Result<Option<Entry<V>>, RemoteError>> {
+    fn get<'a>(&'a self, key: &'a K) -> BoxFuture<'a, Result<Shared<V>, RemoteError>> {
         Box::pin(async move {
             let names = self.names(key);
             let mut conn = self.conn.clone();
-            let bytes: Option<Vec<u8>> = self.op("GET", conn.get(&names.value)).await?;
-            bytes.map(|b| envelope::decode(&b)).transpose()
+            // One round trip; a key holding another type reads as nothing.
+            let (value, marker): (Option<Vec<u8>>, Option<Vec<u8>>) = self
+                .op(
+                    "MGET",
+                    redis::cmd("MGET")
+                        .arg(&names.value)
+                        .arg(&names.marker)
+                        .query_async(&mut conn),
+                )
+                .await?;
+            let entry = match value.map(|b| envelope::decode(&b)).transpose() {
+                Ok(entry) => entry,
+                Err(e) => {
+                    self.undecodable(&names, &e);
+                    return Err(e);
+                }
+            };
+            Ok(Shared {
+                entry,
+                marker: marker.and_then(|m| envelope::decode_marker(&m)),
+            })
         })
     }
 
@@ -210,7 +214,8 @@ where
                         .key(&names.lease)
                         .key(&names.version)
                         .arg(&token)
-                        .arg(self.config.lease_ttl.as_millis() as u64)
+                        .arg(Self::millis(self.config.lease_ttl))
+                        .arg(Self::millis(VERSION_TTL))
                         .invoke_async(&mut conn),
                 )
                 .await?;
@@ -233,7 +238,7 @@ where
                         .renew
                         .key(&names.lease)
                         .arg(&lease.token)
-                        .arg(self.config.lease_ttl.as_millis() as u64)
+                        .arg(Self::millis(self.config.lease_ttl))
                         .invoke_async(&mut conn),
                 )
                 .await?;
@@ -245,18 +250,26 @@ where
         &'a self,
         key: &'a K,
         lease: &'a Lease,
+        marker: Option<(&'a Marker, Duration)>,
     ) -> BoxFuture<'a, Result<(), RemoteError>> {
         Box::pin(async move {
             let names = self.names(key);
             let mut conn = self.conn.clone();
+            let (bytes, ttl) = marker
+                .map(|(m, ttl)| (envelope::encode_marker(m), Self::millis(ttl)))
+                .unwrap_or((Vec::new(), 1));
             let _: i64 = self
                 .op(
                     "release",
                     self.scripts
                         .release
                         .key(&names.lease)
+                        .key(&names.marker)
                         .arg(&lease.token)
-                        .arg(&names.channel)
+                        .arg(&self.channel)
+                        .arg(&names.tag)
+                        .arg(bytes)
+                        .arg(ttl)
                         .invoke_async(&mut conn),
                 )
                 .await?;
@@ -264,8 +277,8 @@ where
         })
     }
 
-    fn subscribe<'a>(&'a self, key: &'a K) -> BoxFuture<'a, Result<Notified, RemoteError>> {
-        Box::pin(async move { self.hub.subscribe(&self.names(key).channel).await })
+    fn watch(&self, key: &K) -> Notified {
+        self.feed.watch(&self.names(key).tag)
     }
 
     fn put<'a>(
@@ -273,47 +286,100 @@ where
         key: &'a K,
         lease: Option<&'a Lease>,
         entry: &'a Entry<V>,
+        retain: Duration,
     ) -> BoxFuture<'a, Result<PutOutcome, RemoteError>> {
         Box::pin(async move {
             let names = self.names(key);
-            let Some(lease) = lease else {
-                return self.put_unleased(&names, entry).await;
+            // The script writes the version its write gives the key into the
+            // envelope; what is encoded here is a placeholder.
+            let payload = envelope::encode(entry, 0, self.config.max_value_bytes)?;
+            let px = Self::millis(retain);
+            let mut conn = self.conn.clone();
+            let (expected, token) = match lease {
+                Some(l) => (l.version.to_string(), l.token.as_str()),
+                None => (String::new(), ""),
             };
-            // The stored entry carries the version its write gives the key:
-            // the fenced write moves it from lease.version to lease.version + 1.
-            let payload = envelope::encode(entry, lease.version + 1, self.config.max_value_bytes)?;
-            let (stored, _) = self
-                .write(&names, Some(lease.version), &payload, Self::value_px(entry))
+            let (stored, version): (i64, u64) = self
+                .op(
+                    "write",
+                    self.scripts
+                        .put
+                        .key(&names.value)
+                        .key(&names.version)
+                        .key(&names.lease)
+                        .key(&names.marker)
+                        .arg(expected)
+                        .arg(token)
+                        .arg(payload)
+                        .arg(px)
+                        .arg(&self.channel)
+                        .arg(Self::version_px(px))
+                        .arg(&names.tag)
+                        .invoke_async(&mut conn),
+                )
                 .await?;
-            Ok(if stored {
-                PutOutcome::Stored
+            Ok(if stored == 1 {
+                PutOutcome::Stored { version }
             } else {
                 PutOutcome::Superseded
             })
         })
     }
 
-    fn invalidate<'a>(&'a self, key: &'a K) -> BoxFuture<'a, Result<(), RemoteError>> {
+    fn invalidate<'a>(&'a self, key: &'a K) -> BoxFuture<'a, Result<u64, RemoteError>> {
         Box::pin(async move {
             let names = self.names(key);
             let mut conn = self.conn.clone();
-            let _: u64 = self
-                .op(
-                    "invalidate",
-                    self.scripts
-                        .invalidate
-                        .key(&names.value)
-                        .key(&names.version)
-                        .arg(&names.channel)
-                        .arg(VERSION_TTL.as_millis() as u64)
-                        .invoke_async(&mut conn),
-                )
+            self.op(
+                "invalidate",
+                self.scripts
+                    .invalidate
+                    .key(&names.value)
+                    .key(&names.version)
+                    .key(&names.lease)
+                    .key(&names.marker)
+                    .arg(&self.channel)
+                    .arg(Self::millis(VERSION_TTL))
+                    .arg(&names.tag)
+                    .invoke_async(&mut conn),
+            )
+            .await
+        })
+    }
+
+    fn lease_ttl(&self) -> Duration {
+        self.config.lease_ttl
+    }
+
+    fn renews(&self) -> bool {
+        self.config.renew
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), RemoteError>> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let _: String = self
+                .op("PING", redis::cmd("PING").query_async(&mut conn))
                 .await?;
             Ok(())
         })
     }
 
-    fn renew_interval(&self) -> Option<Duration> {
-        self.config.renew.then(|| self.config.lease_ttl / 3)
+    fn listen(&self, listener: Weak<dyn ChangeListener<K>>) {
+        self.feed.listen(Box::new(move |event| {
+            let Some(listener) = listener.upgrade() else {
+                return;
+            };
+            match event {
+                Event::Changed { tag, version } => {
+                    // A tag that is not one of ours (another program's bytes,
+                    // another key type on the prefix) names no key of this cache.
+                    if let Some(key) = unescape(tag).and_then(|t| K::from_str(&t).ok()) {
+                        listener.changed(&key, version);
+                    }
+                }
+                Event::Resync => listener.resync(),
+            }
+        }));
     }
 }

@@ -3,64 +3,110 @@
 //! Each touches only keys of one hash tag (see `keys.rs`), so they also run on
 //! a Redis Cluster. `redis::Script` sends them by SHA and reloads them after a
 //! server restart (NOSCRIPT).
+//!
+//! **Versions.** Every lease grant, write and invalidation advances the key's
+//! version, so a lease's version is its fencing token. A missing version (it
+//! expired, or Redis restarted empty) starts from the server's clock in
+//! microseconds, never from zero: a lease or copy from before the restart then
+//! carries an older version than any the key will have again, so it cannot
+//! match by accident. (Versions stay below 2^53, exact in Lua's doubles, until
+//! the year 2255.)
+//!
+//! **Untrusted bytes.** A key may hold anything another program left there:
+//! reads go through `redis.pcall` and treat what they cannot use as absent,
+//! and every write overwrites whatever type the key had.
+//!
+//! **Announcements.** Writes, invalidations and lease releases publish
+//! `<kind> <version> <tag>` on the prefix's change channel (`w`rite,
+//! `i`nvalidate, `r`elease): waiters wake, other processes evict older copies.
 
 use redis::Script;
 
-/// Takes the lease if free and returns `{1, version}`, or `{0, 0}`.
-/// KEYS: lease, version. ARGV: token, ttl ms.
+/// Helpers every script starts with.
+const PRELUDE: &str = r"
+local function fmt(n) return string.format('%.0f', n) end
+local function version(k)
+  local raw = redis.pcall('GET', k)
+  local v = type(raw) == 'string' and tonumber(raw) or nil
+  if v then return v end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+local function bump(k, px)
+  local v = version(k) + 1
+  redis.call('SET', k, fmt(v), 'PX', px)
+  return v
+end
+local function holds(k, token)
+  return token ~= '' and redis.pcall('GET', k) == token
+end
+";
+
+/// Takes the lease if free and returns `{1, version}` (the grant advances the
+/// version), or `{0, 0}`. A lease key without an expiry was not written by a
+/// lease (bytes left by something else): it is cleared, not waited on forever.
+/// KEYS: lease, version. ARGV: token, lease ms, version ms.
 const LEASE: &str = r"
+if redis.call('PTTL', KEYS[1]) == -1 then redis.call('DEL', KEYS[1]) end
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return {1, tonumber(redis.call('GET', KEYS[2]) or '0')}
+  return {1, bump(KEYS[2], ARGV[3])}
 end
 return {0, 0}
 ";
 
 /// Extends the lease only if it is still ours (compare-and-pexpire).
-/// KEYS: lease. ARGV: token, ttl ms.
+/// KEYS: lease. ARGV: token, lease ms.
 const RENEW: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+if holds(KEYS[1], ARGV[1]) then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return 0
 ";
 
-/// Frees the lease only if it is still ours (compare-and-delete), and says so
-/// on the channel: waiters elsewhere try to take it at once instead of at their
-/// next safety poll (matters when the holder ends without a value).
-/// KEYS: lease. ARGV: token, channel.
+/// Frees the lease only if it is still ours (compare-and-delete), leaves the
+/// marker of a load that stored nothing, and announces the release: waiters
+/// elsewhere act at once instead of at their next safety poll.
+/// KEYS: lease, marker. ARGV: token, channel, tag, marker bytes or '', marker ms.
 const RELEASE: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('DEL', KEYS[1])
-  redis.call('PUBLISH', ARGV[2], 'released')
-  return 1
-end
-return 0
+if not holds(KEYS[1], ARGV[1]) then return 0 end
+redis.call('DEL', KEYS[1])
+if ARGV[4] ~= '' then redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[5]) end
+redis.call('PUBLISH', ARGV[2], 'r 0 ' .. ARGV[3])
+return 1
 ";
 
-/// Writes the entry if the version is still the expected one (any version
-/// when ARGV[1] is empty), bumps the version, notifies. Returns `{1, new}` or
-/// `{0, current}`.
-/// KEYS: value, version. ARGV: expected version or '', payload, value px,
-/// channel, version px.
+/// Writes the entry if the key is still at the expected version (any version
+/// when ARGV[1] is ''), gives the lease back if the token holds it (whatever
+/// the write decides), advances the version, splices it into the payload
+/// (bytes 2..21, twenty ASCII digits), clears the marker and announces.
+/// Returns `{1, new version}` or `{0, current version}`.
+/// KEYS: value, version, lease, marker. ARGV: expected version or '', token or
+/// '', payload, value ms, channel, version ms, tag.
 const PUT: &str = r"
-local cur = tonumber(redis.call('GET', KEYS[2]) or '0')
+local released = holds(KEYS[3], ARGV[2])
+if released then redis.call('DEL', KEYS[3]) end
+local cur = version(KEYS[2])
 if ARGV[1] ~= '' and cur ~= tonumber(ARGV[1]) then
+  if released then redis.call('PUBLISH', ARGV[5], 'r 0 ' .. ARGV[7]) end
   return {0, cur}
 end
-redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-local v = redis.call('INCR', KEYS[2])
-redis.call('PEXPIRE', KEYS[2], ARGV[5])
-redis.call('PUBLISH', ARGV[4], v)
+local v = cur + 1
+redis.call('SET', KEYS[2], fmt(v), 'PX', ARGV[6])
+local p = ARGV[3]
+redis.call('SET', KEYS[1], string.sub(p, 1, 1) .. string.format('%020.0f', v) .. string.sub(p, 22), 'PX', ARGV[4])
+redis.call('DEL', KEYS[4])
+redis.call('PUBLISH', ARGV[5], 'w ' .. fmt(v) .. ' ' .. ARGV[7])
 return {1, v}
 ";
 
-/// Deletes the entry, bumps the version (voiding every lease's fencing token),
-/// notifies. KEYS: value, version. ARGV: channel, version px.
+/// Deletes the entry, marker and lease, advances the version (voiding every
+/// load in flight's fencing token; a new load may start at once) and
+/// announces. Returns the new version.
+/// KEYS: value, version, lease, marker. ARGV: channel, version ms, tag.
 const INVALIDATE: &str = r"
-redis.call('DEL', KEYS[1])
-local v = redis.call('INCR', KEYS[2])
-redis.call('PEXPIRE', KEYS[2], ARGV[2])
-redis.call('PUBLISH', ARGV[1], v)
+redis.call('DEL', KEYS[1], KEYS[3], KEYS[4])
+local v = bump(KEYS[2], ARGV[2])
+redis.call('PUBLISH', ARGV[1], 'i ' .. fmt(v) .. ' ' .. ARGV[3])
 return v
 ";
 
@@ -75,12 +121,13 @@ pub(crate) struct Scripts {
 
 impl Scripts {
     pub(crate) fn new() -> Self {
+        let with_prelude = |body: &str| Script::new(&format!("{PRELUDE}{body}"));
         Scripts {
-            lease: Script::new(LEASE),
-            renew: Script::new(RENEW),
-            release: Script::new(RELEASE),
-            put: Script::new(PUT),
-            invalidate: Script::new(INVALIDATE),
+            lease: with_prelude(LEASE),
+            renew: with_prelude(RENEW),
+            release: with_prelude(RELEASE),
+            put: with_prelude(PUT),
+            invalidate: with_prelude(INVALIDATE),
         }
     }
 }

@@ -167,7 +167,12 @@ fn invalidation_during_a_load_voids_its_result() {
         assert_eq!(u(&r, "ok"), 4, "its own callers still get the value: {r}");
         assert_eq!(u(&r, "superseded"), 1, "the write was refused: {r}");
         assert!(
-            remote.get(&"inv".to_string()).await.unwrap().is_none(),
+            remote
+                .get(&"inv".to_string())
+                .await
+                .unwrap()
+                .entry
+                .is_none(),
             "not stored in Redis"
         );
 
@@ -183,6 +188,7 @@ fn invalidation_during_a_load_voids_its_result() {
                 .get(&"inv".to_string())
                 .await
                 .unwrap()
+                .entry
                 .unwrap()
                 .value(),
             "new"
@@ -229,7 +235,41 @@ fn late_writer_without_renewal_does_not_overwrite_the_newer_value() {
             .get(&"late".to_string())
             .await
             .unwrap()
+            .entry
             .expect("a stored value");
         assert_eq!(stored.value(), "newer");
     });
+}
+
+#[test]
+fn after_a_redis_restart_coordination_resumes_before_any_request_pays() {
+    let mut redis = RedisServer::start().unwrap();
+    let url = redis.url();
+    let mut workers: Vec<Worker> = (0..3)
+        .map(|_| Worker::start(&url, &["--callers", "8", "--loader-ms", "100"]))
+        .collect();
+    for w in &mut workers {
+        w.go("warm");
+    }
+    for w in &mut workers {
+        assert_eq!(u(&w.result(), "errors"), 0);
+    }
+    redis.restart().unwrap();
+    // Recovery is the background probe's job: within 1 s of Redis answering.
+    std::thread::sleep(Duration::from_millis(1000));
+    for w in &mut workers {
+        w.go("cold");
+    }
+    let results: Vec<_> = workers.iter_mut().map(Worker::result).collect();
+    for r in &results {
+        assert_eq!(u(r, "errors"), 0, "{r}");
+        assert_eq!(
+            u(r, "remote_errors"),
+            0,
+            "no request found Redis broken: {r}"
+        );
+    }
+    let loads: u64 = results.iter().map(|r| u(r, "local_loads")).sum();
+    assert_eq!(loads, 1, "one origin call for the fleet: {results:?}");
+    assert_eq!(count(&mut redis_conn(&url), "cold"), 1);
 }

@@ -74,7 +74,12 @@ async fn oversized_value_stays_in_process_and_is_counted() {
     assert_eq!(*v, big);
     assert_eq!(cache.metrics().remote_errors, 1);
     assert!(
-        remote.get(&"big".to_string()).await.unwrap().is_none(),
+        remote
+            .get(&"big".to_string())
+            .await
+            .unwrap()
+            .entry
+            .is_none(),
         "not in Redis"
     );
     // Kept in L1: the next call is a hit.
@@ -100,8 +105,12 @@ async fn redis_down_answers_unavailable_quickly() {
     let err = remote.get(&"k".to_string()).await.expect_err("down");
     assert!(matches!(err, RemoteError::Unavailable(_)), "{err}");
     assert!(matches!(
-        remote.subscribe(&"k".to_string()).await.err(),
-        Some(RemoteError::Unavailable(_))
+        remote.try_lease(&"k".to_string()).await,
+        Err(RemoteError::Unavailable(_))
+    ));
+    assert!(matches!(
+        remote.ping().await,
+        Err(RemoteError::Unavailable(_))
     ));
     assert!(
         started.elapsed() < Duration::from_secs(2),

@@ -2,7 +2,7 @@
 
 use std::hash::Hash;
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -11,11 +11,12 @@ use crate::breaker::{Breaker, BreakerConfig};
 use crate::cache::{Cache, Inner};
 use crate::clock::{Clock, SystemClock};
 use crate::error::ConfigError;
+use crate::fleet::FleetSettings;
 use crate::flight::Flights;
-use crate::load::FleetSettings;
+use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::policy::{check_beta, check_jitter, Policy};
-use crate::remote::Remote;
+use crate::remote::{ChangeListener, Remote};
 use crate::store::memory::WeighFn;
 use crate::store::{MemoryStore, Store};
 
@@ -164,6 +165,26 @@ where
         self
     }
 
+    /// The longest a load may run (default 30 s). Past it the loader is
+    /// cancelled, every waiter gets [`Error::LoadTimeout`](crate::Error::LoadTimeout)
+    /// (or a stale value inside its stale-if-error window), the breaker counts
+    /// a failure, the fleet lease is given back, and the next call loads again:
+    /// a hung origin call never holds its key.
+    ///
+    /// ```
+    /// use herdguard::Cache;
+    /// use std::time::Duration;
+    ///
+    /// let cache: Cache<String, String> = Cache::builder()
+    ///     .load_timeout(Duration::from_secs(5))
+    ///     .build()?;
+    /// # Ok::<(), herdguard::ConfigError>(())
+    /// ```
+    pub fn load_timeout(mut self, timeout: Duration) -> Self {
+        self.policy.load_timeout = timeout;
+        self
+    }
+
     /// A circuit breaker around the loader.
     pub fn circuit_breaker(mut self, config: BreakerConfig) -> Self {
         self.breaker = Some(config);
@@ -182,10 +203,29 @@ where
         self
     }
 
-    /// After a shared-store error, run in-process only for this long before trying
-    /// the store again (default 1 s).
-    pub fn shared_store_retry_after(mut self, d: Duration) -> Self {
-        self.fleet.retry_after = d;
+    /// While the shared store is degraded (after an error that concerns it as a
+    /// whole), how often a background probe pings it (default 200 ms). Calls
+    /// run in process meanwhile; the first answer makes the cache use the store
+    /// again, before any request has to find out.
+    pub fn shared_store_probe_interval(mut self, d: Duration) -> Self {
+        self.fleet.probe_interval = d;
+        self
+    }
+
+    /// Former name of [`CacheBuilder::shared_store_probe_interval`].
+    #[deprecated(
+        note = "a background probe now ends the degraded spell: use shared_store_probe_interval"
+    )]
+    pub fn shared_store_retry_after(self, d: Duration) -> Self {
+        self.shared_store_probe_interval(d)
+    }
+
+    /// How long the failure of a load is kept in the shared store for the
+    /// processes that waited on it, so they fail fast (or serve stale) instead
+    /// of queueing for the lease one after another (default 1 s; the negative
+    /// TTL when that is longer).
+    pub fn fleet_failure_ttl(mut self, d: Duration) -> Self {
+        self.fleet.failure_ttl = d;
         self
     }
 
@@ -197,9 +237,10 @@ where
     }
 
     /// Longest a process waits on another process's lease before loading itself
-    /// (default 30 s).
+    /// (default: the load timeout plus 5 s; a holder whose load hangs gives the
+    /// lease back at its load timeout).
     pub fn fleet_wait_limit(mut self, d: Duration) -> Self {
-        self.fleet.wait_limit = d;
+        self.fleet.wait_limit = Some(d);
         self
     }
 
@@ -214,9 +255,13 @@ where
             b.validate()?;
         }
         for (field, d) in [
-            ("shared_store_retry_after", self.fleet.retry_after),
+            ("shared_store_probe_interval", self.fleet.probe_interval),
             ("fleet_poll_interval", self.fleet.poll_interval),
-            ("fleet_wait_limit", self.fleet.wait_limit),
+            ("fleet_failure_ttl", self.fleet.failure_ttl),
+            (
+                "fleet_wait_limit",
+                self.fleet.wait_limit.unwrap_or(Duration::MAX),
+            ),
         ] {
             if d.is_zero() {
                 return Err(ConfigError::Zero(field));
@@ -230,7 +275,8 @@ where
             }
         };
         let small = |n: u64| usize::try_from(n).unwrap_or(usize::MAX).max(16);
-        Ok(Cache::from_inner(Inner {
+        let remote = self.remote;
+        let inner = Arc::new_cyclic(|me: &Weak<Inner<K, V>>| Inner {
             store,
             flights: Flights::new(),
             negative: self
@@ -242,11 +288,17 @@ where
             clock: self.clock,
             metrics: Metrics::new(),
             breaker: self.breaker.map(Breaker::new),
-            remote: self.remote,
+            remote: remote.clone(),
             fleet: self.fleet,
-            remote_retry_at: AtomicU64::new(0),
+            health: Health::default(),
             versions: AtomicU64::new(0),
             rng: self.seed.map(|s| Mutex::new(fastrand::Rng::with_seed(s))),
-        }))
+            me: me.clone(),
+        });
+        if let Some(remote) = remote {
+            let listener: Weak<dyn ChangeListener<K>> = Arc::downgrade(&inner) as _;
+            remote.listen(listener);
+        }
+        Ok(Cache::from_inner(inner))
     }
 }

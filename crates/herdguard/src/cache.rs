@@ -1,10 +1,12 @@
-//! The cache: the hit path, the miss path, background refresh, invalidation.
+//! The caller's side: the hit path, the miss path (join or start a load, wait
+//! for it), background refresh, and the barriers `insert` and `invalidate`.
+//! What a leader does lives in `load.rs` (and `fleet.rs` for the shared store).
 
 use std::borrow::Cow;
 use std::future::Future;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -12,13 +14,15 @@ use parking_lot::Mutex;
 use crate::breaker::{Breaker, BreakerState};
 use crate::builder::CacheBuilder;
 use crate::clock::{Clock, Timestamp};
-use crate::entry::{Entry, EntryMeta};
-use crate::error::{Error, RemoteError, SharedError};
-use crate::flight::{Flight, Flights, Join};
-use crate::load::{BoxLoader, Failure, FleetSettings, Outcome, Produced};
+use crate::entry::{Entry, EntryMeta, LOCAL_VERSIONS};
+use crate::error::{Error, SharedError};
+use crate::fleet::FleetSettings;
+use crate::flight::{Flights, Join};
+use crate::health::Health;
+use crate::load::{BoxLoader, Failure, Outcome, Source};
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::policy::{classify, CallOptions, Freshness, Loaded, Policy};
-use crate::remote::Remote;
+use crate::remote::{PutOutcome, Remote};
 use crate::served::{Cached, Served};
 use crate::store::Store;
 
@@ -43,8 +47,8 @@ impl<K, V> Clone for Cache<K, V> {
 /// A recent load error, remembered for the negative-cache TTL.
 #[derive(Clone)]
 pub(crate) struct Negative {
-    until: Timestamp,
-    error: SharedError,
+    pub(crate) until: Timestamp,
+    pub(crate) error: SharedError,
 }
 
 pub(crate) struct Inner<K, V> {
@@ -60,11 +64,13 @@ pub(crate) struct Inner<K, V> {
     pub(crate) uncacheable: quick_cache::sync::Cache<K, Timestamp>,
     pub(crate) remote: Option<Arc<dyn Remote<K, V>>>,
     pub(crate) fleet: FleetSettings,
-    /// Unix nanos before which the shared store is skipped after an error.
-    pub(crate) remote_retry_at: AtomicU64,
+    pub(crate) health: Health,
+    /// Versions of entries made in process (see [`LOCAL_VERSIONS`]).
     pub(crate) versions: AtomicU64,
     /// Seeded randomness for reproducible runs; thread-local `fastrand` otherwise.
     pub(crate) rng: Option<Mutex<fastrand::Rng>>,
+    /// This cache itself, for the tasks it starts (held weakly by them).
+    pub(crate) me: Weak<Inner<K, V>>,
 }
 
 impl<K, V> Cache<K, V>
@@ -78,10 +84,8 @@ where
         CacheBuilder::new()
     }
 
-    pub(crate) fn from_inner(inner: Inner<K, V>) -> Self {
-        Cache {
-            inner: Arc::new(inner),
-        }
+    pub(crate) fn from_inner(inner: Arc<Inner<K, V>>) -> Self {
+        Cache { inner }
     }
 
     /// The value of `key`: from the cache when fresh, else from `loader` — called
@@ -134,6 +138,9 @@ where
         let now = inner.clock.now();
         let stale = match inner.store.get(&key) {
             None => None,
+            // It may have missed a change while the feed was down: the leader
+            // checks it against the shared store first.
+            Some(entry) if inner.suspect(&entry) => Some(entry),
             Some(entry) => {
                 match classify(&entry, now, policy.early_refresh_beta, || inner.random()) {
                     Freshness::Fresh => {
@@ -170,22 +177,24 @@ where
         self.inner
             .store
             .get(key)
-            .filter(|e| e.is_fresh(now))
+            .filter(|e| e.is_fresh(now) && !self.inner.suspect(e))
             .map(|e| Cached::new(e, Served::Hit))
     }
 
-    /// Stores `value` under `key` as freshly loaded, under the cache's policy. A
-    /// load of `key` in flight will not overwrite it. With a shared store, the
-    /// value is written there too; an error from it is returned (the in-process
-    /// entry is stored regardless).
+    /// Stores `value` under `key` as freshly loaded, under the cache's policy.
+    ///
+    /// A barrier: once it returns, no caller of this process gets a value
+    /// loaded before it, and (with a shared store) no process can store one —
+    /// a load in flight anywhere is fenced off — while every other process's
+    /// copy is evicted by the change notice. The shared store is written first,
+    /// then this process; an error from the shared store is returned (the
+    /// in-process entry is stored regardless). A value too large for the
+    /// shared store invalidates the key there instead, so no process keeps
+    /// serving the older one.
     pub async fn insert(&self, key: K, value: V) -> Result<(), Error> {
         let inner = &self.inner;
         let now = inner.clock.now();
-        let version = match &inner.remote {
-            Some(remote) => remote.unleased_version(),
-            None => inner.next_version(),
-        };
-        let entry = Arc::new(Entry::new(
+        let mut entry = Entry::new(
             value,
             EntryMeta {
                 created: now,
@@ -193,38 +202,61 @@ where
                 stale_while_revalidate: inner.policy.stale_while_revalidate,
                 stale_if_error: inner.policy.stale_if_error,
                 load_duration: Duration::ZERO,
-                version,
+                version: inner.next_version(),
             },
-        ));
+        );
+        entry.epoch = inner.epoch();
+        let mut result = Ok(());
+        if let Some(remote) = &inner.remote {
+            let retain = inner.retain(&entry);
+            match remote.put(&key, None, &entry, retain).await {
+                Ok(PutOutcome::Stored { version }) => entry.meta.version = version,
+                // Unconditional writes are never superseded; keep the local version.
+                Ok(PutOutcome::Superseded) => {}
+                Err(e) => {
+                    inner.remote_failed(&e);
+                    if !matches!(e, crate::RemoteError::Unavailable(_)) {
+                        // Not shareable: void the older copy fleet-wide instead.
+                        if let Err(e) = remote.invalidate(&key).await {
+                            inner.remote_failed(&e);
+                        }
+                    }
+                    result = Err(Error::Remote(e));
+                }
+            }
+        }
+        let entry = Arc::new(entry);
         inner.flights.supersede(&key, || {
             inner.forget_failures(&key);
-            inner.store.insert(key.clone(), Arc::clone(&entry));
+            inner.store.insert(key.clone(), entry);
         });
-        if let Some(remote) = &inner.remote {
-            remote.put(&key, None, &entry).await.map_err(|e| {
-                inner.remote_failed(&e);
-                Error::Remote(e)
-            })?;
-        }
-        Ok(())
+        result
     }
 
-    /// Removes `key`. A load of `key` in flight (here or, with a shared store,
-    /// anywhere in the fleet) will not store its result as fresh. With a shared
-    /// store, an error from it is returned (the in-process entry is removed regardless).
+    /// Removes `key`.
+    ///
+    /// A barrier: once it returns, no caller of this process gets a value
+    /// loaded before it (a load in flight is detached: its callers get its
+    /// value, later callers load anew), and (with a shared store) no process
+    /// can store one, while every other process's copy is evicted by the
+    /// change notice. The shared store is told first, then this process — so a
+    /// miss in between cannot refill this process from the older shared copy.
+    /// An error from the shared store is returned (the in-process entry is
+    /// removed regardless).
     pub async fn invalidate(&self, key: &K) -> Result<(), Error> {
         let inner = &self.inner;
+        let mut result = Ok(());
+        if let Some(remote) = &inner.remote {
+            if let Err(e) = remote.invalidate(key).await {
+                inner.remote_failed(&e);
+                result = Err(Error::Remote(e));
+            }
+        }
         inner.flights.supersede(key, || {
             inner.forget_failures(key);
             inner.store.remove(key);
         });
-        if let Some(remote) = &inner.remote {
-            remote.invalidate(key).await.map_err(|e| {
-                inner.remote_failed(&e);
-                Error::Remote(e)
-            })?;
-        }
-        Ok(())
+        result
     }
 
     /// Counters and histograms since the cache was built.
@@ -248,7 +280,8 @@ where
         self.inner.flights.len()
     }
 
-    /// Whether the shared store is in use now (false while degraded after an error).
+    /// Whether the shared store is in use now (false while degraded after an
+    /// error, until the background probe sees it answer again).
     pub fn shared_store_healthy(&self) -> bool {
         self.inner.healthy_remote().is_some()
     }
@@ -277,26 +310,12 @@ where
         }
     }
 
+    /// A version for an entry made in process (no shared store took part).
     pub(crate) fn next_version(&self) -> u64 {
-        self.versions.fetch_add(1, Ordering::Relaxed) + 1
+        LOCAL_VERSIONS | (self.versions.fetch_add(1, Ordering::Relaxed) + 1)
     }
 
-    pub(crate) fn healthy_remote(&self) -> Option<&Arc<dyn Remote<K, V>>> {
-        let remote = self.remote.as_ref()?;
-        let now = self.clock.now().as_unix_nanos();
-        (now >= self.remote_retry_at.load(Ordering::Relaxed)).then_some(remote)
-    }
-
-    /// Counts a shared-store error and skips the store for `retry_after`; the next
-    /// call after that is the health check.
-    pub(crate) fn remote_failed(&self, _error: &RemoteError) {
-        self.metrics.remote_errors.inc();
-        let retry = self.clock.now().saturating_add(self.fleet.retry_after);
-        self.remote_retry_at
-            .store(retry.as_unix_nanos(), Ordering::Relaxed);
-    }
-
-    fn forget_failures(&self, key: &K) {
+    pub(crate) fn forget_failures(&self, key: &K) {
         if let Some(negative) = &self.negative {
             negative.remove(key);
         }
@@ -310,7 +329,7 @@ where
 
     /// Starts one background refresh of `key` unless one runs already or the entry
     /// was replaced since the caller read it. Returns whether it started.
-    fn refresh(
+    pub(crate) fn refresh(
         self: &Arc<Self>,
         key: &K,
         seen: &Arc<Entry<V>>,
@@ -336,34 +355,6 @@ where
         }
     }
 
-    /// Runs the leader's load as its own task, so no caller's cancellation stops it.
-    fn spawn_flight(
-        self: &Arc<Self>,
-        key: K,
-        flight: Arc<Flight<Outcome<V>>>,
-        loader: BoxLoader<V>,
-        policy: Policy,
-        replacing: Option<Timestamp>,
-    ) {
-        let guard = FlightGuard {
-            inner: Arc::clone(self),
-            key,
-            flight,
-            done: false,
-        };
-        // Without a runtime the guard drops here and the flight ends as abandoned:
-        // its waiters get an error rather than hang.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let produced = guard
-                    .inner
-                    .produce(&guard.key, loader, &policy, replacing)
-                    .await;
-                guard.finish(produced, &policy);
-            });
-        }
-    }
-
     async fn miss(
         self: Arc<Self>,
         key: K,
@@ -380,7 +371,11 @@ where
             self.metrics.negative_hits.inc();
             return self.fail_or_stale(Failure::Origin(error), stale, true);
         }
-        let fresh_now = || self.store.get(&key).filter(|e| e.is_fresh(now));
+        let fresh_now = || {
+            self.store
+                .get(&key)
+                .filter(|e| e.is_fresh(now) && !self.suspect(e))
+        };
         let mut own_loader = Some(loader);
         let (flight, leader) = match self.flights.join(&key, fresh_now) {
             Join::Settled(entry) => {
@@ -414,11 +409,13 @@ where
             self.metrics.wait_time.record(started.elapsed());
         }
         match outcome {
-            Outcome::Value { entry, from_shared } => {
-                let served = match (leader, from_shared) {
-                    (false, _) => Served::Coalesced,
-                    (true, false) => Served::Loaded,
-                    (true, true) => Served::Shared,
+            Outcome::Value { entry, source } => {
+                let served = match (source, leader) {
+                    (Source::SharedStale, _) => Served::StaleWhileRevalidate,
+                    (_, false) => Served::Coalesced,
+                    (Source::Origin, true) => Served::Loaded,
+                    (Source::Shared, true) => Served::Shared,
+                    (Source::Memory, true) => Served::Hit,
                 };
                 Ok(Cached::new(entry, served))
             }
@@ -429,7 +426,10 @@ where
                 Some(loader) => self.pass(loader, &policy).await,
                 None => Err(Error::LoadAbandoned),
             },
-            Outcome::Failed(failure) => self.fail_or_stale(failure, stale, false),
+            Outcome::Failed {
+                failure,
+                stale: shared,
+            } => self.fail_or_stale(failure, newest(stale, shared), false),
         }
     }
 
@@ -440,10 +440,11 @@ where
             Outcome::Value { entry, .. } | Outcome::Uncacheable(entry) => {
                 Ok(Cached::new(entry, Served::Pass))
             }
-            Outcome::Failed(failure) => self.fail_or_stale(failure, None, false),
+            Outcome::Failed { failure, .. } => self.fail_or_stale(failure, None, false),
         }
     }
 
+    /// A stale copy inside its stale-if-error window, else the error.
     fn fail_or_stale(
         &self,
         failure: Failure,
@@ -459,6 +460,7 @@ where
             Failure::Origin(error) if negative => Error::RecentlyFailed(error),
             Failure::Origin(error) => Error::Origin(error),
             Failure::Panicked => Error::LoaderPanicked,
+            Failure::TimedOut(limit) => Error::LoadTimeout(limit),
             Failure::CircuitOpen => Error::CircuitOpen,
             Failure::Abandoned => Error::LoadAbandoned,
         })
@@ -479,73 +481,14 @@ where
     }
 }
 
-/// The leader's end of a flight. Finishing stores the result and wakes the
-/// waiters; dropped unfinished (task cancelled, runtime shut down), it ends the
-/// flight as abandoned, so no waiter ever hangs on a leader that vanished.
-struct FlightGuard<K, V>
-where
-    K: Hash + Eq + Clone + Send + Sync + 'static,
-    V: Send + Sync + 'static,
-{
-    inner: Arc<Inner<K, V>>,
-    key: K,
-    flight: Arc<Flight<Outcome<V>>>,
-    done: bool,
-}
-
-impl<K, V> FlightGuard<K, V>
-where
-    K: Hash + Eq + Clone + Send + Sync + 'static,
-    V: Send + Sync + 'static,
-{
-    fn finish(mut self, produced: Produced<V>, policy: &Policy) {
-        self.done = true;
-        let inner = &self.inner;
-        let key = &self.key;
-        let Produced { outcome, keep } = produced;
-        let publish = outcome.clone();
-        inner
-            .flights
-            .complete(key, &self.flight, publish, |superseded| {
-                if superseded {
-                    inner.metrics.superseded.inc();
-                    return;
-                }
-                let now = inner.clock.now();
-                match outcome {
-                    Outcome::Value { entry, .. } if keep => inner.store.insert(key.clone(), entry),
-                    Outcome::Value { .. } => {}
-                    Outcome::Uncacheable(_) => {
-                        inner
-                            .uncacheable
-                            .insert(key.clone(), now.saturating_add(policy.uncacheable_ttl));
-                    }
-                    Outcome::Failed(Failure::Origin(error)) => {
-                        if let (Some(negative), Some(ttl)) = (&inner.negative, policy.negative_ttl)
-                        {
-                            let until = now.saturating_add(ttl);
-                            negative.insert(key.clone(), Negative { until, error });
-                        }
-                    }
-                    Outcome::Failed(_) => {}
-                }
-            });
-    }
-}
-
-impl<K, V> Drop for FlightGuard<K, V>
-where
-    K: Hash + Eq + Clone + Send + Sync + 'static,
-    V: Send + Sync + 'static,
-{
-    fn drop(&mut self) {
-        if !self.done {
-            self.inner.flights.complete(
-                &self.key,
-                &self.flight,
-                Outcome::Failed(Failure::Abandoned),
-                |_| (),
-            );
-        }
+/// The newer of two stale copies (by when each was produced).
+fn newest<V>(a: Option<Arc<Entry<V>>>, b: Option<Arc<Entry<V>>>) -> Option<Arc<Entry<V>>> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if b.meta().created > a.meta().created {
+            b
+        } else {
+            a
+        }),
+        (a, b) => a.or(b),
     }
 }

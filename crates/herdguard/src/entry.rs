@@ -21,21 +21,35 @@ pub struct EntryMeta {
     /// How long the load that produced it took: X-Fetch's Δ.
     pub load_duration: Duration,
     /// Version of the value: bumped by every write and invalidation, so a write
-    /// based on an older version can be refused.
+    /// based on an older version can be refused. Versions from the shared store
+    /// are below [`LOCAL_VERSIONS`]; those assigned in this process alone (no
+    /// shared store, or while it is unreachable) are at or above it.
     pub version: u64,
 }
+
+/// The first version assigned in process: `version >= LOCAL_VERSIONS` marks an
+/// entry the shared store never fenced, so no shared version is comparable to it.
+pub const LOCAL_VERSIONS: u64 = 1 << 63;
 
 /// A cached value and its [`EntryMeta`].
 #[derive(Debug)]
 pub struct Entry<V> {
     value: V,
-    meta: EntryMeta,
+    pub(crate) meta: EntryMeta,
+    /// The cache's change-feed epoch when this copy was known current (see
+    /// `fleet` in the crate): a copy from an older epoch may have missed an
+    /// invalidation and is checked against the shared store before it is served.
+    pub(crate) epoch: u64,
 }
 
 impl<V> Entry<V> {
     /// An entry of `value` described by `meta`.
     pub fn new(value: V, meta: EntryMeta) -> Self {
-        Entry { value, meta }
+        Entry {
+            value,
+            meta,
+            epoch: 0,
+        }
     }
 
     /// The value.

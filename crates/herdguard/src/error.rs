@@ -29,6 +29,10 @@ pub enum Error {
     /// The caller's wait deadline passed. The load goes on for the other callers.
     #[error("timed out after {0:?} waiting for the value")]
     Timeout(Duration),
+    /// The load ran past `load_timeout` and was cancelled (its lease given
+    /// back). Every waiter of that load gets this; the next call loads again.
+    #[error("the load ran past its limit of {0:?} and was cancelled")]
+    LoadTimeout(Duration),
     /// The circuit breaker is open: no origin calls until it half-opens.
     #[error("circuit breaker open: origin calls are suspended")]
     CircuitOpen,
@@ -42,6 +46,12 @@ pub enum Error {
     #[error("herdguard needs a Tokio runtime to run loads")]
     NoRuntime,
 }
+
+/// The error waiting processes share when the process that held a key's lease
+/// reports that its load failed (its text, as that process saw it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the fleet's load of this key failed: {0}")]
+pub struct FleetLoadFailed(pub String);
 
 /// A configuration value out of range, named by its field.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -81,7 +91,8 @@ pub enum RemoteError {
         /// Configured limit.
         limit: usize,
     },
-    /// An entry could not be encoded or decoded (including a format-version mismatch).
+    /// An entry could not be encoded or decoded (including a format-version
+    /// mismatch, or bytes another program left under the key): this key only.
     #[error("codec: {0}")]
     Codec(String),
 }

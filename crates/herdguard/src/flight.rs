@@ -8,6 +8,12 @@
 //! flight is removed in the same critical section that stores its result, so no
 //! per-key lock objects pile up and no collector thread is needed.
 //!
+//! An invalidation or insert *detaches* the running flight: it is marked
+//! superseded (its result goes to the callers already waiting, and is never
+//! stored) and removed from the table, so a caller arriving after the
+//! invalidation returned starts a new load instead of joining the older one.
+//! That is what makes `invalidate` and `insert` barriers.
+//!
 //! Waiters park their [`Waker`] in the flight; publishing the outcome takes all the
 //! wakers under the lock and wakes them after releasing it, so 10,000 waiters cost
 //! one lock hold plus 10,000 cheap wakes.
@@ -16,13 +22,14 @@ use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::{BuildHasher, Hash};
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use crossbeam_utils::CachePadded;
 
-use crate::sync::{AtomicBool, Mutex, Ordering};
+use crate::sync::{AtomicBool, AtomicU64, Mutex, Ordering};
 
 /// Number of independently locked shards; a power of two.
 #[cfg(not(herdguard_shuttle))]
@@ -48,6 +55,18 @@ pub(crate) enum Join<T, R> {
     /// The re-check under the lock found what the caller needs (another caller
     /// finished a load between the caller's lookup and its arrival here).
     Settled(R),
+}
+
+/// What happened to the key while a flight ran; decides whether its result may
+/// be stored.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Fate {
+    /// An invalidation or insert in this process detached the flight: its result
+    /// must not be stored.
+    pub(crate) superseded: bool,
+    /// The newest version another process gave the key while the flight ran
+    /// (0: none). A result older than it must not be stored.
+    pub(crate) changed_to: u64,
 }
 
 impl<K: Hash + Eq + Clone, T: Clone> Flights<K, T> {
@@ -86,34 +105,54 @@ impl<K: Hash + Eq + Clone, T: Clone> Flights<K, T> {
         Join::Leader(flight)
     }
 
-    /// Ends `flight`: runs `store` (told whether the flight was superseded by an
-    /// invalidation or insert while it ran), removes the flight from the table and
-    /// hands `outcome` to every waiter.
+    /// Ends `flight`: runs `store` (told the flight's [`Fate`]) under the shard
+    /// lock, removes the flight from the table and hands `outcome` to every
+    /// waiter. Returns whether `store` panicked: the waiters get the outcome
+    /// regardless, so a faulty store can lose an entry but never hang a key.
     pub(crate) fn complete(
         &self,
         key: &K,
         flight: &Arc<Flight<T>>,
         outcome: T,
-        store: impl FnOnce(bool),
-    ) {
-        {
+        store: impl FnOnce(Fate),
+    ) -> bool {
+        let panicked = {
             let mut shard = self.shard(key).lock();
-            store(flight.superseded.load(Ordering::SeqCst));
+            let fate = Fate {
+                superseded: flight.superseded.load(Ordering::SeqCst),
+                changed_to: flight.changed_to.load(Ordering::SeqCst),
+            };
+            let stored = std::panic::catch_unwind(AssertUnwindSafe(|| store(fate)));
             if shard.get(key).is_some_and(|f| Arc::ptr_eq(f, flight)) {
                 shard.remove(key);
             }
-        }
+            stored.is_err()
+        };
         flight.publish(outcome);
+        panicked
     }
 
-    /// Runs `change` (an invalidation or insert of `key`) under the shard lock and
-    /// marks the running flight of `key`, if any, as superseded, so its result is
-    /// handed to its waiters but not stored.
+    /// Runs `change` (an invalidation or insert of `key` in this process) under
+    /// the shard lock and detaches the running flight of `key`, if any: marked
+    /// superseded, so its result reaches its waiters but is never stored, and
+    /// removed, so later callers start a new load.
     pub(crate) fn supersede<R>(&self, key: &K, change: impl FnOnce() -> R) -> R {
+        let mut shard = self.shard(key).lock();
+        let result = change();
+        if let Some(flight) = shard.remove(key) {
+            flight.superseded.store(true, Ordering::SeqCst);
+        }
+        result
+    }
+
+    /// Runs `change` (another process gave `key` the version `version`) under the
+    /// shard lock, and notes the version on the running flight of `key`: its
+    /// result is stored only if it is at least that new.
+    pub(crate) fn changed<R>(&self, key: &K, version: u64, change: impl FnOnce() -> R) -> R {
         let shard = self.shard(key).lock();
         let result = change();
         if let Some(flight) = shard.get(key) {
-            flight.superseded.store(true, Ordering::SeqCst);
+            flight.changed_to.fetch_max(version, Ordering::SeqCst);
         }
         result
     }
@@ -131,19 +170,42 @@ pub(crate) struct Flight<T> {
     published: std::sync::OnceLock<T>,
     state: Mutex<State>,
     superseded: AtomicBool,
+    changed_to: AtomicU64,
 }
 
 struct State {
     /// Parked waiters; a slot is emptied when its waiter is dropped.
     wakers: Vec<Option<Waker>>,
+    /// Emptied slots, reused by the next waiter: waiters that time out over and
+    /// over on a long load must not grow the list without bound.
+    free: Vec<usize>,
+}
+
+impl State {
+    fn park(&mut self, waker: &Waker) -> usize {
+        match self.free.pop() {
+            Some(i) => {
+                self.wakers[i] = Some(waker.clone());
+                i
+            }
+            None => {
+                self.wakers.push(Some(waker.clone()));
+                self.wakers.len() - 1
+            }
+        }
+    }
 }
 
 impl<T: Clone> Flight<T> {
     fn new() -> Self {
         Flight {
             published: std::sync::OnceLock::new(),
-            state: Mutex::new(State { wakers: Vec::new() }),
+            state: Mutex::new(State {
+                wakers: Vec::new(),
+                free: Vec::new(),
+            }),
             superseded: AtomicBool::new(false),
+            changed_to: AtomicU64::new(0),
         }
     }
 
@@ -199,21 +261,12 @@ impl<T: Clone> Future for Wait<T> {
             this.slot = None;
             return Poll::Ready(outcome.clone());
         }
-        match this.slot {
-            Some(i) => match state.wakers.get_mut(i) {
-                Some(Some(w)) if w.will_wake(cx.waker()) => {}
-                Some(slot) => *slot = Some(cx.waker().clone()),
-                None => {
-                    // Unreachable while the outcome is unset (the list is only
-                    // taken by `publish`), but re-register rather than hang.
-                    state.wakers.push(Some(cx.waker().clone()));
-                    this.slot = Some(state.wakers.len() - 1);
-                }
-            },
-            None => {
-                state.wakers.push(Some(cx.waker().clone()));
-                this.slot = Some(state.wakers.len() - 1);
-            }
+        match this.slot.and_then(|i| state.wakers.get_mut(i)) {
+            Some(Some(w)) if w.will_wake(cx.waker()) => {}
+            Some(slot) => *slot = Some(cx.waker().clone()),
+            // First poll (or, unreachable while the outcome is unset, a slot the
+            // list no longer has): park, rather than hang.
+            None => this.slot = Some(state.park(cx.waker())),
         }
         Poll::Pending
     }
@@ -228,6 +281,7 @@ impl<T: Clone> Drop for Wait<T> {
             let mut state = self.flight.state.lock();
             if let Some(slot) = state.wakers.get_mut(i) {
                 *slot = None;
+                state.free.push(i);
             }
         }
     }
@@ -252,8 +306,14 @@ mod tests {
         }
         assert_eq!(flights.len(), 1);
         let mut stored = None;
-        flights.complete(&"k", &leader, 7, |superseded| stored = Some(superseded));
-        assert_eq!(stored, Some(false));
+        flights.complete(&"k", &leader, 7, |fate| stored = Some(fate));
+        assert_eq!(
+            stored,
+            Some(Fate {
+                superseded: false,
+                changed_to: 0
+            })
+        );
         for w in waits {
             assert_eq!(w.await.unwrap(), 7);
         }
@@ -268,30 +328,78 @@ mod tests {
     }
 
     #[test]
-    fn supersede_marks_the_running_flight() {
+    fn supersede_detaches_the_running_flight() {
         let flights: Flights<&str, u32> = Flights::new();
-        let Join::Leader(leader) = flights.join::<()>(&"k", || None) else {
+        let Join::Leader(old) = flights.join::<()>(&"k", || None) else {
             panic!("leader expected");
         };
         flights.supersede(&"k", || ());
-        let mut superseded = false;
-        flights.complete(&"k", &leader, 1, |s| superseded = s);
-        assert!(superseded);
+        // A caller after the supersede starts a new flight instead of joining the old one.
+        let Join::Leader(new) = flights.join::<()>(&"k", || None) else {
+            panic!("a caller after supersede must lead a new flight");
+        };
+        let mut fate = None;
+        flights.complete(&"k", &old, 1, |f| fate = Some(f));
+        assert!(fate.is_some_and(|f| f.superseded));
+        // The old flight's end leaves the new one in the table.
+        assert_eq!(flights.len(), 1);
+        flights.complete(&"k", &new, 2, |f| assert!(!f.superseded));
+        assert_eq!(flights.len(), 0);
+    }
+
+    #[test]
+    fn a_change_elsewhere_is_noted_on_the_running_flight() {
+        let flights: Flights<&str, u32> = Flights::new();
+        let Join::Leader(flight) = flights.join::<()>(&"k", || None) else {
+            panic!("leader expected");
+        };
+        flights.changed(&"k", 7, || ());
+        flights.changed(&"k", 5, || ());
+        let mut fate = None;
+        flights.complete(&"k", &flight, 1, |f| fate = Some(f));
+        assert_eq!(
+            fate,
+            Some(Fate {
+                superseded: false,
+                changed_to: 7
+            })
+        );
     }
 
     #[tokio::test]
-    async fn a_dropped_waiter_frees_its_slot() {
+    async fn a_panicking_store_still_publishes_and_empties_the_table() {
         let flights: Flights<&str, u32> = Flights::new();
         let Join::Leader(leader) = flights.join::<()>(&"k", || None) else {
             panic!("leader expected");
         };
-        let mut wait = Box::pin(leader.wait());
+        let waiter = match flights.join::<()>(&"k", || None) {
+            Join::Waiter(f) => tokio::spawn(async move { f.wait().await }),
+            _ => panic!("waiter expected"),
+        };
+        let panicked = flights.complete(&"k", &leader, 4, |_| panic!("store failed"));
+        assert!(panicked);
+        assert_eq!(waiter.await.unwrap(), 4);
+        assert_eq!(flights.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn dropped_waiters_free_their_slots_for_reuse() {
+        let flights: Flights<&str, u32> = Flights::new();
+        let Join::Leader(leader) = flights.join::<()>(&"k", || None) else {
+            panic!("leader expected");
+        };
         let waker = futures_util::task::noop_waker();
-        assert!(wait
-            .as_mut()
-            .poll(&mut Context::from_waker(&waker))
-            .is_pending());
-        drop(wait);
+        // 1,000 waiters that give up one after the other (a caller's wait deadline
+        // on a long load) reuse one slot instead of growing the list.
+        for _ in 0..1000 {
+            let mut wait = Box::pin(leader.wait());
+            assert!(wait
+                .as_mut()
+                .poll(&mut Context::from_waker(&waker))
+                .is_pending());
+            drop(wait);
+        }
+        assert_eq!(leader.state.lock().wakers.len(), 1);
         assert!(leader.state.lock().wakers.iter().all(Option::is_none));
         flights.complete(&"k", &leader, 3, |_| ());
         assert_eq!(leader.outcome(), Some(3));
@@ -365,8 +473,9 @@ mod shuttle_tests {
     }
 
     /// Exhaustive (every interleaving): a waiter dropped before the outcome never
-    /// blocks the others, and an invalidation racing the completion is either seen (not stored) or lands
-    /// after the store (and removes it): the store never keeps a superseded value.
+    /// blocks the others, and an invalidation racing the completion is either seen
+    /// (not stored) or lands after the store (and removes it): the store never
+    /// keeps a superseded value.
     #[test]
     fn supersede_races_complete() {
         shuttle::check_dfs(
@@ -387,8 +496,8 @@ mod shuttle_tests {
                 };
                 {
                     let stored = Arc::clone(&stored);
-                    flights.complete(&1, &flight, 9, move |superseded| {
-                        if !superseded {
+                    flights.complete(&1, &flight, 9, move |fate| {
+                        if !fate.superseded {
                             *stored.lock() = Some(9);
                         }
                     });
@@ -397,6 +506,49 @@ mod shuttle_tests {
                 dropped_waiter.join().unwrap();
                 assert_eq!(*stored.lock(), None, "an invalidation always wins");
                 assert_eq!(flight.outcome(), Some(9));
+            },
+            None,
+        );
+    }
+
+    /// Exhaustive: the barrier. A caller that starts after `supersede` returned
+    /// never receives the value of the flight that was running before it — it
+    /// either leads a new flight or finds the state the invalidation left.
+    #[test]
+    fn a_caller_after_supersede_never_joins_the_older_flight() {
+        shuttle::check_dfs(
+            || {
+                let flights = Arc::new(Flights::<u8, u32>::new());
+                let stored = Arc::new(Mutex::new(None::<u32>));
+                let Join::Leader(old) = flights.join::<()>(&1, || None) else {
+                    panic!("leader expected");
+                };
+                let finisher = {
+                    let (flights, stored, old) =
+                        (Arc::clone(&flights), Arc::clone(&stored), Arc::clone(&old));
+                    thread::spawn(move || {
+                        flights.complete(&1, &old, 1, |fate| {
+                            if !fate.superseded {
+                                *stored.lock() = Some(1);
+                            }
+                        })
+                    })
+                };
+                // The invalidation, then a caller that starts after it returned.
+                flights.supersede(&1, || *stored.lock() = None);
+                let got = match flights.join(&1, || *stored.lock()) {
+                    Join::Leader(new) => {
+                        flights.complete(&1, &new, 2, |_| *stored.lock() = Some(2));
+                        2
+                    }
+                    Join::Waiter(flight) => block_on(flight.wait()),
+                    Join::Settled(v) => v,
+                };
+                finisher.join().unwrap();
+                assert_eq!(
+                    got, 2,
+                    "the caller after the invalidation got the older load"
+                );
             },
             None,
         );

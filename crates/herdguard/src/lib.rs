@@ -56,8 +56,11 @@
 //!   invalidation — the public face.
 //! - [`builder`](CacheBuilder): every knob, validated at `build()`.
 //! - `flight`: the single-flight table — one load per key, waiters woken at once,
-//!   nothing left behind.
-//! - `load`: what a leader does — shared store, lease, origin, conditional write.
+//!   nothing left behind; invalidations detach the running load.
+//! - `load`: what a leader does — its task, the origin call under `load_timeout`,
+//!   and the end of the flight (what is kept, who is woken, what comes after).
+//! - `fleet`: the shared-store protocol — L2, lease, fenced write, markers.
+//! - `health`: degraded or not, the background probe, the change feed's epoch.
 //! - [`policy`](Policy): TTL and jitter, X-Fetch, stale windows, per-call overrides.
 //! - [`breaker`](BreakerConfig): the circuit breaker around the loader.
 //! - [`entry`](Entry), [`served`](Served): a value's times, and how a call was served.
@@ -75,7 +78,9 @@ mod cache;
 mod clock;
 mod entry;
 mod error;
+mod fleet;
 mod flight;
+mod health;
 mod load;
 mod metrics;
 mod policy;
@@ -88,10 +93,10 @@ pub use breaker::{BreakerConfig, BreakerState};
 pub use builder::CacheBuilder;
 pub use cache::{BoxError, Cache};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
-pub use entry::{Entry, EntryMeta};
-pub use error::{ConfigError, Error, RemoteError, SharedError};
+pub use entry::{Entry, EntryMeta, LOCAL_VERSIONS};
+pub use error::{ConfigError, Error, FleetLoadFailed, RemoteError, SharedError};
 pub use metrics::{HistogramSnapshot, MetricsSnapshot};
 pub use policy::{CallOptions, Loaded, Policy};
-pub use remote::{BoxFuture, Lease, Notified, PutOutcome, Remote};
+pub use remote::{BoxFuture, ChangeListener, Lease, Marker, Notified, PutOutcome, Remote, Shared};
 pub use served::{Cached, Served};
 pub use store::{MemoryStore, Store};

@@ -1,29 +1,28 @@
-//! What a flight's leader does to produce a value: the data path of DESIGN.md.
+//! The leader's side of a load: the flight's own task, the origin call (through
+//! the breaker, under `load_timeout`, panics caught), and the end of the flight
+//! — what is kept in process, what every waiter receives, and what is done only
+//! after they are woken.
 //!
 //! ```text
-//! shared store (L2) ─fresh─► done
-//!   ▼
-//! lease ─taken─► subscribe, re-check L2, wait for "ready" (bounded) ─► loop
-//!   ▼ ours
-//! re-check L2 ─► origin through the breaker (renewing the lease) ─► conditional
-//! write ─► release
+//! spawn_flight ─► produce ─┬─ shared store configured and healthy ─► fleet.rs
+//!                          └─ otherwise ─► call_origin
+//!              ─► finish: keep in L1 (unless superseded) ─► wake every waiter
+//!              ─► after: give the lease back, start a background refresh
 //! ```
-//!
-//! Without a shared store only the origin step runs. Any shared-store error
-//! degrades this load (and, for a short back-off, later ones) to the origin step.
 
 use std::panic::AssertUnwindSafe;
-use std::pin::pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 
-use crate::cache::Inner;
-use crate::entry::{Entry, EntryMeta};
-use crate::error::{RemoteError, SharedError};
+use crate::cache::{Inner, Negative};
+use crate::clock::Timestamp;
+use crate::entry::{Entry, EntryMeta, LOCAL_VERSIONS};
+use crate::error::SharedError;
+use crate::flight::{Fate, Flight};
 use crate::policy::{Loaded, Policy};
-use crate::remote::{BoxFuture, Lease, PutOutcome, Remote};
+use crate::remote::{BoxFuture, Lease, Marker};
 
 /// A loader, boxed once it is needed.
 pub(crate) type BoxLoader<V> =
@@ -31,49 +30,104 @@ pub(crate) type BoxLoader<V> =
 
 /// How a load ended, shared by the flight's leader and waiters.
 pub(crate) enum Outcome<V> {
-    /// A value, from the origin or from the shared store.
+    /// A value.
     Value {
         entry: Arc<Entry<V>>,
-        from_shared: bool,
+        source: Source,
     },
     /// The origin's answer may not be shared: waiters load for themselves.
     Uncacheable(Arc<Entry<V>>),
-    /// No value.
-    Failed(Failure),
+    /// No value. `stale` is a copy from the shared store inside its
+    /// stale-if-error window, which may stand in.
+    Failed {
+        failure: Failure,
+        stale: Option<Arc<Entry<V>>>,
+    },
+}
+
+/// Where a flight's value came from.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// This process called the origin.
+    Origin,
+    /// Another process's load, read from the shared store.
+    Shared,
+    /// An expired copy from the shared store, inside its stale-while-revalidate
+    /// window; one background refresh follows.
+    SharedStale,
+    /// The in-process copy, served as it is because the shared store it was to
+    /// be checked against is unreachable.
+    Memory,
 }
 
 // By hand: a derive would demand `V: Clone`, but only the `Arc`s are cloned.
 impl<V> Clone for Outcome<V> {
     fn clone(&self) -> Self {
         match self {
-            Outcome::Value { entry, from_shared } => Outcome::Value {
+            Outcome::Value { entry, source } => Outcome::Value {
                 entry: Arc::clone(entry),
-                from_shared: *from_shared,
+                source: *source,
             },
             Outcome::Uncacheable(entry) => Outcome::Uncacheable(Arc::clone(entry)),
-            Outcome::Failed(failure) => Outcome::Failed(failure.clone()),
+            Outcome::Failed { failure, stale } => Outcome::Failed {
+                failure: failure.clone(),
+                stale: stale.clone(),
+            },
         }
     }
 }
 
-/// Why a load produced no value.
+impl<V> Outcome<V> {
+    pub(crate) fn failed(failure: Failure) -> Self {
+        Outcome::Failed {
+            failure,
+            stale: None,
+        }
+    }
+}
+
+/// Why a load produced no value. Each maps to one [`Error`](crate::Error).
 #[derive(Clone, Debug)]
 pub(crate) enum Failure {
-    /// The loader returned an error.
+    /// The loader returned an error (or, from another process, reported one).
     Origin(SharedError),
     /// The loader panicked.
     Panicked,
+    /// The load ran past `load_timeout` and was cancelled.
+    TimedOut(Duration),
     /// The breaker refused the origin call.
     CircuitOpen,
     /// The load's task ended without a result.
     Abandoned,
 }
 
-/// A load's outcome and whether it may be kept in L1.
+impl Failure {
+    /// What the processes waiting on this load's lease are told, if anything:
+    /// a failure of the origin or of the loader, but not a local refusal (an
+    /// open breaker here says nothing of the others').
+    pub(crate) fn marker(&self) -> Option<Marker> {
+        let text = match self {
+            Failure::Origin(e) => e.to_string(),
+            Failure::Panicked => "the loader panicked".to_string(),
+            Failure::TimedOut(d) => format!("the load ran past its limit of {d:?}"),
+            Failure::CircuitOpen | Failure::Abandoned => return None,
+        };
+        // Bounded: it is stored in the shared store and read by every waiter.
+        Some(Marker::Failed(text.chars().take(200).collect()))
+    }
+}
+
+/// What a leader produced: the outcome, and what to do with it.
 pub(crate) struct Produced<V> {
     pub(crate) outcome: Outcome<V>,
-    /// False when the shared store refused the write as superseded.
+    /// False when the value must not be kept in process (the shared store refused
+    /// the write as superseded).
     pub(crate) keep: bool,
+    /// A lease to give back once the waiters are woken, with the marker to leave.
+    pub(crate) release: Option<(Lease, Option<(Marker, Duration)>)>,
+    /// The loader, unused because a stale shared copy answered: it refreshes
+    /// the key in the background once the waiters are woken.
+    pub(crate) refresh_with: Option<BoxLoader<V>>,
 }
 
 impl<V> From<Outcome<V>> for Produced<V> {
@@ -81,6 +135,8 @@ impl<V> From<Outcome<V>> for Produced<V> {
         Produced {
             outcome,
             keep: true,
+            release: None,
+            refresh_with: None,
         }
     }
 }
@@ -90,93 +146,156 @@ where
     K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
     V: Send + Sync + 'static,
 {
-    /// `replacing` is the creation time of the entry a background refresh replaces:
-    /// the shared store's copy only counts when it is newer (an early refresh runs
-    /// while the old copy is still fresh, in L2 too).
-    pub(crate) async fn produce(
+    /// Runs the leader's load as its own task, so no caller's cancellation stops it.
+    pub(crate) fn spawn_flight(
+        self: &Arc<Self>,
+        key: K,
+        flight: Arc<Flight<Outcome<V>>>,
+        loader: BoxLoader<V>,
+        policy: Policy,
+        replacing: Option<Timestamp>,
+    ) {
+        let guard = FlightGuard {
+            inner: Arc::clone(self),
+            key,
+            flight,
+            done: false,
+        };
+        // Without a runtime the guard drops here and the flight ends as abandoned:
+        // its waiters get an error rather than hang.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let inner = Arc::clone(&guard.inner);
+                let key = guard.key.clone();
+                let mut produced = inner.produce(&key, loader, &policy, replacing).await;
+                let release = produced.release.take();
+                let refresh_with = produced.refresh_with.take();
+                let answered = match &produced.outcome {
+                    Outcome::Value { entry, .. } => Some(Arc::clone(entry)),
+                    _ => None,
+                };
+                guard.finish(produced, &policy);
+                // Only now, with every waiter woken: the lease, then the refresh.
+                if let (Some((lease, marker)), Some(remote)) = (release, &inner.remote) {
+                    let marker = marker.as_ref().map(|(m, ttl)| (m, *ttl));
+                    if let Err(e) = remote.release(&key, &lease, marker).await {
+                        // The lease expires by itself; others wait at most its TTL.
+                        inner.remote_failed(&e);
+                    }
+                }
+                if let (Some(loader), Some(seen)) = (refresh_with, answered) {
+                    let now = inner.clock.now();
+                    inner.refresh(&key, &seen, loader, policy, now);
+                }
+            });
+        }
+    }
+
+    /// The leader's load: through the fleet when a shared store is configured
+    /// and healthy, else straight to the origin.
+    async fn produce(
         &self,
         key: &K,
         loader: BoxLoader<V>,
         policy: &Policy,
-        replacing: Option<crate::Timestamp>,
+        replacing: Option<Timestamp>,
     ) -> Produced<V> {
         match self.healthy_remote() {
             Some(remote) => {
                 self.fleet_load(remote.as_ref(), key, loader, policy, replacing)
                     .await
             }
-            None => {
-                let version = self.next_version();
-                self.call_origin(loader, policy, version).await.into()
-            }
+            None => self.local_load(key, loader, policy, replacing).await,
         }
     }
 
-    /// Calls the loader through the breaker, catching panics, and builds the entry.
+    /// A load in this process alone (no shared store, or it is unreachable). A
+    /// fresh in-process copy found here (one that was only waiting to be
+    /// checked against the shared store after a change-feed interruption, or
+    /// one an insert just stored) is served as it is rather than reloaded: with
+    /// the store unreachable, nobody could have changed the key through it.
+    /// A background refresh (`replacing`) always calls the origin.
+    pub(crate) async fn local_load(
+        &self,
+        key: &K,
+        loader: BoxLoader<V>,
+        policy: &Policy,
+        replacing: Option<Timestamp>,
+    ) -> Produced<V> {
+        let now = self.clock.now();
+        let fresh = || self.store.get(key).filter(|e| e.is_fresh(now));
+        if let Some(entry) = replacing.is_none().then(fresh).flatten() {
+            return Outcome::Value {
+                entry,
+                source: Source::Memory,
+            }
+            .into();
+        }
+        let version = self.next_version();
+        self.call_origin(loader, policy, version).await.into()
+    }
+
+    /// Calls the loader through the breaker, catching panics, under
+    /// `load_timeout`, and builds the entry with `version`.
     pub(crate) async fn call_origin(
         &self,
         loader: BoxLoader<V>,
         policy: &Policy,
         version: u64,
     ) -> Outcome<V> {
-        let Some(permit) = self
-            .breaker
-            .as_ref()
-            .map(|b| b.try_acquire(self.clock.now()))
-        else {
-            return self.run_loader(loader, policy, version, None).await;
+        let permit = match &self.breaker {
+            None => None,
+            Some(breaker) => match breaker.try_acquire(self.clock.now()) {
+                Some(permit) => Some(permit),
+                None => {
+                    self.metrics.circuit_rejections.inc();
+                    return Outcome::failed(Failure::CircuitOpen);
+                }
+            },
         };
-        match permit {
-            Some(permit) => self.run_loader(loader, policy, version, Some(permit)).await,
-            None => {
-                self.metrics.circuit_rejections.inc();
-                Outcome::Failed(Failure::CircuitOpen)
-            }
-        }
-    }
-
-    async fn run_loader(
-        &self,
-        loader: BoxLoader<V>,
-        policy: &Policy,
-        version: u64,
-        permit: Option<crate::breaker::Permit<'_>>,
-    ) -> Outcome<V> {
         self.metrics.loads.inc();
         let created = self.clock.now();
         let started = Instant::now();
         // Both the call that makes the future and the future itself may panic.
-        let result = match std::panic::catch_unwind(AssertUnwindSafe(loader)) {
-            Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
-            Err(panic) => Err(panic),
+        let call = async move {
+            match std::panic::catch_unwind(AssertUnwindSafe(loader)) {
+                Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
+                Err(panic) => Err(panic),
+            }
         };
+        // Past the limit the loader's future is dropped: a hung origin call is
+        // cancelled, not left holding the key.
+        let result = tokio::time::timeout(policy.load_timeout, call).await;
         self.metrics.load_duration.record(started.elapsed());
         let finished = self.clock.now();
-        let ok = matches!(result, Ok(Ok(_)));
         if let Some(permit) = permit {
-            permit.report(finished, ok);
+            permit.report(finished, matches!(result, Ok(Ok(Ok(_)))));
         }
         match result {
-            Ok(Ok(loaded)) => {
+            Ok(Ok(Ok(loaded))) => {
                 let cacheable = loaded.cacheable;
                 let entry = Arc::new(self.entry_of(loaded, policy, created, finished, version));
                 if cacheable {
                     Outcome::Value {
                         entry,
-                        from_shared: false,
+                        source: Source::Origin,
                     }
                 } else {
                     self.metrics.uncacheable.inc();
                     Outcome::Uncacheable(entry)
                 }
             }
-            Ok(Err(error)) => {
+            Ok(Ok(Err(error))) => {
                 self.metrics.load_errors.inc();
-                Outcome::Failed(Failure::Origin(error))
+                Outcome::failed(Failure::Origin(error))
             }
-            Err(_panic) => {
+            Ok(Err(_panic)) => {
                 self.metrics.load_panics.inc();
-                Outcome::Failed(Failure::Panicked)
+                Outcome::failed(Failure::Panicked)
+            }
+            Err(_elapsed) => {
+                self.metrics.load_timeouts.inc();
+                Outcome::failed(Failure::TimedOut(policy.load_timeout))
             }
         }
     }
@@ -187,14 +306,14 @@ where
         &self,
         loaded: Loaded<V>,
         policy: &Policy,
-        created: crate::Timestamp,
-        finished: crate::Timestamp,
+        created: Timestamp,
+        finished: Timestamp,
         version: u64,
     ) -> Entry<V> {
         let ttl = loaded
             .ttl
             .unwrap_or_else(|| policy.jittered_ttl(policy.ttl, self.random()));
-        Entry::new(
+        let mut entry = Entry::new(
             loaded.value,
             EntryMeta {
                 created: finished,
@@ -206,200 +325,114 @@ where
                 load_duration: finished.saturating_duration_since(created),
                 version,
             },
-        )
+        );
+        entry.epoch = self.epoch();
+        entry
     }
+}
 
-    /// The fleet protocol (module docs). Returns when a value exists or the
-    /// origin was called here.
-    async fn fleet_load(
-        &self,
-        remote: &dyn Remote<K, V>,
-        key: &K,
-        loader: BoxLoader<V>,
-        policy: &Policy,
-        replacing: Option<crate::Timestamp>,
-    ) -> Produced<V> {
-        let give_up_at = Instant::now() + self.fleet.wait_limit;
-        loop {
-            // 1. Someone in the fleet may have it already.
-            match self.fresh_shared(remote, key, replacing).await {
-                Ok(Some(outcome)) => return outcome.into(),
-                Ok(None) => {}
-                Err(e) => return self.degrade(e, loader, policy).await,
-            }
-            // 2. Try to become the fleet's loader of this key.
-            let lease = match remote.try_lease(key).await {
-                Ok(lease) => lease,
-                Err(e) => return self.degrade(e, loader, policy).await,
-            };
-            if let Some(lease) = lease {
-                return self
-                    .load_under_lease(remote, key, &lease, loader, policy, replacing)
-                    .await;
-            }
-            // 3. Another process loads it. Subscribe first, then re-check, so a
-            // write landing between the two cannot go unnoticed.
-            let notified = match remote.subscribe(key).await {
-                Ok(n) => n,
-                Err(e) => return self.degrade(e, loader, policy).await,
-            };
-            match self.fresh_shared(remote, key, replacing).await {
-                Ok(Some(outcome)) => return outcome.into(),
-                Ok(None) => {}
-                Err(e) => return self.degrade(e, loader, policy).await,
-            }
-            let now = Instant::now();
-            if now >= give_up_at {
-                // The holder keeps its lease alive but never delivers: stop
-                // waiting on it and load here.
-                let version = self.next_version();
-                return self.call_origin(loader, policy, version).await.into();
-            }
-            // 4. Wait for "ready"; the poll is only a safety net for a lost message.
-            let wait = self.fleet.poll_interval.min(give_up_at - now);
-            let _ = tokio::time::timeout(wait, notified).await;
-            // Loop: re-check L2, then try the lease again — it is free if the
-            // holder finished without a value or died and the lease expired.
+/// The leader's end of a flight. Finishing stores the result and wakes the
+/// waiters; dropped unfinished (task cancelled, runtime shut down), it ends the
+/// flight as abandoned, so no waiter ever hangs on a leader that vanished.
+struct FlightGuard<K, V>
+where
+    K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
+    V: Send + Sync + 'static,
+{
+    inner: Arc<Inner<K, V>>,
+    key: K,
+    flight: Arc<Flight<Outcome<V>>>,
+    done: bool,
+}
+
+impl<K, V> FlightGuard<K, V>
+where
+    K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
+    V: Send + Sync + 'static,
+{
+    /// Keeps what may be kept (under the flight table's lock, told what happened
+    /// to the key meanwhile), then hands the outcome to every waiter.
+    fn finish(mut self, produced: Produced<V>, policy: &Policy) {
+        self.done = true;
+        let inner = &self.inner;
+        let key = &self.key;
+        let Produced { outcome, keep, .. } = produced;
+        let publish = outcome.clone();
+        let panicked = inner.flights.complete(key, &self.flight, publish, |fate| {
+            inner.keep(key, outcome, keep, fate, policy)
+        });
+        if panicked {
+            inner.metrics.store_panics.inc();
         }
     }
+}
 
-    async fn fresh_shared(
-        &self,
-        remote: &dyn Remote<K, V>,
-        key: &K,
-        replacing: Option<crate::Timestamp>,
-    ) -> Result<Option<Outcome<V>>, RemoteError> {
-        let now = self.clock.now();
-        let newer = |e: &Entry<V>| replacing.is_none_or(|old| e.meta().created > old);
-        Ok(remote
-            .get(key)
-            .await?
-            .filter(|e| e.is_fresh(now) && newer(e))
-            .map(|e| {
-                self.metrics.l2_hits.inc();
-                Outcome::Value {
-                    entry: Arc::new(e),
-                    from_shared: true,
-                }
-            }))
-    }
-
-    async fn load_under_lease(
-        &self,
-        remote: &dyn Remote<K, V>,
-        key: &K,
-        lease: &Lease,
-        loader: BoxLoader<V>,
-        policy: &Policy,
-        replacing: Option<crate::Timestamp>,
-    ) -> Produced<V> {
-        // Re-check after acquiring: the previous holder may have just written it.
-        match self.fresh_shared(remote, key, replacing).await {
-            Ok(Some(outcome)) => {
-                self.release(remote, key, lease).await;
-                return outcome.into();
-            }
-            Ok(None) => {}
-            Err(e) => {
-                self.release(remote, key, lease).await;
-                return self.degrade(e, loader, policy).await;
-            }
+impl<K, V> Inner<K, V>
+where
+    K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
+    V: Send + Sync + 'static,
+{
+    /// What a finished flight leaves in process. Runs under the flight table's
+    /// lock, so no invalidation or change notice can slip between the check of
+    /// the flight's fate and the store.
+    fn keep(&self, key: &K, outcome: Outcome<V>, keep: bool, fate: Fate, policy: &Policy) {
+        if fate.superseded {
+            self.metrics.superseded.inc();
+            return;
         }
-        let outcome = self
-            .renewing(
-                remote,
-                key,
-                lease,
-                self.call_origin(loader, policy, lease.version),
-            )
-            .await;
-        let mut keep = true;
-        if let Outcome::Value { entry, .. } = &outcome {
-            match remote.put(key, Some(lease), entry).await {
-                Ok(PutOutcome::Stored) => {}
-                Ok(PutOutcome::Superseded) => {
-                    // Invalidated or rewritten elsewhere while we loaded: our value
-                    // goes to our waiters but is not kept as fresh anywhere.
-                    self.metrics.superseded.inc();
-                    keep = false;
-                }
-                Err(RemoteError::TooLarge { .. }) => self.metrics.remote_errors.inc(),
-                Err(e) => self.remote_failed(&e),
-            }
-        }
-        self.release(remote, key, lease).await;
-        Produced { outcome, keep }
-    }
-
-    /// Runs `load` while renewing the lease every `renew_interval`. A lost lease
-    /// does not stop the load: the lease is for efficiency, the fenced write is
-    /// what keeps an outdated value out.
-    async fn renewing(
-        &self,
-        remote: &dyn Remote<K, V>,
-        key: &K,
-        lease: &Lease,
-        load: impl std::future::Future<Output = Outcome<V>>,
-    ) -> Outcome<V> {
-        let Some(every) = remote.renew_interval() else {
-            return load.await;
+        // Another process changed the key while this flight ran: only a value
+        // fenced by the shared store at that version or later is current.
+        let current = |entry: &Entry<V>| {
+            fate.changed_to == 0
+                || (entry.meta().version < LOCAL_VERSIONS
+                    && entry.meta().version >= fate.changed_to)
         };
-        let mut load = pin!(load);
-        let mut renewing = true;
-        loop {
-            tokio::select! {
-                outcome = &mut load => return outcome,
-                _ = tokio::time::sleep(every), if renewing => {
-                    match remote.renew(key, lease).await {
-                        Ok(true) => {}
-                        Ok(false) => renewing = false,
-                        Err(e) => {
-                            self.remote_failed(&e);
-                            renewing = false;
-                        }
+        let now = self.clock.now();
+        match outcome {
+            Outcome::Value { entry, .. } if keep => {
+                if current(&entry) {
+                    self.store.insert(key.clone(), entry);
+                } else {
+                    self.metrics.superseded.inc();
+                }
+            }
+            Outcome::Value { .. } => {}
+            Outcome::Uncacheable(_) => {
+                self.uncacheable
+                    .insert(key.clone(), now.saturating_add(policy.uncacheable_ttl));
+            }
+            Outcome::Failed { failure, stale } => {
+                if let (Failure::Origin(error), Some(negative), Some(ttl)) =
+                    (failure, &self.negative, policy.negative_ttl)
+                {
+                    let until = now.saturating_add(ttl);
+                    negative.insert(key.clone(), Negative { until, error });
+                }
+                // A stale shared copy that stood in is kept for the next callers
+                // to stand in with too, unless the process has a copy of its own.
+                if let Some(stale) = stale.filter(|s| current(s)) {
+                    if self.store.get(key).is_none() {
+                        self.store.insert(key.clone(), stale);
                     }
                 }
             }
         }
     }
-
-    async fn release(&self, remote: &dyn Remote<K, V>, key: &K, lease: &Lease) {
-        if let Err(e) = remote.release(key, lease).await {
-            // The lease expires by itself; others wait at most its TTL.
-            self.remote_failed(&e);
-        }
-    }
-
-    async fn degrade(
-        &self,
-        error: RemoteError,
-        loader: BoxLoader<V>,
-        policy: &Policy,
-    ) -> Produced<V> {
-        self.remote_failed(&error);
-        let version = self.next_version();
-        self.call_origin(loader, policy, version).await.into()
-    }
 }
 
-/// Fleet settings of a cache with a shared store.
-#[derive(Clone, Debug)]
-pub(crate) struct FleetSettings {
-    /// After a shared-store error, how long to skip it (in-process only) before
-    /// trying again.
-    pub(crate) retry_after: Duration,
-    /// The safety-net poll of a process waiting on another's lease.
-    pub(crate) poll_interval: Duration,
-    /// How long a process waits on another's lease before loading itself.
-    pub(crate) wait_limit: Duration,
-}
-
-impl Default for FleetSettings {
-    fn default() -> Self {
-        FleetSettings {
-            retry_after: Duration::from_secs(1),
-            poll_interval: Duration::from_millis(250),
-            wait_limit: Duration::from_secs(30),
+impl<K, V> Drop for FlightGuard<K, V>
+where
+    K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
+    V: Send + Sync + 'static,
+{
+    fn drop(&mut self) {
+        if !self.done {
+            self.inner.flights.complete(
+                &self.key,
+                &self.flight,
+                Outcome::failed(Failure::Abandoned),
+                |_| (),
+            );
         }
     }
 }

@@ -154,139 +154,132 @@ impl HistogramSnapshot {
     }
 }
 
-/// All live metrics of a cache.
-pub(crate) struct Metrics {
-    pub(crate) hits: Counter,
-    pub(crate) loads: Counter,
-    pub(crate) coalesced: Counter,
-    pub(crate) l2_hits: Counter,
-    pub(crate) stale_while_revalidate: Counter,
-    pub(crate) stale_on_error: Counter,
-    pub(crate) stale_on_timeout: Counter,
-    pub(crate) early_refreshes: Counter,
-    pub(crate) background_refreshes: Counter,
-    pub(crate) load_errors: Counter,
-    pub(crate) load_panics: Counter,
-    pub(crate) timeouts: Counter,
-    pub(crate) negative_hits: Counter,
-    pub(crate) circuit_rejections: Counter,
-    pub(crate) uncacheable: Counter,
-    pub(crate) remote_errors: Counter,
-    pub(crate) superseded: Counter,
-    pub(crate) load_duration: Histogram,
-    pub(crate) wait_time: Histogram,
+/// Declares every counter once: the live [`Metrics`] field, its zero value,
+/// its copy in [`MetricsSnapshot`] and that field's doc line all come from one
+/// list, so a counter cannot be added to one and forgotten in another.
+macro_rules! metrics {
+    ($( $(#[doc = $doc:literal])+ $name:ident, )*) => {
+        /// All live metrics of a cache.
+        pub(crate) struct Metrics {
+            $(pub(crate) $name: Counter,)*
+            pub(crate) load_duration: Histogram,
+            pub(crate) wait_time: Histogram,
+        }
+
+        impl Metrics {
+            pub(crate) fn new() -> Self {
+                Metrics {
+                    $($name: Counter::new(),)*
+                    load_duration: Histogram::new(),
+                    wait_time: Histogram::new(),
+                }
+            }
+
+            pub(crate) fn snapshot(
+                &self,
+                breaker: Option<BreakerState>,
+                in_flight: usize,
+                entries: usize,
+            ) -> MetricsSnapshot {
+                MetricsSnapshot {
+                    $($name: self.$name.get(),)*
+                    load_duration: self.load_duration.snapshot(),
+                    wait_time: self.wait_time.snapshot(),
+                    breaker,
+                    in_flight,
+                    entries,
+                }
+            }
+        }
+
+        /// What a cache has done since it was built.
+        ///
+        /// Leaders and waiters are counted apart: `loads` counts origin calls made by
+        /// leaders (foreground and background), `coalesced` counts callers that waited on
+        /// another caller's load instead of making their own.
+        #[derive(Clone, Debug, PartialEq)]
+        #[non_exhaustive]
+        pub struct MetricsSnapshot {
+            $( $(#[doc = $doc])+ pub $name: u64, )*
+            /// Duration of origin calls.
+            pub load_duration: HistogramSnapshot,
+            /// Time coalesced callers waited for another caller's load.
+            pub wait_time: HistogramSnapshot,
+            /// The breaker's state, when the cache has one.
+            pub breaker: Option<BreakerState>,
+            /// Loads running now.
+            pub in_flight: usize,
+            /// Entries in the in-process store.
+            pub entries: usize,
+        }
+    };
 }
 
-impl Metrics {
-    pub(crate) fn new() -> Self {
-        Metrics {
-            hits: Counter::new(),
-            loads: Counter::new(),
-            coalesced: Counter::new(),
-            l2_hits: Counter::new(),
-            stale_while_revalidate: Counter::new(),
-            stale_on_error: Counter::new(),
-            stale_on_timeout: Counter::new(),
-            early_refreshes: Counter::new(),
-            background_refreshes: Counter::new(),
-            load_errors: Counter::new(),
-            load_panics: Counter::new(),
-            timeouts: Counter::new(),
-            negative_hits: Counter::new(),
-            circuit_rejections: Counter::new(),
-            uncacheable: Counter::new(),
-            remote_errors: Counter::new(),
-            superseded: Counter::new(),
-            load_duration: Histogram::new(),
-            wait_time: Histogram::new(),
-        }
-    }
-
-    pub(crate) fn snapshot(
-        &self,
-        breaker: Option<BreakerState>,
-        in_flight: usize,
-        entries: usize,
-    ) -> MetricsSnapshot {
-        MetricsSnapshot {
-            hits: self.hits.get(),
-            loads: self.loads.get(),
-            coalesced: self.coalesced.get(),
-            l2_hits: self.l2_hits.get(),
-            stale_while_revalidate: self.stale_while_revalidate.get(),
-            stale_on_error: self.stale_on_error.get(),
-            stale_on_timeout: self.stale_on_timeout.get(),
-            early_refreshes: self.early_refreshes.get(),
-            background_refreshes: self.background_refreshes.get(),
-            load_errors: self.load_errors.get(),
-            load_panics: self.load_panics.get(),
-            timeouts: self.timeouts.get(),
-            negative_hits: self.negative_hits.get(),
-            circuit_rejections: self.circuit_rejections.get(),
-            uncacheable: self.uncacheable.get(),
-            remote_errors: self.remote_errors.get(),
-            superseded: self.superseded.get(),
-            load_duration: self.load_duration.snapshot(),
-            wait_time: self.wait_time.snapshot(),
-            breaker,
-            in_flight,
-            entries,
-        }
-    }
-}
-
-/// What a cache has done since it was built.
-///
-/// Leaders and waiters are counted apart: `loads` counts origin calls made by
-/// leaders (foreground and background), `coalesced` counts callers that waited on
-/// another caller's load instead of making their own.
-#[derive(Clone, Debug, PartialEq)]
-#[non_exhaustive]
-pub struct MetricsSnapshot {
+metrics! {
     /// Calls answered from a fresh in-process entry.
-    pub hits: u64,
+    hits,
     /// Origin calls (loader invocations), foreground and background.
-    pub loads: u64,
+    loads,
     /// Callers that shared another caller's load.
-    pub coalesced: u64,
+    coalesced,
     /// Loads answered by the shared (L2) store instead of the origin.
-    pub l2_hits: u64,
+    l2_hits,
     /// Calls answered with a stale value while one background refresh ran.
-    pub stale_while_revalidate: u64,
+    stale_while_revalidate,
     /// Calls answered with a stale value because the load failed or the breaker was open.
-    pub stale_on_error: u64,
+    stale_on_error,
     /// Calls answered with a stale value because the caller's wait deadline passed.
-    pub stale_on_timeout: u64,
+    stale_on_timeout,
     /// Hits that started an X-Fetch early refresh.
-    pub early_refreshes: u64,
+    early_refreshes,
     /// Background refreshes started (X-Fetch and stale-while-revalidate).
-    pub background_refreshes: u64,
+    background_refreshes,
     /// Loads that returned an error.
-    pub load_errors: u64,
+    load_errors,
     /// Loads whose loader panicked.
-    pub load_panics: u64,
+    load_panics,
+    /// Loads cancelled because they ran past `load_timeout`.
+    load_timeouts,
     /// Callers whose wait deadline passed with nothing to serve.
-    pub timeouts: u64,
+    timeouts,
     /// Calls answered from the negative cache (a recent load error).
-    pub negative_hits: u64,
+    negative_hits,
     /// Loads refused by the open circuit breaker.
-    pub circuit_rejections: u64,
+    circuit_rejections,
     /// Loads whose value was marked uncacheable (not stored, not shared).
-    pub uncacheable: u64,
-    /// Errors talking to the shared store; each one degraded to in-process behaviour.
-    pub remote_errors: u64,
-    /// Loads whose result was not stored because an invalidation or insert superseded them.
-    pub superseded: u64,
-    /// Duration of origin calls.
-    pub load_duration: HistogramSnapshot,
-    /// Time coalesced callers waited for another caller's load.
-    pub wait_time: HistogramSnapshot,
-    /// The breaker's state, when the cache has one.
-    pub breaker: Option<BreakerState>,
-    /// Loads running now.
-    pub in_flight: usize,
-    /// Entries in the in-process store.
-    pub entries: usize,
+    uncacheable,
+    /// Shared-store operations that failed for the whole store (unreachable, no
+    /// answer in time), or refused a value as too large to share.
+    remote_errors,
+    /// Healthy → degraded transitions of the shared store (in-process only until
+    /// the background probe sees it answer again).
+    degradations,
+    /// Degraded → healthy transitions, found by the background probe.
+    recoveries,
+    /// Entries in the shared store that could not be decoded: each was a miss
+    /// for its key only, overwritten by the next load.
+    undecodable,
+    /// Lease renewals that failed and were retried.
+    renew_errors,
+    /// Loads whose lease lapsed before they finished (their write is then
+    /// fenced: refused if another process took the lease).
+    leases_lost,
+    /// Loads that ended with the outcome another process left for the key
+    /// (a failure, or "not shareable"), instead of queueing for its lease.
+    fleet_outcomes,
+    /// Stale copies from the shared store served (while revalidating, or on error).
+    shared_stale,
+    /// In-process copies evicted because another process wrote or invalidated the key.
+    remote_evictions,
+    /// Times the change feed was interrupted or restored, after which every
+    /// in-process copy is checked against the shared store before it is served.
+    resyncs,
+    /// Loads whose result was not stored because an invalidation, an insert or a
+    /// newer write elsewhere superseded them.
+    superseded,
+    /// Panics of the in-process store while keeping a result (the waiters still
+    /// got it; the entry was lost).
+    store_panics,
 }
 
 #[cfg(test)]

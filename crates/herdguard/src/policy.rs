@@ -19,6 +19,7 @@ pub struct Policy {
     pub(crate) negative_ttl: Option<Duration>,
     pub(crate) wait_timeout: Option<Duration>,
     pub(crate) uncacheable_ttl: Duration,
+    pub(crate) load_timeout: Duration,
 }
 
 impl Default for Policy {
@@ -32,6 +33,7 @@ impl Default for Policy {
             negative_ttl: None,
             wait_timeout: None,
             uncacheable_ttl: Duration::from_secs(10),
+            load_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -54,6 +56,9 @@ impl Policy {
         if self.uncacheable_ttl.is_zero() {
             return Err(ConfigError::Zero("uncacheable_ttl"));
         }
+        if self.load_timeout.is_zero() {
+            return Err(ConfigError::Zero("load_timeout"));
+        }
         Ok(())
     }
 
@@ -74,6 +79,9 @@ impl Policy {
         }
         if let Some(d) = call.wait_timeout {
             p.wait_timeout = Some(d);
+        }
+        if let Some(d) = call.load_timeout {
+            p.load_timeout = d;
         }
         p.validate()?;
         Ok(p)
@@ -124,6 +132,7 @@ pub struct CallOptions {
     stale_while_revalidate: Option<Duration>,
     stale_if_error: Option<Duration>,
     wait_timeout: Option<Duration>,
+    load_timeout: Option<Duration>,
 }
 
 impl CallOptions {
@@ -166,6 +175,13 @@ impl CallOptions {
     /// the stale-if-error window) or [`Error::Timeout`](crate::Error::Timeout).
     pub fn wait_timeout(mut self, timeout: Duration) -> Self {
         self.wait_timeout = Some(timeout);
+        self
+    }
+
+    /// The longest the load this call starts may run before it is cancelled
+    /// with [`Error::LoadTimeout`](crate::Error::LoadTimeout).
+    pub fn load_timeout(mut self, timeout: Duration) -> Self {
+        self.load_timeout = Some(timeout);
         self
     }
 }

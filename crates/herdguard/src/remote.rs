@@ -1,16 +1,27 @@
-//! The fleet seam: a shared tier (L2) that every process reads and writes, and the
-//! lease that decides which process may call the origin for a key.
+//! The fleet seam: a shared tier (L2) that every process reads and writes, the
+//! lease that decides which process may call the origin for a key, and the
+//! change feed that keeps every process's in-process copies honest.
 //!
-//! The core drives the protocol (see `load.rs`): L2 lookup → lease → re-check →
-//! load while renewing → conditional write → release; a process that finds the
-//! lease taken subscribes *before* its last re-check, then waits for the "ready"
-//! notification with a bounded poll as a safety net, and takes the lease over when
-//! it expires (the holder may have died). Implementations (the `herdguard-redis`
-//! crate) supply the storage and messaging; any error makes the core degrade to
-//! in-process single flight for a while, so a store outage never fails a caller.
+//! The core drives the protocol (see `fleet.rs`): L2 lookup → lease → re-check →
+//! load while renewing → conditional write (which also gives the lease back) —
+//! or, when the load stored nothing, a release that leaves a short-lived
+//! [`Marker`] so the processes waiting on the lease stop queueing. A process
+//! that finds the lease taken [`watches`](Remote::watch) the key *before* its
+//! last re-check, then waits for a change with a bounded poll as a safety net,
+//! and takes the lease over when it expires (the holder may have died).
+//!
+//! Every write and invalidation is announced on the change feed; the core
+//! evicts its in-process copy of the key ([`ChangeListener`]). When the feed is
+//! lost, the core is told to [`resync`](ChangeListener::resync): every copy it
+//! holds is checked against the shared tier before it is served again.
+//!
+//! Any [`RemoteError::Unavailable`] makes the core degrade to in-process single
+//! flight until a background [`ping`](Remote::ping) succeeds, so a store outage
+//! never fails a caller; a [`RemoteError::Codec`] concerns one key only.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Weak;
 use std::time::Duration;
 
 use crate::entry::Entry;
@@ -19,8 +30,9 @@ use crate::error::RemoteError;
 /// A boxed, sendable future (the seam is used as a trait object).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// Resolves when a "ready" notification for the subscribed key arrives (or the
-/// subscription can no longer deliver one, in which case the safety poll takes over).
+/// Resolves when the watched key may have changed: a write, an invalidation, a
+/// lease given back, or a loss of the change feed (then the safety poll and a
+/// re-check take over).
 pub type Notified = BoxFuture<'static, ()>;
 
 /// The fleet-wide right to load one key.
@@ -29,25 +41,77 @@ pub struct Lease {
     /// Unique per holder: release and renewal compare it, so nobody frees a lease
     /// they no longer hold.
     pub token: String,
-    /// The key's version when the lease was granted (a fencing token): the write
-    /// of this load succeeds only while the key is still at this version.
+    /// The fencing token: granting a lease advances the key's version, and the
+    /// write of this load succeeds only while the key is still at this version.
+    /// A holder whose lease lapsed and was granted to another process is
+    /// therefore refused whichever of the two writes first.
     pub version: u64,
 }
 
 /// What a conditional write did.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum PutOutcome {
-    /// The entry was written and waiters were notified.
-    Stored,
-    /// The key changed since the lease was granted (invalidated or rewritten): the
-    /// entry was not written, and the loaded value must not be kept as fresh.
+    /// The entry was written with this version and the change announced.
+    Stored {
+        /// The version the write gave the key (and the stored entry).
+        version: u64,
+    },
+    /// The key changed since the lease was granted (invalidated, rewritten, or
+    /// leased again): the entry was not written, and the loaded value must not
+    /// be kept as fresh.
     Superseded,
 }
 
-/// A shared store and lease coordinator for a fleet of processes.
+/// How the fleet's last load of a key ended when it stored no value: left by
+/// the lease holder for a short time, so the processes waiting on its lease
+/// act on it instead of queueing for the lease one after the other.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Marker {
+    /// The load failed; the text says why. Processes that waited on it fail
+    /// fast (or serve stale) as their own waiters would.
+    Failed(String),
+    /// The origin's answer may not be shared: every caller goes to the origin
+    /// itself, in parallel (hit-for-miss, fleet-wide).
+    Uncacheable,
+    /// The value could not be shared (too large for the store): each process
+    /// loads and keeps its own copy, coalescing in process only.
+    LocalOnly,
+}
+
+/// What the shared store holds for a key, read in one round trip.
+#[derive(Debug)]
+pub struct Shared<V> {
+    /// The entry, fresh or not.
+    pub entry: Option<Entry<V>>,
+    /// The marker of a recent load that stored nothing.
+    pub marker: Option<Marker>,
+}
+
+impl<V> Default for Shared<V> {
+    fn default() -> Self {
+        Shared {
+            entry: None,
+            marker: None,
+        }
+    }
+}
+
+/// Receives the change feed of a [`Remote`] (the core's cache implements it).
+pub trait ChangeListener<K>: Send + Sync {
+    /// Some process wrote or invalidated `key`, giving it `version`.
+    fn changed(&self, key: &K, version: u64);
+    /// The feed was interrupted (or came back after an interruption): changes
+    /// may have been missed, so nothing held in process can be trusted as current.
+    fn resync(&self);
+}
+
+/// A shared store, lease coordinator and change feed for a fleet of processes.
 pub trait Remote<K, V>: Send + Sync + 'static {
-    /// The entry of `key`, if any (fresh or not).
-    fn get<'a>(&'a self, key: &'a K) -> BoxFuture<'a, Result<Option<Entry<V>>, RemoteError>>;
+    /// The entry and marker of `key`. A [`RemoteError::Codec`] means the bytes
+    /// stored under this key are not an entry this build can read: a miss for
+    /// this key, which the next write overwrites.
+    fn get<'a>(&'a self, key: &'a K) -> BoxFuture<'a, Result<Shared<V>, RemoteError>>;
 
     /// Tries to take the lease of `key`: `None` when another holder has it.
     fn try_lease<'a>(&'a self, key: &'a K) -> BoxFuture<'a, Result<Option<Lease>, RemoteError>>;
@@ -59,40 +123,48 @@ pub trait Remote<K, V>: Send + Sync + 'static {
         lease: &'a Lease,
     ) -> BoxFuture<'a, Result<bool, RemoteError>>;
 
-    /// Gives a held lease back (only if it is still ours).
+    /// Gives a held lease back (only if it is still ours), leaving `marker` for
+    /// `ttl` when the load stored nothing, and wakes the key's watchers.
     fn release<'a>(
         &'a self,
         key: &'a K,
         lease: &'a Lease,
+        marker: Option<(&'a Marker, Duration)>,
     ) -> BoxFuture<'a, Result<(), RemoteError>>;
 
-    /// Subscribes to the "ready" notification of `key`. The subscription must be in
-    /// place when the returned future resolves, so a re-check made after it cannot
-    /// miss a write that lands in between.
-    fn subscribe<'a>(&'a self, key: &'a K) -> BoxFuture<'a, Result<Notified, RemoteError>>;
+    /// Watches `key`: the future resolves at its next change (see [`Notified`]).
+    /// Registered when this returns, so a re-check made after it cannot miss a
+    /// write that lands in between.
+    fn watch(&self, key: &K) -> Notified;
 
-    /// Writes `entry` and notifies the key's waiters. With a lease, the write is
-    /// conditional: only if the key is still at `lease.version` (no invalidation
-    /// and no other write since). Without one (an explicit insert), it always
-    /// writes and bumps the version.
+    /// Writes `entry`, kept in the store for `retain`, and announces it. With a
+    /// lease, the write is conditional (only while the key is still at
+    /// `lease.version`) and gives the lease back whatever it decides. Without
+    /// one (an explicit insert), it always writes.
     fn put<'a>(
         &'a self,
         key: &'a K,
         lease: Option<&'a Lease>,
         entry: &'a Entry<V>,
+        retain: Duration,
     ) -> BoxFuture<'a, Result<PutOutcome, RemoteError>>;
 
-    /// Deletes the entry of `key` and bumps its version, so no load in flight
-    /// anywhere can store its now-outdated result.
-    fn invalidate<'a>(&'a self, key: &'a K) -> BoxFuture<'a, Result<(), RemoteError>>;
+    /// Deletes the entry, marker and lease of `key`, advances its version (so no
+    /// load in flight anywhere can store its now-outdated result) and announces
+    /// it. Returns the new version.
+    fn invalidate<'a>(&'a self, key: &'a K) -> BoxFuture<'a, Result<u64, RemoteError>>;
 
-    /// How often a holder renews its lease while loading (about a third of the
-    /// lease TTL, so two renewals may fail before it lapses); `None` disables renewal.
-    fn renew_interval(&self) -> Option<Duration>;
+    /// How long a lease lasts unless renewed.
+    fn lease_ttl(&self) -> Duration;
 
-    /// The version to stamp on an entry that is written without a lease. Defaults
-    /// to 0; the implementation may assign its own on `put`.
-    fn unleased_version(&self) -> u64 {
-        0
-    }
+    /// Whether a holder renews its lease while loading (every third of the TTL).
+    fn renews(&self) -> bool;
+
+    /// Checks that the store answers and the change feed is live; the core's
+    /// health probe calls it while degraded.
+    fn ping(&self) -> BoxFuture<'_, Result<(), RemoteError>>;
+
+    /// Registers a receiver of the change feed. Held weakly: a dropped cache
+    /// stops receiving.
+    fn listen(&self, listener: Weak<dyn ChangeListener<K>>);
 }

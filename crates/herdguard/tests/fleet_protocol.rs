@@ -1,30 +1,37 @@
-//! The fleet protocol of `load.rs` against an in-process shared store: two caches
+//! The fleet protocol of `fleet.rs` against an in-process shared store: two caches
 //! sharing one `SharedMap` behave like two processes sharing Redis. (The Redis
 //! implementation is tested against a real redis-server in `herdguard-redis`.)
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use herdguard::{
-    BoxFuture, Cache, Entry, Lease, ManualClock, Notified, PutOutcome, Remote, RemoteError, Served,
+    BoxFuture, Cache, ChangeListener, Entry, Lease, ManualClock, Marker, Notified, PutOutcome,
+    Remote, RemoteError, Served, Shared,
 };
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 
-/// Lease, versioned value and "ready" notification, as the `Remote` contract says.
+/// Lease, versioned value, markers and change feed, as the `Remote` contract says.
 #[derive(Default)]
 struct SharedMap {
     state: Mutex<HashMap<u32, Slot>>,
     ready: Arc<Notify>,
     down: AtomicBool,
     tokens: AtomicU64,
+    listeners: Mutex<Vec<Weak<dyn ChangeListener<u32>>>>,
+    /// Renewals to fail before answering again.
+    failing_renewals: AtomicUsize,
+    /// When set, `invalidate` waits for a permit before it acts.
+    invalidate_gate: Mutex<Option<Arc<Semaphore>>>,
 }
 
 #[derive(Default)]
 struct Slot {
     value: Option<(u64, herdguard::EntryMeta)>,
     lease: Option<String>,
+    marker: Option<Marker>,
     version: u64,
 }
 
@@ -36,17 +43,29 @@ impl SharedMap {
             Ok(())
         }
     }
+
+    /// Announces a change to every listener, then wakes the watchers.
+    fn announce(&self, key: u32, version: u64) {
+        let listeners: Vec<_> = self.listeners.lock().unwrap().clone();
+        for l in listeners.iter().filter_map(Weak::upgrade) {
+            l.changed(&key, version);
+        }
+        self.ready.notify_waiters();
+    }
 }
 
 impl Remote<u32, u64> for SharedMap {
-    fn get<'a>(&'a self, key: &'a u32) -> BoxFuture<'a, Result<Option<Entry<u64>>, RemoteError>> {
+    fn get<'a>(&'a self, key: &'a u32) -> BoxFuture<'a, Result<Shared<u64>, RemoteError>> {
         Box::pin(async move {
             self.check()?;
             let state = self.state.lock().unwrap();
-            Ok(state
-                .get(key)
-                .and_then(|s| s.value)
-                .map(|(v, meta)| Entry::new(v, meta)))
+            let slot = state.get(key);
+            Ok(Shared {
+                entry: slot
+                    .and_then(|s| s.value)
+                    .map(|(v, meta)| Entry::new(v, meta)),
+                marker: slot.and_then(|s| s.marker.clone()),
+            })
         })
     }
 
@@ -60,6 +79,7 @@ impl Remote<u32, u64> for SharedMap {
             }
             let token = self.tokens.fetch_add(1, Ordering::SeqCst).to_string();
             slot.lease = Some(token.clone());
+            slot.version += 1;
             Ok(Some(Lease {
                 token,
                 version: slot.version,
@@ -68,13 +88,22 @@ impl Remote<u32, u64> for SharedMap {
     }
 
     fn renew<'a>(&'a self, _: &'a u32, _: &'a Lease) -> BoxFuture<'a, Result<bool, RemoteError>> {
-        Box::pin(async move { self.check().map(|_| true) })
+        Box::pin(async move {
+            self.check()?;
+            let failing = self.failing_renewals.load(Ordering::SeqCst);
+            if failing > 0 {
+                self.failing_renewals.store(failing - 1, Ordering::SeqCst);
+                return Err(RemoteError::Unavailable("renewal lost".into()));
+            }
+            Ok(true)
+        })
     }
 
     fn release<'a>(
         &'a self,
         key: &'a u32,
         lease: &'a Lease,
+        marker: Option<(&'a Marker, Duration)>,
     ) -> BoxFuture<'a, Result<(), RemoteError>> {
         Box::pin(async move {
             self.check()?;
@@ -82,6 +111,7 @@ impl Remote<u32, u64> for SharedMap {
             let slot = state.entry(*key).or_default();
             if slot.lease.as_deref() == Some(lease.token.as_str()) {
                 slot.lease = None;
+                slot.marker = marker.map(|(m, _)| m.clone());
             }
             drop(state);
             self.ready.notify_waiters();
@@ -89,13 +119,10 @@ impl Remote<u32, u64> for SharedMap {
         })
     }
 
-    fn subscribe<'a>(&'a self, _: &'a u32) -> BoxFuture<'a, Result<Notified, RemoteError>> {
-        Box::pin(async move {
-            self.check()?;
-            let mut notified = Box::pin(Arc::clone(&self.ready).notified_owned());
-            notified.as_mut().enable(); // subscribed before the caller's re-check
-            Ok(notified as Notified)
-        })
+    fn watch(&self, _: &u32) -> Notified {
+        let mut notified = Box::pin(Arc::clone(&self.ready).notified_owned());
+        notified.as_mut().enable(); // registered before the caller's re-check
+        notified
     }
 
     fn put<'a>(
@@ -103,35 +130,68 @@ impl Remote<u32, u64> for SharedMap {
         key: &'a u32,
         lease: Option<&'a Lease>,
         entry: &'a Entry<u64>,
+        _retain: Duration,
     ) -> BoxFuture<'a, Result<PutOutcome, RemoteError>> {
         Box::pin(async move {
             self.check()?;
             let mut state = self.state.lock().unwrap();
             let slot = state.entry(*key).or_default();
-            if lease.is_some_and(|l| l.version != slot.version) {
-                return Ok(PutOutcome::Superseded);
+            if let Some(lease) = lease {
+                if slot.lease.as_deref() == Some(lease.token.as_str()) {
+                    slot.lease = None;
+                }
+                if lease.version != slot.version {
+                    return Ok(PutOutcome::Superseded);
+                }
             }
             slot.version += 1;
-            slot.value = Some((*entry.value(), *entry.meta()));
+            slot.marker = None;
+            let version = slot.version;
+            let meta = herdguard::EntryMeta {
+                version,
+                ..*entry.meta()
+            };
+            slot.value = Some((*entry.value(), meta));
             drop(state);
-            self.ready.notify_waiters();
-            Ok(PutOutcome::Stored)
+            self.announce(*key, version);
+            Ok(PutOutcome::Stored { version })
         })
     }
 
-    fn invalidate<'a>(&'a self, key: &'a u32) -> BoxFuture<'a, Result<(), RemoteError>> {
+    fn invalidate<'a>(&'a self, key: &'a u32) -> BoxFuture<'a, Result<u64, RemoteError>> {
         Box::pin(async move {
             self.check()?;
+            let gate = self.invalidate_gate.lock().unwrap().clone();
+            if let Some(gate) = gate {
+                let _permit = gate.acquire().await;
+            }
             let mut state = self.state.lock().unwrap();
             let slot = state.entry(*key).or_default();
             slot.version += 1;
             slot.value = None;
-            Ok(())
+            slot.lease = None;
+            slot.marker = None;
+            let version = slot.version;
+            drop(state);
+            self.announce(*key, version);
+            Ok(version)
         })
     }
 
-    fn renew_interval(&self) -> Option<Duration> {
-        Some(Duration::from_millis(100))
+    fn lease_ttl(&self) -> Duration {
+        Duration::from_millis(300)
+    }
+
+    fn renews(&self) -> bool {
+        true
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), RemoteError>> {
+        Box::pin(async move { self.check() })
+    }
+
+    fn listen(&self, listener: Weak<dyn ChangeListener<u32>>) {
+        self.listeners.lock().unwrap().push(listener);
     }
 }
 
@@ -221,6 +281,16 @@ async fn a_store_outage_degrades_to_in_process_single_flight() {
     assert_eq!(calls.load(Ordering::SeqCst), 2, "one load per process");
     assert!(a.metrics().remote_errors >= 1);
     assert!(!a.shared_store_healthy());
+    // The background probe sees the store answer again: no request pays for it.
+    map.down.store(false, Ordering::SeqCst);
+    for _ in 0..200 {
+        if a.shared_store_healthy() && b.shared_store_healthy() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(a.shared_store_healthy() && b.shared_store_healthy());
+    assert_eq!(a.metrics().recoveries, 1);
 }
 
 #[tokio::test]
@@ -283,4 +353,64 @@ async fn an_early_refresh_calls_the_origin_even_though_l2_is_still_fresh() {
         "the refresh went to the origin"
     );
     assert_eq!(cache.get(&1).map(|v| *v), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalidate_tells_the_shared_store_before_it_clears_this_process() {
+    let map = shared();
+    let (a, b) = (fleet_cache(&map, None), fleet_cache(&map, None));
+    let calls = Arc::new(AtomicUsize::new(0));
+    call(&a, 1, &calls, 1).await;
+    assert_eq!(*call(&b, 1, &calls, 99).await, 1, "B shares A's value");
+    // Hold the shared store's invalidation while B misses in between.
+    let gate = Arc::new(Semaphore::new(0));
+    *map.invalidate_gate.lock().unwrap() = Some(gate.clone());
+    let invalidating = {
+        let b = b.clone();
+        tokio::spawn(async move { b.invalidate(&1).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // A call on B during the invalidation may see either value (it is
+    // concurrent with it); what matters is what remains after it returns.
+    let during = {
+        let (b, calls) = (b.clone(), calls.clone());
+        tokio::spawn(async move { call(&b, 1, &calls, 2).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    gate.add_permits(1);
+    invalidating.await.unwrap().unwrap();
+    during.await.unwrap();
+    let after = call(&b, 1, &calls, 3).await;
+    assert_ne!(
+        *after, 1,
+        "B serves the invalidated value after invalidate returned"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewal_that_fails_once_is_retried_and_the_lease_kept() {
+    let map = shared();
+    map.failing_renewals.store(1, Ordering::SeqCst);
+    let (a, b) = (fleet_cache(&map, None), fleet_cache(&map, None));
+    let calls = Arc::new(AtomicUsize::new(0));
+    // Lease 300 ms, renewed every 100 ms: the load takes 600 ms.
+    let holder = {
+        let (a, calls) = (a.clone(), calls.clone());
+        tokio::spawn(async move {
+            a.get_or_load(1, move || async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(600)).await;
+                Ok::<_, std::io::Error>(7)
+            })
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let waiter = call(&b, 1, &calls, 8).await;
+    assert_eq!(*waiter, 7, "B waited on A's lease");
+    assert_eq!(*holder.await.unwrap().unwrap(), 7);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(a.metrics().renew_errors, 1);
+    assert_eq!(a.metrics().leases_lost, 0);
+    assert!(a.shared_store_healthy(), "a renewal error is not an outage");
 }

@@ -1,0 +1,422 @@
+//! The fleet protocol: how a leader uses the shared store so that the whole
+//! fleet makes one origin call per key.
+//!
+//! ```text
+//! shared store (L2) ─fresh─► done        ─stale, in its SWR window─► serve it, refresh after
+//!   │ a marker left by the last holder: failed ─► fail fast (or stale) if we waited on it
+//!   │                                   uncacheable ─► everyone to the origin, in parallel
+//!   │                                   local-only ─► load in process, no lease
+//!   ▼
+//! lease ─taken─► watch, re-check L2, wait for a change (bounded poll) ─► loop
+//!   ▼ ours (granting it advanced the key's version: our fencing token)
+//! re-check L2 ─► origin through the breaker, renewing the lease ─►
+//! fenced write (also gives the lease back) — or, when nothing is stored,
+//! a release that leaves a marker, after the local waiters are woken
+//! ```
+//!
+//! A lock is for efficiency, not correctness: the write is what must never be
+//! stale. It succeeds only while the key is still at the version the lease was
+//! granted at; every grant, write and invalidation advances it, so a holder
+//! whose lease lapsed (paused, slow) is refused whether it writes before or
+//! after the process that took over.
+//!
+//! Any shared-store error that concerns the store as a whole degrades this load
+//! (and later ones, until the health probe sees the store answer) to the
+//! in-process load of `load.rs`; an undecodable entry is a miss for its key only.
+
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::cache::Inner;
+use crate::clock::Timestamp;
+use crate::entry::Entry;
+use crate::error::{FleetLoadFailed, RemoteError};
+use crate::load::{BoxLoader, Failure, Outcome, Produced, Source};
+use crate::policy::Policy;
+use crate::remote::{Lease, Marker, PutOutcome, Remote};
+
+/// Fleet settings of a cache with a shared store.
+#[derive(Clone, Debug)]
+pub(crate) struct FleetSettings {
+    /// While degraded, how often the background probe pings the shared store.
+    pub(crate) probe_interval: Duration,
+    /// The safety-net poll of a process waiting on another's lease.
+    pub(crate) poll_interval: Duration,
+    /// How long a process waits on another's lease before loading itself;
+    /// `None`: the load timeout plus five seconds (a holder whose load hangs is
+    /// cancelled at its load timeout and gives the lease back before that).
+    pub(crate) wait_limit: Option<Duration>,
+    /// How long a failed load's outcome stays in the shared store for the
+    /// processes that waited on it (longer when negative caching is on).
+    pub(crate) failure_ttl: Duration,
+}
+
+impl Default for FleetSettings {
+    fn default() -> Self {
+        FleetSettings {
+            probe_interval: Duration::from_millis(200),
+            poll_interval: Duration::from_millis(250),
+            wait_limit: None,
+            failure_ttl: Duration::from_secs(1),
+        }
+    }
+}
+
+/// What the shared store says about a key, as the protocol acts on it.
+enum Found<V> {
+    /// An answer: a fresh copy, or a stale one inside its stale-while-revalidate window.
+    Answer(Outcome<V>),
+    /// The last holder's load failed, and this process waited on it (or
+    /// negatively caches failures): fail as its waiters would.
+    Failed(Failure),
+    /// The last answer may not be shared: every caller goes to the origin.
+    Uncacheable,
+    /// The value cannot be shared: load in process, without the lease.
+    LocalOnly,
+    /// Nothing to act on: go on with the lease.
+    Nothing,
+}
+
+impl<K, V> Inner<K, V>
+where
+    K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
+    V: Send + Sync + 'static,
+{
+    /// The protocol (module docs). Returns when a value exists, the origin was
+    /// called here, or the fleet's outcome was taken over.
+    pub(crate) async fn fleet_load(
+        &self,
+        remote: &dyn Remote<K, V>,
+        key: &K,
+        loader: BoxLoader<V>,
+        policy: &Policy,
+        replacing: Option<Timestamp>,
+    ) -> Produced<V> {
+        let wait_limit = self
+            .fleet
+            .wait_limit
+            .unwrap_or(policy.load_timeout + Duration::from_secs(5));
+        let give_up_at = Instant::now() + wait_limit;
+        // A stale shared copy inside its stale-if-error window, should the load fail.
+        let mut fallback = None;
+        let mut waited = false;
+        loop {
+            // 1. What the fleet has, or left.
+            match self
+                .read_shared(remote, key, policy, replacing, waited, &mut fallback)
+                .await
+            {
+                Ok(Found::Nothing) => {}
+                Ok(found) => return self.settle(found, key, loader, policy, fallback).await,
+                Err(e) => return self.degraded_load(e, key, loader, policy, replacing).await,
+            }
+            // 2. Try to become the fleet's loader of this key.
+            match remote.try_lease(key).await {
+                Ok(Some(lease)) => {
+                    return self
+                        .load_under_lease(remote, key, lease, loader, policy, replacing, fallback)
+                        .await
+                }
+                Ok(None) => {}
+                Err(e) => return self.degraded_load(e, key, loader, policy, replacing).await,
+            }
+            // 3. Another process loads it. Watch first, then re-check, so a write
+            // landing between the two cannot go unnoticed.
+            let changed = remote.watch(key);
+            match self
+                .read_shared(remote, key, policy, replacing, waited, &mut fallback)
+                .await
+            {
+                Ok(Found::Nothing) => {}
+                Ok(found) => return self.settle(found, key, loader, policy, fallback).await,
+                Err(e) => return self.degraded_load(e, key, loader, policy, replacing).await,
+            }
+            let now = Instant::now();
+            if now >= give_up_at {
+                // The holder keeps its lease alive but never delivers: stop
+                // waiting on it and load here (without writing: no lease).
+                let version = self.next_version();
+                return self.call_origin(loader, policy, version).await.into();
+            }
+            // 4. Wait for a change; the poll is only a safety net for a lost notice.
+            let wait = self.fleet.poll_interval.min(give_up_at - now);
+            let _ = tokio::time::timeout(wait, changed).await;
+            waited = true;
+            // Loop: re-check L2, then try the lease again — it is free if the
+            // holder finished without a value or died and the lease expired.
+        }
+    }
+
+    /// Reads the key's entry and marker in one round trip and decides.
+    async fn read_shared(
+        &self,
+        remote: &dyn Remote<K, V>,
+        key: &K,
+        policy: &Policy,
+        replacing: Option<Timestamp>,
+        waited: bool,
+        fallback: &mut Option<Arc<Entry<V>>>,
+    ) -> Result<Found<V>, RemoteError> {
+        // The epoch before the read: should the change feed drop while the
+        // answer is in flight, the copy is checked again before it is served.
+        let epoch = self.epoch();
+        let shared = match remote.get(key).await {
+            Ok(shared) => shared,
+            Err(RemoteError::Codec(_)) => {
+                // Bytes this build cannot read (another release, another
+                // program): a miss for this key, overwritten by our write.
+                self.metrics.undecodable.inc();
+                Default::default()
+            }
+            Err(e) => return Err(e),
+        };
+        let now = self.clock.now();
+        if let Some(mut entry) = shared.entry {
+            entry.epoch = epoch;
+            // An early refresh runs while the old copy is still fresh, in L2
+            // too: only a newer copy answers it.
+            let newer = replacing.is_none_or(|old| entry.meta().created > old);
+            if newer && entry.is_fresh(now) {
+                self.metrics.l2_hits.inc();
+                return Ok(Found::Answer(Outcome::Value {
+                    entry: Arc::new(entry),
+                    source: Source::Shared,
+                }));
+            }
+            if replacing.is_none() {
+                let entry = Arc::new(entry);
+                if now < entry.revalidate_until() {
+                    self.metrics.shared_stale.inc();
+                    return Ok(Found::Answer(Outcome::Value {
+                        entry,
+                        source: Source::SharedStale,
+                    }));
+                }
+                if entry.usable_on_error(now) {
+                    *fallback = Some(entry);
+                }
+            }
+        }
+        Ok(match shared.marker {
+            Some(Marker::Uncacheable) => Found::Uncacheable,
+            Some(Marker::LocalOnly) => Found::LocalOnly,
+            Some(Marker::Failed(text)) if waited || policy.negative_ttl.is_some() => {
+                Found::Failed(Failure::Origin(Arc::new(FleetLoadFailed(text))))
+            }
+            _ => Found::Nothing,
+        })
+    }
+
+    /// Acts on what the shared store said, without the lease.
+    async fn settle(
+        &self,
+        found: Found<V>,
+        key: &K,
+        loader: BoxLoader<V>,
+        policy: &Policy,
+        fallback: Option<Arc<Entry<V>>>,
+    ) -> Produced<V> {
+        match found {
+            Found::Answer(outcome) => {
+                let stale = matches!(
+                    outcome,
+                    Outcome::Value {
+                        source: Source::SharedStale,
+                        ..
+                    }
+                );
+                Produced {
+                    refresh_with: stale.then_some(loader),
+                    ..outcome.into()
+                }
+            }
+            Found::Failed(failure) => {
+                self.metrics.fleet_outcomes.inc();
+                Outcome::Failed {
+                    failure,
+                    stale: fallback,
+                }
+                .into()
+            }
+            Found::Uncacheable => {
+                // Hit-for-miss, fleet-wide: this caller goes to the origin now
+                // and its waiters follow, each for itself.
+                self.metrics.fleet_outcomes.inc();
+                let version = self.next_version();
+                match self.call_origin(loader, policy, version).await {
+                    Outcome::Value { entry, .. } => Outcome::Uncacheable(entry).into(),
+                    other => other.into(),
+                }
+            }
+            Found::LocalOnly => {
+                self.metrics.fleet_outcomes.inc();
+                let version = self.next_version();
+                self.call_origin(loader, policy, version).await.into()
+            }
+            Found::Nothing => self.local_load(key, loader, policy, None).await,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn load_under_lease(
+        &self,
+        remote: &dyn Remote<K, V>,
+        key: &K,
+        lease: Lease,
+        loader: BoxLoader<V>,
+        policy: &Policy,
+        replacing: Option<Timestamp>,
+        mut fallback: Option<Arc<Entry<V>>>,
+    ) -> Produced<V> {
+        // Re-check after acquiring: the previous holder may have just written it.
+        match self
+            .read_shared(remote, key, policy, replacing, false, &mut fallback)
+            .await
+        {
+            // Only a fresh copy: for a stale one, we hold the lease, so we refresh.
+            Ok(Found::Answer(
+                outcome @ Outcome::Value {
+                    source: Source::Shared,
+                    ..
+                },
+            )) => {
+                return Produced {
+                    release: Some((lease, None)),
+                    ..outcome.into()
+                }
+            }
+            Ok(_) => {}
+            Err(e) => return self.degraded_load(e, key, loader, policy, replacing).await,
+        }
+        // The entry carries the version the fenced write will give the key, so
+        // its own change notice does not evict it from this process.
+        let version = lease.version + 1;
+        let load = self.call_origin(loader, policy, version);
+        let outcome = self.renewing(remote, key, &lease, load).await;
+        match outcome {
+            Outcome::Value { entry, source } => {
+                let retain = self.retain(&entry);
+                let (keep, marker) = match remote.put(key, Some(&lease), &entry, retain).await {
+                    // The write gave the lease back too.
+                    Ok(PutOutcome::Stored { .. }) => (true, None),
+                    Ok(PutOutcome::Superseded) => {
+                        // Invalidated, rewritten or leased again elsewhere while
+                        // we loaded: our waiters get the value, nobody keeps it.
+                        self.metrics.superseded.inc();
+                        (false, None)
+                    }
+                    Err(e @ (RemoteError::TooLarge { .. } | RemoteError::Codec(_))) => {
+                        // Not shareable: the fleet loads it per process meanwhile.
+                        self.remote_failed(&e);
+                        (true, Some((lease, Some((Marker::LocalOnly, retain)))))
+                    }
+                    Err(e) => {
+                        self.remote_failed(&e);
+                        (true, None)
+                    }
+                };
+                Produced {
+                    outcome: Outcome::Value { entry, source },
+                    keep,
+                    release: marker,
+                    refresh_with: None,
+                }
+            }
+            Outcome::Uncacheable(entry) => Produced {
+                release: Some((lease, Some((Marker::Uncacheable, policy.uncacheable_ttl)))),
+                ..Outcome::Uncacheable(entry).into()
+            },
+            Outcome::Failed { failure, .. } => {
+                let ttl = policy
+                    .negative_ttl
+                    .map_or(self.fleet.failure_ttl, |n| n.max(self.fleet.failure_ttl));
+                let marker = failure.marker().map(|m| (m, ttl));
+                Produced {
+                    release: Some((lease, marker)),
+                    ..Outcome::Failed {
+                        failure,
+                        stale: fallback,
+                    }
+                    .into()
+                }
+            }
+        }
+    }
+
+    /// Runs `load` while renewing the lease every third of its TTL. A failed
+    /// renewal is retried until the lease would really have lapsed (counted
+    /// from before the last renewal that succeeded); only then is it lost. A
+    /// lost lease does not stop the load: the fenced write decides.
+    async fn renewing(
+        &self,
+        remote: &dyn Remote<K, V>,
+        key: &K,
+        lease: &Lease,
+        load: impl std::future::Future<Output = Outcome<V>>,
+    ) -> Outcome<V> {
+        if !remote.renews() {
+            return load.await;
+        }
+        let ttl = remote.lease_ttl();
+        let every = ttl / 3;
+        let mut load = pin!(load);
+        let mut lapses_at = Instant::now() + ttl;
+        let mut next = Instant::now() + every;
+        let mut renewing = true;
+        loop {
+            tokio::select! {
+                outcome = &mut load => return outcome,
+                _ = tokio::time::sleep_until(next.into()), if renewing => {
+                    let sent = Instant::now();
+                    match remote.renew(key, lease).await {
+                        Ok(true) => {
+                            lapses_at = sent + ttl;
+                            next = Instant::now() + every;
+                        }
+                        Ok(false) => {
+                            self.metrics.leases_lost.inc();
+                            renewing = false;
+                        }
+                        Err(_) => {
+                            self.metrics.renew_errors.inc();
+                            let now = Instant::now();
+                            if now >= lapses_at {
+                                self.metrics.leases_lost.inc();
+                                renewing = false;
+                            } else {
+                                // Retry soon, while the lease still holds.
+                                let left = lapses_at - now;
+                                next = now + (left / 2).min(every).max(Duration::from_millis(5));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The shared store failed as a whole: degrade, and load in process.
+    async fn degraded_load(
+        &self,
+        error: RemoteError,
+        key: &K,
+        loader: BoxLoader<V>,
+        policy: &Policy,
+        replacing: Option<Timestamp>,
+    ) -> Produced<V> {
+        self.remote_failed(&error);
+        self.local_load(key, loader, policy, replacing).await
+    }
+
+    /// How long the shared store keeps `entry`: to the end of its last stale
+    /// window, on the cache's clock (at least 1 ms).
+    pub(crate) fn retain(&self, entry: &Entry<V>) -> Duration {
+        let meta = entry.meta();
+        let end = entry
+            .expires_at()
+            .saturating_add(meta.stale_while_revalidate.max(meta.stale_if_error));
+        end.saturating_duration_since(self.clock.now())
+            .max(Duration::from_millis(1))
+    }
+}

@@ -1,0 +1,178 @@
+//! The shared store's health as this process sees it, and what keeps the
+//! process's copies honest: the change feed and its epoch.
+//!
+//! **Degraded.** An error that concerns the store as a whole (unreachable, no
+//! answer in time) degrades the cache: every load runs in process (single
+//! flight per process, still one origin call per key per process) and no
+//! request touches the store. A background probe pings it every
+//! `probe_interval`; the first answer makes the cache healthy again — so after
+//! Redis returns, coordination resumes before any request pays for finding out.
+//!
+//! **Change feed.** Every write and invalidation in the fleet is announced;
+//! [`ChangeListener::changed`] evicts this process's older copy of the key and
+//! notes the version on a load in flight (whose result is then kept only if it
+//! is at least that new), all under the flight table's lock.
+//!
+//! **Epoch.** When the feed is interrupted (or comes back), or the store
+//! recovers from a degraded spell, notices may have been missed: the epoch
+//! advances, and every copy stamped with an older epoch is checked against the
+//! store (one read) before it is served again. While the store is unreachable
+//! such copies are served by their TTL as before — nobody could have changed
+//! the key through it.
+
+use std::hash::Hash;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+
+use crate::cache::Inner;
+use crate::entry::{Entry, LOCAL_VERSIONS};
+use crate::error::RemoteError;
+use crate::remote::{ChangeListener, Remote};
+
+/// The shared store's health and the change-feed epoch of one cache.
+#[derive(Default)]
+pub(crate) struct Health {
+    degraded: AtomicBool,
+    probing: AtomicBool,
+    epoch: AtomicU64,
+}
+
+impl<K, V> Inner<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Send + Sync + 'static,
+{
+    /// The shared store, unless there is none or it is degraded.
+    pub(crate) fn healthy_remote(&self) -> Option<&Arc<dyn Remote<K, V>>> {
+        let remote = self.remote.as_ref()?;
+        (!self.health.degraded.load(Ordering::Relaxed)).then_some(remote)
+    }
+
+    /// The current change-feed epoch.
+    #[inline]
+    pub(crate) fn epoch(&self) -> u64 {
+        self.health.epoch.load(Ordering::Acquire)
+    }
+
+    /// Whether `entry` must be checked against the shared store before it is
+    /// served: it predates a feed interruption, and the store is reachable.
+    #[inline]
+    pub(crate) fn suspect(&self, entry: &Entry<V>) -> bool {
+        entry.epoch != self.epoch() && self.healthy_remote().is_some()
+    }
+
+    /// Counts a shared-store error. One that concerns the store as a whole
+    /// degrades the cache until the background probe sees it answer again; a
+    /// value too large to share, or bytes of one key, concern that key only.
+    pub(crate) fn remote_failed(&self, error: &RemoteError) {
+        self.metrics.remote_errors.inc();
+        if !matches!(error, RemoteError::Unavailable(_)) {
+            return;
+        }
+        // Without a runtime no probe can run, and nothing would end the
+        // degraded spell: stay healthy, the next call tries the store again.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        self.degrade();
+        if !self.health.probing.swap(true, Ordering::AcqRel) {
+            runtime.spawn(probe(Weak::clone(&self.me), Start::AfterInterval));
+        }
+    }
+
+    fn degrade(&self) {
+        if !self.health.degraded.swap(true, Ordering::AcqRel) {
+            self.metrics.degradations.inc();
+        }
+    }
+
+    /// Finds out now whether the store answers (the change feed just dropped:
+    /// the store may be gone too), so that no request has to find out by failing.
+    fn check_health(&self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if !self.health.probing.swap(true, Ordering::AcqRel) {
+            runtime.spawn(probe(Weak::clone(&self.me), Start::Now));
+        }
+    }
+}
+
+/// When a probe sends its first ping.
+#[derive(Copy, Clone, PartialEq, Eq)]
+enum Start {
+    Now,
+    AfterInterval,
+}
+
+/// Pings the store (every `probe_interval` after the first) until it answers,
+/// degrading the cache while it does not and making it healthy when it does.
+/// Holds the cache weakly: a dropped cache ends it.
+async fn probe<K, V>(cache: Weak<Inner<K, V>>, start: Start)
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Send + Sync + 'static,
+{
+    let mut wait = start == Start::AfterInterval;
+    loop {
+        if wait {
+            let Some(interval) = cache.upgrade().map(|c| c.fleet.probe_interval) else {
+                return;
+            };
+            tokio::time::sleep(interval).await;
+        }
+        wait = true;
+        let Some(inner) = cache.upgrade() else {
+            return;
+        };
+        let Some(remote) = inner.remote.clone() else {
+            return;
+        };
+        if remote.ping().await.is_err() {
+            inner.degrade();
+            continue;
+        }
+        if inner.health.degraded.swap(false, Ordering::AcqRel) {
+            // Copies made while degraded may have missed changes made by
+            // processes that could still reach the store: check them first.
+            inner.health.epoch.fetch_add(1, Ordering::AcqRel);
+            inner.metrics.recoveries.inc();
+        }
+        inner.health.probing.store(false, Ordering::Release);
+        // A failure that degraded the cache again while we were finishing found
+        // the probe still running and started none: carry on for it (unless a
+        // new probe has started since).
+        let degraded_again = inner.health.degraded.load(Ordering::Acquire);
+        if !degraded_again || inner.health.probing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+    }
+}
+
+impl<K, V> ChangeListener<K> for Inner<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Send + Sync + 'static,
+{
+    fn changed(&self, key: &K, version: u64) {
+        self.flights.changed(key, version, || {
+            // Ours if it is at least that version (our own write's notice);
+            // a copy made in process alone is not comparable, so it goes too.
+            let older = self.store.get(key).is_some_and(|e| {
+                let v = e.meta().version;
+                v >= LOCAL_VERSIONS || v < version
+            });
+            if older {
+                self.store.remove(key);
+                self.metrics.remote_evictions.inc();
+            }
+            self.forget_failures(key);
+        });
+    }
+
+    fn resync(&self) {
+        self.health.epoch.fetch_add(1, Ordering::AcqRel);
+        self.metrics.resyncs.inc();
+        self.check_health();
+    }
+}
