@@ -14,8 +14,8 @@
 //! The connection is pinged every `PING_EVERY`; a ping unanswered within the
 //! operation timeout (a half-open connection), or the stream ending, counts as
 //! lost: every waiter is woken (to re-check rather than trust a dead feed),
-//! listeners are told to resync (announcements may have been missed), and the
-//! task reconnects with backoff, then tells them again once it is back.
+//! listeners are told the feed is down (announcements may go unseen), and the
+//! task reconnects with backoff, then tells them once it is back.
 //!
 //! Bytes on the channel are untrusted: a message that does not parse is
 //! dropped (and counted), never acted on.
@@ -41,8 +41,10 @@ const MAX_BACKOFF: Duration = Duration::from_millis(500);
 pub(crate) enum Event<'a> {
     /// The key with this tag was written or invalidated, and now has `version`.
     Changed { tag: &'a str, version: u64 },
-    /// Announcements may have been missed (the connection was lost, or is back).
-    Resync,
+    /// The connection is lost: announcements go unseen until it is back.
+    Down,
+    /// The connection is back; announcements made meanwhile were missed.
+    Up,
 }
 
 /// A listener of the feed.
@@ -94,7 +96,8 @@ impl State {
                     tag,
                     version: *version,
                 },
-                Event::Resync => Event::Resync,
+                Event::Down => Event::Down,
+                Event::Up => Event::Up,
             });
         }
     }
@@ -116,7 +119,7 @@ impl State {
     fn lost(&self) {
         self.live.store(false, Ordering::Release);
         self.wake_all();
-        self.emit(Event::Resync);
+        self.emit(Event::Down);
     }
 }
 
@@ -245,7 +248,7 @@ async fn run(state: Arc<State>, client: redis::Client, pubsub: PubSub, connect_t
             // Back after a loss: announcements made meanwhile are gone.
             tracing::info!("herdguard-redis: change feed restored");
             state.wake_all();
-            state.emit(Event::Resync);
+            state.emit(Event::Up);
         }
         read(&state, connection).await;
         tracing::warn!("herdguard-redis: change feed lost, reconnecting");

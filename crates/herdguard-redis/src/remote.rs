@@ -378,7 +378,8 @@ where
                         listener.changed(&key, version);
                     }
                 }
-                Event::Resync => listener.resync(),
+                Event::Down => listener.feed_down(),
+                Event::Up => listener.feed_up(),
             }
         }));
     }

@@ -323,10 +323,7 @@ async fn four_at_once(
         .iter()
         .map(|n| {
             let (n, load, key) = (n.clone(), load.clone(), key.to_string());
-            tokio::spawn(async move {
-                n.get_or_load_with(key, &CallOptions::new(), load)
-                    .await
-            })
+            tokio::spawn(async move { n.get_or_load_with(key, &CallOptions::new(), load).await })
         })
         .collect();
     let mut results = Vec::new();
@@ -589,4 +586,53 @@ async fn redis_paused_mid_load_fails_no_caller() {
     sleeper.join().unwrap();
     // The holder, and at most one load in the other node once it gave up on Redis.
     assert!(calls.load(Ordering::SeqCst) <= 2);
+}
+
+// --- no load runs unbounded ---
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_loader_gives_the_lease_back_at_load_timeout_and_the_next_call_loads() {
+    let server = RedisServer::start().unwrap();
+    let setup = Setup {
+        cache: |b| b.load_timeout(Duration::from_millis(300)),
+        ..Setup::default()
+    };
+    let (a, b) = (
+        node(&server.url(), &setup).await,
+        node(&server.url(), &setup).await,
+    );
+    let started = Instant::now();
+    let hung = tokio::spawn({
+        let a = a.clone();
+        async move {
+            a.get_or_load(k("key"), || async {
+                std::future::pending::<()>().await;
+                Ok::<_, std::io::Error>(String::new())
+            })
+            .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // B waits on A's lease; when A's load is cancelled, B learns it at once.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let waited = b.get_or_load(k("key"), slow(&calls, 10, "b")).await;
+    assert!(
+        matches!(waited, Err(Error::Origin(ref e)) if e.to_string().contains("limit")),
+        "{waited:?}"
+    );
+    let hung = hung.await.unwrap();
+    assert!(matches!(hung, Err(Error::LoadTimeout(_))), "{hung:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 0, "B shared A's outcome");
+    // The lease was given back: the next call loads at once, in either process.
+    let next = b
+        .get_or_load(k("key"), slow(&calls, 10, "fresh"))
+        .await
+        .unwrap();
+    assert_eq!((next.as_str(), next.served()), ("fresh", Served::Loaded));
+    assert_eq!(a.metrics().load_timeouts, 1);
 }

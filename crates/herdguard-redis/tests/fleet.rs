@@ -273,3 +273,42 @@ fn after_a_redis_restart_coordination_resumes_before_any_request_pays() {
     assert_eq!(loads, 1, "one origin call for the fleet: {results:?}");
     assert_eq!(count(&mut redis_conn(&url), "cold"), 1);
 }
+
+#[test]
+fn garbage_under_one_key_costs_that_key_a_miss_and_nothing_else() {
+    let redis = RedisServer::start().unwrap();
+    let url = redis.url();
+    let mut conn = redis_conn(&url);
+    // Bytes another release (or program) left under one key, and a lease key
+    // without an expiry, which no lease of ours ever is.
+    let _: () = redis::cmd("SET")
+        .arg("hg:{bad}:v")
+        .arg(b"\x09not an entry".as_slice())
+        .query(&mut conn)
+        .unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg("hg:{odd}:v")
+        .arg("field")
+        .arg("a hash, not a string")
+        .query(&mut conn)
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("hg:{stuck}:lease")
+        .arg("nobody")
+        .query(&mut conn)
+        .unwrap();
+    let mut workers: Vec<Worker> = (0..4)
+        .map(|_| Worker::start(&url, &["--callers", "16", "--loader-ms", "100"]))
+        .collect();
+    for key in ["bad", "odd", "stuck", "good"] {
+        for w in &mut workers {
+            w.go(key);
+        }
+        for w in &mut workers {
+            let r = w.result();
+            assert_eq!(u(&r, "errors"), 0, "{r}");
+            assert_eq!(u(&r, "remote_errors"), 0, "not an outage: {r}");
+        }
+        assert_eq!(count(&mut conn, key), 1, "one origin call for {key}");
+    }
+}

@@ -101,9 +101,44 @@ impl RedisServer {
 
     /// Kills it at once (SIGKILL), as a crash would.
     pub fn kill(&mut self) {
+        // A frozen process dies on SIGKILL too; thaw it anyway so nothing lingers.
+        let _ = self.resume();
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+
+    /// Its process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Freezes it (SIGSTOP): connections stay open, nothing is answered, as in a
+    /// long GC or VM pause. [`RedisServer::resume`] thaws it.
+    pub fn pause(&self) -> std::io::Result<()> {
+        self.signal("-STOP")
+    }
+
+    /// Thaws it after [`RedisServer::pause`] (SIGCONT).
+    pub fn resume(&self) -> std::io::Result<()> {
+        self.signal("-CONT")
+    }
+
+    fn signal(&self, which: &str) -> std::io::Result<()> {
+        let pid = self
+            .pid()
+            .ok_or_else(|| std::io::Error::other("redis-server is not running"))?;
+        let status = Command::new("kill")
+            .arg(which)
+            .arg(pid.to_string())
+            .status()?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(std::io::Error::other(format!(
+                "kill {which} {pid}: {status}"
+            )))
         }
     }
 
@@ -148,6 +183,13 @@ mod tests {
         redis.kill();
         assert!(ping(redis.addr()).is_err(), "killed server must not answer");
         redis.restart().unwrap();
+        assert!(ping(redis.addr()).is_ok());
+        redis.pause().unwrap();
+        assert!(
+            ping(redis.addr()).is_err(),
+            "a frozen server must not answer"
+        );
+        redis.resume().unwrap();
         assert!(ping(redis.addr()).is_ok());
     }
 }

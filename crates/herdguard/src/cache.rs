@@ -143,19 +143,19 @@ where
             Some(entry) if inner.suspect(&entry) => Some(entry),
             Some(entry) => {
                 match classify(&entry, now, policy.early_refresh_beta, || inner.random()) {
-                    Freshness::Fresh => {
-                        inner.metrics.hits.inc();
-                        return Ok(Cached::new(entry, Served::Hit));
-                    }
+                    Freshness::Fresh => return Ok(Cached::new(entry, inner.hit())),
                     Freshness::EarlyRefresh => {
-                        inner.metrics.hits.inc();
+                        let served = inner.hit();
                         let started =
                             inner.refresh(&key, &entry, boxed(loader), policy.into_owned(), now);
                         if started {
                             inner.metrics.early_refreshes.inc();
-                            return Ok(Cached::new(entry, Served::EarlyRefresh));
                         }
-                        return Ok(Cached::new(entry, Served::Hit));
+                        let served = match served {
+                            Served::Hit if started => Served::EarlyRefresh,
+                            other => other,
+                        };
+                        return Ok(Cached::new(entry, served));
                     }
                     Freshness::StaleWhileRevalidate => {
                         inner.metrics.stale_while_revalidate.inc();
@@ -178,7 +178,7 @@ where
             .store
             .get(key)
             .filter(|e| e.is_fresh(now) && !self.inner.suspect(e))
-            .map(|e| Cached::new(e, Served::Hit))
+            .map(|e| Cached::new(e, self.inner.served_from_memory()))
     }
 
     /// Stores `value` under `key` as freshly loaded, under the cache's policy.
@@ -378,10 +378,7 @@ where
         };
         let mut own_loader = Some(loader);
         let (flight, leader) = match self.flights.join(&key, fresh_now) {
-            Join::Settled(entry) => {
-                self.metrics.hits.inc();
-                return Ok(Cached::new(entry, Served::Hit));
-            }
+            Join::Settled(entry) => return Ok(Cached::new(entry, self.hit())),
             Join::Waiter(flight) => (flight, false),
             Join::Leader(flight) => {
                 if let Some(loader) = own_loader.take() {
@@ -415,7 +412,7 @@ where
                     (_, false) => Served::Coalesced,
                     (Source::Origin, true) => Served::Loaded,
                     (Source::Shared, true) => Served::Shared,
-                    (Source::Memory, true) => Served::Hit,
+                    (Source::Memory, true) => self.hit(),
                 };
                 Ok(Cached::new(entry, served))
             }

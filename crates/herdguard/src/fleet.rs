@@ -29,11 +29,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::cache::Inner;
-use crate::clock::Timestamp;
 use crate::entry::Entry;
 use crate::error::{FleetLoadFailed, RemoteError};
-use crate::load::{BoxLoader, Failure, Outcome, Produced, Source};
-use crate::policy::Policy;
+use crate::load::{BoxLoader, Failure, Job, Outcome, Produced, Source};
 use crate::remote::{Lease, Marker, PutOutcome, Remote};
 
 /// Fleet settings of a cache with a shared store.
@@ -88,56 +86,48 @@ where
     pub(crate) async fn fleet_load(
         &self,
         remote: &dyn Remote<K, V>,
-        key: &K,
+        job: &Job<'_, K, V>,
         loader: BoxLoader<V>,
-        policy: &Policy,
-        replacing: Option<Timestamp>,
     ) -> Produced<V> {
         let wait_limit = self
             .fleet
             .wait_limit
-            .unwrap_or(policy.load_timeout + Duration::from_secs(5));
+            .unwrap_or(job.policy.load_timeout + Duration::from_secs(5));
         let give_up_at = Instant::now() + wait_limit;
         // A stale shared copy inside its stale-if-error window, should the load fail.
         let mut fallback = None;
         let mut waited = false;
         loop {
             // 1. What the fleet has, or left.
-            match self
-                .read_shared(remote, key, policy, replacing, waited, &mut fallback)
-                .await
-            {
+            match self.read_shared(remote, job, waited, &mut fallback).await {
                 Ok(Found::Nothing) => {}
-                Ok(found) => return self.settle(found, key, loader, policy, fallback).await,
-                Err(e) => return self.degraded_load(e, key, loader, policy, replacing).await,
+                Ok(found) => return self.settle(found, job, loader, fallback).await,
+                Err(e) => return self.degraded_load(e, job, loader).await,
             }
             // 2. Try to become the fleet's loader of this key.
-            match remote.try_lease(key).await {
+            match remote.try_lease(job.key).await {
                 Ok(Some(lease)) => {
                     return self
-                        .load_under_lease(remote, key, lease, loader, policy, replacing, fallback)
+                        .load_under_lease(remote, job, lease, loader, fallback)
                         .await
                 }
                 Ok(None) => {}
-                Err(e) => return self.degraded_load(e, key, loader, policy, replacing).await,
+                Err(e) => return self.degraded_load(e, job, loader).await,
             }
             // 3. Another process loads it. Watch first, then re-check, so a write
             // landing between the two cannot go unnoticed.
-            let changed = remote.watch(key);
-            match self
-                .read_shared(remote, key, policy, replacing, waited, &mut fallback)
-                .await
-            {
+            let changed = remote.watch(job.key);
+            match self.read_shared(remote, job, waited, &mut fallback).await {
                 Ok(Found::Nothing) => {}
-                Ok(found) => return self.settle(found, key, loader, policy, fallback).await,
-                Err(e) => return self.degraded_load(e, key, loader, policy, replacing).await,
+                Ok(found) => return self.settle(found, job, loader, fallback).await,
+                Err(e) => return self.degraded_load(e, job, loader).await,
             }
             let now = Instant::now();
             if now >= give_up_at {
                 // The holder keeps its lease alive but never delivers: stop
                 // waiting on it and load here (without writing: no lease).
                 let version = self.next_version();
-                return self.call_origin(loader, policy, version).await.into();
+                return self.call_origin(loader, job.policy, version).await.into();
             }
             // 4. Wait for a change; the poll is only a safety net for a lost notice.
             let wait = self.fleet.poll_interval.min(give_up_at - now);
@@ -152,16 +142,14 @@ where
     async fn read_shared(
         &self,
         remote: &dyn Remote<K, V>,
-        key: &K,
-        policy: &Policy,
-        replacing: Option<Timestamp>,
+        job: &Job<'_, K, V>,
         waited: bool,
         fallback: &mut Option<Arc<Entry<V>>>,
     ) -> Result<Found<V>, RemoteError> {
         // The epoch before the read: should the change feed drop while the
         // answer is in flight, the copy is checked again before it is served.
         let epoch = self.epoch();
-        let shared = match remote.get(key).await {
+        let shared = match remote.get(job.key).await {
             Ok(shared) => shared,
             Err(RemoteError::Codec(_)) => {
                 // Bytes this build cannot read (another release, another
@@ -176,7 +164,7 @@ where
             entry.epoch = epoch;
             // An early refresh runs while the old copy is still fresh, in L2
             // too: only a newer copy answers it.
-            let newer = replacing.is_none_or(|old| entry.meta().created > old);
+            let newer = job.replacing.is_none_or(|old| entry.meta().created > old);
             if newer && entry.is_fresh(now) {
                 self.metrics.l2_hits.inc();
                 return Ok(Found::Answer(Outcome::Value {
@@ -184,7 +172,7 @@ where
                     source: Source::Shared,
                 }));
             }
-            if replacing.is_none() {
+            if job.replacing.is_none() {
                 let entry = Arc::new(entry);
                 if now < entry.revalidate_until() {
                     self.metrics.shared_stale.inc();
@@ -201,7 +189,7 @@ where
         Ok(match shared.marker {
             Some(Marker::Uncacheable) => Found::Uncacheable,
             Some(Marker::LocalOnly) => Found::LocalOnly,
-            Some(Marker::Failed(text)) if waited || policy.negative_ttl.is_some() => {
+            Some(Marker::Failed(text)) if waited || job.policy.negative_ttl.is_some() => {
                 Found::Failed(Failure::Origin(Arc::new(FleetLoadFailed(text))))
             }
             _ => Found::Nothing,
@@ -212,9 +200,8 @@ where
     async fn settle(
         &self,
         found: Found<V>,
-        key: &K,
+        job: &Job<'_, K, V>,
         loader: BoxLoader<V>,
-        policy: &Policy,
         fallback: Option<Arc<Entry<V>>>,
     ) -> Produced<V> {
         match found {
@@ -244,36 +231,30 @@ where
                 // and its waiters follow, each for itself.
                 self.metrics.fleet_outcomes.inc();
                 let version = self.next_version();
-                match self.call_origin(loader, policy, version).await {
+                match self.call_origin(loader, job.policy, version).await {
                     Outcome::Value { entry, .. } => Outcome::Uncacheable(entry).into(),
                     other => other.into(),
                 }
             }
             Found::LocalOnly => {
                 self.metrics.fleet_outcomes.inc();
-                let version = self.next_version();
-                self.call_origin(loader, policy, version).await.into()
+                self.local_load(job, loader).await
             }
-            Found::Nothing => self.local_load(key, loader, policy, None).await,
+            Found::Nothing => self.local_load(job, loader).await,
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn load_under_lease(
         &self,
         remote: &dyn Remote<K, V>,
-        key: &K,
+        job: &Job<'_, K, V>,
         lease: Lease,
         loader: BoxLoader<V>,
-        policy: &Policy,
-        replacing: Option<Timestamp>,
         mut fallback: Option<Arc<Entry<V>>>,
     ) -> Produced<V> {
+        let key = job.key;
         // Re-check after acquiring: the previous holder may have just written it.
-        match self
-            .read_shared(remote, key, policy, replacing, false, &mut fallback)
-            .await
-        {
+        match self.read_shared(remote, job, false, &mut fallback).await {
             // Only a fresh copy: for a stale one, we hold the lease, so we refresh.
             Ok(Found::Answer(
                 outcome @ Outcome::Value {
@@ -287,12 +268,20 @@ where
                 }
             }
             Ok(_) => {}
-            Err(e) => return self.degraded_load(e, key, loader, policy, replacing).await,
+            Err(e) => return self.degraded_load(e, job, loader).await,
+        }
+        if let Some(newer) = self.newer_flight(job) {
+            // Superseded before calling the origin: give the lease back first
+            // (the newer flight may be waiting for it), then share its load.
+            if let Err(e) = remote.release(key, &lease, None).await {
+                self.remote_failed(&e);
+            }
+            return Self::deferred(newer).await;
         }
         // The entry carries the version the fenced write will give the key, so
         // its own change notice does not evict it from this process.
         let version = lease.version + 1;
-        let load = self.call_origin(loader, policy, version);
+        let load = self.call_origin(loader, job.policy, version);
         let outcome = self.renewing(remote, key, &lease, load).await;
         match outcome {
             Outcome::Value { entry, source } => {
@@ -324,11 +313,15 @@ where
                 }
             }
             Outcome::Uncacheable(entry) => Produced {
-                release: Some((lease, Some((Marker::Uncacheable, policy.uncacheable_ttl)))),
+                release: Some((
+                    lease,
+                    Some((Marker::Uncacheable, job.policy.uncacheable_ttl)),
+                )),
                 ..Outcome::Uncacheable(entry).into()
             },
             Outcome::Failed { failure, .. } => {
-                let ttl = policy
+                let ttl = job
+                    .policy
                     .negative_ttl
                     .map_or(self.fleet.failure_ttl, |n| n.max(self.fleet.failure_ttl));
                 let marker = failure.marker().map(|m| (m, ttl));
@@ -400,13 +393,11 @@ where
     async fn degraded_load(
         &self,
         error: RemoteError,
-        key: &K,
+        job: &Job<'_, K, V>,
         loader: BoxLoader<V>,
-        policy: &Policy,
-        replacing: Option<Timestamp>,
     ) -> Produced<V> {
         self.remote_failed(&error);
-        self.local_load(key, loader, policy, replacing).await
+        self.local_load(job, loader).await
     }
 
     /// How long the shared store keeps `entry`: to the end of its last stale

@@ -38,7 +38,31 @@ const SHARDS: usize = 64;
 #[cfg(herdguard_shuttle)]
 const SHARDS: usize = 2;
 
-type Shard<K, T> = CachePadded<Mutex<HashMap<K, Arc<Flight<T>>>>>;
+type Shard<K, T> = CachePadded<Mutex<HashMap<K, Running<T>>>>;
+
+/// The flights of one key.
+struct Running<T> {
+    /// The flight new callers join, if any.
+    open: Option<Arc<Flight<T>>>,
+    /// Flights detached by an invalidation, an insert or a change elsewhere,
+    /// still running for the callers they had: a later barrier must reach them
+    /// too, or one could store a value older than it.
+    detached: Vec<Arc<Flight<T>>>,
+}
+
+impl<T> Running<T> {
+    /// Closes the open flight to new callers and applies `mark` to every flight.
+    fn detach_all(&mut self, mark: impl Fn(&Flight<T>)) {
+        if let Some(open) = self.open.take() {
+            self.detached.push(open);
+        }
+        self.detached.iter().for_each(|f| mark(f));
+    }
+
+    fn len(&self) -> usize {
+        usize::from(self.open.is_some()) + self.detached.len()
+    }
+}
 
 /// The in-flight table of one cache.
 pub(crate) struct Flights<K, T> {
@@ -94,14 +118,26 @@ impl<K: Hash + Eq + Clone, T: Clone> Flights<K, T> {
     /// start a second load.
     pub(crate) fn join<R>(&self, key: &K, recheck: impl FnOnce() -> Option<R>) -> Join<T, R> {
         let mut shard = self.shard(key).lock();
-        if let Some(flight) = shard.get(key) {
+        if let Some(flight) = shard.get(key).and_then(|r| r.open.as_ref()) {
             return Join::Waiter(Arc::clone(flight));
         }
         if let Some(settled) = recheck() {
             return Join::Settled(settled);
         }
         let flight = Arc::new(Flight::new());
-        shard.insert(key.clone(), Arc::clone(&flight));
+        let open = Some(Arc::clone(&flight));
+        match shard.get_mut(key) {
+            Some(running) => running.open = open,
+            None => {
+                shard.insert(
+                    key.clone(),
+                    Running {
+                        open,
+                        detached: Vec::new(),
+                    },
+                );
+            }
+        }
         Join::Leader(flight)
     }
 
@@ -123,8 +159,19 @@ impl<K: Hash + Eq + Clone, T: Clone> Flights<K, T> {
                 changed_to: flight.changed_to.load(Ordering::SeqCst),
             };
             let stored = std::panic::catch_unwind(AssertUnwindSafe(|| store(fate)));
-            if shard.get(key).is_some_and(|f| Arc::ptr_eq(f, flight)) {
-                shard.remove(key);
+            if let Some(running) = shard.get_mut(key) {
+                if running
+                    .open
+                    .as_ref()
+                    .is_some_and(|f| Arc::ptr_eq(f, flight))
+                {
+                    running.open = None;
+                } else {
+                    running.detached.retain(|f| !Arc::ptr_eq(f, flight));
+                }
+                if running.len() == 0 {
+                    shard.remove(key);
+                }
             }
             stored.is_err()
         };
@@ -133,33 +180,48 @@ impl<K: Hash + Eq + Clone, T: Clone> Flights<K, T> {
     }
 
     /// Runs `change` (an invalidation or insert of `key` in this process) under
-    /// the shard lock and detaches the running flight of `key`, if any: marked
-    /// superseded, so its result reaches its waiters but is never stored, and
-    /// removed, so later callers start a new load.
+    /// the shard lock and detaches every running flight of `key`: marked
+    /// superseded, so their results reach their waiters but are never stored,
+    /// and closed, so later callers start a new load.
     pub(crate) fn supersede<R>(&self, key: &K, change: impl FnOnce() -> R) -> R {
         let mut shard = self.shard(key).lock();
         let result = change();
-        if let Some(flight) = shard.remove(key) {
-            flight.superseded.store(true, Ordering::SeqCst);
+        if let Some(running) = shard.get_mut(key) {
+            running.detach_all(|f| f.superseded.store(true, Ordering::SeqCst));
         }
         result
     }
 
     /// Runs `change` (another process gave `key` the version `version`) under the
-    /// shard lock, and notes the version on the running flight of `key`: its
-    /// result is stored only if it is at least that new.
+    /// shard lock, and detaches the running flight of `key` with the version
+    /// noted: its result is stored only if it is at least that new, and callers
+    /// from now on start a new load rather than join one that may predate the
+    /// change (the loads of other processes are barriers here too).
     pub(crate) fn changed<R>(&self, key: &K, version: u64, change: impl FnOnce() -> R) -> R {
-        let shard = self.shard(key).lock();
+        let mut shard = self.shard(key).lock();
         let result = change();
-        if let Some(flight) = shard.get(key) {
-            flight.changed_to.fetch_max(version, Ordering::SeqCst);
+        if let Some(running) = shard.get_mut(key) {
+            running.detach_all(|f| {
+                f.changed_to.fetch_max(version, Ordering::SeqCst);
+            });
         }
         result
     }
 
-    /// Number of loads running now.
+    /// The newest flight of `key` (the open one, else the last detached one:
+    /// flights are detached in the order they were started), if one runs.
+    pub(crate) fn newest(&self, key: &K) -> Option<Arc<Flight<T>>> {
+        let shard = self.shard(key).lock();
+        let running = shard.get(key)?;
+        running.open.as_ref().or(running.detached.last()).cloned()
+    }
+
+    /// Number of loads running now (detached ones included).
     pub(crate) fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().len()).sum()
+        self.shards
+            .iter()
+            .map(|s| s.lock().values().map(Running::len).sum::<usize>())
+            .sum()
     }
 }
 
@@ -207,6 +269,11 @@ impl<T: Clone> Flight<T> {
             superseded: AtomicBool::new(false),
             changed_to: AtomicU64::new(0),
         }
+    }
+
+    /// Whether an invalidation, insert or change elsewhere detached it.
+    pub(crate) fn detached(&self) -> bool {
+        self.superseded.load(Ordering::SeqCst) || self.changed_to.load(Ordering::SeqCst) != 0
     }
 
     /// Sets the outcome (the first one wins) and wakes every waiter.
@@ -338,32 +405,61 @@ mod tests {
         let Join::Leader(new) = flights.join::<()>(&"k", || None) else {
             panic!("a caller after supersede must lead a new flight");
         };
+        assert_eq!(flights.len(), 2, "both run");
+        // A second invalidation reaches the detached flight as well as the new one.
+        flights.supersede(&"k", || ());
         let mut fate = None;
         flights.complete(&"k", &old, 1, |f| fate = Some(f));
         assert!(fate.is_some_and(|f| f.superseded));
         // The old flight's end leaves the new one in the table.
         assert_eq!(flights.len(), 1);
-        flights.complete(&"k", &new, 2, |f| assert!(!f.superseded));
+        flights.complete(&"k", &new, 2, |f| assert!(f.superseded));
         assert_eq!(flights.len(), 0);
     }
 
     #[test]
-    fn a_change_elsewhere_is_noted_on_the_running_flight() {
+    fn an_invalidation_reaches_a_flight_a_change_elsewhere_detached() {
         let flights: Flights<&str, u32> = Flights::new();
         let Join::Leader(flight) = flights.join::<()>(&"k", || None) else {
             panic!("leader expected");
         };
         flights.changed(&"k", 7, || ());
-        flights.changed(&"k", 5, || ());
+        flights.supersede(&"k", || ());
         let mut fate = None;
         flights.complete(&"k", &flight, 1, |f| fate = Some(f));
         assert_eq!(
             fate,
             Some(Fate {
-                superseded: false,
+                superseded: true,
                 changed_to: 7
             })
         );
+        assert_eq!(flights.len(), 0);
+    }
+
+    #[test]
+    fn a_change_elsewhere_detaches_the_running_flight_with_its_version() {
+        let flights: Flights<&str, u32> = Flights::new();
+        let Join::Leader(flight) = flights.join::<()>(&"k", || None) else {
+            panic!("leader expected");
+        };
+        flights.changed(&"k", 7, || ());
+        let Join::Leader(next) = flights.join::<()>(&"k", || None) else {
+            panic!("a caller after the change must not join the older flight");
+        };
+        flights.changed(&"k", 9, || ());
+        let mut fate = None;
+        flights.complete(&"k", &flight, 1, |f| fate = Some(f));
+        // The later change reached the detached flight too.
+        assert_eq!(
+            fate,
+            Some(Fate {
+                superseded: false,
+                changed_to: 9
+            })
+        );
+        flights.complete(&"k", &next, 2, |f| assert_eq!(f.changed_to, 9));
+        assert_eq!(flights.len(), 0);
     }
 
     #[tokio::test]

@@ -13,12 +13,12 @@
 //! notes the version on a load in flight (whose result is then kept only if it
 //! is at least that new), all under the flight table's lock.
 //!
-//! **Epoch.** When the feed is interrupted (or comes back), or the store
-//! recovers from a degraded spell, notices may have been missed: the epoch
-//! advances, and every copy stamped with an older epoch is checked against the
-//! store (one read) before it is served again. While the store is unreachable
-//! such copies are served by their TTL as before — nobody could have changed
-//! the key through it.
+//! **Epoch.** When the feed goes down or comes back, or the store recovers from
+//! a degraded spell, notices may have been missed: the epoch advances, and
+//! every copy stamped with an older epoch — and, while the feed is down, every
+//! copy — is checked against the store (one read) before it is served. While
+//! the store itself is unreachable, copies are served by their TTL, marked
+//! [`Served::Unconfirmed`]: the process cannot know what changed elsewhere.
 
 use std::hash::Hash;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -28,13 +28,27 @@ use crate::cache::Inner;
 use crate::entry::{Entry, LOCAL_VERSIONS};
 use crate::error::RemoteError;
 use crate::remote::{ChangeListener, Remote};
+use crate::served::Served;
 
 /// The shared store's health and the change-feed epoch of one cache.
-#[derive(Default)]
 pub(crate) struct Health {
     degraded: AtomicBool,
     probing: AtomicBool,
+    /// Whether the change feed is up (a cache without a shared store has none
+    /// to miss, so it starts up).
+    feed_up: AtomicBool,
     epoch: AtomicU64,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            degraded: AtomicBool::new(false),
+            probing: AtomicBool::new(false),
+            feed_up: AtomicBool::new(true),
+            epoch: AtomicU64::new(0),
+        }
+    }
 }
 
 impl<K, V> Inner<K, V>
@@ -55,10 +69,34 @@ where
     }
 
     /// Whether `entry` must be checked against the shared store before it is
-    /// served: it predates a feed interruption, and the store is reachable.
+    /// served: it predates a feed interruption, or the feed is down now (a
+    /// change could go unseen), and the store is reachable to check it.
     #[inline]
     pub(crate) fn suspect(&self, entry: &Entry<V>) -> bool {
-        entry.epoch != self.epoch() && self.healthy_remote().is_some()
+        (entry.epoch != self.epoch() || !self.health.feed_up.load(Ordering::Acquire))
+            && self.healthy_remote().is_some()
+    }
+
+    /// How a fresh in-process copy is served: a hit, or, while the shared
+    /// store is unreachable, an unconfirmed one.
+    #[inline]
+    pub(crate) fn served_from_memory(&self) -> Served {
+        if self.remote.is_some() && self.health.degraded.load(Ordering::Relaxed) {
+            Served::Unconfirmed
+        } else {
+            Served::Hit
+        }
+    }
+
+    /// [`Inner::served_from_memory`], counted.
+    #[inline]
+    pub(crate) fn hit(&self) -> Served {
+        let served = self.served_from_memory();
+        match served {
+            Served::Unconfirmed => self.metrics.unconfirmed.inc(),
+            _ => self.metrics.hits.inc(),
+        }
+        served
     }
 
     /// Counts a shared-store error. One that concerns the store as a whole
@@ -170,9 +208,16 @@ where
         });
     }
 
-    fn resync(&self) {
+    fn feed_down(&self) {
+        self.health.feed_up.store(false, Ordering::Release);
         self.health.epoch.fetch_add(1, Ordering::AcqRel);
         self.metrics.resyncs.inc();
         self.check_health();
+    }
+
+    fn feed_up(&self) {
+        self.health.feed_up.store(true, Ordering::Release);
+        self.health.epoch.fetch_add(1, Ordering::AcqRel);
+        self.metrics.resyncs.inc();
     }
 }

@@ -130,6 +130,17 @@ pub(crate) struct Produced<V> {
     pub(crate) refresh_with: Option<BoxLoader<V>>,
 }
 
+/// One leader's load: what each of its steps needs to know.
+pub(crate) struct Job<'a, K, V> {
+    pub(crate) key: &'a K,
+    /// The flight it produces for (detached once an invalidation, insert or
+    /// change elsewhere came after it started).
+    pub(crate) flight: &'a Arc<Flight<Outcome<V>>>,
+    pub(crate) policy: &'a Policy,
+    /// For a background refresh: when the entry it replaces was produced.
+    pub(crate) replacing: Option<Timestamp>,
+}
+
 impl<V> From<Outcome<V>> for Produced<V> {
     fn from(outcome: Outcome<V>) -> Self {
         Produced {
@@ -167,7 +178,13 @@ where
             runtime.spawn(async move {
                 let inner = Arc::clone(&guard.inner);
                 let key = guard.key.clone();
-                let mut produced = inner.produce(&key, loader, &policy, replacing).await;
+                let job = Job {
+                    key: &key,
+                    flight: &guard.flight,
+                    policy: &policy,
+                    replacing,
+                };
+                let mut produced = inner.produce(&job, loader).await;
                 let release = produced.release.take();
                 let refresh_with = produced.refresh_with.take();
                 let answered = match &produced.outcome {
@@ -193,19 +210,10 @@ where
 
     /// The leader's load: through the fleet when a shared store is configured
     /// and healthy, else straight to the origin.
-    async fn produce(
-        &self,
-        key: &K,
-        loader: BoxLoader<V>,
-        policy: &Policy,
-        replacing: Option<Timestamp>,
-    ) -> Produced<V> {
+    async fn produce(&self, job: &Job<'_, K, V>, loader: BoxLoader<V>) -> Produced<V> {
         match self.healthy_remote() {
-            Some(remote) => {
-                self.fleet_load(remote.as_ref(), key, loader, policy, replacing)
-                    .await
-            }
-            None => self.local_load(key, loader, policy, replacing).await,
+            Some(remote) => self.fleet_load(remote.as_ref(), job, loader).await,
+            None => self.local_load(job, loader).await,
         }
     }
 
@@ -217,22 +225,51 @@ where
     /// A background refresh (`replacing`) always calls the origin.
     pub(crate) async fn local_load(
         &self,
-        key: &K,
+        job: &Job<'_, K, V>,
         loader: BoxLoader<V>,
-        policy: &Policy,
-        replacing: Option<Timestamp>,
     ) -> Produced<V> {
         let now = self.clock.now();
-        let fresh = || self.store.get(key).filter(|e| e.is_fresh(now));
-        if let Some(entry) = replacing.is_none().then(fresh).flatten() {
+        let fresh = || self.store.get(job.key).filter(|e| e.is_fresh(now));
+        if let Some(entry) = job.replacing.is_none().then(fresh).flatten() {
             return Outcome::Value {
                 entry,
                 source: Source::Memory,
             }
             .into();
         }
+        if let Some(newer) = self.newer_flight(job) {
+            return Self::deferred(newer).await;
+        }
         let version = self.next_version();
-        self.call_origin(loader, policy, version).await.into()
+        self.call_origin(loader, job.policy, version).await.into()
+    }
+
+    /// The outcome of the newer flight, for this one's callers only: whether it
+    /// may be kept is the newer flight's to decide (its write may have been
+    /// refused, and its entry's version is then not the key's).
+    pub(crate) async fn deferred(newer: Arc<Flight<Outcome<V>>>) -> Produced<V> {
+        Produced {
+            keep: false,
+            ..newer.wait().await.into()
+        }
+    }
+
+    /// The key's newest flight, when this one was detached (an invalidation,
+    /// an insert or a change elsewhere came after it started) before calling
+    /// the origin and a newer one runs: its callers may have either value, so
+    /// they share the newer load rather than make one more origin call for a
+    /// result nobody will keep. Of several detached flights, only the newest
+    /// calls the origin.
+    pub(crate) fn newer_flight(&self, job: &Job<'_, K, V>) -> Option<Arc<Flight<Outcome<V>>>> {
+        if !job.flight.detached() {
+            return None;
+        }
+        let newest = self.flights.newest(job.key)?;
+        if Arc::ptr_eq(&newest, job.flight) {
+            return None;
+        }
+        self.metrics.deferred.inc();
+        Some(newest)
     }
 
     /// Calls the loader through the breaker, catching panics, under

@@ -218,6 +218,9 @@ macro_rules! metrics {
 metrics! {
     /// Calls answered from a fresh in-process entry.
     hits,
+    /// Calls answered from a fresh in-process entry while the shared store was
+    /// unreachable ([`Served::Unconfirmed`](crate::Served::Unconfirmed)).
+    unconfirmed,
     /// Origin calls (loader invocations), foreground and background.
     loads,
     /// Callers that shared another caller's load.
@@ -277,6 +280,9 @@ metrics! {
     /// Loads whose result was not stored because an invalidation, an insert or a
     /// newer write elsewhere superseded them.
     superseded,
+    /// Superseded loads that had not called the origin yet and shared the
+    /// key's newer load instead.
+    deferred,
     /// Panics of the in-process store while keeping a result (the waiters still
     /// got it; the entry was lost).
     store_panics,

@@ -11,9 +11,10 @@
 //! and takes the lease over when it expires (the holder may have died).
 //!
 //! Every write and invalidation is announced on the change feed; the core
-//! evicts its in-process copy of the key ([`ChangeListener`]). When the feed is
-//! lost, the core is told to [`resync`](ChangeListener::resync): every copy it
-//! holds is checked against the shared tier before it is served again.
+//! evicts its in-process copy of the key ([`ChangeListener`]). While the feed
+//! is down ([`feed_down`](ChangeListener::feed_down)), and for the copies it
+//! held before it came back, the core checks each copy against the shared tier
+//! before serving it.
 //!
 //! Any [`RemoteError::Unavailable`] makes the core degrade to in-process single
 //! flight until a background [`ping`](Remote::ping) succeeds, so a store outage
@@ -101,9 +102,11 @@ impl<V> Default for Shared<V> {
 pub trait ChangeListener<K>: Send + Sync {
     /// Some process wrote or invalidated `key`, giving it `version`.
     fn changed(&self, key: &K, version: u64);
-    /// The feed was interrupted (or came back after an interruption): changes
-    /// may have been missed, so nothing held in process can be trusted as current.
-    fn resync(&self);
+    /// The feed is down: changes made from now on may go unseen, so nothing
+    /// held in process can be trusted as current without a check.
+    fn feed_down(&self);
+    /// The feed is back; changes made while it was down were missed.
+    fn feed_up(&self);
 }
 
 /// A shared store, lease coordinator and change feed for a fleet of processes.

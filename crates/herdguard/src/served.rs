@@ -33,6 +33,11 @@ pub enum Served {
     /// The key's last answer was uncacheable, so this caller called the origin
     /// itself, without coalescing (hit-for-miss).
     Pass,
+    /// A fresh in-process entry, served while the shared store is unreachable:
+    /// this process cannot learn of an invalidation or newer write made
+    /// elsewhere meanwhile, so the value may be older than one the fleet has.
+    /// (Once the store answers again, every copy is checked before it is served.)
+    Unconfirmed,
 }
 
 impl Served {
@@ -48,7 +53,14 @@ impl Served {
             Served::StaleOnError => "stale_on_error",
             Served::StaleOnTimeout => "stale_on_timeout",
             Served::Pass => "pass",
+            Served::Unconfirmed => "unconfirmed",
         }
+    }
+
+    /// Whether the value served may be older than the fleet's current one:
+    /// a stale answer, or one this process could not confirm.
+    pub fn may_be_outdated(self) -> bool {
+        self.is_stale() || self == Served::Unconfirmed
     }
 
     /// Whether the value served is past its freshness.

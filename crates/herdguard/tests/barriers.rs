@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use herdguard::{Cache, Entry, Error, MemoryStore, Served, Store};
+use herdguard::{BreakerConfig, BreakerState, Cache, Entry, Error, MemoryStore, Served, Store};
 
 fn cache() -> Cache<&'static str, String> {
     Cache::builder().build().unwrap()
@@ -136,6 +136,7 @@ async fn a_panicking_store_does_not_leave_waiters_hanging() {
 async fn a_hung_loader_ends_at_load_timeout_and_the_next_call_loads_again() {
     let cache: Cache<&'static str, String> = Cache::builder()
         .load_timeout(Duration::from_millis(200))
+        .circuit_breaker(BreakerConfig::new(2, Duration::from_secs(60)))
         .build()
         .unwrap();
     let started = Instant::now();
@@ -152,6 +153,31 @@ async fn a_hung_loader_ends_at_load_timeout_and_the_next_call_loads_again() {
     assert!(started.elapsed() < Duration::from_secs(2));
     assert_eq!(cache.in_flight(), 0);
     assert_eq!(cache.metrics().load_timeouts, 1);
+    // The breaker counted it: one more timeout opens it.
+    let _ = cache
+        .get_or_load("other", || async {
+            std::future::pending::<()>().await;
+            Ok::<_, std::io::Error>(String::new())
+        })
+        .await;
+    assert_eq!(cache.breaker_state(), Some(BreakerState::Open));
+    // The key itself is free: nothing of the hung load remains in flight.
+    assert_eq!(cache.in_flight(), 0);
+}
+
+#[tokio::test]
+async fn after_a_load_timeout_the_next_call_loads_again() {
+    let cache: Cache<&'static str, String> = Cache::builder()
+        .load_timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let hung = cache
+        .get_or_load("k", || async {
+            std::future::pending::<()>().await;
+            Ok::<_, std::io::Error>(String::new())
+        })
+        .await;
+    assert!(matches!(hung, Err(Error::LoadTimeout(_))), "{hung:?}");
     let next = cache
         .get_or_load("k", || async {
             Ok::<_, std::io::Error>("fresh".to_string())
