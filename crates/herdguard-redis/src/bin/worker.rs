@@ -1,7 +1,8 @@
 //! One process of a test fleet: connects a `Cache` to Redis through
 //! `RedisRemote`, prints `ready`, then for each line `go KEY` read on stdin
 //! runs `--callers` concurrent `get_or_load(KEY)` and prints one JSON line with
-//! what happened. Stops at the end of stdin.
+//! what happened; `health` prints whether it uses the shared store now. Stops
+//! at the end of stdin.
 //!
 //! The loader counts its calls locally and in Redis (`INCR count:KEY`), sleeps
 //! `--loader-ms`, and returns `--value` (default: `v-PID`). With `--mark-done`
@@ -238,8 +239,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     while let Some(line) = lines.next_line().await.context("reading stdin")? {
+        if line == "health" {
+            println!("{}", serde_json::json!({"healthy": cache.shared_store_healthy()}));
+            continue;
+        }
         let Some(key) = line.strip_prefix("go ") else {
-            anyhow::bail!("expected `go KEY`, got {line:?}");
+            anyhow::bail!("expected `go KEY` or `health`, got {line:?}");
         };
         let key = key.trim().to_string();
         let loads = Arc::new(AtomicU64::new(0));

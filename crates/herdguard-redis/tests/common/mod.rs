@@ -67,6 +67,17 @@ impl Worker {
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad worker line {line:?}: {e}"))
     }
 
+    /// Whether it uses the shared store now (not degraded).
+    pub fn healthy(&mut self) -> bool {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "health").expect("write to worker");
+        stdin.flush().expect("flush");
+        let line = self.line();
+        let v: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad worker line {line:?}: {e}"));
+        v["healthy"].as_bool().expect("healthy field")
+    }
+
     /// SIGKILL, as a crash.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
