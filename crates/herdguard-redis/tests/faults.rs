@@ -636,3 +636,82 @@ async fn a_hung_loader_gives_the_lease_back_at_load_timeout_and_the_next_call_lo
     assert_eq!((next.as_str(), next.served()), ("fresh", Served::Loaded));
     assert_eq!(a.metrics().load_timeouts, 1);
 }
+
+// --- smaller promises ---
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_waiters_do_not_wait_for_the_lease_to_be_given_back() {
+    let server = RedisServer::start().unwrap();
+    let setup = Setup {
+        config: |c| c.op_timeout(Duration::from_millis(1000)),
+        ..Setup::default()
+    };
+    let a = node(&server.url(), &setup).await;
+    // The load fails at 200 ms; Redis sleeps from 150 to 650 ms, so giving the
+    // lease back (with the failure's marker) takes until then.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let waiters: Vec<_> = (0..8)
+        .map(|_| {
+            let (a, calls) = (a.clone(), calls.clone());
+            tokio::spawn(async move {
+                let r = a
+                    .get_or_load(k("key"), move || async move {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        Err::<String, _>(std::io::Error::other("origin down"))
+                    })
+                    .await;
+                (r, started.elapsed())
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let sleeper = pause_redis(&server.url(), 0.5);
+    for w in waiters {
+        let (r, took) = w.await.unwrap();
+        assert!(matches!(r, Err(Error::Origin(_))), "{r:?}");
+        assert!(
+            took < Duration::from_millis(450),
+            "woken only after the release: {took:?}"
+        );
+    }
+    sleeper.join().unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_expiry_of_an_entry_follows_the_caches_clock() {
+    let server = RedisServer::start().unwrap();
+    // The cache's clock runs an hour behind the system's.
+    let clock = herdguard::ManualClock::new();
+    let behind = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        - Duration::from_secs(3600);
+    clock.set(herdguard::Timestamp::from_unix_nanos(
+        behind.as_nanos() as u64
+    ));
+    let remote = RedisRemote::<String, String>::connect(RedisConfig::new(server.url()))
+        .await
+        .unwrap();
+    let cache: Node = Cache::builder()
+        .clock(clock)
+        .ttl(Duration::from_secs(10))
+        .shared_store(remote)
+        .build()
+        .unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    cache
+        .get_or_load(k("key"), slow(&calls, 0, "v"))
+        .await
+        .unwrap();
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg("hg:{key}:v")
+        .query(&mut redis(&server.url()))
+        .unwrap();
+    assert!(
+        (9_000..=10_000).contains(&pttl),
+        "kept for its TTL on the cache's clock, not the system's: {pttl} ms"
+    );
+}

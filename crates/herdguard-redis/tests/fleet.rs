@@ -258,7 +258,10 @@ fn after_a_redis_restart_coordination_resumes_before_any_request_pays() {
     // Every worker finds out by itself (its change feed drops), with no request.
     let lost = std::time::Instant::now();
     while workers.iter_mut().any(Worker::healthy) {
-        assert!(lost.elapsed() < Duration::from_secs(3), "the outage went unnoticed");
+        assert!(
+            lost.elapsed() < Duration::from_secs(3),
+            "the outage went unnoticed"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     let noticed = lost.elapsed();
@@ -266,7 +269,10 @@ fn after_a_redis_restart_coordination_resumes_before_any_request_pays() {
     // Recovery is the background probe's job: within 1 s of Redis answering.
     let back = std::time::Instant::now();
     while !workers.iter_mut().all(Worker::healthy) {
-        assert!(back.elapsed() < Duration::from_secs(1), "not recovered within 1 s");
+        assert!(
+            back.elapsed() < Duration::from_secs(1),
+            "not recovered within 1 s"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     println!(

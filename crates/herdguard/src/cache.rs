@@ -2,7 +2,6 @@
 //! for it), background refresh, and the barriers `insert` and `invalidate`.
 //! What a leader does lives in `load.rs` (and `fleet.rs` for the shared store).
 
-use std::borrow::Cow;
 use std::future::Future;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -100,7 +99,7 @@ where
         Fut: Future<Output = Result<V, E>> + Send + 'static,
         E: Into<BoxError>,
     {
-        self.lookup(key, Cow::Borrowed(&self.inner.policy), move || async move {
+        self.lookup(key, &self.inner.policy, move || async move {
             loader().await.map(Loaded::new)
         })
         .await
@@ -120,13 +119,15 @@ where
         E: Into<BoxError>,
     {
         let policy = self.inner.policy.with(options)?;
-        self.lookup(key, Cow::Owned(policy), loader).await
+        self.lookup(key, &policy, loader).await
     }
 
+    /// The hit path. It holds the policy by reference (cloned only on the way to
+    /// a load): the future stays small, and small futures are moved cheaply.
     async fn lookup<F, Fut, E>(
         &self,
         key: K,
-        policy: Cow<'_, Policy>,
+        policy: &Policy,
         loader: F,
     ) -> Result<Cached<V>, Error>
     where
@@ -147,7 +148,7 @@ where
                     Freshness::EarlyRefresh => {
                         let served = inner.hit();
                         let started =
-                            inner.refresh(&key, &entry, boxed(loader), policy.into_owned(), now);
+                            inner.refresh(&key, &entry, boxed(loader), policy.clone(), now);
                         if started {
                             inner.metrics.early_refreshes.inc();
                         }
@@ -159,7 +160,7 @@ where
                     }
                     Freshness::StaleWhileRevalidate => {
                         inner.metrics.stale_while_revalidate.inc();
-                        inner.refresh(&key, &entry, boxed(loader), policy.into_owned(), now);
+                        inner.refresh(&key, &entry, boxed(loader), policy.clone(), now);
                         return Ok(Cached::new(entry, Served::StaleWhileRevalidate));
                     }
                     Freshness::Expired => Some(entry),
@@ -167,7 +168,7 @@ where
             }
         };
         // The slow path is boxed so the hit path's future stays small.
-        let miss = Arc::clone(inner).miss(key, policy.into_owned(), stale, boxed(loader));
+        let miss = Arc::clone(inner).miss(key, policy.clone(), stale, boxed(loader));
         Box::pin(miss).await
     }
 

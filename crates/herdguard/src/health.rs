@@ -73,8 +73,10 @@ where
     /// change could go unseen), and the store is reachable to check it.
     #[inline]
     pub(crate) fn suspect(&self, entry: &Entry<V>) -> bool {
-        (entry.epoch != self.epoch() || !self.health.feed_up.load(Ordering::Acquire))
-            && self.healthy_remote().is_some()
+        // Cheapest first: a cache without a shared store never suspects (the hit path).
+        self.remote.is_some()
+            && (entry.epoch != self.epoch() || !self.health.feed_up.load(Ordering::Acquire))
+            && !self.health.degraded.load(Ordering::Relaxed)
     }
 
     /// How a fresh in-process copy is served: a hit, or, while the shared

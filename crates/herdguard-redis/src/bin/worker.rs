@@ -240,7 +240,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     while let Some(line) = lines.next_line().await.context("reading stdin")? {
         if line == "health" {
-            println!("{}", serde_json::json!({"healthy": cache.shared_store_healthy()}));
+            println!(
+                "{}",
+                serde_json::json!({"healthy": cache.shared_store_healthy()})
+            );
             continue;
         }
         let Some(key) = line.strip_prefix("go ") else {
