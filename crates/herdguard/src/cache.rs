@@ -174,6 +174,14 @@ where
             .map(|e| Cached::new(e, Served::Hit))
     }
 
+    /// The entry stored under `key` in this process, whatever its freshness
+    /// (expired ones included), without loading and without counting a hit or
+    /// a miss. For callers that judge freshness themselves or need an expired
+    /// entry's contents, e.g. an HTTP cache reading a stale response's validators.
+    pub fn peek(&self, key: &K) -> Option<Arc<Entry<V>>> {
+        self.inner.store.get(key)
+    }
+
     /// Stores `value` under `key` as freshly loaded, under the cache's policy. A
     /// load of `key` in flight will not overwrite it. With a shared store, the
     /// value is written there too; an error from it is returned (the in-process
