@@ -159,6 +159,65 @@ async fn attack_3_reloads_are_coalesced_and_their_result_stored() {
     assert_eq!(after.header("x-validated"), Some("2"));
 }
 
+/// 3 (ignore). With `request_cache_control = "ignore"`, reloads are answered
+/// from the cache, as nginx and Varnish do by default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_3_reloads_are_hits_when_request_directives_are_ignored() {
+    let o =
+        origin(|_, n| Reply::ok(&[("cache-control", "max-age=60")], format!("v{n}")).delay(200))
+            .await;
+    let p = proxy(&base(&o), &["request_cache_control = \"ignore\""]).await;
+    assert_eq!(get(p.addr, "/r", &[]).await.text(), "v1");
+    let calls: Vec<_> = (0..100)
+        .map(|_| tokio::spawn(async move { get(p.addr, "/r", &[("pragma", "no-cache")]).await }))
+        .collect();
+    let mut hits = 0;
+    for c in calls {
+        let a = c.await.unwrap();
+        assert_eq!(a.text(), "v1");
+        hits += usize::from(a.cache_status().contains("; hit"));
+    }
+    eprintln!(
+        "attack 3 (ignore): 100 concurrent reloads made {} origin calls, {hits} hits",
+        o.calls() - 1
+    );
+    assert_eq!((o.calls(), hits), (1, 100));
+}
+
+/// 2 (shareable). A request with `Authorization` is answered from the cache only
+/// with an answer the origin marked shareable (RFC 9111 §3.5); otherwise it goes
+/// to the origin alone, and what others get does not change.
+#[tokio::test]
+async fn attack_2_authorized_requests_use_only_answers_marked_shareable() {
+    let o = origin(|s, n| {
+        let cc = if s.target == "/pub" {
+            "public, max-age=60"
+        } else {
+            "max-age=60"
+        };
+        Reply::ok(&[("cache-control", cc)], format!("v{n}"))
+    })
+    .await;
+    let p = proxy(&base(&o), &[]).await;
+    let pub1 = get(p.addr, "/pub", &[]).await.text();
+    let plain1 = get(p.addr, "/plain", &[]).await.text();
+    let auth = ("authorization", "Bearer alice");
+    let a = get(p.addr, "/pub", &[auth]).await;
+    assert_eq!(a.text(), pub1);
+    assert!(a.cache_status().contains("; hit"), "{}", a.cache_status());
+    assert_eq!(o.calls(), 2);
+    let b = get(p.addr, "/plain", &[auth]).await;
+    assert_eq!(o.calls(), 3);
+    assert!(
+        b.cache_status().contains("fwd=request") && b.cache_status().contains("authorization"),
+        "{}",
+        b.cache_status()
+    );
+    let c = get(p.addr, "/plain", &[]).await;
+    assert_eq!(c.text(), plain1);
+    assert!(c.cache_status().contains("; hit"), "{}", c.cache_status());
+}
+
 /// 4. `Connection: Accept` must not let a client store an answer under a
 /// variant the origin did not produce it for.
 #[tokio::test]
