@@ -420,6 +420,32 @@ impl KeyConfig {
 /// A `Host` field value as it takes part in a key: lowercased, without the default port 80
 /// (the proxy listens for `http`); `None` when it is not a valid authority or has userinfo.
 pub fn normalize_host(host: &str) -> Option<String> {
+    // The common case, `name` or `name:port` already in normal form: checked by one scan.
+    let (name, port) = match host.split_once(':') {
+        Some((n, p)) => (n, Some(p)),
+        None => (host, None),
+    };
+    let plain_name = !name.is_empty()
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-');
+    if plain_name {
+        match port {
+            None => return Some(host.to_string()),
+            Some(p)
+                if (1..=5).contains(&p.len())
+                    && p.bytes().all(|c| c.is_ascii_digit())
+                    && !p.starts_with('0') =>
+            {
+                match p.parse::<u16>() {
+                    Ok(80) => return Some(name.to_string()),
+                    Ok(_) => return Some(host.to_string()),
+                    Err(_) => return None,
+                }
+            }
+            _ => {}
+        }
+    }
     let authority = Authority::from_str(host.trim()).ok()?;
     if authority.as_str().contains('@') || authority.host().is_empty() {
         return None;
@@ -479,6 +505,13 @@ mod tests {
         assert_eq!(normalize_host("a:8080").as_deref(), Some("a:8080"));
         assert_eq!(normalize_host("u@a"), None);
         assert_eq!(normalize_host("a:99999"), None);
+        assert_eq!(normalize_host("a:"), Some("a".to_string()));
+        assert_eq!(normalize_host("a:080").as_deref(), Some("a"));
+        assert_eq!(
+            normalize_host("127.0.0.1:8080").as_deref(),
+            Some("127.0.0.1:8080")
+        );
+        assert_eq!(normalize_host("[::1]:80").as_deref(), Some("[::1]"));
         let k = variant_key("a/x", &[0xab; 32]);
         assert_eq!(k, format!("a/x#{}", "ab".repeat(16)));
     }

@@ -64,6 +64,13 @@ pub struct RequestTarget {
 impl RequestTarget {
     /// Normalises an origin-form target (`/path[?query]`), or says why it is refused.
     pub fn parse(target: &str) -> Result<RequestTarget, TargetError> {
+        // Most targets need nothing done: one scan, one copy.
+        if is_plain(target) {
+            return Ok(RequestTarget {
+                text: target.to_string(),
+                query_at: target.find('?'),
+            });
+        }
         if !target.starts_with('/') {
             return Err(TargetError::NotOriginForm);
         }

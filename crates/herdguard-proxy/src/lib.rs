@@ -62,6 +62,7 @@ pub use config::{ConfigError, RequestCacheControl, ServeArgs, Settings};
 pub use limits::ConnectionLimits;
 pub use origin::{Origin, OriginError, OriginResponse};
 pub use proxy::Proxy;
+pub use request::Peer;
 pub use response::{CachedResponse, Fetch};
 pub use server::{run, shutdown_signal, ServeError, Server};
 pub use stats::{Connections, Count, Stats, ORIGIN_ERRORS, RESULTS};

@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
@@ -127,7 +127,13 @@ pub(crate) struct TimedIo<T> {
     limits: ConnectionLimits,
     phase: Phase,
     answered: u64,
-    read_deadline: Option<Pin<Box<Sleep>>>,
+    /// When the current phase's limit runs out (`None` until the phase first
+    /// waits, and while a request is handled).
+    phase_deadline: Option<Instant>,
+    /// One timer per connection, armed once: re-armed only when it fires before
+    /// the current phase's deadline, so a busy keep-alive connection does not
+    /// register a timer per request.
+    read_timer: Option<Pin<Box<Sleep>>>,
     write_deadline: Option<Pin<Box<Sleep>>>,
 }
 
@@ -140,7 +146,8 @@ impl<T> TimedIo<T> {
             // A new connection owes a request head within the header limit (slowloris).
             phase: Phase::Head,
             answered: 0,
-            read_deadline: None,
+            phase_deadline: None,
+            read_timer: None,
             write_deadline: None,
         }
     }
@@ -166,12 +173,12 @@ impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
         if answered != this.answered {
             this.answered = answered;
             this.phase = Phase::Idle;
-            this.read_deadline = None;
+            this.phase_deadline = None;
         }
         // While a request is handled, reads are its body's (limited by the body
         // wrapper) or hyper watching for a close: no limit here.
         if this.state.busy.load(Ordering::Acquire) {
-            this.read_deadline = None;
+            this.phase_deadline = None;
             let read = Pin::new(&mut this.inner).poll_read(cx, buf);
             if read.is_pending() {
                 if let Ok(mut reader) = this.state.reader.lock() {
@@ -193,7 +200,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
                 if buf.filled().len() > before && this.phase == Phase::Idle {
                     // The next request began: from now on its head has the header limit.
                     this.phase = Phase::Head;
-                    this.read_deadline = None;
+                    this.phase_deadline = None;
                 }
                 Poll::Ready(Ok(()))
             }
@@ -203,8 +210,21 @@ impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
                     Phase::Head => (this.limits.header_read, "request head not received in time"),
                     Phase::Idle => (this.limits.idle, "keep-alive connection idle"),
                 };
-                if expired(cx, &mut this.read_deadline, limit) {
-                    return Poll::Ready(Err(timed_out(what)));
+                let deadline = *this
+                    .phase_deadline
+                    .get_or_insert_with(|| Instant::now() + limit);
+                let timer = this
+                    .read_timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline.into())));
+                if timer.deadline() > deadline.into() {
+                    timer.as_mut().reset(deadline.into());
+                }
+                // A timer set for an earlier phase may fire first: re-arm it for this one.
+                while timer.as_mut().poll(cx).is_ready() {
+                    if Instant::now() >= deadline {
+                        return Poll::Ready(Err(timed_out(what)));
+                    }
+                    timer.as_mut().reset(deadline.into());
                 }
                 Poll::Pending
             }

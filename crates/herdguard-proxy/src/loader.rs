@@ -15,22 +15,17 @@ use std::time::Instant;
 
 use herdguard::{Entry, Loaded};
 use herdguard_http::revalidate;
-use herdguard_http::{RequestTarget, Vary};
+use herdguard_http::Vary;
 use http::header::{self, HeaderMap};
 use http::{Method, StatusCode};
 
 use crate::body::{Body, Inactivity, Prefixed};
 use crate::origin::{read_up_to, Buffered, OriginError, OriginResponse};
 use crate::proxy::Proxy;
+use crate::request::Forward;
 use crate::response::{to_ms, CachedResponse, Fetch};
 use crate::rules;
 use crate::variants::digest_of;
-
-/// A GET or HEAD as it is forwarded: shared by the request and its load.
-pub(crate) struct Forward {
-    pub target: RequestTarget,
-    pub headers: HeaderMap,
-}
 
 /// An origin answer passed through to one client, not stored.
 pub(crate) struct Passed {
@@ -87,7 +82,7 @@ impl Proxy {
         handoff: &Handoff,
         prior: Option<Arc<Entry<CachedResponse>>>,
     ) -> Result<Loaded<CachedResponse>, OriginError> {
-        let mut headers = forward.headers.clone();
+        let mut headers = forward.to_send();
         for name in &CLIENT_CONDITIONALS {
             headers.remove(name);
         }

@@ -18,16 +18,16 @@ use herdguard::{Cache, Cached, CallOptions, Clock, Entry, Served, SystemClock};
 use herdguard_http::invalidate::invalidation_targets;
 use herdguard_http::revalidate::{self, EntityTag};
 use herdguard_http::{decide, Decision, EffectiveUri, ForwardReason, RequestDirectives};
-use http::header::{self, HeaderMap};
+use http::header;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Limited;
 
 use crate::answer;
 use crate::body::{Body, BoxError, Inactivity};
 use crate::config::RequestCacheControl;
-use crate::loader::{Forward, Handoff};
+use crate::loader::Handoff;
 use crate::origin::Origin;
-use crate::request::{self, Forwarding, Inbound};
+use crate::request::{self, Forward, Forwarding, Inbound, Peer};
 use crate::response::CachedResponse;
 use crate::revalidation::{Revalidated, Revalidations};
 use crate::rules::Rules;
@@ -79,8 +79,13 @@ impl Proxy {
         }
     }
 
+    /// The client end of a connection from `addr`, for [`Proxy::handle`] (once per connection).
+    pub fn peer(&self, addr: SocketAddr) -> Peer {
+        Peer::new(addr, &self.options.forwarding)
+    }
+
     /// Answers one client request from `peer`. Never fails: every problem is an HTTP answer.
-    pub async fn handle<B>(self: Arc<Self>, request: Request<B>, peer: SocketAddr) -> Response<Body>
+    pub async fn handle<B>(self: Arc<Self>, request: Request<B>, peer: &Peer) -> Response<Body>
     where
         B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
@@ -89,7 +94,6 @@ impl Proxy {
         let inbound = match request::prepare(
             request,
             peer,
-            &o.forwarding,
             o.max_header_bytes,
             o.max_request_body_bytes,
             &o.default_host,
@@ -107,13 +111,8 @@ impl Proxy {
     /// GET/HEAD: through the cache when the request allows it.
     async fn get_or_head<B>(self: &Arc<Self>, inbound: Inbound<B>) -> Response<Body> {
         let head = inbound.method == Method::HEAD;
-        let Inbound {
-            target,
-            host,
-            headers,
-            ..
-        } = inbound;
-        let forward = Arc::new(Forward { target, headers });
+        let Inbound { forward, host, .. } = inbound;
+        let forward = Arc::new(forward);
         if forward.headers.contains_key(header::RANGE) {
             return self.pass_through(&forward, head, "range").await;
         }
@@ -161,9 +160,9 @@ impl Proxy {
         head: bool,
         directives: &RequestDirectives,
     ) -> Response<Body> {
-        let mut key = self.variants.key_for(primary, &forward.headers);
+        let mut key = self.variants.key_for(primary, forward);
         if directives.only_if_cached {
-            return match self.stored_answer(&key, &forward.headers, directives, head) {
+            return match self.stored_answer(&key, forward, directives, head) {
                 Some(r) => r,
                 None => {
                     self.stats.count("error");
@@ -176,14 +175,14 @@ impl Proxy {
         }
         // max-stale may accept a stored response the core would no longer serve.
         if directives.max_stale.is_some() {
-            if let Some(r) = self.stored_answer(&key, &forward.headers, directives, head) {
+            if let Some(r) = self.stored_answer(&key, forward, directives, head) {
                 return r;
             }
         }
         // At most two rounds: the second when the first taught us the URL varies.
         for round in 0..2 {
             let handoff = Handoff::default();
-            let forced = self.forced_revalidation(&key, &forward.headers, directives);
+            let forced = self.forced_revalidation(&key, forward, directives);
             let was_forced = forced.is_some();
             let result = match forced {
                 Some(prior) => self.revalidate(&key, forward, &handoff, prior).await,
@@ -201,9 +200,9 @@ impl Proxy {
                     .not_shared(&cached, reason, &handoff, forward, head)
                     .await;
             }
-            if !vary_matches(&cached, &forward.headers) && round == 0 {
+            if !vary_matches(&cached, forward) && round == 0 {
                 self.variants.learn(primary, &cached, key == primary);
-                key = self.variants.key_for(primary, &forward.headers);
+                key = self.variants.key_for(primary, forward);
                 continue;
             }
             if cached.vary() != herdguard_http::Vary::None {
@@ -231,7 +230,7 @@ impl Proxy {
     fn forced_revalidation(
         &self,
         key: &str,
-        headers: &HeaderMap,
+        forward: &Forward,
         directives: &RequestDirectives,
     ) -> Option<Option<Arc<Entry<CachedResponse>>>> {
         let demands =
@@ -246,7 +245,7 @@ impl Proxy {
         // max-age / min-fresh: only when the stored response falls short.
         let entry = stored?;
         let value = entry.value();
-        if value.uncacheable.is_some() || !vary_matches(value, headers) {
+        if value.uncacheable.is_some() || !vary_matches(value, forward) {
             return None;
         }
         match decide(
@@ -347,14 +346,11 @@ impl Proxy {
         authorized: bool,
         head: bool,
     ) -> Option<Response<Body>> {
-        let key = self.variants.key_for(primary, &forward.headers);
+        let key = self.variants.key_for(primary, forward);
         let entry = self.cache.peek(&key)?;
         let value = entry.value();
         let now = SystemClock.now();
-        if value.uncacheable.is_some()
-            || !entry.is_fresh(now)
-            || !vary_matches(value, &forward.headers)
-        {
+        if value.uncacheable.is_some() || !entry.is_fresh(now) || !vary_matches(value, forward) {
             return None;
         }
         if authorized {
@@ -383,7 +379,7 @@ impl Proxy {
             .send(
                 method,
                 forward.target.as_str(),
-                forward.headers.clone(),
+                forward.to_send(),
                 Body::empty(),
             )
             .await
@@ -409,11 +405,12 @@ impl Proxy {
     {
         let Inbound {
             method,
-            target,
+            forward,
             host,
-            headers,
             body,
         } = inbound;
+        let target = forward.target.clone();
+        let headers = forward.to_send();
         let o = &self.options;
         let body = if body.is_end_stream() {
             Body::empty()
@@ -460,13 +457,13 @@ impl Proxy {
     fn stored_answer(
         &self,
         key: &str,
-        headers: &HeaderMap,
+        forward: &Forward,
         directives: &RequestDirectives,
         head: bool,
     ) -> Option<Response<Body>> {
         let entry = self.cache.peek(&key.to_string())?;
         let value = entry.value();
-        if value.uncacheable.is_some() || !vary_matches(value, headers) {
+        if value.uncacheable.is_some() || !vary_matches(value, forward) {
             return None;
         }
         let config = &self.rules.config;

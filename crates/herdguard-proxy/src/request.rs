@@ -7,10 +7,11 @@
 //! cache key and the `Vary` secondary key get computed — from exactly what is
 //! forwarded, so no client can key one request and send the origin another.
 
+use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 
 use herdguard_http::key::normalize_host;
-use herdguard_http::{RequestTarget, TargetError};
+use herdguard_http::{RequestTarget, TargetError, Vary};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request};
 use ipnet::IpNet;
@@ -41,30 +42,136 @@ pub(crate) struct Forwarding {
     pub trusted: Vec<IpNet>,
 }
 
-/// Client-sent fields that claim where a request came from.
-const FORWARDING_FIELDS: [&str; 6] = [
-    "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-proto",
-    "x-forwarded-port",
-    "x-real-ip",
-];
+/// The client end of a connection, as the forwarding fields show it: worked
+/// out once per connection, not per request.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    /// Whether its own forwarding fields are kept.
+    trusted: bool,
+    /// Its address as an `X-Forwarded-For` member.
+    address: HeaderValue,
+}
+
+impl Peer {
+    pub(crate) fn new(addr: SocketAddr, forwarding: &Forwarding) -> Peer {
+        let ip = match addr.ip() {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+            v4 => v4,
+        };
+        Peer {
+            trusted: forwarding.trusted.iter().any(|net| net.contains(&ip)),
+            address: HeaderValue::from_str(&ip.to_string())
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+        }
+    }
+}
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 const VIA_VALUE: HeaderValue = HeaderValue::from_static("1.1 herdguard");
 
-/// A request ready to forward: normalised target, key host, and the exact
-/// header fields the origin will get (before `Host`, which the origin client sets).
+/// What one pass over the field names found (most requests have none of these,
+/// and then nothing is removed).
+#[derive(Default)]
+struct Found {
+    head_bytes: usize,
+    hop_by_hop: bool,
+    forwarding: bool,
+    framing: bool,
+}
+
+fn scan(headers: &HeaderMap) -> Found {
+    let mut found = Found::default();
+    for (name, value) in headers {
+        found.head_bytes += name.as_str().len() + value.len() + 4;
+        match name.as_str() {
+            "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "proxy-authenticate"
+            | "proxy-authorization" => found.hop_by_hop = true,
+            "forwarded" | "x-forwarded-for" | "x-forwarded-host" | "x-forwarded-proto"
+            | "x-forwarded-port" | "x-real-ip" => found.forwarding = true,
+            "content-length" | "expect" => found.framing = true,
+            _ => {}
+        }
+    }
+    found
+}
+
+/// The forwarding fields this proxy adds (`X-Forwarded-For`, `-Host`, `-Proto`,
+/// `Via`): kept aside until a request is sent, so a hit never builds them.
+#[derive(Clone, Debug)]
+pub(crate) struct Added {
+    forwarded_for: HeaderValue,
+    /// `None`: a trusted peer's own value stays.
+    host: Option<HeaderValue>,
+    /// Whether `X-Forwarded-Proto: http` is set (not when a trusted peer sent one).
+    proto: bool,
+}
+
+impl Added {
+    fn apply(&self, headers: &mut HeaderMap) {
+        headers.insert(X_FORWARDED_FOR.clone(), self.forwarded_for.clone());
+        if let Some(host) = &self.host {
+            headers.insert(X_FORWARDED_HOST.clone(), host.clone());
+        }
+        if self.proto {
+            headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+        }
+        headers.append(header::VIA, VIA_VALUE);
+    }
+
+    fn names(name: &HeaderName) -> bool {
+        *name == X_FORWARDED_FOR
+            || *name == X_FORWARDED_HOST
+            || *name == X_FORWARDED_PROTO
+            || *name == header::VIA
+    }
+}
+
+/// A request as it is forwarded: normalised target, and the client's fields
+/// (hop-by-hop and untrusted forwarding fields removed) plus the proxy's own.
+pub(crate) struct Forward {
+    pub target: RequestTarget,
+    /// The client's fields as forwarded (without the proxy's additions).
+    pub headers: HeaderMap,
+    added: Added,
+}
+
+impl Forward {
+    /// The fields exactly as the origin receives them (`Host` aside, which the
+    /// origin client sets).
+    pub(crate) fn to_send(&self) -> HeaderMap {
+        let mut headers = self.headers.clone();
+        self.added.apply(&mut headers);
+        headers
+    }
+
+    /// The forwarded fields, for a secondary key under `vary`: borrowed, unless
+    /// `vary` names a field the proxy adds.
+    pub(crate) fn vary_view(&self, vary: &Vary) -> Cow<'_, HeaderMap> {
+        match vary {
+            Vary::Fields(names) if names.iter().any(Added::names) => Cow::Owned(self.to_send()),
+            _ => Cow::Borrowed(&self.headers),
+        }
+    }
+}
+
+/// A request ready to forward, with its key host and, for methods that may have
+/// one, its body.
 pub(crate) struct Inbound<B> {
     pub method: Method,
-    pub target: RequestTarget,
+    pub forward: Forward,
     /// The normalised `Host` (for the cache key).
     pub host: String,
-    pub headers: HeaderMap,
-    /// The body, for methods that may have one.
     pub body: B,
 }
 
@@ -80,8 +187,7 @@ fn forbids_body(method: &Method) -> bool {
 /// Makes `request` from `peer` into the request to forward, or refuses it.
 pub(crate) fn prepare<B>(
     request: Request<B>,
-    peer: SocketAddr,
-    forwarding: &Forwarding,
+    peer: &Peer,
     max_header_bytes: usize,
     max_body_bytes: usize,
     default_host: &str,
@@ -91,12 +197,9 @@ where
 {
     let (parts, body) = request.into_parts();
     let mut headers = parts.headers;
+    let found = scan(&headers);
     // hyper bounds its read buffer, not the head itself: count the fields too.
-    let head_bytes: usize = headers
-        .iter()
-        .map(|(n, v)| n.as_str().len() + v.len() + 4)
-        .sum();
-    if head_bytes > max_header_bytes {
+    if found.head_bytes > max_header_bytes {
         return Err(Refusal::HeadTooLarge);
     }
     if parts.method == Method::CONNECT || parts.method == Method::TRACE {
@@ -112,19 +215,26 @@ where
         return Err(Refusal::BodyTooLarge);
     }
     // Then hop-by-hop fields, before anything reads the request.
-    herdguard_http::hop::remove_hop_by_hop(&mut headers);
+    if found.hop_by_hop {
+        herdguard_http::hop::remove_hop_by_hop(&mut headers);
+    }
     // Framing is remade by the origin client from the body; `Expect` is this hop's.
-    headers.remove(header::CONTENT_LENGTH);
-    headers.remove(header::EXPECT);
-    let host = request_host(&parts.uri, &headers, default_host)?;
+    if found.framing {
+        headers.remove(header::CONTENT_LENGTH);
+        headers.remove(header::EXPECT);
+    }
+    let (host, host_value) = request_host(&parts.uri, &headers, default_host)?;
     let raw_target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let target = RequestTarget::parse(raw_target).map_err(Refusal::Target)?;
-    set_forwarding_fields(&mut headers, peer.ip(), &host, forwarding);
+    let added = forwarding_fields(&mut headers, peer, &host, host_value, found.forwarding);
     Ok(Inbound {
         method: parts.method,
-        target,
+        forward: Forward {
+            target,
+            headers,
+            added,
+        },
         host,
-        headers,
         body,
     })
 }
@@ -137,78 +247,80 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 }
 
 /// The authority of the absolute-form target, else the single `Host` field, else
-/// the origin's (an HTTP/1.0 client may send none).
+/// the origin's (an HTTP/1.0 client may send none); normalised, and the field
+/// value itself when it is already in normal form (reused for `X-Forwarded-Host`).
 fn request_host(
     uri: &http::Uri,
     headers: &HeaderMap,
     default_host: &str,
-) -> Result<String, Refusal> {
+) -> Result<(String, Option<HeaderValue>), Refusal> {
     if let Some(authority) = uri.authority() {
-        return normalize_host(authority.as_str()).ok_or(Refusal::Host);
+        let host = normalize_host(authority.as_str()).ok_or(Refusal::Host)?;
+        return Ok((host, None));
     }
     let mut hosts = headers.get_all(header::HOST).iter();
     match (hosts.next(), hosts.next()) {
-        (None, _) => Ok(default_host.to_string()),
-        (Some(h), None) => h
-            .to_str()
-            .ok()
-            .and_then(normalize_host)
-            .ok_or(Refusal::Host),
+        (None, _) => Ok((default_host.to_string(), None)),
+        (Some(h), None) => {
+            let raw = h.to_str().map_err(|_| Refusal::Host)?;
+            let host = normalize_host(raw).ok_or(Refusal::Host)?;
+            let same = (host == raw).then(|| h.clone());
+            Ok((host, same))
+        }
         (Some(_), Some(_)) => Err(Refusal::Host),
     }
 }
 
-fn is_trusted(peer: IpAddr, forwarding: &Forwarding) -> bool {
-    let peer = match peer {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, IpAddr::V4),
-        v4 => v4,
-    };
-    forwarding.trusted.iter().any(|net| net.contains(&peer))
-}
-
-/// `X-Forwarded-For` (the peer appended), `-Host`, `-Proto` and `Via`, from this
-/// proxy's view; a trusted peer's own fields are kept and extended.
-fn set_forwarding_fields(
+/// The forwarding fields to add: `X-Forwarded-For` (the peer appended), `-Host`,
+/// `-Proto` and `Via`, from this proxy's view. A trusted peer's own fields are
+/// kept and extended; anyone else's are removed from `headers` here. `found`:
+/// the request has forwarding fields of its own.
+fn forwarding_fields(
     headers: &mut HeaderMap,
-    peer: IpAddr,
+    peer: &Peer,
     host: &str,
-    forwarding: &Forwarding,
-) {
-    let trusted = !forwarding.trusted.is_empty() && is_trusted(peer, forwarding);
-    let peer_text = peer.to_string();
-    if trusted {
-        let prior: Vec<String> = headers
-            .get_all(&X_FORWARDED_FOR)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .map(|v| v.trim().to_string())
-            .filter(|v| !v.is_empty())
-            .collect();
-        let chain = if prior.is_empty() {
-            peer_text
-        } else {
-            format!("{}, {peer_text}", prior.join(", "))
+    host_value: Option<HeaderValue>,
+    found: bool,
+) -> Added {
+    let host_value = || host_value.or_else(|| HeaderValue::from_str(host).ok());
+    if !peer.trusted {
+        if found {
+            headers.remove(header::FORWARDED);
+            headers.remove(&X_FORWARDED_FOR);
+            headers.remove(&X_FORWARDED_HOST);
+            headers.remove(&X_FORWARDED_PROTO);
+            headers.remove(&X_FORWARDED_PORT);
+            headers.remove(&X_REAL_IP);
+        }
+        return Added {
+            forwarded_for: peer.address.clone(),
+            host: host_value(),
+            proto: true,
         };
-        if let Ok(v) = HeaderValue::from_str(&chain) {
-            headers.insert(X_FORWARDED_FOR.clone(), v);
-        }
+    }
+    let prior: Vec<&str> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .collect();
+    let forwarded_for = if prior.is_empty() {
+        peer.address.clone()
     } else {
-        for name in FORWARDING_FIELDS {
-            headers.remove(name);
-        }
-        if let Ok(v) = HeaderValue::from_str(&peer_text) {
-            headers.insert(X_FORWARDED_FOR.clone(), v);
-        }
+        let own = peer.address.to_str().unwrap_or("unknown");
+        HeaderValue::from_str(&format!("{}, {own}", prior.join(", ")))
+            .unwrap_or_else(|_| peer.address.clone())
+    };
+    Added {
+        forwarded_for,
+        host: if headers.contains_key(&X_FORWARDED_HOST) {
+            None
+        } else {
+            host_value()
+        },
+        proto: !headers.contains_key(&X_FORWARDED_PROTO),
     }
-    if !headers.contains_key(&X_FORWARDED_HOST) {
-        if let Ok(v) = HeaderValue::from_str(host) {
-            headers.insert(X_FORWARDED_HOST.clone(), v);
-        }
-    }
-    if !headers.contains_key(&X_FORWARDED_PROTO) {
-        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
-    }
-    headers.append(header::VIA, VIA_VALUE);
 }
 
 #[cfg(test)]
@@ -234,14 +346,8 @@ mod tests {
         let forwarding = Forwarding {
             trusted: trusted.iter().map(|t| t.parse().unwrap()).collect(),
         };
-        prepare(
-            r,
-            "10.1.2.3:5555".parse().unwrap(),
-            &forwarding,
-            65536,
-            1 << 20,
-            "origin",
-        )
+        let peer = Peer::new("10.1.2.3:5555".parse().unwrap(), &forwarding);
+        prepare(r, &peer, 65536, 1 << 20, "origin")
     }
 
     #[test]
@@ -259,10 +365,10 @@ mod tests {
             &[],
         )
         .unwrap();
-        assert_eq!(i.target.as_str(), "/b");
+        assert_eq!(i.forward.target.as_str(), "/b");
         assert_eq!(i.host, "api.example");
-        assert!(!i.headers.contains_key("accept"));
-        assert!(!i.headers.contains_key("connection"));
+        assert!(!i.forward.to_send().contains_key("accept"));
+        assert!(!i.forward.to_send().contains_key("connection"));
     }
 
     #[test]
@@ -323,19 +429,29 @@ mod tests {
             ("forwarded", "for=6.6.6.6"),
             ("x-forwarded-host", "evil"),
         ];
+        let h = run(req("GET", "/", &spoof), &[]).unwrap().forward.to_send();
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "10.1.2.3");
+        assert_eq!(h.get("x-forwarded-host").unwrap(), "a");
+        assert!(!h.contains_key("forwarded"));
+        assert_eq!(h.get("via").unwrap(), "1.1 herdguard");
+        let trusted = ["10.0.0.0/8"];
+        let h = run(req("GET", "/", &spoof), &trusted)
+            .unwrap()
+            .forward
+            .to_send();
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "6.6.6.6, 10.1.2.3");
+        assert_eq!(h.get("x-forwarded-host").unwrap(), "evil");
+        assert!(h.contains_key("forwarded"));
+        let other = ["192.168.0.0/16"];
+        let h = run(req("GET", "/", &spoof), &other)
+            .unwrap()
+            .forward
+            .to_send();
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "10.1.2.3");
+        // A Vary on a field the proxy adds sees the forwarded value.
         let i = run(req("GET", "/", &spoof), &[]).unwrap();
-        assert_eq!(i.headers.get("x-forwarded-for").unwrap(), "10.1.2.3");
-        assert_eq!(i.headers.get("x-forwarded-host").unwrap(), "a");
-        assert!(!i.headers.contains_key("forwarded"));
-        assert_eq!(i.headers.get("via").unwrap(), "1.1 herdguard");
-        let i = run(req("GET", "/", &spoof), &["10.0.0.0/8"]).unwrap();
-        assert_eq!(
-            i.headers.get("x-forwarded-for").unwrap(),
-            "6.6.6.6, 10.1.2.3"
-        );
-        assert_eq!(i.headers.get("x-forwarded-host").unwrap(), "evil");
-        assert!(i.headers.contains_key("forwarded"));
-        let i = run(req("GET", "/", &spoof), &["192.168.0.0/16"]).unwrap();
-        assert_eq!(i.headers.get("x-forwarded-for").unwrap(), "10.1.2.3");
+        let vary = Vary::Fields(vec![HeaderName::from_static("x-forwarded-for")]);
+        let view = i.forward.vary_view(&vary);
+        assert_eq!(view.get("x-forwarded-for").unwrap(), "10.1.2.3");
     }
 }

@@ -227,13 +227,15 @@ impl Server {
             };
             let _ = stream.set_nodelay(true);
             let proxy = Arc::clone(&self.proxy);
+            let peer = Arc::new(proxy.peer(peer));
             let state = Arc::new(ConnState::default());
             let io = TimedIo::new(stream, Arc::clone(&state), self.limits);
             let service = service_fn(move |req| {
                 let proxy = Arc::clone(&proxy);
+                let peer = Arc::clone(&peer);
                 let busy = state.begin();
                 async move {
-                    let response = proxy.handle(req, peer).await;
+                    let response = proxy.handle(req, &peer).await;
                     Ok::<_, Infallible>(response.map(|body| Tracked::new(body, busy)))
                 }
             });

@@ -9,6 +9,7 @@ use herdguard_http::key::variant_key;
 use herdguard_http::{KeyConfig, RequestTarget, Vary};
 use http::HeaderMap;
 
+use crate::request::Forward;
 use crate::response::CachedResponse;
 
 /// Most `Vary` variants remembered per URL (for invalidation).
@@ -51,11 +52,11 @@ pub(crate) fn digest_of(vary: &Vary, headers: &HeaderMap) -> Option<Vec<u8>> {
     }
 }
 
-/// Whether a stored response may answer a request with `headers` (RFC 9111 §4.1).
-pub(crate) fn vary_matches(cached: &CachedResponse, headers: &HeaderMap) -> bool {
+/// Whether a stored response may answer `forward` (RFC 9111 §4.1).
+pub(crate) fn vary_matches(cached: &CachedResponse, forward: &Forward) -> bool {
     match cached.vary() {
         Vary::None => true,
-        vary => digest_of(&vary, headers).is_some_and(|d| d == cached.vary_key),
+        vary => digest_of(&vary, &forward.vary_view(&vary)).is_some_and(|d| d == cached.vary_key),
     }
 }
 
@@ -78,9 +79,9 @@ impl Variants {
         self.config.primary(host, target)
     }
 
-    /// The key to look up for a request with `headers`: the primary key, or the
-    /// variant key when the URL is known to vary and this request is another variant.
-    pub(crate) fn key_for(&self, primary: &str, headers: &HeaderMap) -> String {
+    /// The key to look up for `forward`: the primary key, or the variant key when
+    /// the URL is known to vary and this request is another variant.
+    pub(crate) fn key_for(&self, primary: &str, forward: &Forward) -> String {
         // Most URLs never vary: spare them the lookup.
         if !self.any.load(Ordering::Relaxed) {
             return primary.to_string();
@@ -88,7 +89,7 @@ impl Variants {
         let Some(known) = self.known.get(primary) else {
             return primary.to_string();
         };
-        let digest = match known.vary.secondary_key(headers) {
+        let digest = match known.vary.secondary_key(&forward.vary_view(&known.vary)) {
             Some(k) if known.vary != Vary::None => k.digest(),
             _ => return primary.to_string(),
         };
