@@ -104,7 +104,8 @@ impl Proxy {
         if inbound.method == Method::GET || inbound.method == Method::HEAD {
             self.get_or_head(inbound).await
         } else {
-            self.forward_other(inbound).await
+            // Cold paths are boxed, so the hit path's future stays small.
+            Box::pin(self.forward_other(inbound)).await
         }
     }
 
@@ -114,7 +115,7 @@ impl Proxy {
         let Inbound { forward, host, .. } = inbound;
         let forward = Arc::new(forward);
         if forward.headers.contains_key(header::RANGE) {
-            return self.pass_through(&forward, head, "range").await;
+            return Box::pin(self.pass_through(&forward, head, "range")).await;
         }
         let directives = match self.options.request_cache_control {
             RequestCacheControl::Revalidate => RequestDirectives::from_headers(&forward.headers),
@@ -133,7 +134,7 @@ impl Proxy {
             };
             return match self.shareable_stored(&primary, &forward, authorized, head) {
                 Some(r) => r,
-                None => self.pass_through(&forward, head, why).await,
+                None => Box::pin(self.pass_through(&forward, head, why)).await,
             };
         }
         let mut response = self.cached(&primary, &forward, head, &directives).await;
@@ -185,7 +186,7 @@ impl Proxy {
             let forced = self.forced_revalidation(&key, forward, directives);
             let was_forced = forced.is_some();
             let result = match forced {
-                Some(prior) => self.revalidate(&key, forward, &handoff, prior).await,
+                Some(prior) => Box::pin(self.revalidate(&key, forward, &handoff, prior)).await,
                 None => self
                     .lookup(&key, forward, &handoff, None)
                     .await
@@ -220,7 +221,7 @@ impl Proxy {
             );
         }
         // Two rounds disagreed on Vary (the origin changed it): answer uncached.
-        self.pass_through(forward, head, "vary-changed").await
+        Box::pin(self.pass_through(forward, head, "vary-changed")).await
     }
 
     /// The stored entry a forced revalidation replaces, when the request demands
@@ -322,7 +323,7 @@ impl Proxy {
                 };
                 answer::passed(&self.stats, passed, fwd, Some(&detail), head)
             }
-            None => self.pass_through(forward, head, reason).await,
+            None => Box::pin(self.pass_through(forward, head, reason)).await,
         }
     }
 
