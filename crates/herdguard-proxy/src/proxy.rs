@@ -270,12 +270,12 @@ impl Proxy {
         self.revalidations
             .run(key, || async {
                 let prior = prior.filter(|e| e.value().uncacheable.is_none());
-                if prior
-                    .as_ref()
-                    .is_some_and(|e| e.is_fresh(SystemClock.now()))
-                {
-                    // The core loads only what is not fresh. A shared-store error is
-                    // counted by the core; the local entry is gone regardless.
+                // The core answers without loading while an entry is fresh or inside its
+                // stale-while-revalidate window: then the entry must go first. (A
+                // shared-store error is counted by the core; the local entry is gone
+                // regardless.)
+                let now = SystemClock.now();
+                if prior.as_ref().is_some_and(|e| now < e.revalidate_until()) {
                     let _ = self.cache.invalidate(&key.to_string()).await;
                 }
                 self.lookup(key, forward, handoff, prior)

@@ -159,6 +159,37 @@ async fn attack_3_reloads_are_coalesced_and_their_result_stored() {
     assert_eq!(after.header("x-validated"), Some("2"));
 }
 
+/// 3 (stale-while-revalidate). A reload is answered by a revalidation, even
+/// when the stored response is inside its stale-while-revalidate window (where a
+/// plain request is answered stale at once).
+#[tokio::test]
+async fn attack_3_a_reload_is_never_answered_stale() {
+    let o = origin(|_, n| {
+        Reply::ok(
+            &[
+                ("cache-control", "max-age=1, stale-while-revalidate=60"),
+                ("age", "1"),
+            ],
+            format!("v{n}"),
+        )
+    })
+    .await;
+    let p = proxy(&base(&o), &[]).await;
+    assert_eq!(get(p.addr, "/swr", &[]).await.text(), "v1");
+    let reload = get(p.addr, "/swr", &[("cache-control", "no-cache")]).await;
+    eprintln!(
+        "attack 3 (swr): a reload of an entry in its SWR window got {:?} ({})",
+        reload.text(),
+        reload.cache_status()
+    );
+    assert_eq!(reload.text(), "v2");
+    assert!(
+        reload.cache_status().contains("fwd=request"),
+        "{}",
+        reload.cache_status()
+    );
+}
+
 /// 3 (ignore). With `request_cache_control = "ignore"`, reloads are answered
 /// from the cache, as nginx and Varnish do by default.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
