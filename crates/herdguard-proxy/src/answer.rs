@@ -33,11 +33,41 @@ pub(crate) fn stored(
     forced: bool,
     head: bool,
 ) -> Response<Body> {
+    if served == Served::Hit {
+        // The common case, by far: its member is rendered once per ttl value.
+        let ttl = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
+        return with_stored(stats, config, value, hit_member(ttl), "hit", head);
+    }
     let (mut member, label) = served_member(served, value, ttl);
     if forced && matches!(served, Served::Loaded | Served::Coalesced) {
         member = member.forwarded(ForwardReason::Request);
     }
-    with_stored(stats, config, value, member, label, head)
+    with_stored(stats, config, value, member.to_header_value(), label, head)
+}
+
+/// `herdguard; hit; ttl=N`, rendered once per value of N on each thread: hits
+/// of one entry share N for a second at a time, so a clone (a reference count)
+/// replaces a rendering.
+fn hit_member(ttl: i64) -> HeaderValue {
+    thread_local! {
+        static RENDERED: std::cell::RefCell<[(i64, Option<HeaderValue>); 8]> =
+            std::cell::RefCell::new(Default::default());
+    }
+    let render = || CacheStatus::new(NAME).hit().ttl(ttl).to_header_value();
+    RENDERED.with(|slots| {
+        let Ok(mut slots) = slots.try_borrow_mut() else {
+            return render();
+        };
+        let slot = &mut slots[usize::try_from(ttl.rem_euclid(8)).unwrap_or(0)];
+        match &slot.1 {
+            Some(v) if slot.0 == ttl => v.clone(),
+            _ => {
+                let v = render();
+                *slot = (ttl, Some(v.clone()));
+                v
+            }
+        }
+    })
 }
 
 /// A stale stored response the request itself accepted (`max-stale`, `only-if-cached`).
@@ -49,14 +79,21 @@ pub(crate) fn stale_accepted(
     head: bool,
 ) -> Response<Body> {
     let member = CacheStatus::new(NAME).hit().detail(detail);
-    with_stored(stats, config, value, member, "stale", head)
+    with_stored(
+        stats,
+        config,
+        value,
+        member.to_header_value(),
+        "stale",
+        head,
+    )
 }
 
 fn with_stored(
     stats: &Stats,
     config: &CacheConfig,
     value: &CachedResponse,
-    member: CacheStatus,
+    member: HeaderValue,
     label: &'static str,
     head: bool,
 ) -> Response<Body> {
@@ -67,7 +104,7 @@ fn with_stored(
         value.header_map(),
         Body::full(value.body.clone()),
         Some(age),
-        &member,
+        member,
         head,
     )
 }
@@ -136,7 +173,7 @@ pub(crate) fn passed(
         passed.headers,
         passed.body,
         None,
-        &member,
+        member.to_header_value(),
         head,
     )
 }
@@ -153,7 +190,7 @@ pub(crate) fn origin_error(stats: &Stats, passed: Passed, head: bool) -> Respons
         passed.headers,
         passed.body,
         None,
-        &member,
+        member.to_header_value(),
         head,
     )
 }
@@ -270,13 +307,13 @@ fn finish(
     mut headers: HeaderMap,
     body: Body,
     age: Option<Duration>,
-    member: &CacheStatus,
+    member: HeaderValue,
     head: bool,
 ) -> Response<Body> {
     if let Some(age) = age {
         headers.insert(header::AGE, HeaderValue::from(age.as_secs()));
     }
-    headers.append(CACHE_STATUS, member.to_header_value());
+    headers.append(CACHE_STATUS, member);
     // A stored response carries its length already (set once, at parse); a
     // streamed one keeps the origin's framing (length or chunked).
     if let Body::Full(bytes) = &body {
@@ -300,4 +337,17 @@ pub(crate) fn plain(status: StatusCode, text: &str) -> Response<Body> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cached_hit_members_equal_a_fresh_rendering() {
+        for ttl in [0, 1, 8, 9, 16, 59, 59, 86_400, 0] {
+            let fresh = CacheStatus::new(NAME).hit().ttl(ttl).to_header_value();
+            assert_eq!(hit_member(ttl), fresh, "{ttl}");
+        }
+    }
 }
