@@ -3,15 +3,20 @@
 #
 #   1. hit throughput: wrk -t1 -c64 -d10s on one cached URL (rps, p99)
 #   2. cold stampede: 100 concurrent GETs of one new URL, 200 ms origin (p50, p99)
+#   3. streaming: one uncacheable 1 GiB answer through each (herdguard passes it
+#      through uncached; nginx proxy_pass with proxy_buffering off), MB/s, and
+#      herdguard's peak resident set over the whole run (VmHWM)
 #
 # Everything runs on loopback, with temporary config and cache dirs under /tmp,
 # and is stopped on exit. Usage: scripts/bench-serve.sh [duration, default 10s]
+# STREAM_BYTES sets the streaming body size (default 1073741824 = 1 GiB).
 # HG_THREADS=N runs herdguard on N runtime threads (1 = single-threaded runtime;
 # default one worker per core). On a 2-core box wrk shares the cores: 1 wins there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION="${1:-10s}"
+STREAM_BYTES="${STREAM_BYTES:-1073741824}"
 WORK="$(mktemp -d /tmp/herdguard-bench-serve.XXXXXX)"
 PIDS=()
 cleanup() {
@@ -45,7 +50,8 @@ PIDS+=($!)
 HG_ARGS=()
 if [[ -n "${HG_THREADS:-}" ]]; then HG_ARGS+=(--threads "$HG_THREADS"); fi
 "$BIN/serve" --listen "127.0.0.1:$HG_PORT" --origin "http://127.0.0.1:$ORIGIN_PORT" "${HG_ARGS[@]}" 2>"$WORK/herdguard.log" &
-PIDS+=($!)
+HG_PID=$!
+PIDS+=($HG_PID)
 
 mkdir -p "$WORK/nginx/cache" "$WORK/nginx/tmp"
 cat >"$WORK/nginx/nginx.conf" <<CONF
@@ -66,6 +72,12 @@ http {
     upstream origin { server 127.0.0.1:$ORIGIN_PORT; keepalive 64; }
     server {
         listen 127.0.0.1:$NGINX_PORT;
+        location /big/ {
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }
         location / {
             proxy_pass http://origin;
             proxy_http_version 1.1;
@@ -103,6 +115,15 @@ echo "cold stampede (100 concurrent, 200 ms origin)..." >&2
 read -r HG_P50 HG_SP99 HG_MAX HG_OK < <(stampede "$HG_PORT" "hg-$RANDOM")
 read -r NG_P50 NG_SP99 NG_MAX NG_OK < <(stampede "$NGINX_PORT" "ng-$RANDOM")
 
+stream() { # $1 port -> "MB/s bytes"
+    curl -fsS -o /dev/null -w '%{speed_download} %{size_download}' "http://127.0.0.1:$1/big/$STREAM_BYTES" |
+        awk '{ printf "%.1f %d\n", $1 / 1048576, $2 }'
+}
+echo "streaming ($STREAM_BYTES bytes, uncached)..." >&2
+read -r HG_MBS HG_BYTES < <(stream "$HG_PORT")
+read -r NG_MBS NG_BYTES < <(stream "$NGINX_PORT")
+HG_HWM_MB=$(awk '/VmHWM/ { printf "%.0f", $2 / 1024 }' "/proc/$HG_PID/status")
+
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a/b; else print "n/a" }'; }
 printf '\n%-34s %12s %12s %10s\n' "measure" "herdguard" "nginx" "hg/nginx"
 printf '%-34s %12s %12s %10s\n' "hit throughput (rps)" "$HG_RPS" "$NG_RPS" "$(ratio "$HG_RPS" "$NG_RPS")"
@@ -110,6 +131,10 @@ printf '%-34s %12s %12s %10s\n' "hit p99 (ms)" "$HG_P99" "$NG_P99" "$(ratio "$HG
 printf '%-34s %12s %12s %10s\n' "stampede p50 (ms)" "$HG_P50" "$NG_P50" "$(ratio "$HG_P50" "$NG_P50")"
 printf '%-34s %12s %12s %10s\n' "stampede p99 (ms)" "$HG_SP99" "$NG_SP99" "$(ratio "$HG_SP99" "$NG_SP99")"
 printf '%-34s %12s %12s\n' "stampede answers 2xx (of 100)" "$HG_OK" "$NG_OK"
+printf '%-34s %12s %12s %10s\n' "streaming 1 body (MB/s)" "$HG_MBS" "$NG_MBS" "$(ratio "$HG_MBS" "$NG_MBS")"
+printf '%-34s %12s %12s\n' "streaming bytes received" "$HG_BYTES" "$NG_BYTES"
+printf '%-34s %12s\n' "herdguard peak RSS, whole run (MB)" "$HG_HWM_MB"
 echo "herdguard runtime threads: ${HG_THREADS:-one per core}; nginx: worker_processes auto"
 echo
-echo "goals: hit rps >= 1.2x nginx with p99 no worse; stampede p50 <= 210 ms"
+echo "goals: hit rps >= 1.2x nginx with p99 no worse; stampede p50 <= 210 ms;"
+echo "       streaming >= 0.8x nginx proxy_pass (buffering off); peak RSS < 100 MB"

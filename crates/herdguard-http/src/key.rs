@@ -5,6 +5,11 @@
 //! dropped; an empty path becomes `/`; percent-encodings get uppercase hex and encoded unreserved
 //! characters are decoded. Userinfo is refused (RFC 9110 §4.2.4 deprecates it for `http(s)`),
 //! as are schemes other than `http`/`https`.
+//!
+//! A reverse proxy keys by what the operator chose ([`KeyConfig`]: host, path, query, and how
+//! the query is normalised), and a URL that varies adds a digest of its secondary key
+//! ([`variant_key`]): header values (a `Cookie`, an `Authorization`) never appear in a key
+//! name, where a shared store such as Redis would show them to anyone who can list keys.
 
 use std::fmt;
 use std::str::FromStr;
@@ -153,7 +158,8 @@ impl EffectiveUri {
         &self.path_and_query
     }
 
-    fn authority(&self) -> String {
+    /// Host and, when not the default, port: `example.com:8080`.
+    pub fn authority(&self) -> String {
         match self.port {
             Some(p) => format!("{}:{}", self.host, p),
             None => self.host.clone(),
@@ -298,10 +304,217 @@ impl fmt::Display for CacheKey {
     }
 }
 
+/// How the query takes part in a primary key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueryKey {
+    /// The query as sent (after target normalisation): `?b=1&a=2` and `?a=2&b=1` differ.
+    AsIs,
+    /// Parameters sorted, so their order does not matter; for APIs that read them as a set.
+    Sorted,
+    /// Left out: every query of a path shares one entry.
+    Ignored,
+}
+
+/// Which parts of a request make its primary key. Default: host, path and query as sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyConfig {
+    /// Whether the (normalised) `Host` is part of the key. Leave it in when the origin's
+    /// answers depend on the host (virtual hosts, `X-Forwarded-Host`).
+    pub host: bool,
+    /// How the query takes part.
+    pub query: QueryKey,
+}
+
+impl Default for KeyConfig {
+    fn default() -> Self {
+        KeyConfig {
+            host: true,
+            query: QueryKey::AsIs,
+        }
+    }
+}
+
+/// An unknown part in a key configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyConfigError(pub String);
+
+impl fmt::Display for KeyConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for KeyConfigError {}
+
+impl KeyConfig {
+    /// From a list of parts (`host`, `path`, `query`; `path` is required) and a query mode
+    /// (`as-is` or `sorted`; ignored when `query` is not listed).
+    pub fn from_parts(parts: &str, query_mode: &str) -> Result<KeyConfig, KeyConfigError> {
+        let mut host = false;
+        let mut path = false;
+        let mut query = false;
+        for part in parts.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match part.to_ascii_lowercase().as_str() {
+                "host" => host = true,
+                "path" => path = true,
+                "query" => query = true,
+                other => {
+                    return Err(KeyConfigError(format!(
+                        "unknown part {other:?} (use host, path, query)"
+                    )))
+                }
+            }
+        }
+        if !path {
+            return Err(KeyConfigError("the path must be part of the key".into()));
+        }
+        let query = match (query, query_mode.trim().to_ascii_lowercase().as_str()) {
+            (false, _) => QueryKey::Ignored,
+            (true, "as-is") => QueryKey::AsIs,
+            (true, "sorted") => QueryKey::Sorted,
+            (true, other) => {
+                return Err(KeyConfigError(format!(
+                    "unknown query mode {other:?} (use as-is or sorted)"
+                )))
+            }
+        };
+        Ok(KeyConfig { host, query })
+    }
+
+    /// The primary key of a request for `target` with normalised `host` (see [`normalize_host`]).
+    pub fn primary(&self, host: &str, target: &crate::target::RequestTarget) -> String {
+        self.build(host, target.path(), target.query())
+    }
+
+    /// The primary key of an absolute URI (e.g. an invalidation target); equal to
+    /// [`KeyConfig::primary`] of a request for the same resource.
+    pub fn primary_for_uri(&self, uri: &EffectiveUri) -> String {
+        let (path, query) = split_query(uri.path_and_query());
+        self.build(&uri.authority(), path, query)
+    }
+
+    fn build(&self, host: &str, path: &str, query: Option<&str>) -> String {
+        let mut key =
+            String::with_capacity(host.len() + path.len() + query.map_or(0, |q| q.len() + 1));
+        if self.host {
+            key.push_str(host);
+        }
+        key.push_str(path);
+        match (self.query, query) {
+            (QueryKey::Ignored, _) | (_, None) => {}
+            (QueryKey::AsIs, Some(q)) => {
+                key.push('?');
+                key.push_str(q);
+            }
+            (QueryKey::Sorted, Some(q)) => {
+                let mut params: Vec<&str> = q.split('&').filter(|p| !p.is_empty()).collect();
+                params.sort_unstable();
+                key.push('?');
+                key.push_str(&params.join("&"));
+            }
+        }
+        key
+    }
+}
+
+/// A `Host` field value as it takes part in a key: lowercased, without the default port 80
+/// (the proxy listens for `http`); `None` when it is not a valid authority or has userinfo.
+pub fn normalize_host(host: &str) -> Option<String> {
+    // The common case, `name` or `name:port` already in normal form: checked by one scan.
+    let (name, port) = match host.split_once(':') {
+        Some((n, p)) => (n, Some(p)),
+        None => (host, None),
+    };
+    let plain_name = !name.is_empty()
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-');
+    if plain_name {
+        match port {
+            None => return Some(host.to_string()),
+            Some(p)
+                if (1..=5).contains(&p.len())
+                    && p.bytes().all(|c| c.is_ascii_digit())
+                    && !p.starts_with('0') =>
+            {
+                match p.parse::<u16>() {
+                    Ok(80) => return Some(name.to_string()),
+                    Ok(_) => return Some(host.to_string()),
+                    Err(_) => return None,
+                }
+            }
+            _ => {}
+        }
+    }
+    let authority = Authority::from_str(host.trim()).ok()?;
+    if authority.as_str().contains('@') || authority.host().is_empty() {
+        return None;
+    }
+    let name = authority.host().to_ascii_lowercase();
+    let rest = authority
+        .as_str()
+        .get(authority.host().len()..)
+        .unwrap_or("");
+    Some(match authority.port_u16() {
+        Some(80) => name,
+        Some(p) => format!("{name}:{p}"),
+        None if rest.is_empty() || rest == ":" => name,
+        None => return None,
+    })
+}
+
+/// The key of one variant of a URL that varies: the primary key, `#`, then the hex of the
+/// first 16 bytes of the secondary key's digest ([`crate::vary::SecondaryKey::digest`]).
+pub fn variant_key(primary: &str, digest: &[u8; 32]) -> String {
+    let mut key = String::with_capacity(primary.len() + 33);
+    key.push_str(primary);
+    key.push('#');
+    for b in digest.iter().take(16) {
+        key.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
+        key.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
+    }
+    key
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::test_util::hm;
+
+    #[test]
+    fn proxy_keys_follow_the_configured_parts() {
+        let t = crate::target::RequestTarget::parse("/items?b=2&a=1").unwrap();
+        let all = KeyConfig::default();
+        assert_eq!(all.primary("api.example", &t), "api.example/items?b=2&a=1");
+        let sorted = KeyConfig::from_parts("host, path, query", "sorted").unwrap();
+        assert_eq!(
+            sorted.primary("api.example", &t),
+            "api.example/items?a=1&b=2"
+        );
+        let path_only = KeyConfig::from_parts("path", "as-is").unwrap();
+        assert_eq!(path_only.primary("api.example", &t), "/items");
+        assert!(KeyConfig::from_parts("host,query", "as-is").is_err());
+        assert!(KeyConfig::from_parts("host,path,cookie", "as-is").is_err());
+        assert!(KeyConfig::from_parts("path,query", "random").is_err());
+        let uri = EffectiveUri::parse_absolute("http://API.example:80/items?b=2&a=1").unwrap();
+        assert_eq!(all.primary_for_uri(&uri), all.primary("api.example", &t));
+        assert_eq!(
+            normalize_host("API.Example:80").as_deref(),
+            Some("api.example")
+        );
+        assert_eq!(normalize_host("a:8080").as_deref(), Some("a:8080"));
+        assert_eq!(normalize_host("u@a"), None);
+        assert_eq!(normalize_host("a:99999"), None);
+        assert_eq!(normalize_host("a:"), Some("a".to_string()));
+        assert_eq!(normalize_host("a:080").as_deref(), Some("a"));
+        assert_eq!(
+            normalize_host("127.0.0.1:8080").as_deref(),
+            Some("127.0.0.1:8080")
+        );
+        assert_eq!(normalize_host("[::1]:80").as_deref(), Some("[::1]"));
+        let k = variant_key("a/x", &[0xab; 32]);
+        assert_eq!(k, format!("a/x#{}", "ab".repeat(16)));
+    }
 
     fn uri(s: &str) -> Uri {
         Uri::from_str(s).unwrap()

@@ -61,7 +61,10 @@
 //!   (§4.3.4), and the header update (§3.2).
 //! * [`invalidate`] — URIs to invalidate after unsafe methods (§4.4).
 //! * [`cache_status`] — the RFC 9211 `Cache-Status` member of this cache.
-//! * [`key`] — effective request URI normalization and the primary [`CacheKey`].
+//! * [`key`] — effective request URI normalization, the primary [`CacheKey`], and a reverse
+//!   proxy's configurable key ([`KeyConfig`]) and variant keys.
+//! * [`target`] — request-target normalisation: dot-segments removed, hidden ones refused.
+//! * [`hop`] — hop-by-hop fields, removed before a message is read or forwarded.
 //!
 //! # Deliberate limits
 //!
@@ -79,11 +82,13 @@ pub mod cache_status;
 pub mod decision;
 pub mod directives;
 pub mod freshness;
+pub mod hop;
 pub mod invalidate;
 pub mod key;
 pub mod revalidate;
 mod sf;
 pub mod storable;
+pub mod target;
 pub mod vary;
 
 pub use cache_status::{CacheStatus, ForwardReason};
@@ -91,8 +96,9 @@ pub use decision::{decide, Decision, RevalidateReason};
 pub use directives::{RequestDirectives, ResponseDirectives, ResponsePolicy};
 pub use freshness::StoredResponse;
 pub use invalidate::invalidation_targets;
-pub use key::{CacheKey, EffectiveUri};
+pub use key::{CacheKey, EffectiveUri, KeyConfig, QueryKey};
 pub use storable::{check_storable, NotStorable, StorePlan};
+pub use target::{RequestTarget, TargetError};
 pub use vary::{SecondaryKey, Vary};
 
 /// The `CDN-Cache-Control` targeted field (RFC 9213 §3).

@@ -7,9 +7,14 @@
 //!
 //! Normalization (the transformations §4.1 allows): field names are case-insensitive, sorted and
 //! deduplicated; multiple field lines are combined (RFC 9110 §5.3); leading/trailing whitespace
-//! is dropped; for the list-based `Accept*` fields whitespace around commas and empty members are
-//! dropped, and codings / charsets / language tags are lowercased (case-insensitive by
-//! definition). A field absent from one request matches only if absent from the other.
+//! is dropped; for the list-based `Accept*` fields, whose members' order carries no meaning
+//! (preference is by `q`, RFC 9110 §12.4.2), whitespace around commas, `;` and `=` and empty
+//! members are dropped, members are sorted, and codings / charsets / language tags / media
+//! types are lowercased (case-insensitive by definition). A field absent from one request
+//! matches only if absent from the other.
+//!
+//! A [`SecondaryKey`] holds header values (a `Cookie`, say); stores and key names get its
+//! [`SecondaryKey::digest`] instead.
 
 use http::header::{HeaderName, VARY};
 use http::HeaderMap;
@@ -94,6 +99,13 @@ impl SecondaryKey {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// SHA-256 of the key: what a shared store keeps and key names show instead of the
+    /// header values themselves (collision-resistant, so two variants never share a digest).
+    pub fn digest(&self) -> [u8; 32] {
+        use sha2::Digest;
+        sha2::Sha256::digest(&self.0).into()
+    }
 }
 
 /// Whether `new_request` may use a response stored with `stored_response_headers`, which was
@@ -127,35 +139,64 @@ fn trim(mut s: &[u8]) -> &[u8] {
 fn normalized_value(name: &HeaderName, headers: &HeaderMap) -> Option<Vec<u8>> {
     let mut lines = headers.get_all(name).iter().peekable();
     lines.peek()?;
-    let (is_list, lowercase) = match name.as_str() {
-        "accept" => (true, false),
-        "accept-encoding" | "accept-charset" | "accept-language" => (true, true),
-        _ => (false, false),
-    };
-    let mut out: Vec<u8> = Vec::new();
-    let push = |member: &[u8], out: &mut Vec<u8>| {
-        if !out.is_empty() {
-            out.push(b',');
-        }
-        if lowercase {
-            out.extend(member.iter().map(u8::to_ascii_lowercase));
-        } else {
-            out.extend_from_slice(member);
-        }
-    };
-    for line in lines {
-        if is_list {
-            for member in line.as_bytes().split(|&c| c == b',') {
-                let member = trim(member);
-                if !member.is_empty() {
-                    push(member, &mut out);
+    // Which lists may be reordered, and how much of a member is case-insensitive.
+    let lowercase = match name.as_str() {
+        "accept" => Lowercase::UpToParameters,
+        "accept-encoding" | "accept-charset" | "accept-language" => Lowercase::All,
+        _ => {
+            let mut out: Vec<u8> = Vec::new();
+            for line in lines {
+                if !out.is_empty() {
+                    out.push(b',');
                 }
+                out.extend_from_slice(trim(line.as_bytes()));
             }
-        } else {
-            push(trim(line.as_bytes()), &mut out);
+            return Some(out);
+        }
+    };
+    let mut members: Vec<Vec<u8>> = Vec::new();
+    for line in lines {
+        for member in line.as_bytes().split(|&c| c == b',') {
+            let member = trim(member);
+            if !member.is_empty() {
+                members.push(normalize_member(member, lowercase));
+            }
         }
     }
-    Some(out)
+    members.sort_unstable();
+    Some(members.join(&b','))
+}
+
+#[derive(Clone, Copy)]
+enum Lowercase {
+    All,
+    UpToParameters,
+}
+
+/// One list member without whitespace around `;` and `=`, lowercased as its syntax allows.
+fn normalize_member(member: &[u8], lowercase: Lowercase) -> Vec<u8> {
+    let mut out = Vec::with_capacity(member.len());
+    let mut in_params = false;
+    for (i, part) in member.split(|&c| c == b';').enumerate() {
+        if i > 0 {
+            out.push(b';');
+            in_params = true;
+        }
+        for (j, side) in trim(part).split(|&c| c == b'=').enumerate() {
+            if j > 0 {
+                out.push(b'=');
+            }
+            let side = trim(side);
+            match lowercase {
+                Lowercase::All => out.extend(side.iter().map(u8::to_ascii_lowercase)),
+                Lowercase::UpToParameters if !in_params => {
+                    out.extend(side.iter().map(u8::to_ascii_lowercase))
+                }
+                Lowercase::UpToParameters => out.extend_from_slice(side),
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -200,11 +241,35 @@ mod tests {
     }
 
     #[test]
-    fn rfc9111_4_1_order_of_members_matters() {
-        let stored = hm(&[("vary", "accept-encoding")]);
-        let a = hm(&[("accept-encoding", "gzip, br")]);
-        let b = hm(&[("accept-encoding", "br, gzip")]);
-        assert!(!vary_matches(&stored, &a, &b));
+    fn rfc9111_4_1_accept_member_order_and_parameter_spacing_do_not_matter() {
+        let stored = hm(&[("vary", "accept-encoding, accept")]);
+        let a = hm(&[
+            ("accept-encoding", "gzip, br;q=0.5"),
+            ("accept", "text/html, application/json;q=0.9"),
+        ]);
+        let b = hm(&[
+            ("accept-encoding", "BR ; q = 0.5,gzip"),
+            ("accept", "Application/JSON; q=0.9, text/html"),
+        ]);
+        assert!(vary_matches(&stored, &a, &b));
+        // Parameter values of media types keep their case.
+        let c = hm(&[("accept", "text/html;level=A")]);
+        let d = hm(&[("accept", "text/html;level=a")]);
+        assert!(!vary_matches(&hm(&[("vary", "accept")]), &c, &d));
+    }
+
+    #[test]
+    fn digests_hide_values_and_tell_keys_apart() {
+        let v = Vary::Fields(vec![HeaderName::from_static("cookie")]);
+        let a = v
+            .secondary_key(&hm(&[("cookie", "session=SECRET")]))
+            .unwrap();
+        let b = v
+            .secondary_key(&hm(&[("cookie", "session=OTHER")]))
+            .unwrap();
+        assert_ne!(a.digest(), b.digest());
+        assert_eq!(a.digest(), a.clone().digest());
+        assert!(!a.digest().windows(6).any(|w| w == b"SECRET"));
     }
 
     #[test]

@@ -1,17 +1,21 @@
 //! A tiny origin for `scripts/bench-serve.sh`: `/slow/...` answers after
-//! `--delay-ms` (the stampede case), everything else at once (the hit case).
-//! Every answer is cacheable for 5 minutes; it prints the requests it served on exit.
+//! `--delay-ms` (the stampede case), `/big/N` streams N bytes, uncacheable (the
+//! streaming case), everything else answers at once (the hit case). Other
+//! answers are cacheable for 5 minutes; it prints the requests it served on exit.
 //!
 //! `cargo run --release --example bench-origin -- --port 9000 --delay-ms 200`
 
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use clap::Parser;
-use http_body_util::Full;
+use http_body_util::{Either, Full};
+use hyper::body::{Body, Frame, SizeHint};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
@@ -26,6 +30,46 @@ struct Args {
     /// Latency of `/slow/...` answers, milliseconds.
     #[arg(long, default_value_t = 200)]
     delay_ms: u64,
+}
+
+/// `left` bytes of `x`, in 64 KiB frames of one shared buffer.
+struct Repeat {
+    left: u64,
+    chunk: Bytes,
+}
+
+impl Repeat {
+    fn new(left: u64) -> Self {
+        Repeat {
+            left,
+            chunk: Bytes::from(vec![b'x'; 64 * 1024]),
+        }
+    }
+}
+
+impl Body for Repeat {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.left == 0 {
+            return Poll::Ready(None);
+        }
+        let n = self.left.min(self.chunk.len() as u64);
+        self.left -= n;
+        Poll::Ready(Some(Ok(Frame::data(self.chunk.slice(..n as usize)))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.left == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.left)
+    }
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -47,10 +91,17 @@ async fn main() -> anyhow::Result<()> {
                 let (body, counter) = (body.clone(), Arc::clone(&counter));
                 async move {
                     counter.fetch_add(1, Ordering::Relaxed);
+                    if let Some(n) = req.uri().path().strip_prefix("/big/") {
+                        let left = n.parse().unwrap_or(0);
+                        let mut r = Response::new(Either::Right(Repeat::new(left)));
+                        r.headers_mut()
+                            .insert("cache-control", http::HeaderValue::from_static("no-store"));
+                        return Ok::<_, Infallible>(r);
+                    }
                     if req.uri().path().starts_with("/slow/") {
                         tokio::time::sleep(delay).await;
                     }
-                    let mut r = Response::new(Full::new(body));
+                    let mut r = Response::new(Either::Left(Full::new(body)));
                     r.headers_mut().insert(
                         "cache-control",
                         http::HeaderValue::from_static("max-age=300"),

@@ -1,53 +1,70 @@
-//! The admin listener: `/metrics` (Prometheus text), `/healthz`, `/readyz`.
+//! The admin listener: `/metrics` (Prometheus text), `/healthz`, `/readyz` —
+//! with the same connection limits as the proxy listener (head, idle and write
+//! timeouts, a connection cap) and a back-off on accept errors.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
-use http_body_util::Full;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 
-use crate::proxy::{plain, Proxy};
+use crate::answer::plain;
+use crate::body::Body;
+use crate::limits::{ConnState, ConnectionLimits, TimedIo, Tracked};
+use crate::proxy::Proxy;
+use crate::server::accept;
 
-/// Serves admin requests until `stop` turns true.
-pub(crate) async fn serve(
-    listener: TcpListener,
-    proxy: Arc<Proxy>,
-    redis: bool,
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((s, _)) => s,
-                Err(_) => continue,
-            },
-            _ = stop.changed() => return,
-        };
-        let proxy = Arc::clone(&proxy);
-        let service = service_fn(move |req: Request<hyper::body::Incoming>| {
-            let proxy = Arc::clone(&proxy);
-            async move { Ok::<_, Infallible>(answer(&proxy, redis, req.uri().path())) }
-        });
-        tokio::spawn(async move {
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
+/// The admin listener's settings.
+pub(crate) struct Admin {
+    pub proxy: Arc<Proxy>,
+    pub redis: bool,
+    pub limits: ConnectionLimits,
+    pub max_connections: usize,
+}
+
+impl Admin {
+    /// Serves admin requests until `stop` turns true.
+    pub(crate) async fn serve(self, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+        let slots = Arc::new(Semaphore::new(self.max_connections));
+        let mut builder = http1::Builder::new();
+        builder.timer(TokioTimer::new()).header_read_timeout(None);
+        loop {
+            let accepted = tokio::select! {
+                accepted = accept(&listener, &slots) => accepted,
+                _ = stop.changed() => return,
+            };
+            let Some((stream, _, slot)) = accepted else {
+                continue;
+            };
+            let proxy = Arc::clone(&self.proxy);
+            let redis = self.redis;
+            let state = Arc::new(ConnState::default());
+            let io = TimedIo::new(stream, Arc::clone(&state), self.limits);
+            let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+                let busy = state.begin();
+                let response = answer(&proxy, redis, req.uri().path());
+                async move { Ok::<_, Infallible>(response.map(|b| Tracked::new(b, busy))) }
+            });
+            let conn = builder.serve_connection(TokioIo::new(io), service);
+            tokio::spawn(async move {
+                let _slot = slot;
+                let _ = conn.await;
+            });
+        }
     }
 }
 
-fn answer(proxy: &Proxy, redis: bool, path: &str) -> Response<Full<Bytes>> {
+fn answer(proxy: &Proxy, redis: bool, path: &str) -> Response<Body> {
     match path {
         "/metrics" => {
             let shared = redis.then(|| proxy.cache.shared_store_healthy());
             let text = proxy.stats.render(&proxy.cache.metrics(), shared);
-            let mut r = Response::new(Full::new(Bytes::from(text)));
+            let mut r = Response::new(Body::full(Bytes::from(text)));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static(

@@ -5,8 +5,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use herdguard_http::KeyConfig;
 use http::{HeaderName, Uri};
+use ipnet::IpNet;
 use serde::Deserialize;
+
+use crate::limits::ConnectionLimits;
 
 /// `herdguard serve` flags. Every flag also reads an environment variable, and
 /// every field (without the leading `--`, dashes as underscores) may be set in
@@ -38,10 +42,10 @@ pub struct ServeArgs {
     /// Most bytes of responses kept in memory.
     #[arg(long, env = "HERDGUARD_MAX_CACHE_BYTES")]
     pub max_cache_bytes: Option<u64>,
-    /// Largest origin response body accepted, bytes.
+    /// Largest origin response stored, bytes; larger ones are streamed through uncached.
     #[arg(long, env = "HERDGUARD_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
-    /// Largest client request body accepted, bytes (larger: 413).
+    /// Largest client request body forwarded (streamed), bytes (larger: 413).
     #[arg(long, env = "HERDGUARD_MAX_REQUEST_BODY_BYTES")]
     pub max_request_body_bytes: Option<usize>,
     /// Largest client request head (line + headers), bytes (larger: 431).
@@ -72,6 +76,74 @@ pub struct ServeArgs {
     /// to per-instance coalescing for a moment.
     #[arg(long, env = "HERDGUARD_REDIS_OP_TIMEOUT_MS")]
     pub redis_op_timeout_ms: Option<u64>,
+    /// Identity of the origin in Redis key names (default: derived from --origin), so
+    /// sidecars of different services on one Redis never share entries. Give sidecars
+    /// of one service that name its origin differently the same value.
+    #[arg(long, env = "HERDGUARD_CACHE_NAMESPACE")]
+    pub cache_namespace: Option<String>,
+    /// Parts of a request in its cache key, comma-separated, from host, path, query
+    /// (default: host,path,query; path is required).
+    #[arg(long, env = "HERDGUARD_CACHE_KEY")]
+    pub cache_key: Option<String>,
+    /// How the query takes part in the key: as-is or sorted (default: as-is).
+    #[arg(long, env = "HERDGUARD_CACHE_KEY_QUERY")]
+    pub cache_key_query: Option<String>,
+    /// Request no-cache / max-age / Pragma: "revalidate" (one coalesced revalidation
+    /// per key, result stored; default) or "ignore" (as nginx and Varnish do).
+    #[arg(long, env = "HERDGUARD_REQUEST_CACHE_CONTROL")]
+    pub request_cache_control: Option<String>,
+    /// Peers (addresses or CIDR blocks, comma-separated) whose Forwarded and
+    /// X-Forwarded-* fields are kept; from anyone else they are dropped (default: none).
+    #[arg(long, env = "HERDGUARD_TRUSTED_PROXIES")]
+    pub trusted_proxies: Option<String>,
+    /// Most client connections open at once; more wait to be accepted (default 4096).
+    #[arg(long, env = "HERDGUARD_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Most admin connections open at once (default 64).
+    #[arg(long, env = "HERDGUARD_ADMIN_MAX_CONNECTIONS")]
+    pub admin_max_connections: Option<usize>,
+    /// Time for a client to send a request head, from the connection's start or the
+    /// head's first byte, milliseconds (default 10000).
+    #[arg(long, env = "HERDGUARD_HEADER_READ_TIMEOUT_MS")]
+    pub header_read_timeout_ms: Option<u64>,
+    /// Time a keep-alive connection may wait for its next request, milliseconds (default 60000).
+    #[arg(long, env = "HERDGUARD_IDLE_TIMEOUT_MS")]
+    pub idle_timeout_ms: Option<u64>,
+    /// Longest pause inside a request body, milliseconds (default 30000; then 408).
+    #[arg(long, env = "HERDGUARD_BODY_READ_TIMEOUT_MS")]
+    pub body_read_timeout_ms: Option<u64>,
+    /// Longest a write to a client may make no progress, milliseconds (default 30000;
+    /// then the connection is closed).
+    #[arg(long, env = "HERDGUARD_WRITE_TIMEOUT_MS")]
+    pub write_timeout_ms: Option<u64>,
+}
+
+/// What a request's own cache directives (`no-cache`, `max-age`, `min-fresh`,
+/// `max-stale`, `only-if-cached`, `Pragma: no-cache`) do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestCacheControl {
+    /// Obeyed; a forced revalidation is coalesced with every caller of the key
+    /// and its result stored.
+    Revalidate,
+    /// Ignored, as nginx and Varnish do by default.
+    Ignore,
+}
+
+/// A TOML value that may be one comma-separated string or a list of strings.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum StringOrList {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl StringOrList {
+    fn joined(self) -> String {
+        match self {
+            StringOrList::One(s) => s,
+            StringOrList::Many(v) => v.join(","),
+        }
+    }
 }
 
 /// The TOML file: the same fields as the flags.
@@ -96,6 +168,17 @@ struct FileConfig {
     hit_for_miss_secs: Option<u64>,
     redis_prefix: Option<String>,
     redis_op_timeout_ms: Option<u64>,
+    cache_namespace: Option<String>,
+    cache_key: Option<StringOrList>,
+    cache_key_query: Option<String>,
+    request_cache_control: Option<String>,
+    trusted_proxies: Option<StringOrList>,
+    max_connections: Option<usize>,
+    admin_max_connections: Option<usize>,
+    header_read_timeout_ms: Option<u64>,
+    idle_timeout_ms: Option<u64>,
+    body_read_timeout_ms: Option<u64>,
+    write_timeout_ms: Option<u64>,
 }
 
 /// An invalid setting, named by its field.
@@ -132,9 +215,9 @@ pub struct Settings {
     pub max_entries: u64,
     /// Most bytes in memory.
     pub max_cache_bytes: u64,
-    /// Largest origin body.
+    /// Largest origin answer stored (larger ones pass through).
     pub max_body_bytes: usize,
-    /// Largest client body.
+    /// Largest client body forwarded.
     pub max_request_body_bytes: usize,
     /// Largest client request head.
     pub max_header_bytes: usize,
@@ -154,6 +237,22 @@ pub struct Settings {
     pub redis_prefix: String,
     /// Redis operation timeout.
     pub redis_op_timeout: Duration,
+    /// The origin's identity in Redis key names.
+    pub cache_namespace: String,
+    /// What makes a primary key.
+    pub cache_key: KeyConfig,
+    /// What request cache directives do.
+    pub request_cache_control: RequestCacheControl,
+    /// Peers whose forwarding fields are trusted.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Most client connections at once.
+    pub max_connections: usize,
+    /// Most admin connections at once.
+    pub admin_max_connections: usize,
+    /// Header, idle and write limits of every connection (proxy and admin).
+    pub connection_limits: ConnectionLimits,
+    /// Longest pause inside a request body.
+    pub body_read_timeout: Duration,
 }
 
 impl ServeArgs {
@@ -221,6 +320,61 @@ impl ServeArgs {
                     .map_err(|_| invalid("cache_target", format!("{t:?} is not a header name")))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let cache_key = KeyConfig::from_parts(
+            &self
+                .cache_key
+                .clone()
+                .or(file.cache_key.map(StringOrList::joined))
+                .unwrap_or_else(|| "host,path,query".to_string()),
+            &pick!(cache_key_query).unwrap_or_else(|| "as-is".to_string()),
+        )
+        .map_err(|e| invalid("cache_key", e.to_string()))?;
+        let request_cache_control = match pick!(request_cache_control)
+            .unwrap_or_else(|| "revalidate".to_string())
+            .trim()
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "revalidate" => RequestCacheControl::Revalidate,
+            "ignore" => RequestCacheControl::Ignore,
+            other => {
+                return Err(invalid(
+                    "request_cache_control",
+                    format!("{other:?}: use \"revalidate\" or \"ignore\""),
+                ))
+            }
+        };
+        let trusted_proxies = self
+            .trusted_proxies
+            .clone()
+            .or(file.trusted_proxies.map(StringOrList::joined))
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(|t| {
+                t.parse::<IpNet>()
+                    .or_else(|_| t.parse::<std::net::IpAddr>().map(IpNet::from))
+                    .map_err(|_| {
+                        invalid(
+                            "trusted_proxies",
+                            format!("{t:?} is not an address or CIDR block (e.g. 10.0.0.0/8)"),
+                        )
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let cache_namespace = match pick!(cache_namespace) {
+            Some(n)
+                if n.is_empty() || n.contains(|c: char| c.is_whitespace() || c.is_control()) =>
+            {
+                return Err(invalid(
+                    "cache_namespace",
+                    "must be non-empty, without spaces",
+                ))
+            }
+            Some(n) => n,
+            None => origin_identity(&origin_uri),
+        };
         let positive = |field: &str, v: u64| {
             if v == 0 {
                 Err(invalid(field, "must be greater than zero"))
@@ -285,8 +439,56 @@ impl ServeArgs {
                 "redis_op_timeout_ms",
                 pick!(redis_op_timeout_ms).unwrap_or(250),
             )?),
+            cache_namespace,
+            cache_key,
+            request_cache_control,
+            trusted_proxies,
+            max_connections: positive_usize(
+                "max_connections",
+                pick!(max_connections).unwrap_or(4096),
+            )?,
+            admin_max_connections: positive_usize(
+                "admin_max_connections",
+                pick!(admin_max_connections).unwrap_or(64),
+            )?,
+            connection_limits: ConnectionLimits {
+                header_read: Duration::from_millis(positive(
+                    "header_read_timeout_ms",
+                    pick!(header_read_timeout_ms).unwrap_or(10_000),
+                )?),
+                idle: Duration::from_millis(positive(
+                    "idle_timeout_ms",
+                    pick!(idle_timeout_ms).unwrap_or(60_000),
+                )?),
+                write: Duration::from_millis(positive(
+                    "write_timeout_ms",
+                    pick!(write_timeout_ms).unwrap_or(30_000),
+                )?),
+            },
+            body_read_timeout: Duration::from_millis(positive(
+                "body_read_timeout_ms",
+                pick!(body_read_timeout_ms).unwrap_or(30_000),
+            )?),
         })
     }
+}
+
+/// A short, stable name of an origin (scheme, authority and base path, lowercased):
+/// the first 12 hex digits of its SHA-256.
+fn origin_identity(origin: &Uri) -> String {
+    use sha2::Digest;
+    let text = format!(
+        "{}://{}{}",
+        origin.scheme_str().unwrap_or("http"),
+        origin.authority().map_or("", |a| a.as_str()),
+        origin.path().trim_end_matches('/')
+    )
+    .to_ascii_lowercase();
+    sha2::Sha256::digest(text.as_bytes())
+        .iter()
+        .take(6)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[cfg(test)]
@@ -318,6 +520,49 @@ mod tests {
         let mut a = args();
         a.origin_timeout_ms = Some(0);
         assert_eq!(a.resolve().unwrap_err().field, "origin_timeout_ms");
+        for (field, set) in [
+            (
+                "trusted_proxies",
+                (|a: &mut ServeArgs| a.trusted_proxies = Some("10.0.0.0/8, nope".into()))
+                    as fn(&mut ServeArgs),
+            ),
+            ("request_cache_control", |a| {
+                a.request_cache_control = Some("sometimes".into())
+            }),
+            ("cache_key", |a| a.cache_key = Some("host,query".into())),
+            ("cache_key", |a| a.cache_key_query = Some("shuffled".into())),
+            ("max_connections", |a| a.max_connections = Some(0)),
+            ("header_read_timeout_ms", |a| {
+                a.header_read_timeout_ms = Some(0)
+            }),
+            ("cache_namespace", |a| {
+                a.cache_namespace = Some("a b".into())
+            }),
+        ] {
+            let mut a = args();
+            set(&mut a);
+            assert_eq!(a.resolve().unwrap_err().field, field);
+        }
+    }
+
+    #[test]
+    fn new_settings_resolve() {
+        let mut a = args();
+        a.trusted_proxies = Some("10.0.0.0/8, 127.0.0.1".into());
+        a.request_cache_control = Some("ignore".into());
+        a.cache_key = Some("path,query".into());
+        a.cache_key_query = Some("sorted".into());
+        let s = a.resolve().unwrap();
+        assert_eq!(s.trusted_proxies.len(), 2);
+        assert_eq!(s.request_cache_control, RequestCacheControl::Ignore);
+        assert!(!s.cache_key.host);
+        // Different origins, different namespaces; the same origin, the same one.
+        let other = ServeArgs {
+            origin: Some("http://127.0.0.1:10".into()),
+            ..args()
+        };
+        assert_ne!(other.resolve().unwrap().cache_namespace, s.cache_namespace);
+        assert_eq!(args().resolve().unwrap().cache_namespace, s.cache_namespace);
     }
 
     #[test]

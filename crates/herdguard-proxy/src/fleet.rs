@@ -3,6 +3,11 @@
 //! Responses larger than `--redis-max-value-bytes` stay in process (the core
 //! counts the refusal in `herdguard_cache_remote_errors_total`) and coalesce per
 //! instance only; a Redis outage degrades to per-instance coalescing too.
+//!
+//! Key names are `{redis_prefix}{namespace}:` then the cache key: the namespace is
+//! the origin's identity (`--cache-namespace`, by default derived from `--origin`),
+//! so sidecars of different services on one Redis never read each other's entries
+//! — not even for a client that sends another service's `Host`.
 
 use herdguard::CacheBuilder;
 use herdguard_redis::{RedisConfig, RedisRemote};
@@ -20,7 +25,10 @@ pub(crate) async fn attach(
         return Ok(builder);
     };
     let config = RedisConfig::new(url.clone())
-        .prefix(settings.redis_prefix.clone())
+        .prefix(format!(
+            "{}{}:",
+            settings.redis_prefix, settings.cache_namespace
+        ))
         .max_value_bytes(settings.redis_max_value_bytes)
         .op_timeout(settings.redis_op_timeout);
     let remote = RedisRemote::<String, CachedResponse>::connect(config)

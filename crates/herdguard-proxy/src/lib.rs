@@ -19,34 +19,50 @@
 //! # Layout
 //!
 //! - [`config`](ServeArgs): flags, env vars, TOML file → validated [`Settings`].
-//! - [`server`](Server): listeners, connection limits, graceful shutdown, [`run`].
-//! - `proxy`: the handler — cacheable or not, one coalesced load per miss or
-//!   revalidation, `Vary`, conditional requests, invalidation after unsafe methods.
+//! - [`server`](Server): listeners, the connection cap, graceful shutdown, [`run`].
+//! - `limits`: per-connection head, idle and write timeouts on the socket itself.
+//! - `request`: a client request made into the request forwarded — hop-by-hop
+//!   fields removed first, framing checked, target normalised, forwarding fields set.
+//! - `variants`: primary keys (`herdguard-http`'s `KeyConfig`) and `Vary` variant keys.
+//! - `proxy`: the handler — what the cache answers, what passes through alone,
+//!   invalidation after unsafe methods.
+//! - `revalidation`: forced revalidations (`no-cache`, `max-age=0`), one per key.
+//! - `loader`: the one origin request of a load; unshareable answers go to their
+//!   own caller only.
+//! - `answer`: every outcome mapped to a response, its `Cache-Status` and its count.
+//! - [`body`](Body): the answer body, streamed bodies' time limits.
 //! - `rules`: the proxy's storage policy on top of `herdguard-http` (which owns
-//!   the RFC 9111 / 5861 / 9213 rules: storability, freshness, age, targeted fields).
+//!   the RFC 9111 / 5861 / 9213 / 9211 rules, keys, targets, invalidation).
 //! - [`response`](CachedResponse): the cached value (serde, so the fleet can share it).
-//! - [`origin`](Origin): pooled origin client, timeouts, body limit, typed failures.
-//! - [`cache_status`](CacheStatus): the RFC 9211 `Cache-Status` field.
+//! - [`origin`](Origin): pooled origin client, timeouts, streamed bodies, typed failures.
 //! - [`stats`](Stats): counters and the Prometheus exposition; `admin`: its listener.
-//! - `fleet`: the Redis tier (`--redis`).
+//! - `fleet`: the Redis tier (`--redis`), namespaced by origin.
 
 #![warn(missing_docs)]
 
 mod admin;
-mod cache_status;
+mod answer;
+mod body;
 mod config;
 mod fleet;
+mod limits;
+mod loader;
 mod origin;
 mod proxy;
+mod request;
 mod response;
+mod revalidation;
 mod rules;
 mod server;
 mod stats;
+mod variants;
 
-pub use cache_status::{CacheStatus, CACHE_STATUS};
-pub use config::{ConfigError, ServeArgs, Settings};
-pub use origin::{Fetched, Origin, OriginError};
-pub use proxy::{Body, Proxy};
+pub use body::{Body, BodyStalled};
+pub use config::{ConfigError, RequestCacheControl, ServeArgs, Settings};
+pub use limits::ConnectionLimits;
+pub use origin::{Origin, OriginError, OriginResponse};
+pub use proxy::Proxy;
+pub use request::Peer;
 pub use response::{CachedResponse, Fetch};
 pub use server::{run, shutdown_signal, ServeError, Server};
-pub use stats::{Count, Stats, ORIGIN_ERRORS, RESULTS};
+pub use stats::{Connections, Count, Stats, ORIGIN_ERRORS, RESULTS};

@@ -1,33 +1,44 @@
-//! The origin client: pooled keep-alive connections, timeouts, body limits, and
-//! an error for each way the origin can fail.
+//! The origin client: pooled keep-alive connections, a timeout for the answer's
+//! head, bodies streamed both ways, and an error for each way the origin can fail.
+//!
+//! Framing is never copied from the client: `Content-Length` and
+//! `Transfer-Encoding` are removed and hyper frames the request from the body it
+//! is given, so the origin always receives exactly the bytes its framing says.
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
-use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName};
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::{Authority, Scheme};
-use http::{Method, Request, Response, StatusCode, Uri};
-use http_body_util::{BodyExt, Full, Limited};
+use http::{Method, Request, StatusCode, Uri};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
+use crate::body::Body;
+
 /// Why the origin gave no usable answer.
 #[derive(Debug, thiserror::Error)]
 pub enum OriginError {
-    /// No complete answer within the origin timeout.
+    /// No answer (head, or the part of the body the cache reads) within the origin timeout.
     #[error("origin did not answer within {0:?}")]
     Timeout(Duration),
     /// The connection failed or was reset, or the answer was not valid HTTP.
     #[error("origin unreachable or sent an invalid response: {0}")]
     Failed(String),
-    /// The body is larger than the configured limit.
-    #[error("origin response body exceeds {0} bytes")]
-    TooLarge(usize),
-    /// The origin answered with a server error (500, 502, 503, 504): the answer is
-    /// forwarded unless a stale response may stand in (RFC 5861 stale-if-error).
-    #[error("origin answered {}", .0.status)]
-    ServerError(Box<Fetched>),
+    /// The origin answered with a server error (500, 502, 503, 504). Only the
+    /// caller whose load it was gets the origin's answer itself; a stale response
+    /// may stand in (RFC 5861 stale-if-error).
+    #[error("origin answered {0}")]
+    ServerError(StatusCode),
+    /// The client's request body stalled on its way to the origin.
+    #[error("request body stalled for {0:?}")]
+    RequestBodyStalled(Duration),
+    /// The client's request body went over the request body limit on its way.
+    #[error("request body too large")]
+    RequestBodyTooLarge,
 }
 
 impl OriginError {
@@ -36,46 +47,49 @@ impl OriginError {
         match self {
             OriginError::Timeout(_) => "timeout",
             OriginError::Failed(_) => "failed",
-            OriginError::TooLarge(_) => "too_large",
             OriginError::ServerError(_) => "server_error",
+            OriginError::RequestBodyStalled(_) | OriginError::RequestBodyTooLarge => "client_body",
         }
     }
 }
 
-/// A complete origin answer.
+/// An origin answer: the head, and the body still to be read.
 #[derive(Debug)]
-pub struct Fetched {
+pub struct OriginResponse {
     /// Status code.
     pub status: StatusCode,
-    /// End-to-end header fields.
+    /// End-to-end header fields (hop-by-hop ones removed).
     pub headers: HeaderMap,
-    /// The whole body.
-    pub body: Bytes,
+    /// The body, as it arrives.
+    pub body: Incoming,
     /// When the request was sent.
     pub request_time: SystemTime,
-    /// When the answer arrived.
+    /// When the head arrived.
     pub response_time: SystemTime,
+}
+
+/// A body read up to a limit.
+pub(crate) enum Buffered {
+    /// The whole body.
+    Whole(Bytes),
+    /// More than the limit: what was read, and the rest still to come.
+    TooLarge(Bytes, Incoming),
 }
 
 /// Client of one origin.
 #[derive(Clone)]
 pub struct Origin {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpConnector, Body>,
     scheme: Scheme,
     authority: Authority,
+    host: HeaderValue,
     base_path: String,
     timeout: Duration,
-    max_body: usize,
 }
 
 impl Origin {
     /// A client of `base` (an `http://host:port[/prefix]` URL).
-    pub fn new(
-        base: &Uri,
-        connect_timeout: Duration,
-        timeout: Duration,
-        max_body: usize,
-    ) -> Result<Self, String> {
+    pub fn new(base: &Uri, connect_timeout: Duration, timeout: Duration) -> Result<Self, String> {
         let scheme = base
             .scheme()
             .cloned()
@@ -84,6 +98,8 @@ impl Origin {
             return Err("only http:// origins are supported".into());
         }
         let authority = base.authority().cloned().ok_or("the URL needs a host")?;
+        let host = HeaderValue::from_str(authority.as_str())
+            .map_err(|_| "the host is not a valid Host value")?;
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(connect_timeout));
         connector.set_nodelay(true);
@@ -95,66 +111,69 @@ impl Origin {
             client,
             scheme,
             authority,
+            host,
             base_path: base.path().trim_end_matches('/').to_string(),
             timeout,
-            max_body: max_body.max(1),
         })
     }
 
-    /// Sends `method path_and_query` with `headers` (hop-by-hop fields removed) and
-    /// `body`, and reads the whole answer within the origin timeout.
-    pub async fn fetch(
+    /// The origin timeout.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Sends `method target` (a normalised origin-form target, appended to the
+    /// base path) with `headers` (end-to-end fields, as forwarded) and `body`, and
+    /// waits for the answer's head within the origin timeout.
+    pub async fn send(
         &self,
         method: Method,
-        path_and_query: &str,
-        headers: &HeaderMap,
-        body: Bytes,
-    ) -> Result<Fetched, OriginError> {
+        target: &str,
+        mut headers: HeaderMap,
+        body: Body,
+    ) -> Result<OriginResponse, OriginError> {
         let uri = Uri::builder()
             .scheme(self.scheme.clone())
             .authority(self.authority.clone())
-            .path_and_query(format!("{}{}", self.base_path, path_and_query))
+            .path_and_query(format!("{}{}", self.base_path, target))
             .build()
             .map_err(|e| OriginError::Failed(format!("bad target URI: {e}")))?;
-        let mut request = Request::builder().method(method).uri(uri);
-        if let Some(h) = request.headers_mut() {
-            *h = end_to_end(headers);
-            h.remove(header::HOST);
-            if let Ok(host) = self.authority.as_str().parse() {
-                h.insert(header::HOST, host);
+        // The body decides the framing; the client's framing fields never pass.
+        headers.remove(header::CONTENT_LENGTH);
+        headers.remove(header::TRANSFER_ENCODING);
+        headers.insert(header::HOST, self.host.clone());
+        // The timeout runs from the end of the request body: a long upload is
+        // limited by its own inactivity limit, not by the origin's.
+        let (sent, body_sent) = tokio::sync::oneshot::channel::<()>();
+        let body = match body {
+            Body::Full(bytes) => {
+                drop(sent);
+                Body::Full(bytes)
             }
-        }
-        let request = request
-            .body(Full::new(body))
-            .map_err(|e| OriginError::Failed(format!("bad request: {e}")))?;
-        let request_time = SystemTime::now();
-        let exchange = async {
-            let response: Response<hyper::body::Incoming> = self
-                .client
-                .request(request)
-                .await
-                .map_err(|e| OriginError::Failed(error_chain(&e)))?;
-            let (parts, body) = response.into_parts();
-            let body = Limited::new(body, self.max_body)
-                .collect()
-                .await
-                .map_err(|e| {
-                    if e.downcast_ref::<http_body_util::LengthLimitError>()
-                        .is_some()
-                    {
-                        OriginError::TooLarge(self.max_body)
-                    } else {
-                        OriginError::Failed(format!("reading the body: {e}"))
-                    }
-                })?;
-            Ok::<_, OriginError>((parts, body.to_bytes()))
+            stream => Body::stream(Signalled {
+                body: stream,
+                sent: Some(sent),
+            }),
         };
-        let (parts, body) = tokio::time::timeout(self.timeout, exchange)
-            .await
-            .map_err(|_| OriginError::Timeout(self.timeout))??;
-        Ok(Fetched {
+        let mut request = Request::new(body);
+        *request.method_mut() = method;
+        *request.uri_mut() = uri;
+        *request.headers_mut() = headers;
+        let request_time = SystemTime::now();
+        let timeout = self.timeout;
+        let deadline = async move {
+            let _ = body_sent.await;
+            tokio::time::sleep(timeout).await;
+        };
+        let response = tokio::select! {
+            r = self.client.request(request) => r.map_err(request_error)?,
+            () = deadline => return Err(OriginError::Timeout(timeout)),
+        };
+        let (mut parts, body) = response.into_parts();
+        herdguard_http::hop::remove_hop_by_hop(&mut parts.headers);
+        Ok(OriginResponse {
             status: parts.status,
-            headers: end_to_end(&parts.headers),
+            headers: parts.headers,
             body,
             request_time,
             response_time: SystemTime::now(),
@@ -162,8 +181,80 @@ impl Origin {
     }
 }
 
+/// Reads `body` until it ends or holds more than `max` bytes, by `deadline`
+/// (`limit` is the timeout that deadline stands for, for the error).
+pub(crate) async fn read_up_to(
+    mut body: Incoming,
+    max: usize,
+    deadline: Instant,
+    limit: Duration,
+) -> Result<Buffered, OriginError> {
+    let mut buf = BytesMut::new();
+    loop {
+        let frame = match tokio::time::timeout_at(deadline.into(), body.frame()).await {
+            Err(_) => return Err(OriginError::Timeout(limit)),
+            Ok(None) => return Ok(Buffered::Whole(buf.freeze())),
+            Ok(Some(Err(e))) => return Err(OriginError::Failed(format!("reading the body: {e}"))),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        if let Ok(data) = frame.into_data() {
+            buf.extend_from_slice(&data);
+            if buf.len() > max {
+                return Ok(Buffered::TooLarge(buf.freeze(), body));
+            }
+        }
+    }
+}
+
+/// A client error, told apart by its cause: the request body's own failures are
+/// the client's, not the origin's.
+fn request_error(e: hyper_util::client::legacy::Error) -> OriginError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(s) = source {
+        if let Some(stalled) = s.downcast_ref::<crate::body::BodyStalled>() {
+            return OriginError::RequestBodyStalled(stalled.limit);
+        }
+        if s.is::<http_body_util::LengthLimitError>() {
+            return OriginError::RequestBodyTooLarge;
+        }
+        source = s.source();
+    }
+    OriginError::Failed(error_chain(&e))
+}
+
+/// A request body that says when it has been sent (its end, an error, or dropped).
+struct Signalled {
+    body: Body,
+    sent: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl hyper::body::Body for Signalled {
+    type Data = Bytes;
+    type Error = crate::body::BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        let frame = std::pin::Pin::new(&mut this.body).poll_frame(cx);
+        if matches!(frame, std::task::Poll::Ready(None | Some(Err(_)))) {
+            this.sent = None;
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        hyper::body::Body::is_end_stream(&self.body)
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::Body::size_hint(&self.body)
+    }
+}
+
 /// The error and its causes on one line (hyper's top-level message alone is vague).
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
@@ -172,34 +263,4 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
-}
-
-/// `headers` without the hop-by-hop fields (RFC 9110 §7.6.1), including those
-/// the `Connection` field names.
-pub fn end_to_end(headers: &HeaderMap) -> HeaderMap {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    let mut out = headers.clone();
-    for name in [
-        header::CONNECTION,
-        header::PROXY_AUTHENTICATE,
-        header::PROXY_AUTHORIZATION,
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        HeaderName::from_static("keep-alive"),
-        HeaderName::from_static("proxy-connection"),
-    ]
-    .iter()
-    .chain(named.iter())
-    {
-        out.remove(name);
-    }
-    out
 }

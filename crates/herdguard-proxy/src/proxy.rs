@@ -1,214 +1,173 @@
 //! The request handler: which requests the cache answers, how a miss or a
-//! revalidation becomes one coalesced origin call, and what goes back.
+//! revalidation becomes one coalesced origin call, and which requests go to the
+//! origin on their own — without changing anything for anybody else.
+//!
+//! The flow of a GET or HEAD: [`request::prepare`] makes the forwarded request;
+//! requests the cache may not answer for others (`Range`, `Authorization`
+//! without a shareable stored answer, `no-store` on a miss) are passed through
+//! alone; everything else is one lookup through the core — or, when the
+//! request demands validation, one forced revalidation per key
+//! ([`crate::revalidation`]) — and the outcome becomes an answer in [`crate::answer`].
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use herdguard::{
-    Cache, CallOptions, Clock, Entry, Error, Loaded, MemoryStore, Served, Store, SystemClock,
-};
-use http::header::{self, HeaderMap, HeaderValue};
-use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
-
-use crate::cache_status::CacheStatus;
-use crate::origin::{Fetched, Origin, OriginError};
-use crate::response::{to_ms, CachedResponse, Fetch};
-use crate::rules::{self, Rules};
-use crate::stats::Stats;
-use herdguard_http::invalidate::is_safe_method;
+use herdguard::{Cache, Cached, CallOptions, Clock, Entry, Served, SystemClock};
+use herdguard_http::invalidate::invalidation_targets;
 use herdguard_http::revalidate::{self, EntityTag};
-use herdguard_http::{decide, Decision, ForwardReason, RequestDirectives, Vary};
+use herdguard_http::{decide, Decision, EffectiveUri, ForwardReason, RequestDirectives};
+use http::header;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Limited;
 
-/// The body type the proxy answers with.
-pub type Body = Full<Bytes>;
+use crate::answer;
+use crate::body::{Body, BoxError, Inactivity};
+use crate::config::RequestCacheControl;
+use crate::loader::Handoff;
+use crate::origin::Origin;
+use crate::request::{self, Forward, Forwarding, Inbound, Peer};
+use crate::response::CachedResponse;
+use crate::revalidation::{Revalidated, Revalidations};
+use crate::rules::Rules;
+use crate::stats::Stats;
+use crate::variants::{vary_matches, Variants};
 
-/// Most `Vary` variants remembered per URL (for invalidation).
-const MAX_VARIANTS: usize = 64;
-
-/// The in-process store, shared with the proxy so it can read an expired entry's
-/// validators (the core's `get` shows fresh entries only).
-pub(crate) struct PeekStore(pub Arc<MemoryStore<String, CachedResponse>>);
-
-impl Store<String, CachedResponse> for PeekStore {
-    fn get(&self, key: &String) -> Option<Arc<Entry<CachedResponse>>> {
-        self.0.get(key)
-    }
-    fn insert(&self, key: String, entry: Arc<Entry<CachedResponse>>) {
-        self.0.insert(key, entry)
-    }
-    fn remove(&self, key: &String) {
-        self.0.remove(key)
-    }
-    fn len(&self) -> usize {
-        self.0.len()
-    }
+/// The handler's settings (from [`crate::Settings`]).
+#[derive(Clone, Debug)]
+pub(crate) struct HandlerOptions {
+    pub forwarding: Forwarding,
+    pub request_cache_control: RequestCacheControl,
+    pub max_header_bytes: usize,
+    pub max_request_body_bytes: usize,
+    /// Largest answer stored; larger ones pass through.
+    pub max_object_bytes: usize,
+    pub body_read_timeout: Duration,
+    /// The key host of requests without one (the origin's authority).
+    pub default_host: String,
 }
 
-/// What a URL varies on, and the variant keys seen (so all can be invalidated).
-#[derive(Clone)]
-struct Variants {
-    vary: Vary,
-    keys: Vec<String>,
-    /// The secondary key the entry under the primary key was loaded for: such
-    /// requests keep using it (no second load for the first variant).
-    primary_key: Vec<u8>,
-}
-
-impl Default for Variants {
-    fn default() -> Self {
-        Variants {
-            vary: Vary::None,
-            keys: Vec::new(),
-            primary_key: Vec::new(),
-        }
-    }
-}
-
-/// One proxy: cache, origin, rules and counters.
+/// One proxy: cache, origin, rules, keys and counters.
 pub struct Proxy {
     pub(crate) cache: Cache<String, CachedResponse>,
-    pub(crate) store: Arc<MemoryStore<String, CachedResponse>>,
     pub(crate) origin: Origin,
     pub(crate) rules: Rules,
     pub(crate) stats: Arc<Stats>,
-    pub(crate) max_request_body: usize,
-    pub(crate) max_header_bytes: usize,
-    variants: quick_cache::sync::Cache<String, Variants>,
-    /// Whether any URL has varied yet: until then the hit path skips `variants`.
-    any_variants: AtomicBool,
+    pub(crate) variants: Variants,
+    pub(crate) revalidations: Revalidations,
+    pub(crate) options: HandlerOptions,
 }
 
 impl Proxy {
     pub(crate) fn new(
         cache: Cache<String, CachedResponse>,
-        store: Arc<MemoryStore<String, CachedResponse>>,
         origin: Origin,
         rules: Rules,
         stats: Arc<Stats>,
-        max_request_body: usize,
-        max_header_bytes: usize,
+        variants: Variants,
+        options: HandlerOptions,
     ) -> Self {
         Proxy {
             cache,
-            store,
             origin,
             rules,
             stats,
-            max_request_body,
-            max_header_bytes,
-            variants: quick_cache::sync::Cache::new(10_000),
-            any_variants: AtomicBool::new(false),
+            variants,
+            revalidations: Revalidations::default(),
+            options,
         }
     }
 
-    /// Answers one client request. Never fails: every problem is an HTTP answer.
-    pub async fn handle<B>(self: Arc<Self>, request: Request<B>) -> Response<Body>
+    /// The client end of a connection from `addr`, for [`Proxy::handle`] (once per connection).
+    pub fn peer(&self, addr: SocketAddr) -> Peer {
+        Peer::new(addr, &self.options.forwarding)
+    }
+
+    /// Answers one client request from `peer`. Never fails: every problem is an HTTP answer.
+    pub async fn handle<B>(self: Arc<Self>, request: Request<B>, peer: &Peer) -> Response<Body>
     where
-        B: hyper::body::Body + Send + 'static,
-        B::Error: Into<herdguard::BoxError>,
+        B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError>,
     {
-        let (parts, body) = request.into_parts();
-        // hyper bounds its read buffer, not the head itself: count the fields too.
-        let head_bytes: usize = parts
-            .headers
-            .iter()
-            .map(|(n, v)| n.as_str().len() + v.len() + 4)
-            .sum();
-        if head_bytes > self.max_header_bytes {
-            self.stats.count("error");
-            return plain(
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                "herdguard: request header fields too large\n",
-            );
-        }
-        // Most requests (every GET a cache answers) have no body: skip the collector.
-        let body = match body.is_end_stream() {
-            true => Ok(Bytes::new()),
-            false => Limited::new(body, self.max_request_body)
-                .collect()
-                .await
-                .map(|b| b.to_bytes()),
+        let o = &self.options;
+        let inbound = match request::prepare(
+            request,
+            peer,
+            o.max_header_bytes,
+            o.max_request_body_bytes,
+            &o.default_host,
+        ) {
+            Ok(i) => i,
+            Err(refusal) => return answer::refused(&self.stats, &refusal),
         };
-        let body = match body {
-            Ok(b) => b,
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                self.stats.count("error");
-                return plain(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "herdguard: request body too large\n",
-                );
-            }
-            Err(e) => {
-                self.stats.count("error");
-                return plain(
-                    StatusCode::BAD_REQUEST,
-                    &format!("herdguard: bad request body: {e}\n"),
-                );
-            }
-        };
-        let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        if !pq.starts_with('/') {
-            self.stats.count("error");
-            return plain(
-                StatusCode::BAD_REQUEST,
-                "herdguard: only origin-form request targets are accepted\n",
-            );
-        }
-        if parts.method != Method::GET && parts.method != Method::HEAD {
-            return self
-                .forward_unsafe(parts.method.clone(), pq, &parts.headers, body)
-                .await;
-        }
-        let head = parts.method == Method::HEAD;
-        let directives = RequestDirectives::from_headers(&parts.headers);
-        let bypass = if parts.headers.contains_key(header::RANGE) {
-            Some("range")
-        } else if directives.no_cache
-            || directives.no_store
-            || directives.max_age == Some(Duration::ZERO)
-        {
-            Some("request-no-cache")
+        if inbound.method == Method::GET || inbound.method == Method::HEAD {
+            self.get_or_head(inbound).await
         } else {
-            None
-        };
-        if let Some(why) = bypass {
-            return self.bypass(&parts.headers, pq, head, why).await;
+            // Cold paths are boxed, so the hit path's future stays small.
+            Box::pin(self.forward_other(inbound)).await
         }
-        // Shared with a load, if one starts, without copying the fields on a hit.
-        let headers = Arc::new(parts.headers);
-        let mut response = self.cached(&headers, pq, head, &directives).await;
-        if let Some(inm) = headers.get(header::IF_NONE_MATCH) {
+    }
+
+    /// GET/HEAD: through the cache when the request allows it.
+    async fn get_or_head<B>(self: &Arc<Self>, inbound: Inbound<B>) -> Response<Body> {
+        let head = inbound.method == Method::HEAD;
+        let Inbound { forward, host, .. } = inbound;
+        let forward = Arc::new(forward);
+        if forward.headers.contains_key(header::RANGE) {
+            return Box::pin(self.pass_through(&forward, head, "range")).await;
+        }
+        let directives = match self.options.request_cache_control {
+            RequestCacheControl::Revalidate => RequestDirectives::from_headers(&forward.headers),
+            // As nginx and Varnish by default: the request's cache directives are not obeyed.
+            RequestCacheControl::Ignore => RequestDirectives::default(),
+        };
+        let primary = self.variants.primary(&host, &forward.target);
+        let authorized = forward.headers.contains_key(header::AUTHORIZATION);
+        if authorized || directives.no_store {
+            // Such a request may be answered from a stored response, but never leads
+            // a shared load: its answer is its own.
+            let why = if authorized {
+                "authorization"
+            } else {
+                "request-no-store"
+            };
+            return match self.shareable_stored(&primary, &forward, authorized, head) {
+                Some(r) => r,
+                None => Box::pin(self.pass_through(&forward, head, why)).await,
+            };
+        }
+        let mut response = self.cached(&primary, &forward, head, &directives).await;
+        if let Some(inm) = forward.headers.get(header::IF_NONE_MATCH) {
             let matched = response.status() == StatusCode::OK
+                && matches!(response.body(), Body::Full(_))
                 && EntityTag::from_headers(response.headers())
                     .is_some_and(|etag| revalidate::none_match(inm, &etag));
             if matched {
                 *response.status_mut() = StatusCode::NOT_MODIFIED;
-                *response.body_mut() = Full::new(Bytes::new());
+                *response.body_mut() = Body::empty();
                 response.headers_mut().remove(header::CONTENT_LENGTH);
             }
         }
         response
     }
 
-    /// GET/HEAD through the cache.
+    /// GET/HEAD through the cache: a hit, one coalesced load, or one coalesced
+    /// forced revalidation.
     async fn cached(
         self: &Arc<Self>,
-        headers: &Arc<HeaderMap>,
-        pq: &str,
+        primary: &str,
+        forward: &Arc<Forward>,
         head: bool,
         directives: &RequestDirectives,
     ) -> Response<Body> {
-        let primary = pq;
-        let mut key = self.variant_key(primary, headers);
+        let mut key = self.variants.key_for(primary, forward);
         if directives.only_if_cached {
-            return match self.stored_answer(&key, headers, directives, head) {
+            return match self.stored_answer(&key, forward, directives, head) {
                 Some(r) => r,
                 None => {
                     self.stats.count("error");
-                    plain(
+                    answer::plain(
                         StatusCode::GATEWAY_TIMEOUT,
                         "herdguard: only-if-cached and not in cache\n",
                     )
@@ -217,318 +176,281 @@ impl Proxy {
         }
         // max-stale may accept a stored response the core would no longer serve.
         if directives.max_stale.is_some() {
-            if let Some(r) = self.stored_answer(&key, headers, directives, head) {
+            if let Some(r) = self.stored_answer(&key, forward, directives, head) {
                 return r;
             }
         }
         // At most two rounds: the second when the first taught us the URL varies.
         for round in 0..2 {
-            let result = self.lookup(&key, headers).await;
+            let handoff = Handoff::default();
+            let forced = self.forced_revalidation(&key, forward, directives);
+            let was_forced = forced.is_some();
+            let result = match forced {
+                Some(prior) => Box::pin(self.revalidate(&key, forward, &handoff, prior)).await,
+                None => self
+                    .lookup(&key, forward, &handoff, None)
+                    .await
+                    .map_err(Arc::new),
+            };
             let cached = match result {
                 Ok(c) => c,
-                Err(e) => return self.failed(e, head),
+                Err(e) => return self.failed(&e, &handoff, head),
             };
-            if !vary_matches(&cached, headers) && round == 0 {
-                self.learn_variants(primary, &cached, key == primary);
-                key = self.variant_key(primary, headers);
+            if let Some(reason) = cached.uncacheable.as_deref() {
+                return self
+                    .not_shared(&cached, reason, &handoff, forward, head)
+                    .await;
+            }
+            if !vary_matches(&cached, forward) && round == 0 {
+                self.variants.learn(primary, &cached, key == primary);
+                key = self.variants.key_for(primary, forward);
                 continue;
             }
-            // The core served by the response's own freshness; the request's
-            // max-age / min-fresh may still ask for a newer one (RFC 9111 §5.2.1).
-            if cached.uncacheable.is_none()
-                && (directives.max_age.is_some() || directives.min_fresh.is_some())
-            {
-                let decision = decide(
-                    cached.semantics(&self.rules.config),
-                    directives,
-                    SystemTime::now(),
-                );
-                if let Decision::Revalidate { reason, .. } = decision {
-                    if reason.is_request_caused() {
-                        return self.bypass(headers, pq, head, reason.as_str()).await;
-                    }
-                }
+            if cached.vary() != herdguard_http::Vary::None {
+                self.variants.learn(primary, &cached, key == primary);
             }
-            if cached.uncacheable.is_none() && cached.vary() != Vary::None {
-                self.learn_variants(primary, &cached, key == primary);
-            }
-            return self.respond(&cached, cached.served(), head);
+            let ttl = cached.entry().time_to_live(SystemClock.now());
+            return answer::stored(
+                &self.stats,
+                &self.rules.config,
+                &cached,
+                cached.served(),
+                ttl,
+                was_forced,
+                head,
+            );
         }
         // Two rounds disagreed on Vary (the origin changed it): answer uncached.
-        self.bypass(headers, pq, head, "vary-changed").await
+        Box::pin(self.pass_through(forward, head, "vary-changed")).await
     }
 
-    /// One coalesced load (or hit) of `key` through the core.
-    /// Everything the loader needs is captured cheaply (two `Arc`s and the key):
-    /// on a hit the closure is dropped unused.
-    async fn lookup(
+    /// The stored entry a forced revalidation replaces, when the request demands
+    /// one (`no-cache`, `max-age=0`, or a `max-age` / `min-fresh` the stored
+    /// response does not meet); `None` for a plain lookup.
+    #[allow(clippy::option_option)]
+    fn forced_revalidation(
+        &self,
+        key: &str,
+        forward: &Forward,
+        directives: &RequestDirectives,
+    ) -> Option<Option<Arc<Entry<CachedResponse>>>> {
+        let demands =
+            directives.no_cache || directives.max_age.is_some() || directives.min_fresh.is_some();
+        if !demands {
+            return None;
+        }
+        let stored = self.cache.peek(&key.to_string());
+        if directives.no_cache || directives.max_age == Some(Duration::ZERO) {
+            return Some(stored);
+        }
+        // max-age / min-fresh: only when the stored response falls short.
+        let entry = stored?;
+        let value = entry.value();
+        if value.uncacheable.is_some() || !vary_matches(value, forward) {
+            return None;
+        }
+        match decide(
+            value.semantics(&self.rules.config),
+            directives,
+            SystemTime::now(),
+        ) {
+            Decision::Revalidate { reason, .. } if reason.is_request_caused() => Some(Some(entry)),
+            _ => None,
+        }
+    }
+
+    /// One forced revalidation of `key` for all who ask at once ([`crate::revalidation`]).
+    async fn revalidate(
         self: &Arc<Self>,
         key: &str,
-        headers: &Arc<HeaderMap>,
-    ) -> Result<herdguard::Cached<CachedResponse>, Error> {
-        let proxy = Arc::clone(self);
-        let client = Arc::clone(headers);
-        let load_key = key.to_string();
-        self.cache
-            .get_or_load_with(key.to_string(), &CallOptions::new(), move || async move {
-                proxy.load(&load_key, &client).await
+        forward: &Arc<Forward>,
+        handoff: &Handoff,
+        prior: Option<Arc<Entry<CachedResponse>>>,
+    ) -> Revalidated {
+        self.revalidations
+            .run(key, || async {
+                let prior = prior.filter(|e| e.value().uncacheable.is_none());
+                // The core answers without loading while an entry is fresh or inside its
+                // stale-while-revalidate window: then the entry must go first. (A
+                // shared-store error is counted by the core; the local entry is gone
+                // regardless.)
+                let now = SystemClock.now();
+                if prior.as_ref().is_some_and(|e| now < e.revalidate_until()) {
+                    let _ = self.cache.invalidate(&key.to_string()).await;
+                }
+                self.lookup(key, forward, handoff, prior)
+                    .await
+                    .map_err(Arc::new)
             })
             .await
     }
 
-    /// The loader: a conditional request when there is a stored response with
-    /// validators, else a plain one; freshness from the answer.
-    async fn load(
-        &self,
+    /// One coalesced load (or hit) of `key` through the core. Everything the
+    /// loader needs is captured cheaply: on a hit the closure is dropped unused.
+    async fn lookup(
+        self: &Arc<Self>,
         key: &str,
-        client: &HeaderMap,
-    ) -> Result<Loaded<CachedResponse>, OriginError> {
-        // A variant key is the path and query, a newline, then the secondary key.
-        let pq = key.split('\n').next().unwrap_or(key);
-        let mut headers = client.clone();
-        // The cache's request is its own: the client's conditionals are answered
-        // by the proxy from the full response, never sent with a shared load.
-        for h in [
-            header::IF_NONE_MATCH,
-            header::IF_MODIFIED_SINCE,
-            header::IF_MATCH,
-            header::IF_UNMODIFIED_SINCE,
-            header::IF_RANGE,
-        ] {
-            headers.remove(h);
-        }
-        // The entry being replaced, if any (the core's `get` shows fresh ones only).
-        let stale = self
-            .store
-            .get(&key.to_string())
-            .filter(|e| e.value().uncacheable.is_none());
-        let mut conditional = false;
-        if let Some(s) = &stale {
-            let validators = revalidate::conditional_headers(&s.value().header_map());
-            conditional = !validators.is_empty();
-            headers.extend(validators);
-        }
-        self.stats.origin_requests.inc();
-        let fetched = self
-            .origin
-            .fetch(Method::GET, pq, &headers, Bytes::new())
-            .await;
-        let fetched = match fetched {
-            Ok(f) if matches!(f.status.as_u16(), 500 | 502 | 503 | 504) => {
-                Err(OriginError::ServerError(Box::new(f)))
-            }
-            other => other,
-        };
-        let fetched = fetched.inspect_err(|e| self.stats.origin_error(e.kind()))?;
-        let (status, response_headers, body, fetch) = match (&stale, fetched.status) {
-            (Some(s), StatusCode::NOT_MODIFIED) if conditional => {
-                // RFC 9111 §4.3.4: the stored response, its fields updated from the 304.
-                let mut merged = s.value().header_map();
-                revalidate::update_stored_headers(&mut merged, &fetched.headers);
-                (
-                    s.value().status(),
-                    merged,
-                    s.value().body.clone(),
-                    Fetch::Revalidated,
-                )
-            }
-            _ => {
-                let fetch = if conditional {
-                    Fetch::Replaced
-                } else {
-                    Fetch::Miss
-                };
-                (
-                    fetched.status,
-                    fetched.headers.clone(),
-                    fetched.body.clone(),
-                    fetch,
-                )
-            }
-        };
-        Ok(self.to_loaded(&headers, status, response_headers, body, fetch, &fetched))
+        forward: &Arc<Forward>,
+        handoff: &Handoff,
+        prior: Option<Arc<Entry<CachedResponse>>>,
+    ) -> Result<Cached<CachedResponse>, herdguard::Error> {
+        let proxy = Arc::clone(self);
+        let forward = Arc::clone(forward);
+        let handoff = handoff.clone();
+        let load_key = key.to_string();
+        self.cache
+            .get_or_load_with(key.to_string(), &CallOptions::new(), move || async move {
+                proxy.load(&load_key, &forward, &handoff, prior).await
+            })
+            .await
     }
 
-    fn to_loaded(
+    /// A load whose answer may not be shared: the caller whose load it was gets
+    /// the origin's answer; anyone else (should it ever get here) asks the origin itself.
+    async fn not_shared(
         &self,
-        request: &HeaderMap,
-        status: StatusCode,
-        mut headers: HeaderMap,
-        body: Bytes,
-        fetch: Fetch,
-        fetched: &Fetched,
-    ) -> Loaded<CachedResponse> {
-        let verdict = rules::evaluate(
-            &self.rules,
-            request,
-            status,
-            &mut headers,
-            fetched.request_time,
-            fetched.response_time,
-        );
-        // The origin's `Age` stays stored: the entry's semantics recompute the
-        // initial age from it, and every answer replaces it with the current age.
-        let vary_key = Vary::from_response(&headers)
-            .secondary_key(request)
-            .map(|k| k.as_bytes().to_vec())
-            .unwrap_or_default();
-        let mut value = CachedResponse {
-            status: status.as_u16(),
-            headers: Vec::new(),
-            body,
-            request_time_ms: to_ms(fetched.request_time),
-            response_time_ms: to_ms(fetched.response_time),
-            vary_key,
-            fetch,
-            uncacheable: None,
-            parsed: Default::default(),
-            semantics: Default::default(),
-        };
-        value.set_headers(&headers);
-        match verdict {
-            Ok(f) => Loaded::new(value)
-                .ttl(f.ttl)
-                .stale_while_revalidate(f.stale_while_revalidate)
-                .stale_if_error(f.stale_if_error),
-            Err(reason) => {
-                value.uncacheable = Some(reason.to_string());
-                Loaded::uncacheable(value)
+        cached: &Cached<CachedResponse>,
+        reason: &str,
+        handoff: &Handoff,
+        forward: &Forward,
+        head: bool,
+    ) -> Response<Body> {
+        match handoff.take() {
+            Some(passed) => {
+                let (fwd, detail) = match cached.served() {
+                    Served::Pass => (ForwardReason::Bypass, format!("hit-for-miss-{reason}")),
+                    _ => (ForwardReason::Miss, reason.to_string()),
+                };
+                answer::passed(&self.stats, passed, fwd, Some(&detail), head)
+            }
+            None => Box::pin(self.pass_through(forward, head, reason)).await,
+        }
+    }
+
+    /// A failed load: the caller whose load it was gets the origin's own answer
+    /// (a 5xx), every other caller an answer made by the proxy.
+    fn failed(&self, error: &herdguard::Error, handoff: &Handoff, head: bool) -> Response<Body> {
+        match handoff.take() {
+            Some(passed) => answer::origin_error(&self.stats, passed, head),
+            None => answer::failed(&self.stats, error),
+        }
+    }
+
+    /// A stored response for a request that must not lead a shared load
+    /// (`Authorization`, `no-store`): fresh, matching, and — with `Authorization`
+    /// — one the origin marked shareable (`public`, `s-maxage`, `must-revalidate`,
+    /// RFC 9111 §3.5).
+    fn shareable_stored(
+        &self,
+        primary: &str,
+        forward: &Forward,
+        authorized: bool,
+        head: bool,
+    ) -> Option<Response<Body>> {
+        let key = self.variants.key_for(primary, forward);
+        let entry = self.cache.peek(&key)?;
+        let value = entry.value();
+        let now = SystemClock.now();
+        if value.uncacheable.is_some() || !entry.is_fresh(now) || !vary_matches(value, forward) {
+            return None;
+        }
+        if authorized {
+            let d = &value.semantics(&self.rules.config).policy.directives;
+            if !(d.public || d.s_maxage.is_some() || d.must_revalidate) {
+                return None;
             }
         }
+        Some(answer::stored(
+            &self.stats,
+            &self.rules.config,
+            value,
+            Served::Hit,
+            entry.time_to_live(now),
+            false,
+            head,
+        ))
     }
 
-    fn variant_key(&self, primary: &str, headers: &HeaderMap) -> String {
-        // Most URLs never vary: spare them the lookup.
-        if !self.any_variants.load(Ordering::Relaxed) {
-            return primary.to_string();
-        }
-        let Some(v) = self.variants.get(primary) else {
-            return primary.to_string();
-        };
-        let secondary = match v.vary.secondary_key(headers) {
-            Some(k) if v.vary != Vary::None && k.as_bytes() != v.primary_key => k,
-            _ => return primary.to_string(),
-        };
-        let mut key = primary.to_string();
-        key.push('\n');
-        key.push_str(&String::from_utf8_lossy(secondary.as_bytes()));
-        if !v.keys.contains(&key) && v.keys.len() < MAX_VARIANTS {
-            let mut v = v;
-            v.keys.push(key.clone());
-            self.variants.insert(primary.to_string(), v);
-        }
-        key
-    }
-
-    fn learn_variants(&self, primary: &str, cached: &CachedResponse, from_primary: bool) {
-        let vary = cached.vary();
-        let mut v = self.variants.get(primary).unwrap_or_default();
-        let changed = v.vary != vary || (from_primary && v.primary_key != cached.vary_key);
-        if changed {
-            v.vary = vary;
-            if from_primary {
-                v.primary_key = cached.vary_key.clone();
-            }
-            self.variants.insert(primary.to_string(), v);
-            self.any_variants.store(true, Ordering::Relaxed);
-        }
-    }
-
-    /// Forwards a GET/HEAD the cache must not answer, without storing the answer.
-    async fn bypass(&self, headers: &HeaderMap, pq: &str, head: bool, why: &str) -> Response<Body> {
+    /// Forwards a GET/HEAD on its own: nothing stored, nothing marked, no coalescing.
+    async fn pass_through(&self, forward: &Forward, head: bool, why: &str) -> Response<Body> {
         self.stats.origin_requests.inc();
         let method = if head { Method::HEAD } else { Method::GET };
-        match self.origin.fetch(method, pq, headers, Bytes::new()).await {
-            Ok(f) => {
-                self.stats.count("bypass");
-                let status =
-                    CacheStatus::forward(ForwardReason::Request, f.status, Some(why), false, false);
-                finish(f.status, f.headers, f.body, None, &status, head)
+        match self
+            .origin
+            .send(
+                method,
+                forward.target.as_str(),
+                forward.to_send(),
+                Body::empty(),
+            )
+            .await
+        {
+            Ok(r) => {
+                let passed = self.pass(r);
+                answer::passed(&self.stats, passed, ForwardReason::Request, Some(why), head)
             }
             Err(e) => {
                 self.stats.origin_error(e.kind());
-                self.origin_failure(e, head)
+                answer::origin_failed(&self.stats, &e)
             }
         }
     }
 
-    /// Unsafe methods go to the origin; a non-error answer invalidates the URL (RFC 9111 §4.4).
-    async fn forward_unsafe(
-        &self,
-        method: Method,
-        pq: &str,
-        headers: &HeaderMap,
-        body: Bytes,
-    ) -> Response<Body> {
+    /// Other methods go to the origin with their body streamed; a non-error
+    /// answer to an unsafe one invalidates the URL and same-origin `Location` /
+    /// `Content-Location` (RFC 9111 §4.4).
+    async fn forward_other<B>(self: &Arc<Self>, inbound: Inbound<B>) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let Inbound {
+            method,
+            forward,
+            host,
+            body,
+        } = inbound;
+        let target = forward.target.clone();
+        let headers = forward.to_send();
+        let o = &self.options;
+        let body = if body.is_end_stream() {
+            Body::empty()
+        } else {
+            Body::stream(Limited::new(
+                Inactivity::new(body, o.body_read_timeout, "request body"),
+                o.max_request_body_bytes,
+            ))
+        };
         self.stats.origin_requests.inc();
-        let safe = is_safe_method(&method);
-        match self.origin.fetch(method, pq, headers, body).await {
-            Ok(f) => {
-                if !safe && (f.status.is_success() || f.status.is_redirection()) {
-                    self.invalidate(pq).await;
-                    for h in [header::LOCATION, header::CONTENT_LOCATION] {
-                        if let Some(target) = f
-                            .headers
-                            .get(&h)
-                            .and_then(|v| v.to_str().ok())
-                            .and_then(same_origin_path)
-                        {
-                            self.invalidate(&target).await;
-                        }
-                    }
-                }
-                self.stats.count("bypass");
-                let status =
-                    CacheStatus::forward(ForwardReason::Method, f.status, None, false, false);
-                finish(f.status, f.headers, f.body, None, &status, false)
-            }
+        let response = match self
+            .origin
+            .send(method.clone(), target.as_str(), headers, body)
+            .await
+        {
+            Ok(r) => r,
             Err(e) => {
                 self.stats.origin_error(e.kind());
-                self.origin_failure(e, false)
+                return answer::origin_failed(&self.stats, &e);
+            }
+        };
+        let uri = EffectiveUri::parse_absolute(&format!("http://{host}{target}"));
+        if let Some(uri) = uri {
+            let targets = invalidation_targets(&method, response.status, &uri, &response.headers);
+            for target in &targets {
+                self.invalidate(&self.variants.config().primary_for_uri(target))
+                    .await;
             }
         }
+        let passed = self.pass(response);
+        answer::passed(&self.stats, passed, ForwardReason::Method, None, false)
     }
 
     async fn invalidate(&self, primary: &str) {
-        let variants = self.variants.get(primary).unwrap_or_default();
-        for key in std::iter::once(primary.to_string()).chain(variants.keys) {
+        for key in self.variants.all_keys(primary) {
             // A shared-store failure is counted by the core; the local entry is gone regardless.
             let _ = self.cache.invalidate(&key).await;
         }
         self.stats.invalidations.inc();
-    }
-
-    fn respond(
-        &self,
-        cached: &herdguard::Cached<CachedResponse>,
-        served: Served,
-        head: bool,
-    ) -> Response<Body> {
-        let value: &CachedResponse = cached;
-        let ttl = cached.entry().time_to_live(SystemClock.now());
-        let status = CacheStatus::served(served, value, ttl);
-        self.respond_with(value, &status, head)
-    }
-
-    /// A stored response as the answer, with its current `Age` and `status`.
-    fn respond_with(
-        &self,
-        value: &CachedResponse,
-        status: &CacheStatus,
-        head: bool,
-    ) -> Response<Body> {
-        self.stats.count(status.label());
-        let age = value
-            .semantics(&self.rules.config)
-            .current_age(SystemTime::now());
-        finish(
-            value.status(),
-            value.header_map(),
-            value.body.clone(),
-            Some(age),
-            status,
-            head,
-        )
     }
 
     /// Answers from the stored response of `key` without loading, when the
@@ -536,152 +458,37 @@ impl Proxy {
     fn stored_answer(
         &self,
         key: &str,
-        headers: &HeaderMap,
+        forward: &Forward,
         directives: &RequestDirectives,
         head: bool,
     ) -> Option<Response<Body>> {
-        let entry = self.store.get(&key.to_string())?;
+        let entry = self.cache.peek(&key.to_string())?;
         let value = entry.value();
-        if value.uncacheable.is_some() || !vary_matches(value, headers) {
+        if value.uncacheable.is_some() || !vary_matches(value, forward) {
             return None;
         }
-        let now = SystemTime::now();
-        let status = match decide(value.semantics(&self.rules.config), directives, now) {
-            Decision::Fresh => {
-                CacheStatus::served(Served::Hit, value, entry.time_to_live(SystemClock.now()))
-            }
-            Decision::StaleAllowedByRequest => CacheStatus::stale("max-stale"),
-            Decision::StaleWhileRevalidate if directives.only_if_cached => {
-                CacheStatus::stale("only-if-cached")
-            }
-            _ => return None,
-        };
-        Some(self.respond_with(value, &status, head))
-    }
-
-    fn failed(&self, error: Error, head: bool) -> Response<Body> {
-        match error {
-            Error::Origin(e) | Error::RecentlyFailed(e) => match e.downcast_ref::<OriginError>() {
-                Some(OriginError::ServerError(f)) => {
-                    self.stats.count("error");
-                    let status = CacheStatus::forward(
-                        ForwardReason::Miss,
-                        f.status,
-                        Some("origin-error"),
-                        false,
-                        false,
-                    );
-                    finish(
-                        f.status,
-                        f.headers.clone(),
-                        f.body.clone(),
-                        None,
-                        &status,
-                        head,
-                    )
-                }
-                Some(OriginError::Timeout(d)) => self.gateway(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    &format!("origin did not answer within {d:?}"),
-                ),
-                Some(other) => self.gateway(StatusCode::BAD_GATEWAY, &other.to_string()),
-                None => self.gateway(StatusCode::BAD_GATEWAY, &e.to_string()),
-            },
-            Error::Timeout(d) => self.gateway(
-                StatusCode::GATEWAY_TIMEOUT,
-                &format!("timed out after {d:?} waiting for the origin"),
+        let config = &self.rules.config;
+        match decide(value.semantics(config), directives, SystemTime::now()) {
+            Decision::Fresh => Some(answer::stored(
+                &self.stats,
+                config,
+                value,
+                Served::Hit,
+                entry.time_to_live(SystemClock.now()),
+                false,
+                head,
+            )),
+            Decision::StaleAllowedByRequest => Some(answer::stale_accepted(
+                &self.stats,
+                config,
+                value,
+                "max-stale",
+                head,
+            )),
+            Decision::StaleWhileRevalidate if directives.only_if_cached => Some(
+                answer::stale_accepted(&self.stats, config, value, "only-if-cached", head),
             ),
-            Error::CircuitOpen => self.gateway(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "origin calls suspended (circuit open)",
-            ),
-            other => self.gateway(StatusCode::BAD_GATEWAY, &other.to_string()),
+            _ => None,
         }
     }
-
-    fn origin_failure(&self, e: OriginError, head: bool) -> Response<Body> {
-        match e {
-            OriginError::ServerError(f) => {
-                self.stats.count("error");
-                let status = CacheStatus::forward(
-                    ForwardReason::Miss,
-                    f.status,
-                    Some("origin-error"),
-                    false,
-                    false,
-                );
-                finish(f.status, f.headers, f.body, None, &status, head)
-            }
-            OriginError::Timeout(d) => self.gateway(
-                StatusCode::GATEWAY_TIMEOUT,
-                &format!("origin did not answer within {d:?}"),
-            ),
-            other => self.gateway(StatusCode::BAD_GATEWAY, &other.to_string()),
-        }
-    }
-
-    fn gateway(&self, status: StatusCode, why: &str) -> Response<Body> {
-        self.stats.count("error");
-        let mut r = plain(status, &format!("herdguard: {why}\n"));
-        if let Some(v) = CacheStatus::error(status).to_header_value() {
-            r.headers_mut()
-                .insert(crate::cache_status::CACHE_STATUS.clone(), v);
-        }
-        r
-    }
-}
-
-fn vary_matches(cached: &CachedResponse, headers: &HeaderMap) -> bool {
-    if cached.uncacheable.is_some() {
-        return true;
-    }
-    match cached.vary() {
-        Vary::None => true,
-        vary => vary
-            .secondary_key(headers)
-            .is_some_and(|k| k.as_bytes() == cached.vary_key.as_slice()),
-    }
-}
-
-/// The path of a `Location`-like value when it names this origin (a relative
-/// reference or an absolute-path one); other hosts are never invalidated.
-fn same_origin_path(value: &str) -> Option<String> {
-    value.starts_with('/').then(|| value.to_string())
-}
-
-/// A response with `Age` and `Cache-Status`; HEAD keeps the length, drops the body.
-fn finish(
-    status: StatusCode,
-    mut headers: HeaderMap,
-    body: Bytes,
-    age: Option<Duration>,
-    cache_status: &CacheStatus,
-    head: bool,
-) -> Response<Body> {
-    if let Some(age) = age {
-        headers.insert(header::AGE, HeaderValue::from(age.as_secs()));
-    }
-    if let Some(v) = cache_status.to_header_value() {
-        headers.append(crate::cache_status::CACHE_STATUS.clone(), v);
-    }
-    // A stored response carries its length already (set once, at parse); an
-    // origin's own is right for its body, or for the body a HEAD would have had.
-    if !headers.contains_key(header::CONTENT_LENGTH) {
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-    }
-    let mut response = Response::new(Full::new(if head { Bytes::new() } else { body }));
-    *response.status_mut() = status;
-    *response.headers_mut() = headers;
-    response
-}
-
-/// A short text answer made by the proxy itself.
-pub(crate) fn plain(status: StatusCode, text: &str) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(text.to_string())));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    r
 }

@@ -34,13 +34,16 @@ pub struct CachedResponse {
     pub request_time_ms: u64,
     /// When the response arrived, Unix milliseconds.
     pub response_time_ms: u64,
-    /// The secondary key (RFC 9111 §4.1) of the request the response was loaded
-    /// for, under the response's `Vary`: it serves only requests with the same key.
+    /// The SHA-256 digest of the secondary key (RFC 9111 §4.1) of the request the
+    /// response was loaded for, under the response's `Vary` (empty without `Vary`):
+    /// it serves only requests with the same digest. A digest, not the header
+    /// values themselves, so a shared store never holds a client's `Cookie`.
     #[serde(default)]
     pub vary_key: Vec<u8>,
     /// How the load that produced this value went.
     pub fetch: Fetch,
-    /// Why the response may not be stored (`None` when it may).
+    /// Why the response may not be stored (`None` when it may); such a value is a
+    /// marker only (its answer went to one client as a stream).
     pub uncacheable: Option<String>,
     /// `headers` parsed once, on first use: the hit path then clones a map
     /// instead of re-validating every field name and value.
@@ -52,6 +55,23 @@ pub struct CachedResponse {
 }
 
 impl CachedResponse {
+    /// The marker a load hands the core for an answer that went, as a stream, to
+    /// its own caller only: status and reason, no fields, no body.
+    pub fn passed(status: StatusCode, reason: &str, fetch: Fetch) -> Self {
+        CachedResponse {
+            status: status.as_u16(),
+            headers: Vec::new(),
+            body: Bytes::new(),
+            request_time_ms: 0,
+            response_time_ms: 0,
+            vary_key: Vec::new(),
+            fetch,
+            uncacheable: Some(reason.to_string()),
+            parsed: OnceLock::new(),
+            semantics: OnceLock::new(),
+        }
+    }
+
     /// The status code (502 if the stored one is out of range).
     pub fn status(&self) -> StatusCode {
         StatusCode::from_u16(self.status).unwrap_or(StatusCode::BAD_GATEWAY)

@@ -12,16 +12,19 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::admin;
 use crate::config::{ConfigError, ServeArgs, Settings};
+use crate::limits::{ConnState, ConnectionLimits, TimedIo, Tracked};
 use crate::origin::Origin;
-use crate::proxy::Proxy;
+use crate::proxy::{HandlerOptions, Proxy};
+use crate::request::Forwarding;
 use crate::response::CachedResponse;
 use crate::rules::Rules;
 use crate::stats::Stats;
+use crate::variants::Variants;
 
 /// Why `herdguard serve` stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -61,34 +64,32 @@ pub struct Server {
     admin: Option<TcpListener>,
     max_header_bytes: usize,
     redis: bool,
+    max_connections: usize,
+    admin_max_connections: usize,
+    limits: ConnectionLimits,
 }
-
-/// How long a client may take to send a request head (slowloris guard).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Server {
     /// Builds the cache, the origin client and the listeners from `settings`.
     pub async fn bind(settings: Settings) -> Result<Server, ServeError> {
-        let store = Arc::new(
-            MemoryStore::with_weigher(
-                settings.max_entries,
-                settings.max_cache_bytes,
-                Arc::new(|k: &String, v: &CachedResponse| {
-                    (k.len()
-                        + v.body.len()
-                        + v.headers
-                            .iter()
-                            .map(|(n, v)| n.len() + v.len())
-                            .sum::<usize>()) as u64
-                }),
-            )
-            .map_err(|e| ConfigError {
-                field: "max_cache_bytes".into(),
-                reason: e.to_string(),
-            })?,
-        );
+        let store = MemoryStore::with_weigher(
+            settings.max_entries,
+            settings.max_cache_bytes,
+            Arc::new(|k: &String, v: &CachedResponse| {
+                (k.len()
+                    + v.body.len()
+                    + v.headers
+                        .iter()
+                        .map(|(n, v)| n.len() + v.len())
+                        .sum::<usize>()) as u64
+            }),
+        )
+        .map_err(|e| ConfigError {
+            field: "max_cache_bytes".into(),
+            reason: e.to_string(),
+        })?;
         let builder = Cache::builder()
-            .store(crate::proxy::PeekStore(Arc::clone(&store)))
+            .store(store)
             .uncacheable_ttl(settings.hit_for_miss)
             // Waiters never wait longer than the origin may take, plus a margin.
             .wait_timeout(
@@ -103,7 +104,6 @@ impl Server {
             &settings.origin,
             settings.origin_connect_timeout,
             settings.origin_timeout,
-            settings.max_body_bytes,
         )
         .map_err(|reason| ConfigError {
             field: "origin".into(),
@@ -117,14 +117,29 @@ impl Server {
             },
             default_stale_if_error: settings.stale_if_error,
         };
+        let default_host = settings
+            .origin
+            .authority()
+            .and_then(|a| herdguard_http::key::normalize_host(a.as_str()))
+            .unwrap_or_default();
+        let options = HandlerOptions {
+            forwarding: Forwarding {
+                trusted: settings.trusted_proxies.clone(),
+            },
+            request_cache_control: settings.request_cache_control,
+            max_header_bytes: settings.max_header_bytes,
+            max_request_body_bytes: settings.max_request_body_bytes,
+            max_object_bytes: settings.max_body_bytes,
+            body_read_timeout: settings.body_read_timeout,
+            default_host,
+        };
         let proxy = Arc::new(Proxy::new(
             cache,
-            store,
             origin,
             rules,
             Arc::new(Stats::default()),
-            settings.max_request_body_bytes,
-            settings.max_header_bytes,
+            Variants::new(settings.cache_key.clone()),
+            options,
         ));
         let listener =
             TcpListener::bind(settings.listen)
@@ -154,6 +169,9 @@ impl Server {
             admin,
             max_header_bytes: settings.max_header_bytes,
             redis: settings.redis.is_some(),
+            max_connections: settings.max_connections,
+            admin_max_connections: settings.admin_max_connections,
+            limits: settings.connection_limits,
         })
     }
 
@@ -174,44 +192,61 @@ impl Server {
 
     /// Serves until `shutdown` completes, then stops accepting and lets requests
     /// in flight finish (at most 30 s).
+    ///
+    /// At most `max_connections` connections are open at once: the next one is
+    /// accepted when one closes (until then it waits in the kernel's backlog).
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let graceful = GracefulShutdown::new();
         if let Some(admin) = self.admin {
             let proxy = Arc::clone(&self.proxy);
-            let redis = self.redis;
-            tokio::spawn(admin::serve(admin, proxy, redis, stop_rx.clone()));
+            let listener = admin::Admin {
+                proxy,
+                redis: self.redis,
+                limits: self.limits,
+                max_connections: self.admin_max_connections,
+            };
+            tokio::spawn(listener.serve(admin, stop_rx.clone()));
         }
         let mut builder = http1::Builder::new();
         builder
             .keep_alive(true)
             .max_buf_size(self.max_header_bytes)
             .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT);
+            // TimedIo enforces the head and idle limits (hyper's one timer cannot tell them apart).
+            .header_read_timeout(None);
+        let slots = Arc::new(Semaphore::new(self.max_connections));
         tokio::pin!(shutdown);
         loop {
-            let (stream, _) = tokio::select! {
-                accepted = self.listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off, keep serving.
-                        tracing::warn!("accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
+            let accepted = tokio::select! {
+                accepted = accept(&self.listener, &slots) => accepted,
                 () = &mut shutdown => break,
+            };
+            let Some((stream, peer, slot)) = accepted else {
+                continue;
             };
             let _ = stream.set_nodelay(true);
             let proxy = Arc::clone(&self.proxy);
+            let peer = Arc::new(proxy.peer(peer));
+            let state = Arc::new(ConnState::default());
+            let io = TimedIo::new(stream, Arc::clone(&state), self.limits);
             let service = service_fn(move |req| {
                 let proxy = Arc::clone(&proxy);
-                async move { Ok::<_, Infallible>(proxy.handle(req).await) }
+                let peer = Arc::clone(&peer);
+                let busy = state.begin();
+                async move {
+                    let response = proxy.handle(req, &peer).await;
+                    Ok::<_, Infallible>(response.map(|body| Tracked::new(body, busy)))
+                }
             });
-            let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+            let conn = graceful.watch(builder.serve_connection(TokioIo::new(io), service));
+            let stats = Arc::clone(&self.proxy.stats);
             tokio::spawn(async move {
-                // A client that vanishes or sends garbage ends only its own connection.
+                let _slot = slot;
+                stats.connections.open();
+                // A client that vanishes, stalls or sends garbage ends only its own connection.
                 let _ = conn.await;
+                stats.connections.close();
             });
         }
         drop(self.listener);
@@ -221,6 +256,23 @@ impl Server {
             () = tokio::time::sleep(Duration::from_secs(30)) => tracing::warn!("shutdown: requests still running after 30 s"),
         }
         Ok(())
+    }
+}
+
+/// Waits for a connection slot, then for a connection; `None` after an accept
+/// error (out of file descriptors and the like), after a short back-off.
+pub(crate) async fn accept(
+    listener: &TcpListener,
+    slots: &Arc<Semaphore>,
+) -> Option<(TcpStream, SocketAddr, OwnedSemaphorePermit)> {
+    let slot = Arc::clone(slots).acquire_owned().await.ok()?;
+    match listener.accept().await {
+        Ok((stream, peer)) => Some((stream, peer, slot)),
+        Err(e) => {
+            tracing::warn!("accept failed: {e}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            None
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! The proxy's own counters, and the Prometheus text built from them and from
 //! the core's [`MetricsSnapshot`](herdguard::MetricsSnapshot) at each scrape.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use herdguard::MetricsSnapshot;
 use prometheus_client::encoding::text::encode;
@@ -14,7 +14,7 @@ use prometheus_client::registry::Registry;
 /// How requests were answered (the labels of `herdguard_proxy_requests_total`).
 pub const RESULTS: [&str; 6] = ["hit", "stale", "miss", "coalesced", "bypass", "error"];
 /// Kinds of origin failure (the labels of `herdguard_proxy_origin_errors_total`).
-pub const ORIGIN_ERRORS: [&str; 4] = ["timeout", "failed", "too_large", "server_error"];
+pub const ORIGIN_ERRORS: [&str; 4] = ["timeout", "failed", "server_error", "client_body"];
 
 /// A plain counter.
 #[derive(Default, Debug)]
@@ -31,6 +31,25 @@ impl Count {
     }
 }
 
+/// A gauge of open client connections.
+#[derive(Default, Debug)]
+pub struct Connections(AtomicI64);
+
+impl Connections {
+    /// One more connection.
+    pub fn open(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    /// One connection fewer.
+    pub fn close(&self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+    /// Connections open now.
+    pub fn get(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 /// Counters of one proxy.
 #[derive(Default, Debug)]
 pub struct Stats {
@@ -40,6 +59,8 @@ pub struct Stats {
     pub origin_requests: Count,
     /// URLs invalidated after unsafe methods.
     pub invalidations: Count,
+    /// Client connections open now.
+    pub connections: Connections,
 }
 
 impl Stats {
@@ -159,6 +180,11 @@ impl Stats {
             "herdguard_cache_timeouts",
             "Callers whose wait deadline passed",
             core.timeouts,
+        );
+        registry.register(
+            "herdguard_proxy_connections_open",
+            "Client connections open now",
+            ConstGauge::new(self.connections.get()),
         );
         registry.register(
             "herdguard_cache_entries",

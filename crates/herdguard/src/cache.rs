@@ -182,6 +182,14 @@ where
             .map(|e| Cached::new(e, self.inner.served_from_memory()))
     }
 
+    /// The entry stored under `key` in this process, whatever its freshness
+    /// (expired ones included), without loading and without counting a hit or
+    /// a miss. For callers that judge freshness themselves or need an expired
+    /// entry's contents, e.g. an HTTP cache reading a stale response's validators.
+    pub fn peek(&self, key: &K) -> Option<Arc<Entry<V>>> {
+        self.inner.store.get(key)
+    }
+
     /// Stores `value` under `key` as freshly loaded, under the cache's policy.
     ///
     /// A barrier: once it returns, no caller of this process gets a value

@@ -1,0 +1,166 @@
+//! Property tests of the parsers a client or an origin controls: `Cache-Control` (request and
+//! response), `Vary` and secondary keys, HTTP-dates, and the request-target normaliser.
+//!
+//! CI runs proptest's default case count (256 per property). The 10⁶ run:
+//! `PROPTEST_CASES=1000000 cargo test --release -p herdguard-http --test properties`
+//! (or `scripts/proptest-million.sh`).
+
+use std::time::{Duration, SystemTime};
+
+use herdguard_http::freshness::{format_http_date, parse_http_date};
+use herdguard_http::target::is_plain;
+use herdguard_http::{RequestDirectives, RequestTarget, ResponseDirectives, TargetError, Vary};
+use http::{HeaderMap, HeaderName, HeaderValue};
+use proptest::prelude::*;
+
+/// Directive-shaped text: names, `=`, quotes, commas, digits, whitespace, and noise.
+fn directive_text() -> impl Strategy<Value = String> {
+    prop::collection::vec(
+        prop_oneof![
+            Just("max-age".to_string()),
+            Just("s-maxage".to_string()),
+            Just("no-cache".to_string()),
+            Just("no-store".to_string()),
+            Just("private".to_string()),
+            Just("public".to_string()),
+            Just("must-revalidate".to_string()),
+            Just("stale-while-revalidate".to_string()),
+            Just("max-stale".to_string()),
+            Just("min-fresh".to_string()),
+            Just("only-if-cached".to_string()),
+            "[=,;\" \t\\\\]{1,3}",
+            "[0-9]{1,25}",
+            "-[0-9]{1,4}",
+            "\"[a-zA-Z0-9, -]{0,12}\"?",
+            "[\\x20-\\x7e]{0,8}",
+        ],
+        0..12,
+    )
+    .prop_map(|parts| parts.concat())
+}
+
+fn header_value(s: &str) -> Option<HeaderValue> {
+    HeaderValue::from_str(s).ok()
+}
+
+proptest! {
+    #[test]
+    fn cache_control_parsers_never_panic(text in directive_text(), bytes in prop::collection::vec(any::<u8>(), 0..48)) {
+        let _ = RequestDirectives::parse(&text);
+        let _ = ResponseDirectives::parse(&text);
+        let mut h = HeaderMap::new();
+        if let Some(v) = header_value(&text) {
+            h.append("cache-control", v.clone());
+            h.append("pragma", v.clone());
+            h.append("cdn-cache-control", v);
+        }
+        if let Ok(v) = HeaderValue::from_bytes(&bytes) {
+            h.append("cache-control", v);
+        }
+        let req = RequestDirectives::from_headers(&h);
+        let resp = ResponseDirectives::from_cache_control(&h);
+        // Delta-seconds saturate at 2^31 (RFC 9111 §1.2.2), whatever the digits.
+        for d in [req.max_age, req.min_fresh, resp.max_age, resp.s_maxage].into_iter().flatten() {
+            prop_assert!(d <= Duration::from_secs(herdguard_http::directives::MAX_DELTA_SECONDS));
+        }
+    }
+
+    #[test]
+    fn vary_parser_and_secondary_keys(
+        vary in "[a-zA-Z*, \t-]{0,40}",
+        accepts in prop::collection::vec("[a-zA-Z0-9/*;=., \t-]{0,24}", 0..4),
+    ) {
+        let mut resp = HeaderMap::new();
+        if let Some(v) = header_value(&vary) {
+            resp.append("vary", v);
+        }
+        let parsed = Vary::from_response(&resp);
+        let mut req = HeaderMap::new();
+        for a in &accepts {
+            if let Some(v) = header_value(a) {
+                req.append("accept", v.clone());
+                req.append("accept-encoding", v.clone());
+                req.append(HeaderName::from_static("x-any"), v);
+            }
+        }
+        let key = parsed.secondary_key(&req);
+        // Deterministic, and `Vary: *` (or garbage) never matches.
+        prop_assert_eq!(key.clone(), parsed.secondary_key(&req));
+        prop_assert_eq!(key.is_none(), parsed == Vary::Any);
+        // Member order of an Accept list does not change the key.
+        let mut reversed = HeaderMap::new();
+        let members: Vec<String> = accepts.iter().flat_map(|a| a.split(',')).map(str::to_string).collect();
+        if let Some(v) = header_value(&members.iter().rev().cloned().collect::<Vec<_>>().join(",")) {
+            reversed.append("accept", v);
+            let mut forward = HeaderMap::new();
+            if let Some(f) = header_value(&members.join(",")) {
+                forward.append("accept", f);
+                let accept = Vary::Fields(vec![HeaderName::from_static("accept")]);
+                prop_assert_eq!(accept.secondary_key(&forward), accept.secondary_key(&reversed));
+            }
+        }
+    }
+
+    #[test]
+    fn http_date_parser(text in "[A-Za-z0-9,: -]{0,40}", secs in 0u64..4_102_444_800) {
+        if let Some(v) = header_value(&text) {
+            let _ = parse_http_date(&v);
+        }
+        // Every date this crate writes reads back to the same second.
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+        prop_assert_eq!(parse_http_date(&format_http_date(t)), Some(t));
+    }
+
+    #[test]
+    fn request_target_normaliser(
+        segments in prop::collection::vec(
+            prop_oneof![
+                Just(".".to_string()), Just("..".to_string()), Just("%2e".to_string()),
+                Just("%2E%2e".to_string()), Just("..%2f".to_string()), Just("%5c".to_string()),
+                Just("\\".to_string()), Just("%41".to_string()), Just("%zz".to_string()),
+                Just("".to_string()), "[a-z0-9._~%-]{1,6}",
+            ],
+            0..10,
+        ),
+        query in proptest::option::of("[a-z0-9=&./%?-]{0,12}"),
+    ) {
+        let mut target = format!("/{}", segments.join("/"));
+        if let Some(q) = &query {
+            target.push('?');
+            target.push_str(q);
+        }
+        match RequestTarget::parse(&target) {
+            Ok(t) => {
+                let path = t.path();
+                // Under any base: starts with '/', no dot-segments, nothing encoded that
+                // could become one.
+                prop_assert!(path.starts_with('/'));
+                prop_assert!(!path.split('/').any(|s| s == "." || s == ".."), "{}", path);
+                let lower = path.to_ascii_lowercase();
+                prop_assert!(!lower.contains("%2e") && !lower.contains("%5c") && !path.contains('\\'));
+                // Idempotent: the normal form is its own normal form.
+                prop_assert_eq!(RequestTarget::parse(t.as_str()), Ok(t.clone()));
+                // The fast path agrees with the full one.
+                if is_plain(&target) {
+                    prop_assert_eq!(t.as_str(), target.as_str());
+                }
+            }
+            Err(e) => {
+                prop_assert!(!is_plain(&target));
+                prop_assert!(matches!(
+                    e,
+                    TargetError::EncodedDot
+                        | TargetError::Backslash
+                        | TargetError::EncodedSlashDotSegment
+                        | TargetError::BadPercentEncoding
+                ), "{:?}", e);
+            }
+        }
+    }
+
+    #[test]
+    fn request_target_normaliser_arbitrary_text(text in "[\\x00-\\x7f]{0,40}") {
+        let _ = RequestTarget::parse(&text);
+        let _ = is_plain(&text);
+    }
+}

@@ -1,0 +1,289 @@
+//! Per-connection time limits, enforced on the socket itself: how long a client
+//! may take to send a request head, how long a keep-alive connection may sit
+//! idle, and how long a write to a client that stopped reading may stay stuck.
+//! (The request-body limit is on the body: [`crate::body::Inactivity`].)
+//!
+//! hyper's own header timeout also runs while a keep-alive connection waits for
+//! its next request, so it cannot tell "idle" from "slow head"; [`TimedIo`] can,
+//! because the service tells it when a request starts and when its answer is done.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hyper::body::{Body as HttpBody, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Sleep;
+
+use crate::body::{Body, BoxError};
+
+/// The time limits of one listener's connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// From a connection's start, or the first byte of a request head, to the whole head.
+    pub header_read: Duration,
+    /// Between an answer and the first byte of the next request on a keep-alive connection.
+    pub idle: Duration,
+    /// A write to the client that makes no progress.
+    pub write: Duration,
+}
+
+/// What the service tells the socket: whether a request is being handled, and
+/// how many answers are done.
+#[derive(Default)]
+pub(crate) struct ConnState {
+    busy: AtomicBool,
+    answered: AtomicU64,
+    /// The connection task, parked on a read while busy: woken when the answer
+    /// is done, so the idle limit starts even if the socket stays silent.
+    reader: Mutex<Option<Waker>>,
+}
+
+impl ConnState {
+    /// A request arrived; the returned guard marks its answer done when dropped.
+    pub(crate) fn begin(self: &Arc<Self>) -> Busy {
+        self.busy.store(true, Ordering::Release);
+        Busy(Some(Arc::clone(self)))
+    }
+}
+
+/// A request in progress on a connection; dropping it marks the answer done.
+pub(crate) struct Busy(Option<Arc<ConnState>>);
+
+impl Busy {
+    fn finish(&mut self) {
+        if let Some(state) = self.0.take() {
+            state.answered.fetch_add(1, Ordering::AcqRel);
+            state.busy.store(false, Ordering::Release);
+            let reader = state.reader.lock().ok().and_then(|mut w| w.take());
+            if let Some(waker) = reader {
+                waker.wake();
+            }
+        }
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// The answer body with its connection's [`Busy`] guard: the connection counts
+/// as idle again once the last frame has been handed to hyper.
+pub(crate) struct Tracked {
+    body: Body,
+    busy: Busy,
+}
+
+impl Tracked {
+    pub(crate) fn new(body: Body, busy: Busy) -> Self {
+        Tracked { body, busy }
+    }
+}
+
+impl HttpBody for Tracked {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let frame = Pin::new(&mut this.body).poll_frame(cx);
+        if matches!(frame, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
+            this.busy.finish();
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for (the rest of) a request head: the header limit runs.
+    Head,
+    /// Keep-alive, nothing of the next request yet: the idle limit runs.
+    Idle,
+}
+
+/// A client socket with the [`ConnectionLimits`] applied; an expired limit
+/// surfaces as an `io::ErrorKind::TimedOut` error, on which hyper closes it.
+pub(crate) struct TimedIo<T> {
+    inner: T,
+    state: Arc<ConnState>,
+    limits: ConnectionLimits,
+    phase: Phase,
+    answered: u64,
+    /// When the current phase's limit runs out (`None` until the phase first
+    /// waits, and while a request is handled).
+    phase_deadline: Option<Instant>,
+    /// One timer per connection, armed once: re-armed only when it fires before
+    /// the current phase's deadline, so a busy keep-alive connection does not
+    /// register a timer per request.
+    read_timer: Option<Pin<Box<Sleep>>>,
+    write_deadline: Option<Pin<Box<Sleep>>>,
+}
+
+impl<T> TimedIo<T> {
+    pub(crate) fn new(inner: T, state: Arc<ConnState>, limits: ConnectionLimits) -> Self {
+        TimedIo {
+            inner,
+            state,
+            limits,
+            // A new connection owes a request head within the header limit (slowloris).
+            phase: Phase::Head,
+            answered: 0,
+            phase_deadline: None,
+            read_timer: None,
+            write_deadline: None,
+        }
+    }
+}
+
+fn expired(cx: &mut Context<'_>, deadline: &mut Option<Pin<Box<Sleep>>>, limit: Duration) -> bool {
+    let sleep = deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+    sleep.as_mut().poll(cx).is_ready()
+}
+
+fn timed_out(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, what.to_string())
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let answered = this.state.answered.load(Ordering::Acquire);
+        if answered != this.answered {
+            this.answered = answered;
+            this.phase = Phase::Idle;
+            this.phase_deadline = None;
+        }
+        // While a request is handled, reads are its body's (limited by the body
+        // wrapper) or hyper watching for a close: no limit here.
+        if this.state.busy.load(Ordering::Acquire) {
+            this.phase_deadline = None;
+            let read = Pin::new(&mut this.inner).poll_read(cx, buf);
+            if read.is_pending() {
+                if let Ok(mut reader) = this.state.reader.lock() {
+                    match reader.as_ref() {
+                        Some(w) if w.will_wake(cx.waker()) => {}
+                        _ => *reader = Some(cx.waker().clone()),
+                    }
+                }
+                // The answer may have finished between the check and the registration.
+                if !this.state.busy.load(Ordering::Acquire) {
+                    cx.waker().wake_by_ref();
+                }
+            }
+            return read;
+        }
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before && this.phase == Phase::Idle {
+                    // The next request began: from now on its head has the header limit.
+                    this.phase = Phase::Head;
+                    this.phase_deadline = None;
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                let (limit, what) = match this.phase {
+                    Phase::Head => (this.limits.header_read, "request head not received in time"),
+                    Phase::Idle => (this.limits.idle, "keep-alive connection idle"),
+                };
+                let deadline = *this
+                    .phase_deadline
+                    .get_or_insert_with(|| Instant::now() + limit);
+                let timer = this
+                    .read_timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline.into())));
+                if timer.deadline() > deadline.into() {
+                    timer.as_mut().reset(deadline.into());
+                }
+                // A timer set for an earlier phase may fire first: re-arm it for this one.
+                while timer.as_mut().poll(cx).is_ready() {
+                    if Instant::now() >= deadline {
+                        return Poll::Ready(Err(timed_out(what)));
+                    }
+                    timer.as_mut().reset(deadline.into());
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for TimedIo<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_write(cx, buf) {
+            Poll::Ready(r) => {
+                this.write_deadline = None;
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                if expired(cx, &mut this.write_deadline, this.limits.write) {
+                    return Poll::Ready(Err(timed_out("client stopped reading")));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
+            Poll::Ready(r) => {
+                this.write_deadline = None;
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                if expired(cx, &mut this.write_deadline, this.limits.write) {
+                    return Poll::Ready(Err(timed_out("client stopped reading")));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+use std::future::Future as _;

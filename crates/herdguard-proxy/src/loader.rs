@@ -1,0 +1,244 @@
+//! The loader: the one origin request a miss or a revalidation makes for every
+//! caller of a key, and what it hands back to the core.
+//!
+//! Only an answer that may be stored in a shared cache is ever given to the
+//! core as a value, and so to the callers that waited on the load. Anything
+//! else — not storable (`private`, `no-store`, `Set-Cookie`, ...), larger than
+//! the object limit, or a server error — goes, as a stream, to the caller whose
+//! load it was (its [`Handoff`]); the core gets only a marker, so waiters go to
+//! the origin themselves and the key turns hit-for-miss (Varnish's waiting-list
+//! rule). Whether an answer is storable depends on the **response** alone:
+//! requests that could change it (`Authorization`, `no-store`) never lead a load.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use herdguard::{Entry, Loaded};
+use herdguard_http::revalidate;
+use herdguard_http::Vary;
+use http::header::{self, HeaderMap};
+use http::{Method, StatusCode};
+
+use crate::body::{Body, Inactivity, Prefixed};
+use crate::origin::{read_up_to, Buffered, OriginError, OriginResponse};
+use crate::proxy::Proxy;
+use crate::request::Forward;
+use crate::response::{to_ms, CachedResponse, Fetch};
+use crate::rules;
+use crate::variants::digest_of;
+
+/// An origin answer passed through to one client, not stored.
+pub(crate) struct Passed {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Body,
+}
+
+/// Where a load leaves an answer only its own caller may see.
+#[derive(Clone, Default)]
+pub(crate) struct Handoff(Arc<Mutex<Option<Passed>>>);
+
+impl Handoff {
+    fn put(&self, passed: Passed) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some(passed);
+        }
+    }
+
+    /// The answer the load left for this caller, if it left one.
+    pub(crate) fn take(&self) -> Option<Passed> {
+        self.0.lock().ok().and_then(|mut slot| slot.take())
+    }
+}
+
+/// The client's conditionals are answered by the proxy from the full response,
+/// never sent with a load other callers share.
+const CLIENT_CONDITIONALS: [header::HeaderName; 5] = [
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::IF_MATCH,
+    header::IF_UNMODIFIED_SINCE,
+    header::IF_RANGE,
+];
+
+impl Proxy {
+    /// An origin answer as a stream for one client (the origin may pause at most
+    /// the origin timeout between two reads).
+    pub(crate) fn pass(&self, response: OriginResponse) -> Passed {
+        let limit = self.origin.timeout();
+        Passed {
+            status: response.status,
+            headers: response.headers,
+            body: Body::stream(Inactivity::new(response.body, limit, "origin body")),
+        }
+    }
+
+    /// Loads `key` for `forward`: conditional when a stored response (`prior`, or
+    /// the one under `key`) has validators.
+    pub(crate) async fn load(
+        &self,
+        key: &str,
+        forward: &Forward,
+        handoff: &Handoff,
+        prior: Option<Arc<Entry<CachedResponse>>>,
+    ) -> Result<Loaded<CachedResponse>, OriginError> {
+        let mut headers = forward.to_send();
+        for name in &CLIENT_CONDITIONALS {
+            headers.remove(name);
+        }
+        let stale = prior
+            .or_else(|| self.cache.peek(&key.to_string()))
+            .filter(|e| e.value().uncacheable.is_none());
+        let mut conditional = false;
+        if let Some(s) = &stale {
+            let validators = revalidate::conditional_headers(&s.value().header_map());
+            conditional = !validators.is_empty();
+            headers.extend(validators);
+        }
+        self.stats.origin_requests.inc();
+        let started = Instant::now();
+        let response = self
+            .origin
+            .send(Method::GET, forward.target.as_str(), headers, Body::empty())
+            .await
+            .inspect_err(|e| self.stats.origin_error(e.kind()))?;
+        let status = response.status;
+        if matches!(status.as_u16(), 500 | 502 | 503 | 504) {
+            self.stats.origin_error("server_error");
+            handoff.put(self.pass(response));
+            return Err(OriginError::ServerError(status));
+        }
+        let (request_time, response_time) = (response.request_time, response.response_time);
+        if let (Some(s), StatusCode::NOT_MODIFIED, true) = (&stale, status, conditional) {
+            // RFC 9111 §4.3.4: the stored response, its fields updated from the 304.
+            let stored = s.value();
+            let mut merged = stored.header_map();
+            merged.remove(header::CONTENT_LENGTH);
+            revalidate::update_stored_headers(&mut merged, &response.headers);
+            let body = stored.body.clone();
+            return Ok(self.to_loaded(
+                forward,
+                stored.status(),
+                merged,
+                body,
+                Fetch::Revalidated,
+                (request_time, response_time),
+            ));
+        }
+        let fetch = if conditional {
+            Fetch::Replaced
+        } else {
+            Fetch::Miss
+        };
+        let mut stored_headers = response.headers.clone();
+        let verdict = rules::evaluate(
+            &self.rules,
+            &HeaderMap::new(),
+            status,
+            &mut stored_headers,
+            request_time,
+            response_time,
+        );
+        let announced = response
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let refusal = match verdict {
+            Err(reason) => Some(reason),
+            Ok(_) if announced.is_some_and(|n| n > self.options.max_object_bytes as u64) => {
+                Some("too-large")
+            }
+            Ok(_) => None,
+        };
+        if let Some(reason) = refusal {
+            handoff.put(self.pass(response));
+            return Ok(Loaded::uncacheable(CachedResponse::passed(
+                status, reason, fetch,
+            )));
+        }
+        let limit = self.origin.timeout();
+        let passed_headers = response.headers;
+        match read_up_to(
+            response.body,
+            self.options.max_object_bytes,
+            started + limit,
+            limit,
+        )
+        .await?
+        {
+            Buffered::Whole(body) => Ok(self.to_loaded(
+                forward,
+                status,
+                stored_headers,
+                body,
+                fetch,
+                (request_time, response_time),
+            )),
+            Buffered::TooLarge(prefix, rest) => {
+                handoff.put(Passed {
+                    status,
+                    headers: passed_headers,
+                    body: Body::stream(Inactivity::new(
+                        Prefixed::new(prefix, rest),
+                        limit,
+                        "origin body",
+                    )),
+                });
+                Ok(Loaded::uncacheable(CachedResponse::passed(
+                    status,
+                    "too-large",
+                    fetch,
+                )))
+            }
+        }
+    }
+
+    /// A storable answer as the core's value, with its freshness.
+    fn to_loaded(
+        &self,
+        forward: &Forward,
+        status: StatusCode,
+        mut headers: HeaderMap,
+        body: bytes::Bytes,
+        fetch: Fetch,
+        (request_time, response_time): (std::time::SystemTime, std::time::SystemTime),
+    ) -> Loaded<CachedResponse> {
+        let verdict = rules::evaluate(
+            &self.rules,
+            &HeaderMap::new(),
+            status,
+            &mut headers,
+            request_time,
+            response_time,
+        );
+        // The origin's `Age` stays stored: the entry's semantics recompute the
+        // initial age from it, and every answer replaces it with the current age.
+        let vary_key =
+            digest_of(&Vary::from_response(&headers), &forward.headers).unwrap_or_default();
+        let mut value = CachedResponse {
+            status: status.as_u16(),
+            headers: Vec::new(),
+            body,
+            request_time_ms: to_ms(request_time),
+            response_time_ms: to_ms(response_time),
+            vary_key,
+            fetch,
+            uncacheable: None,
+            parsed: Default::default(),
+            semantics: Default::default(),
+        };
+        value.set_headers(&headers);
+        match verdict {
+            Ok(f) => Loaded::new(value)
+                .ttl(f.ttl)
+                .stale_while_revalidate(f.stale_while_revalidate)
+                .stale_if_error(f.stale_if_error),
+            // A 304 may have made a stored response unstorable (e.g. it now says no-store).
+            Err(reason) => {
+                value.uncacheable = Some(reason.to_string());
+                Loaded::uncacheable(value)
+            }
+        }
+    }
+}

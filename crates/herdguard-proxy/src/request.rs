@@ -1,0 +1,457 @@
+//! A client request made into the request the origin will receive, before
+//! anything else reads it.
+//!
+//! Order matters, and is the point of this module: hop-by-hop fields and the
+//! fields `Connection` names are removed **first**, the framing is checked, the
+//! target is normalised, and the forwarding fields are set; only then do the
+//! cache key and the `Vary` secondary key get computed — from exactly what is
+//! forwarded, so no client can key one request and send the origin another.
+
+use std::borrow::Cow;
+use std::net::{IpAddr, SocketAddr};
+
+use herdguard_http::key::normalize_host;
+use herdguard_http::{RequestTarget, TargetError, Vary};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request};
+use ipnet::IpNet;
+
+/// Why a request is refused before it reaches the origin (each is a 4xx).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// The head is larger than the limit (431).
+    HeadTooLarge,
+    /// A body on a method without body semantics (400): forwarding it, or
+    /// dropping it but not its framing, desynchronises the origin connection.
+    UnexpectedBody,
+    /// A bad request target (400).
+    Target(TargetError),
+    /// A missing, repeated or invalid `Host` (400).
+    Host,
+    /// A method a reverse proxy does not forward (405).
+    Method,
+    /// The announced body is larger than the limit (413).
+    BodyTooLarge,
+}
+
+/// How forwarding fields are made (RFC 7239 `Forwarded`, the de-facto `X-Forwarded-*`).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Forwarding {
+    /// Peers whose `Forwarded` / `X-Forwarded-*` fields are kept and extended; from
+    /// anyone else they are dropped, since the origin trusts what the proxy sends.
+    pub trusted: Vec<IpNet>,
+}
+
+/// The client end of a connection, as the forwarding fields show it: worked
+/// out once per connection, not per request.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    /// Whether its own forwarding fields are kept.
+    trusted: bool,
+    /// Its address as an `X-Forwarded-For` member.
+    address: HeaderValue,
+}
+
+impl Peer {
+    pub(crate) fn new(addr: SocketAddr, forwarding: &Forwarding) -> Peer {
+        let ip = match addr.ip() {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+            v4 => v4,
+        };
+        Peer {
+            trusted: forwarding.trusted.iter().any(|net| net.contains(&ip)),
+            address: HeaderValue::from_str(&ip.to_string())
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+        }
+    }
+}
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+const VIA_VALUE: HeaderValue = HeaderValue::from_static("1.1 herdguard");
+
+/// What one pass over the field names found (most requests have none of these,
+/// and then nothing is removed).
+#[derive(Default)]
+struct Found {
+    head_bytes: usize,
+    hop_by_hop: bool,
+    forwarding: bool,
+    framing: bool,
+}
+
+fn scan(headers: &HeaderMap) -> Found {
+    let mut found = Found::default();
+    for (name, value) in headers {
+        found.head_bytes += name.as_str().len() + value.len() + 4;
+        match name.as_str() {
+            "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "proxy-authenticate"
+            | "proxy-authorization" => found.hop_by_hop = true,
+            "forwarded" | "x-forwarded-for" | "x-forwarded-host" | "x-forwarded-proto"
+            | "x-forwarded-port" | "x-real-ip" => found.forwarding = true,
+            "content-length" | "expect" => found.framing = true,
+            _ => {}
+        }
+    }
+    found
+}
+
+/// The forwarding fields this proxy adds (`X-Forwarded-For`, `-Host`, `-Proto`,
+/// `Via`): kept aside until a request is sent, so a hit never builds them.
+#[derive(Clone, Debug)]
+pub(crate) struct Added {
+    forwarded_for: HeaderValue,
+    /// `None`: a trusted peer's own value stays.
+    host: Option<HeaderValue>,
+    /// Whether `X-Forwarded-Proto: http` is set (not when a trusted peer sent one).
+    proto: bool,
+}
+
+impl Added {
+    fn apply(&self, headers: &mut HeaderMap) {
+        headers.insert(X_FORWARDED_FOR.clone(), self.forwarded_for.clone());
+        if let Some(host) = &self.host {
+            headers.insert(X_FORWARDED_HOST.clone(), host.clone());
+        }
+        if self.proto {
+            headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+        }
+        headers.append(header::VIA, VIA_VALUE);
+    }
+
+    fn names(name: &HeaderName) -> bool {
+        *name == X_FORWARDED_FOR
+            || *name == X_FORWARDED_HOST
+            || *name == X_FORWARDED_PROTO
+            || *name == header::VIA
+    }
+}
+
+/// A request as it is forwarded: normalised target, and the client's fields
+/// (hop-by-hop and untrusted forwarding fields removed) plus the proxy's own.
+pub(crate) struct Forward {
+    pub target: RequestTarget,
+    /// The client's fields as forwarded (without the proxy's additions).
+    pub headers: HeaderMap,
+    added: Added,
+}
+
+impl Forward {
+    /// The fields exactly as the origin receives them (`Host` aside, which the
+    /// origin client sets).
+    pub(crate) fn to_send(&self) -> HeaderMap {
+        let mut headers = self.headers.clone();
+        self.added.apply(&mut headers);
+        headers
+    }
+
+    /// The forwarded fields, for a secondary key under `vary`: borrowed, unless
+    /// `vary` names a field the proxy adds.
+    pub(crate) fn vary_view(&self, vary: &Vary) -> Cow<'_, HeaderMap> {
+        match vary {
+            Vary::Fields(names) if names.iter().any(Added::names) => Cow::Owned(self.to_send()),
+            _ => Cow::Borrowed(&self.headers),
+        }
+    }
+}
+
+/// A request ready to forward, with its key host and, for methods that may have
+/// one, its body.
+pub(crate) struct Inbound<B> {
+    pub method: Method,
+    pub forward: Forward,
+    /// The normalised `Host` (for the cache key).
+    pub host: String,
+    pub body: B,
+}
+
+/// Methods whose request body has no defined meaning (RFC 9110 §9.3): a body on
+/// them is refused rather than forwarded or half-dropped.
+fn forbids_body(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::DELETE | Method::TRACE
+    )
+}
+
+/// Makes `request` from `peer` into the request to forward, or refuses it.
+pub(crate) fn prepare<B>(
+    request: Request<B>,
+    peer: &Peer,
+    max_header_bytes: usize,
+    max_body_bytes: usize,
+    default_host: &str,
+) -> Result<Inbound<B>, Refusal>
+where
+    B: hyper::body::Body,
+{
+    let (parts, body) = request.into_parts();
+    let mut headers = parts.headers;
+    let found = scan(&headers);
+    // hyper bounds its read buffer, not the head itself: count the fields too.
+    if found.head_bytes > max_header_bytes {
+        return Err(Refusal::HeadTooLarge);
+    }
+    if parts.method == Method::CONNECT || parts.method == Method::TRACE {
+        return Err(Refusal::Method);
+    }
+    // Framing first, from the fields as received (hyper has already checked they agree).
+    let announced = content_length(&headers);
+    let chunked = headers.contains_key(header::TRANSFER_ENCODING);
+    if forbids_body(&parts.method) && (chunked || announced.is_some_and(|n| n > 0)) {
+        return Err(Refusal::UnexpectedBody);
+    }
+    if announced.is_some_and(|n| n > max_body_bytes as u64) {
+        return Err(Refusal::BodyTooLarge);
+    }
+    // Then hop-by-hop fields, before anything reads the request.
+    if found.hop_by_hop {
+        herdguard_http::hop::remove_hop_by_hop(&mut headers);
+    }
+    // Framing is remade by the origin client from the body; `Expect` is this hop's.
+    if found.framing {
+        headers.remove(header::CONTENT_LENGTH);
+        headers.remove(header::EXPECT);
+    }
+    let (host, host_value) = request_host(&parts.uri, &headers, default_host)?;
+    let raw_target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let target = RequestTarget::parse(raw_target).map_err(Refusal::Target)?;
+    let added = forwarding_fields(&mut headers, peer, &host, host_value, found.forwarding);
+    Ok(Inbound {
+        method: parts.method,
+        forward: Forward {
+            target,
+            headers,
+            added,
+        },
+        host,
+        body,
+    })
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The authority of the absolute-form target, else the single `Host` field, else
+/// the origin's (an HTTP/1.0 client may send none); normalised, and the field
+/// value itself when it is already in normal form (reused for `X-Forwarded-Host`).
+fn request_host(
+    uri: &http::Uri,
+    headers: &HeaderMap,
+    default_host: &str,
+) -> Result<(String, Option<HeaderValue>), Refusal> {
+    if let Some(authority) = uri.authority() {
+        let host = normalize_host(authority.as_str()).ok_or(Refusal::Host)?;
+        return Ok((host, None));
+    }
+    let mut hosts = headers.get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (None, _) => Ok((default_host.to_string(), None)),
+        (Some(h), None) => {
+            let raw = h.to_str().map_err(|_| Refusal::Host)?;
+            let host = normalize_host(raw).ok_or(Refusal::Host)?;
+            let same = (host == raw).then(|| h.clone());
+            Ok((host, same))
+        }
+        (Some(_), Some(_)) => Err(Refusal::Host),
+    }
+}
+
+/// The forwarding fields to add: `X-Forwarded-For` (the peer appended), `-Host`,
+/// `-Proto` and `Via`, from this proxy's view. A trusted peer's own fields are
+/// kept and extended; anyone else's are removed from `headers` here. `found`:
+/// the request has forwarding fields of its own.
+fn forwarding_fields(
+    headers: &mut HeaderMap,
+    peer: &Peer,
+    host: &str,
+    host_value: Option<HeaderValue>,
+    found: bool,
+) -> Added {
+    let host_value = || host_value.or_else(|| HeaderValue::from_str(host).ok());
+    if !peer.trusted {
+        if found {
+            headers.remove(header::FORWARDED);
+            headers.remove(&X_FORWARDED_FOR);
+            headers.remove(&X_FORWARDED_HOST);
+            headers.remove(&X_FORWARDED_PROTO);
+            headers.remove(&X_FORWARDED_PORT);
+            headers.remove(&X_REAL_IP);
+        }
+        return Added {
+            forwarded_for: peer.address.clone(),
+            host: host_value(),
+            proto: true,
+        };
+    }
+    let prior: Vec<&str> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .collect();
+    let forwarded_for = if prior.is_empty() {
+        peer.address.clone()
+    } else {
+        let own = peer.address.to_str().unwrap_or("unknown");
+        HeaderValue::from_str(&format!("{}, {own}", prior.join(", ")))
+            .unwrap_or_else(|_| peer.address.clone())
+    };
+    Added {
+        forwarded_for,
+        host: if headers.contains_key(&X_FORWARDED_HOST) {
+            None
+        } else {
+            host_value()
+        },
+        proto: !headers.contains_key(&X_FORWARDED_PROTO),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(
+        method: &str,
+        target: &str,
+        fields: &[(&str, &str)],
+    ) -> Request<http_body_util::Empty<bytes::Bytes>> {
+        let mut r = Request::builder().method(method).uri(target);
+        for (k, v) in fields {
+            r = r.header(*k, *v);
+        }
+        r.body(http_body_util::Empty::new()).unwrap()
+    }
+
+    fn run(
+        r: Request<http_body_util::Empty<bytes::Bytes>>,
+        trusted: &[&str],
+    ) -> Result<Inbound<http_body_util::Empty<bytes::Bytes>>, Refusal> {
+        let forwarding = Forwarding {
+            trusted: trusted.iter().map(|t| t.parse().unwrap()).collect(),
+        };
+        let peer = Peer::new("10.1.2.3:5555".parse().unwrap(), &forwarding);
+        prepare(r, &peer, 65536, 1 << 20, "origin")
+    }
+
+    #[test]
+    fn connection_named_fields_are_gone_before_the_key_is_made() {
+        let i = run(
+            req(
+                "GET",
+                "/a/../b",
+                &[
+                    ("host", "API.example"),
+                    ("accept", "json"),
+                    ("connection", "accept, close"),
+                ],
+            ),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(i.forward.target.as_str(), "/b");
+        assert_eq!(i.host, "api.example");
+        assert!(!i.forward.to_send().contains_key("accept"));
+        assert!(!i.forward.to_send().contains_key("connection"));
+    }
+
+    #[test]
+    fn bodies_on_get_head_options_delete_are_refused() {
+        for m in ["GET", "HEAD", "OPTIONS", "DELETE"] {
+            assert_eq!(
+                run(req(m, "/", &[("host", "a"), ("content-length", "3")]), &[]).err(),
+                Some(Refusal::UnexpectedBody),
+                "{m}"
+            );
+            assert_eq!(
+                run(
+                    req(m, "/", &[("host", "a"), ("transfer-encoding", "chunked")]),
+                    &[]
+                )
+                .err(),
+                Some(Refusal::UnexpectedBody)
+            );
+            assert!(run(req(m, "/", &[("host", "a"), ("content-length", "0")]), &[]).is_ok());
+        }
+        assert!(run(
+            req("POST", "/", &[("host", "a"), ("content-length", "3")]),
+            &[]
+        )
+        .is_ok());
+        assert_eq!(
+            run(
+                req("POST", "/", &[("host", "a"), ("content-length", "9999999")]),
+                &[]
+            )
+            .err(),
+            Some(Refusal::BodyTooLarge)
+        );
+    }
+
+    #[test]
+    fn hosts_and_methods() {
+        assert_eq!(
+            run(req("GET", "/", &[("host", "a"), ("host", "b")]), &[]).err(),
+            Some(Refusal::Host)
+        );
+        assert_eq!(
+            run(req("GET", "/", &[("host", "u@a")]), &[]).err(),
+            Some(Refusal::Host)
+        );
+        assert_eq!(run(req("GET", "/", &[]), &[]).unwrap().host, "origin");
+        assert_eq!(
+            run(req("TRACE", "/", &[("host", "a")]), &[]).err(),
+            Some(Refusal::Method)
+        );
+    }
+
+    #[test]
+    fn forwarding_fields_trusted_or_not() {
+        let spoof = [
+            ("host", "a"),
+            ("x-forwarded-for", "6.6.6.6"),
+            ("forwarded", "for=6.6.6.6"),
+            ("x-forwarded-host", "evil"),
+        ];
+        let h = run(req("GET", "/", &spoof), &[]).unwrap().forward.to_send();
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "10.1.2.3");
+        assert_eq!(h.get("x-forwarded-host").unwrap(), "a");
+        assert!(!h.contains_key("forwarded"));
+        assert_eq!(h.get("via").unwrap(), "1.1 herdguard");
+        let trusted = ["10.0.0.0/8"];
+        let h = run(req("GET", "/", &spoof), &trusted)
+            .unwrap()
+            .forward
+            .to_send();
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "6.6.6.6, 10.1.2.3");
+        assert_eq!(h.get("x-forwarded-host").unwrap(), "evil");
+        assert!(h.contains_key("forwarded"));
+        let other = ["192.168.0.0/16"];
+        let h = run(req("GET", "/", &spoof), &other)
+            .unwrap()
+            .forward
+            .to_send();
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "10.1.2.3");
+        // A Vary on a field the proxy adds sees the forwarded value.
+        let i = run(req("GET", "/", &spoof), &[]).unwrap();
+        let vary = Vary::Fields(vec![HeaderName::from_static("x-forwarded-for")]);
+        let view = i.forward.vary_view(&vary);
+        assert_eq!(view.get("x-forwarded-for").unwrap(), "10.1.2.3");
+    }
+}

@@ -1,0 +1,132 @@
+//! Keys and variants: the primary key of a request (as `herdguard-http`'s
+//! [`KeyConfig`] builds it), and, for URLs whose answers carry `Vary`, the key of
+//! each variant — the primary key plus a digest of the secondary key, so header
+//! values (a `Cookie`) never appear in a key name, in memory or in Redis.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use herdguard_http::key::variant_key;
+use herdguard_http::{KeyConfig, RequestTarget, Vary};
+use http::HeaderMap;
+
+use crate::request::Forward;
+use crate::response::CachedResponse;
+
+/// Most `Vary` variants remembered per URL (for invalidation).
+const MAX_VARIANTS: usize = 64;
+
+/// What a URL varies on, and the variant keys seen (so all can be invalidated).
+#[derive(Clone)]
+struct Known {
+    vary: Vary,
+    keys: Vec<String>,
+    /// The secondary-key digest of the entry under the primary key itself: such
+    /// requests keep using it (no second load for the first variant).
+    primary_digest: Vec<u8>,
+}
+
+impl Default for Known {
+    fn default() -> Self {
+        Known {
+            vary: Vary::None,
+            keys: Vec::new(),
+            primary_digest: Vec::new(),
+        }
+    }
+}
+
+/// The key configuration and the variants learnt so far.
+pub(crate) struct Variants {
+    config: KeyConfig,
+    known: quick_cache::sync::Cache<String, Known>,
+    /// Whether any URL has varied yet: until then the hit path skips `known`.
+    any: AtomicBool,
+}
+
+/// The digest a stored response keeps of its request's secondary key under
+/// `vary` (empty without `Vary`); `None` under `Vary: *`.
+pub(crate) fn digest_of(vary: &Vary, headers: &HeaderMap) -> Option<Vec<u8>> {
+    match vary {
+        Vary::None => Some(Vec::new()),
+        vary => vary.secondary_key(headers).map(|k| k.digest().to_vec()),
+    }
+}
+
+/// Whether a stored response may answer `forward` (RFC 9111 §4.1).
+pub(crate) fn vary_matches(cached: &CachedResponse, forward: &Forward) -> bool {
+    match cached.vary() {
+        Vary::None => true,
+        vary => digest_of(&vary, &forward.vary_view(&vary)).is_some_and(|d| d == cached.vary_key),
+    }
+}
+
+impl Variants {
+    pub(crate) fn new(config: KeyConfig) -> Self {
+        Variants {
+            config,
+            known: quick_cache::sync::Cache::new(10_000),
+            any: AtomicBool::new(false),
+        }
+    }
+
+    /// The key configuration.
+    pub(crate) fn config(&self) -> &KeyConfig {
+        &self.config
+    }
+
+    /// The primary key of a request.
+    pub(crate) fn primary(&self, host: &str, target: &RequestTarget) -> String {
+        self.config.primary(host, target)
+    }
+
+    /// The key to look up for `forward`: the primary key, or the variant key when
+    /// the URL is known to vary and this request is another variant.
+    pub(crate) fn key_for(&self, primary: &str, forward: &Forward) -> String {
+        // Most URLs never vary: spare them the lookup.
+        if !self.any.load(Ordering::Relaxed) {
+            return primary.to_string();
+        }
+        let Some(known) = self.known.get(primary) else {
+            return primary.to_string();
+        };
+        let digest = match known.vary.secondary_key(&forward.vary_view(&known.vary)) {
+            Some(k) if known.vary != Vary::None => k.digest(),
+            _ => return primary.to_string(),
+        };
+        if digest.as_slice() == known.primary_digest.as_slice() {
+            return primary.to_string();
+        }
+        let key = variant_key(primary, &digest);
+        if !known.keys.contains(&key) && known.keys.len() < MAX_VARIANTS {
+            let mut known = known;
+            known.keys.push(key.clone());
+            self.known.insert(primary.to_string(), known);
+        }
+        key
+    }
+
+    /// Records what `cached` (found under the primary key when `from_primary`)
+    /// says about the URL's `Vary`.
+    pub(crate) fn learn(&self, primary: &str, cached: &CachedResponse, from_primary: bool) {
+        let vary = cached.vary();
+        let mut known = self.known.get(primary).unwrap_or_default();
+        let changed =
+            known.vary != vary || (from_primary && known.primary_digest != cached.vary_key);
+        if changed {
+            known.vary = vary;
+            if from_primary {
+                known.primary_digest = cached.vary_key.clone();
+            }
+            self.known.insert(primary.to_string(), known);
+            self.any.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// The primary key and every variant key seen of a URL.
+    pub(crate) fn all_keys(&self, primary: &str) -> Vec<String> {
+        let known = self.known.get(primary).unwrap_or_default();
+        std::iter::once(primary.to_string())
+            .chain(known.keys)
+            .collect()
+    }
+}
