@@ -26,7 +26,6 @@
 //! - `variants`: primary keys (`herdguard-http`'s `KeyConfig`) and `Vary` variant keys.
 //! - `proxy`: the handler — what the cache answers, what passes through alone,
 //!   invalidation after unsafe methods.
-//! - `revalidation`: forced revalidations (`no-cache`, `max-age=0`), one per key.
 //! - `loader`: the one origin request of a load; unshareable answers go to their
 //!   own caller only.
 //! - `answer`: every outcome mapped to a response, its `Cache-Status` and its count.
@@ -51,7 +50,6 @@ mod origin;
 mod proxy;
 mod request;
 mod response;
-mod revalidation;
 mod rules;
 mod server;
 mod stats;

@@ -13,7 +13,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use herdguard::{Entry, Loaded};
+use herdguard::Loaded;
 use herdguard_http::revalidate;
 use herdguard_http::Vary;
 use http::header::{self, HeaderMap};
@@ -73,21 +73,21 @@ impl Proxy {
         }
     }
 
-    /// Loads `key` for `forward`: conditional when a stored response (`prior`, or
-    /// the one under `key`) has validators.
+    /// Loads `key` for `forward`: conditional when the stored response (fresh,
+    /// for a forced revalidation, or expired) has validators.
     pub(crate) async fn load(
         &self,
         key: &str,
         forward: &Forward,
         handoff: &Handoff,
-        prior: Option<Arc<Entry<CachedResponse>>>,
     ) -> Result<Loaded<CachedResponse>, OriginError> {
         let mut headers = forward.to_send();
         for name in &CLIENT_CONDITIONALS {
             headers.remove(name);
         }
-        let stale = prior
-            .or_else(|| self.cache.peek(&key.to_string()))
+        let stale = self
+            .cache
+            .peek(&key.to_string())
             .filter(|e| e.value().uncacheable.is_none());
         let mut conditional = false;
         if let Some(s) = &stale {

@@ -6,15 +6,16 @@
 //! requests the cache may not answer for others (`Range`, `Authorization`
 //! without a shareable stored answer, `no-store` on a miss) are passed through
 //! alone; everything else is one lookup through the core — or, when the
-//! request demands validation, one forced revalidation per key
-//! ([`crate::revalidation`]) — and the outcome becomes an answer in [`crate::answer`].
+//! request demands validation, one forced revalidation per key (the core's
+//! `CallOptions::revalidate`, coalesced like any load) — and the outcome becomes
+//! an answer in [`crate::answer`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use herdguard::{Cache, Cached, CallOptions, Clock, Entry, Served, SystemClock};
+use herdguard::{Cache, Cached, CallOptions, Clock, Served, SystemClock};
 use herdguard_http::invalidate::invalidation_targets;
 use herdguard_http::revalidate::{self, EntityTag};
 use herdguard_http::{decide, Decision, EffectiveUri, ForwardReason, RequestDirectives};
@@ -29,7 +30,6 @@ use crate::loader::Handoff;
 use crate::origin::Origin;
 use crate::request::{self, Forward, Forwarding, Inbound, Peer};
 use crate::response::CachedResponse;
-use crate::revalidation::{Revalidated, Revalidations};
 use crate::rules::Rules;
 use crate::stats::Stats;
 use crate::variants::{vary_matches, Variants};
@@ -55,7 +55,6 @@ pub struct Proxy {
     pub(crate) rules: Rules,
     pub(crate) stats: Arc<Stats>,
     pub(crate) variants: Variants,
-    pub(crate) revalidations: Revalidations,
     pub(crate) options: HandlerOptions,
 }
 
@@ -74,7 +73,6 @@ impl Proxy {
             rules,
             stats,
             variants,
-            revalidations: Revalidations::default(),
             options,
         }
     }
@@ -183,15 +181,11 @@ impl Proxy {
         // At most two rounds: the second when the first taught us the URL varies.
         for round in 0..2 {
             let handoff = Handoff::default();
-            let forced = self.forced_revalidation(&key, forward, directives);
-            let was_forced = forced.is_some();
-            let result = match forced {
-                Some(prior) => Box::pin(self.revalidate(&key, forward, &handoff, prior)).await,
-                None => self
-                    .lookup(&key, forward, &handoff, None)
-                    .await
-                    .map_err(Arc::new),
-            };
+            let forced = self.demands_revalidation(&key, forward, directives);
+            let result = self
+                .lookup(&key, forward, &handoff, forced)
+                .await
+                .map_err(Arc::new);
             let cached = match result {
                 Ok(c) => c,
                 Err(e) => return self.failed(&e, &handoff, head),
@@ -216,7 +210,7 @@ impl Proxy {
                 &cached,
                 cached.served(),
                 ttl,
-                was_forced,
+                forced,
                 head,
             );
         }
@@ -224,83 +218,58 @@ impl Proxy {
         Box::pin(self.pass_through(forward, head, "vary-changed")).await
     }
 
-    /// The stored entry a forced revalidation replaces, when the request demands
-    /// one (`no-cache`, `max-age=0`, or a `max-age` / `min-fresh` the stored
-    /// response does not meet); `None` for a plain lookup.
-    #[allow(clippy::option_option)]
-    fn forced_revalidation(
+    /// Whether the request demands a revalidation (`no-cache`, `max-age=0`, or a
+    /// `max-age` / `min-fresh` the stored response does not meet).
+    fn demands_revalidation(
         &self,
         key: &str,
         forward: &Forward,
         directives: &RequestDirectives,
-    ) -> Option<Option<Arc<Entry<CachedResponse>>>> {
-        let demands =
-            directives.no_cache || directives.max_age.is_some() || directives.min_fresh.is_some();
-        if !demands {
-            return None;
-        }
-        let stored = self.cache.peek(&key.to_string());
+    ) -> bool {
         if directives.no_cache || directives.max_age == Some(Duration::ZERO) {
-            return Some(stored);
+            return true;
+        }
+        if directives.max_age.is_none() && directives.min_fresh.is_none() {
+            return false;
         }
         // max-age / min-fresh: only when the stored response falls short.
-        let entry = stored?;
+        let Some(entry) = self.cache.peek(&key.to_string()) else {
+            return false;
+        };
         let value = entry.value();
         if value.uncacheable.is_some() || !vary_matches(value, forward) {
-            return None;
+            return false;
         }
-        match decide(
-            value.semantics(&self.rules.config),
-            directives,
-            SystemTime::now(),
-        ) {
-            Decision::Revalidate { reason, .. } if reason.is_request_caused() => Some(Some(entry)),
-            _ => None,
-        }
+        matches!(
+            decide(value.semantics(&self.rules.config), directives, SystemTime::now()),
+            Decision::Revalidate { reason, .. } if reason.is_request_caused()
+        )
     }
 
-    /// One forced revalidation of `key` for all who ask at once ([`crate::revalidation`]).
-    async fn revalidate(
-        self: &Arc<Self>,
-        key: &str,
-        forward: &Arc<Forward>,
-        handoff: &Handoff,
-        prior: Option<Arc<Entry<CachedResponse>>>,
-    ) -> Revalidated {
-        self.revalidations
-            .run(key, || async {
-                let prior = prior.filter(|e| e.value().uncacheable.is_none());
-                // The core answers without loading while an entry is fresh or inside its
-                // stale-while-revalidate window: then the entry must go first. (A
-                // shared-store error is counted by the core; the local entry is gone
-                // regardless.)
-                let now = SystemClock.now();
-                if prior.as_ref().is_some_and(|e| now < e.revalidate_until()) {
-                    let _ = self.cache.invalidate(&key.to_string()).await;
-                }
-                self.lookup(key, forward, handoff, prior)
-                    .await
-                    .map_err(Arc::new)
-            })
-            .await
-    }
-
-    /// One coalesced load (or hit) of `key` through the core. Everything the
+    /// One coalesced load (or hit) of `key` through the core; with `revalidate`,
+    /// a load even when the stored response is fresh, shared by every client that
+    /// demands one meanwhile (fleet-wide with Redis), while the others keep
+    /// getting the stored response until the new one replaces it. Everything the
     /// loader needs is captured cheaply: on a hit the closure is dropped unused.
     async fn lookup(
         self: &Arc<Self>,
         key: &str,
         forward: &Arc<Forward>,
         handoff: &Handoff,
-        prior: Option<Arc<Entry<CachedResponse>>>,
+        revalidate: bool,
     ) -> Result<Cached<CachedResponse>, herdguard::Error> {
         let proxy = Arc::clone(self);
         let forward = Arc::clone(forward);
         let handoff = handoff.clone();
         let load_key = key.to_string();
+        let options = if revalidate {
+            CallOptions::new().revalidate()
+        } else {
+            CallOptions::new()
+        };
         self.cache
-            .get_or_load_with(key.to_string(), &CallOptions::new(), move || async move {
-                proxy.load(&load_key, &forward, &handoff, prior).await
+            .get_or_load_with(key.to_string(), &options, move || async move {
+                proxy.load(&load_key, &forward, &handoff).await
             })
             .await
     }

@@ -159,6 +159,68 @@ async fn attack_3_reloads_are_coalesced_and_their_result_stored() {
     assert_eq!(after.header("x-validated"), Some("2"));
 }
 
+/// 3 (who waits). A reload wave neither holds up the other clients of the key
+/// (they keep getting the stored answer while the one revalidation runs) nor
+/// multiplies across a fleet: sidecars sharing Redis revalidate once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_3_reloads_hold_up_nobody_else_and_a_fleet_revalidates_once() {
+    let redis = herdguard_testkit::RedisServer::start().unwrap();
+    let o = origin(|_, n| {
+        Reply::ok(
+            &[
+                ("etag", &format!("\"v{n}\"")),
+                ("cache-control", "max-age=60"),
+            ],
+            format!("v{n}"),
+        )
+        .delay(300)
+    })
+    .await;
+    let redis_line = format!("redis = \"{}\"", redis.url());
+    let fleet = [
+        proxy(&base(&o), &[&redis_line]).await,
+        proxy(&base(&o), &[&redis_line]).await,
+    ];
+    assert_eq!(get(fleet[0].addr, "/w", &[]).await.text(), "v1");
+    assert_eq!(get(fleet[1].addr, "/w", &[]).await.text(), "v1");
+    assert_eq!(o.calls(), 1, "the second sidecar shared the first's load");
+    let reloads: Vec<_> = (0..40)
+        .map(|i| {
+            let addr = fleet[i % 2].addr;
+            tokio::spawn(async move { get(addr, "/w", &[("cache-control", "no-cache")]).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Mid-revalidation, a plain client gets the stored answer at once, on both.
+    for p in &fleet {
+        let started = std::time::Instant::now();
+        let plain = get(p.addr, "/w", &[]).await;
+        assert_eq!(plain.text(), "v1");
+        assert!(
+            plain.cache_status().contains("; hit"),
+            "{}",
+            plain.cache_status()
+        );
+        assert!(
+            started.elapsed() < Duration::from_millis(100),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    for r in reloads {
+        assert_eq!(
+            r.await.unwrap().text(),
+            "v2",
+            "every reload gets the revalidated answer"
+        );
+    }
+    eprintln!(
+        "attack 3 (fleet): 40 reloads on 2 sidecars made {} origin call(s)",
+        o.calls() - 1
+    );
+    assert_eq!(o.calls(), 2, "one revalidation for the fleet");
+}
+
 /// 3 (stale-while-revalidate). A reload is answered by a revalidation, even
 /// when the stored response is inside its stale-while-revalidate window (where a
 /// plain request is answered stale at once).

@@ -715,3 +715,46 @@ async fn the_redis_expiry_of_an_entry_follows_the_caches_clock() {
         "kept for its TTL on the cache's clock, not the system's: {pttl} ms"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forced_revalidations_across_the_fleet_make_one_origin_call() {
+    let server = RedisServer::start().unwrap();
+    let (a, b) = (
+        node(&server.url(), &Setup::default()).await,
+        node(&server.url(), &Setup::default()).await,
+    );
+    let calls = Arc::new(AtomicUsize::new(0));
+    a.get_or_load(k("key"), slow(&calls, 0, "v1"))
+        .await
+        .unwrap();
+    assert_eq!(*b.get_or_load(k("key"), never()).await.unwrap(), "v1");
+    let reloads: Vec<_> = [&a, &b, &a, &b]
+        .into_iter()
+        .map(|n| {
+            let (n, calls) = (n.clone(), calls.clone());
+            tokio::spawn(async move {
+                n.get_or_load_with(
+                    k("key"),
+                    &CallOptions::new().revalidate(),
+                    move || async move {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        Ok::<_, std::io::Error>(Loaded::new("v2".to_string()))
+                    },
+                )
+                .await
+            })
+        })
+        .collect();
+    for r in reloads {
+        assert_eq!(*r.await.unwrap().unwrap(), "v2");
+    }
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "the first load, and one reload for the fleet"
+    );
+    // Both processes now hold the new value (the other by the change notice and L2).
+    assert_eq!(*a.get_or_load(k("key"), never()).await.unwrap(), "v2");
+    assert_eq!(*b.get_or_load(k("key"), never()).await.unwrap(), "v2");
+}

@@ -139,6 +139,8 @@ where
         let now = inner.clock.now();
         let stale = match inner.store.get(&key) {
             None => None,
+            // A forced revalidation: the stored entry only stands in on error.
+            Some(entry) if policy.revalidate => Some(entry),
             // It may have missed a change while the feed was down: the leader
             // checks it against the shared store first.
             Some(entry) if inner.suspect(&entry) => Some(entry),
@@ -383,7 +385,7 @@ where
         let fresh_now = || {
             self.store
                 .get(&key)
-                .filter(|e| e.is_fresh(now) && !self.suspect(e))
+                .filter(|e| !policy.revalidate && e.is_fresh(now) && !self.suspect(e))
         };
         let mut own_loader = Some(loader);
         let (flight, leader) = match self.flights.join(&key, fresh_now) {
@@ -391,12 +393,14 @@ where
             Join::Waiter(flight) => (flight, false),
             Join::Leader(flight) => {
                 if let Some(loader) = own_loader.take() {
+                    // A revalidation takes no copy produced before it started.
+                    let replacing = policy.revalidate.then_some(now);
                     self.spawn_flight(
                         key.clone(),
                         Arc::clone(&flight),
                         loader,
                         policy.clone(),
-                        None,
+                        replacing,
                     );
                 }
                 (flight, true)

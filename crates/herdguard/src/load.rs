@@ -137,7 +137,9 @@ pub(crate) struct Job<'a, K, V> {
     /// change elsewhere came after it started).
     pub(crate) flight: &'a Arc<Flight<Outcome<V>>>,
     pub(crate) policy: &'a Policy,
-    /// For a background refresh: when the entry it replaces was produced.
+    /// For a background refresh, when the entry it replaces was produced; for
+    /// a forced revalidation, when it started: only a copy produced later
+    /// answers it.
     pub(crate) replacing: Option<Timestamp>,
 }
 

@@ -20,6 +20,8 @@ pub struct Policy {
     pub(crate) wait_timeout: Option<Duration>,
     pub(crate) uncacheable_ttl: Duration,
     pub(crate) load_timeout: Duration,
+    /// Per call only: load even when the stored entry is fresh.
+    pub(crate) revalidate: bool,
 }
 
 impl Default for Policy {
@@ -34,6 +36,7 @@ impl Default for Policy {
             wait_timeout: None,
             uncacheable_ttl: Duration::from_secs(10),
             load_timeout: Duration::from_secs(30),
+            revalidate: false,
         }
     }
 }
@@ -83,6 +86,7 @@ impl Policy {
         if let Some(d) = call.load_timeout {
             p.load_timeout = d;
         }
+        p.revalidate = call.revalidate;
         p.validate()?;
         Ok(p)
     }
@@ -133,6 +137,7 @@ pub struct CallOptions {
     stale_if_error: Option<Duration>,
     wait_timeout: Option<Duration>,
     load_timeout: Option<Duration>,
+    revalidate: bool,
 }
 
 impl CallOptions {
@@ -182,6 +187,36 @@ impl CallOptions {
     /// with [`Error::LoadTimeout`](crate::Error::LoadTimeout).
     pub fn load_timeout(mut self, timeout: Duration) -> Self {
         self.load_timeout = Some(timeout);
+        self
+    }
+
+    /// Load even if the stored entry is fresh (an HTTP client's `no-cache`, a
+    /// user's "refresh"), and answer with what that load produces: a value
+    /// produced after this call started, never the stored one.
+    ///
+    /// Coalesced like any load: concurrent revalidating callers share one load
+    /// (fleet-wide with a shared store), while everybody else keeps getting the
+    /// stored entry until the new one replaces it — which also stays the
+    /// stale-if-error fallback should the load fail.
+    ///
+    /// ```
+    /// use herdguard::{Cache, CallOptions, Served};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let cache: Cache<&str, u32> = Cache::builder().build()?;
+    /// cache.insert("k", 1).await?;
+    /// let fresh = cache
+    ///     .get_or_load_with("k", &CallOptions::new().revalidate(), || async {
+    ///         Ok::<_, std::io::Error>(herdguard::Loaded::new(2))
+    ///     })
+    ///     .await?;
+    /// assert_eq!((*fresh, fresh.served()), (2, Served::Loaded));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn revalidate(mut self) -> Self {
+        self.revalidate = true;
         self
     }
 }

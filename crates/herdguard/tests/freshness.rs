@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herdguard::{
-    BreakerConfig, BreakerState, Cache, CacheBuilder, ConfigError, Error, ManualClock, Served,
+    BreakerConfig, BreakerState, Cache, CacheBuilder, CallOptions, ConfigError, Error, Loaded,
+    ManualClock, Served,
 };
 
 const SEC: Duration = Duration::from_secs(1);
@@ -294,4 +295,63 @@ fn bad_configuration_is_a_typed_error() {
         .build()
         .is_err());
     assert!(b().build().is_ok());
+}
+
+#[tokio::test]
+async fn a_forced_revalidation_loads_once_for_all_who_ask_while_others_keep_hitting() {
+    let cache: Cache<&'static str, u32> = Cache::builder()
+        .ttl(Duration::from_secs(60))
+        .stale_if_error(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    cache.insert("k", 1).await.unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let reloads: Vec<_> = (0..50)
+        .map(|_| {
+            let (cache, calls) = (cache.clone(), calls.clone());
+            tokio::spawn(async move {
+                cache
+                    .get_or_load_with("k", &CallOptions::new().revalidate(), move || async move {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        Ok::<_, std::io::Error>(Loaded::new(2))
+                    })
+                    .await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    // Meanwhile a plain caller still gets the stored entry at once.
+    let plain = cache
+        .get_or_load("k", || async { Ok::<_, std::io::Error>(99) })
+        .await
+        .unwrap();
+    assert_eq!((*plain, plain.served()), (1, Served::Hit));
+    for r in reloads {
+        assert_eq!(
+            *r.await.unwrap().unwrap(),
+            2,
+            "every reload gets the new value"
+        );
+    }
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "one load for all the reloads"
+    );
+    assert_eq!(
+        *cache.get(&"k").unwrap(),
+        2,
+        "and it replaced the stored entry"
+    );
+
+    // A failed revalidation leaves the stored entry, which stands in on error.
+    let failed = cache
+        .get_or_load_with("k", &CallOptions::new().revalidate(), || async {
+            Err::<Loaded<u32>, _>(std::io::Error::other("origin down"))
+        })
+        .await
+        .unwrap();
+    assert_eq!((*failed, failed.served()), (2, Served::StaleOnError));
+    assert_eq!(*cache.get(&"k").unwrap(), 2);
 }
