@@ -10,8 +10,9 @@
 # Everything runs on loopback, with temporary config and cache dirs under /tmp,
 # and is stopped on exit. Usage: scripts/bench-serve.sh [duration, default 10s]
 # STREAM_BYTES sets the streaming body size (default 1073741824 = 1 GiB).
-# HG_THREADS=N runs herdguard on N runtime threads (1 = single-threaded runtime;
-# default one worker per core). On a 2-core box wrk shares the cores: 1 wins there.
+# HG_THREADS=N runs herdguard on N serving threads (default: one per core but
+# one). A second herdguard with a thread per core is measured too, as nginx runs
+# a worker per core. On a 2-core box wrk takes a core of its own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,7 +44,8 @@ wait_port() {
     echo "bench-serve: nothing listening on port $1" >&2; exit 1
 }
 
-ORIGIN_PORT=$(free_port); HG_PORT=$(free_port); NGINX_PORT=$(free_port)
+ORIGIN_PORT=$(free_port); HG_PORT=$(free_port); HG_CORES_PORT=$(free_port); NGINX_PORT=$(free_port)
+CORES=$(nproc)
 
 "$BIN/bench-origin" --port "$ORIGIN_PORT" --delay-ms 200 2>"$WORK/origin.log" &
 PIDS+=($!)
@@ -52,6 +54,9 @@ if [[ -n "${HG_THREADS:-}" ]]; then HG_ARGS+=(--threads "$HG_THREADS"); fi
 "$BIN/serve" --listen "127.0.0.1:$HG_PORT" --origin "http://127.0.0.1:$ORIGIN_PORT" "${HG_ARGS[@]}" 2>"$WORK/herdguard.log" &
 HG_PID=$!
 PIDS+=($HG_PID)
+# The same with a serving thread per core, as nginx's `worker_processes auto`.
+"$BIN/serve" --listen "127.0.0.1:$HG_CORES_PORT" --origin "http://127.0.0.1:$ORIGIN_PORT" --threads "$CORES" 2>"$WORK/herdguard-cores.log" &
+PIDS+=($!)
 
 mkdir -p "$WORK/nginx/cache" "$WORK/nginx/tmp"
 cat >"$WORK/nginx/nginx.conf" <<CONF
@@ -92,7 +97,7 @@ CONF
 nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" &
 PIDS+=($!)
 
-wait_port "$ORIGIN_PORT"; wait_port "$HG_PORT"; wait_port "$NGINX_PORT"
+wait_port "$ORIGIN_PORT"; wait_port "$HG_PORT"; wait_port "$HG_CORES_PORT"; wait_port "$NGINX_PORT"
 
 # wrk's latency line: "    99%  1.23ms" -> milliseconds
 to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v=v*1000}; printf "%.2f", v}'; }
@@ -111,6 +116,7 @@ stampede() { # $1 port, $2 url suffix -> "p50 p99 max ok"
 echo "hit throughput (wrk -t1 -c64 -d$DURATION)..." >&2
 read -r HG_RPS HG_P99 < <(hits "$HG_PORT")
 read -r NG_RPS NG_P99 < <(hits "$NGINX_PORT")
+read -r HC_RPS HC_P99 < <(hits "$HG_CORES_PORT")
 echo "cold stampede (100 concurrent, 200 ms origin)..." >&2
 read -r HG_P50 HG_SP99 HG_MAX HG_OK < <(stampede "$HG_PORT" "hg-$RANDOM")
 read -r NG_P50 NG_SP99 NG_MAX NG_OK < <(stampede "$NGINX_PORT" "ng-$RANDOM")
@@ -128,13 +134,15 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a/b; else 
 printf '\n%-34s %12s %12s %10s\n' "measure" "herdguard" "nginx" "hg/nginx"
 printf '%-34s %12s %12s %10s\n' "hit throughput (rps)" "$HG_RPS" "$NG_RPS" "$(ratio "$HG_RPS" "$NG_RPS")"
 printf '%-34s %12s %12s %10s\n' "hit p99 (ms)" "$HG_P99" "$NG_P99" "$(ratio "$HG_P99" "$NG_P99")"
+printf '%-34s %12s %12s %10s\n' "hit rps, $CORES threads each" "$HC_RPS" "$NG_RPS" "$(ratio "$HC_RPS" "$NG_RPS")"
+printf '%-34s %12s %12s %10s\n' "hit p99, $CORES threads each (ms)" "$HC_P99" "$NG_P99" "$(ratio "$HC_P99" "$NG_P99")"
 printf '%-34s %12s %12s %10s\n' "stampede p50 (ms)" "$HG_P50" "$NG_P50" "$(ratio "$HG_P50" "$NG_P50")"
 printf '%-34s %12s %12s %10s\n' "stampede p99 (ms)" "$HG_SP99" "$NG_SP99" "$(ratio "$HG_SP99" "$NG_SP99")"
 printf '%-34s %12s %12s\n' "stampede answers 2xx (of 100)" "$HG_OK" "$NG_OK"
 printf '%-34s %12s %12s %10s\n' "streaming 1 body (MB/s)" "$HG_MBS" "$NG_MBS" "$(ratio "$HG_MBS" "$NG_MBS")"
 printf '%-34s %12s %12s\n' "streaming bytes received" "$HG_BYTES" "$NG_BYTES"
 printf '%-34s %12s\n' "herdguard peak RSS, whole run (MB)" "$HG_HWM_MB"
-echo "herdguard runtime threads: ${HG_THREADS:-one per core}; nginx: worker_processes auto"
+echo "herdguard serving threads: ${HG_THREADS:-the default, one per core but one ($(( CORES > 1 ? CORES - 1 : 1 )))}; nginx: worker_processes auto ($CORES)"
 echo
 echo "goals: hit rps >= 1.2x nginx with p99 no worse; stampede p50 <= 210 ms;"
 echo "       streaming >= 0.8x nginx proxy_pass (buffering off); peak RSS < 100 MB"

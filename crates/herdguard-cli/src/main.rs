@@ -46,13 +46,7 @@ fn main() -> ExitCode {
     }
 }
 
-/// `herdguard serve` on a multi-threaded runtime, until SIGTERM or ctrl-c.
+/// `herdguard serve`, a thread per core, until SIGTERM or ctrl-c.
 fn serve(args: herdguard_proxy::ServeArgs) -> Result<(), (i32, String)> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| (1, format!("cannot start the runtime: {e}")))?;
-    runtime
-        .block_on(herdguard_proxy::run(args))
-        .map_err(|e| (e.exit_code(), e.to_string()))
+    herdguard_proxy::run_blocking(args).map_err(|e| (e.exit_code(), e.to_string()))
 }

@@ -62,5 +62,5 @@ pub use origin::{Origin, OriginError, OriginResponse};
 pub use proxy::Proxy;
 pub use request::Peer;
 pub use response::{CachedResponse, Fetch};
-pub use server::{run, shutdown_signal, ServeError, Server};
+pub use server::{run, run_blocking, shutdown_signal, ServeError, Server};
 pub use stats::{Connections, Count, Stats, ORIGIN_ERRORS, RESULTS};

@@ -1,5 +1,13 @@
 //! Listeners and lifecycle: build the cache and origin client from [`Settings`],
 //! accept connections on the proxy and admin addresses, shut down gracefully.
+//!
+//! Serving is thread-per-core, as nginx's workers are: `threads` OS threads,
+//! each with a single-threaded Tokio runtime and its own listening socket on
+//! the same address (`SO_REUSEPORT`, so the kernel spreads the connections).
+//! A connection lives on one thread from accept to close: no work stealing and
+//! no cross-thread wake-ups on the hit path. The cache, the origin client and
+//! the counters are shared by all. The thread that calls [`Server::serve`] is
+//! one of them and also runs the admin listener.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -45,6 +53,9 @@ pub enum ServeError {
     /// The shared store could not be set up.
     #[error("redis: {0}")]
     Redis(String),
+    /// The async runtime could not be started.
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
 }
 
 impl ServeError {
@@ -67,6 +78,22 @@ pub struct Server {
     max_connections: usize,
     admin_max_connections: usize,
     limits: ConnectionLimits,
+    threads: usize,
+}
+
+/// A listening socket on `addr`; with `reuse_port`, others may listen on the
+/// same address (one per serving thread).
+fn listen(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
 }
 
 impl Server {
@@ -141,14 +168,14 @@ impl Server {
             Variants::new(settings.cache_key.clone()),
             options,
         ));
-        let listener =
-            TcpListener::bind(settings.listen)
-                .await
-                .map_err(|source| ServeError::Bind {
-                    what: "proxy",
-                    addr: settings.listen,
-                    source,
-                })?;
+        let bind_error = |source| ServeError::Bind {
+            what: "proxy",
+            addr: settings.listen,
+            source,
+        };
+        let listener = listen(settings.listen, settings.threads > 1)
+            .and_then(TcpListener::from_std)
+            .map_err(bind_error)?;
         let admin = match settings.admin {
             None => None,
             Some(addr) => {
@@ -172,6 +199,7 @@ impl Server {
             max_connections: settings.max_connections,
             admin_max_connections: settings.admin_max_connections,
             limits: settings.connection_limits,
+            threads: settings.threads,
         })
     }
 
@@ -191,36 +219,102 @@ impl Server {
     }
 
     /// Serves until `shutdown` completes, then stops accepting and lets requests
-    /// in flight finish (at most 30 s).
+    /// in flight finish (at most 30 s), on `threads` threads (the module docs).
     ///
     /// At most `max_connections` connections are open at once: the next one is
     /// accepted when one closes (until then it waits in the kernel's backlog).
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
         let (stop_tx, stop_rx) = watch::channel(false);
-        let graceful = GracefulShutdown::new();
         if let Some(admin) = self.admin {
-            let proxy = Arc::clone(&self.proxy);
             let listener = admin::Admin {
-                proxy,
+                proxy: Arc::clone(&self.proxy),
                 redis: self.redis,
                 limits: self.limits,
                 max_connections: self.admin_max_connections,
             };
             tokio::spawn(listener.serve(admin, stop_rx.clone()));
         }
+        let acceptor = Acceptor {
+            proxy: self.proxy,
+            max_header_bytes: self.max_header_bytes,
+            limits: self.limits,
+            slots: Arc::new(Semaphore::new(self.max_connections)),
+        };
+        let addr = self
+            .listener
+            .local_addr()
+            .map_err(|source| ServeError::Bind {
+                what: "proxy",
+                addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+                source,
+            })?;
+        let mut threads = Vec::new();
+        for i in 1..self.threads {
+            let bind_error = |source| ServeError::Bind {
+                what: "proxy",
+                addr,
+                source,
+            };
+            let listener = listen(addr, true).map_err(bind_error)?;
+            let (acceptor, stop) = (acceptor.clone(), stop_rx.clone());
+            let thread = std::thread::Builder::new()
+                .name(format!("herdguard-serve-{i}"))
+                .spawn(move || -> std::io::Result<()> {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?;
+                    runtime.block_on(async move {
+                        acceptor.run(TcpListener::from_std(listener)?, stop).await;
+                        Ok(())
+                    })
+                })
+                .map_err(bind_error)?;
+            threads.push(thread);
+        }
+        let stopper = async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        };
+        tokio::join!(acceptor.run(self.listener, stop_rx), stopper);
+        for thread in threads {
+            // Joined off this runtime: it still runs the tasks the other threads'
+            // last requests may need (the Redis connections).
+            let joined = tokio::task::spawn_blocking(move || thread.join()).await;
+            if let Ok(Ok(Err(e))) = joined {
+                tracing::warn!("a serving thread failed: {e}");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What every serving thread needs to accept and serve connections.
+#[derive(Clone)]
+struct Acceptor {
+    proxy: Arc<Proxy>,
+    max_header_bytes: usize,
+    limits: ConnectionLimits,
+    /// Shared by all threads: `max_connections` holds for the whole process.
+    slots: Arc<Semaphore>,
+}
+
+impl Acceptor {
+    /// Accepts on `listener` until `stop`, then lets its connections finish
+    /// their requests (at most 30 s).
+    async fn run(self, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+        let graceful = GracefulShutdown::new();
         let mut builder = http1::Builder::new();
         builder
             .keep_alive(true)
             .max_buf_size(self.max_header_bytes)
             .timer(TokioTimer::new())
-            // TimedIo enforces the head and idle limits (hyper's one timer cannot tell them apart).
+            // The head timeout is enforced on the socket (`TimedIo`), which also
+            // covers the first request of a connection.
             .header_read_timeout(None);
-        let slots = Arc::new(Semaphore::new(self.max_connections));
-        tokio::pin!(shutdown);
         loop {
             let accepted = tokio::select! {
-                accepted = accept(&self.listener, &slots) => accepted,
-                () = &mut shutdown => break,
+                accepted = accept(&listener, &self.slots) => accepted,
+                _ = stop.wait_for(|stopped| *stopped) => break,
             };
             let Some((stream, peer, slot)) = accepted else {
                 continue;
@@ -244,23 +338,20 @@ impl Server {
             tokio::spawn(async move {
                 let _slot = slot;
                 stats.connections.open();
-                // A client that vanishes, stalls or sends garbage ends only its own connection.
                 let _ = conn.await;
                 stats.connections.close();
             });
         }
-        drop(self.listener);
-        let _ = stop_tx.send(true);
+        drop(listener);
         tokio::select! {
             () = graceful.shutdown() => {}
-            () = tokio::time::sleep(Duration::from_secs(30)) => tracing::warn!("shutdown: requests still running after 30 s"),
+            () = tokio::time::sleep(Duration::from_secs(30)) => {
+                tracing::warn!("shutdown: requests still running after 30 s");
+            }
         }
-        Ok(())
     }
 }
 
-/// Waits for a connection slot, then for a connection; `None` after an accept
-/// error (out of file descriptors and the like), after a short back-off.
 pub(crate) async fn accept(
     listener: &TcpListener,
     slots: &Arc<Semaphore>,
@@ -276,9 +367,23 @@ pub(crate) async fn accept(
     }
 }
 
-/// `herdguard serve`: resolve the configuration, bind, serve until SIGTERM or ctrl-c.
-pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
+/// `herdguard serve` from `main`: resolves the configuration, then builds the
+/// runtime of the first serving thread and serves until SIGTERM or ctrl-c.
+pub fn run_blocking(args: ServeArgs) -> Result<(), ServeError> {
     let settings = args.resolve()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(ServeError::Runtime)?;
+    runtime.block_on(serve_settings(settings))
+}
+
+/// `herdguard serve` inside a runtime the caller runs (tests, embedding).
+pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
+    serve_settings(args.resolve()?).await
+}
+
+async fn serve_settings(settings: Settings) -> Result<(), ServeError> {
     let server = Server::bind(settings).await?;
     if let Some(addr) = server.local_addr() {
         eprintln!("herdguard serve: listening on http://{addr}");

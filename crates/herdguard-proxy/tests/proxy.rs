@@ -180,6 +180,37 @@ async fn stampede_of_300_makes_one_origin_request() {
     assert!(get(p.addr, "/cold").await.cache_status().contains("; hit"));
 }
 
+/// Thread-per-core serving: three threads, each with its own listening socket
+/// on one port, share one cache (300 connections → 1 origin request) and all
+/// stop listening when the server stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serving_threads_share_one_cache_and_all_stop() {
+    let o = origin(|_, n| Answer {
+        delay: Duration::from_millis(200),
+        ..ok(&[("cache-control", "max-age=60")], &format!("body {n}"))
+    })
+    .await;
+    let Proxy {
+        addr, _stop: stop, ..
+    } = proxy_to(o.addr, |a| a.threads = Some(3)).await;
+    let calls: Vec<_> = (0..300).map(|_| tokio::spawn(get(addr, "/cold"))).collect();
+    for c in calls {
+        let g = c.await.unwrap();
+        assert_eq!((g.status, g.body.as_str()), (200, "body 1"));
+    }
+    assert_eq!(o.hits.load(Ordering::SeqCst), 1);
+    drop(stop);
+    // Every thread's listener closes: connections are refused soon after.
+    let started = std::time::Instant::now();
+    while tokio::net::TcpStream::connect(addr).await.is_ok() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "a serving thread still accepts after the stop"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn fresh_responses_are_hits_and_stale_ones_reload() {
     let o = origin(|parts, n| match parts.uri.path() {
