@@ -758,3 +758,34 @@ async fn forced_revalidations_across_the_fleet_make_one_origin_call() {
     assert_eq!(*a.get_or_load(k("key"), never()).await.unwrap(), "v2");
     assert_eq!(*b.get_or_load(k("key"), never()).await.unwrap(), "v2");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_whose_write_failed_is_not_kept_when_the_key_changed_meanwhile() {
+    let server = RedisServer::start().unwrap();
+    let setup = Setup {
+        config: |c| c.op_timeout(Duration::from_millis(100)),
+        ..Setup::default()
+    };
+    let (a, b) = (
+        node(&server.url(), &setup).await,
+        node(&server.url(), &setup).await,
+    );
+    let calls = Arc::new(AtomicUsize::new(0));
+    // A leases the key and loads for 300 ms.
+    let load = tokio::spawn({
+        let (a, load) = (a.clone(), slow(&calls, 300, "before"));
+        async move { a.get_or_load(k("key"), load).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // B invalidates: A's lease is voided, and A hears of it.
+    b.invalidate(&k("key")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Redis freezes before A writes: A's write fails, unconfirmed.
+    server.pause().unwrap();
+    assert_eq!(*load.await.unwrap().unwrap(), "before");
+    server.resume().unwrap();
+    assert!(
+        a.get(&k("key")).is_none(),
+        "A kept a value loaded before B's invalidation"
+    );
+}

@@ -25,13 +25,15 @@
 //! in-process load of `load.rs`; an undecodable entry is a miss for its key only.
 
 use std::pin::pin;
+
+use futures_util::future::OptionFuture;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::cache::Inner;
 use crate::entry::Entry;
 use crate::error::{FleetLoadFailed, RemoteError};
-use crate::load::{BoxLoader, Failure, Job, Outcome, Produced, Source};
+use crate::load::{BoxLoader, Failure, Job, Keep, Outcome, Produced, Source};
 use crate::remote::{Lease, Marker, PutOutcome, Remote};
 
 /// Fleet settings of a cache with a shared store.
@@ -286,29 +288,31 @@ where
         match outcome {
             Outcome::Value { entry, source } => {
                 let retain = self.retain(&entry);
-                let (keep, marker) = match remote.put(key, Some(&lease), &entry, retain).await {
+                let (keep, release) = match remote.put(key, Some(&lease), &entry, retain).await {
                     // The write gave the lease back too.
-                    Ok(PutOutcome::Stored { .. }) => (true, None),
+                    Ok(PutOutcome::Stored { .. }) => (Keep::Fenced, None),
                     Ok(PutOutcome::Superseded) => {
                         // Invalidated, rewritten or leased again elsewhere while
                         // we loaded: our waiters get the value, nobody keeps it.
                         self.metrics.superseded.inc();
-                        (false, None)
+                        (Keep::No, None)
                     }
                     Err(e @ (RemoteError::TooLarge { .. } | RemoteError::Codec(_))) => {
                         // Not shareable: the fleet loads it per process meanwhile.
                         self.remote_failed(&e);
-                        (true, Some((lease, Some((Marker::LocalOnly, retain)))))
+                        let marker = Some((Marker::LocalOnly, retain));
+                        (Keep::Unfenced, Some((lease, marker)))
                     }
                     Err(e) => {
+                        // Unconfirmed: kept only if nothing changed the key meanwhile.
                         self.remote_failed(&e);
-                        (true, None)
+                        (Keep::Unfenced, None)
                     }
                 };
                 Produced {
                     outcome: Outcome::Value { entry, source },
                     keep,
-                    release: marker,
+                    release,
                     refresh_with: None,
                 }
             }
@@ -357,12 +361,20 @@ where
         let mut lapses_at = Instant::now() + ttl;
         let mut next = Instant::now() + every;
         let mut renewing = true;
+        // The renewal in flight, if any: polled beside the load, so a slow Redis
+        // never delays noticing that the load is done.
+        let mut renewal = None;
+        let mut sent = Instant::now();
         loop {
             tokio::select! {
                 outcome = &mut load => return outcome,
-                _ = tokio::time::sleep_until(next.into()), if renewing => {
-                    let sent = Instant::now();
-                    match remote.renew(key, lease).await {
+                _ = tokio::time::sleep_until(next.into()), if renewing && renewal.is_none() => {
+                    sent = Instant::now();
+                    renewal = Some(remote.renew(key, lease));
+                }
+                Some(result) = OptionFuture::from(renewal.as_mut()), if renewal.is_some() => {
+                    renewal = None;
+                    match result {
                         Ok(true) => {
                             lapses_at = sent + ttl;
                             next = Instant::now() + every;

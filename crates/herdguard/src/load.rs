@@ -117,12 +117,26 @@ impl Failure {
     }
 }
 
+/// Whether a produced value may be kept in process.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Keep {
+    /// Yes: its version is the key's (fenced by the shared store: read from it,
+    /// or written to it), or a version of this process alone.
+    Fenced,
+    /// Only if nothing changed the key elsewhere while the load ran: its version
+    /// was never confirmed by the shared store (its write failed, or was too
+    /// large), so no announced version can be compared with it.
+    Unfenced,
+    /// No: the shared store refused its write as superseded, or it is another
+    /// flight's result, which that flight keeps or not.
+    No,
+}
+
 /// What a leader produced: the outcome, and what to do with it.
 pub(crate) struct Produced<V> {
     pub(crate) outcome: Outcome<V>,
-    /// False when the value must not be kept in process (the shared store refused
-    /// the write as superseded).
-    pub(crate) keep: bool,
+    /// Whether the value may be kept in process.
+    pub(crate) keep: Keep,
     /// A lease to give back once the waiters are woken, with the marker to leave.
     pub(crate) release: Option<(Lease, Option<(Marker, Duration)>)>,
     /// The loader, unused because a stale shared copy answered: it refreshes
@@ -147,7 +161,7 @@ impl<V> From<Outcome<V>> for Produced<V> {
     fn from(outcome: Outcome<V>) -> Self {
         Produced {
             outcome,
-            keep: true,
+            keep: Keep::Fenced,
             release: None,
             refresh_with: None,
         }
@@ -251,7 +265,7 @@ where
     /// refused, and its entry's version is then not the key's).
     pub(crate) async fn deferred(newer: Arc<Flight<Outcome<V>>>) -> Produced<V> {
         Produced {
-            keep: false,
+            keep: Keep::No,
             ..newer.wait().await.into()
         }
     }
@@ -414,22 +428,25 @@ where
     /// What a finished flight leaves in process. Runs under the flight table's
     /// lock, so no invalidation or change notice can slip between the check of
     /// the flight's fate and the store.
-    fn keep(&self, key: &K, outcome: Outcome<V>, keep: bool, fate: Fate, policy: &Policy) {
+    fn keep(&self, key: &K, outcome: Outcome<V>, keep: Keep, fate: Fate, policy: &Policy) {
         if fate.superseded {
             self.metrics.superseded.inc();
             return;
         }
         // Another process changed the key while this flight ran: only a value
         // fenced by the shared store at that version or later is current.
-        let current = |entry: &Entry<V>| {
-            fate.changed_to == 0
-                || (entry.meta().version < LOCAL_VERSIONS
-                    && entry.meta().version >= fate.changed_to)
+        let current = |entry: &Entry<V>, keep: Keep| match keep {
+            Keep::No => false,
+            _ if fate.changed_to == 0 => true,
+            Keep::Fenced => {
+                entry.meta().version < LOCAL_VERSIONS && entry.meta().version >= fate.changed_to
+            }
+            Keep::Unfenced => false,
         };
         let now = self.clock.now();
         match outcome {
-            Outcome::Value { entry, .. } if keep => {
-                if current(&entry) {
+            Outcome::Value { entry, .. } if keep != Keep::No => {
+                if current(&entry, keep) {
                     self.store.insert(key.clone(), entry);
                 } else {
                     self.metrics.superseded.inc();
@@ -449,7 +466,7 @@ where
                 }
                 // A stale shared copy that stood in is kept for the next callers
                 // to stand in with too, unless the process has a copy of its own.
-                if let Some(stale) = stale.filter(|s| current(s)) {
+                if let Some(stale) = stale.filter(|s| current(s, Keep::Fenced)) {
                     if self.store.get(key).is_none() {
                         self.store.insert(key.clone(), stale);
                     }
