@@ -129,7 +129,7 @@ where
                 // The holder keeps its lease alive but never delivers: stop
                 // waiting on it and load here (without writing: no lease).
                 let version = self.next_version();
-                return self.call_origin(loader, job.policy, version).await.into();
+                return self.origin_call(job, loader, version).await;
             }
             // 4. Wait for a change; the poll is only a safety net for a lost notice.
             let wait = self.fleet.poll_interval.min(give_up_at - now);
@@ -283,6 +283,7 @@ where
         // The entry carries the version the fenced write will give the key, so
         // its own change notice does not evict it from this process.
         let version = lease.version + 1;
+        let began_after = Some(job.flight.changed_to());
         let load = self.call_origin(loader, job.policy, version);
         let outcome = self.renewing(remote, key, &lease, load).await;
         match outcome {
@@ -312,6 +313,7 @@ where
                 Produced {
                     outcome: Outcome::Value { entry, source },
                     keep,
+                    began_after,
                     release,
                     refresh_with: None,
                 }

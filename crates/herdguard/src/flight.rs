@@ -271,6 +271,11 @@ impl<T: Clone> Flight<T> {
         }
     }
 
+    /// The newest version another process gave the key since it started (0: none).
+    pub(crate) fn changed_to(&self) -> u64 {
+        self.changed_to.load(Ordering::SeqCst)
+    }
+
     /// Whether an invalidation, insert or change elsewhere detached it.
     pub(crate) fn detached(&self) -> bool {
         self.superseded.load(Ordering::SeqCst) || self.changed_to.load(Ordering::SeqCst) != 0

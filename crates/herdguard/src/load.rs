@@ -137,6 +137,11 @@ pub(crate) struct Produced<V> {
     pub(crate) outcome: Outcome<V>,
     /// Whether the value may be kept in process.
     pub(crate) keep: Keep,
+    /// When the value came from this flight's own origin call: how far the
+    /// key had changed elsewhere (the flight's `changed_to`) when the call
+    /// began. A call that began after every change the flight heard of is as
+    /// new as they are, whatever its version.
+    pub(crate) began_after: Option<u64>,
     /// A lease to give back once the waiters are woken, with the marker to leave.
     pub(crate) release: Option<(Lease, Option<(Marker, Duration)>)>,
     /// The loader, unused because a stale shared copy answered: it refreshes
@@ -162,6 +167,7 @@ impl<V> From<Outcome<V>> for Produced<V> {
         Produced {
             outcome,
             keep: Keep::Fenced,
+            began_after: None,
             release: None,
             refresh_with: None,
         }
@@ -257,7 +263,22 @@ where
             return Self::deferred(newer).await;
         }
         let version = self.next_version();
-        self.call_origin(loader, job.policy, version).await.into()
+        self.origin_call(job, loader, version).await
+    }
+
+    /// The flight's own origin call, noting how far the key had changed
+    /// elsewhere when it began ([`Produced::began_after`]).
+    pub(crate) async fn origin_call(
+        &self,
+        job: &Job<'_, K, V>,
+        loader: BoxLoader<V>,
+        version: u64,
+    ) -> Produced<V> {
+        let seen = job.flight.changed_to();
+        Produced {
+            began_after: Some(seen),
+            ..self.call_origin(loader, job.policy, version).await.into()
+        }
     }
 
     /// The outcome of the newer flight, for this one's callers only: whether it
@@ -409,10 +430,9 @@ where
         self.done = true;
         let inner = &self.inner;
         let key = &self.key;
-        let Produced { outcome, keep, .. } = produced;
-        let publish = outcome.clone();
+        let publish = produced.outcome.clone();
         let panicked = inner.flights.complete(key, &self.flight, publish, |fate| {
-            inner.keep(key, outcome, keep, fate, policy)
+            inner.keep(key, produced, fate, policy)
         });
         if panicked {
             inner.metrics.store_panics.inc();
@@ -428,16 +448,23 @@ where
     /// What a finished flight leaves in process. Runs under the flight table's
     /// lock, so no invalidation or change notice can slip between the check of
     /// the flight's fate and the store.
-    fn keep(&self, key: &K, outcome: Outcome<V>, keep: Keep, fate: Fate, policy: &Policy) {
+    fn keep(&self, key: &K, produced: Produced<V>, fate: Fate, policy: &Policy) {
+        let Produced {
+            outcome,
+            keep,
+            began_after,
+            ..
+        } = produced;
         if fate.superseded {
             self.metrics.superseded.inc();
             return;
         }
         // Another process changed the key while this flight ran: only a value
         // fenced by the shared store at that version or later is current.
+        let no_change_since_its_origin_call = began_after == Some(fate.changed_to);
         let current = |entry: &Entry<V>, keep: Keep| match keep {
             Keep::No => false,
-            _ if fate.changed_to == 0 => true,
+            _ if fate.changed_to == 0 || no_change_since_its_origin_call => true,
             Keep::Fenced => {
                 entry.meta().version < LOCAL_VERSIONS && entry.meta().version >= fate.changed_to
             }
