@@ -31,8 +31,10 @@ use redis::aio::PubSub;
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
-/// How often the pub/sub connection is pinged while it looks healthy.
-const PING_EVERY: Duration = Duration::from_millis(500);
+/// How often the pub/sub connection is pinged while it looks healthy: with the
+/// operation timeout, the bound on how long a frozen or half-open connection
+/// goes unnoticed (one small command a process, five times a second).
+const PING_EVERY: Duration = Duration::from_millis(200);
 /// Reconnection backoff: first wait and cap.
 const FIRST_BACKOFF: Duration = Duration::from_millis(20);
 const MAX_BACKOFF: Duration = Duration::from_millis(500);

@@ -143,7 +143,7 @@ fn random_faults_break_no_promise() {
 
     let mut records: Vec<Record> = fault_times
         .into_iter()
-        .map(|at| Record::Boundary { at })
+        .map(|at| Record::Fault { at })
         .collect();
     let mut done = Vec::new();
     // HERDGUARD_FAULT_HISTORY=FILE keeps the whole history for a closer look.
@@ -182,6 +182,8 @@ fn random_faults_break_no_promise() {
         Bounds {
             call_bound: 2500 * MS,
             hop: 100 * MS,
+            // The feed's ping interval (200 ms) plus the operation timeout (100 ms).
+            detect: 300 * MS,
             ttl: 1000 * MS,
             processes: PROCESSES,
         },

@@ -422,6 +422,12 @@ where
             Outcome::Value { entry, source } => {
                 let served = match (source, leader) {
                     (Source::SharedStale, _) => Served::StaleWhileRevalidate,
+                    // Joined a load that may have begun before a change elsewhere
+                    // this process cannot hear of while the store is unreachable.
+                    (_, false) if self.served_from_memory() == Served::Unconfirmed => {
+                        self.metrics.unconfirmed.inc();
+                        Served::Unconfirmed
+                    }
                     (_, false) => Served::Coalesced,
                     (Source::Origin, true) => Served::Loaded,
                     (Source::Shared, true) => Served::Shared,

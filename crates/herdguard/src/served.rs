@@ -33,10 +33,11 @@ pub enum Served {
     /// The key's last answer was uncacheable, so this caller called the origin
     /// itself, without coalescing (hit-for-miss).
     Pass,
-    /// A fresh in-process entry, served while the shared store is unreachable:
-    /// this process cannot learn of an invalidation or newer write made
-    /// elsewhere meanwhile, so the value may be older than one the fleet has.
-    /// (Once the store answers again, every copy is checked before it is served.)
+    /// Served while the shared store is unreachable, from a fresh in-process
+    /// entry or a load another caller started: this process cannot learn of an
+    /// invalidation or newer write made elsewhere meanwhile, so the value may be
+    /// older than one the fleet has. (Once the store answers again, every copy
+    /// is checked before it is served.)
     Unconfirmed,
 }
 

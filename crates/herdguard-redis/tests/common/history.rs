@@ -6,6 +6,9 @@
 //! 3. **Barriers**: no call returns a value older than the last `invalidate`
 //!    or `insert` of its key that completed before the call started — in the
 //!    same process at once, in another process after one change-feed `hop`.
+//!    When a fault strikes within a hop of the barrier, the notice may never
+//!    leave Redis: the other processes' allowance then runs until they notice
+//!    the fault (`detect`), after which they mark what they serve unconfirmed.
 //!    A value is *older* than a barrier when its loader started before the
 //!    barrier started (a load concurrent with the barrier is fenced, not
 //!    older), or, for an inserted value, when its insert completed before the
@@ -56,8 +59,10 @@ pub enum Record {
         start: u64,
         value: String,
     },
-    /// A shared-store health change of one process, or a fault (p = 0).
+    /// A shared-store health change of one process.
     Boundary { at: u64 },
+    /// A fault injected (its start or its end).
+    Fault { at: u64 },
 }
 
 impl Record {
@@ -103,6 +108,10 @@ pub struct Bounds {
     pub call_bound: u64,
     /// How long a change takes to reach another process (ns).
     pub hop: u64,
+    /// How long a process may go without noticing that Redis stopped
+    /// answering (ns): a notice Redis had not sent when a fault struck reaches
+    /// nobody, and other processes serve their copies as current until then.
+    pub detect: u64,
     /// Freshness of a value (ns).
     pub ttl: u64,
     /// Processes in the fleet.
@@ -167,7 +176,7 @@ pub fn check(records: &[Record], b: Bounds) -> Verdict {
                     v.failed_barriers += 1;
                 }
             }
-            Record::Boundary { at } => boundaries.push(*at),
+            Record::Boundary { at } | Record::Fault { at } => boundaries.push(*at),
             Record::Get { .. } => {}
         }
     }
@@ -175,6 +184,21 @@ pub fn check(records: &[Record], b: Bounds) -> Verdict {
         list.sort_unstable();
     }
     boundaries.sort_unstable();
+    let mut fault_times: Vec<u64> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Fault { at } => Some(*at),
+            _ => None,
+        })
+        .collect();
+    fault_times.sort_unstable();
+    // Whether a fault struck within a hop after `end`.
+    let faults_near = |end: u64| {
+        let i = fault_times.partition_point(|&t| t < end);
+        fault_times
+            .get(i)
+            .is_some_and(|&t| t <= end.saturating_add(b.hop))
+    };
 
     for r in records {
         let Record::Get {
@@ -213,7 +237,13 @@ pub fn check(records: &[Record], b: Bounds) -> Verdict {
         let binding = barriers.get(key.as_str()).and_then(|list| {
             list.iter()
                 .filter(|(b_end, _, b_p)| {
-                    let allowance = if b_p == p { 0 } else { b.hop };
+                    let allowance = if b_p == p {
+                        0
+                    } else if faults_near(*b_end) {
+                        b.hop + b.detect
+                    } else {
+                        b.hop
+                    };
                     b_end.saturating_add(allowance) < *start
                 })
                 .max_by_key(|(_, b_start, _)| *b_start)
@@ -292,6 +322,7 @@ mod tests {
         Bounds {
             call_bound: 2000 * MS,
             hop: 100 * MS,
+            detect: 300 * MS,
             ttl: 1000 * MS,
             processes: 2,
         }
@@ -356,6 +387,21 @@ mod tests {
         let h = [load(1, 0, "a"), inv(1, 30, 31), get(2, 100, "a", "hit")];
         assert!(check(&h, bounds()).violations.is_empty());
         let h = [load(1, 0, "a"), inv(1, 30, 31), get(2, 200, "a", "hit")];
+        assert_eq!(check(&h, bounds()).violations.len(), 1);
+        // A fault right after the barrier: its notice may be stuck in Redis.
+        let h = [
+            load(1, 0, "a"),
+            inv(1, 30, 31),
+            Record::Fault { at: 40 * MS },
+            get(2, 200, "a", "hit"),
+        ];
+        assert!(check(&h, bounds()).violations.is_empty());
+        let h = [
+            load(1, 0, "a"),
+            inv(1, 30, 31),
+            Record::Fault { at: 40 * MS },
+            get(2, 500, "a", "hit"),
+        ];
         assert_eq!(check(&h, bounds()).violations.len(), 1);
         // Marked as possibly outdated: counted, not a violation.
         let h = [
