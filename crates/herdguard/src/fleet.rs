@@ -283,7 +283,7 @@ where
         // The entry carries the version the fenced write will give the key, so
         // its own change notice does not evict it from this process.
         let version = lease.version + 1;
-        let began_after = Some(job.flight.changed_to());
+        let began_after = Some(job.flight.changes());
         let load = self.call_origin(loader, job.policy, version);
         let outcome = self.renewing(remote, key, &lease, load).await;
         match outcome {

@@ -29,7 +29,7 @@ use std::task::{Context, Poll, Waker};
 
 use crossbeam_utils::CachePadded;
 
-use crate::sync::{AtomicBool, AtomicU64, Mutex, Ordering};
+use crate::sync::{AtomicU64, Mutex, Ordering};
 
 /// Number of independently locked shards; a power of two.
 #[cfg(not(herdguard_shuttle))]
@@ -86,8 +86,10 @@ pub(crate) enum Join<T, R> {
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Fate {
     /// An invalidation or insert in this process detached the flight: its result
-    /// must not be stored.
+    /// must not be stored (unless its origin call began after every one of them).
     pub(crate) superseded: bool,
+    /// How many invalidations or inserts in this process reached it.
+    pub(crate) supersedes: u64,
     /// The newest version another process gave the key while the flight ran
     /// (0: none). A result older than it must not be stored.
     pub(crate) changed_to: u64,
@@ -155,7 +157,8 @@ impl<K: Hash + Eq + Clone, T: Clone> Flights<K, T> {
         let panicked = {
             let mut shard = self.shard(key).lock();
             let fate = Fate {
-                superseded: flight.superseded.load(Ordering::SeqCst),
+                superseded: flight.supersedes.load(Ordering::SeqCst) > 0,
+                supersedes: flight.supersedes.load(Ordering::SeqCst),
                 changed_to: flight.changed_to.load(Ordering::SeqCst),
             };
             let stored = std::panic::catch_unwind(AssertUnwindSafe(|| store(fate)));
@@ -187,7 +190,9 @@ impl<K: Hash + Eq + Clone, T: Clone> Flights<K, T> {
         let mut shard = self.shard(key).lock();
         let result = change();
         if let Some(running) = shard.get_mut(key) {
-            running.detach_all(|f| f.superseded.store(true, Ordering::SeqCst));
+            running.detach_all(|f| {
+                f.supersedes.fetch_add(1, Ordering::SeqCst);
+            });
         }
         result
     }
@@ -231,7 +236,8 @@ pub(crate) struct Flight<T> {
     /// lock (10,000 waiters woken at once would otherwise queue on the mutex).
     published: std::sync::OnceLock<T>,
     state: Mutex<State>,
-    superseded: AtomicBool,
+    /// Invalidations and inserts of this process that reached it.
+    supersedes: AtomicU64,
     changed_to: AtomicU64,
 }
 
@@ -266,19 +272,23 @@ impl<T: Clone> Flight<T> {
                 wakers: Vec::new(),
                 free: Vec::new(),
             }),
-            superseded: AtomicBool::new(false),
+            supersedes: AtomicU64::new(0),
             changed_to: AtomicU64::new(0),
         }
     }
 
-    /// The newest version another process gave the key since it started (0: none).
-    pub(crate) fn changed_to(&self) -> u64 {
-        self.changed_to.load(Ordering::SeqCst)
+    /// What has happened to the key since it started: (invalidations and
+    /// inserts of this process, the newest version another process gave it).
+    pub(crate) fn changes(&self) -> (u64, u64) {
+        (
+            self.supersedes.load(Ordering::SeqCst),
+            self.changed_to.load(Ordering::SeqCst),
+        )
     }
 
     /// Whether an invalidation, insert or change elsewhere detached it.
     pub(crate) fn detached(&self) -> bool {
-        self.superseded.load(Ordering::SeqCst) || self.changed_to.load(Ordering::SeqCst) != 0
+        self.changes() != (0, 0)
     }
 
     /// Sets the outcome (the first one wins) and wakes every waiter.
@@ -383,6 +393,7 @@ mod tests {
             stored,
             Some(Fate {
                 superseded: false,
+                supersedes: 0,
                 changed_to: 0
             })
         );
@@ -436,6 +447,7 @@ mod tests {
             fate,
             Some(Fate {
                 superseded: true,
+                supersedes: 1,
                 changed_to: 7
             })
         );
@@ -460,6 +472,7 @@ mod tests {
             fate,
             Some(Fate {
                 superseded: false,
+                supersedes: 0,
                 changed_to: 9
             })
         );

@@ -137,11 +137,11 @@ pub(crate) struct Produced<V> {
     pub(crate) outcome: Outcome<V>,
     /// Whether the value may be kept in process.
     pub(crate) keep: Keep,
-    /// When the value came from this flight's own origin call: how far the
-    /// key had changed elsewhere (the flight's `changed_to`) when the call
-    /// began. A call that began after every change the flight heard of is as
-    /// new as they are, whatever its version.
-    pub(crate) began_after: Option<u64>,
+    /// When the value came from this flight's own origin call: what had
+    /// happened to the key when the call began ([`Flight::changes`]). A call
+    /// that began after every invalidation, insert and change the flight heard
+    /// of is as new as they are, whatever its version.
+    pub(crate) began_after: Option<(u64, u64)>,
     /// A lease to give back once the waiters are woken, with the marker to leave.
     pub(crate) release: Option<(Lease, Option<(Marker, Duration)>)>,
     /// The loader, unused because a stale shared copy answered: it refreshes
@@ -274,7 +274,7 @@ where
         loader: BoxLoader<V>,
         version: u64,
     ) -> Produced<V> {
-        let seen = job.flight.changed_to();
+        let seen = job.flight.changes();
         Produced {
             began_after: Some(seen),
             ..self.call_origin(loader, job.policy, version).await.into()
@@ -455,16 +455,21 @@ where
             began_after,
             ..
         } = produced;
-        if fate.superseded {
+        // An invalidation or insert here voids the value, unless it came from
+        // this flight's own origin call begun after every one of them.
+        let no_barrier_since = began_after.is_some_and(|(local, _)| local == fate.supersedes);
+        if fate.superseded && !no_barrier_since {
             self.metrics.superseded.inc();
             return;
         }
-        // Another process changed the key while this flight ran: only a value
-        // fenced by the shared store at that version or later is current.
-        let no_change_since_its_origin_call = began_after == Some(fate.changed_to);
+        // Another process changed the key while this flight ran: the value is
+        // current if its origin call began after every change heard of, or if
+        // the shared store fenced it at that version or later (its own write's
+        // notice is such a change).
+        let no_change_since = began_after.is_some_and(|(_, remote)| remote == fate.changed_to);
         let current = |entry: &Entry<V>, keep: Keep| match keep {
             Keep::No => false,
-            _ if fate.changed_to == 0 || no_change_since_its_origin_call => true,
+            _ if fate.changed_to == 0 || no_change_since => true,
             Keep::Fenced => {
                 entry.meta().version < LOCAL_VERSIONS && entry.meta().version >= fate.changed_to
             }

@@ -6,7 +6,7 @@
 
 #[cfg(not(herdguard_shuttle))]
 mod imp {
-    pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    pub(crate) use std::sync::atomic::{AtomicU64, Ordering};
 
     /// `parking_lot`'s mutex: no poisoning to handle, and a fast uncontended path.
     /// Critical sections here never await, so a blocking mutex is right (an async
@@ -27,7 +27,7 @@ mod imp {
 
 #[cfg(herdguard_shuttle)]
 mod imp {
-    pub(crate) use shuttle::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    pub(crate) use shuttle::sync::atomic::{AtomicU64, Ordering};
 
     #[derive(Debug, Default)]
     pub(crate) struct Mutex<T>(shuttle::sync::Mutex<T>);

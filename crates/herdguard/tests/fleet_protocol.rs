@@ -25,6 +25,8 @@ struct SharedMap {
     failing_renewals: AtomicUsize,
     /// When set, `invalidate` waits for a permit before it acts.
     invalidate_gate: Mutex<Option<Arc<Semaphore>>>,
+    /// When set, `get` waits for a permit before it answers.
+    get_gate: Mutex<Option<Arc<Semaphore>>>,
 }
 
 #[derive(Default)]
@@ -58,6 +60,10 @@ impl Remote<u32, u64> for SharedMap {
     fn get<'a>(&'a self, key: &'a u32) -> BoxFuture<'a, Result<Shared<u64>, RemoteError>> {
         Box::pin(async move {
             self.check()?;
+            let gate = self.get_gate.lock().unwrap().clone();
+            if let Some(gate) = gate {
+                let _permit = gate.acquire().await;
+            }
             let state = self.state.lock().unwrap();
             let slot = state.get(key);
             Ok(Shared {
@@ -413,4 +419,33 @@ async fn a_renewal_that_fails_once_is_retried_and_the_lease_kept() {
     assert_eq!(a.metrics().renew_errors, 1);
     assert_eq!(a.metrics().leases_lost, 0);
     assert!(a.shared_store_healthy(), "a renewal error is not an outage");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_that_begins_after_an_invalidation_keeps_its_result() {
+    let map = shared();
+    let a = fleet_cache(&map, None);
+    let calls = Arc::new(AtomicUsize::new(0));
+    // The load's first step (reading the shared store) is held up...
+    let gate = Arc::new(Semaphore::new(0));
+    *map.get_gate.lock().unwrap() = Some(gate.clone());
+    let first = {
+        let (a, calls) = (a.clone(), calls.clone());
+        tokio::spawn(async move { call(&a, 1, &calls, 5).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // ...while the key is invalidated: the load is detached before its origin call.
+    let invalidating = {
+        let a = a.clone();
+        tokio::spawn(async move { a.invalidate(&1).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    *map.get_gate.lock().unwrap() = None;
+    gate.add_permits(10);
+    invalidating.await.unwrap().unwrap();
+    assert_eq!(*first.await.unwrap(), 5);
+    // Its origin call began after the invalidation: its result is as new, and kept.
+    let next = call(&a, 1, &calls, 6).await;
+    assert_eq!((*next, next.served()), (5, Served::Hit));
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
