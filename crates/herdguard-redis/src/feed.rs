@@ -9,7 +9,9 @@
 //!   registered locally: no SUBSCRIBE per key, so watching costs no round trip
 //!   and nothing is serialised behind one connection);
 //! - hands writes and invalidations to the listeners (the caches, which evict
-//!   their older copy).
+//!   their older copy);
+//! - hands broadcasts (`b <topic> <payload>`, from
+//!   [`RedisRemote::broadcast`](crate::RedisRemote::broadcast)) to their listeners.
 //!
 //! The connection is pinged every `PING_EVERY`; a ping unanswered within the
 //! operation timeout (a half-open connection), or the stream ending, counts as
@@ -43,6 +45,8 @@ const MAX_BACKOFF: Duration = Duration::from_millis(500);
 pub(crate) enum Event<'a> {
     /// The key with this tag was written or invalidated, and now has `version`.
     Changed { tag: &'a str, version: u64 },
+    /// A message another process broadcast to the fleet on `topic`.
+    Broadcast { topic: &'a str, payload: &'a str },
     /// The connection is lost: announcements go unseen until it is back.
     Down,
     /// The connection is back; announcements made meanwhile were missed.
@@ -98,6 +102,7 @@ impl State {
                     tag,
                     version: *version,
                 },
+                Event::Broadcast { topic, payload } => Event::Broadcast { topic, payload },
                 Event::Down => Event::Down,
                 Event::Up => Event::Up,
             });
@@ -106,6 +111,13 @@ impl State {
 
     /// Acts on one announcement.
     fn handle(&self, payload: &[u8]) {
+        if let Some((topic, message)) = parse_broadcast(payload) {
+            self.emit(Event::Broadcast {
+                topic,
+                payload: message,
+            });
+            return;
+        }
         let Some((kind, version, tag)) = parse(payload) else {
             self.rejected.fetch_add(1, Ordering::Relaxed);
             return;
@@ -123,6 +135,19 @@ impl State {
         self.wake_all();
         self.emit(Event::Down);
     }
+}
+
+/// `b <topic> <payload>`: a broadcast (see [`broadcast_message`]).
+fn parse_broadcast(payload: &[u8]) -> Option<(&str, &str)> {
+    let text = std::str::from_utf8(payload).ok()?;
+    let rest = text.strip_prefix("b ")?;
+    let (topic, message) = rest.split_once(' ')?;
+    (!topic.is_empty()).then_some((topic, message))
+}
+
+/// The announcement of a broadcast on `topic` (no whitespace) with `payload`.
+pub(crate) fn broadcast_message(topic: &str, payload: &str) -> String {
+    format!("b {topic} {payload}")
 }
 
 /// `<kind> <version> <tag>` with kind one of `w`, `i`, `r`.
@@ -295,6 +320,16 @@ async fn read(state: &State, pubsub: PubSub) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn broadcasts_round_trip_and_are_not_changes() {
+        let m = broadcast_message("purge", "GET /a b?c");
+        assert_eq!(parse_broadcast(m.as_bytes()), Some(("purge", "GET /a b?c")));
+        assert_eq!(parse(m.as_bytes()), None);
+        for junk in [&b"b"[..], b"b ", b"b  x", b"bx y z", b"\xff b y"] {
+            assert_eq!(parse_broadcast(junk), None, "{junk:?}");
+        }
+    }
 
     #[test]
     fn announcements_parse_and_junk_does_not() {

@@ -120,6 +120,45 @@ where
         self.feed.rejected()
     }
 
+    /// Sends `payload` to every process of the fleet listening on `topic`
+    /// ([`RedisRemote::on_broadcast`], this process included), over the change
+    /// channel: for fleet-wide actions beyond one key, such as a purge of every
+    /// variant of a URL. Best effort, like every notice: a process whose change
+    /// feed is down misses it (and checks its copies against Redis until it is
+    /// back). `topic` is one word: no whitespace.
+    pub async fn broadcast(&self, topic: &str, payload: &str) -> Result<(), RemoteError> {
+        if topic.is_empty() || topic.contains(char::is_whitespace) {
+            return Err(RemoteError::Codec(format!(
+                "broadcast topic {topic:?} must be one word"
+            )));
+        }
+        let mut conn = self.conn.clone();
+        let message = crate::feed::broadcast_message(topic, payload);
+        let _: i64 = self
+            .op(
+                "PUBLISH",
+                redis::cmd("PUBLISH")
+                    .arg(&self.channel)
+                    .arg(message)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Calls `listener` with the payload of every broadcast on `topic`, from any
+    /// process of the fleet (this one included), on the feed's task: keep it short.
+    pub fn on_broadcast(&self, topic: &str, listener: impl Fn(&str) + Send + Sync + 'static) {
+        let topic = topic.to_string();
+        self.feed.listen(Box::new(move |event| {
+            if let Event::Broadcast { topic: t, payload } = event {
+                if t == topic {
+                    listener(payload);
+                }
+            }
+        }));
+    }
+
     fn names(&self, key: &K) -> KeyNames {
         KeyNames::new(&self.config.prefix, key)
     }
@@ -380,6 +419,7 @@ where
                 }
                 Event::Down => listener.feed_down(),
                 Event::Up => listener.feed_up(),
+                Event::Broadcast { .. } => {}
             }
         }));
     }

@@ -118,3 +118,31 @@ async fn redis_down_answers_unavailable_quickly() {
         started.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn broadcasts_reach_every_process_on_the_topic() {
+    let redis = RedisServer::start().unwrap();
+    let connect = || RedisRemote::<String, String>::connect(RedisConfig::new(redis.url()));
+    let (a, b) = (connect().await.unwrap(), connect().await.unwrap());
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let other = tx.clone();
+    b.on_broadcast("purge", move |p| {
+        let _ = tx.send(format!("purge {p}"));
+    });
+    b.on_broadcast("other", move |p| {
+        let _ = other.send(format!("other {p}"));
+    });
+    a.broadcast("purge", "GET /x?y z").await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(2), rx.recv())
+        .await
+        .expect("delivered within 2 s");
+    assert_eq!(got.as_deref(), Some("purge GET /x?y z"));
+    assert!(
+        rx.try_recv().is_err(),
+        "a listener of another topic got nothing"
+    );
+    assert!(matches!(
+        a.broadcast("two words", "x").await,
+        Err(RemoteError::Codec(_))
+    ));
+}
