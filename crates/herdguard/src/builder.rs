@@ -19,6 +19,7 @@ use crate::policy::{check_beta, check_jitter, Policy};
 use crate::remote::{ChangeListener, Remote};
 use crate::store::memory::WeighFn;
 use crate::store::{MemoryStore, Store};
+use crate::write::{Drain, WriteBehind};
 
 /// Builds a [`Cache`]. Every setting has a default; [`CacheBuilder::build`]
 /// rejects values out of range with a [`ConfigError`] naming the field.
@@ -61,6 +62,7 @@ pub struct CacheBuilder<K, V> {
     remote: Option<Arc<dyn Remote<K, V>>>,
     fleet: FleetSettings,
     negative_capacity: u64,
+    write_behind: Option<WriteBehind<K, V>>,
 }
 
 impl<K, V> CacheBuilder<K, V>
@@ -80,6 +82,7 @@ where
             remote: None,
             fleet: FleetSettings::default(),
             negative_capacity: 10_000,
+            write_behind: None,
         }
     }
 
@@ -244,6 +247,13 @@ where
         self
     }
 
+    /// Write-behind ([`Cache::write_behind`](crate::Cache::write_behind)): the
+    /// writer of the system of record and the queue it is fed through.
+    pub fn write_behind(mut self, config: WriteBehind<K, V>) -> Self {
+        self.write_behind = Some(config);
+        self
+    }
+
     /// Validates the settings and builds the cache.
     pub fn build(self) -> Result<Cache<K, V>, ConfigError> {
         self.policy.validate()?;
@@ -275,6 +285,10 @@ where
             }
         };
         let small = |n: u64| usize::try_from(n).unwrap_or(usize::MAX).max(16);
+        if let Some(w) = &self.write_behind {
+            w.validate()?;
+        }
+        let write_behind = self.write_behind.map(Drain::new);
         let remote = self.remote;
         let inner = Arc::new_cyclic(|me: &Weak<Inner<K, V>>| Inner {
             store,
@@ -294,7 +308,13 @@ where
             versions: AtomicU64::new(0),
             rng: self.seed.map(|s| Mutex::new(fastrand::Rng::with_seed(s))),
             me: me.clone(),
+            write_behind,
         });
+        // With a durable queue, writes other processes left are drained from
+        // the start, not only once this one writes.
+        if let Some(drain) = &inner.write_behind {
+            drain.ensure_running(&inner);
+        }
         if let Some(remote) = remote {
             let listener: Weak<dyn ChangeListener<K>> = Arc::downgrade(&inner) as _;
             remote.listen(listener);

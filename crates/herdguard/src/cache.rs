@@ -32,7 +32,17 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 ///
 /// See the [crate docs](crate) for an example, and [`CacheBuilder`] for the knobs.
 pub struct Cache<K, V> {
-    inner: Arc<Inner<K, V>>,
+    pub(crate) inner: Arc<Inner<K, V>>,
+}
+
+impl<K: 'static, V: 'static> std::fmt::Debug for Cache<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("entries", &self.inner.store.len())
+            .field("shared_store", &self.inner.remote.is_some())
+            .field("write_behind", &self.inner.write_behind.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl<K, V> Clone for Cache<K, V> {
@@ -70,6 +80,8 @@ pub(crate) struct Inner<K, V> {
     pub(crate) rng: Option<Mutex<fastrand::Rng>>,
     /// This cache itself, for the tasks it starts (held weakly by them).
     pub(crate) me: Weak<Inner<K, V>>,
+    /// Write-behind, when configured.
+    pub(crate) write_behind: Option<crate::write::Drain<K, V>>,
 }
 
 impl<K, V> Cache<K, V>
@@ -203,45 +215,7 @@ where
     /// shared store invalidates the key there instead, so no process keeps
     /// serving the older one.
     pub async fn insert(&self, key: K, value: V) -> Result<(), Error> {
-        let inner = &self.inner;
-        let now = inner.clock.now();
-        let mut entry = Entry::new(
-            value,
-            EntryMeta {
-                created: now,
-                ttl: inner.policy.jittered_ttl(inner.policy.ttl, inner.random()),
-                stale_while_revalidate: inner.policy.stale_while_revalidate,
-                stale_if_error: inner.policy.stale_if_error,
-                load_duration: Duration::ZERO,
-                version: inner.next_version(),
-            },
-        );
-        entry.epoch = inner.epoch();
-        let mut result = Ok(());
-        if let Some(remote) = &inner.remote {
-            let retain = inner.retain(&entry);
-            match remote.put(&key, None, &entry, retain).await {
-                Ok(PutOutcome::Stored { version }) => entry.meta.version = version,
-                // Unconditional writes are never superseded; keep the local version.
-                Ok(PutOutcome::Superseded) => {}
-                Err(e) => {
-                    inner.remote_failed(&e);
-                    if !matches!(e, crate::RemoteError::Unavailable(_)) {
-                        // Not shareable: void the older copy fleet-wide instead.
-                        if let Err(e) = remote.invalidate(&key).await {
-                            inner.remote_failed(&e);
-                        }
-                    }
-                    result = Err(Error::Remote(e));
-                }
-            }
-        }
-        let entry = Arc::new(entry);
-        inner.flights.supersede(&key, || {
-            inner.forget_failures(&key);
-            inner.store.insert(key.clone(), entry);
-        });
-        result
+        self.inner.store_value(key, value).await.1
     }
 
     /// Removes `key`.
@@ -277,6 +251,10 @@ where
             inner.breaker.as_ref().map(Breaker::state),
             inner.flights.len(),
             inner.store.len(),
+            inner
+                .write_behind
+                .as_ref()
+                .map_or(0, |d| d.last_len.load(Ordering::Relaxed)),
         )
     }
 
@@ -324,6 +302,50 @@ where
     /// A version for an entry made in process (no shared store took part).
     pub(crate) fn next_version(&self) -> u64 {
         LOCAL_VERSIONS | (self.versions.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+
+    /// `insert`: the shared store first (its version), then this process (a
+    /// barrier for loads in flight). Returns the entry stored in process and
+    /// what the shared store said.
+    pub(crate) async fn store_value(&self, key: K, value: V) -> (Arc<Entry<V>>, Result<(), Error>) {
+        let now = self.clock.now();
+        let mut entry = Entry::new(
+            value,
+            EntryMeta {
+                created: now,
+                ttl: self.policy.jittered_ttl(self.policy.ttl, self.random()),
+                stale_while_revalidate: self.policy.stale_while_revalidate,
+                stale_if_error: self.policy.stale_if_error,
+                load_duration: Duration::ZERO,
+                version: self.next_version(),
+            },
+        );
+        entry.epoch = self.epoch();
+        let mut result = Ok(());
+        if let Some(remote) = &self.remote {
+            let retain = self.retain(&entry);
+            match remote.put(&key, None, &entry, retain).await {
+                Ok(PutOutcome::Stored { version }) => entry.meta.version = version,
+                // Unconditional writes are never superseded; keep the local version.
+                Ok(PutOutcome::Superseded) => {}
+                Err(e) => {
+                    self.remote_failed(&e);
+                    if !matches!(e, crate::RemoteError::Unavailable(_)) {
+                        // Not shareable: void the older copy fleet-wide instead.
+                        if let Err(e) = remote.invalidate(&key).await {
+                            self.remote_failed(&e);
+                        }
+                    }
+                    result = Err(Error::Remote(e));
+                }
+            }
+        }
+        let entry = Arc::new(entry);
+        self.flights.supersede(&key, || {
+            self.forget_failures(&key);
+            self.store.insert(key.clone(), Arc::clone(&entry));
+        });
+        (entry, result)
     }
 
     pub(crate) fn forget_failures(&self, key: &K) {

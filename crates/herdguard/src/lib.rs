@@ -66,6 +66,8 @@
 //! - [`entry`](Entry), [`served`](Served): a value's times, and how a call was served.
 //! - [`store`](Store): the in-process tier and its bounded default, [`MemoryStore`].
 //! - [`remote`](Remote): the fleet seam — shared tier and lease (see `herdguard-redis`).
+//! - [`write`](Writer): write-through and write-behind — the writer seam, the
+//!   queue seam and its in-process default, the drainer.
 //! - [`metrics`](MetricsSnapshot), [`clock`](Clock), [`error`](Error).
 //!
 //! Loads run as Tokio tasks, so a Tokio runtime is required.
@@ -88,6 +90,7 @@ mod remote;
 mod served;
 mod store;
 mod sync;
+mod write;
 
 pub use breaker::{BreakerConfig, BreakerState};
 pub use builder::CacheBuilder;
@@ -100,3 +103,7 @@ pub use policy::{CallOptions, Loaded, Policy};
 pub use remote::{BoxFuture, ChangeListener, Lease, Marker, Notified, PutOutcome, Remote, Shared};
 pub use served::{Cached, Served};
 pub use store::{MemoryStore, Store};
+pub use write::{
+    MemoryWriteQueue, QueueError, QueueId, Queued, WhenFull, Write, WriteBehind, WriteError,
+    WriteQueue, Writer,
+};

@@ -164,6 +164,7 @@ macro_rules! metrics {
             $(pub(crate) $name: Counter,)*
             pub(crate) load_duration: Histogram,
             pub(crate) wait_time: Histogram,
+            pub(crate) write_lag: Histogram,
         }
 
         impl Metrics {
@@ -172,6 +173,7 @@ macro_rules! metrics {
                     $($name: Counter::new(),)*
                     load_duration: Histogram::new(),
                     wait_time: Histogram::new(),
+                    write_lag: Histogram::new(),
                 }
             }
 
@@ -180,14 +182,17 @@ macro_rules! metrics {
                 breaker: Option<BreakerState>,
                 in_flight: usize,
                 entries: usize,
+                write_queue: u64,
             ) -> MetricsSnapshot {
                 MetricsSnapshot {
                     $($name: self.$name.get(),)*
                     load_duration: self.load_duration.snapshot(),
                     wait_time: self.wait_time.snapshot(),
+                    write_lag: self.write_lag.snapshot(),
                     breaker,
                     in_flight,
                     entries,
+                    write_queue,
                 }
             }
         }
@@ -205,12 +210,18 @@ macro_rules! metrics {
             pub load_duration: HistogramSnapshot,
             /// Time coalesced callers waited for another caller's load.
             pub wait_time: HistogramSnapshot,
+            /// Write-behind: time from queueing a write to its reaching the
+            /// system of record.
+            pub write_lag: HistogramSnapshot,
             /// The breaker's state, when the cache has one.
             pub breaker: Option<BreakerState>,
             /// Loads running now.
             pub in_flight: usize,
             /// Entries in the in-process store.
             pub entries: usize,
+            /// Write-behind writes queued and not yet written (as last seen by
+            /// the drainer; all processes, with a shared queue).
+            pub write_queue: u64,
         }
     };
 }
@@ -286,6 +297,16 @@ metrics! {
     /// Panics of the in-process store while keeping a result (the waiters still
     /// got it; the entry was lost).
     store_panics,
+    /// Write-behind writes queued.
+    writes_queued,
+    /// Writes that reached the system of record (write-through and write-behind).
+    writes_written,
+    /// Write-behind batches tried again after the writer failed.
+    writes_retried,
+    /// Writes given up on (the writer kept failing), or refused (write-through).
+    writes_failed,
+    /// Write-behind writes made unnecessary by a newer write of the same key.
+    writes_coalesced,
 }
 
 #[cfg(test)]
