@@ -35,6 +35,8 @@
 //! - `envelope`: the stored bytes of an entry (format byte, version, header,
 //!   value) and of a marker.
 //! - `keys`: key names under one Redis Cluster hash tag, and the change channel.
+//! - `queue`: [`RedisWriteQueue`], the durable write-behind queue (Redis
+//!   Streams, a consumer group, partitions owned one process at a time).
 //!
 //! The `herdguard-redis-worker` binary is a test and benchmark helper: one
 //! process of a fleet (see `tests/fleet.rs`).
@@ -45,8 +47,10 @@ mod config;
 mod envelope;
 mod feed;
 mod keys;
+mod queue;
 mod remote;
 mod scripts;
 
 pub use config::{RedisConfig, RedisSetupError};
+pub use queue::{QueueConfig, RedisWriteQueue};
 pub use remote::RedisRemote;

@@ -18,12 +18,15 @@ pub fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// A `redis-server` of its own, on a free loopback port, without persistence;
-/// killed when dropped.
+/// A `redis-server` of its own, on a free loopback port, without persistence
+/// (or, from [`RedisServer::start_durable`], with every write fsynced to an
+/// append-only file that survives a kill and [`RedisServer::restart`]); killed
+/// when dropped.
 pub struct RedisServer {
     child: Option<Child>,
     port: u16,
     dir: PathBuf,
+    durable: bool,
 }
 
 impl RedisServer {
@@ -35,15 +38,42 @@ impl RedisServer {
 
     /// Starts one on `port` (e.g. to restart a killed server on the same port).
     pub fn start_on(port: u16) -> std::io::Result<Self> {
+        Self::launch(port, false)
+    }
+
+    /// Starts one whose writes survive a crash: `appendonly yes`,
+    /// `appendfsync always` (an acknowledged write is on disk).
+    pub fn start_durable() -> std::io::Result<Self> {
+        Self::launch(free_port()?, true)
+    }
+
+    fn launch(port: u16, durable: bool) -> std::io::Result<Self> {
         let dir =
             std::env::temp_dir().join(format!("herdguard-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
+        let mut server = RedisServer {
+            child: None,
+            port,
+            dir,
+            durable,
+        };
+        server.spawn()?;
+        Ok(server)
+    }
+
+    fn spawn(&mut self) -> std::io::Result<()> {
+        let persistence: &[&str] = if self.durable {
+            &["--appendonly", "yes", "--appendfsync", "always"]
+        } else {
+            &["--appendonly", "no"]
+        };
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args(persistence)
             // DEBUG SLEEP pauses the server in fault tests; from loopback only.
             .args(["--enable-debug-command", "local"])
             .arg("--dir")
-            .arg(&dir)
+            .arg(&self.dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -53,13 +83,8 @@ impl RedisServer {
                     format!("cannot start redis-server ({e}): install it (Debian: apt-get install redis-server)"),
                 )
             })?;
-        let mut server = RedisServer {
-            child: Some(child),
-            port,
-            dir,
-        };
-        server.wait_ready(Duration::from_secs(10))?;
-        Ok(server)
+        self.child = Some(child);
+        self.wait_ready(Duration::from_secs(10))
     }
 
     fn wait_ready(&mut self, limit: Duration) -> std::io::Result<()> {
@@ -142,12 +167,11 @@ impl RedisServer {
         }
     }
 
-    /// Starts it again on the same port after [`RedisServer::kill`].
+    /// Starts it again on the same port (and directory) after [`RedisServer::kill`].
     pub fn restart(&mut self) -> std::io::Result<()> {
         self.kill();
-        let fresh = RedisServer::start_on(self.port)?;
-        *self = fresh;
-        Ok(())
+        // Same port, same directory: a durable server reads its append-only file.
+        self.spawn()
     }
 }
 

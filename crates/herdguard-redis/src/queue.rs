@@ -1,0 +1,694 @@
+//! [`RedisWriteQueue`]: the durable write-behind queue — Redis Streams with a
+//! consumer group, so a write acknowledged to a caller survives the process
+//! that queued it.
+//!
+//! Writes are spread over `partitions` streams by key; each partition is
+//! drained by one process at a time, the holder of its owner lease (`SET NX
+//! PX`, renewed while it drains), so the writes of one key reach the writer in
+//! order. A process that dies leaves its partitions' leases to expire and its
+//! taken-but-unacknowledged writes pending in the group: the next owner
+//! claims them (`XAUTOCLAIM`, once idle for `claim_idle`) before it reads new
+//! ones (`XREADGROUP`). Acknowledging a batch (`XACK` + `XDEL`) records each
+//! key's newest written version, so an older write of a key still queued is
+//! skipped rather than written over a newer one. Every key of one queue shares
+//! one hash tag, so the scripts (and a blocking read of all partitions) also
+//! run on a Redis Cluster.
+//!
+//! Durability is Redis's: with `appendonly yes` and `appendfsync always`, an
+//! acknowledged write survives a Redis crash too; with `everysec`, up to a
+//! second of them may not.
+
+use std::fmt::Display;
+use std::marker::PhantomData;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use herdguard::{BoxFuture, QueueError, QueueId, Queued, Timestamp, Write, WriteQueue};
+use parking_lot::Mutex;
+use redis::aio::ConnectionManager;
+use redis::{RedisError, Script, Value};
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::config::{RedisConfig, RedisSetupError};
+
+/// The consumer group every draining process reads through.
+const GROUP: &str = "drain";
+
+/// How a [`RedisWriteQueue`] spreads and hands over its writes.
+///
+/// ```
+/// use herdguard_redis::QueueConfig;
+/// use std::time::Duration;
+///
+/// let queue = QueueConfig::new().partitions(16).claim_idle(Duration::from_secs(2));
+/// # let _ = queue;
+/// ```
+#[derive(Clone, Debug)]
+pub struct QueueConfig {
+    partitions: u32,
+    owner_ttl: Duration,
+    claim_idle: Duration,
+}
+
+impl QueueConfig {
+    /// 8 partitions; a partition's owner lease lasts 3 s unless renewed; writes
+    /// a dead owner had taken are claimed once idle for 3 s.
+    pub fn new() -> Self {
+        QueueConfig {
+            partitions: 8,
+            owner_ttl: Duration::from_secs(3),
+            claim_idle: Duration::from_secs(3),
+        }
+    }
+
+    /// How many streams the writes are spread over (by key): how many
+    /// processes may drain at once.
+    pub fn partitions(mut self, n: u32) -> Self {
+        self.partitions = n;
+        self
+    }
+
+    /// How long a partition's owner lease lasts unless renewed: the longest a
+    /// dead owner holds its partition up.
+    pub fn owner_ttl(mut self, ttl: Duration) -> Self {
+        self.owner_ttl = ttl;
+        self
+    }
+
+    /// How long a write taken by another consumer must have waited before it
+    /// is claimed (`XAUTOCLAIM`'s minimum idle time).
+    pub fn claim_idle(mut self, idle: Duration) -> Self {
+        self.claim_idle = idle;
+        self
+    }
+
+    fn validate(&self) -> Result<(), RedisSetupError> {
+        let invalid = |field: &'static str, reason: &str| RedisSetupError::InvalidConfig {
+            field,
+            reason: reason.to_string(),
+        };
+        if self.partitions == 0 || self.partitions > 1024 {
+            return Err(invalid("queue partitions", "must be between 1 and 1024"));
+        }
+        if self.owner_ttl < Duration::from_millis(30) {
+            return Err(invalid("queue owner_ttl", "must be at least 30 ms"));
+        }
+        if self.claim_idle.is_zero() {
+            return Err(invalid("queue claim_idle", "must be greater than zero"));
+        }
+        Ok(())
+    }
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Appends a write unless the partition holds its share of the maximum.
+/// KEYS: stream. ARGV: max entries, key text, version, payload, queued ms.
+const PUSH: &str = r"
+if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+redis.call('XADD', KEYS[1], '*', 'k', ARGV[2], 'v', ARGV[3], 'd', ARGV[4], 't', ARGV[5])
+return 1
+";
+
+/// Acknowledges written entries, deletes them, and records each key's newest
+/// written version. KEYS: done hash, then (stream) per entry. ARGV: group, done
+/// ms, then (id, key text, version) per entry.
+const ACK: &str = r"
+for i = 2, #KEYS do
+  local a = 3 + (i - 2) * 3
+  redis.call('XACK', KEYS[i], ARGV[1], ARGV[a])
+  redis.call('XDEL', KEYS[i], ARGV[a])
+  local done = tonumber(redis.call('HGET', KEYS[1], ARGV[a + 1]) or '0')
+  if tonumber(ARGV[a + 2]) > done then
+    redis.call('HSET', KEYS[1], ARGV[a + 1], ARGV[a + 2])
+  end
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+";
+
+/// Moves given-up entries to the dead-letter stream, acknowledges and deletes
+/// them. KEYS: dead stream, then (stream) per entry. ARGV: group, then (id, key
+/// text, version, payload) per entry.
+const GIVE_UP: &str = r"
+for i = 2, #KEYS do
+  local a = 2 + (i - 2) * 4
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', '10000', '*', 'k', ARGV[a + 1], 'v', ARGV[a + 2], 'd', ARGV[a + 3])
+  redis.call('XACK', KEYS[i], ARGV[1], ARGV[a])
+  redis.call('XDEL', KEYS[i], ARGV[a])
+end
+return 1
+";
+
+/// Takes a partition's owner lease, or renews it if ours. Returns 1 if ours.
+/// KEYS: owner. ARGV: token, ttl ms.
+const OWN: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+return 0
+";
+
+/// The Redis keys of one queue, all under one hash tag.
+struct Names {
+    streams: Vec<String>,
+    owners: Vec<String>,
+    done: String,
+    dead: String,
+}
+
+impl Names {
+    fn new(prefix: &str, partitions: u32) -> Self {
+        let base = format!("{prefix}:{{wb}}");
+        Names {
+            streams: (0..partitions).map(|n| format!("{base}:s{n}")).collect(),
+            owners: (0..partitions)
+                .map(|n| format!("{base}:owner{n}"))
+                .collect(),
+            done: format!("{base}:done"),
+            dead: format!("{base}:dead"),
+        }
+    }
+}
+
+/// Which partitions this process drains, and until when it may believe so.
+struct Owned {
+    partitions: Vec<usize>,
+    renew_at: Instant,
+}
+
+/// The durable write-behind queue (module docs). `K` is written as its
+/// `Display` text and read back with `FromStr`; `V` with serde (postcard).
+pub struct RedisWriteQueue<K, V> {
+    /// Pushes and acknowledgements: short commands.
+    conn: ConnectionManager,
+    /// Blocking reads, on their own connection (a `BLOCK` stalls the commands
+    /// queued behind it on the same connection).
+    reader: ConnectionManager,
+    names: Names,
+    config: QueueConfig,
+    op_timeout: Duration,
+    max_value_bytes: usize,
+    /// This process's consumer name and owner token.
+    consumer: String,
+    owned: Mutex<Owned>,
+    scripts: (Script, Script, Script, Script),
+    _types: PhantomData<fn(K, V)>,
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// FNV-1a: a stable partition for a key's text, the same in every process.
+fn partition_of(text: &str, partitions: usize) -> usize {
+    let h = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    (h % partitions as u64) as usize
+}
+
+impl<K, V> RedisWriteQueue<K, V>
+where
+    K: Display + FromStr + Send + Sync + 'static,
+    V: Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    /// Connects (two connections: commands and blocking reads) and creates the
+    /// consumer group of every partition, so a bad URL or an unreachable server
+    /// shows up here.
+    pub async fn connect(
+        redis: RedisConfig,
+        config: QueueConfig,
+    ) -> Result<Arc<Self>, RedisSetupError> {
+        redis.validate()?;
+        config.validate()?;
+        let client =
+            redis::Client::open(redis.url.as_str()).map_err(|e| RedisSetupError::InvalidUrl {
+                url: redis.url.clone(),
+                reason: e.to_string(),
+            })?;
+        let unreachable = |reason: String| RedisSetupError::Unreachable {
+            url: redis.url.clone(),
+            reason,
+        };
+        let manager = || {
+            let c = redis::aio::ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(redis.connect_timeout))
+                .set_number_of_retries(1)
+                .set_max_delay(Duration::from_millis(500));
+            ConnectionManager::new_with_config(client.clone(), c)
+        };
+        let deadline = redis.connect_timeout;
+        let conn = tokio::time::timeout(deadline, manager())
+            .await
+            .map_err(|_| unreachable(format!("no connection within {deadline:?}")))?
+            .map_err(|e| unreachable(e.to_string()))?;
+        let reader = tokio::time::timeout(deadline, manager())
+            .await
+            .map_err(|_| unreachable(format!("no connection within {deadline:?}")))?
+            .map_err(|e| unreachable(e.to_string()))?;
+        let names = Names::new(&redis.prefix, config.partitions);
+        let mut setup = conn.clone();
+        for stream in &names.streams {
+            let created: Result<Value, RedisError> = redis::cmd("XGROUP")
+                .arg("CREATE")
+                .arg(stream)
+                .arg(GROUP)
+                .arg("0")
+                .arg("MKSTREAM")
+                .query_async(&mut setup)
+                .await;
+            match created {
+                Ok(_) => {}
+                Err(e) if e.code() == Some("BUSYGROUP") => {}
+                Err(e) => return Err(unreachable(format!("XGROUP CREATE {stream}: {e}"))),
+            }
+        }
+        Ok(Arc::new(RedisWriteQueue {
+            conn,
+            reader,
+            names,
+            op_timeout: redis.op_timeout,
+            max_value_bytes: redis.max_value_bytes,
+            consumer: format!("{:016x}-{}", fastrand::u64(..), std::process::id()),
+            owned: Mutex::new(Owned {
+                partitions: Vec::new(),
+                renew_at: Instant::now(),
+            }),
+            config,
+            scripts: (
+                Script::new(PUSH),
+                Script::new(ACK),
+                Script::new(GIVE_UP),
+                Script::new(OWN),
+            ),
+            _types: PhantomData,
+        }))
+    }
+
+    /// Runs one Redis operation under the operation timeout.
+    async fn op<T>(
+        &self,
+        what: &str,
+        limit: Duration,
+        f: impl std::future::Future<Output = Result<T, RedisError>>,
+    ) -> Result<T, QueueError> {
+        match tokio::time::timeout(limit, f).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(QueueError::Unavailable(format!("{what}: {e}"))),
+            Err(_) => Err(QueueError::Unavailable(format!(
+                "{what}: no answer within {limit:?}"
+            ))),
+        }
+    }
+
+    /// The partitions this process owns now, taking free ones and renewing its
+    /// own every third of the owner lease.
+    async fn owned(&self) -> Result<Vec<usize>, QueueError> {
+        {
+            let owned = self.owned.lock();
+            if Instant::now() < owned.renew_at {
+                return Ok(owned.partitions.clone());
+            }
+        }
+        let ttl = u64::try_from(self.config.owner_ttl.as_millis()).unwrap_or(u64::MAX);
+        let started = Instant::now();
+        let mut mine = Vec::new();
+        let mut conn = self.conn.clone();
+        for (n, owner) in self.names.owners.iter().enumerate() {
+            let got: i64 = self
+                .op(
+                    "partition lease",
+                    self.op_timeout,
+                    self.scripts
+                        .3
+                        .key(owner)
+                        .arg(&self.consumer)
+                        .arg(ttl)
+                        .invoke_async(&mut conn),
+                )
+                .await?;
+            if got == 1 {
+                mine.push(n);
+            }
+        }
+        let mut owned = self.owned.lock();
+        owned.partitions = mine.clone();
+        // Counted from before the calls: a lease is never believed past its life.
+        owned.renew_at = started + self.config.owner_ttl / 3;
+        Ok(mine)
+    }
+
+    fn decode(&self, stream: &str, id: &str, fields: &[(String, Vec<u8>)]) -> Option<Queued<K, V>> {
+        let get = |name: &str| fields.iter().find(|(f, _)| f == name).map(|(_, v)| v);
+        let key = K::from_str(std::str::from_utf8(get("k")?).ok()?).ok()?;
+        let version = std::str::from_utf8(get("v")?).ok()?.parse().ok()?;
+        let value: V = postcard::from_bytes(get("d")?).ok()?;
+        let queued_ms: u64 = std::str::from_utf8(get("t")?).ok()?.parse().ok()?;
+        Some(Queued {
+            id: QueueId(format!("{stream} {id}")),
+            write: Write::new(key, value, version),
+            queued_at: Timestamp::from_unix_nanos(queued_ms.saturating_mul(1_000_000)),
+        })
+    }
+
+    /// Entries of a stream reply (`[[id, [field, value, …]], …]`), decoded;
+    /// undecodable ones are returned apart, to be given up.
+    fn entries(
+        &self,
+        stream: &str,
+        reply: &Value,
+        out: &mut Vec<Queued<K, V>>,
+        junk: &mut Vec<String>,
+    ) {
+        let Value::Array(items) = reply else { return };
+        for item in items {
+            let Value::Array(pair) = item else { continue };
+            let (Some(Value::BulkString(id)), Some(Value::Array(kv))) = (pair.first(), pair.get(1))
+            else {
+                continue;
+            };
+            let id = String::from_utf8_lossy(id).into_owned();
+            let fields: Vec<(String, Vec<u8>)> = kv
+                .chunks(2)
+                .filter_map(|c| match c {
+                    [Value::BulkString(f), Value::BulkString(v)] => {
+                        Some((String::from_utf8_lossy(f).into_owned(), v.clone()))
+                    }
+                    _ => None,
+                })
+                .collect();
+            match self.decode(stream, &id, &fields) {
+                Some(q) => out.push(q),
+                None => junk.push(id),
+            }
+        }
+    }
+
+    /// Drops writes older than one already written for their key (they are
+    /// acknowledged): a write may be delivered again after a crash.
+    async fn drop_written(
+        &self,
+        taken: Vec<Queued<K, V>>,
+    ) -> Result<Vec<Queued<K, V>>, QueueError> {
+        if taken.is_empty() {
+            return Ok(taken);
+        }
+        let mut conn = self.conn.clone();
+        let keys: Vec<String> = taken.iter().map(|q| q.write.key().to_string()).collect();
+        let done: Vec<Option<u64>> = self
+            .op(
+                "HMGET written",
+                self.op_timeout,
+                redis::cmd("HMGET")
+                    .arg(&self.names.done)
+                    .arg(&keys)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        let (older, keep): (Vec<_>, Vec<_>) = taken
+            .into_iter()
+            .zip(done)
+            .partition(|(q, done)| done.is_some_and(|d| d >= q.write.version()));
+        let older: Vec<Queued<K, V>> = older.into_iter().map(|(q, _)| q).collect();
+        if !older.is_empty() {
+            self.ack(&older).await?;
+        }
+        Ok(keep.into_iter().map(|(q, _)| q).collect())
+    }
+}
+
+/// `stream id` → (stream, id).
+fn split_id(id: &QueueId) -> (&str, &str) {
+    id.0.split_once(' ').unwrap_or(("", &id.0))
+}
+
+impl<K, V> WriteQueue<K, V> for RedisWriteQueue<K, V>
+where
+    K: Display + FromStr + Send + Sync + 'static,
+    V: Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    fn push<'a>(
+        &'a self,
+        write: &'a Write<K, V>,
+        max_len: u64,
+    ) -> BoxFuture<'a, Result<(), QueueError>> {
+        Box::pin(async move {
+            let payload = postcard::to_allocvec(write.value())
+                .map_err(|e| QueueError::Codec(e.to_string()))?;
+            if payload.len() > self.max_value_bytes {
+                return Err(QueueError::Codec(format!(
+                    "value of {} bytes exceeds the limit of {} bytes",
+                    payload.len(),
+                    self.max_value_bytes
+                )));
+            }
+            let key = write.key().to_string();
+            let n = partition_of(&key, self.names.streams.len());
+            let share = max_len.div_ceil(self.names.streams.len() as u64).max(1);
+            let mut conn = self.conn.clone();
+            let pushed: i64 = self
+                .op(
+                    "XADD",
+                    self.op_timeout,
+                    self.scripts
+                        .0
+                        .key(&self.names.streams[n])
+                        .arg(share)
+                        .arg(&key)
+                        .arg(write.version())
+                        .arg(payload)
+                        .arg(unix_ms())
+                        .invoke_async(&mut conn),
+                )
+                .await?;
+            if pushed == 1 {
+                Ok(())
+            } else {
+                Err(QueueError::Full)
+            }
+        })
+    }
+
+    fn take<'a>(
+        &'a self,
+        max: usize,
+        wait: Duration,
+    ) -> BoxFuture<'a, Result<Vec<Queued<K, V>>, QueueError>> {
+        Box::pin(async move {
+            let owned = self.owned().await?;
+            if owned.is_empty() {
+                // Every partition is drained by another process: wait a little.
+                tokio::time::sleep(wait).await;
+                return Ok(Vec::new());
+            }
+            let mut taken = Vec::new();
+            let mut junk = Vec::new();
+            let idle = u64::try_from(self.config.claim_idle.as_millis()).unwrap_or(u64::MAX);
+            let mut conn = self.conn.clone();
+            // First what other consumers took and left (they died, or lost
+            // the partition): claimed once idle long enough.
+            for &n in &owned {
+                let stream = &self.names.streams[n];
+                let claimed: Value = self
+                    .op(
+                        "XAUTOCLAIM",
+                        self.op_timeout,
+                        redis::cmd("XAUTOCLAIM")
+                            .arg(stream)
+                            .arg(GROUP)
+                            .arg(&self.consumer)
+                            .arg(idle)
+                            .arg("0-0")
+                            .arg("COUNT")
+                            .arg(max)
+                            .query_async(&mut conn),
+                    )
+                    .await?;
+                if let Value::Array(parts) = &claimed {
+                    if let Some(entries) = parts.get(1) {
+                        self.entries(stream, entries, &mut taken, &mut junk);
+                    }
+                }
+                if taken.len() >= max {
+                    break;
+                }
+            }
+            if taken.is_empty() {
+                // Then new ones, from every partition we own, waiting up to `wait`.
+                let block = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
+                // COUNT is per stream: share `max` among them.
+                let count = (max / owned.len()).max(1);
+                let streams: Vec<&String> = owned.iter().map(|&n| &self.names.streams[n]).collect();
+                let mut cmd = redis::cmd("XREADGROUP");
+                cmd.arg("GROUP")
+                    .arg(GROUP)
+                    .arg(&self.consumer)
+                    .arg("COUNT")
+                    .arg(count)
+                    .arg("BLOCK")
+                    .arg(block)
+                    .arg("STREAMS")
+                    .arg(&streams);
+                for _ in &streams {
+                    cmd.arg(">");
+                }
+                let mut reader = self.reader.clone();
+                let read: Value = self
+                    .op(
+                        "XREADGROUP",
+                        wait + self.op_timeout,
+                        cmd.query_async(&mut reader),
+                    )
+                    .await?;
+                // `[[stream, entries], …]` (RESP2) or a map (RESP3).
+                let pairs: Vec<(&Value, &Value)> = match &read {
+                    Value::Array(per_stream) => per_stream
+                        .iter()
+                        .filter_map(|s| match s {
+                            Value::Array(p) if p.len() == 2 => Some((&p[0], &p[1])),
+                            _ => None,
+                        })
+                        .collect(),
+                    Value::Map(m) => m.iter().map(|(k, v)| (k, v)).collect(),
+                    _ => Vec::new(),
+                };
+                for (name, entries) in pairs {
+                    if let Value::BulkString(name) = name {
+                        let stream = String::from_utf8_lossy(name).into_owned();
+                        self.entries(&stream, entries, &mut taken, &mut junk);
+                    }
+                }
+            }
+            if !junk.is_empty() {
+                tracing::warn!(
+                    count = junk.len(),
+                    "herdguard-redis: undecodable queued writes dropped"
+                );
+            }
+            self.drop_written(taken).await
+        })
+    }
+
+    fn ack<'a>(&'a self, done: &'a [Queued<K, V>]) -> BoxFuture<'a, Result<(), QueueError>> {
+        Box::pin(async move {
+            if done.is_empty() {
+                return Ok(());
+            }
+            let mut invocation = self.scripts.1.key(&self.names.done);
+            invocation.arg(GROUP).arg(24 * 3600 * 1000_u64);
+            for q in done {
+                let (stream, id) = split_id(&q.id);
+                invocation
+                    .key(stream)
+                    .arg(id)
+                    .arg(q.write.key().to_string())
+                    .arg(q.write.version());
+            }
+            let mut conn = self.conn.clone();
+            let _: i64 = self
+                .op("XACK", self.op_timeout, invocation.invoke_async(&mut conn))
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn give_up<'a>(&'a self, failed: &'a [Queued<K, V>]) -> BoxFuture<'a, Result<(), QueueError>> {
+        Box::pin(async move {
+            if failed.is_empty() {
+                return Ok(());
+            }
+            let mut invocation = self.scripts.2.key(&self.names.dead);
+            invocation.arg(GROUP);
+            for q in failed {
+                let (stream, id) = split_id(&q.id);
+                let payload = postcard::to_allocvec(q.write.value()).unwrap_or_default();
+                invocation
+                    .key(stream)
+                    .arg(id)
+                    .arg(q.write.key().to_string())
+                    .arg(q.write.version())
+                    .arg(payload);
+            }
+            tracing::warn!(
+                count = failed.len(),
+                "herdguard-redis: writes given up after repeated writer failures (kept in the dead-letter stream)"
+            );
+            let mut conn = self.conn.clone();
+            let _: i64 = self
+                .op(
+                    "give up",
+                    self.op_timeout,
+                    invocation.invoke_async(&mut conn),
+                )
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn pending(&self) -> BoxFuture<'_, Result<u64, QueueError>> {
+        Box::pin(async move {
+            let mut pipe = redis::pipe();
+            for stream in &self.names.streams {
+                pipe.cmd("XLEN").arg(stream);
+            }
+            let mut conn = self.conn.clone();
+            let lens: Vec<u64> = self
+                .op("XLEN", self.op_timeout, pipe.query_async(&mut conn))
+                .await?;
+            Ok(lens.iter().sum())
+        })
+    }
+
+    fn durable(&self) -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_are_stable_and_spread() {
+        assert_eq!(partition_of("user:1", 8), partition_of("user:1", 8));
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..200 {
+            seen.insert(partition_of(&format!("user:{i}"), 8));
+        }
+        assert_eq!(seen.len(), 8);
+    }
+
+    #[test]
+    fn every_queue_key_shares_one_hash_tag() {
+        let names = Names::new("hg", 3);
+        for k in names
+            .streams
+            .iter()
+            .chain(&names.owners)
+            .chain([&names.done, &names.dead])
+        {
+            assert!(k.starts_with("hg:{wb}:"), "{k}");
+        }
+    }
+
+    #[test]
+    fn bad_settings_are_refused() {
+        assert!(QueueConfig::new().partitions(0).validate().is_err());
+        assert!(QueueConfig::new()
+            .owner_ttl(Duration::from_millis(1))
+            .validate()
+            .is_err());
+        assert!(QueueConfig::new().validate().is_ok());
+    }
+}
