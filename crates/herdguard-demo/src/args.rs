@@ -22,6 +22,10 @@ pub enum Scenario {
     /// Steady load while Redis goes away for a window and comes back (needs
     /// `--redis`; the outage is played by a TCP relay the demo controls).
     StoreOutage,
+    /// Reads and writes against a simulated database: cache-aside, write-through
+    /// and write-behind side by side (with `--redis`, a write-behind process is
+    /// also killed mid-run to count lost writes).
+    Patterns,
 }
 
 impl Scenario {
@@ -32,6 +36,7 @@ impl Scenario {
             Scenario::Expiry => "expiry",
             Scenario::OriginFailure => "origin-failure",
             Scenario::StoreOutage => "store-outage",
+            Scenario::Patterns => "patterns",
         }
     }
 
@@ -45,10 +50,11 @@ impl Scenario {
             Scenario::OriginFailure => &[None, SingleFlight, Sie, Breaker],
             // Every one of these goes through the relay to Redis.
             Scenario::StoreOutage => &[None, Classic, Fleet],
+            Scenario::Patterns => &[CacheAside, WriteThrough, WriteBehind, WriteBehindNaive],
         };
         all.iter()
             .copied()
-            .filter(|s| redis || *s != Fleet)
+            .filter(|s| redis || !matches!(s, Fleet | WriteBehindNaive))
             .collect()
     }
 }
@@ -56,7 +62,8 @@ impl Scenario {
 /// Flags of `herdguard demo`.
 #[derive(Args, Clone, Debug)]
 pub struct DemoArgs {
-    /// Scenarios to run (repeatable or comma-separated; default: all).
+    /// Scenarios to run (repeatable or comma-separated; default: cold, expiry,
+    /// origin-failure, and store-outage with --redis; `patterns` on request).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub scenario: Vec<Scenario>,
     /// Strategies to compare (repeatable or comma-separated; default: all that apply).
@@ -86,6 +93,12 @@ pub struct DemoArgs {
     /// Length of the steady-load scenarios.
     #[arg(long, default_value = "4s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
+    /// The patterns scenario: how long a database read takes.
+    #[arg(long, default_value = "50ms", value_parser = humantime::parse_duration)]
+    pub db_read: Duration,
+    /// The patterns scenario: how long a database write takes.
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    pub db_write: Duration,
     /// A caller gives up after this long (counted as a timeout).
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub deadline: Duration,
@@ -153,6 +166,12 @@ pub struct ScenarioPlan {
     pub run_id: String,
     /// When the processes of a fleet run start, in Unix ms (set per scenario).
     pub start_at_unix_ms: Option<u64>,
+    /// The patterns scenario's database read latency.
+    #[serde(default)]
+    pub db_read: Duration,
+    /// The patterns scenario's database write latency.
+    #[serde(default)]
+    pub db_write: Duration,
 }
 
 impl ScenarioPlan {
@@ -160,9 +179,10 @@ impl ScenarioPlan {
     pub fn requests(&self) -> u64 {
         match self.scenario {
             Scenario::Cold => u64::from(self.keys) * u64::from(self.threads),
-            Scenario::Expiry | Scenario::OriginFailure | Scenario::StoreOutage => {
-                steady_requests(self.rate, self.duration)
-            }
+            Scenario::Expiry
+            | Scenario::OriginFailure
+            | Scenario::StoreOutage
+            | Scenario::Patterns => steady_requests(self.rate, self.duration),
         }
     }
 }
@@ -218,6 +238,11 @@ impl DemoArgs {
             return Err(bad("--deadline must be between 1ms and 10m"));
         }
         range("--processes", self.processes, 1, 64)?;
+        for (flag, d) in [("--db-read", self.db_read), ("--db-write", self.db_write)] {
+            if d > Duration::from_secs(10) {
+                return Err(bad(format!("{flag} must be at most 10s")));
+            }
+        }
         if self.redis.is_none() {
             if self.processes > 1 {
                 return Err(bad(
@@ -237,6 +262,10 @@ impl DemoArgs {
                 all.push(Scenario::StoreOutage);
             }
             all
+        } else if self.processes > 1 && self.scenario.contains(&Scenario::Patterns) {
+            return Err(bad(
+                "the patterns scenario runs in one process (with --redis it starts its own crash workers)",
+            ));
         } else if self.redis.is_none() && self.scenario.contains(&Scenario::StoreOutage) {
             return Err(bad(
                 "the store-outage scenario needs --redis (it relays the strategies' Redis connections and cuts them)",
@@ -279,12 +308,15 @@ impl DemoArgs {
                 redis: self.redis.clone(),
                 run_id: run_id.clone(),
                 start_at_unix_ms: None,
+                db_read: self.db_read,
+                db_write: self.db_write,
             });
         }
         if plans.is_empty() {
             return Err(bad("none of the requested strategies applies to the requested scenarios \
                  (cold: none, classic, single-flight, fleet; expiry: none, classic, single-flight, fleet, xfetch, swr; \
-                 origin-failure: none, single-flight, sie, breaker; store-outage: none, classic, fleet)"));
+                 origin-failure: none, single-flight, sie, breaker; store-outage: none, classic, fleet; \
+                 patterns: cache-aside, write-through, write-behind, write-behind-naive)"));
         }
         Ok(Plan {
             scenarios: plans,

@@ -29,6 +29,9 @@ pub struct WorkerPlan {
     pub seed: u64,
     /// This worker's number (its draws differ from its peers').
     pub worker: u32,
+    /// A crash worker of the patterns scenario instead of a scenario's share.
+    #[serde(default)]
+    pub crash: Option<crate::patterns::CrashPlan>,
 }
 
 impl WorkerPlan {
@@ -40,6 +43,9 @@ impl WorkerPlan {
 
 /// Runs a worker's scenario and prints its raw runs as JSON on stdout.
 pub async fn run_worker(plan: WorkerPlan) -> Result<(), DemoError> {
+    if let Some(orders) = &plan.crash {
+        return crate::patterns::crash_worker_main(&plan.scenario, orders).await;
+    }
     let seed = plan
         .seed
         .wrapping_add(u64::from(plan.worker).wrapping_mul(0xA076_1D64_78BD_642F));
@@ -61,25 +67,29 @@ pub async fn check_redis(url: &str, flush: bool) -> Result<(), DemoError> {
     if !flush {
         return Ok(());
     }
-    let pattern = format!("{}:*", crate::KEY_PREFIX);
+    delete_matching(&mut conn, &format!("{}:*", crate::KEY_PREFIX))
+        .await
+        .map_err(|e| runtime(format!("--flush: {e}")))
+}
+
+/// Deletes every key matching `pattern`.
+pub(crate) async fn delete_matching(
+    conn: &mut redis::aio::ConnectionManager,
+    pattern: &str,
+) -> Result<(), redis::RedisError> {
     let mut cursor: u64 = 0;
     // SCAN, not KEYS: the server may be shared, and SCAN never blocks it for long.
     loop {
         let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
             .arg(cursor)
             .arg("MATCH")
-            .arg(&pattern)
+            .arg(pattern)
             .arg("COUNT")
             .arg(1000)
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| runtime(format!("--flush: SCAN failed: {e}")))?;
+            .query_async(conn)
+            .await?;
         if !keys.is_empty() {
-            let _: i64 = redis::cmd("DEL")
-                .arg(&keys)
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| runtime(format!("--flush: DEL failed: {e}")))?;
+            let _: i64 = redis::cmd("DEL").arg(&keys).query_async(conn).await?;
         }
         if next == 0 {
             return Ok(());
@@ -118,6 +128,7 @@ pub async fn run_processes(
             scenario: scenario.clone(),
             seed,
             worker,
+            crash: None,
         })
         .map_err(|e| runtime(format!("cannot encode the worker plan: {e}")))?;
         let child = tokio::process::Command::new(&exe)

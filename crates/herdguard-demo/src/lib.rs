@@ -21,6 +21,8 @@
 //! - `relay`: the TCP relay in front of Redis that plays the store-outage
 //!   scenario's outage.
 //! - `runner`: one scenario, every strategy at once, every request timed.
+//! - `patterns`: the write patterns scenario (cache-aside, write-through,
+//!   write-behind) against a simulated database, and its crash runs.
 //! - `fleet`: `--redis` runs: the reachability check, `--flush`, and `--processes`
 //!   (worker copies of this program started together, their counts added up).
 //! - `stats`: outcomes, samples, exact percentiles, verdicts ([`StrategyReport`]).
@@ -34,6 +36,7 @@ mod error;
 mod fleet;
 mod kv;
 mod origin;
+mod patterns;
 mod relay;
 mod report;
 mod runner;
@@ -48,6 +51,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 pub use args::{DemoArgs, Plan, Scenario, ScenarioPlan};
 pub use error::DemoError;
 pub use origin::{OriginConfig, OriginError, WeatherOrigin};
+pub use patterns::{CrashPlan, CrashRole};
 pub use report::{DemoReport, ScenarioReport};
 pub use stats::{Outcome, RawRun, Sample, StrategyReport};
 pub use strategy::Strategy;
@@ -87,13 +91,20 @@ async fn run_plan(args: &DemoArgs, plan: &Plan) -> Result<(), DemoError> {
         } else {
             ProgressBar::hidden()
         };
-        let runs = if args.processes > 1 {
-            fleet::run_processes(scenario, plan.seed, args.processes, &progress).await?
+        let (report, runs) = if scenario.scenario == Scenario::Patterns {
+            (
+                patterns::run(scenario, plan.seed, &progress).await?,
+                Vec::new(),
+            )
         } else {
-            runner::run_scenario(scenario, plan.seed, &progress).await?
+            let runs = if args.processes > 1 {
+                fleet::run_processes(scenario, plan.seed, args.processes, &progress).await?
+            } else {
+                runner::run_scenario(scenario, plan.seed, &progress).await?
+            };
+            (report::scenario_report(scenario, &runs), runs)
         };
         progress.finish_and_clear();
-        let report = report::scenario_report(scenario, &runs);
         if !args.json {
             let mut out = stdout.lock();
             let _ = write!(out, "{}", report::render(&report));

@@ -80,6 +80,12 @@ pub fn scenario_report(plan: &ScenarioPlan, runs: &[RawRun]) -> ScenarioReport {
             plan.keys,
             ms(plan.ttl)
         ),
+        Scenario::Patterns => format!(
+            "{} requests/s for {:.1} s across {} rows, reads and writes",
+            plan.rate,
+            plan.duration.as_secs_f64(),
+            plan.keys
+        ),
         Scenario::StoreOutage => format!(
             "{} requests/s for {:.1} s across {} warm keys, {:.0} ms TTL; every strategy reaches Redis through a relay that drops all connections and refuses new ones in the window shown; origin {latency:.0} ms",
             plan.rate,
@@ -112,6 +118,75 @@ pub fn scenario_report(plan: &ScenarioPlan, runs: &[RawRun]) -> ScenarioReport {
 
 /// The scenario as text: heading, table, verdicts.
 pub fn render(report: &ScenarioReport) -> String {
+    let table = if report.name == Scenario::Patterns.name() {
+        patterns_table(report)
+    } else {
+        reads_table(report)
+    };
+    let mut out = format!("\n== {} ==\n{}\n", report.name, report.description);
+    if let Some((from, until)) = report.failure_window_ms {
+        out.push_str(&format!("origin down from {from:.0} ms to {until:.0} ms\n"));
+    }
+    if let Some((from, until)) = report.outage_window_ms {
+        out.push_str(&format!("Redis down from {from:.0} ms to {until:.0} ms\n"));
+    }
+    out.push_str(&table.to_string());
+    out.push('\n');
+    for s in &report.strategies {
+        out.push_str(&format!("  {}\n", s.verdict));
+    }
+    out
+}
+
+/// The write patterns side by side: what a write costs, what a read costs, and
+/// what each gives up (fresh reads, the database's lag, writes lost to a crash).
+fn patterns_table(report: &ScenarioReport) -> Table {
+    let mut table = Table::new();
+    table
+        .load_preset(UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Disabled)
+        .set_header(vec![
+            "strategy",
+            "requests",
+            "write p50 ms",
+            "write p99 ms",
+            "read p50 ms",
+            "read p99 ms",
+            "hit rate",
+            "database reads",
+            "stale reads",
+            "database lag p99 ms",
+            "acknowledged writes",
+            "lost writes",
+        ]);
+    let opt = |v: Option<f64>| v.map_or("—".to_string(), ms);
+    let count = |v: Option<u64>| v.map_or("—".to_string(), |n| n.to_string());
+    for s in &report.strategies {
+        table.add_row(vec![
+            s.name.clone(),
+            s.requests.to_string(),
+            opt(s.write_p50_ms),
+            opt(s.write_p99_ms),
+            opt(s.read_p50_ms),
+            opt(s.read_p99_ms),
+            format!("{:.1}%", s.hit_rate * 100.0),
+            s.origin_calls.to_string(),
+            count(s.stale_reads),
+            opt(s.db_lag_p99_ms),
+            count(s.acknowledged_writes),
+            count(s.lost_writes),
+        ]);
+    }
+    for i in 1..12 {
+        if let Some(col) = table.column_mut(i) {
+            col.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    table
+}
+
+/// The read scenarios' table: origin calls, hits, latencies, waits.
+fn reads_table(report: &ScenarioReport) -> Table {
     let mut table = Table::new();
     table
         .load_preset(UTF8_FULL_CONDENSED)
@@ -156,19 +231,7 @@ pub fn render(report: &ScenarioReport) -> String {
             col.set_cell_alignment(CellAlignment::Right);
         }
     }
-    let mut out = format!("\n== {} ==\n{}\n", report.name, report.description);
-    if let Some((from, until)) = report.failure_window_ms {
-        out.push_str(&format!("origin down from {from:.0} ms to {until:.0} ms\n"));
-    }
-    if let Some((from, until)) = report.outage_window_ms {
-        out.push_str(&format!("Redis down from {from:.0} ms to {until:.0} ms\n"));
-    }
-    out.push_str(&table.to_string());
-    out.push('\n');
-    for s in &report.strategies {
-        out.push_str(&format!("  {}\n", s.verdict));
-    }
-    out
+    table
 }
 
 /// Milliseconds for a table cell: sub-millisecond hits stay visible as such.

@@ -123,7 +123,8 @@ async fn run_strategy(
         Scenario::Cold => (0..plan.keys)
             .flat_map(|k| (0..plan.threads).map(move |_| (k, start)))
             .collect(),
-        Scenario::Expiry | Scenario::OriginFailure | Scenario::StoreOutage => {
+        // `patterns` has its own runner; were it sent here it would run as a steady load.
+        Scenario::Expiry | Scenario::OriginFailure | Scenario::StoreOutage | Scenario::Patterns => {
             let every = Duration::from_secs_f64(1.0 / f64::from(plan.rate));
             (0..plan.requests())
                 .map(|i| {

@@ -129,6 +129,143 @@ pub struct StrategyReport {
     pub waited: u64,
     /// One line saying what happened.
     pub verdict: String,
+    /// `patterns` only: a write's latency, median, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_p50_ms: Option<f64>,
+    /// `patterns` only: a write's latency, 99th percentile, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_p99_ms: Option<f64>,
+    /// `patterns` only: a read's latency, median, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_p50_ms: Option<f64>,
+    /// `patterns` only: a read's latency, 99th percentile, ms (a miss's cost).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_p99_ms: Option<f64>,
+    /// `patterns` only: reads that returned a value older than a write of their
+    /// key acknowledged before they began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale_reads: Option<u64>,
+    /// `patterns` only: writes acknowledged to their caller (by the killed
+    /// process, in a crash run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acknowledged_writes: Option<u64>,
+    /// `patterns` only: acknowledged writes the database never got (a crash run;
+    /// 0 without one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lost_writes: Option<u64>,
+    /// `patterns` only: from a write's acknowledgement to the database applying
+    /// it, 99th percentile, ms (write-behind).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db_lag_p99_ms: Option<f64>,
+}
+
+/// What the `patterns` scenario measured for one strategy.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct PatternFigures {
+    pub(crate) reads_us: Vec<u64>,
+    pub(crate) writes_us: Vec<u64>,
+    pub(crate) hits: u64,
+    pub(crate) stale_reads: u64,
+    pub(crate) errors: u64,
+    pub(crate) acknowledged: u64,
+    pub(crate) db_reads: u64,
+    pub(crate) db_lag_us: Vec<u64>,
+}
+
+impl StrategyReport {
+    /// The figures of a write pattern (and, with `crash`, of its crash run).
+    pub(crate) fn patterns(
+        strategy: Strategy,
+        f: &PatternFigures,
+        crash: Option<crate::patterns::Crash>,
+    ) -> StrategyReport {
+        let sorted = |v: &[u64]| {
+            let mut v = v.to_vec();
+            v.sort_unstable();
+            v
+        };
+        let (reads, writes, lag) = (
+            sorted(&f.reads_us),
+            sorted(&f.writes_us),
+            sorted(&f.db_lag_us),
+        );
+        let all = sorted(&[f.reads_us.clone(), f.writes_us.clone()].concat());
+        let requests = all.len() as u64 + f.errors;
+        let reads_n = reads.len() as u64;
+        let (acknowledged, lost) = match &crash {
+            Some(c) => (c.acknowledged, c.lost),
+            None => (f.acknowledged, 0),
+        };
+        let mut r = StrategyReport {
+            name: strategy.name().to_string(),
+            description: strategy.description().to_string(),
+            requests,
+            origin_calls: f.db_reads,
+            origin_failures: 0,
+            origin_calls_per_key: 0.0,
+            reduction_pct: None,
+            hits: f.hits,
+            hit_rate: if reads_n == 0 {
+                0.0
+            } else {
+                f.hits as f64 / reads_n as f64
+            },
+            served_stale: 0,
+            loaded: 0,
+            coalesced: 0,
+            shared: 0,
+            errors: f.errors,
+            timeouts: 0,
+            p50_ms: percentile_ms(&all, 0.5),
+            p95_ms: percentile_ms(&all, 0.95),
+            p99_ms: percentile_ms(&all, 0.99),
+            max_ms: percentile_ms(&all, 1.0),
+            mean_ms: if all.is_empty() {
+                0.0
+            } else {
+                all.iter().sum::<u64>() as f64 / all.len() as f64 / 1000.0
+            },
+            wait_p50_ms: None,
+            wait_max_ms: None,
+            waited: 0,
+            verdict: String::new(),
+            write_p50_ms: Some(percentile_ms(&writes, 0.5)),
+            write_p99_ms: Some(percentile_ms(&writes, 0.99)),
+            read_p50_ms: Some(percentile_ms(&reads, 0.5)),
+            read_p99_ms: Some(percentile_ms(&reads, 0.99)),
+            stale_reads: Some(f.stale_reads),
+            acknowledged_writes: Some(acknowledged),
+            lost_writes: Some(lost),
+            db_lag_p99_ms: (!lag.is_empty()).then(|| percentile_ms(&lag, 0.99)),
+        };
+        let ms = |v: f64| {
+            if v < 10.0 {
+                format!("{v:.1}")
+            } else {
+                format!("{v:.0}")
+            }
+        };
+        r.verdict =
+            format!(
+            "{}: writes p50 {} ms (p99 {} ms), reads p50 {} ms (p99 {} ms); {} stale reads{}{}.",
+            r.name,
+            ms(r.write_p50_ms.unwrap_or_default()),
+            ms(r.write_p99_ms.unwrap_or_default()),
+            ms(r.read_p50_ms.unwrap_or_default()),
+            ms(r.read_p99_ms.unwrap_or_default()),
+            f.stale_reads,
+            r.db_lag_p99_ms
+                .map_or(String::new(), |l| format!("; the database lags by up to {} ms", ms(l))),
+            match &crash {
+                Some(c) => format!(
+                    "; killed mid-run: {} of {} acknowledged writes lost",
+                    c.lost, c.acknowledged
+                ),
+                None => String::new(),
+            }
+        );
+        r
+    }
 }
 
 /// Nearest-rank percentile of sorted samples (µs), in ms.
@@ -191,6 +328,14 @@ pub fn summarize(run: &RawRun, keys: u32, baseline_calls: Option<u64>) -> Strate
         wait_max_ms: (!waits.is_empty()).then(|| percentile_ms(&waits, 1.0)),
         waited: count(Outcome::Loaded) + count(Outcome::Coalesced) + count(Outcome::Shared),
         verdict: String::new(),
+        write_p50_ms: None,
+        write_p99_ms: None,
+        read_p50_ms: None,
+        read_p99_ms: None,
+        stale_reads: None,
+        acknowledged_writes: None,
+        lost_writes: None,
+        db_lag_p99_ms: None,
     };
     report.verdict = verdict(&report);
     report

@@ -36,6 +36,17 @@ pub enum Strategy {
     /// herdguard with stale-if-error and a circuit breaker (3 failures open it for
     /// 1 s): the failing origin is left alone.
     Breaker,
+    /// Writes: the database, then invalidate the key; reads load on a miss.
+    CacheAside,
+    /// Writes: the database, then the cache (`Cache::write_through`).
+    WriteThrough,
+    /// Writes: the cache now, the database later (`Cache::write_behind`; durable
+    /// through Redis with `--redis`).
+    WriteBehind,
+    /// Writes: the cache now, and an in-memory channel drained by a task into
+    /// the database — the hand-written write-behind (needs `--redis`: the
+    /// baseline of the crash).
+    WriteBehindNaive,
 }
 
 impl Strategy {
@@ -50,6 +61,10 @@ impl Strategy {
             Strategy::Swr => "swr",
             Strategy::Sie => "sie",
             Strategy::Breaker => "breaker",
+            Strategy::CacheAside => "cache-aside",
+            Strategy::WriteThrough => "write-through",
+            Strategy::WriteBehind => "write-behind",
+            Strategy::WriteBehindNaive => "write-behind-naive",
         }
     }
 
@@ -64,6 +79,10 @@ impl Strategy {
             Strategy::Swr => "herdguard + stale-while-revalidate",
             Strategy::Sie => "herdguard + stale-if-error",
             Strategy::Breaker => "herdguard + stale-if-error + circuit breaker",
+            Strategy::CacheAside => "write the database, invalidate the key; load on a miss",
+            Strategy::WriteThrough => "herdguard write_through: the database, then the cache",
+            Strategy::WriteBehind => "herdguard write_behind: the cache now, the database later",
+            Strategy::WriteBehindNaive => "cache now, database later through an in-memory channel",
         }
     }
 
@@ -167,6 +186,15 @@ impl Client {
                 .stale_if_error(stale)
                 .circuit_breaker(BreakerConfig::new(3, Duration::from_secs(1)))
                 .build(),
+            Strategy::CacheAside
+            | Strategy::WriteThrough
+            | Strategy::WriteBehind
+            | Strategy::WriteBehindNaive => {
+                return Err(bad(format!(
+                    "{} is a write pattern: it runs in the patterns scenario only",
+                    strategy.name()
+                )))
+            }
         };
         let cache = built.map_err(|e| crate::error::runtime(format!("cache settings: {e}")))?;
         Ok(Client::Herd(cache))
