@@ -6,6 +6,10 @@
 #      vs the classic SET NX lock + 100 ms..1 s backoff polling + double check.
 #   2. L2 hit throughput: RedisRemote::get and Cache (L1 of one entry) vs
 #      redis-benchmark GET at the same concurrency and value size.
+#   3. Durable write-behind: Cache::write_behind (shared store + Redis Stream
+#      queue, a batching writer) closed loop and open loop at
+#      HERDGUARD_BENCH_WRITE_RATE writes/s (default 20000), vs a plain XADD loop
+#      on the same client and redis-benchmark XADD.
 # Ratios carry over; absolute figures on a shared 2-core machine do not.
 # About a minute once built.
 set -euo pipefail
@@ -14,7 +18,7 @@ cd "$(dirname "$0")/.."
 command -v redis-server >/dev/null || { echo "redis-server not found (apt-get install redis-server)" >&2; exit 2; }
 command -v redis-benchmark >/dev/null || { echo "redis-benchmark not found (apt-get install redis-tools)" >&2; exit 2; }
 
-cargo bench -p herdguard-redis --locked --bench wakeup --bench l2_get --no-run 2>&1 | grep -v '^\s*Compiling' || true
+cargo bench -p herdguard-redis --locked --bench wakeup --bench l2_get --bench write_behind --no-run 2>&1 | grep -v '^\s*Compiling' || true
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 dir=$(mktemp -d)
@@ -34,7 +38,7 @@ done
 redis-cli -p "$port" ping >/dev/null || { echo "redis-server did not start on port $port" >&2; cat "$dir/redis.log" >&2; exit 1; }
 
 export HERDGUARD_BENCH_REDIS_URL="redis://127.0.0.1:$port/"
-cargo bench -p herdguard-redis --locked --bench wakeup --bench l2_get 2>/dev/null | tee "$out"
+cargo bench -p herdguard-redis --locked --bench wakeup --bench l2_get --bench write_behind 2>/dev/null | tee "$out"
 echo
 echo "== summary =="
-grep -E '^(wake-up|herdguard L2|l2 get)' "$out"
+grep -E '^(wake-up|herdguard L2|l2 get|herdguard write_behind|plain XADD|write-behind ratio)' "$out"

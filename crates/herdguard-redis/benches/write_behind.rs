@@ -1,0 +1,300 @@
+//! Durable write-behind against a plain `XADD` loop, one after the other in one
+//! run, on one server:
+//!
+//! 1. `Cache::write_behind` over `RedisRemote` (the value shared fleet-wide)
+//!    with a `RedisWriteQueue` (the write appended to a Redis Stream), C tasks
+//!    on a 2-thread runtime for a few seconds, into a writer that takes batches
+//!    of up to 256 writes and spends 2 ms on each batch (a database's round
+//!    trip). Reported: acknowledgements per second, acknowledgement latency
+//!    p50/p99, and writes the writer received per second (it must keep up, or
+//!    the queue would only grow: the run ends with a flush, and its time is in
+//!    the rate).
+//! 2. The same C tasks doing a bare `XADD` of the same payload on the same
+//!    multiplexed redis-rs connection: the floor of any Redis-backed queue.
+//! 3. `redis-benchmark` running that `XADD` with C connections (one request in
+//!    flight on each), for the server's view.
+//!
+//! The ratio of (1) to (2) is the figure to quote: what durability through
+//! herdguard costs against appending to a stream yourself.
+
+mod common;
+
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use herdguard::{BoxError, BoxFuture, Cache, Write, WriteBehind, Writer};
+use herdguard_redis::{QueueConfig, RedisConfig, RedisRemote, RedisWriteQueue};
+
+const CONCURRENCY: usize = 64;
+const KEYS: usize = 10_000;
+const VALUE_BYTES: usize = 64;
+const MEASURE: Duration = Duration::from_secs(4);
+const BATCH: usize = 256;
+const BATCH_COST: Duration = Duration::from_millis(2);
+
+/// A database that writes a batch in one round trip.
+struct BatchingDb {
+    written: Arc<AtomicU64>,
+    batches: Arc<AtomicU64>,
+}
+
+impl Writer<String, String> for BatchingDb {
+    fn write<'a>(
+        &'a self,
+        batch: &'a [Write<String, String>],
+    ) -> BoxFuture<'a, Result<(), BoxError>> {
+        Box::pin(async move {
+            tokio::time::sleep(BATCH_COST).await;
+            self.written
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            self.batches.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        })
+    }
+}
+
+/// Runs `op` from `CONCURRENCY` tasks for `MEASURE`: operations per second and
+/// each operation's latency (µs), sorted.
+async fn drive<F, Fut>(op: F) -> (f64, Vec<u64>)
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..CONCURRENCY)
+        .map(|t| {
+            let op = op.clone();
+            tokio::spawn(async move {
+                let mut lat = Vec::with_capacity(100_000);
+                let mut i = t * 7919;
+                while start.elapsed() < MEASURE {
+                    let began = Instant::now();
+                    op(i % KEYS).await;
+                    lat.push(began.elapsed().as_micros() as u64);
+                    i += 1;
+                }
+                lat
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("task"));
+    }
+    let rate = all.len() as f64 / start.elapsed().as_secs_f64();
+    all.sort_unstable();
+    (rate, all)
+}
+
+/// Offers `rate` operations per second for `MEASURE` (open loop: a slow
+/// operation does not hold the next back), each timed from when it was offered,
+/// so queueing counts: operations per second achieved and latencies (µs), sorted.
+async fn offer<F, Fut>(rate: u64, op: F) -> (f64, Vec<u64>)
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    const TICK: Duration = Duration::from_millis(1);
+    let per_tick = (rate / 1000).max(1) as usize;
+    let start = Instant::now();
+    let mut ticks = tokio::time::interval(TICK);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut tasks = Vec::new();
+    let mut n = 0usize;
+    for tick in 0..(MEASURE.as_millis() as u32) {
+        let _ = tick;
+        // From when the tick fired (the timer's own millisecond of lateness is
+        // not the cache's), spawning and scheduling included.
+        let due = ticks.tick().await.into_std().max(Instant::now());
+        for _ in 0..per_tick {
+            let op = op.clone();
+            let i = n;
+            n += 1;
+            tasks.push(tokio::spawn(async move {
+                op(i % KEYS).await;
+                due.elapsed().as_micros() as u64
+            }));
+        }
+    }
+    let mut all = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        all.push(t.await.expect("task"));
+    }
+    let rate = all.len() as f64 / start.elapsed().as_secs_f64();
+    all.sort_unstable();
+    (rate, all)
+}
+
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+/// `redis-benchmark -q … XADD` prints `XADD …: 123456.78 requests per second`.
+fn redis_benchmark_xadd(port: u16, n: u64, clients: usize) -> f64 {
+    let value = "x".repeat(VALUE_BYTES);
+    let out = Command::new("redis-benchmark")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q"])
+        .args(["-n", &n.to_string(), "-c", &clients.to_string()])
+        .args(["XADD", "wbbench:rb", "MAXLEN", "~", "100000", "*"])
+        .args(["k", "key:__rand_int__", "v", &value])
+        .output()
+        .expect("run redis-benchmark (apt-get install redis-tools)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split(['\r', '\n'])
+        .filter(|l| l.starts_with("XADD"))
+        .filter_map(|l| {
+            let (_, rest) = l.split_once(": ")?;
+            rest.split_whitespace().next()?.parse::<f64>().ok()
+        })
+        .next_back()
+        .unwrap_or_else(|| panic!("no XADD rate in redis-benchmark output: {text:?}"))
+}
+
+fn main() {
+    let target = common::target();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async move {
+        let config = RedisConfig::new(target.url.clone()).prefix("wbbench");
+        let written = Arc::new(AtomicU64::new(0));
+        let batches = Arc::new(AtomicU64::new(0));
+        let queue = RedisWriteQueue::<String, String>::connect(config.clone(), QueueConfig::new())
+            .await
+            .expect("queue");
+        let behind = WriteBehind::new(BatchingDb {
+            written: Arc::clone(&written),
+            batches: Arc::clone(&batches),
+        })
+        .queue(queue)
+        .max_batch(BATCH)
+        .max_queue(1_000_000);
+        let remote = RedisRemote::<String, String>::connect(config)
+            .await
+            .expect("remote");
+        let cache = Cache::builder()
+            .ttl(Duration::from_secs(600))
+            .max_entries(KEYS as u64)
+            .shared_store(remote)
+            .write_behind(behind)
+            .build()
+            .expect("cache");
+        let value = "x".repeat(VALUE_BYTES);
+
+        // Warm up the connections and scripts.
+        for i in 0..100 {
+            cache
+                .write_behind(format!("key-{i}"), value.clone())
+                .await
+                .expect("warm-up write");
+        }
+        cache.flush_writes(Duration::from_secs(30)).await;
+        written.store(0, Ordering::Relaxed);
+        batches.store(0, Ordering::Relaxed);
+
+        let began = Instant::now();
+        let (acks, lat) = {
+            let (cache, value) = (cache.clone(), value.clone());
+            drive(move |i| {
+                let (cache, value) = (cache.clone(), value.clone());
+                async move {
+                    cache
+                        .write_behind(format!("key-{i}"), value)
+                        .await
+                        .expect("write_behind");
+                }
+            })
+            .await
+        };
+        let flushed = cache.flush_writes(Duration::from_secs(60)).await;
+        let drained_in = began.elapsed();
+        let received = written.load(Ordering::Relaxed);
+        let batch_count = batches.load(Ordering::Relaxed).max(1);
+        println!(
+            "herdguard write_behind, closed loop ({CONCURRENCY} callers, as fast as it goes): {acks:.0} acks/s, ack p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            ms(common::quantile(&lat, 0.5)),
+            ms(common::quantile(&lat, 0.99)),
+            ms(common::quantile(&lat, 1.0)),
+        );
+        println!(
+            "  writer: {received} writes in {batch_count} batches (mean {:.0} per batch), {:.0} writes/s through the end of the flush (flushed: {flushed})",
+            received as f64 / batch_count as f64,
+            received as f64 / drained_in.as_secs_f64(),
+        );
+
+        let target_rate = std::env::var("HERDGUARD_BENCH_WRITE_RATE")
+            .ok()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(20_000u64);
+        written.store(0, Ordering::Relaxed);
+        let began = Instant::now();
+        let (offered, lat) = {
+            let (cache, value) = (cache.clone(), value.clone());
+            offer(target_rate, move |i| {
+                let (cache, value) = (cache.clone(), value.clone());
+                async move {
+                    cache
+                        .write_behind(format!("key-{i}"), value)
+                        .await
+                        .expect("write_behind");
+                }
+            })
+            .await
+        };
+        let flushed = cache.flush_writes(Duration::from_secs(60)).await;
+        let drained_in = began.elapsed();
+        let received = written.load(Ordering::Relaxed);
+        let batch_count = batches.load(Ordering::Relaxed).max(1);
+        println!(
+            "herdguard write_behind, open loop at {target_rate} writes/s offered: {offered:.0} acks/s, ack p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms (timed from when each was offered)",
+            ms(common::quantile(&lat, 0.5)),
+            ms(common::quantile(&lat, 0.99)),
+            ms(common::quantile(&lat, 1.0)),
+        );
+        println!(
+            "  writer: {received} writes in {batch_count} batches (mean {:.0} per batch), {:.0} writes/s through the end of the flush (flushed: {flushed})",
+            received as f64 / batch_count as f64,
+            received as f64 / drained_in.as_secs_f64(),
+        );
+
+        let conn = redis::Client::open(target.url.as_str())
+            .expect("client")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connection");
+        let (xadds, xlat) = drive(move |i| {
+            let (mut conn, value) = (conn.clone(), value.clone());
+            async move {
+                let _: String = redis::cmd("XADD")
+                    .arg("wbbench:plain")
+                    .arg("MAXLEN")
+                    .arg("~")
+                    .arg(100_000)
+                    .arg("*")
+                    .arg("k")
+                    .arg(format!("key-{i}"))
+                    .arg("v")
+                    .arg(value)
+                    .query_async(&mut conn)
+                    .await
+                    .expect("XADD");
+            }
+        })
+        .await;
+        println!(
+            "plain XADD loop (same client, same connection): {xadds:.0} XADD/s, p50 {:.2} ms, p99 {:.2} ms",
+            ms(common::quantile(&xlat, 0.5)),
+            ms(common::quantile(&xlat, 0.99)),
+        );
+        let rb = redis_benchmark_xadd(target.port, 200_000, CONCURRENCY);
+        println!("redis-benchmark XADD -c {CONCURRENCY}: {rb:.0} XADD/s");
+        println!(
+            "write-behind ratio: herdguard acks / plain XADD = {:.2} (herdguard also writes the value to the shared store and L1 per ack)",
+            acks / xadds
+        );
+    });
+}
