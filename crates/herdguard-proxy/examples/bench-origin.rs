@@ -1,7 +1,8 @@
 //! A tiny origin for `scripts/bench-serve.sh`: `/slow/...` answers after
 //! `--delay-ms` (the stampede case), `/big/N` streams N bytes, uncacheable (the
 //! streaming case), everything else answers at once (the hit case). Other
-//! answers are cacheable for 5 minutes; it prints the requests it served on exit.
+//! answers are cacheable for 5 minutes (`/small/...`: 35 bytes for 10 minutes, the
+//! memory benchmark's object); it prints the requests it served on exit.
 //!
 //! `cargo run --release --example bench-origin -- --port 9000 --delay-ms 200`
 
@@ -100,6 +101,17 @@ async fn main() -> anyhow::Result<()> {
                     }
                     if req.uri().path().starts_with("/slow/") {
                         tokio::time::sleep(delay).await;
+                    }
+                    if req.uri().path().starts_with("/small/") {
+                        // 35 bytes, cacheable for 10 minutes: the memory benchmark's object.
+                        let mut r = Response::new(Either::Left(Full::new(Bytes::from_static(
+                            b"{\"temp\":21.5,\"unit\":\"C\",\"ok\":true }",
+                        ))));
+                        r.headers_mut().insert(
+                            "cache-control",
+                            http::HeaderValue::from_static("max-age=600"),
+                        );
+                        return Ok::<_, Infallible>(r);
                     }
                     let mut r = Response::new(Either::Left(Full::new(body)));
                     r.headers_mut().insert(

@@ -47,11 +47,21 @@ pub struct ServeArgs {
     /// precedence, comma-separated (default: CDN-Cache-Control).
     #[arg(long, env = "HERDGUARD_CACHE_TARGET")]
     pub cache_target: Option<String>,
-    /// Most responses kept in memory.
+    /// The memory budget of cached responses, with a unit (e.g. 512MiB, 2GiB;
+    /// default 256MiB): each weighed by what it holds (key, fields, body and a
+    /// fixed overhead), the least useful evicted to stay under it.
+    #[arg(long, env = "HERDGUARD_MAX_MEMORY")]
+    pub max_memory: Option<String>,
+    /// The largest response stored, as a share of `max_memory`, percent
+    /// (default 10; larger ones stream through uncached).
+    #[arg(long, env = "HERDGUARD_MAX_OBJECT_PERCENT")]
+    pub max_object_percent: Option<u64>,
+    /// Most responses kept in memory, a second bound beside `max_memory`
+    /// (default: none beyond the budget).
     #[arg(long, env = "HERDGUARD_MAX_ENTRIES")]
     pub max_entries: Option<u64>,
-    /// Most bytes of responses kept in memory.
-    #[arg(long, env = "HERDGUARD_MAX_CACHE_BYTES")]
+    /// Deprecated: `max_memory` in bytes, without a unit.
+    #[arg(long, env = "HERDGUARD_MAX_CACHE_BYTES", hide = true)]
     pub max_cache_bytes: Option<u64>,
     /// Largest origin response stored, bytes; larger ones are streamed through uncached.
     #[arg(long, env = "HERDGUARD_MAX_BODY_BYTES")]
@@ -163,6 +173,22 @@ impl StringOrList {
     }
 }
 
+/// A size in the TOML file: `"2GiB"` or a number of bytes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum SizeValue {
+    Bytes(u64),
+    Text(String),
+}
+
+/// Parses a size with a unit (`64MiB`, `2 GiB`, `1.5GB`) or plain bytes.
+fn parse_size(field: &str, text: &str) -> Result<u64, ConfigError> {
+    text.trim()
+        .parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|_| invalid(field, format!("{text:?} is not a size like 512MiB or 2GiB")))
+}
+
 /// The TOML file: the same fields as the flags.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -172,6 +198,8 @@ struct FileConfig {
     redis: Option<String>,
     admin: Option<String>,
     cache_target: Option<String>,
+    max_memory: Option<SizeValue>,
+    max_object_percent: Option<u64>,
     max_entries: Option<u64>,
     max_cache_bytes: Option<u64>,
     max_body_bytes: Option<usize>,
@@ -231,8 +259,8 @@ pub struct Settings {
     pub cache_targets: Vec<HeaderName>,
     /// Most responses in memory.
     pub max_entries: u64,
-    /// Most bytes in memory.
-    pub max_cache_bytes: u64,
+    /// The memory budget of cached responses, bytes.
+    pub max_memory: u64,
     /// Largest origin answer stored (larger ones pass through).
     pub max_body_bytes: usize,
     /// Largest client body forwarded.
@@ -409,21 +437,52 @@ impl ServeArgs {
                 Ok(v)
             }
         };
+        let max_memory = match (
+            self.max_memory.clone(),
+            file.max_memory.clone(),
+            pick!(max_cache_bytes),
+        ) {
+            (Some(_), _, Some(_)) | (None, Some(_), Some(_)) => {
+                return Err(invalid(
+                    "max_cache_bytes",
+                    "set max_memory only (max_cache_bytes is its deprecated name)",
+                ))
+            }
+            (Some(text), _, _) => parse_size("max_memory", &text)?,
+            (None, Some(SizeValue::Text(text)), _) => parse_size("max_memory", &text)?,
+            (None, Some(SizeValue::Bytes(n)), _) => n,
+            (None, None, Some(n)) => n,
+            (None, None, None) => 256 << 20,
+        };
+        let max_memory = positive("max_memory", max_memory)?;
+        let max_object_percent = pick!(max_object_percent).unwrap_or(10);
+        if !(1..=50).contains(&max_object_percent) {
+            return Err(invalid(
+                "max_object_percent",
+                format!("must be between 1 and 50, got {max_object_percent}"),
+            ));
+        }
+        let max_object = max_memory / 100 * max_object_percent;
+        // By default the budget is the only bound (one entry per 64 bytes of it
+        // can never be reached: an entry weighs more than that).
+        let max_entries = positive(
+            "max_entries",
+            pick!(max_entries).unwrap_or((max_memory / 64).max(1)),
+        )?;
         Ok(Settings {
             listen,
             origin: origin_uri,
             redis,
             admin,
             cache_targets,
-            max_entries: positive("max_entries", pick!(max_entries).unwrap_or(100_000))?,
-            max_cache_bytes: positive(
-                "max_cache_bytes",
-                pick!(max_cache_bytes).unwrap_or(256 << 20),
-            )?,
+            max_entries,
+            max_memory,
             max_body_bytes: positive_usize(
                 "max_body_bytes",
                 pick!(max_body_bytes).unwrap_or(16 << 20),
-            )?,
+            )?
+            .min(usize::try_from(max_object).unwrap_or(usize::MAX))
+            .max(1),
             max_request_body_bytes: positive_usize(
                 "max_request_body_bytes",
                 pick!(max_request_body_bytes).unwrap_or(16 << 20),
@@ -531,6 +590,41 @@ mod tests {
             s.cache_targets,
             vec![HeaderName::from_static("cdn-cache-control")]
         );
+    }
+
+    #[test]
+    fn max_memory_takes_units_and_bounds_the_largest_object() {
+        let s = args().resolve().unwrap();
+        assert_eq!(s.max_memory, 256 << 20);
+        // 10 % of 256 MiB is above the 16 MiB default.
+        assert_eq!(s.max_body_bytes, 16 << 20);
+        let mut a = args();
+        a.max_memory = Some("64MiB".into());
+        let s = a.resolve().unwrap();
+        assert_eq!(s.max_memory, 64 << 20);
+        assert_eq!(s.max_body_bytes, (64 << 20) / 100 * 10);
+        let mut a = args();
+        a.max_memory = Some("2 GiB".into());
+        a.max_object_percent = Some(1);
+        let s = a.resolve().unwrap();
+        assert_eq!(s.max_memory, 2 << 30);
+        assert_eq!(s.max_body_bytes, 16 << 20);
+        for bad in ["", "lots", "-1MiB", "0"] {
+            let mut a = args();
+            a.max_memory = Some(bad.into());
+            assert_eq!(a.resolve().unwrap_err().field, "max_memory", "{bad:?}");
+        }
+        let mut a = args();
+        a.max_object_percent = Some(80);
+        assert_eq!(a.resolve().unwrap_err().field, "max_object_percent");
+        let mut a = args();
+        a.max_memory = Some("1GiB".into());
+        a.max_cache_bytes = Some(1 << 30);
+        assert_eq!(a.resolve().unwrap_err().field, "max_cache_bytes");
+        // The deprecated name alone still works.
+        let mut a = args();
+        a.max_cache_bytes = Some(1 << 20);
+        assert_eq!(a.resolve().unwrap().max_memory, 1 << 20);
     }
 
     #[test]

@@ -216,19 +216,14 @@ impl Proxy {
         // initial age from it, and every answer replaces it with the current age.
         let vary_key =
             digest_of(&Vary::from_response(&headers), &forward.headers).unwrap_or_default();
-        let mut value = CachedResponse {
-            status: status.as_u16(),
-            headers: Vec::new(),
+        let mut value = CachedResponse::new(
+            status,
+            &headers,
             body,
-            request_time_ms: to_ms(request_time),
-            response_time_ms: to_ms(response_time),
+            (to_ms(request_time), to_ms(response_time)),
             vary_key,
             fetch,
-            uncacheable: None,
-            parsed: Default::default(),
-            semantics: Default::default(),
-        };
-        value.set_headers(&headers);
+        );
         match verdict {
             Ok(f) => Loaded::new(value)
                 .ttl(f.ttl)

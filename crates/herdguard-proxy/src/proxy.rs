@@ -241,7 +241,7 @@ impl Proxy {
             return false;
         }
         matches!(
-            decide(value.semantics(&self.rules.config), directives, SystemTime::now()),
+            decide(&value.semantics(&self.rules.config), directives, SystemTime::now()),
             Decision::Revalidate { reason, .. } if reason.is_request_caused()
         )
     }
@@ -437,7 +437,7 @@ impl Proxy {
             return None;
         }
         let config = &self.rules.config;
-        match decide(value.semantics(config), directives, SystemTime::now()) {
+        match decide(&value.semantics(config), directives, SystemTime::now()) {
             Decision::Fresh => Some(answer::stored(
                 &self.stats,
                 config,

@@ -1,5 +1,6 @@
 //! The cached value: one origin response with the times its age is computed from.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -21,12 +22,19 @@ pub enum Fetch {
 
 /// One origin response as the cache keeps it (and, with `--redis`, as the fleet
 /// shares it: it is serde-serializable).
+///
+/// Kept compact, since a cache holds many: the header fields are one block of
+/// bytes (`name:value\n` each; the values handed out are slices of it), and
+/// what is derived from them — the parsed map for the hit path, the RFC 9111
+/// facts — is built on demand and kept (boxed) only for responses that are
+/// actually served again.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CachedResponse {
     /// Status code.
     pub status: u16,
-    /// Header fields, end-to-end only (hop-by-hop fields are dropped at fetch).
-    pub headers: Vec<(String, Bytes)>,
+    /// Header fields, end-to-end only (hop-by-hop fields are dropped at fetch):
+    /// `name:value\n` per field, names lower case.
+    head: Bytes,
     /// The whole body.
     pub body: Bytes,
     /// When the request that produced the response was sent, Unix milliseconds.
@@ -45,31 +53,98 @@ pub struct CachedResponse {
     /// Why the response may not be stored (`None` when it may); such a value is a
     /// marker only (its answer went to one client as a stream).
     pub uncacheable: Option<String>,
-    /// `headers` parsed once, on first use: the hit path then clones a map
-    /// instead of re-validating every field name and value.
+    /// The fields parsed, kept from the second use on: the hit path then clones a
+    /// map instead of re-validating every field; a response served once (most of
+    /// a long tail) never holds one.
     #[serde(skip)]
-    pub parsed: OnceLock<HeaderMap>,
+    parsed: OnceLock<Box<HeaderMap>>,
+    #[serde(skip)]
+    used: Used,
+    #[serde(skip)]
+    used_semantics: Used,
     /// The RFC 9111 facts (lifetime, initial age, directives), computed once.
     #[serde(skip)]
-    pub semantics: OnceLock<StoredResponse>,
+    semantics: OnceLock<Box<StoredResponse>>,
 }
 
+/// [`CachedResponse::semantics`]: kept with the response, or computed for this
+/// use only.
+#[derive(Debug)]
+pub enum Semantics<'a> {
+    /// Kept with the response.
+    Kept(&'a StoredResponse),
+    /// Computed for this use.
+    Fresh(Box<StoredResponse>),
+}
+
+impl std::ops::Deref for Semantics<'_> {
+    type Target = StoredResponse;
+
+    fn deref(&self) -> &StoredResponse {
+        match self {
+            Semantics::Kept(s) => s,
+            Semantics::Fresh(s) => s,
+        }
+    }
+}
+
+/// Whether something derived from the fields was built once already.
+#[derive(Debug, Default)]
+struct Used(AtomicBool);
+
+impl Clone for Used {
+    fn clone(&self) -> Self {
+        Used(AtomicBool::new(self.0.load(Ordering::Relaxed)))
+    }
+}
+
+/// Bytes a response costs beyond its key, fields and body and the store's own
+/// bookkeeping (which the store adds): the allocator's headers on its
+/// allocations and the body's shared handle, created on its first clone.
+/// Measured with heaptrack, rounded up.
+pub(crate) const ENTRY_OVERHEAD: u64 = 128;
+
 impl CachedResponse {
+    /// A response with `headers` as its fields and nothing derived yet.
+    pub fn new(
+        status: StatusCode,
+        headers: &HeaderMap,
+        body: Bytes,
+        (request_time_ms, response_time_ms): (u64, u64),
+        vary_key: Vec<u8>,
+        fetch: Fetch,
+    ) -> Self {
+        let mut value = CachedResponse {
+            status: status.as_u16(),
+            head: Bytes::new(),
+            body: compact(body),
+            request_time_ms,
+            response_time_ms,
+            vary_key,
+            fetch,
+            uncacheable: None,
+            parsed: OnceLock::new(),
+            used: Used::default(),
+            used_semantics: Used::default(),
+            semantics: OnceLock::new(),
+        };
+        value.set_headers(headers);
+        value
+    }
+
     /// The marker a load hands the core for an answer that went, as a stream, to
     /// its own caller only: status and reason, no fields, no body.
     pub fn passed(status: StatusCode, reason: &str, fetch: Fetch) -> Self {
-        CachedResponse {
-            status: status.as_u16(),
-            headers: Vec::new(),
-            body: Bytes::new(),
-            request_time_ms: 0,
-            response_time_ms: 0,
-            vary_key: Vec::new(),
+        let mut value = CachedResponse::new(
+            status,
+            &HeaderMap::new(),
+            Bytes::new(),
+            (0, 0),
+            Vec::new(),
             fetch,
-            uncacheable: Some(reason.to_string()),
-            parsed: OnceLock::new(),
-            semantics: OnceLock::new(),
-        }
+        );
+        value.uncacheable = Some(reason.to_string());
+        value
     }
 
     /// The status code (502 if the stored one is out of range).
@@ -79,15 +154,44 @@ impl CachedResponse {
 
     /// The header fields as a map; fields that do not parse are dropped.
     pub fn header_map(&self) -> HeaderMap {
-        self.parsed.get_or_init(|| self.parse_headers()).clone()
+        if let Some(map) = self.parsed.get() {
+            return HeaderMap::clone(map);
+        }
+        let map = self.parse_headers();
+        if self.used.0.swap(true, Ordering::Relaxed) {
+            // Served again: worth keeping.
+            let _ = self.parsed.set(Box::new(map.clone()));
+        }
+        map
+    }
+
+    /// The stored fields, in order: (name, value).
+    pub fn fields(&self) -> impl Iterator<Item = (&[u8], Bytes)> + '_ {
+        let head = &self.head;
+        let mut at = 0;
+        std::iter::from_fn(move || {
+            while at < head.len() {
+                let end = head[at..]
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(head.len(), |i| at + i);
+                let line = at..end;
+                at = end + 1;
+                if let Some(colon) = head[line.clone()].iter().position(|&b| b == b':') {
+                    let name = &head[line.start..line.start + colon];
+                    return Some((name, head.slice(line.start + colon + 1..line.end)));
+                }
+            }
+            None
+        })
     }
 
     fn parse_headers(&self) -> HeaderMap {
-        let mut map = HeaderMap::with_capacity(self.headers.len() + 3);
-        for (name, value) in &self.headers {
+        let mut map = HeaderMap::with_capacity(8);
+        for (name, value) in self.fields() {
             if let (Ok(n), Ok(v)) = (
-                HeaderName::from_bytes(name.as_bytes()),
-                HeaderValue::from_maybe_shared(value.clone()),
+                HeaderName::from_bytes(name),
+                HeaderValue::from_maybe_shared(value),
             ) {
                 map.append(n, v);
             }
@@ -100,48 +204,100 @@ impl CachedResponse {
         map
     }
 
-    /// Stores `headers` as the field list.
+    /// Stores `headers` as the field list (and forgets what was derived from the
+    /// previous one).
     pub fn set_headers(&mut self, headers: &HeaderMap) {
         self.parsed = OnceLock::new();
         self.semantics = OnceLock::new();
-        self.headers = headers
+        self.used = Used::default();
+        self.used_semantics = Used::default();
+        let len = headers
             .iter()
-            .map(|(n, v)| (n.as_str().to_string(), Bytes::copy_from_slice(v.as_bytes())))
-            .collect();
+            .map(|(n, v)| n.as_str().len() + v.len() + 2)
+            .sum();
+        let mut head = Vec::with_capacity(len);
+        for (n, v) in headers {
+            head.extend_from_slice(n.as_str().as_bytes());
+            head.push(b':');
+            head.extend_from_slice(v.as_bytes());
+            head.push(b'\n');
+        }
+        self.head = Bytes::from(head);
     }
 
     /// The first value of `name`, as text.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.fields()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .and_then(|(_, v)| String::from_utf8(v.to_vec()).ok())
     }
 
-    /// The RFC 9111 view of this response (lifetime, age, directives), computed on
-    /// first use from the stored fields and times.
-    pub fn semantics(&self, config: &CacheConfig) -> &StoredResponse {
-        self.semantics.get_or_init(|| {
-            let response_time = from_ms(self.response_time_ms);
-            // A value from an older peer has no request time: no delay is then assumed.
-            let request_time = match self.request_time_ms {
-                0 => response_time,
-                ms => from_ms(ms),
-            };
-            StoredResponse::new(
-                self.status(),
-                &self.header_map(),
-                request_time,
-                response_time,
-                config,
-            )
-        })
+    /// What the response holds on the heap, bytes: key, fields, body, the parsed
+    /// fields once it is served again, and the allocations' overhead (the store
+    /// adds its own bookkeeping per entry).
+    pub fn weight(&self, key: &str) -> u64 {
+        let parsed = if self.uncacheable.is_some() {
+            0
+        } else {
+            // The map a response served twice keeps: its table and one bucket a field.
+            128 + 64 * self.fields().count() as u64
+        };
+        key.len() as u64
+            + self.head.len() as u64
+            + self.body.len() as u64
+            + self.vary_key.len() as u64
+            + self.uncacheable.as_ref().map_or(0, |r| r.len() as u64)
+            + parsed
+            + ENTRY_OVERHEAD
     }
 
-    /// The `Vary` of the stored response.
+    /// The RFC 9111 view of this response (lifetime, age, directives), computed
+    /// from the stored fields and times; kept from the second use on.
+    pub fn semantics(&self, config: &CacheConfig) -> Semantics<'_> {
+        if let Some(kept) = self.semantics.get() {
+            return Semantics::Kept(kept);
+        }
+        let response_time = from_ms(self.response_time_ms);
+        // A value from an older peer has no request time: no delay is then assumed.
+        let request_time = match self.request_time_ms {
+            0 => response_time,
+            ms => from_ms(ms),
+        };
+        let fresh = StoredResponse::new(
+            self.status(),
+            &self.parse_headers(),
+            request_time,
+            response_time,
+            config,
+        );
+        if self.used_semantics.0.swap(true, Ordering::Relaxed) {
+            return Semantics::Kept(self.semantics.get_or_init(|| Box::new(fresh)));
+        }
+        Semantics::Fresh(Box::new(fresh))
+    }
+
+    /// The `Vary` of the stored response (read from the fields, nothing parsed
+    /// or kept beyond the `Vary` fields themselves).
     pub fn vary(&self) -> Vary {
-        Vary::from_response(self.parsed.get_or_init(|| self.parse_headers()))
+        let mut vary = HeaderMap::new();
+        for (name, value) in self.fields() {
+            if name.eq_ignore_ascii_case(b"vary") {
+                if let Ok(v) = HeaderValue::from_maybe_shared(value) {
+                    vary.append(http::header::VARY, v);
+                }
+            }
+        }
+        Vary::from_response(&vary)
     }
+}
+
+/// A body in an allocation of its own size: a body read frame by frame into a
+/// growing buffer can hold twice its length, or share a larger read buffer.
+fn compact(body: Bytes) -> Bytes {
+    if body.is_empty() {
+        return Bytes::new();
+    }
+    Bytes::from(body.to_vec())
 }
 
 /// Unix milliseconds of `t`.

@@ -101,18 +101,11 @@ impl Server {
     pub async fn bind(settings: Settings) -> Result<Server, ServeError> {
         let store = MemoryStore::with_weigher(
             settings.max_entries,
-            settings.max_cache_bytes,
-            Arc::new(|k: &String, v: &CachedResponse| {
-                (k.len()
-                    + v.body.len()
-                    + v.headers
-                        .iter()
-                        .map(|(n, v)| n.len() + v.len())
-                        .sum::<usize>()) as u64
-            }),
+            settings.max_memory,
+            Arc::new(|k: &String, v: &CachedResponse| v.weight(k)),
         )
         .map_err(|e| ConfigError {
-            field: "max_cache_bytes".into(),
+            field: "max_memory".into(),
             reason: e.to_string(),
         })?;
         let builder = Cache::builder()

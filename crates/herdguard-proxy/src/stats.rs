@@ -191,6 +191,13 @@ impl Stats {
             "Entries in memory",
             ConstGauge::new(i64::try_from(core.entries).unwrap_or(i64::MAX)),
         );
+        if let Some(bytes) = core.bytes {
+            registry.register(
+                "herdguard_cache_bytes",
+                "Bytes of cached responses held, as weighed against max_memory",
+                ConstGauge::new(i64::try_from(bytes).unwrap_or(i64::MAX)),
+            );
+        }
         registry.register(
             "herdguard_cache_in_flight",
             "Loads running now",

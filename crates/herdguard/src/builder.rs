@@ -92,7 +92,13 @@ where
         self
     }
 
-    /// Most bytes the embedded store holds, as `weigh` estimates each key and value.
+    /// The memory budget of the embedded store, bytes: each entry weighs what
+    /// `weigh` says its key and value hold on the heap (`key.len() + value.len()`
+    /// for strings and byte vectors), plus the store's own bookkeeping for it
+    /// ([`MemoryStore::BOOKKEEPING`](crate::MemoryStore::BOOKKEEPING), a few
+    /// hundred bytes), and the least useful entries are evicted to stay under
+    /// it. `max_entries` stays a second bound. The bytes held are in
+    /// [`MetricsSnapshot::bytes`](crate::MetricsSnapshot::bytes).
     pub fn max_bytes(
         mut self,
         bytes: u64,

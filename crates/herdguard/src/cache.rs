@@ -251,6 +251,7 @@ where
             inner.breaker.as_ref().map(Breaker::state),
             inner.flights.len(),
             inner.store.len(),
+            inner.store.bytes(),
             inner
                 .write_behind
                 .as_ref()

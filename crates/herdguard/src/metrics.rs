@@ -182,6 +182,7 @@ macro_rules! metrics {
                 breaker: Option<BreakerState>,
                 in_flight: usize,
                 entries: usize,
+                bytes: Option<u64>,
                 write_queue: u64,
             ) -> MetricsSnapshot {
                 MetricsSnapshot {
@@ -192,6 +193,7 @@ macro_rules! metrics {
                     breaker,
                     in_flight,
                     entries,
+                    bytes,
                     write_queue,
                 }
             }
@@ -219,6 +221,9 @@ macro_rules! metrics {
             pub in_flight: usize,
             /// Entries in the in-process store.
             pub entries: usize,
+            /// Bytes the in-process store holds, as its weigher counts them,
+            /// when it is bounded by bytes (`CacheBuilder::max_bytes`).
+            pub bytes: Option<u64>,
             /// Write-behind writes queued and not yet written (as last seen by
             /// the drainer; all processes, with a shared queue).
             pub write_queue: u64,

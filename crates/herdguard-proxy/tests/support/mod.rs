@@ -97,12 +97,19 @@ pub struct Origin {
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
     count: Arc<AtomicUsize>,
+    record: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Origin {
     /// Requests received so far (complete or not).
     pub fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
+    }
+    /// Stops keeping the requests (counting goes on): for tests that measure
+    /// memory over many requests.
+    pub fn stop_recording(&self) {
+        self.record.store(false, Ordering::SeqCst);
+        self.seen.lock().unwrap().clear();
     }
     /// How many requests arrived.
     pub fn calls(&self) -> usize {
@@ -116,20 +123,27 @@ pub async fn origin(handler: impl Fn(&Seen, usize) -> Reply + Send + Sync + 'sta
     let seen = Arc::new(Mutex::new(Vec::new()));
     let count = Arc::new(AtomicUsize::new(0));
     let handler: Arc<Handler> = Arc::new(handler);
-    let (seen2, count2) = (Arc::clone(&seen), Arc::clone(&count));
+    let record = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let (seen2, count2, record2) = (Arc::clone(&seen), Arc::clone(&count), Arc::clone(&record));
     tokio::spawn(async move {
         let mut conn = 0;
         while let Ok((stream, _)) = listener.accept().await {
-            let (seen, count, handler) = (
+            let (seen, count, handler, record) = (
                 Arc::clone(&seen2),
                 Arc::clone(&count2),
                 Arc::clone(&handler),
+                Arc::clone(&record2),
             );
-            tokio::spawn(serve_conn(stream, conn, seen, count, handler));
+            tokio::spawn(serve_conn(stream, conn, seen, count, handler, record));
             conn += 1;
         }
     });
-    Origin { addr, seen, count }
+    Origin {
+        addr,
+        seen,
+        count,
+        record,
+    }
 }
 
 async fn serve_conn(
@@ -138,6 +152,7 @@ async fn serve_conn(
     seen: Arc<Mutex<Vec<Seen>>>,
     count: Arc<AtomicUsize>,
     handler: Arc<Handler>,
+    record: Arc<std::sync::atomic::AtomicBool>,
 ) {
     let _ = stream.set_nodelay(true);
     let mut buf: Vec<u8> = Vec::new();
@@ -204,7 +219,9 @@ async fn serve_conn(
             .unwrap_or(false);
         s.body_time = started.elapsed();
         let n = count.fetch_add(1, Ordering::SeqCst) + 1;
-        seen.lock().unwrap().push(s.clone());
+        if record.load(Ordering::SeqCst) {
+            seen.lock().unwrap().push(s.clone());
+        }
         if !s.complete {
             return;
         }

@@ -23,6 +23,7 @@ pub type WeighFn<K, V> = Arc<dyn Fn(&K, &V) -> u64 + Send + Sync>;
 /// there are never more than `max_entries` of them.
 pub struct MemoryStore<K, V> {
     map: QuickCache<K, Arc<Entry<V>>, EntryWeighter<K, V>>,
+    by_bytes: bool,
 }
 
 struct EntryWeighter<K, V> {
@@ -42,10 +43,15 @@ impl<K, V> Clone for EntryWeighter<K, V> {
 impl<K, V> Weighter<K, Arc<Entry<V>>> for EntryWeighter<K, V> {
     fn weight(&self, key: &K, entry: &Arc<Entry<V>>) -> u64 {
         match &self.weigh {
-            Some(weigh) => weigh(key, entry.value()).max(self.min_weight),
+            Some(weigh) => (weigh(key, entry.value()) + bookkeeping::<K, V>()).max(self.min_weight),
             None => 1,
         }
     }
+}
+
+/// See [`MemoryStore::BOOKKEEPING`].
+const fn bookkeeping<K, V>() -> u64 {
+    (std::mem::size_of::<Entry<V>>() + 16 + std::mem::size_of::<K>() + 64) as u64
 }
 
 impl<K, V> MemoryStore<K, V>
@@ -53,13 +59,21 @@ where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Send + Sync + 'static,
 {
+    /// What the store spends on an entry beyond what a weigher counts (the heap
+    /// bytes of the key and value), added to each entry's weight: the entry
+    /// itself (value, times, freshness, reference counts), the key inline in the
+    /// table, and the table's slot and hash share with the allocator's header
+    /// (measured with heaptrack, rounded up).
+    pub const BOOKKEEPING: u64 = bookkeeping::<K, V>();
+
     /// A store of at most `max_entries` entries.
     pub fn new(max_entries: u64) -> Result<Self, ConfigError> {
         Self::build(max_entries, None)
     }
 
-    /// A store of at most `max_entries` entries and `max_bytes` bytes as `weigh`
-    /// estimates them.
+    /// A store of at most `max_entries` entries and `max_bytes` bytes: each entry
+    /// weighs what `weigh` says its key and value hold on the heap, plus the
+    /// store's own bookkeeping for it ([`Self::BOOKKEEPING`]).
     pub fn with_weigher(
         max_entries: u64,
         max_bytes: u64,
@@ -75,7 +89,15 @@ where
         if max_entries == 0 {
             return Err(ConfigError::Zero("max_entries"));
         }
-        let estimated = usize::try_from(max_entries).unwrap_or(usize::MAX);
+        // The table is sized for the entries expected, not the most allowed: a
+        // byte budget with a loose entry bound must not reserve room for entries
+        // it will never hold (assumed: at least 512 bytes each).
+        let expected = match &bytes {
+            Some((max_bytes, _)) => max_entries.min(max_bytes / 512).max(16),
+            None => max_entries,
+        };
+        let estimated = usize::try_from(expected).unwrap_or(usize::MAX);
+        let by_bytes = bytes.is_some();
         let (capacity, weighter) = match bytes {
             None => (
                 max_entries,
@@ -94,6 +116,7 @@ where
         };
         Ok(MemoryStore {
             map: QuickCache::with_weighter(estimated, capacity, weighter),
+            by_bytes,
         })
     }
 
@@ -123,6 +146,10 @@ where
 
     fn len(&self) -> usize {
         self.map.len()
+    }
+
+    fn bytes(&self) -> Option<u64> {
+        self.by_bytes.then(|| self.map.weight())
     }
 }
 

@@ -29,4 +29,9 @@ pub trait Store<K, V>: Send + Sync + 'static {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// Bytes held, as the store's weigher counts them, when it bounds bytes
+    /// (`None` when it counts entries only).
+    fn bytes(&self) -> Option<u64> {
+        None
+    }
 }

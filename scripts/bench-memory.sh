@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Memory per cached object and miss throughput: herdguard serve vs Varnish
+# (-s malloc), one after the other in one run, in front of the same origin.
+#
+# wrk streams distinct URLs (/small/<n>: a 35-byte body, max-age=600) through
+# each for DURATION; every request is a miss that stores one object. Reported:
+# objects stored, resident set growth over the run (VmRSS after - before, the
+# Varnish cache process), bytes per object, miss rps, and the ratios.
+#
+# Usage: scripts/bench-memory.sh [duration, default 15s]. HG_MAX_MEMORY sets
+# herdguard's budget (default 4GiB, so the run measures cost per object, not
+# eviction); VARNISH_MALLOC Varnish's (default 4G).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION="${1:-15s}"
+HG_MAX_MEMORY="${HG_MAX_MEMORY:-4GiB}"
+VARNISH_MALLOC="${VARNISH_MALLOC:-4G}"
+WORK="$(mktemp -d /tmp/herdguard-bench-memory.XXXXXX)"
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+for tool in wrk varnishd varnishstat; do
+    command -v "$tool" >/dev/null || { echo "bench-memory: $tool is not installed (Debian: apt-get install wrk varnish)" >&2; exit 2; }
+done
+
+echo "building (release)..." >&2
+cargo build --release --quiet -p herdguard-proxy --examples
+BIN=target/release/examples
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() {
+    for _ in $(seq 1 200); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.05
+    done
+    echo "bench-memory: nothing listening on port $1" >&2; exit 1
+}
+rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+
+cat >"$WORK/distinct.lua" <<'LUA'
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format("GET", "/small/" .. n)
+end
+LUA
+
+ORIGIN_PORT=$(free_port); HG_PORT=$(free_port); HG_ADMIN=$(free_port); V_PORT=$(free_port)
+"$BIN/bench-origin" --port "$ORIGIN_PORT" 2>"$WORK/origin.log" &
+PIDS+=($!)
+wait_port "$ORIGIN_PORT"
+
+# --- herdguard ---
+"$BIN/serve" --listen "127.0.0.1:$HG_PORT" --admin "127.0.0.1:$HG_ADMIN" \
+    --origin "http://127.0.0.1:$ORIGIN_PORT" --max-memory "$HG_MAX_MEMORY" --max-entries 100000000 \
+    2>"$WORK/herdguard.log" &
+HG_PID=$!
+PIDS+=($HG_PID)
+wait_port "$HG_PORT"
+curl -s -o /dev/null "http://127.0.0.1:$HG_PORT/small/warm"
+HG_BEFORE=$(rss_kb "$HG_PID")
+wrk -t1 -c32 -d"$DURATION" -s "$WORK/distinct.lua" "http://127.0.0.1:$HG_PORT" >"$WORK/hg.wrk"
+HG_AFTER=$(rss_kb "$HG_PID")
+HG_OBJECTS=$(curl -s "http://127.0.0.1:$HG_ADMIN/metrics" | awk '/^herdguard_cache_entries / {print $2}')
+HG_BYTES_USED=$(curl -s "http://127.0.0.1:$HG_ADMIN/metrics" | awk '/^herdguard_cache_bytes / {print $2}')
+HG_RPS=$(awk '/Requests\/sec/ {print $2}' "$WORK/hg.wrk")
+kill "$HG_PID"; wait "$HG_PID" 2>/dev/null || true
+
+# --- Varnish ---
+varnishd -F -n "$WORK/varnish" -a "127.0.0.1:$V_PORT" -b "127.0.0.1:$ORIGIN_PORT" \
+    -s "malloc,$VARNISH_MALLOC" -p default_grace=0 -p default_keep=0 \
+    >"$WORK/varnish.log" 2>&1 &
+V_MGR=$!
+PIDS+=($V_MGR)
+wait_port "$V_PORT"
+curl -s -o /dev/null "http://127.0.0.1:$V_PORT/small/warm"
+V_CHILD=$(pgrep -P "$V_MGR" | head -1)
+V_BEFORE=$(rss_kb "$V_CHILD")
+wrk -t1 -c32 -d"$DURATION" -s "$WORK/distinct.lua" "http://127.0.0.1:$V_PORT" >"$WORK/v.wrk"
+V_AFTER=$(rss_kb "$V_CHILD")
+V_OBJECTS=$(varnishstat -n "$WORK/varnish" -1 -f MAIN.n_object | awk '{print $2}')
+V_RPS=$(awk '/Requests\/sec/ {print $2}' "$WORK/v.wrk")
+
+python3 - "$HG_OBJECTS" "$HG_BEFORE" "$HG_AFTER" "$HG_RPS" "$V_OBJECTS" "$V_BEFORE" "$V_AFTER" "$V_RPS" "${HG_BYTES_USED:-0}" <<'PY'
+import sys
+ho, hb, ha, hr, vo, vb, va, vr, used = sys.argv[1:]
+ho, vo = int(float(ho)), int(float(vo))
+hper = (int(ha) - int(hb)) * 1024 / max(ho, 1)
+vper = (int(va) - int(vb)) * 1024 / max(vo, 1)
+print(f"{'':28} {'objects':>9} {'RSS growth MB':>14} {'bytes/object':>13} {'miss rps':>10}")
+print(f"{'herdguard serve':28} {ho:>9} {(int(ha)-int(hb))/1024:>14.1f} {hper:>13.0f} {float(hr):>10.0f}")
+print(f"{'varnish -s malloc':28} {vo:>9} {(int(va)-int(vb))/1024:>14.1f} {vper:>13.0f} {float(vr):>10.0f}")
+print(f"herdguard's own count of the bytes it holds: {float(used)/max(ho,1):.0f} per object")
+print(f"ratio bytes/object herdguard/varnish: {hper/vper:.2f}  (goal <= 0.5, and <= 1 KB an object)")
+print(f"ratio miss rps herdguard/varnish:     {float(hr)/float(vr):.2f}  (goal >= 1.2)")
+PY
