@@ -158,7 +158,10 @@ impl Server {
             origin,
             rules,
             Arc::new(Stats::default()),
-            Variants::new(settings.cache_key.clone()),
+            Variants::new(
+                settings.cache_key.clone(),
+                settings.max_memory / crate::variants::REGISTRY_SHARE,
+            ),
             options,
         ));
         let bind_error = |source| ServeError::Bind {

@@ -35,10 +35,26 @@ impl Default for Known {
     }
 }
 
+/// Weighs a URL's registry record by the bytes it holds.
+#[derive(Clone)]
+struct KnownWeight;
+
+impl quick_cache::Weighter<String, Known> for KnownWeight {
+    fn weight(&self, url: &String, known: &Known) -> u64 {
+        // The record, its vectors' headers, and each variant key with its own.
+        (128 + url.len()
+            + known.primary_digest.len()
+            + known.keys.iter().map(|k| k.len() + 40).sum::<usize>()) as u64
+    }
+}
+
+/// The share of the memory budget the variants registry may hold.
+pub(crate) const REGISTRY_SHARE: u64 = 32;
+
 /// The key configuration and the variants learnt so far.
 pub(crate) struct Variants {
     config: KeyConfig,
-    known: quick_cache::sync::Cache<String, Known>,
+    known: quick_cache::sync::Cache<String, Known, KnownWeight>,
     /// Whether any URL has varied yet: until then the hit path skips `known`.
     any: AtomicBool,
 }
@@ -61,10 +77,18 @@ pub(crate) fn vary_matches(cached: &CachedResponse, forward: &Forward) -> bool {
 }
 
 impl Variants {
-    pub(crate) fn new(config: KeyConfig) -> Self {
+    /// A registry of at most `max_bytes` (a share of the memory budget). The
+    /// least used URLs are forgotten first; the variants of a forgotten URL stay
+    /// cached until they expire, but an invalidation of the URL then reaches only
+    /// the variants learnt again since.
+    pub(crate) fn new(config: KeyConfig, max_bytes: u64) -> Self {
         Variants {
             config,
-            known: quick_cache::sync::Cache::new(10_000),
+            known: quick_cache::sync::Cache::with_weighter(
+                1024,
+                max_bytes.max(64 << 10),
+                KnownWeight,
+            ),
             any: AtomicBool::new(false),
         }
     }
