@@ -160,16 +160,29 @@ fn chart(page: &mut String, s: &ScenarioReport) {
             LEFT - 4.0,
             top + PANEL
         );
-        let ticks = 8.min(buckets);
-        for k in 0..=ticks {
-            let b = buckets * k / ticks.max(1);
+        // The window in which the origin (or Redis) was down, shaded.
+        if let Some((from, until)) = s.failure_window_ms.or(s.outage_window_ms) {
+            let at = |ms: f64| LEFT + plot_w * (ms / (buckets as f64 * bucket_ms as f64)).min(1.0);
+            let _ = writeln!(
+                page,
+                "<rect x=\"{:.1}\" y=\"{top}\" width=\"{:.1}\" height=\"{PANEL}\" fill=\"#f4d9d9\"><title>{} down</title></rect>",
+                at(from),
+                (at(until) - at(from)).max(0.0),
+                if s.failure_window_ms.is_some() { "origin" } else { "Redis" }
+            );
+        }
+        let span_ms = buckets as u64 * bucket_ms;
+        let step = tick_step_ms(span_ms);
+        let mut t = 0;
+        while t <= span_ms {
             let _ = writeln!(
                 page,
                 "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"middle\">{:.1} s</text>",
-                x(b),
+                LEFT + plot_w * t as f64 / span_ms.max(1) as f64,
                 top + PANEL + 14.0,
-                (b as u64 * bucket_ms) as f64 / 1000.0
+                t as f64 / 1000.0
             );
+            t += step;
         }
         // herdguard last, on top of the others.
         let mut order: Vec<&(&StrategyReport, &Timeline)> = lines.iter().collect();
@@ -182,7 +195,7 @@ fn chart(page: &mut String, s: &ScenarioReport) {
                 y(values.first().copied().unwrap_or(0))
             );
             for (b, &v) in values.iter().enumerate() {
-                let _ = write!(d, " H{:.1} V{:.1} H{:.1}", x(b), y(v), x(b + 1));
+                let _ = write!(d, " V{:.1} H{:.1}", y(v), x(b + 1));
             }
             let bold = r.name == "herdguard";
             let _ = writeln!(
@@ -216,6 +229,18 @@ fn chart(page: &mut String, s: &ScenarioReport) {
         }
     }
     page.push_str("</svg>\n");
+}
+
+/// A round step between time ticks, so at most 10 ticks cover `span_ms`.
+fn tick_step_ms(span_ms: u64) -> u64 {
+    const STEPS: [u64; 12] = [
+        100, 200, 500, 1_000, 2_000, 5_000, 10_000, 30_000, 60_000, 120_000, 300_000, 600_000,
+    ];
+    STEPS
+        .iter()
+        .copied()
+        .find(|step| span_ms / step <= 10)
+        .unwrap_or(600_000)
 }
 
 fn table(page: &mut String, s: &ScenarioReport) {
@@ -324,6 +349,13 @@ fn esc(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn time_ticks_are_round_and_few() {
+        assert_eq!(tick_step_ms(400), 100);
+        assert_eq!(tick_step_ms(4_200), 500);
+        assert_eq!(tick_step_ms(60_000), 10_000);
+    }
 
     #[test]
     fn text_is_escaped() {
