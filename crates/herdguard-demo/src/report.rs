@@ -178,6 +178,10 @@ pub fn recommendation(report: &ScenarioReport) -> Option<String> {
         "), {}, {}",
         match h.waited {
             0 => "no caller waited for the origin".to_string(),
+            // Nothing is cached yet: every caller waits for its key's one load.
+            n if report.name == Scenario::Cold.name() => {
+                format!("{n} callers shared those loads")
+            }
             n => format!("{n} callers waited for the origin"),
         },
         match h.errors + h.timeouts {
