@@ -51,7 +51,7 @@ fn cold_protected_strategies_call_the_origin_once_per_key() {
         threads * keys,
         "unprotected: one call per caller"
     );
-    for name in ["classic", "single-flight"] {
+    for name in ["classic", "single-flight", "herdguard"] {
         let s = strategy(cold, name);
         assert_eq!(s["requests"], threads * keys);
         assert_eq!(s["origin_calls"], keys, "{name}: one call per key");
@@ -83,6 +83,49 @@ fn every_scenario_reports_every_applicable_strategy() {
         .map(|s| s["name"].as_str().expect("name"))
         .collect();
     assert_eq!(names, ["cold", "expiry", "origin-failure"]);
+    let strategies = |n: usize| -> Vec<&str> {
+        report["scenarios"][n]["strategies"]
+            .as_array()
+            .expect("strategies")
+            .iter()
+            .map(|s| s["name"].as_str().expect("name"))
+            .collect()
+    };
+    assert_eq!(
+        strategies(0),
+        ["none", "classic", "single-flight", "herdguard"]
+    );
+    assert_eq!(
+        strategies(1),
+        [
+            "none",
+            "classic",
+            "single-flight",
+            "xfetch",
+            "swr",
+            "herdguard"
+        ]
+    );
+    assert_eq!(
+        strategies(2),
+        ["none", "single-flight", "sie", "breaker", "herdguard"]
+    );
+    // Every strategy has its timeline, one span per scenario.
+    for scenario in report["scenarios"].as_array().expect("scenarios") {
+        let lengths: Vec<usize> = scenario["strategies"]
+            .as_array()
+            .expect("strategies")
+            .iter()
+            .map(|s| {
+                assert_eq!(s["timeline"]["bucket_ms"], 100, "{s}");
+                let calls = s["timeline"]["origin_calls"].as_array().expect("calls");
+                let waiting = s["timeline"]["waiting"].as_array().expect("waiting");
+                assert_eq!(calls.len(), waiting.len());
+                calls.len()
+            })
+            .collect();
+        assert!(lengths.windows(2).all(|w| w[0] == w[1]), "{lengths:?}");
+    }
     let failure = &report["scenarios"][2];
     // The origin fails for a window: the unprotected cache passes errors on, the
     // stale-if-error strategies serve stale values instead.
@@ -92,7 +135,7 @@ fn every_scenario_reports_every_applicable_strategy() {
             .expect("errors")
             > 0
     );
-    for name in ["sie", "breaker"] {
+    for name in ["sie", "breaker", "herdguard"] {
         let s = strategy(failure, name);
         assert_eq!(s["errors"], 0, "{name} serves stale instead of errors");
         assert!(s["served_stale"].as_u64().expect("stale") > 0);

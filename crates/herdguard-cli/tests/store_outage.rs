@@ -75,6 +75,11 @@ fn fleet_rides_out_a_redis_outage_that_classic_passes_on_as_errors() {
         "fewer calls than no protection"
     );
 
+    // The recommended configuration rides it out the same way.
+    let h = strategy(outage, "herdguard");
+    assert_eq!(count(h, "errors") + count(h, "timeouts"), 0, "{h}");
+    assert!(count(h, "origin_calls") < count(strategy(outage, "none"), "origin_calls"));
+
     let classic = strategy(outage, "classic");
     assert!(
         count(classic, "errors") > 0,

@@ -41,15 +41,16 @@ impl Scenario {
     }
 
     /// The strategies compared in this scenario, in table order; `fleet` only
-    /// with a Redis server.
+    /// with a Redis server; `herdguard`, the recommended configuration, in every
+    /// read scenario.
     pub fn strategies(self, redis: bool) -> Vec<Strategy> {
         use Strategy::*;
         let all: &[Strategy] = match self {
-            Scenario::Cold => &[None, Classic, SingleFlight, Fleet],
-            Scenario::Expiry => &[None, Classic, SingleFlight, Fleet, Xfetch, Swr],
-            Scenario::OriginFailure => &[None, SingleFlight, Sie, Breaker],
+            Scenario::Cold => &[None, Classic, SingleFlight, Fleet, Herdguard],
+            Scenario::Expiry => &[None, Classic, SingleFlight, Fleet, Xfetch, Swr, Herdguard],
+            Scenario::OriginFailure => &[None, SingleFlight, Sie, Breaker, Herdguard],
             // Every one of these goes through the relay to Redis.
-            Scenario::StoreOutage => &[None, Classic, Fleet],
+            Scenario::StoreOutage => &[None, Classic, Fleet, Herdguard],
             Scenario::Patterns => &[CacheAside, WriteThrough, WriteBehind, WriteBehindNaive],
         };
         all.iter()
@@ -126,6 +127,14 @@ pub struct DemoArgs {
     /// With --redis: delete the demo's keys (hgdemo:*) before running.
     #[arg(long)]
     pub flush: bool,
+    /// Run the fleet scenarios in N processes (default 4) against a private
+    /// redis-server the demo starts on a free loopback port and stops at the end
+    /// (needs redis-server on PATH). Not with --redis or --processes.
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "4")]
+    pub fleet: Option<u32>,
+    /// Also write a self-contained HTML report (charts and tables) to this file.
+    #[arg(long, value_name = "FILE.html")]
+    pub report: Option<std::path::PathBuf>,
     /// Internal: run one scenario as a worker process of a --processes run.
     #[arg(long, hide = true, value_name = "JSON")]
     pub worker_plan: Option<String>,
@@ -200,6 +209,9 @@ pub struct Plan {
     pub seed: u64,
 }
 
+/// Stands for the `--fleet` run's private Redis until it is started.
+const FLEET_URL_PLACEHOLDER: &str = "redis://127.0.0.1:6379/";
+
 /// When Redis is unreachable in the store-outage scenario, as fractions of the load.
 const OUTAGE_WINDOW: (f64, f64) = (0.30, 0.65);
 
@@ -207,6 +219,31 @@ const OUTAGE_WINDOW: (f64, f64) = (0.30, 0.65);
 const COLD_TTL: Duration = Duration::from_secs(60);
 
 impl DemoArgs {
+    /// With `--fleet N`: these flags as the fleet run uses them — N processes and
+    /// a Redis URL standing for the private server (started later; the plan's
+    /// URLs are set then). `--fleet` with `--redis` or `--processes` is bad input.
+    pub fn fleet_args(&self) -> Result<Option<DemoArgs>, DemoError> {
+        let Some(processes) = self.fleet else {
+            return Ok(None);
+        };
+        if self.redis.is_some() {
+            return Err(bad(
+                "--fleet starts a private redis-server; --redis URL uses yours: pass one or the other",
+            ));
+        }
+        if self.processes != 1 {
+            return Err(bad(
+                "--fleet N sets the number of processes: drop --processes (or use --redis URL --processes N)",
+            ));
+        }
+        range("--fleet", processes, 1, 64)?;
+        let mut args = self.clone();
+        args.fleet = None;
+        args.processes = processes;
+        args.redis = Some(FLEET_URL_PLACEHOLDER.to_string());
+        Ok(Some(args))
+    }
+
     /// Checks every flag and resolves the plan; out-of-range input is a
     /// [`DemoError::BadInput`] naming the flag.
     pub fn plan(&self) -> Result<Plan, DemoError> {
@@ -314,8 +351,8 @@ impl DemoArgs {
         }
         if plans.is_empty() {
             return Err(bad("none of the requested strategies applies to the requested scenarios \
-                 (cold: none, classic, single-flight, fleet; expiry: none, classic, single-flight, fleet, xfetch, swr; \
-                 origin-failure: none, single-flight, sie, breaker; store-outage: none, classic, fleet; \
+                 (cold: none, classic, single-flight, fleet, herdguard; expiry: none, classic, single-flight, fleet, xfetch, swr, herdguard; \
+                 origin-failure: none, single-flight, sie, breaker, herdguard; store-outage: none, classic, fleet, herdguard; \
                  patterns: cache-aside, write-through, write-behind, write-behind-naive)"));
         }
         Ok(Plan {
@@ -388,6 +425,55 @@ mod tests {
         assert_eq!(scenario.outage_window, Some(OUTAGE_WINDOW));
         assert_eq!(scenario.failure_window, None);
         let names: Vec<_> = scenario.strategies.iter().map(|s| s.name()).collect();
-        assert_eq!(names, ["none", "classic", "fleet"]);
+        assert_eq!(names, ["none", "classic", "fleet", "herdguard"]);
+    }
+
+    #[test]
+    fn herdguard_is_in_every_read_scenario_and_last() {
+        for scenario in [
+            Scenario::Cold,
+            Scenario::Expiry,
+            Scenario::OriginFailure,
+            Scenario::StoreOutage,
+        ] {
+            for redis in [false, true] {
+                let all = scenario.strategies(redis);
+                assert_eq!(all.last(), Some(&Strategy::Herdguard), "{scenario:?}");
+            }
+        }
+        assert!(!Scenario::Patterns
+            .strategies(true)
+            .contains(&Strategy::Herdguard));
+    }
+
+    fn fleet_args(args: &[&str]) -> Result<Option<DemoArgs>, DemoError> {
+        let cli = Cli::try_parse_from(std::iter::once("demo").chain(args.iter().copied()))
+            .map_err(|e| bad(e.to_string()))?;
+        cli.demo.fleet_args()
+    }
+
+    #[test]
+    fn fleet_defaults_to_four_processes_and_excludes_redis_and_processes() {
+        let args = fleet_args(&["--fleet"])
+            .expect("valid")
+            .expect("a fleet run");
+        assert_eq!(args.processes, 4);
+        assert!(args.redis.is_some());
+        let plan = args.plan().expect("plan");
+        let names: Vec<_> = plan.scenarios.iter().map(|s| s.scenario.name()).collect();
+        assert_eq!(names, ["cold", "expiry", "origin-failure", "store-outage"]);
+        let args = fleet_args(&["--fleet", "3", "--json"])
+            .expect("valid")
+            .expect("a fleet run");
+        assert_eq!(args.processes, 3);
+        assert!(fleet_args(&[]).expect("valid").is_none());
+        for bad_args in [
+            &["--fleet", "--redis", "redis://127.0.0.1:1/"][..],
+            &["--fleet", "2", "--processes", "2"],
+            &["--fleet", "0"],
+        ] {
+            let err = fleet_args(bad_args).expect_err("bad input");
+            assert_eq!(err.exit_code(), 2, "{bad_args:?}");
+        }
     }
 }

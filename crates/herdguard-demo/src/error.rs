@@ -11,6 +11,10 @@ pub enum DemoError {
     /// The binary exits with code 1.
     #[error("{0}")]
     Runtime(String),
+    /// Ctrl-C: the run stopped early (worker processes and the `--fleet` Redis
+    /// stopped with it). The binary exits with code 130, as shells do.
+    #[error("interrupted")]
+    Interrupted,
 }
 
 impl DemoError {
@@ -19,6 +23,7 @@ impl DemoError {
         match self {
             DemoError::BadInput(_) => 2,
             DemoError::Runtime(_) => 1,
+            DemoError::Interrupted => 130,
         }
     }
 }

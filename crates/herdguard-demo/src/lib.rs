@@ -25,8 +25,10 @@
 //!   write-behind) against a simulated database, and its crash runs.
 //! - `fleet`: `--redis` runs: the reachability check, `--flush`, and `--processes`
 //!   (worker copies of this program started together, their counts added up).
+//! - `local_redis`: `--fleet`: the private `redis-server` the run starts and stops.
 //! - `stats`: outcomes, samples, exact percentiles, verdicts ([`StrategyReport`]).
-//! - `report`: tables and the JSON document ([`DemoReport`]).
+//! - `report`: tables, timelines (sparklines) and the JSON document ([`DemoReport`]).
+//! - `html`: the `--report FILE.html` page (inline SVG charts and the tables).
 //! - `error`: bad input (exit code 2) vs a failed run (exit code 1).
 
 #![warn(missing_docs)]
@@ -34,7 +36,9 @@
 mod args;
 mod error;
 mod fleet;
+mod html;
 mod kv;
+mod local_redis;
 mod origin;
 mod patterns;
 mod relay;
@@ -53,7 +57,7 @@ pub use error::DemoError;
 pub use origin::{OriginConfig, OriginError, WeatherOrigin};
 pub use patterns::{CrashPlan, CrashRole};
 pub use report::{DemoReport, ScenarioReport};
-pub use stats::{Outcome, RawRun, Sample, StrategyReport};
+pub use stats::{OriginCall, Outcome, RawRun, Sample, StrategyReport, Timeline, BUCKET_MS};
 pub use strategy::Strategy;
 
 /// First part of every Redis key the demo writes (what `--flush` deletes).
@@ -65,8 +69,48 @@ pub fn run(args: DemoArgs) -> Result<(), DemoError> {
         let worker = fleet::WorkerPlan::decode(json)?;
         return runtime()?.block_on(fleet::run_worker(worker));
     }
-    let plan = args.plan()?;
-    runtime()?.block_on(run_plan(&args, &plan))
+    match args.fleet_args()? {
+        None => {
+            let plan = args.plan()?;
+            let report = open_report(&args)?;
+            runtime()?.block_on(interruptible(run_plan(&args, &plan, report)))
+        }
+        Some(mut args) => {
+            let mut plan = args.plan()?;
+            let report = open_report(&args)?;
+            // Stopped when dropped: at the end, on an error, on Ctrl-C.
+            let redis = local_redis::LocalRedis::start()?;
+            let url = redis.url();
+            args.redis = Some(url.clone());
+            for scenario in &mut plan.scenarios {
+                scenario.redis = Some(url.clone());
+            }
+            let result = runtime()?.block_on(interruptible(run_plan(&args, &plan, report)));
+            drop(redis);
+            result
+        }
+    }
+}
+
+/// Runs `run` until it ends or Ctrl-C comes ([`DemoError::Interrupted`]); the
+/// run's future is dropped then, and with it the worker processes it started.
+async fn interruptible(
+    run: impl std::future::Future<Output = Result<(), DemoError>>,
+) -> Result<(), DemoError> {
+    tokio::select! {
+        result = run => result,
+        _ = tokio::signal::ctrl_c() => Err(DemoError::Interrupted),
+    }
+}
+
+/// Creates the `--report` file before the run, so a bad path fails at once.
+fn open_report(args: &DemoArgs) -> Result<Option<(std::path::PathBuf, std::fs::File)>, DemoError> {
+    let Some(path) = &args.report else {
+        return Ok(None);
+    };
+    let file = std::fs::File::create(path)
+        .map_err(|e| error::bad(format!("--report {}: {e}", path.display())))?;
+    Ok(Some((path.clone(), file)))
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, DemoError> {
@@ -76,7 +120,11 @@ fn runtime() -> Result<tokio::runtime::Runtime, DemoError> {
         .map_err(|e| error::runtime(format!("cannot start the async runtime: {e}")))
 }
 
-async fn run_plan(args: &DemoArgs, plan: &Plan) -> Result<(), DemoError> {
+async fn run_plan(
+    args: &DemoArgs,
+    plan: &Plan,
+    html_report: Option<(std::path::PathBuf, std::fs::File)>,
+) -> Result<(), DemoError> {
     let started = Instant::now();
     if let Some(url) = &args.redis {
         fleet::check_redis(url, args.flush).await?;
@@ -132,6 +180,14 @@ async fn run_plan(args: &DemoArgs, plan: &Plan) -> Result<(), DemoError> {
         wall_ms: started.elapsed().as_secs_f64() * 1000.0,
         scenarios,
     };
+    if let Some((path, mut file)) = html_report {
+        file.write_all(html::render(&report).as_bytes())
+            .and_then(|()| file.flush())
+            .map_err(|e| error::runtime(format!("--report {}: {e}", path.display())))?;
+        if !args.json {
+            let _ = writeln!(stdout.lock(), "\nreport written to {}", path.display());
+        }
+    }
     let mut out = stdout.lock();
     if args.json {
         let text = serde_json::to_string_pretty(&report)

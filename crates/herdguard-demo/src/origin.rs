@@ -4,7 +4,7 @@
 //! The origin's counter is the ground truth of every "origin calls" figure: the
 //! strategies never report their own loads.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -37,6 +37,21 @@ pub struct WeatherOrigin {
     rng: Mutex<fastrand::Rng>,
     /// Calls that start inside this window fail.
     failing: Mutex<Option<(Instant, Instant)>>,
+    /// Every call: its city, when it started and (once it has) when it ended.
+    log: Mutex<Vec<CallRecord>>,
+    /// Calls before this index were forgotten by [`WeatherOrigin::reset_counts`].
+    log_from: AtomicUsize,
+}
+
+/// One origin call, as the origin saw it.
+#[derive(Clone, Debug)]
+pub struct CallRecord {
+    /// The city asked for.
+    pub city: String,
+    /// When the call started.
+    pub started: Instant,
+    /// When it ended (`None` while it runs).
+    pub ended: Option<Instant>,
 }
 
 impl WeatherOrigin {
@@ -48,6 +63,8 @@ impl WeatherOrigin {
             failures: AtomicU64::new(0),
             rng: Mutex::new(fastrand::Rng::with_seed(seed)),
             failing: Mutex::new(None),
+            log: Mutex::new(Vec::new()),
+            log_from: AtomicUsize::new(0),
         }
     }
 
@@ -70,12 +87,34 @@ impl WeatherOrigin {
     pub fn reset_counts(&self) {
         self.calls.store(0, Ordering::SeqCst);
         self.failures.store(0, Ordering::SeqCst);
+        // Indices stay valid: a call in flight still records its end.
+        self.log_from.store(self.log.lock().len(), Ordering::SeqCst);
+    }
+
+    /// Every call made since the last [`reset_counts`](Self::reset_counts), in the
+    /// order they started.
+    pub fn call_log(&self) -> Vec<CallRecord> {
+        let from = self.log_from.load(Ordering::SeqCst);
+        self.log
+            .lock()
+            .get(from..)
+            .map(<[_]>::to_vec)
+            .unwrap_or_default()
     }
 
     /// The weather in `city`, after the origin's latency.
     pub async fn fetch(&self, city: &str) -> Result<String, OriginError> {
         let n = self.calls.fetch_add(1, Ordering::SeqCst);
         let started = Instant::now();
+        let index = {
+            let mut log = self.log.lock();
+            log.push(CallRecord {
+                city: city.to_string(),
+                started,
+                ended: None,
+            });
+            log.len() - 1
+        };
         let in_window = self
             .failing
             .lock()
@@ -90,7 +129,14 @@ impl WeatherOrigin {
                 rng.f64() < self.config.failure_rate,
             )
         };
-        tokio::time::sleep(latency).await;
+        {
+            // Records the end even when the caller gives up mid-call (the future dropped).
+            let _ended = EndOnDrop {
+                log: &self.log,
+                index,
+            };
+            tokio::time::sleep(latency).await;
+        }
         if in_window || unlucky {
             self.failures.fetch_add(1, Ordering::SeqCst);
             return Err(OriginError {
@@ -104,6 +150,20 @@ impl WeatherOrigin {
             "{city}: {} °C (reading #{n})",
             base + (n % 3) as i64
         ))
+    }
+}
+
+/// Sets a call's end when dropped.
+struct EndOnDrop<'a> {
+    log: &'a Mutex<Vec<CallRecord>>,
+    index: usize,
+}
+
+impl Drop for EndOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(call) = self.log.lock().get_mut(self.index) {
+            call.ended = Some(Instant::now());
+        }
     }
 }
 

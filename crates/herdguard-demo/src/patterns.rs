@@ -322,6 +322,7 @@ pub(crate) async fn run(
                 ""
             }
         ),
+        shared_store: plan.redis.is_some(),
         keys: plan.keys,
         threads: None,
         rate: Some(plan.rate),

@@ -6,7 +6,8 @@ use comfy_table::{CellAlignment, ContentArrangement, Table};
 use serde::{Deserialize, Serialize};
 
 use crate::args::{Scenario, ScenarioPlan};
-use crate::stats::{summarize, RawRun, StrategyReport};
+use crate::stats::{summarize, RawRun, StrategyReport, Timeline};
+use crate::strategy::Strategy;
 
 /// The whole run, as printed by `--json`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -50,6 +51,10 @@ pub struct ScenarioReport {
     pub outage_window_ms: Option<(f64, f64)>,
     /// Each strategy's figures.
     pub strategies: Vec<StrategyReport>,
+    /// Whether the strategies used Redis (`--redis`, `--fleet`); not in the JSON
+    /// (the document's `store` says it).
+    #[serde(skip)]
+    pub shared_store: bool,
 }
 
 /// Figures of one scenario from the runs of its strategies.
@@ -109,10 +114,23 @@ pub fn scenario_report(plan: &ScenarioPlan, runs: &[RawRun]) -> ScenarioReport {
         outage_window_ms: plan
             .outage_window
             .map(|(a, b)| (ms(plan.duration) * a, ms(plan.duration) * b)),
-        strategies: runs
-            .iter()
-            .map(|r| summarize(r, plan.keys, baseline))
-            .collect(),
+        shared_store: plan.redis.is_some(),
+        strategies: {
+            // One span for every strategy, so their timelines line up.
+            let min_ms = if steady {
+                plan.duration.as_millis() as u64
+            } else {
+                0
+            };
+            let buckets = runs
+                .iter()
+                .map(|r| Timeline::span(r, min_ms))
+                .max()
+                .unwrap_or(1);
+            runs.iter()
+                .map(|r| summarize(r, plan.keys, baseline, buckets))
+                .collect()
+        },
     }
 }
 
@@ -132,10 +150,129 @@ pub fn render(report: &ScenarioReport) -> String {
     }
     out.push_str(&table.to_string());
     out.push('\n');
+    out.push_str(&timeline_rows(report));
+    if let Some(line) = recommendation(report) {
+        out.push_str(&format!("  → {line}\n"));
+    }
     for s in &report.strategies {
         out.push_str(&format!("  {}\n", s.verdict));
     }
     out
+}
+
+/// The line that heads a read scenario's verdicts: what to use and why, from
+/// the `herdguard` strategy's own figures (none when it did not run).
+pub fn recommendation(report: &ScenarioReport) -> Option<String> {
+    let h = report
+        .strategies
+        .iter()
+        .find(|s| s.name == Strategy::Herdguard.name())?;
+    let mut line = format!(
+        "use herdguard: {} origin calls ({:.1} per key",
+        h.origin_calls, h.origin_calls_per_key
+    );
+    if let Some(pct) = h.reduction_pct {
+        line.push_str(&format!(", {pct:.1}% fewer than none"));
+    }
+    line.push_str(&format!(
+        "), {}, {}",
+        match h.waited {
+            0 => "no caller waited for the origin".to_string(),
+            // Nothing is cached yet: every caller waits for its key's one load.
+            n if report.name == Scenario::Cold.name() => {
+                format!("{n} callers shared those loads")
+            }
+            n => format!("{n} callers waited for the origin"),
+        },
+        match h.errors + h.timeouts {
+            0 => "no errors".to_string(),
+            n => format!("{n} errors or timeouts"),
+        }
+    ));
+    if h.served_stale > 0 {
+        line.push_str(&format!(", {} served stale", h.served_stale));
+    }
+    let fleet = report.shared_store;
+    let why = match report.name.as_str() {
+        "cold" if fleet => "the Redis lease lets one process per key call the origin and hands the value to the whole fleet",
+        "cold" => "single flight: one load per key, every other caller gets its value the moment it exists",
+        "expiry" => "X-Fetch starts one refresh in the background near expiry and stale-while-revalidate covers a late one, so the expiry of a hot key costs nobody a wait",
+        "origin-failure" => "stale-if-error answers with the last good value while the origin fails, and the breaker stops calling it",
+        "store-outage" => "when Redis goes away it falls back to in-process single flight and serves on, then rejoins the fleet",
+        _ => "one load per key, refreshed before expiry, stale on failure",
+    };
+    line.push_str(&format!(" — {why}."));
+    Some(line)
+}
+
+/// Most marks in one sparkline row; longer timelines are summed into wider buckets.
+const SPARK_WIDTH: usize = 80;
+
+/// Sparklines of a read scenario: per strategy, origin calls per bucket, then
+/// callers that waited per bucket (one scale per block, shared by the strategies).
+fn timeline_rows(report: &ScenarioReport) -> String {
+    let lines: Vec<(&str, &Timeline)> = report
+        .strategies
+        .iter()
+        .filter_map(|s| s.timeline.as_ref().map(|t| (s.name.as_str(), t)))
+        .collect();
+    let Some((_, first)) = lines.first() else {
+        return String::new();
+    };
+    let n = first.origin_calls.len();
+    let per = n.div_ceil(SPARK_WIDTH).max(1);
+    let bucket_ms = first.bucket_ms * per as u64;
+    let mut out = String::new();
+    type Series = fn(&Timeline) -> &Vec<u64>;
+    let blocks: [(&str, Series); 2] = [
+        ("origin calls", |t| &t.origin_calls),
+        ("callers that waited for the origin", |t| &t.waiting),
+    ];
+    for (title, series) in blocks {
+        let rows: Vec<(&str, Vec<u64>)> = lines
+            .iter()
+            .map(|(name, t)| (*name, regroup(series(t), per)))
+            .collect();
+        let max = rows
+            .iter()
+            .flat_map(|(_, v)| v.iter().copied())
+            .max()
+            .unwrap_or(0);
+        out.push_str(&format!(
+            "{title} per {bucket_ms} ms, {} s shown (█ = {max})\n",
+            fmt_secs(n as u64 * first.bucket_ms)
+        ));
+        for (name, values) in rows {
+            out.push_str(&format!("  {name:<14}│{}│\n", sparkline(&values, max)));
+        }
+    }
+    out
+}
+
+fn fmt_secs(ms: u64) -> String {
+    format!("{:.1}", ms as f64 / 1000.0)
+}
+
+/// Sums every `per` consecutive values.
+fn regroup(values: &[u64], per: usize) -> Vec<u64> {
+    values.chunks(per.max(1)).map(|c| c.iter().sum()).collect()
+}
+
+/// One mark per value: blank for 0, else ▁ … █ scaled to `max` (never blank
+/// for a non-zero value).
+pub fn sparkline(values: &[u64], max: u64) -> String {
+    const MARKS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    values
+        .iter()
+        .map(|&v| {
+            if v == 0 || max == 0 {
+                ' '
+            } else {
+                let level = (v * 8).div_ceil(max).clamp(1, 8) as usize;
+                MARKS[level - 1]
+            }
+        })
+        .collect()
 }
 
 /// The write patterns side by side: what a write costs, what a read costs, and
@@ -240,5 +377,17 @@ fn ms(value: f64) -> String {
         format!("{value:.1}")
     } else {
         format!("{value:.0}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sparkline_scales_to_the_max_and_never_hides_a_call() {
+        assert_eq!(sparkline(&[0, 1, 32, 64], 64), " ▁▄█");
+        assert_eq!(sparkline(&[0, 0], 0), "  ");
+        assert_eq!(regroup(&[1, 2, 3, 4, 5], 2), [3, 7, 5]);
     }
 }

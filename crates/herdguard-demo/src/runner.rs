@@ -5,6 +5,7 @@
 //! stays short; they share nothing but the Tokio runtime, and the load is far
 //! below what it can carry, so they don't disturb each other's latencies.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -14,7 +15,7 @@ use crate::args::{Scenario, ScenarioPlan};
 use crate::error::{runtime, DemoError};
 use crate::origin::{city, WeatherOrigin};
 use crate::relay::Relay;
-use crate::stats::{Outcome, RawRun, Sample};
+use crate::stats::{OriginCall, Outcome, RawRun, Sample};
 use crate::strategy::{Client, ClientConfig, Strategy};
 
 /// Runs every strategy of `plan` at once and returns what each did.
@@ -169,11 +170,24 @@ async fn run_strategy(
         );
     }
     drop(relay);
+    let keys: HashMap<String, u32> = (0..plan.keys).map(|i| (city(i), i)).collect();
+    let calls = origin
+        .call_log()
+        .into_iter()
+        .filter_map(|c| {
+            Some(OriginCall {
+                key: *keys.get(&c.city)?,
+                start_us: micros(c.started.saturating_duration_since(start)),
+                end_us: c.ended.map(|e| micros(e.saturating_duration_since(start))),
+            })
+        })
+        .collect();
     Ok(RawRun {
         strategy,
         origin_calls: origin.calls(),
         origin_failures: origin.failures(),
         samples,
+        calls,
     })
 }
 

@@ -54,6 +54,19 @@ pub struct Sample {
     pub outcome: Outcome,
 }
 
+/// One origin call, from the scenario's start (the same moment in every process
+/// of a fleet run).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct OriginCall {
+    /// Key number.
+    pub key: u32,
+    /// When the call started, µs from the scenario's start (0 if before it).
+    pub start_us: u64,
+    /// When it ended, µs from the scenario's start; `None` if it was still
+    /// running when the run ended.
+    pub end_us: Option<u64>,
+}
+
 /// Everything one strategy did in one scenario (in one process): the unit a
 /// worker process reports and the parent adds up.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -66,6 +79,10 @@ pub struct RawRun {
     pub origin_failures: u64,
     /// Every request.
     pub samples: Vec<Sample>,
+    /// Every origin call, when it started and ended (what the timeline counts,
+    /// and what tells whether a caller waited on one).
+    #[serde(default)]
+    pub calls: Vec<OriginCall>,
 }
 
 impl RawRun {
@@ -74,6 +91,92 @@ impl RawRun {
         self.origin_calls += other.origin_calls;
         self.origin_failures += other.origin_failures;
         self.samples.extend(other.samples);
+        self.calls.extend(other.calls);
+    }
+
+    /// For each sample, in order: whether the caller waited for an origin call.
+    ///
+    /// A caller that called the origin itself (`loaded`) did. One that waited on
+    /// another caller's load (`coalesced`, or `shared` from another process) did
+    /// if an origin call of its key — in any process — ran while it waited; one
+    /// that only waited for a shared-store read of a value another process had
+    /// already loaded (after that process's refresh evicted this one's copy) did
+    /// not. Hits, stale answers, errors and timeouts are not counted.
+    pub fn waited_flags(&self) -> Vec<bool> {
+        let mut by_key: std::collections::HashMap<u32, Vec<(u64, u64)>> =
+            std::collections::HashMap::new();
+        for c in &self.calls {
+            by_key
+                .entry(c.key)
+                .or_default()
+                .push((c.start_us, c.end_us.unwrap_or(u64::MAX)));
+        }
+        self.samples
+            .iter()
+            .map(|s| match s.outcome {
+                Outcome::Loaded => true,
+                Outcome::Coalesced | Outcome::Shared => {
+                    let (from, until) = (s.start_us, s.start_us.saturating_add(s.latency_us));
+                    by_key.get(&s.key).is_some_and(|calls| {
+                        calls
+                            .iter()
+                            .any(|&(start, end)| start <= until && end >= from)
+                    })
+                }
+                _ => false,
+            })
+            .collect()
+    }
+}
+
+/// Width of a timeline bucket, ms.
+pub const BUCKET_MS: u64 = 100;
+
+/// What happened per [`BUCKET_MS`] of a scenario, from its start.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Timeline {
+    /// Width of a bucket, ms.
+    pub bucket_ms: u64,
+    /// Origin calls that started in each bucket.
+    pub origin_calls: Vec<u64>,
+    /// Callers that arrived in each bucket and waited for an origin call (see
+    /// [`RawRun::waited_flags`]); the sum is the strategy's `waited`.
+    pub waiting: Vec<u64>,
+}
+
+impl Timeline {
+    /// The timeline of `run` over `buckets` buckets (later events go in the last).
+    pub fn of(run: &RawRun, waited: &[bool], buckets: usize) -> Timeline {
+        let buckets = buckets.max(1);
+        let bucket = |us: u64| ((us / (BUCKET_MS * 1000)) as usize).min(buckets - 1);
+        let mut t = Timeline {
+            bucket_ms: BUCKET_MS,
+            origin_calls: vec![0; buckets],
+            waiting: vec![0; buckets],
+        };
+        for c in &run.calls {
+            t.origin_calls[bucket(c.start_us)] += 1;
+        }
+        for (s, &w) in run.samples.iter().zip(waited) {
+            if w {
+                t.waiting[bucket(s.start_us)] += 1;
+            }
+        }
+        t
+    }
+
+    /// Buckets that cover everything `run` did (its last request's end, its
+    /// last call's start), at least `min_ms` long.
+    pub fn span(run: &RawRun, min_ms: u64) -> usize {
+        let last = run
+            .samples
+            .iter()
+            .map(|s| s.start_us.saturating_add(s.latency_us))
+            .chain(run.calls.iter().map(|c| c.start_us))
+            .max()
+            .unwrap_or(0)
+            .max(min_ms * 1000);
+        (last / (BUCKET_MS * 1000) + 1) as usize
     }
 }
 
@@ -125,10 +228,14 @@ pub struct StrategyReport {
     pub wait_p50_ms: Option<f64>,
     /// Largest latency of the callers that waited on another's load, ms.
     pub wait_max_ms: Option<f64>,
-    /// Requests that had to wait for an origin call (their own or another's).
+    /// Requests that had to wait for an origin call, their own or another's (see
+    /// [`RawRun::waited_flags`]).
     pub waited: u64,
     /// One line saying what happened.
     pub verdict: String,
+    /// Origin calls and waiting callers per 100 ms (read scenarios).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<Timeline>,
     /// `patterns` only: a write's latency, median, ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub write_p50_ms: Option<f64>,
@@ -229,6 +336,7 @@ impl StrategyReport {
             wait_max_ms: None,
             waited: 0,
             verdict: String::new(),
+            timeline: None,
             write_p50_ms: Some(percentile_ms(&writes, 0.5)),
             write_p99_ms: Some(percentile_ms(&writes, 0.99)),
             read_p50_ms: Some(percentile_ms(&reads, 0.5)),
@@ -277,8 +385,16 @@ fn percentile_ms(sorted: &[u64], q: f64) -> f64 {
     sorted[rank - 1] as f64 / 1000.0
 }
 
-/// Figures of one strategy; `baseline_calls` are the `none` strategy's origin calls.
-pub fn summarize(run: &RawRun, keys: u32, baseline_calls: Option<u64>) -> StrategyReport {
+/// Figures of one strategy; `baseline_calls` are the `none` strategy's origin
+/// calls; the timeline has `buckets` buckets.
+pub fn summarize(
+    run: &RawRun,
+    keys: u32,
+    baseline_calls: Option<u64>,
+    buckets: usize,
+) -> StrategyReport {
+    let waited = run.waited_flags();
+    let timeline = Timeline::of(run, &waited, buckets);
     let count = |o: Outcome| run.samples.iter().filter(|s| s.outcome == o).count() as u64;
     let mut latencies: Vec<u64> = run.samples.iter().map(|s| s.latency_us).collect();
     latencies.sort_unstable();
@@ -326,8 +442,9 @@ pub fn summarize(run: &RawRun, keys: u32, baseline_calls: Option<u64>) -> Strate
         mean_ms,
         wait_p50_ms: (!waits.is_empty()).then(|| percentile_ms(&waits, 0.5)),
         wait_max_ms: (!waits.is_empty()).then(|| percentile_ms(&waits, 1.0)),
-        waited: count(Outcome::Loaded) + count(Outcome::Coalesced) + count(Outcome::Shared),
+        waited: waited.iter().filter(|&&w| w).count() as u64,
         verdict: String::new(),
+        timeline: Some(timeline),
         write_p50_ms: None,
         write_p99_ms: None,
         read_p50_ms: None,
@@ -400,8 +517,9 @@ mod tests {
             origin_calls: 8,
             origin_failures: 0,
             samples: vec![],
+            calls: vec![],
         };
-        let report = summarize(&run, 8, Some(800));
+        let report = summarize(&run, 8, Some(800), 1);
         assert_eq!(report.reduction_pct, Some(99.0));
         assert_eq!(report.origin_calls_per_key, 1.0);
     }

@@ -36,6 +36,11 @@ pub enum Strategy {
     /// herdguard with stale-if-error and a circuit breaker (3 failures open it for
     /// 1 s): the failing origin is left alone.
     Breaker,
+    /// The recommended configuration, everything together: the fleet lease
+    /// through Redis (with `--redis`, else in-process single flight), X-Fetch
+    /// early refresh, stale-while-revalidate, stale-if-error and the circuit
+    /// breaker.
+    Herdguard,
     /// Writes: the database, then invalidate the key; reads load on a miss.
     CacheAside,
     /// Writes: the database, then the cache (`Cache::write_through`).
@@ -61,6 +66,7 @@ impl Strategy {
             Strategy::Swr => "swr",
             Strategy::Sie => "sie",
             Strategy::Breaker => "breaker",
+            Strategy::Herdguard => "herdguard",
             Strategy::CacheAside => "cache-aside",
             Strategy::WriteThrough => "write-through",
             Strategy::WriteBehind => "write-behind",
@@ -79,6 +85,9 @@ impl Strategy {
             Strategy::Swr => "herdguard + stale-while-revalidate",
             Strategy::Sie => "herdguard + stale-if-error",
             Strategy::Breaker => "herdguard + stale-if-error + circuit breaker",
+            Strategy::Herdguard => {
+                "recommended: fleet lease (with Redis) + X-Fetch (beta 0.1) + stale-while-revalidate + stale-if-error + breaker"
+            }
             Strategy::CacheAside => "write the database, invalidate the key; load on a miss",
             Strategy::WriteThrough => "herdguard write_through: the database, then the cache",
             Strategy::WriteBehind => "herdguard write_behind: the cache now, the database later",
@@ -133,6 +142,20 @@ const OUTAGE_OP_TIMEOUT: Duration = Duration::from_millis(100);
 /// How often `fleet`'s background probe pings a degraded Redis in that scenario.
 const OUTAGE_PROBE_INTERVAL: Duration = Duration::from_millis(200);
 
+/// The `herdguard` strategy's X-Fetch β.
+///
+/// X-Fetch starts a refresh about `Δ·β·ln(λ·Δ·β)` before expiry (Δ the load
+/// time, λ the key's request rate across every process that draws). With the
+/// paper's β = 1 and a TTL far above Δ (60 s against 200 ms) that is a second
+/// early: one origin call per key per TTL. The demo's TTL is only 5 Δ (1 s
+/// against 200 ms) at hundreds of requests a second per key, where β = 1 would
+/// refresh half a TTL early and double the origin calls. With
+/// stale-while-revalidate behind it, X-Fetch only has to start the refresh near
+/// expiry — a late one is covered by the stale value, served at once — so a
+/// small β keeps every refresh after the previous value's TTL: at most one
+/// origin call per key per TTL, and nobody waits.
+pub const HERDGUARD_BETA: f64 = 0.1;
+
 /// First poll of a classic lock loser, doubled after each miss.
 const CLASSIC_FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest poll interval of a classic lock loser.
@@ -164,20 +187,18 @@ impl Client {
                 let Some(url) = &config.redis else {
                     return Err(bad("the fleet strategy needs --redis"));
                 };
-                let mut redis_config = herdguard_redis::RedisConfig::new(url.clone())
-                    .prefix(crate::KEY_PREFIX)
-                    .lease_ttl((config.origin_latency * 5).max(Duration::from_secs(2)));
-                let mut builder = builder;
-                if config.store_outage {
-                    // Short settings so the outage costs little and recovery shows
-                    // within the run.
-                    redis_config = redis_config.op_timeout(OUTAGE_OP_TIMEOUT);
-                    builder = builder.shared_store_probe_interval(OUTAGE_PROBE_INTERVAL);
+                fleet_tier(builder, url, config).await?.build()
+            }
+            Strategy::Herdguard => {
+                let builder = builder
+                    .early_refresh(HERDGUARD_BETA)
+                    .stale_while_revalidate(stale)
+                    .stale_if_error(stale)
+                    .circuit_breaker(BreakerConfig::new(3, Duration::from_secs(1)));
+                match &config.redis {
+                    Some(url) => fleet_tier(builder, url, config).await?.build(),
+                    None => builder.build(),
                 }
-                let remote = herdguard_redis::RedisRemote::<String, String>::connect(redis_config)
-                    .await
-                    .map_err(|e| bad(format!("cannot use Redis at {url}: {e}")))?;
-                builder.shared_store(remote).build()
             }
             Strategy::Xfetch => builder.early_refresh(1.0).build(),
             Strategy::Swr => builder.stale_while_revalidate(stale).build(),
@@ -243,6 +264,28 @@ fn served(how: Served) -> Outcome {
         _ if how.is_stale() => Outcome::Stale,
         _ => Outcome::Hit,
     }
+}
+
+/// Adds the fleet tier (`herdguard-redis`) at `url` to `builder`.
+async fn fleet_tier(
+    builder: herdguard::CacheBuilder<String, String>,
+    url: &str,
+    config: &ClientConfig,
+) -> Result<herdguard::CacheBuilder<String, String>, DemoError> {
+    let mut redis_config = herdguard_redis::RedisConfig::new(url.to_string())
+        .prefix(crate::KEY_PREFIX)
+        .lease_ttl((config.origin_latency * 5).max(Duration::from_secs(2)));
+    let mut builder = builder;
+    if config.store_outage {
+        // Short settings so the outage costs little and recovery shows within
+        // the run.
+        redis_config = redis_config.op_timeout(OUTAGE_OP_TIMEOUT);
+        builder = builder.shared_store_probe_interval(OUTAGE_PROBE_INTERVAL);
+    }
+    let remote = herdguard_redis::RedisRemote::<String, String>::connect(redis_config)
+        .await
+        .map_err(|e| bad(format!("cannot use Redis at {url}: {e}")))?;
+    Ok(builder.shared_store(remote))
 }
 
 /// Connects to Redis for `none` and `classic`, within a bound: an unreachable
