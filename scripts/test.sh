@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
 # The test command (README): every test of the workspace, against real servers.
-# Installs what a fresh machine lacks (redis-server, when root), or says in one
-# line what to install.
+# Installs what a fresh machine lacks (redis-server, chromium; when root), or
+# says in one line what to install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v redis-server >/dev/null 2>&1; then
+# What the tests drive for real: redis-server (the Redis tier, the fleet) and
+# Debian's chromium (the browser tests of the demo's report).
+need=()
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "installing redis-server (Debian package) for the Redis tests..."
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server) >/dev/null
+    echo "installing ${need[*]} (Debian packages) for the tests..."
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}") >/dev/null
   else
-    echo "error: redis-server is required for the tests: install it (Debian: sudo apt-get install redis-server)" >&2
+    echo "error: the tests need ${need[*]}: install them (Debian: sudo apt-get install ${need[*]})" >&2
     exit 1
   fi
 fi

@@ -255,3 +255,103 @@ fn a_report_path_that_cannot_be_written_is_bad_input() {
     assert!(out.stdout.is_empty(), "fails before running");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Debian's `chromium` (the test command installs it when missing and root).
+fn chromium() -> PathBuf {
+    ["chromium", "chromium-browser", "google-chrome"]
+        .iter()
+        .flat_map(|name| {
+            std::env::var_os("PATH")
+                .map(|p| std::env::split_paths(&p).map(|d| d.join(name)).collect::<Vec<_>>())
+                .unwrap_or_default()
+        })
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!("chromium is required for the browser tests: install it (Debian: apt-get install chromium)")
+        })
+}
+
+/// How many distinct colours a PNG shows, and its size.
+fn colours(png_path: &std::path::Path) -> (usize, u32, u32) {
+    let decoder = png::Decoder::new(std::io::BufReader::new(
+        std::fs::File::open(png_path).expect("the screenshot exists"),
+    ));
+    let mut reader = decoder.read_info().expect("a PNG");
+    let mut buf = vec![0; reader.output_buffer_size().expect("a size")];
+    let info = reader.next_frame(&mut buf).expect("a frame");
+    let step = info.color_type.samples();
+    let distinct: std::collections::HashSet<&[u8]> =
+        buf[..info.buffer_size()].chunks(step).collect();
+    (distinct.len(), info.width, info.height)
+}
+
+#[test]
+fn the_report_renders_in_a_real_browser() {
+    let dir = temp_dir("browser");
+    let path = dir.join("report.html");
+    let out = herdguard(&[
+        "demo",
+        "--seed",
+        "7",
+        "--report",
+        path.to_str().expect("a UTF-8 path"),
+        "--scenario",
+        "expiry",
+        "--duration",
+        "2s",
+    ]);
+    assert!(
+        out.status.success(),
+        "demo --report failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
+    std::fs::create_dir_all(&shots).expect("a screenshot directory");
+    let shot = shots.join("demo-report.png");
+    let _ = std::fs::remove_file(&shot);
+    let url = format!("file://{}", path.display());
+    let browser = |extra: &[&str]| {
+        Command::new(chromium())
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--hide-scrollbars",
+            ])
+            .arg(format!("--user-data-dir={}", dir.join("profile").display()))
+            .args(extra)
+            .arg(&url)
+            .output()
+            .expect("chromium runs")
+    };
+    // What the browser built from the page: the chart is there, as SVG paths.
+    let run = browser(&["--dump-dom"]);
+    let dom = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        dom.contains("<svg"),
+        "the browser's DOM has the chart: {dom}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(
+        dom.matches("<path").count() >= 12,
+        "a line per strategy and panel"
+    );
+    // What a person sees: a rendered page, not a blank one.
+    let run = browser(&[
+        &format!("--screenshot={}", shot.display()),
+        "--window-size=1200,1500",
+    ]);
+    assert!(
+        shot.is_file(),
+        "chromium wrote no screenshot: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let (distinct, width, height) = colours(&shot);
+    assert_eq!((width, height), (1200, 1500));
+    assert!(
+        distinct > 50,
+        "the screenshot shows text and coloured lines ({distinct} colours)"
+    );
+    println!("screenshot: {}", shot.display());
+    let _ = std::fs::remove_dir_all(&dir);
+}
