@@ -23,6 +23,7 @@ pub struct RedisConfig {
     pub(crate) op_timeout: Duration,
     pub(crate) connect_timeout: Duration,
     pub(crate) max_value_bytes: usize,
+    pub(crate) lock_urls: Vec<String>,
 }
 
 impl RedisConfig {
@@ -38,6 +39,7 @@ impl RedisConfig {
             op_timeout: Duration::from_millis(250),
             connect_timeout: Duration::from_secs(1),
             max_value_bytes: 1024 * 1024,
+            lock_urls: Vec::new(),
         }
     }
 
@@ -78,6 +80,47 @@ impl RedisConfig {
     pub fn max_value_bytes(mut self, bytes: usize) -> Self {
         self.max_value_bytes = bytes;
         self
+    }
+
+    /// Takes leases from a quorum of independent lock servers (the Redlock
+    /// algorithm) instead of from the data store alone: a lease is held when a
+    /// majority of `urls` granted it within its validity (the TTL minus the
+    /// time acquiring took and a clock-drift margin of 1 % + 2 ms), renewal
+    /// needs a majority too, and the release goes to every server. Entries,
+    /// markers, the change feed and the fencing version stay in the data store
+    /// (the URL given to [`RedisConfig::new`]): a grant advances the key's
+    /// version there, and a write is refused unless the key is still at its
+    /// lease's version, so a holder that lost its majority unknowingly (a
+    /// pause, lock servers restarted empty) cannot overwrite a newer value.
+    ///
+    /// With 2f+1 servers the fleet stays coordinated while f are down; with
+    /// more down, or the data store down, the cache degrades to in-process
+    /// single flight (no caller fails) until a majority answers again. Use an
+    /// odd number of servers on independent hosts; see the README's "Scaling
+    /// out" for when it is worth it.
+    ///
+    /// ```
+    /// use herdguard_redis::RedisConfig;
+    ///
+    /// let config = RedisConfig::new("redis://10.0.0.1:6379/").lease_quorum([
+    ///     "redis://10.0.1.1:6379/",
+    ///     "redis://10.0.1.2:6379/",
+    ///     "redis://10.0.1.3:6379/",
+    /// ]);
+    /// assert_eq!(config.lease_quorum_urls().len(), 3);
+    /// ```
+    pub fn lease_quorum<I, S>(mut self, urls: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.lock_urls = urls.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The lock servers of quorum leases (empty: leases are taken in the data store).
+    pub fn lease_quorum_urls(&self) -> &[String] {
+        &self.lock_urls
     }
 
     /// The configured lease TTL.
@@ -143,6 +186,12 @@ pub enum RedisSetupError {
         /// The setting.
         field: &'static str,
         /// What is wrong with it.
+        reason: String,
+    },
+    /// Fewer than a majority of the quorum-lease servers answered at start.
+    #[error("quorum lease servers unreachable: {reason}")]
+    QuorumUnreachable {
+        /// How many answered, and what the others said.
         reason: String,
     },
     /// Redis did not answer at start (refused, or not within `connect_timeout`).

@@ -34,6 +34,8 @@
 //!   local watchers and tells the caches what changed.
 //! - `envelope`: the stored bytes of an entry (format byte, version, header,
 //!   value) and of a marker.
+//! - `quorum`: quorum leases (Redlock) over independent lock servers, when
+//!   configured ([`RedisConfig::lease_quorum`]).
 //! - `keys`: key names under one Redis Cluster hash tag, and the change channel.
 //! - `queue`: [`RedisWriteQueue`], the durable write-behind queue (Redis
 //!   Streams, a consumer group, partitions owned one process at a time).
@@ -48,6 +50,7 @@ mod envelope;
 mod feed;
 mod keys;
 mod queue;
+mod quorum;
 mod remote;
 mod scripts;
 

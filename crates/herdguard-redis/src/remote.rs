@@ -18,6 +18,7 @@ use crate::config::{RedisConfig, RedisSetupError};
 use crate::envelope;
 use crate::feed::{Event, Feed};
 use crate::keys::{change_channel, unescape, KeyNames};
+use crate::quorum::{Acquired, Quorum};
 use crate::scripts::Scripts;
 
 /// How long a key's version counter outlives its last change. Should it expire
@@ -41,6 +42,8 @@ pub struct RedisRemote<K, V> {
     scripts: Scripts,
     config: RedisConfig,
     channel: String,
+    /// The lock servers of quorum leases, if configured.
+    quorum: Option<Quorum>,
     /// Keys whose undecodable entry was logged already (bounded).
     logged: quick_cache::sync::Cache<String, ()>,
     _types: PhantomData<fn(K, V)>,
@@ -78,6 +81,17 @@ where
         .await
         .map_err(|_| unreachable(format!("no connection within {deadline:?}")))?
         .map_err(|e| unreachable(e.to_string()))?;
+        let quorum = if config.lock_urls.is_empty() {
+            None
+        } else {
+            let quorum = Quorum::new(&config.lock_urls, config.op_timeout, config.connect_timeout)
+                .map_err(|(url, reason)| RedisSetupError::InvalidUrl { url, reason })?;
+            quorum
+                .connect()
+                .await
+                .map_err(|reason| RedisSetupError::QuorumUnreachable { reason })?;
+            Some(quorum)
+        };
         let channel = change_channel(&config.prefix);
         let mut pubsub = tokio::time::timeout(deadline, client.get_async_pubsub())
             .await
@@ -100,6 +114,7 @@ where
             scripts: Scripts::new(),
             config,
             channel,
+            quorum,
             logged: quick_cache::sync::Cache::new(LOGGED_KEYS),
             _types: PhantomData,
         }))
@@ -113,6 +128,12 @@ where
     /// Whether the change feed is subscribed and answering pings now.
     pub fn feed_live(&self) -> bool {
         self.feed.live()
+    }
+
+    /// With quorum leases, how many lock servers there are and how many grants
+    /// make a lease.
+    pub fn lease_quorum(&self) -> Option<(usize, usize)> {
+        self.quorum.as_ref().map(|q| (q.len(), q.majority()))
     }
 
     /// Announcements on the change channel that did not parse (and were dropped).
@@ -187,6 +208,48 @@ where
         value_px.max(Self::millis(VERSION_TTL))
     }
 
+    /// A quorum lease: a majority of the lock servers, then the fencing
+    /// version advanced in the data store (and the lease marked there, so the
+    /// write and the release give it back and announce it as usual).
+    async fn try_quorum_lease(
+        &self,
+        quorum: &Quorum,
+        names: &KeyNames,
+        token: String,
+    ) -> Result<Option<Lease>, RemoteError> {
+        let ttl = self.config.lease_ttl;
+        match quorum
+            .acquire(&self.scripts, &names.lock, &token, ttl)
+            .await
+        {
+            Acquired::Held => {}
+            Acquired::Taken => return Ok(None),
+            Acquired::Unavailable(why) => return Err(RemoteError::Unavailable(why)),
+        }
+        let mut conn = self.conn.clone();
+        let fenced: Result<u64, RemoteError> = self
+            .op(
+                "fence",
+                self.scripts
+                    .fence
+                    .key(&names.lease)
+                    .key(&names.version)
+                    .arg(&token)
+                    .arg(Self::millis(ttl))
+                    .arg(Self::millis(VERSION_TTL))
+                    .invoke_async(&mut conn),
+            )
+            .await;
+        match fenced {
+            Ok(version) => Ok(Some(Lease { token, version })),
+            Err(e) => {
+                // No fencing version, no lease: give the locks back.
+                quorum.release(&self.scripts, &names.lock, &token).await;
+                Err(e)
+            }
+        }
+    }
+
     /// Logs an undecodable entry once per key (by a hash: keys may be private).
     fn undecodable(&self, names: &KeyNames, error: &RemoteError) {
         if self.logged.get(&names.value).is_none() {
@@ -244,6 +307,9 @@ where
         Box::pin(async move {
             let names = self.names(key);
             let token = format!("{:032x}-{}", fastrand::u128(..), std::process::id());
+            if let Some(quorum) = &self.quorum {
+                return self.try_quorum_lease(quorum, &names, token).await;
+            }
             let mut conn = self.conn.clone();
             let (granted, version): (i64, u64) = self
                 .op(
@@ -270,6 +336,24 @@ where
         Box::pin(async move {
             let names = self.names(key);
             let mut conn = self.conn.clone();
+            if let Some(quorum) = &self.quorum {
+                // The mark in the data store follows (best effort: the fencing
+                // version, not the mark, decides the write).
+                let mut renew_mark = self.scripts.renew.key(&names.lease);
+                renew_mark
+                    .arg(&lease.token)
+                    .arg(Self::millis(self.config.lease_ttl));
+                let mark = self.op("renew mark", renew_mark.invoke_async::<i64>(&mut conn));
+                let locks = quorum.renew(
+                    &self.scripts,
+                    &names.lock,
+                    &lease.token,
+                    self.config.lease_ttl,
+                );
+                let (mark, locks) = tokio::join!(mark, locks);
+                mark?;
+                return locks.map_err(RemoteError::Unavailable);
+            }
             let renewed: i64 = self
                 .op(
                     "renew",
@@ -297,7 +381,7 @@ where
             let (bytes, ttl) = marker
                 .map(|(m, ttl)| (envelope::encode_marker(m), Self::millis(ttl)))
                 .unwrap_or((Vec::new(), 1));
-            let _: i64 = self
+            let released: Result<i64, RemoteError> = self
                 .op(
                     "release",
                     self.scripts
@@ -311,7 +395,13 @@ where
                         .arg(ttl)
                         .invoke_async(&mut conn),
                 )
-                .await?;
+                .await;
+            if let Some(quorum) = &self.quorum {
+                quorum
+                    .release(&self.scripts, &names.lock, &lease.token)
+                    .await;
+            }
+            let _: i64 = released?;
             Ok(())
         })
     }
@@ -338,7 +428,7 @@ where
                 Some(l) => (l.version.to_string(), l.token.as_str()),
                 None => (String::new(), ""),
             };
-            let (stored, version): (i64, u64) = self
+            let written: Result<(i64, u64), RemoteError> = self
                 .op(
                     "write",
                     self.scripts
@@ -356,7 +446,15 @@ where
                         .arg(&names.tag)
                         .invoke_async(&mut conn),
                 )
-                .await?;
+                .await;
+            if let (Some(quorum), Some(lease)) = (&self.quorum, lease) {
+                // The write gave the lease back in the data store, whatever it
+                // decided; so do the lock servers.
+                quorum
+                    .release(&self.scripts, &names.lock, &lease.token)
+                    .await;
+            }
+            let (stored, version) = written?;
             Ok(if stored == 1 {
                 PutOutcome::Stored { version }
             } else {
@@ -369,6 +467,11 @@ where
         Box::pin(async move {
             let names = self.names(key);
             let mut conn = self.conn.clone();
+            if let Some(quorum) = &self.quorum {
+                // The load in flight is void (the version below advances): let
+                // a new one take the lease at once, as with a single server.
+                quorum.clear(&names.lock).await;
+            }
             self.op(
                 "invalidate",
                 self.scripts
@@ -400,6 +503,9 @@ where
             let _: String = self
                 .op("PING", redis::cmd("PING").query_async(&mut conn))
                 .await?;
+            if let Some(quorum) = &self.quorum {
+                quorum.ping().await.map_err(RemoteError::Unavailable)?;
+            }
             Ok(())
         })
     }
