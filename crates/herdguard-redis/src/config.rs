@@ -27,7 +27,10 @@ pub struct RedisConfig {
 }
 
 impl RedisConfig {
-    /// Settings for the server at `url` (`redis://host:port/db`), with defaults:
+    /// Settings for the server at `url` (`redis://host:port/db`) — or, with
+    /// `redis+sentinel://host:port[,host:port…]/name`, for whichever server the
+    /// Redis Sentinels at those addresses name as the primary of `name`,
+    /// followed across a failover — with defaults:
     /// prefix `hg`, lease TTL 5 s renewed every third of it, 250 ms per
     /// operation, 1 s to connect, values up to 1 MiB.
     pub fn new(url: impl Into<String>) -> Self {

@@ -29,6 +29,8 @@
 //!
 //! - [`config`](RedisConfig): settings and setup errors.
 //! - `remote`: [`RedisRemote`], each `Remote` method as one bounded Redis call.
+//! - `conn`: where the data store is — one server, or the primary Redis
+//!   Sentinel names (`redis+sentinel://…`), followed across a failover.
 //! - `scripts`: the Lua scripts (lease, renew, release, fenced write, invalidate).
 //! - `feed`: the change feed — one pub/sub connection, pinged, reconnected; wakes
 //!   local watchers and tells the caches what changed.
@@ -46,6 +48,7 @@
 #![warn(missing_docs)]
 
 mod config;
+mod conn;
 mod envelope;
 mod feed;
 mod keys;

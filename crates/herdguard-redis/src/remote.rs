@@ -11,10 +11,12 @@ use herdguard::{
     Shared,
 };
 use redis::aio::ConnectionManager;
+use redis::AsyncConnectionConfig;
 use redis::RedisError;
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::config::{RedisConfig, RedisSetupError};
+use crate::conn::{Conn, Endpoint, Primary, SentinelUrl};
 use crate::envelope;
 use crate::feed::{Event, Feed};
 use crate::keys::{change_channel, unescape, KeyNames};
@@ -37,7 +39,7 @@ const LOGGED_KEYS: usize = 1024;
 /// `K::from_str` must read back what `Display` wrote (as for `String` and the
 /// integers): that is how another process's change finds this process's copy.
 pub struct RedisRemote<K, V> {
-    conn: ConnectionManager,
+    conn: Conn,
     feed: Feed,
     scripts: Scripts,
     config: RedisConfig,
@@ -59,28 +61,49 @@ where
     /// server shows up here, once, not as a stream of degraded calls.
     pub async fn connect(config: RedisConfig) -> Result<Arc<Self>, RedisSetupError> {
         config.validate()?;
-        let client =
-            redis::Client::open(config.url.as_str()).map_err(|e| RedisSetupError::InvalidUrl {
-                url: config.url.clone(),
-                reason: e.to_string(),
-            })?;
         let unreachable = |reason: String| RedisSetupError::Unreachable {
             url: config.url.clone(),
             reason,
         };
-        let manager_config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.connect_timeout))
-            .set_response_timeout(Some(config.op_timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
+        let invalid = |reason: String| RedisSetupError::InvalidUrl {
+            url: config.url.clone(),
+            reason,
+        };
         let deadline = config.connect_timeout;
-        let conn = tokio::time::timeout(
-            deadline,
-            ConnectionManager::new_with_config(client.clone(), manager_config),
-        )
-        .await
-        .map_err(|_| unreachable(format!("no connection within {deadline:?}")))?
-        .map_err(|e| unreachable(e.to_string()))?;
+        let (endpoint, conn) = match SentinelUrl::parse(&config.url) {
+            Some(parsed) => {
+                let parsed = parsed.map_err(invalid)?;
+                let connection_config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(config.connect_timeout))
+                    .set_response_timeout(Some(config.op_timeout));
+                let primary = Arc::new(Primary::new(&parsed, connection_config).map_err(invalid)?);
+                tokio::time::timeout(deadline, primary.connection())
+                    .await
+                    .map_err(|_| unreachable(format!("no primary within {deadline:?}")))?
+                    .map_err(|e| unreachable(e.to_string()))?;
+                (
+                    Endpoint::Sentinel(Arc::clone(&primary)),
+                    Conn::Sentinel(primary),
+                )
+            }
+            None => {
+                let client =
+                    redis::Client::open(config.url.as_str()).map_err(|e| invalid(e.to_string()))?;
+                let manager_config = redis::aio::ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(config.connect_timeout))
+                    .set_response_timeout(Some(config.op_timeout))
+                    .set_number_of_retries(1)
+                    .set_max_delay(Duration::from_millis(500));
+                let manager = tokio::time::timeout(
+                    deadline,
+                    ConnectionManager::new_with_config(client.clone(), manager_config),
+                )
+                .await
+                .map_err(|_| unreachable(format!("no connection within {deadline:?}")))?
+                .map_err(|e| unreachable(e.to_string()))?;
+                (Endpoint::Direct(client), Conn::Direct(manager))
+            }
+        };
         let quorum = if config.lock_urls.is_empty() {
             None
         } else {
@@ -93,6 +116,10 @@ where
             Some(quorum)
         };
         let channel = change_channel(&config.prefix);
+        let client = tokio::time::timeout(deadline, endpoint.client())
+            .await
+            .map_err(|_| unreachable(format!("no primary within {deadline:?}")))?
+            .map_err(|e| unreachable(e.to_string()))?;
         let mut pubsub = tokio::time::timeout(deadline, client.get_async_pubsub())
             .await
             .map_err(|_| unreachable(format!("no pub/sub connection within {deadline:?}")))?
@@ -102,7 +129,7 @@ where
             .map_err(|_| unreachable(format!("SUBSCRIBE not acknowledged within {deadline:?}")))?
             .map_err(|e| unreachable(e.to_string()))?;
         let feed = Feed::start(
-            client,
+            endpoint,
             pubsub,
             channel.clone(),
             config.op_timeout,
@@ -192,11 +219,17 @@ where
     ) -> Result<T, RemoteError> {
         match tokio::time::timeout(self.config.op_timeout, f).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(RemoteError::Unavailable(format!("{what}: {e}"))),
-            Err(_) => Err(RemoteError::Unavailable(format!(
-                "{what}: no answer within {:?}",
-                self.config.op_timeout
-            ))),
+            Ok(Err(e)) => {
+                self.conn.failed();
+                Err(RemoteError::Unavailable(format!("{what}: {e}")))
+            }
+            Err(_) => {
+                self.conn.failed();
+                Err(RemoteError::Unavailable(format!(
+                    "{what}: no answer within {:?}",
+                    self.config.op_timeout
+                )))
+            }
         }
     }
 

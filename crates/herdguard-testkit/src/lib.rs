@@ -27,6 +27,7 @@ pub struct RedisServer {
     port: u16,
     dir: PathBuf,
     durable: bool,
+    extra: Vec<String>,
 }
 
 impl RedisServer {
@@ -47,18 +48,32 @@ impl RedisServer {
         Self::launch(free_port()?, true)
     }
 
+    /// Starts one with these extra `redis-server` arguments (kept for
+    /// [`RedisServer::restart`]), e.g. `["--replicaof", "127.0.0.1", "6379"]`.
+    pub fn start_with(args: &[&str]) -> std::io::Result<Self> {
+        let mut server = Self::prepare(free_port()?, false)?;
+        server.extra = args.iter().map(|a| a.to_string()).collect();
+        server.spawn()?;
+        Ok(server)
+    }
+
     fn launch(port: u16, durable: bool) -> std::io::Result<Self> {
+        let mut server = Self::prepare(port, durable)?;
+        server.spawn()?;
+        Ok(server)
+    }
+
+    fn prepare(port: u16, durable: bool) -> std::io::Result<Self> {
         let dir =
             std::env::temp_dir().join(format!("herdguard-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
-        let mut server = RedisServer {
+        Ok(RedisServer {
             child: None,
             port,
             dir,
             durable,
-        };
-        server.spawn()?;
-        Ok(server)
+            extra: Vec::new(),
+        })
     }
 
     fn spawn(&mut self) -> std::io::Result<()> {
@@ -74,6 +89,7 @@ impl RedisServer {
             .args(["--enable-debug-command", "local"])
             .arg("--dir")
             .arg(&self.dir)
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -176,6 +192,97 @@ impl RedisServer {
 }
 
 impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A Redis Sentinel of its own (`redis-server <config> --sentinel`) on a free
+/// loopback port, monitoring one primary; killed when dropped.
+///
+/// Its configuration file is written into a directory of its own (Sentinel
+/// rewrites it as it learns the topology).
+pub struct Sentinel {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Sentinel {
+    /// Starts one that monitors the primary at `primary_port` under `name`,
+    /// agreeing with `quorum` sentinels that it is down after `down_after`
+    /// without an answer; waits until it answers PING (at most 10 s).
+    pub fn start(
+        name: &str,
+        primary_port: u16,
+        quorum: u32,
+        down_after: Duration,
+    ) -> std::io::Result<Self> {
+        let port = free_port()?;
+        let dir =
+            std::env::temp_dir().join(format!("herdguard-sentinel-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let config = dir.join("sentinel.conf");
+        let down_ms = down_after.as_millis();
+        std::fs::write(
+            &config,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndaemonize no\ndir {dir}\n\
+                 sentinel monitor {name} 127.0.0.1 {primary_port} {quorum}\n\
+                 sentinel down-after-milliseconds {name} {down_ms}\n\
+                 sentinel failover-timeout {name} {failover}\n\
+                 sentinel parallel-syncs {name} 1\n",
+                dir = dir.display(),
+                failover = (down_ms * 4).max(2000),
+            ),
+        )?;
+        let child = Command::new("redis-server")
+            .arg(&config)
+            .arg("--sentinel")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let mut sentinel = Sentinel {
+            child: Some(child),
+            port,
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while ping(sentinel.addr()).is_err() {
+            if let Some(status) = sentinel.child.as_mut().and_then(|c| c.try_wait().ok()?) {
+                return Err(std::io::Error::other(format!("sentinel exited: {status}")));
+            }
+            if Instant::now() >= deadline {
+                return Err(std::io::Error::other(
+                    "sentinel did not answer PING within 10 s",
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(sentinel)
+    }
+
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Its address.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// Kills it at once (SIGKILL).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Sentinel {
     fn drop(&mut self) {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
