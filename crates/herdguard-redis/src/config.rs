@@ -24,6 +24,7 @@ pub struct RedisConfig {
     pub(crate) connect_timeout: Duration,
     pub(crate) max_value_bytes: usize,
     pub(crate) lock_urls: Vec<String>,
+    pub(crate) cluster_seeds: Vec<String>,
 }
 
 impl RedisConfig {
@@ -43,7 +44,38 @@ impl RedisConfig {
             connect_timeout: Duration::from_secs(1),
             max_value_bytes: 1024 * 1024,
             lock_urls: Vec::new(),
+            cluster_seeds: Vec::new(),
         }
+    }
+
+    /// Settings for a Redis Cluster reached through any of `seeds`
+    /// (`redis://host:port/` of some of its nodes), otherwise with the
+    /// defaults of [`RedisConfig::new`]. Every Redis key of one cache key
+    /// shares a hash tag, so each step runs on the one shard that owns it;
+    /// changes are announced with `PUBLISH`, which a cluster delivers to every
+    /// node, and the change feed listens on one node (the next seed after a
+    /// loss).
+    ///
+    /// ```
+    /// use herdguard_redis::RedisConfig;
+    ///
+    /// let config = RedisConfig::cluster(["redis://10.0.0.1:7000/", "redis://10.0.0.2:7000/"]);
+    /// assert_eq!(config.cluster_seeds().len(), 2);
+    /// ```
+    pub fn cluster<I, S>(seeds: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let seeds: Vec<String> = seeds.into_iter().map(Into::into).collect();
+        let mut config = RedisConfig::new(seeds.first().cloned().unwrap_or_default());
+        config.cluster_seeds = seeds;
+        config
+    }
+
+    /// The seed nodes of a Redis Cluster (empty: one server or Sentinel).
+    pub fn cluster_seeds(&self) -> &[String] {
+        &self.cluster_seeds
     }
 
     /// The first part of every Redis key and channel (no `{` or `}`: it sits

@@ -1,5 +1,6 @@
-//! Where the data store is: one server at a fixed address, or the primary that
-//! Redis Sentinel names now (`redis+sentinel://host:port,host:port/name`).
+//! Where the data store is: one server at a fixed address, the primary that
+//! Redis Sentinel names now (`redis+sentinel://host:port,host:port/name`), or a
+//! Redis Cluster (`RedisConfig::cluster`).
 //!
 //! [`Endpoint`] makes clients for the current primary (the change feed
 //! reconnects through it); [`Conn`] is the command connection every operation
@@ -12,7 +13,7 @@
 //! sentinels name the promoted replica, the next operation (or the cache's
 //! health probe) reaches it.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use redis::aio::{ConnectionLike, ConnectionManager, MultiplexedConnection};
@@ -75,6 +76,9 @@ pub(crate) enum Endpoint {
     Direct(redis::Client),
     /// The primary the sentinels name.
     Sentinel(Arc<Primary>),
+    /// A cluster's nodes: the change feed listens on any one of them (a
+    /// `PUBLISH` on a cluster reaches every node), trying the next after a loss.
+    Cluster(Arc<(Vec<redis::Client>, AtomicUsize)>),
 }
 
 impl Endpoint {
@@ -83,6 +87,13 @@ impl Endpoint {
         match self {
             Endpoint::Direct(client) => Ok(client.clone()),
             Endpoint::Sentinel(primary) => primary.sentinel.lock().await.async_get_client().await,
+            Endpoint::Cluster(nodes) => {
+                let (clients, next) = &**nodes;
+                let i = next.fetch_add(1, Ordering::Relaxed) % clients.len().max(1);
+                clients.get(i).cloned().ok_or_else(|| {
+                    RedisError::from((redis::ErrorKind::InvalidClientConfig, "no cluster node"))
+                })
+            }
         }
     }
 }
@@ -169,6 +180,8 @@ pub(crate) enum Conn {
     Direct(ConnectionManager),
     /// The primary the sentinels name.
     Sentinel(Arc<Primary>),
+    /// A Redis Cluster (redis-rs routes each command by its keys' slot).
+    Cluster(redis::cluster_async::ClusterConnection),
 }
 
 impl Conn {
@@ -185,6 +198,7 @@ impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Conn::Direct(conn) => conn.req_packed_command(cmd),
+            Conn::Cluster(conn) => conn.req_packed_command(cmd),
             Conn::Sentinel(primary) => Box::pin(async move {
                 let (generation, mut conn) = primary.connection().await?;
                 let answer = conn.req_packed_command(cmd).await;
@@ -204,6 +218,7 @@ impl ConnectionLike for Conn {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Conn::Direct(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
             Conn::Sentinel(primary) => Box::pin(async move {
                 let (generation, mut conn) = primary.connection().await?;
                 let answer = conn.req_packed_commands(pipeline, offset, count).await;
@@ -218,7 +233,7 @@ impl ConnectionLike for Conn {
     fn get_db(&self) -> i64 {
         match self {
             Conn::Direct(conn) => conn.get_db(),
-            Conn::Sentinel(_) => 0,
+            Conn::Sentinel(_) | Conn::Cluster(_) => 0,
         }
     }
 }

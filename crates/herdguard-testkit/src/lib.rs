@@ -289,6 +289,133 @@ impl Drop for Sentinel {
     }
 }
 
+/// A free port whose cluster-bus port (10000 above it) is free too.
+fn free_cluster_port() -> std::io::Result<u16> {
+    for _ in 0..200 {
+        let port = 20000 + fastrand_port();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && TcpListener::bind(("127.0.0.1", port + 10000)).is_ok()
+        {
+            return Ok(port);
+        }
+    }
+    Err(std::io::Error::other(
+        "no free port pair for a cluster node",
+    ))
+}
+
+/// A pseudo-random offset below 20000 (no dependency: the clock's nanoseconds
+/// mixed with a counter).
+fn fastrand_port() -> u16 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let mixed = (u64::from(nanos) ^ (u64::from(std::process::id()) << 20))
+        .wrapping_add(COUNTER.fetch_add(0x9E37_79B9, Ordering::Relaxed))
+        .wrapping_mul(0x2545_F491_4F6C_DD1D);
+    u16::try_from((mixed >> 33) % 20000).unwrap_or(0)
+}
+
+/// A local Redis Cluster of six `redis-server`s (three primaries, one replica
+/// each) on free loopback ports, created with `redis-cli --cluster create`;
+/// every node killed when dropped.
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts six nodes, creates the cluster and waits until every node says
+    /// `cluster_state:ok` (at most 30 s).
+    pub fn start() -> std::io::Result<Self> {
+        let mut nodes = Vec::new();
+        for _ in 0..6 {
+            let port = free_cluster_port()?;
+            let mut server = RedisServer::prepare(port, false)?;
+            server.extra = [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "2000",
+            ]
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+            server.spawn()?;
+            nodes.push(server);
+        }
+        let status = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port())))
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?;
+        if !status.success() {
+            return Err(std::io::Error::other(format!(
+                "redis-cli --cluster create: {status}"
+            )));
+        }
+        let cluster = RedisCluster { nodes };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !cluster.nodes.iter().all(|n| cluster_ok(n.addr())) {
+            if Instant::now() >= deadline {
+                return Err(std::io::Error::other(
+                    "the cluster did not reach cluster_state:ok within 30 s",
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(cluster)
+    }
+
+    /// `redis://127.0.0.1:PORT/` of every node (seeds for a cluster client).
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::url).collect()
+    }
+
+    /// Its nodes.
+    pub fn nodes(&self) -> &[RedisServer] {
+        &self.nodes
+    }
+}
+
+/// Whether the node at `addr` answers `CLUSTER INFO` with `cluster_state:ok`.
+fn cluster_ok(addr: SocketAddr) -> bool {
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+        return false;
+    };
+    if stream
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .is_err()
+        || stream
+            .write_all(b"*2\r\n$7\r\nCLUSTER\r\n$4\r\nINFO\r\n")
+            .is_err()
+    {
+        return false;
+    }
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = stream.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        reply.extend_from_slice(&buf[..n]);
+        if reply.windows(16).any(|w| w == b"cluster_state:ok") {
+            return true;
+        }
+        if reply.len() > 64 * 1024 {
+            break;
+        }
+    }
+    false
+}
+
 /// Sends PING in RESP and expects +PONG.
 fn ping(addr: SocketAddr) -> std::io::Result<()> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(200))?;
