@@ -115,3 +115,86 @@ async fn caches_sharing_a_cluster_make_one_origin_call_per_cold_key_on_every_sha
         hops[hops.len() - 1]
     );
 }
+
+/// The port of the primary that owns `key`'s entry, asked of the node at `via`.
+fn owner(via: &str, key: &str) -> u16 {
+    let mut c = redis::Client::open(via).unwrap().get_connection().unwrap();
+    let slot: i64 = redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg(format!("hg:{{{key}}}:v"))
+        .query(&mut c)
+        .unwrap();
+    let slots: Vec<Vec<redis::Value>> = redis::cmd("CLUSTER").arg("SLOTS").query(&mut c).unwrap();
+    // Each entry: first slot, last slot, [ip, port, id, …] of the primary, replicas…
+    for entry in slots {
+        if let [redis::Value::Int(first), redis::Value::Int(last), redis::Value::Array(primary), ..] =
+            entry.as_slice()
+        {
+            if (*first..=*last).contains(&slot) {
+                if let Some(redis::Value::Int(port)) = primary.get(1) {
+                    return u16::try_from(*port).unwrap();
+                }
+            }
+        }
+    }
+    panic!("no owner of slot {slot}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_primary_fails_no_caller_and_its_shard_is_coordinated_again_after_the_failover() {
+    let mut cluster = RedisCluster::start().expect("a local cluster");
+    let seeds = cluster.urls();
+    // The first seed: a primary, and the node the change feeds listen on.
+    let victim = cluster.nodes()[0].port();
+    let via = cluster.urls()[1].clone();
+    let keys: Vec<String> = (0..2000)
+        .map(|i| format!("k{i}"))
+        .filter(|k| owner(&via, k) == victim)
+        .take(100)
+        .collect();
+    assert_eq!(keys.len(), 100, "the first node is a primary");
+    let nodes = [node(&seeds).await, node(&seeds).await];
+    assert_eq!(stampede(&nodes, &keys[0], 16).await, (1, 0));
+
+    let killed = Instant::now();
+    cluster.kill(0);
+    let mut errors = 0;
+    let mut rounds = 0;
+    let resumed_after = loop {
+        let key = keys
+            .get(rounds + 1)
+            .unwrap_or_else(|| panic!("not resumed after {rounds} rounds, {:?}", killed.elapsed()));
+        let started = killed.elapsed();
+        let (calls, e) = stampede(&nodes, key, 16).await;
+        rounds += 1;
+        errors += e;
+        assert_eq!(errors, 0, "no caller fails during the failover");
+        assert!(calls <= nodes.len(), "at most one load per cache: {calls}");
+        if calls == 1 {
+            break started;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    println!(
+        "cluster failover: {rounds} rounds on the killed primary's keys, {errors} caller errors; \
+         first round with one origin call started {resumed_after:?} after the kill"
+    );
+    assert_ne!(
+        owner(&via, &keys[0]),
+        victim,
+        "a replica took the slots over"
+    );
+    // Coordinated again, and the change feed (which listened on the killed
+    // node) works through another node.
+    let key = &keys[rounds + 1];
+    assert_eq!(stampede(&nodes, key, 16).await, (1, 0));
+    nodes[0].invalidate(key).await.unwrap();
+    let start = Instant::now();
+    while nodes[1].get(key).is_some() {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the other cache kept its copy"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

@@ -328,7 +328,9 @@ pub struct RedisCluster {
 
 impl RedisCluster {
     /// Starts six nodes, creates the cluster and waits until every node says
-    /// `cluster_state:ok` (at most 30 s).
+    /// `cluster_state:ok`, knows the three replicas and, if a replica, is in
+    /// sync with its primary (at most 30 s): a primary killed before its
+    /// replica joined would never fail over.
     pub fn start() -> std::io::Result<Self> {
         let mut nodes = Vec::new();
         for _ in 0..6 {
@@ -366,7 +368,7 @@ impl RedisCluster {
         while !cluster.nodes.iter().all(|n| cluster_ok(n.addr())) {
             if Instant::now() >= deadline {
                 return Err(std::io::Error::other(
-                    "the cluster did not reach cluster_state:ok within 30 s",
+                    "the cluster was not up with its replicas within 30 s",
                 ));
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -383,37 +385,62 @@ impl RedisCluster {
     pub fn nodes(&self) -> &[RedisServer] {
         &self.nodes
     }
+
+    /// Kills node `i` at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(node) = self.nodes.get_mut(i) {
+            node.kill();
+        }
+    }
 }
 
-/// Whether the node at `addr` answers `CLUSTER INFO` with `cluster_state:ok`.
-fn cluster_ok(addr: SocketAddr) -> bool {
-    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
-        return false;
-    };
-    if stream
+/// The bulk-string reply of the node at `addr` to the command `args`, or `None`.
+fn bulk_reply(addr: SocketAddr, args: &[&str]) -> Option<String> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
+    stream
         .set_read_timeout(Some(Duration::from_millis(500)))
-        .is_err()
-        || stream
-            .write_all(b"*2\r\n$7\r\nCLUSTER\r\n$4\r\nINFO\r\n")
-            .is_err()
-    {
-        return false;
+        .ok()?;
+    let mut request = format!("*{}\r\n", args.len());
+    for a in args {
+        request.push_str(&format!("${}\r\n{a}\r\n", a.len()));
     }
+    stream.write_all(request.as_bytes()).ok()?;
     let mut reply = Vec::new();
     let mut buf = [0u8; 4096];
-    while let Ok(n) = stream.read(&mut buf) {
-        if n == 0 {
-            break;
+    loop {
+        if let Some(end) = reply.windows(2).position(|w| w == b"\r\n") {
+            let header = std::str::from_utf8(reply.get(1..end)?).ok()?;
+            if reply.first() != Some(&b'$') {
+                return None;
+            }
+            let len: usize = header.parse().ok()?;
+            if reply.len() >= end + 2 + len {
+                return String::from_utf8(reply[end + 2..end + 2 + len].to_vec()).ok();
+            }
+        }
+        let n = stream.read(&mut buf).ok()?;
+        if n == 0 || reply.len() > 1 << 20 {
+            return None;
         }
         reply.extend_from_slice(&buf[..n]);
-        if reply.windows(16).any(|w| w == b"cluster_state:ok") {
-            return true;
-        }
-        if reply.len() > 64 * 1024 {
-            break;
-        }
     }
-    false
+}
+
+/// Whether the node at `addr` sees the whole cluster up: `cluster_state:ok`,
+/// three replicas known, and, if it is a replica, its replication link up.
+fn cluster_ok(addr: SocketAddr) -> bool {
+    let Some(info) = bulk_reply(addr, &["CLUSTER", "INFO"]) else {
+        return false;
+    };
+    let Some(nodes) = bulk_reply(addr, &["CLUSTER", "NODES"]) else {
+        return false;
+    };
+    let Some(replication) = bulk_reply(addr, &["INFO", "replication"]) else {
+        return false;
+    };
+    info.contains("cluster_state:ok")
+        && nodes.matches(" slave ").count() + nodes.matches(",slave ").count() == 3
+        && (replication.contains("role:master") || replication.contains("master_link_status:up"))
 }
 
 /// Sends PING in RESP and expects +PONG.
