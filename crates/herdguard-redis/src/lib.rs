@@ -28,7 +28,8 @@
 //! # Layout
 //!
 //! - [`config`](RedisConfig): settings and setup errors.
-//! - `remote`: [`RedisRemote`], each `Remote` method as one bounded Redis call.
+//! - `remote`: [`RedisRemote`], each `Remote` method as one bounded Redis call
+//!   (with quorum leases, one per lock server too, in parallel).
 //! - `conn`: where the data store is — one server, or the primary Redis
 //!   Sentinel names (`redis+sentinel://…`), followed across a failover.
 //! - `scripts`: the Lua scripts (lease, renew, release, fenced write, invalidate).

@@ -30,10 +30,15 @@ const VERSION_TTL: Duration = Duration::from_secs(24 * 3600);
 /// How many undecodable keys are remembered, so each is logged once.
 const LOGGED_KEYS: usize = 1024;
 
-/// A fleet's shared tier, lease coordinator and change feed, on one Redis server.
+/// A fleet's shared tier, lease coordinator and change feed, on one Redis
+/// server, the primary Redis Sentinel names, or a Redis Cluster — with leases,
+/// optionally, from a quorum of independent lock servers
+/// ([`RedisConfig::lease_quorum`]).
 ///
 /// All operations go over one multiplexed connection (reconnected by redis-rs's
-/// `ConnectionManager`), each bounded by `op_timeout`; announcements come over
+/// `ConnectionManager`; with Sentinel, found again through the sentinels; on a
+/// cluster, redis-rs's cluster connection), each bounded by `op_timeout`;
+/// quorum leases add one connection per lock server. Announcements come over
 /// the remote's one pub/sub connection, subscribed once to the prefix's change
 /// channel. Keys are named by their `Display` text and announced by it, so
 /// `K::from_str` must read back what `Display` wrote (as for `String` and the
