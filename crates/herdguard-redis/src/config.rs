@@ -23,10 +23,15 @@ pub struct RedisConfig {
     pub(crate) op_timeout: Duration,
     pub(crate) connect_timeout: Duration,
     pub(crate) max_value_bytes: usize,
+    pub(crate) lock_urls: Vec<String>,
+    pub(crate) cluster_seeds: Vec<String>,
 }
 
 impl RedisConfig {
-    /// Settings for the server at `url` (`redis://host:port/db`), with defaults:
+    /// Settings for the server at `url` (`redis://host:port/db`) — or, with
+    /// `redis+sentinel://host:port[,host:port…]/name`, for whichever server the
+    /// Redis Sentinels at those addresses name as the primary of `name`,
+    /// followed across a failover — with defaults:
     /// prefix `hg`, lease TTL 5 s renewed every third of it, 250 ms per
     /// operation, 1 s to connect, values up to 1 MiB.
     pub fn new(url: impl Into<String>) -> Self {
@@ -38,7 +43,39 @@ impl RedisConfig {
             op_timeout: Duration::from_millis(250),
             connect_timeout: Duration::from_secs(1),
             max_value_bytes: 1024 * 1024,
+            lock_urls: Vec::new(),
+            cluster_seeds: Vec::new(),
         }
+    }
+
+    /// Settings for a Redis Cluster reached through any of `seeds`
+    /// (`redis://host:port/` of some of its nodes), otherwise with the
+    /// defaults of [`RedisConfig::new`]. Every Redis key of one cache key
+    /// shares a hash tag, so each step runs on the one shard that owns it;
+    /// changes are announced with `PUBLISH`, which a cluster delivers to every
+    /// node, and the change feed listens on one node (the next seed after a
+    /// loss).
+    ///
+    /// ```
+    /// use herdguard_redis::RedisConfig;
+    ///
+    /// let config = RedisConfig::cluster(["redis://10.0.0.1:7000/", "redis://10.0.0.2:7000/"]);
+    /// assert_eq!(config.cluster_seeds().len(), 2);
+    /// ```
+    pub fn cluster<I, S>(seeds: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let seeds: Vec<String> = seeds.into_iter().map(Into::into).collect();
+        let mut config = RedisConfig::new(seeds.first().cloned().unwrap_or_default());
+        config.cluster_seeds = seeds;
+        config
+    }
+
+    /// The seed nodes of a Redis Cluster (empty: one server or Sentinel).
+    pub fn cluster_seeds(&self) -> &[String] {
+        &self.cluster_seeds
     }
 
     /// The first part of every Redis key and channel (no `{` or `}`: it sits
@@ -78,6 +115,47 @@ impl RedisConfig {
     pub fn max_value_bytes(mut self, bytes: usize) -> Self {
         self.max_value_bytes = bytes;
         self
+    }
+
+    /// Takes leases from a quorum of independent lock servers (the Redlock
+    /// algorithm) instead of from the data store alone: a lease is held when a
+    /// majority of `urls` granted it within its validity (the TTL minus the
+    /// time acquiring took and a clock-drift margin of 1 % + 2 ms), renewal
+    /// needs a majority too, and the release goes to every server. Entries,
+    /// markers, the change feed and the fencing version stay in the data store
+    /// (the URL given to [`RedisConfig::new`]): a grant advances the key's
+    /// version there, and a write is refused unless the key is still at its
+    /// lease's version, so a holder that lost its majority unknowingly (a
+    /// pause, lock servers restarted empty) cannot overwrite a newer value.
+    ///
+    /// With 2f+1 servers the fleet stays coordinated while f are down; with
+    /// more down, or the data store down, the cache degrades to in-process
+    /// single flight (no caller fails) until a majority answers again. Use an
+    /// odd number of servers on independent hosts; see the README's "Scaling
+    /// out" for when it is worth it.
+    ///
+    /// ```
+    /// use herdguard_redis::RedisConfig;
+    ///
+    /// let config = RedisConfig::new("redis://10.0.0.1:6379/").lease_quorum([
+    ///     "redis://10.0.1.1:6379/",
+    ///     "redis://10.0.1.2:6379/",
+    ///     "redis://10.0.1.3:6379/",
+    /// ]);
+    /// assert_eq!(config.lease_quorum_urls().len(), 3);
+    /// ```
+    pub fn lease_quorum<I, S>(mut self, urls: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.lock_urls = urls.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The lock servers of quorum leases (empty: leases are taken in the data store).
+    pub fn lease_quorum_urls(&self) -> &[String] {
+        &self.lock_urls
     }
 
     /// The configured lease TTL.
@@ -143,6 +221,12 @@ pub enum RedisSetupError {
         /// The setting.
         field: &'static str,
         /// What is wrong with it.
+        reason: String,
+    },
+    /// Fewer than a majority of the quorum-lease servers answered at start.
+    #[error("quorum lease servers unreachable: {reason}")]
+    QuorumUnreachable {
+        /// How many answered, and what the others said.
         reason: String,
     },
     /// Redis did not answer at start (refused, or not within `connect_timeout`).

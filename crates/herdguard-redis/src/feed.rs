@@ -33,6 +33,8 @@ use redis::aio::PubSub;
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
+use crate::conn::Endpoint;
+
 /// How often the pub/sub connection is pinged while it looks healthy: with the
 /// operation timeout, the bound on how long a frozen or half-open connection
 /// goes unnoticed (one small command a process, five times a second).
@@ -177,7 +179,7 @@ impl Drop for Feed {
 impl Feed {
     /// Starts the reader task on `pubsub`, already subscribed to `channel`.
     pub(crate) fn start(
-        client: redis::Client,
+        endpoint: Endpoint,
         pubsub: PubSub,
         channel: String,
         op_timeout: Duration,
@@ -192,7 +194,7 @@ impl Feed {
             op_timeout,
         });
         let task =
-            tokio::spawn(run(Arc::clone(&state), client, pubsub, connect_timeout)).abort_handle();
+            tokio::spawn(run(Arc::clone(&state), endpoint, pubsub, connect_timeout)).abort_handle();
         Feed { state, task }
     }
 
@@ -257,13 +259,13 @@ impl Drop for Interest {
 
 /// Reads announcements until the connection is lost, then reconnects,
 /// forever (until aborted).
-async fn run(state: Arc<State>, client: redis::Client, pubsub: PubSub, connect_timeout: Duration) {
+async fn run(state: Arc<State>, endpoint: Endpoint, pubsub: PubSub, connect_timeout: Duration) {
     let mut pubsub = Some(pubsub);
     let mut backoff = FIRST_BACKOFF;
     loop {
         let connection = match pubsub.take() {
             Some(p) => Some(p),
-            None => connect(&state, &client, connect_timeout).await,
+            None => connect(&state, &endpoint, connect_timeout).await,
         };
         let Some(connection) = connection else {
             tokio::time::sleep(backoff).await;
@@ -283,8 +285,13 @@ async fn run(state: Arc<State>, client: redis::Client, pubsub: PubSub, connect_t
     }
 }
 
-/// A new pub/sub connection subscribed to the channel, or `None`.
-async fn connect(state: &State, client: &redis::Client, limit: Duration) -> Option<PubSub> {
+/// A new pub/sub connection subscribed to the channel, or `None`. With
+/// Sentinel, to the server the sentinels name as primary now.
+async fn connect(state: &State, endpoint: &Endpoint, limit: Duration) -> Option<PubSub> {
+    let client = tokio::time::timeout(limit, endpoint.client())
+        .await
+        .ok()?
+        .ok()?;
     let mut pubsub = tokio::time::timeout(limit, client.get_async_pubsub())
         .await
         .ok()?

@@ -16,6 +16,8 @@ pub(crate) struct KeyNames {
     pub(crate) version: String,
     /// The marker a load that stored nothing leaves for the fleet.
     pub(crate) marker: String,
+    /// The lock on each lock server of a quorum lease (never in the data store).
+    pub(crate) lock: String,
     /// The key's text inside the hash tag, as change notices name it.
     pub(crate) tag: String,
 }
@@ -30,6 +32,7 @@ impl KeyNames {
             lease: format!("{base}:lease"),
             version: format!("{base}:ver"),
             marker: format!("{base}:m"),
+            lock: format!("{base}:lock"),
             tag,
         }
     }
@@ -93,6 +96,7 @@ mod tests {
         assert_eq!(k.lease, "hg:{user:42}:lease");
         assert_eq!(k.version, "hg:{user:42}:ver");
         assert_eq!(k.marker, "hg:{user:42}:m");
+        assert_eq!(k.lock, "hg:{user:42}:lock");
         assert_eq!(k.tag, "user:42");
         assert_eq!(change_channel("hg"), "hg:changes");
     }

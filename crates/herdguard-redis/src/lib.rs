@@ -28,12 +28,17 @@
 //! # Layout
 //!
 //! - [`config`](RedisConfig): settings and setup errors.
-//! - `remote`: [`RedisRemote`], each `Remote` method as one bounded Redis call.
+//! - `remote`: [`RedisRemote`], each `Remote` method as one bounded Redis call
+//!   (with quorum leases, one per lock server too, in parallel).
+//! - `conn`: where the data store is — one server, or the primary Redis
+//!   Sentinel names (`redis+sentinel://…`), followed across a failover.
 //! - `scripts`: the Lua scripts (lease, renew, release, fenced write, invalidate).
 //! - `feed`: the change feed — one pub/sub connection, pinged, reconnected; wakes
 //!   local watchers and tells the caches what changed.
 //! - `envelope`: the stored bytes of an entry (format byte, version, header,
 //!   value) and of a marker.
+//! - `quorum`: quorum leases (Redlock) over independent lock servers, when
+//!   configured ([`RedisConfig::lease_quorum`]).
 //! - `keys`: key names under one Redis Cluster hash tag, and the change channel.
 //! - `queue`: [`RedisWriteQueue`], the durable write-behind queue (Redis
 //!   Streams, a consumer group, partitions owned one process at a time).
@@ -44,10 +49,12 @@
 #![warn(missing_docs)]
 
 mod config;
+mod conn;
 mod envelope;
 mod feed;
 mod keys;
 mod queue;
+mod quorum;
 mod remote;
 mod scripts;
 

@@ -11,13 +11,16 @@ use herdguard::{
     Shared,
 };
 use redis::aio::ConnectionManager;
+use redis::AsyncConnectionConfig;
 use redis::RedisError;
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::config::{RedisConfig, RedisSetupError};
+use crate::conn::{Conn, Endpoint, Primary, SentinelUrl};
 use crate::envelope;
 use crate::feed::{Event, Feed};
 use crate::keys::{change_channel, unescape, KeyNames};
+use crate::quorum::{Acquired, Quorum};
 use crate::scripts::Scripts;
 
 /// How long a key's version counter outlives its last change. Should it expire
@@ -27,20 +30,27 @@ const VERSION_TTL: Duration = Duration::from_secs(24 * 3600);
 /// How many undecodable keys are remembered, so each is logged once.
 const LOGGED_KEYS: usize = 1024;
 
-/// A fleet's shared tier, lease coordinator and change feed, on one Redis server.
+/// A fleet's shared tier, lease coordinator and change feed, on one Redis
+/// server, the primary Redis Sentinel names, or a Redis Cluster — with leases,
+/// optionally, from a quorum of independent lock servers
+/// ([`RedisConfig::lease_quorum`]).
 ///
 /// All operations go over one multiplexed connection (reconnected by redis-rs's
-/// `ConnectionManager`), each bounded by `op_timeout`; announcements come over
+/// `ConnectionManager`; with Sentinel, found again through the sentinels; on a
+/// cluster, redis-rs's cluster connection), each bounded by `op_timeout`;
+/// quorum leases add one connection per lock server. Announcements come over
 /// the remote's one pub/sub connection, subscribed once to the prefix's change
 /// channel. Keys are named by their `Display` text and announced by it, so
 /// `K::from_str` must read back what `Display` wrote (as for `String` and the
 /// integers): that is how another process's change finds this process's copy.
 pub struct RedisRemote<K, V> {
-    conn: ConnectionManager,
+    conn: Conn,
     feed: Feed,
     scripts: Scripts,
     config: RedisConfig,
     channel: String,
+    /// The lock servers of quorum leases, if configured.
+    quorum: Option<Quorum>,
     /// Keys whose undecodable entry was logged already (bounded).
     logged: quick_cache::sync::Cache<String, ()>,
     _types: PhantomData<fn(K, V)>,
@@ -56,29 +66,93 @@ where
     /// server shows up here, once, not as a stream of degraded calls.
     pub async fn connect(config: RedisConfig) -> Result<Arc<Self>, RedisSetupError> {
         config.validate()?;
-        let client =
-            redis::Client::open(config.url.as_str()).map_err(|e| RedisSetupError::InvalidUrl {
-                url: config.url.clone(),
-                reason: e.to_string(),
-            })?;
         let unreachable = |reason: String| RedisSetupError::Unreachable {
             url: config.url.clone(),
             reason,
         };
-        let manager_config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.connect_timeout))
-            .set_response_timeout(Some(config.op_timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
+        let invalid = |reason: String| RedisSetupError::InvalidUrl {
+            url: config.url.clone(),
+            reason,
+        };
         let deadline = config.connect_timeout;
-        let conn = tokio::time::timeout(
-            deadline,
-            ConnectionManager::new_with_config(client.clone(), manager_config),
-        )
-        .await
-        .map_err(|_| unreachable(format!("no connection within {deadline:?}")))?
-        .map_err(|e| unreachable(e.to_string()))?;
+        let (endpoint, conn) = if !config.cluster_seeds.is_empty() {
+            let clients = config
+                .cluster_seeds
+                .iter()
+                .map(|url| {
+                    redis::Client::open(url.as_str()).map_err(|e| RedisSetupError::InvalidUrl {
+                        url: url.clone(),
+                        reason: e.to_string(),
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let cluster = redis::cluster::ClusterClient::builder(config.cluster_seeds.clone())
+                .connection_timeout(config.connect_timeout)
+                .response_timeout(config.op_timeout)
+                .retries(1)
+                .build()
+                .map_err(|e| invalid(e.to_string()))?;
+            let conn = tokio::time::timeout(deadline, cluster.get_async_connection())
+                .await
+                .map_err(|_| unreachable(format!("no cluster connection within {deadline:?}")))?
+                .map_err(|e| unreachable(e.to_string()))?;
+            (
+                Endpoint::Cluster(Arc::new((clients, std::sync::atomic::AtomicUsize::new(0)))),
+                Conn::Cluster(conn),
+            )
+        } else {
+            match SentinelUrl::parse(&config.url) {
+                Some(parsed) => {
+                    let parsed = parsed.map_err(invalid)?;
+                    let connection_config = AsyncConnectionConfig::new()
+                        .set_connection_timeout(Some(config.connect_timeout))
+                        .set_response_timeout(Some(config.op_timeout));
+                    let primary =
+                        Arc::new(Primary::new(&parsed, connection_config).map_err(invalid)?);
+                    tokio::time::timeout(deadline, primary.connection())
+                        .await
+                        .map_err(|_| unreachable(format!("no primary within {deadline:?}")))?
+                        .map_err(|e| unreachable(e.to_string()))?;
+                    (
+                        Endpoint::Sentinel(Arc::clone(&primary)),
+                        Conn::Sentinel(primary),
+                    )
+                }
+                None => {
+                    let client = redis::Client::open(config.url.as_str())
+                        .map_err(|e| invalid(e.to_string()))?;
+                    let manager_config = redis::aio::ConnectionManagerConfig::new()
+                        .set_connection_timeout(Some(config.connect_timeout))
+                        .set_response_timeout(Some(config.op_timeout))
+                        .set_number_of_retries(1)
+                        .set_max_delay(Duration::from_millis(500));
+                    let manager = tokio::time::timeout(
+                        deadline,
+                        ConnectionManager::new_with_config(client.clone(), manager_config),
+                    )
+                    .await
+                    .map_err(|_| unreachable(format!("no connection within {deadline:?}")))?
+                    .map_err(|e| unreachable(e.to_string()))?;
+                    (Endpoint::Direct(client), Conn::Direct(manager))
+                }
+            }
+        };
+        let quorum = if config.lock_urls.is_empty() {
+            None
+        } else {
+            let quorum = Quorum::new(&config.lock_urls, config.op_timeout, config.connect_timeout)
+                .map_err(|(url, reason)| RedisSetupError::InvalidUrl { url, reason })?;
+            quorum
+                .connect()
+                .await
+                .map_err(|reason| RedisSetupError::QuorumUnreachable { reason })?;
+            Some(quorum)
+        };
         let channel = change_channel(&config.prefix);
+        let client = tokio::time::timeout(deadline, endpoint.client())
+            .await
+            .map_err(|_| unreachable(format!("no primary within {deadline:?}")))?
+            .map_err(|e| unreachable(e.to_string()))?;
         let mut pubsub = tokio::time::timeout(deadline, client.get_async_pubsub())
             .await
             .map_err(|_| unreachable(format!("no pub/sub connection within {deadline:?}")))?
@@ -88,7 +162,7 @@ where
             .map_err(|_| unreachable(format!("SUBSCRIBE not acknowledged within {deadline:?}")))?
             .map_err(|e| unreachable(e.to_string()))?;
         let feed = Feed::start(
-            client,
+            endpoint,
             pubsub,
             channel.clone(),
             config.op_timeout,
@@ -100,6 +174,7 @@ where
             scripts: Scripts::new(),
             config,
             channel,
+            quorum,
             logged: quick_cache::sync::Cache::new(LOGGED_KEYS),
             _types: PhantomData,
         }))
@@ -113,6 +188,12 @@ where
     /// Whether the change feed is subscribed and answering pings now.
     pub fn feed_live(&self) -> bool {
         self.feed.live()
+    }
+
+    /// With quorum leases, how many lock servers there are and how many grants
+    /// make a lease.
+    pub fn lease_quorum(&self) -> Option<(usize, usize)> {
+        self.quorum.as_ref().map(|q| (q.len(), q.majority()))
     }
 
     /// Announcements on the change channel that did not parse (and were dropped).
@@ -171,11 +252,17 @@ where
     ) -> Result<T, RemoteError> {
         match tokio::time::timeout(self.config.op_timeout, f).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(RemoteError::Unavailable(format!("{what}: {e}"))),
-            Err(_) => Err(RemoteError::Unavailable(format!(
-                "{what}: no answer within {:?}",
-                self.config.op_timeout
-            ))),
+            Ok(Err(e)) => {
+                self.conn.failed();
+                Err(RemoteError::Unavailable(format!("{what}: {e}")))
+            }
+            Err(_) => {
+                self.conn.failed();
+                Err(RemoteError::Unavailable(format!(
+                    "{what}: no answer within {:?}",
+                    self.config.op_timeout
+                )))
+            }
         }
     }
 
@@ -185,6 +272,48 @@ where
 
     fn version_px(value_px: u64) -> u64 {
         value_px.max(Self::millis(VERSION_TTL))
+    }
+
+    /// A quorum lease: a majority of the lock servers, then the fencing
+    /// version advanced in the data store (and the lease marked there, so the
+    /// write and the release give it back and announce it as usual).
+    async fn try_quorum_lease(
+        &self,
+        quorum: &Quorum,
+        names: &KeyNames,
+        token: String,
+    ) -> Result<Option<Lease>, RemoteError> {
+        let ttl = self.config.lease_ttl;
+        match quorum
+            .acquire(&self.scripts, &names.lock, &token, ttl)
+            .await
+        {
+            Acquired::Held => {}
+            Acquired::Taken => return Ok(None),
+            Acquired::Unavailable(why) => return Err(RemoteError::Unavailable(why)),
+        }
+        let mut conn = self.conn.clone();
+        let fenced: Result<u64, RemoteError> = self
+            .op(
+                "fence",
+                self.scripts
+                    .fence
+                    .key(&names.lease)
+                    .key(&names.version)
+                    .arg(&token)
+                    .arg(Self::millis(ttl))
+                    .arg(Self::millis(VERSION_TTL))
+                    .invoke_async(&mut conn),
+            )
+            .await;
+        match fenced {
+            Ok(version) => Ok(Some(Lease { token, version })),
+            Err(e) => {
+                // No fencing version, no lease: give the locks back.
+                quorum.release(&self.scripts, &names.lock, &token).await;
+                Err(e)
+            }
+        }
     }
 
     /// Logs an undecodable entry once per key (by a hash: keys may be private).
@@ -244,6 +373,9 @@ where
         Box::pin(async move {
             let names = self.names(key);
             let token = format!("{:032x}-{}", fastrand::u128(..), std::process::id());
+            if let Some(quorum) = &self.quorum {
+                return self.try_quorum_lease(quorum, &names, token).await;
+            }
             let mut conn = self.conn.clone();
             let (granted, version): (i64, u64) = self
                 .op(
@@ -270,6 +402,24 @@ where
         Box::pin(async move {
             let names = self.names(key);
             let mut conn = self.conn.clone();
+            if let Some(quorum) = &self.quorum {
+                // The mark in the data store follows (best effort: the fencing
+                // version, not the mark, decides the write).
+                let mut renew_mark = self.scripts.renew.key(&names.lease);
+                renew_mark
+                    .arg(&lease.token)
+                    .arg(Self::millis(self.config.lease_ttl));
+                let mark = self.op("renew mark", renew_mark.invoke_async::<i64>(&mut conn));
+                let locks = quorum.renew(
+                    &self.scripts,
+                    &names.lock,
+                    &lease.token,
+                    self.config.lease_ttl,
+                );
+                let (mark, locks) = tokio::join!(mark, locks);
+                mark?;
+                return locks.map_err(RemoteError::Unavailable);
+            }
             let renewed: i64 = self
                 .op(
                     "renew",
@@ -297,7 +447,7 @@ where
             let (bytes, ttl) = marker
                 .map(|(m, ttl)| (envelope::encode_marker(m), Self::millis(ttl)))
                 .unwrap_or((Vec::new(), 1));
-            let _: i64 = self
+            let released: Result<i64, RemoteError> = self
                 .op(
                     "release",
                     self.scripts
@@ -311,7 +461,13 @@ where
                         .arg(ttl)
                         .invoke_async(&mut conn),
                 )
-                .await?;
+                .await;
+            if let Some(quorum) = &self.quorum {
+                quorum
+                    .release(&self.scripts, &names.lock, &lease.token)
+                    .await;
+            }
+            let _: i64 = released?;
             Ok(())
         })
     }
@@ -338,7 +494,7 @@ where
                 Some(l) => (l.version.to_string(), l.token.as_str()),
                 None => (String::new(), ""),
             };
-            let (stored, version): (i64, u64) = self
+            let written: Result<(i64, u64), RemoteError> = self
                 .op(
                     "write",
                     self.scripts
@@ -356,7 +512,15 @@ where
                         .arg(&names.tag)
                         .invoke_async(&mut conn),
                 )
-                .await?;
+                .await;
+            if let (Some(quorum), Some(lease)) = (&self.quorum, lease) {
+                // The write gave the lease back in the data store, whatever it
+                // decided; so do the lock servers.
+                quorum
+                    .release(&self.scripts, &names.lock, &lease.token)
+                    .await;
+            }
+            let (stored, version) = written?;
             Ok(if stored == 1 {
                 PutOutcome::Stored { version }
             } else {
@@ -369,6 +533,11 @@ where
         Box::pin(async move {
             let names = self.names(key);
             let mut conn = self.conn.clone();
+            if let Some(quorum) = &self.quorum {
+                // The load in flight is void (the version below advances): let
+                // a new one take the lease at once, as with a single server.
+                quorum.clear(&names.lock).await;
+            }
             self.op(
                 "invalidate",
                 self.scripts
@@ -400,6 +569,9 @@ where
             let _: String = self
                 .op("PING", redis::cmd("PING").query_async(&mut conn))
                 .await?;
+            if let Some(quorum) = &self.quorum {
+                quorum.ping().await.map_err(RemoteError::Unavailable)?;
+            }
             Ok(())
         })
     }

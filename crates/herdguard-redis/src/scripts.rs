@@ -110,6 +110,25 @@ redis.call('PUBLISH', ARGV[1], 'i ' .. fmt(v) .. ' ' .. ARGV[3])
 return v
 ";
 
+/// Quorum leases: marks the lease granted by a majority of the lock servers
+/// in the data store and advances the key's version there (the fencing token
+/// of the grant). The mark is the token, kept for the lease TTL, so that the
+/// fenced write and the release give it back and announce it as they do a
+/// single-server lease; whoever holds the quorum, the newest grant's mark wins.
+/// Returns the new version.
+/// KEYS: lease, version. ARGV: token, lease ms, version ms.
+const FENCE: &str = r"
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return bump(KEYS[2], ARGV[3])
+";
+
+/// Quorum leases, on one lock server: frees the lock only if it is still ours
+/// (compare-and-delete). KEYS: lock. ARGV: token.
+const UNLOCK: &str = r"
+if holds(KEYS[1], ARGV[1]) then return redis.call('DEL', KEYS[1]) end
+return 0
+";
+
 /// The scripts, hashed once.
 pub(crate) struct Scripts {
     pub(crate) lease: Script,
@@ -117,6 +136,8 @@ pub(crate) struct Scripts {
     pub(crate) release: Script,
     pub(crate) put: Script,
     pub(crate) invalidate: Script,
+    pub(crate) fence: Script,
+    pub(crate) unlock: Script,
 }
 
 impl Scripts {
@@ -128,6 +149,8 @@ impl Scripts {
             release: with_prelude(RELEASE),
             put: with_prelude(PUT),
             invalidate: with_prelude(INVALIDATE),
+            fence: with_prelude(FENCE),
+            unlock: with_prelude(UNLOCK),
         }
     }
 }

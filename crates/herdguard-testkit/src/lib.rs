@@ -27,6 +27,7 @@ pub struct RedisServer {
     port: u16,
     dir: PathBuf,
     durable: bool,
+    extra: Vec<String>,
 }
 
 impl RedisServer {
@@ -47,18 +48,32 @@ impl RedisServer {
         Self::launch(free_port()?, true)
     }
 
+    /// Starts one with these extra `redis-server` arguments (kept for
+    /// [`RedisServer::restart`]), e.g. `["--replicaof", "127.0.0.1", "6379"]`.
+    pub fn start_with(args: &[&str]) -> std::io::Result<Self> {
+        let mut server = Self::prepare(free_port()?, false)?;
+        server.extra = args.iter().map(|a| a.to_string()).collect();
+        server.spawn()?;
+        Ok(server)
+    }
+
     fn launch(port: u16, durable: bool) -> std::io::Result<Self> {
+        let mut server = Self::prepare(port, durable)?;
+        server.spawn()?;
+        Ok(server)
+    }
+
+    fn prepare(port: u16, durable: bool) -> std::io::Result<Self> {
         let dir =
             std::env::temp_dir().join(format!("herdguard-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
-        let mut server = RedisServer {
+        Ok(RedisServer {
             child: None,
             port,
             dir,
             durable,
-        };
-        server.spawn()?;
-        Ok(server)
+            extra: Vec::new(),
+        })
     }
 
     fn spawn(&mut self) -> std::io::Result<()> {
@@ -74,6 +89,7 @@ impl RedisServer {
             .args(["--enable-debug-command", "local"])
             .arg("--dir")
             .arg(&self.dir)
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -180,6 +196,251 @@ impl Drop for RedisServer {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A Redis Sentinel of its own (`redis-server <config> --sentinel`) on a free
+/// loopback port, monitoring one primary; killed when dropped.
+///
+/// Its configuration file is written into a directory of its own (Sentinel
+/// rewrites it as it learns the topology).
+pub struct Sentinel {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Sentinel {
+    /// Starts one that monitors the primary at `primary_port` under `name`,
+    /// agreeing with `quorum` sentinels that it is down after `down_after`
+    /// without an answer; waits until it answers PING (at most 10 s).
+    pub fn start(
+        name: &str,
+        primary_port: u16,
+        quorum: u32,
+        down_after: Duration,
+    ) -> std::io::Result<Self> {
+        let port = free_port()?;
+        let dir =
+            std::env::temp_dir().join(format!("herdguard-sentinel-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let config = dir.join("sentinel.conf");
+        let down_ms = down_after.as_millis();
+        std::fs::write(
+            &config,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndaemonize no\ndir {dir}\n\
+                 sentinel monitor {name} 127.0.0.1 {primary_port} {quorum}\n\
+                 sentinel down-after-milliseconds {name} {down_ms}\n\
+                 sentinel failover-timeout {name} {failover}\n\
+                 sentinel parallel-syncs {name} 1\n",
+                dir = dir.display(),
+                failover = (down_ms * 4).max(2000),
+            ),
+        )?;
+        let child = Command::new("redis-server")
+            .arg(&config)
+            .arg("--sentinel")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let mut sentinel = Sentinel {
+            child: Some(child),
+            port,
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while ping(sentinel.addr()).is_err() {
+            if let Some(status) = sentinel.child.as_mut().and_then(|c| c.try_wait().ok()?) {
+                return Err(std::io::Error::other(format!("sentinel exited: {status}")));
+            }
+            if Instant::now() >= deadline {
+                return Err(std::io::Error::other(
+                    "sentinel did not answer PING within 10 s",
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(sentinel)
+    }
+
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Its address.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// Kills it at once (SIGKILL).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A free port whose cluster-bus port (10000 above it) is free too.
+fn free_cluster_port() -> std::io::Result<u16> {
+    for _ in 0..200 {
+        let port = 20000 + fastrand_port();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && TcpListener::bind(("127.0.0.1", port + 10000)).is_ok()
+        {
+            return Ok(port);
+        }
+    }
+    Err(std::io::Error::other(
+        "no free port pair for a cluster node",
+    ))
+}
+
+/// A pseudo-random offset below 20000 (no dependency: the clock's nanoseconds
+/// mixed with a counter).
+fn fastrand_port() -> u16 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let mixed = (u64::from(nanos) ^ (u64::from(std::process::id()) << 20))
+        .wrapping_add(COUNTER.fetch_add(0x9E37_79B9, Ordering::Relaxed))
+        .wrapping_mul(0x2545_F491_4F6C_DD1D);
+    u16::try_from((mixed >> 33) % 20000).unwrap_or(0)
+}
+
+/// A local Redis Cluster of six `redis-server`s (three primaries, one replica
+/// each) on free loopback ports, created with `redis-cli --cluster create`;
+/// every node killed when dropped.
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts six nodes, creates the cluster and waits until every node says
+    /// `cluster_state:ok`, knows the three replicas and, if a replica, is in
+    /// sync with its primary (at most 30 s): a primary killed before its
+    /// replica joined would never fail over.
+    pub fn start() -> std::io::Result<Self> {
+        let mut nodes = Vec::new();
+        for _ in 0..6 {
+            let port = free_cluster_port()?;
+            let mut server = RedisServer::prepare(port, false)?;
+            server.extra = [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "2000",
+            ]
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+            server.spawn()?;
+            nodes.push(server);
+        }
+        let status = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port())))
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?;
+        if !status.success() {
+            return Err(std::io::Error::other(format!(
+                "redis-cli --cluster create: {status}"
+            )));
+        }
+        let cluster = RedisCluster { nodes };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !cluster.nodes.iter().all(|n| cluster_ok(n.addr())) {
+            if Instant::now() >= deadline {
+                return Err(std::io::Error::other(
+                    "the cluster was not up with its replicas within 30 s",
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(cluster)
+    }
+
+    /// `redis://127.0.0.1:PORT/` of every node (seeds for a cluster client).
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::url).collect()
+    }
+
+    /// Its nodes.
+    pub fn nodes(&self) -> &[RedisServer] {
+        &self.nodes
+    }
+
+    /// Kills node `i` at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(node) = self.nodes.get_mut(i) {
+            node.kill();
+        }
+    }
+}
+
+/// The bulk-string reply of the node at `addr` to the command `args`, or `None`.
+fn bulk_reply(addr: SocketAddr, args: &[&str]) -> Option<String> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .ok()?;
+    let mut request = format!("*{}\r\n", args.len());
+    for a in args {
+        request.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = reply.windows(2).position(|w| w == b"\r\n") {
+            let header = std::str::from_utf8(reply.get(1..end)?).ok()?;
+            if reply.first() != Some(&b'$') {
+                return None;
+            }
+            let len: usize = header.parse().ok()?;
+            if reply.len() >= end + 2 + len {
+                return String::from_utf8(reply[end + 2..end + 2 + len].to_vec()).ok();
+            }
+        }
+        let n = stream.read(&mut buf).ok()?;
+        if n == 0 || reply.len() > 1 << 20 {
+            return None;
+        }
+        reply.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// Whether the node at `addr` sees the whole cluster up: `cluster_state:ok`,
+/// three replicas known, and, if it is a replica, its replication link up.
+fn cluster_ok(addr: SocketAddr) -> bool {
+    let Some(info) = bulk_reply(addr, &["CLUSTER", "INFO"]) else {
+        return false;
+    };
+    let Some(nodes) = bulk_reply(addr, &["CLUSTER", "NODES"]) else {
+        return false;
+    };
+    let Some(replication) = bulk_reply(addr, &["INFO", "replication"]) else {
+        return false;
+    };
+    info.contains("cluster_state:ok")
+        && nodes.matches(" slave ").count() + nodes.matches(",slave ").count() == 3
+        && (replication.contains("role:master") || replication.contains("master_link_status:up"))
 }
 
 /// Sends PING in RESP and expects +PONG.

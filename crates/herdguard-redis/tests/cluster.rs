@@ -1,0 +1,200 @@
+//! Redis Cluster: six real `redis-server`s (three primaries, one replica each)
+//! created by the test; several caches share it.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use herdguard::Cache;
+use herdguard_redis::{RedisConfig, RedisRemote};
+use herdguard_testkit::RedisCluster;
+
+type Node = Cache<String, String>;
+
+async fn node(seeds: &[String]) -> Node {
+    let remote = RedisRemote::<String, String>::connect(RedisConfig::cluster(seeds.to_vec()))
+        .await
+        .expect("connect to the cluster");
+    Cache::builder()
+        .ttl(Duration::from_secs(60))
+        .shared_store(remote)
+        .fleet_poll_interval(Duration::from_millis(200))
+        .build()
+        .expect("build")
+}
+
+/// `per_node` concurrent callers of `key` on every node, each load taking
+/// 150 ms: returns (origin calls, caller errors).
+async fn stampede(nodes: &[Node], key: &str, per_node: usize) -> (usize, usize) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for n in nodes {
+        for _ in 0..per_node {
+            let (n, calls, key) = (n.clone(), Arc::clone(&calls), key.to_string());
+            tasks.push(tokio::spawn(async move {
+                n.get_or_load(key, move || async move {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(150)).await;
+                    Ok::<_, std::io::Error>("v".to_string())
+                })
+                .await
+            }));
+        }
+    }
+    let mut errors = 0;
+    for t in tasks {
+        if !matches!(t.await, Ok(Ok(_))) {
+            errors += 1;
+        }
+    }
+    (calls.load(Ordering::SeqCst), errors)
+}
+
+/// How many entries each primary holds, by port.
+fn entries_per_primary(cluster: &RedisCluster) -> BTreeMap<u16, usize> {
+    let mut per = BTreeMap::new();
+    for n in cluster.nodes() {
+        let mut c = redis::Client::open(n.url())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let role: Vec<redis::Value> = redis::cmd("ROLE").query(&mut c).unwrap();
+        if role.first() != Some(&redis::Value::BulkString(b"master".to_vec())) {
+            continue;
+        }
+        let keys: Vec<String> = redis::cmd("KEYS").arg("hg:*:v").query(&mut c).unwrap();
+        per.insert(n.port(), keys.len());
+    }
+    per
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caches_sharing_a_cluster_make_one_origin_call_per_cold_key_on_every_shard() {
+    let cluster = RedisCluster::start().expect("a local cluster");
+    let seeds = cluster.urls();
+    let nodes = [node(&seeds).await, node(&seeds).await, node(&seeds).await];
+    let keys: Vec<String> = (0..12).map(|i| format!("key{i}")).collect();
+    for key in &keys {
+        let (calls, errors) = stampede(&nodes, key, 16).await;
+        assert_eq!(
+            (calls, errors),
+            (1, 0),
+            "{key}: one origin call for 48 callers"
+        );
+    }
+    for n in &nodes {
+        assert!(n.shared_store_healthy());
+        assert_eq!(n.metrics().degradations, 0);
+    }
+    let per = entries_per_primary(&cluster);
+    assert_eq!(per.len(), 3, "three primaries: {per:?}");
+    assert!(per.values().all(|&n| n > 0), "keys on every shard: {per:?}");
+    assert_eq!(per.values().sum::<usize>(), keys.len(), "{per:?}");
+
+    // The change feed: an invalidation on any shard evicts every other
+    // cache's copy (PUBLISH reaches every node of a cluster).
+    let mut hops = Vec::new();
+    for key in &keys {
+        assert!(nodes[1].get(key).is_some() && nodes[2].get(key).is_some());
+        nodes[0].invalidate(key).await.unwrap();
+        let invalidated = Instant::now();
+        while nodes[1].get(key).is_some() || nodes[2].get(key).is_some() {
+            assert!(
+                invalidated.elapsed() < Duration::from_secs(2),
+                "{key}: a copy survived the invalidation"
+            );
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        hops.push(invalidated.elapsed());
+    }
+    hops.sort();
+    println!(
+        "cluster: entries per primary {per:?}; eviction hop over PUBLISH: p50 {:?}, max {:?}",
+        hops[hops.len() / 2],
+        hops[hops.len() - 1]
+    );
+}
+
+/// The port of the primary that owns `key`'s entry, asked of the node at `via`.
+fn owner(via: &str, key: &str) -> u16 {
+    let mut c = redis::Client::open(via).unwrap().get_connection().unwrap();
+    let slot: i64 = redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg(format!("hg:{{{key}}}:v"))
+        .query(&mut c)
+        .unwrap();
+    let slots: Vec<Vec<redis::Value>> = redis::cmd("CLUSTER").arg("SLOTS").query(&mut c).unwrap();
+    // Each entry: first slot, last slot, [ip, port, id, …] of the primary, replicas…
+    for entry in slots {
+        if let [redis::Value::Int(first), redis::Value::Int(last), redis::Value::Array(primary), ..] =
+            entry.as_slice()
+        {
+            if (*first..=*last).contains(&slot) {
+                if let Some(redis::Value::Int(port)) = primary.get(1) {
+                    return u16::try_from(*port).unwrap();
+                }
+            }
+        }
+    }
+    panic!("no owner of slot {slot}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_primary_fails_no_caller_and_its_shard_is_coordinated_again_after_the_failover() {
+    let mut cluster = RedisCluster::start().expect("a local cluster");
+    let seeds = cluster.urls();
+    // The first seed: a primary, and the node the change feeds listen on.
+    let victim = cluster.nodes()[0].port();
+    let via = cluster.urls()[1].clone();
+    let keys: Vec<String> = (0..2000)
+        .map(|i| format!("k{i}"))
+        .filter(|k| owner(&via, k) == victim)
+        .take(100)
+        .collect();
+    assert_eq!(keys.len(), 100, "the first node is a primary");
+    let nodes = [node(&seeds).await, node(&seeds).await];
+    assert_eq!(stampede(&nodes, &keys[0], 16).await, (1, 0));
+
+    let killed = Instant::now();
+    cluster.kill(0);
+    let mut errors = 0;
+    let mut rounds = 0;
+    let resumed_after = loop {
+        let key = keys
+            .get(rounds + 1)
+            .unwrap_or_else(|| panic!("not resumed after {rounds} rounds, {:?}", killed.elapsed()));
+        let started = killed.elapsed();
+        let (calls, e) = stampede(&nodes, key, 16).await;
+        rounds += 1;
+        errors += e;
+        assert_eq!(errors, 0, "no caller fails during the failover");
+        assert!(calls <= nodes.len(), "at most one load per cache: {calls}");
+        if calls == 1 {
+            break started;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    println!(
+        "cluster failover: {rounds} rounds on the killed primary's keys, {errors} caller errors; \
+         first round with one origin call started {resumed_after:?} after the kill"
+    );
+    assert_ne!(
+        owner(&via, &keys[0]),
+        victim,
+        "a replica took the slots over"
+    );
+    // Coordinated again, and the change feed (which listened on the killed
+    // node) works through another node.
+    let key = &keys[rounds + 1];
+    assert_eq!(stampede(&nodes, key, 16).await, (1, 0));
+    nodes[0].invalidate(key).await.unwrap();
+    let start = Instant::now();
+    while nodes[1].get(key).is_some() {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the other cache kept its copy"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
