@@ -34,9 +34,19 @@ pub struct ServeArgs {
     /// The origin's base URL, e.g. http://127.0.0.1:9000.
     #[arg(long, env = "HERDGUARD_ORIGIN")]
     pub origin: Option<String>,
-    /// Redis URL for fleet-wide coalescing and a shared cache tier.
+    /// Redis URL for fleet-wide coalescing and a shared cache tier
+    /// (`redis://…`, or `redis+sentinel://host:port,host:port/name` to follow a
+    /// Sentinel-managed primary).
     #[arg(long, env = "HERDGUARD_REDIS")]
     pub redis: Option<String>,
+    /// Redis Cluster seed URLs, comma-separated, instead of `--redis`.
+    #[arg(long, env = "HERDGUARD_REDIS_CLUSTER")]
+    pub redis_cluster: Option<String>,
+    /// Independent Redis servers to take load leases from by majority (quorum
+    /// leases, Redlock), comma-separated; entries and fencing stay in `--redis`
+    /// / `--redis-cluster`.
+    #[arg(long, env = "HERDGUARD_REDIS_LOCK_SERVERS")]
+    pub redis_lock_servers: Option<String>,
     /// Address of the admin listener (/metrics, /healthz, /readyz).
     #[arg(long, env = "HERDGUARD_ADMIN")]
     pub admin: Option<String>,
@@ -196,6 +206,8 @@ struct FileConfig {
     listen: Option<String>,
     origin: Option<String>,
     redis: Option<String>,
+    redis_cluster: Option<StringOrList>,
+    redis_lock_servers: Option<StringOrList>,
     admin: Option<String>,
     cache_target: Option<String>,
     max_memory: Option<SizeValue>,
@@ -253,6 +265,10 @@ pub struct Settings {
     pub origin: Uri,
     /// Redis URL, if fleet-wide.
     pub redis: Option<String>,
+    /// Redis Cluster seeds, if fleet-wide on a cluster.
+    pub redis_cluster: Vec<String>,
+    /// Lock servers for quorum leases (empty: leases in the data store).
+    pub redis_lock_servers: Vec<String>,
     /// Admin listen address, if any.
     pub admin: Option<SocketAddr>,
     /// Targeted cache-control fields obeyed.
@@ -354,9 +370,52 @@ impl ServeArgs {
         };
         let redis = pick!(redis);
         if let Some(r) = &redis {
-            if !(r.starts_with("redis://") || r.starts_with("rediss://")) {
-                return Err(invalid("redis", format!("{r:?}: need a redis:// URL")));
+            if !["redis://", "rediss://", "redis+sentinel://"]
+                .iter()
+                .any(|p| r.starts_with(p))
+            {
+                return Err(invalid(
+                    "redis",
+                    format!("{r:?}: need a redis:// or redis+sentinel:// URL"),
+                ));
             }
+        }
+        let url_list = |field: &str, list: Option<String>| -> Result<Vec<String>, ConfigError> {
+            let urls: Vec<String> = list
+                .unwrap_or_default()
+                .split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(str::to_string)
+                .collect();
+            match urls.iter().find(|u| !u.starts_with("redis://")) {
+                Some(u) => Err(invalid(field, format!("{u:?}: need redis:// URLs"))),
+                None => Ok(urls),
+            }
+        };
+        let redis_cluster = url_list(
+            "redis_cluster",
+            self.redis_cluster
+                .clone()
+                .or(file.redis_cluster.map(StringOrList::joined)),
+        )?;
+        let redis_lock_servers = url_list(
+            "redis_lock_servers",
+            self.redis_lock_servers
+                .clone()
+                .or(file.redis_lock_servers.map(StringOrList::joined)),
+        )?;
+        if redis.is_some() && !redis_cluster.is_empty() {
+            return Err(invalid(
+                "redis_cluster",
+                "set redis or redis_cluster, not both",
+            ));
+        }
+        if !redis_lock_servers.is_empty() && redis.is_none() && redis_cluster.is_empty() {
+            return Err(invalid(
+                "redis_lock_servers",
+                "needs redis or redis_cluster (the data store)",
+            ));
         }
         let targets = pick!(cache_target).unwrap_or_else(|| "CDN-Cache-Control".to_string());
         let cache_targets = targets
@@ -473,6 +532,8 @@ impl ServeArgs {
             listen,
             origin: origin_uri,
             redis,
+            redis_cluster,
+            redis_lock_servers,
             admin,
             cache_targets,
             max_entries,
@@ -652,6 +713,16 @@ mod tests {
             }),
             ("cache_namespace", |a| {
                 a.cache_namespace = Some("a b".into())
+            }),
+            ("redis_cluster", |a| {
+                a.redis = Some("redis://127.0.0.1:1".into());
+                a.redis_cluster = Some("redis://127.0.0.1:2".into());
+            }),
+            ("redis_cluster", |a| {
+                a.redis_cluster = Some("127.0.0.1:2".into())
+            }),
+            ("redis_lock_servers", |a| {
+                a.redis_lock_servers = Some("redis://127.0.0.1:3".into())
             }),
         ] {
             let mut a = args();

@@ -16,15 +16,24 @@ use crate::config::Settings;
 use crate::response::CachedResponse;
 use crate::server::ServeError;
 
-/// Adds the shared store to `builder` when `settings` name a Redis URL.
+/// Adds the shared store to `builder` when `settings` name a Redis URL (one
+/// server or a Sentinel-managed primary) or Redis Cluster seeds, with quorum
+/// leases on independent lock servers when they are named.
 pub(crate) async fn attach(
     builder: CacheBuilder<String, CachedResponse>,
     settings: &Settings,
 ) -> Result<CacheBuilder<String, CachedResponse>, ServeError> {
-    let Some(url) = &settings.redis else {
-        return Ok(builder);
+    let config = match (&settings.redis, settings.redis_cluster.is_empty()) {
+        (Some(url), _) => RedisConfig::new(url.clone()),
+        (None, false) => RedisConfig::cluster(settings.redis_cluster.clone()),
+        (None, true) => return Ok(builder),
     };
-    let config = RedisConfig::new(url.clone())
+    let config = if settings.redis_lock_servers.is_empty() {
+        config
+    } else {
+        config.lease_quorum(settings.redis_lock_servers.clone())
+    };
+    let config = config
         .prefix(format!(
             "{}{}:",
             settings.redis_prefix, settings.cache_namespace

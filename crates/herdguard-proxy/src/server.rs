@@ -191,7 +191,7 @@ impl Server {
             listener,
             admin,
             max_header_bytes: settings.max_header_bytes,
-            redis: settings.redis.is_some(),
+            redis: settings.redis.is_some() || !settings.redis_cluster.is_empty(),
             max_connections: settings.max_connections,
             admin_max_connections: settings.admin_max_connections,
             limits: settings.connection_limits,

@@ -642,3 +642,51 @@ async fn request_max_age_min_fresh_max_stale_and_only_if_cached_are_honoured() {
     assert_eq!(missing.status, 504);
     assert_eq!(o.hits.load(Ordering::SeqCst), 5);
 }
+
+/// The same fleet on a Redis Cluster (three primaries, three replicas) and with
+/// quorum leases on three independent lock servers: `--redis-cluster` and
+/// `--redis-lock-servers`, one origin call for 300 concurrent cold requests on
+/// each of several keys, the keys spread over the shards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_proxies_on_a_redis_cluster_with_quorum_leases_make_one_origin_request_per_key() {
+    let cluster = herdguard_testkit::RedisCluster::start().unwrap();
+    let locks: Vec<_> = (0..3)
+        .map(|_| herdguard_testkit::RedisServer::start().unwrap())
+        .collect();
+    let o = origin(|_, n| Answer {
+        delay: Duration::from_millis(200),
+        ..ok(&[("cache-control", "max-age=60")], &format!("body {n}"))
+    })
+    .await;
+    let seeds = cluster.urls().join(",");
+    let lock_urls = locks.iter().map(|l| l.url()).collect::<Vec<_>>().join(",");
+    let mut proxies = Vec::new();
+    for _ in 0..3 {
+        let (seeds, lock_urls) = (seeds.clone(), lock_urls.clone());
+        proxies.push(
+            proxy_to(o.addr, move |a| {
+                a.redis_cluster = Some(seeds);
+                a.redis_lock_servers = Some(lock_urls);
+                a.redis_op_timeout_ms = Some(2000);
+            })
+            .await,
+        );
+    }
+    const KEYS: usize = 6;
+    let calls: Vec<_> = (0..300)
+        .map(|i| {
+            // Every key through every proxy: key i % KEYS, proxy (i / KEYS) % 3.
+            let addr = proxies[(i / KEYS) % 3].addr;
+            tokio::spawn(async move { get_service(addr, &format!("/shard/{}", i % KEYS)).await })
+        })
+        .collect();
+    for c in calls {
+        let g = c.await.unwrap();
+        assert_eq!(g.status, 200, "{}", g.body);
+    }
+    assert_eq!(
+        o.hits.load(Ordering::SeqCst),
+        KEYS,
+        "one origin call per key across three proxies"
+    );
+}

@@ -315,6 +315,7 @@ where
             rng: self.seed.map(|s| Mutex::new(fastrand::Rng::with_seed(s))),
             me: me.clone(),
             write_behind,
+            write_locks: crate::write::WriteLocks::default(),
         });
         // With a durable queue, writes other processes left are drained from
         // the start, not only once this one writes.

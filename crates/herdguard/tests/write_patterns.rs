@@ -263,3 +263,40 @@ fn bad_write_behind_settings_are_config_errors() {
         "{built:?}"
     );
 }
+
+/// Two writes of one key racing: the older one's database write is slow, the
+/// newer one's fast. The database keeps the newer (it applies a write only
+/// over an older version); the cache must end on the same value, not on the
+/// one whose cache update happened to come last.
+#[tokio::test]
+async fn racing_write_throughs_of_one_key_leave_the_cache_on_the_databases_value() {
+    let cache: Cache<String, u64> = Cache::builder().build().unwrap();
+    let db = std::sync::Arc::new(parking_lot::Mutex::new(0u64));
+    let write = |value: u64, delay_ms: u64| {
+        let (cache, db) = (cache.clone(), std::sync::Arc::clone(&db));
+        tokio::spawn(async move {
+            cache
+                .write_through("row".to_string(), value, move |_, v| {
+                    let v = *v;
+                    Box::pin(async move {
+                        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+                        let mut row = db.lock();
+                        *row = (*row).max(v);
+                        Ok::<_, std::io::Error>(())
+                    })
+                })
+                .await
+        })
+    };
+    let older = write(1, 100);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let newer = write(2, 5);
+    older.await.unwrap().unwrap();
+    newer.await.unwrap().unwrap();
+    assert_eq!(*db.lock(), 2);
+    assert_eq!(
+        *cache.get(&"row".to_string()).expect("cached"),
+        2,
+        "the cache agrees with the database"
+    );
+}

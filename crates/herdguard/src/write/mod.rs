@@ -316,7 +316,12 @@ where
     /// key in flight, here and (with a shared store) anywhere, so a read that
     /// began before the write can never store its older value after it.
     ///
-    /// A writer error leaves the cache as it was and is returned.
+    /// A writer error leaves the cache as it was and is returned. Concurrent
+    /// `write_through` calls of one key in this process run one after the
+    /// other, so the cache ends on the value the system of record got last;
+    /// across processes, order concurrent writers of a key in the system of
+    /// record (a version column) — the cache then holds the last one written
+    /// into it until the next write or its TTL.
     ///
     /// ```
     /// use herdguard::Cache;
@@ -341,6 +346,10 @@ where
         F: for<'a> FnOnce(&'a K, &'a V) -> BoxFuture<'a, Result<(), E>>,
         E: Into<BoxError>,
     {
+        // Two writes of one key racing here could reach the system of record in
+        // one order and the cache in the other, leaving the cache on the older
+        // value: one at a time per key (stripe), from the write to the update.
+        let _in_order = self.inner.write_locks.lock(&key).await;
         let written = writer(&key, &value).await;
         if let Err(e) = written {
             self.inner.metrics.writes_failed.inc();
@@ -398,5 +407,24 @@ where
             }
             None => true,
         }
+    }
+}
+
+/// Stripes of locks by key hash (a fixed set: no map entry per key to clean up).
+pub(crate) struct WriteLocks(Box<[tokio::sync::Mutex<()>]>);
+
+impl Default for WriteLocks {
+    fn default() -> Self {
+        WriteLocks((0..256).map(|_| tokio::sync::Mutex::new(())).collect())
+    }
+}
+
+impl WriteLocks {
+    /// The stripe of `key`, held until the guard drops.
+    pub(crate) async fn lock<K: Hash>(&self, key: &K) -> tokio::sync::MutexGuard<'_, ()> {
+        use std::hash::{BuildHasher, BuildHasherDefault};
+        let hash = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+            .hash_one(key);
+        self.0[(hash % self.0.len() as u64) as usize].lock().await
     }
 }
