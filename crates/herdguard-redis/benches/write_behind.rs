@@ -193,73 +193,52 @@ fn main() {
                 .expect("warm-up write");
         }
         cache.flush_writes(Duration::from_secs(30)).await;
-        written.store(0, Ordering::Relaxed);
-        batches.store(0, Ordering::Relaxed);
-
-        let began = Instant::now();
-        let (acks, lat) = {
-            let (cache, value) = (cache.clone(), value.clone());
-            drive(move |i| {
-                let (cache, value) = (cache.clone(), value.clone());
-                async move {
-                    cache
-                        .write_behind(format!("key-{i}"), value)
-                        .await
-                        .expect("write_behind");
-                }
-            })
-            .await
-        };
-        let flushed = cache.flush_writes(Duration::from_secs(60)).await;
-        let drained_in = began.elapsed();
-        let received = written.load(Ordering::Relaxed);
-        let batch_count = batches.load(Ordering::Relaxed).max(1);
-        println!(
-            "herdguard write_behind, closed loop ({CONCURRENCY} callers, as fast as it goes): {acks:.0} acks/s, ack p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-            ms(common::quantile(&lat, 0.5)),
-            ms(common::quantile(&lat, 0.99)),
-            ms(common::quantile(&lat, 1.0)),
-        );
-        println!(
-            "  writer: {received} writes in {batch_count} batches (mean {:.0} per batch), {:.0} writes/s through the end of the flush (flushed: {flushed})",
-            received as f64 / batch_count as f64,
-            received as f64 / drained_in.as_secs_f64(),
-        );
-
         let target_rate = std::env::var("HERDGUARD_BENCH_WRITE_RATE")
             .ok()
             .and_then(|r| r.parse().ok())
             .unwrap_or(20_000u64);
-        written.store(0, Ordering::Relaxed);
-        let began = Instant::now();
-        let (offered, lat) = {
-            let (cache, value) = (cache.clone(), value.clone());
-            offer(target_rate, move |i| {
+        let closed = format!("closed loop ({CONCURRENCY} callers, as fast as it goes)");
+        let open = format!("open loop at {target_rate} writes/s offered (timed from when each was offered)");
+        let mut acks = 0.0;
+        for (label, rate) in [(closed, None), (open, Some(target_rate))] {
+            written.store(0, Ordering::Relaxed);
+            batches.store(0, Ordering::Relaxed);
+            let began = Instant::now();
+            let write = {
                 let (cache, value) = (cache.clone(), value.clone());
-                async move {
-                    cache
-                        .write_behind(format!("key-{i}"), value)
-                        .await
-                        .expect("write_behind");
+                move |i: usize| {
+                    let (cache, value) = (cache.clone(), value.clone());
+                    async move {
+                        cache
+                            .write_behind(format!("key-{i}"), value)
+                            .await
+                            .expect("write_behind");
+                    }
                 }
-            })
-            .await
-        };
-        let flushed = cache.flush_writes(Duration::from_secs(60)).await;
-        let drained_in = began.elapsed();
-        let received = written.load(Ordering::Relaxed);
-        let batch_count = batches.load(Ordering::Relaxed).max(1);
-        println!(
-            "herdguard write_behind, open loop at {target_rate} writes/s offered: {offered:.0} acks/s, ack p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms (timed from when each was offered)",
-            ms(common::quantile(&lat, 0.5)),
-            ms(common::quantile(&lat, 0.99)),
-            ms(common::quantile(&lat, 1.0)),
-        );
-        println!(
-            "  writer: {received} writes in {batch_count} batches (mean {:.0} per batch), {:.0} writes/s through the end of the flush (flushed: {flushed})",
-            received as f64 / batch_count as f64,
-            received as f64 / drained_in.as_secs_f64(),
-        );
+            };
+            let (rate, lat) = match rate {
+                None => drive(write).await,
+                Some(r) => offer(r, write).await,
+            };
+            if acks == 0.0 {
+                acks = rate;
+            }
+            let flushed = cache.flush_writes(Duration::from_secs(60)).await;
+            let drained_in = began.elapsed();
+            let received = written.load(Ordering::Relaxed);
+            let batch_count = batches.load(Ordering::Relaxed).max(1);
+            println!(
+                "herdguard write_behind, {label}: {rate:.0} acks/s, ack p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                ms(common::quantile(&lat, 0.5)),
+                ms(common::quantile(&lat, 0.99)),
+                ms(common::quantile(&lat, 1.0)),
+            );
+            println!(
+                "  writer: {received} writes in {batch_count} batches (mean {:.0} per batch), {:.0} writes/s through the end of the flush (flushed: {flushed})",
+                received as f64 / batch_count as f64,
+                received as f64 / drained_in.as_secs_f64(),
+            );
+        }
 
         let conn = redis::Client::open(target.url.as_str())
             .expect("client")

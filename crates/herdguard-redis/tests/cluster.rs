@@ -2,8 +2,6 @@
 //! created by the test; several caches share it.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use herdguard::Cache;
@@ -11,6 +9,9 @@ use herdguard_redis::{RedisConfig, RedisRemote};
 use herdguard_testkit::RedisCluster;
 
 type Node = Cache<String, String>;
+
+mod common;
+use common::stampede;
 
 async fn node(seeds: &[String]) -> Node {
     let remote = RedisRemote::<String, String>::connect(RedisConfig::cluster(seeds.to_vec()))
@@ -22,33 +23,6 @@ async fn node(seeds: &[String]) -> Node {
         .fleet_poll_interval(Duration::from_millis(200))
         .build()
         .expect("build")
-}
-
-/// `per_node` concurrent callers of `key` on every node, each load taking
-/// 150 ms: returns (origin calls, caller errors).
-async fn stampede(nodes: &[Node], key: &str, per_node: usize) -> (usize, usize) {
-    let calls = Arc::new(AtomicUsize::new(0));
-    let mut tasks = Vec::new();
-    for n in nodes {
-        for _ in 0..per_node {
-            let (n, calls, key) = (n.clone(), Arc::clone(&calls), key.to_string());
-            tasks.push(tokio::spawn(async move {
-                n.get_or_load(key, move || async move {
-                    calls.fetch_add(1, Ordering::SeqCst);
-                    tokio::time::sleep(Duration::from_millis(150)).await;
-                    Ok::<_, std::io::Error>("v".to_string())
-                })
-                .await
-            }));
-        }
-    }
-    let mut errors = 0;
-    for t in tasks {
-        if !matches!(t.await, Ok(Ok(_))) {
-            errors += 1;
-        }
-    }
-    (calls.load(Ordering::SeqCst), errors)
 }
 
 /// How many entries each primary holds, by port.

@@ -2,7 +2,6 @@
 //! independent lock servers, each a `redis-server` of its own. Each "node" is a
 //! `Cache` with its own `RedisRemote` (its own connections), as in `faults.rs`.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,6 +10,9 @@ use herdguard_redis::{RedisConfig, RedisRemote, RedisSetupError};
 use herdguard_testkit::RedisServer;
 
 type Node = Cache<String, String>;
+
+mod common;
+use common::stampede;
 
 struct Servers {
     data: RedisServer,
@@ -46,33 +48,6 @@ async fn node(config: RedisConfig) -> Node {
         .shared_store_probe_interval(Duration::from_millis(100))
         .build()
         .expect("build")
-}
-
-/// `per_node` concurrent callers of `key` on every node, each load taking
-/// 150 ms: returns (origin calls, caller errors).
-async fn stampede(nodes: &[Node], key: &str, per_node: usize) -> (usize, usize) {
-    let calls = Arc::new(AtomicUsize::new(0));
-    let mut tasks = Vec::new();
-    for n in nodes {
-        for _ in 0..per_node {
-            let (n, calls, key) = (n.clone(), Arc::clone(&calls), key.to_string());
-            tasks.push(tokio::spawn(async move {
-                n.get_or_load(key, move || async move {
-                    calls.fetch_add(1, Ordering::SeqCst);
-                    tokio::time::sleep(Duration::from_millis(150)).await;
-                    Ok::<_, std::io::Error>("v".to_string())
-                })
-                .await
-            }));
-        }
-    }
-    let mut errors = 0;
-    for t in tasks {
-        if !matches!(t.await, Ok(Ok(_))) {
-            errors += 1;
-        }
-    }
-    (calls.load(Ordering::SeqCst), errors)
 }
 
 fn lock_keys(server: &RedisServer) -> Vec<String> {

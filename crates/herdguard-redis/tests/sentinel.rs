@@ -2,7 +2,7 @@
 //! started by the test; the primary is killed mid-run and the remotes follow
 //! the promoted replica (`redis+sentinel://…` URL).
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -11,6 +11,9 @@ use herdguard_redis::{RedisConfig, RedisRemote};
 use herdguard_testkit::{RedisServer, Sentinel};
 
 type Node = Cache<String, String>;
+
+mod common;
+use common::stampede;
 
 const NAME: &str = "hgprimary";
 
@@ -51,33 +54,6 @@ async fn node(url: &str) -> Node {
         .shared_store_probe_interval(Duration::from_millis(100))
         .build()
         .expect("build")
-}
-
-/// `per_node` concurrent callers of `key` on every node, each load taking
-/// 150 ms: returns (origin calls, caller errors).
-async fn stampede(nodes: &[Node], key: &str, per_node: usize) -> (usize, usize) {
-    let calls = Arc::new(AtomicUsize::new(0));
-    let mut tasks = Vec::new();
-    for n in nodes {
-        for _ in 0..per_node {
-            let (n, calls, key) = (n.clone(), Arc::clone(&calls), key.to_string());
-            tasks.push(tokio::spawn(async move {
-                n.get_or_load(key, move || async move {
-                    calls.fetch_add(1, Ordering::SeqCst);
-                    tokio::time::sleep(Duration::from_millis(150)).await;
-                    Ok::<_, std::io::Error>("v".to_string())
-                })
-                .await
-            }));
-        }
-    }
-    let mut errors = 0;
-    for t in tasks {
-        if !matches!(t.await, Ok(Ok(_))) {
-            errors += 1;
-        }
-    }
-    (calls.load(Ordering::SeqCst), errors)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

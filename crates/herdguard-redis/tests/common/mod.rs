@@ -119,3 +119,34 @@ pub fn u(v: &serde_json::Value, field: &str) -> u64 {
         .as_u64()
         .unwrap_or_else(|| panic!("field {field} in {v}"))
 }
+
+/// `per_node` concurrent callers of `key` on every node, each load taking
+/// 150 ms: returns (origin calls, caller errors).
+pub async fn stampede(
+    nodes: &[herdguard::Cache<String, String>],
+    key: &str,
+    per_node: usize,
+) -> (usize, usize) {
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for n in nodes {
+        for _ in 0..per_node {
+            let (n, calls, key) = (n.clone(), std::sync::Arc::clone(&calls), key.to_string());
+            tasks.push(tokio::spawn(async move {
+                n.get_or_load(key, move || async move {
+                    calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(150)).await;
+                    Ok::<_, std::io::Error>("v".to_string())
+                })
+                .await
+            }));
+        }
+    }
+    let mut errors = 0;
+    for t in tasks {
+        if !matches!(t.await, Ok(Ok(_))) {
+            errors += 1;
+        }
+    }
+    (calls.load(std::sync::atomic::Ordering::SeqCst), errors)
+}
