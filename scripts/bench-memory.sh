@@ -33,14 +33,7 @@ echo "building (release)..." >&2
 cargo build --release --quiet -p herdguard-proxy --examples
 BIN=target/release/examples
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-    for _ in $(seq 1 200); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    echo "bench-memory: nothing listening on port $1" >&2; exit 1
-}
+. scripts/lib.sh
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
 cat >"$WORK/distinct.lua" <<'LUA'

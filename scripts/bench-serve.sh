@@ -35,14 +35,7 @@ echo "building (release)..." >&2
 cargo build --release --quiet -p herdguard-proxy --examples
 BIN=target/release/examples
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-    for _ in $(seq 1 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    echo "bench-serve: nothing listening on port $1" >&2; exit 1
-}
+. scripts/lib.sh
 
 ORIGIN_PORT=$(free_port); HG_PORT=$(free_port); HG_CORES_PORT=$(free_port); NGINX_PORT=$(free_port)
 CORES=$(nproc)

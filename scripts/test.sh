@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 # Debian's chromium (the browser tests of the demo's report).
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+# redis-cli (the cluster tests create their cluster with it; Debian's redis-server pulls it in).
+command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -276,9 +276,14 @@ impl CachedResponse {
         Semantics::Fresh(Box::new(fresh))
     }
 
-    /// The `Vary` of the stored response (read from the fields, nothing parsed
-    /// or kept beyond the `Vary` fields themselves).
+    /// The `Vary` of the stored response (from the kept parsed fields, or read
+    /// from the block, nothing parsed or kept beyond the `Vary` fields).
     pub fn vary(&self) -> Vary {
+        // A response served again keeps its parsed fields: the hit path reads
+        // `Vary` from them instead of scanning the block.
+        if let Some(map) = self.parsed.get() {
+            return Vary::from_response(map);
+        }
         let mut vary = HeaderMap::new();
         for (name, value) in self.fields() {
             if name.eq_ignore_ascii_case(b"vary") {

@@ -7,22 +7,13 @@
 
 mod support;
 
+use herdguard_testkit::rss;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use support::{get, metrics, origin, proxy, Reply};
-
-/// Resident set size of this process, bytes (Linux).
-fn rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
 
 fn gauge(text: &str, name: &str) -> Option<u64> {
     text.lines()

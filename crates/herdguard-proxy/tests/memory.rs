@@ -4,22 +4,13 @@
 
 mod support;
 
+use herdguard_testkit::rss;
+
 use std::time::Duration;
 
 use support::{origin, proxy, Reply, ReplyBody};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// Resident set size of this process, bytes (Linux).
-fn rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streaming_256_mib_down_and_128_mib_up_keeps_memory_bounded() {

@@ -7,17 +7,7 @@
 use std::time::Duration;
 
 use herdguard::Cache;
-
-/// Resident set size of this process, bytes (Linux).
-fn rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
+use herdguard_testkit::rss;
 
 /// Loads `n` distinct keys of `size(i)` bytes through a cache of `budget`
 /// bytes; returns (resident growth at the end, most bytes reported held,
