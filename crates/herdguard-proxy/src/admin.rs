@@ -1,5 +1,6 @@
-//! The admin listener: `/metrics` (Prometheus text), `/healthz`, `/readyz` —
-//! with the same connection limits as the proxy listener (head, idle and write
+//! The admin listener: `/` (the live dashboard) and `/events` (its update
+//! stream), `/metrics` (Prometheus text), `/healthz`, `/readyz` — with the same
+//! connection limits as the proxy listener (head, idle and write
 //! timeouts, a connection cap) and a back-off on accept errors.
 
 use std::convert::Infallible;
@@ -15,12 +16,15 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::answer::plain;
 use crate::body::Body;
+use crate::dashboard::{EventStream, Sampler, PAGE};
 use crate::limits::{ConnState, ConnectionLimits, TimedIo, Tracked};
 use crate::proxy::Proxy;
 use crate::server::accept;
+use herdguard_web::{CHART_JS, CSS_TYPE, HTML_TYPE, JS_TYPE, STYLE_CSS};
 
 /// The admin listener's settings.
 pub(crate) struct Admin {
+    pub sampler: Arc<Sampler>,
     pub proxy: Arc<Proxy>,
     pub redis: bool,
     pub limits: ConnectionLimits,
@@ -42,12 +46,13 @@ impl Admin {
                 continue;
             };
             let proxy = Arc::clone(&self.proxy);
+            let sampler = Arc::clone(&self.sampler);
             let redis = self.redis;
             let state = Arc::new(ConnState::default());
             let io = TimedIo::new(stream, Arc::clone(&state), self.limits);
             let service = service_fn(move |req: Request<hyper::body::Incoming>| {
                 let busy = state.begin();
-                let response = answer(&proxy, redis, req.uri().path());
+                let response = answer(&proxy, &sampler, redis, req.uri().path());
                 async move { Ok::<_, Infallible>(response.map(|b| Tracked::new(b, busy))) }
             });
             let conn = builder.serve_connection(TokioIo::new(io), service);
@@ -59,8 +64,27 @@ impl Admin {
     }
 }
 
-fn answer(proxy: &Proxy, redis: bool, path: &str) -> Response<Body> {
+fn answer(proxy: &Proxy, sampler: &Sampler, redis: bool, path: &str) -> Response<Body> {
     match path {
+        "/" => typed(Body::full(Bytes::from_static(PAGE.as_bytes())), HTML_TYPE),
+        "/assets/chart.js" => typed(Body::full(Bytes::from_static(CHART_JS.as_bytes())), JS_TYPE),
+        "/assets/style.css" => typed(
+            Body::full(Bytes::from_static(STYLE_CSS.as_bytes())),
+            CSS_TYPE,
+        ),
+        "/events" => {
+            let mut r = typed(
+                Body::stream(EventStream::follow(sampler.subscribe())),
+                "text/event-stream",
+            );
+            r.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            r
+        }
+        "/dashboard.json" => {
+            let latest = sampler.subscribe().borrow().clone();
+            typed(Body::full(latest), "application/json")
+        }
         "/metrics" => {
             let shared = redis.then(|| proxy.cache.shared_store_healthy());
             let text = proxy.stats.render(&proxy.cache.metrics(), shared);
@@ -86,7 +110,14 @@ fn answer(proxy: &Proxy, redis: bool, path: &str) -> Response<Body> {
         },
         _ => plain(
             StatusCode::NOT_FOUND,
-            "not found: try /metrics, /healthz, /readyz\n",
+            "not found: try /, /events, /dashboard.json, /metrics, /healthz, /readyz\n",
         ),
     }
+}
+
+fn typed(body: Body, content_type: &'static str) -> Response<Body> {
+    let mut r = Response::new(body);
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
 }

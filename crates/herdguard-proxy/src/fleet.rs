@@ -19,14 +19,22 @@ use crate::server::ServeError;
 /// Adds the shared store to `builder` when `settings` name a Redis URL (one
 /// server or a Sentinel-managed primary) or Redis Cluster seeds, with quorum
 /// leases on independent lock servers when they are named.
+/// The shared store is also returned: the dashboard's fleet view travels
+/// through it.
 pub(crate) async fn attach(
     builder: CacheBuilder<String, CachedResponse>,
     settings: &Settings,
-) -> Result<CacheBuilder<String, CachedResponse>, ServeError> {
+) -> Result<
+    (
+        CacheBuilder<String, CachedResponse>,
+        Option<crate::dashboard::Fleet>,
+    ),
+    ServeError,
+> {
     let config = match (&settings.redis, settings.redis_cluster.is_empty()) {
         (Some(url), _) => RedisConfig::new(url.clone()),
         (None, false) => RedisConfig::cluster(settings.redis_cluster.clone()),
-        (None, true) => return Ok(builder),
+        (None, true) => return Ok((builder, None)),
     };
     let config = if settings.redis_lock_servers.is_empty() {
         config
@@ -43,5 +51,5 @@ pub(crate) async fn attach(
     let remote = RedisRemote::<String, CachedResponse>::connect(config)
         .await
         .map_err(|e| ServeError::Redis(e.to_string()))?;
-    Ok(builder.shared_store(remote))
+    Ok((builder.shared_store(remote.clone()), Some(remote)))
 }

@@ -35,6 +35,8 @@
 //! - [`response`](CachedResponse): the cached value (serde, so the fleet can share it).
 //! - [`origin`](Origin): pooled origin client, timeouts, streamed bodies, typed failures.
 //! - [`stats`](Stats): counters and the Prometheus exposition; `admin`: its listener.
+//! - [`dashboard`]: the live view on the admin listener — one sampler a
+//!   second, the event stream, the fleet view through Redis, the page.
 //! - `fleet`: the Redis tier (`--redis`), namespaced by origin.
 
 #![warn(missing_docs)]
@@ -43,6 +45,7 @@ mod admin;
 mod answer;
 mod body;
 mod config;
+pub mod dashboard;
 mod fleet;
 mod limits;
 mod loader;

@@ -79,6 +79,8 @@ pub struct Server {
     admin_max_connections: usize,
     limits: ConnectionLimits,
     threads: usize,
+    /// The shared store, when there is one: the dashboard's fleet view.
+    fleet: Option<crate::dashboard::Fleet>,
 }
 
 /// A listening socket on `addr`; with `reuse_port`, others may listen on the
@@ -115,7 +117,7 @@ impl Server {
             .wait_timeout(
                 settings.origin_timeout + settings.origin_connect_timeout + Duration::from_secs(1),
             );
-        let builder = crate::fleet::attach(builder, &settings).await?;
+        let (builder, fleet) = crate::fleet::attach(builder, &settings).await?;
         let cache = builder.build().map_err(|e| ConfigError {
             field: "cache".into(),
             reason: e.to_string(),
@@ -196,6 +198,7 @@ impl Server {
             admin_max_connections: settings.admin_max_connections,
             limits: settings.connection_limits,
             threads: settings.threads,
+            fleet,
         })
     }
 
@@ -222,7 +225,16 @@ impl Server {
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
         let (stop_tx, stop_rx) = watch::channel(false);
         if let Some(admin) = self.admin {
+            let port = self.listener.local_addr().map_or(0, |a| a.port());
+            let sampler = crate::dashboard::Sampler::start(
+                Arc::clone(&self.proxy),
+                crate::dashboard::instance_name(port),
+                self.fleet.clone(),
+                self.redis,
+                stop_rx.clone(),
+            );
             let listener = admin::Admin {
+                sampler: Arc::new(sampler),
                 proxy: Arc::clone(&self.proxy),
                 redis: self.redis,
                 limits: self.limits,

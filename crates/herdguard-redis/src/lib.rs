@@ -60,4 +60,4 @@ mod scripts;
 
 pub use config::{RedisConfig, RedisSetupError};
 pub use queue::{QueueConfig, RedisWriteQueue};
-pub use remote::RedisRemote;
+pub use remote::{RedisRemote, MAX_INSTANCES};

@@ -30,6 +30,9 @@ const VERSION_TTL: Duration = Duration::from_secs(24 * 3600);
 /// How many undecodable keys are remembered, so each is logged once.
 const LOGGED_KEYS: usize = 1024;
 
+/// Most instance records [`RedisRemote::exchange_instance_record`] returns.
+pub const MAX_INSTANCES: usize = 64;
+
 /// A fleet's shared tier, lease coordinator and change feed, on one Redis
 /// server, the primary Redis Sentinel names, or a Redis Cluster — with leases,
 /// optionally, from a quorum of independent lock servers
@@ -238,6 +241,44 @@ where
                 }
             }
         }));
+    }
+
+    /// Publishes this instance's `record` to the fleet's live view and returns
+    /// the records every instance of the prefix published within `max_age`
+    /// (this one included, at most [`MAX_INSTANCES`]), in one round trip: each
+    /// instance calls it about once a second, so any instance's dashboard shows
+    /// the whole fleet. `instance` names the record (one word, no spaces);
+    /// `record` is opaque here (at most 4 KiB).
+    pub async fn exchange_instance_record(
+        &self,
+        instance: &str,
+        record: &str,
+        max_age: Duration,
+    ) -> Result<Vec<String>, RemoteError> {
+        if instance.is_empty() || instance.contains(char::is_whitespace) {
+            return Err(RemoteError::Codec(format!(
+                "instance name {instance:?} must be one word"
+            )));
+        }
+        if record.len() > 4096 {
+            return Err(RemoteError::TooLarge {
+                size: record.len(),
+                limit: 4096,
+            });
+        }
+        let mut conn = self.conn.clone();
+        self.op(
+            "instances",
+            self.scripts
+                .instances
+                .key(format!("{}instances", self.config.prefix))
+                .arg(instance)
+                .arg(record)
+                .arg(Self::millis(max_age))
+                .arg(MAX_INSTANCES)
+                .invoke_async(&mut conn),
+        )
+        .await
     }
 
     fn names(&self, key: &K) -> KeyNames {

@@ -22,6 +22,32 @@
 
 use redis::Script;
 
+/// The fleet's live view: stores this instance's record (stamped with the
+/// server's clock, so instances' clocks need not agree), forgets records older
+/// than the age limit and returns the others, newest first is not promised.
+/// A field that is not `<ms> <record>` (bytes left by something else) is removed.
+/// KEYS: the instance hash. ARGV: instance id, record, age limit ms, most records.
+const INSTANCES: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if redis.call('TYPE', KEYS[1]).ok ~= 'hash' then redis.call('DEL', KEYS[1]) end
+redis.call('HSET', KEYS[1], ARGV[1], string.format('%.0f', now) .. ' ' .. ARGV[2])
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]) * 10)
+local all = redis.call('HGETALL', KEYS[1])
+local out = {}
+for i = 1, #all, 2 do
+  local v = all[i + 1]
+  local sp = string.find(v, ' ', 1, true)
+  local at = sp and tonumber(string.sub(v, 1, sp - 1)) or nil
+  if at == nil or now - at > tonumber(ARGV[3]) then
+    redis.call('HDEL', KEYS[1], all[i])
+  elseif #out < tonumber(ARGV[4]) then
+    out[#out + 1] = string.sub(v, sp + 1)
+  end
+end
+return out
+";
+
 /// Helpers every script starts with.
 const PRELUDE: &str = r"
 local function fmt(n) return string.format('%.0f', n) end
@@ -138,6 +164,7 @@ pub(crate) struct Scripts {
     pub(crate) invalidate: Script,
     pub(crate) fence: Script,
     pub(crate) unlock: Script,
+    pub(crate) instances: Script,
 }
 
 impl Scripts {
@@ -151,6 +178,7 @@ impl Scripts {
             invalidate: with_prelude(INVALIDATE),
             fence: with_prelude(FENCE),
             unlock: with_prelude(UNLOCK),
+            instances: Script::new(INSTANCES),
         }
     }
 }
