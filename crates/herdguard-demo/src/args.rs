@@ -135,6 +135,19 @@ pub struct DemoArgs {
     /// Also write a self-contained HTML report (charts and tables) to this file.
     #[arg(long, value_name = "FILE.html")]
     pub report: Option<std::path::PathBuf>,
+    /// Print every column of the tables (about 230 columns wide) instead of the
+    /// compact ones that fit in 100.
+    #[arg(long)]
+    pub wide: bool,
+    /// Serve the web demonstrator instead of running once: pick a scenario and
+    /// strategies, press Run, watch the figures fill in live; start a live load
+    /// and break it ("Cache stampede", "Network partition"). Until Ctrl-C.
+    #[arg(long)]
+    pub web: bool,
+    /// With --web: the address to serve on (loopback by default: the page can
+    /// start load on this machine).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8077")]
+    pub listen: std::net::SocketAddr,
     /// Internal: run one scenario as a worker process of a --processes run.
     #[arg(long, hide = true, value_name = "JSON")]
     pub worker_plan: Option<String>,

@@ -49,11 +49,62 @@ pub async fn run_worker(plan: WorkerPlan) -> Result<(), DemoError> {
     let seed = plan
         .seed
         .wrapping_add(u64::from(plan.worker).wrapping_mul(0xA076_1D64_78BD_642F));
-    let runs = runner::run_scenario(&plan.scenario, seed, &ProgressBar::hidden()).await?;
+    // The parent's progress bar moves per request: this worker reports its
+    // count on stderr (a line `progress N`) every 100 ms while it runs.
+    let progress = ProgressBar::hidden();
+    let reporter = tokio::spawn(report_progress(progress.clone()));
+    let runs = runner::run_scenario(&plan.scenario, seed, &progress).await;
+    reporter.abort();
+    let runs = runs?;
     let text = serde_json::to_string(&runs)
         .map_err(|e| runtime(format!("cannot encode the worker's runs: {e}")))?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "{text}").map_err(|e| runtime(format!("cannot write the worker's runs: {e}")))
+}
+
+/// The line prefix of a worker's progress reports on stderr.
+const PROGRESS: &str = "progress ";
+
+async fn report_progress(progress: ProgressBar) {
+    let mut reported = 0;
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = progress.position();
+        if now != reported {
+            reported = now;
+            eprintln!("{PROGRESS}{now}");
+        }
+    }
+}
+
+/// Reads a worker's stderr: progress reports move `progress`; the other lines
+/// are kept (the last few) to explain a failure.
+async fn follow_stderr(
+    stderr: tokio::process::ChildStderr,
+    progress: ProgressBar,
+) -> (u64, Vec<String>) {
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(stderr).lines();
+    let (mut counted, mut other) = (0u64, Vec::new());
+    while let Ok(Some(line)) = lines.next_line().await {
+        match line
+            .strip_prefix(PROGRESS)
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            Some(n) if n > counted => {
+                progress.inc(n - counted);
+                counted = n;
+            }
+            Some(_) => {}
+            None => {
+                if other.len() == 20 {
+                    other.remove(0);
+                }
+                other.push(line);
+            }
+        }
+    }
+    (counted, other)
 }
 
 /// Checks that Redis answers (an unreachable server is bad input) and, with
@@ -131,7 +182,7 @@ pub async fn run_processes(
             crash: None,
         })
         .map_err(|e| runtime(format!("cannot encode the worker plan: {e}")))?;
-        let child = tokio::process::Command::new(&exe)
+        let mut child = tokio::process::Command::new(&exe)
             .args(["demo", "--worker-plan", &json])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -139,17 +190,24 @@ pub async fn run_processes(
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| runtime(format!("cannot start worker {worker}: {e}")))?;
-        children.push(child);
+        let stderr = child
+            .stderr
+            .take()
+            .map(|stderr| tokio::spawn(follow_stderr(stderr, progress.clone())));
+        children.push((child, stderr));
     }
     let mut merged: Vec<RawRun> = Vec::new();
-    for (worker, child) in children.into_iter().enumerate() {
+    for (worker, (child, stderr)) in children.into_iter().enumerate() {
         let output = tokio::time::timeout(limit, child.wait_with_output())
             .await
             .map_err(|_| runtime(format!("worker {worker} did not finish within {limit:?}")))?
             .map_err(|e| runtime(format!("worker {worker}: {e}")))?;
+        let (counted, lines) = match stderr {
+            Some(task) => task.await.unwrap_or_default(),
+            None => (0, Vec::new()),
+        };
         if !output.status.success() {
-            let stderr = String::from_utf8_lossy(&output.stderr);
-            let last = stderr.lines().last().unwrap_or("no message");
+            let last = lines.last().map_or("no message", String::as_str);
             return Err(runtime(format!(
                 "worker {worker} failed ({}): {last}",
                 output.status
@@ -157,8 +215,9 @@ pub async fn run_processes(
         }
         let runs: Vec<RawRun> = serde_json::from_slice(&output.stdout)
             .map_err(|e| runtime(format!("worker {worker} sent an unreadable report: {e}")))?;
+        let samples: u64 = runs.iter().map(|r| r.samples.len() as u64).sum();
+        progress.inc(samples.saturating_sub(counted));
         for run in runs {
-            progress.inc(run.samples.len() as u64);
             match merged.iter_mut().find(|m| m.strategy == run.strategy) {
                 Some(m) => m.merge(run),
                 None => merged.push(run),

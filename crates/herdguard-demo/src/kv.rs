@@ -88,6 +88,23 @@ impl Kv {
         }
     }
 
+    /// `DEL key`.
+    pub async fn del(&self, key: &str) -> Result<(), redis::RedisError> {
+        match self {
+            Kv::Memory(m) => {
+                m.map.lock().remove(key);
+                Ok(())
+            }
+            Kv::Redis(conn) => {
+                let _: i64 = redis::cmd("DEL")
+                    .arg(key)
+                    .query_async(&mut conn.clone())
+                    .await?;
+                Ok(())
+            }
+        }
+    }
+
     /// Deletes `key` only if it still holds `value`.
     pub async fn del_if(&self, key: &str, value: &str) -> Result<(), redis::RedisError> {
         match self {

@@ -29,6 +29,9 @@
 //! - `stats`: outcomes, samples, exact percentiles, verdicts ([`StrategyReport`]).
 //! - `report`: tables, timelines (sparklines) and the JSON document ([`DemoReport`]).
 //! - `html`: the `--report FILE.html` page (inline SVG charts and the tables).
+//! - `tally`: live per-strategy counts of a run in progress.
+//! - `web`: `--web`, the demonstrator as a page: runs filling in live, a live
+//!   load to break with a stampede or a partition.
 //! - `error`: bad input (exit code 2) vs a failed run (exit code 1).
 
 #![warn(missing_docs)]
@@ -46,6 +49,8 @@ mod report;
 mod runner;
 mod stats;
 mod strategy;
+mod tally;
+mod web;
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::time::{Duration, Instant};
@@ -59,6 +64,7 @@ pub use patterns::{CrashPlan, CrashRole};
 pub use report::{DemoReport, ScenarioReport};
 pub use stats::{OriginCall, Outcome, RawRun, Sample, StrategyReport, Timeline, BUCKET_MS};
 pub use strategy::Strategy;
+pub use tally::{Live, Tally};
 
 /// First part of every Redis key the demo writes (what `--flush` deletes).
 pub const KEY_PREFIX: &str = "hgdemo";
@@ -68,6 +74,9 @@ pub fn run(args: DemoArgs) -> Result<(), DemoError> {
     if let Some(json) = &args.worker_plan {
         let worker = fleet::WorkerPlan::decode(json)?;
         return runtime()?.block_on(fleet::run_worker(worker));
+    }
+    if args.web {
+        return run_web(args);
     }
     match args.fleet_args()? {
         None => {
@@ -90,6 +99,31 @@ pub fn run(args: DemoArgs) -> Result<(), DemoError> {
             result
         }
     }
+}
+
+/// `--web`: the demonstrator's server, with the private Redis of `--fleet`
+/// when asked (one process: the page's runs share it through the fleet
+/// strategy's lease, and the live load's partition cuts it).
+fn run_web(mut args: DemoArgs) -> Result<(), DemoError> {
+    if args.processes != 1 {
+        return Err(error::bad(
+            "--web runs in one process: drop --processes (the fleet strategy still uses Redis)",
+        ));
+    }
+    let redis = match args.fleet.take() {
+        Some(_) if args.redis.is_some() => return Err(error::bad(
+            "--fleet starts a private redis-server; --redis URL uses yours: pass one or the other",
+        )),
+        Some(_) => {
+            let redis = local_redis::LocalRedis::start()?;
+            args.redis = Some(redis.url());
+            Some(redis)
+        }
+        None => None,
+    };
+    let result = runtime()?.block_on(web::serve(args));
+    drop(redis);
+    result
 }
 
 /// Runs `run` until it ends or Ctrl-C comes ([`DemoError::Interrupted`]); the
@@ -155,7 +189,7 @@ async fn run_plan(
         progress.finish_and_clear();
         if !args.json {
             let mut out = stdout.lock();
-            let _ = write!(out, "{}", report::render(&report));
+            let _ = write!(out, "{}", report::render(&report, args.wide));
             if args.verbose {
                 let _ = write!(out, "{}", per_request_rows(scenario, &runs));
             }

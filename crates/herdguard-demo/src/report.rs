@@ -134,12 +134,15 @@ pub fn scenario_report(plan: &ScenarioPlan, runs: &[RawRun]) -> ScenarioReport {
     }
 }
 
-/// The scenario as text: heading, table, verdicts.
-pub fn render(report: &ScenarioReport) -> String {
+/// The scenario as text: heading, table, verdicts. The compact table fits in
+/// 100 columns; `wide` prints every column and a verdict line per strategy.
+pub fn render(report: &ScenarioReport, wide: bool) -> String {
     let table = if report.name == Scenario::Patterns.name() {
-        patterns_table(report)
-    } else {
+        patterns_table(report, wide)
+    } else if wide {
         reads_table(report)
+    } else {
+        compact_reads_table(report)
     };
     let mut out = format!("\n== {} ==\n{}\n", report.name, report.description);
     if let Some((from, until)) = report.failure_window_ms {
@@ -154,10 +157,66 @@ pub fn render(report: &ScenarioReport) -> String {
     if let Some(line) = recommendation(report) {
         out.push_str(&format!("  → {line}\n"));
     }
-    for s in &report.strategies {
-        out.push_str(&format!("  {}\n", s.verdict));
+    if wide {
+        for s in &report.strategies {
+            out.push_str(&format!("  {}\n", s.verdict));
+        }
     }
     out
+}
+
+/// The read scenarios' compact table: what each strategy cost the origin and
+/// the callers, and a short verdict (`--wide` has every column).
+fn compact_reads_table(report: &ScenarioReport) -> Table {
+    let mut table = Table::new();
+    table
+        .load_preset(UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Disabled)
+        .set_header(vec![
+            "strategy",
+            "origin calls",
+            "vs none",
+            "p50 ms",
+            "p99 ms",
+            "err/stale",
+            "waited",
+            "verdict",
+        ]);
+    for s in &report.strategies {
+        table.add_row(vec![
+            s.name.clone(),
+            s.origin_calls.to_string(),
+            s.reduction_pct
+                .map_or("—".to_string(), |p| format!("−{p:.1}%")),
+            ms(s.p50_ms),
+            ms(s.p99_ms),
+            format!("{}/{}", s.errors + s.timeouts, s.served_stale),
+            s.waited.to_string(),
+            short_verdict(s, report.keys),
+        ]);
+    }
+    for i in 1..7 {
+        if let Some(col) = table.column_mut(i) {
+            col.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    table
+}
+
+/// A verdict that fits a table cell: failures first, then whether anyone
+/// waited for the origin, then the calls per key.
+fn short_verdict(s: &StrategyReport, keys: u32) -> String {
+    let failed = s.errors + s.timeouts;
+    let per_key = s.origin_calls as f64 / f64::from(keys.max(1));
+    if failed > 0 {
+        format!("✗ {failed} failed")
+    } else if s.waited == 0 {
+        format!("✓ no waits, {per_key:.1}/key")
+    } else if per_key <= 1.0 {
+        "✓ 1 call per key".to_string()
+    } else {
+        format!("{per_key:.1} calls per key")
+    }
 }
 
 /// The line that heads a read scenario's verdicts: what to use and why, from
@@ -277,44 +336,58 @@ pub fn sparkline(values: &[u64], max: u64) -> String {
 
 /// The write patterns side by side: what a write costs, what a read costs, and
 /// what each gives up (fresh reads, the database's lag, writes lost to a crash).
-fn patterns_table(report: &ScenarioReport) -> Table {
+fn patterns_table(report: &ScenarioReport, wide: bool) -> Table {
+    let opt = |v: Option<f64>| v.map_or("—".to_string(), ms);
+    let count = |v: Option<u64>| v.map_or("—".to_string(), |n| n.to_string());
+    // (header, in the compact table too, the cell of each strategy)
+    type Cell = Box<dyn Fn(&StrategyReport) -> String>;
+    let columns: [(&str, bool, Cell); 12] = [
+        ("strategy", true, Box::new(|s| s.name.clone())),
+        ("requests", false, Box::new(|s| s.requests.to_string())),
+        (
+            "write p50 ms",
+            false,
+            Box::new(move |s| opt(s.write_p50_ms)),
+        ),
+        ("write p99 ms", true, Box::new(move |s| opt(s.write_p99_ms))),
+        ("read p50 ms", false, Box::new(move |s| opt(s.read_p50_ms))),
+        ("read p99 ms", true, Box::new(move |s| opt(s.read_p99_ms))),
+        (
+            "hit rate",
+            false,
+            Box::new(|s| format!("{:.1}%", s.hit_rate * 100.0)),
+        ),
+        (
+            "database reads",
+            true,
+            Box::new(|s| s.origin_calls.to_string()),
+        ),
+        ("stale reads", true, Box::new(move |s| count(s.stale_reads))),
+        (
+            "database lag p99 ms",
+            true,
+            Box::new(move |s| opt(s.db_lag_p99_ms)),
+        ),
+        (
+            "acknowledged writes",
+            false,
+            Box::new(move |s| count(s.acknowledged_writes)),
+        ),
+        ("lost writes", true, Box::new(move |s| count(s.lost_writes))),
+    ];
+    let shown: Vec<_> = columns
+        .iter()
+        .filter(|(_, compact, _)| wide || *compact)
+        .collect();
     let mut table = Table::new();
     table
         .load_preset(UTF8_FULL_CONDENSED)
         .set_content_arrangement(ContentArrangement::Disabled)
-        .set_header(vec![
-            "strategy",
-            "requests",
-            "write p50 ms",
-            "write p99 ms",
-            "read p50 ms",
-            "read p99 ms",
-            "hit rate",
-            "database reads",
-            "stale reads",
-            "database lag p99 ms",
-            "acknowledged writes",
-            "lost writes",
-        ]);
-    let opt = |v: Option<f64>| v.map_or("—".to_string(), ms);
-    let count = |v: Option<u64>| v.map_or("—".to_string(), |n| n.to_string());
+        .set_header(shown.iter().map(|(h, _, _)| *h).collect::<Vec<_>>());
     for s in &report.strategies {
-        table.add_row(vec![
-            s.name.clone(),
-            s.requests.to_string(),
-            opt(s.write_p50_ms),
-            opt(s.write_p99_ms),
-            opt(s.read_p50_ms),
-            opt(s.read_p99_ms),
-            format!("{:.1}%", s.hit_rate * 100.0),
-            s.origin_calls.to_string(),
-            count(s.stale_reads),
-            opt(s.db_lag_p99_ms),
-            count(s.acknowledged_writes),
-            count(s.lost_writes),
-        ]);
+        table.add_row(shown.iter().map(|(_, _, cell)| cell(s)).collect::<Vec<_>>());
     }
-    for i in 1..12 {
+    for i in 1..shown.len() {
         if let Some(col) = table.column_mut(i) {
             col.set_cell_alignment(CellAlignment::Right);
         }

@@ -17,6 +17,7 @@ use crate::origin::{city, WeatherOrigin};
 use crate::relay::Relay;
 use crate::stats::{OriginCall, Outcome, RawRun, Sample};
 use crate::strategy::{Client, ClientConfig, Strategy};
+use crate::tally::Tally;
 
 /// Runs every strategy of `plan` at once and returns what each did.
 pub async fn run_scenario(
@@ -24,13 +25,24 @@ pub async fn run_scenario(
     seed: u64,
     progress: &ProgressBar,
 ) -> Result<Vec<RawRun>, DemoError> {
+    run_scenario_counted(plan, seed, progress, None).await
+}
+
+/// [`run_scenario`], also counting each answer in `tally` as it comes (the
+/// web demonstrator's live table).
+pub async fn run_scenario_counted(
+    plan: &ScenarioPlan,
+    seed: u64,
+    progress: &ProgressBar,
+    tally: Option<Arc<Tally>>,
+) -> Result<Vec<RawRun>, DemoError> {
     let mut tasks = Vec::new();
     for (i, &strategy) in plan.strategies.iter().enumerate() {
-        let (plan, progress) = (plan.clone(), progress.clone());
+        let (plan, progress, tally) = (plan.clone(), progress.clone(), tally.clone());
         // Each strategy draws its own, reproducible, origin behaviour.
         let seed = seed.wrapping_add((i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         tasks.push(tokio::spawn(async move {
-            run_strategy(&plan, strategy, seed, &progress).await
+            run_strategy(&plan, strategy, seed, &progress, tally).await
         }));
     }
     let mut runs = Vec::new();
@@ -48,6 +60,7 @@ async fn run_strategy(
     strategy: Strategy,
     seed: u64,
     progress: &ProgressBar,
+    tally: Option<Arc<Tally>>,
 ) -> Result<RawRun, DemoError> {
     let origin = Arc::new(WeatherOrigin::new(plan.origin.clone(), seed));
     // store-outage: this strategy reaches Redis through its own relay, which
@@ -98,6 +111,10 @@ async fn run_strategy(
         }
         origin.reset_counts();
     }
+    // Counted from here: the warm-up is not part of the figures.
+    if let Some(tally) = &tally {
+        tally.origin(strategy, &origin);
+    }
 
     // A moment ahead, so every request task is spawned before the first is due;
     // in a fleet run the same moment in every process, after the warm-up.
@@ -139,11 +156,12 @@ async fn run_strategy(
     };
     let mut tasks = Vec::with_capacity(due.len());
     for (k, at) in due {
-        let (client, origin, key, progress) = (
+        let (client, origin, key, progress, tally) = (
             Arc::clone(&client),
             Arc::clone(&origin),
             key(k),
             progress.clone(),
+            tally.clone(),
         );
         let deadline = plan.deadline;
         tasks.push(tokio::spawn(async move {
@@ -154,6 +172,9 @@ async fn run_strategy(
                 .unwrap_or(Outcome::Timeout);
             let latency = began.elapsed();
             progress.inc(1);
+            if let Some(tally) = &tally {
+                tally.record(strategy, outcome, latency);
+            }
             Sample {
                 key: k,
                 start_us: micros(began.saturating_duration_since(start)),

@@ -255,6 +255,21 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Forgets `key` (the web demonstrator's "Cache stampede": every cached
+    /// value gone at once). Best effort: a store that does not answer keeps it.
+    pub async fn invalidate(&self, key: &str) {
+        match self {
+            Client::Plain { kv, .. } => {
+                let _ = kv.del(key).await;
+            }
+            Client::Herd(cache) => {
+                let _ = cache.invalidate(&key.to_string()).await;
+            }
+        }
+    }
+}
+
 fn served(how: Served) -> Outcome {
     match how {
         Served::Hit | Served::EarlyRefresh => Outcome::Hit,
