@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 use serde_json::Value;
 
 mod common;
-use common::{count, strategy};
+use common::{chromium, colours, count, strategy};
 
 fn herdguard(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_herdguard"))
@@ -254,35 +254,6 @@ fn a_report_path_that_cannot_be_written_is_bad_input() {
     );
     assert!(out.stdout.is_empty(), "fails before running");
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// Debian's `chromium` (the test command installs it when missing and root).
-fn chromium() -> PathBuf {
-    ["chromium", "chromium-browser", "google-chrome"]
-        .iter()
-        .flat_map(|name| {
-            std::env::var_os("PATH")
-                .map(|p| std::env::split_paths(&p).map(|d| d.join(name)).collect::<Vec<_>>())
-                .unwrap_or_default()
-        })
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!("chromium is required for the browser tests: install it (Debian: apt-get install chromium)")
-        })
-}
-
-/// How many distinct colours a PNG shows, and its size.
-fn colours(png_path: &std::path::Path) -> (usize, u32, u32) {
-    let decoder = png::Decoder::new(std::io::BufReader::new(
-        std::fs::File::open(png_path).expect("the screenshot exists"),
-    ));
-    let mut reader = decoder.read_info().expect("a PNG");
-    let mut buf = vec![0; reader.output_buffer_size().expect("a size")];
-    let info = reader.next_frame(&mut buf).expect("a frame");
-    let step = info.color_type.samples();
-    let distinct: std::collections::HashSet<&[u8]> =
-        buf[..info.buffer_size()].chunks(step).collect();
-    (distinct.len(), info.width, info.height)
 }
 
 #[test]
