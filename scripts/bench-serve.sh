@@ -6,6 +6,8 @@
 #   3. streaming: one uncacheable 1 GiB answer through each (herdguard passes it
 #      through uncached; nginx proxy_pass with proxy_buffering off), MB/s, and
 #      herdguard's peak resident set over the whole run (VmHWM)
+#   4. the live dashboard's cost: hits with three dashboards open vs none
+#      (scripts/bench-dashboard.sh, run after the rest)
 #
 # Everything runs on loopback, with temporary config and cache dirs under /tmp,
 # and is stopped on exit. Usage: scripts/bench-serve.sh [duration, default 10s]
@@ -139,3 +141,9 @@ echo "herdguard serving threads: ${HG_THREADS:-the default, one per core but one
 echo
 echo "goals: hit rps >= 1.2x nginx with p99 no worse; stampede p50 <= 210 ms;"
 echo "       streaming >= 0.8x nginx proxy_pass (buffering off); peak RSS < 100 MB"
+
+echo
+echo "the live dashboard's cost (scripts/bench-dashboard.sh)..." >&2
+cleanup
+trap - EXIT
+exec scripts/bench-dashboard.sh 5s 4

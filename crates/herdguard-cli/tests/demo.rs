@@ -206,3 +206,49 @@ fn clap_usage_errors_exit_2_without_a_panic() {
         assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
     }
 }
+
+/// The widest line of a run's text output, in characters (what a terminal counts).
+fn widest_line(args: &[&str]) -> (usize, String) {
+    let out = herdguard(args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        // The tables and the timelines; prose (descriptions, verdicts) wraps.
+        .filter(|l| {
+            l.starts_with(['┌', '│', '╞', '├', '└']) || l.starts_with("  ") && l.contains('│')
+        })
+        .map(|l| (l.chars().count(), l.to_string()))
+        .max()
+        .expect("a table")
+}
+
+#[test]
+fn the_default_tables_fit_in_100_columns_and_wide_shows_every_column() {
+    for scenario in ["cold", "expiry", "origin-failure", "patterns"] {
+        let args = [
+            "demo",
+            "--scenario",
+            scenario,
+            "-k",
+            "2",
+            "-t",
+            "10",
+            "--duration",
+            "1s",
+            "--seed",
+            "7",
+        ];
+        let (width, line) = widest_line(&args);
+        assert!(width <= 100, "{scenario}: {width} columns: {line}");
+        let wide: Vec<&str> = args.iter().copied().chain(["--wide"]).collect();
+        let (width, line) = widest_line(&wide);
+        assert!(
+            width > 100,
+            "{scenario} --wide has every column: {width}: {line}"
+        );
+    }
+}

@@ -326,6 +326,27 @@ fn every_dashboard_of_a_fleet_shows_every_instance_and_the_fleet_totals() {
     let redis = RedisServer::start().expect("redis-server (the test command installs it)");
     let (origin, origin_calls) = origin();
     let fleet: Vec<_> = (0..3).map(|_| serve(origin, Some(&redis.url()))).collect();
+    // What a hostile client of the same Redis could leave in the fleet view:
+    // fields that are not records, a record that does not parse, one that
+    // claims to be an instance of the fleet. None of it may show, nor hide
+    // the real instances.
+    let key = within(Duration::from_secs(5), "the fleet view's key", || {
+        let out = redis_cli(&redis, &["--scan", "--pattern", "*instances"]);
+        let key = out.lines().next()?.trim().to_string();
+        (!key.is_empty()).then_some(key)
+    });
+    for (field, value) in [
+        ("junk", "not a record".to_string()),
+        ("broken", format!("{} {{\"id\":", now_ms())),
+        ("evil", format!("{} {{\"id\":\"evil\",\"rate\":[1e308]}}", now_ms())),
+        // Well formed, all zeros, and its name is markup: shown, as text.
+        ("markup", format!(
+            "{} {{\"id\":\"<b id=injected>x</b>\",\"up_s\":0,\"rate\":[0,0,0,0,0,0,0],\"total\":[0,0,0,0,0,0,0],\"wait_p50_ms\":null,\"wait_p99_ms\":null,\"in_flight\":0,\"lease\":[0,0,0,0],\"breaker\":\"<i id=injected2>open</i>\",\"store\":\"ok\"}}",
+            now_ms() + 60_000
+        )),
+    ] {
+        redis_cli(&redis, &["HSET", &key, field, &value]);
+    }
     let browser = browser();
     let tab = browser.new_tab().expect("a tab");
     let admin = fleet[0].2;
@@ -391,11 +412,50 @@ fn every_dashboard_of_a_fleet_shows_every_instance_and_the_fleet_totals() {
                 .parse()
                 .unwrap_or(0);
             let shown = dom_totals(&tab, "fleet-total");
-            (rows == 4 && expected.iter().all(|(k, v)| shown.get(k) == Some(v))).then_some(rows)
+            (rows == 5 && expected.iter().all(|(k, v)| shown.get(k) == Some(v))).then_some(rows)
         },
     );
-    assert_eq!(rows, 4);
+    // Three instances, the well-formed stranger (as text), the totals.
+    assert_eq!(rows, 5);
+    assert_eq!(
+        eval(&tab, "String(document.getElementById('injected') === null && document.getElementById('injected2') === null)"),
+        "true",
+        "a record's text never becomes markup"
+    );
+    let (_, update) = get(admin, "/dashboard.json");
+    assert!(
+        !update.contains("evil"),
+        "a bad record is left out: {update}"
+    );
+    let update: Value = serde_json::from_str(&update).expect("JSON");
+    let ours: String = update["instances"]
+        .as_array()
+        .expect("instances")
+        .iter()
+        .filter(|r| !r["id"].as_str().unwrap_or("").contains("injected"))
+        .map(|r| r.to_string())
+        .collect();
+    assert!(
+        ours.len() <= 1024,
+        "three instances in at most 1 KB per update: {} bytes",
+        ours.len()
+    );
     screenshot(&tab, "dashboard-after.png");
+}
+
+fn redis_cli(redis: &RedisServer, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-p", &redis.port().to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli (the test command installs redis-tools)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn now_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
 }
 
 /// `herdguard demo --web` on a free port; its address.

@@ -211,11 +211,11 @@ fn short_verdict(s: &StrategyReport, keys: u32) -> String {
     if failed > 0 {
         format!("✗ {failed} failed")
     } else if s.waited == 0 {
-        format!("✓ no waits, {per_key:.1}/key")
+        "✓ no waits".to_string()
     } else if per_key <= 1.0 {
-        "✓ 1 call per key".to_string()
+        "✓ 1 call/key".to_string()
     } else {
-        format!("{per_key:.1} calls per key")
+        format!("{per_key:.1} calls/key")
     }
 }
 
@@ -358,13 +358,13 @@ fn patterns_table(report: &ScenarioReport, wide: bool) -> Table {
             Box::new(|s| format!("{:.1}%", s.hit_rate * 100.0)),
         ),
         (
-            "database reads",
+            "db reads",
             true,
             Box::new(|s| s.origin_calls.to_string()),
         ),
         ("stale reads", true, Box::new(move |s| count(s.stale_reads))),
         (
-            "database lag p99 ms",
+            "db lag p99",
             true,
             Box::new(move |s| opt(s.db_lag_p99_ms)),
         ),
