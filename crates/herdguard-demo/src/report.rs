@@ -357,17 +357,9 @@ fn patterns_table(report: &ScenarioReport, wide: bool) -> Table {
             false,
             Box::new(|s| format!("{:.1}%", s.hit_rate * 100.0)),
         ),
-        (
-            "db reads",
-            true,
-            Box::new(|s| s.origin_calls.to_string()),
-        ),
+        ("db reads", true, Box::new(|s| s.origin_calls.to_string())),
         ("stale reads", true, Box::new(move |s| count(s.stale_reads))),
-        (
-            "db lag p99",
-            true,
-            Box::new(move |s| opt(s.db_lag_p99_ms)),
-        ),
+        ("db lag p99", true, Box::new(move |s| opt(s.db_lag_p99_ms))),
         (
             "acknowledged writes",
             false,
