@@ -11,6 +11,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::limits::ConnectionLimits;
+use crate::origin::OriginTrust;
 
 /// One serving thread per core but one: a sidecar shares its host with the
 /// application it serves, and threads that compete with it for every core
@@ -31,9 +32,13 @@ pub struct ServeArgs {
     /// Address to serve the proxy on, e.g. 127.0.0.1:8080.
     #[arg(long, env = "HERDGUARD_LISTEN")]
     pub listen: Option<String>,
-    /// The origin's base URL, e.g. http://127.0.0.1:9000.
+    /// The origin's base URL, e.g. http://127.0.0.1:9000 or https://api.example.com.
     #[arg(long, env = "HERDGUARD_ORIGIN")]
     pub origin: Option<String>,
+    /// PEM file of the CA certificate(s) an https:// origin's certificate must
+    /// chain to, instead of the bundled web PKI roots (a private CA).
+    #[arg(long, env = "HERDGUARD_ORIGIN_CA")]
+    pub origin_ca: Option<PathBuf>,
     /// Redis URL for fleet-wide coalescing and a shared cache tier
     /// (`redis://…`, or `redis+sentinel://host:port,host:port/name` to follow a
     /// Sentinel-managed primary).
@@ -205,6 +210,7 @@ fn parse_size(field: &str, text: &str) -> Result<u64, ConfigError> {
 struct FileConfig {
     listen: Option<String>,
     origin: Option<String>,
+    origin_ca: Option<PathBuf>,
     redis: Option<String>,
     redis_cluster: Option<StringOrList>,
     redis_lock_servers: Option<StringOrList>,
@@ -263,6 +269,8 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// Origin base URL.
     pub origin: Uri,
+    /// The roots an `https://` origin's certificate must chain to.
+    pub origin_trust: OriginTrust,
     /// Redis URL, if fleet-wide.
     pub redis: Option<String>,
     /// Redis Cluster seeds, if fleet-wide on a cluster.
@@ -353,12 +361,29 @@ impl ServeArgs {
         let origin_uri = origin
             .parse::<Uri>()
             .map_err(|e| invalid("origin", format!("{origin:?} is not a URL: {e}")))?;
-        if origin_uri.scheme_str() != Some("http") || origin_uri.authority().is_none() {
+        if !matches!(origin_uri.scheme_str(), Some("http" | "https"))
+            || origin_uri.authority().is_none()
+        {
             return Err(invalid(
                 "origin",
-                format!("{origin:?}: need an http://host:port URL"),
+                format!("{origin:?}: need an http://host:port or https://host URL"),
             ));
         }
+        let origin_trust = match pick!(origin_ca) {
+            None => OriginTrust::WebPki,
+            Some(_) if origin_uri.scheme_str() != Some("https") => {
+                return Err(invalid("origin_ca", "only for an https:// origin"))
+            }
+            Some(path) => {
+                let pem = std::fs::read(&path)
+                    .map_err(|e| invalid("origin_ca", format!("{}: {e}", path.display())))?;
+                let trust = OriginTrust::Pem(pem);
+                trust
+                    .roots()
+                    .map_err(|e| invalid("origin_ca", format!("{}: {e}", path.display())))?;
+                trust
+            }
+        };
         let admin = match pick!(admin) {
             None => None,
             Some(a) => Some(a.parse::<SocketAddr>().map_err(|_| {
@@ -531,6 +556,7 @@ impl ServeArgs {
         Ok(Settings {
             listen,
             origin: origin_uri,
+            origin_trust,
             redis,
             redis_cluster,
             redis_lock_servers,

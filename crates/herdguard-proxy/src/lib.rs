@@ -61,7 +61,7 @@ mod variants;
 pub use body::{Body, BodyStalled};
 pub use config::{ConfigError, RequestCacheControl, ServeArgs, Settings};
 pub use limits::ConnectionLimits;
-pub use origin::{Origin, OriginError, OriginResponse};
+pub use origin::{Origin, OriginError, OriginResponse, OriginTrust};
 pub use proxy::Proxy;
 pub use request::Peer;
 pub use response::{CachedResponse, Fetch};

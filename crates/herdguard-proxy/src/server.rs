@@ -124,6 +124,7 @@ impl Server {
         })?;
         let origin = Origin::new(
             &settings.origin,
+            &settings.origin_trust,
             settings.origin_connect_timeout,
             settings.origin_timeout,
         )

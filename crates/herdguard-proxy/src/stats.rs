@@ -14,7 +14,7 @@ use prometheus_client::registry::Registry;
 /// How requests were answered (the labels of `herdguard_proxy_requests_total`).
 pub const RESULTS: [&str; 6] = ["hit", "stale", "miss", "coalesced", "bypass", "error"];
 /// Kinds of origin failure (the labels of `herdguard_proxy_origin_errors_total`).
-pub const ORIGIN_ERRORS: [&str; 4] = ["timeout", "failed", "server_error", "client_body"];
+pub const ORIGIN_ERRORS: [&str; 5] = ["timeout", "failed", "tls", "server_error", "client_body"];
 
 /// A plain counter.
 #[derive(Default, Debug)]
@@ -54,7 +54,7 @@ impl Connections {
 #[derive(Default, Debug)]
 pub struct Stats {
     results: [Count; 6],
-    origin_errors: [Count; 4],
+    origin_errors: [Count; ORIGIN_ERRORS.len()],
     /// Requests sent to the origin.
     pub origin_requests: Count,
     /// URLs invalidated after unsafe methods.
