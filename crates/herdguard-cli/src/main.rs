@@ -3,6 +3,7 @@
 //! Subcommands:
 //! - `demo`: show a cache stampede and herdguard stopping it, with numbers.
 //! - `serve`: an HTTP caching sidecar with fleet-wide request coalescing.
+//! - `purge`: purge URLs through a sidecar's admin listener (fleet-wide with Redis).
 //!
 //! Exit codes: 0 ok, 1 the run failed, 2 bad input.
 
@@ -26,6 +27,9 @@ enum Command {
     Demo(herdguard_demo::DemoArgs),
     /// Run an HTTP caching reverse proxy (RFC 9111 shared cache) in front of an origin.
     Serve(herdguard_proxy::ServeArgs),
+    /// Purge URLs (and all their variants) through a sidecar's admin listener,
+    /// on every sidecar sharing its Redis.
+    Purge(herdguard_proxy::PurgeArgs),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +40,9 @@ fn main() -> ExitCode {
             herdguard_demo::run(args).map_err(|e| (e.exit_code(), e.to_string()))
         }
         Command::Serve(args) => serve(args),
+        Command::Purge(args) => {
+            herdguard_proxy::purge_blocking(args).map_err(|e| (e.exit_code(), e.to_string()))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

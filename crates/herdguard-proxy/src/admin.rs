@@ -1,5 +1,6 @@
 //! The admin listener: `/` (the live dashboard) and `/events` (its update
-//! stream), `/metrics` (Prometheus text), `/healthz`, `/readyz` — with the same
+//! stream), `/metrics` (Prometheus text), `/healthz`, `/readyz`, `POST /purge`
+//! ([`crate::purge`]) — with the same
 //! connection limits as the proxy listener (head, idle and write
 //! timeouts, a connection cap) and a back-off on accept errors.
 
@@ -19,6 +20,7 @@ use crate::body::Body;
 use crate::dashboard::{EventStream, Sampler, PAGE};
 use crate::limits::{ConnState, ConnectionLimits, TimedIo, Tracked};
 use crate::proxy::Proxy;
+use crate::purge::Purger;
 use crate::server::accept;
 use herdguard_web::{CHART_JS, CSS_TYPE, HTML_TYPE, JS_TYPE, STYLE_CSS};
 
@@ -27,6 +29,7 @@ pub(crate) struct Admin {
     pub sampler: Arc<Sampler>,
     pub proxy: Arc<Proxy>,
     pub redis: bool,
+    pub purger: Arc<Purger>,
     pub limits: ConnectionLimits,
     pub max_connections: usize,
 }
@@ -48,12 +51,25 @@ impl Admin {
             let proxy = Arc::clone(&self.proxy);
             let sampler = Arc::clone(&self.sampler);
             let redis = self.redis;
+            let purger = Arc::clone(&self.purger);
             let state = Arc::new(ConnState::default());
             let io = TimedIo::new(stream, Arc::clone(&state), self.limits);
             let service = service_fn(move |req: Request<hyper::body::Incoming>| {
                 let busy = state.begin();
-                let response = answer(&proxy, &sampler, redis, req.uri().path());
-                async move { Ok::<_, Infallible>(response.map(|b| Tracked::new(b, busy))) }
+                let (proxy, sampler, purger) = (
+                    Arc::clone(&proxy),
+                    Arc::clone(&sampler),
+                    Arc::clone(&purger),
+                );
+                async move {
+                    // Only a purge reads more of the request than its path.
+                    let response = if req.uri().path() == "/purge" {
+                        purger.answer(req).await
+                    } else {
+                        answer(&proxy, &sampler, redis, req.uri().path())
+                    };
+                    Ok::<_, Infallible>(response.map(|b| Tracked::new(b, busy)))
+                }
             });
             let conn = builder.serve_connection(TokioIo::new(io), service);
             tokio::spawn(async move {
@@ -110,7 +126,7 @@ fn answer(proxy: &Proxy, sampler: &Sampler, redis: bool, path: &str) -> Response
         },
         _ => plain(
             StatusCode::NOT_FOUND,
-            "not found: try /, /events, /dashboard.json, /metrics, /healthz, /readyz\n",
+            "not found: try /, /events, /dashboard.json, /metrics, /healthz, /readyz, POST /purge\n",
         ),
     }
 }

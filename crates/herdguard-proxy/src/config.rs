@@ -55,6 +55,9 @@ pub struct ServeArgs {
     /// Address of the admin listener (/metrics, /healthz, /readyz).
     #[arg(long, env = "HERDGUARD_ADMIN")]
     pub admin: Option<String>,
+    /// Bearer token of the admin listener's `POST /purge` (unset: purge disabled).
+    #[arg(long, env = "HERDGUARD_PURGE_TOKEN", hide_env_values = true)]
+    pub purge_token: Option<String>,
     /// TOML file with any of these settings.
     #[arg(long, env = "HERDGUARD_CONFIG")]
     pub config: Option<PathBuf>,
@@ -215,6 +218,7 @@ struct FileConfig {
     redis_cluster: Option<StringOrList>,
     redis_lock_servers: Option<StringOrList>,
     admin: Option<String>,
+    purge_token: Option<String>,
     cache_target: Option<String>,
     max_memory: Option<SizeValue>,
     max_object_percent: Option<u64>,
@@ -262,6 +266,16 @@ fn invalid(field: &str, reason: impl Into<String>) -> ConfigError {
     }
 }
 
+/// A secret setting: its `Debug` never shows it.
+#[derive(Clone)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
 /// Validated settings of one proxy.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -279,6 +293,8 @@ pub struct Settings {
     pub redis_lock_servers: Vec<String>,
     /// Admin listen address, if any.
     pub admin: Option<SocketAddr>,
+    /// The purge endpoint's bearer token (`None`: purge disabled).
+    pub purge_token: Option<Secret>,
     /// Targeted cache-control fields obeyed.
     pub cache_targets: Vec<HeaderName>,
     /// Most responses in memory.
@@ -393,6 +409,15 @@ impl ServeArgs {
                 )
             })?),
         };
+        let purge_token = pick!(purge_token);
+        if purge_token.as_deref().is_some_and(|t| {
+            t.len() < 16 || t.contains(|c: char| c.is_whitespace() || c.is_control())
+        }) {
+            return Err(invalid(
+                "purge_token",
+                "must be at least 16 characters, without spaces",
+            ));
+        }
         let redis = pick!(redis);
         if let Some(r) = &redis {
             if !["redis://", "rediss://", "redis+sentinel://"]
@@ -561,6 +586,7 @@ impl ServeArgs {
             redis_cluster,
             redis_lock_servers,
             admin,
+            purge_token: purge_token.map(Secret),
             cache_targets,
             max_entries,
             max_memory,

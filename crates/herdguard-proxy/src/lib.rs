@@ -35,6 +35,8 @@
 //! - [`response`](CachedResponse): the cached value (serde, so the fleet can share it).
 //! - [`origin`](Origin): pooled origin client, timeouts, streamed bodies, typed failures.
 //! - [`stats`](Stats): counters and the Prometheus exposition; `admin`: its listener.
+//! - `purge`: the admin listener's `POST /purge`, broadcast to the fleet through Redis;
+//!   [`purge_client`](purge_blocking): `herdguard purge`, its client.
 //! - [`dashboard`]: the live view on the admin listener — one sampler a
 //!   second, the event stream, the fleet view through Redis, the page.
 //! - `fleet`: the Redis tier (`--redis`), namespaced by origin.
@@ -51,6 +53,8 @@ mod limits;
 mod loader;
 mod origin;
 mod proxy;
+mod purge;
+mod purge_client;
 mod request;
 mod response;
 mod rules;
@@ -59,10 +63,11 @@ mod stats;
 mod variants;
 
 pub use body::{Body, BodyStalled};
-pub use config::{ConfigError, RequestCacheControl, ServeArgs, Settings};
+pub use config::{ConfigError, RequestCacheControl, Secret, ServeArgs, Settings};
 pub use limits::ConnectionLimits;
 pub use origin::{Origin, OriginError, OriginResponse, OriginTrust};
 pub use proxy::Proxy;
+pub use purge_client::{purge_blocking, PurgeArgs, PurgeError};
 pub use request::Peer;
 pub use response::{CachedResponse, Fetch};
 pub use server::{run, run_blocking, shutdown_signal, ServeError, Server};

@@ -414,12 +414,25 @@ impl Proxy {
         answer::passed(&self.stats, passed, ForwardReason::Method, None, false)
     }
 
+    /// After an unsafe method: the URL and its variants.
     async fn invalidate(&self, primary: &str) {
+        self.invalidate_variants(primary).await;
+        self.stats.invalidations.inc();
+    }
+
+    /// A purge (from this instance or any of the fleet): the URL and its variants.
+    pub(crate) async fn purge(&self, primary: &str) {
+        self.invalidate_variants(primary).await;
+        self.stats.purges.inc();
+    }
+
+    /// Removes the URL of `primary` and every variant of it seen here, from the
+    /// shared store and this process.
+    async fn invalidate_variants(&self, primary: &str) {
         for key in self.variants.all_keys(primary) {
             // A shared-store failure is counted by the core; the local entry is gone regardless.
             let _ = self.cache.invalidate(&key).await;
         }
-        self.stats.invalidations.inc();
     }
 
     /// Answers from the stored response of `key` without loading, when the

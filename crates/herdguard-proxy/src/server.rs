@@ -81,6 +81,8 @@ pub struct Server {
     threads: usize,
     /// The shared store, when there is one: the dashboard's fleet view.
     fleet: Option<crate::dashboard::Fleet>,
+    /// The admin listener's `POST /purge` (applying the fleet's purges from bind on).
+    purger: Arc<crate::purge::Purger>,
 }
 
 /// A listening socket on `addr`; with `reuse_port`, others may listen on the
@@ -167,6 +169,11 @@ impl Server {
             ),
             options,
         ));
+        let purger = Arc::new(crate::purge::Purger::new(
+            Arc::clone(&proxy),
+            settings.purge_token.as_ref().map(|t| t.0.as_str()),
+            fleet.clone(),
+        ));
         let bind_error = |source| ServeError::Bind {
             what: "proxy",
             addr: settings.listen,
@@ -200,6 +207,7 @@ impl Server {
             limits: settings.connection_limits,
             threads: settings.threads,
             fleet,
+            purger,
         })
     }
 
@@ -238,6 +246,7 @@ impl Server {
                 sampler: Arc::new(sampler),
                 proxy: Arc::clone(&self.proxy),
                 redis: self.redis,
+                purger: Arc::clone(&self.purger),
                 limits: self.limits,
                 max_connections: self.admin_max_connections,
             };

@@ -59,6 +59,8 @@ pub struct Stats {
     pub origin_requests: Count,
     /// URLs invalidated after unsafe methods.
     pub invalidations: Count,
+    /// Purges applied here (asked on this instance or any of the fleet).
+    pub purges: Count,
     /// Client connections open now.
     pub connections: Connections,
 }
@@ -126,6 +128,12 @@ impl Stats {
             "herdguard_proxy_invalidations",
             "URLs invalidated after unsafe methods",
             self.invalidations.get(),
+        );
+        counter(
+            &mut registry,
+            "herdguard_proxy_purges",
+            "Purges applied (asked on this instance or any of the fleet)",
+            self.purges.get(),
         );
         counter(
             &mut registry,
