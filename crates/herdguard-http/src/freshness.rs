@@ -38,10 +38,33 @@ pub struct Lifetime {
     pub source: LifetimeSource,
 }
 
-/// Parses an HTTP-date field value (RFC 9110 §5.6.7: IMF-fixdate, RFC 850, asctime).
+/// Parses an HTTP-date field value (RFC 9110 §5.6.7: IMF-fixdate, RFC 850, asctime), with
+/// day and month names and `GMT` in any case (they are case-sensitive in the grammar, but
+/// recipients are asked to be lenient: "Recipients of timestamp values are encouraged to be
+/// robust in parsing timestamps").
 pub fn parse_http_date(value: &HeaderValue) -> Option<SystemTime> {
-    let s = value.to_str().ok()?;
-    httpdate::parse_http_date(s.trim()).ok()
+    let s = value.to_str().ok()?.trim();
+    if let Ok(t) = httpdate::parse_http_date(s) {
+        return Some(t);
+    }
+    // Slow path, for dates not in the canonical case: "Sun", "Sunday", "Nov", "GMT".
+    let mut canonical = String::with_capacity(s.len());
+    let mut word_start = true;
+    for c in s.chars() {
+        if c.is_ascii_alphabetic() {
+            canonical.push(if word_start {
+                c.to_ascii_uppercase()
+            } else {
+                c.to_ascii_lowercase()
+            });
+            word_start = false;
+        } else {
+            canonical.push(c);
+            word_start = true;
+        }
+    }
+    let canonical = canonical.replace("Gmt", "GMT");
+    httpdate::parse_http_date(&canonical).ok()
 }
 
 /// Formats a timestamp as an IMF-fixdate header value.
@@ -317,6 +340,36 @@ pub fn ensure_date(headers: &mut HeaderMap, response_time: SystemTime) -> bool {
 mod tests {
     use super::*;
     use crate::test_util::{at, hm};
+
+    #[test]
+    fn http_dates_in_all_three_formats_and_any_case() {
+        let t = at(784_111_777); // Sun, 06 Nov 1994 08:49:37 GMT
+        for text in [
+            "Sun, 06 Nov 1994 08:49:37 GMT",
+            "sun, 06 nov 1994 08:49:37 gmt",
+            "Sunday, 06-Nov-94 08:49:37 GMT",
+            "SUNDAY, 06-NOV-94 08:49:37 GMT",
+            "Sun Nov  6 08:49:37 1994",
+            "sun NOV  6 08:49:37 1994",
+        ] {
+            assert_eq!(
+                parse_http_date(&HeaderValue::from_static(text)),
+                Some(t),
+                "{text}"
+            );
+        }
+        for bad in [
+            "Sun, 06 Nov 1994 08:49:37 UTC",
+            "Sun, 06 Nox 1994 08:49:37 GMT",
+            "",
+        ] {
+            assert_eq!(
+                parse_http_date(&HeaderValue::from_static(bad)),
+                None,
+                "{bad}"
+            );
+        }
+    }
 
     fn lifetime(status: u16, pairs: &[(&str, &str)], response_time: SystemTime) -> Lifetime {
         let h = hm(pairs);

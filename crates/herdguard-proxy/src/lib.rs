@@ -28,6 +28,7 @@
 //!   invalidation after unsafe methods.
 //! - `loader`: the one origin request of a load; unshareable answers go to their
 //!   own caller only.
+//! - `range`: a `Range` request answered 206 from the whole stored response.
 //! - `answer`: every outcome mapped to a response, its `Cache-Status` and its count.
 //! - [`body`](Body): the answer body, streamed bodies' time limits.
 //! - `rules`: the proxy's storage policy on top of `herdguard-http` (which owns
@@ -55,6 +56,7 @@ mod origin;
 mod proxy;
 mod purge;
 mod purge_client;
+mod range;
 mod request;
 mod response;
 mod rules;

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use herdguard::Loaded;
 use herdguard_http::revalidate;
-use herdguard_http::Vary;
+use herdguard_http::{ResponsePolicy, Vary};
 use http::header::{self, HeaderMap};
 use http::{Method, StatusCode};
 
@@ -23,7 +23,7 @@ use crate::body::{Body, Inactivity, Prefixed};
 use crate::origin::{read_up_to, Buffered, OriginError, OriginResponse};
 use crate::proxy::Proxy;
 use crate::request::Forward;
-use crate::response::{to_ms, CachedResponse, Fetch};
+use crate::response::{from_ms, to_ms, CachedResponse, Fetch};
 use crate::rules;
 use crate::variants::digest_of;
 
@@ -81,50 +81,73 @@ impl Proxy {
         forward: &Forward,
         handoff: &Handoff,
     ) -> Result<Loaded<CachedResponse>, OriginError> {
-        let mut headers = forward.to_send();
+        let mut base = forward.to_send();
         for name in &CLIENT_CONDITIONALS {
-            headers.remove(name);
+            base.remove(name);
         }
+        // A ranged request loads the whole object: ranges are cut from it.
+        base.remove(header::RANGE);
         let stale = self
             .cache
             .peek(&key.to_string())
             .filter(|e| e.value().uncacheable.is_none());
-        let mut conditional = false;
-        if let Some(s) = &stale {
-            let validators = revalidate::conditional_headers(&s.value().header_map());
-            conditional = !validators.is_empty();
-            headers.extend(validators);
-        }
-        self.stats.origin_requests.inc();
-        let started = Instant::now();
-        let response = self
-            .origin
-            .send(Method::GET, forward.target.as_str(), headers, Body::empty())
-            .await
-            .inspect_err(|e| self.stats.origin_error(e.kind()))?;
+        let mut with_validators = stale.is_some();
+        // At most two requests: the second, unconditional, when a 304 validates
+        // nothing stored (RFC 9111 §4.3.4).
+        let (response, conditional, started) = loop {
+            let mut headers = base.clone();
+            let mut conditional = false;
+            if let (Some(s), true) = (&stale, with_validators) {
+                let validators = revalidate::conditional_headers(&s.value().header_map());
+                conditional = !validators.is_empty();
+                headers.extend(validators);
+            }
+            self.stats.origin_requests.inc();
+            let started = Instant::now();
+            let response = self
+                .origin
+                .send(Method::GET, forward.target.as_str(), headers, Body::empty())
+                .await
+                .inspect_err(|e| self.stats.origin_error(e.kind()))?;
+            let status = response.status;
+            if matches!(status.as_u16(), 500 | 502 | 503 | 504)
+                && !ResponsePolicy::from_headers(&response.headers, &self.rules.config)
+                    .has_explicit_expiration(&response.headers)
+            {
+                // A server error is stored only when it says for how long.
+                self.stats.origin_error("server_error");
+                handoff.put(self.pass(response));
+                return Err(OriginError::ServerError(status));
+            }
+            if let (Some(s), StatusCode::NOT_MODIFIED, true) = (&stale, status, conditional) {
+                let stored = s.value();
+                let stored_headers = stored.header_map();
+                let candidate = revalidate::Candidate {
+                    headers: &stored_headers,
+                    response_time: from_ms(stored.response_time_ms),
+                };
+                if revalidate::select_for_update(&response.headers, &[candidate]).is_empty() {
+                    with_validators = false;
+                    continue;
+                }
+                // RFC 9111 §4.3.4: the stored response, its fields updated from the 304.
+                let mut merged = stored_headers;
+                merged.remove(header::CONTENT_LENGTH);
+                revalidate::update_stored_headers(&mut merged, &response.headers);
+                let body = stored.body.clone();
+                return Ok(self.to_loaded(
+                    forward,
+                    stored.status(),
+                    merged,
+                    body,
+                    Fetch::Revalidated,
+                    (response.request_time, response.response_time),
+                ));
+            }
+            break (response, conditional, started);
+        };
         let status = response.status;
-        if matches!(status.as_u16(), 500 | 502 | 503 | 504) {
-            self.stats.origin_error("server_error");
-            handoff.put(self.pass(response));
-            return Err(OriginError::ServerError(status));
-        }
         let (request_time, response_time) = (response.request_time, response.response_time);
-        if let (Some(s), StatusCode::NOT_MODIFIED, true) = (&stale, status, conditional) {
-            // RFC 9111 §4.3.4: the stored response, its fields updated from the 304.
-            let stored = s.value();
-            let mut merged = stored.header_map();
-            merged.remove(header::CONTENT_LENGTH);
-            revalidate::update_stored_headers(&mut merged, &response.headers);
-            let body = stored.body.clone();
-            return Ok(self.to_loaded(
-                forward,
-                stored.status(),
-                merged,
-                body,
-                Fetch::Revalidated,
-                (request_time, response_time),
-            ));
-        }
         let fetch = if conditional {
             Fetch::Replaced
         } else {
@@ -214,6 +237,8 @@ impl Proxy {
         );
         // The origin's `Age` stays stored: the entry's semantics recompute the
         // initial age from it, and every answer replaces it with the current age.
+        // A stored response has a Date (RFC 9110 §6.6.1): the time it arrived.
+        herdguard_http::freshness::ensure_date(&mut headers, response_time);
         let vary_key =
             digest_of(&Vary::from_response(&headers), &forward.headers).unwrap_or_default();
         let mut value = CachedResponse::new(

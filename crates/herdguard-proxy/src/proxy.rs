@@ -3,7 +3,7 @@
 //! origin on their own — without changing anything for anybody else.
 //!
 //! The flow of a GET or HEAD: [`request::prepare`] makes the forwarded request;
-//! requests the cache may not answer for others (`Range`, `Authorization`
+//! requests the cache may not answer for others (`Authorization`
 //! without a shareable stored answer, `no-store` on a miss) are passed through
 //! alone; everything else is one lookup through the core — or, when the
 //! request demands validation, one forced revalidation per key (the core's
@@ -16,6 +16,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use herdguard::{Cache, Cached, CallOptions, Clock, Served, SystemClock};
+use herdguard_http::freshness::parse_http_date;
 use herdguard_http::invalidate::invalidation_targets;
 use herdguard_http::revalidate::{self, EntityTag};
 use herdguard_http::{decide, Decision, EffectiveUri, ForwardReason, RequestDirectives};
@@ -112,9 +113,6 @@ impl Proxy {
         let head = inbound.method == Method::HEAD;
         let Inbound { forward, host, .. } = inbound;
         let forward = Arc::new(forward);
-        if forward.headers.contains_key(header::RANGE) {
-            return Box::pin(self.pass_through(&forward, head, "range")).await;
-        }
         let directives = match self.options.request_cache_control {
             RequestCacheControl::Revalidate => RequestDirectives::from_headers(&forward.headers),
             // As nginx and Varnish by default: the request's cache directives are not obeyed.
@@ -136,16 +134,16 @@ impl Proxy {
             };
         }
         let mut response = self.cached(&primary, &forward, head, &directives).await;
-        if let Some(inm) = forward.headers.get(header::IF_NONE_MATCH) {
-            let matched = response.status() == StatusCode::OK
-                && matches!(response.body(), Body::Full(_))
-                && EntityTag::from_headers(response.headers())
-                    .is_some_and(|etag| revalidate::none_match(inm, &etag));
-            if matched {
-                *response.status_mut() = StatusCode::NOT_MODIFIED;
-                *response.body_mut() = Body::empty();
-                response.headers_mut().remove(header::CONTENT_LENGTH);
-            }
+        // The client's conditionals are evaluated against the whole stored response.
+        let whole = response.status() == StatusCode::OK && matches!(response.body(), Body::Full(_));
+        if whole && not_modified(&forward.headers, response.headers()) {
+            *response.status_mut() = StatusCode::NOT_MODIFIED;
+            *response.body_mut() = Body::empty();
+            response.headers_mut().remove(header::CONTENT_LENGTH);
+            return response;
+        }
+        if whole && !head && forward.headers.contains_key(header::RANGE) {
+            return crate::range::apply(&forward.headers, response);
         }
         response
     }
@@ -188,7 +186,13 @@ impl Proxy {
                 .map_err(Arc::new);
             let cached = match result {
                 Ok(c) => c,
-                Err(e) => return self.failed(&e, &handoff, head),
+                Err(e) => {
+                    // The request's own stale-if-error may accept what the response's did not.
+                    if let Some(r) = self.stale_for_request(&key, forward, directives, head) {
+                        return r;
+                    }
+                    return self.failed(&e, &handoff, head);
+                }
             };
             if let Some(reason) = cached.uncacheable.as_deref() {
                 return self
@@ -435,6 +439,36 @@ impl Proxy {
         }
     }
 
+    /// After a failed load: the stored response of `key`, when the request's
+    /// `stale-if-error` covers its staleness (RFC 5861 §4) and nothing forbids it.
+    fn stale_for_request(
+        &self,
+        key: &str,
+        forward: &Forward,
+        directives: &RequestDirectives,
+        head: bool,
+    ) -> Option<Response<Body>> {
+        directives.stale_if_error?;
+        let entry = self.cache.peek(&key.to_string())?;
+        let value = entry.value();
+        if value.uncacheable.is_some() || !vary_matches(value, forward) {
+            return None;
+        }
+        let config = &self.rules.config;
+        herdguard_http::decision::stale_if_error_until(
+            &value.semantics(config),
+            directives,
+            SystemTime::now(),
+        )?;
+        Some(answer::stale_accepted(
+            &self.stats,
+            config,
+            value,
+            "stale-if-error",
+            head,
+        ))
+    }
+
     /// Answers from the stored response of `key` without loading, when the
     /// request's directives accept it as it is (`only-if-cached`, `max-stale`).
     fn stored_answer(
@@ -473,4 +507,26 @@ impl Proxy {
             _ => None,
         }
     }
+}
+
+/// Whether the client's `If-None-Match` — or, without one, `If-Modified-Since`
+/// (RFC 9110 §13.1.3: ignored when `If-None-Match` is present) — says it holds
+/// this response already. The modification date is `Last-Modified`, else `Date`
+/// (RFC 9111 §4.3.2).
+fn not_modified(request: &http::HeaderMap, response: &http::HeaderMap) -> bool {
+    if let Some(inm) = request.get(header::IF_NONE_MATCH) {
+        return EntityTag::from_headers(response)
+            .is_some_and(|etag| revalidate::none_match(inm, &etag));
+    }
+    let Some(since) = request
+        .get(header::IF_MODIFIED_SINCE)
+        .and_then(parse_http_date)
+    else {
+        return false;
+    };
+    let modified = response
+        .get(header::LAST_MODIFIED)
+        .or_else(|| response.get(header::DATE))
+        .and_then(parse_http_date);
+    modified.is_some_and(|m| m <= since)
 }

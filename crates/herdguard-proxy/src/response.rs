@@ -312,6 +312,6 @@ pub(crate) fn to_ms(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
-fn from_ms(ms: u64) -> SystemTime {
+pub(crate) fn from_ms(ms: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms)
 }

@@ -1,0 +1,350 @@
+//! RFC 9110 / 9111 / 5861 corners against a real origin (the recording raw
+//! origin of `support`, which sends exactly the fields each test gives it).
+
+mod support;
+
+use std::time::{Duration, SystemTime};
+
+use support::{get, origin, proxy, Reply};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const LM: &str = "Wed, 21 Oct 2015 07:28:00 GMT";
+
+fn http_date(t: SystemTime) -> String {
+    httpdate::fmt_http_date(t)
+}
+
+#[tokio::test]
+async fn if_modified_since_is_answered_304_from_a_fresh_stored_response() {
+    let o = origin(|_, n| {
+        Reply::ok(
+            &[
+                ("cache-control", "max-age=60"),
+                ("last-modified", LM),
+                ("etag", "\"v1\""),
+            ],
+            format!("body {n}"),
+        )
+    })
+    .await;
+    let p = proxy(&format!("http://{}", o.addr), &[]).await;
+    assert_eq!(get(p.addr, "/r", &[]).await.text(), "body 1");
+    let r = get(p.addr, "/r", &[("if-modified-since", LM)]).await;
+    assert_eq!((r.status, r.text().as_str()), (304, ""));
+    assert_eq!(r.header("etag"), Some("\"v1\""));
+    let later = "Thu, 22 Oct 2015 07:28:00 GMT";
+    assert_eq!(
+        get(p.addr, "/r", &[("if-modified-since", later)])
+            .await
+            .status,
+        304
+    );
+    let earlier = "Tue, 20 Oct 2015 07:28:00 GMT";
+    let r = get(p.addr, "/r", &[("if-modified-since", earlier)]).await;
+    assert_eq!((r.status, r.text().as_str()), (200, "body 1"));
+    // If-None-Match takes precedence: a tag that does not match wins over a date that would.
+    let r = get(
+        p.addr,
+        "/r",
+        &[("if-none-match", "\"other\""), ("if-modified-since", later)],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let r = get(
+        p.addr,
+        "/r",
+        &[("if-none-match", "\"v1\""), ("if-modified-since", earlier)],
+    )
+    .await;
+    assert_eq!(r.status, 304);
+    // An invalid date is ignored.
+    assert_eq!(
+        get(p.addr, "/r", &[("if-modified-since", "yesterday")])
+            .await
+            .status,
+        200
+    );
+    // The origin never saw the client's conditionals.
+    assert_eq!(o.calls(), 1);
+}
+
+/// `Sun, 06 Nov 1994 08:49:37 GMT` in RFC 850 and asctime forms.
+fn other_formats(imf: &str) -> (String, String) {
+    let parts: Vec<&str> = imf.split([' ', ',']).filter(|p| !p.is_empty()).collect();
+    let [wd, day, mon, year, time, _gmt] = parts[..] else {
+        panic!("{imf}")
+    };
+    let long = match wd {
+        "Mon" => "Monday",
+        "Tue" => "Tuesday",
+        "Wed" => "Wednesday",
+        "Thu" => "Thursday",
+        "Fri" => "Friday",
+        "Sat" => "Saturday",
+        _ => "Sunday",
+    };
+    let rfc850 = format!("{long}, {day}-{mon}-{} {time} GMT", &year[2..]);
+    let asctime = format!(
+        "{wd} {mon} {:>2} {time} {year}",
+        day.trim_start_matches('0')
+    );
+    (rfc850, asctime)
+}
+
+#[tokio::test]
+async fn http_dates_in_all_three_formats_any_case_give_freshness() {
+    let o = origin(|s, _| {
+        let now = SystemTime::now();
+        let date = http_date(now);
+        let expires = http_date(now + Duration::from_secs(120));
+        let (date850, date_asc) = other_formats(&date);
+        let (exp850, exp_asc) = other_formats(&expires);
+        let (d, e) = match s.target.as_str() {
+            "/imf" => (date.to_lowercase(), expires.to_uppercase()),
+            "/rfc850" => (date850.to_uppercase(), exp850.to_lowercase()),
+            _ => (date_asc.to_lowercase(), exp_asc.to_uppercase()),
+        };
+        Reply::ok(&[("date", &d), ("expires", &e)], "dated")
+    })
+    .await;
+    let p = proxy(&format!("http://{}", o.addr), &[]).await;
+    for path in ["/imf", "/rfc850", "/asctime"] {
+        get(p.addr, path, &[]).await;
+        let r = get(p.addr, path, &[]).await;
+        assert!(r.cache_status().contains("hit"), "{path}: {r:?}");
+    }
+    assert_eq!(o.calls(), 3);
+}
+
+#[tokio::test]
+async fn a_stored_response_without_date_gets_one() {
+    let o = origin(|_, _| Reply::ok(&[("cache-control", "max-age=60")], "undated")).await;
+    let p = proxy(&format!("http://{}", o.addr), &[]).await;
+    let first = get(p.addr, "/d", &[]).await;
+    let stored_date = first.header("date").map(str::to_string);
+    assert!(stored_date.is_some(), "{first:?}");
+    // Past the second: a Date made per answer would differ now.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let hit = get(p.addr, "/d", &[]).await;
+    assert!(hit.cache_status().contains("hit"), "{hit:?}");
+    assert_eq!(hit.header("date").map(str::to_string), stored_date);
+    assert_eq!(o.calls(), 1);
+}
+
+#[tokio::test]
+async fn the_age_of_a_304_is_taken() {
+    let o = origin(|_, n| {
+        if n == 1 {
+            Reply::ok(&[("cache-control", "max-age=0"), ("etag", "\"a\"")], "aged")
+        } else {
+            Reply::ok(
+                &[
+                    ("cache-control", "max-age=600"),
+                    ("etag", "\"a\""),
+                    ("age", "300"),
+                ],
+                "",
+            )
+            .status(304)
+        }
+    })
+    .await;
+    let p = proxy(&format!("http://{}", o.addr), &[]).await;
+    get(p.addr, "/a", &[]).await;
+    let r = get(p.addr, "/a", &[]).await;
+    assert_eq!((r.status, r.text().as_str()), (200, "aged"));
+    assert_eq!(o.seen()[1].header("if-none-match"), Some("\"a\""));
+    let age: u64 = r.header("age").unwrap().parse().unwrap();
+    assert!((300..310).contains(&age), "{r:?}");
+    let hit = get(p.addr, "/a", &[]).await;
+    assert!(hit.cache_status().contains("hit"), "{hit:?}");
+    assert!(hit.header("age").unwrap().parse::<u64>().unwrap() >= 300);
+    assert_eq!(o.calls(), 2);
+}
+
+#[tokio::test]
+async fn a_request_stale_if_error_lets_a_stale_response_stand_in() {
+    let o = origin(|_, n| {
+        if n == 1 {
+            // Stale on arrival: generated 100 s ago, fresh for 10.
+            let date = http_date(SystemTime::now() - Duration::from_secs(100));
+            Reply::ok(&[("cache-control", "max-age=10"), ("date", &date)], "old")
+        } else {
+            Reply::ok(&[], "down").status(500)
+        }
+    })
+    .await;
+    let p = proxy(&format!("http://{}", o.addr), &[]).await;
+    assert_eq!(get(p.addr, "/s", &[]).await.text(), "old");
+    let r = get(p.addr, "/s", &[("cache-control", "stale-if-error=3600")]).await;
+    assert_eq!((r.status, r.text().as_str()), (200, "old"), "{r:?}");
+    assert!(r.cache_status().contains("stale"), "{r:?}");
+    // No window (staleness counts from arrival for a response stale on arrival): the error.
+    let r = get(p.addr, "/s", &[("cache-control", "stale-if-error=0")]).await;
+    assert_eq!(r.status, 500, "{r:?}");
+    let r = get(p.addr, "/s", &[]).await;
+    assert_eq!(r.status, 500, "{r:?}");
+}
+
+#[tokio::test]
+async fn server_errors_with_explicit_freshness_are_stored_and_served_while_fresh() {
+    let o = origin(|s, n| match s.target.as_str() {
+        "/explicit" => {
+            Reply::ok(&[("cache-control", "max-age=60")], format!("down {n}")).status(503)
+        }
+        _ => Reply::ok(&[], format!("plain {n}")).status(500),
+    })
+    .await;
+    let p = proxy(&format!("http://{}", o.addr), &[]).await;
+    let first = get(p.addr, "/explicit", &[]).await;
+    assert_eq!((first.status, first.text().as_str()), (503, "down 1"));
+    let second = get(p.addr, "/explicit", &[]).await;
+    assert_eq!((second.status, second.text().as_str()), (503, "down 1"));
+    assert!(second.cache_status().contains("hit"), "{second:?}");
+    assert_eq!(o.calls(), 1);
+    // Without explicit freshness a 5xx is never stored.
+    assert_eq!(get(p.addr, "/plain", &[]).await.status, 500);
+    assert_eq!(get(p.addr, "/plain", &[]).await.text(), "plain 3");
+}
+
+#[tokio::test]
+async fn interim_1xx_responses_are_never_stored() {
+    // An origin that sends 103 Early Hints before each final answer.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut n = 0;
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                }
+            }
+            n += 1;
+            let body = format!("final {n}");
+            let text = format!(
+                "HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\n\
+                 HTTP/1.1 200 OK\r\ncache-control: max-age=60\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = s.write_all(text.as_bytes()).await;
+        }
+    });
+    let p = proxy(&format!("http://{addr}"), &[]).await;
+    let r = get(p.addr, "/hints", &[]).await;
+    assert_eq!((r.status, r.text().as_str()), (200, "final 1"));
+    let hit = get(p.addr, "/hints", &[]).await;
+    assert_eq!((hit.status, hit.text().as_str()), (200, "final 1"));
+    assert!(hit.cache_status().contains("hit"), "{hit:?}");
+    assert_eq!(hit.header("link"), None);
+}
+
+#[tokio::test]
+async fn a_304_is_merged_only_into_the_response_it_validates() {
+    let o = origin(|s, n| match n {
+        1 => Reply::ok(&[("cache-control", "max-age=0"), ("etag", "\"a\"")], "A"),
+        // A 304 for another representation ("b"): it validates nothing stored.
+        2 => Reply::ok(&[("cache-control", "max-age=60"), ("etag", "\"b\"")], "").status(304),
+        _ => {
+            assert_eq!(
+                s.header("if-none-match"),
+                None,
+                "the refetch is unconditional"
+            );
+            Reply::ok(&[("cache-control", "max-age=60"), ("etag", "\"b\"")], "B")
+        }
+    })
+    .await;
+    let p = proxy(&format!("http://{}", o.addr), &[]).await;
+    assert_eq!(get(p.addr, "/m", &[]).await.text(), "A");
+    let r = get(p.addr, "/m", &[]).await;
+    assert_eq!((r.status, r.text().as_str()), (200, "B"), "{r:?}");
+    assert_eq!(r.header("etag"), Some("\"b\""));
+    assert_eq!(o.calls(), 3);
+    assert_eq!(get(p.addr, "/m", &[]).await.text(), "B");
+    assert_eq!(o.calls(), 3);
+}
+
+#[tokio::test]
+async fn ranges_are_answered_206_from_the_stored_response() {
+    let o = origin(|_, _| {
+        Reply::ok(
+            &[("cache-control", "max-age=60"), ("etag", "\"r\"")],
+            "0123456789",
+        )
+    })
+    .await;
+    let p = proxy(&format!("http://{}", o.addr), &[]).await;
+    let r = get(p.addr, "/bytes", &[("range", "bytes=2-5")]).await;
+    assert_eq!((r.status, r.text().as_str()), (206, "2345"), "{r:?}");
+    assert_eq!(r.header("content-range"), Some("bytes 2-5/10"));
+    assert_eq!(r.header("content-length"), Some("4"));
+    // The origin was asked for the whole object.
+    assert_eq!(o.seen()[0].header("range"), None);
+    for (range, body, content_range) in [
+        ("bytes=-3", "789", "bytes 7-9/10"),
+        ("bytes=7-", "789", "bytes 7-9/10"),
+        ("bytes=8-100", "89", "bytes 8-9/10"),
+        ("BYTES = 0-0", "0", "bytes 0-0/10"),
+    ] {
+        let r = get(p.addr, "/bytes", &[("range", range)]).await;
+        assert_eq!((r.status, r.text().as_str()), (206, body), "{range}");
+        assert_eq!(r.header("content-range"), Some(content_range), "{range}");
+    }
+    let r = get(p.addr, "/bytes", &[("range", "bytes=20-")]).await;
+    assert_eq!(r.status, 416);
+    assert_eq!(r.header("content-range"), Some("bytes */10"));
+    // Several ranges, another unit, or an If-Range that does not match: the whole object.
+    for headers in [
+        vec![("range", "bytes=0-1,3-4")],
+        vec![("range", "items=0-1")],
+        vec![("range", "bytes=2-5"), ("if-range", "\"old\"")],
+    ] {
+        let r = get(p.addr, "/bytes", &headers).await;
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (200, "0123456789"),
+            "{headers:?}"
+        );
+    }
+    let r = get(
+        p.addr,
+        "/bytes",
+        &[("range", "bytes=2-5"), ("if-range", "\"r\"")],
+    )
+    .await;
+    assert_eq!((r.status, r.text().as_str()), (206, "2345"));
+    assert_eq!(o.calls(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ranged_misses_are_coalesced_into_one_full_fetch() {
+    let o = origin(|_, _| {
+        Reply::ok(
+            &[("cache-control", "max-age=60")],
+            "abcdefghijklmnopqrstuvwxyz",
+        )
+        .delay(200)
+    })
+    .await;
+    let p = proxy(&format!("http://{}", o.addr), &[]).await;
+    let addr = p.addr;
+    let calls: Vec<_> = (0..26)
+        .map(|i| {
+            tokio::spawn(async move {
+                let range = format!("bytes={i}-{i}");
+                let r = get(addr, "/abc", &[("range", &range)]).await;
+                (i, r.status, r.text())
+            })
+        })
+        .collect();
+    for c in calls {
+        let (i, status, text) = c.await.unwrap();
+        assert_eq!(status, 206);
+        assert_eq!(text.as_bytes(), &[b'a' + i as u8]);
+    }
+    assert_eq!(o.calls(), 1);
+}
