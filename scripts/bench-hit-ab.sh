@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The sidecar's hit path, this tree against an earlier commit: both `serve`
+# examples in front of the same origin, one serving thread each, alternating
+# `wrk -t1 -c64` rounds on one cached URL (a noisy machine drifts; alternating
+# rounds see the same drift). Usage: scripts/bench-hit-ab.sh COMMIT [duration, default 5s] [rounds, default 3]
+# The earlier commit is built from `git archive` under /tmp, in its own target dir
+# (removed on exit; HG_AB_TARGET=DIR keeps and reuses one, as a first release
+# build takes minutes); everything listens on loopback and is stopped on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BASE_COMMIT="${1:?usage: scripts/bench-hit-ab.sh COMMIT [duration] [rounds]}"
+DURATION="${2:-5s}"
+ROUNDS="${3:-3}"
+command -v wrk >/dev/null || { echo "bench-hit-ab: wrk is not installed (Debian: apt-get install wrk)" >&2; exit 2; }
+git rev-parse --verify --quiet "$BASE_COMMIT^{commit}" >/dev/null || { echo "bench-hit-ab: $BASE_COMMIT is not a commit" >&2; exit 2; }
+
+WORK="$(mktemp -d /tmp/herdguard-hit-ab.XXXXXX)"
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+echo "building this tree and $BASE_COMMIT (release)..." >&2
+cargo build --release --quiet -p herdguard-proxy --examples
+mkdir "$WORK/base"
+git archive "$BASE_COMMIT" | tar -x -C "$WORK/base"
+BASE_TARGET="${HG_AB_TARGET:-$WORK/target}"
+(cd "$WORK/base" && CARGO_TARGET_DIR="$BASE_TARGET" cargo build --release --quiet -p herdguard-proxy --example serve)
+
+. scripts/lib.sh
+ORIGIN_PORT=$(free_port); BASE_PORT=$(free_port); NEW_PORT=$(free_port)
+target/release/examples/bench-origin --port "$ORIGIN_PORT" --delay-ms 200 2>/dev/null & PIDS+=($!)
+"$BASE_TARGET/release/examples/serve" --listen "127.0.0.1:$BASE_PORT" --origin "http://127.0.0.1:$ORIGIN_PORT" --threads 1 2>/dev/null & PIDS+=($!)
+target/release/examples/serve --listen "127.0.0.1:$NEW_PORT" --origin "http://127.0.0.1:$ORIGIN_PORT" --threads 1 2>/dev/null & PIDS+=($!)
+for port in "$ORIGIN_PORT" "$BASE_PORT" "$NEW_PORT"; do wait_port "$port"; done
+for port in "$BASE_PORT" "$NEW_PORT"; do curl -fsS -o /dev/null "http://127.0.0.1:$port/hot"; done
+
+rps() { wrk -t1 -c64 -d"$DURATION" "http://127.0.0.1:$1/hot" | awk '/Requests\/sec/ {print $2}'; }
+printf '%-6s %12s %12s %8s\n' round "base rps" "this rps" ratio
+for round in $(seq 1 "$ROUNDS"); do
+    b=$(rps "$BASE_PORT"); n=$(rps "$NEW_PORT")
+    printf '%-6s %12s %12s %7sx\n' "$round" "$b" "$n" "$(awk -v n="$n" -v b="$b" 'BEGIN { printf "%.2f", n / b }')"
+done
