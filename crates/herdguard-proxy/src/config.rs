@@ -52,7 +52,7 @@ pub struct ServeArgs {
     /// / `--redis-cluster`.
     #[arg(long, env = "HERDGUARD_REDIS_LOCK_SERVERS")]
     pub redis_lock_servers: Option<String>,
-    /// Address of the admin listener (/metrics, /healthz, /readyz).
+    /// Address of the admin listener (/, /metrics, /healthz, /readyz, POST /purge).
     #[arg(long, env = "HERDGUARD_ADMIN")]
     pub admin: Option<String>,
     /// Bearer token of the admin listener's `POST /purge` (unset: purge disabled).
