@@ -8,7 +8,7 @@ from herdguard import Cache
 
 
 def run_threads(n, target, seconds=20.0):
-    threads = [threading.Thread(target=target) for _ in range(n)]
+    threads = [threading.Thread(target=target, daemon=True) for _ in range(n)]
     for t in threads:
         t.start()
     deadline = time.monotonic() + seconds
