@@ -1,6 +1,8 @@
 """One load per key for all the threads of a process, with the GIL released
 while they wait (a waiter holding it would starve the loader: a hang)."""
 
+import subprocess
+import sys
 import threading
 import time
 
@@ -52,33 +54,49 @@ def test_distinct_keys_load_each():
     assert calls == [0, 1, 2, 3, 4]
 
 
+GIL_PROBE = """
+import threading, time
+from herdguard import Cache
+
+cache = Cache(ttl=30)
+release = threading.Event()
+ticks = []
+
+def loader():
+    assert release.wait(10)  # Event.wait releases the GIL
+    return b"done"
+
+def ticker():
+    for _ in range(200):
+        ticks.append(1)
+        time.sleep(0.001)
+    release.set()
+
+waiters = [threading.Thread(target=lambda: cache.get_or_load("slow", loader)) for _ in range(20)]
+for w in waiters:
+    w.start()
+time.sleep(0.1)  # the waiters are waiting now
+t = threading.Thread(target=ticker)
+t.start()
+t.join()
+for w in waiters:
+    w.join()
+print(len(ticks), "ticks")
+"""
+
+
 def test_gil_released_while_waiting():
-    """While 20 threads wait on a load, another Python thread keeps running."""
-    cache = Cache(ttl=30)
-    release = threading.Event()
-    ticks = []
-
-    def loader():
-        # Blocks on an Event (which releases the GIL) until the ticker ran.
-        assert release.wait(10)
-        return b"done"
-
-    def ticker():
-        for _ in range(200):
-            ticks.append(1)
-            time.sleep(0.001)
-        release.set()
-
-    waiters = [threading.Thread(target=lambda: cache.get_or_load("slow", loader)) for _ in range(20)]
-    for w in waiters:
-        w.start()
-    t = threading.Thread(target=ticker)
-    t.start()
-    t.join(timeout=15)
-    for w in waiters:
-        w.join(timeout=15)
-    assert len(ticks) == 200
-    assert not any(w.is_alive() for w in waiters)
+    """While 20 threads wait on a load, other Python threads (the loader's, a
+    ticker) keep running. Run in a child process: a waiter holding the GIL
+    would freeze its whole interpreter, this test's timeout included."""
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", GIL_PROBE], capture_output=True, text=True, timeout=30
+        )
+    except subprocess.TimeoutExpired:
+        raise AssertionError("the interpreter froze: a waiter holds the GIL") from None
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "200 ticks"
 
 
 def test_loader_runs_once_per_expiry():
