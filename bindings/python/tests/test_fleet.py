@@ -73,8 +73,18 @@ def test_four_python_processes_and_a_rust_worker_make_one_load_per_key(fleet):
     for p in [*pythons, rust]:
         assert p.read() == "ready"
 
-    for key in ["price:1", "price:2", "price:3"]:
-        for p in [*pythons, rust]:
+    # price:1 all at once; price:2 the Python processes first (one of them
+    # holds the lease, the Rust worker waits on it); price:3 the Rust worker first.
+    for key, first, then in [
+        ("price:1", [*pythons, rust], []),
+        ("price:2", pythons, [rust]),
+        ("price:3", [rust], pythons),
+    ]:
+        for p in first:
+            p.send(f"go {key}")
+        if then:
+            time.sleep(0.15)
+        for p in then:
             p.send(f"go {key}")
         py_rounds = [json.loads(p.read()) for p in pythons]
         rust_round = json.loads(rust.read())
@@ -84,6 +94,8 @@ def test_four_python_processes_and_a_rust_worker_make_one_load_per_key(fleet):
         assert loads == 1, f"{key}: {loads} loads across the fleet ({py_rounds}, {rust_round})"
         assert len(values) == 1, f"{key}: the processes saw different values: {values}"
         print(f"{key}: 5 processes x 16 callers, {loads} load, value {values.pop()}")
+        if key == "price:2":
+            assert rust_round["local_loads"] == 0 and rust_round["l2_hits"] >= 1
 
 
 def test_invalidate_from_python_evicts_the_rust_copy(fleet):
