@@ -35,10 +35,12 @@
 //! - [`response`](CachedResponse): the cached value (serde, so the fleet can share it).
 //! - [`origin`](Origin): pooled origin client, timeouts, streamed bodies, typed failures.
 //! - [`stats`](Stats): counters and the Prometheus exposition; `admin`: its listener.
+//! - `access`: the access log (`--access-log`), one `tracing` event per request.
 //! - `fleet`: the Redis tier (`--redis`), namespaced by origin.
 
 #![warn(missing_docs)]
 
+mod access;
 mod admin;
 mod answer;
 mod body;
