@@ -61,7 +61,10 @@ fn get(port: u16, path: &str) -> u16 {
     .unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text).expect("an answer");
-    text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+    text.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
 }
 
 /// The sidecar, its stderr lines collected as they come.
@@ -192,7 +195,10 @@ fn a_redis_outage_logs_one_degraded_and_one_recovered_event_and_every_request_on
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(serve.count("shared store recovered"), 1);
     assert_eq!(serve.count("shared store degraded"), 1);
-    assert_eq!(serve.metric("herdguard_shared_store_degradations_total"), 1.0);
+    assert_eq!(
+        serve.metric("herdguard_shared_store_degradations_total"),
+        1.0
+    );
     assert_eq!(serve.metric("herdguard_shared_store_recoveries_total"), 1.0);
 
     let events = serve.events();
@@ -217,7 +223,10 @@ fn a_redis_outage_logs_one_degraded_and_one_recovered_event_and_every_request_on
         assert!(f["path"].as_str().unwrap().starts_with('/'), "{line}");
         assert!(f["total_ms"].as_f64().unwrap() >= 0.0, "{line}");
         assert!(f["coalesced"].is_boolean(), "{line}");
-        assert!(f["cache_status"].as_str().unwrap().starts_with("herdguard"), "{line}");
+        assert!(
+            f["cache_status"].as_str().unwrap().starts_with("herdguard"),
+            "{line}"
+        );
     }
     let result = |path: &str| {
         access

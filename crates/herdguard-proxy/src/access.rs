@@ -72,7 +72,11 @@ fn millis(d: Duration) -> f64 {
 /// `Cache-Status` member.
 fn result_of(cache_status: &str, status: u16) -> (&'static str, bool) {
     let params: Vec<&str> = cache_status.split(';').map(str::trim).collect();
-    let has = |p: &str| params.iter().any(|x| *x == p || x.starts_with(&format!("{p}=")));
+    let has = |p: &str| {
+        params
+            .iter()
+            .any(|x| *x == p || x.starts_with(&format!("{p}=")))
+    };
     let param = |p: &str| {
         params
             .iter()
@@ -127,7 +131,10 @@ mod tests {
             ("bypass", false)
         );
         assert_eq!(
-            result_of("herdguard; fwd=miss; fwd-status=503; detail=origin-error", 503),
+            result_of(
+                "herdguard; fwd=miss; fwd-status=503; detail=origin-error",
+                503
+            ),
             ("error", false)
         );
         assert_eq!(result_of("", 502), ("error", false));

@@ -297,7 +297,10 @@ impl Proxy {
                     Served::Pass => (ForwardReason::Bypass, format!("hit-for-miss-{reason}")),
                     _ => (ForwardReason::Miss, reason.to_string()),
                 };
-                answer::passed(&self.stats, passed, fwd, Some(&detail), head)
+                let took = OriginTime(cached.entry().meta().load_duration);
+                let mut response = answer::passed(&self.stats, passed, fwd, Some(&detail), head);
+                response.extensions_mut().insert(took);
+                response
             }
             None => Box::pin(self.pass_through(forward, head, reason)).await,
         }

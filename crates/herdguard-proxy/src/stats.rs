@@ -6,11 +6,11 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use herdguard::{HistogramSnapshot, MetricsSnapshot};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder};
-use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 /// How requests were answered (the labels of `herdguard_proxy_requests_total`).
@@ -378,11 +378,17 @@ mod tests {
             Some(0.0)
         );
         assert_eq!(
-            value(&text, "herdguard_breaker_state_seconds_total{state=\"closed\"}"),
+            value(
+                &text,
+                "herdguard_breaker_state_seconds_total{state=\"closed\"}"
+            ),
             Some(2.0)
         );
         assert_eq!(
-            value(&text, "herdguard_breaker_state_seconds_total{state=\"open\"}"),
+            value(
+                &text,
+                "herdguard_breaker_state_seconds_total{state=\"open\"}"
+            ),
             Some(3.0)
         );
     }

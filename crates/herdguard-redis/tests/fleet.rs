@@ -93,7 +93,14 @@ fn a_takeover_after_sigkill_moves_the_lease_metrics() {
     let redis = RedisServer::start().unwrap();
     let url = redis.url();
     let mut conn = redis_conn(&url);
-    let flags = ["--callers", "4", "--lease-ttl-ms", "600", "--poll-ms", "100"];
+    let flags = [
+        "--callers",
+        "4",
+        "--lease-ttl-ms",
+        "600",
+        "--poll-ms",
+        "100",
+    ];
     let mut holder = Worker::start(&url, &[&flags[..], &["--loader-ms", "20000"]].concat());
     let mut others: Vec<Worker> = (0..2)
         .map(|_| Worker::start(&url, &[&flags[..], &["--loader-ms", "100"]].concat()))
@@ -132,7 +139,14 @@ fn a_wait_that_reaches_its_limit_is_counted_and_loads_itself() {
     let mut holder = Worker::start(&url, &["--callers", "1", "--loader-ms", "3000"]);
     let mut waiter = Worker::start(
         &url,
-        &["--callers", "4", "--loader-ms", "50", "--wait-limit-ms", "300"],
+        &[
+            "--callers",
+            "4",
+            "--loader-ms",
+            "50",
+            "--wait-limit-ms",
+            "300",
+        ],
     );
     holder.go("slow");
     wait_count(&mut conn, "slow", 1);

@@ -256,10 +256,7 @@ where
         let inner = &self.inner;
         inner.metrics.snapshot(
             inner.breaker.as_ref().map(Breaker::state),
-            inner
-                .breaker
-                .as_ref()
-                .map(|b| b.stats(inner.clock.now())),
+            inner.breaker.as_ref().map(|b| b.stats(inner.clock.now())),
             inner.flights.len(),
             inner.store.len(),
             inner.store.bytes(),

@@ -75,7 +75,12 @@ impl RateLimit {
         if now >= next
             && self
                 .next_ms
-                .compare_exchange(next, now.saturating_add(every), Ordering::AcqRel, Ordering::Relaxed)
+                .compare_exchange(
+                    next,
+                    now.saturating_add(every),
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                )
                 .is_ok()
         {
             return Some(self.suppressed.swap(0, Ordering::AcqRel));
@@ -97,7 +102,11 @@ mod tests {
             assert_eq!(limit.admit(), None);
         }
         std::thread::sleep(Duration::from_millis(60));
-        assert_eq!(limit.admit(), Some(3), "the next one says how many were left out");
+        assert_eq!(
+            limit.admit(),
+            Some(3),
+            "the next one says how many were left out"
+        );
         assert_eq!(limit.admit(), None);
     }
 

@@ -105,12 +105,27 @@ fn lease_metrics(
     after: &herdguard::MetricsSnapshot,
 ) -> BTreeMap<&'static str, u64> {
     let pairs = [
-        ("leases_acquired", after.leases_acquired - before.leases_acquired),
+        (
+            "leases_acquired",
+            after.leases_acquired - before.leases_acquired,
+        ),
         ("lease_waits", after.lease_waits - before.lease_waits),
-        ("lease_takeovers", after.lease_takeovers - before.lease_takeovers),
-        ("lease_wait_limits", after.lease_wait_limits - before.lease_wait_limits),
-        ("lease_wait_answers", after.lease_wait_answers - before.lease_wait_answers),
-        ("duplicate_loads", after.duplicate_loads - before.duplicate_loads),
+        (
+            "lease_takeovers",
+            after.lease_takeovers - before.lease_takeovers,
+        ),
+        (
+            "lease_wait_limits",
+            after.lease_wait_limits - before.lease_wait_limits,
+        ),
+        (
+            "lease_wait_answers",
+            after.lease_wait_answers - before.lease_wait_answers,
+        ),
+        (
+            "duplicate_loads",
+            after.duplicate_loads - before.duplicate_loads,
+        ),
         ("leases_lost", after.leases_lost - before.leases_lost),
         (
             "lease_wait_time_count",
