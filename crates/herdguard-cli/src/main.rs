@@ -5,6 +5,10 @@
 //! - `serve`: an HTTP caching sidecar with fleet-wide request coalescing.
 //!
 //! Exit codes: 0 ok, 1 the run failed, 2 bad input.
+//!
+//! Logging (`logging`): `--log-format text|json`, `--log-level` / `RUST_LOG`.
+
+mod logging;
 
 use std::process::ExitCode;
 
@@ -14,6 +18,8 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "herdguard", version, about)]
 struct Cli {
+    #[command(flatten)]
+    logs: logging::LogArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -31,6 +37,15 @@ enum Command {
 fn main() -> ExitCode {
     // clap prints usage errors itself and exits with code 2.
     let cli = Cli::parse();
+    // The demo's output is its report: quiet unless asked.
+    let default_filter = match cli.command {
+        Command::Demo(_) => "off",
+        Command::Serve(_) => "info",
+    };
+    if let Err(message) = logging::init(&cli.logs, default_filter) {
+        eprintln!("error: {message}");
+        return ExitCode::from(2);
+    }
     let result = match cli.command {
         Command::Demo(args) => {
             herdguard_demo::run(args).map_err(|e| (e.exit_code(), e.to_string()))

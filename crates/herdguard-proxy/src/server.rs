@@ -23,6 +23,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
+use crate::access;
 use crate::admin;
 use crate::config::{ConfigError, ServeArgs, Settings};
 use crate::limits::{ConnState, ConnectionLimits, TimedIo, Tracked};
@@ -81,6 +82,7 @@ pub struct Server {
     threads: usize,
     /// The shared store, when there is one: the dashboard's fleet view.
     fleet: Option<crate::dashboard::Fleet>,
+    access_log: bool,
 }
 
 /// A listening socket on `addr`; with `reuse_port`, others may listen on the
@@ -199,6 +201,7 @@ impl Server {
             limits: settings.connection_limits,
             threads: settings.threads,
             fleet,
+            access_log: settings.access_log,
         })
     }
 
@@ -247,6 +250,7 @@ impl Server {
             max_header_bytes: self.max_header_bytes,
             limits: self.limits,
             slots: Arc::new(Semaphore::new(self.max_connections)),
+            access_log: self.access_log,
         };
         let addr = self
             .listener
@@ -304,6 +308,8 @@ struct Acceptor {
     limits: ConnectionLimits,
     /// Shared by all threads: `max_connections` holds for the whole process.
     slots: Arc<Semaphore>,
+    /// One `herdguard::access` event per request.
+    access_log: bool,
 }
 
 impl Acceptor {
@@ -332,12 +338,17 @@ impl Acceptor {
             let peer = Arc::new(proxy.peer(peer));
             let state = Arc::new(ConnState::default());
             let io = TimedIo::new(stream, Arc::clone(&state), self.limits);
-            let service = service_fn(move |req| {
+            let access_log = self.access_log;
+            let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
                 let proxy = Arc::clone(&proxy);
                 let peer = Arc::clone(&peer);
                 let busy = state.begin();
                 async move {
-                    let response = proxy.handle(req, &peer).await;
+                    let response = if access_log {
+                        Box::pin(logged(proxy, req, &peer)).await
+                    } else {
+                        proxy.handle(req, &peer).await
+                    };
                     Ok::<_, Infallible>(response.map(|body| Tracked::new(body, busy)))
                 }
             });
@@ -358,6 +369,20 @@ impl Acceptor {
             }
         }
     }
+}
+
+/// [`Proxy::handle`], logged (`--access-log`).
+async fn logged(
+    proxy: Arc<Proxy>,
+    req: http::Request<hyper::body::Incoming>,
+    peer: &crate::request::Peer,
+) -> http::Response<crate::body::Body> {
+    let started = std::time::Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let response = proxy.handle(req, peer).await;
+    access::log(&method, &path, &response, started.elapsed());
+    response
 }
 
 pub(crate) async fn accept(
@@ -394,10 +419,10 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
 async fn serve_settings(settings: Settings) -> Result<(), ServeError> {
     let server = Server::bind(settings).await?;
     if let Some(addr) = server.local_addr() {
-        eprintln!("herdguard serve: listening on http://{addr}");
+        tracing::info!(target: "herdguard::serve", url = %format_args!("http://{addr}"), "listening");
     }
     if let Some(addr) = server.admin_addr() {
-        eprintln!("herdguard serve: admin on http://{addr}/metrics");
+        tracing::info!(target: "herdguard::serve", url = %format_args!("http://{addr}/metrics"), "admin listening");
     }
     server.serve(shutdown_signal()).await
 }

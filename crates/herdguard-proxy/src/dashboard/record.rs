@@ -98,7 +98,12 @@ impl Sampling {
             wait_p50_ms: quantile(0.5),
             wait_p99_ms: quantile(0.99),
             in_flight: core.in_flight as u64,
-            lease: [0, 0, 0, core.leases_lost],
+            lease: [
+                core.leases_acquired,
+                core.lease_waits,
+                core.lease_takeovers,
+                core.leases_lost,
+            ],
             breaker: match core.breaker {
                 None => "none",
                 Some(BreakerState::Closed) => "closed",

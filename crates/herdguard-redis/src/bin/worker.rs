@@ -59,6 +59,10 @@ struct Args {
     /// The loader writes `bench:KEY:done <unix nanos>` just before returning.
     #[arg(long)]
     mark_done: bool,
+    /// How long a process waits on another's lease before loading itself
+    /// (default: the core's).
+    #[arg(long)]
+    wait_limit_ms: Option<u64>,
 }
 
 /// Who coordinates the callers of a round.
@@ -91,6 +95,49 @@ struct Round {
     latencies_us: Vec<u64>,
     /// Unix nanoseconds at which each caller that did not load returned, sorted.
     waiter_returned_unix_ns: Vec<u64>,
+    /// The round's lease metrics (`MetricsSnapshot` field → change).
+    lease: BTreeMap<&'static str, u64>,
+}
+
+/// The lease metrics' change from `before` to `after`.
+fn lease_metrics(
+    before: &herdguard::MetricsSnapshot,
+    after: &herdguard::MetricsSnapshot,
+) -> BTreeMap<&'static str, u64> {
+    let pairs = [
+        (
+            "leases_acquired",
+            after.leases_acquired - before.leases_acquired,
+        ),
+        ("lease_waits", after.lease_waits - before.lease_waits),
+        (
+            "lease_takeovers",
+            after.lease_takeovers - before.lease_takeovers,
+        ),
+        (
+            "lease_wait_limits",
+            after.lease_wait_limits - before.lease_wait_limits,
+        ),
+        (
+            "lease_wait_answers",
+            after.lease_wait_answers - before.lease_wait_answers,
+        ),
+        (
+            "duplicate_loads",
+            after.duplicate_loads - before.duplicate_loads,
+        ),
+        ("leases_lost", after.leases_lost - before.leases_lost),
+        (
+            "lease_wait_time_count",
+            after.lease_wait_time.count - before.lease_wait_time.count,
+        ),
+        (
+            "lease_wait_time_sum_ms",
+            u64::try_from((after.lease_wait_time.sum - before.lease_wait_time.sum).as_millis())
+                .unwrap_or(u64::MAX),
+        ),
+    ];
+    pairs.into_iter().collect()
 }
 
 /// What one caller got.
@@ -219,13 +266,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let remote = RedisRemote::<String, String>::connect(config)
         .await
         .context("connecting the shared store")?;
-    let cache: Cache<String, String> = Cache::builder()
+    let mut builder = Cache::builder()
         .ttl(Duration::from_secs(60))
         .shared_store(remote)
         .fleet_poll_interval(Duration::from_millis(args.poll_ms))
-        .shared_store_probe_interval(Duration::from_millis(args.probe_ms))
-        .build()
-        .context("building the cache")?;
+        .shared_store_probe_interval(Duration::from_millis(args.probe_ms));
+    if let Some(ms) = args.wait_limit_ms {
+        builder = builder.fleet_wait_limit(Duration::from_millis(ms));
+    }
+    let cache: Cache<String, String> = builder.build().context("building the cache")?;
     let counter = redis::Client::open(args.url.as_str())
         .context("counter client")?
         .get_connection_manager()
@@ -302,6 +351,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             served: BTreeMap::new(),
             latencies_us: Vec::new(),
             waiter_returned_unix_ns: Vec::new(),
+            lease: BTreeMap::new(),
         };
         for call in calls {
             match call.await {
@@ -333,6 +383,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         round.superseded = after.superseded - before.superseded;
         round.remote_errors = after.remote_errors - before.remote_errors;
         round.l2_hits = after.l2_hits - before.l2_hits;
+        round.lease = lease_metrics(&before, &after);
         println!(
             "{}",
             serde_json::to_string(&round).context("encoding the result")?
