@@ -129,6 +129,9 @@ async fn run_plan(
     if let Some(url) = &args.redis {
         fleet::check_redis(url, args.flush).await?;
     }
+    if !args.redis_cluster.is_empty() {
+        fleet::check_cluster(&args.redis_cluster).await?;
+    }
     let show_progress = !args.json && std::io::stderr().is_terminal();
     let mut scenarios = Vec::new();
     let stdout = std::io::stdout();
@@ -170,10 +173,10 @@ async fn run_plan(
     let report = DemoReport {
         version: env!("CARGO_PKG_VERSION").to_string(),
         seed: plan.seed,
-        store: if args.redis.is_some() {
-            "redis"
-        } else {
-            "embedded"
+        store: match (&args.redis, args.redis_cluster.is_empty()) {
+            (Some(_), _) => "redis",
+            (None, false) => "redis-cluster",
+            (None, true) => "embedded",
         }
         .to_string(),
         processes: args.processes,
