@@ -65,7 +65,13 @@ fn bad_cluster_flags_and_an_unreachable_cluster_are_bad_input() {
         vec!["demo", "--redis-cluster", &url, "--redis", &url],
         vec!["demo", "--redis-cluster", &url, "--fleet"],
         vec!["demo", "--redis-cluster", &url, "--flush"],
-        vec!["demo", "--redis-cluster", &url, "--scenario", "store-outage"],
+        vec![
+            "demo",
+            "--redis-cluster",
+            &url,
+            "--scenario",
+            "store-outage",
+        ],
         vec!["demo", "--redis-cluster", "127.0.0.1:7000"],
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_herdguard"))
