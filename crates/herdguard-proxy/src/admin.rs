@@ -23,6 +23,8 @@ use crate::server::accept;
 pub(crate) struct Admin {
     pub proxy: Arc<Proxy>,
     pub redis: bool,
+    /// The shared store, for its quorum-lease counters.
+    pub remote: Option<crate::fleet::FleetRemote>,
     pub limits: ConnectionLimits,
     pub max_connections: usize,
 }
@@ -43,11 +45,13 @@ impl Admin {
             };
             let proxy = Arc::clone(&self.proxy);
             let redis = self.redis;
+            let quorum = self.remote.clone();
             let state = Arc::new(ConnState::default());
             let io = TimedIo::new(stream, Arc::clone(&state), self.limits);
             let service = service_fn(move |req: Request<hyper::body::Incoming>| {
                 let busy = state.begin();
-                let response = answer(&proxy, redis, req.uri().path());
+                let quorum = quorum.as_ref().and_then(|r| r.quorum_stats());
+                let response = answer(&proxy, redis, quorum.as_ref(), req.uri().path());
                 async move { Ok::<_, Infallible>(response.map(|b| Tracked::new(b, busy))) }
             });
             let conn = builder.serve_connection(TokioIo::new(io), service);
@@ -59,11 +63,16 @@ impl Admin {
     }
 }
 
-fn answer(proxy: &Proxy, redis: bool, path: &str) -> Response<Body> {
+fn answer(
+    proxy: &Proxy,
+    redis: bool,
+    quorum: Option<&herdguard_redis::QuorumStats>,
+    path: &str,
+) -> Response<Body> {
     match path {
         "/metrics" => {
             let shared = redis.then(|| proxy.cache.shared_store_healthy());
-            let text = proxy.stats.render(&proxy.cache.metrics(), shared);
+            let text = proxy.stats.render(&proxy.cache.metrics(), shared, quorum);
             let mut r = Response::new(Body::full(Bytes::from(text)));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,

@@ -75,6 +75,7 @@ pub struct Server {
     admin: Option<TcpListener>,
     max_header_bytes: usize,
     redis: bool,
+    remote: Option<crate::fleet::FleetRemote>,
     max_connections: usize,
     admin_max_connections: usize,
     limits: ConnectionLimits,
@@ -115,7 +116,7 @@ impl Server {
             .wait_timeout(
                 settings.origin_timeout + settings.origin_connect_timeout + Duration::from_secs(1),
             );
-        let builder = crate::fleet::attach(builder, &settings).await?;
+        let (builder, remote) = crate::fleet::attach(builder, &settings).await?;
         let cache = builder.build().map_err(|e| ConfigError {
             field: "cache".into(),
             reason: e.to_string(),
@@ -192,6 +193,7 @@ impl Server {
             admin,
             max_header_bytes: settings.max_header_bytes,
             redis: settings.redis.is_some() || !settings.redis_cluster.is_empty(),
+            remote,
             max_connections: settings.max_connections,
             admin_max_connections: settings.admin_max_connections,
             limits: settings.connection_limits,
@@ -225,6 +227,7 @@ impl Server {
             let listener = admin::Admin {
                 proxy: Arc::clone(&self.proxy),
                 redis: self.redis,
+                remote: self.remote,
                 limits: self.limits,
                 max_connections: self.admin_max_connections,
             };
