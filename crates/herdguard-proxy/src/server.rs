@@ -76,12 +76,11 @@ pub struct Server {
     admin: Option<TcpListener>,
     max_header_bytes: usize,
     redis: bool,
+    remote: Option<crate::fleet::FleetRemote>,
     max_connections: usize,
     admin_max_connections: usize,
     limits: ConnectionLimits,
     threads: usize,
-    /// The shared store, when there is one: the dashboard's fleet view.
-    fleet: Option<crate::dashboard::Fleet>,
     access_log: bool,
 }
 
@@ -119,7 +118,7 @@ impl Server {
             .wait_timeout(
                 settings.origin_timeout + settings.origin_connect_timeout + Duration::from_secs(1),
             );
-        let (builder, fleet) = crate::fleet::attach(builder, &settings).await?;
+        let (builder, remote) = crate::fleet::attach(builder, &settings).await?;
         let cache = builder.build().map_err(|e| ConfigError {
             field: "cache".into(),
             reason: e.to_string(),
@@ -196,11 +195,11 @@ impl Server {
             admin,
             max_header_bytes: settings.max_header_bytes,
             redis: settings.redis.is_some() || !settings.redis_cluster.is_empty(),
+            remote,
             max_connections: settings.max_connections,
             admin_max_connections: settings.admin_max_connections,
             limits: settings.connection_limits,
             threads: settings.threads,
-            fleet,
             access_log: settings.access_log,
         })
     }
@@ -232,7 +231,7 @@ impl Server {
             let sampler = crate::dashboard::Sampler::start(
                 Arc::clone(&self.proxy),
                 crate::dashboard::instance_name(port),
-                self.fleet.clone(),
+                self.remote.clone(),
                 self.redis,
                 stop_rx.clone(),
             );
@@ -240,6 +239,7 @@ impl Server {
                 sampler: Arc::new(sampler),
                 proxy: Arc::clone(&self.proxy),
                 redis: self.redis,
+                remote: self.remote,
                 limits: self.limits,
                 max_connections: self.admin_max_connections,
             };

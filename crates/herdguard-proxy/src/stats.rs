@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use herdguard::{HistogramSnapshot, MetricsSnapshot};
+use herdguard_redis::QuorumStats;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -89,8 +90,14 @@ impl Stats {
             .unwrap_or(0)
     }
 
-    /// The Prometheus text exposition of these counters and of `core`.
-    pub fn render(&self, core: &MetricsSnapshot, shared_store: Option<bool>) -> String {
+    /// The Prometheus text exposition of these counters, of `core` and, with
+    /// quorum leases, of what their votes found.
+    pub fn render(
+        &self,
+        core: &MetricsSnapshot,
+        shared_store: Option<bool>,
+        quorum: Option<&QuorumStats>,
+    ) -> String {
         let mut registry = Registry::default();
         let results = Family::<Vec<(String, String)>, Counter>::default();
         for (i, r) in RESULTS.iter().enumerate() {
@@ -214,6 +221,9 @@ impl Stats {
         }
         render_fleet(&mut registry, core);
         render_breaker(&mut registry, core);
+        if let Some(q) = quorum {
+            register_quorum(&mut registry, q);
+        }
         let mut text = String::new();
         // Writing to a String cannot fail.
         let _ = encode(&mut text, &registry);
@@ -337,6 +347,45 @@ impl EncodeMetric for SnapshotHistogram {
         MetricType::Histogram
     }
 }
+/// The quorum-lease counters (`herdguard_quorum_*`), one series per lock
+/// server for its failures.
+fn register_quorum(registry: &mut Registry, q: &QuorumStats) {
+    for (name, help, v) in [
+        (
+            "herdguard_quorum_grants",
+            "Quorum leases held (a majority granted within the validity)",
+            q.granted,
+        ),
+        (
+            "herdguard_quorum_split_votes",
+            "Votes some lock servers granted but fewer than a majority (retried)",
+            q.split_votes,
+        ),
+        (
+            "herdguard_quorum_validity_spent",
+            "Votes a majority granted after the lease's validity was spent",
+            q.validity_spent,
+        ),
+        (
+            "herdguard_quorum_unavailable",
+            "Acquisitions and renewals without a majority of lock servers answering",
+            q.unavailable,
+        ),
+    ] {
+        registry.register(name, help, ConstCounter::new(v));
+    }
+    let failures = Family::<Vec<(String, String)>, Counter>::default();
+    for (url, n) in &q.server_failures {
+        failures
+            .get_or_create(&vec![("server".into(), url.clone())])
+            .inc_by(*n);
+    }
+    registry.register(
+        "herdguard_quorum_lock_server_failures",
+        "Failed commands of each lock server (no connection, no answer in time, an error)",
+        failures,
+    );
+}
 
 #[cfg(test)]
 mod tests {
@@ -367,7 +416,7 @@ mod tests {
             .await;
         assert!(failed.is_err());
         clock.advance(Duration::from_secs(3));
-        let text = Stats::default().render(&cache.metrics(), None);
+        let text = Stats::default().render(&cache.metrics(), None, None);
         assert_eq!(
             value(&text, "herdguard_breaker_transitions_total{to=\"open\"}"),
             Some(1.0),

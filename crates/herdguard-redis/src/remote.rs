@@ -20,7 +20,7 @@ use crate::conn::{Conn, Endpoint, Primary, SentinelUrl};
 use crate::envelope;
 use crate::feed::{Event, Feed};
 use crate::keys::{change_channel, unescape, KeyNames};
-use crate::quorum::{Acquired, Quorum};
+use crate::quorum::{Acquired, Quorum, QuorumStats};
 use crate::scripts::Scripts;
 
 /// How long a key's version counter outlives its last change. Should it expire
@@ -191,6 +191,12 @@ where
     /// make a lease.
     pub fn lease_quorum(&self) -> Option<(usize, usize)> {
         self.quorum.as_ref().map(|q| (q.len(), q.majority()))
+    }
+
+    /// With quorum leases, what their votes found so far: grants, split
+    /// votes, majorities missing, each lock server's failures.
+    pub fn quorum_stats(&self) -> Option<QuorumStats> {
+        self.quorum.as_ref().map(Quorum::stats)
     }
 
     /// Announcements on the change channel that did not parse (and were dropped).

@@ -2,7 +2,8 @@
 //! `RedisRemote`, prints `ready`, then for each line `go KEY` read on stdin
 //! runs `--callers` concurrent `get_or_load(KEY)` and prints one JSON line with
 //! what happened; `health` prints whether it uses the shared store now. Stops
-//! at the end of stdin.
+//! at the end of stdin. With `--cluster`, `--url` lists a Redis Cluster's seed
+//! nodes (comma-separated) and everything runs on the cluster.
 //!
 //! The loader counts its calls locally and in Redis (`INCR count:KEY`), sleeps
 //! `--loader-ms`, and returns `--value` (default: `v-PID`). With `--mark-done`
@@ -29,9 +30,12 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 #[derive(Parser, Debug)]
 #[command(about = "herdguard-redis fleet worker (test helper)")]
 struct Args {
-    /// Redis URL.
+    /// Redis URL (with `--cluster`: seed URLs, comma-separated).
     #[arg(long)]
     url: String,
+    /// `--url` lists the seed nodes of a Redis Cluster.
+    #[arg(long)]
+    cluster: bool,
     /// Concurrent callers per round.
     #[arg(long, default_value_t = 64)]
     callers: usize,
@@ -148,6 +152,69 @@ struct Call {
     returned_unix_ns: u64,
 }
 
+/// Where the loader counts its calls: the server, or the cluster (each command
+/// names one key, so the cluster connection sends it to that key's shard).
+#[derive(Clone)]
+enum Counter {
+    Single(redis::aio::ConnectionManager),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl Counter {
+    async fn connect(args: &Args) -> anyhow::Result<Counter> {
+        if args.cluster {
+            let client = redis::cluster::ClusterClient::new(seeds(&args.url))
+                .context("counter cluster client")?;
+            let conn = client
+                .get_async_connection()
+                .await
+                .context("counter cluster connection")?;
+            return Ok(Counter::Cluster(conn));
+        }
+        let conn = redis::Client::open(args.url.as_str())
+            .context("counter client")?
+            .get_connection_manager()
+            .await
+            .context("counter connection")?;
+        Ok(Counter::Single(conn))
+    }
+}
+
+impl redis::aio::ConnectionLike for Counter {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Counter::Single(c) => c.req_packed_command(cmd),
+            Counter::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Counter::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Counter::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Counter::Single(c) => c.get_db(),
+            Counter::Cluster(_) => 0,
+        }
+    }
+}
+
+fn seeds(list: &str) -> Vec<String> {
+    list.split(',').map(str::to_string).collect()
+}
+
 fn unix_nanos() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -158,12 +225,7 @@ fn unix_nanos() -> u64 {
 /// The loader's side effects: count the call in Redis, take `loader_ms`, and
 /// with `mark_done` record when it returns. Best effort: with Redis down the
 /// local count still tells.
-async fn load(
-    counter: &mut redis::aio::ConnectionManager,
-    key: &str,
-    loader_ms: u64,
-    mark_done: bool,
-) {
+async fn load(counter: &mut Counter, key: &str, loader_ms: u64, mark_done: bool) {
     // Twice: after a Redis restart the first command on the old connection
     // fails and makes the connection manager reconnect.
     for _ in 0..2 {
@@ -192,7 +254,7 @@ async fn load(
 
 /// One caller of the classic pattern; returns the value and whether it loaded.
 async fn classic_call(
-    mut conn: redis::aio::ConnectionManager,
+    mut conn: Counter,
     key: &str,
     value: &str,
     loader_ms: u64,
@@ -260,7 +322,12 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let config = RedisConfig::new(args.url.clone())
+    let config = if args.cluster {
+        RedisConfig::cluster(seeds(&args.url))
+    } else {
+        RedisConfig::new(args.url.clone())
+    };
+    let config = config
         .lease_ttl(Duration::from_millis(args.lease_ttl_ms))
         .renew(!args.no_renew);
     let remote = RedisRemote::<String, String>::connect(config)
@@ -275,11 +342,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         builder = builder.fleet_wait_limit(Duration::from_millis(ms));
     }
     let cache: Cache<String, String> = builder.build().context("building the cache")?;
-    let counter = redis::Client::open(args.url.as_str())
-        .context("counter client")?
-        .get_connection_manager()
-        .await
-        .context("counter connection")?;
+    let counter = Counter::connect(&args).await?;
     let value = args
         .value
         .clone()
