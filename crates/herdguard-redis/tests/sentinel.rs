@@ -274,11 +274,15 @@ async fn quorum_leases_over_a_sentinel_data_store_survive_its_failover() {
             "coordinated on the promoted replica"
         );
     }
-    // The leases were the lock servers' all along: each node's grants there.
-    for r in &remotes {
-        let stats = r.quorum_stats().expect("quorum leases");
-        assert!(stats.granted >= 1, "{stats:?}");
-    }
+    // The leases were the lock servers' all along: one grant at least for
+    // each coordinated round (before and after the failover), by whichever
+    // node won it — not each node (one may lose every race).
+    let stats: Vec<_> = remotes
+        .iter()
+        .map(|r| r.quorum_stats().expect("quorum leases"))
+        .collect();
+    let granted: u64 = stats.iter().map(|s| s.granted).sum();
+    assert!(granted >= 4, "{stats:?}");
     locks[1].kill();
     assert_eq!(
         stampede(&nodes, "one-lock-server-down", 16).await,
