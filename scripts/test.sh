@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command (README): every test of the workspace, against real servers.
-# Installs what a fresh machine lacks (redis-server, chromium; when root), or
-# says in one line what to install.
+# Installs what a fresh machine lacks (redis-server, chromium, python3-venv;
+# when root), or says in one line what to install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +12,12 @@ command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 # redis-cli (the cluster tests create their cluster with it; Debian's redis-server pulls it in).
 command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+# python3 with venv (the Python package's tests run in a virtualenv).
+if ! command -v python3 >/dev/null 2>&1; then
+  need+=(python3 python3-venv)
+elif ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+  need+=(python3-venv)
+fi
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing ${need[*]} (Debian packages) for the tests..."
@@ -29,3 +35,16 @@ cargo test --workspace --locked
 # feature, so it gets its own target dir.
 RUSTFLAGS="--cfg herdguard_shuttle" CARGO_TARGET_DIR=target/shuttle \
   cargo test -p herdguard --lib --locked shuttle
+
+# The Python package (bindings/python): a virtualenv with maturin, pytest and
+# Flask (for the integration example) from PyPI, the abi3 wheel built by
+# maturin (dev profile: a fraction of a release build's time) and installed,
+# then its pytest suite, which drives real redis-servers and the Rust fleet
+# worker built above.
+venv=target/pyenv
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/python" -m pip install -q --disable-pip-version-check "maturin>=1.5,<2" "pytest>=7" "flask>=2"
+rm -rf target/wheels/python
+"$venv/bin/maturin" build --quiet --locked -m bindings/python/Cargo.toml -o target/wheels/python
+"$venv/bin/python" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps target/wheels/python/herdguard-*.whl
+"$venv/bin/python" -m pytest -q bindings/python/tests

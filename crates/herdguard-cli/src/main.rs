@@ -6,6 +6,10 @@
 //! - `purge`: purge URLs through a sidecar's admin listener (fleet-wide with Redis).
 //!
 //! Exit codes: 0 ok, 1 the run failed, 2 bad input.
+//!
+//! Logging (`logging`): `--log-format text|json`, `--log-level` / `RUST_LOG`.
+
+mod logging;
 
 use std::process::ExitCode;
 
@@ -15,6 +19,8 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "herdguard", version, about)]
 struct Cli {
+    #[command(flatten)]
+    logs: logging::LogArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -35,6 +41,17 @@ enum Command {
 fn main() -> ExitCode {
     // clap prints usage errors itself and exits with code 2.
     let cli = Cli::parse();
+    // The demo's output is its report: quiet unless asked.
+    let default_filter = match cli.command {
+        Command::Demo(_) => "off",
+        Command::Serve(_) => "info",
+        // Its output is one line per URL; errors are its own line.
+        Command::Purge(_) => "warn",
+    };
+    if let Err(message) = logging::init(&cli.logs, default_filter) {
+        eprintln!("error: {message}");
+        return ExitCode::from(2);
+    }
     let result = match cli.command {
         Command::Demo(args) => {
             herdguard_demo::run(args).map_err(|e| (e.exit_code(), e.to_string()))

@@ -444,6 +444,19 @@ fn every_dashboard_of_a_fleet_shows_every_instance_and_the_fleet_totals() {
         .filter(|r| !r["id"].as_str().unwrap_or("").contains("injected"))
         .map(|r| r.to_string())
         .collect();
+    // The lease figures: one grant per origin call for the whole fleet, and
+    // the other instances waited on it.
+    let lease = |i: usize| -> u64 {
+        update["instances"]
+            .as_array()
+            .expect("instances")
+            .iter()
+            .map(|r| r["lease"][i].as_u64().unwrap_or(0))
+            .sum()
+    };
+    assert_eq!(lease(0), 1 + stampedes, "leases acquired: {update}");
+    assert!(lease(1) >= 1, "lease waits: {update}");
+    assert_eq!(lease(2), 0, "no take-over in a healthy fleet: {update}");
     assert!(
         ours.len() <= 1024,
         "three instances in at most 1 KB per update: {} bytes",

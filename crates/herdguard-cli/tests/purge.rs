@@ -59,17 +59,17 @@ fn serve(origin: &str) -> Serve {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // The start-up log events name the two listeners: `listening url=…`, then `admin listening url=…`.
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut addr_after = |marker: &str| {
-        let line = lines.next().unwrap().unwrap();
-        let rest = line
-            .split(marker)
-            .nth(1)
-            .unwrap_or_else(|| panic!("{line}"));
-        rest.trim_end_matches("/metrics").to_string()
+    let mut next_url = || loop {
+        let line = lines.next().expect("serve started").unwrap();
+        if let Some(rest) = line.split("url=http://").nth(1) {
+            let addr = rest.split_whitespace().next().unwrap_or("");
+            return addr.trim_end_matches("/metrics").to_string();
+        }
     };
-    let listen = addr_after("listening on http://");
-    let admin = addr_after("admin on http://");
+    let listen = next_url();
+    let admin = next_url();
     Serve {
         child,
         listen,

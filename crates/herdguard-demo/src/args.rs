@@ -120,8 +120,19 @@ pub struct DemoArgs {
     /// embedded in-process store.
     #[arg(long, value_name = "URL")]
     pub redis: Option<String>,
-    /// With --redis: run the requests in this many processes (copies of this
-    /// program) that start together and share keys, and add up their counts.
+    /// A Redis Cluster instead of --redis, by some of its nodes' URLs
+    /// (comma-separated, e.g. redis://10.0.0.1:7000/,redis://10.0.0.2:7000/):
+    /// `fleet` and `herdguard` keep their shared tier and leases there
+    /// (hash-tagged keys, one shard per key), `none` and `classic` their values
+    /// and locks over a cluster connection. Not with --redis, --fleet or
+    /// --flush; no store-outage scenario (its relay fronts one server, a
+    /// cluster client follows the nodes the cluster names) and no patterns
+    /// scenario (the durable write-behind queue needs one server).
+    #[arg(long, value_name = "URL,URL,...", value_delimiter = ',')]
+    pub redis_cluster: Vec<String>,
+    /// With --redis or --redis-cluster: run the requests in this many processes
+    /// (copies of this program) that start together and share keys, and add up
+    /// their counts.
     #[arg(long, default_value_t = 1)]
     pub processes: u32,
     /// With --redis: delete the demo's keys (hgdemo:*) before running.
@@ -183,6 +194,9 @@ pub struct ScenarioPlan {
     pub outage_window: Option<(f64, f64)>,
     /// The Redis server, if any.
     pub redis: Option<String>,
+    /// The Redis Cluster's seed URLs (`--redis-cluster`), if any.
+    #[serde(default)]
+    pub redis_cluster: Vec<String>,
     /// Shared by the processes of one run, part of every key name, so runs never
     /// see each other's values.
     pub run_id: String,
@@ -197,6 +211,12 @@ pub struct ScenarioPlan {
 }
 
 impl ScenarioPlan {
+    /// Whether the strategies share a Redis (`--redis`, `--fleet`) or a Redis
+    /// Cluster (`--redis-cluster`).
+    pub fn shared_store(&self) -> bool {
+        self.redis.is_some() || !self.redis_cluster.is_empty()
+    }
+
     /// Requests each strategy makes in this scenario (in one process).
     pub fn requests(&self) -> u64 {
         match self.scenario {
@@ -239,9 +259,9 @@ impl DemoArgs {
         let Some(processes) = self.fleet else {
             return Ok(None);
         };
-        if self.redis.is_some() {
+        if self.redis.is_some() || !self.redis_cluster.is_empty() {
             return Err(bad(
-                "--fleet starts a private redis-server; --redis URL uses yours: pass one or the other",
+                "--fleet starts a private redis-server; --redis / --redis-cluster use yours: pass one or the other",
             ));
         }
         if self.processes != 1 {
@@ -293,17 +313,19 @@ impl DemoArgs {
                 return Err(bad(format!("{flag} must be at most 10s")));
             }
         }
-        if self.redis.is_none() {
+        self.check_cluster()?;
+        let shared = self.redis.is_some() || !self.redis_cluster.is_empty();
+        if !shared {
             if self.processes > 1 {
                 return Err(bad(
-                    "--processes needs --redis (processes share keys through Redis)",
+                    "--processes needs --redis or --redis-cluster (processes share keys through Redis)",
                 ));
             }
             if self.flush {
                 return Err(bad("--flush needs --redis"));
             }
             if self.strategy.contains(&Strategy::Fleet) {
-                return Err(bad("the fleet strategy needs --redis"));
+                return Err(bad("the fleet strategy needs --redis or --redis-cluster"));
             }
         }
         let scenarios: Vec<Scenario> = if self.scenario.is_empty() {
@@ -315,6 +337,14 @@ impl DemoArgs {
         } else if self.processes > 1 && self.scenario.contains(&Scenario::Patterns) {
             return Err(bad(
                 "the patterns scenario runs in one process (with --redis it starts its own crash workers)",
+            ));
+        } else if !self.redis_cluster.is_empty() && self.scenario.contains(&Scenario::StoreOutage) {
+            return Err(bad(
+                "the store-outage scenario needs --redis: its relay fronts one server, and a cluster client reaches the nodes the cluster names",
+            ));
+        } else if !self.redis_cluster.is_empty() && self.scenario.contains(&Scenario::Patterns) {
+            return Err(bad(
+                "the patterns scenario needs --redis or no Redis: its durable write-behind queue takes one server",
             ));
         } else if self.redis.is_none() && self.scenario.contains(&Scenario::StoreOutage) {
             return Err(bad(
@@ -332,7 +362,7 @@ impl DemoArgs {
         let mut plans = Vec::new();
         for scenario in scenarios {
             let strategies: Vec<Strategy> = scenario
-                .strategies(self.redis.is_some())
+                .strategies(shared)
                 .into_iter()
                 .filter(|s| self.strategy.is_empty() || self.strategy.contains(s))
                 .collect();
@@ -356,6 +386,7 @@ impl DemoArgs {
                 failure_window: (scenario == Scenario::OriginFailure).then_some((0.25, 0.65)),
                 outage_window: (scenario == Scenario::StoreOutage).then_some(OUTAGE_WINDOW),
                 redis: self.redis.clone(),
+                redis_cluster: self.redis_cluster.clone(),
                 run_id: run_id.clone(),
                 start_at_unix_ms: None,
                 db_read: self.db_read,
@@ -372,6 +403,35 @@ impl DemoArgs {
             scenarios: plans,
             seed: self.seed.unwrap_or_else(|| fastrand::u64(..)),
         })
+    }
+}
+
+impl DemoArgs {
+    /// `--redis-cluster`: redis:// seed URLs, and none of the flags it excludes.
+    fn check_cluster(&self) -> Result<(), DemoError> {
+        if self.redis_cluster.is_empty() {
+            return Ok(());
+        }
+        if self.redis.is_some() {
+            return Err(bad(
+                "--redis is one server, --redis-cluster a cluster: pass one or the other",
+            ));
+        }
+        if self.flush {
+            return Err(bad(
+                "--flush needs --redis (on a cluster every run's keys carry a fresh run id and expire)",
+            ));
+        }
+        if let Some(seed) = self
+            .redis_cluster
+            .iter()
+            .find(|u| !(u.starts_with("redis://") || u.starts_with("rediss://")))
+        {
+            return Err(bad(format!(
+                "--redis-cluster {seed:?}: need redis:// URLs, comma-separated"
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -488,5 +548,35 @@ mod tests {
             let err = fleet_args(bad_args).expect_err("bad input");
             assert_eq!(err.exit_code(), 2, "{bad_args:?}");
         }
+    }
+
+    #[test]
+    fn redis_cluster_excludes_redis_fleet_flush_and_the_one_server_scenarios() {
+        let seeds = "redis://127.0.0.1:1/,redis://127.0.0.1:2/";
+        let default = names(&["--redis-cluster", seeds]).expect("plan");
+        assert_eq!(
+            default,
+            ["cold", "expiry", "origin-failure"],
+            "no store-outage"
+        );
+        let cli = Cli::try_parse_from(["demo", "--redis-cluster", seeds, "--processes", "3"])
+            .expect("parses");
+        let plan = cli.demo.plan().expect("plan");
+        assert_eq!(plan.scenarios[0].redis_cluster.len(), 2);
+        assert!(plan.scenarios[0].shared_store());
+        assert!(plan.scenarios[0].strategies.contains(&Strategy::Fleet));
+        for bad_args in [
+            &["--redis-cluster", seeds, "--redis", "redis://127.0.0.1:1/"][..],
+            &["--redis-cluster", seeds, "--flush"],
+            &["--redis-cluster", seeds, "--scenario", "store-outage"],
+            &["--redis-cluster", seeds, "--scenario", "patterns"],
+            &["--redis-cluster", "127.0.0.1:1"],
+            &["--redis-cluster", "redis://127.0.0.1:1/,"],
+        ] {
+            let err = names(bad_args).expect_err("bad input");
+            assert_eq!(err.exit_code(), 2, "{bad_args:?}");
+        }
+        let err = fleet_args(&["--fleet", "--redis-cluster", seeds]).expect_err("bad input");
+        assert_eq!(err.exit_code(), 2);
     }
 }

@@ -123,6 +123,16 @@ pub async fn check_redis(url: &str, flush: bool) -> Result<(), DemoError> {
         .map_err(|e| runtime(format!("--flush: {e}")))
 }
 
+/// Checks that the Redis Cluster of `seeds` answers (else bad input).
+pub async fn check_cluster(seeds: &[String]) -> Result<(), DemoError> {
+    let mut conn = crate::strategy::connect_cluster(seeds).await?;
+    let _: String = redis::cmd("PING")
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| bad(format!("the Redis Cluster does not answer PING: {e}")))?;
+    Ok(())
+}
+
 /// Deletes every key matching `pattern`.
 pub(crate) async fn delete_matching(
     conn: &mut redis::aio::ConnectionManager,

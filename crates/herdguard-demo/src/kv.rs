@@ -3,13 +3,16 @@
 //!
 //! It is the store a team writes a hand-rolled lock against, with the same
 //! semantics as Redis, so `classic` pays what it pays in production: the polling.
-//! With `--redis`, [`Kv::Redis`] runs the very same commands against the server.
+//! With `--redis`, [`Kv::Redis`] runs the very same commands against the server;
+//! with `--redis-cluster`, [`Kv::Cluster`] against the cluster (every command
+//! names one key, so redis-rs sends it to the shard that owns it).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use redis::aio::ConnectionManager;
+use redis::cluster_async::ClusterConnection;
 
 /// Where `none` and `classic` keep values and locks.
 pub enum Kv {
@@ -17,6 +20,8 @@ pub enum Kv {
     Memory(MemoryKv),
     /// A real Redis server: GET, SET PX, SET NX PX, and a compare-and-delete script.
     Redis(ConnectionManager),
+    /// A Redis Cluster: the same commands, each routed by its key's slot.
+    Cluster(ClusterConnection),
 }
 
 /// Releases a lock only if it still holds our token (the Redis distributed-lock
@@ -28,16 +33,26 @@ fn px(ttl: Duration) -> u64 {
 }
 
 impl Kv {
+    /// Runs `cmd` on the Redis server or cluster (not on the in-process map).
+    async fn query<T: redis::FromRedisValue>(
+        &self,
+        cmd: &redis::Cmd,
+    ) -> Result<T, redis::RedisError> {
+        match self {
+            Kv::Redis(conn) => cmd.query_async(&mut conn.clone()).await,
+            Kv::Cluster(conn) => cmd.query_async(&mut conn.clone()).await,
+            Kv::Memory(_) => Err(redis::RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "the in-process store runs no Redis command",
+            ))),
+        }
+    }
+
     /// `GET key`.
     pub async fn get(&self, key: &str) -> Result<Option<String>, redis::RedisError> {
         match self {
             Kv::Memory(m) => Ok(m.get(key)),
-            Kv::Redis(conn) => {
-                redis::cmd("GET")
-                    .arg(key)
-                    .query_async(&mut conn.clone())
-                    .await
-            }
+            _ => self.query(redis::cmd("GET").arg(key)).await,
         }
     }
 
@@ -53,13 +68,8 @@ impl Kv {
                 m.set_px(key, value, ttl);
                 Ok(())
             }
-            Kv::Redis(conn) => {
-                redis::cmd("SET")
-                    .arg(key)
-                    .arg(value)
-                    .arg("PX")
-                    .arg(px(ttl))
-                    .query_async(&mut conn.clone())
+            _ => {
+                self.query(redis::cmd("SET").arg(key).arg(value).arg("PX").arg(px(ttl)))
                     .await
             }
         }
@@ -74,14 +84,16 @@ impl Kv {
     ) -> Result<bool, redis::RedisError> {
         match self {
             Kv::Memory(m) => Ok(m.set_nx_px(key, value, ttl)),
-            Kv::Redis(conn) => {
-                let set: Option<String> = redis::cmd("SET")
-                    .arg(key)
-                    .arg(value)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(px(ttl))
-                    .query_async(&mut conn.clone())
+            _ => {
+                let set: Option<String> = self
+                    .query(
+                        redis::cmd("SET")
+                            .arg(key)
+                            .arg(value)
+                            .arg("NX")
+                            .arg("PX")
+                            .arg(px(ttl)),
+                    )
                     .await?;
                 Ok(set.is_some())
             }
@@ -95,11 +107,8 @@ impl Kv {
                 m.map.lock().remove(key);
                 Ok(())
             }
-            Kv::Redis(conn) => {
-                let _: i64 = redis::cmd("DEL")
-                    .arg(key)
-                    .query_async(&mut conn.clone())
-                    .await?;
+            Kv::Redis(_) | Kv::Cluster(_) => {
+                let _: i64 = self.query(redis::cmd("DEL").arg(key)).await?;
                 Ok(())
             }
         }
@@ -107,20 +116,18 @@ impl Kv {
 
     /// Deletes `key` only if it still holds `value`.
     pub async fn del_if(&self, key: &str, value: &str) -> Result<(), redis::RedisError> {
-        match self {
+        let script = redis::Script::new(RELEASE);
+        let mut invocation = script.key(key);
+        invocation.arg(value);
+        let _: i64 = match self {
             Kv::Memory(m) => {
                 m.del_if(key, value);
-                Ok(())
+                return Ok(());
             }
-            Kv::Redis(conn) => {
-                let _: i64 = redis::Script::new(RELEASE)
-                    .key(key)
-                    .arg(value)
-                    .invoke_async(&mut conn.clone())
-                    .await?;
-                Ok(())
-            }
-        }
+            Kv::Redis(conn) => invocation.invoke_async(&mut conn.clone()).await?,
+            Kv::Cluster(conn) => invocation.invoke_async(&mut conn.clone()).await?,
+        };
+        Ok(())
     }
 }
 

@@ -110,6 +110,11 @@ fn run_web(mut args: DemoArgs) -> Result<(), DemoError> {
             "--web runs in one process: drop --processes (the fleet strategy still uses Redis)",
         ));
     }
+    if !args.redis_cluster.is_empty() {
+        return Err(error::bad(
+            "--web takes --redis URL or --fleet, not --redis-cluster (its partition cuts one server)",
+        ));
+    }
     let redis = match args.fleet.take() {
         Some(_) if args.redis.is_some() => return Err(error::bad(
             "--fleet starts a private redis-server; --redis URL uses yours: pass one or the other",
@@ -163,6 +168,9 @@ async fn run_plan(
     if let Some(url) = &args.redis {
         fleet::check_redis(url, args.flush).await?;
     }
+    if !args.redis_cluster.is_empty() {
+        fleet::check_cluster(&args.redis_cluster).await?;
+    }
     let show_progress = !args.json && std::io::stderr().is_terminal();
     let mut scenarios = Vec::new();
     let stdout = std::io::stdout();
@@ -204,10 +212,10 @@ async fn run_plan(
     let report = DemoReport {
         version: env!("CARGO_PKG_VERSION").to_string(),
         seed: plan.seed,
-        store: if args.redis.is_some() {
-            "redis"
-        } else {
-            "embedded"
+        store: match (&args.redis, args.redis_cluster.is_empty()) {
+            (Some(_), _) => "redis",
+            (None, false) => "redis-cluster",
+            (None, true) => "embedded",
         }
         .to_string(),
         processes: args.processes,

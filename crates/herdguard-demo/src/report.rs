@@ -16,7 +16,7 @@ pub struct DemoReport {
     pub version: String,
     /// The seed in use (pass it to `--seed` to reproduce the draws).
     pub seed: u64,
-    /// `embedded` or `redis`.
+    /// `embedded`, `redis` or `redis-cluster`.
     pub store: String,
     /// Processes that made requests.
     pub processes: u32,
@@ -114,7 +114,7 @@ pub fn scenario_report(plan: &ScenarioPlan, runs: &[RawRun]) -> ScenarioReport {
         outage_window_ms: plan
             .outage_window
             .map(|(a, b)| (ms(plan.duration) * a, ms(plan.duration) * b)),
-        shared_store: plan.redis.is_some(),
+        shared_store: plan.shared_store(),
         strategies: {
             // One span for every strategy, so their timelines line up.
             let min_ms = if steady {

@@ -113,6 +113,8 @@ pub struct ClientConfig {
     /// The Redis server (`--redis`), if any: `none` and `classic` keep values and
     /// locks there, `fleet` its shared tier and leases.
     pub redis: Option<String>,
+    /// The Redis Cluster's seeds (`--redis-cluster`), if any, in place of `redis`.
+    pub redis_cluster: Vec<String>,
     /// The store-outage scenario: Redis will go away, so `fleet` gives up on an
     /// operation after 100 ms and retries the store after 500 ms.
     pub store_outage: bool,
@@ -176,18 +178,19 @@ impl Client {
         let stale = Duration::from_secs(60);
         let built = match strategy {
             Strategy::None | Strategy::Classic => {
-                let kv = match &config.redis {
-                    None => Kv::Memory(MemoryKv::default()),
-                    Some(url) => Kv::Redis(connect(url).await?),
+                let kv = match (&config.redis, config.redis_cluster.is_empty()) {
+                    (Some(url), _) => Kv::Redis(connect(url).await?),
+                    (None, false) => Kv::Cluster(connect_cluster(&config.redis_cluster).await?),
+                    (None, true) => Kv::Memory(MemoryKv::default()),
                 };
                 return Ok(plain(kv, strategy == Strategy::Classic));
             }
             Strategy::SingleFlight => builder.build(),
             Strategy::Fleet => {
-                let Some(url) = &config.redis else {
-                    return Err(bad("the fleet strategy needs --redis"));
-                };
-                fleet_tier(builder, url, config).await?.build()
+                if config.redis.is_none() && config.redis_cluster.is_empty() {
+                    return Err(bad("the fleet strategy needs --redis or --redis-cluster"));
+                }
+                fleet_tier(builder, config).await?.build()
             }
             Strategy::Herdguard => {
                 let builder = builder
@@ -195,9 +198,10 @@ impl Client {
                     .stale_while_revalidate(stale)
                     .stale_if_error(stale)
                     .circuit_breaker(BreakerConfig::new(3, Duration::from_secs(1)));
-                match &config.redis {
-                    Some(url) => fleet_tier(builder, url, config).await?.build(),
-                    None => builder.build(),
+                if config.redis.is_some() || !config.redis_cluster.is_empty() {
+                    fleet_tier(builder, config).await?.build()
+                } else {
+                    builder.build()
                 }
             }
             Strategy::Xfetch => builder.early_refresh(1.0).build(),
@@ -281,13 +285,20 @@ fn served(how: Served) -> Outcome {
     }
 }
 
-/// Adds the fleet tier (`herdguard-redis`) at `url` to `builder`.
+/// Adds the fleet tier (`herdguard-redis`) on `config`'s Redis or Redis
+/// Cluster to `builder`.
 async fn fleet_tier(
     builder: herdguard::CacheBuilder<String, String>,
-    url: &str,
     config: &ClientConfig,
 ) -> Result<herdguard::CacheBuilder<String, String>, DemoError> {
-    let mut redis_config = herdguard_redis::RedisConfig::new(url.to_string())
+    let (redis_config, url) = match &config.redis {
+        Some(url) => (herdguard_redis::RedisConfig::new(url.clone()), url.clone()),
+        None => (
+            herdguard_redis::RedisConfig::cluster(config.redis_cluster.clone()),
+            format!("the cluster of {}", config.redis_cluster.join(",")),
+        ),
+    };
+    let mut redis_config = redis_config
         .prefix(crate::KEY_PREFIX)
         .lease_ttl((config.origin_latency * 5).max(Duration::from_secs(2)));
     let mut builder = builder;
@@ -319,6 +330,29 @@ pub(crate) async fn connect(url: &str) -> Result<redis::aio::ConnectionManager, 
     .await
     .map_err(|_| unreachable(format!("no connection within {CONNECT_TIMEOUT:?}")))?
     .map_err(|e| unreachable(e.to_string()))
+}
+
+/// Connects to the Redis Cluster of `seeds` for `none` and `classic` (redis-rs
+/// routes each command to the shard of its key), within the same bound.
+pub(crate) async fn connect_cluster(
+    seeds: &[String],
+) -> Result<redis::cluster_async::ClusterConnection, DemoError> {
+    let unreachable = |reason: String| {
+        bad(format!(
+            "cannot reach the Redis Cluster at {}: {reason}",
+            seeds.join(",")
+        ))
+    };
+    let client = redis::cluster::ClusterClient::builder(seeds.to_vec())
+        .connection_timeout(CONNECT_TIMEOUT)
+        .response_timeout(Duration::from_secs(2))
+        .retries(1)
+        .build()
+        .map_err(|e| bad(format!("--redis-cluster {}: {e}", seeds.join(","))))?;
+    tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_connection())
+        .await
+        .map_err(|_| unreachable(format!("no connection within {CONNECT_TIMEOUT:?}")))?
+        .map_err(|e| unreachable(e.to_string()))
 }
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);

@@ -30,6 +30,8 @@ pub(crate) struct Admin {
     pub proxy: Arc<Proxy>,
     pub redis: bool,
     pub purger: Arc<Purger>,
+    /// The shared store, for its quorum-lease counters.
+    pub remote: Option<crate::fleet::FleetRemote>,
     pub limits: ConnectionLimits,
     pub max_connections: usize,
 }
@@ -52,10 +54,12 @@ impl Admin {
             let sampler = Arc::clone(&self.sampler);
             let redis = self.redis;
             let purger = Arc::clone(&self.purger);
+            let quorum = self.remote.clone();
             let state = Arc::new(ConnState::default());
             let io = TimedIo::new(stream, Arc::clone(&state), self.limits);
             let service = service_fn(move |req: Request<hyper::body::Incoming>| {
                 let busy = state.begin();
+                let quorum = quorum.as_ref().and_then(|r| r.quorum_stats());
                 let (proxy, sampler, purger) = (
                     Arc::clone(&proxy),
                     Arc::clone(&sampler),
@@ -66,7 +70,7 @@ impl Admin {
                     let response = if req.uri().path() == "/purge" {
                         purger.answer(req).await
                     } else {
-                        answer(&proxy, &sampler, redis, req.uri().path())
+                        answer(&proxy, &sampler, redis, quorum.as_ref(), req.uri().path())
                     };
                     Ok::<_, Infallible>(response.map(|b| Tracked::new(b, busy)))
                 }
@@ -80,7 +84,13 @@ impl Admin {
     }
 }
 
-fn answer(proxy: &Proxy, sampler: &Sampler, redis: bool, path: &str) -> Response<Body> {
+fn answer(
+    proxy: &Proxy,
+    sampler: &Sampler,
+    redis: bool,
+    quorum: Option<&herdguard_redis::QuorumStats>,
+    path: &str,
+) -> Response<Body> {
     match path {
         "/" => typed(Body::full(Bytes::from_static(PAGE.as_bytes())), HTML_TYPE),
         "/assets/chart.js" => typed(Body::full(Bytes::from_static(CHART_JS.as_bytes())), JS_TYPE),
@@ -103,7 +113,7 @@ fn answer(proxy: &Proxy, sampler: &Sampler, redis: bool, path: &str) -> Response
         }
         "/metrics" => {
             let shared = redis.then(|| proxy.cache.shared_store_healthy());
-            let text = proxy.stats.render(&proxy.cache.metrics(), shared);
+            let text = proxy.stats.render(&proxy.cache.metrics(), shared, quorum);
             let mut r = Response::new(Body::full(Bytes::from(text)));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,

@@ -161,6 +161,10 @@ pub struct ServeArgs {
     /// then the connection is closed).
     #[arg(long, env = "HERDGUARD_WRITE_TIMEOUT_MS")]
     pub write_timeout_ms: Option<u64>,
+    /// One log line per request (target `herdguard::access`, in the log
+    /// format of `--log-format`): method, path, status, bytes, times, result.
+    #[arg(long, env = "HERDGUARD_ACCESS_LOG")]
+    pub access_log: bool,
 }
 
 /// What a request's own cache directives (`no-cache`, `max-age`, `min-fresh`,
@@ -247,6 +251,7 @@ struct FileConfig {
     idle_timeout_ms: Option<u64>,
     body_read_timeout_ms: Option<u64>,
     write_timeout_ms: Option<u64>,
+    access_log: Option<bool>,
 }
 
 /// An invalid setting, named by its field.
@@ -341,6 +346,8 @@ pub struct Settings {
     pub connection_limits: ConnectionLimits,
     /// Longest pause inside a request body.
     pub body_read_timeout: Duration,
+    /// Whether each request is logged (`herdguard::access`).
+    pub access_log: bool,
 }
 
 impl ServeArgs {
@@ -662,6 +669,8 @@ impl ServeArgs {
                 "body_read_timeout_ms",
                 pick!(body_read_timeout_ms).unwrap_or(30_000),
             )?),
+            // A flag can only turn it on; the file may too.
+            access_log: self.access_log || file.access_log.unwrap_or(false),
         })
     }
 }

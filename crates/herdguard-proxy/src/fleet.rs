@@ -9,6 +9,8 @@
 //! so sidecars of different services on one Redis never read each other's entries
 //! — not even for a client that sends another service's `Host`.
 
+use std::sync::Arc;
+
 use herdguard::CacheBuilder;
 use herdguard_redis::{RedisConfig, RedisRemote};
 
@@ -16,21 +18,17 @@ use crate::config::Settings;
 use crate::response::CachedResponse;
 use crate::server::ServeError;
 
+/// The shared store of a sidecar (kept for what `/metrics` reads of it).
+pub(crate) type FleetRemote = Arc<RedisRemote<String, CachedResponse>>;
+
 /// Adds the shared store to `builder` when `settings` name a Redis URL (one
 /// server or a Sentinel-managed primary) or Redis Cluster seeds, with quorum
-/// leases on independent lock servers when they are named.
-/// The shared store is also returned: the dashboard's fleet view travels
-/// through it.
+/// leases on independent lock servers when they are named; returns it too
+/// (the dashboard's fleet view and the quorum counters travel through it).
 pub(crate) async fn attach(
     builder: CacheBuilder<String, CachedResponse>,
     settings: &Settings,
-) -> Result<
-    (
-        CacheBuilder<String, CachedResponse>,
-        Option<crate::dashboard::Fleet>,
-    ),
-    ServeError,
-> {
+) -> Result<(CacheBuilder<String, CachedResponse>, Option<FleetRemote>), ServeError> {
     let config = match (&settings.redis, settings.redis_cluster.is_empty()) {
         (Some(url), _) => RedisConfig::new(url.clone()),
         (None, false) => RedisConfig::cluster(settings.redis_cluster.clone()),

@@ -40,10 +40,12 @@
 //!   [`purge_client`](purge_blocking): `herdguard purge`, its client.
 //! - [`dashboard`]: the live view on the admin listener — one sampler a
 //!   second, the event stream, the fleet view through Redis, the page.
+//! - `access`: the access log (`--access-log`), one `tracing` event per request.
 //! - `fleet`: the Redis tier (`--redis`), namespaced by origin.
 
 #![warn(missing_docs)]
 
+mod access;
 mod admin;
 mod answer;
 mod body;

@@ -12,7 +12,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use herdguard::{Cache, Cached, CallOptions, Clock, Served, SystemClock};
@@ -24,6 +24,7 @@ use http::header;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Limited;
 
+use crate::access::OriginTime;
 use crate::answer;
 use crate::body::{Body, BoxError, Inactivity};
 use crate::config::RequestCacheControl;
@@ -208,7 +209,7 @@ impl Proxy {
                 self.variants.learn(primary, &cached, key == primary);
             }
             let ttl = cached.entry().time_to_live(SystemClock.now());
-            return answer::stored(
+            let mut response = answer::stored(
                 &self.stats,
                 &self.rules.config,
                 &cached,
@@ -217,6 +218,12 @@ impl Proxy {
                 forced,
                 head,
             );
+            if matches!(cached.served(), Served::Loaded | Served::Coalesced) {
+                // For the access log; never on a hit.
+                let took = cached.entry().meta().load_duration;
+                response.extensions_mut().insert(OriginTime(took));
+            }
+            return response;
         }
         // Two rounds disagreed on Vary (the origin changed it): answer uncached.
         Box::pin(self.pass_through(forward, head, "vary-changed")).await
@@ -294,7 +301,10 @@ impl Proxy {
                     Served::Pass => (ForwardReason::Bypass, format!("hit-for-miss-{reason}")),
                     _ => (ForwardReason::Miss, reason.to_string()),
                 };
-                answer::passed(&self.stats, passed, fwd, Some(&detail), head)
+                let took = OriginTime(cached.entry().meta().load_duration);
+                let mut response = answer::passed(&self.stats, passed, fwd, Some(&detail), head);
+                response.extensions_mut().insert(took);
+                response
             }
             None => Box::pin(self.pass_through(forward, head, reason)).await,
         }
@@ -348,6 +358,7 @@ impl Proxy {
     async fn pass_through(&self, forward: &Forward, head: bool, why: &str) -> Response<Body> {
         self.stats.origin_requests.inc();
         let method = if head { Method::HEAD } else { Method::GET };
+        let started = Instant::now();
         match self
             .origin
             .send(
@@ -359,8 +370,12 @@ impl Proxy {
             .await
         {
             Ok(r) => {
+                let took = OriginTime(started.elapsed());
                 let passed = self.pass(r);
-                answer::passed(&self.stats, passed, ForwardReason::Request, Some(why), head)
+                let mut response =
+                    answer::passed(&self.stats, passed, ForwardReason::Request, Some(why), head);
+                response.extensions_mut().insert(took);
+                response
             }
             Err(e) => {
                 self.stats.origin_error(e.kind());
@@ -395,6 +410,7 @@ impl Proxy {
             ))
         };
         self.stats.origin_requests.inc();
+        let started = Instant::now();
         let response = match self
             .origin
             .send(method.clone(), target.as_str(), headers, body)
@@ -406,6 +422,7 @@ impl Proxy {
                 return answer::origin_failed(&self.stats, &e);
             }
         };
+        let took = OriginTime(started.elapsed());
         let uri = EffectiveUri::parse_absolute(&format!("http://{host}{target}"));
         if let Some(uri) = uri {
             let targets = invalidation_targets(&method, response.status, &uri, &response.headers);
@@ -415,7 +432,9 @@ impl Proxy {
             }
         }
         let passed = self.pass(response);
-        answer::passed(&self.stats, passed, ForwardReason::Method, None, false)
+        let mut response = answer::passed(&self.stats, passed, ForwardReason::Method, None, false);
+        response.extensions_mut().insert(took);
+        response
     }
 
     /// After an unsafe method: the URL and its variants.

@@ -19,7 +19,7 @@ use subtle::ConstantTimeEq;
 
 use crate::answer::plain;
 use crate::body::Body;
-use crate::dashboard::Fleet;
+use crate::fleet::FleetRemote as Fleet;
 use crate::proxy::Proxy;
 
 /// The broadcast topic of purges; the payload is the URL's primary key.

@@ -23,6 +23,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
+use crate::access;
 use crate::admin;
 use crate::config::{ConfigError, ServeArgs, Settings};
 use crate::limits::{ConnState, ConnectionLimits, TimedIo, Tracked};
@@ -75,12 +76,12 @@ pub struct Server {
     admin: Option<TcpListener>,
     max_header_bytes: usize,
     redis: bool,
+    remote: Option<crate::fleet::FleetRemote>,
     max_connections: usize,
     admin_max_connections: usize,
     limits: ConnectionLimits,
     threads: usize,
-    /// The shared store, when there is one: the dashboard's fleet view.
-    fleet: Option<crate::dashboard::Fleet>,
+    access_log: bool,
     /// The admin listener's `POST /purge` (applying the fleet's purges from bind on).
     purger: Arc<crate::purge::Purger>,
 }
@@ -119,7 +120,7 @@ impl Server {
             .wait_timeout(
                 settings.origin_timeout + settings.origin_connect_timeout + Duration::from_secs(1),
             );
-        let (builder, fleet) = crate::fleet::attach(builder, &settings).await?;
+        let (builder, remote) = crate::fleet::attach(builder, &settings).await?;
         let cache = builder.build().map_err(|e| ConfigError {
             field: "cache".into(),
             reason: e.to_string(),
@@ -172,7 +173,7 @@ impl Server {
         let purger = Arc::new(crate::purge::Purger::new(
             Arc::clone(&proxy),
             settings.purge_token.as_ref().map(|t| t.0.as_str()),
-            fleet.clone(),
+            remote.clone(),
         ));
         let bind_error = |source| ServeError::Bind {
             what: "proxy",
@@ -202,11 +203,12 @@ impl Server {
             admin,
             max_header_bytes: settings.max_header_bytes,
             redis: settings.redis.is_some() || !settings.redis_cluster.is_empty(),
+            remote,
             max_connections: settings.max_connections,
             admin_max_connections: settings.admin_max_connections,
             limits: settings.connection_limits,
             threads: settings.threads,
-            fleet,
+            access_log: settings.access_log,
             purger,
         })
     }
@@ -238,7 +240,7 @@ impl Server {
             let sampler = crate::dashboard::Sampler::start(
                 Arc::clone(&self.proxy),
                 crate::dashboard::instance_name(port),
-                self.fleet.clone(),
+                self.remote.clone(),
                 self.redis,
                 stop_rx.clone(),
             );
@@ -247,6 +249,7 @@ impl Server {
                 proxy: Arc::clone(&self.proxy),
                 redis: self.redis,
                 purger: Arc::clone(&self.purger),
+                remote: self.remote,
                 limits: self.limits,
                 max_connections: self.admin_max_connections,
             };
@@ -257,6 +260,7 @@ impl Server {
             max_header_bytes: self.max_header_bytes,
             limits: self.limits,
             slots: Arc::new(Semaphore::new(self.max_connections)),
+            access_log: self.access_log,
         };
         let addr = self
             .listener
@@ -314,6 +318,8 @@ struct Acceptor {
     limits: ConnectionLimits,
     /// Shared by all threads: `max_connections` holds for the whole process.
     slots: Arc<Semaphore>,
+    /// One `herdguard::access` event per request.
+    access_log: bool,
 }
 
 impl Acceptor {
@@ -342,12 +348,17 @@ impl Acceptor {
             let peer = Arc::new(proxy.peer(peer));
             let state = Arc::new(ConnState::default());
             let io = TimedIo::new(stream, Arc::clone(&state), self.limits);
-            let service = service_fn(move |req| {
+            let access_log = self.access_log;
+            let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
                 let proxy = Arc::clone(&proxy);
                 let peer = Arc::clone(&peer);
                 let busy = state.begin();
                 async move {
-                    let response = proxy.handle(req, &peer).await;
+                    let response = if access_log {
+                        Box::pin(logged(proxy, req, &peer)).await
+                    } else {
+                        proxy.handle(req, &peer).await
+                    };
                     Ok::<_, Infallible>(response.map(|body| Tracked::new(body, busy)))
                 }
             });
@@ -368,6 +379,20 @@ impl Acceptor {
             }
         }
     }
+}
+
+/// [`Proxy::handle`], logged (`--access-log`).
+async fn logged(
+    proxy: Arc<Proxy>,
+    req: http::Request<hyper::body::Incoming>,
+    peer: &crate::request::Peer,
+) -> http::Response<crate::body::Body> {
+    let started = std::time::Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let response = proxy.handle(req, peer).await;
+    access::log(&method, &path, &response, started.elapsed());
+    response
 }
 
 pub(crate) async fn accept(
@@ -404,10 +429,10 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
 async fn serve_settings(settings: Settings) -> Result<(), ServeError> {
     let server = Server::bind(settings).await?;
     if let Some(addr) = server.local_addr() {
-        eprintln!("herdguard serve: listening on http://{addr}");
+        tracing::info!(target: "herdguard::serve", url = %format_args!("http://{addr}"), "listening");
     }
     if let Some(addr) = server.admin_addr() {
-        eprintln!("herdguard serve: admin on http://{addr}/metrics");
+        tracing::info!(target: "herdguard::serve", url = %format_args!("http://{addr}/metrics"), "admin listening");
     }
     server.serve(shutdown_signal()).await
 }

@@ -689,4 +689,24 @@ async fn three_proxies_on_a_redis_cluster_with_quorum_leases_make_one_origin_req
         KEYS,
         "one origin call per key across three proxies"
     );
+    // /metrics counts the quorum leases: one grant per cold key fleet-wide
+    // (a split vote retried may add none), every lock server answering.
+    let mut grants = 0;
+    for p in &proxies {
+        let m = get(p.admin, "/metrics").await.body;
+        let value = |line: &str| -> u64 {
+            m.lines()
+                .find_map(|l| l.strip_prefix(line)?.trim().parse().ok())
+                .unwrap_or_else(|| panic!("{line} in {m}"))
+        };
+        grants += value("herdguard_quorum_grants_total ");
+        for l in &locks {
+            let series = format!(
+                "herdguard_quorum_lock_server_failures_total{{server=\"{}\"}} ",
+                l.url()
+            );
+            assert_eq!(value(&series), 0, "{m}");
+        }
+    }
+    assert_eq!(grants, KEYS as u64, "one lease per key");
 }

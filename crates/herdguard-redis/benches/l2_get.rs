@@ -15,14 +15,17 @@
 //!    baseline for the same concurrency.
 
 mod common;
+#[path = "common/l2.rs"]
+mod l2;
 
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use herdguard::{Cache, Entry, EntryMeta, Remote, Timestamp};
+use herdguard::{Cache, Remote};
 use herdguard_redis::{RedisConfig, RedisRemote};
+use l2::key;
 
 const CONCURRENCY: usize = 50;
 const KEYS: usize = 10_000;
@@ -30,35 +33,13 @@ const VALUE_BYTES: usize = 64;
 const MEASURE: Duration = Duration::from_secs(3);
 const PREFIX: &str = "l2bench";
 
-fn key(i: usize) -> String {
-    format!("l2-{i}")
-}
-
 /// Runs `op` from `CONCURRENCY` tasks for `MEASURE`; ops per second.
 async fn drive<F, Fut>(op: F) -> f64
 where
     F: Fn(usize) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send,
 {
-    let ops = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
-    let tasks: Vec<_> = (0..CONCURRENCY)
-        .map(|t| {
-            let (op, ops) = (op.clone(), ops.clone());
-            tokio::spawn(async move {
-                let mut i = t * 7919;
-                while start.elapsed() < MEASURE {
-                    op(i % KEYS).await;
-                    ops.fetch_add(1, Ordering::Relaxed);
-                    i += 1;
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.expect("task");
-    }
-    ops.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+    l2::drive(CONCURRENCY, KEYS, MEASURE, op).await
 }
 
 /// `redis-benchmark -q` prints `GET: 123456.78 requests per second, p50=…`.
@@ -98,36 +79,7 @@ fn main() {
         )
         .await
         .expect("connect");
-        // Prefill, concurrently.
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .expect("clock")
-            .as_nanos() as u64;
-        let meta = EntryMeta {
-            created: Timestamp::from_unix_nanos(now),
-            ttl: Duration::from_secs(600),
-            stale_while_revalidate: Duration::ZERO,
-            stale_if_error: Duration::ZERO,
-            load_duration: Duration::from_millis(1),
-            version: 0,
-        };
-        let fill: Vec<_> = (0..CONCURRENCY)
-            .map(|t| {
-                let remote = remote.clone();
-                tokio::spawn(async move {
-                    for i in (t..KEYS).step_by(CONCURRENCY) {
-                        let entry = Entry::new("x".repeat(VALUE_BYTES), meta);
-                        remote
-                            .put(&key(i), None, &entry, Duration::from_secs(600))
-                            .await
-                            .expect("prefill");
-                    }
-                })
-            })
-            .collect();
-        for f in fill {
-            f.await.expect("prefill task");
-        }
+        l2::prefill(&remote, KEYS, VALUE_BYTES, CONCURRENCY).await;
         let mut conn = redis::Client::open(target.url.as_str())
             .expect("client")
             .get_multiplexed_async_connection()

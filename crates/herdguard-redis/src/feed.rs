@@ -275,12 +275,12 @@ async fn run(state: Arc<State>, endpoint: Endpoint, pubsub: PubSub, connect_time
         backoff = FIRST_BACKOFF;
         if !state.live.swap(true, Ordering::AcqRel) {
             // Back after a loss: announcements made meanwhile are gone.
-            tracing::info!("herdguard-redis: change feed restored");
+            tracing::info!(target: "herdguard::fleet", "change feed restored");
             state.wake_all();
             state.emit(Event::Up);
         }
         read(&state, connection).await;
-        tracing::warn!("herdguard-redis: change feed lost, reconnecting");
+        tracing::warn!(target: "herdguard::fleet", "change feed lost");
         state.lost();
     }
 }

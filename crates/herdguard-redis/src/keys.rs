@@ -16,6 +16,9 @@ pub(crate) struct KeyNames {
     pub(crate) version: String,
     /// The marker a load that stored nothing leaves for the fleet.
     pub(crate) marker: String,
+    /// Set by each lease grant, cleared when the holder gives it back: a grant
+    /// that finds it set takes over an expired lease (see `scripts.rs`).
+    pub(crate) held: String,
     /// The lock on each lock server of a quorum lease (never in the data store).
     pub(crate) lock: String,
     /// The key's text inside the hash tag, as change notices name it.
@@ -32,6 +35,7 @@ impl KeyNames {
             lease: format!("{base}:lease"),
             version: format!("{base}:ver"),
             marker: format!("{base}:m"),
+            held: format!("{base}:held"),
             lock: format!("{base}:lock"),
             tag,
         }

@@ -38,7 +38,7 @@
 //! - `envelope`: the stored bytes of an entry (format byte, version, header,
 //!   value) and of a marker.
 //! - `quorum`: quorum leases (Redlock) over independent lock servers, when
-//!   configured ([`RedisConfig::lease_quorum`]).
+//!   configured ([`RedisConfig::lease_quorum`]), and their counters ([`QuorumStats`]).
 //! - `keys`: key names under one Redis Cluster hash tag, and the change channel.
 //! - `queue`: [`RedisWriteQueue`], the durable write-behind queue (Redis
 //!   Streams, a consumer group, partitions owned one process at a time).
@@ -60,4 +60,5 @@ mod scripts;
 
 pub use config::{RedisConfig, RedisSetupError};
 pub use queue::{QueueConfig, RedisWriteQueue};
+pub use quorum::QuorumStats;
 pub use remote::{RedisRemote, MAX_INSTANCES};

@@ -15,7 +15,12 @@
 //!
 //! Lock servers that are unreachable when the remote connects are connected
 //! lazily, at the next use, so a minority of them may be down from the start.
+//!
+//! What the votes found is counted ([`QuorumStats`]): grants, split votes,
+//! validity spent acquiring, majorities missing, and each server's failures —
+//! a server that keeps failing is a majority one failure closer to degrading.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -42,6 +47,8 @@ struct LockServer {
     url: String,
     client: redis::Client,
     conn: OnceCell<ConnectionManager>,
+    /// Commands it failed (no connection, no answer in time, an error).
+    failures: AtomicU64,
 }
 
 /// The lock servers of quorum leases.
@@ -50,6 +57,32 @@ pub(crate) struct Quorum {
     majority: usize,
     op_timeout: Duration,
     connect_timeout: Duration,
+    granted: AtomicU64,
+    split_votes: AtomicU64,
+    validity_spent: AtomicU64,
+    unavailable: AtomicU64,
+}
+
+/// What the quorum leases of one [`RedisRemote`](crate::RedisRemote) found
+/// since it connected ([`RedisRemote::quorum_stats`](crate::RedisRemote::quorum_stats)).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct QuorumStats {
+    /// Leases held: a majority granted within the validity.
+    pub granted: u64,
+    /// Votes in which some lock servers granted the lease but fewer than a
+    /// majority (contenders asking at once, or servers failing): given back
+    /// and retried after 2–20 ms, at most twice per acquisition.
+    pub split_votes: u64,
+    /// Votes a majority granted too late: the acquisition took the lease's
+    /// validity (TTL minus the drift margin). Given back.
+    pub validity_spent: u64,
+    /// Acquisitions and renewals that failed because fewer than a majority of
+    /// the lock servers answered: the cache degrades meanwhile.
+    pub unavailable: u64,
+    /// Each lock server's failed commands (no connection, no answer within
+    /// `op_timeout`, an error), by URL in the configured order.
+    pub server_failures: Vec<(String, u64)>,
 }
 
 /// What an attempt to take a quorum lease found.
@@ -89,6 +122,7 @@ impl Quorum {
                         url: url.clone(),
                         client,
                         conn: OnceCell::new(),
+                        failures: AtomicU64::new(0),
                     })
                     .map_err(|e| (url.clone(), e.to_string()))
             })
@@ -99,7 +133,27 @@ impl Quorum {
             majority,
             op_timeout,
             connect_timeout,
+            granted: AtomicU64::new(0),
+            split_votes: AtomicU64::new(0),
+            validity_spent: AtomicU64::new(0),
+            unavailable: AtomicU64::new(0),
         })
+    }
+
+    /// The counters so far.
+    pub(crate) fn stats(&self) -> QuorumStats {
+        let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        QuorumStats {
+            granted: read(&self.granted),
+            split_votes: read(&self.split_votes),
+            validity_spent: read(&self.validity_spent),
+            unavailable: read(&self.unavailable),
+            server_failures: self
+                .servers
+                .iter()
+                .map(|s| (s.url.clone(), read(&s.failures)))
+                .collect(),
+        }
     }
 
     /// How many lock servers there are.
@@ -181,12 +235,16 @@ impl Quorum {
             }
         };
         let left = self.op_timeout.saturating_sub(started.elapsed());
-        tokio::time::timeout(left, run).await.unwrap_or_else(|_| {
+        let result = tokio::time::timeout(left, run).await.unwrap_or_else(|_| {
             Err(format!(
                 "{}: no answer within {:?}",
                 server.url, self.op_timeout
             ))
-        })
+        });
+        if result.is_err() {
+            server.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        result
     }
 
     /// Asks every server in parallel, until a majority said yes or can no
@@ -248,12 +306,17 @@ impl Quorum {
                     Ok(set.is_some())
                 })
                 .await;
-            if yes >= self.majority && validity(ttl, started.elapsed()).is_some() {
-                return Acquired::Held;
+            if yes >= self.majority {
+                if validity(ttl, started.elapsed()).is_some() {
+                    self.granted.fetch_add(1, Ordering::Relaxed);
+                    return Acquired::Held;
+                }
+                self.validity_spent.fetch_add(1, Ordering::Relaxed);
             }
             // Not held: give back whatever was granted, at once.
             self.release(scripts, key, token).await;
             if failed.len() > self.servers.len() - self.majority {
+                self.unavailable.fetch_add(1, Ordering::Relaxed);
                 return Acquired::Unavailable(format!(
                     "quorum lease: {} of {} lock servers failed, {} grants needed: {}",
                     failed.len(),
@@ -264,6 +327,9 @@ impl Quorum {
             }
             // Granted by some but not a majority: a split vote among contenders
             // (or a validity spent acquiring). Retry after a random delay.
+            if yes > 0 && yes < self.majority {
+                self.split_votes.fetch_add(1, Ordering::Relaxed);
+            }
             if yes == 0 || attempt >= SPLIT_RETRIES {
                 return Acquired::Taken;
             }
@@ -300,6 +366,7 @@ impl Quorum {
             return Ok(validity(ttl, started.elapsed()).is_some());
         }
         if failed.len() > self.servers.len() - self.majority {
+            self.unavailable.fetch_add(1, Ordering::Relaxed);
             return Err(format!(
                 "quorum lease renewal: {} of {} lock servers failed: {}",
                 failed.len(),

@@ -20,15 +20,12 @@ use crate::conn::{Conn, Endpoint, Primary, SentinelUrl};
 use crate::envelope;
 use crate::feed::{Event, Feed};
 use crate::keys::{change_channel, unescape, KeyNames};
-use crate::quorum::{Acquired, Quorum};
+use crate::quorum::{Acquired, Quorum, QuorumStats};
 use crate::scripts::Scripts;
 
 /// How long a key's version counter outlives its last change. Should it expire
 /// anyway, it restarts from the server's clock, never below an older version.
 const VERSION_TTL: Duration = Duration::from_secs(24 * 3600);
-
-/// How many undecodable keys are remembered, so each is logged once.
-const LOGGED_KEYS: usize = 1024;
 
 /// Most instance records [`RedisRemote::exchange_instance_record`] returns.
 pub const MAX_INSTANCES: usize = 64;
@@ -54,8 +51,6 @@ pub struct RedisRemote<K, V> {
     channel: String,
     /// The lock servers of quorum leases, if configured.
     quorum: Option<Quorum>,
-    /// Keys whose undecodable entry was logged already (bounded).
-    logged: quick_cache::sync::Cache<String, ()>,
     _types: PhantomData<fn(K, V)>,
 }
 
@@ -178,7 +173,6 @@ where
             config,
             channel,
             quorum,
-            logged: quick_cache::sync::Cache::new(LOGGED_KEYS),
             _types: PhantomData,
         }))
     }
@@ -197,6 +191,12 @@ where
     /// make a lease.
     pub fn lease_quorum(&self) -> Option<(usize, usize)> {
         self.quorum.as_ref().map(|q| (q.len(), q.majority()))
+    }
+
+    /// With quorum leases, what their votes found so far: grants, split
+    /// votes, majorities missing, each lock server's failures.
+    pub fn quorum_stats(&self) -> Option<QuorumStats> {
+        self.quorum.as_ref().map(Quorum::stats)
     }
 
     /// Announcements on the change channel that did not parse (and were dropped).
@@ -334,13 +334,14 @@ where
             Acquired::Unavailable(why) => return Err(RemoteError::Unavailable(why)),
         }
         let mut conn = self.conn.clone();
-        let fenced: Result<u64, RemoteError> = self
+        let fenced: Result<(u64, i64), RemoteError> = self
             .op(
                 "fence",
                 self.scripts
                     .fence
                     .key(&names.lease)
                     .key(&names.version)
+                    .key(&names.held)
                     .arg(&token)
                     .arg(Self::millis(ttl))
                     .arg(Self::millis(VERSION_TTL))
@@ -348,7 +349,11 @@ where
             )
             .await;
         match fenced {
-            Ok(version) => Ok(Some(Lease { token, version })),
+            Ok((version, took)) => Ok(Some(Lease {
+                token,
+                version,
+                taken_over: took == 1,
+            })),
             Err(e) => {
                 // No fencing version, no lease: give the locks back.
                 quorum.release(&self.scripts, &names.lock, &token).await;
@@ -356,25 +361,6 @@ where
             }
         }
     }
-
-    /// Logs an undecodable entry once per key (by a hash: keys may be private).
-    fn undecodable(&self, names: &KeyNames, error: &RemoteError) {
-        if self.logged.get(&names.value).is_none() {
-            self.logged.insert(names.value.clone(), ());
-            tracing::warn!(
-                key_hash = %format_args!("{:016x}", fxhash(&names.value)),
-                error = %error,
-                "herdguard-redis: undecodable entry, treated as a miss and overwritten by the next load"
-            );
-        }
-    }
-}
-
-/// A stable 64-bit hash (FNV-1a) of a key name, for logs.
-fn fxhash(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 impl<K, V> Remote<K, V> for RedisRemote<K, V>
@@ -398,10 +384,8 @@ where
                 .await?;
             let entry = match value.map(|b| envelope::decode(&b)).transpose() {
                 Ok(entry) => entry,
-                Err(e) => {
-                    self.undecodable(&names, &e);
-                    return Err(e);
-                }
+                // The core counts and logs it.
+                Err(e) => return Err(e),
             };
             Ok(Shared {
                 entry,
@@ -418,20 +402,25 @@ where
                 return self.try_quorum_lease(quorum, &names, token).await;
             }
             let mut conn = self.conn.clone();
-            let (granted, version): (i64, u64) = self
+            let (granted, version, took): (i64, u64, i64) = self
                 .op(
                     "lease",
                     self.scripts
                         .lease
                         .key(&names.lease)
                         .key(&names.version)
+                        .key(&names.held)
                         .arg(&token)
                         .arg(Self::millis(self.config.lease_ttl))
                         .arg(Self::millis(VERSION_TTL))
                         .invoke_async(&mut conn),
                 )
                 .await?;
-            Ok((granted == 1).then_some(Lease { token, version }))
+            Ok((granted == 1).then_some(Lease {
+                token,
+                version,
+                taken_over: took == 1,
+            }))
         })
     }
 
@@ -495,6 +484,7 @@ where
                         .release
                         .key(&names.lease)
                         .key(&names.marker)
+                        .key(&names.held)
                         .arg(&lease.token)
                         .arg(&self.channel)
                         .arg(&names.tag)
@@ -544,6 +534,7 @@ where
                         .key(&names.version)
                         .key(&names.lease)
                         .key(&names.marker)
+                        .key(&names.held)
                         .arg(expected)
                         .arg(token)
                         .arg(payload)
@@ -587,6 +578,7 @@ where
                     .key(&names.version)
                     .key(&names.lease)
                     .key(&names.marker)
+                    .key(&names.held)
                     .arg(&self.channel)
                     .arg(Self::millis(VERSION_TTL))
                     .arg(&names.tag)

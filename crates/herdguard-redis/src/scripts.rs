@@ -68,16 +68,24 @@ local function holds(k, token)
 end
 ";
 
-/// Takes the lease if free and returns `{1, version}` (the grant advances the
-/// version), or `{0, 0}`. A lease key without an expiry was not written by a
-/// lease (bytes left by something else): it is cleared, not waited on forever.
-/// KEYS: lease, version. ARGV: token, lease ms, version ms.
+/// Takes the lease if free and returns `{1, version, taken over}` (the grant
+/// advances the version), or `{0, 0, 0}`. A lease key without an expiry was
+/// not written by a lease (bytes left by something else): it is cleared, not
+/// waited on forever.
+///
+/// **Take-overs.** Each grant also sets the key's held mark, which only a
+/// holder giving its lease back (release, fenced write) or an invalidation
+/// clears: a grant that finds the mark still set follows a lease that expired
+/// without being given back (its holder died, hung or lost Redis).
+/// KEYS: lease, version, held. ARGV: token, lease ms, version ms.
 const LEASE: &str = r"
 if redis.call('PTTL', KEYS[1]) == -1 then redis.call('DEL', KEYS[1]) end
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return {1, bump(KEYS[2], ARGV[3])}
+  local took = redis.call('EXISTS', KEYS[3])
+  redis.call('SET', KEYS[3], '1', 'PX', ARGV[3])
+  return {1, bump(KEYS[2], ARGV[3]), took}
 end
-return {0, 0}
+return {0, 0, 0}
 ";
 
 /// Extends the lease only if it is still ours (compare-and-pexpire).
@@ -92,10 +100,10 @@ return 0
 /// Frees the lease only if it is still ours (compare-and-delete), leaves the
 /// marker of a load that stored nothing, and announces the release: waiters
 /// elsewhere act at once instead of at their next safety poll.
-/// KEYS: lease, marker. ARGV: token, channel, tag, marker bytes or '', marker ms.
+/// KEYS: lease, marker, held. ARGV: token, channel, tag, marker bytes or '', marker ms.
 const RELEASE: &str = r"
 if not holds(KEYS[1], ARGV[1]) then return 0 end
-redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[1], KEYS[3])
 if ARGV[4] ~= '' then redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[5]) end
 redis.call('PUBLISH', ARGV[2], 'r 0 ' .. ARGV[3])
 return 1
@@ -106,11 +114,11 @@ return 1
 /// the write decides), advances the version, splices it into the payload
 /// (bytes 2..21, twenty ASCII digits), clears the marker and announces.
 /// Returns `{1, new version}` or `{0, current version}`.
-/// KEYS: value, version, lease, marker. ARGV: expected version or '', token or
-/// '', payload, value ms, channel, version ms, tag.
+/// KEYS: value, version, lease, marker, held. ARGV: expected version or '',
+/// token or '', payload, value ms, channel, version ms, tag.
 const PUT: &str = r"
 local released = holds(KEYS[3], ARGV[2])
-if released then redis.call('DEL', KEYS[3]) end
+if released then redis.call('DEL', KEYS[3], KEYS[5]) end
 local cur = version(KEYS[2])
 if ARGV[1] ~= '' and cur ~= tonumber(ARGV[1]) then
   if released then redis.call('PUBLISH', ARGV[5], 'r 0 ' .. ARGV[7]) end
@@ -128,9 +136,9 @@ return {1, v}
 /// Deletes the entry, marker and lease, advances the version (voiding every
 /// load in flight's fencing token; a new load may start at once) and
 /// announces. Returns the new version.
-/// KEYS: value, version, lease, marker. ARGV: channel, version ms, tag.
+/// KEYS: value, version, lease, marker, held. ARGV: channel, version ms, tag.
 const INVALIDATE: &str = r"
-redis.call('DEL', KEYS[1], KEYS[3], KEYS[4])
+redis.call('DEL', KEYS[1], KEYS[3], KEYS[4], KEYS[5])
 local v = bump(KEYS[2], ARGV[2])
 redis.call('PUBLISH', ARGV[1], 'i ' .. fmt(v) .. ' ' .. ARGV[3])
 return v
@@ -141,11 +149,13 @@ return v
 /// of the grant). The mark is the token, kept for the lease TTL, so that the
 /// fenced write and the release give it back and announce it as they do a
 /// single-server lease; whoever holds the quorum, the newest grant's mark wins.
-/// Returns the new version.
-/// KEYS: lease, version. ARGV: token, lease ms, version ms.
+/// Sets the held mark as `LEASE` does. Returns `{new version, taken over}`.
+/// KEYS: lease, version, held. ARGV: token, lease ms, version ms.
 const FENCE: &str = r"
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return bump(KEYS[2], ARGV[3])
+local took = redis.call('EXISTS', KEYS[3])
+redis.call('SET', KEYS[3], '1', 'PX', ARGV[3])
+return {bump(KEYS[2], ARGV[3]), took}
 ";
 
 /// Quorum leases, on one lock server: frees the lock only if it is still ours

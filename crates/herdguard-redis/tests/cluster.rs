@@ -172,3 +172,63 @@ async fn a_killed_primary_fails_no_caller_and_its_shard_is_coordinated_again_aft
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+#[test]
+fn eight_worker_processes_on_a_cluster_make_one_load_per_cold_key_on_every_shard() {
+    let cluster = RedisCluster::start().expect("a local cluster");
+    let seeds = cluster.urls();
+    let via = seeds[0].clone();
+    // Two keys on each of the three primaries.
+    let mut per_owner: BTreeMap<u16, Vec<String>> = BTreeMap::new();
+    for i in 0..200 {
+        let key = format!("fleet{i}");
+        let on = per_owner.entry(owner(&via, &key)).or_default();
+        if on.len() < 2 {
+            on.push(key);
+        }
+    }
+    assert_eq!(per_owner.len(), 3, "three primaries: {per_owner:?}");
+    let keys: Vec<String> = per_owner.values().flatten().cloned().collect();
+    assert_eq!(keys.len(), 6, "{per_owner:?}");
+
+    let list = seeds.join(",");
+    let mut workers: Vec<common::Worker> = (0..8)
+        .map(|_| {
+            common::Worker::start(
+                &list,
+                &["--cluster", "--callers", "64", "--loader-ms", "100"],
+            )
+        })
+        .collect();
+    let mut counter = redis::cluster::ClusterClient::new(seeds.clone())
+        .expect("cluster client")
+        .get_connection()
+        .expect("cluster connection");
+    for key in &keys {
+        for w in &mut workers {
+            w.go(key);
+        }
+        let results: Vec<_> = workers.iter_mut().map(common::Worker::result).collect();
+        let mut values = std::collections::BTreeSet::new();
+        for r in &results {
+            assert_eq!(common::u(r, "ok"), 64, "{r}");
+            assert_eq!(common::u(r, "errors"), 0, "{r}");
+            for v in r["values"].as_array().expect("values") {
+                values.insert(v.as_str().expect("a string").to_string());
+            }
+        }
+        assert_eq!(values.len(), 1, "{key}: every caller got the one value");
+        let loads: Option<i64> =
+            redis::Commands::get(&mut counter, format!("count:{key}")).expect("GET count");
+        assert_eq!(
+            loads,
+            Some(1),
+            "{key}: one origin call for 8 x 64 callers: {results:?}"
+        );
+        let local: u64 = results.iter().map(|r| common::u(r, "local_loads")).sum();
+        assert_eq!(local, 1, "{key}");
+    }
+    println!(
+        "cluster fleet: 8 processes x 64 callers, keys per primary {per_owner:?}, one load each"
+    );
+}

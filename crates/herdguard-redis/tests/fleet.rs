@@ -40,6 +40,16 @@ fn eight_processes_one_cold_key_make_one_load() {
     );
     let local: u64 = results.iter().map(|r| u(r, "local_loads")).sum();
     assert_eq!(local, 1);
+    // The lock metrics of a healthy fleet: one lease, nothing duplicated,
+    // every wait answered by the holder's value.
+    let lease = |name: &str| results.iter().map(|r| u(&r["lease"], name)).sum::<u64>();
+    assert_eq!(lease("leases_acquired"), 1, "{results:?}");
+    assert_eq!(lease("lease_takeovers"), 0);
+    assert_eq!(lease("duplicate_loads"), 0);
+    assert_eq!(lease("lease_wait_limits"), 0);
+    assert!(lease("lease_waits") >= 1, "the others waited on the lease");
+    assert_eq!(lease("lease_wait_answers"), lease("lease_waits"));
+    assert_eq!(lease("lease_wait_time_count"), lease("lease_waits"));
 }
 
 #[test]
@@ -76,6 +86,82 @@ fn killed_lease_holder_is_taken_over_after_the_lease_expires() {
         2,
         "the dead holder's load and one takeover"
     );
+}
+
+#[test]
+fn a_takeover_after_sigkill_moves_the_lease_metrics() {
+    let redis = RedisServer::start().unwrap();
+    let url = redis.url();
+    let mut conn = redis_conn(&url);
+    let flags = [
+        "--callers",
+        "4",
+        "--lease-ttl-ms",
+        "600",
+        "--poll-ms",
+        "100",
+    ];
+    let mut holder = Worker::start(&url, &[&flags[..], &["--loader-ms", "20000"]].concat());
+    let mut others: Vec<Worker> = (0..2)
+        .map(|_| Worker::start(&url, &[&flags[..], &["--loader-ms", "100"]].concat()))
+        .collect();
+    holder.go("takeover");
+    wait_count(&mut conn, "takeover", 1);
+    for w in &mut others {
+        w.go("takeover");
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    holder.kill();
+    let results: Vec<_> = others.iter_mut().map(Worker::result).collect();
+    let lease = |name: &str| results.iter().map(|r| u(&r["lease"], name)).sum::<u64>();
+    assert_eq!(lease("lease_takeovers"), 1, "{results:?}");
+    assert_eq!(lease("duplicate_loads"), 1, "{results:?}");
+    assert_eq!(lease("lease_waits"), 2, "both waited on the dead holder");
+    assert_eq!(lease("lease_wait_time_count"), 2);
+    // They waited until the dead holder's lease expired: 600 ms after its
+    // last renewal, at most 200 ms (a third of the TTL) before the kill,
+    // which came 100 ms after they began: at least 500 ms.
+    for r in &results {
+        assert!(u(&r["lease"], "lease_wait_time_sum_ms") >= 300, "{r}");
+    }
+    // The one that did not take over got the taker's value.
+    assert_eq!(lease("lease_wait_answers"), 1, "{results:?}");
+    assert_eq!(lease("lease_wait_limits"), 0);
+    assert_eq!(count(&mut conn, "takeover"), 2);
+}
+
+#[test]
+fn a_wait_that_reaches_its_limit_is_counted_and_loads_itself() {
+    let redis = RedisServer::start().unwrap();
+    let url = redis.url();
+    let mut conn = redis_conn(&url);
+    // The holder renews its lease but takes far longer than the waiter waits.
+    let mut holder = Worker::start(&url, &["--callers", "1", "--loader-ms", "3000"]);
+    let mut waiter = Worker::start(
+        &url,
+        &[
+            "--callers",
+            "4",
+            "--loader-ms",
+            "50",
+            "--wait-limit-ms",
+            "300",
+        ],
+    );
+    holder.go("slow");
+    wait_count(&mut conn, "slow", 1);
+    waiter.go("slow");
+    let r = waiter.result();
+    assert_eq!(u(&r, "ok"), 4, "{r}");
+    assert_eq!(u(&r["lease"], "lease_waits"), 1, "{r}");
+    assert_eq!(u(&r["lease"], "lease_wait_limits"), 1, "{r}");
+    assert_eq!(u(&r["lease"], "duplicate_loads"), 1, "{r}");
+    assert_eq!(u(&r["lease"], "leases_acquired"), 0, "{r}");
+    assert_eq!(u(&r["lease"], "lease_wait_answers"), 0, "{r}");
+    assert_eq!(u(&r, "local_loads"), 1, "{r}");
+    let h = holder.result();
+    assert_eq!(u(&h["lease"], "leases_acquired"), 1, "{h}");
+    assert_eq!(u(&h["lease"], "duplicate_loads"), 0, "{h}");
 }
 
 #[test]

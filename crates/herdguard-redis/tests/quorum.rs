@@ -245,3 +245,78 @@ async fn connecting_needs_a_majority_of_the_lock_servers() {
         Ok(_) => panic!("connected with 2 of 5 lock servers"),
     }
 }
+
+/// The counters of quorum leases: a split vote made deterministic — two lock
+/// servers hold the lock for someone else and a third is frozen, so the two
+/// free ones grant and the vote waits for the frozen one's timeout before it
+/// can tell there is no majority.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_votes_and_lock_server_failures_are_counted() {
+    let mut servers = Servers::start();
+    let r = remote(servers.config()).await;
+    let key = "split".to_string();
+    let lock = format!("hg:{{{key}}}:lock");
+    let zero = r.quorum_stats().expect("quorum leases");
+    assert_eq!(
+        (zero.granted, zero.split_votes, zero.unavailable),
+        (0, 0, 0)
+    );
+    assert!(
+        zero.server_failures.iter().all(|(_, n)| *n == 0),
+        "{zero:?}"
+    );
+
+    for s in &servers.locks[..2] {
+        let mut conn = redis::Client::open(s.url())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        redis::cmd("SET")
+            .arg(&lock)
+            .arg("someone-else")
+            .arg("PX")
+            .arg(60_000)
+            .query::<()>(&mut conn)
+            .unwrap();
+    }
+    servers.locks[2].pause().unwrap();
+    assert_eq!(r.try_lease(&key).await.unwrap(), None, "2 of 5 granted");
+    let split = r.quorum_stats().unwrap();
+    assert_eq!(
+        split.split_votes, 3,
+        "the vote and its two retries: {split:?}"
+    );
+    assert_eq!((split.granted, split.unavailable), (0, 0), "{split:?}");
+    let failures: Vec<u64> = split.server_failures.iter().map(|(_, n)| *n).collect();
+    assert!(
+        failures[2] >= 3,
+        "the frozen server failed each vote: {split:?}"
+    );
+    for i in [0, 1, 3, 4] {
+        assert_eq!(failures[i], 0, "lock server {i} answered: {split:?}");
+    }
+    assert_eq!(split.server_failures[2].0, servers.locks[2].url());
+    // Nothing was left behind on the two that granted.
+    for i in [3, 4] {
+        assert!(lock_keys(&servers.locks[i]).is_empty(), "given back on {i}");
+    }
+
+    servers.locks[2].resume().unwrap();
+    for s in &servers.locks[..2] {
+        let mut conn = redis::Client::open(s.url())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        redis::cmd("DEL").arg(&lock).query::<()>(&mut conn).unwrap();
+    }
+    let lease = r.try_lease(&key).await.unwrap().expect("a majority grants");
+    r.release(&key, &lease, None).await.unwrap();
+    assert_eq!(r.quorum_stats().unwrap().granted, 1);
+
+    for i in [0, 1, 2] {
+        servers.locks[i].kill();
+    }
+    assert!(r.try_lease(&key).await.is_err(), "no majority answers");
+    let down = r.quorum_stats().unwrap();
+    assert_eq!((down.unavailable, down.split_votes), (1, 3), "{down:?}");
+}

@@ -388,6 +388,50 @@ impl RedisCluster {
         Ok(cluster)
     }
 
+    /// A cluster of one node that owns every slot (one shard, no replica):
+    /// the same cluster client and protocol as [`RedisCluster::start`] on a
+    /// single server, the peer of a benchmark that measures what more shards buy.
+    /// `redis-cli --cluster create` wants three primaries, so the node is given
+    /// the slots with `CLUSTER ADDSLOTSRANGE 0 16383`.
+    pub fn start_single_shard() -> std::io::Result<Self> {
+        let mut server = RedisServer::prepare(free_cluster_port()?, false)?;
+        server.extra = [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        server.spawn()?;
+        let status = Command::new("redis-cli")
+            .args(["-p", &server.port().to_string()])
+            .args(["CLUSTER", "ADDSLOTSRANGE", "0", "16383"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?;
+        if !status.success() {
+            return Err(std::io::Error::other(format!(
+                "redis-cli CLUSTER ADDSLOTSRANGE: {status}"
+            )));
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !bulk_reply(server.addr(), &["CLUSTER", "INFO"])
+            .is_some_and(|info| info.contains("cluster_state:ok"))
+        {
+            if Instant::now() >= deadline {
+                return Err(std::io::Error::other(
+                    "the one-node cluster was not ok within 10 s",
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(RedisCluster {
+            nodes: vec![server],
+        })
+    }
+
     /// `redis://127.0.0.1:PORT/` of every node (seeds for a cluster client).
     pub fn urls(&self) -> Vec<String> {
         self.nodes.iter().map(RedisServer::url).collect()

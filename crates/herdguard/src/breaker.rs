@@ -14,6 +14,7 @@ use parking_lot::Mutex;
 
 use crate::clock::Timestamp;
 use crate::error::ConfigError;
+use crate::events;
 
 /// Settings of the circuit breaker.
 ///
@@ -73,6 +74,26 @@ pub enum BreakerState {
     HalfOpen,
 }
 
+/// What a breaker has done since the cache was built: its transitions, and
+/// how long it has spent in each state (the current one included, up to the
+/// snapshot). Times are on the cache's clock.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BreakerStats {
+    /// Transitions into [`BreakerState::Open`] (trips, from closed or half-open).
+    pub opened: u64,
+    /// Transitions into [`BreakerState::HalfOpen`] (an open period ended).
+    pub half_opened: u64,
+    /// Transitions into [`BreakerState::Closed`] (a half-open probe succeeded).
+    pub closed: u64,
+    /// Time spent closed.
+    pub time_closed: Duration,
+    /// Time spent open.
+    pub time_open: Duration,
+    /// Time spent half-open.
+    pub time_half_open: Duration,
+}
+
 #[derive(Debug)]
 enum State {
     Closed { failures: u32 },
@@ -95,6 +116,71 @@ pub(crate) struct Breaker {
 struct Phase {
     state: State,
     trips: u64,
+    /// When the current state began.
+    entered: Timestamp,
+    /// Transitions and time of the states left so far.
+    stats: BreakerStats,
+}
+
+impl State {
+    fn public(&self) -> BreakerState {
+        match self {
+            State::Closed { .. } => BreakerState::Closed,
+            State::Open { .. } => BreakerState::Open,
+            State::HalfOpen { .. } => BreakerState::HalfOpen,
+        }
+    }
+}
+
+impl Phase {
+    /// Moves to `next` at `at`, accounting the time of the state left. Returns
+    /// the change, to be logged once the lock is released.
+    fn enter(&mut self, next: State, at: Timestamp) -> Option<(BreakerState, BreakerState)> {
+        let (from, to) = (self.state.public(), next.public());
+        self.state = next;
+        if from == to {
+            return None;
+        }
+        let spent = at.saturating_duration_since(self.entered);
+        self.entered = at;
+        let stats = &mut self.stats;
+        match from {
+            BreakerState::Closed => stats.time_closed += spent,
+            BreakerState::Open => stats.time_open += spent,
+            BreakerState::HalfOpen => stats.time_half_open += spent,
+        }
+        match to {
+            BreakerState::Closed => stats.closed += 1,
+            BreakerState::Open => stats.opened += 1,
+            BreakerState::HalfOpen => stats.half_opened += 1,
+        }
+        Some((from, to))
+    }
+}
+
+/// Logs a state change (outside the breaker's lock).
+fn log_change(change: Option<(BreakerState, BreakerState)>, config: &BreakerConfig) {
+    let Some((from, to)) = change else { return };
+    let (from, to) = (name(from), name(to));
+    if to == "open" {
+        tracing::warn!(
+            target: events::BREAKER,
+            from,
+            to,
+            open_for_ms = u64::try_from(config.open_for.as_millis()).unwrap_or(u64::MAX),
+            "breaker opened"
+        );
+    } else {
+        tracing::info!(target: events::BREAKER, from, to, "breaker state changed");
+    }
+}
+
+fn name(state: BreakerState) -> &'static str {
+    match state {
+        BreakerState::Closed => "closed",
+        BreakerState::Open => "open",
+        BreakerState::HalfOpen => "half_open",
+    }
 }
 
 /// The right to make one origin call. Dropped without a verdict (the load was
@@ -109,12 +195,14 @@ pub(crate) struct Permit<'a> {
 }
 
 impl Breaker {
-    pub(crate) fn new(config: BreakerConfig) -> Self {
+    pub(crate) fn new(config: BreakerConfig, now: Timestamp) -> Self {
         Breaker {
             config,
             state: Mutex::new(Phase {
                 state: State::Closed { failures: 0 },
                 trips: 0,
+                entered: now,
+                stats: BreakerStats::default(),
             }),
         }
     }
@@ -123,20 +211,26 @@ impl Breaker {
     /// half-open with all probes out).
     pub(crate) fn try_acquire(&self, now: Timestamp) -> Option<Permit<'_>> {
         let mut phase = self.state.lock();
-        let state = &mut phase.state;
-        match *state {
+        let mut change = None;
+        match phase.state {
             State::Closed { .. } => {}
-            State::Open { until } if now >= until => *state = State::HalfOpen { probes: 1 },
+            // Half-open from the end of the open period, whenever it is noticed.
+            State::Open { until } if now >= until => {
+                change = phase.enter(State::HalfOpen { probes: 1 }, until);
+            }
             State::Open { .. } => return None,
             State::HalfOpen { ref mut probes } if *probes < self.config.half_open_probes => {
                 *probes += 1
             }
             State::HalfOpen { .. } => return None,
         }
+        let trips = phase.trips;
+        drop(phase);
+        log_change(change, &self.config);
         Some(Permit {
             breaker: self,
             acquired_at: now,
-            trips: phase.trips,
+            trips,
             reported: false,
         })
     }
@@ -162,15 +256,26 @@ impl Breaker {
                 }
             }
         };
-        phase.state = next;
+        let change = phase.enter(next, now);
+        drop(phase);
+        log_change(change, &self.config);
     }
 
     pub(crate) fn state(&self) -> BreakerState {
-        match self.state.lock().state {
-            State::Closed { .. } => BreakerState::Closed,
-            State::Open { .. } => BreakerState::Open,
-            State::HalfOpen { .. } => BreakerState::HalfOpen,
+        self.state.lock().state.public()
+    }
+
+    /// Transitions and time per state, the current state counted up to `now`.
+    pub(crate) fn stats(&self, now: Timestamp) -> BreakerStats {
+        let phase = self.state.lock();
+        let mut stats = phase.stats.clone();
+        let current = now.saturating_duration_since(phase.entered);
+        match phase.state.public() {
+            BreakerState::Closed => stats.time_closed += current,
+            BreakerState::Open => stats.time_open += current,
+            BreakerState::HalfOpen => stats.time_half_open += current,
         }
+        stats
     }
 }
 
@@ -199,9 +304,33 @@ mod tests {
         Timestamp::from_unix_nanos(secs * 1_000_000_000)
     }
 
+    impl Breaker {
+        fn new_at0(config: BreakerConfig) -> Self {
+            Breaker::new(config, at(0))
+        }
+    }
+
+    #[test]
+    fn counts_transitions_and_time_in_each_state() {
+        let b = Breaker::new_at0(BreakerConfig::new(1, Duration::from_secs(10)));
+        assert_eq!(b.stats(at(3)).time_closed, Duration::from_secs(3));
+        b.try_acquire(at(4)).unwrap().report(at(4), false); // open at 4 until 14
+        let probe = b.try_acquire(at(20)).unwrap(); // half-open from 14
+        probe.report(at(21), true); // closed at 21
+        let s = b.stats(at(25));
+        assert_eq!((s.opened, s.half_opened, s.closed), (1, 1, 1));
+        assert_eq!(s.time_open, Duration::from_secs(10));
+        assert_eq!(s.time_half_open, Duration::from_secs(7));
+        assert_eq!(s.time_closed, Duration::from_secs(4 + 4));
+        // A failure that does not trip changes nothing.
+        let b = Breaker::new_at0(BreakerConfig::new(2, Duration::from_secs(10)));
+        b.try_acquire(at(1)).unwrap().report(at(1), false);
+        assert_eq!(b.stats(at(2)).opened, 0);
+    }
+
     #[test]
     fn opens_after_threshold_then_half_opens_then_closes() {
-        let b = Breaker::new(BreakerConfig::new(3, Duration::from_secs(10)));
+        let b = Breaker::new_at0(BreakerConfig::new(3, Duration::from_secs(10)));
         for _ in 0..2 {
             b.try_acquire(at(1)).unwrap().report(at(1), false);
             assert_eq!(b.state(), BreakerState::Closed);
@@ -218,7 +347,7 @@ mod tests {
 
     #[test]
     fn a_failed_probe_reopens() {
-        let b = Breaker::new(BreakerConfig::new(1, Duration::from_secs(10)));
+        let b = Breaker::new_at0(BreakerConfig::new(1, Duration::from_secs(10)));
         b.try_acquire(at(0)).unwrap().report(at(0), false);
         b.try_acquire(at(10)).unwrap().report(at(10), false);
         assert_eq!(b.state(), BreakerState::Open);
@@ -228,7 +357,7 @@ mod tests {
 
     #[test]
     fn success_resets_the_failure_count() {
-        let b = Breaker::new(BreakerConfig::new(2, Duration::from_secs(10)));
+        let b = Breaker::new_at0(BreakerConfig::new(2, Duration::from_secs(10)));
         b.try_acquire(at(0)).unwrap().report(at(0), false);
         b.try_acquire(at(0)).unwrap().report(at(0), true);
         b.try_acquire(at(0)).unwrap().report(at(0), false);
@@ -237,7 +366,7 @@ mod tests {
 
     #[test]
     fn an_abandoned_probe_counts_as_failure() {
-        let b = Breaker::new(BreakerConfig::new(1, Duration::from_secs(10)));
+        let b = Breaker::new_at0(BreakerConfig::new(1, Duration::from_secs(10)));
         b.try_acquire(at(0)).unwrap().report(at(0), false);
         drop(b.try_acquire(at(10)).unwrap());
         assert_eq!(b.state(), BreakerState::Open);
@@ -245,7 +374,7 @@ mod tests {
 
     #[test]
     fn a_late_success_from_before_the_trip_does_not_close_an_open_breaker() {
-        let b = Breaker::new(BreakerConfig::new(1, Duration::from_secs(10)));
+        let b = Breaker::new_at0(BreakerConfig::new(1, Duration::from_secs(10)));
         let slow = b.try_acquire(at(0)).unwrap(); // a long load starts
         b.try_acquire(at(1)).unwrap().report(at(1), false); // another fails: open
         assert_eq!(b.state(), BreakerState::Open);
@@ -263,7 +392,7 @@ mod tests {
 
     #[test]
     fn a_late_failure_from_before_the_trip_does_not_reopen_a_half_open_breaker() {
-        let b = Breaker::new(BreakerConfig::new(1, Duration::from_secs(10)));
+        let b = Breaker::new_at0(BreakerConfig::new(1, Duration::from_secs(10)));
         let slow = b.try_acquire(at(0)).unwrap();
         b.try_acquire(at(1)).unwrap().report(at(1), false);
         let probe = b.try_acquire(at(11)).unwrap();

@@ -11,6 +11,7 @@ use crate::breaker::{Breaker, BreakerConfig};
 use crate::cache::{Cache, Inner};
 use crate::clock::{Clock, SystemClock};
 use crate::error::ConfigError;
+use crate::events::Limits;
 use crate::fleet::FleetSettings;
 use crate::flight::Flights;
 use crate::health::Health;
@@ -296,6 +297,7 @@ where
         }
         let write_behind = self.write_behind.map(Drain::new);
         let remote = self.remote;
+        let built_at = self.clock.now();
         let inner = Arc::new_cyclic(|me: &Weak<Inner<K, V>>| Inner {
             store,
             flights: Flights::new(),
@@ -307,7 +309,8 @@ where
             policy: self.policy,
             clock: self.clock,
             metrics: Metrics::new(),
-            breaker: self.breaker.map(Breaker::new),
+            breaker: self.breaker.map(|b| Breaker::new(b, built_at)),
+            log_limits: Limits::default(),
             remote: remote.clone(),
             fleet: self.fleet,
             health: Health::default(),

@@ -86,6 +86,9 @@ pub(crate) struct Inner<K, V> {
     /// update, so writes of one key in this process reach the system of record
     /// and the cache in the same order.
     pub(crate) write_locks: crate::write::WriteLocks,
+    /// Repeatable log events are rate-limited (an outage would otherwise
+    /// print a line per request).
+    pub(crate) log_limits: crate::events::Limits,
 }
 
 impl<K, V> Cache<K, V>
@@ -253,6 +256,7 @@ where
         let inner = &self.inner;
         inner.metrics.snapshot(
             inner.breaker.as_ref().map(Breaker::state),
+            inner.breaker.as_ref().map(|b| b.stats(inner.clock.now())),
             inner.flights.len(),
             inner.store.len(),
             inner.store.bytes(),

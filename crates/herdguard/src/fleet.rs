@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use crate::cache::Inner;
 use crate::entry::Entry;
 use crate::error::{FleetLoadFailed, RemoteError};
+use crate::events;
 use crate::load::{BoxLoader, Failure, Job, Keep, Outcome, Produced, Source};
 use crate::remote::{Lease, Marker, PutOutcome, Remote};
 
@@ -61,6 +62,13 @@ impl Default for FleetSettings {
             failure_ttl: Duration::from_secs(1),
         }
     }
+}
+
+/// A load's wait on another process's lease.
+#[derive(Default)]
+struct LeaseWait {
+    /// When it first found the lease taken; `None` once the wait is accounted.
+    since: Option<Instant>,
 }
 
 /// What the shared store says about a key, as the protocol acts on it.
@@ -99,44 +107,98 @@ where
         // A stale shared copy inside its stale-if-error window, should the load fail.
         let mut fallback = None;
         let mut waited = false;
+        // Since when this load has waited on another process's lease.
+        let mut wait = LeaseWait::default();
         loop {
             // 1. What the fleet has, or left.
             match self.read_shared(remote, job, waited, &mut fallback).await {
                 Ok(Found::Nothing) => {}
-                Ok(found) => return self.settle(found, job, loader, fallback).await,
-                Err(e) => return self.degraded_load(e, job, loader).await,
+                Ok(found) => {
+                    self.end_wait(&mut wait, &found);
+                    return self.settle(found, job, loader, fallback).await;
+                }
+                Err(e) => {
+                    self.end_wait(&mut wait, &Found::Nothing);
+                    return self.degraded_load(e, job, loader).await;
+                }
             }
             // 2. Try to become the fleet's loader of this key.
             match remote.try_lease(job.key).await {
                 Ok(Some(lease)) => {
+                    let waited_for_it = wait.since.is_some();
+                    self.end_wait(&mut wait, &Found::Nothing);
+                    self.metrics.leases_acquired.inc();
+                    if lease.taken_over {
+                        self.metrics.lease_takeovers.inc();
+                        tracing::warn!(
+                            target: events::FLEET,
+                            key_hash = %events::key_hash(job.key),
+                            version = lease.version,
+                            "lease taken over after expiry"
+                        );
+                    }
                     return self
-                        .load_under_lease(remote, job, lease, loader, fallback)
-                        .await
+                        .load_under_lease(remote, job, lease, loader, fallback, waited_for_it)
+                        .await;
                 }
                 Ok(None) => {}
-                Err(e) => return self.degraded_load(e, job, loader).await,
+                Err(e) => {
+                    self.end_wait(&mut wait, &Found::Nothing);
+                    return self.degraded_load(e, job, loader).await;
+                }
+            }
+            if wait.since.is_none() {
+                wait.since = Some(Instant::now());
+                self.metrics.lease_waits.inc();
             }
             // 3. Another process loads it. Watch first, then re-check, so a write
             // landing between the two cannot go unnoticed.
             let changed = remote.watch(job.key);
             match self.read_shared(remote, job, waited, &mut fallback).await {
                 Ok(Found::Nothing) => {}
-                Ok(found) => return self.settle(found, job, loader, fallback).await,
-                Err(e) => return self.degraded_load(e, job, loader).await,
+                Ok(found) => {
+                    self.end_wait(&mut wait, &found);
+                    return self.settle(found, job, loader, fallback).await;
+                }
+                Err(e) => {
+                    self.end_wait(&mut wait, &Found::Nothing);
+                    return self.degraded_load(e, job, loader).await;
+                }
             }
             let now = Instant::now();
             if now >= give_up_at {
                 // The holder keeps its lease alive but never delivers: stop
                 // waiting on it and load here (without writing: no lease).
+                self.end_wait(&mut wait, &Found::Nothing);
+                self.metrics.lease_wait_limits.inc();
+                self.metrics.duplicate_loads.inc();
+                tracing::warn!(
+                    target: events::FLEET,
+                    key_hash = %events::key_hash(job.key),
+                    wait_limit_ms = u64::try_from(wait_limit.as_millis()).unwrap_or(u64::MAX),
+                    "lease wait limit reached"
+                );
                 let version = self.next_version();
                 return self.origin_call(job, loader, version).await;
             }
             // 4. Wait for a change; the poll is only a safety net for a lost notice.
-            let wait = self.fleet.poll_interval.min(give_up_at - now);
-            let _ = tokio::time::timeout(wait, changed).await;
+            let poll = self.fleet.poll_interval.min(give_up_at - now);
+            let _ = tokio::time::timeout(poll, changed).await;
             waited = true;
             // Loop: re-check L2, then try the lease again — it is free if the
             // holder finished without a value or died and the lease expired.
+        }
+    }
+
+    /// Ends a wait on another process's lease, if one began: its time, and
+    /// whether the holder's value answered it.
+    fn end_wait(&self, wait: &mut LeaseWait, found: &Found<V>) {
+        let Some(since) = wait.since.take() else {
+            return;
+        };
+        self.metrics.lease_wait_time.record(since.elapsed());
+        if matches!(found, Found::Answer(_)) {
+            self.metrics.lease_wait_answers.inc();
         }
     }
 
@@ -157,6 +219,14 @@ where
                 // Bytes this build cannot read (another release, another
                 // program): a miss for this key, overwritten by our write.
                 self.metrics.undecodable.inc();
+                if let Some(suppressed) = self.log_limits.undecodable.admit() {
+                    tracing::warn!(
+                        target: events::FLEET,
+                        key_hash = %events::key_hash(job.key),
+                        suppressed,
+                        "undecodable entry"
+                    );
+                }
                 Default::default()
             }
             Err(e) => return Err(e),
@@ -253,6 +323,7 @@ where
         lease: Lease,
         loader: BoxLoader<V>,
         mut fallback: Option<Arc<Entry<V>>>,
+        waited: bool,
     ) -> Produced<V> {
         let key = job.key;
         // Re-check after acquiring: the previous holder may have just written it.
@@ -264,10 +335,14 @@ where
                     ..
                 },
             )) => {
+                if waited {
+                    // The previous holder wrote it just before giving the lease up.
+                    self.metrics.lease_wait_answers.inc();
+                }
                 return Produced {
                     release: Some((lease, None)),
                     ..outcome.into()
-                }
+                };
             }
             Ok(_) => {}
             Err(e) => return self.degraded_load(e, job, loader).await,
@@ -283,6 +358,10 @@ where
         // The entry carries the version the fenced write will give the key, so
         // its own change notice does not evict it from this process.
         let version = lease.version + 1;
+        if lease.taken_over {
+            // The previous holder may have called the origin for it too.
+            self.metrics.duplicate_loads.inc();
+        }
         let began_after = Some(job.flight.changes());
         let load = self.call_origin(loader, job.policy, version);
         let outcome = self.renewing(remote, key, &lease, load).await;
@@ -296,6 +375,12 @@ where
                         // Invalidated, rewritten or leased again elsewhere while
                         // we loaded: our waiters get the value, nobody keeps it.
                         self.metrics.superseded.inc();
+                        tracing::info!(
+                            target: events::FLEET,
+                            key_hash = %events::key_hash(key),
+                            version = lease.version,
+                            "write refused by fencing"
+                        );
                         (Keep::No, None)
                     }
                     Err(e @ (RemoteError::TooLarge { .. } | RemoteError::Codec(_))) => {
@@ -382,14 +467,14 @@ where
                             next = Instant::now() + every;
                         }
                         Ok(false) => {
-                            self.metrics.leases_lost.inc();
+                            self.lease_lost(key, "taken by another process or invalidated");
                             renewing = false;
                         }
                         Err(_) => {
                             self.metrics.renew_errors.inc();
                             let now = Instant::now();
                             if now >= lapses_at {
-                                self.metrics.leases_lost.inc();
+                                self.lease_lost(key, "renewals failed until it lapsed");
                                 renewing = false;
                             } else {
                                 // Retry soon, while the lease still holds.
@@ -401,6 +486,16 @@ where
                 }
             }
         }
+    }
+
+    fn lease_lost(&self, key: &K, why: &'static str) {
+        self.metrics.leases_lost.inc();
+        tracing::warn!(
+            target: events::FLEET,
+            key_hash = %events::key_hash(key),
+            why,
+            "lease lost while loading"
+        );
     }
 
     /// The shared store failed as a whole: degrade, and load in process.

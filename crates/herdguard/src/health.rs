@@ -27,6 +27,7 @@ use std::sync::{Arc, Weak};
 use crate::cache::Inner;
 use crate::entry::{Entry, LOCAL_VERSIONS};
 use crate::error::RemoteError;
+use crate::events;
 use crate::remote::{ChangeListener, Remote};
 use crate::served::Served;
 
@@ -114,15 +115,18 @@ where
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        self.degrade();
+        self.degrade(error);
         if !self.health.probing.swap(true, Ordering::AcqRel) {
             runtime.spawn(probe(Weak::clone(&self.me), Start::AfterInterval));
         }
     }
 
-    fn degrade(&self) {
+    /// Marks the store unreachable; the transition (not every failure that
+    /// finds it so) is counted and logged.
+    fn degrade(&self, why: &RemoteError) {
         if !self.health.degraded.swap(true, Ordering::AcqRel) {
             self.metrics.degradations.inc();
+            tracing::warn!(target: events::FLEET, error = %why, "shared store degraded");
         }
     }
 
@@ -168,8 +172,8 @@ where
         let Some(remote) = inner.remote.clone() else {
             return;
         };
-        if remote.ping().await.is_err() {
-            inner.degrade();
+        if let Err(e) = remote.ping().await {
+            inner.degrade(&e);
             continue;
         }
         if inner.health.degraded.swap(false, Ordering::AcqRel) {
@@ -177,6 +181,7 @@ where
             // processes that could still reach the store: check them first.
             inner.health.epoch.fetch_add(1, Ordering::AcqRel);
             inner.metrics.recoveries.inc();
+            tracing::info!(target: events::FLEET, "shared store recovered");
         }
         inner.health.probing.store(false, Ordering::Release);
         // A failure that degraded the cache again while we were finishing found

@@ -69,6 +69,7 @@
 //! - [`write`](Writer): write-through and write-behind — the writer seam, the
 //!   queue seam and its in-process default, the drainer.
 //! - [`metrics`](MetricsSnapshot), [`clock`](Clock), [`error`](Error).
+//! - `events`: the log events' targets, key hash and rate limit (`tracing`).
 //!
 //! Loads run as Tokio tasks, so a Tokio runtime is required.
 
@@ -80,6 +81,7 @@ mod cache;
 mod clock;
 mod entry;
 mod error;
+mod events;
 mod fleet;
 mod flight;
 mod health;
@@ -92,7 +94,7 @@ mod store;
 mod sync;
 mod write;
 
-pub use breaker::{BreakerConfig, BreakerState};
+pub use breaker::{BreakerConfig, BreakerState, BreakerStats};
 pub use builder::CacheBuilder;
 pub use cache::{BoxError, Cache};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};

@@ -20,6 +20,7 @@ use crate::cache::{Inner, Negative};
 use crate::clock::Timestamp;
 use crate::entry::{Entry, EntryMeta, LOCAL_VERSIONS};
 use crate::error::SharedError;
+use crate::events;
 use crate::flight::{Fate, Flight};
 use crate::policy::{Loaded, Policy};
 use crate::remote::{BoxFuture, Lease, Marker};
@@ -361,6 +362,14 @@ where
             }
             Ok(Ok(Err(error))) => {
                 self.metrics.load_errors.inc();
+                if let Some(suppressed) = self.log_limits.origin_errors.admit() {
+                    tracing::warn!(
+                        target: events::LOAD,
+                        error = %error,
+                        suppressed,
+                        "origin call failed"
+                    );
+                }
                 Outcome::failed(Failure::Origin(error))
             }
             Ok(Err(_panic)) => {
@@ -369,6 +378,15 @@ where
             }
             Err(_elapsed) => {
                 self.metrics.load_timeouts.inc();
+                if let Some(suppressed) = self.log_limits.load_timeouts.admit() {
+                    tracing::warn!(
+                        target: events::LOAD,
+                        load_timeout_ms =
+                            u64::try_from(policy.load_timeout.as_millis()).unwrap_or(u64::MAX),
+                        suppressed,
+                        "load timed out"
+                    );
+                }
                 Outcome::failed(Failure::TimedOut(policy.load_timeout))
             }
         }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
 
-use crate::breaker::BreakerState;
+use crate::breaker::{BreakerState, BreakerStats};
 
 const STRIPES: usize = 8;
 
@@ -165,6 +165,7 @@ macro_rules! metrics {
             pub(crate) load_duration: Histogram,
             pub(crate) wait_time: Histogram,
             pub(crate) write_lag: Histogram,
+            pub(crate) lease_wait_time: Histogram,
         }
 
         impl Metrics {
@@ -174,12 +175,14 @@ macro_rules! metrics {
                     load_duration: Histogram::new(),
                     wait_time: Histogram::new(),
                     write_lag: Histogram::new(),
+                    lease_wait_time: Histogram::new(),
                 }
             }
 
             pub(crate) fn snapshot(
                 &self,
                 breaker: Option<BreakerState>,
+                breaker_stats: Option<BreakerStats>,
                 in_flight: usize,
                 entries: usize,
                 bytes: Option<u64>,
@@ -190,7 +193,9 @@ macro_rules! metrics {
                     load_duration: self.load_duration.snapshot(),
                     wait_time: self.wait_time.snapshot(),
                     write_lag: self.write_lag.snapshot(),
+                    lease_wait_time: self.lease_wait_time.snapshot(),
                     breaker,
+                    breaker_stats,
                     in_flight,
                     entries,
                     bytes,
@@ -215,8 +220,15 @@ macro_rules! metrics {
             /// Write-behind: time from queueing a write to its reaching the
             /// system of record.
             pub write_lag: HistogramSnapshot,
+            /// Fleet: time a load waited on another process's lease, from
+            /// finding it taken to the end of the wait (the holder's value
+            /// read, the lease acquired, or the wait limit reached).
+            pub lease_wait_time: HistogramSnapshot,
             /// The breaker's state, when the cache has one.
             pub breaker: Option<BreakerState>,
+            /// The breaker's transitions and time in each state, when the
+            /// cache has one.
+            pub breaker_stats: Option<BreakerStats>,
             /// Loads running now.
             pub in_flight: usize,
             /// Entries in the in-process store.
@@ -280,6 +292,26 @@ metrics! {
     undecodable,
     /// Lease renewals that failed and were retried.
     renew_errors,
+    /// Fleet leases granted to this process (it was the fleet's loader of the key).
+    leases_acquired,
+    /// Loads that found another process holding the key's lease and waited
+    /// for it (counted once per load, however many polls).
+    lease_waits,
+    /// Leases granted after the previous holder's lease expired without being
+    /// given back (it died, hung or was partitioned away).
+    lease_takeovers,
+    /// Waits on another process's lease that reached the wait limit: the
+    /// holder kept its lease alive but never delivered, and this process
+    /// called the origin itself.
+    lease_wait_limits,
+    /// Loads answered by the shared store after waiting on another
+    /// process's lease (the holder's value: the lock did its job).
+    lease_wait_answers,
+    /// Origin calls this process made for a key whose lease another process
+    /// had been granted and not given back: after a lease take-over, or after
+    /// a wait that reached its limit. Each may duplicate an origin call in
+    /// flight (or lost) elsewhere; 0 while every holder finishes in time.
+    duplicate_loads,
     /// Loads whose lease lapsed before they finished (their write is then
     /// fenced: refused if another process took the lease).
     leases_lost,

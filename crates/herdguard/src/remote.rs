@@ -47,6 +47,10 @@ pub struct Lease {
     /// A holder whose lease lapsed and was granted to another process is
     /// therefore refused whichever of the two writes first.
     pub version: u64,
+    /// Whether the grant took over a lease that expired without being given
+    /// back (its holder died, hung or was cut off): this load may duplicate
+    /// an origin call made elsewhere. Counted and logged by the core.
+    pub taken_over: bool,
 }
 
 /// What a conditional write did.

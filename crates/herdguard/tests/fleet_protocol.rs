@@ -89,6 +89,7 @@ impl Remote<u32, u64> for SharedMap {
             Ok(Some(Lease {
                 token,
                 version: slot.version,
+                taken_over: false,
             }))
         })
     }

@@ -190,6 +190,7 @@ impl LiveLoad {
                 origin_latency: latency,
                 seed,
                 redis: relay.as_ref().map(|r| r.url().to_string()),
+                redis_cluster: Vec::new(),
                 store_outage: relay.is_some(),
             };
             let origin = OriginConfig {

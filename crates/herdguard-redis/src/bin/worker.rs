@@ -2,7 +2,8 @@
 //! `RedisRemote`, prints `ready`, then for each line `go KEY` read on stdin
 //! runs `--callers` concurrent `get_or_load(KEY)` and prints one JSON line with
 //! what happened; `health` prints whether it uses the shared store now. Stops
-//! at the end of stdin.
+//! at the end of stdin. With `--cluster`, `--url` lists a Redis Cluster's seed
+//! nodes (comma-separated) and everything runs on the cluster.
 //!
 //! The loader counts its calls locally and in Redis (`INCR count:KEY`), sleeps
 //! `--loader-ms`, and returns `--value` (default: `v-PID`). With `--mark-done`
@@ -29,9 +30,12 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 #[derive(Parser, Debug)]
 #[command(about = "herdguard-redis fleet worker (test helper)")]
 struct Args {
-    /// Redis URL.
+    /// Redis URL (with `--cluster`: seed URLs, comma-separated).
     #[arg(long)]
     url: String,
+    /// `--url` lists the seed nodes of a Redis Cluster.
+    #[arg(long)]
+    cluster: bool,
     /// Concurrent callers per round.
     #[arg(long, default_value_t = 64)]
     callers: usize,
@@ -59,6 +63,10 @@ struct Args {
     /// The loader writes `bench:KEY:done <unix nanos>` just before returning.
     #[arg(long)]
     mark_done: bool,
+    /// How long a process waits on another's lease before loading itself
+    /// (default: the core's).
+    #[arg(long)]
+    wait_limit_ms: Option<u64>,
 }
 
 /// Who coordinates the callers of a round.
@@ -91,6 +99,49 @@ struct Round {
     latencies_us: Vec<u64>,
     /// Unix nanoseconds at which each caller that did not load returned, sorted.
     waiter_returned_unix_ns: Vec<u64>,
+    /// The round's lease metrics (`MetricsSnapshot` field → change).
+    lease: BTreeMap<&'static str, u64>,
+}
+
+/// The lease metrics' change from `before` to `after`.
+fn lease_metrics(
+    before: &herdguard::MetricsSnapshot,
+    after: &herdguard::MetricsSnapshot,
+) -> BTreeMap<&'static str, u64> {
+    let pairs = [
+        (
+            "leases_acquired",
+            after.leases_acquired - before.leases_acquired,
+        ),
+        ("lease_waits", after.lease_waits - before.lease_waits),
+        (
+            "lease_takeovers",
+            after.lease_takeovers - before.lease_takeovers,
+        ),
+        (
+            "lease_wait_limits",
+            after.lease_wait_limits - before.lease_wait_limits,
+        ),
+        (
+            "lease_wait_answers",
+            after.lease_wait_answers - before.lease_wait_answers,
+        ),
+        (
+            "duplicate_loads",
+            after.duplicate_loads - before.duplicate_loads,
+        ),
+        ("leases_lost", after.leases_lost - before.leases_lost),
+        (
+            "lease_wait_time_count",
+            after.lease_wait_time.count - before.lease_wait_time.count,
+        ),
+        (
+            "lease_wait_time_sum_ms",
+            u64::try_from((after.lease_wait_time.sum - before.lease_wait_time.sum).as_millis())
+                .unwrap_or(u64::MAX),
+        ),
+    ];
+    pairs.into_iter().collect()
 }
 
 /// What one caller got.
@@ -99,6 +150,69 @@ struct Call {
     served: String,
     took: Duration,
     returned_unix_ns: u64,
+}
+
+/// Where the loader counts its calls: the server, or the cluster (each command
+/// names one key, so the cluster connection sends it to that key's shard).
+#[derive(Clone)]
+enum Counter {
+    Single(redis::aio::ConnectionManager),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl Counter {
+    async fn connect(args: &Args) -> anyhow::Result<Counter> {
+        if args.cluster {
+            let client = redis::cluster::ClusterClient::new(seeds(&args.url))
+                .context("counter cluster client")?;
+            let conn = client
+                .get_async_connection()
+                .await
+                .context("counter cluster connection")?;
+            return Ok(Counter::Cluster(conn));
+        }
+        let conn = redis::Client::open(args.url.as_str())
+            .context("counter client")?
+            .get_connection_manager()
+            .await
+            .context("counter connection")?;
+        Ok(Counter::Single(conn))
+    }
+}
+
+impl redis::aio::ConnectionLike for Counter {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Counter::Single(c) => c.req_packed_command(cmd),
+            Counter::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Counter::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Counter::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Counter::Single(c) => c.get_db(),
+            Counter::Cluster(_) => 0,
+        }
+    }
+}
+
+fn seeds(list: &str) -> Vec<String> {
+    list.split(',').map(str::to_string).collect()
 }
 
 fn unix_nanos() -> u64 {
@@ -111,12 +225,7 @@ fn unix_nanos() -> u64 {
 /// The loader's side effects: count the call in Redis, take `loader_ms`, and
 /// with `mark_done` record when it returns. Best effort: with Redis down the
 /// local count still tells.
-async fn load(
-    counter: &mut redis::aio::ConnectionManager,
-    key: &str,
-    loader_ms: u64,
-    mark_done: bool,
-) {
+async fn load(counter: &mut Counter, key: &str, loader_ms: u64, mark_done: bool) {
     // Twice: after a Redis restart the first command on the old connection
     // fails and makes the connection manager reconnect.
     for _ in 0..2 {
@@ -145,7 +254,7 @@ async fn load(
 
 /// One caller of the classic pattern; returns the value and whether it loaded.
 async fn classic_call(
-    mut conn: redis::aio::ConnectionManager,
+    mut conn: Counter,
     key: &str,
     value: &str,
     loader_ms: u64,
@@ -213,24 +322,27 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let config = RedisConfig::new(args.url.clone())
+    let config = if args.cluster {
+        RedisConfig::cluster(seeds(&args.url))
+    } else {
+        RedisConfig::new(args.url.clone())
+    };
+    let config = config
         .lease_ttl(Duration::from_millis(args.lease_ttl_ms))
         .renew(!args.no_renew);
     let remote = RedisRemote::<String, String>::connect(config)
         .await
         .context("connecting the shared store")?;
-    let cache: Cache<String, String> = Cache::builder()
+    let mut builder = Cache::builder()
         .ttl(Duration::from_secs(60))
         .shared_store(remote)
         .fleet_poll_interval(Duration::from_millis(args.poll_ms))
-        .shared_store_probe_interval(Duration::from_millis(args.probe_ms))
-        .build()
-        .context("building the cache")?;
-    let counter = redis::Client::open(args.url.as_str())
-        .context("counter client")?
-        .get_connection_manager()
-        .await
-        .context("counter connection")?;
+        .shared_store_probe_interval(Duration::from_millis(args.probe_ms));
+    if let Some(ms) = args.wait_limit_ms {
+        builder = builder.fleet_wait_limit(Duration::from_millis(ms));
+    }
+    let cache: Cache<String, String> = builder.build().context("building the cache")?;
+    let counter = Counter::connect(&args).await?;
     let value = args
         .value
         .clone()
@@ -302,6 +414,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             served: BTreeMap::new(),
             latencies_us: Vec::new(),
             waiter_returned_unix_ns: Vec::new(),
+            lease: BTreeMap::new(),
         };
         for call in calls {
             match call.await {
@@ -333,6 +446,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         round.superseded = after.superseded - before.superseded;
         round.remote_errors = after.remote_errors - before.remote_errors;
         round.l2_hits = after.l2_hits - before.l2_hits;
+        round.lease = lease_metrics(&before, &after);
         println!(
             "{}",
             serde_json::to_string(&round).context("encoding the result")?

@@ -1,0 +1,264 @@
+//! `herdguard serve --log-format json --access-log` as a real process, with a
+//! real origin and a real redis-server that the test kills and restarts: the
+//! shared store's degraded and recovered events come once per transition, not
+//! per request, and the access log has one JSON line per request.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use herdguard_testkit::{free_port, RedisServer};
+use serde_json::Value;
+
+/// An HTTP/1.1 origin on a loopback port: every GET gets a small cacheable
+/// answer after `delay`. Its threads end with the test process.
+fn origin(delay: Duration) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("origin binds");
+    let port = listener.local_addr().expect("origin address").port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || serve_origin(stream, delay));
+        }
+    });
+    port
+}
+
+fn serve_origin(stream: TcpStream, delay: Duration) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) if line == "\r\n" => break,
+                Ok(_) => head.push_str(&line),
+            }
+        }
+        std::thread::sleep(delay);
+        let body = "hello";
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\ncache-control: max-age=60\r\n\r\n{body}",
+            body.len()
+        );
+        if reader.get_mut().write_all(answer.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+/// One GET over its own connection; the status code.
+fn get(port: u16, path: &str) -> u16 {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connects to the proxy");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("an answer");
+    text.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The sidecar, its stderr lines collected as they come.
+struct Serve {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    port: u16,
+    admin: u16,
+}
+
+impl Serve {
+    fn start(origin: u16, redis: &str, extra: &[&str]) -> Serve {
+        let (port, admin) = (free_port().unwrap(), free_port().unwrap());
+        let mut child = Command::new(env!("CARGO_BIN_EXE_herdguard"))
+            .args(["serve", "--log-format", "json", "--threads", "1"])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--admin", &format!("127.0.0.1:{admin}")])
+            .args(["--origin", &format!("http://127.0.0.1:{origin}")])
+            .args(["--redis", redis])
+            .args(extra)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("herdguard serve starts");
+        let stderr = child.stderr.take().expect("stderr");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&lines);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let serve = Serve {
+            child,
+            lines,
+            port,
+            admin,
+        };
+        serve.wait_for("listening", 1);
+        serve
+    }
+
+    /// Every stderr line so far, each one a JSON object.
+    fn events(&self) -> Vec<Value> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect()
+    }
+
+    fn count(&self, message: &str) -> usize {
+        self.events()
+            .iter()
+            .filter(|e| e["fields"]["message"] == message)
+            .count()
+    }
+
+    /// Waits (at most 15 s) until `message` was logged `n` times.
+    fn wait_for(&self, message: &str, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while self.count(message) < n {
+            assert!(
+                Instant::now() < deadline,
+                "no {message:?} ×{n} in {:#?}",
+                self.lines.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn metric(&self, name: &str) -> f64 {
+        let mut s = TcpStream::connect(("127.0.0.1", self.admin)).expect("admin");
+        write!(
+            s,
+            "GET /metrics HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_redis_outage_logs_one_degraded_and_one_recovered_event_and_every_request_one_line() {
+    let mut redis = RedisServer::start().expect("redis-server starts");
+    let origin = origin(Duration::from_millis(5));
+    let serve = Serve::start(origin, &redis.url(), &["--access-log"]);
+    let mut sent = 0;
+    let mut send = |path: &str| {
+        assert_eq!(get(serve.port, path), 200, "{path}");
+        sent += 1;
+    };
+    for i in 0..10 {
+        send(&format!("/before/{i}"));
+        send(&format!("/before/{i}")); // a hit
+    }
+
+    redis.kill();
+    serve.wait_for("shared store degraded", 1);
+    for i in 0..20 {
+        send(&format!("/during/{i}"));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        serve.count("shared store degraded"),
+        1,
+        "once per transition, not per request"
+    );
+
+    redis.restart().expect("redis-server restarts");
+    serve.wait_for("shared store recovered", 1);
+    for i in 0..10 {
+        send(&format!("/after/{i}"));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(serve.count("shared store recovered"), 1);
+    assert_eq!(serve.count("shared store degraded"), 1);
+    assert_eq!(
+        serve.metric("herdguard_shared_store_degradations_total"),
+        1.0
+    );
+    assert_eq!(serve.metric("herdguard_shared_store_recoveries_total"), 1.0);
+
+    let events = serve.events();
+    let degraded = events
+        .iter()
+        .find(|e| e["fields"]["message"] == "shared store degraded")
+        .unwrap();
+    assert_eq!(degraded["target"], "herdguard::fleet");
+    assert_eq!(degraded["level"], "WARN");
+    assert!(degraded["fields"]["error"].is_string(), "{degraded}");
+
+    let access: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["target"] == "herdguard::access")
+        .collect();
+    assert_eq!(access.len(), sent, "one access line per request");
+    for line in &access {
+        let f = &line["fields"];
+        assert_eq!(f["method"], "GET", "{line}");
+        assert_eq!(f["status"], 200, "{line}");
+        assert_eq!(f["bytes"], 5, "{line}");
+        assert!(f["path"].as_str().unwrap().starts_with('/'), "{line}");
+        assert!(f["total_ms"].as_f64().unwrap() >= 0.0, "{line}");
+        assert!(f["coalesced"].is_boolean(), "{line}");
+        assert!(
+            f["cache_status"].as_str().unwrap().starts_with("herdguard"),
+            "{line}"
+        );
+    }
+    let result = |path: &str| {
+        access
+            .iter()
+            .filter(|l| l["fields"]["path"] == path)
+            .map(|l| l["fields"]["result"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(result("/before/3"), ["miss", "hit"]);
+    let miss = access
+        .iter()
+        .find(|l| l["fields"]["path"] == "/before/3")
+        .unwrap();
+    assert!(
+        miss["fields"]["origin_ms"].as_f64().unwrap() >= 5.0,
+        "the origin's 5 ms: {miss}"
+    );
+}
+
+#[test]
+fn without_access_log_no_request_is_logged() {
+    let redis = RedisServer::start().expect("redis-server starts");
+    let origin = origin(Duration::ZERO);
+    let serve = Serve::start(origin, &redis.url(), &[]);
+    for i in 0..5 {
+        assert_eq!(get(serve.port, &format!("/x/{i}")), 200);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let access = serve
+        .events()
+        .iter()
+        .filter(|e| e["target"] == "herdguard::access")
+        .count();
+    assert_eq!(access, 0);
+}
