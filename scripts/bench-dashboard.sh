@@ -14,19 +14,12 @@ cd "$(dirname "$0")/.."
 
 DURATION="${1:-5s}"
 ROUNDS="${2:-4}"
-WORK="$(mktemp -d /tmp/herdguard-bench-dashboard.XXXXXX)"
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+. scripts/lib.sh
+bench_workdir bench-dashboard
 command -v wrk >/dev/null || { echo "bench-dashboard: wrk is not installed (Debian: apt-get install wrk)" >&2; exit 2; }
 
 cargo build --release --quiet -p herdguard-proxy --examples
 BIN=target/release/examples
-. scripts/lib.sh
 ORIGIN_PORT=$(free_port); HG_PORT=$(free_port); ADMIN_PORT=$(free_port)
 "$BIN/bench-origin" --port "$ORIGIN_PORT" --delay-ms 200 2>"$WORK/origin.log" &
 PIDS+=($!)

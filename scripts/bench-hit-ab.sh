@@ -15,14 +15,8 @@ ROUNDS="${3:-3}"
 command -v wrk >/dev/null || { echo "bench-hit-ab: wrk is not installed (Debian: apt-get install wrk)" >&2; exit 2; }
 git rev-parse --verify --quiet "$BASE_COMMIT^{commit}" >/dev/null || { echo "bench-hit-ab: $BASE_COMMIT is not a commit" >&2; exit 2; }
 
-WORK="$(mktemp -d /tmp/herdguard-hit-ab.XXXXXX)"
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+. scripts/lib.sh
+bench_workdir hit-ab
 
 echo "building this tree and $BASE_COMMIT (release)..." >&2
 cargo build --release --quiet -p herdguard-proxy --examples
@@ -31,7 +25,6 @@ git archive "$BASE_COMMIT" | tar -x -C "$WORK/base"
 BASE_TARGET="${HG_AB_TARGET:-$WORK/target}"
 (cd "$WORK/base" && CARGO_TARGET_DIR="$BASE_TARGET" cargo build --release --quiet -p herdguard-proxy --example serve)
 
-. scripts/lib.sh
 ORIGIN_PORT=$(free_port); BASE_PORT=$(free_port); NEW_PORT=$(free_port)
 target/release/examples/bench-origin --port "$ORIGIN_PORT" --delay-ms 200 2>/dev/null & PIDS+=($!)
 "$BASE_TARGET/release/examples/serve" --listen "127.0.0.1:$BASE_PORT" --origin "http://127.0.0.1:$ORIGIN_PORT" --threads 1 2>/dev/null & PIDS+=($!)

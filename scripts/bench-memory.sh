@@ -16,14 +16,8 @@ cd "$(dirname "$0")/.."
 DURATION="${1:-15s}"
 HG_MAX_MEMORY="${HG_MAX_MEMORY:-4GiB}"
 VARNISH_MALLOC="${VARNISH_MALLOC:-4G}"
-WORK="$(mktemp -d /tmp/herdguard-bench-memory.XXXXXX)"
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+. scripts/lib.sh
+bench_workdir bench-memory
 
 for tool in wrk varnishd varnishstat; do
     command -v "$tool" >/dev/null || { echo "bench-memory: $tool is not installed (Debian: apt-get install wrk varnish)" >&2; exit 2; }
@@ -33,7 +27,6 @@ echo "building (release)..." >&2
 cargo build --release --quiet -p herdguard-proxy --examples
 BIN=target/release/examples
 
-. scripts/lib.sh
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
 cat >"$WORK/distinct.lua" <<'LUA'

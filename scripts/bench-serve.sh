@@ -20,14 +20,8 @@ cd "$(dirname "$0")/.."
 
 DURATION="${1:-10s}"
 STREAM_BYTES="${STREAM_BYTES:-1073741824}"
-WORK="$(mktemp -d /tmp/herdguard-bench-serve.XXXXXX)"
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+. scripts/lib.sh
+bench_workdir bench-serve
 
 for tool in wrk nginx; do
     command -v "$tool" >/dev/null || { echo "bench-serve: $tool is not installed (Debian: apt-get install $tool)" >&2; exit 2; }
@@ -37,7 +31,6 @@ echo "building (release)..." >&2
 cargo build --release --quiet -p herdguard-proxy --examples
 BIN=target/release/examples
 
-. scripts/lib.sh
 
 ORIGIN_PORT=$(free_port); HG_PORT=$(free_port); HG_CORES_PORT=$(free_port); NGINX_PORT=$(free_port)
 CORES=$(nproc)

@@ -11,3 +11,16 @@ wait_port() {
     done
     echo "$(basename "$0"): nothing listening on port $1" >&2; exit 1
 }
+
+# A scratch folder $WORK (/tmp/herdguard-$1.XXXXXX) and the list $PIDS of the
+# processes a benchmark starts; on exit every one is stopped and the folder removed.
+bench_workdir() {
+    WORK="$(mktemp -d "/tmp/herdguard-$1.XXXXXX")"
+    PIDS=()
+    trap cleanup EXIT
+}
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    rm -rf "$WORK"
+}

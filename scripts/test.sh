@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # What the tests drive for real: redis-server (the Redis tier, the fleet) and
-# Debian's chromium (the browser tests of the demo's report).
+# Debian's chromium (the browser tests: the demo's report, the dashboard and the
+# web demonstrator, crates/herdguard-cli/tests/live.rs).
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 # redis-cli (the cluster tests create their cluster with it; Debian's redis-server pulls it in).

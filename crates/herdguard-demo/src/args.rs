@@ -435,7 +435,12 @@ impl DemoArgs {
     }
 }
 
-fn range(flag: &str, value: u32, min: u32, max: u32) -> Result<(), DemoError> {
+pub(crate) fn range<T: PartialOrd + std::fmt::Display>(
+    flag: &str,
+    value: T,
+    min: T,
+    max: T,
+) -> Result<(), DemoError> {
     if value < min || value > max {
         return Err(bad(format!(
             "{flag} must be between {min} and {max}, got {value}"

@@ -192,7 +192,7 @@ fn compact_reads_table(report: &ScenarioReport) -> Table {
             ms(s.p99_ms),
             format!("{}/{}", s.errors + s.timeouts, s.served_stale),
             s.waited.to_string(),
-            short_verdict(s, report.keys),
+            short_verdict(s),
         ]);
     }
     for i in 1..7 {
@@ -205,9 +205,9 @@ fn compact_reads_table(report: &ScenarioReport) -> Table {
 
 /// A verdict that fits a table cell: failures first, then whether anyone
 /// waited for the origin, then the calls per key.
-fn short_verdict(s: &StrategyReport, keys: u32) -> String {
+pub(crate) fn short_verdict(s: &StrategyReport) -> String {
     let failed = s.errors + s.timeouts;
-    let per_key = s.origin_calls as f64 / f64::from(keys.max(1));
+    let per_key = s.origin_calls_per_key;
     if failed > 0 {
         format!("✗ {failed} failed")
     } else if s.waited == 0 {

@@ -377,7 +377,8 @@ impl StrategyReport {
 }
 
 /// Nearest-rank percentile of sorted samples (µs), in ms.
-fn percentile_ms(sorted: &[u64], q: f64) -> f64 {
+/// The `q` quantile of `sorted` µs latencies in ms (nearest rank); 0 when empty.
+pub(crate) fn percentile_ms(sorted: &[u64], q: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }

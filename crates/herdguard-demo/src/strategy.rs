@@ -95,6 +95,17 @@ impl Strategy {
         }
     }
 
+    /// Whether the strategy is a write pattern (the patterns scenario only).
+    pub fn is_write_pattern(self) -> bool {
+        matches!(
+            self,
+            Strategy::CacheAside
+                | Strategy::WriteThrough
+                | Strategy::WriteBehind
+                | Strategy::WriteBehindNaive
+        )
+    }
+
     /// Whether the strategy is the unprotected baseline.
     pub fn is_baseline(self) -> bool {
         self == Strategy::None

@@ -10,7 +10,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 
 use crate::origin::WeatherOrigin;
-use crate::stats::Outcome;
+use crate::stats::{percentile_ms, Outcome};
 use crate::strategy::Strategy;
 
 /// The live counts of every strategy of one run.
@@ -30,7 +30,7 @@ struct Counts {
     errors: u64,
     stale: u64,
     /// Every latency so far, µs (a run has at most a million requests).
-    latencies: Vec<u32>,
+    latencies: Vec<u64>,
 }
 
 /// One strategy's figures so far.
@@ -91,7 +91,7 @@ impl Tally {
                 _ => {}
             }
             c.latencies
-                .push(u32::try_from(latency.as_micros()).unwrap_or(u32::MAX));
+                .push(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX));
         }
     }
 
@@ -105,12 +105,7 @@ impl Tally {
                     (c.errors, c.stale, c.latencies.clone())
                 };
                 latencies.sort_unstable();
-                let pct = |q: f64| {
-                    (!latencies.is_empty()).then(|| {
-                        let rank = ((q * latencies.len() as f64).ceil() as usize).max(1);
-                        f64::from(latencies[rank - 1]) / 1000.0
-                    })
-                };
+                let pct = |q| (!latencies.is_empty()).then(|| percentile_ms(&latencies, q));
                 Live {
                     name: s.strategy.name().to_string(),
                     done: latencies.len() as u64,

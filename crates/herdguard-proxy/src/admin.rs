@@ -59,7 +59,11 @@ impl Admin {
             let io = TimedIo::new(stream, Arc::clone(&state), self.limits);
             let service = service_fn(move |req: Request<hyper::body::Incoming>| {
                 let busy = state.begin();
-                let quorum = quorum.as_ref().and_then(|r| r.quorum_stats());
+                // The quorum counters copy every lock server's name: read
+                // them for a scrape only.
+                let quorum = (req.uri().path() == "/metrics")
+                    .then(|| quorum.as_ref().and_then(|r| r.quorum_stats()))
+                    .flatten();
                 let (proxy, sampler, purger) = (
                     Arc::clone(&proxy),
                     Arc::clone(&sampler),

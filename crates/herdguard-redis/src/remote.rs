@@ -30,6 +30,9 @@ const VERSION_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Most instance records [`RedisRemote::exchange_instance_record`] returns.
 pub const MAX_INSTANCES: usize = 64;
 
+/// Largest instance record [`RedisRemote::exchange_instance_record`] takes.
+const MAX_RECORD_BYTES: usize = 4096;
+
 /// A fleet's shared tier, lease coordinator and change feed, on one Redis
 /// server, the primary Redis Sentinel names, or a Redis Cluster — with leases,
 /// optionally, from a quorum of independent lock servers
@@ -260,10 +263,10 @@ where
                 "instance name {instance:?} must be one word"
             )));
         }
-        if record.len() > 4096 {
+        if record.len() > MAX_RECORD_BYTES {
             return Err(RemoteError::TooLarge {
                 size: record.len(),
-                limit: 4096,
+                limit: MAX_RECORD_BYTES,
             });
         }
         let mut conn = self.conn.clone();
@@ -382,11 +385,8 @@ where
                         .query_async(&mut conn),
                 )
                 .await?;
-            let entry = match value.map(|b| envelope::decode(&b)).transpose() {
-                Ok(entry) => entry,
-                // The core counts and logs it.
-                Err(e) => return Err(e),
-            };
+            // An undecodable entry is an error the core counts and logs.
+            let entry = value.map(|b| envelope::decode(&b)).transpose()?;
             Ok(Shared {
                 entry,
                 marker: marker.and_then(|m| envelope::decode_marker(&m)),

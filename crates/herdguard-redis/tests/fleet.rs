@@ -120,7 +120,8 @@ fn a_takeover_after_sigkill_moves_the_lease_metrics() {
     assert_eq!(lease("lease_wait_time_count"), 2);
     // They waited until the dead holder's lease expired: 600 ms after its
     // last renewal, at most 200 ms (a third of the TTL) before the kill,
-    // which came 100 ms after they began: at least 500 ms.
+    // which came 100 ms after they began: about 500 ms; the bound leaves room
+    // for a slow machine.
     for r in &results {
         assert!(u(&r["lease"], "lease_wait_time_sum_ms") >= 300, "{r}");
     }

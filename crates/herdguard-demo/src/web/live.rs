@@ -12,10 +12,11 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use crate::args::range;
 use crate::error::{bad, DemoError};
 use crate::origin::{city, OriginConfig, WeatherOrigin};
 use crate::relay::Relay;
-use crate::stats::Outcome;
+use crate::stats::{percentile_ms, Outcome};
 use crate::strategy::{Client, ClientConfig, Strategy};
 
 /// How long a partition lasts.
@@ -42,30 +43,16 @@ pub struct LiveSettings {
 
 impl LiveSettings {
     fn check(&self, redis: bool) -> Result<(), DemoError> {
-        let within = |what: &str, v: u64, lo: u64, hi: u64| {
-            if (lo..=hi).contains(&v) {
-                Ok(())
-            } else {
-                Err(bad(format!("{what} must be between {lo} and {hi}")))
-            }
-        };
-        within("keys", u64::from(self.keys), 1, 100)?;
-        within("rate", u64::from(self.rate), 1, 2_000)?;
-        within("concurrency", u64::from(self.threads), 1, 1_000)?;
-        within("origin latency (ms)", self.origin_latency_ms, 1, 10_000)?;
-        within("TTL (ms)", self.ttl_ms, 100, 600_000)?;
+        range("keys", u64::from(self.keys), 1, 100)?;
+        range("rate", u64::from(self.rate), 1, 2_000)?;
+        range("concurrency", u64::from(self.threads), 1, 1_000)?;
+        range("origin latency (ms)", self.origin_latency_ms, 1, 10_000)?;
+        range("TTL (ms)", self.ttl_ms, 100, 600_000)?;
         if self.strategies.is_empty() || self.strategies.len() > 6 {
             return Err(bad("pick 1 to 6 strategies"));
         }
         for s in &self.strategies {
-            let read = !matches!(
-                s,
-                Strategy::CacheAside
-                    | Strategy::WriteThrough
-                    | Strategy::WriteBehind
-                    | Strategy::WriteBehindNaive
-            );
-            if !read {
+            if s.is_write_pattern() {
                 return Err(bad(format!("{} is a write pattern", s.name())));
             }
             if *s == Strategy::Fleet && !redis {
@@ -103,7 +90,7 @@ pub struct LiveFigures {
 struct Window {
     errors: u64,
     stale: u64,
-    latencies: Vec<u32>,
+    latencies: Vec<u64>,
 }
 
 struct Lane {
@@ -135,7 +122,7 @@ impl Lane {
         )
         .await
         .unwrap_or(Outcome::Timeout);
-        let latency = u32::try_from(began.elapsed().as_micros()).unwrap_or(u32::MAX);
+        let latency = u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX);
         let mut w = self.window.lock();
         match outcome {
             Outcome::Error | Outcome::Timeout => w.errors += 1,
@@ -308,11 +295,9 @@ impl LiveLoad {
             .map(|lane| {
                 let mut w = std::mem::take(&mut *lane.window.lock());
                 w.latencies.sort_unstable();
-                let pct = |q: f64| {
-                    (!w.latencies.is_empty()).then(|| {
-                        let rank = ((q * w.latencies.len() as f64).ceil() as usize).max(1);
-                        (f64::from(w.latencies[rank - 1]) / 100.0).round() / 10.0
-                    })
+                let pct = |q| {
+                    (!w.latencies.is_empty())
+                        .then(|| (percentile_ms(&w.latencies, q) * 10.0).round() / 10.0)
                 };
                 let calls = lane.origin.calls();
                 let new_calls = {

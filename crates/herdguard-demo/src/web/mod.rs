@@ -38,7 +38,7 @@ use tokio_stream::StreamExt;
 
 use crate::args::{DemoArgs, Scenario};
 use crate::error::{runtime, DemoError};
-use crate::report::{recommendation, scenario_report, ScenarioReport};
+use crate::report::{recommendation, scenario_report, short_verdict, ScenarioReport};
 use crate::runner::run_scenario_counted;
 use crate::strategy::Strategy;
 use crate::tally::Tally;
@@ -295,7 +295,7 @@ async fn start_run(State(web): State<Shared>, Json(req): Json<RunRequest>) -> Re
     args.keys = req.keys;
     args.threads = req.threads;
     args.origin_latency = Duration::from_millis(req.origin_latency_ms);
-    args.origin_jitter = Duration::ZERO.min(args.origin_latency);
+    args.origin_jitter = Duration::ZERO;
     args.rate = req.rate;
     args.duration = Duration::from_millis(req.duration_ms);
     args.ttl = Duration::from_millis(req.ttl_ms);
@@ -369,6 +369,8 @@ async fn last_report(State(web): State<Shared>) -> Response {
             "id": job.status.id,
             "seed": job.status.seed,
             "recommendation": recommendation(report),
+            // The command line's compact verdicts, per strategy in table order.
+            "verdicts": report.strategies.iter().map(short_verdict).collect::<Vec<_>>(),
             "report": report,
         }))
         .into_response(),

@@ -6,7 +6,7 @@
 //! [`record`]: rates over the last second, totals, wait-time percentiles,
 //! loads in flight, the lease, breaker and shared-store state. With a shared
 //! store, the sampler also publishes the record to Redis and reads every other
-//! instance's ([`RedisRemote::exchange_instance_record`]), so any instance's
+//! instance's ([`herdguard_redis::RedisRemote::exchange_instance_record`]), so any instance's
 //! dashboard shows the whole fleet. Each open page holds one receiver of the
 //! latest update; the hit path is never touched.
 //!
