@@ -10,11 +10,7 @@ use herdguard_testkit::RedisCluster;
 use serde_json::Value;
 
 mod common;
-use common::{count, strategy};
-
-fn calls(report: &Value, name: &str) -> u64 {
-    count(strategy(&report["scenarios"][0], name), "origin_calls")
-}
+use common::{calls, count, strategy};
 
 #[test]
 fn fleet_lease_on_a_cluster_makes_one_call_per_key_across_four_processes() {

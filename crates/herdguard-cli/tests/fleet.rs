@@ -8,11 +8,7 @@ use herdguard_testkit::RedisServer;
 use serde_json::Value;
 
 mod common;
-use common::{count, strategy};
-
-fn calls(report: &Value, name: &str) -> u64 {
-    count(strategy(&report["scenarios"][0], name), "origin_calls")
-}
+use common::calls;
 
 #[test]
 fn fleet_lease_makes_one_call_per_key_across_four_processes() {

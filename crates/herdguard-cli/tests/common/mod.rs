@@ -16,6 +16,11 @@ pub fn strategy<'a>(scenario: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("strategy {name} in {scenario}"))
 }
 
+/// Origin calls of strategy `name` in a report's first scenario.
+pub fn calls(report: &Value, name: &str) -> u64 {
+    count(strategy(&report["scenarios"][0], name), "origin_calls")
+}
+
 /// A counter field of a strategy.
 pub fn count(strategy: &Value, field: &str) -> u64 {
     strategy[field]
