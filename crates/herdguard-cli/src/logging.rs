@@ -6,6 +6,9 @@
 //! the README lists them.
 
 use tracing_subscriber::filter::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::reload;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// How log lines are written.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -33,23 +36,43 @@ pub struct LogArgs {
 
 /// Installs the subscriber; `default` is the filter when neither
 /// `--log-level` nor `RUST_LOG` is given. An unreadable filter is bad input.
-pub fn init(args: &LogArgs, default: &str) -> Result<(), String> {
+/// Returns the control through which `herdguard serve` changes the filter
+/// (the configuration file's `log_level`, at start and on reload).
+pub fn init(args: &LogArgs, default: &str) -> Result<herdguard_proxy::LogControl, String> {
     let (text, source) = match (&args.log_level, std::env::var("RUST_LOG")) {
-        (Some(level), _) => (level.clone(), "--log-level"),
-        (None, Ok(env)) if !env.trim().is_empty() => (env, "RUST_LOG"),
-        _ => (default.to_string(), "default"),
+        (Some(level), _) => (level.clone(), Some("--log-level")),
+        (None, Ok(env)) if !env.trim().is_empty() => (env, Some("RUST_LOG")),
+        _ => (default.to_string(), None),
     };
-    let filter = EnvFilter::builder()
-        .parse(&text)
-        .map_err(|e| format!("{source} {text:?}: {e}"))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let filter = parse(&text).map_err(|e| format!("{} {e}", source.unwrap_or("default")))?;
+    let (filter, handle) = reload::Layer::new(filter);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let installed = match args.log_format {
-        LogFormat::Text => builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        LogFormat::Text => tracing_subscriber::registry()
+            .with(filter)
+            .with(fmt.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())))
             .try_init(),
-        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Json => tracing_subscriber::registry()
+            .with(filter)
+            .with(fmt.json())
+            .try_init(),
     };
-    installed.map_err(|e| format!("cannot install the log subscriber: {e}"))
+    installed.map_err(|e| format!("cannot install the log subscriber: {e}"))?;
+    Ok(herdguard_proxy::LogControl {
+        set: Box::new(move |text| {
+            let filter = parse(text)?;
+            handle
+                .reload(filter)
+                .map_err(|e| format!("cannot change the log filter: {e}"))
+        }),
+        pinned_by: source,
+        default: default.to_string(),
+    })
+}
+
+/// A filter from `--log-level` syntax.
+fn parse(text: &str) -> Result<EnvFilter, String> {
+    EnvFilter::builder()
+        .parse(text)
+        .map_err(|e| format!("{text:?}: {e}"))
 }

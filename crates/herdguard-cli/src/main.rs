@@ -48,15 +48,18 @@ fn main() -> ExitCode {
         // Its output is one line per URL; errors are its own line.
         Command::Purge(_) => "warn",
     };
-    if let Err(message) = logging::init(&cli.logs, default_filter) {
-        eprintln!("error: {message}");
-        return ExitCode::from(2);
-    }
+    let log = match logging::init(&cli.logs, default_filter) {
+        Ok(log) => log,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(2);
+        }
+    };
     let result = match cli.command {
         Command::Demo(args) => {
             herdguard_demo::run(args).map_err(|e| (e.exit_code(), e.to_string()))
         }
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(args, log),
         Command::Purge(args) => {
             herdguard_proxy::purge_blocking(args).map_err(|e| (e.exit_code(), e.to_string()))
         }
@@ -70,7 +73,11 @@ fn main() -> ExitCode {
     }
 }
 
-/// `herdguard serve`, a thread per core, until SIGTERM or ctrl-c.
-fn serve(args: herdguard_proxy::ServeArgs) -> Result<(), (i32, String)> {
-    herdguard_proxy::run_blocking(args).map_err(|e| (e.exit_code(), e.to_string()))
+/// `herdguard serve`, a thread per core, until SIGTERM or ctrl-c; SIGHUP
+/// reloads its configuration file (the log filter included).
+fn serve(
+    args: herdguard_proxy::ServeArgs,
+    log: herdguard_proxy::LogControl,
+) -> Result<(), (i32, String)> {
+    herdguard_proxy::run_blocking(args, Some(log)).map_err(|e| (e.exit_code(), e.to_string()))
 }

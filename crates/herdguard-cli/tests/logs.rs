@@ -1,7 +1,8 @@
 //! `herdguard serve --log-format json --access-log` as a real process, with a
 //! real origin and a real redis-server that the test kills and restarts: the
 //! shared store's degraded and recovered events come once per transition, not
-//! per request, and the access log has one JSON line per request.
+//! per request, and the access log has one JSON line per request. And SIGHUP:
+//! the file's rules, access log and log level change while the process serves.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -76,14 +77,15 @@ struct Serve {
 }
 
 impl Serve {
-    fn start(origin: u16, redis: &str, extra: &[&str]) -> Serve {
+    fn start(origin: u16, redis: Option<&str>, extra: &[&str]) -> Serve {
         let (port, admin) = (free_port().unwrap(), free_port().unwrap());
+        let redis = redis.map(|url| ["--redis", url]);
         let mut child = Command::new(env!("CARGO_BIN_EXE_herdguard"))
             .args(["serve", "--log-format", "json", "--threads", "1"])
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--admin", &format!("127.0.0.1:{admin}")])
             .args(["--origin", &format!("http://127.0.0.1:{origin}")])
-            .args(["--redis", redis])
+            .args(redis.iter().flatten())
             .args(extra)
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
@@ -164,7 +166,7 @@ impl Drop for Serve {
 fn a_redis_outage_logs_one_degraded_and_one_recovered_event_and_every_request_one_line() {
     let mut redis = RedisServer::start().expect("redis-server starts");
     let origin = origin(Duration::from_millis(5));
-    let serve = Serve::start(origin, &redis.url(), &["--access-log"]);
+    let serve = Serve::start(origin, Some(&redis.url()), &["--access-log"]);
     let mut sent = 0;
     let mut send = |path: &str| {
         assert_eq!(get(serve.port, path), 200, "{path}");
@@ -250,7 +252,7 @@ fn a_redis_outage_logs_one_degraded_and_one_recovered_event_and_every_request_on
 fn without_access_log_no_request_is_logged() {
     let redis = RedisServer::start().expect("redis-server starts");
     let origin = origin(Duration::ZERO);
-    let serve = Serve::start(origin, &redis.url(), &[]);
+    let serve = Serve::start(origin, Some(&redis.url()), &[]);
     for i in 0..5 {
         assert_eq!(get(serve.port, &format!("/x/{i}")), 200);
     }
@@ -261,4 +263,110 @@ fn without_access_log_no_request_is_logged() {
         .filter(|e| e["target"] == "herdguard::access")
         .count();
     assert_eq!(access, 0);
+}
+
+/// Writes the sidecar's TOML file.
+fn write_config(path: &std::path::Path, lines: &[&str]) {
+    std::fs::write(path, lines.join("\n")).expect("config written");
+}
+
+fn access_lines(serve: &Serve) -> usize {
+    serve
+        .events()
+        .iter()
+        .filter(|e| e["target"] == "herdguard::access")
+        .count()
+}
+
+#[test]
+fn sighup_reloads_rules_access_log_and_log_level_and_names_what_needs_a_restart() {
+    let dir = std::env::temp_dir().join(format!("hg-reload-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("serve.toml");
+    write_config(&config, &["log_level = \"info\""]);
+    let origin = origin(Duration::ZERO);
+    let config_arg = config.to_string_lossy().into_owned();
+    let serve = Serve::start(origin, None, &["--config", &config_arg]);
+    let calls = || serve.metric("herdguard_proxy_origin_requests_total");
+    assert_eq!(get(serve.port, "/live/a"), 200);
+    assert_eq!(get(serve.port, "/live/a"), 200);
+    assert_eq!(calls(), 1.0, "cached before the reload");
+    assert_eq!(access_lines(&serve), 0);
+
+    write_config(
+        &config,
+        &[
+            "log_level = \"info\"",
+            "access_log = true",
+            "max_connections = 10",
+            "[[rule]]",
+            "prefix = \"/live/\"",
+            "bypass = true",
+        ],
+    );
+    hangup(&serve);
+    serve.wait_for("configuration reloaded", 1);
+    let events = serve.events();
+    let reloaded = events
+        .iter()
+        .find(|e| e["fields"]["message"] == "configuration reloaded")
+        .unwrap();
+    assert_eq!(
+        reloaded["fields"]["applied"], "access_log,rule",
+        "{reloaded}"
+    );
+    let restart = events
+        .iter()
+        .find(|e| e["level"] == "WARN" && e["fields"]["settings"] == "max_connections");
+    assert!(restart.is_some(), "no restart warning in {events:#?}");
+    assert_eq!(get(serve.port, "/live/a"), 200);
+    assert_eq!(get(serve.port, "/live/a"), 200);
+    assert_eq!(
+        calls(),
+        3.0,
+        "bypassed after the reload, same process and port"
+    );
+    assert_eq!(access_lines(&serve), 2, "the access log is on");
+
+    // A broken file: one error, and the running configuration stays.
+    write_config(&config, &["[[rule]]", "ttl_secs = 5"]);
+    hangup(&serve);
+    serve.wait_for("configuration not reloaded: the running one stays", 1);
+    assert_eq!(get(serve.port, "/live/a"), 200);
+    assert_eq!(calls(), 4.0, "the bypass rule still applies");
+    assert_eq!(access_lines(&serve), 3);
+
+    // The log level from the file: at warn, no access line any more.
+    write_config(
+        &config,
+        &[
+            "log_level = \"warn\"",
+            "access_log = true",
+            "max_connections = 10",
+        ],
+    );
+    hangup(&serve);
+    // The reload's own info line is filtered already; wait for the effect.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        assert_eq!(get(serve.port, "/quiet"), 200);
+        std::thread::sleep(Duration::from_millis(50));
+        let before = access_lines(&serve);
+        assert_eq!(get(serve.port, "/quiet"), 200);
+        std::thread::sleep(Duration::from_millis(50));
+        if access_lines(&serve) == before {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the log level did not change");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Sends SIGHUP to the sidecar.
+fn hangup(serve: &Serve) {
+    let status = Command::new("kill")
+        .args(["-HUP", &serve.child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
 }

@@ -27,6 +27,9 @@ pub enum LifetimeSource {
     Heuristic,
     /// No explicit expiration and no heuristic allowed or possible: lifetime 0.
     None,
+    /// Set by the cache's operator for responses that state none (nginx's
+    /// `proxy_cache_valid`): [`StoredResponse::with_default_lifetime`].
+    Configured,
 }
 
 /// A freshness lifetime and its origin.
@@ -257,6 +260,22 @@ impl StoredResponse {
         }
     }
 
+    /// With `lifetime` as the freshness lifetime when the response states none
+    /// (its lifetime is a heuristic or nothing), as an operator's default may
+    /// give it; an explicit `max-age`, `s-maxage` or `Expires` is kept.
+    pub fn with_default_lifetime(mut self, lifetime: Duration) -> Self {
+        if matches!(
+            self.lifetime.source,
+            LifetimeSource::Heuristic | LifetimeSource::None
+        ) {
+            self.lifetime = Lifetime {
+                duration: lifetime,
+                source: LifetimeSource::Configured,
+            };
+        }
+        self
+    }
+
     /// `current_age` at `now` (§4.2.3).
     pub fn current_age(&self, now: SystemTime) -> Duration {
         current_age(self.corrected_initial_age, self.response_time, now)
@@ -334,6 +353,21 @@ pub fn ensure_date(headers: &mut HeaderMap, response_time: SystemTime) -> bool {
     }
     headers.insert(DATE, format_http_date(response_time));
     true
+}
+
+/// Removes the fields through which an origin tells caches how long to keep a
+/// response and whether to share it — `Cache-Control`, `Expires`, `Pragma` and
+/// the targeted fields `config` obeys (RFC 9213) — so that a cache told by its
+/// operator to ignore them (nginx's `proxy_ignore_headers`) sees none.
+pub fn without_freshness_fields(headers: &HeaderMap, config: &CacheConfig) -> HeaderMap {
+    let mut kept = headers.clone();
+    for name in [http::header::CACHE_CONTROL, EXPIRES, http::header::PRAGMA]
+        .iter()
+        .chain(&config.target_fields)
+    {
+        kept.remove(name);
+    }
+    kept
 }
 
 #[cfg(test)]
@@ -634,5 +668,44 @@ mod tests {
             age_header_value(Duration::from_secs(u64::MAX)),
             HeaderValue::from(MAX_DELTA_SECONDS)
         );
+    }
+
+    #[test]
+    fn a_default_lifetime_replaces_only_a_lifetime_the_response_does_not_state() {
+        let config = CacheConfig::default();
+        let stored = |pairs: &[(&str, &str)]| {
+            StoredResponse::new(StatusCode::OK, &hm(pairs), at(T0), at(T0), &config)
+                .with_default_lifetime(Duration::from_secs(60))
+        };
+        let none = stored(&[("date", D0)]);
+        assert_eq!(none.lifetime.duration, Duration::from_secs(60));
+        assert_eq!(none.lifetime.source, LifetimeSource::Configured);
+        let heuristic = stored(&[
+            ("date", D0),
+            ("last-modified", "Sat, 06 Nov 1993 08:49:37 GMT"),
+        ]);
+        assert_eq!(heuristic.lifetime.source, LifetimeSource::Configured);
+        let explicit = stored(&[("date", D0), ("cache-control", "max-age=5")]);
+        assert_eq!(explicit.lifetime.duration, Duration::from_secs(5));
+        assert_eq!(explicit.lifetime.source, LifetimeSource::MaxAge);
+        let expires = stored(&[("date", D0), ("expires", D0)]);
+        assert_eq!(expires.lifetime.duration, Duration::ZERO);
+        assert_eq!(expires.lifetime.source, LifetimeSource::Expires);
+    }
+
+    #[test]
+    fn freshness_fields_are_removed_with_the_targeted_ones() {
+        let config = CacheConfig::default();
+        let h = hm(&[
+            ("cache-control", "private, no-store"),
+            ("expires", "0"),
+            ("pragma", "no-cache"),
+            ("cdn-cache-control", "no-store"),
+            ("herdguard-cache-control", "max-age=1"),
+            ("etag", "\"a\""),
+        ]);
+        let kept = without_freshness_fields(&h, &config);
+        assert_eq!(kept.len(), 1);
+        assert!(kept.contains_key("etag"));
     }
 }

@@ -16,7 +16,7 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match herdguard_proxy::run_blocking(cli.serve) {
+    match herdguard_proxy::run_blocking(cli.serve, None) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

@@ -18,7 +18,7 @@ use tokio::sync::{watch, Semaphore};
 use crate::answer::plain;
 use crate::body::Body;
 use crate::dashboard::{EventStream, Sampler, PAGE};
-use crate::limits::{ConnState, ConnectionLimits, TimedIo, Tracked};
+use crate::limits::{ConnState, TimedIo, Tracked};
 use crate::proxy::Proxy;
 use crate::purge::Purger;
 use crate::server::accept;
@@ -32,7 +32,6 @@ pub(crate) struct Admin {
     pub purger: Arc<Purger>,
     /// The shared store, for its quorum-lease counters.
     pub remote: Option<crate::fleet::FleetRemote>,
-    pub limits: ConnectionLimits,
     pub max_connections: usize,
 }
 
@@ -56,7 +55,8 @@ impl Admin {
             let purger = Arc::clone(&self.purger);
             let quorum = self.remote.clone();
             let state = Arc::new(ConnState::default());
-            let io = TimedIo::new(stream, Arc::clone(&state), self.limits);
+            let limits = self.proxy.tuning().limits;
+            let io = TimedIo::new(stream, Arc::clone(&state), limits);
             let service = service_fn(move |req: Request<hyper::body::Incoming>| {
                 let busy = state.begin();
                 // The quorum counters copy every lock server's name: read

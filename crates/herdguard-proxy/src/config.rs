@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use crate::limits::ConnectionLimits;
 use crate::origin::OriginTrust;
+use crate::path_rules::{PathRules, RuleFile};
 
 /// One serving thread per core but one: a sidecar shares its host with the
 /// application it serves, and threads that compete with it for every core
@@ -165,6 +166,12 @@ pub struct ServeArgs {
     /// format of `--log-format`): method, path, status, bytes, times, result.
     #[arg(long, env = "HERDGUARD_ACCESS_LOG")]
     pub access_log: bool,
+    /// Send the origin the client's host (normalised, as in the cache key) as
+    /// its `Host`, instead of the origin URL's (one origin serving several
+    /// virtual hosts); the TLS server name stays the origin URL's. Needs
+    /// `host` in the cache key.
+    #[arg(long, env = "HERDGUARD_KEEP_CLIENT_HOST")]
+    pub keep_client_host: bool,
 }
 
 /// What a request's own cache directives (`no-cache`, `max-age`, `min-fresh`,
@@ -252,6 +259,13 @@ struct FileConfig {
     body_read_timeout_ms: Option<u64>,
     write_timeout_ms: Option<u64>,
     access_log: Option<bool>,
+    keep_client_host: Option<bool>,
+    /// The log filter (as `--log-level`), applied at start and on reload when
+    /// neither `--log-level` nor `RUST_LOG` set one.
+    log_level: Option<String>,
+    /// Per-path rules, in order (`[[rule]]` tables).
+    #[serde(default)]
+    rule: Vec<RuleFile>,
 }
 
 /// An invalid setting, named by its field.
@@ -348,6 +362,12 @@ pub struct Settings {
     pub body_read_timeout: Duration,
     /// Whether each request is logged (`herdguard::access`).
     pub access_log: bool,
+    /// Whether the origin gets the client's host as its `Host`.
+    pub keep_client_host: bool,
+    /// The per-path rules (`[[rule]]`), in order.
+    pub path_rules: PathRules,
+    /// The file's log filter, if it gives one.
+    pub log_level: Option<String>,
 }
 
 impl ServeArgs {
@@ -579,6 +599,14 @@ impl ServeArgs {
             ));
         }
         let max_object = max_memory / 100 * max_object_percent;
+        let keep_client_host = self.keep_client_host || file.keep_client_host.unwrap_or(false);
+        if keep_client_host && !cache_key.host {
+            return Err(invalid(
+                "keep_client_host",
+                "needs host in cache_key (the origin's answer then depends on it)",
+            ));
+        }
+        let path_rules = crate::path_rules::resolve(file.rule, max_object)?;
         // By default the budget is the only bound (one entry per 64 bytes of it
         // can never be reached: an entry weighs more than that).
         let max_entries = positive(
@@ -671,6 +699,9 @@ impl ServeArgs {
             )?),
             // A flag can only turn it on; the file may too.
             access_log: self.access_log || file.access_log.unwrap_or(false),
+            keep_client_host,
+            path_rules,
+            log_level: file.log_level,
         })
     }
 }

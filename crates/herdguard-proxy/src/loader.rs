@@ -21,6 +21,7 @@ use http::{Method, StatusCode};
 
 use crate::body::{Body, Inactivity, Prefixed};
 use crate::origin::{read_up_to, Buffered, OriginError, OriginResponse};
+use crate::path_rules::PathRule;
 use crate::proxy::Proxy;
 use crate::request::Forward;
 use crate::response::{from_ms, to_ms, CachedResponse, Fetch};
@@ -81,6 +82,12 @@ impl Proxy {
         forward: &Forward,
         handoff: &Handoff,
     ) -> Result<Loaded<CachedResponse>, OriginError> {
+        // The settings in force when the load began, for the whole load.
+        let tuning = arc_swap::Guard::into_inner(self.tuning());
+        let rule = tuning.paths.for_path(forward.target.path());
+        let max_object_bytes = rule
+            .and_then(|r| r.max_object_bytes)
+            .unwrap_or(tuning.options.max_object_bytes);
         let mut base = forward.to_send();
         for name in &CLIENT_CONDITIONALS {
             base.remove(name);
@@ -110,9 +117,11 @@ impl Proxy {
                 .await
                 .inspect_err(|e| self.stats.origin_error(e.kind()))?;
             let status = response.status;
+            let config = &tuning.rules.config;
+            let consulted = rules::overrides(rule).consulted(&response.headers, config);
             if matches!(status.as_u16(), 500 | 502 | 503 | 504)
-                && !ResponsePolicy::from_headers(&response.headers, &self.rules.config)
-                    .has_explicit_expiration(&response.headers)
+                && !ResponsePolicy::from_headers(&consulted, config)
+                    .has_explicit_expiration(&consulted)
             {
                 // A server error is stored only when it says for how long.
                 self.stats.origin_error("server_error");
@@ -135,7 +144,8 @@ impl Proxy {
                 merged.remove(header::CONTENT_LENGTH);
                 revalidate::update_stored_headers(&mut merged, &response.headers);
                 let body = stored.body.clone();
-                return Ok(self.to_loaded(
+                return Ok(Self::to_loaded(
+                    (&tuning.rules, rule),
                     forward,
                     stored.status(),
                     merged,
@@ -155,12 +165,12 @@ impl Proxy {
         };
         let mut stored_headers = response.headers.clone();
         let verdict = rules::evaluate(
-            &self.rules,
+            &tuning.rules,
+            rule,
             &HeaderMap::new(),
             status,
             &mut stored_headers,
-            request_time,
-            response_time,
+            (request_time, response_time),
         );
         let announced = response
             .headers
@@ -169,9 +179,7 @@ impl Proxy {
             .and_then(|v| v.parse::<u64>().ok());
         let refusal = match verdict {
             Err(reason) => Some(reason),
-            Ok(_) if announced.is_some_and(|n| n > self.options.max_object_bytes as u64) => {
-                Some("too-large")
-            }
+            Ok(_) if announced.is_some_and(|n| n > max_object_bytes as u64) => Some("too-large"),
             Ok(_) => None,
         };
         if let Some(reason) = refusal {
@@ -182,15 +190,9 @@ impl Proxy {
         }
         let limit = self.origin.timeout();
         let passed_headers = response.headers;
-        match read_up_to(
-            response.body,
-            self.options.max_object_bytes,
-            started + limit,
-            limit,
-        )
-        .await?
-        {
-            Buffered::Whole(body) => Ok(self.to_loaded(
+        match read_up_to(response.body, max_object_bytes, started + limit, limit).await? {
+            Buffered::Whole(body) => Ok(Self::to_loaded(
+                (&tuning.rules, rule),
                 forward,
                 status,
                 stored_headers,
@@ -219,7 +221,7 @@ impl Proxy {
 
     /// A storable answer as the core's value, with its freshness.
     fn to_loaded(
-        &self,
+        (policy, rule): (&rules::Rules, Option<&PathRule>),
         forward: &Forward,
         status: StatusCode,
         mut headers: HeaderMap,
@@ -228,12 +230,12 @@ impl Proxy {
         (request_time, response_time): (std::time::SystemTime, std::time::SystemTime),
     ) -> Loaded<CachedResponse> {
         let verdict = rules::evaluate(
-            &self.rules,
+            policy,
+            rule,
             &HeaderMap::new(),
             status,
             &mut headers,
-            request_time,
-            response_time,
+            (request_time, response_time),
         );
         // The origin's `Age` stays stored: the entry's semantics recompute the
         // initial age from it, and every answer replaces it with the current age.
@@ -250,10 +252,13 @@ impl Proxy {
             fetch,
         );
         match verdict {
-            Ok(f) => Loaded::new(value)
-                .ttl(f.ttl)
-                .stale_while_revalidate(f.stale_while_revalidate)
-                .stale_if_error(f.stale_if_error),
+            Ok(f) => {
+                value.overrides = f.overrides;
+                Loaded::new(value)
+                    .ttl(f.ttl)
+                    .stale_while_revalidate(f.stale_while_revalidate)
+                    .stale_if_error(f.stale_if_error)
+            }
             // A 304 may have made a stored response unstorable (e.g. it now says no-store).
             Err(reason) => {
                 value.uncacheable = Some(reason.to_string());

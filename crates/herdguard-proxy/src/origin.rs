@@ -212,7 +212,10 @@ impl Origin {
         // The body decides the framing; the client's framing fields never pass.
         headers.remove(header::CONTENT_LENGTH);
         headers.remove(header::TRANSFER_ENCODING);
-        headers.insert(header::HOST, self.host.clone());
+        // The origin's own `Host`, unless the request carries the one to keep.
+        if !headers.contains_key(header::HOST) {
+            headers.insert(header::HOST, self.host.clone());
+        }
         // The timeout runs from the end of the request body: a long upload is
         // limited by its own inactivity limit, not by the origin's.
         let (sent, body_sent) = tokio::sync::oneshot::channel::<()>();

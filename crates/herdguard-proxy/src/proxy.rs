@@ -14,6 +14,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use arc_swap::{ArcSwap, Guard};
+
 use bytes::Bytes;
 use herdguard::{Cache, Cached, CallOptions, Clock, Served, SystemClock};
 use herdguard_http::freshness::parse_http_date;
@@ -28,8 +30,10 @@ use crate::access::OriginTime;
 use crate::answer;
 use crate::body::{Body, BoxError, Inactivity};
 use crate::config::RequestCacheControl;
+use crate::limits::ConnectionLimits;
 use crate::loader::Handoff;
 use crate::origin::Origin;
+use crate::path_rules::PathRules;
 use crate::request::{self, Forward, Forwarding, Inbound, Peer};
 use crate::response::CachedResponse;
 use crate::rules::Rules;
@@ -48,40 +52,65 @@ pub(crate) struct HandlerOptions {
     pub body_read_timeout: Duration,
     /// The key host of requests without one (the origin's authority).
     pub default_host: String,
+    /// The origin gets the client's host (normalised, as in the key) as its
+    /// `Host`, not its own.
+    pub keep_client_host: bool,
 }
 
-/// One proxy: cache, origin, rules, keys and counters.
+/// What a reload (SIGHUP) may change while the proxy serves: every request
+/// reads the one in force when it starts.
+#[derive(Clone, Debug)]
+pub(crate) struct Tuning {
+    pub rules: Rules,
+    pub options: HandlerOptions,
+    /// The `[[rule]]` tables.
+    pub paths: PathRules,
+    /// Head, idle and write limits of connections accepted from now on.
+    pub limits: ConnectionLimits,
+    /// One `herdguard::access` event per request.
+    pub access_log: bool,
+}
+
+/// One proxy: cache, origin, the settings a reload may change, keys and counters.
 pub struct Proxy {
     pub(crate) cache: Cache<String, CachedResponse>,
     pub(crate) origin: Origin,
-    pub(crate) rules: Rules,
+    tuning: ArcSwap<Tuning>,
     pub(crate) stats: Arc<Stats>,
     pub(crate) variants: Variants,
-    pub(crate) options: HandlerOptions,
 }
 
 impl Proxy {
     pub(crate) fn new(
         cache: Cache<String, CachedResponse>,
         origin: Origin,
-        rules: Rules,
+        tuning: Tuning,
         stats: Arc<Stats>,
         variants: Variants,
-        options: HandlerOptions,
     ) -> Self {
         Proxy {
             cache,
             origin,
-            rules,
+            tuning: ArcSwap::from_pointee(tuning),
             stats,
             variants,
-            options,
         }
+    }
+
+    /// The settings in force (cheap: no reference count is touched; hold it
+    /// briefly, never across an origin call).
+    pub(crate) fn tuning(&self) -> Guard<Arc<Tuning>> {
+        self.tuning.load()
+    }
+
+    /// Puts `tuning` in force for every request from now on.
+    pub(crate) fn retune(&self, tuning: Tuning) {
+        self.tuning.store(Arc::new(tuning));
     }
 
     /// The client end of a connection from `addr`, for [`Proxy::handle`] (once per connection).
     pub fn peer(&self, addr: SocketAddr) -> Peer {
-        Peer::new(addr, &self.options.forwarding)
+        Peer::new(addr, &self.tuning().options.forwarding)
     }
 
     /// Answers one client request from `peer`. Never fails: every problem is an HTTP answer.
@@ -90,17 +119,20 @@ impl Proxy {
         B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
     {
-        let o = &self.options;
+        let tuning = self.tuning();
+        let o = &tuning.options;
         let inbound = match request::prepare(
             request,
             peer,
             o.max_header_bytes,
             o.max_request_body_bytes,
             &o.default_host,
+            o.keep_client_host,
         ) {
             Ok(i) => i,
             Err(refusal) => return answer::refused(&self.stats, &refusal),
         };
+        drop(tuning);
         if inbound.method == Method::GET || inbound.method == Method::HEAD {
             self.get_or_head(inbound).await
         } else {
@@ -114,11 +146,21 @@ impl Proxy {
         let head = inbound.method == Method::HEAD;
         let Inbound { forward, host, .. } = inbound;
         let forward = Arc::new(forward);
-        let directives = match self.options.request_cache_control {
-            RequestCacheControl::Revalidate => RequestDirectives::from_headers(&forward.headers),
-            // As nginx and Varnish by default: the request's cache directives are not obeyed.
-            RequestCacheControl::Ignore => RequestDirectives::default(),
+        let (directives, bypass) = {
+            let tuning = self.tuning();
+            let directives = match tuning.options.request_cache_control {
+                RequestCacheControl::Revalidate => {
+                    RequestDirectives::from_headers(&forward.headers)
+                }
+                // As nginx and Varnish by default: the request's cache directives are not obeyed.
+                RequestCacheControl::Ignore => RequestDirectives::default(),
+            };
+            let rule = tuning.paths.for_path(forward.target.path());
+            (directives, rule.is_some_and(|r| r.bypass))
         };
+        if bypass {
+            return Box::pin(self.pass_through(&forward, head, "rule-bypass")).await;
+        }
         let primary = self.variants.primary(&host, &forward.target);
         let authorized = forward.headers.contains_key(header::AUTHORIZATION);
         if authorized || directives.no_store {
@@ -211,7 +253,7 @@ impl Proxy {
             let ttl = cached.entry().time_to_live(SystemClock.now());
             let mut response = answer::stored(
                 &self.stats,
-                &self.rules.config,
+                &self.tuning().rules.config,
                 &cached,
                 cached.served(),
                 ttl,
@@ -252,7 +294,7 @@ impl Proxy {
             return false;
         }
         matches!(
-            decide(&value.semantics(&self.rules.config), directives, SystemTime::now()),
+            decide(&value.semantics(&self.tuning().rules.config), directives, SystemTime::now()),
             Decision::Revalidate { reason, .. } if reason.is_request_caused()
         )
     }
@@ -337,15 +379,17 @@ impl Proxy {
         if value.uncacheable.is_some() || !entry.is_fresh(now) || !vary_matches(value, forward) {
             return None;
         }
+        let tuning = self.tuning();
+        let config = &tuning.rules.config;
         if authorized {
-            let d = &value.semantics(&self.rules.config).policy.directives;
+            let d = &value.semantics(config).policy.directives;
             if !(d.public || d.s_maxage.is_some() || d.must_revalidate) {
                 return None;
             }
         }
         Some(answer::stored(
             &self.stats,
-            &self.rules.config,
+            config,
             value,
             Served::Hit,
             entry.time_to_live(now),
@@ -400,10 +444,10 @@ impl Proxy {
         } = inbound;
         let target = forward.target.clone();
         let headers = forward.to_send();
-        let o = &self.options;
         let body = if body.is_end_stream() {
             Body::empty()
         } else {
+            let o = &self.tuning().options;
             Body::stream(Limited::new(
                 Inactivity::new(body, o.body_read_timeout, "request body"),
                 o.max_request_body_bytes,
@@ -473,7 +517,8 @@ impl Proxy {
         if value.uncacheable.is_some() || !vary_matches(value, forward) {
             return None;
         }
-        let config = &self.rules.config;
+        let tuning = self.tuning();
+        let config = &tuning.rules.config;
         herdguard_http::decision::stale_if_error_until(
             &value.semantics(config),
             directives,
@@ -502,7 +547,8 @@ impl Proxy {
         if value.uncacheable.is_some() || !vary_matches(value, forward) {
             return None;
         }
-        let config = &self.rules.config;
+        let tuning = self.tuning();
+        let config = &tuning.rules.config;
         match decide(&value.semantics(config), directives, SystemTime::now()) {
             Decision::Fresh => Some(answer::stored(
                 &self.stats,

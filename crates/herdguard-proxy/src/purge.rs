@@ -170,7 +170,7 @@ impl Purger {
     /// key's host), or a path, on the host of requests without a `Host`.
     fn primary_key(&self, url: &str) -> Option<String> {
         let absolute = if url.starts_with('/') {
-            format!("http://{}{url}", self.proxy.options.default_host)
+            format!("http://{}{url}", self.proxy.tuning().options.default_host)
         } else {
             url.to_string()
         };

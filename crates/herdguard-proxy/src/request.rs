@@ -115,6 +115,9 @@ pub(crate) struct Added {
     host: Option<HeaderValue>,
     /// Whether `X-Forwarded-Proto: http` is set (not when a trusted peer sent one).
     proto: bool,
+    /// The `Host` the origin gets when the client's is kept (`keep_client_host`):
+    /// the normalised host of the cache key; `None`: the origin's own.
+    origin_host: Option<HeaderValue>,
 }
 
 impl Added {
@@ -127,6 +130,9 @@ impl Added {
             headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
         }
         headers.append(header::VIA, VIA_VALUE);
+        if let Some(host) = &self.origin_host {
+            headers.insert(header::HOST, host.clone());
+        }
     }
 
     fn names(name: &HeaderName) -> bool {
@@ -151,6 +157,9 @@ impl Forward {
     /// origin client sets).
     pub(crate) fn to_send(&self) -> HeaderMap {
         let mut headers = self.headers.clone();
+        // The client's own `Host` never passes as it was sent: the origin gets
+        // its own (the origin client's), or the normalised one of the key.
+        headers.remove(header::HOST);
         self.added.apply(&mut headers);
         headers
     }
@@ -191,6 +200,7 @@ pub(crate) fn prepare<B>(
     max_header_bytes: usize,
     max_body_bytes: usize,
     default_host: &str,
+    keep_client_host: bool,
 ) -> Result<Inbound<B>, Refusal>
 where
     B: hyper::body::Body,
@@ -226,7 +236,10 @@ where
     let (host, host_value) = request_host(&parts.uri, &headers, default_host)?;
     let raw_target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let target = RequestTarget::parse(raw_target).map_err(Refusal::Target)?;
-    let added = forwarding_fields(&mut headers, peer, &host, host_value, found.forwarding);
+    let mut added = forwarding_fields(&mut headers, peer, &host, host_value, found.forwarding);
+    if keep_client_host {
+        added.origin_host = HeaderValue::from_str(&host).ok();
+    }
     Ok(Inbound {
         method: parts.method,
         forward: Forward {
@@ -296,6 +309,7 @@ fn forwarding_fields(
             forwarded_for: peer.address.clone(),
             host: host_value(),
             proto: true,
+            origin_host: None,
         };
     }
     let prior: Vec<&str> = headers
@@ -320,6 +334,7 @@ fn forwarding_fields(
             host_value()
         },
         proto: !headers.contains_key(&X_FORWARDED_PROTO),
+        origin_host: None,
     }
 }
 
@@ -347,7 +362,7 @@ mod tests {
             trusted: trusted.iter().map(|t| t.parse().unwrap()).collect(),
         };
         let peer = Peer::new("10.1.2.3:5555".parse().unwrap(), &forwarding);
-        prepare(r, &peer, 65536, 1 << 20, "origin")
+        prepare(r, &peer, 65536, 1 << 20, "origin", false)
     }
 
     #[test]

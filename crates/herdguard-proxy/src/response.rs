@@ -53,6 +53,10 @@ pub struct CachedResponse {
     /// Why the response may not be stored (`None` when it may); such a value is a
     /// marker only (its answer went to one client as a stream).
     pub uncacheable: Option<String>,
+    /// What a per-path rule changed in how the response is judged, kept with it
+    /// so that every use (and every instance of the fleet) judges it alike.
+    #[serde(default)]
+    pub overrides: Overrides,
     /// The fields parsed, kept from the second use on: the hit path then clones a
     /// map instead of re-validating every field; a response served once (most of
     /// a long tail) never holds one.
@@ -65,6 +69,55 @@ pub struct CachedResponse {
     /// The RFC 9111 facts (lifetime, initial age, directives), computed once.
     #[serde(skip)]
     semantics: OnceLock<Box<StoredResponse>>,
+}
+
+/// How a per-path rule (`[[rule]]`) changed the judgement of one response.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Overrides {
+    /// The freshness lifetime, milliseconds, when the response states none.
+    pub default_ttl_ms: Option<u64>,
+    /// The origin's `Cache-Control`, `Expires`, `Pragma` and targeted fields
+    /// are not consulted.
+    pub ignore_cache_control: bool,
+}
+
+impl Overrides {
+    /// The fields the cache judges a response by: all of them, or, when the
+    /// origin's freshness fields are ignored, the others.
+    pub(crate) fn consulted<'a>(
+        &self,
+        headers: &'a HeaderMap,
+        config: &CacheConfig,
+    ) -> std::borrow::Cow<'a, HeaderMap> {
+        if self.ignore_cache_control {
+            std::borrow::Cow::Owned(herdguard_http::freshness::without_freshness_fields(
+                headers, config,
+            ))
+        } else {
+            std::borrow::Cow::Borrowed(headers)
+        }
+    }
+
+    /// The RFC 9111 view of a response under these overrides.
+    pub(crate) fn judge(
+        &self,
+        status: StatusCode,
+        headers: &HeaderMap,
+        (request_time, response_time): (SystemTime, SystemTime),
+        config: &CacheConfig,
+    ) -> StoredResponse {
+        let stored = StoredResponse::new(
+            status,
+            &self.consulted(headers, config),
+            request_time,
+            response_time,
+            config,
+        );
+        match self.default_ttl_ms {
+            Some(ms) => stored.with_default_lifetime(Duration::from_millis(ms)),
+            None => stored,
+        }
+    }
 }
 
 /// [`CachedResponse::semantics`]: kept with the response, or computed for this
@@ -123,6 +176,7 @@ impl CachedResponse {
             vary_key,
             fetch,
             uncacheable: None,
+            overrides: Overrides::default(),
             parsed: OnceLock::new(),
             used: Used::default(),
             used_semantics: Used::default(),
@@ -263,11 +317,10 @@ impl CachedResponse {
             0 => response_time,
             ms => from_ms(ms),
         };
-        let fresh = StoredResponse::new(
+        let fresh = self.overrides.judge(
             self.status(),
             &self.parse_headers(),
-            request_time,
-            response_time,
+            (request_time, response_time),
             config,
         );
         if self.used_semantics.0.swap(true, Ordering::Relaxed) {

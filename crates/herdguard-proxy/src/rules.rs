@@ -8,8 +8,11 @@
 use std::time::{Duration, SystemTime};
 
 use herdguard_http::storable::prepare_for_storage;
-use herdguard_http::{check_storable, revalidate, CacheConfig, StoredResponse};
+use herdguard_http::{check_storable, revalidate, CacheConfig};
 use http::{header, HeaderMap, Method, StatusCode};
+
+use crate::path_rules::PathRule;
+use crate::response::Overrides;
 
 /// Settings of the storage policy.
 #[derive(Clone, Debug)]
@@ -27,27 +30,55 @@ pub(crate) struct Freshness {
     pub ttl: Duration,
     pub stale_while_revalidate: Duration,
     pub stale_if_error: Duration,
+    /// What the path's rule changed, to keep with the stored response.
+    pub overrides: Overrides,
+}
+
+/// What `rule` changes in how a response is judged.
+pub(crate) fn overrides(rule: Option<&PathRule>) -> Overrides {
+    Overrides {
+        default_ttl_ms: rule
+            .and_then(|r| r.ttl)
+            .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+        ignore_cache_control: rule.is_some_and(|r| r.ignore_cache_control),
+    }
 }
 
 /// Whether the proxy stores this answer to a GET, and for how long; `Err` names why not.
-/// `response` is prepared for storage (hop-by-hop and `private="..."` fields removed) when
-/// the answer is storable.
+/// `response` is prepared for storage (hop-by-hop and `private="..."` fields removed,
+/// and `Set-Cookie` when the path's rule ignores it) when the answer is storable.
 pub(crate) fn evaluate(
     rules: &Rules,
+    rule: Option<&PathRule>,
     request: &HeaderMap,
     status: StatusCode,
     response: &mut HeaderMap,
-    request_time: SystemTime,
-    response_time: SystemTime,
+    (request_time, response_time): (SystemTime, SystemTime),
 ) -> Result<Freshness, &'static str> {
-    let plan = check_storable(&Method::GET, request, status, response, &rules.config)
-        .map_err(|why| why.as_str())?;
-    // Session-bearing answers are never shared: a conservative choice, as nginx makes.
+    let overrides = overrides(rule);
+    let plan = check_storable(
+        &Method::GET,
+        request,
+        status,
+        &overrides.consulted(response, &rules.config),
+        &rules.config,
+    )
+    .map_err(|why| why.as_str())?;
     if response.contains_key(header::SET_COOKIE) {
-        return Err("set-cookie");
+        if !rule.is_some_and(|r| r.ignore_set_cookie) {
+            // Session-bearing answers are never shared: a conservative choice, as nginx makes.
+            return Err("set-cookie");
+        }
+        // Opted in: stored, but nobody is handed another client's cookie.
+        response.remove(header::SET_COOKIE);
     }
     prepare_for_storage(response, &plan);
-    let stored = StoredResponse::new(status, response, request_time, response_time, &rules.config);
+    let stored = overrides.judge(
+        status,
+        response,
+        (request_time, response_time),
+        &rules.config,
+    );
     // Nothing to serve and nothing to revalidate with: storing would only cost memory.
     if stored.lifetime.duration.is_zero() && !revalidate::has_validator(response) {
         return Err("no-freshness");
@@ -71,6 +102,7 @@ pub(crate) fn evaluate(
         ttl,
         stale_while_revalidate: swr,
         stale_if_error: sie,
+        overrides,
     })
 }
 
@@ -90,6 +122,14 @@ mod tests {
     }
 
     fn eval(resp: &[(&str, &str)]) -> Result<Freshness, &'static str> {
+        eval_with(None, resp).map(|(f, _)| f)
+    }
+
+    /// Evaluates under `rule`; also returns the fields as they would be stored.
+    fn eval_with(
+        rule: Option<&PathRule>,
+        resp: &[(&str, &str)],
+    ) -> Result<(Freshness, HeaderMap), &'static str> {
         let mut h = HeaderMap::new();
         for (k, v) in resp {
             h.append(
@@ -100,12 +140,69 @@ mod tests {
         let now = SystemTime::now();
         evaluate(
             &rules(),
+            rule,
             &HeaderMap::new(),
             StatusCode::OK,
             &mut h,
-            now,
-            now,
+            (now, now),
         )
+        .map(|f| (f, h))
+    }
+
+    fn rule(toml_text: &str) -> PathRule {
+        crate::path_rules::tests::single(toml_text)
+    }
+
+    #[test]
+    fn a_rule_ttl_applies_only_where_the_origin_states_no_lifetime() {
+        let r = rule("prefix = \"/\"\nttl_secs = 60");
+        let (f, _) = eval_with(Some(&r), &[]).unwrap();
+        assert_eq!(f.ttl, Duration::from_secs(60));
+        assert_eq!(f.overrides.default_ttl_ms, Some(60_000));
+        let (f, _) = eval_with(Some(&r), &[("cache-control", "max-age=5")]).unwrap();
+        assert_eq!(f.ttl, Duration::from_secs(5));
+        // Without the rule the same answer is refused.
+        assert_eq!(eval(&[]), Err("no-freshness"));
+        // The origin's refusals still stand.
+        assert_eq!(
+            eval_with(Some(&r), &[("cache-control", "no-store")]).map(|(f, _)| f),
+            Err("no-store")
+        );
+    }
+
+    #[test]
+    fn ignoring_cache_control_is_an_explicit_opt_in() {
+        let r = rule("prefix = \"/\"\nttl_secs = 30\nignore_cache_control = true");
+        for fields in [
+            &[("cache-control", "private, no-store")][..],
+            &[("cache-control", "max-age=5")],
+            &[("expires", "0")],
+            &[("cdn-cache-control", "no-store"), ("pragma", "no-cache")],
+        ] {
+            let (f, _) = eval_with(Some(&r), fields).unwrap();
+            assert_eq!(f.ttl, Duration::from_secs(30), "{fields:?}");
+        }
+        // no-cache ignored too: the stored response is fresh, not revalidated each time.
+        let (f, _) = eval_with(Some(&r), &[("cache-control", "no-cache")]).unwrap();
+        assert_eq!(f.ttl, Duration::from_secs(30));
+        // Vary: * still refuses: it is not a freshness field.
+        assert_eq!(
+            eval_with(Some(&r), &[("vary", "*")]).map(|(f, _)| f),
+            Err("vary-star")
+        );
+    }
+
+    #[test]
+    fn an_ignored_set_cookie_is_removed_from_what_is_stored() {
+        let r = rule("prefix = \"/\"\nignore_set_cookie = true");
+        let fields = [
+            ("cache-control", "max-age=5"),
+            ("set-cookie", "session=secret"),
+        ];
+        assert_eq!(eval(&fields), Err("set-cookie"));
+        let (f, stored) = eval_with(Some(&r), &fields).unwrap();
+        assert_eq!(f.ttl, Duration::from_secs(5));
+        assert!(!stored.contains_key("set-cookie"));
     }
 
     #[test]

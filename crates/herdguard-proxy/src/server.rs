@@ -26,9 +26,10 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use crate::access;
 use crate::admin;
 use crate::config::{ConfigError, ServeArgs, Settings};
-use crate::limits::{ConnState, ConnectionLimits, TimedIo, Tracked};
+use crate::limits::{ConnState, TimedIo, Tracked};
 use crate::origin::Origin;
-use crate::proxy::{HandlerOptions, Proxy};
+use crate::proxy::{HandlerOptions, Proxy, Tuning};
+use crate::reload::{LogControl, Reloader};
 use crate::request::Forwarding;
 use crate::response::CachedResponse;
 use crate::rules::Rules;
@@ -79,11 +80,47 @@ pub struct Server {
     remote: Option<crate::fleet::FleetRemote>,
     max_connections: usize,
     admin_max_connections: usize,
-    limits: ConnectionLimits,
     threads: usize,
-    access_log: bool,
     /// The admin listener's `POST /purge` (applying the fleet's purges from bind on).
     purger: Arc<crate::purge::Purger>,
+    /// The settings it was bound with (what a reload compares with).
+    settings: Settings,
+}
+
+/// What of `settings` a reload may change while serving.
+pub(crate) fn tuning(settings: &Settings) -> Tuning {
+    let rules = Rules {
+        config: herdguard_http::CacheConfig {
+            target_fields: settings.cache_targets.clone(),
+            max_heuristic_freshness: settings.heuristic_max,
+            ..herdguard_http::CacheConfig::default()
+        },
+        default_stale_if_error: settings.stale_if_error,
+    };
+    let default_host = settings
+        .origin
+        .authority()
+        .and_then(|a| herdguard_http::key::normalize_host(a.as_str()))
+        .unwrap_or_default();
+    let options = HandlerOptions {
+        forwarding: Forwarding {
+            trusted: settings.trusted_proxies.clone(),
+        },
+        request_cache_control: settings.request_cache_control,
+        max_header_bytes: settings.max_header_bytes,
+        max_request_body_bytes: settings.max_request_body_bytes,
+        max_object_bytes: settings.max_body_bytes,
+        body_read_timeout: settings.body_read_timeout,
+        default_host,
+        keep_client_host: settings.keep_client_host,
+    };
+    Tuning {
+        rules,
+        options,
+        paths: settings.path_rules.clone(),
+        limits: settings.connection_limits,
+        access_log: settings.access_log,
+    }
 }
 
 /// A listening socket on `addr`; with `reuse_port`, others may listen on the
@@ -135,40 +172,15 @@ impl Server {
             field: "origin".into(),
             reason,
         })?;
-        let rules = Rules {
-            config: herdguard_http::CacheConfig {
-                target_fields: settings.cache_targets.clone(),
-                max_heuristic_freshness: settings.heuristic_max,
-                ..herdguard_http::CacheConfig::default()
-            },
-            default_stale_if_error: settings.stale_if_error,
-        };
-        let default_host = settings
-            .origin
-            .authority()
-            .and_then(|a| herdguard_http::key::normalize_host(a.as_str()))
-            .unwrap_or_default();
-        let options = HandlerOptions {
-            forwarding: Forwarding {
-                trusted: settings.trusted_proxies.clone(),
-            },
-            request_cache_control: settings.request_cache_control,
-            max_header_bytes: settings.max_header_bytes,
-            max_request_body_bytes: settings.max_request_body_bytes,
-            max_object_bytes: settings.max_body_bytes,
-            body_read_timeout: settings.body_read_timeout,
-            default_host,
-        };
         let proxy = Arc::new(Proxy::new(
             cache,
             origin,
-            rules,
+            tuning(&settings),
             Arc::new(Stats::default()),
             Variants::new(
                 settings.cache_key.clone(),
                 settings.max_memory / crate::variants::REGISTRY_SHARE,
             ),
-            options,
         ));
         let purger = Arc::new(crate::purge::Purger::new(
             Arc::clone(&proxy),
@@ -206,11 +218,17 @@ impl Server {
             remote,
             max_connections: settings.max_connections,
             admin_max_connections: settings.admin_max_connections,
-            limits: settings.connection_limits,
             threads: settings.threads,
-            access_log: settings.access_log,
             purger,
+            settings,
         })
+    }
+
+    /// What applies a re-read configuration to this server while it serves
+    /// (SIGHUP in `herdguard serve`); `log` is the binary's log filter, if the
+    /// file may set it.
+    pub fn reloader(&self, log: Option<LogControl>) -> Reloader {
+        Reloader::new(Arc::clone(&self.proxy), self.settings.clone(), log)
     }
 
     /// The proxy's bound address.
@@ -250,7 +268,6 @@ impl Server {
                 redis: self.redis,
                 purger: Arc::clone(&self.purger),
                 remote: self.remote,
-                limits: self.limits,
                 max_connections: self.admin_max_connections,
             };
             tokio::spawn(listener.serve(admin, stop_rx.clone()));
@@ -258,9 +275,7 @@ impl Server {
         let acceptor = Acceptor {
             proxy: self.proxy,
             max_header_bytes: self.max_header_bytes,
-            limits: self.limits,
             slots: Arc::new(Semaphore::new(self.max_connections)),
-            access_log: self.access_log,
         };
         let addr = self
             .listener
@@ -315,11 +330,8 @@ impl Server {
 struct Acceptor {
     proxy: Arc<Proxy>,
     max_header_bytes: usize,
-    limits: ConnectionLimits,
     /// Shared by all threads: `max_connections` holds for the whole process.
     slots: Arc<Semaphore>,
-    /// One `herdguard::access` event per request.
-    access_log: bool,
 }
 
 impl Acceptor {
@@ -347,8 +359,12 @@ impl Acceptor {
             let proxy = Arc::clone(&self.proxy);
             let peer = Arc::new(proxy.peer(peer));
             let state = Arc::new(ConnState::default());
-            let io = TimedIo::new(stream, Arc::clone(&state), self.limits);
-            let access_log = self.access_log;
+            // Limits and logging as in force when the connection is accepted.
+            let (limits, access_log) = {
+                let tuning = proxy.tuning();
+                (tuning.limits, tuning.access_log)
+            };
+            let io = TimedIo::new(stream, Arc::clone(&state), limits);
             let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
                 let proxy = Arc::clone(&proxy);
                 let peer = Arc::clone(&peer);
@@ -411,30 +427,77 @@ pub(crate) async fn accept(
 }
 
 /// `herdguard serve` from `main`: resolves the configuration, then builds the
-/// runtime of the first serving thread and serves until SIGTERM or ctrl-c.
-pub fn run_blocking(args: ServeArgs) -> Result<(), ServeError> {
+/// runtime of the first serving thread and serves until SIGTERM or ctrl-c,
+/// reloading the configuration on SIGHUP; `log` lets the file's `log_level`
+/// set the binary's log filter.
+pub fn run_blocking(args: ServeArgs, log: Option<LogControl>) -> Result<(), ServeError> {
     let settings = args.resolve()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(ServeError::Runtime)?;
-    runtime.block_on(serve_settings(settings))
+    runtime.block_on(serve_settings(args, settings, log))
 }
 
 /// `herdguard serve` inside a runtime the caller runs (tests, embedding).
 pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
-    serve_settings(args.resolve()?).await
+    let settings = args.resolve()?;
+    serve_settings(args, settings, None).await
 }
 
-async fn serve_settings(settings: Settings) -> Result<(), ServeError> {
+async fn serve_settings(
+    args: ServeArgs,
+    settings: Settings,
+    log: Option<LogControl>,
+) -> Result<(), ServeError> {
+    if let Some(log) = &log {
+        log.apply(settings.log_level.as_deref())?;
+    }
+    let hangups = hangups();
     let server = Server::bind(settings).await?;
+    let reloader = server.reloader(log);
     if let Some(addr) = server.local_addr() {
         tracing::info!(target: "herdguard::serve", url = %format_args!("http://{addr}"), "listening");
     }
     if let Some(addr) = server.admin_addr() {
         tracing::info!(target: "herdguard::serve", url = %format_args!("http://{addr}/metrics"), "admin listening");
     }
-    server.serve(shutdown_signal()).await
+    tokio::select! {
+        served = server.serve(shutdown_signal()) => served,
+        never = reload_on_hangup(hangups, &args, &reloader) => match never {},
+    }
+}
+
+/// SIGHUP, caught from before the listeners open (its default action would
+/// end the process); `None` where it cannot be.
+#[cfg(unix)]
+type Hangups = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangups = Option<()>;
+
+fn hangups() -> Hangups {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        signal(SignalKind::hangup())
+            .inspect_err(|e| tracing::warn!(target: "herdguard::serve", "no reload on SIGHUP: {e}"))
+            .ok()
+    }
+    #[cfg(not(unix))]
+    None
+}
+
+/// Reloads the configuration on every SIGHUP (never returns).
+async fn reload_on_hangup(hangups: Hangups, args: &ServeArgs, reloader: &Reloader) -> Infallible {
+    #[cfg(unix)]
+    if let Some(mut hangups) = hangups {
+        while hangups.recv().await.is_some() {
+            reloader.reload_logged(args.resolve());
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (hangups, args, reloader);
+    std::future::pending::<Infallible>().await
 }
 
 /// Completes on ctrl-c or SIGTERM.

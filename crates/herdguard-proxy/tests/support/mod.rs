@@ -316,6 +316,26 @@ pub struct Proxy {
     pub admin: SocketAddr,
     _stop: oneshot::Sender<()>,
     _dir: TempDir,
+    /// What it was started with (its `config` is the TOML file).
+    args: ServeArgs,
+    reloader: herdguard_proxy::Reloader,
+}
+
+#[allow(dead_code)] // Not every test binary reloads.
+impl Proxy {
+    /// Rewrites the TOML file with `settings` and reloads it, as SIGHUP does.
+    pub fn reload(
+        &self,
+        settings: &[&str],
+    ) -> Result<herdguard_proxy::Reloaded, herdguard_proxy::ConfigError> {
+        let path = self
+            .args
+            .config
+            .as_ref()
+            .expect("support proxies have a file");
+        std::fs::write(path, settings.join("\n")).unwrap();
+        self.reloader.reload(self.args.resolve()?)
+    }
 }
 
 pub struct TempDir(pub std::path::PathBuf);
@@ -347,6 +367,7 @@ pub async fn proxy(origin: &str, settings: &[&str]) -> Proxy {
     };
     let server = Server::bind(args.resolve().unwrap()).await.unwrap();
     let (addr, admin) = (server.local_addr().unwrap(), server.admin_addr().unwrap());
+    let reloader = server.reloader(None);
     let (tx, rx) = oneshot::channel::<()>();
     tokio::spawn(server.serve(async move {
         let _ = rx.await;
@@ -356,6 +377,8 @@ pub async fn proxy(origin: &str, settings: &[&str]) -> Proxy {
         admin,
         _stop: tx,
         _dir: TempDir(dir),
+        args,
+        reloader,
     }
 }
 
