@@ -33,6 +33,9 @@
 //! - [`body`](Body): the answer body, streamed bodies' time limits.
 //! - `rules`: the proxy's storage policy on top of `herdguard-http` (which owns
 //!   the RFC 9111 / 5861 / 9213 / 9211 rules, keys, targets, invalidation).
+//! - [`path_rules`](PathRules): the `[[rule]]` tables — per-path TTL, bypass,
+//!   opt-in ignores, object size — matched on the normalised path.
+//! - [`reload`](Reloader): SIGHUP — what changes live, what needs a restart.
 //! - [`response`](CachedResponse): the cached value (serde, so the fleet can share it).
 //! - [`origin`](Origin): pooled origin client, timeouts, streamed bodies, typed failures.
 //! - [`stats`](Stats): counters and the Prometheus exposition; `admin`: its listener.
