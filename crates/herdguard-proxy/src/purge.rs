@@ -25,6 +25,9 @@ use crate::body::Body;
 use crate::fleet::FleetRemote as Fleet;
 use crate::proxy::Proxy;
 
+/// The log target of purge events (README: "Logs and lock metrics").
+const LOG_TARGET: &str = "herdguard::purge";
+
 /// The broadcast topic of purges; the payload is `<sender> <primary key>`.
 const TOPIC: &str = "purge";
 
@@ -162,7 +165,13 @@ impl Purger {
             {
                 Ok(()) => "broadcast",
                 Err(e) => {
-                    tracing::warn!(error = %e, url = %url, "purge broadcast failed");
+                    // The key's hash, not the URL: its query may hold secrets.
+                    tracing::warn!(
+                        target: LOG_TARGET,
+                        key_hash = %herdguard::key_hash(&primary),
+                        error = %e,
+                        "purge broadcast failed"
+                    );
                     return plain(
                         StatusCode::SERVICE_UNAVAILABLE,
                         &format!(
