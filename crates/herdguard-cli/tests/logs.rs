@@ -51,21 +51,42 @@ fn serve_origin(stream: TcpStream, delay: Duration) {
     }
 }
 
-/// One GET over its own connection; the status code.
-fn get(port: u16, path: &str) -> u16 {
+/// A port that answers whatever it is sent with plain HTTP bytes and closes:
+/// not a TLS server. Its thread ends with the test process.
+fn not_tls() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("binds");
+    let port = listener.local_addr().expect("address").port();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n");
+        }
+    });
+    port
+}
+
+/// One request over its own connection (`extra`: more header lines, each
+/// ending in CRLF); the status code and the whole answer.
+fn request(port: u16, method: &str, path: &str, extra: &str) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connects to the proxy");
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nhost: test\r\n{extra}content-length: 0\r\nconnection: close\r\n\r\n"
     )
     .unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text).expect("an answer");
-    text.split(' ')
+    let status = text
+        .split(' ')
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
+        .unwrap_or(0);
+    (status, text)
+}
+
+/// One GET over its own connection; the status code.
+fn get(port: u16, path: &str) -> u16 {
+    request(port, "GET", path, "").0
 }
 
 /// The sidecar, its stderr lines collected as they come.
@@ -78,13 +99,17 @@ struct Serve {
 
 impl Serve {
     fn start(origin: u16, redis: Option<&str>, extra: &[&str]) -> Serve {
+        Serve::start_for(&format!("http://127.0.0.1:{origin}"), redis, extra)
+    }
+
+    fn start_for(origin: &str, redis: Option<&str>, extra: &[&str]) -> Serve {
         let (port, admin) = (free_port().unwrap(), free_port().unwrap());
         let redis = redis.map(|url| ["--redis", url]);
         let mut child = Command::new(env!("CARGO_BIN_EXE_herdguard"))
             .args(["serve", "--log-format", "json", "--threads", "1"])
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--admin", &format!("127.0.0.1:{admin}")])
-            .args(["--origin", &format!("http://127.0.0.1:{origin}")])
+            .args(["--origin", origin])
             .args(redis.iter().flatten())
             .args(extra)
             .env_remove("RUST_LOG")
@@ -125,6 +150,15 @@ impl Serve {
             .iter()
             .filter(|e| e["fields"]["message"] == message)
             .count()
+    }
+
+    /// The first event with `message` (waiting for it as `wait_for` does).
+    fn event(&self, message: &str) -> Value {
+        self.wait_for(message, 1);
+        self.events()
+            .into_iter()
+            .find(|e| e["fields"]["message"] == message)
+            .expect("logged")
     }
 
     /// Waits (at most 15 s) until `message` was logged `n` times.
@@ -204,10 +238,7 @@ fn a_redis_outage_logs_one_degraded_and_one_recovered_event_and_every_request_on
     assert_eq!(serve.metric("herdguard_shared_store_recoveries_total"), 1.0);
 
     let events = serve.events();
-    let degraded = events
-        .iter()
-        .find(|e| e["fields"]["message"] == "shared store degraded")
-        .unwrap();
+    let degraded = serve.event("shared store degraded");
     assert_eq!(degraded["target"], "herdguard::fleet");
     assert_eq!(degraded["level"], "WARN");
     assert!(degraded["fields"]["error"].is_string(), "{degraded}");
@@ -257,12 +288,7 @@ fn without_access_log_no_request_is_logged() {
         assert_eq!(get(serve.port, &format!("/x/{i}")), 200);
     }
     std::thread::sleep(Duration::from_millis(200));
-    let access = serve
-        .events()
-        .iter()
-        .filter(|e| e["target"] == "herdguard::access")
-        .count();
-    assert_eq!(access, 0);
+    assert_eq!(access_lines(&serve), 0);
 }
 
 /// Writes the sidecar's TOML file.
@@ -369,4 +395,50 @@ fn hangup(serve: &Serve) {
         .status()
         .expect("kill runs");
     assert!(status.success());
+}
+
+#[test]
+fn origin_tls_and_purge_warnings_have_their_targets_and_name_no_url() {
+    let mut redis = RedisServer::start().expect("redis-server starts");
+    let tls = Serve::start_for(
+        &format!("https://127.0.0.1:{}", not_tls()),
+        Some(&redis.url()),
+        &[],
+    );
+    assert_eq!(get(tls.port, "/a"), 502);
+    let handshake = tls.event("origin TLS handshake failed");
+    assert_eq!(handshake["target"], "herdguard::origin", "{handshake}");
+    assert_eq!(handshake["level"], "WARN");
+
+    let token = "purge-token-for-tests-0123";
+    let serve = Serve::start(
+        origin(Duration::ZERO),
+        Some(&redis.url()),
+        &["--purge-token", token],
+    );
+    let auth = format!("authorization: Bearer {token}\r\n");
+    let secret = "/purge?url=http%3A%2F%2Ftest%2Fitem%3Ftoken%3Dhunter2";
+    let (status, answer) = request(serve.admin, "POST", secret, &auth);
+    assert_eq!(status, 200, "{answer}");
+    let json: Value = serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap().trim())
+        .unwrap_or_else(|e| panic!("{e}: {answer}"));
+    let key = json["key"].as_str().expect("the purged key").to_string();
+    redis.kill();
+    let (status, answer) = request(serve.admin, "POST", secret, &auth);
+    assert_eq!(status, 503, "{answer}");
+    let failed = serve.event("purge broadcast failed");
+    assert_eq!(failed["target"], "herdguard::purge", "{failed}");
+    assert_eq!(failed["level"], "WARN");
+    assert_eq!(
+        failed["fields"]["key_hash"],
+        herdguard::key_hash(&key),
+        "{failed}"
+    );
+    assert!(failed["fields"]["error"].is_string(), "{failed}");
+    for line in serve.lines.lock().unwrap().iter() {
+        assert!(
+            !line.contains("hunter2"),
+            "a URL's query in the log: {line}"
+        );
+    }
 }

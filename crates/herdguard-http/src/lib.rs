@@ -57,8 +57,11 @@
 //! * [`decision`] — may a stored response serve a request: fresh, stale-while-revalidate,
 //!   stale by `max-stale`, revalidate (with the `stale-if-error` deadline), or 504.
 //! * [`vary`] — secondary keys and matching (§4.1).
-//! * [`revalidate`] — conditional requests (§4.3.1), which stored responses a 304 updates
-//!   (§4.3.4), and the header update (§3.2).
+//! * [`revalidate`] — conditional requests (§4.3.1), whether a client's own conditions make a
+//!   stored response a 304 ([`revalidate::not_modified`], §4.3.2), which stored responses a 304
+//!   updates (§4.3.4), and the header update (§3.2).
+//! * [`range`] — the one `bytes` range a request asks of a whole stored response, and whether
+//!   its `If-Range` holds (RFC 9110 §14, §13.1.5: strong validators only).
 //! * [`invalidate`] — URIs to invalidate after unsafe methods (§4.4).
 //! * [`cache_status`] — the RFC 9211 `Cache-Status` member of this cache.
 //! * [`key`] — effective request URI normalization, the primary [`CacheKey`], and a reverse
@@ -68,8 +71,8 @@
 //!
 //! # Deliberate limits
 //!
-//! Only `GET` responses are stored (`HEAD` is served from them); `206` and range requests are not
-//! handled; qualified `no-cache="field"` is treated as plain `no-cache`; with `must-understand`,
+//! Only `GET` responses are stored (`HEAD` is served from them); `206` responses are not stored,
+//! and of a range request only one `bytes` range is answered (from the whole stored response); qualified `no-cache="field"` is treated as plain `no-cache`; with `must-understand`,
 //! `no-store` is still honoured. Each module's docs state its conservative choices.
 
 #![warn(missing_docs)]
@@ -85,6 +88,7 @@ pub mod freshness;
 pub mod hop;
 pub mod invalidate;
 pub mod key;
+pub mod range;
 pub mod revalidate;
 mod sf;
 pub mod storable;
@@ -231,6 +235,13 @@ mod tests {
                 response_time: t,
             }];
             let _ = revalidate::select_for_update(&h, &cands);
+            let _ = revalidate::not_modified(&h, &h);
+            for v in h.values() {
+                let _ = range::if_range_holds(v, &h);
+                if let Ok(text) = v.to_str() {
+                    let _ = range::parse_range(text, next() % 4);
+                }
+            }
             let mut copy = h.clone();
             revalidate::update_stored_headers(&mut copy, &h);
             storable::prepare_for_storage(&mut copy, &StorePlan::default());

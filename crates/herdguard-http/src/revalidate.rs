@@ -11,7 +11,8 @@
 use std::time::SystemTime;
 
 use http::header::{
-    HeaderName, HeaderValue, CONTENT_LENGTH, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED,
+    HeaderName, HeaderValue, CONTENT_LENGTH, DATE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH,
+    LAST_MODIFIED,
 };
 use http::HeaderMap;
 
@@ -86,7 +87,12 @@ pub fn has_validator(stored: &HeaderMap) -> bool {
 }
 
 fn last_modified(headers: &HeaderMap) -> Option<SystemTime> {
-    let mut all = headers.get_all(LAST_MODIFIED).iter();
+    single_date(headers, LAST_MODIFIED)
+}
+
+/// The date in field `name`: one valid HTTP-date on a single line, else `None`.
+pub(crate) fn single_date(headers: &HeaderMap, name: HeaderName) -> Option<SystemTime> {
+    let mut all = headers.get_all(name).iter();
     let first = all.next()?;
     if all.next().is_some() {
         return None;
@@ -153,6 +159,24 @@ pub fn none_match(if_none_match: &HeaderValue, etag: &EntityTag) -> bool {
     b.get(start..)
         .and_then(EntityTag::parse)
         .is_some_and(|t| t.weak_eq(etag))
+}
+
+/// Whether a client's `If-None-Match` — or, without one, `If-Modified-Since` (RFC 9110 §13.1.3:
+/// ignored when `If-None-Match` is present) — says it holds the `stored` response already: a
+/// cache answers such a request `304` (RFC 9111 §4.3.2). The modification date is
+/// `Last-Modified`, else `Date`.
+pub fn not_modified(request: &HeaderMap, stored: &HeaderMap) -> bool {
+    if let Some(inm) = request.get(IF_NONE_MATCH) {
+        return EntityTag::from_headers(stored).is_some_and(|etag| none_match(inm, &etag));
+    }
+    let Some(since) = request.get(IF_MODIFIED_SINCE).and_then(parse_http_date) else {
+        return false;
+    };
+    let modified = stored
+        .get(LAST_MODIFIED)
+        .or_else(|| stored.get(DATE))
+        .and_then(parse_http_date);
+    modified.is_some_and(|m| m <= since)
 }
 
 /// A stored response considered for a 304 update: its headers and when it was received.
@@ -232,6 +256,33 @@ pub fn update_stored_headers(stored: &mut HeaderMap, newer: &HeaderMap) {
 mod tests {
     use super::*;
     use crate::test_util::{at, hm};
+
+    #[test]
+    fn rfc9110_13_1_3_if_none_match_decides_before_if_modified_since() {
+        let stored = hm(&[
+            ("etag", "W/\"v1\""),
+            ("last-modified", "Sun, 06 Nov 1994 08:49:37 GMT"),
+        ]);
+        let later = "Mon, 07 Nov 1994 08:49:37 GMT";
+        let earlier = "Sat, 05 Nov 1994 08:49:37 GMT";
+        assert!(not_modified(&hm(&[("if-none-match", "\"v1\"")]), &stored));
+        assert!(not_modified(&hm(&[("if-modified-since", later)]), &stored));
+        assert!(!not_modified(
+            &hm(&[("if-modified-since", earlier)]),
+            &stored
+        ));
+        // A non-matching If-None-Match: If-Modified-Since is not looked at.
+        let both = hm(&[("if-none-match", "\"v2\""), ("if-modified-since", later)]);
+        assert!(!not_modified(&both, &stored));
+        // Without Last-Modified, the Date counts.
+        let dated = hm(&[("date", "Sun, 06 Nov 1994 08:49:37 GMT")]);
+        assert!(not_modified(&hm(&[("if-modified-since", later)]), &dated));
+        assert!(!not_modified(
+            &hm(&[("if-modified-since", earlier)]),
+            &dated
+        ));
+        assert!(!not_modified(&HeaderMap::new(), &stored));
+    }
 
     #[test]
     fn rfc9110_13_1_2_if_none_match_uses_weak_comparison() {

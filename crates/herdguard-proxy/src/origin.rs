@@ -26,6 +26,9 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::body::Body;
 
+/// The log target of origin events (README: "Logs and lock metrics").
+const LOG_TARGET: &str = "herdguard::origin";
+
 /// Why the origin gave no usable answer.
 #[derive(Debug, thiserror::Error)]
 pub enum OriginError {
@@ -292,7 +295,11 @@ fn request_error(e: hyper_util::client::legacy::Error) -> OriginError {
             return OriginError::RequestBodyTooLarge;
         }
         if let Some(tls) = rustls_error(s) {
-            tracing::warn!(error = %error_chain(&e), "origin TLS handshake failed");
+            tracing::warn!(
+                target: LOG_TARGET,
+                error = %error_chain(&e),
+                "origin TLS handshake failed"
+            );
             return OriginError::Tls(tls.to_string());
         }
         source = s.source();

@@ -18,9 +18,8 @@ use arc_swap::{ArcSwap, Guard};
 
 use bytes::Bytes;
 use herdguard::{Cache, Cached, CallOptions, Clock, Served, SystemClock};
-use herdguard_http::freshness::parse_http_date;
 use herdguard_http::invalidate::invalidation_targets;
-use herdguard_http::revalidate::{self, EntityTag};
+use herdguard_http::revalidate;
 use herdguard_http::{decide, Decision, EffectiveUri, ForwardReason, RequestDirectives};
 use http::header;
 use http::{Method, Request, Response, StatusCode};
@@ -579,19 +578,5 @@ impl Proxy {
 /// this response already. The modification date is `Last-Modified`, else `Date`
 /// (RFC 9111 §4.3.2).
 fn not_modified(request: &http::HeaderMap, response: &http::HeaderMap) -> bool {
-    if let Some(inm) = request.get(header::IF_NONE_MATCH) {
-        return EntityTag::from_headers(response)
-            .is_some_and(|etag| revalidate::none_match(inm, &etag));
-    }
-    let Some(since) = request
-        .get(header::IF_MODIFIED_SINCE)
-        .and_then(parse_http_date)
-    else {
-        return false;
-    };
-    let modified = response
-        .get(header::LAST_MODIFIED)
-        .or_else(|| response.get(header::DATE))
-        .and_then(parse_http_date);
-    modified.is_some_and(|m| m <= since)
+    revalidate::not_modified(request, response)
 }

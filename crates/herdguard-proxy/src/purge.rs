@@ -1,9 +1,12 @@
 //! Purge: `POST /purge` on the admin listener, with `{"url": "..."}` or
 //! `?url=...` and `Authorization: Bearer <purge_token>`, removes a URL and every
 //! `Vary` variant of it — on this instance, and, with Redis, on every instance of
-//! the fleet: the purge is broadcast on the change channel and each instance
-//! (this one included) invalidates the variants it knows of the URL, in Redis and
-//! in memory, the same way an unsafe method's invalidation does.
+//! the fleet: this instance invalidates the variants it knows of the URL, in Redis
+//! and in memory (the same way an unsafe method's invalidation does), then
+//! broadcasts the purge on the change channel, and each other instance does the
+//! same for the variants it knows. Each applies a purge once: the broadcast names
+//! its sender, which skips its own coming back (it purged before sending, so a
+//! purge still applies here when Redis is down).
 //!
 //! Without a configured token the endpoint is disabled (404). Tokens are
 //! compared as SHA-256 digests in constant time.
@@ -22,7 +25,10 @@ use crate::body::Body;
 use crate::fleet::FleetRemote as Fleet;
 use crate::proxy::Proxy;
 
-/// The broadcast topic of purges; the payload is the URL's primary key.
+/// The log target of purge events (README: "Logs and lock metrics").
+const LOG_TARGET: &str = "herdguard::purge";
+
+/// The broadcast topic of purges; the payload is `<sender> <primary key>`.
 const TOPIC: &str = "purge";
 
 /// Largest purge request body read.
@@ -33,6 +39,8 @@ pub(crate) struct Purger {
     proxy: Arc<Proxy>,
     token: Option<[u8; 32]>,
     fleet: Option<Fleet>,
+    /// This instance in its purge broadcasts: random, so no two share it.
+    sender: String,
 }
 
 #[derive(serde::Deserialize)]
@@ -45,11 +53,16 @@ impl Purger {
     /// The endpoint; with a fleet, also starts applying every instance's purges
     /// here (whether or not this instance has an admin listener or a token).
     pub(crate) fn new(proxy: Arc<Proxy>, token: Option<&str>, fleet: Option<Fleet>) -> Self {
+        let sender = format!("{:016x}", fastrand::u64(..));
         if let Some(fleet) = &fleet {
             // Weak: the listener lives in the shared store the proxy owns.
             let weak: Weak<Proxy> = Arc::downgrade(&proxy);
             let runtime = tokio::runtime::Handle::current();
-            fleet.on_broadcast(TOPIC, move |primary| {
+            let own = sender.clone();
+            fleet.on_broadcast(TOPIC, move |payload| {
+                let Some(primary) = others_purge(payload, &own) else {
+                    return;
+                };
                 let Some(proxy) = weak.upgrade() else {
                     return;
                 };
@@ -61,6 +74,7 @@ impl Purger {
             proxy,
             token: token.map(digest),
             fleet,
+            sender,
         }
     }
 
@@ -140,14 +154,24 @@ impl Purger {
             );
         };
         // This instance first (Redis included), so the answer means it is gone
-        // here; then every instance, for the variants only they have seen.
+        // here even when Redis is down; then every other instance, for the
+        // variants only they have seen.
         self.proxy.purge(&primary).await;
         let fleet = match &self.fleet {
             None => "none",
-            Some(fleet) => match fleet.broadcast(TOPIC, &primary).await {
+            Some(fleet) => match fleet
+                .broadcast(TOPIC, &format!("{} {primary}", self.sender))
+                .await
+            {
                 Ok(()) => "broadcast",
                 Err(e) => {
-                    tracing::warn!(error = %e, url = %url, "purge broadcast failed");
+                    // The key's hash, not the URL: its query may hold secrets.
+                    tracing::warn!(
+                        target: LOG_TARGET,
+                        key_hash = %herdguard::key_hash(&primary),
+                        error = %e,
+                        "purge broadcast failed"
+                    );
                     return plain(
                         StatusCode::SERVICE_UNAVAILABLE,
                         &format!(
@@ -197,6 +221,17 @@ fn authorized(headers: &http::HeaderMap, token: &[u8; 32]) -> bool {
     bool::from(digest(given).ct_eq(token))
 }
 
+/// The primary key a purge broadcast names, unless this instance (`own`) sent
+/// it: the sender purged before broadcasting. A payload without a sender (from
+/// an older version) is the primary key alone; primary keys have no spaces.
+fn others_purge<'a>(payload: &'a str, own: &str) -> Option<&'a str> {
+    match payload.split_once(' ') {
+        Some((sender, _)) if sender == own => None,
+        Some((_, primary)) => Some(primary),
+        None => Some(payload),
+    }
+}
+
 /// The `url` parameter of a query string, percent-decoded.
 fn url_from_query(query: &str) -> Option<String> {
     form_urlencoded::parse(query.as_bytes())
@@ -223,6 +258,20 @@ mod tests {
         assert!(!with("Basic s3cret"));
         assert!(!with("s3cret"));
         assert!(!authorized(&http::HeaderMap::new(), &token));
+    }
+
+    #[test]
+    fn an_instance_skips_only_its_own_purge_broadcasts() {
+        let own = "00000000000000aa";
+        assert_eq!(
+            others_purge("00000000000000aa api.example/x?a=1", own),
+            None
+        );
+        assert_eq!(
+            others_purge("00000000000000bb api.example/x?a=1", own),
+            Some("api.example/x?a=1")
+        );
+        assert_eq!(others_purge("api.example/x", own), Some("api.example/x"));
     }
 
     #[test]

@@ -159,6 +159,22 @@ async fn purge(p: &Proxy, auth: Option<&str>, query: &str, body: &str) -> (u16, 
     (status, body)
 }
 
+/// Waits (bounded) until the instances applied at least `want` purges each,
+/// then checks that they applied exactly that many.
+async fn wait_purges(p: &[Proxy], want: [u64; 3]) {
+    let mut seen = [0; 3];
+    for _ in 0..200 {
+        for (s, q) in seen.iter_mut().zip(p) {
+            *s = purges(q).await;
+        }
+        if seen.iter().zip(&want).all(|(s, w)| s >= w) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(seen, want, "purges applied per instance");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_purge_on_one_of_three_sidecars_removes_the_url_and_its_variants_from_all() {
     let redis = herdguard_testkit::RedisServer::start().unwrap();
@@ -191,21 +207,20 @@ async fn a_purge_on_one_of_three_sidecars_removes_the_url_and_its_variants_from_
     .await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains(r#""fleet":"broadcast""#), "{body}");
-    // Every instance applies it (p1 twice: its own, and its broadcast coming back).
-    for _ in 0..200 {
-        if purges(&p[0]).await >= 1 && purges(&p[1]).await >= 2 && purges(&p[2]).await >= 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert_eq!(
-        (
-            purges(&p[0]).await,
-            purges(&p[1]).await,
-            purges(&p[2]).await
-        ),
-        (1, 2, 1)
-    );
+    // Every instance applies it once: p1 itself, the others from its broadcast
+    // (p1 ignores its own broadcast coming back).
+    wait_purges(&p, [1, 1, 1]).await;
+    // A second purge, from p0: each instance's change feed delivers in order,
+    // so once p1 applied p0's broadcast, its own first one has come and gone.
+    let (status, body) = purge(
+        &p[0],
+        Some(TOKEN),
+        "?url=http%3A%2F%2Fapi.example%2Fitem",
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    wait_purges(&p, [2, 2, 2]).await;
     // The next request on each: one origin call in total per variant.
     for q in &p {
         assert_eq!(get(q, "en").await, "en v2");
@@ -214,6 +229,27 @@ async fn a_purge_on_one_of_three_sidecars_removes_the_url_and_its_variants_from_
         assert_eq!(get(q, "de").await, "de v2");
     }
     assert_eq!((o.calls("en"), o.calls("de")), (2, 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_down_a_purge_still_applies_here_and_says_the_fleet_was_not_reached() {
+    let mut redis = herdguard_testkit::RedisServer::start().unwrap();
+    let o = origin().await;
+    let url = redis.url();
+    let p = proxy(o.addr, move |a| {
+        a.redis = Some(url);
+        a.redis_op_timeout_ms = Some(200);
+    })
+    .await;
+    assert_eq!(get(&p, "en").await, "en v1");
+    assert_eq!(get(&p, "en").await, "en v1");
+    redis.kill();
+    let (status, body) = purge(&p, Some(TOKEN), "?url=http%3A%2F%2Fapi.example%2Fitem", "").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("purged on this instance only"), "{body}");
+    assert_eq!(purges(&p).await, 1);
+    // Gone from this instance's memory: the next request calls the origin.
+    assert_eq!(get(&p, "en").await, "en v2");
 }
 
 #[tokio::test]

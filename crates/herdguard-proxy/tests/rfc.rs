@@ -320,6 +320,70 @@ async fn ranges_are_answered_206_from_the_stored_response() {
     assert_eq!(o.calls(), 1);
 }
 
+/// RFC 9110 §13.1.5: If-Range holds only for a strong validator — an entity-tag
+/// equal by the strong comparison (a weak one never matches), or a date exactly
+/// the stored `Last-Modified` when that is strong (§8.8.2.2: at least a second
+/// before the stored `Date`). Otherwise the whole object, never a part of another.
+#[tokio::test]
+async fn if_range_needs_a_strong_validator() {
+    let now = SystemTime::now();
+    let date = herdguard_http::freshness::format_http_date(now);
+    let earlier = herdguard_http::freshness::format_http_date(now - Duration::from_secs(10));
+    let (date, earlier) = (
+        date.to_str().unwrap().to_string(),
+        earlier.to_str().unwrap().to_string(),
+    );
+    let (d, e) = (date.clone(), earlier.clone());
+    let o = origin(move |seen, _| {
+        let (etag, last_modified) = match seen.target.as_str() {
+            "/weak" => ("W/\"w\"", d.as_str()),
+            _ => ("\"s\"", e.as_str()),
+        };
+        Reply::ok(
+            &[
+                ("cache-control", "max-age=60"),
+                ("date", d.as_str()),
+                ("etag", etag),
+                ("last-modified", last_modified),
+            ],
+            "0123456789",
+        )
+    })
+    .await;
+    let p = proxy(&format!("http://{}", o.addr), &[]).await;
+    let range = |path: &'static str, if_range: String| {
+        let addr = p.addr;
+        async move {
+            let r = get(
+                addr,
+                path,
+                &[("range", "bytes=2-5"), ("if-range", &if_range)],
+            )
+            .await;
+            (r.status, r.text())
+        }
+    };
+    let whole = (200, "0123456789".to_string());
+    let part = (206, "2345".to_string());
+    // A weak ETag, named weak or strong, and a Last-Modified equal to Date.
+    assert_eq!(range("/weak", "W/\"w\"".into()).await, whole, "weak tag");
+    assert_eq!(
+        range("/weak", "\"w\"".into()).await,
+        whole,
+        "weak stored tag"
+    );
+    assert_eq!(range("/weak", date.clone()).await, whole, "weak date");
+    // A strong ETag, and a Last-Modified ten seconds before Date.
+    assert_eq!(range("/strong", "\"s\"".into()).await, part, "strong tag");
+    assert_eq!(
+        range("/strong", "W/\"s\"".into()).await,
+        whole,
+        "weak given"
+    );
+    assert_eq!(range("/strong", earlier).await, part, "strong date");
+    assert_eq!(range("/strong", date).await, whole, "another date");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ranged_misses_are_coalesced_into_one_full_fetch() {
     let o = origin(|_, _| {

@@ -16,8 +16,10 @@ pub(crate) struct KeyNames {
     pub(crate) version: String,
     /// The marker a load that stored nothing leaves for the fleet.
     pub(crate) marker: String,
-    /// Set by each lease grant, cleared when the holder gives it back: a grant
-    /// that finds it set takes over an expired lease (see `scripts.rs`).
+    /// The token of the key's last lease holder, set by each grant for a
+    /// little longer than the lease and deleted when that holder gives it
+    /// back: a grant that finds another holder's takes over a lease that
+    /// lapsed (see `LEASE` in `scripts.rs`).
     pub(crate) held: String,
     /// The lock on each lock server of a quorum lease (never in the data store).
     pub(crate) lock: String,

@@ -27,6 +27,10 @@ use crate::scripts::Scripts;
 /// anyway, it restarts from the server's clock, never below an older version.
 const VERSION_TTL: Duration = Duration::from_secs(24 * 3600);
 
+/// The least a held mark outlives its lease by (see `LEASE` in `scripts.rs`):
+/// waiters re-check at their safety poll, so a take-over comes within one.
+const HELD_MARGIN_FLOOR: Duration = Duration::from_secs(1);
+
 /// Most instance records [`RedisRemote::exchange_instance_record`] returns.
 pub const MAX_INSTANCES: usize = 64;
 
@@ -314,6 +318,14 @@ where
         u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
     }
 
+    /// How long a held mark lasts from a grant or renewal: the lease TTL, plus
+    /// one more lease TTL (at least [`HELD_MARGIN_FLOOR`]) in which a grant
+    /// still counts as a take-over.
+    fn held_px(&self) -> u64 {
+        let ttl = self.config.lease_ttl;
+        Self::millis(ttl.saturating_add(ttl.max(HELD_MARGIN_FLOOR)))
+    }
+
     fn version_px(value_px: u64) -> u64 {
         value_px.max(Self::millis(VERSION_TTL))
     }
@@ -348,6 +360,7 @@ where
                     .arg(&token)
                     .arg(Self::millis(ttl))
                     .arg(Self::millis(VERSION_TTL))
+                    .arg(self.held_px())
                     .invoke_async(&mut conn),
             )
             .await;
@@ -413,6 +426,7 @@ where
                         .arg(&token)
                         .arg(Self::millis(self.config.lease_ttl))
                         .arg(Self::millis(VERSION_TTL))
+                        .arg(self.held_px())
                         .invoke_async(&mut conn),
                 )
                 .await?;
@@ -437,8 +451,10 @@ where
                 // version, not the mark, decides the write).
                 let mut renew_mark = self.scripts.renew.key(&names.lease);
                 renew_mark
+                    .key(&names.held)
                     .arg(&lease.token)
-                    .arg(Self::millis(self.config.lease_ttl));
+                    .arg(Self::millis(self.config.lease_ttl))
+                    .arg(self.held_px());
                 let mark = self.op("renew mark", renew_mark.invoke_async::<i64>(&mut conn));
                 let locks = quorum.renew(
                     &self.scripts,
@@ -456,8 +472,10 @@ where
                     self.scripts
                         .renew
                         .key(&names.lease)
+                        .key(&names.held)
                         .arg(&lease.token)
                         .arg(Self::millis(self.config.lease_ttl))
+                        .arg(self.held_px())
                         .invoke_async(&mut conn),
                 )
                 .await?;

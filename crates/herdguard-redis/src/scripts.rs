@@ -66,6 +66,10 @@ end
 local function holds(k, token)
   return token ~= '' and redis.pcall('GET', k) == token
 end
+local function pending(held, token)
+  local mark = redis.pcall('GET', held)
+  return (type(mark) == 'string' and mark ~= token) and 1 or 0
+end
 ";
 
 /// Takes the lease if free and returns `{1, version, taken over}` (the grant
@@ -73,24 +77,43 @@ end
 /// not written by a lease (bytes left by something else): it is cleared, not
 /// waited on forever.
 ///
-/// **Take-overs.** Each grant also sets the key's held mark, which only a
-/// holder giving its lease back (release, fenced write) or an invalidation
-/// clears: a grant that finds the mark still set follows a lease that expired
-/// without being given back (its holder died, hung or lost Redis).
-/// KEYS: lease, version, held. ARGV: token, lease ms, version ms.
+/// **Take-overs.** Each grant also sets the key's held mark to the holder's
+/// token, for the held time: the lease TTL plus a margin of one more lease TTL,
+/// at least 1 s (`held_px` in `remote.rs`), extended by every renewal. The
+/// holder's fenced write and release delete the mark if it is still the
+/// holder's own — even after its lease lapsed, when nobody took over — and an
+/// invalidation deletes it. So a grant that finds another holder's mark follows
+/// a lease that lapsed without being given back, at most the margin ago: its
+/// holder died, hung or lost Redis while its origin call may still run (or was
+/// lost). That grant is a take-over (it may duplicate that call), and so is
+/// none other:
+/// - a grant after a release or a write finds no mark;
+/// - a holder that finishes late (after its lease lapsed, before anyone took
+///   over) deletes its own mark: no load was duplicated;
+/// - a late holder never deletes a taker's mark (tokens differ);
+/// - a grant later than the margin after a lapse finds the mark expired: it is
+///   a new load of a key whose last holder vanished, not a take-over. Waiters
+///   on a lease re-check at their safety poll (250 ms by default) and so take
+///   over well within the margin; a safety poll longer than the margin would
+///   count their take-overs as new loads.
+///
+/// KEYS: lease, version, held. ARGV: token, lease ms, version ms, held ms.
 const LEASE: &str = r"
 if redis.call('PTTL', KEYS[1]) == -1 then redis.call('DEL', KEYS[1]) end
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  local took = redis.call('EXISTS', KEYS[3])
-  redis.call('SET', KEYS[3], '1', 'PX', ARGV[3])
+  local took = pending(KEYS[3], ARGV[1])
+  redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[4])
   return {1, bump(KEYS[2], ARGV[3]), took}
 end
 return {0, 0, 0}
 ";
 
-/// Extends the lease only if it is still ours (compare-and-pexpire).
-/// KEYS: lease. ARGV: token, lease ms.
+/// Extends the lease only if it is still ours (compare-and-pexpire), and the
+/// held mark, when given, if it is still ours: it follows a holder that is
+/// alive. Lock servers of quorum leases have no held mark.
+/// KEYS: lease[, held]. ARGV: token, lease ms[, held ms].
 const RENEW: &str = r"
+if KEYS[2] and holds(KEYS[2], ARGV[1]) then redis.call('PEXPIRE', KEYS[2], ARGV[3]) end
 if holds(KEYS[1], ARGV[1]) then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
@@ -99,11 +122,13 @@ return 0
 
 /// Frees the lease only if it is still ours (compare-and-delete), leaves the
 /// marker of a load that stored nothing, and announces the release: waiters
-/// elsewhere act at once instead of at their next safety poll.
+/// elsewhere act at once instead of at their next safety poll. The held mark
+/// goes if it is ours, even when the lease already lapsed: the load ended.
 /// KEYS: lease, marker, held. ARGV: token, channel, tag, marker bytes or '', marker ms.
 const RELEASE: &str = r"
+if holds(KEYS[3], ARGV[1]) then redis.call('DEL', KEYS[3]) end
 if not holds(KEYS[1], ARGV[1]) then return 0 end
-redis.call('DEL', KEYS[1], KEYS[3])
+redis.call('DEL', KEYS[1])
 if ARGV[4] ~= '' then redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[5]) end
 redis.call('PUBLISH', ARGV[2], 'r 0 ' .. ARGV[3])
 return 1
@@ -113,12 +138,14 @@ return 1
 /// when ARGV[1] is ''), gives the lease back if the token holds it (whatever
 /// the write decides), advances the version, splices it into the payload
 /// (bytes 2..21, twenty ASCII digits), clears the marker and announces.
+/// The held mark goes if it is the token's, as in `RELEASE`.
 /// Returns `{1, new version}` or `{0, current version}`.
 /// KEYS: value, version, lease, marker, held. ARGV: expected version or '',
 /// token or '', payload, value ms, channel, version ms, tag.
 const PUT: &str = r"
+if holds(KEYS[5], ARGV[2]) then redis.call('DEL', KEYS[5]) end
 local released = holds(KEYS[3], ARGV[2])
-if released then redis.call('DEL', KEYS[3], KEYS[5]) end
+if released then redis.call('DEL', KEYS[3]) end
 local cur = version(KEYS[2])
 if ARGV[1] ~= '' and cur ~= tonumber(ARGV[1]) then
   if released then redis.call('PUBLISH', ARGV[5], 'r 0 ' .. ARGV[7]) end
@@ -149,12 +176,14 @@ return v
 /// of the grant). The mark is the token, kept for the lease TTL, so that the
 /// fenced write and the release give it back and announce it as they do a
 /// single-server lease; whoever holds the quorum, the newest grant's mark wins.
-/// Sets the held mark as `LEASE` does. Returns `{new version, taken over}`.
-/// KEYS: lease, version, held. ARGV: token, lease ms, version ms.
+/// Sets the held mark as `LEASE` does (the lock servers' locks lapse as the
+/// data store's lease does, so the same rules tell a take-over).
+/// Returns `{new version, taken over}`.
+/// KEYS: lease, version, held. ARGV: token, lease ms, version ms, held ms.
 const FENCE: &str = r"
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-local took = redis.call('EXISTS', KEYS[3])
-redis.call('SET', KEYS[3], '1', 'PX', ARGV[3])
+local took = pending(KEYS[3], ARGV[1])
+redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[4])
 return {bump(KEYS[2], ARGV[3]), took}
 ";
 

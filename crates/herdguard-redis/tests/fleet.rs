@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{count, redis_conn, u, wait_count, Worker};
+use common::{count, entry, redis_conn, u, wait_count, wait_gone, Worker};
 use herdguard::{Cache, Remote};
 use herdguard_redis::{RedisConfig, RedisRemote};
 use herdguard_testkit::RedisServer;
@@ -420,4 +420,170 @@ fn garbage_under_one_key_costs_that_key_a_miss_and_nothing_else() {
         }
         assert_eq!(count(&mut conn, key), 1, "one origin call for {key}");
     }
+}
+
+/// A remote whose leases last `lease_ms` (renewed only when a test says so).
+async fn leasing(url: &str, lease_ms: u64) -> std::sync::Arc<RedisRemote<String, String>> {
+    RedisRemote::connect(
+        RedisConfig::new(url.to_string()).lease_ttl(Duration::from_millis(lease_ms)),
+    )
+    .await
+    .unwrap()
+}
+
+#[test]
+fn a_grant_after_the_lease_was_given_back_is_no_takeover() {
+    let redis = RedisServer::start().unwrap();
+    let url = redis.url();
+    runtime().block_on(async {
+        let remote = leasing(&url, 5000).await;
+        let key = "given".to_string();
+        let first = remote.try_lease(&key).await.unwrap().expect("free");
+        assert!(!first.taken_over);
+        remote.release(&key, &first, None).await.unwrap();
+        let second = remote.try_lease(&key).await.unwrap().expect("given back");
+        assert!(!second.taken_over, "after a release");
+        let stored = remote
+            .put(&key, Some(&second), &entry("v"), Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert!(matches!(stored, herdguard::PutOutcome::Stored { .. }));
+        let third = remote.try_lease(&key).await.unwrap().expect("given back");
+        assert!(!third.taken_over, "after a fenced write");
+    });
+}
+
+#[test]
+fn a_holder_that_finishes_after_its_lease_lapsed_leaves_no_takeover_behind() {
+    let redis = RedisServer::start().unwrap();
+    let url = redis.url();
+    let mut conn = redis_conn(&url);
+    runtime().block_on(async {
+        let remote = leasing(&url, 100).await;
+        // The load outlives its lease (no renewal), nobody else wants the key,
+        // and the holder's write still lands: no load was duplicated.
+        let key = "late-put".to_string();
+        let lease = remote.try_lease(&key).await.unwrap().expect("free");
+        wait_gone(&mut conn, "hg:{late-put}:lease", Duration::from_secs(5));
+        let stored = remote
+            .put(&key, Some(&lease), &entry("v"), Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert!(matches!(stored, herdguard::PutOutcome::Stored { .. }));
+        let next = remote.try_lease(&key).await.unwrap().expect("free");
+        assert!(!next.taken_over, "the late write gave its mark back");
+        // The same with a load that stored nothing.
+        let key = "late-release".to_string();
+        let lease = remote.try_lease(&key).await.unwrap().expect("free");
+        wait_gone(&mut conn, "hg:{late-release}:lease", Duration::from_secs(5));
+        remote.release(&key, &lease, None).await.unwrap();
+        let next = remote.try_lease(&key).await.unwrap().expect("free");
+        assert!(!next.taken_over, "the late release gave its mark back");
+    });
+}
+
+#[test]
+fn a_lapsed_lease_counts_as_taken_over_only_while_its_mark_lasts() {
+    let redis = RedisServer::start().unwrap();
+    let url = redis.url();
+    let mut conn = redis_conn(&url);
+    runtime().block_on(async {
+        let remote = leasing(&url, 100).await;
+        // Granted as soon as the holder's lease lapsed: a take-over.
+        let key = "soon".to_string();
+        let dead = remote.try_lease(&key).await.unwrap().expect("free");
+        wait_gone(&mut conn, "hg:{soon}:lease", Duration::from_secs(5));
+        let taker = remote.try_lease(&key).await.unwrap().expect("lapsed");
+        assert!(taker.taken_over);
+        // The first holder comes back late: fenced, and it cannot clear the
+        // taker's mark, so the taker's own lapse is a take-over too.
+        let late = remote
+            .put(&key, Some(&dead), &entry("old"), Duration::from_secs(60))
+            .await;
+        assert_eq!(late.unwrap(), herdguard::PutOutcome::Superseded);
+        remote.release(&key, &dead, None).await.unwrap();
+        wait_gone(&mut conn, "hg:{soon}:lease", Duration::from_secs(5));
+        let third = remote.try_lease(&key).await.unwrap().expect("lapsed");
+        assert!(third.taken_over, "the taker's mark is the taker's");
+
+        // A holder that vanished: its mark outlives the lease by a bounded
+        // margin (one more lease TTL, at least 1 s), not for a day.
+        let key = "long-after".to_string();
+        let _vanished = remote.try_lease(&key).await.unwrap().expect("free");
+        let pttl: i64 = redis::cmd("PTTL")
+            .arg("hg:{long-after}:held")
+            .query(&mut conn)
+            .unwrap();
+        assert!((1..=1100).contains(&pttl), "the mark lasts {pttl} ms");
+        wait_gone(&mut conn, "hg:{long-after}:held", Duration::from_secs(5));
+        let next = remote.try_lease(&key).await.unwrap().expect("free");
+        assert!(
+            !next.taken_over,
+            "a grant long after the lapse is a new load"
+        );
+    });
+}
+
+#[test]
+fn a_renewed_lease_keeps_its_mark_past_the_first_ttl() {
+    let redis = RedisServer::start().unwrap();
+    let url = redis.url();
+    let mut conn = redis_conn(&url);
+    runtime().block_on(async {
+        let remote = leasing(&url, 100).await;
+        let key = "renewed".to_string();
+        let lease = remote.try_lease(&key).await.unwrap().expect("free");
+        // Renewed for well past the mark's first expiry (1.1 s), then dies.
+        for _ in 0..40 {
+            assert!(remote.renew(&key, &lease).await.unwrap());
+            tokio::time::sleep(Duration::from_millis(40)).await;
+        }
+        wait_gone(&mut conn, "hg:{renewed}:lease", Duration::from_secs(5));
+        let taker = remote.try_lease(&key).await.unwrap().expect("lapsed");
+        assert!(taker.taken_over, "the holder was loading until it died");
+    });
+}
+
+#[test]
+fn a_load_that_outlived_its_lease_does_not_count_a_takeover_in_the_next_process() {
+    let redis = RedisServer::start().unwrap();
+    let url = redis.url();
+    let mut conn = redis_conn(&url);
+    runtime().block_on(async {
+        let slow_remote = RedisRemote::<String, String>::connect(
+            RedisConfig::new(url.clone())
+                .lease_ttl(Duration::from_millis(150))
+                .renew(false),
+        )
+        .await
+        .unwrap();
+        let slow: Cache<String, String> =
+            Cache::builder().shared_store(slow_remote).build().unwrap();
+        let v = slow
+            .get_or_load("outlived".to_string(), || async {
+                tokio::time::sleep(Duration::from_millis(600)).await;
+                Ok::<_, std::io::Error>("v".to_string())
+            })
+            .await
+            .unwrap();
+        assert_eq!(*v, "v");
+        // Its write landed (nobody took over); later Redis evicts the value.
+        let _: i64 = redis::cmd("DEL")
+            .arg("hg:{outlived}:v")
+            .query(&mut conn)
+            .unwrap();
+        let next: Cache<String, String> = Cache::builder()
+            .shared_store(leasing(&url, 5000).await)
+            .build()
+            .unwrap();
+        next.get_or_load("outlived".to_string(), || async {
+            Ok::<_, std::io::Error>("v2".to_string())
+        })
+        .await
+        .unwrap();
+        let m = next.metrics();
+        assert_eq!(m.leases_acquired, 1);
+        assert_eq!(m.lease_takeovers, 0, "no holder was taken over");
+        assert_eq!(m.duplicate_loads, 0, "no load was duplicated");
+    });
 }

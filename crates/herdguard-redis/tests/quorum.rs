@@ -12,7 +12,7 @@ use herdguard_testkit::RedisServer;
 type Node = Cache<String, String>;
 
 mod common;
-use common::stampede;
+use common::{entry, stampede, wait_gone};
 
 struct Servers {
     data: RedisServer,
@@ -145,23 +145,6 @@ async fn a_holder_that_lost_its_majority_cannot_write_over_a_newer_value() {
         let a = remote(servers.config().renew(false)).await;
         let b = remote(servers.config().renew(false)).await;
         let key = "fenced".to_string();
-        let entry = |v: &str| {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap();
-            herdguard::Entry::new(
-                v.to_string(),
-                herdguard::EntryMeta {
-                    created: herdguard::Timestamp::from_unix_nanos(now.as_nanos() as u64),
-                    ttl: Duration::from_secs(60),
-                    stale_while_revalidate: Duration::ZERO,
-                    stale_if_error: Duration::ZERO,
-                    load_duration: Duration::ZERO,
-                    version: 0,
-                },
-            )
-        };
-
         let lease_a = a.try_lease(&key).await.unwrap().expect("A takes the lease");
         assert_eq!(
             b.try_lease(&key).await.unwrap(),
@@ -319,4 +302,37 @@ async fn split_votes_and_lock_server_failures_are_counted() {
     assert!(r.try_lease(&key).await.is_err(), "no majority answers");
     let down = r.quorum_stats().unwrap();
     assert_eq!((down.unavailable, down.split_votes), (1, 3), "{down:?}");
+}
+
+/// The held mark of quorum leases, as of single-server ones (see `fleet.rs`):
+/// a holder that wrote after its lease lapsed, with nobody taking over, leaves
+/// no take-over for the next grant; a grant right after a lapse is one; a
+/// grant after the mark's bounded margin is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quorum_lease_counts_a_takeover_only_after_a_lapse_nobody_gave_back() {
+    let servers = Servers::start();
+    let r = remote(servers.config().lease_ttl(Duration::from_millis(100))).await;
+    let mut conn = redis::Client::open(servers.data.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let lapse = Duration::from_secs(5);
+    let key = "q-late".to_string();
+    let lease = r.try_lease(&key).await.unwrap().expect("free");
+    wait_gone(&mut conn, "hg:{q-late}:lease", lapse);
+    let late = r
+        .put(&key, Some(&lease), &entry("v"), Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(matches!(late, PutOutcome::Stored { .. }));
+    let next = r.try_lease(&key).await.unwrap().expect("free");
+    assert!(!next.taken_over, "the late write gave its mark back");
+
+    wait_gone(&mut conn, "hg:{q-late}:lease", lapse);
+    let taker = r.try_lease(&key).await.unwrap().expect("lapsed");
+    assert!(taker.taken_over, "granted right after a lapse");
+
+    wait_gone(&mut conn, "hg:{q-late}:held", lapse);
+    let fresh = r.try_lease(&key).await.unwrap().expect("lapsed");
+    assert!(!fresh.taken_over, "granted long after the lapse");
 }

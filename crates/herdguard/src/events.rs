@@ -17,10 +17,12 @@ pub(crate) const BREAKER: &str = "herdguard::breaker";
 /// Origin calls: timeouts and (rate-limited) errors.
 pub(crate) const LOAD: &str = "herdguard::load";
 
-/// A key as events name it: a hash, never the key itself (keys may be
-/// sensitive: URLs with tokens, user ids). The same key gives the same hash in
-/// every process of one build, so events of a fleet can be matched up.
-pub(crate) fn key_hash<K: Hash + ?Sized>(key: &K) -> String {
+/// A key as events name it (the `key_hash` field): a hash, never the key
+/// itself (keys may be sensitive: URLs with tokens, user ids). The same key
+/// gives the same hash in every process of one build, so events of a fleet can
+/// be matched up — and a program's own events about a key can name it the same
+/// way as the cache's.
+pub fn key_hash<K: Hash + ?Sized>(key: &K) -> String {
     // DefaultHasher::new() has fixed keys: deterministic across processes.
     let mut hasher = std::hash::DefaultHasher::new();
     key.hash(&mut hasher);

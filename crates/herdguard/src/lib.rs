@@ -100,6 +100,7 @@ pub use cache::{BoxError, Cache};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use entry::{Entry, EntryMeta, LOCAL_VERSIONS};
 pub use error::{ConfigError, Error, FleetLoadFailed, RemoteError, SharedError};
+pub use events::key_hash;
 pub use metrics::{HistogramSnapshot, MetricsSnapshot};
 pub use policy::{CallOptions, Loaded, Policy};
 pub use remote::{BoxFuture, ChangeListener, Lease, Marker, Notified, PutOutcome, Remote, Shared};

@@ -150,3 +150,31 @@ pub async fn stampede(
     }
     (calls.load(std::sync::atomic::Ordering::SeqCst), errors)
 }
+
+/// Waits until Redis no longer has `key` (it expired): bounded, so a mark that
+/// never expires fails the test instead of hanging it.
+pub fn wait_gone(conn: &mut redis::Connection, key: &str, limit: Duration) {
+    let start = std::time::Instant::now();
+    while redis::cmd("EXISTS").arg(key).query::<i64>(conn).unwrap() == 1 {
+        assert!(start.elapsed() < limit, "{key} still there after {limit:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// An entry of `value`, created now, fresh for a minute.
+pub fn entry(value: &str) -> herdguard::Entry<String> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    herdguard::Entry::new(
+        value.to_string(),
+        herdguard::EntryMeta {
+            created: herdguard::Timestamp::from_unix_nanos(now.as_nanos() as u64),
+            ttl: Duration::from_secs(60),
+            stale_while_revalidate: Duration::ZERO,
+            stale_if_error: Duration::ZERO,
+            load_duration: Duration::ZERO,
+            version: 0,
+        },
+    )
+}
