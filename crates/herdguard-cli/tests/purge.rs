@@ -1,5 +1,6 @@
 //! `herdguard purge` against a real `herdguard serve` process and a real origin
-//! (a plain TCP server in this test): the URL is reloaded after the purge; a
+//! (a plain TCP server in this test): the URL, or every answer carrying a
+//! surrogate key, is reloaded after the purge; a
 //! wrong token is one error line and exit code 1; a bad --admin exit code 2.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -29,7 +30,7 @@ fn origin() -> (String, Arc<AtomicUsize>) {
             let body = format!("body {n}");
             let _ = write!(
                 stream,
-                "HTTP/1.1 200 OK\r\ncache-control: max-age=60\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                "HTTP/1.1 200 OK\r\ncache-control: max-age=60\r\nsurrogate-key: every-page\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                 body.len()
             );
         }
@@ -148,7 +149,15 @@ fn herdguard_purge_makes_the_sidecar_reload_the_urls() {
     let (code, _, stderr) = purge(&["--admin", "ftp://x", "--token", TOKEN, "/a"]);
     assert_eq!(code, Some(2), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
-    // No URL at all: a usage error.
+    // A surrogate key: every answer tagged with it is reloaded.
+    let (code, stdout, stderr) =
+        purge(&["--admin", &s.admin, "--token", TOKEN, "--tag", "every-page"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.starts_with("purged tag every-page: "), "{stdout}");
+    assert!(stdout.contains("\"keys\":2"), "{stdout}");
+    assert_eq!(get(&s.listen, "/a"), "body 5");
+    assert_eq!(get(&s.listen, "/b"), "body 6");
+    // Nothing to purge at all: a usage error.
     let (code, _, _) = purge(&["--admin", &s.admin, "--token", TOKEN]);
     assert_eq!(code, Some(2));
 }

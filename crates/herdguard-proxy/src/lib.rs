@@ -69,6 +69,7 @@ mod response;
 mod rules;
 mod server;
 mod stats;
+mod tags;
 mod variants;
 
 pub use body::{Body, BodyStalled};

@@ -11,7 +11,7 @@
 //! requests that could change it (`Authorization`, `no-store`) never lead a load.
 
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use herdguard::Loaded;
 use herdguard_http::revalidate;
@@ -26,7 +26,12 @@ use crate::proxy::Proxy;
 use crate::request::Forward;
 use crate::response::{from_ms, to_ms, CachedResponse, Fetch};
 use crate::rules;
+use crate::tags;
 use crate::variants::digest_of;
+
+/// What [`Proxy::to_loaded`] made: the core's value, its surrogate keys, and
+/// how long it may be kept (`None`: not stored).
+type Made = (Loaded<CachedResponse>, Vec<String>, Option<Duration>);
 
 /// An origin answer passed through to one client, not stored.
 pub(crate) struct Passed {
@@ -67,9 +72,12 @@ impl Proxy {
     /// the origin timeout between two reads).
     pub(crate) fn pass(&self, response: OriginResponse) -> Passed {
         let limit = self.origin.timeout();
+        let mut headers = response.headers;
+        // Surrogate keys are this cache's fields, never the client's.
+        tags::take(&mut headers);
         Passed {
             status: response.status,
-            headers: response.headers,
+            headers,
             body: Body::stream(Inactivity::new(response.body, limit, "origin body")),
         }
     }
@@ -142,9 +150,15 @@ impl Proxy {
                 // RFC 9111 §4.3.4: the stored response, its fields updated from the 304.
                 let mut merged = stored_headers;
                 merged.remove(header::CONTENT_LENGTH);
+                // The stored tags stand unless the 304 gives new ones.
+                if let Ok(kept) = stored.tags.join(" ").parse() {
+                    if !stored.tags.is_empty() {
+                        merged.insert(tags::SURROGATE_KEY.clone(), kept);
+                    }
+                }
                 revalidate::update_stored_headers(&mut merged, &response.headers);
                 let body = stored.body.clone();
-                return Ok(Self::to_loaded(
+                let made = Self::to_loaded(
                     (&tuning.rules, rule),
                     forward,
                     stored.status(),
@@ -152,7 +166,8 @@ impl Proxy {
                     body,
                     Fetch::Revalidated,
                     (response.request_time, response.response_time),
-                ));
+                );
+                return Ok(self.indexed(key, made).await);
             }
             break (response, conditional, started);
         };
@@ -191,19 +206,24 @@ impl Proxy {
         let limit = self.origin.timeout();
         let passed_headers = response.headers;
         match read_up_to(response.body, max_object_bytes, started + limit, limit).await? {
-            Buffered::Whole(body) => Ok(Self::to_loaded(
-                (&tuning.rules, rule),
-                forward,
-                status,
-                stored_headers,
-                body,
-                fetch,
-                (request_time, response_time),
-            )),
+            Buffered::Whole(body) => {
+                let made = Self::to_loaded(
+                    (&tuning.rules, rule),
+                    forward,
+                    status,
+                    stored_headers,
+                    body,
+                    fetch,
+                    (request_time, response_time),
+                );
+                Ok(self.indexed(key, made).await)
+            }
             Buffered::TooLarge(prefix, rest) => {
+                let mut headers = passed_headers;
+                tags::take(&mut headers);
                 handoff.put(Passed {
                     status,
-                    headers: passed_headers,
+                    headers,
                     body: Body::stream(Inactivity::new(
                         Prefixed::new(prefix, rest),
                         limit,
@@ -219,7 +239,18 @@ impl Proxy {
         }
     }
 
-    /// A storable answer as the core's value, with its freshness.
+    /// `made` as the core's value, its surrogate keys indexed first (here and
+    /// in the fleet's sets), so a purge that follows the store finds them.
+    async fn indexed(&self, key: &str, made: Made) -> Loaded<CachedResponse> {
+        let (loaded, tags, keep) = made;
+        if let Some(keep) = keep {
+            self.index_tags(key, &tags, Some(keep)).await;
+        }
+        loaded
+    }
+
+    /// A storable answer as the core's value, with its freshness; its
+    /// surrogate keys and how long it may be kept, when stored.
     fn to_loaded(
         (policy, rule): (&rules::Rules, Option<&PathRule>),
         forward: &Forward,
@@ -228,7 +259,7 @@ impl Proxy {
         body: bytes::Bytes,
         fetch: Fetch,
         (request_time, response_time): (std::time::SystemTime, std::time::SystemTime),
-    ) -> Loaded<CachedResponse> {
+    ) -> Made {
         let verdict = rules::evaluate(
             policy,
             rule,
@@ -241,6 +272,7 @@ impl Proxy {
         // initial age from it, and every answer replaces it with the current age.
         // A stored response has a Date (RFC 9110 §6.6.1): the time it arrived.
         herdguard_http::freshness::ensure_date(&mut headers, response_time);
+        let tags = tags::take(&mut headers);
         let vary_key =
             digest_of(&Vary::from_response(&headers), &forward.headers).unwrap_or_default();
         let mut value = CachedResponse::new(
@@ -254,15 +286,18 @@ impl Proxy {
         match verdict {
             Ok(f) => {
                 value.overrides = f.overrides;
-                Loaded::new(value)
+                value.tags = tags.clone();
+                let keep = f.ttl + f.stale_while_revalidate.max(f.stale_if_error);
+                let loaded = Loaded::new(value)
                     .ttl(f.ttl)
                     .stale_while_revalidate(f.stale_while_revalidate)
-                    .stale_if_error(f.stale_if_error)
+                    .stale_if_error(f.stale_if_error);
+                (loaded, tags, Some(keep))
             }
             // A 304 may have made a stored response unstorable (e.g. it now says no-store).
             Err(reason) => {
                 value.uncacheable = Some(reason.to_string());
-                Loaded::uncacheable(value)
+                (Loaded::uncacheable(value), Vec::new(), None)
             }
         }
     }

@@ -29,6 +29,7 @@ use crate::access::OriginTime;
 use crate::answer;
 use crate::body::{Body, BoxError, Inactivity};
 use crate::config::RequestCacheControl;
+use crate::fleet::FleetRemote;
 use crate::limits::ConnectionLimits;
 use crate::loader::Handoff;
 use crate::origin::Origin;
@@ -37,6 +38,7 @@ use crate::request::{self, Forward, Forwarding, Inbound, Peer};
 use crate::response::CachedResponse;
 use crate::rules::Rules;
 use crate::stats::Stats;
+use crate::tags::TagIndex;
 use crate::variants::{vary_matches, Variants};
 
 /// The handler's settings (from [`crate::Settings`]).
@@ -77,6 +79,10 @@ pub struct Proxy {
     tuning: ArcSwap<Tuning>,
     pub(crate) stats: Arc<Stats>,
     pub(crate) variants: Variants,
+    /// Surrogate keys → the keys stored here that carry them.
+    pub(crate) tags: TagIndex,
+    /// The shared store, for the fleet's surrogate-key sets.
+    pub(crate) fleet: Option<FleetRemote>,
 }
 
 impl Proxy {
@@ -86,6 +92,7 @@ impl Proxy {
         tuning: Tuning,
         stats: Arc<Stats>,
         variants: Variants,
+        fleet: Option<FleetRemote>,
     ) -> Self {
         Proxy {
             cache,
@@ -93,6 +100,8 @@ impl Proxy {
             tuning: ArcSwap::from_pointee(tuning),
             stats,
             variants,
+            tags: TagIndex::default(),
+            fleet,
         }
     }
 
@@ -259,6 +268,11 @@ impl Proxy {
                 forced,
                 head,
             );
+            if cached.served() == Served::Shared {
+                // Loaded by another instance (which recorded its tags in Redis):
+                // indexed here too, for a purge during a Redis outage.
+                self.index_tags(&key, &cached.tags, None).await;
+            }
             if matches!(cached.served(), Served::Loaded | Served::Coalesced) {
                 // For the access log; never on a hit.
                 let took = cached.entry().meta().load_duration;
@@ -490,6 +504,35 @@ impl Proxy {
     pub(crate) async fn purge(&self, primary: &str) {
         self.invalidate_variants(primary).await;
         self.stats.purges.inc();
+    }
+
+    /// A purge of a surrogate key: every key in `keys`, from the shared store
+    /// and this process.
+    pub(crate) async fn purge_keys(&self, keys: &[String]) {
+        for key in keys {
+            let _ = self.cache.invalidate(key).await;
+        }
+        self.stats.purges.inc();
+    }
+
+    /// Notes that `key` carries `tags`, here and — with `keep`, the longest the
+    /// entry may live — in the fleet's sets in Redis.
+    pub(crate) async fn index_tags(&self, key: &str, tags: &[String], keep: Option<Duration>) {
+        if tags.is_empty() {
+            return;
+        }
+        self.tags
+            .add(key, tags, |k| self.cache.peek(&k.to_string()).is_some());
+        let (Some(fleet), Some(keep)) = (&self.fleet, keep) else {
+            return;
+        };
+        for tag in tags {
+            if let Err(e) = fleet.tag(tag, key, keep).await {
+                // During an outage writes fail too; the local index still has it.
+                tracing::debug!(target: "herdguard::purge", key_hash = %herdguard::key_hash(key), error = %e, "surrogate key not recorded in the shared store");
+                return;
+            }
+        }
     }
 
     /// Removes the URL of `primary` and every variant of it seen here, from the

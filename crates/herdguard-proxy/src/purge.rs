@@ -30,6 +30,8 @@ const LOG_TARGET: &str = "herdguard::purge";
 
 /// The broadcast topic of purges; the payload is `<sender> <primary key>`.
 const TOPIC: &str = "purge";
+/// The broadcast topic of surrogate-key purges; the payload is `<sender> <tag>`.
+const TAG_TOPIC: &str = "purge-tag";
 
 /// Largest purge request body read.
 pub(crate) const MAX_BODY_BYTES: usize = 8 << 10;
@@ -46,7 +48,16 @@ pub(crate) struct Purger {
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PurgeBody {
-    url: String,
+    url: Option<String>,
+    tag: Option<String>,
+}
+
+/// What one purge names.
+enum Target {
+    /// A URL and its variants.
+    Url(String),
+    /// Every stored answer carrying a surrogate key.
+    Tag(String),
 }
 
 impl Purger {
@@ -55,19 +66,14 @@ impl Purger {
     pub(crate) fn new(proxy: Arc<Proxy>, token: Option<&str>, fleet: Option<Fleet>) -> Self {
         let sender = format!("{:016x}", fastrand::u64(..));
         if let Some(fleet) = &fleet {
-            // Weak: the listener lives in the shared store the proxy owns.
-            let weak: Weak<Proxy> = Arc::downgrade(&proxy);
-            let runtime = tokio::runtime::Handle::current();
-            let own = sender.clone();
-            fleet.on_broadcast(TOPIC, move |payload| {
-                let Some(primary) = others_purge(payload, &own) else {
-                    return;
-                };
-                let Some(proxy) = weak.upgrade() else {
-                    return;
-                };
-                let primary = primary.to_string();
-                runtime.spawn(async move { proxy.purge(&primary).await });
+            apply_others(fleet, &proxy, &sender, TOPIC, |proxy, primary| async move {
+                proxy.purge(&primary).await;
+            });
+            // The keys this instance saw carry the tag (the sender removed
+            // those recorded in Redis).
+            apply_others(fleet, &proxy, &sender, TAG_TOPIC, |proxy, tag| async move {
+                let keys = proxy.tags.take(&tag);
+                proxy.purge_keys(&keys).await;
             });
         }
         Purger {
@@ -104,7 +110,7 @@ impl Purger {
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             return r;
         }
-        let from_query = request.uri().query().and_then(url_from_query);
+        let from_query = request.uri().query().and_then(target_from_query);
         let body = match Limited::new(request.into_body(), MAX_BODY_BYTES)
             .collect()
             .await
@@ -123,71 +129,119 @@ impl Purger {
                 )
             }
         };
-        let url = match (from_query, body.is_empty()) {
-            (Some(url), true) => url,
+        let target = match (from_query, body.is_empty()) {
+            (Some(target), true) => target,
             (None, false) => match serde_json::from_slice::<PurgeBody>(&body) {
-                Ok(b) => b.url,
+                Ok(PurgeBody { url: Some(url), tag: None }) => Target::Url(url),
+                Ok(PurgeBody { url: None, tag: Some(tag) }) => Target::Tag(tag),
+                Ok(_) => {
+                    return plain(
+                        StatusCode::BAD_REQUEST,
+                        "herdguard: the purge body names one of url or tag\n",
+                    )
+                }
                 Err(e) => {
                     return plain(
                         StatusCode::BAD_REQUEST,
-                        &format!("herdguard: the purge body must be {{\"url\": \"...\"}}: {e}\n"),
+                        &format!(
+                            "herdguard: the purge body must be {{\"url\": \"...\"}} or {{\"tag\": \"...\"}}: {e}\n"
+                        ),
                     )
                 }
             },
             (Some(_), false) => {
                 return plain(
                     StatusCode::BAD_REQUEST,
-                    "herdguard: give the URL in ?url= or in the body, not both\n",
+                    "herdguard: give the URL or tag in the query or in the body, not both\n",
                 )
             }
             (None, true) => {
                 return plain(
                     StatusCode::BAD_REQUEST,
-                    "herdguard: no URL: POST {\"url\": \"...\"} or ?url=...\n",
+                    "herdguard: nothing to purge: POST {\"url\": \"...\"}, {\"tag\": \"...\"}, ?url= or ?tag=\n",
                 )
             }
         };
-        let Some(primary) = self.primary_key(&url) else {
-            return plain(
-                StatusCode::BAD_REQUEST,
-                &format!("herdguard: {url:?} is not a path (/a?b) or an http(s):// URL\n"),
-            );
-        };
-        // This instance first (Redis included), so the answer means it is gone
-        // here even when Redis is down; then every other instance, for the
-        // variants only they have seen.
-        self.proxy.purge(&primary).await;
-        let fleet = match &self.fleet {
-            None => "none",
-            Some(fleet) => match fleet
-                .broadcast(TOPIC, &format!("{} {primary}", self.sender))
-                .await
-            {
-                Ok(()) => "broadcast",
-                Err(e) => {
-                    // The key's hash, not the URL: its query may hold secrets.
-                    tracing::warn!(
-                        target: LOG_TARGET,
-                        key_hash = %herdguard::key_hash(&primary),
-                        error = %e,
-                        "purge broadcast failed"
-                    );
+        let (topic, subject, done) = match target {
+            Target::Url(url) => {
+                let Some(primary) = self.primary_key(&url) else {
                     return plain(
-                        StatusCode::SERVICE_UNAVAILABLE,
+                        StatusCode::BAD_REQUEST,
+                        &format!("herdguard: {url:?} is not a path (/a?b) or an http(s):// URL\n"),
+                    );
+                };
+                // This instance first (Redis included), so the answer means it is
+                // gone here even when Redis is down; then every other instance,
+                // for the variants only they have seen.
+                self.proxy.purge(&primary).await;
+                let done = serde_json::json!({ "purged": url, "key": primary });
+                (TOPIC, primary, done)
+            }
+            Target::Tag(tag) => {
+                if !crate::tags::valid(&tag) {
+                    return plain(
+                        StatusCode::BAD_REQUEST,
                         &format!(
-                            "herdguard: purged on this instance only; the fleet broadcast failed: {e}\n"
+                            "herdguard: {tag:?} is not a tag (1 to {} visible characters, no comma)\n",
+                            crate::tags::MAX_TAG_BYTES
                         ),
                     );
                 }
+                // The keys this instance saw carry it, and those any instance
+                // recorded in Redis (also of instances that have since gone).
+                let mut keys = self.proxy.tags.take(&tag);
+                let recorded = match &self.fleet {
+                    Some(fleet) => fleet.take_tagged(&tag).await.map_err(|e| e.to_string()),
+                    None => Ok(Vec::new()),
+                };
+                if let Ok(recorded) = &recorded {
+                    keys.extend(recorded.iter().cloned());
+                }
+                keys.sort();
+                keys.dedup();
+                self.proxy.purge_keys(&keys).await;
+                if let Err(e) = recorded {
+                    return self.fleet_failed(&tag, &e);
+                }
+                let done = serde_json::json!({ "purged_tag": tag, "keys": keys.len() });
+                (TAG_TOPIC, tag, done)
+            }
+        };
+        let fleet = match &self.fleet {
+            None => "none",
+            Some(fleet) => match fleet
+                .broadcast(topic, &format!("{} {subject}", self.sender))
+                .await
+            {
+                Ok(()) => "broadcast",
+                Err(e) => return self.fleet_failed(&subject, &e.to_string()),
             },
         };
-        let text = serde_json::json!({ "purged": url, "key": primary, "fleet": fleet });
+        let mut text = done;
+        text["fleet"] = serde_json::Value::from(fleet);
         let mut r = Response::new(Body::full(Bytes::from(format!("{text}\n"))));
         r.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
         r
+    }
+
+    /// The answer when the fleet could not be reached: purged here only.
+    fn fleet_failed(&self, subject: &str, error: &str) -> Response<Body> {
+        // The key's hash, not the URL: its query may hold secrets.
+        tracing::warn!(
+            target: LOG_TARGET,
+            key_hash = %herdguard::key_hash(subject),
+            error = %error,
+            "purge broadcast failed"
+        );
+        plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!(
+                "herdguard: purged on this instance only; the fleet broadcast failed: {error}\n"
+            ),
+        )
     }
 
     /// The primary key of `url`: an absolute `http(s)://` URL (its host is the
@@ -201,6 +255,27 @@ impl Purger {
         let uri = EffectiveUri::parse_absolute(&absolute)?;
         Some(self.proxy.variants.config().primary_for_uri(&uri))
     }
+}
+
+/// Applies every other instance's broadcasts on `topic` here, with `apply`.
+fn apply_others<F, Fut>(fleet: &Fleet, proxy: &Arc<Proxy>, own: &str, topic: &str, apply: F)
+where
+    F: Fn(Arc<Proxy>, String) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    // Weak: the listener lives in the shared store the proxy owns.
+    let weak: Weak<Proxy> = Arc::downgrade(proxy);
+    let runtime = tokio::runtime::Handle::current();
+    let own = own.to_string();
+    fleet.on_broadcast(topic, move |payload| {
+        let Some(subject) = others_purge(payload, &own) else {
+            return;
+        };
+        let Some(proxy) = weak.upgrade() else {
+            return;
+        };
+        runtime.spawn(apply(proxy, subject.to_string()));
+    });
 }
 
 fn digest(token: &str) -> [u8; 32] {
@@ -232,11 +307,13 @@ fn others_purge<'a>(payload: &'a str, own: &str) -> Option<&'a str> {
     }
 }
 
-/// The `url` parameter of a query string, percent-decoded.
-fn url_from_query(query: &str) -> Option<String> {
-    form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == "url")
-        .map(|(_, v)| v.into_owned())
+/// The `url` or `tag` parameter of a query string, percent-decoded.
+fn target_from_query(query: &str) -> Option<Target> {
+    form_urlencoded::parse(query.as_bytes()).find_map(|(k, v)| match &*k {
+        "url" => Some(Target::Url(v.into_owned())),
+        "tag" => Some(Target::Tag(v.into_owned())),
+        _ => None,
+    })
 }
 
 #[cfg(test)]
@@ -276,10 +353,14 @@ mod tests {
 
     #[test]
     fn the_query_url_is_decoded() {
-        assert_eq!(
-            url_from_query("x=1&url=%2Fa%3Fb%3D1").as_deref(),
-            Some("/a?b=1")
+        let url = |q: &str| match target_from_query(q) {
+            Some(Target::Url(u)) => Some(u),
+            _ => None,
+        };
+        assert_eq!(url("x=1&url=%2Fa%3Fb%3D1").as_deref(), Some("/a?b=1"));
+        assert_eq!(url("x=1"), None);
+        assert!(
+            matches!(target_from_query("tag=product%2042"), Some(Target::Tag(t)) if t == "product 42")
         );
-        assert_eq!(url_from_query("x=1"), None);
     }
 }

@@ -20,8 +20,12 @@ pub struct PurgeArgs {
     pub token: String,
     /// URLs to purge: http(s)://host/path?query as clients request them, or a
     /// path on the origin's host.
-    #[arg(required = true)]
+    #[arg(required_unless_present = "tags")]
     pub urls: Vec<String>,
+    /// Surrogate keys to purge (the origin's `Surrogate-Key` / `Cache-Tag`):
+    /// every stored answer carrying one; repeat for several.
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
 }
 
 /// Why a purge did not happen.
@@ -63,7 +67,8 @@ impl PurgeError {
     }
 }
 
-/// Purges every URL in turn, printing one line each; stops at the first refusal.
+/// Purges every URL, then every tag, in turn, printing one line each; stops
+/// at the first refusal.
 pub fn purge_blocking(args: PurgeArgs) -> Result<(), PurgeError> {
     let admin = admin_uri(&args.admin)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -72,9 +77,13 @@ pub fn purge_blocking(args: PurgeArgs) -> Result<(), PurgeError> {
         .map_err(PurgeError::Runtime)?;
     runtime.block_on(async {
         let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-        for url in &args.urls {
-            let answer = purge_one(&client, &admin, &args.token, url).await?;
-            println!("purged {url}: {answer}");
+        let urls = args.urls.iter().map(|u| ("url", u));
+        for (field, subject) in urls.chain(args.tags.iter().map(|t| ("tag", t))) {
+            let answer = purge_one(&client, &admin, &args.token, (field, subject)).await?;
+            match field {
+                "tag" => println!("purged tag {subject}: {answer}"),
+                _ => println!("purged {subject}: {answer}"),
+            }
         }
         Ok(())
     })
@@ -101,7 +110,7 @@ async fn purge_one<C>(
     client: &Client<C, Full<Bytes>>,
     admin: &Uri,
     token: &str,
-    url: &str,
+    (field, url): (&str, &str),
 ) -> Result<String, PurgeError>
 where
     C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
@@ -110,7 +119,7 @@ where
         url: url.to_string(),
         reason,
     };
-    let body = serde_json::json!({ "url": url }).to_string();
+    let body = serde_json::json!({ field: url }).to_string();
     let request = Request::post(admin.clone())
         .header(header::AUTHORIZATION, format!("Bearer {token}"))
         .header(header::CONTENT_TYPE, "application/json")

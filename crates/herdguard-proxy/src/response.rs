@@ -57,6 +57,9 @@ pub struct CachedResponse {
     /// so that every use (and every instance of the fleet) judges it alike.
     #[serde(default)]
     pub overrides: Overrides,
+    /// Its surrogate keys (`Surrogate-Key` / `Cache-Tag`, removed from the fields).
+    #[serde(default)]
+    pub tags: Vec<String>,
     /// The fields parsed, kept from the second use on: the hit path then clones a
     /// map instead of re-validating every field; a response served once (most of
     /// a long tail) never holds one.
@@ -177,6 +180,7 @@ impl CachedResponse {
             fetch,
             uncacheable: None,
             overrides: Overrides::default(),
+            tags: Vec::new(),
             parsed: OnceLock::new(),
             used: Used::default(),
             used_semantics: Used::default(),
@@ -301,6 +305,7 @@ impl CachedResponse {
             + self.body.len() as u64
             + self.vary_key.len() as u64
             + self.uncacheable.as_ref().map_or(0, |r| r.len() as u64)
+            + self.tags.iter().map(|t| t.len() as u64 + 24).sum::<u64>()
             + parsed
             + ENTRY_OVERHEAD
     }

@@ -181,6 +181,7 @@ impl Server {
                 settings.cache_key.clone(),
                 settings.max_memory / crate::variants::REGISTRY_SHARE,
             ),
+            remote.clone(),
         ));
         let purger = Arc::new(crate::purge::Purger::new(
             Arc::clone(&proxy),

@@ -237,6 +237,48 @@ where
         Ok(())
     }
 
+    /// Records in Redis that the entry `key` carries `tag` (a surrogate key),
+    /// for at least `ttl`: a fleet-wide index that outlives the process that
+    /// loaded the entry, read back by [`RedisRemote::take_tagged`]. `tag` is one
+    /// word (no whitespace), at most 256 bytes.
+    pub async fn tag(&self, tag: &str, key: &str, ttl: Duration) -> Result<(), RemoteError> {
+        let name = self.tag_set(tag)?;
+        let mut conn = self.conn.clone();
+        let _: i64 = self
+            .op(
+                "tag",
+                self.scripts
+                    .tag_add
+                    .key(name)
+                    .arg(key)
+                    .arg(Self::millis(ttl))
+                    .invoke_async(&mut conn),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The keys [`RedisRemote::tag`] recorded for `tag`, which are forgotten
+    /// (read and deleted in one step): what a purge of the tag removes.
+    pub async fn take_tagged(&self, tag: &str) -> Result<Vec<String>, RemoteError> {
+        let name = self.tag_set(tag)?;
+        let mut conn = self.conn.clone();
+        self.op(
+            "take_tagged",
+            self.scripts.tag_take.key(name).invoke_async(&mut conn),
+        )
+        .await
+    }
+
+    fn tag_set(&self, tag: &str) -> Result<String, RemoteError> {
+        if tag.is_empty() || tag.len() > 256 || tag.contains(char::is_whitespace) {
+            return Err(RemoteError::Codec(format!(
+                "tag {tag:?} must be one word of at most 256 bytes"
+            )));
+        }
+        Ok(format!("{}tag:{tag}", self.config.prefix))
+    }
+
     /// Calls `listener` with the payload of every broadcast on `topic`, from any
     /// process of the fleet (this one included), on the feed's task: keep it short.
     pub fn on_broadcast(&self, topic: &str, listener: impl Fn(&str) + Send + Sync + 'static) {

@@ -26,6 +26,27 @@ use redis::Script;
 /// server's clock, so instances' clocks need not agree), forgets records older
 /// than the age limit and returns the others, newest first is not promised.
 /// A field that is not `<ms> <record>` (bytes left by something else) is removed.
+/// Adds a member to a tag's set and keeps the set at least as long as the
+/// member's entry may live (the set's expiry only ever grows). One key, so it
+/// runs on a Redis Cluster too. KEYS: the tag set. ARGV: member, ms.
+const TAG_ADD: &str = r"
+redis.call('SADD', KEYS[1], ARGV[1])
+local left = redis.call('PTTL', KEYS[1])
+if left < tonumber(ARGV[2]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 1
+";
+
+/// Returns a tag set's members and deletes it, atomically: a member added
+/// after it is in the next purge's set, never lost between the two.
+/// KEYS: the tag set.
+const TAG_TAKE: &str = r"
+local members = redis.call('SMEMBERS', KEYS[1])
+redis.call('DEL', KEYS[1])
+return members
+";
+
 /// KEYS: the instance hash. ARGV: instance id, record, age limit ms, most records.
 const INSTANCES: &str = r"
 local t = redis.call('TIME')
@@ -204,6 +225,8 @@ pub(crate) struct Scripts {
     pub(crate) fence: Script,
     pub(crate) unlock: Script,
     pub(crate) instances: Script,
+    pub(crate) tag_add: Script,
+    pub(crate) tag_take: Script,
 }
 
 impl Scripts {
@@ -218,6 +241,8 @@ impl Scripts {
             fence: with_prelude(FENCE),
             unlock: with_prelude(UNLOCK),
             instances: Script::new(INSTANCES),
+            tag_add: Script::new(TAG_ADD),
+            tag_take: Script::new(TAG_TAKE),
         }
     }
 }

@@ -1,0 +1,124 @@
+//! Surrogate-key purge: `POST /purge {"tag": ...}` removes every stored answer
+//! whose origin tagged it (`Surrogate-Key` / `Cache-Tag`), on one instance and
+//! across a fleet on a real Redis — including answers stored by an instance
+//! that has gone since.
+
+mod support;
+
+use support::{get, origin, proxy, request, Reply};
+
+const TOKEN: &str = "purge-token-for-tests-0123";
+
+/// `/p/N` tagged `product-N list` (Fastly's field), `/c` tagged `list, cat`
+/// (Cloudflare's), `/plain` untagged; each body names its path and the call.
+async fn tagged_origin() -> support::Origin {
+    origin(|seen, n| {
+        let mut fields = vec![("cache-control", "max-age=60".to_string())];
+        match seen.target.as_str() {
+            "/c" => fields.push(("cache-tag", "list, cat".into())),
+            "/plain" => {}
+            p => fields.push((
+                "surrogate-key",
+                format!("product-{} list", p.trim_start_matches("/p/")),
+            )),
+        }
+        let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        Reply::ok(&fields, format!("{} #{n}", seen.target))
+    })
+    .await
+}
+
+fn calls_of(o: &support::Origin, path: &str) -> usize {
+    o.seen().iter().filter(|s| s.target == path).count()
+}
+
+async fn purge_tag(admin: std::net::SocketAddr, tag: &str) -> support::Answer {
+    let auth = format!("Bearer {TOKEN}");
+    request(
+        admin,
+        "POST",
+        &format!("/purge?tag={tag}"),
+        &[("authorization", auth.as_str())],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_tag_purge_removes_every_answer_carrying_it_and_no_other() {
+    let o = tagged_origin().await;
+    let p = proxy(
+        &format!("http://{}", o.addr),
+        &[&format!("purge_token = \"{TOKEN}\"")],
+    )
+    .await;
+    for path in ["/p/1", "/p/2", "/c", "/plain"] {
+        let r = get(p.addr, path, &[]).await;
+        assert_eq!(r.status, 200);
+        // The tags are this cache's: no client sees them.
+        assert_eq!(r.header("surrogate-key"), None, "{path}");
+        assert_eq!(r.header("cache-tag"), None, "{path}");
+        get(p.addr, path, &[]).await;
+    }
+    assert_eq!(o.calls(), 4);
+    let r = purge_tag(p.admin, "product-1").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("\"keys\":1"), "{}", r.text());
+    get(p.addr, "/p/1", &[]).await;
+    get(p.addr, "/p/2", &[]).await;
+    assert_eq!((calls_of(&o, "/p/1"), calls_of(&o, "/p/2")), (2, 1));
+    // Both fields' tags: "list" is on /p/1 (again, stored anew), /p/2 and /c.
+    let r = purge_tag(p.admin, "list").await;
+    assert!(r.text().contains("\"keys\":3"), "{}", r.text());
+    for path in ["/p/1", "/p/2", "/c", "/plain"] {
+        get(p.addr, path, &[]).await;
+    }
+    assert_eq!(
+        ["/p/1", "/p/2", "/c", "/plain"].map(|path| calls_of(&o, path)),
+        [3, 2, 2, 1]
+    );
+    // A tag nobody carries purges nothing; a malformed one is refused.
+    assert!(purge_tag(p.admin, "nothing")
+        .await
+        .text()
+        .contains("\"keys\":0"));
+    assert_eq!(purge_tag(p.admin, "a,b").await.status, 400);
+    let unauthorized = request(p.admin, "POST", "/purge?tag=list", &[]).await;
+    assert_eq!(unauthorized.status, 401);
+}
+
+#[tokio::test]
+async fn a_tag_purge_on_one_instance_reaches_the_fleet_and_what_a_gone_instance_stored() {
+    let redis = herdguard_testkit::RedisServer::start().unwrap();
+    let o = tagged_origin().await;
+    let settings = [
+        format!("redis = \"{}\"", redis.url()),
+        format!("purge_token = \"{TOKEN}\""),
+    ];
+    let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
+    let url = format!("http://{}", o.addr);
+    // An instance stores /p/1 in Redis, and goes.
+    let gone = proxy(&url, &settings).await;
+    assert_eq!(get(gone.addr, "/p/1", &[]).await.text(), "/p/1 #1");
+    drop(gone);
+    // A new instance, which never saw /p/1, purges its tag: found in Redis's set.
+    let c = proxy(&url, &settings).await;
+    let r = purge_tag(c.admin, "product-1").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("\"keys\":1"), "{}", r.text());
+    assert!(r.text().contains("\"fleet\":\"broadcast\""), "{}", r.text());
+    assert_eq!(get(c.addr, "/p/1", &[]).await.text(), "/p/1 #2");
+    // Two more instances serve it from Redis (copies of their own, indexed).
+    let (a, b) = (proxy(&url, &settings).await, proxy(&url, &settings).await);
+    for p in [&a, &b] {
+        assert_eq!(get(p.addr, "/p/1", &[]).await.text(), "/p/1 #2");
+    }
+    assert_eq!(o.calls(), 2);
+    // A purge on any instance empties every one: one new origin call in all.
+    let r = purge_tag(a.admin, "product-1").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    for p in [&b, &c, &a] {
+        assert_eq!(get(p.addr, "/p/1", &[]).await.text(), "/p/1 #3");
+    }
+    assert_eq!(o.calls(), 3);
+}
