@@ -8,6 +8,26 @@
 //! no cross-thread wake-ups on the hit path. The cache, the origin client and
 //! the counters are shared by all. The thread that calls [`Server::serve`] is
 //! one of them and also runs the admin listener.
+//!
+//! # HTTP versions
+//!
+//! The plain listener speaks HTTP/1.1 and, to a client that opens with the
+//! HTTP/2 preface (prior knowledge, "h2c"), HTTP/2: hyper-util's `auto`
+//! builder reads the first bytes and picks. With `--tls-cert`/`--tls-key` the
+//! listener speaks TLS instead ([`crate::tls`]) and the ALPN result picks (`h2`,
+//! `http/1.1`, or none: the first bytes again). The handshake runs on the
+//! connection's task under the header-read limit; a failed one is counted
+//! (`herdguard_proxy_tls_handshake_failures_total`) and logged at debug.
+//!
+//! HTTP/2's limits match HTTP/1.1's: the header list is bounded by
+//! `max_header_bytes`; at most `h2_max_concurrent_streams` requests are in
+//! flight per connection (more are refused with `REFUSED_STREAM`); a client
+//! that resets more than 20 streams before they were
+//! taken up (rapid reset) gets `GOAWAY`; the idle limit closes a connection
+//! without a request in flight (control frames do not keep it open, see
+//! `limits`), and a ping every idle period, answered within the write limit,
+//! finds a vanished peer while requests are in flight. `max_connections`
+//! counts connections, whatever they multiplex.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -16,9 +36,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herdguard::{Cache, MemoryStore};
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
@@ -33,6 +53,7 @@ use crate::request::Forwarding;
 use crate::response::CachedResponse;
 use crate::rules::Rules;
 use crate::stats::Stats;
+use crate::tls::{Negotiated, TlsConfig};
 use crate::variants::Variants;
 
 /// Why `herdguard serve` stopped with an error.
@@ -84,6 +105,8 @@ pub struct Server {
     access_log: bool,
     /// The admin listener's `POST /purge` (applying the fleet's purges from bind on).
     purger: Arc<crate::purge::Purger>,
+    tls: Option<TlsConfig>,
+    h2_max_concurrent_streams: u32,
 }
 
 /// A listening socket on `addr`; with `reuse_port`, others may listen on the
@@ -210,6 +233,8 @@ impl Server {
             threads: settings.threads,
             access_log: settings.access_log,
             purger,
+            tls: settings.tls,
+            h2_max_concurrent_streams: settings.h2_max_concurrent_streams,
         })
     }
 
@@ -261,6 +286,8 @@ impl Server {
             limits: self.limits,
             slots: Arc::new(Semaphore::new(self.max_connections)),
             access_log: self.access_log,
+            tls: self.tls.as_ref().map(TlsConfig::acceptor),
+            h2_max_concurrent_streams: self.h2_max_concurrent_streams,
         };
         let addr = self
             .listener
@@ -320,6 +347,31 @@ struct Acceptor {
     slots: Arc<Semaphore>,
     /// One `herdguard::access` event per request.
     access_log: bool,
+    /// The TLS listener's handshakes (`None`: plain HTTP/1.1 and h2c).
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    h2_max_concurrent_streams: u32,
+}
+
+/// Streams an HTTP/2 client may reset before the server took them up, the
+/// rapid-reset bound (CVE-2023-44487): past it the connection gets GOAWAY.
+const MAX_PENDING_ACCEPT_RESETS: usize = 20;
+
+/// One serving thread's connection builders: by the first bytes (the HTTP/2
+/// preface or not), and by a TLS connection's ALPN result.
+struct Builders {
+    sniffed: auto::Builder<TokioExecutor>,
+    http1: auto::Builder<TokioExecutor>,
+    http2: auto::Builder<TokioExecutor>,
+}
+
+impl Builders {
+    fn for_protocol(&self, protocol: Negotiated) -> &auto::Builder<TokioExecutor> {
+        match protocol {
+            Negotiated::Http2 => &self.http2,
+            Negotiated::Http1 => &self.http1,
+            Negotiated::Unknown => &self.sniffed,
+        }
+    }
 }
 
 impl Acceptor {
@@ -327,14 +379,7 @@ impl Acceptor {
     /// their requests (at most 30 s).
     async fn run(self, listener: TcpListener, mut stop: watch::Receiver<bool>) {
         let graceful = GracefulShutdown::new();
-        let mut builder = http1::Builder::new();
-        builder
-            .keep_alive(true)
-            .max_buf_size(self.max_header_bytes)
-            .timer(TokioTimer::new())
-            // The head timeout is enforced on the socket (`TimedIo`), which also
-            // covers the first request of a connection.
-            .header_read_timeout(None);
+        let builders = Arc::new(self.builders());
         loop {
             let accepted = tokio::select! {
                 accepted = accept(&listener, &self.slots) => accepted,
@@ -345,6 +390,7 @@ impl Acceptor {
             };
             let _ = stream.set_nodelay(true);
             let proxy = Arc::clone(&self.proxy);
+            let peer_addr = peer;
             let peer = Arc::new(proxy.peer(peer));
             let state = Arc::new(ConnState::default());
             let io = TimedIo::new(stream, Arc::clone(&state), self.limits);
@@ -352,6 +398,9 @@ impl Acceptor {
             let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
                 let proxy = Arc::clone(&proxy);
                 let peer = Arc::clone(&peer);
+                if req.version() == http::Version::HTTP_2 {
+                    state.set_multiplexed();
+                }
                 let busy = state.begin();
                 async move {
                     let response = if access_log {
@@ -362,12 +411,30 @@ impl Acceptor {
                     Ok::<_, Infallible>(response.map(|body| Tracked::new(body, busy)))
                 }
             });
-            let conn = graceful.watch(builder.serve_connection(TokioIo::new(io), service));
+            // Taken now, so that a shutdown waits for a handshake under way.
+            let watcher = graceful.watcher();
+            let (builders, tls) = (Arc::clone(&builders), self.tls.clone());
             let stats = Arc::clone(&self.proxy.stats);
             tokio::spawn(async move {
                 let _slot = slot;
                 stats.connections.open();
-                let _ = conn.await;
+                match tls {
+                    None => {
+                        let conn = builders.sniffed.serve_connection(TokioIo::new(io), service);
+                        let _ = watcher.watch(conn).await;
+                    }
+                    Some(tls) => match tls.accept(io).await {
+                        Ok(stream) => {
+                            let builder = builders.for_protocol(Negotiated::of(stream.get_ref().1));
+                            let conn = builder.serve_connection(TokioIo::new(stream), service);
+                            let _ = watcher.watch(conn).await;
+                        }
+                        Err(e) => {
+                            stats.tls_handshake_failures.inc();
+                            tracing::debug!(%peer_addr, "TLS handshake failed: {e}");
+                        }
+                    },
+                }
                 stats.connections.close();
             });
         }
@@ -377,6 +444,37 @@ impl Acceptor {
             () = tokio::time::sleep(Duration::from_secs(30)) => {
                 tracing::warn!("shutdown: requests still running after 30 s");
             }
+        }
+    }
+}
+
+impl Acceptor {
+    /// HTTP/1.1 keep-alive with the head limit on the socket; HTTP/2 with limits
+    /// of the same size (the module docs).
+    fn builders(&self) -> Builders {
+        let mut sniffed = auto::Builder::new(TokioExecutor::new());
+        sniffed
+            .http1()
+            .keep_alive(true)
+            .max_buf_size(self.max_header_bytes)
+            .timer(TokioTimer::new())
+            // The head timeout is enforced on the socket (`TimedIo`), which also
+            // covers the first request of a connection.
+            .header_read_timeout(None);
+        sniffed
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(self.max_header_bytes).unwrap_or(u32::MAX))
+            .max_concurrent_streams(self.h2_max_concurrent_streams)
+            .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESETS)
+            // A peer that stops answering pings while a request is in flight is
+            // gone; between requests the idle limit on the socket closes it.
+            .keep_alive_interval(self.limits.idle)
+            .keep_alive_timeout(self.limits.write);
+        Builders {
+            http1: sniffed.clone().http1_only(),
+            http2: sniffed.clone().http2_only(),
+            sniffed,
         }
     }
 }
