@@ -16,35 +16,12 @@ use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-/// A private CA and a certificate it signed for `localhost`.
-struct Pki {
-    ca_pem: String,
-    leaf: CertificateDer<'static>,
-    leaf_key: Vec<u8>,
-}
-
-fn pki() -> Pki {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(rcgen::DnType::CommonName, "herdguard test CA");
-    let ca = ca.self_signed(&ca_key).unwrap();
-    let leaf_key = rcgen::KeyPair::generate().unwrap();
-    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&leaf_key, &ca, &ca_key)
-        .unwrap();
-    Pki {
-        ca_pem: ca.pem(),
-        leaf: leaf.der().clone(),
-        leaf_key: leaf_key.serialize_der(),
-    }
-}
+mod support;
+use support::pki::{pki, Pki};
 
 /// What the TLS origin saw of each request: SNI, ALPN protocol, `Host`.
 #[derive(Clone, Debug, Default)]
