@@ -364,20 +364,30 @@ async fn an_idle_h2_connection_is_closed_though_it_keeps_pinging() {
 }
 
 #[tokio::test]
-async fn graceful_shutdown_lets_h2_requests_in_flight_finish() {
+async fn graceful_shutdown_lets_h2_requests_in_flight_finish_then_closes() {
     let o = cacheable_origin(500).await;
     let p = proxy(&format!("http://{}", o.addr), &[]).await;
-    let sender = h2c(p.addr).await;
-    let in_flight = tokio::spawn(concurrent_owned(sender, "/draining", 5));
+    let tcp = TcpStream::connect(p.addr).await.unwrap();
+    let (sender, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    let in_flight = {
+        let sender = sender.clone();
+        tokio::spawn(async move { concurrent(&sender, "/draining", 5).await })
+    };
     tokio::time::sleep(Duration::from_millis(150)).await;
     // Dropping the handle stops the proxy.
     drop(p);
     let bodies = in_flight.await.unwrap();
     assert!(bodies.iter().all(|b| b == "body 1"), "{bodies:?}");
-}
-
-async fn concurrent_owned(sender: Sender, path: &'static str, n: usize) -> Vec<String> {
-    concurrent(&sender, path, n).await
+    // Then the server ends the connection (GOAWAY), though the client keeps it open.
+    tokio::time::timeout(Duration::from_secs(3), conn)
+        .await
+        .expect("the connection stayed open after a graceful shutdown")
+        .unwrap()
+        .ok();
+    drop(sender);
 }
 
 /// Raw HTTP/2 frames, for clients that break the rules hyper's client keeps.
