@@ -86,6 +86,32 @@ async fn h2c_hits_are_served_from_the_cache() {
     assert_eq!(o.calls(), 1);
 }
 
+#[tokio::test]
+async fn h2_header_lists_get_the_http1_head_limit() {
+    let o = cacheable_origin(0).await;
+    let p = proxy(&format!("http://{}", o.addr), &[]).await;
+    let sender = h2c(p.addr).await;
+    let send = |size: usize| {
+        let mut sender = sender.clone();
+        let req = Request::get("http://api.example/big-head")
+            .header("x-big", "a".repeat(size))
+            .body(Empty::new())
+            .unwrap();
+        async move {
+            match sender.send_request(req).await {
+                Ok(resp) => Some(resp.status().as_u16()),
+                Err(_) => None,
+            }
+        }
+    };
+    // 20 KiB of fields, within the 64 KiB head limit HTTP/1.1 allows (hyper's
+    // HTTP/2 default alone would refuse past 16 KiB).
+    assert_eq!(send(20 << 10).await, Some(200));
+    // Past it: refused (431 from the server, or the client declines to send).
+    assert_ne!(send(80 << 10).await, Some(200));
+    assert_eq!(h2_get(sender, "/after-big").await.0, 200);
+}
+
 /// `n` concurrent GETs of `path` on `sender`; every body.
 async fn concurrent(sender: &Sender, path: &'static str, n: usize) -> Vec<String> {
     let tasks: Vec<_> = (0..n)
