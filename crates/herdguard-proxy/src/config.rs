@@ -612,7 +612,10 @@ impl ServeArgs {
         };
         let h2_max_concurrent_streams = pick!(h2_max_concurrent_streams).unwrap_or(256);
         if h2_max_concurrent_streams == 0 {
-            return Err(invalid("h2_max_concurrent_streams", "must be greater than zero"));
+            return Err(invalid(
+                "h2_max_concurrent_streams",
+                "must be greater than zero",
+            ));
         }
         Ok(Settings {
             listen,

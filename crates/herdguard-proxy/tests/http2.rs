@@ -24,7 +24,10 @@ use support::{origin, proxy, Reply, TempDir};
 
 /// An origin answering `body N` for its Nth call, storable for a minute, after `delay_ms`.
 async fn cacheable_origin(delay_ms: u64) -> support::Origin {
-    origin(move |_, n| Reply::ok(&[("cache-control", "max-age=60")], format!("body {n}")).delay(delay_ms)).await
+    origin(move |_, n| {
+        Reply::ok(&[("cache-control", "max-age=60")], format!("body {n}")).delay(delay_ms)
+    })
+    .await
 }
 
 type Sender = http2::SendRequest<Empty<Bytes>>;
@@ -74,7 +77,10 @@ async fn h2c_hits_are_served_from_the_cache() {
     let sender = h2c(p.addr).await;
     for i in 0..20 {
         let (status, version, body, cache_status) = h2_get(sender.clone(), "/hit").await;
-        assert_eq!((status, version, body.as_str()), (200, Version::HTTP_2, "body 1"));
+        assert_eq!(
+            (status, version, body.as_str()),
+            (200, Version::HTTP_2, "body 1")
+        );
         if i > 0 {
             assert!(cache_status.contains("hit"), "{cache_status}");
         }
@@ -205,7 +211,10 @@ async fn tls_listener_speaks_h2_and_http1_by_alpn() {
     let (cert, key) = write_pem(&dir.0, &pki);
     let p = proxy(
         &format!("http://{}", o.addr),
-        &[&format!("tls_cert = {cert:?}"), &format!("tls_key = {key:?}")],
+        &[
+            &format!("tls_cert = {cert:?}"),
+            &format!("tls_key = {key:?}"),
+        ],
     )
     .await;
 
@@ -227,7 +236,10 @@ async fn tls_listener_speaks_h2_and_http1_by_alpn() {
         .body(Empty::<Bytes>::new())
         .unwrap();
     let resp = sender.send_request(req).await.unwrap();
-    assert_eq!((resp.status().as_u16(), resp.version()), (200, Version::HTTP_11));
+    assert_eq!(
+        (resp.status().as_u16(), resp.version()),
+        (200, Version::HTTP_11)
+    );
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(&body[..], b"body 1");
     assert_eq!(o.calls(), 1);
@@ -318,7 +330,10 @@ async fn bad_tls_files_are_configuration_errors_naming_the_field_and_file() {
         let e = args.resolve().expect_err("bad TLS files must be refused");
         let text = e.to_string();
         assert_eq!(e.field, field, "{text}");
-        assert!(text.starts_with(&format!("invalid configuration: {field}: ")), "{text}");
+        assert!(
+            text.starts_with(&format!("invalid configuration: {field}: ")),
+            "{text}"
+        );
         if let Some(file) = file {
             assert!(text.contains(file.as_str()), "{text}");
         }
@@ -481,7 +496,12 @@ mod raw {
     }
 
     pub fn code(payload: &[u8], at: usize) -> u32 {
-        u32::from_be_bytes([payload[at], payload[at + 1], payload[at + 2], payload[at + 3]])
+        u32::from_be_bytes([
+            payload[at],
+            payload[at + 1],
+            payload[at + 2],
+            payload[at + 3],
+        ])
     }
 }
 
