@@ -391,7 +391,12 @@ impl Acceptor {
             let _ = stream.set_nodelay(true);
             let proxy = Arc::clone(&self.proxy);
             let peer_addr = peer;
-            let peer = Arc::new(proxy.peer(peer));
+            let peer = proxy.peer(peer);
+            let peer = Arc::new(if self.tls.is_some() {
+                peer.over_tls()
+            } else {
+                peer
+            });
             let state = Arc::new(ConnState::default());
             let io = TimedIo::new(stream, Arc::clone(&state), self.limits);
             let access_log = self.access_log;

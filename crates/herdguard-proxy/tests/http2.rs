@@ -86,6 +86,7 @@ async fn h2c_hits_are_served_from_the_cache() {
         }
     }
     assert_eq!(o.calls(), 1);
+    assert_eq!(o.seen()[0].header("x-forwarded-proto"), Some("http"));
     // HTTP/1.1 on the same listener, from the same cache.
     let answer = support::get(p.addr, "/hit", &[]).await;
     assert_eq!((answer.status, answer.text().as_str()), (200, "body 1"));
@@ -243,6 +244,8 @@ async fn tls_listener_speaks_h2_and_http1_by_alpn() {
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(&body[..], b"body 1");
     assert_eq!(o.calls(), 1);
+    // The origin learns the client came over TLS.
+    assert_eq!(o.seen()[0].header("x-forwarded-proto"), Some("https"));
 }
 
 /// Whether the server closes `tcp` within `limit` (reads EOF or an error).
