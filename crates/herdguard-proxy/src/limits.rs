@@ -175,6 +175,20 @@ impl<T> TimedIo<T> {
     }
 }
 
+impl<T> TimedIo<T> {
+    /// The socket itself (e.g. to peek at the first bytes).
+    pub(crate) fn get_ref(&self) -> &T {
+        &self.inner
+    }
+
+    /// The head limit counted from `start` (the connection's accept) rather than
+    /// from the first wait on the socket.
+    pub(crate) fn head_since(mut self, start: Instant) -> Self {
+        self.phase_deadline = Some(start + self.limits.header_read);
+        self
+    }
+}
+
 fn expired(cx: &mut Context<'_>, deadline: &mut Option<Pin<Box<Sleep>>>, limit: Duration) -> bool {
     let sleep = deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
     sleep.as_mut().poll(cx).is_ready()

@@ -33,7 +33,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use herdguard::{Cache, MemoryStore};
 use hyper::service::service_fn;
@@ -356,9 +356,35 @@ struct Acceptor {
 /// rapid-reset bound (CVE-2023-44487): past it the connection gets GOAWAY.
 const MAX_PENDING_ACCEPT_RESETS: usize = 20;
 
+/// How a plain connection opens, from its first bytes (one peek).
+enum Opening {
+    /// Not the HTTP/2 preface (almost always told by the first byte).
+    Http1,
+    /// The preface so far: the `auto` builder reads on and decides.
+    MaybeHttp2,
+}
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Peeks at the first bytes (within the header-read limit, which goes on from
+/// the connection's start); `None`: nothing came, or the connection closed.
+async fn opening(stream: &TcpStream, limit: Duration) -> Option<Opening> {
+    let mut first = [0u8; 24];
+    match tokio::time::timeout(limit, stream.peek(&mut first)).await {
+        Ok(Ok(n)) if n > 0 => Some(if first[..n] == H2_PREFACE[..n] {
+            Opening::MaybeHttp2
+        } else {
+            Opening::Http1
+        }),
+        _ => None,
+    }
+}
+
 /// One serving thread's connection builders: by the first bytes (the HTTP/2
 /// preface or not), and by a TLS connection's ALPN result.
 struct Builders {
+    /// A plain connection that does not open with the HTTP/2 preface.
+    http1_plain: hyper::server::conn::http1::Builder,
     sniffed: auto::Builder<TokioExecutor>,
     http1: auto::Builder<TokioExecutor>,
     http2: auto::Builder<TokioExecutor>,
@@ -399,6 +425,7 @@ impl Acceptor {
             });
             let state = Arc::new(ConnState::default());
             let io = TimedIo::new(stream, Arc::clone(&state), self.limits);
+            let accepted_at = Instant::now();
             let access_log = self.access_log;
             let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
                 let proxy = Arc::clone(&proxy);
@@ -419,15 +446,28 @@ impl Acceptor {
             // Taken now, so that a shutdown waits for a handshake under way.
             let watcher = graceful.watcher();
             let (builders, tls) = (Arc::clone(&builders), self.tls.clone());
+            let self_limits = self.limits;
             let stats = Arc::clone(&self.proxy.stats);
             tokio::spawn(async move {
                 let _slot = slot;
                 stats.connections.open();
                 match tls {
-                    None => {
-                        let conn = builders.sniffed.serve_connection(TokioIo::new(io), service);
-                        let _ = watcher.watch(conn).await;
-                    }
+                    None => match opening(io.get_ref(), self_limits.header_read).await {
+                        // hyper's own HTTP/1.1 connection: no sniffing buffer on the hit path.
+                        Some(Opening::Http1) => {
+                            let io = io.head_since(accepted_at);
+                            let conn = builders
+                                .http1_plain
+                                .serve_connection(TokioIo::new(io), service);
+                            let _ = watcher.watch(conn).await;
+                        }
+                        Some(Opening::MaybeHttp2) => {
+                            let io = io.head_since(accepted_at);
+                            let conn = builders.sniffed.serve_connection(TokioIo::new(io), service);
+                            let _ = watcher.watch(conn).await;
+                        }
+                        None => {}
+                    },
                     Some(tls) => match tls.accept(io).await {
                         Ok(stream) => {
                             let builder = builders.for_protocol(Negotiated::of(stream.get_ref().1));
@@ -476,7 +516,14 @@ impl Acceptor {
             // gone; between requests the idle limit on the socket closes it.
             .keep_alive_interval(self.limits.idle)
             .keep_alive_timeout(self.limits.write);
+        let mut http1_plain = hyper::server::conn::http1::Builder::new();
+        http1_plain
+            .keep_alive(true)
+            .max_buf_size(self.max_header_bytes)
+            .timer(TokioTimer::new())
+            .header_read_timeout(None);
         Builders {
+            http1_plain,
             http1: sniffed.clone().http1_only(),
             http2: sniffed.clone().http2_only(),
             sniffed,

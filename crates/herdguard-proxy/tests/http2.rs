@@ -509,6 +509,32 @@ mod raw {
 }
 
 #[tokio::test]
+async fn the_plain_listener_tells_the_preface_from_http1_whatever_the_first_read_holds() {
+    let o = cacheable_origin(0).await;
+    let p = proxy(&format!("http://{}", o.addr), &[]).await;
+    // The preface in two writes: the first bytes alone cannot tell.
+    let mut tcp = TcpStream::connect(p.addr).await.unwrap();
+    tcp.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut rest = b"\r\nSM\r\n\r\n".to_vec();
+    rest.extend(raw::frame(raw::SETTINGS, 0, 0, &[]));
+    tcp.write_all(&rest).await.unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(5), raw::read(&mut tcp))
+        .await
+        .unwrap();
+    assert_eq!(first.map(|f| f.0), Some(raw::SETTINGS));
+    // HTTP/1.1 methods that start like the preface.
+    for method in ["POST", "PUT", "PATCH"] {
+        let answer = support::request(p.addr, method, "/p", &[]).await;
+        assert_eq!(answer.status, 200, "{method}");
+        assert!(
+            o.seen().iter().any(|s| s.method == method),
+            "{method} did not reach the origin"
+        );
+    }
+}
+
+#[tokio::test]
 async fn streams_past_the_limit_are_refused_and_others_still_served() {
     let o = cacheable_origin(500).await;
     let p = proxy(
