@@ -130,7 +130,6 @@ pub struct Origin {
     client: Client<HttpsConnector<HttpConnector>, Body>,
     scheme: Scheme,
     authority: Authority,
-    host: HeaderValue,
     base_path: String,
     timeout: Duration,
 }
@@ -152,7 +151,7 @@ impl Origin {
             return Err("only http:// and https:// origins are supported".into());
         }
         let authority = base.authority().cloned().ok_or("the URL needs a host")?;
-        let host = HeaderValue::from_str(authority.as_str())
+        HeaderValue::from_str(authority.as_str())
             .map_err(|_| "the host is not a valid Host value")?;
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(connect_timeout));
@@ -182,7 +181,6 @@ impl Origin {
             client,
             scheme,
             authority,
-            host,
             base_path: base.path().trim_end_matches('/').to_string(),
             timeout,
         })
@@ -212,7 +210,10 @@ impl Origin {
         // The body decides the framing; the client's framing fields never pass.
         headers.remove(header::CONTENT_LENGTH);
         headers.remove(header::TRANSFER_ENCODING);
-        headers.insert(header::HOST, self.host.clone());
+        // The client names the origin from the URI: `Host` over HTTP/1.1 (with a
+        // non-default port), `:authority` alone over HTTP/2 — a `Host` beside it
+        // is a duplicate that servers such as nginx refuse (400).
+        headers.remove(header::HOST);
         // The timeout runs from the end of the request body: a long upload is
         // limited by its own inactivity limit, not by the origin's.
         let (sent, body_sent) = tokio::sync::oneshot::channel::<()>();

@@ -29,6 +29,8 @@ struct SeenTls {
     sni: Option<String>,
     alpn: Option<Vec<u8>>,
     host: Option<String>,
+    /// How many `Host` fields came (HTTP/2: none, the authority is `:authority`).
+    host_fields: usize,
     version: Option<http::Version>,
 }
 
@@ -81,8 +83,10 @@ async fn tls_origin(pki: &Pki, alpn: &[&[u8]]) -> TlsOrigin {
                         .map(|h| h.to_str().unwrap().to_string())
                         // HTTP/2 carries the authority in the URI instead.
                         .or_else(|| req.uri().authority().map(|a| a.to_string()));
+                    let host_fields = req.headers().get_all(http::header::HOST).iter().count();
                     seen.lock().unwrap().push(SeenTls {
                         host,
+                        host_fields,
                         version: Some(req.version()),
                         ..base.clone()
                     });
@@ -199,6 +203,8 @@ async fn https_origin_with_private_ca_over_h2_gets_coalesced_misses_and_hits() {
         seen[0].host.as_deref(),
         Some(format!("localhost:{}", o.port).as_str())
     );
+    // No Host beside :authority: nginx refuses the pair as a duplicate Host (400).
+    assert_eq!(seen[0].host_fields, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,6 +220,7 @@ async fn https_origin_offering_only_http1_is_reached_over_http1() {
         seen[0].host.as_deref(),
         Some(format!("localhost:{}", o.port).as_str())
     );
+    assert_eq!(seen[0].host_fields, 1);
 }
 
 /// Records the messages of `tracing` events (a minimal subscriber, so the test
