@@ -172,6 +172,18 @@ pub struct ServeArgs {
     /// `host` in the cache key.
     #[arg(long, env = "HERDGUARD_KEEP_CLIENT_HOST")]
     pub keep_client_host: bool,
+    // The proxy listener's TLS and HTTP/2 settings.
+    /// PEM certificate chain (leaf first) of the proxy listener: with `--tls-key`
+    /// it speaks TLS, ALPN h2 and http/1.1 (default: plain HTTP/1.1 and h2c).
+    #[arg(long, env = "HERDGUARD_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `--tls-cert` (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "HERDGUARD_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Most requests in flight at once on one HTTP/2 connection (default 256;
+    /// more are refused with REFUSED_STREAM).
+    #[arg(long, env = "HERDGUARD_H2_MAX_CONCURRENT_STREAMS")]
+    pub h2_max_concurrent_streams: Option<u32>,
 }
 
 /// What a request's own cache directives (`no-cache`, `max-age`, `min-fresh`,
@@ -266,6 +278,9 @@ struct FileConfig {
     /// Per-path rules, in order (`[[rule]]` tables).
     #[serde(default)]
     rule: Vec<RuleFile>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    h2_max_concurrent_streams: Option<u32>,
 }
 
 /// An invalid setting, named by its field.
@@ -368,6 +383,10 @@ pub struct Settings {
     pub path_rules: PathRules,
     /// The file's log filter, if it gives one.
     pub log_level: Option<String>,
+    /// The proxy listener's certificate and key (`None`: plain HTTP).
+    pub tls: Option<crate::tls::TlsConfig>,
+    /// Most requests in flight on one HTTP/2 connection.
+    pub h2_max_concurrent_streams: u32,
 }
 
 impl ServeArgs {
@@ -613,6 +632,19 @@ impl ServeArgs {
             "max_entries",
             pick!(max_entries).unwrap_or((max_memory / 64).max(1)),
         )?;
+        let tls = match (pick!(tls_cert), pick!(tls_key)) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some(crate::tls::TlsConfig::load(&cert, &key)?),
+            (Some(_), None) => return Err(invalid("tls_key", "needed with tls_cert")),
+            (None, Some(_)) => return Err(invalid("tls_cert", "needed with tls_key")),
+        };
+        let h2_max_concurrent_streams = pick!(h2_max_concurrent_streams).unwrap_or(256);
+        if h2_max_concurrent_streams == 0 {
+            return Err(invalid(
+                "h2_max_concurrent_streams",
+                "must be greater than zero",
+            ));
+        }
         Ok(Settings {
             listen,
             origin: origin_uri,
@@ -702,6 +734,8 @@ impl ServeArgs {
             keep_client_host,
             path_rules,
             log_level: file.log_level,
+            tls,
+            h2_max_concurrent_streams,
         })
     }
 }

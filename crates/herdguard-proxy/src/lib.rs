@@ -1,4 +1,4 @@
-//! `herdguard serve`: an HTTP/1.1 caching reverse proxy (a sidecar in front of an
+//! `herdguard serve`: an HTTP/1.1 and HTTP/2 caching reverse proxy (a sidecar in front of an
 //! API) that behaves as an RFC 9111 shared cache and makes every miss and every
 //! revalidation of a URL one origin request — in one process, and across a fleet
 //! of proxies sharing a Redis.
@@ -19,7 +19,9 @@
 //! # Layout
 //!
 //! - [`config`](ServeArgs): flags, env vars, TOML file → validated [`Settings`].
-//! - [`server`](Server): listeners, the connection cap, graceful shutdown, [`run`].
+//! - [`server`](Server): listeners, HTTP/1.1 and HTTP/2 (h2c or ALPN), the
+//!   connection cap, graceful shutdown, [`run`].
+//! - [`tls`](TlsConfig): the TLS proxy listener (`--tls-cert` / `--tls-key`).
 //! - `limits`: per-connection head, idle and write timeouts on the socket itself.
 //! - `request`: a client request made into the request forwarded — hop-by-hop
 //!   fields removed first, framing checked, target normalised, forwarding fields set.
@@ -70,6 +72,7 @@ mod rules;
 mod server;
 mod stats;
 mod tags;
+mod tls;
 mod variants;
 
 pub use body::{Body, BodyStalled};
@@ -84,3 +87,4 @@ pub use request::Peer;
 pub use response::{CachedResponse, Fetch};
 pub use server::{run, run_blocking, shutdown_signal, ServeError, Server};
 pub use stats::{Connections, Count, Stats, ORIGIN_ERRORS, RESULTS};
+pub use tls::TlsConfig;

@@ -6,10 +6,18 @@
 //! hyper's own header timeout also runs while a keep-alive connection waits for
 //! its next request, so it cannot tell "idle" from "slow head"; [`TimedIo`] can,
 //! because the service tells it when a request starts and when its answer is done.
+//!
+//! An HTTP/2 connection carries many requests at once: it is busy while any of
+//! them is answered, and idle only when none is. Its bytes between requests are
+//! frames (pings, window updates, settings), not the start of a request head, so
+//! they never stop the idle limit: an HTTP/2 connection without a request for
+//! the idle limit is closed whatever control frames it sends. Under TLS the
+//! socket below the TLS layer is timed, so the handshake counts as part of the
+//! first request head.
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -32,12 +40,13 @@ pub struct ConnectionLimits {
     pub write: Duration,
 }
 
-/// What the service tells the socket: whether a request is being handled, and
-/// how many answers are done.
+/// What the service tells the socket: how many requests are being handled, how
+/// many answers are done, and whether the connection multiplexes (HTTP/2).
 #[derive(Default)]
 pub(crate) struct ConnState {
-    busy: AtomicBool,
+    in_flight: AtomicUsize,
     answered: AtomicU64,
+    multiplexed: AtomicBool,
     /// The connection task, parked on a read while busy: woken when the answer
     /// is done, so the idle limit starts even if the socket stays silent.
     reader: Mutex<Option<Waker>>,
@@ -46,8 +55,18 @@ pub(crate) struct ConnState {
 impl ConnState {
     /// A request arrived; the returned guard marks its answer done when dropped.
     pub(crate) fn begin(self: &Arc<Self>) -> Busy {
-        self.busy.store(true, Ordering::Release);
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
         Busy(Some(Arc::clone(self)))
+    }
+
+    /// The connection speaks HTTP/2: its bytes between requests are frames,
+    /// not request heads (see the module docs).
+    pub(crate) fn set_multiplexed(&self) {
+        self.multiplexed.store(true, Ordering::Relaxed);
+    }
+
+    fn busy(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) > 0
     }
 }
 
@@ -58,7 +77,10 @@ impl Busy {
     fn finish(&mut self) {
         if let Some(state) = self.0.take() {
             state.answered.fetch_add(1, Ordering::AcqRel);
-            state.busy.store(false, Ordering::Release);
+            if state.in_flight.fetch_sub(1, Ordering::AcqRel) > 1 {
+                // Other streams of this connection are still answered.
+                return;
+            }
             let reader = state.reader.lock().ok().and_then(|mut w| w.take());
             if let Some(waker) = reader {
                 waker.wake();
@@ -153,6 +175,20 @@ impl<T> TimedIo<T> {
     }
 }
 
+impl<T> TimedIo<T> {
+    /// The socket itself (e.g. to peek at the first bytes).
+    pub(crate) fn get_ref(&self) -> &T {
+        &self.inner
+    }
+
+    /// The head limit counted from `start` (the connection's accept) rather than
+    /// from the first wait on the socket.
+    pub(crate) fn head_since(mut self, start: Instant) -> Self {
+        self.phase_deadline = Some(start + self.limits.header_read);
+        self
+    }
+}
+
 fn expired(cx: &mut Context<'_>, deadline: &mut Option<Pin<Box<Sleep>>>, limit: Duration) -> bool {
     let sleep = deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
     sleep.as_mut().poll(cx).is_ready()
@@ -177,7 +213,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
         }
         // While a request is handled, reads are its body's (limited by the body
         // wrapper) or hyper watching for a close: no limit here.
-        if this.state.busy.load(Ordering::Acquire) {
+        if this.state.busy() {
             this.phase_deadline = None;
             let read = Pin::new(&mut this.inner).poll_read(cx, buf);
             if read.is_pending() {
@@ -188,7 +224,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
                     }
                 }
                 // The answer may have finished between the check and the registration.
-                if !this.state.busy.load(Ordering::Acquire) {
+                if !this.state.busy() {
                     cx.waker().wake_by_ref();
                 }
             }
@@ -197,7 +233,10 @@ impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                if buf.filled().len() > before && this.phase == Phase::Idle {
+                if buf.filled().len() > before
+                    && this.phase == Phase::Idle
+                    && !this.state.multiplexed.load(Ordering::Relaxed)
+                {
                     // The next request began: from now on its head has the header limit.
                     this.phase = Phase::Head;
                     this.phase_deadline = None;

@@ -133,19 +133,20 @@ pub struct Origin {
     client: Client<HttpsConnector<HttpConnector>, Body>,
     scheme: Scheme,
     authority: Authority,
-    host: HeaderValue,
     base_path: String,
     timeout: Duration,
 }
 
 impl Origin {
     /// A client of `base` (an `http://` or `https://host[:port][/prefix]` URL);
-    /// `trust` decides the roots of an `https://` origin's certificate.
+    /// `trust` decides the roots of an `https://` origin's certificate. With
+    /// `http1_only` it never offers h2 (requests that carry their own `Host`,
+    /// which HTTP/2 would have to send as `:authority`, the connection's name).
     pub fn new(
         base: &Uri,
         trust: &OriginTrust,
-        connect_timeout: Duration,
-        timeout: Duration,
+        (connect_timeout, timeout): (Duration, Duration),
+        http1_only: bool,
     ) -> Result<Self, String> {
         let scheme = base
             .scheme()
@@ -155,7 +156,7 @@ impl Origin {
             return Err("only http:// and https:// origins are supported".into());
         }
         let authority = base.authority().cloned().ok_or("the URL needs a host")?;
-        let host = HeaderValue::from_str(authority.as_str())
+        HeaderValue::from_str(authority.as_str())
             .map_err(|_| "the host is not a valid Host value")?;
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(connect_timeout));
@@ -171,12 +172,15 @@ impl Origin {
         .with_root_certificates(trust.roots()?)
         .with_no_client_auth();
         // ALPN offers h2 and http/1.1; hyper's client speaks whichever the origin picks.
-        let connector = HttpsConnectorBuilder::new()
+        let builder = HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(connector);
+            .enable_http1();
+        let connector = if http1_only {
+            builder.wrap_connector(connector)
+        } else {
+            builder.enable_http2().wrap_connector(connector)
+        };
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(256)
@@ -185,7 +189,6 @@ impl Origin {
             client,
             scheme,
             authority,
-            host,
             base_path: base.path().trim_end_matches('/').to_string(),
             timeout,
         })
@@ -215,10 +218,11 @@ impl Origin {
         // The body decides the framing; the client's framing fields never pass.
         headers.remove(header::CONTENT_LENGTH);
         headers.remove(header::TRANSFER_ENCODING);
-        // The origin's own `Host`, unless the request carries the one to keep.
-        if !headers.contains_key(header::HOST) {
-            headers.insert(header::HOST, self.host.clone());
-        }
+        // The client names the origin from the URI: `Host` over HTTP/1.1 (with a
+        // non-default port), `:authority` alone over HTTP/2 — a `Host` beside it
+        // is a duplicate that servers such as nginx refuse (400). A `Host` here
+        // is the client's, kept (`keep_client_host`, which speaks HTTP/1.1 to
+        // the origin for that reason).
         // The timeout runs from the end of the request body: a long upload is
         // limited by its own inactivity limit, not by the origin's.
         let (sent, body_sent) = tokio::sync::oneshot::channel::<()>();

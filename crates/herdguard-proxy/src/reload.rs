@@ -80,12 +80,6 @@ impl Reloader {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let need_restart = keep_restart_fields(&mut next, &current);
-        if next.keep_client_host && !next.cache_key.host {
-            return Err(ConfigError {
-                field: "keep_client_host".into(),
-                reason: "needs host in the running cache_key".into(),
-            });
-        }
         let applied = live_changes(&next, &current);
         if applied.contains(&"log_level") {
             if let Some(log) = &self.log {
@@ -182,6 +176,9 @@ fn keep_restart_fields(next: &mut Settings, current: &Settings) -> Vec<&'static 
         threads => "threads",
         max_connections => "max_connections",
         admin_max_connections => "admin_max_connections",
+        keep_client_host => "keep_client_host",
+        tls => "tls_cert/tls_key",
+        h2_max_concurrent_streams => "h2_max_concurrent_streams",
     );
     if next.purge_token.as_ref().map(|t| &t.0) != current.purge_token.as_ref().map(|t| &t.0) {
         changed.push("purge_token");
@@ -211,7 +208,6 @@ fn live_changes(next: &Settings, current: &Settings) -> Vec<&'static str> {
         connection_limits => "header_read_timeout_ms/idle_timeout_ms/write_timeout_ms",
         body_read_timeout => "body_read_timeout_ms",
         access_log => "access_log",
-        keep_client_host => "keep_client_host",
         path_rules => "rule",
         log_level => "log_level",
     );

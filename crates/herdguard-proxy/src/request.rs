@@ -50,6 +50,8 @@ pub struct Peer {
     trusted: bool,
     /// Its address as an `X-Forwarded-For` member.
     address: HeaderValue,
+    /// Whether it came over TLS (the `X-Forwarded-Proto` this proxy sets).
+    https: bool,
 }
 
 impl Peer {
@@ -62,7 +64,20 @@ impl Peer {
             trusted: forwarding.trusted.iter().any(|net| net.contains(&ip)),
             address: HeaderValue::from_str(&ip.to_string())
                 .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            https: false,
         }
+    }
+
+    /// The same peer on the TLS listener.
+    pub(crate) fn over_tls(self) -> Peer {
+        Peer {
+            https: true,
+            ..self
+        }
+    }
+
+    fn proto(&self) -> HeaderValue {
+        HeaderValue::from_static(if self.https { "https" } else { "http" })
     }
 }
 
@@ -113,8 +128,8 @@ pub(crate) struct Added {
     forwarded_for: HeaderValue,
     /// `None`: a trusted peer's own value stays.
     host: Option<HeaderValue>,
-    /// Whether `X-Forwarded-Proto: http` is set (not when a trusted peer sent one).
-    proto: bool,
+    /// The `X-Forwarded-Proto` set (`None` when a trusted peer sent one).
+    proto: Option<HeaderValue>,
     /// The `Host` the origin gets when the client's is kept (`keep_client_host`):
     /// the normalised host of the cache key; `None`: the origin's own.
     origin_host: Option<HeaderValue>,
@@ -126,8 +141,8 @@ impl Added {
         if let Some(host) = &self.host {
             headers.insert(X_FORWARDED_HOST.clone(), host.clone());
         }
-        if self.proto {
-            headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+        if let Some(proto) = &self.proto {
+            headers.insert(X_FORWARDED_PROTO.clone(), proto.clone());
         }
         headers.append(header::VIA, VIA_VALUE);
         if let Some(host) = &self.origin_host {
@@ -308,7 +323,7 @@ fn forwarding_fields(
         return Added {
             forwarded_for: peer.address.clone(),
             host: host_value(),
-            proto: true,
+            proto: Some(peer.proto()),
             origin_host: None,
         };
     }
@@ -333,7 +348,7 @@ fn forwarding_fields(
         } else {
             host_value()
         },
-        proto: !headers.contains_key(&X_FORWARDED_PROTO),
+        proto: (!headers.contains_key(&X_FORWARDED_PROTO)).then(|| peer.proto()),
         origin_host: None,
     }
 }

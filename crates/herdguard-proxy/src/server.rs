@@ -8,17 +8,37 @@
 //! no cross-thread wake-ups on the hit path. The cache, the origin client and
 //! the counters are shared by all. The thread that calls [`Server::serve`] is
 //! one of them and also runs the admin listener.
+//!
+//! # HTTP versions
+//!
+//! The plain listener speaks HTTP/1.1 and, to a client that opens with the
+//! HTTP/2 preface (prior knowledge, "h2c"), HTTP/2: hyper-util's `auto`
+//! builder reads the first bytes and picks. With `--tls-cert`/`--tls-key` the
+//! listener speaks TLS instead ([`crate::tls`]) and the ALPN result picks (`h2`,
+//! `http/1.1`, or none: the first bytes again). The handshake runs on the
+//! connection's task under the header-read limit; a failed one is counted
+//! (`herdguard_proxy_tls_handshake_failures_total`) and logged at debug.
+//!
+//! HTTP/2's limits match HTTP/1.1's: the header list is bounded by
+//! `max_header_bytes`; at most `h2_max_concurrent_streams` requests are in
+//! flight per connection (more are refused with `REFUSED_STREAM`); a client
+//! that resets more than 20 streams before they were
+//! taken up (rapid reset) gets `GOAWAY`; the idle limit closes a connection
+//! without a request in flight (control frames do not keep it open, see
+//! `limits`), and a ping every idle period, answered within the write limit,
+//! finds a vanished peer while requests are in flight. `max_connections`
+//! counts connections, whatever they multiplex.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use herdguard::{Cache, MemoryStore};
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
@@ -34,6 +54,7 @@ use crate::request::Forwarding;
 use crate::response::CachedResponse;
 use crate::rules::Rules;
 use crate::stats::Stats;
+use crate::tls::{Negotiated, TlsConfig};
 use crate::variants::Variants;
 
 /// Why `herdguard serve` stopped with an error.
@@ -83,6 +104,8 @@ pub struct Server {
     threads: usize,
     /// The admin listener's `POST /purge` (applying the fleet's purges from bind on).
     purger: Arc<crate::purge::Purger>,
+    tls: Option<TlsConfig>,
+    h2_max_concurrent_streams: u32,
     /// The settings it was bound with (what a reload compares with).
     settings: Settings,
 }
@@ -165,8 +188,8 @@ impl Server {
         let origin = Origin::new(
             &settings.origin,
             &settings.origin_trust,
-            settings.origin_connect_timeout,
-            settings.origin_timeout,
+            (settings.origin_connect_timeout, settings.origin_timeout),
+            settings.keep_client_host,
         )
         .map_err(|reason| ConfigError {
             field: "origin".into(),
@@ -221,6 +244,8 @@ impl Server {
             admin_max_connections: settings.admin_max_connections,
             threads: settings.threads,
             purger,
+            tls: settings.tls.clone(),
+            h2_max_concurrent_streams: settings.h2_max_concurrent_streams,
             settings,
         })
     }
@@ -277,6 +302,8 @@ impl Server {
             proxy: self.proxy,
             max_header_bytes: self.max_header_bytes,
             slots: Arc::new(Semaphore::new(self.max_connections)),
+            tls: self.tls.as_ref().map(TlsConfig::acceptor),
+            h2_max_concurrent_streams: self.h2_max_concurrent_streams,
         };
         let addr = self
             .listener
@@ -333,6 +360,57 @@ struct Acceptor {
     max_header_bytes: usize,
     /// Shared by all threads: `max_connections` holds for the whole process.
     slots: Arc<Semaphore>,
+    /// The TLS listener's handshakes (`None`: plain HTTP/1.1 and h2c).
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    h2_max_concurrent_streams: u32,
+}
+
+/// Streams an HTTP/2 client may reset before the server took them up, the
+/// rapid-reset bound (CVE-2023-44487): past it the connection gets GOAWAY.
+const MAX_PENDING_ACCEPT_RESETS: usize = 20;
+
+/// How a plain connection opens, from its first bytes (one peek).
+enum Opening {
+    /// Not the HTTP/2 preface (almost always told by the first byte).
+    Http1,
+    /// The preface so far: the `auto` builder reads on and decides.
+    MaybeHttp2,
+}
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Peeks at the first bytes (within the header-read limit, which goes on from
+/// the connection's start); `None`: nothing came, or the connection closed.
+async fn opening(stream: &TcpStream, limit: Duration) -> Option<Opening> {
+    let mut first = [0u8; 24];
+    match tokio::time::timeout(limit, stream.peek(&mut first)).await {
+        Ok(Ok(n)) if n > 0 => Some(if first[..n] == H2_PREFACE[..n] {
+            Opening::MaybeHttp2
+        } else {
+            Opening::Http1
+        }),
+        _ => None,
+    }
+}
+
+/// One serving thread's connection builders: by the first bytes (the HTTP/2
+/// preface or not), and by a TLS connection's ALPN result.
+struct Builders {
+    /// A plain connection that does not open with the HTTP/2 preface.
+    http1_plain: hyper::server::conn::http1::Builder,
+    sniffed: auto::Builder<TokioExecutor>,
+    http1: auto::Builder<TokioExecutor>,
+    http2: auto::Builder<TokioExecutor>,
+}
+
+impl Builders {
+    fn for_protocol(&self, protocol: Negotiated) -> &auto::Builder<TokioExecutor> {
+        match protocol {
+            Negotiated::Http2 => &self.http2,
+            Negotiated::Http1 => &self.http1,
+            Negotiated::Unknown => &self.sniffed,
+        }
+    }
 }
 
 impl Acceptor {
@@ -340,14 +418,7 @@ impl Acceptor {
     /// their requests (at most 30 s).
     async fn run(self, listener: TcpListener, mut stop: watch::Receiver<bool>) {
         let graceful = GracefulShutdown::new();
-        let mut builder = http1::Builder::new();
-        builder
-            .keep_alive(true)
-            .max_buf_size(self.max_header_bytes)
-            .timer(TokioTimer::new())
-            // The head timeout is enforced on the socket (`TimedIo`), which also
-            // covers the first request of a connection.
-            .header_read_timeout(None);
+        let builders = Arc::new(self.builders());
         loop {
             let accepted = tokio::select! {
                 accepted = accept(&listener, &self.slots) => accepted,
@@ -358,7 +429,13 @@ impl Acceptor {
             };
             let _ = stream.set_nodelay(true);
             let proxy = Arc::clone(&self.proxy);
-            let peer = Arc::new(proxy.peer(peer));
+            let peer_addr = peer;
+            let peer = proxy.peer(peer);
+            let peer = Arc::new(if self.tls.is_some() {
+                peer.over_tls()
+            } else {
+                peer
+            });
             let state = Arc::new(ConnState::default());
             // Limits and logging as in force when the connection is accepted.
             let (limits, access_log) = {
@@ -366,9 +443,13 @@ impl Acceptor {
                 (tuning.limits, tuning.access_log)
             };
             let io = TimedIo::new(stream, Arc::clone(&state), limits);
+            let accepted_at = Instant::now();
             let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
                 let proxy = Arc::clone(&proxy);
                 let peer = Arc::clone(&peer);
+                if req.version() == http::Version::HTTP_2 {
+                    state.set_multiplexed();
+                }
                 let busy = state.begin();
                 async move {
                     let response = if access_log {
@@ -379,12 +460,42 @@ impl Acceptor {
                     Ok::<_, Infallible>(response.map(|body| Tracked::new(body, busy)))
                 }
             });
-            let conn = graceful.watch(builder.serve_connection(TokioIo::new(io), service));
+            // Taken now, so that a shutdown waits for a handshake under way.
+            let watcher = graceful.watcher();
+            let (builders, tls) = (Arc::clone(&builders), self.tls.clone());
             let stats = Arc::clone(&self.proxy.stats);
             tokio::spawn(async move {
                 let _slot = slot;
                 stats.connections.open();
-                let _ = conn.await;
+                match tls {
+                    None => match opening(io.get_ref(), limits.header_read).await {
+                        // hyper's own HTTP/1.1 connection: no sniffing buffer on the hit path.
+                        Some(Opening::Http1) => {
+                            let io = io.head_since(accepted_at);
+                            let conn = builders
+                                .http1_plain
+                                .serve_connection(TokioIo::new(io), service);
+                            let _ = watcher.watch(conn).await;
+                        }
+                        Some(Opening::MaybeHttp2) => {
+                            let io = io.head_since(accepted_at);
+                            let conn = builders.sniffed.serve_connection(TokioIo::new(io), service);
+                            let _ = watcher.watch(conn).await;
+                        }
+                        None => {}
+                    },
+                    Some(tls) => match tls.accept(io).await {
+                        Ok(stream) => {
+                            let builder = builders.for_protocol(Negotiated::of(stream.get_ref().1));
+                            let conn = builder.serve_connection(TokioIo::new(stream), service);
+                            let _ = watcher.watch(conn).await;
+                        }
+                        Err(e) => {
+                            stats.tls_handshake_failures.inc();
+                            tracing::debug!(%peer_addr, "TLS handshake failed: {e}");
+                        }
+                    },
+                }
                 stats.connections.close();
             });
         }
@@ -394,6 +505,46 @@ impl Acceptor {
             () = tokio::time::sleep(Duration::from_secs(30)) => {
                 tracing::warn!("shutdown: requests still running after 30 s");
             }
+        }
+    }
+}
+
+impl Acceptor {
+    /// HTTP/1.1 keep-alive with the head limit on the socket; HTTP/2 with limits
+    /// of the same size (the module docs).
+    fn builders(&self) -> Builders {
+        // HTTP/2's ping timing as at start (a reload changes the socket limits).
+        let limits = self.proxy.tuning().limits;
+        let mut sniffed = auto::Builder::new(TokioExecutor::new());
+        sniffed
+            .http1()
+            .keep_alive(true)
+            .max_buf_size(self.max_header_bytes)
+            .timer(TokioTimer::new())
+            // The head timeout is enforced on the socket (`TimedIo`), which also
+            // covers the first request of a connection.
+            .header_read_timeout(None);
+        sniffed
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(self.max_header_bytes).unwrap_or(u32::MAX))
+            .max_concurrent_streams(self.h2_max_concurrent_streams)
+            .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESETS)
+            // A peer that stops answering pings while a request is in flight is
+            // gone; between requests the idle limit on the socket closes it.
+            .keep_alive_interval(limits.idle)
+            .keep_alive_timeout(limits.write);
+        let mut http1_plain = hyper::server::conn::http1::Builder::new();
+        http1_plain
+            .keep_alive(true)
+            .max_buf_size(self.max_header_bytes)
+            .timer(TokioTimer::new())
+            .header_read_timeout(None);
+        Builders {
+            http1_plain,
+            http1: sniffed.clone().http1_only(),
+            http2: sniffed.clone().http2_only(),
+            sniffed,
         }
     }
 }

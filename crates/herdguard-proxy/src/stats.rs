@@ -66,6 +66,8 @@ pub struct Stats {
     pub purges: Count,
     /// Client connections open now.
     pub connections: Connections,
+    /// TLS handshakes with clients that failed (or timed out).
+    pub tls_handshake_failures: Count,
 }
 
 impl Stats {
@@ -197,6 +199,12 @@ impl Stats {
             "herdguard_cache_timeouts",
             "Callers whose wait deadline passed",
             core.timeouts,
+        );
+        counter(
+            &mut registry,
+            "herdguard_proxy_tls_handshake_failures",
+            "TLS handshakes with clients that failed or timed out",
+            self.tls_handshake_failures.get(),
         );
         registry.register(
             "herdguard_proxy_connections_open",

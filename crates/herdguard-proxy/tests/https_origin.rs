@@ -16,35 +16,12 @@ use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-/// A private CA and a certificate it signed for `localhost`.
-struct Pki {
-    ca_pem: String,
-    leaf: CertificateDer<'static>,
-    leaf_key: Vec<u8>,
-}
-
-fn pki() -> Pki {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(rcgen::DnType::CommonName, "herdguard test CA");
-    let ca = ca.self_signed(&ca_key).unwrap();
-    let leaf_key = rcgen::KeyPair::generate().unwrap();
-    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&leaf_key, &ca, &ca_key)
-        .unwrap();
-    Pki {
-        ca_pem: ca.pem(),
-        leaf: leaf.der().clone(),
-        leaf_key: leaf_key.serialize_der(),
-    }
-}
+mod support;
+use support::pki::{pki, Pki};
 
 /// What the TLS origin saw of each request: SNI, ALPN protocol, `Host`.
 #[derive(Clone, Debug, Default)]
@@ -52,6 +29,8 @@ struct SeenTls {
     sni: Option<String>,
     alpn: Option<Vec<u8>>,
     host: Option<String>,
+    /// How many `Host` fields came (HTTP/2: none, the authority is `:authority`).
+    host_fields: usize,
     version: Option<http::Version>,
 }
 
@@ -104,8 +83,10 @@ async fn tls_origin(pki: &Pki, alpn: &[&[u8]]) -> TlsOrigin {
                         .map(|h| h.to_str().unwrap().to_string())
                         // HTTP/2 carries the authority in the URI instead.
                         .or_else(|| req.uri().authority().map(|a| a.to_string()));
+                    let host_fields = req.headers().get_all(http::header::HOST).iter().count();
                     seen.lock().unwrap().push(SeenTls {
                         host,
+                        host_fields,
                         version: Some(req.version()),
                         ..base.clone()
                     });
@@ -222,6 +203,8 @@ async fn https_origin_with_private_ca_over_h2_gets_coalesced_misses_and_hits() {
         seen[0].host.as_deref(),
         Some(format!("localhost:{}", o.port).as_str())
     );
+    // No Host beside :authority: nginx refuses the pair as a duplicate Host (400).
+    assert_eq!(seen[0].host_fields, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -237,6 +220,7 @@ async fn https_origin_offering_only_http1_is_reached_over_http1() {
         seen[0].host.as_deref(),
         Some(format!("localhost:{}", o.port).as_str())
     );
+    assert_eq!(seen[0].host_fields, 1);
 }
 
 /// Records the messages of `tracing` events (a minimal subscriber, so the test
