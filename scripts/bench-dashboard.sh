@@ -55,25 +55,7 @@ printf '%-44s %12s\n' "bytes per update per client (mean)" "$UPDATE_BYTES"
 # Instructions per hit, none open vs three open (one serving thread).
 if command -v valgrind >/dev/null && command -v callgrind_control >/dev/null; then
     kill "${PIDS[1]}" 2>/dev/null || true; wait "${PIDS[1]}" 2>/dev/null || true
-    per_hit() { # $1 dashboards open -> "requests instructions_per_request"
-        local out="$WORK/cg.$1"
-        valgrind --tool=callgrind --callgrind-out-file="$out" "$BIN/serve" --threads 1 \
-            --listen "127.0.0.1:$HG_PORT" --origin "http://127.0.0.1:$ORIGIN_PORT" \
-            --admin "127.0.0.1:$ADMIN_PORT" 2>"$WORK/cg-$1.log" &
-        local vg=$!
-        wait_port "$HG_PORT"; wait_port "$ADMIN_PORT"
-        curl -fsS -o /dev/null "http://127.0.0.1:$HG_PORT/hot"; curl -fsS -o /dev/null "http://127.0.0.1:$HG_PORT/hot"
-        callgrind_control -z "$vg" >/dev/null 2>&1
-        local viewers=()
-        for _ in $(seq 1 "$1"); do curl -sN "http://127.0.0.1:$ADMIN_PORT/events" >/dev/null 2>&1 & viewers+=($!); done
-        local n; n=$(wrk -t1 -c8 -d10s "http://127.0.0.1:$HG_PORT/hot" | awk '/requests in/ {print $1}')
-        callgrind_control -d "$vg" >/dev/null 2>&1
-        sleep 1
-        if [ "${#viewers[@]}" -gt 0 ]; then kill "${viewers[@]}" 2>/dev/null || true; fi
-        kill "$vg" 2>/dev/null || true; wait "$vg" 2>/dev/null || true
-        local ir; ir=$(awk '/^(summary|totals):/ {v=$2} END {print v}' "$out".1)
-        awk -v n="$n" -v ir="$ir" 'BEGIN { printf "%d %.0f\n", n, ir / n }'
-    }
+    per_hit() { callgrind_per_hit "$BIN/serve" "$ORIGIN_PORT" "$HG_PORT" "$ADMIN_PORT" "$1"; }
     read -r N0 I0 < <(per_hit 0)
     read -r N3 I3 < <(per_hit 3)
     printf '%-44s %12s  (%s hits)\n' "instructions per hit, none open (callgrind)" "$I0" "$N0"

@@ -2,7 +2,8 @@
 # The sidecar's hit path, this tree against an earlier commit: both `serve`
 # examples in front of the same origin, one serving thread each, alternating
 # `wrk -t1 -c64` rounds on one cached URL (a noisy machine drifts; alternating
-# rounds see the same drift). Usage: scripts/bench-hit-ab.sh COMMIT [duration, default 5s] [rounds, default 3]
+# rounds see the same drift), then instructions per hit of each under callgrind
+# (when valgrind is installed), which the noise does not move. Usage: scripts/bench-hit-ab.sh COMMIT [duration, default 5s] [rounds, default 3]
 # The earlier commit is built from `git archive` under /tmp, in its own target dir
 # (removed on exit; HG_AB_TARGET=DIR keeps and reuses one, as a first release
 # build takes minutes); everything listens on loopback and is stopped on exit.
@@ -38,3 +39,12 @@ for round in $(seq 1 "$ROUNDS"); do
     b=$(rps "$BASE_PORT"); n=$(rps "$NEW_PORT")
     printf '%-6s %12s %12s %7sx\n' "$round" "$b" "$n" "$(awk -v n="$n" -v b="$b" 'BEGIN { printf "%.2f", n / b }')"
 done
+# The stable figure: instructions per hit under callgrind, each binary alone.
+if command -v valgrind >/dev/null && command -v callgrind_control >/dev/null; then
+    kill "${PIDS[1]}" "${PIDS[2]}" 2>/dev/null || true
+    wait "${PIDS[1]}" "${PIDS[2]}" 2>/dev/null || true
+    ADMIN_PORT=$(free_port)
+    read -r NB IB < <(callgrind_per_hit "$BASE_TARGET/release/examples/serve" "$ORIGIN_PORT" "$BASE_PORT" "$ADMIN_PORT" 0)
+    read -r NN IN < <(callgrind_per_hit target/release/examples/serve "$ORIGIN_PORT" "$NEW_PORT" "$ADMIN_PORT" 0)
+    printf '%-40s %12s %12s %8s\n' "instructions per hit (callgrind)" "$IB" "$IN" "$(awk -v n="$IN" -v b="$IB" 'BEGIN { printf "%.3f", n / b }')x"
+fi

@@ -24,3 +24,28 @@ cleanup() {
     for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
     rm -rf "$WORK"
 }
+
+# Instructions per hit of the `serve` binary $1 under callgrind, one serving
+# thread, in front of the origin on port $2, listening on $3 (admin $4), with
+# $5 dashboards open: prints "requests instructions_per_request". A count the
+# machine's noise does not move (wrk's rounds on 2 shared cores swing ±25 %).
+callgrind_per_hit() {
+    local bin=$1 origin=$2 port=$3 admin=$4 viewers=$5
+    local out="$WORK/cg.$viewers.$port"
+    valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" --threads 1 \
+        --listen "127.0.0.1:$port" --origin "http://127.0.0.1:$origin" \
+        --admin "127.0.0.1:$admin" 2>"$WORK/cg-$viewers-$port.log" &
+    local vg=$!
+    wait_port "$port"; wait_port "$admin"
+    curl -fsS -o /dev/null "http://127.0.0.1:$port/hot"; curl -fsS -o /dev/null "http://127.0.0.1:$port/hot"
+    callgrind_control -z "$vg" >/dev/null 2>&1
+    local watchers=()
+    for _ in $(seq 1 "$viewers"); do curl -sN "http://127.0.0.1:$admin/events" >/dev/null 2>&1 & watchers+=($!); done
+    local n; n=$(wrk -t1 -c8 -d10s "http://127.0.0.1:$port/hot" | awk '/requests in/ {print $1}')
+    callgrind_control -d "$vg" >/dev/null 2>&1
+    sleep 1
+    if [ "${#watchers[@]}" -gt 0 ]; then kill "${watchers[@]}" 2>/dev/null || true; fi
+    kill "$vg" 2>/dev/null || true; wait "$vg" 2>/dev/null || true
+    local ir; ir=$(awk '/^(summary|totals):/ {v=$2} END {print v}' "$out".1)
+    awk -v n="$n" -v ir="$ir" 'BEGIN { printf "%d %.0f\n", n, ir / n }'
+}

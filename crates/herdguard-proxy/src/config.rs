@@ -381,6 +381,8 @@ pub struct Settings {
     pub keep_client_host: bool,
     /// The per-path rules (`[[rule]]`), in order.
     pub path_rules: PathRules,
+    /// The largest response stored, as a share of `max_memory`, percent.
+    pub max_object_percent: u64,
     /// The file's log filter, if it gives one.
     pub log_level: Option<String>,
     /// The proxy listener's certificate and key (`None`: plain HTTP).
@@ -733,6 +735,7 @@ impl ServeArgs {
             access_log: self.access_log || file.access_log.unwrap_or(false),
             keep_client_host,
             path_rules,
+            max_object_percent,
             log_level: file.log_level,
             tls,
             h2_max_concurrent_streams,

@@ -287,7 +287,9 @@ impl Proxy {
             Ok(f) => {
                 value.overrides = f.overrides;
                 value.tags = tags.clone();
-                let keep = f.ttl + f.stale_while_revalidate.max(f.stale_if_error);
+                let keep = f
+                    .ttl
+                    .saturating_add(f.stale_while_revalidate.max(f.stale_if_error));
                 let loaded = Loaded::new(value)
                     .ttl(f.ttl)
                     .stale_while_revalidate(f.stale_while_revalidate)

@@ -66,6 +66,14 @@ pub struct PathRules(Vec<PathRule>);
 impl PathRules {
     /// The rule for `path` (normalised, without the query): the first that matches.
     pub(crate) fn for_path(&self, path: &str) -> Option<&PathRule> {
+        if self.0.is_empty() {
+            return None;
+        }
+        // An origin may decode an encoded slash before it routes: rules see it decoded.
+        if path.contains("%2F") {
+            let decoded = path.replace("%2F", "/");
+            return self.0.iter().find(|r| r.matches(&decoded));
+        }
         self.0.iter().find(|r| r.matches(path))
     }
 
@@ -73,6 +81,13 @@ impl PathRules {
     pub fn patterns(&self) -> String {
         let all: Vec<&str> = self.0.iter().map(|r| r.pattern.as_str()).collect();
         all.join(",")
+    }
+
+    /// Lowers every rule's largest stored response to at most `cap` bytes.
+    pub(crate) fn cap_objects(&mut self, cap: usize) {
+        for rule in &mut self.0 {
+            rule.max_object_bytes = rule.max_object_bytes.map(|n| n.min(cap));
+        }
     }
 
     /// How many rules there are.
@@ -225,7 +240,7 @@ pub(crate) mod tests {
         let r = rules(
             r#"
             [[rule]]
-            glob = "/api/*/prices"
+            glob = "/api/*/price"
             ttl_secs = 5
             [[rule]]
             prefix = "/api/"
@@ -238,15 +253,17 @@ pub(crate) mod tests {
         )
         .unwrap();
         let pattern = |path: &str| r.for_path(path).map(|rule| rule.pattern.as_str());
-        assert_eq!(pattern("/api/eu/prices"), Some("/api/*/prices"));
+        assert_eq!(pattern("/api/eu/price"), Some("/api/*/price"));
         // `*` does not cross a `/`: the prefix rule is next.
-        assert_eq!(pattern("/api/eu/de/prices"), Some("/api/"));
+        assert_eq!(pattern("/api/eu/de/price"), Some("/api/"));
         assert_eq!(
             pattern("/static/a/b/site.css"),
             Some("/static/**/*.{css,js}")
         );
         assert_eq!(pattern("/static/site.png"), None);
         assert_eq!(pattern("/other"), None);
+        // An encoded slash (normalised to upper-case hex) is a slash to rules.
+        assert_eq!(pattern("/api%2Feu%2Fprice"), Some("/api/*/price"));
         // Capped by the memory share of one object.
         assert_eq!(
             r.for_path("/static/x.js").unwrap().max_object_bytes,

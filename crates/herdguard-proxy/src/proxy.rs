@@ -507,12 +507,17 @@ impl Proxy {
     }
 
     /// A purge of a surrogate key: every key in `keys`, from the shared store
-    /// and this process.
-    pub(crate) async fn purge_keys(&self, keys: &[String]) {
+    /// and this process (where it is gone regardless); returns how many the
+    /// shared store did not confirm.
+    pub(crate) async fn purge_keys(&self, keys: &[String]) -> usize {
+        let mut unconfirmed = 0;
         for key in keys {
-            let _ = self.cache.invalidate(key).await;
+            if self.cache.invalidate(key).await.is_err() {
+                unconfirmed += 1;
+            }
         }
         self.stats.purges.inc();
+        unconfirmed
     }
 
     /// Notes that `key` carries `tags`, here and — with `keep`, the longest the

@@ -73,7 +73,8 @@ impl Purger {
             // those recorded in Redis).
             apply_others(fleet, &proxy, &sender, TAG_TOPIC, |proxy, tag| async move {
                 let keys = proxy.tags.take(&tag);
-                proxy.purge_keys(&keys).await;
+                // Gone here regardless; the sender reports the shared store's failures.
+                let _ = proxy.purge_keys(&keys).await;
             });
         }
         Purger {
@@ -199,8 +200,15 @@ impl Purger {
                 }
                 keys.sort();
                 keys.dedup();
-                self.proxy.purge_keys(&keys).await;
+                let unconfirmed = self.proxy.purge_keys(&keys).await;
                 if let Err(e) = recorded {
+                    return self.fleet_failed(&tag, &e);
+                }
+                if unconfirmed > 0 {
+                    let e = format!(
+                        "{unconfirmed} of {} keys not removed from Redis",
+                        keys.len()
+                    );
                     return self.fleet_failed(&tag, &e);
                 }
                 let done = serde_json::json!({ "purged_tag": tag, "keys": keys.len() });

@@ -80,6 +80,7 @@ impl Reloader {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let need_restart = keep_restart_fields(&mut next, &current);
+        bound_objects(&mut next);
         let applied = live_changes(&next, &current);
         if applied.contains(&"log_level") {
             if let Some(log) = &self.log {
@@ -187,6 +188,16 @@ fn keep_restart_fields(next: &mut Settings, current: &Settings) -> Vec<&'static 
     changed
 }
 
+/// Bounds the object sizes, which were derived from the file's `max_memory`,
+/// by the running one (which `next` holds once restart fields are kept).
+fn bound_objects(next: &mut Settings) {
+    let cap = usize::try_from(next.max_memory / 100 * next.max_object_percent)
+        .unwrap_or(usize::MAX)
+        .max(1);
+    next.max_body_bytes = next.max_body_bytes.min(cap);
+    next.path_rules.cap_objects(cap);
+}
+
 /// The names of the live settings that differ.
 fn live_changes(next: &Settings, current: &Settings) -> Vec<&'static str> {
     let mut changed = Vec::new();
@@ -248,6 +259,17 @@ mod tests {
              [[rule]]\nprefix = \"/a\"\nbypass = true\n",
         );
         let restart = keep_restart_fields(&mut next, &current);
+        // Object sizes follow the running budget, not the file's new one.
+        let mut bigger = settings(
+            "max_memory = \"4GiB\"\nmax_body_bytes = 1073741824\n\
+             [[rule]]\nprefix = \"/a\"\nmax_object_bytes = \"1GiB\"\n",
+        );
+        keep_restart_fields(&mut bigger, &current);
+        bound_objects(&mut bigger);
+        let cap = (current.max_memory / 100 * 10) as usize;
+        assert_eq!(bigger.max_body_bytes, cap);
+        let rule = bigger.path_rules.for_path("/a").unwrap();
+        assert_eq!(rule.max_object_bytes, Some(cap));
         // max_entries follows max_memory when not set.
         assert_eq!(restart, vec!["max_entries", "max_memory", "threads"]);
         assert_eq!(next.threads, current.threads);

@@ -22,10 +22,6 @@
 
 use redis::Script;
 
-/// The fleet's live view: stores this instance's record (stamped with the
-/// server's clock, so instances' clocks need not agree), forgets records older
-/// than the age limit and returns the others, newest first is not promised.
-/// A field that is not `<ms> <record>` (bytes left by something else) is removed.
 /// Adds a member to a tag's set and keeps the set at least as long as the
 /// member's entry may live (the set's expiry only ever grows). One key, so it
 /// runs on a Redis Cluster too. KEYS: the tag set. ARGV: member, ms.
@@ -47,6 +43,10 @@ redis.call('DEL', KEYS[1])
 return members
 ";
 
+/// The fleet's live view: stores this instance's record (stamped with the
+/// server's clock, so instances' clocks need not agree), forgets records older
+/// than the age limit and returns the others, newest first is not promised.
+/// A field that is not `<ms> <record>` (bytes left by something else) is removed.
 /// KEYS: the instance hash. ARGV: instance id, record, age limit ms, most records.
 const INSTANCES: &str = r"
 local t = redis.call('TIME')
