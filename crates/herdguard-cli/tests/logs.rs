@@ -331,7 +331,12 @@ fn sighup_reloads_rules_access_log_and_log_level_and_names_what_needs_a_restart(
         ],
     );
     hangup(&serve);
+    // Two events, the second logged after the first: wait for both.
     serve.wait_for("configuration reloaded", 1);
+    serve.wait_for(
+        "configuration reloaded: these changes need a restart and are not in force",
+        1,
+    );
     let events = serve.events();
     let reloaded = events
         .iter()
