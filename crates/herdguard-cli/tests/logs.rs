@@ -304,6 +304,20 @@ fn access_lines(serve: &Serve) -> usize {
         .count()
 }
 
+/// Waits (at most 5 s) until `n` access lines were collected from stderr.
+fn wait_access(serve: &Serve, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while access_lines(serve) < n {
+        assert!(
+            Instant::now() < deadline,
+            "{} access lines, not {n}",
+            access_lines(serve)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(access_lines(serve), n);
+}
+
 #[test]
 fn sighup_reloads_rules_access_log_and_log_level_and_names_what_needs_a_restart() {
     let dir = std::env::temp_dir().join(format!("hg-reload-cli-{}", std::process::id()));
@@ -357,7 +371,7 @@ fn sighup_reloads_rules_access_log_and_log_level_and_names_what_needs_a_restart(
         3.0,
         "bypassed after the reload, same process and port"
     );
-    assert_eq!(access_lines(&serve), 2, "the access log is on");
+    wait_access(&serve, 2);
 
     // A broken file: one error, and the running configuration stays.
     write_config(&config, &["[[rule]]", "ttl_secs = 5"]);
@@ -365,7 +379,7 @@ fn sighup_reloads_rules_access_log_and_log_level_and_names_what_needs_a_restart(
     serve.wait_for("configuration not reloaded: the running one stays", 1);
     assert_eq!(get(serve.port, "/live/a"), 200);
     assert_eq!(calls(), 4.0, "the bypass rule still applies");
-    assert_eq!(access_lines(&serve), 3);
+    wait_access(&serve, 3);
 
     // The log level from the file: at warn, no access line any more.
     write_config(
@@ -390,6 +404,17 @@ fn sighup_reloads_rules_access_log_and_log_level_and_names_what_needs_a_restart(
         }
         assert!(Instant::now() < deadline, "the log level did not change");
     }
+    // And it stays quiet: five more requests, no line in half a second.
+    let quiet = access_lines(&serve);
+    for _ in 0..5 {
+        assert_eq!(get(serve.port, "/quiet"), 200);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        access_lines(&serve),
+        quiet,
+        "access lines at log level warn"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
