@@ -151,8 +151,8 @@ impl Proxy {
                 let mut merged = stored_headers;
                 merged.remove(header::CONTENT_LENGTH);
                 // The stored tags stand unless the 304 gives new ones.
-                if let Ok(kept) = stored.tags.join(" ").parse() {
-                    if !stored.tags.is_empty() {
+                if !stored.tags.is_empty() {
+                    if let Ok(kept) = stored.tags.join(" ").parse() {
                         merged.insert(tags::SURROGATE_KEY.clone(), kept);
                     }
                 }
