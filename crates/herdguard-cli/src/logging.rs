@@ -3,7 +3,7 @@
 //! Logs go to stderr (stdout stays the command's output: the demo's report).
 //! Every event has a stable target (`herdguard::fleet`, `herdguard::breaker`,
 //! `herdguard::load`, `herdguard::access`, `herdguard::serve`) and message;
-//! the README lists them.
+//! docs/observability.md lists them.
 
 use tracing_subscriber::filter::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;

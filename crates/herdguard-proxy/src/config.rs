@@ -17,7 +17,7 @@ use crate::path_rules::{PathRules, RuleFile};
 /// One serving thread per core but one: a sidecar shares its host with the
 /// application it serves, and threads that compete with it for every core
 /// serve fewer requests, with a longer tail, than one fewer that do not (see
-/// the README's performance table).
+/// docs/performance.md).
 fn default_threads() -> usize {
     std::thread::available_parallelism()
         .map_or(1, std::num::NonZeroUsize::get)

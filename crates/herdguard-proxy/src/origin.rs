@@ -26,7 +26,7 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::body::Body;
 
-/// The log target of origin events (README: "Logs and lock metrics").
+/// The log target of origin events (docs/observability.md: "Logs and lock metrics").
 const LOG_TARGET: &str = "herdguard::origin";
 
 /// Why the origin gave no usable answer.

@@ -25,7 +25,7 @@ use crate::body::Body;
 use crate::fleet::FleetRemote as Fleet;
 use crate::proxy::Proxy;
 
-/// The log target of purge events (README: "Logs and lock metrics").
+/// The log target of purge events (docs/observability.md: "Logs and lock metrics").
 const LOG_TARGET: &str = "herdguard::purge";
 
 /// The broadcast topic of purges; the payload is `<sender> <primary key>`.

@@ -131,8 +131,8 @@ impl RedisConfig {
     /// With 2f+1 servers the fleet stays coordinated while f are down; with
     /// more down, or the data store down, the cache degrades to in-process
     /// single flight (no caller fails) until a majority answers again. Use an
-    /// odd number of servers on independent hosts; see the README's "Scaling
-    /// out" for when it is worth it.
+    /// odd number of servers on independent hosts; see docs/fleets.md ("Scaling
+    /// out") for when it is worth it.
     ///
     /// ```
     /// use herdguard_redis::RedisConfig;

@@ -2,7 +2,7 @@
 //! rate limit of the ones an outage would otherwise repeat per request.
 //!
 //! Every event is a `tracing` event under one of the targets below, with a
-//! fixed message and structured fields (the README lists them all). Nothing is
+//! fixed message and structured fields (docs/observability.md lists them all). Nothing is
 //! printed unless the program installs a subscriber; none of them is on the
 //! hit path.
 
