@@ -386,7 +386,7 @@ where
             let current = self.store.get(key);
             (!current.is_some_and(|c| Arc::ptr_eq(&c, seen))).then_some(())
         };
-        match self.flights.join(key, replaced) {
+        match self.flights.join(key, self.flight_epoch(), replaced) {
             Join::Leader(flight) => {
                 self.metrics.background_refreshes.inc();
                 let replacing = Some(seen.meta().created);
@@ -419,7 +419,7 @@ where
                 .filter(|e| !policy.revalidate && e.is_fresh(now) && !self.suspect(e))
         };
         let mut own_loader = Some(loader);
-        let (flight, leader) = match self.flights.join(&key, fresh_now) {
+        let (flight, leader) = match self.flights.join(&key, self.flight_epoch(), fresh_now) {
             Join::Settled(entry) => return Ok(Cached::new(entry, self.hit())),
             Join::Waiter(flight) => (flight, false),
             Join::Leader(flight) => {
@@ -437,6 +437,10 @@ where
                 (flight, true)
             }
         };
+        // A load joined while the store is unreachable may have begun before a
+        // change elsewhere this process cannot hear of: decided at the join, as
+        // the store may answer again before the load ends.
+        let joined_blind = !leader && self.served_from_memory() == Served::Unconfirmed;
         let started = Instant::now();
         let outcome = match policy.wait_timeout {
             None => flight.wait().await,
@@ -453,9 +457,15 @@ where
             Outcome::Value { entry, source } => {
                 let served = match (source, leader) {
                     (Source::SharedStale, _) => Served::StaleWhileRevalidate,
+                    (Source::Unconfirmed, _) => {
+                        self.metrics.unconfirmed.inc();
+                        Served::Unconfirmed
+                    }
                     // Joined a load that may have begun before a change elsewhere
                     // this process cannot hear of while the store is unreachable.
-                    (_, false) if self.served_from_memory() == Served::Unconfirmed => {
+                    (_, false)
+                        if joined_blind || self.served_from_memory() == Served::Unconfirmed =>
+                    {
                         self.metrics.unconfirmed.inc();
                         Served::Unconfirmed
                     }

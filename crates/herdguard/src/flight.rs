@@ -114,22 +114,39 @@ impl<K: Hash + Eq + Clone, T: Clone> Flights<K, T> {
     /// Joins the running flight of `key`, or, when none runs, asks `recheck` (under
     /// the shard lock) whether the caller still needs one, and if so starts it.
     ///
+    /// `epoch` is the caller's change-feed epoch: it joins only a flight begun
+    /// in that epoch, and with `None` (the feed is down: a flight may miss a
+    /// change) none; a flight begun with `None` is never joined. A flight it
+    /// may not join is detached and a new one started.
+    ///
     /// The re-check must happen under the same lock that [`Flights::complete`]
     /// holds while it stores a result and removes the flight; otherwise a caller
     /// that missed just before the store would arrive just after the removal and
     /// start a second load.
-    pub(crate) fn join<R>(&self, key: &K, recheck: impl FnOnce() -> Option<R>) -> Join<T, R> {
+    pub(crate) fn join<R>(
+        &self,
+        key: &K,
+        epoch: Option<u64>,
+        recheck: impl FnOnce() -> Option<R>,
+    ) -> Join<T, R> {
         let mut shard = self.shard(key).lock();
         if let Some(flight) = shard.get(key).and_then(|r| r.open.as_ref()) {
-            return Join::Waiter(Arc::clone(flight));
+            if epoch == Some(flight.epoch) {
+                return Join::Waiter(Arc::clone(flight));
+            }
         }
         if let Some(settled) = recheck() {
             return Join::Settled(settled);
         }
-        let flight = Arc::new(Flight::new());
+        let flight = Arc::new(Flight::new(epoch.unwrap_or(NEVER_JOINED)));
         let open = Some(Arc::clone(&flight));
         match shard.get_mut(key) {
-            Some(running) => running.open = open,
+            Some(running) => {
+                if let Some(older) = running.open.take() {
+                    running.detached.push(older);
+                }
+                running.open = open;
+            }
             None => {
                 shard.insert(
                     key.clone(),
@@ -239,7 +256,12 @@ pub(crate) struct Flight<T> {
     /// Invalidations and inserts of this process that reached it.
     supersedes: AtomicU64,
     changed_to: AtomicU64,
+    /// The change-feed epoch it began in (see [`Flights::join`]).
+    epoch: u64,
 }
+
+/// The epoch of a flight begun while the change feed was down.
+const NEVER_JOINED: u64 = u64::MAX;
 
 struct State {
     /// Parked waiters; a slot is emptied when its waiter is dropped.
@@ -265,8 +287,9 @@ impl State {
 }
 
 impl<T: Clone> Flight<T> {
-    fn new() -> Self {
+    fn new(epoch: u64) -> Self {
         Flight {
+            epoch,
             published: std::sync::OnceLock::new(),
             state: Mutex::new(State {
                 wakers: Vec::new(),
@@ -376,12 +399,12 @@ mod tests {
     #[tokio::test]
     async fn waiters_share_the_leaders_outcome_and_the_table_empties() {
         let flights: Flights<&str, u32> = Flights::new();
-        let Join::Leader(leader) = flights.join::<()>(&"k", || None) else {
+        let Join::Leader(leader) = flights.join::<()>(&"k", Some(0), || None) else {
             panic!("first caller must lead");
         };
         let mut waits = Vec::new();
         for _ in 0..3 {
-            match flights.join::<()>(&"k", || None) {
+            match flights.join::<()>(&"k", Some(0), || None) {
                 Join::Waiter(f) => waits.push(tokio::spawn(async move { f.wait().await })),
                 _ => panic!("later callers must wait"),
             }
@@ -406,19 +429,47 @@ mod tests {
     #[test]
     fn recheck_under_the_lock_settles_without_a_flight() {
         let flights: Flights<&str, u32> = Flights::new();
-        assert!(matches!(flights.join(&"k", || Some(5)), Join::Settled(5)));
+        assert!(matches!(
+            flights.join(&"k", Some(0), || Some(5)),
+            Join::Settled(5)
+        ));
+        assert_eq!(flights.len(), 0);
+    }
+
+    #[test]
+    fn a_caller_joins_only_a_flight_begun_in_its_epoch() {
+        let flights: Flights<&str, u32> = Flights::new();
+        let lead = |epoch| match flights.join::<()>(&"k", epoch, || None) {
+            Join::Leader(f) => f,
+            _ => panic!("a new flight expected in epoch {epoch:?}"),
+        };
+        let first = lead(Some(1));
+        assert!(matches!(
+            flights.join::<()>(&"k", Some(1), || None),
+            Join::Waiter(f) if Arc::ptr_eq(&f, &first)
+        ));
+        // The feed dropped or came back since: a new flight; the older one
+        // still runs for its callers.
+        let second = lead(Some(2));
+        // The feed is down: nothing is joined, and what begins now never is.
+        let blind = lead(None);
+        let third = lead(Some(2));
+        assert_eq!(flights.len(), 4);
+        for (i, f) in [first, second, blind, third].iter().enumerate() {
+            flights.complete(&"k", f, i as u32, |fate| assert!(!fate.superseded));
+        }
         assert_eq!(flights.len(), 0);
     }
 
     #[test]
     fn supersede_detaches_the_running_flight() {
         let flights: Flights<&str, u32> = Flights::new();
-        let Join::Leader(old) = flights.join::<()>(&"k", || None) else {
+        let Join::Leader(old) = flights.join::<()>(&"k", Some(0), || None) else {
             panic!("leader expected");
         };
         flights.supersede(&"k", || ());
         // A caller after the supersede starts a new flight instead of joining the old one.
-        let Join::Leader(new) = flights.join::<()>(&"k", || None) else {
+        let Join::Leader(new) = flights.join::<()>(&"k", Some(0), || None) else {
             panic!("a caller after supersede must lead a new flight");
         };
         assert_eq!(flights.len(), 2, "both run");
@@ -436,7 +487,7 @@ mod tests {
     #[test]
     fn an_invalidation_reaches_a_flight_a_change_elsewhere_detached() {
         let flights: Flights<&str, u32> = Flights::new();
-        let Join::Leader(flight) = flights.join::<()>(&"k", || None) else {
+        let Join::Leader(flight) = flights.join::<()>(&"k", Some(0), || None) else {
             panic!("leader expected");
         };
         flights.changed(&"k", 7, || ());
@@ -457,11 +508,11 @@ mod tests {
     #[test]
     fn a_change_elsewhere_detaches_the_running_flight_with_its_version() {
         let flights: Flights<&str, u32> = Flights::new();
-        let Join::Leader(flight) = flights.join::<()>(&"k", || None) else {
+        let Join::Leader(flight) = flights.join::<()>(&"k", Some(0), || None) else {
             panic!("leader expected");
         };
         flights.changed(&"k", 7, || ());
-        let Join::Leader(next) = flights.join::<()>(&"k", || None) else {
+        let Join::Leader(next) = flights.join::<()>(&"k", Some(0), || None) else {
             panic!("a caller after the change must not join the older flight");
         };
         flights.changed(&"k", 9, || ());
@@ -483,10 +534,10 @@ mod tests {
     #[tokio::test]
     async fn a_panicking_store_still_publishes_and_empties_the_table() {
         let flights: Flights<&str, u32> = Flights::new();
-        let Join::Leader(leader) = flights.join::<()>(&"k", || None) else {
+        let Join::Leader(leader) = flights.join::<()>(&"k", Some(0), || None) else {
             panic!("leader expected");
         };
-        let waiter = match flights.join::<()>(&"k", || None) {
+        let waiter = match flights.join::<()>(&"k", Some(0), || None) {
             Join::Waiter(f) => tokio::spawn(async move { f.wait().await }),
             _ => panic!("waiter expected"),
         };
@@ -499,7 +550,7 @@ mod tests {
     #[tokio::test]
     async fn dropped_waiters_free_their_slots_for_reuse() {
         let flights: Flights<&str, u32> = Flights::new();
-        let Join::Leader(leader) = flights.join::<()>(&"k", || None) else {
+        let Join::Leader(leader) = flights.join::<()>(&"k", Some(0), || None) else {
             panic!("leader expected");
         };
         let waker = futures_util::task::noop_waker();
@@ -543,7 +594,7 @@ mod shuttle_tests {
                 let loads = Arc::clone(&loads);
                 thread::spawn(move || {
                     let recheck = || *stored.lock();
-                    match flights.join(&1, recheck) {
+                    match flights.join(&1, Some(0), recheck) {
                         Join::Leader(flight) => {
                             loads.fetch_add(1, Ordering::SeqCst);
                             let value = 100 + i as u32;
@@ -596,7 +647,7 @@ mod shuttle_tests {
             || {
                 let flights = Arc::new(Flights::<u8, u32>::new());
                 let stored = Arc::new(Mutex::new(None::<u32>));
-                let Join::Leader(flight) = flights.join::<()>(&1, || None) else {
+                let Join::Leader(flight) = flights.join::<()>(&1, Some(0), || None) else {
                     panic!("leader expected");
                 };
                 let invalidator = {
@@ -634,7 +685,7 @@ mod shuttle_tests {
             || {
                 let flights = Arc::new(Flights::<u8, u32>::new());
                 let stored = Arc::new(Mutex::new(None::<u32>));
-                let Join::Leader(old) = flights.join::<()>(&1, || None) else {
+                let Join::Leader(old) = flights.join::<()>(&1, Some(0), || None) else {
                     panic!("leader expected");
                 };
                 let finisher = {
@@ -650,7 +701,7 @@ mod shuttle_tests {
                 };
                 // The invalidation, then a caller that starts after it returned.
                 flights.supersede(&1, || *stored.lock() = None);
-                let got = match flights.join(&1, || *stored.lock()) {
+                let got = match flights.join(&1, Some(0), || *stored.lock()) {
                     Join::Leader(new) => {
                         flights.complete(&1, &new, 2, |_| *stored.lock() = Some(2));
                         2

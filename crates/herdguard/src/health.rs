@@ -80,6 +80,19 @@ where
             && !self.health.degraded.load(Ordering::Relaxed)
     }
 
+    /// The epoch whose flights a caller may join (see `Flights::join`): none
+    /// while the change feed is down and the store reachable — a load may then
+    /// miss a change this process cannot hear of, so, as copies are checked,
+    /// each caller loads through the store itself. While the store is
+    /// unreachable, loads are joined and their answers marked unconfirmed.
+    pub(crate) fn flight_epoch(&self) -> Option<u64> {
+        let epoch = self.epoch();
+        let blind = self.remote.is_some()
+            && !self.health.feed_up.load(Ordering::Acquire)
+            && !self.health.degraded.load(Ordering::Relaxed);
+        (!blind).then_some(epoch)
+    }
+
     /// How a fresh in-process copy is served: a hit, or, while the shared
     /// store is unreachable, an unconfirmed one.
     #[inline]
@@ -176,10 +189,14 @@ where
             inner.degrade(&e);
             continue;
         }
-        if inner.health.degraded.swap(false, Ordering::AcqRel) {
+        if inner.health.degraded.load(Ordering::Acquire) {
             // Copies made while degraded may have missed changes made by
             // processes that could still reach the store: check them first.
+            // The epoch advances before the store is trusted again, so no hit
+            // in between finds a copy of the degraded spell current.
             inner.health.epoch.fetch_add(1, Ordering::AcqRel);
+        }
+        if inner.health.degraded.swap(false, Ordering::AcqRel) {
             inner.metrics.recoveries.inc();
             tracing::info!(target: events::FLEET, "shared store recovered");
         }
@@ -223,8 +240,10 @@ where
     }
 
     fn feed_up(&self) {
-        self.health.feed_up.store(true, Ordering::Release);
+        // The epoch first: a hit between the two steps must not find the feed
+        // up and a copy of the outage's epoch still current.
         self.health.epoch.fetch_add(1, Ordering::AcqRel);
+        self.health.feed_up.store(true, Ordering::Release);
         self.metrics.resyncs.inc();
     }
 }

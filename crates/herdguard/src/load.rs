@@ -24,6 +24,7 @@ use crate::events;
 use crate::flight::{Fate, Flight};
 use crate::policy::{Loaded, Policy};
 use crate::remote::{BoxFuture, Lease, Marker};
+use crate::served::Served;
 
 /// A loader, boxed once it is needed.
 pub(crate) type BoxLoader<V> =
@@ -56,9 +57,12 @@ pub(crate) enum Source {
     /// An expired copy from the shared store, inside its stale-while-revalidate
     /// window; one background refresh follows.
     SharedStale,
+    /// The in-process copy, current (no shared store, or nothing it could
+    /// have missed).
+    Memory,
     /// The in-process copy, served as it is because the shared store it was to
     /// be checked against is unreachable.
-    Memory,
+    Unconfirmed,
 }
 
 // By hand: a derive would demand `V: Clone`, but only the `Arc`s are cloned.
@@ -252,13 +256,21 @@ where
         loader: BoxLoader<V>,
     ) -> Produced<V> {
         let now = self.clock.now();
-        let fresh = || self.store.get(job.key).filter(|e| e.is_fresh(now));
+        // With the store reachable (a value that loads in process), a copy
+        // that may have missed a change is not served unchecked.
+        let fresh = || {
+            self.store
+                .get(job.key)
+                .filter(|e| e.is_fresh(now) && !self.suspect(e))
+        };
         if let Some(entry) = job.replacing.is_none().then(fresh).flatten() {
-            return Outcome::Value {
-                entry,
-                source: Source::Memory,
-            }
-            .into();
+            // Decided now: should the store answer again before the caller
+            // wakes, the copy is still one nobody checked.
+            let source = match self.served_from_memory() {
+                Served::Unconfirmed => Source::Unconfirmed,
+                _ => Source::Memory,
+            };
+            return Outcome::Value { entry, source }.into();
         }
         if let Some(newer) = self.newer_flight(job) {
             return Self::deferred(newer).await;
@@ -330,6 +342,10 @@ where
         };
         self.metrics.loads.inc();
         let created = self.clock.now();
+        // The copy is known current as of now, not as of its end: a change
+        // notice lost while it loads (the feed down and back meanwhile) must
+        // leave it suspect.
+        let epoch = self.epoch();
         let started = Instant::now();
         // Both the call that makes the future and the future itself may panic.
         let call = async move {
@@ -349,7 +365,8 @@ where
         match result {
             Ok(Ok(Ok(loaded))) => {
                 let cacheable = loaded.cacheable;
-                let entry = Arc::new(self.entry_of(loaded, policy, created, finished, version));
+                let entry =
+                    Arc::new(self.entry_of(loaded, policy, created, finished, version, epoch));
                 if cacheable {
                     Outcome::Value {
                         entry,
@@ -393,7 +410,8 @@ where
     }
 
     /// The entry of a loaded value: its own freshness where it has one, else the
-    /// policy's, with jitter; Δ measured on the cache's clock.
+    /// policy's, with jitter; Δ measured on the cache's clock; stamped with the
+    /// change-feed epoch of when its load began.
     fn entry_of(
         &self,
         loaded: Loaded<V>,
@@ -401,6 +419,7 @@ where
         created: Timestamp,
         finished: Timestamp,
         version: u64,
+        epoch: u64,
     ) -> Entry<V> {
         let ttl = loaded
             .ttl
@@ -418,7 +437,7 @@ where
                 version,
             },
         );
-        entry.epoch = self.epoch();
+        entry.epoch = epoch;
         entry
     }
 }

@@ -450,3 +450,133 @@ async fn a_load_that_begins_after_an_invalidation_keeps_its_result() {
     assert_eq!((*next, next.served()), (5, Served::Hit));
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
+
+/// Takes cache `index`'s change feed down: it hears nothing until
+/// [`feed_back`] (announcements meanwhile are lost, as on Redis).
+fn feed_lost(map: &SharedMap, index: usize) -> Weak<dyn ChangeListener<u32>> {
+    let listener = map.listeners.lock().unwrap().remove(index);
+    listener.upgrade().unwrap().feed_down();
+    listener
+}
+
+fn feed_back(map: &SharedMap, listener: Weak<dyn ChangeListener<u32>>) {
+    listener.upgrade().unwrap().feed_up();
+    map.listeners.lock().unwrap().push(listener);
+}
+
+async fn until_healthy(cache: &Cache<u32, u64>) {
+    for _ in 0..400 {
+        if cache.shared_store_healthy() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("the probe never saw the store answer");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_begun_before_an_invalidation_it_never_heard_of_is_not_trusted() {
+    // The adversarial order of the randomized fault test: B loads while the
+    // store is unreachable for it (in process, unfenced); its change feed
+    // drops; A invalidates; B's feed and store come back; only then does B's
+    // load end. B never heard of the invalidation, and its copy began before it.
+    let map = shared();
+    let a = fleet_cache(&map, None);
+    let b: Cache<u32, u64> = Cache::builder()
+        .ttl(Duration::from_secs(10))
+        .shared_store(map.clone() as Arc<dyn Remote<u32, u64>>)
+        .shared_store_probe_interval(Duration::from_millis(10))
+        .build()
+        .unwrap();
+    map.down.store(true, Ordering::SeqCst);
+    let (gate, began) = (Arc::new(Semaphore::new(0)), Arc::new(Semaphore::new(0)));
+    let first = {
+        let (b, gate, began) = (b.clone(), gate.clone(), began.clone());
+        tokio::spawn(async move {
+            b.get_or_load(1, move || async move {
+                began.add_permits(1);
+                let _ = gate.acquire().await;
+                Ok::<_, std::io::Error>(1)
+            })
+            .await
+        })
+    };
+    let _ = began.acquire().await;
+    let b_feed = feed_lost(&map, 1);
+    map.down.store(false, Ordering::SeqCst);
+    a.invalidate(&1).await.unwrap();
+    feed_back(&map, b_feed);
+    until_healthy(&b).await;
+    gate.add_permits(1);
+    assert_eq!(*first.await.unwrap().unwrap(), 1);
+    // A caller after the invalidation returned: not the value loaded before it.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let after = call(&b, 1, &calls, 2).await;
+    assert_eq!(
+        (*after, calls.load(Ordering::SeqCst)),
+        (2, 1),
+        "{:?}",
+        after.served()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_that_missed_a_notice_is_not_served_for_a_key_that_loads_in_process() {
+    // B holds a copy; its feed drops and the key changes meanwhile; the
+    // store says the key's value is not shared (each process loads its own).
+    // B's copy must be loaded again, not served unchecked.
+    let map = shared();
+    let (a, b) = (fleet_cache(&map, None), fleet_cache(&map, None));
+    let calls = Arc::new(AtomicUsize::new(0));
+    call(&a, 1, &calls, 1).await;
+    assert_eq!(*call(&b, 1, &calls, 99).await, 1);
+    let b_feed = feed_lost(&map, 1);
+    a.invalidate(&1).await.unwrap();
+    map.state.lock().unwrap().entry(1).or_default().marker = Some(Marker::LocalOnly);
+    feed_back(&map, b_feed);
+    let after = call(&b, 1, &calls, 2).await;
+    assert_eq!(*after, 2, "{:?}", after.served());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_does_not_join_a_load_that_may_have_missed_a_change() {
+    // B's load begins; B's feed drops and A invalidates the key, unheard by B.
+    // A caller of B while the feed is down, and one after it is back, must
+    // not get the load that began before the invalidation.
+    let map = shared();
+    let (a, b) = (fleet_cache(&map, None), fleet_cache(&map, None));
+    let (gate, began) = (Arc::new(Semaphore::new(0)), Arc::new(Semaphore::new(0)));
+    let first = {
+        let (b, gate, began) = (b.clone(), gate.clone(), began.clone());
+        tokio::spawn(async move {
+            b.get_or_load(1, move || async move {
+                began.add_permits(1);
+                let _ = gate.acquire().await;
+                Ok::<_, std::io::Error>(1)
+            })
+            .await
+        })
+    };
+    let _ = began.acquire().await;
+    let b_feed = feed_lost(&map, 1);
+    a.invalidate(&1).await.unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    // Joining the older load would wait on its gate.
+    let limit = Duration::from_secs(2);
+    let during = tokio::time::timeout(limit, call(&b, 1, &calls, 2))
+        .await
+        .expect("joined the older load while the feed was down");
+    feed_back(&map, b_feed);
+    let after = tokio::time::timeout(limit, call(&b, 1, &calls, 3))
+        .await
+        .expect("joined the older load after the feed came back");
+    gate.add_permits(1);
+    assert_eq!(*first.await.unwrap().unwrap(), 1);
+    assert_eq!(
+        (*during, *after),
+        (2, 2),
+        "{:?} {:?}",
+        during.served(),
+        after.served()
+    );
+}
