@@ -25,9 +25,9 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use herdguard::Notified;
 use redis::aio::PubSub;
 use tokio::sync::watch;
@@ -37,8 +37,17 @@ use crate::conn::Endpoint;
 
 /// How often the pub/sub connection is pinged while it looks healthy: with the
 /// operation timeout, the bound on how long a frozen or half-open connection
-/// goes unnoticed (one small command a process, five times a second).
-const PING_EVERY: Duration = Duration::from_millis(200);
+/// goes unnoticed (one small command a process, ten times a second). Each
+/// answer also vouches that every notice sent before the ping was handled.
+const PING_EVERY: Duration = Duration::from_millis(100);
+
+/// How long one such answer vouches for the process's copies
+/// ([`herdguard::Remote::feed_bound`]): until the next ping's answer is
+/// overdue — the time the feed takes to count itself lost — so only a feed
+/// that is failing, or a process too paused or starved to read it, lapses.
+pub(crate) fn current_for(op_timeout: Duration) -> Duration {
+    PING_EVERY + op_timeout
+}
 /// Reconnection backoff: first wait and cap.
 const FIRST_BACKOFF: Duration = Duration::from_millis(20);
 const MAX_BACKOFF: Duration = Duration::from_millis(500);
@@ -53,6 +62,8 @@ pub(crate) enum Event<'a> {
     Down,
     /// The connection is back; announcements made meanwhile were missed.
     Up,
+    /// Every announcement Redis sent before `as_of` has been handled.
+    Current { as_of: Instant },
 }
 
 /// A listener of the feed.
@@ -68,6 +79,8 @@ struct State {
     watchers: Mutex<HashMap<String, Watchers>>,
     sinks: Mutex<Vec<Sink>>,
     live: AtomicBool,
+    /// The last [`Event::Current`], for listeners that come later.
+    current: Mutex<Option<Instant>>,
     /// Messages on the channel that did not parse.
     rejected: AtomicU64,
     channel: String,
@@ -107,8 +120,15 @@ impl State {
                 Event::Broadcast { topic, payload } => Event::Broadcast { topic, payload },
                 Event::Down => Event::Down,
                 Event::Up => Event::Up,
+                Event::Current { as_of } => Event::Current { as_of: *as_of },
             });
         }
+    }
+
+    /// Every announcement sent before `as_of` has been handled.
+    fn vouch(&self, as_of: Instant) {
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(as_of);
+        self.emit(Event::Current { as_of });
     }
 
     /// Acts on one announcement.
@@ -134,6 +154,7 @@ impl State {
     /// until it is back.
     fn lost(&self) {
         self.live.store(false, Ordering::Release);
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = None;
         self.wake_all();
         self.emit(Event::Down);
     }
@@ -177,10 +198,12 @@ impl Drop for Feed {
 }
 
 impl Feed {
-    /// Starts the reader task on `pubsub`, already subscribed to `channel`.
+    /// Starts the reader task on `pubsub`, subscribed to `channel` by a
+    /// SUBSCRIBE sent at `subscribed`.
     pub(crate) fn start(
         endpoint: Endpoint,
         pubsub: PubSub,
+        subscribed: Instant,
         channel: String,
         op_timeout: Duration,
         connect_timeout: Duration,
@@ -189,6 +212,7 @@ impl Feed {
             watchers: Mutex::new(HashMap::new()),
             sinks: Mutex::new(Vec::new()),
             live: AtomicBool::new(true),
+            current: Mutex::new(Some(subscribed)),
             rejected: AtomicU64::new(0),
             channel,
             op_timeout,
@@ -198,9 +222,14 @@ impl Feed {
         Feed { state, task }
     }
 
-    /// Adds a listener.
+    /// Adds a listener, told at once how current the feed is.
     pub(crate) fn listen(&self, sink: Sink) {
-        self.state.sinks().push(sink);
+        let mut sinks = self.state.sinks();
+        let current = *self.state.current.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(as_of) = current {
+            sink(Event::Current { as_of });
+        }
+        sinks.push(sink);
     }
 
     /// Whether the feed is subscribed and answering.
@@ -264,10 +293,12 @@ async fn run(state: Arc<State>, endpoint: Endpoint, pubsub: PubSub, connect_time
     let mut backoff = FIRST_BACKOFF;
     loop {
         let connection = match pubsub.take() {
-            Some(p) => Some(p),
-            None => connect(&state, &endpoint, connect_timeout).await,
+            Some(p) => Some((p, None)),
+            None => connect(&state, &endpoint, connect_timeout)
+                .await
+                .map(|(p, asked)| (p, Some(asked))),
         };
-        let Some(connection) = connection else {
+        let Some((connection, subscribed)) = connection else {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
             continue;
@@ -279,15 +310,20 @@ async fn run(state: Arc<State>, endpoint: Endpoint, pubsub: PubSub, connect_time
             state.wake_all();
             state.emit(Event::Up);
         }
+        if let Some(as_of) = subscribed {
+            // Everything announced since the SUBSCRIBE reaches this connection.
+            state.vouch(as_of);
+        }
         read(&state, connection).await;
         tracing::warn!(target: "herdguard::fleet", "change feed lost");
         state.lost();
     }
 }
 
-/// A new pub/sub connection subscribed to the channel, or `None`. With
-/// Sentinel, to the server the sentinels name as primary now.
-async fn connect(state: &State, endpoint: &Endpoint, limit: Duration) -> Option<PubSub> {
+/// A new pub/sub connection subscribed to the channel, and when the SUBSCRIBE
+/// was sent, or `None`. With Sentinel, to the server the sentinels name as
+/// primary now.
+async fn connect(state: &State, endpoint: &Endpoint, limit: Duration) -> Option<(PubSub, Instant)> {
     let client = tokio::time::timeout(limit, endpoint.client())
         .await
         .ok()?
@@ -296,11 +332,12 @@ async fn connect(state: &State, endpoint: &Endpoint, limit: Duration) -> Option<
         .await
         .ok()?
         .ok()?;
+    let asked = Instant::now();
     tokio::time::timeout(state.op_timeout, pubsub.subscribe(&state.channel))
         .await
         .ok()?
         .ok()?;
-    Some(pubsub)
+    Some((pubsub, asked))
 }
 
 /// Reads until the stream ends or a ping goes unanswered.
@@ -315,10 +352,21 @@ async fn read(state: &State, pubsub: PubSub) {
                 None => return,
             },
             _ = ping.tick() => {
+                let sent = Instant::now();
                 let answered = tokio::time::timeout(state.op_timeout, sink.ping::<redis::Value>()).await;
                 if !matches!(answered, Ok(Ok(_))) {
                     return;
                 }
+                // Redis answers in order: every announcement it sent before
+                // the PONG is queued by now. Handle them, then vouch.
+                loop {
+                    match stream.next().now_or_never() {
+                        Some(Some(m)) => state.handle(m.get_payload_bytes()),
+                        Some(None) => return,
+                        None => break,
+                    }
+                }
+                state.vouch(sent);
             }
         }
     }

@@ -162,6 +162,7 @@ where
             .await
             .map_err(|_| unreachable(format!("no pub/sub connection within {deadline:?}")))?
             .map_err(|e| unreachable(e.to_string()))?;
+        let subscribed = std::time::Instant::now();
         tokio::time::timeout(deadline, pubsub.subscribe(&channel))
             .await
             .map_err(|_| unreachable(format!("SUBSCRIBE not acknowledged within {deadline:?}")))?
@@ -169,6 +170,7 @@ where
         let feed = Feed::start(
             endpoint,
             pubsub,
+            subscribed,
             channel.clone(),
             config.op_timeout,
             config.connect_timeout,
@@ -656,6 +658,10 @@ where
         self.config.renew
     }
 
+    fn feed_bound(&self) -> Option<Duration> {
+        Some(crate::feed::current_for(self.config.op_timeout))
+    }
+
     fn ping(&self) -> BoxFuture<'_, Result<(), RemoteError>> {
         Box::pin(async move {
             let mut conn = self.conn.clone();
@@ -684,6 +690,7 @@ where
                 }
                 Event::Down => listener.feed_down(),
                 Event::Up => listener.feed_up(),
+                Event::Current { as_of } => listener.feed_current(as_of.elapsed()),
                 Event::Broadcast { .. } => {}
             }
         }));

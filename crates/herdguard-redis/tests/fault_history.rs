@@ -181,9 +181,11 @@ fn random_faults_break_no_promise() {
         &records,
         Bounds {
             call_bound: 2500 * MS,
-            hop: 100 * MS,
-            // The feed's ping interval (200 ms) plus the operation timeout (100 ms).
-            detect: 300 * MS,
+            // How long the change feed vouches for a process's copies (its
+            // ping interval, 100 ms, plus the workers' operation timeout,
+            // 100 ms): past it, a process that has not read a notice checks
+            // them first.
+            hop: 200 * MS,
             ttl: 1000 * MS,
             processes: PROCESSES,
         },

@@ -297,6 +297,8 @@ where
         }
         let write_behind = self.write_behind.map(Drain::new);
         let remote = self.remote;
+        let mut fleet = self.fleet;
+        fleet.feed_bound = remote.as_ref().and_then(|r| r.feed_bound());
         let built_at = self.clock.now();
         let inner = Arc::new_cyclic(|me: &Weak<Inner<K, V>>| Inner {
             store,
@@ -312,8 +314,8 @@ where
             breaker: self.breaker.map(|b| Breaker::new(b, built_at)),
             log_limits: Limits::default(),
             remote: remote.clone(),
-            fleet: self.fleet,
-            health: Health::default(),
+            health: Health::new(fleet.feed_bound.is_some()),
+            fleet,
             versions: AtomicU64::new(0),
             rng: self.seed.map(|s| Mutex::new(fastrand::Rng::with_seed(s))),
             me: me.clone(),

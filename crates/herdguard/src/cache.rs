@@ -162,7 +162,7 @@ where
             Some(entry) if policy.revalidate => Some(entry),
             // It may have missed a change while the feed was down: the leader
             // checks it against the shared store first.
-            Some(entry) if inner.suspect(&entry) => Some(entry),
+            Some(entry) if inner.suspect(&entry, now) => Some(entry),
             Some(entry) => {
                 match classify(&entry, now, policy.early_refresh_beta, || inner.random()) {
                     Freshness::Fresh => return Ok(Cached::new(entry, inner.hit())),
@@ -199,7 +199,7 @@ where
         self.inner
             .store
             .get(key)
-            .filter(|e| e.is_fresh(now) && !self.inner.suspect(e))
+            .filter(|e| e.is_fresh(now) && !self.inner.suspect(e, now))
             .map(|e| Cached::new(e, self.inner.served_from_memory()))
     }
 
@@ -386,7 +386,7 @@ where
             let current = self.store.get(key);
             (!current.is_some_and(|c| Arc::ptr_eq(&c, seen))).then_some(())
         };
-        match self.flights.join(key, self.flight_epoch(), replaced) {
+        match self.flights.join(key, self.epoch(), replaced) {
             Join::Leader(flight) => {
                 self.metrics.background_refreshes.inc();
                 let replacing = Some(seen.meta().created);
@@ -416,10 +416,10 @@ where
         let fresh_now = || {
             self.store
                 .get(&key)
-                .filter(|e| !policy.revalidate && e.is_fresh(now) && !self.suspect(e))
+                .filter(|e| !policy.revalidate && e.is_fresh(now) && !self.suspect(e, now))
         };
         let mut own_loader = Some(loader);
-        let (flight, leader) = match self.flights.join(&key, self.flight_epoch(), fresh_now) {
+        let (flight, leader) = match self.flights.join(&key, self.epoch(), fresh_now) {
             Join::Settled(entry) => return Ok(Cached::new(entry, self.hit())),
             Join::Waiter(flight) => (flight, false),
             Join::Leader(flight) => {
@@ -437,10 +437,11 @@ where
                 (flight, true)
             }
         };
-        // A load joined while the store is unreachable may have begun before a
-        // change elsewhere this process cannot hear of: decided at the join, as
-        // the store may answer again before the load ends.
-        let joined_blind = !leader && self.served_from_memory() == Served::Unconfirmed;
+        // A load joined while the store is unreachable, or while the feed
+        // cannot vouch for the present, or begun before a feed interruption,
+        // may predate a change elsewhere this process has not heard of:
+        // decided at the join, as either may recover before the load ends.
+        let joined_blind = !leader && (flight.epoch() != self.epoch() || self.unvouched(now));
         let started = Instant::now();
         let outcome = match policy.wait_timeout {
             None => flight.wait().await,

@@ -51,6 +51,8 @@ pub(crate) struct FleetSettings {
     /// How long a failed load's outcome stays in the shared store for the
     /// processes that waited on it (longer when negative caching is on).
     pub(crate) failure_ttl: Duration,
+    /// The shared store's [`Remote::feed_bound`], read once at build.
+    pub(crate) feed_bound: Option<Duration>,
 }
 
 impl Default for FleetSettings {
@@ -60,6 +62,7 @@ impl Default for FleetSettings {
             poll_interval: Duration::from_millis(250),
             wait_limit: None,
             failure_ttl: Duration::from_secs(1),
+            feed_bound: None,
         }
     }
 }

@@ -114,10 +114,9 @@ impl<K: Hash + Eq + Clone, T: Clone> Flights<K, T> {
     /// Joins the running flight of `key`, or, when none runs, asks `recheck` (under
     /// the shard lock) whether the caller still needs one, and if so starts it.
     ///
-    /// `epoch` is the caller's change-feed epoch: it joins only a flight begun
-    /// in that epoch, and with `None` (the feed is down: a flight may miss a
-    /// change) none; a flight begun with `None` is never joined. A flight it
-    /// may not join is detached and a new one started.
+    /// A flight it starts records `epoch`, the caller's change-feed epoch
+    /// ([`Flight::epoch`]): a later caller in another epoch still joins it (one
+    /// load per key), but may not take its value as current.
     ///
     /// The re-check must happen under the same lock that [`Flights::complete`]
     /// holds while it stores a result and removes the flight; otherwise a caller
@@ -126,27 +125,20 @@ impl<K: Hash + Eq + Clone, T: Clone> Flights<K, T> {
     pub(crate) fn join<R>(
         &self,
         key: &K,
-        epoch: Option<u64>,
+        epoch: u64,
         recheck: impl FnOnce() -> Option<R>,
     ) -> Join<T, R> {
         let mut shard = self.shard(key).lock();
         if let Some(flight) = shard.get(key).and_then(|r| r.open.as_ref()) {
-            if epoch == Some(flight.epoch) {
-                return Join::Waiter(Arc::clone(flight));
-            }
+            return Join::Waiter(Arc::clone(flight));
         }
         if let Some(settled) = recheck() {
             return Join::Settled(settled);
         }
-        let flight = Arc::new(Flight::new(epoch.unwrap_or(NEVER_JOINED)));
+        let flight = Arc::new(Flight::new(epoch));
         let open = Some(Arc::clone(&flight));
         match shard.get_mut(key) {
-            Some(running) => {
-                if let Some(older) = running.open.take() {
-                    running.detached.push(older);
-                }
-                running.open = open;
-            }
+            Some(running) => running.open = open,
             None => {
                 shard.insert(
                     key.clone(),
@@ -260,9 +252,6 @@ pub(crate) struct Flight<T> {
     epoch: u64,
 }
 
-/// The epoch of a flight begun while the change feed was down.
-const NEVER_JOINED: u64 = u64::MAX;
-
 struct State {
     /// Parked waiters; a slot is emptied when its waiter is dropped.
     wakers: Vec<Option<Waker>>,
@@ -307,6 +296,11 @@ impl<T: Clone> Flight<T> {
             self.supersedes.load(Ordering::SeqCst),
             self.changed_to.load(Ordering::SeqCst),
         )
+    }
+
+    /// The change-feed epoch it began in.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     /// Whether an invalidation, insert or change elsewhere detached it.
@@ -399,12 +393,12 @@ mod tests {
     #[tokio::test]
     async fn waiters_share_the_leaders_outcome_and_the_table_empties() {
         let flights: Flights<&str, u32> = Flights::new();
-        let Join::Leader(leader) = flights.join::<()>(&"k", Some(0), || None) else {
+        let Join::Leader(leader) = flights.join::<()>(&"k", 0, || None) else {
             panic!("first caller must lead");
         };
         let mut waits = Vec::new();
         for _ in 0..3 {
-            match flights.join::<()>(&"k", Some(0), || None) {
+            match flights.join::<()>(&"k", 0, || None) {
                 Join::Waiter(f) => waits.push(tokio::spawn(async move { f.wait().await })),
                 _ => panic!("later callers must wait"),
             }
@@ -430,46 +424,38 @@ mod tests {
     fn recheck_under_the_lock_settles_without_a_flight() {
         let flights: Flights<&str, u32> = Flights::new();
         assert!(matches!(
-            flights.join(&"k", Some(0), || Some(5)),
+            flights.join(&"k", 0, || Some(5)),
             Join::Settled(5)
         ));
         assert_eq!(flights.len(), 0);
     }
 
     #[test]
-    fn a_caller_joins_only_a_flight_begun_in_its_epoch() {
+    fn a_flight_records_the_epoch_it_began_in_and_is_joined_from_any() {
         let flights: Flights<&str, u32> = Flights::new();
-        let lead = |epoch| match flights.join::<()>(&"k", epoch, || None) {
-            Join::Leader(f) => f,
-            _ => panic!("a new flight expected in epoch {epoch:?}"),
+        let Join::Leader(first) = flights.join::<()>(&"k", 1, || None) else {
+            panic!("first caller must lead");
         };
-        let first = lead(Some(1));
+        assert_eq!(first.epoch(), 1);
+        // One load per key, whatever the caller's epoch: it is the caller
+        // that may not take the value as current.
         assert!(matches!(
-            flights.join::<()>(&"k", Some(1), || None),
+            flights.join::<()>(&"k", 2, || None),
             Join::Waiter(f) if Arc::ptr_eq(&f, &first)
         ));
-        // The feed dropped or came back since: a new flight; the older one
-        // still runs for its callers.
-        let second = lead(Some(2));
-        // The feed is down: nothing is joined, and what begins now never is.
-        let blind = lead(None);
-        let third = lead(Some(2));
-        assert_eq!(flights.len(), 4);
-        for (i, f) in [first, second, blind, third].iter().enumerate() {
-            flights.complete(&"k", f, i as u32, |fate| assert!(!fate.superseded));
-        }
+        flights.complete(&"k", &first, 1, |_| ());
         assert_eq!(flights.len(), 0);
     }
 
     #[test]
     fn supersede_detaches_the_running_flight() {
         let flights: Flights<&str, u32> = Flights::new();
-        let Join::Leader(old) = flights.join::<()>(&"k", Some(0), || None) else {
+        let Join::Leader(old) = flights.join::<()>(&"k", 0, || None) else {
             panic!("leader expected");
         };
         flights.supersede(&"k", || ());
         // A caller after the supersede starts a new flight instead of joining the old one.
-        let Join::Leader(new) = flights.join::<()>(&"k", Some(0), || None) else {
+        let Join::Leader(new) = flights.join::<()>(&"k", 0, || None) else {
             panic!("a caller after supersede must lead a new flight");
         };
         assert_eq!(flights.len(), 2, "both run");
@@ -487,7 +473,7 @@ mod tests {
     #[test]
     fn an_invalidation_reaches_a_flight_a_change_elsewhere_detached() {
         let flights: Flights<&str, u32> = Flights::new();
-        let Join::Leader(flight) = flights.join::<()>(&"k", Some(0), || None) else {
+        let Join::Leader(flight) = flights.join::<()>(&"k", 0, || None) else {
             panic!("leader expected");
         };
         flights.changed(&"k", 7, || ());
@@ -508,11 +494,11 @@ mod tests {
     #[test]
     fn a_change_elsewhere_detaches_the_running_flight_with_its_version() {
         let flights: Flights<&str, u32> = Flights::new();
-        let Join::Leader(flight) = flights.join::<()>(&"k", Some(0), || None) else {
+        let Join::Leader(flight) = flights.join::<()>(&"k", 0, || None) else {
             panic!("leader expected");
         };
         flights.changed(&"k", 7, || ());
-        let Join::Leader(next) = flights.join::<()>(&"k", Some(0), || None) else {
+        let Join::Leader(next) = flights.join::<()>(&"k", 0, || None) else {
             panic!("a caller after the change must not join the older flight");
         };
         flights.changed(&"k", 9, || ());
@@ -534,10 +520,10 @@ mod tests {
     #[tokio::test]
     async fn a_panicking_store_still_publishes_and_empties_the_table() {
         let flights: Flights<&str, u32> = Flights::new();
-        let Join::Leader(leader) = flights.join::<()>(&"k", Some(0), || None) else {
+        let Join::Leader(leader) = flights.join::<()>(&"k", 0, || None) else {
             panic!("leader expected");
         };
-        let waiter = match flights.join::<()>(&"k", Some(0), || None) {
+        let waiter = match flights.join::<()>(&"k", 0, || None) {
             Join::Waiter(f) => tokio::spawn(async move { f.wait().await }),
             _ => panic!("waiter expected"),
         };
@@ -550,7 +536,7 @@ mod tests {
     #[tokio::test]
     async fn dropped_waiters_free_their_slots_for_reuse() {
         let flights: Flights<&str, u32> = Flights::new();
-        let Join::Leader(leader) = flights.join::<()>(&"k", Some(0), || None) else {
+        let Join::Leader(leader) = flights.join::<()>(&"k", 0, || None) else {
             panic!("leader expected");
         };
         let waker = futures_util::task::noop_waker();
@@ -594,7 +580,7 @@ mod shuttle_tests {
                 let loads = Arc::clone(&loads);
                 thread::spawn(move || {
                     let recheck = || *stored.lock();
-                    match flights.join(&1, Some(0), recheck) {
+                    match flights.join(&1, 0, recheck) {
                         Join::Leader(flight) => {
                             loads.fetch_add(1, Ordering::SeqCst);
                             let value = 100 + i as u32;
@@ -647,7 +633,7 @@ mod shuttle_tests {
             || {
                 let flights = Arc::new(Flights::<u8, u32>::new());
                 let stored = Arc::new(Mutex::new(None::<u32>));
-                let Join::Leader(flight) = flights.join::<()>(&1, Some(0), || None) else {
+                let Join::Leader(flight) = flights.join::<()>(&1, 0, || None) else {
                     panic!("leader expected");
                 };
                 let invalidator = {
@@ -685,7 +671,7 @@ mod shuttle_tests {
             || {
                 let flights = Arc::new(Flights::<u8, u32>::new());
                 let stored = Arc::new(Mutex::new(None::<u32>));
-                let Join::Leader(old) = flights.join::<()>(&1, Some(0), || None) else {
+                let Join::Leader(old) = flights.join::<()>(&1, 0, || None) else {
                     panic!("leader expected");
                 };
                 let finisher = {
@@ -701,7 +687,7 @@ mod shuttle_tests {
                 };
                 // The invalidation, then a caller that starts after it returned.
                 flights.supersede(&1, || *stored.lock() = None);
-                let got = match flights.join(&1, Some(0), || *stored.lock()) {
+                let got = match flights.join(&1, 0, || *stored.lock()) {
                     Join::Leader(new) => {
                         flights.complete(&1, &new, 2, |_| *stored.lock() = Some(2));
                         2

@@ -19,12 +19,23 @@
 //! copy — is checked against the store (one read) before it is served. While
 //! the store itself is unreachable, copies are served by their TTL, marked
 //! [`Served::Unconfirmed`]: the process cannot know what changed elsewhere.
+//! A copy is stamped with the epoch of when its load began (or its read), and
+//! a caller joins only a load begun in its own epoch.
+//!
+//! **Bound.** With a [`Remote::feed_bound`], the feed also vouches, now and
+//! then, that every change announced before some moment was handled
+//! ([`ChangeListener::feed_current`]); past the bound since the last such
+//! moment (the process paused or starved with a notice unread, the store
+//! frozen with one unsent) every copy is checked before it is served, and a
+//! caller that joins a load in flight gets its value marked unconfirmed.
 
 use std::hash::Hash;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use crate::cache::Inner;
+use crate::clock::Timestamp;
 use crate::entry::{Entry, LOCAL_VERSIONS};
 use crate::error::RemoteError;
 use crate::events;
@@ -39,15 +50,21 @@ pub(crate) struct Health {
     /// to miss, so it starts up).
     feed_up: AtomicBool,
     epoch: AtomicU64,
+    /// Until when (Unix nanoseconds on the cache's clock) the feed's last
+    /// confirmation vouches for the copies ([`Remote::feed_bound`]); the
+    /// end of time when the feed does not confirm.
+    current_until: AtomicU64,
 }
 
-impl Default for Health {
-    fn default() -> Self {
+impl Health {
+    /// With `confirmed`, nothing is current until the feed first confirms.
+    pub(crate) fn new(confirmed: bool) -> Self {
         Health {
             degraded: AtomicBool::new(false),
             probing: AtomicBool::new(false),
             feed_up: AtomicBool::new(true),
             epoch: AtomicU64::new(0),
+            current_until: AtomicU64::new(if confirmed { 0 } else { u64::MAX }),
         }
     }
 }
@@ -70,27 +87,30 @@ where
     }
 
     /// Whether `entry` must be checked against the shared store before it is
-    /// served: it predates a feed interruption, or the feed is down now (a
-    /// change could go unseen), and the store is reachable to check it.
+    /// served at `now`: it predates a feed interruption, or the feed cannot
+    /// vouch for the present (down, or silent past its bound: a change could
+    /// go unseen), and the store is reachable to check it.
     #[inline]
-    pub(crate) fn suspect(&self, entry: &Entry<V>) -> bool {
+    pub(crate) fn suspect(&self, entry: &Entry<V>, now: Timestamp) -> bool {
         // Cheapest first: a cache without a shared store never suspects (the hit path).
         self.remote.is_some()
-            && (entry.epoch != self.epoch() || !self.health.feed_up.load(Ordering::Acquire))
+            && (entry.epoch != self.epoch() || self.blind(now))
             && !self.health.degraded.load(Ordering::Relaxed)
     }
 
-    /// The epoch whose flights a caller may join (see `Flights::join`): none
-    /// while the change feed is down and the store reachable — a load may then
-    /// miss a change this process cannot hear of, so, as copies are checked,
-    /// each caller loads through the store itself. While the store is
-    /// unreachable, loads are joined and their answers marked unconfirmed.
-    pub(crate) fn flight_epoch(&self) -> Option<u64> {
-        let epoch = self.epoch();
-        let blind = self.remote.is_some()
-            && !self.health.feed_up.load(Ordering::Acquire)
-            && !self.health.degraded.load(Ordering::Relaxed);
-        (!blind).then_some(epoch)
+    /// Whether a change elsewhere could go unheard at `now`: the feed is down,
+    /// or its last confirmation is older than its bound.
+    #[inline]
+    fn blind(&self, now: Timestamp) -> bool {
+        !self.health.feed_up.load(Ordering::Acquire)
+            || now.as_unix_nanos() >= self.health.current_until.load(Ordering::Acquire)
+    }
+
+    /// Whether what a caller takes now from a load in flight must be marked
+    /// unconfirmed: the store is unreachable, or the feed cannot vouch that no
+    /// change elsewhere went unheard (the load may predate it).
+    pub(crate) fn unvouched(&self, now: Timestamp) -> bool {
+        self.remote.is_some() && (self.health.degraded.load(Ordering::Relaxed) || self.blind(now))
     }
 
     /// How a fresh in-process copy is served: a hit, or, while the shared
@@ -237,6 +257,15 @@ where
         self.health.epoch.fetch_add(1, Ordering::AcqRel);
         self.metrics.resyncs.inc();
         self.check_health();
+    }
+
+    fn feed_current(&self, ago: Duration) {
+        if let Some(bound) = self.fleet.feed_bound {
+            let until = self.clock.now().saturating_sub(ago).saturating_add(bound);
+            self.health
+                .current_until
+                .fetch_max(until.as_unix_nanos(), Ordering::AcqRel);
+        }
     }
 
     fn feed_up(&self) {

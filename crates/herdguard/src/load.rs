@@ -261,7 +261,7 @@ where
         let fresh = || {
             self.store
                 .get(job.key)
-                .filter(|e| e.is_fresh(now) && !self.suspect(e))
+                .filter(|e| e.is_fresh(now) && !self.suspect(e, now))
         };
         if let Some(entry) = job.replacing.is_none().then(fresh).flatten() {
             // Decided now: should the store answer again before the caller

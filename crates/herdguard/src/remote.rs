@@ -12,9 +12,10 @@
 //!
 //! Every write and invalidation is announced on the change feed; the core
 //! evicts its in-process copy of the key ([`ChangeListener`]). While the feed
-//! is down ([`feed_down`](ChangeListener::feed_down)), and for the copies it
-//! held before it came back, the core checks each copy against the shared tier
-//! before serving it.
+//! is down ([`feed_down`](ChangeListener::feed_down)), for the copies it
+//! held before it came back, and — with a [`feed_bound`](Remote::feed_bound) —
+//! while the feed has not confirmed for that long, the core checks each copy
+//! against the shared tier before serving it.
 //!
 //! Any [`RemoteError::Unavailable`] makes the core degrade to in-process single
 //! flight until a background [`ping`](Remote::ping) succeeds, so a store outage
@@ -111,6 +112,9 @@ pub trait ChangeListener<K>: Send + Sync {
     fn feed_down(&self);
     /// The feed is back; changes made while it was down were missed.
     fn feed_up(&self);
+    /// Every change announced more than `ago` before this call has been
+    /// handed to the listeners (see [`Remote::feed_bound`]).
+    fn feed_current(&self, ago: Duration);
 }
 
 /// A shared store, lease coordinator and change feed for a fleet of processes.
@@ -166,6 +170,17 @@ pub trait Remote<K, V>: Send + Sync + 'static {
 
     /// Whether a holder renews its lease while loading (every third of the TTL).
     fn renews(&self) -> bool;
+
+    /// The longest the change feed may go without confirming that it is
+    /// current ([`ChangeListener::feed_current`]), when it confirms at all.
+    /// With a bound, the core trusts no in-process copy, and joins no load,
+    /// while the last confirmation is older than it: a process that was paused
+    /// or starved with a notice unread never serves the copy it evicts
+    /// longer than that after the change. `None` (the default): the feed's
+    /// delivery is trusted as it comes.
+    fn feed_bound(&self) -> Option<Duration> {
+        None
+    }
 
     /// Checks that the store answers and the change feed is live; the core's
     /// health probe calls it while degraded.
