@@ -61,4 +61,4 @@ mod scripts;
 pub use config::{RedisConfig, RedisSetupError};
 pub use queue::{QueueConfig, RedisWriteQueue};
 pub use quorum::QuorumStats;
-pub use remote::{RedisRemote, MAX_INSTANCES};
+pub use remote::{RedisRemote, MAX_INSTANCES, MAX_TAGGED_KEYS};

@@ -23,13 +23,13 @@ use crate::keys::{change_channel, unescape, KeyNames};
 use crate::quorum::{Acquired, Quorum, QuorumStats};
 use crate::scripts::Scripts;
 
-/// How long a key's version counter outlives its last change. Should it expire
-/// anyway, it restarts from the server's clock, never below an older version.
-const VERSION_TTL: Duration = Duration::from_secs(24 * 3600);
-
 /// The least a held mark outlives its lease by (see `LEASE` in `scripts.rs`):
 /// waiters re-check at their safety poll, so a take-over comes within one.
 const HELD_MARGIN_FLOOR: Duration = Duration::from_secs(1);
+
+/// Most keys one tag's set in Redis holds ([`RedisRemote::tag`]): past it,
+/// the keys whose entries expire soonest are forgotten first.
+pub const MAX_TAGGED_KEYS: usize = 100_000;
 
 /// Most instance records [`RedisRemote::exchange_instance_record`] returns.
 pub const MAX_INSTANCES: usize = 64;
@@ -240,13 +240,16 @@ where
     }
 
     /// Records in Redis that the entry `key` carries `tag` (a surrogate key),
-    /// for at least `ttl`: a fleet-wide index that outlives the process that
-    /// loaded the entry, read back by [`RedisRemote::take_tagged`]. `tag` is one
-    /// word (no whitespace), at most 256 bytes.
+    /// for `ttl` (the longest the entry may live): a fleet-wide index that
+    /// outlives the process that loaded the entry, read back by
+    /// [`RedisRemote::take_tagged`]. The tag's set forgets each key when its
+    /// time is up, holds at most [`MAX_TAGGED_KEYS`] (the soonest to go are
+    /// dropped first) and lives no longer than its longest-lived key. `tag` is
+    /// one word (no whitespace), at most 256 bytes.
     pub async fn tag(&self, tag: &str, key: &str, ttl: Duration) -> Result<(), RemoteError> {
         let name = self.tag_set(tag)?;
         let mut conn = self.conn.clone();
-        let _: i64 = self
+        let dropped: i64 = self
             .op(
                 "tag",
                 self.scripts
@@ -254,9 +257,18 @@ where
                     .key(name)
                     .arg(key)
                     .arg(Self::millis(ttl))
+                    .arg(MAX_TAGGED_KEYS)
                     .invoke_async(&mut conn),
             )
             .await?;
+        if dropped > 0 {
+            tracing::warn!(
+                target: "herdguard::purge",
+                dropped,
+                limit = MAX_TAGGED_KEYS,
+                "a tag's set in Redis is full: the keys expiring soonest were forgotten"
+            );
+        }
         Ok(())
     }
 
@@ -362,16 +374,13 @@ where
         u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
     }
 
-    /// How long a held mark lasts from a grant or renewal: the lease TTL, plus
-    /// one more lease TTL (at least [`HELD_MARGIN_FLOOR`]) in which a grant
-    /// still counts as a take-over.
+    /// How long a held mark, and a version record, last from a grant or
+    /// renewal (and a tombstone from an invalidation): the lease TTL, plus one
+    /// more lease TTL (at least [`HELD_MARGIN_FLOOR`]) in which a grant still
+    /// counts as a take-over and a late holder may still write.
     fn held_px(&self) -> u64 {
         let ttl = self.config.lease_ttl;
         Self::millis(ttl.saturating_add(ttl.max(HELD_MARGIN_FLOOR)))
-    }
-
-    fn version_px(value_px: u64) -> u64 {
-        value_px.max(Self::millis(VERSION_TTL))
     }
 
     /// A quorum lease: a majority of the lock servers, then the fencing
@@ -401,9 +410,10 @@ where
                     .key(&names.lease)
                     .key(&names.version)
                     .key(&names.held)
+                    .key(&names.value)
+                    .key(&names.marker)
                     .arg(&token)
                     .arg(Self::millis(ttl))
-                    .arg(Self::millis(VERSION_TTL))
                     .arg(self.held_px())
                     .invoke_async(&mut conn),
             )
@@ -467,9 +477,10 @@ where
                         .key(&names.lease)
                         .key(&names.version)
                         .key(&names.held)
+                        .key(&names.value)
+                        .key(&names.marker)
                         .arg(&token)
                         .arg(Self::millis(self.config.lease_ttl))
-                        .arg(Self::millis(VERSION_TTL))
                         .arg(self.held_px())
                         .invoke_async(&mut conn),
                 )
@@ -496,6 +507,7 @@ where
                 let mut renew_mark = self.scripts.renew.key(&names.lease);
                 renew_mark
                     .key(&names.held)
+                    .key(&names.version)
                     .arg(&lease.token)
                     .arg(Self::millis(self.config.lease_ttl))
                     .arg(self.held_px());
@@ -517,6 +529,7 @@ where
                         .renew
                         .key(&names.lease)
                         .key(&names.held)
+                        .key(&names.version)
                         .arg(&lease.token)
                         .arg(Self::millis(self.config.lease_ttl))
                         .arg(self.held_px())
@@ -547,6 +560,7 @@ where
                         .key(&names.lease)
                         .key(&names.marker)
                         .key(&names.held)
+                        .key(&names.version)
                         .arg(&lease.token)
                         .arg(&self.channel)
                         .arg(&names.tag)
@@ -602,7 +616,6 @@ where
                         .arg(payload)
                         .arg(px)
                         .arg(&self.channel)
-                        .arg(Self::version_px(px))
                         .arg(&names.tag)
                         .invoke_async(&mut conn),
                 )
@@ -642,7 +655,7 @@ where
                     .key(&names.marker)
                     .key(&names.held)
                     .arg(&self.channel)
-                    .arg(Self::millis(VERSION_TTL))
+                    .arg(self.held_px())
                     .arg(&names.tag)
                     .invoke_async(&mut conn),
             )

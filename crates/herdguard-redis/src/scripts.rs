@@ -5,12 +5,27 @@
 //! server restart (NOSCRIPT).
 //!
 //! **Versions.** Every lease grant, write and invalidation advances the key's
-//! version, so a lease's version is its fencing token. A missing version (it
-//! expired, or Redis restarted empty) starts from the server's clock in
-//! microseconds, never from zero: a lease or copy from before the restart then
-//! carries an older version than any the key will have again, so it cannot
-//! match by accident. (Versions stay below 2^53, exact in Lua's doubles, until
-//! the year 2255.)
+//! version, so a lease's version is its fencing token. A version is hybrid:
+//! one more than the key's current version, or the server's clock in
+//! microseconds when that is later — so a version that is forgotten (it
+//! expired, or Redis restarted empty) is never issued again, and versions
+//! keep growing across both. (They stay below 2^53, exact in Lua's doubles,
+//! until the year 2255.)
+//!
+//! **Footprint.** A key's version lives where it is needed, and no longer:
+//! - in its entry (bytes 2..21), for as long as the entry lives;
+//! - in its version record (`:ver`) only while no entry carries it: from a
+//!   grant until the holder's write or release (kept alive as the held mark
+//!   is: the lease TTL plus a margin, extended by each renewal), and after an
+//!   invalidation as a tombstone for as long.
+//!
+//! A fenced write needs the key's current version to be its lease's; a key
+//! with no version at all (its record expired, Redis restarted) refuses it,
+//! so a holder that outlived its margin, or whose key was invalidated, never
+//! writes, whichever way its version was lost. Every key a load leaves
+//! besides the entry (lease, held mark, version record, marker) expires
+//! within the lease TTL plus the margin of the load's end, or, for a marker,
+//! within its own lifetime.
 //!
 //! **Untrusted bytes.** A key may hold anything another program left there:
 //! reads go through `redis.pcall` and treat what they cannot use as absent,
@@ -22,23 +37,40 @@
 
 use redis::Script;
 
-/// Adds a member to a tag's set and keeps the set at least as long as the
-/// member's entry may live (the set's expiry only ever grows). One key, so it
-/// runs on a Redis Cluster too. KEYS: the tag set. ARGV: member, ms.
+/// Adds a member to a tag's set until its entry may live no more (a sorted
+/// set scored by that time, server clock in ms), forgets the members whose
+/// time has passed, keeps at most the given number (the soonest to go are
+/// dropped first) and makes the set live exactly as long as its longest-lived
+/// member. Bytes of another type are replaced. One key, so it runs on a Redis
+/// Cluster too. Returns how many members the bound dropped.
+/// KEYS: the tag set. ARGV: member, ms, most members.
 const TAG_ADD: &str = r"
-redis.call('SADD', KEYS[1], ARGV[1])
-local left = redis.call('PTTL', KEYS[1])
-if left < tonumber(ARGV[2]) then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 1
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if redis.call('TYPE', KEYS[1]).ok ~= 'zset' then redis.call('DEL', KEYS[1]) end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('ZADD', KEYS[1], 'GT', now + tonumber(ARGV[2]), ARGV[1])
+local over = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[3])
+if over > 0 then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, over - 1) else over = 0 end
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+redis.call('PEXPIREAT', KEYS[1], last[2])
+return over
 ";
 
-/// Returns a tag set's members and deletes it, atomically: a member added
-/// after it is in the next purge's set, never lost between the two.
-/// KEYS: the tag set.
+/// Returns the members of a tag's set whose entries may still live and
+/// deletes the set, atomically: a member added after it is in the next
+/// purge's set, never lost between the two. (A set of the earlier layout, a
+/// plain set, is read whole.) KEYS: the tag set.
 const TAG_TAKE: &str = r"
-local members = redis.call('SMEMBERS', KEYS[1])
+local kind = redis.call('TYPE', KEYS[1]).ok
+local members = {}
+if kind == 'zset' then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  members = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')
+elseif kind == 'set' then
+  members = redis.call('SMEMBERS', KEYS[1])
+end
 redis.call('DEL', KEYS[1])
 return members
 ";
@@ -69,20 +101,24 @@ end
 return out
 ";
 
-/// Helpers every script starts with.
+/// Helpers every script starts with. `current(value, ver)`: the key's
+/// version — the later of its entry's and its record's — or nil when it has
+/// none; `advance(v)`: the version after `v` (see the module docs).
 const PRELUDE: &str = r"
 local function fmt(n) return string.format('%.0f', n) end
-local function version(k)
-  local raw = redis.pcall('GET', k)
-  local v = type(raw) == 'string' and tonumber(raw) or nil
-  if v then return v end
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+local function current(value, ver)
+  local raw = redis.pcall('GET', ver)
+  local v = type(raw) == 'string' and string.match(raw, '^%d+$') and tonumber(raw) or nil
+  local digits = redis.pcall('GETRANGE', value, 1, 20)
+  local e = type(digits) == 'string' and string.match(digits, '^%d%d%d%d%d%d%d%d%d%d%d%d%d%d%d%d%d%d%d%d$') and tonumber(digits) or nil
+  if v and e then return math.max(v, e) end
+  return v or e
 end
-local function bump(k, px)
-  local v = version(k) + 1
-  redis.call('SET', k, fmt(v), 'PX', px)
-  return v
+local function advance(v)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  if v and v + 1 > now then return v + 1 end
+  return now
 end
 local function holds(k, token)
   return token ~= '' and redis.pcall('GET', k) == token
@@ -118,23 +154,34 @@ end
 ///   over well within the margin; a safety poll longer than the margin would
 ///   count their take-overs as new loads.
 ///
-/// KEYS: lease, version, held. ARGV: token, lease ms, version ms, held ms.
+/// The grant also clears the key's marker (the last load's outcome no longer
+/// speaks for a key a new load is under way for) and records its version for
+/// as long as the held mark lasts (see the module docs).
+///
+/// KEYS: lease, version, held, value, marker. ARGV: token, lease ms, held ms.
 const LEASE: &str = r"
 if redis.call('PTTL', KEYS[1]) == -1 then redis.call('DEL', KEYS[1]) end
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   local took = pending(KEYS[3], ARGV[1])
-  redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[4])
-  return {1, bump(KEYS[2], ARGV[3]), took}
+  redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[3])
+  redis.call('DEL', KEYS[5])
+  local v = advance(current(KEYS[4], KEYS[2]))
+  redis.call('SET', KEYS[2], fmt(v), 'PX', ARGV[3])
+  return {1, v, took}
 end
 return {0, 0, 0}
 ";
 
 /// Extends the lease only if it is still ours (compare-and-pexpire), and the
-/// held mark, when given, if it is still ours: it follows a holder that is
-/// alive. Lock servers of quorum leases have no held mark.
-/// KEYS: lease[, held]. ARGV: token, lease ms[, held ms].
+/// held mark and the version record, when given, if the mark is still ours:
+/// they follow a holder that is alive. Lock servers of quorum leases have
+/// neither.
+/// KEYS: lease[, held, version]. ARGV: token, lease ms[, held ms].
 const RENEW: &str = r"
-if KEYS[2] and holds(KEYS[2], ARGV[1]) then redis.call('PEXPIRE', KEYS[2], ARGV[3]) end
+if KEYS[2] and holds(KEYS[2], ARGV[1]) then
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+  redis.call('PEXPIRE', KEYS[3], ARGV[3])
+end
 if holds(KEYS[1], ARGV[1]) then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
@@ -144,10 +191,11 @@ return 0
 /// Frees the lease only if it is still ours (compare-and-delete), leaves the
 /// marker of a load that stored nothing, and announces the release: waiters
 /// elsewhere act at once instead of at their next safety poll. The held mark
-/// goes if it is ours, even when the lease already lapsed: the load ended.
-/// KEYS: lease, marker, held. ARGV: token, channel, tag, marker bytes or '', marker ms.
+/// and the version record of its grant go if the mark is ours, even when the
+/// lease already lapsed: the load ended, and nothing carries that version.
+/// KEYS: lease, marker, held, version. ARGV: token, channel, tag, marker bytes or '', marker ms.
 const RELEASE: &str = r"
-if holds(KEYS[3], ARGV[1]) then redis.call('DEL', KEYS[3]) end
+if holds(KEYS[3], ARGV[1]) then redis.call('DEL', KEYS[3], KEYS[4]) end
 if not holds(KEYS[1], ARGV[1]) then return 0 end
 redis.call('DEL', KEYS[1])
 if ARGV[4] ~= '' then redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[5]) end
@@ -156,38 +204,41 @@ return 1
 ";
 
 /// Writes the entry if the key is still at the expected version (any version
-/// when ARGV[1] is ''), gives the lease back if the token holds it (whatever
-/// the write decides), advances the version, splices it into the payload
-/// (bytes 2..21, twenty ASCII digits), clears the marker and announces.
-/// The held mark goes if it is the token's, as in `RELEASE`.
-/// Returns `{1, new version}` or `{0, current version}`.
+/// when ARGV[1] is ''; a key with no version refuses every expected one),
+/// gives the lease back if the token holds it (whatever the write decides),
+/// advances the version, splices it into the payload (bytes 2..21, twenty
+/// ASCII digits), drops the version record (the entry carries the version
+/// now), clears the marker and announces. The held mark goes if it is the
+/// token's, as in `RELEASE`.
+/// Returns `{1, new version}` or `{0, current version or 0}`.
 /// KEYS: value, version, lease, marker, held. ARGV: expected version or '',
-/// token or '', payload, value ms, channel, version ms, tag.
+/// token or '', payload, value ms, channel, tag.
 const PUT: &str = r"
 if holds(KEYS[5], ARGV[2]) then redis.call('DEL', KEYS[5]) end
 local released = holds(KEYS[3], ARGV[2])
 if released then redis.call('DEL', KEYS[3]) end
-local cur = version(KEYS[2])
+local cur = current(KEYS[1], KEYS[2])
 if ARGV[1] ~= '' and cur ~= tonumber(ARGV[1]) then
-  if released then redis.call('PUBLISH', ARGV[5], 'r 0 ' .. ARGV[7]) end
-  return {0, cur}
+  if released then redis.call('PUBLISH', ARGV[5], 'r 0 ' .. ARGV[6]) end
+  return {0, cur or 0}
 end
-local v = cur + 1
-redis.call('SET', KEYS[2], fmt(v), 'PX', ARGV[6])
+local v = advance(cur)
 local p = ARGV[3]
 redis.call('SET', KEYS[1], string.sub(p, 1, 1) .. string.format('%020.0f', v) .. string.sub(p, 22), 'PX', ARGV[4])
-redis.call('DEL', KEYS[4])
-redis.call('PUBLISH', ARGV[5], 'w ' .. fmt(v) .. ' ' .. ARGV[7])
+redis.call('DEL', KEYS[2], KEYS[4])
+redis.call('PUBLISH', ARGV[5], 'w ' .. fmt(v) .. ' ' .. ARGV[6])
 return {1, v}
 ";
 
-/// Deletes the entry, marker and lease, advances the version (voiding every
-/// load in flight's fencing token; a new load may start at once) and
-/// announces. Returns the new version.
-/// KEYS: value, version, lease, marker, held. ARGV: channel, version ms, tag.
+/// Deletes the entry, marker, lease and held mark, advances the version
+/// (voiding every load in flight's fencing token; a new load may start at
+/// once), keeps it as a tombstone for the held time and announces. Returns
+/// the new version.
+/// KEYS: value, version, lease, marker, held. ARGV: channel, held ms, tag.
 const INVALIDATE: &str = r"
+local v = advance(current(KEYS[1], KEYS[2]))
 redis.call('DEL', KEYS[1], KEYS[3], KEYS[4], KEYS[5])
-local v = bump(KEYS[2], ARGV[2])
+redis.call('SET', KEYS[2], fmt(v), 'PX', ARGV[2])
 redis.call('PUBLISH', ARGV[1], 'i ' .. fmt(v) .. ' ' .. ARGV[3])
 return v
 ";
@@ -199,13 +250,17 @@ return v
 /// single-server lease; whoever holds the quorum, the newest grant's mark wins.
 /// Sets the held mark as `LEASE` does (the lock servers' locks lapse as the
 /// data store's lease does, so the same rules tell a take-over).
+/// Clears the marker and records the version as `LEASE` does.
 /// Returns `{new version, taken over}`.
-/// KEYS: lease, version, held. ARGV: token, lease ms, version ms, held ms.
+/// KEYS: lease, version, held, value, marker. ARGV: token, lease ms, held ms.
 const FENCE: &str = r"
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 local took = pending(KEYS[3], ARGV[1])
-redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[4])
-return {bump(KEYS[2], ARGV[3]), took}
+redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[3])
+redis.call('DEL', KEYS[5])
+local v = advance(current(KEYS[4], KEYS[2]))
+redis.call('SET', KEYS[2], fmt(v), 'PX', ARGV[3])
+return {v, took}
 ";
 
 /// Quorum leases, on one lock server: frees the lock only if it is still ours

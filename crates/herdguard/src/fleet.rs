@@ -358,8 +358,8 @@ where
             }
             return Self::deferred(newer).await;
         }
-        // The entry carries the version the fenced write will give the key, so
-        // its own change notice does not evict it from this process.
+        // Provisional: past the lease's version, so no notice older than the
+        // grant evicts it; a stored write gives it its real version below.
         let version = lease.version + 1;
         if lease.taken_over {
             // The previous holder may have called the origin for it too.
@@ -369,11 +369,20 @@ where
         let load = self.call_origin(loader, job.policy, version);
         let outcome = self.renewing(remote, key, &lease, load).await;
         match outcome {
-            Outcome::Value { entry, source } => {
+            Outcome::Value { mut entry, source } => {
                 let retain = self.retain(&entry);
                 let (keep, release) = match remote.put(key, Some(&lease), &entry, retain).await {
-                    // The write gave the lease back too.
-                    Ok(PutOutcome::Stored { .. }) => (Keep::Fenced, None),
+                    // The write gave the lease back too. The copy takes the
+                    // version the write gave the key (a store may skip ahead,
+                    // e.g. to its clock), so its own change notice does not
+                    // evict it from this process; nobody else holds it yet.
+                    Ok(PutOutcome::Stored { version }) => match Arc::get_mut(&mut entry) {
+                        Some(own) => {
+                            own.meta.version = version;
+                            (Keep::Fenced, None)
+                        }
+                        None => (Keep::Unfenced, None),
+                    },
                     Ok(PutOutcome::Superseded) => {
                         // Invalidated, rewritten or leased again elsewhere while
                         // we loaded: our waiters get the value, nobody keeps it.
