@@ -641,15 +641,16 @@ async fn a_hung_loader_gives_the_lease_back_at_load_timeout_and_the_next_call_lo
 // --- smaller promises ---
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn local_waiters_do_not_wait_for_the_lease_to_be_given_back() {
+async fn local_waiters_do_not_wait_for_an_uncacheable_answers_lease_to_be_given_back() {
     let server = RedisServer::start().unwrap();
     let setup = Setup {
         config: |c| c.op_timeout(Duration::from_millis(1000)),
         ..Setup::default()
     };
     let a = node(&server.url(), &setup).await;
-    // The load fails at 200 ms; Redis sleeps from 150 to 650 ms, so giving the
-    // lease back (with the failure's marker) takes until then.
+    // The leader's origin call answers "uncacheable" at 200 ms; Redis sleeps
+    // from 150 to 650 ms, so giving the lease back (with its marker) takes
+    // until then. The waiters go to the origin themselves at once.
     let calls = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let waiters: Vec<_> = (0..8)
@@ -657,10 +658,11 @@ async fn local_waiters_do_not_wait_for_the_lease_to_be_given_back() {
             let (a, calls) = (a.clone(), calls.clone());
             tokio::spawn(async move {
                 let r = a
-                    .get_or_load(k("key"), move || async move {
-                        calls.fetch_add(1, Ordering::SeqCst);
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                        Err::<String, _>(std::io::Error::other("origin down"))
+                    .get_or_load_with(k("key"), &CallOptions::new(), move || async move {
+                        if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                        Ok::<_, std::io::Error>(Loaded::uncacheable("private".to_string()))
                     })
                     .await;
                 (r, started.elapsed())
@@ -671,13 +673,51 @@ async fn local_waiters_do_not_wait_for_the_lease_to_be_given_back() {
     let sleeper = pause_redis(&server.url(), 0.5);
     for w in waiters {
         let (r, took) = w.await.unwrap();
-        assert!(matches!(r, Err(Error::Origin(_))), "{r:?}");
+        assert_eq!(r.unwrap().as_str(), "private");
         assert!(
             took < Duration::from_millis(450),
             "woken only after the release: {took:?}"
         );
     }
     sleeper.join().unwrap();
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        8,
+        "the leader, then each waiter"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_is_not_replayed_to_a_call_that_waits_on_the_next_load() {
+    let server = RedisServer::start().unwrap();
+    let (a, b, c) = (
+        node(&server.url(), &Setup::default()).await,
+        node(&server.url(), &Setup::default()).await,
+        node(&server.url(), &Setup::default()).await,
+    );
+    // A's load fails: its marker stays in Redis for a second.
+    let failed = a
+        .get_or_load(k("key"), || async {
+            Err::<String, _>(std::io::Error::other("origin down"))
+        })
+        .await;
+    assert!(matches!(failed, Err(Error::Origin(_))), "{failed:?}");
+    // C, starting after that, takes the lease for the next load (600 ms)...
+    let calls = Arc::new(AtomicUsize::new(0));
+    let next = tokio::spawn({
+        let (c, load) = (c.clone(), slow(&calls, 600, "fresh"));
+        async move { c.get_or_load(k("key"), load).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // ...and B, starting after it too, waits on C's lease. Its safety poll
+    // (200 ms) re-reads the key while C still loads: A's failure is not B's.
+    let waited = b.get_or_load(k("key"), slow(&calls, 10, "b")).await;
+    assert_eq!(
+        waited.as_deref().ok().map(String::as_str),
+        Some("fresh"),
+        "{waited:?}"
+    );
+    assert_eq!(*next.await.unwrap().unwrap(), "fresh");
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
 

@@ -8,10 +8,12 @@
 //!   │                                   local-only ─► load in process, no lease
 //!   ▼
 //! lease ─taken─► watch, re-check L2, wait for a change (bounded poll) ─► loop
-//!   ▼ ours (granting it advanced the key's version: our fencing token)
+//!   ▼ ours (granting it advanced the key's version — our fencing token — and
+//!   │ cleared the last holder's marker: a new load speaks for the key now)
 //! re-check L2 ─► origin through the breaker, renewing the lease ─►
-//! fenced write (also gives the lease back) — or, when nothing is stored,
-//! a release that leaves a marker, after the local waiters are woken
+//! fenced write (also gives the lease back), or on failure a release that
+//! leaves the failure's marker — both before the local waiters are woken; an
+//! uncacheable or unshareable answer's release (with its marker) after them
 //! ```
 //!
 //! A lock is for efficiency, not correctness: the write is what must never be
@@ -427,15 +429,22 @@ where
                     .policy
                     .negative_ttl
                     .map_or(self.fleet.failure_ttl, |n| n.max(self.fleet.failure_ttl));
-                let marker = failure.marker().map(|m| (m, ttl));
-                Produced {
-                    release: Some((lease, marker)),
-                    ..Outcome::Failed {
-                        failure,
-                        stale: fallback,
-                    }
-                    .into()
+                // Given back, with the failure's marker, before any caller
+                // learns of it (as a value is written before): a call that
+                // starts after this error was returned, anywhere in the fleet,
+                // finds the lease free and loads again. The processes that
+                // waited on this load meanwhile fail fast on the marker.
+                let marker = failure.marker();
+                let left = marker.as_ref().map(|m| (m, ttl));
+                if let Err(e) = remote.release(key, &lease, left).await {
+                    // The lease expires by itself; others wait at most its TTL.
+                    self.remote_failed(&e);
                 }
+                Outcome::Failed {
+                    failure,
+                    stale: fallback,
+                }
+                .into()
             }
         }
     }

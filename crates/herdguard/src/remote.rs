@@ -70,7 +70,9 @@ pub enum PutOutcome {
 
 /// How the fleet's last load of a key ended when it stored no value: left by
 /// the lease holder for a short time, so the processes waiting on its lease
-/// act on it instead of queueing for the lease one after the other.
+/// act on it instead of queueing for the lease one after the other. A failure
+/// is left before the holder's own callers learn of it, so a call that starts
+/// after one of them got the error finds the lease free and loads again.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Marker {
@@ -125,6 +127,9 @@ pub trait Remote<K, V>: Send + Sync + 'static {
     fn get<'a>(&'a self, key: &'a K) -> BoxFuture<'a, Result<Shared<V>, RemoteError>>;
 
     /// Tries to take the lease of `key`: `None` when another holder has it.
+    /// A grant clears the key's marker: the outcome of the last load no longer
+    /// speaks for a key that a new load is under way for (a failure is never
+    /// replayed to a call that waits on the next load).
     fn try_lease<'a>(&'a self, key: &'a K) -> BoxFuture<'a, Result<Option<Lease>, RemoteError>>;
 
     /// Extends a held lease; `false` when it is no longer ours.

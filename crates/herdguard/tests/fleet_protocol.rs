@@ -27,6 +27,8 @@ struct SharedMap {
     invalidate_gate: Mutex<Option<Arc<Semaphore>>>,
     /// When set, `get` waits for a permit before it answers.
     get_gate: Mutex<Option<Arc<Semaphore>>>,
+    /// When set, `release` waits for a permit before it acts.
+    release_gate: Mutex<Option<Arc<Semaphore>>>,
 }
 
 #[derive(Default)]
@@ -85,6 +87,7 @@ impl Remote<u32, u64> for SharedMap {
             }
             let token = self.tokens.fetch_add(1, Ordering::SeqCst).to_string();
             slot.lease = Some(token.clone());
+            slot.marker = None;
             slot.version += 1;
             Ok(Some(Lease {
                 token,
@@ -114,6 +117,10 @@ impl Remote<u32, u64> for SharedMap {
     ) -> BoxFuture<'a, Result<(), RemoteError>> {
         Box::pin(async move {
             self.check()?;
+            let gate = self.release_gate.lock().unwrap().clone();
+            if let Some(gate) = gate {
+                let _permit = gate.acquire().await;
+            }
             let mut state = self.state.lock().unwrap();
             let slot = state.entry(*key).or_default();
             if slot.lease.as_deref() == Some(lease.token.as_str()) {
@@ -583,4 +590,42 @@ async fn a_caller_that_joins_a_load_that_may_have_missed_a_change_is_told_so() {
     assert_eq!(calls.load(Ordering::SeqCst), 0, "one load for the key");
     // Its write was refused; the next caller loads the value after the invalidation.
     assert_eq!(*call(&b, 1, &calls, 4).await, 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_that_starts_after_a_failure_returned_elsewhere_loads_again() {
+    // The worst moment: B's call starts right after A's caller got its
+    // error, while the store has not yet answered A's giving the lease back
+    // (a slow store: the release waits for the test's permit).
+    let map = shared();
+    let (a, b) = (fleet_cache(&map, None), fleet_cache(&map, None));
+    let gate = Arc::new(Semaphore::new(0));
+    *map.release_gate.lock().unwrap() = Some(gate.clone());
+    let opener = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        gate.add_permits(1);
+    });
+    let failed = a
+        .get_or_load(1, || async {
+            Err::<u64, _>(std::io::Error::other("origin down"))
+        })
+        .await;
+    assert!(
+        matches!(failed, Err(herdguard::Error::Origin(_))),
+        "{failed:?}"
+    );
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let next = b
+        .get_or_load(1, move || async move {
+            c.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, std::io::Error>(7)
+        })
+        .await;
+    assert_eq!(
+        (next.as_deref().ok(), calls.load(Ordering::SeqCst)),
+        (Some(&7), 1),
+        "A's failure was replayed to a call that began after it returned: {next:?}"
+    );
+    opener.await.unwrap();
 }
