@@ -193,13 +193,7 @@ impl EffectiveUri {
 
 impl fmt::Display for EffectiveUri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}://{}{}",
-            self.scheme,
-            self.authority(),
-            self.target
-        )
+        write!(f, "{}://{}{}", self.scheme, self.authority(), self.target)
     }
 }
 
@@ -295,13 +289,23 @@ impl Default for KeyConfig {
     }
 }
 
-/// An unknown part in a key configuration.
+/// Why a key configuration is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyConfigError(pub String);
+pub enum KeyConfigError {
+    /// An unknown part or query mode, or no path.
+    Parts(String),
+    /// The origin sees the client's host, and the parts leave it out.
+    HostLeftOut,
+}
 
 impl fmt::Display for KeyConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            KeyConfigError::Parts(why) => f.write_str(why),
+            KeyConfigError::HostLeftOut => f.write_str(
+                "needs host in cache_key (the origin sees the client's host, so its answer may depend on it)",
+            ),
+        }
     }
 }
 
@@ -331,9 +335,7 @@ impl KeyConfig {
         };
         let config = Self::from_parts(parts.unwrap_or(default), query_mode)?;
         if origin_sees_host && !config.host {
-            return Err(KeyConfigError(
-                "the origin sees the client's host, so host must be in the key".into(),
-            ));
+            return Err(KeyConfigError::HostLeftOut);
         }
         Ok(config)
     }
@@ -368,21 +370,23 @@ impl KeyConfig {
                 "path" => path = true,
                 "query" => query = true,
                 other => {
-                    return Err(KeyConfigError(format!(
+                    return Err(KeyConfigError::Parts(format!(
                         "unknown part {other:?} (use host, path, query)"
                     )))
                 }
             }
         }
         if !path {
-            return Err(KeyConfigError("the path must be part of the key".into()));
+            return Err(KeyConfigError::Parts(
+                "the path must be part of the key".into(),
+            ));
         }
         let query = match (query, query_mode.trim().to_ascii_lowercase().as_str()) {
             (false, _) => QueryKey::Ignored,
             (true, "as-is") => QueryKey::AsIs,
             (true, "sorted") => QueryKey::Sorted,
             (true, other) => {
-                return Err(KeyConfigError(format!(
+                return Err(KeyConfigError::Parts(format!(
                     "unknown query mode {other:?} (use as-is or sorted)"
                 )))
             }
@@ -504,7 +508,10 @@ mod tests {
     #[test]
     fn proxy_keys_follow_the_configured_parts() {
         let t = crate::target::RequestTarget::parse("/items?b=2&a=1").unwrap();
-        assert_eq!(KeyConfig::default().primary("api.example", &t), "/items?b=2&a=1");
+        assert_eq!(
+            KeyConfig::default().primary("api.example", &t),
+            "/items?b=2&a=1"
+        );
         let all = KeyConfig::from_parts("host,path,query", "as-is").unwrap();
         assert_eq!(all.primary("api.example", &t), "api.example/items?b=2&a=1");
         let sorted = KeyConfig::from_parts("host, path, query", "sorted").unwrap();
@@ -548,10 +555,23 @@ mod tests {
             "host,path"
         );
         // The origin sees it: never left out.
-        assert!(resolve(Some("path,query"), true).is_err());
-        assert!(resolve(Some("path"), true).is_err());
+        assert_eq!(
+            resolve(Some("path,query"), true),
+            Err(KeyConfigError::HostLeftOut)
+        );
+        assert_eq!(
+            resolve(Some("path"), true),
+            Err(KeyConfigError::HostLeftOut)
+        );
+        assert!(matches!(
+            resolve(Some("path,cookie"), true),
+            Err(KeyConfigError::Parts(_))
+        ));
         let sorted = KeyConfig::resolve(Some("path,query"), "sorted", false).unwrap();
-        assert_eq!((sorted.parts(), sorted.query_mode()), ("path,query", "sorted"));
+        assert_eq!(
+            (sorted.parts(), sorted.query_mode()),
+            ("path,query", "sorted")
+        );
         for parts in ["path", "path,query", "host,path", "host,path,query"] {
             let c = KeyConfig::from_parts(parts, "sorted").unwrap();
             assert_eq!(KeyConfig::from_parts(c.parts(), c.query_mode()), Ok(c));
