@@ -183,12 +183,12 @@ impl Purger {
                 (TOPIC, primary, done)
             }
             Target::Tag(tag) => {
-                if !crate::tags::valid(&tag) {
+                if !herdguard_redis::valid_tag(&tag) {
                     return plain(
                         StatusCode::BAD_REQUEST,
                         &format!(
                             "herdguard: {tag:?} is not a tag (1 to {} visible characters, no comma)\n",
-                            crate::tags::MAX_TAG_BYTES
+                            herdguard_redis::MAX_TAG_BYTES
                         ),
                     );
                 }

@@ -19,7 +19,7 @@ use crate::config::{RedisConfig, RedisSetupError};
 use crate::conn::{Conn, Endpoint, Primary, SentinelUrl};
 use crate::envelope;
 use crate::feed::{Event, Feed};
-use crate::keys::{change_channel, unescape, KeyNames};
+use crate::keys::{change_channel, instances_key, tag_set, unescape, KeyNames, MAX_TAG_BYTES};
 use crate::quorum::{Acquired, Quorum, QuorumStats};
 use crate::scripts::Scripts;
 
@@ -239,8 +239,8 @@ where
 
     /// Records in Redis that the entry `key` carries `tag` (a surrogate key),
     /// for at least `ttl`: a fleet-wide index that outlives the process that
-    /// loaded the entry, read back by [`RedisRemote::take_tagged`]. `tag` is one
-    /// word (no whitespace), at most 256 bytes.
+    /// loaded the entry, read back by [`RedisRemote::take_tagged`]. `tag` must
+    /// pass [`crate::valid_tag`].
     pub async fn tag(&self, tag: &str, key: &str, ttl: Duration) -> Result<(), RemoteError> {
         let name = self.tag_set(tag)?;
         let mut conn = self.conn.clone();
@@ -271,12 +271,11 @@ where
     }
 
     fn tag_set(&self, tag: &str) -> Result<String, RemoteError> {
-        if tag.is_empty() || tag.len() > 256 || tag.contains(char::is_whitespace) {
-            return Err(RemoteError::Codec(format!(
-                "tag {tag:?} must be one word of at most 256 bytes"
-            )));
-        }
-        Ok(format!("{}tag:{tag}", self.config.prefix))
+        tag_set(&self.config.prefix, tag).ok_or_else(|| {
+            RemoteError::Codec(format!(
+                "{tag:?} is not a tag (1 to {MAX_TAG_BYTES} visible ASCII characters, no comma)"
+            ))
+        })
     }
 
     /// Calls `listener` with the payload of every broadcast on `topic`, from any
@@ -320,7 +319,7 @@ where
             "instances",
             self.scripts
                 .instances
-                .key(format!("{}instances", self.config.prefix))
+                .key(instances_key(&self.config.prefix))
                 .arg(instance)
                 .arg(record)
                 .arg(Self::millis(max_age))
