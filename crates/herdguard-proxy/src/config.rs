@@ -170,7 +170,7 @@ pub struct ServeArgs {
     pub access_log: bool,
     /// Send the origin the client's host (normalised, as in the cache key) as
     /// its `Host`, instead of the origin URL's (one origin serving several
-    /// virtual hosts); the TLS server name stays the origin URL's. Needs
+    /// virtual hosts); the TLS server name stays the origin URL's. Puts
     /// `host` in the cache key.
     #[arg(long, env = "HERDGUARD_KEEP_CLIENT_HOST")]
     pub keep_client_host: bool,
