@@ -280,6 +280,33 @@ fn a_redis_outage_logs_one_degraded_and_one_recovered_event_and_every_request_on
 }
 
 #[test]
+fn the_start_logs_the_cache_key_once() {
+    let origin = origin(Duration::ZERO);
+    for (flags, parts, client_host) in [
+        (&[][..], "path,query", "left out"),
+        (
+            &["--forward-host"][..],
+            "host,path,query",
+            "X-Forwarded-Host",
+        ),
+        (
+            &["--cache-key", "host,path"][..],
+            "host,path",
+            "as configured",
+        ),
+    ] {
+        let serve = Serve::start(origin, None, flags);
+        let key = serve.event("cache key");
+        assert_eq!(key["target"], "herdguard::serve", "{key}");
+        assert_eq!(key["level"], "INFO");
+        assert_eq!(key["fields"]["parts"], parts, "{flags:?}: {key}");
+        let why = key["fields"]["client_host"].as_str().unwrap_or("");
+        assert!(why.contains(client_host), "{flags:?}: {key}");
+        assert_eq!(serve.count("cache key"), 1);
+    }
+}
+
+#[test]
 fn without_access_log_no_request_is_logged() {
     let redis = RedisServer::start().expect("redis-server starts");
     let origin = origin(Duration::ZERO);

@@ -133,6 +133,13 @@ fn herdguard_purge_makes_the_sidecar_reload_the_urls() {
     );
     assert_eq!(get(&s.listen, "/a"), "body 3");
     assert_eq!(get(&s.listen, "/b"), "body 4");
+    // A URL nothing was stored under: said so, never "purged".
+    let (code, stdout, stderr) = purge(&["--admin", &s.admin, "--token", TOKEN, "/never"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(
+        stdout.trim(),
+        "nothing stored for /never on this instance (keys: 0; fleet: none)"
+    );
 
     let (code, _, stderr) = purge(&[
         "--admin",
@@ -154,7 +161,7 @@ fn herdguard_purge_makes_the_sidecar_reload_the_urls() {
         purge(&["--admin", &s.admin, "--token", TOKEN, "--tag", "every-page"]);
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stdout.starts_with("purged tag every-page: "), "{stdout}");
-    assert!(stdout.contains("\"keys\":2"), "{stdout}");
+    assert!(stdout.contains("(keys: 2;"), "{stdout}");
     assert_eq!(get(&s.listen, "/a"), "body 5");
     assert_eq!(get(&s.listen, "/b"), "body 6");
     // Nothing to purge at all: a usage error.

@@ -2,14 +2,20 @@
 //! / RFC 3986 §6, with `HEAD` sharing `GET`'s entry (RFC 9111 §2, §4).
 //!
 //! Normalization: scheme and host lowercased; the default port (80 for `http`, 443 for `https`)
-//! dropped; an empty path becomes `/`; percent-encodings get uppercase hex and encoded unreserved
-//! characters are decoded. Userinfo is refused (RFC 9110 §4.2.4 deprecates it for `http(s)`),
-//! as are schemes other than `http`/`https`.
+//! dropped; an empty path becomes `/`; the path and query are a [`RequestTarget`], the one
+//! normal form of both (dot-segments removed, percent-encodings with uppercase hex and encoded
+//! unreserved characters decoded; what a request would be refused for has no URI here). Userinfo
+//! is refused (RFC 9110 §4.2.4 deprecates it for `http(s)`), as are schemes other than
+//! `http`/`https`.
 //!
 //! A reverse proxy keys by what the operator chose ([`KeyConfig`]: host, path, query, and how
 //! the query is normalised), and a URL that varies adds a digest of its secondary key
 //! ([`variant_key`]): header values (a `Cookie`, an `Authorization`) never appear in a key
 //! name, where a shared store such as Redis would show them to anyone who can list keys.
+//!
+//! Every primary key is made by one function, [`KeyConfig::primary`], from a host normalised by
+//! [`normalize_host`] and a [`RequestTarget`]: a request's, a purge's
+//! ([`KeyConfig::primary_for_url`]) and an invalidation's ([`KeyConfig::primary_for_uri`]).
 
 use std::fmt;
 use std::str::FromStr;
@@ -18,6 +24,8 @@ use http::header::HOST;
 use http::uri::Authority;
 use http::{HeaderMap, Method, Uri};
 
+use crate::target::RequestTarget;
+
 /// A normalized absolute `http`/`https` URI: scheme, host, optional non-default port, and
 /// path-and-query (fragments are dropped).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -25,7 +33,7 @@ pub struct EffectiveUri {
     scheme: String,
     host: String,
     port: Option<u16>,
-    path_and_query: String,
+    target: RequestTarget,
 }
 
 fn default_port(scheme: &str) -> u16 {
@@ -65,6 +73,18 @@ impl EffectiveUri {
     }
 
     fn build(scheme: &str, authority: &Authority, path_and_query: &str) -> Option<Self> {
+        let target = if path_and_query.starts_with('/') {
+            RequestTarget::parse(path_and_query).ok()?
+        } else if path_and_query.is_empty() || path_and_query.starts_with('?') {
+            RequestTarget::parse(&format!("/{path_and_query}")).ok()?
+        } else {
+            // e.g. the asterisk-form "*": not a cacheable target.
+            return None;
+        };
+        Self::from_parts(scheme, authority, target)
+    }
+
+    fn from_parts(scheme: &str, authority: &Authority, target: RequestTarget) -> Option<Self> {
         let scheme = scheme.to_ascii_lowercase();
         if scheme != "http" && scheme != "https" {
             return None;
@@ -87,20 +107,18 @@ impl EffectiveUri {
             None if rest.is_empty() || rest == ":" => None,
             None => return None,
         };
-        let path_and_query = if path_and_query.starts_with('/') {
-            normalize_percent(path_and_query)
-        } else if path_and_query.is_empty() || path_and_query.starts_with('?') {
-            format!("/{}", normalize_percent(path_and_query))
-        } else {
-            // e.g. the asterisk-form "*": not a cacheable target.
-            return None;
-        };
         Some(EffectiveUri {
             scheme,
             host,
             port,
-            path_and_query,
+            target,
         })
+    }
+
+    /// The URI of a request for an already normalised `target` on `host` (a `Host` value).
+    pub fn for_target(scheme: &str, host: &str, target: &RequestTarget) -> Option<Self> {
+        let authority = Authority::from_str(host).ok()?;
+        Self::from_parts(scheme, &authority, target.clone())
     }
 
     /// Resolves a URI reference (e.g. a `Location` value) against this URI (RFC 3986 §5.2).
@@ -113,17 +131,18 @@ impl EffectiveUri {
         if let Some(rest) = reference.strip_prefix("//") {
             return Self::parse_absolute(&format!("{}://{}", self.scheme, rest));
         }
-        let (base_path, base_query) = split_query(&self.path_and_query);
+        let (base_path, base_query) = (self.target.path(), self.target.query());
         let (ref_path, ref_query) = split_query(reference);
+        // Dot-segments are removed when the result is parsed (as a request target).
         let (path, query) = if ref_path.is_empty() {
             (base_path.to_string(), ref_query.or(base_query))
         } else if ref_path.starts_with('/') {
-            (remove_dot_segments(ref_path), ref_query)
+            (ref_path.to_string(), ref_query)
         } else {
             let dir = base_path
                 .rfind('/')
                 .map_or("/", |i| base_path.get(..=i).unwrap_or("/"));
-            (remove_dot_segments(&format!("{dir}{ref_path}")), ref_query)
+            (format!("{dir}{ref_path}"), ref_query)
         };
         let mut s = format!("{}://{}{}", self.scheme, self.authority(), path);
         if let Some(q) = query {
@@ -155,7 +174,12 @@ impl EffectiveUri {
 
     /// The normalized path and query, always starting with `/`.
     pub fn path_and_query(&self) -> &str {
-        &self.path_and_query
+        self.target.as_str()
+    }
+
+    /// The path and query as a request target.
+    pub fn target(&self) -> &RequestTarget {
+        &self.target
     }
 
     /// Host and, when not the default, port: `example.com:8080`.
@@ -169,13 +193,7 @@ impl EffectiveUri {
 
 impl fmt::Display for EffectiveUri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}://{}{}",
-            self.scheme,
-            self.authority(),
-            self.path_and_query
-        )
+        write!(f, "{}://{}{}", self.scheme, self.authority(), self.target)
     }
 }
 
@@ -192,70 +210,6 @@ fn split_query(s: &str) -> (&str, Option<&str>) {
     match s.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (s, None),
-    }
-}
-
-/// RFC 3986 §5.2.4 for absolute paths.
-fn remove_dot_segments(path: &str) -> String {
-    let segments: Vec<&str> = path.split('/').skip(1).collect();
-    let last = segments.len().saturating_sub(1);
-    let mut out: Vec<&str> = Vec::new();
-    for (i, seg) in segments.iter().enumerate() {
-        match *seg {
-            "." => {
-                if i == last {
-                    out.push("");
-                }
-            }
-            ".." => {
-                out.pop();
-                if i == last {
-                    out.push("");
-                }
-            }
-            s => out.push(s),
-        }
-    }
-    format!("/{}", out.join("/"))
-}
-
-/// Uppercases percent-encoding hex digits and decodes encoded unreserved characters
-/// (RFC 3986 §6.2.2.1, §6.2.2.2).
-fn normalize_percent(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = String::with_capacity(s.len());
-    let mut i = 0;
-    while let Some(&c) = bytes.get(i) {
-        if c == b'%' {
-            if let (Some(&h), Some(&l)) = (bytes.get(i + 1), bytes.get(i + 2)) {
-                if let (Some(hv), Some(lv)) = (hex(h), hex(l)) {
-                    let decoded = hv * 16 + lv;
-                    if decoded.is_ascii_alphanumeric()
-                        || matches!(decoded, b'-' | b'.' | b'_' | b'~')
-                    {
-                        out.push(char::from(decoded));
-                    } else {
-                        out.push('%');
-                        out.push(char::from(h.to_ascii_uppercase()));
-                        out.push(char::from(l.to_ascii_uppercase()));
-                    }
-                    i += 3;
-                    continue;
-                }
-            }
-        }
-        out.push(char::from(c));
-        i += 1;
-    }
-    out
-}
-
-fn hex(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
     }
 }
 
@@ -315,11 +269,12 @@ pub enum QueryKey {
     Ignored,
 }
 
-/// Which parts of a request make its primary key. Default: host, path and query as sent.
+/// Which parts of a request make its primary key. Default: path and query, without the host
+/// (see [`KeyConfig::resolve`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyConfig {
-    /// Whether the (normalised) `Host` is part of the key. Leave it in when the origin's
-    /// answers depend on the host (virtual hosts, `X-Forwarded-Host`).
+    /// Whether the (normalised) client's host is part of the key. It must be whenever the origin
+    /// can see that host (as its `Host`, or as `X-Forwarded-Host`): its answers may depend on it.
     pub host: bool,
     /// How the query takes part.
     pub query: QueryKey,
@@ -328,25 +283,81 @@ pub struct KeyConfig {
 impl Default for KeyConfig {
     fn default() -> Self {
         KeyConfig {
-            host: true,
+            host: false,
             query: QueryKey::AsIs,
         }
     }
 }
 
-/// An unknown part in a key configuration.
+/// Why a key configuration is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyConfigError(pub String);
+pub enum KeyConfigError {
+    /// An unknown part or query mode, or no path.
+    Parts(String),
+    /// The origin sees the client's host, and the parts leave it out.
+    HostLeftOut,
+}
 
 impl fmt::Display for KeyConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            KeyConfigError::Parts(why) => f.write_str(why),
+            KeyConfigError::HostLeftOut => f.write_str(
+                "needs host in cache_key (the origin sees the client's host, so its answer may depend on it)",
+            ),
+        }
     }
 }
 
 impl std::error::Error for KeyConfigError {}
 
 impl KeyConfig {
+    /// The key of a reverse proxy in front of one origin, from the parts the operator named
+    /// (`None`: the default) and whether the origin can see the client's host
+    /// (`origin_sees_host`: it gets it as its `Host`, or as `X-Forwarded-Host`).
+    ///
+    /// The rule: whenever the origin can see the client's host, the host is in the key, so one
+    /// host's answer never serves another. By default it is in the key exactly then: a proxy
+    /// in front of one origin whose answers cannot depend on the client's host leaves it out,
+    /// so clients that name the proxy differently (`127.0.0.1:8080`, `sidecar.internal`) share
+    /// one entry, and one origin call. Parts that leave the host out while the origin sees it
+    /// are refused; parts that name it while the origin does not see it are kept as asked
+    /// (the cache is only split by host).
+    pub fn resolve(
+        parts: Option<&str>,
+        query_mode: &str,
+        origin_sees_host: bool,
+    ) -> Result<KeyConfig, KeyConfigError> {
+        let default = if origin_sees_host {
+            "host,path,query"
+        } else {
+            "path,query"
+        };
+        let config = Self::from_parts(parts.unwrap_or(default), query_mode)?;
+        if origin_sees_host && !config.host {
+            return Err(KeyConfigError::HostLeftOut);
+        }
+        Ok(config)
+    }
+
+    /// The parts as [`KeyConfig::from_parts`] reads them, e.g. `host,path,query`.
+    pub fn parts(&self) -> &'static str {
+        match (self.host, self.query) {
+            (true, QueryKey::Ignored) => "host,path",
+            (true, _) => "host,path,query",
+            (false, QueryKey::Ignored) => "path",
+            (false, _) => "path,query",
+        }
+    }
+
+    /// The query mode as [`KeyConfig::from_parts`] reads it (`as-is` when the query is left out).
+    pub fn query_mode(&self) -> &'static str {
+        match self.query {
+            QueryKey::Sorted => "sorted",
+            QueryKey::AsIs | QueryKey::Ignored => "as-is",
+        }
+    }
+
     /// From a list of parts (`host`, `path`, `query`; `path` is required) and a query mode
     /// (`as-is` or `sorted`; ignored when `query` is not listed).
     pub fn from_parts(parts: &str, query_mode: &str) -> Result<KeyConfig, KeyConfigError> {
@@ -359,21 +370,23 @@ impl KeyConfig {
                 "path" => path = true,
                 "query" => query = true,
                 other => {
-                    return Err(KeyConfigError(format!(
+                    return Err(KeyConfigError::Parts(format!(
                         "unknown part {other:?} (use host, path, query)"
                     )))
                 }
             }
         }
         if !path {
-            return Err(KeyConfigError("the path must be part of the key".into()));
+            return Err(KeyConfigError::Parts(
+                "the path must be part of the key".into(),
+            ));
         }
         let query = match (query, query_mode.trim().to_ascii_lowercase().as_str()) {
             (false, _) => QueryKey::Ignored,
             (true, "as-is") => QueryKey::AsIs,
             (true, "sorted") => QueryKey::Sorted,
             (true, other) => {
-                return Err(KeyConfigError(format!(
+                return Err(KeyConfigError::Parts(format!(
                     "unknown query mode {other:?} (use as-is or sorted)"
                 )))
             }
@@ -381,19 +394,10 @@ impl KeyConfig {
         Ok(KeyConfig { host, query })
     }
 
-    /// The primary key of a request for `target` with normalised `host` (see [`normalize_host`]).
-    pub fn primary(&self, host: &str, target: &crate::target::RequestTarget) -> String {
-        self.build(host, target.path(), target.query())
-    }
-
-    /// The primary key of an absolute URI (e.g. an invalidation target); equal to
-    /// [`KeyConfig::primary`] of a request for the same resource.
-    pub fn primary_for_uri(&self, uri: &EffectiveUri) -> String {
-        let (path, query) = split_query(uri.path_and_query());
-        self.build(&uri.authority(), path, query)
-    }
-
-    fn build(&self, host: &str, path: &str, query: Option<&str>) -> String {
+    /// The primary key of a request for `target` with normalised `host` (see [`normalize_host`]):
+    /// the one function every key of the cache comes from.
+    pub fn primary(&self, host: &str, target: &RequestTarget) -> String {
+        let (path, query) = (target.path(), target.query());
         let mut key =
             String::with_capacity(host.len() + path.len() + query.map_or(0, |q| q.len() + 1));
         if self.host {
@@ -414,6 +418,26 @@ impl KeyConfig {
             }
         }
         key
+    }
+
+    /// The primary key of an absolute URI (an invalidation target, a `Location`); equal to
+    /// [`KeyConfig::primary`] of a request for the same resource.
+    pub fn primary_for_uri(&self, uri: &EffectiveUri) -> String {
+        let authority = uri.authority();
+        let host = normalize_host(&authority).unwrap_or(authority);
+        self.primary(&host, uri.target())
+    }
+
+    /// The primary key of a URL named by an operator (a purge): an absolute `http(s)://` URL as
+    /// clients request it, or a path (`/a?b`) on `default_host` (normalised, see
+    /// [`normalize_host`]). `None` when it is neither, or when a request for it would be
+    /// refused (nothing can be stored under it).
+    pub fn primary_for_url(&self, url: &str, default_host: &str) -> Option<String> {
+        if url.starts_with('/') {
+            let target = RequestTarget::parse(url).ok()?;
+            return Some(self.primary(default_host, &target));
+        }
+        Some(self.primary_for_uri(&EffectiveUri::parse_absolute(url)?))
     }
 }
 
@@ -484,7 +508,11 @@ mod tests {
     #[test]
     fn proxy_keys_follow_the_configured_parts() {
         let t = crate::target::RequestTarget::parse("/items?b=2&a=1").unwrap();
-        let all = KeyConfig::default();
+        assert_eq!(
+            KeyConfig::default().primary("api.example", &t),
+            "/items?b=2&a=1"
+        );
+        let all = KeyConfig::from_parts("host,path,query", "as-is").unwrap();
         assert_eq!(all.primary("api.example", &t), "api.example/items?b=2&a=1");
         let sorted = KeyConfig::from_parts("host, path, query", "sorted").unwrap();
         assert_eq!(
@@ -514,6 +542,75 @@ mod tests {
         assert_eq!(normalize_host("[::1]:80").as_deref(), Some("[::1]"));
         let k = variant_key("a/x", &[0xab; 32]);
         assert_eq!(k, format!("a/x#{}", "ab".repeat(16)));
+    }
+
+    #[test]
+    fn the_host_is_in_the_key_exactly_when_the_origin_sees_it_unless_asked_for() {
+        let resolve = |parts: Option<&str>, sees: bool| KeyConfig::resolve(parts, "as-is", sees);
+        assert_eq!(resolve(None, false).unwrap().parts(), "path,query");
+        assert_eq!(resolve(None, true).unwrap().parts(), "host,path,query");
+        // Asked for: kept, though the origin does not see it.
+        assert_eq!(
+            resolve(Some("host,path"), false).unwrap().parts(),
+            "host,path"
+        );
+        // The origin sees it: never left out.
+        assert_eq!(
+            resolve(Some("path,query"), true),
+            Err(KeyConfigError::HostLeftOut)
+        );
+        assert_eq!(
+            resolve(Some("path"), true),
+            Err(KeyConfigError::HostLeftOut)
+        );
+        assert!(matches!(
+            resolve(Some("path,cookie"), true),
+            Err(KeyConfigError::Parts(_))
+        ));
+        let sorted = KeyConfig::resolve(Some("path,query"), "sorted", false).unwrap();
+        assert_eq!(
+            (sorted.parts(), sorted.query_mode()),
+            ("path,query", "sorted")
+        );
+        for parts in ["path", "path,query", "host,path", "host,path,query"] {
+            let c = KeyConfig::from_parts(parts, "sorted").unwrap();
+            assert_eq!(KeyConfig::from_parts(c.parts(), c.query_mode()), Ok(c));
+        }
+    }
+
+    #[test]
+    fn one_normal_form_for_requests_purges_and_invalidations() {
+        let config = KeyConfig::from_parts("host,path,query", "as-is").unwrap();
+        let get = |t: &str| config.primary("h", &RequestTarget::parse(t).unwrap());
+        for t in [
+            "/q?x=%3d",
+            "/q?x=%3D",
+            "/%7euser?a=%7E",
+            "/~user?a=~",
+            "/a%2fb?c=%2f",
+            "/a/./b/../c?",
+            "/q?a=1?b=2",
+        ] {
+            assert_eq!(config.primary_for_url(t, "h"), Some(get(t)), "{t}");
+            let absolute = format!("http://H:80{t}");
+            assert_eq!(config.primary_for_url(&absolute, "x"), Some(get(t)), "{t}");
+            let base = EffectiveUri::parse_absolute("http://h/other").unwrap();
+            assert_eq!(
+                config.primary_for_uri(&base.resolve(t).unwrap()),
+                get(t),
+                "{t}"
+            );
+        }
+        assert_eq!(get("/q?x=%3d"), get("/q?x=%3D"));
+        assert_eq!(get("/%7Euser?a=%7e"), get("/~user?a=~"));
+        // Reserved escapes stay apart from what they escape.
+        assert_ne!(get("/a%2Fb"), get("/a/b"));
+        assert_ne!(get("/q?x=%3D"), get("/q?x=="));
+        assert_ne!(get("/q?a=%26b"), get("/q?a=&b"));
+        // A URL a request would be refused for has no key.
+        assert_eq!(config.primary_for_url("/%2e%2e/x", "h"), None);
+        assert_eq!(config.primary_for_url("ftp://h/x", "h"), None);
+        assert_eq!(config.primary_for_url("x", "h"), None);
     }
 
     fn uri(s: &str) -> Uri {
@@ -569,7 +666,15 @@ mod tests {
     fn rfc3986_6_2_percent_normalization() {
         let e = EffectiveUri::parse_absolute("http://a/%7euser/%2f%41?q=%3d").unwrap();
         assert_eq!(e.path_and_query(), "/~user/%2FA?q=%3D");
-        assert_eq!(normalize_percent("%zz%4"), "%zz%4");
+        // What a request would be refused for has no URI (nothing is stored under it).
+        assert!(EffectiveUri::parse_absolute("http://a/%zz").is_none());
+        assert!(EffectiveUri::parse_absolute("http://a/%2e%2e/x").is_none());
+        assert_eq!(
+            EffectiveUri::parse_absolute("http://a/b/../c/./d")
+                .unwrap()
+                .path_and_query(),
+            "/c/d"
+        );
     }
 
     #[test]

@@ -10,6 +10,15 @@
 //! servers treat as `/`), an encoded slash that would form a dot-segment once decoded
 //! (`..%2f`), malformed percent-encodings, and control characters. Everything else is kept, with
 //! percent-encodings normalised (uppercase hex; encoded unreserved characters decoded).
+//!
+//! This is the one normal form of a URL's path and query in the cache: a request's key, a
+//! purge's and an unsafe method's invalidation (of its target, `Location` and
+//! `Content-Location`) are all made from a [`RequestTarget`] (see [`crate::key::KeyConfig`]),
+//! so two spellings of one resource never get two keys that a purge or an invalidation could
+//! miss. In the query, too, `%3d` becomes `%3D` and `%7E` becomes `~` (RFC 3986 §6.2.2.1,
+//! §6.2.2.2: equivalent for every URI); escapes of reserved characters (`%3D`, `%26`, `%2F`,
+//! `%3F`, ...) stay escaped, since an application reads `a=%26` and `a=&` differently (§2.2),
+//! and `+` stays `+` (only form decoding makes it a space).
 
 use std::fmt;
 
@@ -52,8 +61,9 @@ impl fmt::Display for TargetError {
 
 impl std::error::Error for TargetError {}
 
-/// A normalised origin-form request target: a path without dot-segments, and the query as sent.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// A normalised origin-form request target: a path without dot-segments, and the query with
+/// its percent-encodings normalised.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RequestTarget {
     /// Path and query, e.g. `/a/b?x=1`; the path part always starts with `/`.
     text: String,
@@ -80,17 +90,16 @@ impl RequestTarget {
             Some((p, q)) => (p, Some(q)),
             None => (target, None),
         };
-        let path = normalize_path(path)?;
-        if let Some(q) = query {
-            check_query(q)?;
-        }
-        let mut text = path;
-        let query_at = query.map(|q| {
-            let at = text.len();
-            text.push('?');
-            text.push_str(q);
-            at
-        });
+        let mut text = normalize_path(path)?;
+        let query_at = match query {
+            Some(q) => {
+                let at = text.len();
+                text.push('?');
+                normalize_query(q, &mut text)?;
+                Some(at)
+            }
+            None => None,
+        };
         Ok(RequestTarget { text, query_at })
     }
 
@@ -132,6 +141,32 @@ fn is_unreserved(c: u8) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~')
 }
 
+/// Writes the percent-escape of `h`, `l` (hex digit values) in normal form: the character itself
+/// when it is unreserved (RFC 3986 §6.2.2.2), else `%` and uppercase hex (§6.2.2.1). Returns
+/// the decoded byte.
+fn push_escape(h: u8, l: u8, out: &mut String) -> u8 {
+    let decoded = h * 16 + l;
+    if is_unreserved(decoded) {
+        out.push(char::from(decoded));
+    } else {
+        out.push('%');
+        out.push(char::from(b"0123456789ABCDEF"[usize::from(h)]));
+        out.push(char::from(b"0123456789ABCDEF"[usize::from(l)]));
+    }
+    decoded
+}
+
+/// The hex digit values of the escape at `bytes[i]` (a `%`), or why there is none.
+fn escape_at(bytes: &[u8], i: usize) -> Result<(u8, u8), TargetError> {
+    match (
+        bytes.get(i + 1).copied().and_then(hex),
+        bytes.get(i + 2).copied().and_then(hex),
+    ) {
+        (Some(h), Some(l)) => Ok((h, l)),
+        _ => Err(TargetError::BadPercentEncoding),
+    }
+}
+
 /// Percent-normalises one path segment; refuses what could hide a dot-segment or a separator.
 fn normalize_segment(segment: &str, out: &mut String) -> Result<(), TargetError> {
     let bytes = segment.as_bytes();
@@ -141,26 +176,14 @@ fn normalize_segment(segment: &str, out: &mut String) -> Result<(), TargetError>
     while let Some(&c) = bytes.get(i) {
         match c {
             b'%' => {
-                let (Some(h), Some(l)) = (
-                    bytes.get(i + 1).copied().and_then(hex),
-                    bytes.get(i + 2).copied().and_then(hex),
-                ) else {
-                    return Err(TargetError::BadPercentEncoding);
-                };
-                let decoded = h * 16 + l;
-                match decoded {
+                let (h, l) = escape_at(bytes, i)?;
+                match h * 16 + l {
                     b'.' => return Err(TargetError::EncodedDot),
                     b'\\' => return Err(TargetError::Backslash),
                     b'/' => encoded_slash = true,
                     _ => {}
                 }
-                if is_unreserved(decoded) {
-                    out.push(char::from(decoded));
-                } else {
-                    out.push('%');
-                    out.push(char::from(b"0123456789ABCDEF"[usize::from(h)]));
-                    out.push(char::from(b"0123456789ABCDEF"[usize::from(l)]));
-                }
+                push_escape(h, l, out);
                 i += 3;
             }
             b'\\' => return Err(TargetError::Backslash),
@@ -218,21 +241,23 @@ fn normalize_path(path: &str) -> Result<String, TargetError> {
     Ok(out)
 }
 
-fn check_query(query: &str) -> Result<(), TargetError> {
+/// Percent-normalises a query into `out`, as a path segment is (no dot-segments here: a query
+/// has none).
+fn normalize_query(query: &str, out: &mut String) -> Result<(), TargetError> {
     let bytes = query.as_bytes();
     let mut i = 0;
     while let Some(&c) = bytes.get(i) {
         match c {
             b'%' => {
-                if bytes.get(i + 1).copied().and_then(hex).is_none()
-                    || bytes.get(i + 2).copied().and_then(hex).is_none()
-                {
-                    return Err(TargetError::BadPercentEncoding);
-                }
+                let (h, l) = escape_at(bytes, i)?;
+                push_escape(h, l, out);
                 i += 3;
             }
             c if c <= b' ' || c >= 0x7f => return Err(TargetError::BadCharacter),
-            _ => i += 1,
+            c => {
+                out.push(char::from(c));
+                i += 1;
+            }
         }
     }
     Ok(())
@@ -286,7 +311,15 @@ mod tests {
 
     #[test]
     fn rfc3986_6_2_2_percent_normalised() {
-        assert_eq!(norm("/%7euser/%41%2f?q=%3d").unwrap(), "/~user/A%2F?q=%3d");
+        assert_eq!(norm("/%7euser/%41%2f?q=%3d").unwrap(), "/~user/A%2F?q=%3D");
+        // The query too: hex uppercased, unreserved decoded, reserved escapes kept apart.
+        assert_eq!(
+            norm("/q?x=%3d&y=%7e%2f%26+%2E").unwrap(),
+            "/q?x=%3D&y=~%2F%26+."
+        );
+        assert_eq!(norm("/q?x=%3D").unwrap(), norm("/q?x=%3d").unwrap());
+        assert_ne!(norm("/q?x=%3D").unwrap(), norm("/q?x==").unwrap());
+        assert_ne!(norm("/q?x=%26").unwrap(), norm("/q?x=&").unwrap());
         assert_eq!(norm("/caf%c3%a9").unwrap(), "/caf%C3%A9");
         let t = RequestTarget::parse("/p/q?a=1&b").unwrap();
         assert_eq!((t.path(), t.query()), ("/p/q", Some("a=1&b")));

@@ -1,5 +1,6 @@
 //! Property tests of the parsers a client or an origin controls: `Cache-Control` (request and
-//! response), `Vary` and secondary keys, HTTP-dates, and the request-target normaliser.
+//! response), `Vary` and secondary keys, HTTP-dates, the request-target normaliser, and the
+//! agreement of every path that computes a cache key (request, purge, invalidation).
 //!
 //! CI runs proptest's default case count (256 per property). The 10⁶ run:
 //! `PROPTEST_CASES=1000000 cargo test --release -p herdguard-http --test properties`
@@ -162,5 +163,79 @@ proptest! {
     fn request_target_normaliser_arbitrary_text(text in "[\\x00-\\x7f]{0,40}") {
         let _ = RequestTarget::parse(&text);
         let _ = is_plain(&text);
+    }
+
+    /// A purge of a URL, and an unsafe method's invalidation of it (as its target or its
+    /// `Location`), compute the very key a GET of it stored — however the URL is spelled.
+    #[test]
+    fn purge_and_invalidation_keys_equal_the_request_key(
+        segments in prop::collection::vec(
+            prop_oneof![
+                Just("a"), Just("B"), Just("~"), Just("%7E"), Just("%7e"), Just("%2F"),
+                Just("%2f"), Just("%41"), Just("%3d"), Just("%3D"), Just("%c3%a9"), Just(""),
+                Just("."), Just(".."), Just("%2e"), Just("..%2f"), Just("%zz"), Just("a%2Fb"),
+                Just("%5c"), Just(";p"), Just("%25"),
+            ],
+            0..6,
+        ),
+        query in proptest::option::of(prop::collection::vec(
+            prop_oneof![
+                Just("x=%3d"), Just("x=%3D"), Just("%7e"), Just("~"), Just("%2F"), Just("%2f"),
+                Just("/"), Just("a=1&b=2"), Just("?"), Just(""), Just("%26"), Just("&"),
+                Just("="), Just("+"), Just("%20"), Just("%41"), Just("../"), Just("%zz"),
+                Just("%2e"), Just("#f"),
+            ],
+            0..5,
+        )),
+        host in prop_oneof![Just("api.example"), Just("API.Example:80"), Just("h:8080")],
+        parts in prop_oneof![Just("path"), Just("path,query"), Just("host,path,query")],
+        mode in prop_oneof![Just("as-is"), Just("sorted")],
+    ) {
+        use herdguard_http::invalidation_targets;
+        use herdguard_http::key::normalize_host;
+        use herdguard_http::KeyConfig;
+        use http::{Method, StatusCode};
+
+        let mut target = format!("/{}", segments.join("/"));
+        if let Some(q) = &query {
+            target.push('?');
+            target.push_str(&q.concat());
+        }
+        // What a client can send at all (hyper parses the request line with `http::Uri`).
+        let Ok(uri) = target.parse::<http::Uri>() else { return Ok(()) };
+        let raw = uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let config = KeyConfig::from_parts(parts, mode).unwrap();
+        let key_host = normalize_host(host).unwrap();
+        // The request path (`request::prepare` in the proxy): host, then the target.
+        let stored = RequestTarget::parse(raw).ok().map(|t| config.primary(&key_host, &t));
+        // Purge by absolute URL, and by a bare path on the default host.
+        let purged = config.primary_for_url(&format!("http://{host}{raw}"), "other.example");
+        prop_assert_eq!(&purged, &stored, "purge of http://{}{}", host, raw);
+        let purged_path = config.primary_for_url(raw, &key_host);
+        prop_assert_eq!(&purged_path, &stored, "purge of {}", raw);
+        // An unsafe method on the URL itself, and one elsewhere whose `Location` names it.
+        let invalidated = |at: &str, location: Option<&str>| -> Vec<String> {
+            let Some(base) = RequestTarget::parse(at).ok().and_then(|t| herdguard_http::EffectiveUri::for_target("http", &key_host, &t)) else {
+                return Vec::new();
+            };
+            let mut headers = HeaderMap::new();
+            if let Some(l) = location.and_then(|l| HeaderValue::from_str(l).ok()) {
+                headers.insert("location", l);
+            }
+            invalidation_targets(&Method::POST, StatusCode::OK, &base, &headers)
+                .iter()
+                .map(|u| config.primary_for_uri(u))
+                .collect()
+        };
+        if let Some(stored) = &stored {
+            prop_assert!(invalidated(raw, None).contains(stored), "POST {}", raw);
+            // (`//x` as a reference names the host `x`, RFC 3986 §4.2.)
+            if !raw.starts_with("//") {
+                let other = invalidated("/elsewhere", Some(raw));
+                prop_assert!(other.contains(stored), "Location: {} gave {:?}", raw, other);
+            }
+            let absolute = invalidated("/elsewhere", Some(&format!("http://{host}{raw}")));
+            prop_assert!(absolute.contains(stored), "Location: http://{}{} gave {:?}", host, raw, absolute);
+        }
     }
 }

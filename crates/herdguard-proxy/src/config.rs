@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use herdguard_http::key::KeyConfigError;
 use herdguard_http::KeyConfig;
 use http::{HeaderName, Uri};
 use ipnet::IpNet;
@@ -122,7 +123,8 @@ pub struct ServeArgs {
     #[arg(long, env = "HERDGUARD_CACHE_NAMESPACE")]
     pub cache_namespace: Option<String>,
     /// Parts of a request in its cache key, comma-separated, from host, path, query
-    /// (default: host,path,query; path is required).
+    /// (default: path,query, and host when the origin sees the client's host:
+    /// keep_client_host or forward_host; path is required).
     #[arg(long, env = "HERDGUARD_CACHE_KEY")]
     pub cache_key: Option<String>,
     /// How the query takes part in the key: as-is or sorted (default: as-is).
@@ -168,10 +170,14 @@ pub struct ServeArgs {
     pub access_log: bool,
     /// Send the origin the client's host (normalised, as in the cache key) as
     /// its `Host`, instead of the origin URL's (one origin serving several
-    /// virtual hosts); the TLS server name stays the origin URL's. Needs
+    /// virtual hosts); the TLS server name stays the origin URL's. Puts
     /// `host` in the cache key.
     #[arg(long, env = "HERDGUARD_KEEP_CLIENT_HOST")]
     pub keep_client_host: bool,
+    /// Send the origin the client's host (normalised, as in the cache key) as
+    /// `X-Forwarded-Host` (without it, none is sent); puts `host` in the cache key.
+    #[arg(long, env = "HERDGUARD_FORWARD_HOST")]
+    pub forward_host: bool,
     // The proxy listener's TLS and HTTP/2 settings.
     /// PEM certificate chain (leaf first) of the proxy listener: with `--tls-key`
     /// it speaks TLS, ALPN h2 and http/1.1 (default: plain HTTP/1.1 and h2c).
@@ -272,6 +278,7 @@ struct FileConfig {
     write_timeout_ms: Option<u64>,
     access_log: Option<bool>,
     keep_client_host: Option<bool>,
+    forward_host: Option<bool>,
     /// The log filter (as `--log-level`), applied at start and on reload when
     /// neither `--log-level` nor `RUST_LOG` set one.
     log_level: Option<String>,
@@ -379,6 +386,8 @@ pub struct Settings {
     pub access_log: bool,
     /// Whether the origin gets the client's host as its `Host`.
     pub keep_client_host: bool,
+    /// Whether the origin gets the client's host as `X-Forwarded-Host`.
+    pub forward_host: bool,
     /// The per-path rules (`[[rule]]`), in order.
     pub path_rules: PathRules,
     /// The largest response stored, as a share of `max_memory`, percent.
@@ -525,15 +534,24 @@ impl ServeArgs {
                     .map_err(|_| invalid("cache_target", format!("{t:?} is not a header name")))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let cache_key = KeyConfig::from_parts(
-            &self
-                .cache_key
+        let keep_client_host = self.keep_client_host || file.keep_client_host.unwrap_or(false);
+        let forward_host = self.forward_host || file.forward_host.unwrap_or(false);
+        let cache_key = KeyConfig::resolve(
+            self.cache_key
                 .clone()
                 .or(file.cache_key.map(StringOrList::joined))
-                .unwrap_or_else(|| "host,path,query".to_string()),
+                .as_deref(),
             &pick!(cache_key_query).unwrap_or_else(|| "as-is".to_string()),
+            keep_client_host || forward_host,
         )
-        .map_err(|e| invalid("cache_key", e.to_string()))?;
+        .map_err(|e| {
+            let field = match e {
+                KeyConfigError::Parts(_) => "cache_key",
+                KeyConfigError::HostLeftOut if keep_client_host => "keep_client_host",
+                KeyConfigError::HostLeftOut => "forward_host",
+            };
+            invalid(field, e.to_string())
+        })?;
         let request_cache_control = match pick!(request_cache_control)
             .unwrap_or_else(|| "revalidate".to_string())
             .trim()
@@ -620,13 +638,6 @@ impl ServeArgs {
             ));
         }
         let max_object = max_memory / 100 * max_object_percent;
-        let keep_client_host = self.keep_client_host || file.keep_client_host.unwrap_or(false);
-        if keep_client_host && !cache_key.host {
-            return Err(invalid(
-                "keep_client_host",
-                "needs host in cache_key (the origin's answer then depends on it)",
-            ));
-        }
         let path_rules = crate::path_rules::resolve(file.rule, max_object)?;
         // By default the budget is the only bound (one entry per 64 bytes of it
         // can never be reached: an entry weighs more than that).
@@ -734,6 +745,7 @@ impl ServeArgs {
             // A flag can only turn it on; the file may too.
             access_log: self.access_log || file.access_log.unwrap_or(false),
             keep_client_host,
+            forward_host,
             path_rules,
             max_object_percent,
             log_level: file.log_level,

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 use arc_swap::{ArcSwap, Guard};
 
 use bytes::Bytes;
-use herdguard::{Cache, Cached, CallOptions, Clock, Served, SystemClock};
+use herdguard::{Cache, Cached, CallOptions, Clock, Remote, RemoteError, Served, SystemClock};
 use herdguard_http::invalidate::invalidation_targets;
 use herdguard_http::revalidate;
 use herdguard_http::{decide, Decision, EffectiveUri, ForwardReason, RequestDirectives};
@@ -480,8 +480,7 @@ impl Proxy {
             }
         };
         let took = OriginTime(started.elapsed());
-        let uri = EffectiveUri::parse_absolute(&format!("http://{host}{target}"));
-        if let Some(uri) = uri {
+        if let Some(uri) = EffectiveUri::for_target("http", &host, &target) {
             let targets = invalidation_targets(&method, response.status, &uri, &response.headers);
             for target in &targets {
                 self.invalidate(&self.variants.config().primary_for_uri(target))
@@ -500,24 +499,29 @@ impl Proxy {
         self.stats.invalidations.inc();
     }
 
-    /// A purge (from this instance or any of the fleet): the URL and its variants.
-    pub(crate) async fn purge(&self, primary: &str) {
-        self.invalidate_variants(primary).await;
-        self.stats.purges.inc();
-    }
-
-    /// A purge of a surrogate key: every key in `keys`, from the shared store
-    /// and this process (where it is gone regardless); returns how many the
-    /// shared store did not confirm.
-    pub(crate) async fn purge_keys(&self, keys: &[String]) -> usize {
-        let mut unconfirmed = 0;
+    /// A purge (from this instance or any of the fleet) of some keys: a URL
+    /// and its variants, or a surrogate key's keys. Each is removed from the
+    /// shared store and this process (where it is gone regardless), and counted
+    /// when it was stored here — or, with `ask_shared_store` (the instance
+    /// that answers the purge), in the shared store.
+    pub(crate) async fn purge_keys(&self, keys: &[String], ask_shared_store: bool) -> Removed {
+        let mut removed = Removed::default();
         for key in keys {
+            let mut stored = self.cache.peek(key).is_some();
+            if let (false, true, Some(fleet)) = (stored, ask_shared_store, &self.fleet) {
+                // Undecodable bytes are stored too (and removed with the rest).
+                stored = match fleet.get(key).await {
+                    Ok(shared) => shared.entry.is_some(),
+                    Err(e) => matches!(e, RemoteError::Codec(_)),
+                };
+            }
+            removed.stored += usize::from(stored);
             if self.cache.invalidate(key).await.is_err() {
-                unconfirmed += 1;
+                removed.unconfirmed += 1;
             }
         }
         self.stats.purges.inc();
-        unconfirmed
+        removed
     }
 
     /// Notes that `key` carries `tags`, here and — with `keep`, the longest the
@@ -619,6 +623,15 @@ impl Proxy {
             _ => None,
         }
     }
+}
+
+/// What a purge removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Removed {
+    /// Keys that were stored, in this process or in the shared store.
+    pub stored: usize,
+    /// Keys whose removal the shared store did not confirm.
+    pub unconfirmed: usize,
 }
 
 /// Whether the client's `If-None-Match` — or, without one, `If-Modified-Since`

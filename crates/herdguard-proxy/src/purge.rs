@@ -14,7 +14,6 @@
 use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
-use herdguard_http::EffectiveUri;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use sha2::{Digest, Sha256};
@@ -67,14 +66,16 @@ impl Purger {
         let sender = format!("{:016x}", fastrand::u64(..));
         if let Some(fleet) = &fleet {
             apply_others(fleet, &proxy, &sender, TOPIC, |proxy, primary| async move {
-                proxy.purge(&primary).await;
+                proxy
+                    .purge_keys(&proxy.variants.all_keys(&primary), false)
+                    .await;
             });
             // The keys this instance saw carry the tag (the sender removed
             // those recorded in Redis).
             apply_others(fleet, &proxy, &sender, TAG_TOPIC, |proxy, tag| async move {
                 let keys = proxy.tags.take(&tag);
                 // Gone here regardless; the sender reports the shared store's failures.
-                let _ = proxy.purge_keys(&keys).await;
+                let _ = proxy.purge_keys(&keys, false).await;
             });
         }
         Purger {
@@ -173,18 +174,21 @@ impl Purger {
                 };
                 // This instance first (Redis included), so the answer means it is
                 // gone here even when Redis is down; then every other instance,
-                // for the variants only they have seen.
-                self.proxy.purge(&primary).await;
-                let done = serde_json::json!({ "purged": url, "key": primary });
+                // for the variants only they have seen. `keys`: how many of those
+                // this instance knows were stored, here or in Redis (0: nothing was).
+                let keys = self.proxy.variants.all_keys(&primary);
+                let removed = self.proxy.purge_keys(&keys, true).await;
+                let done =
+                    serde_json::json!({ "url": url, "key": primary, "keys": removed.stored });
                 (TOPIC, primary, done)
             }
             Target::Tag(tag) => {
-                if !crate::tags::valid(&tag) {
+                if !herdguard_redis::valid_tag(&tag) {
                     return plain(
                         StatusCode::BAD_REQUEST,
                         &format!(
                             "herdguard: {tag:?} is not a tag (1 to {} visible characters, no comma)\n",
-                            crate::tags::MAX_TAG_BYTES
+                            herdguard_redis::MAX_TAG_BYTES
                         ),
                     );
                 }
@@ -200,18 +204,19 @@ impl Purger {
                 }
                 keys.sort();
                 keys.dedup();
-                let unconfirmed = self.proxy.purge_keys(&keys).await;
+                let removed = self.proxy.purge_keys(&keys, true).await;
                 if let Err(e) = recorded {
                     return self.fleet_failed(&tag, &e);
                 }
-                if unconfirmed > 0 {
+                if removed.unconfirmed > 0 {
                     let e = format!(
-                        "{unconfirmed} of {} keys not removed from Redis",
+                        "{} of {} keys not removed from Redis",
+                        removed.unconfirmed,
                         keys.len()
                     );
                     return self.fleet_failed(&tag, &e);
                 }
-                let done = serde_json::json!({ "purged_tag": tag, "keys": keys.len() });
+                let done = serde_json::json!({ "tag": tag, "keys": removed.stored });
                 (TAG_TOPIC, tag, done)
             }
         };
@@ -253,15 +258,14 @@ impl Purger {
     }
 
     /// The primary key of `url`: an absolute `http(s)://` URL (its host is the
-    /// key's host), or a path, on the host of requests without a `Host`.
+    /// key's host), or a path, on the host of requests without a `Host` — made
+    /// as a request's is.
     fn primary_key(&self, url: &str) -> Option<String> {
-        let absolute = if url.starts_with('/') {
-            format!("http://{}{url}", self.proxy.tuning().options.default_host)
-        } else {
-            url.to_string()
-        };
-        let uri = EffectiveUri::parse_absolute(&absolute)?;
-        Some(self.proxy.variants.config().primary_for_uri(&uri))
+        let default_host = &self.proxy.tuning().options.default_host;
+        self.proxy
+            .variants
+            .config()
+            .primary_for_url(url, default_host)
     }
 }
 

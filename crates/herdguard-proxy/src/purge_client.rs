@@ -67,8 +67,9 @@ impl PurgeError {
     }
 }
 
-/// Purges every URL, then every tag, in turn, printing one line each; stops
-/// at the first refusal.
+/// Purges every URL, then every tag, in turn, printing one line each (how
+/// many stored keys the sidecar removed; "nothing stored" when none); stops at
+/// the first refusal.
 pub fn purge_blocking(args: PurgeArgs) -> Result<(), PurgeError> {
     let admin = admin_uri(&args.admin)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -80,13 +81,30 @@ pub fn purge_blocking(args: PurgeArgs) -> Result<(), PurgeError> {
         let urls = args.urls.iter().map(|u| ("url", u));
         for (field, subject) in urls.chain(args.tags.iter().map(|t| ("tag", t))) {
             let answer = purge_one(&client, &admin, &args.token, (field, subject)).await?;
-            match field {
-                "tag" => println!("purged tag {subject}: {answer}"),
-                _ => println!("purged {subject}: {answer}"),
-            }
+            let subject = match field {
+                "tag" => format!("tag {subject}"),
+                _ => subject.clone(),
+            };
+            println!("{}", summary(&subject, &answer));
         }
         Ok(())
     })
+}
+
+/// One line for the answer to a purge of `subject`: `purged …` only when the
+/// sidecar found something stored.
+fn summary(subject: &str, answer: &str) -> String {
+    let json: serde_json::Value = serde_json::from_str(answer).unwrap_or_default();
+    let fleet = json["fleet"].as_str().unwrap_or("none");
+    match json["keys"].as_u64() {
+        Some(0) => {
+            format!("nothing stored for {subject} on this instance (keys: 0; fleet: {fleet})")
+        }
+        Some(n) => {
+            format!("purged {subject}: {n} stored on this instance (keys: {n}; fleet: {fleet})")
+        }
+        None => format!("{subject}: {answer}"),
+    }
 }
 
 fn admin_uri(admin: &str) -> Result<Uri, PurgeError> {
@@ -158,6 +176,24 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_purge_that_found_nothing_never_says_purged() {
+        let line = summary(
+            "/a",
+            r#"{"fleet":"broadcast","key":"/a","keys":0,"url":"/a"}"#,
+        );
+        assert_eq!(
+            line,
+            "nothing stored for /a on this instance (keys: 0; fleet: broadcast)"
+        );
+        let line = summary("tag t", r#"{"fleet":"none","keys":2,"tag":"t"}"#);
+        assert_eq!(
+            line,
+            "purged tag t: 2 stored on this instance (keys: 2; fleet: none)"
+        );
+        assert_eq!(summary("/a", "odd"), "/a: odd");
+    }
 
     #[test]
     fn admin_addresses() {

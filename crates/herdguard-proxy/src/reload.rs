@@ -178,6 +178,7 @@ fn keep_restart_fields(next: &mut Settings, current: &Settings) -> Vec<&'static 
         max_connections => "max_connections",
         admin_max_connections => "admin_max_connections",
         keep_client_host => "keep_client_host",
+        forward_host => "forward_host",
         tls => "tls_cert/tls_key",
         h2_max_concurrent_streams => "h2_max_concurrent_streams",
     );

@@ -40,6 +40,10 @@ pub(crate) struct Forwarding {
     /// Peers whose `Forwarded` / `X-Forwarded-*` fields are kept and extended; from
     /// anyone else they are dropped, since the origin trusts what the proxy sends.
     pub trusted: Vec<IpNet>,
+    /// Whether the origin gets the client's host as `X-Forwarded-Host` (`forward_host`,
+    /// which puts the host in the cache key). Otherwise no `X-Forwarded-Host` reaches
+    /// it, not even a trusted peer's: the origin never sees a host the key leaves out.
+    pub host: bool,
 }
 
 /// The client end of a connection, as the forwarding fields show it: worked
@@ -48,6 +52,8 @@ pub(crate) struct Forwarding {
 pub struct Peer {
     /// Whether its own forwarding fields are kept.
     trusted: bool,
+    /// Whether the origin gets the client's host as `X-Forwarded-Host`.
+    forward_host: bool,
     /// Its address as an `X-Forwarded-For` member.
     address: HeaderValue,
     /// Whether it came over TLS (the `X-Forwarded-Proto` this proxy sets).
@@ -62,6 +68,7 @@ impl Peer {
         };
         Peer {
             trusted: forwarding.trusted.iter().any(|net| net.contains(&ip)),
+            forward_host: forwarding.host,
             address: HeaderValue::from_str(&ip.to_string())
                 .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
             https: false,
@@ -126,7 +133,7 @@ fn scan(headers: &HeaderMap) -> Found {
 #[derive(Clone, Debug)]
 pub(crate) struct Added {
     forwarded_for: HeaderValue,
-    /// `None`: a trusted peer's own value stays.
+    /// The `X-Forwarded-Host` set: the key's host (`None` unless `forward_host`).
     host: Option<HeaderValue>,
     /// The `X-Forwarded-Proto` set (`None` when a trusted peer sent one).
     proto: Option<HeaderValue>,
@@ -194,7 +201,9 @@ impl Forward {
 pub(crate) struct Inbound<B> {
     pub method: Method,
     pub forward: Forward,
-    /// The normalised `Host` (for the cache key).
+    /// The client's host, normalised: the `Host` (or, from a trusted peer with
+    /// `forward_host`, its `X-Forwarded-Host`), as the cache key takes it and as
+    /// the origin sees it when it sees one.
     pub host: String,
     pub body: B,
 }
@@ -248,7 +257,15 @@ where
         headers.remove(header::CONTENT_LENGTH);
         headers.remove(header::EXPECT);
     }
-    let (host, host_value) = request_host(&parts.uri, &headers, default_host)?;
+    let forwarded = if peer.forward_host && peer.trusted && found.forwarding {
+        forwarded_host(&headers)?
+    } else {
+        None
+    };
+    let (host, host_value) = match forwarded {
+        Some(host) => (host, None),
+        None => request_host(&parts.uri, &headers, default_host)?,
+    };
     let raw_target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let target = RequestTarget::parse(raw_target).map_err(Refusal::Target)?;
     let mut added = forwarding_fields(&mut headers, peer, &host, host_value, found.forwarding);
@@ -299,10 +316,29 @@ fn request_host(
     }
 }
 
-/// The forwarding fields to add: `X-Forwarded-For` (the peer appended), `-Host`,
-/// `-Proto` and `Via`, from this proxy's view. A trusted peer's own fields are
-/// kept and extended; anyone else's are removed from `headers` here. `found`:
-/// the request has forwarding fields of its own.
+/// A trusted peer's `X-Forwarded-Host`, normalised: the client's host as that
+/// peer saw it (the first of a list); `None` without one, a refusal when it is
+/// not a host.
+fn forwarded_host(headers: &HeaderMap) -> Result<Option<String>, Refusal> {
+    let Some(value) = headers.get(&X_FORWARDED_HOST) else {
+        return Ok(None);
+    };
+    let first = value
+        .to_str()
+        .map_err(|_| Refusal::Host)?
+        .split(',')
+        .next()
+        .unwrap_or("")
+        .trim();
+    normalize_host(first).map(Some).ok_or(Refusal::Host)
+}
+
+/// The forwarding fields to add: `X-Forwarded-For` (the peer appended), `-Proto`,
+/// `Via` and, with `forward_host`, `-Host` (the key's host, `host`), from this
+/// proxy's view. A trusted peer's own `Forwarded`, `X-Forwarded-For` and `-Proto`
+/// are kept and extended; anyone else's are removed from `headers` here, and
+/// everyone's `X-Forwarded-Host` (the proxy sets its own, or none). `found`: the
+/// request has forwarding fields of its own.
 fn forwarding_fields(
     headers: &mut HeaderMap,
     peer: &Peer,
@@ -310,12 +346,20 @@ fn forwarding_fields(
     host_value: Option<HeaderValue>,
     found: bool,
 ) -> Added {
-    let host_value = || host_value.or_else(|| HeaderValue::from_str(host).ok());
+    let host_value = || {
+        if peer.forward_host {
+            host_value.or_else(|| HeaderValue::from_str(host).ok())
+        } else {
+            None
+        }
+    };
+    if found {
+        headers.remove(&X_FORWARDED_HOST);
+    }
     if !peer.trusted {
         if found {
             headers.remove(header::FORWARDED);
             headers.remove(&X_FORWARDED_FOR);
-            headers.remove(&X_FORWARDED_HOST);
             headers.remove(&X_FORWARDED_PROTO);
             headers.remove(&X_FORWARDED_PORT);
             headers.remove(&X_REAL_IP);
@@ -343,11 +387,7 @@ fn forwarding_fields(
     };
     Added {
         forwarded_for,
-        host: if headers.contains_key(&X_FORWARDED_HOST) {
-            None
-        } else {
-            host_value()
-        },
+        host: host_value(),
         proto: (!headers.contains_key(&X_FORWARDED_PROTO)).then(|| peer.proto()),
         origin_host: None,
     }
@@ -373,8 +413,17 @@ mod tests {
         r: Request<http_body_util::Empty<bytes::Bytes>>,
         trusted: &[&str],
     ) -> Result<Inbound<http_body_util::Empty<bytes::Bytes>>, Refusal> {
+        run_with(r, trusted, false)
+    }
+
+    fn run_with(
+        r: Request<http_body_util::Empty<bytes::Bytes>>,
+        trusted: &[&str],
+        forward_host: bool,
+    ) -> Result<Inbound<http_body_util::Empty<bytes::Bytes>>, Refusal> {
         let forwarding = Forwarding {
             trusted: trusted.iter().map(|t| t.parse().unwrap()).collect(),
+            host: forward_host,
         };
         let peer = Peer::new("10.1.2.3:5555".parse().unwrap(), &forwarding);
         prepare(r, &peer, 65536, 1 << 20, "origin", false)
@@ -461,7 +510,8 @@ mod tests {
         ];
         let h = run(req("GET", "/", &spoof), &[]).unwrap().forward.to_send();
         assert_eq!(h.get("x-forwarded-for").unwrap(), "10.1.2.3");
-        assert_eq!(h.get("x-forwarded-host").unwrap(), "a");
+        // Without forward_host the origin sees no client host, not even a trusted peer's.
+        assert_eq!(h.get("x-forwarded-host"), None);
         assert!(!h.contains_key("forwarded"));
         assert_eq!(h.get("via").unwrap(), "1.1 herdguard");
         let trusted = ["10.0.0.0/8"];
@@ -470,8 +520,31 @@ mod tests {
             .forward
             .to_send();
         assert_eq!(h.get("x-forwarded-for").unwrap(), "6.6.6.6, 10.1.2.3");
-        assert_eq!(h.get("x-forwarded-host").unwrap(), "evil");
+        assert_eq!(h.get("x-forwarded-host"), None);
         assert!(h.contains_key("forwarded"));
+        // With it: the key's host, which is a trusted peer's X-Forwarded-Host when it sent one.
+        let i = run_with(req("GET", "/", &spoof), &[], true).unwrap();
+        assert_eq!(i.host, "a");
+        assert_eq!(i.forward.to_send().get("x-forwarded-host").unwrap(), "a");
+        let i = run_with(req("GET", "/", &spoof), &trusted, true).unwrap();
+        assert_eq!(i.host, "evil");
+        assert_eq!(i.forward.to_send().get("x-forwarded-host").unwrap(), "evil");
+        let listed = [("host", "a"), ("x-forwarded-host", "Shop.Example:80, b")];
+        let i = run_with(req("GET", "/", &listed), &trusted, true).unwrap();
+        assert_eq!(i.host, "shop.example");
+        assert_eq!(
+            i.forward
+                .to_send()
+                .get_all("x-forwarded-host")
+                .iter()
+                .collect::<Vec<_>>(),
+            ["shop.example"]
+        );
+        let bad = [("host", "a"), ("x-forwarded-host", "u@evil")];
+        assert_eq!(
+            run_with(req("GET", "/", &bad), &trusted, true).err(),
+            Some(Refusal::Host)
+        );
         let other = ["192.168.0.0/16"];
         let h = run(req("GET", "/", &spoof), &other)
             .unwrap()

@@ -128,6 +128,7 @@ pub(crate) fn tuning(settings: &Settings) -> Tuning {
     let options = HandlerOptions {
         forwarding: Forwarding {
             trusted: settings.trusted_proxies.clone(),
+            host: settings.forward_host,
         },
         request_cache_control: settings.request_cache_control,
         max_header_bytes: settings.max_header_bytes,
@@ -606,6 +607,7 @@ async fn serve_settings(
         log.apply(settings.log_level.as_deref())?;
     }
     let hangups = hangups();
+    let key = key_line(&settings);
     let server = Server::bind(settings).await?;
     let reloader = server.reloader(log);
     if let Some(addr) = server.local_addr() {
@@ -614,10 +616,24 @@ async fn serve_settings(
     if let Some(addr) = server.admin_addr() {
         tracing::info!(target: "herdguard::serve", url = %format_args!("http://{addr}/metrics"), "admin listening");
     }
+    tracing::info!(target: "herdguard::serve", parts = key.0, query = key.1, client_host = key.2, "cache key");
     tokio::select! {
         served = server.serve(shutdown_signal()) => served,
         never = reload_on_hangup(hangups, &args, &reloader) => match never {},
     }
+}
+
+/// The cache key's parts, its query mode, and why the client's host is in it
+/// or not: what the start-up log says of the key.
+fn key_line(settings: &Settings) -> (&'static str, &'static str, &'static str) {
+    let key = &settings.cache_key;
+    let host = match (key.host, settings.keep_client_host, settings.forward_host) {
+        (false, _, _) => "left out: the origin never sees it",
+        (true, true, _) => "in the key: the origin gets it as Host (keep_client_host)",
+        (true, false, true) => "in the key: the origin gets it as X-Forwarded-Host (forward_host)",
+        (true, false, false) => "in the key as configured (the origin never sees it)",
+    };
+    (key.parts(), key.query_mode(), host)
 }
 
 /// SIGHUP, caught from before the listeners open (its default action would

@@ -8,12 +8,15 @@
 //! records its key in the tag's set in Redis, so a purge finds the keys that
 //! instances which have since restarted or evicted them had stored.
 //!
-//! An origin is hostile like any other input: a tag is 1 to 128 bytes of
-//! visible ASCII (no `,`), at most [`MAX_TAGS`] per answer (the rest ignored).
+//! An origin is hostile like any other input: a tag is what
+//! [`herdguard_redis::valid_tag`] says (1 to 128 bytes of visible ASCII, no
+//! `,`: one rule for what an origin sends, a purge names and Redis stores), at
+//! most [`MAX_TAGS`] per answer (the rest ignored).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
+use herdguard_redis::valid_tag;
 use http::{HeaderMap, HeaderName};
 
 /// Fastly's field: tags separated by spaces.
@@ -23,14 +26,6 @@ pub(crate) static CACHE_TAG: HeaderName = HeaderName::from_static("cache-tag");
 
 /// Most tags kept of one answer.
 pub(crate) const MAX_TAGS: usize = 64;
-/// Longest tag kept, bytes.
-pub(crate) const MAX_TAG_BYTES: usize = 128;
-
-/// Whether `tag` is one a purge may name.
-pub(crate) fn valid(tag: &str) -> bool {
-    (1..=MAX_TAG_BYTES).contains(&tag.len())
-        && tag.bytes().all(|b| b.is_ascii_graphic() && b != b',')
-}
 
 /// The tags of an origin answer, deduplicated in order, and the fields removed.
 pub(crate) fn take(headers: &mut HeaderMap) -> Vec<String> {
@@ -42,7 +37,7 @@ pub(crate) fn take(headers: &mut HeaderMap) -> Vec<String> {
         for value in headers.get_all(name) {
             let Ok(text) = value.to_str() else { continue };
             for tag in text.split(separators).map(str::trim) {
-                if tags.len() < MAX_TAGS && valid(tag) && !tags.iter().any(|t| t == tag) {
+                if tags.len() < MAX_TAGS && valid_tag(tag) && !tags.iter().any(|t| t == tag) {
                     tags.push(tag.to_string());
                 }
             }
@@ -134,7 +129,7 @@ mod tests {
         let mut h = HeaderMap::new();
         let many: Vec<String> = (0..200).map(|i| format!("t{i}")).collect();
         h.insert(&SURROGATE_KEY, many.join(" ").parse().unwrap());
-        let long = "x".repeat(MAX_TAG_BYTES + 1);
+        let long = "x".repeat(herdguard_redis::MAX_TAG_BYTES + 1);
         h.insert(&CACHE_TAG, long.parse().unwrap());
         let tags = take(&mut h);
         assert_eq!(tags.len(), MAX_TAGS);

@@ -387,11 +387,13 @@ async fn attack_5_request_targets_stay_under_the_origin_base_path() {
 }
 
 /// 6. The origin trusts the proxy, so forwarding fields must be the proxy's:
-/// client-sent ones are dropped, and `X-Forwarded-*` / `Via` are set.
+/// client-sent ones are dropped, and `X-Forwarded-*` / `Via` are set
+/// (`X-Forwarded-Host` only with `forward_host`, which keys by the host).
 #[tokio::test]
 async fn attack_6_forwarding_fields_are_set_by_the_proxy() {
     let o = origin(|_, n| Reply::ok(&[("cache-control", "no-store")], format!("{n}"))).await;
     let p = proxy(&base(&o), &[]).await;
+    let forwarding = proxy(&base(&o), &["forward_host = true"]).await;
     let spoofed = [
         ("x-forwarded-for", "6.6.6.6"),
         ("x-forwarded-host", "admin.internal"),
@@ -399,6 +401,11 @@ async fn attack_6_forwarding_fields_are_set_by_the_proxy() {
         ("forwarded", "for=6.6.6.6;host=admin.internal;proto=https"),
         ("x-real-ip", "6.6.6.6"),
     ];
+    get(forwarding.addr, "/f", &spoofed).await;
+    assert_eq!(
+        o.seen().pop().unwrap().all("x-forwarded-host"),
+        ["api.example"]
+    );
     get(p.addr, "/f", &spoofed).await;
     let s = o.seen().pop().unwrap();
     let view = |n: &str| s.all(n).join(" | ");
@@ -414,28 +421,28 @@ async fn attack_6_forwarding_fields_are_set_by_the_proxy() {
     assert_eq!(view("forwarded"), "");
     assert_eq!(view("x-real-ip"), "");
     assert_eq!(view("x-forwarded-for"), "127.0.0.1");
-    assert_eq!(view("x-forwarded-host"), "api.example");
+    assert_eq!(view("x-forwarded-host"), "");
     assert_eq!(view("x-forwarded-proto"), "http");
     assert!(view("via").contains("herdguard"), "{}", view("via"));
 }
 
 /// 6 (trusted). Behind a configured trusted proxy, its forwarding fields are kept
-/// and extended.
+/// and extended; its `X-Forwarded-Host` only with `forward_host` (then it is the
+/// key's host).
 #[tokio::test]
 async fn attack_6_trusted_proxies_keep_their_forwarding_fields() {
     let o = origin(|_, n| Reply::ok(&[("cache-control", "no-store")], format!("{n}"))).await;
-    let p = proxy(&base(&o), &["trusted_proxies = [\"127.0.0.0/8\"]"]).await;
-    get(
-        p.addr,
-        "/f",
-        &[
-            ("x-forwarded-for", "203.0.113.7"),
-            ("x-forwarded-host", "www.example"),
-            ("x-forwarded-proto", "https"),
-            ("via", "1.1 edge"),
-        ],
-    )
-    .await;
+    let trusted = "trusted_proxies = [\"127.0.0.0/8\"]";
+    let p = proxy(&base(&o), &[trusted, "forward_host = true"]).await;
+    let fields = [
+        ("x-forwarded-for", "203.0.113.7"),
+        ("x-forwarded-host", "www.example"),
+        ("x-forwarded-proto", "https"),
+        ("via", "1.1 edge"),
+    ];
+    get(proxy(&base(&o), &[trusted]).await.addr, "/f", &fields).await;
+    assert_eq!(o.seen().pop().unwrap().header("x-forwarded-host"), None);
+    get(p.addr, "/f", &fields).await;
     let s = o.seen().pop().unwrap();
     assert_eq!(s.header("x-forwarded-for"), Some("203.0.113.7, 127.0.0.1"));
     assert_eq!(s.header("x-forwarded-host"), Some("www.example"));

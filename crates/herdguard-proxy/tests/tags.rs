@@ -122,3 +122,55 @@ async fn a_tag_purge_on_one_instance_reaches_the_fleet_and_what_a_gone_instance_
     }
     assert_eq!(o.calls(), 3);
 }
+
+/// `POST /purge {"tag": tag}` (any bytes a JSON string can hold).
+async fn purge_tag_json(admin: std::net::SocketAddr, tag: &str) -> support::Answer {
+    let body = serde_json::json!({ "tag": tag }).to_string();
+    let text = format!(
+        "POST /purge HTTP/1.1\r\nhost: admin\r\nauthorization: Bearer {TOKEN}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    support::raw(admin, text.as_bytes(), std::time::Duration::from_secs(5))
+        .await
+        .expect("an answer to the purge")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_adversarys_tags_are_judged_by_one_rule_from_origin_to_redis_to_purge() {
+    let longest = "t".repeat(herdguard_redis::MAX_TAG_BYTES);
+    let too_long = "t".repeat(herdguard_redis::MAX_TAG_BYTES + 1);
+    let surrogate = format!("ok-1 a,b {{x}} {longest} {too_long} %41");
+    let o = origin(move |_, n| {
+        let fields = [
+            ("cache-control", "max-age=60"),
+            ("surrogate-key", surrogate.as_str()),
+            ("cache-tag", "c-1, a b,;"),
+        ];
+        Reply::ok(&fields, format!("#{n}"))
+    })
+    .await;
+    let redis = herdguard_testkit::RedisServer::start().unwrap();
+    let settings = [
+        format!("redis = \"{}\"", redis.url()),
+        format!("purge_token = \"{TOKEN}\""),
+    ];
+    let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
+    let url = format!("http://{}", o.addr);
+    let (loader, purger) = (proxy(&url, &settings).await, proxy(&url, &settings).await);
+    // The purger never stores the answer: what it finds, it finds in Redis's sets.
+    let valid = ["ok-1", "{x}", longest.as_str(), "%41", "c-1", ";"];
+    for tag in valid {
+        get(loader.addr, "/adv", &[]).await;
+        let r = purge_tag_json(purger.admin, tag).await;
+        assert_eq!(r.status, 200, "{tag:?}: {}", r.text());
+        assert!(r.text().contains("\"keys\":1"), "{tag:?}: {}", r.text());
+        assert!(herdguard_redis::valid_tag(tag));
+    }
+    for tag in ["a,b", too_long.as_str(), "a b", "", "caf\u{e9}", "a\tb"] {
+        let r = purge_tag_json(purger.admin, tag).await;
+        assert_eq!(r.status, 400, "{tag:?}: {}", r.text());
+        assert!(!herdguard_redis::valid_tag(tag));
+    }
+    // Once per valid tag, and none for the others.
+    assert_eq!(o.calls(), valid.len());
+}

@@ -1,7 +1,11 @@
-//! Redis key names of one cache key: value, lease, version and marker all
-//! share one Redis Cluster hash tag `{…}`, so the scripts that touch them
-//! together run on one node. Changes of every key are announced on one channel
-//! per prefix, naming the key by its tag.
+//! Every Redis key name this crate uses, made here and nowhere else.
+//!
+//! Of one cache key: value, lease, version and marker all share one Redis
+//! Cluster hash tag `{…}`, so the scripts that touch them together run on one
+//! node. Changes of every key are announced on one channel per prefix, naming
+//! the key by its tag. Beside them, under the same prefix: a set per surrogate
+//! key (tag), the fleet's instance records, and the write-behind queue's
+//! streams, owner leases, done hash and dead letters (one hash tag `{wb}`).
 
 use std::fmt::Write as _;
 
@@ -47,6 +51,60 @@ impl KeyNames {
 /// The channel on which every change of the keys under `prefix` is announced.
 pub(crate) fn change_channel(prefix: &str) -> String {
     format!("{prefix}:changes")
+}
+
+/// Longest surrogate key (tag), bytes.
+pub const MAX_TAG_BYTES: usize = 128;
+
+/// Whether `tag` is a surrogate key: 1 to [`MAX_TAG_BYTES`] bytes of visible
+/// ASCII, without a comma. The one rule for a tag, wherever it comes from: an
+/// origin's `Surrogate-Key` (split on spaces) or `Cache-Tag` (split on commas)
+/// can carry no other, a purge may name no other, and only such a tag names a
+/// set in Redis (and travels, after a space, in a purge broadcast).
+pub fn valid_tag(tag: &str) -> bool {
+    (1..=MAX_TAG_BYTES).contains(&tag.len())
+        && tag.bytes().all(|b| b.is_ascii_graphic() && b != b',')
+}
+
+/// The set of the cache keys carrying `tag`; `None` when it is not a tag
+/// ([`valid_tag`]).
+pub(crate) fn tag_set(prefix: &str, tag: &str) -> Option<String> {
+    valid_tag(tag).then(|| format!("{prefix}tag:{tag}"))
+}
+
+/// The hash of the fleet's instance records (the live view).
+pub(crate) fn instances_key(prefix: &str) -> String {
+    format!("{prefix}instances")
+}
+
+/// The consumer group every process draining a write queue reads through.
+pub(crate) const QUEUE_GROUP: &str = "drain";
+
+/// The Redis keys of one write-behind queue, all under one hash tag.
+pub(crate) struct QueueNames {
+    /// One stream per partition.
+    pub(crate) streams: Vec<String>,
+    /// The owner lease of each partition.
+    pub(crate) owners: Vec<String>,
+    /// The newest written version of each key.
+    pub(crate) done: String,
+    /// Writes the writer refused for good.
+    pub(crate) dead: String,
+}
+
+impl QueueNames {
+    /// The names of a queue of `partitions` under `prefix`.
+    pub(crate) fn new(prefix: &str, partitions: u32) -> Self {
+        let base = format!("{prefix}:{{wb}}");
+        QueueNames {
+            streams: (0..partitions).map(|n| format!("{base}:s{n}")).collect(),
+            owners: (0..partitions)
+                .map(|n| format!("{base}:owner{n}"))
+                .collect(),
+            done: format!("{base}:done"),
+            dead: format!("{base}:dead"),
+        }
+    }
 }
 
 /// The key's text from its tag, or `None` when the tag is not one `escape` made.
@@ -105,6 +163,60 @@ mod tests {
         assert_eq!(k.lock, "hg:{user:42}:lock");
         assert_eq!(k.tag, "user:42");
         assert_eq!(change_channel("hg"), "hg:changes");
+    }
+
+    #[test]
+    fn the_other_names_under_a_prefix() {
+        // The sidecar's prefix ends with `:`, a library's may not: names are kept as they
+        // were so a running fleet finds its sets and records across an upgrade.
+        assert_eq!(
+            tag_set("hg:http:ab12:", "product-42").as_deref(),
+            Some("hg:http:ab12:tag:product-42")
+        );
+        assert_eq!(instances_key("hg:"), "hg:instances");
+        let names = QueueNames::new("hg", 3);
+        for k in names
+            .streams
+            .iter()
+            .chain(&names.owners)
+            .chain([&names.done, &names.dead])
+        {
+            assert!(k.starts_with("hg:{wb}:"), "{k}");
+        }
+        assert_eq!(names.streams.len(), 3);
+        assert_eq!(names.owners[2], "hg:{wb}:owner2");
+    }
+
+    #[test]
+    fn a_tag_is_short_visible_ascii_without_a_comma() {
+        let longest = "t".repeat(MAX_TAG_BYTES);
+        for good in [
+            "product-42",
+            "cat:7",
+            "a",
+            "{x}",
+            "%",
+            "~!@#$^&*()",
+            longest.as_str(),
+        ] {
+            assert!(valid_tag(good), "{good:?}");
+            assert!(tag_set("p:", good).is_some());
+        }
+        let too_long = "t".repeat(MAX_TAG_BYTES + 1);
+        for bad in [
+            "",
+            "a b",
+            "a,b",
+            "a\tb",
+            "a\nb",
+            "caf\u{e9}",
+            "\u{7f}",
+            "nul\0",
+            too_long.as_str(),
+        ] {
+            assert!(!valid_tag(bad), "{bad:?}");
+            assert_eq!(tag_set("p:", bad), None, "{bad:?}");
+        }
     }
 
     #[test]

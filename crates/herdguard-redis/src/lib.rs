@@ -39,7 +39,9 @@
 //!   value) and of a marker.
 //! - `quorum`: quorum leases (Redlock) over independent lock servers, when
 //!   configured ([`RedisConfig::lease_quorum`]), and their counters ([`QuorumStats`]).
-//! - `keys`: key names under one Redis Cluster hash tag, and the change channel.
+//! - `keys`: every Redis key name — a cache key's (under one Redis Cluster hash
+//!   tag), a surrogate key's set, the instance records, the write queue's, and
+//!   the change channel — and what a surrogate key may be ([`valid_tag`]).
 //! - `queue`: [`RedisWriteQueue`], the durable write-behind queue (Redis
 //!   Streams, a consumer group, partitions owned one process at a time).
 //!
@@ -59,6 +61,7 @@ mod remote;
 mod scripts;
 
 pub use config::{RedisConfig, RedisSetupError};
+pub use keys::{valid_tag, MAX_TAG_BYTES};
 pub use queue::{QueueConfig, RedisWriteQueue};
 pub use quorum::QuorumStats;
 pub use remote::{RedisRemote, MAX_INSTANCES, MAX_TAGGED_KEYS};

@@ -31,9 +31,7 @@ use redis::{RedisError, Script, Value};
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::config::{RedisConfig, RedisSetupError};
-
-/// The consumer group every draining process reads through.
-const GROUP: &str = "drain";
+use crate::keys::{QueueNames as Names, QUEUE_GROUP as GROUP};
 
 /// How a [`RedisWriteQueue`] spreads and hands over its writes.
 ///
@@ -168,28 +166,6 @@ end
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
 return 0
 ";
-
-/// The Redis keys of one queue, all under one hash tag.
-struct Names {
-    streams: Vec<String>,
-    owners: Vec<String>,
-    done: String,
-    dead: String,
-}
-
-impl Names {
-    fn new(prefix: &str, partitions: u32) -> Self {
-        let base = format!("{prefix}:{{wb}}");
-        Names {
-            streams: (0..partitions).map(|n| format!("{base}:s{n}")).collect(),
-            owners: (0..partitions)
-                .map(|n| format!("{base}:owner{n}"))
-                .collect(),
-            done: format!("{base}:done"),
-            dead: format!("{base}:dead"),
-        }
-    }
-}
 
 /// Which partitions this process drains, and until when it may believe so.
 struct Owned {
@@ -680,19 +656,6 @@ mod tests {
             seen.insert(partition_of(&format!("user:{i}"), 8));
         }
         assert_eq!(seen.len(), 8);
-    }
-
-    #[test]
-    fn every_queue_key_shares_one_hash_tag() {
-        let names = Names::new("hg", 3);
-        for k in names
-            .streams
-            .iter()
-            .chain(&names.owners)
-            .chain([&names.done, &names.dead])
-        {
-            assert!(k.starts_with("hg:{wb}:"), "{k}");
-        }
     }
 
     #[test]

@@ -19,7 +19,7 @@ use crate::config::{RedisConfig, RedisSetupError};
 use crate::conn::{Conn, Endpoint, Primary, SentinelUrl};
 use crate::envelope;
 use crate::feed::{Event, Feed};
-use crate::keys::{change_channel, unescape, KeyNames};
+use crate::keys::{change_channel, instances_key, tag_set, unescape, KeyNames, MAX_TAG_BYTES};
 use crate::quorum::{Acquired, Quorum, QuorumStats};
 use crate::scripts::Scripts;
 
@@ -244,8 +244,8 @@ where
     /// outlives the process that loaded the entry, read back by
     /// [`RedisRemote::take_tagged`]. The tag's set forgets each key when its
     /// time is up, holds at most [`MAX_TAGGED_KEYS`] (the soonest to go are
-    /// dropped first) and lives no longer than its longest-lived key. `tag` is
-    /// one word (no whitespace), at most 256 bytes.
+    /// dropped first) and lives no longer than its longest-lived key. `tag`
+    /// must pass [`crate::valid_tag`].
     pub async fn tag(&self, tag: &str, key: &str, ttl: Duration) -> Result<(), RemoteError> {
         let name = self.tag_set(tag)?;
         let mut conn = self.conn.clone();
@@ -285,12 +285,11 @@ where
     }
 
     fn tag_set(&self, tag: &str) -> Result<String, RemoteError> {
-        if tag.is_empty() || tag.len() > 256 || tag.contains(char::is_whitespace) {
-            return Err(RemoteError::Codec(format!(
-                "tag {tag:?} must be one word of at most 256 bytes"
-            )));
-        }
-        Ok(format!("{}tag:{tag}", self.config.prefix))
+        tag_set(&self.config.prefix, tag).ok_or_else(|| {
+            RemoteError::Codec(format!(
+                "{tag:?} is not a tag (1 to {MAX_TAG_BYTES} visible ASCII characters, no comma)"
+            ))
+        })
     }
 
     /// Calls `listener` with the payload of every broadcast on `topic`, from any
@@ -334,7 +333,7 @@ where
             "instances",
             self.scripts
                 .instances
-                .key(format!("{}instances", self.config.prefix))
+                .key(instances_key(&self.config.prefix))
                 .arg(instance)
                 .arg(record)
                 .arg(Self::millis(max_age))

@@ -146,3 +146,54 @@ async fn broadcasts_reach_every_process_on_the_topic() {
         Err(RemoteError::Codec(_))
     ));
 }
+
+/// The adversary's surrogate keys: Redis records exactly the ones
+/// `valid_tag` accepts (the rule the sidecar reads them by), refuses the rest
+/// with a typed error, and gives each recorded one back once.
+#[tokio::test]
+async fn surrogate_keys_follow_the_one_tag_rule() {
+    let redis = RedisServer::start().unwrap();
+    let remote = RedisRemote::<String, String>::connect(RedisConfig::new(redis.url()))
+        .await
+        .unwrap();
+    let longest = "t".repeat(herdguard_redis::MAX_TAG_BYTES);
+    let too_long = "t".repeat(herdguard_redis::MAX_TAG_BYTES + 1);
+    let tags = [
+        "product-42",
+        "{x}",
+        "%41",
+        longest.as_str(),
+        "",
+        "a,b",
+        "a b",
+        "a\tb",
+        "caf\u{e9}",
+        too_long.as_str(),
+        &"u".repeat(256),
+    ];
+    let ttl = Duration::from_secs(60);
+    for tag in tags {
+        let recorded = remote.tag(tag, "/key", ttl).await;
+        assert_eq!(
+            recorded.is_ok(),
+            herdguard_redis::valid_tag(tag),
+            "{tag:?}: {recorded:?}"
+        );
+        if let Err(e) = recorded {
+            assert!(matches!(e, RemoteError::Codec(_)), "{tag:?}: {e}");
+            assert!(matches!(
+                remote.take_tagged(tag).await,
+                Err(RemoteError::Codec(_))
+            ));
+        } else {
+            assert_eq!(remote.take_tagged(tag).await.unwrap(), ["/key"], "{tag:?}");
+        }
+    }
+    for (tag, valid) in [
+        ("product-42", true),
+        ("a,b", false),
+        (too_long.as_str(), false),
+    ] {
+        assert_eq!(herdguard_redis::valid_tag(tag), valid, "{tag:?}");
+    }
+}
