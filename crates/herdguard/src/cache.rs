@@ -16,7 +16,7 @@ use crate::clock::{Clock, Timestamp};
 use crate::entry::{Entry, EntryMeta, LOCAL_VERSIONS};
 use crate::error::{Error, SharedError};
 use crate::fleet::FleetSettings;
-use crate::flight::{Flights, Join};
+use crate::flight::{Flight, Flights, Join};
 use crate::health::Health;
 use crate::load::{BoxLoader, Failure, Outcome, Source};
 use crate::metrics::{Metrics, MetricsSnapshot};
@@ -188,9 +188,56 @@ where
                 }
             }
         };
-        // The slow path is boxed so the hit path's future stays small.
-        let miss = Arc::clone(inner).miss(key, policy.clone(), stale, boxed(loader));
-        Box::pin(miss).await
+        self.miss(key, policy, stale, loader).await
+    }
+
+    /// The miss path. A caller that waits on another's load allocates nothing
+    /// here (thousands wake at once, and each would free its allocation while
+    /// the others wait): the steps are plain functions around one inline
+    /// wait, the loader is boxed only if this caller calls it, and what is
+    /// large and rare (an origin call of its own, a wait deadline's timer) is
+    /// boxed apart, so the caller's future stays small.
+    async fn miss<F, Fut, E>(
+        &self,
+        key: K,
+        policy: &Policy,
+        stale: Option<Arc<Entry<V>>>,
+        loader: F,
+    ) -> Result<Cached<V>, Error>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Loaded<V>, E>> + Send + 'static,
+        E: Into<BoxError>,
+    {
+        let inner = &self.inner;
+        let mut loader = Some(loader);
+        match inner.join_miss(key, policy, &stale, &mut loader) {
+            Joined::Done(result) => return result,
+            Joined::Pass => {}
+            Joined::Wait { flight, leader } => {
+                let started = Instant::now();
+                let outcome = match policy.wait_timeout {
+                    None => flight.wait().await,
+                    Some(limit) => {
+                        match Box::pin(tokio::time::timeout(limit, flight.wait())).await {
+                            Ok(outcome) => outcome,
+                            Err(_) => return inner.timed_out(limit, stale),
+                        }
+                    }
+                };
+                if let Some(result) = inner.answer(outcome, leader, started, stale) {
+                    return result;
+                }
+                // Hit-for-miss: the leader's answer can't be shared, so each
+                // waiter goes to the origin now, in parallel, instead of queueing.
+            }
+        }
+        // Boxed: an origin call's future is large, and would make every
+        // caller's future as large.
+        match loader.take_boxed() {
+            Some(loader) => Box::pin(inner.pass(loader, policy)).await,
+            None => Err(Error::LoadAbandoned),
+        }
     }
 
     /// The fresh entry of `key`, if any, without loading (and without counting).
@@ -282,6 +329,36 @@ where
     /// error, until the background probe sees it answer again).
     pub fn shared_store_healthy(&self) -> bool {
         self.inner.healthy_remote().is_some()
+    }
+}
+
+/// Where a miss stands once it has joined the key's load, or found it need not.
+enum Joined<V> {
+    /// Answered without waiting.
+    Done(Result<Cached<V>, Error>),
+    /// The key's answers are uncacheable: this caller calls the origin itself.
+    Pass,
+    /// Wait on the key's load, which this caller may lead.
+    Wait {
+        flight: Arc<Flight<Outcome<V>>>,
+        leader: bool,
+    },
+}
+
+/// A caller's loader, boxed only when it is about to be called.
+pub(crate) trait TakeLoader<V>: Send {
+    /// The loader, boxed; `None` once taken.
+    fn take_boxed(&mut self) -> Option<BoxLoader<V>>;
+}
+
+impl<V, F, Fut, E> TakeLoader<V> for Option<F>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<Loaded<V>, E>> + Send + 'static,
+    E: Into<BoxError>,
+{
+    fn take_boxed(&mut self) -> Option<BoxLoader<V>> {
+        self.take().map(boxed)
     }
 }
 
@@ -397,54 +474,61 @@ where
         }
     }
 
-    async fn miss(
-        self: Arc<Self>,
+    /// The miss path up to the wait: join the key's load, or start it.
+    fn join_miss(
+        self: &Arc<Self>,
         key: K,
-        policy: Policy,
-        stale: Option<Arc<Entry<V>>>,
-        loader: BoxLoader<V>,
-    ) -> Result<Cached<V>, Error> {
-        tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
+        policy: &Policy,
+        stale: &Option<Arc<Entry<V>>>,
+        loader: &mut dyn TakeLoader<V>,
+    ) -> Joined<V> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Joined::Done(Err(Error::NoRuntime));
+        }
         let now = self.clock.now();
         if self.uncacheable.get(&key).is_some_and(|until| now < until) {
-            return self.pass(loader, &policy).await;
+            return Joined::Pass;
         }
         if let Some(error) = self.recent_failure(&key, now) {
             self.metrics.negative_hits.inc();
-            return self.fail_or_stale(Failure::Origin(error), stale, true);
+            let result = self.fail_or_stale(Failure::Origin(error), stale.clone(), true);
+            return Joined::Done(result);
         }
         let fresh_now = || {
             self.store
                 .get(&key)
                 .filter(|e| !policy.revalidate && e.is_fresh(now) && !self.suspect(e))
         };
-        let mut own_loader = Some(loader);
-        let (flight, leader) = match self.flights.join(&key, fresh_now) {
-            Join::Settled(entry) => return Ok(Cached::new(entry, self.hit())),
-            Join::Waiter(flight) => (flight, false),
+        match self.flights.join(&key, fresh_now) {
+            Join::Settled(entry) => Joined::Done(Ok(Cached::new(entry, self.hit()))),
+            Join::Waiter(flight) => Joined::Wait {
+                flight,
+                leader: false,
+            },
             Join::Leader(flight) => {
-                if let Some(loader) = own_loader.take() {
+                if let Some(loader) = loader.take_boxed() {
                     // A revalidation takes no copy produced before it started.
                     let replacing = policy.revalidate.then_some(now);
-                    self.spawn_flight(
-                        key.clone(),
-                        Arc::clone(&flight),
-                        loader,
-                        policy.clone(),
-                        replacing,
-                    );
+                    self.spawn_flight(key, Arc::clone(&flight), loader, policy.clone(), replacing);
                 }
-                (flight, true)
+                Joined::Wait {
+                    flight,
+                    leader: true,
+                }
             }
-        };
-        let started = Instant::now();
-        let outcome = match policy.wait_timeout {
-            None => flight.wait().await,
-            Some(limit) => match tokio::time::timeout(limit, flight.wait()).await {
-                Ok(outcome) => outcome,
-                Err(_) => return self.timed_out(limit, stale),
-            },
-        };
+        }
+    }
+
+    /// The miss path after the wait: what the caller is answered, or `None`
+    /// when the load's answer may not be shared and the caller must call the
+    /// origin itself.
+    fn answer(
+        &self,
+        outcome: Outcome<V>,
+        leader: bool,
+        started: Instant,
+        stale: Option<Arc<Entry<V>>>,
+    ) -> Option<Result<Cached<V>, Error>> {
         if !leader {
             self.metrics.coalesced.inc();
             self.metrics.wait_time.record(started.elapsed());
@@ -464,19 +548,14 @@ where
                     (Source::Shared, true) => Served::Shared,
                     (Source::Memory, true) => self.hit(),
                 };
-                Ok(Cached::new(entry, served))
+                Some(Ok(Cached::new(entry, served)))
             }
-            Outcome::Uncacheable(entry) if leader => Ok(Cached::new(entry, Served::Loaded)),
-            Outcome::Uncacheable(_) => match own_loader {
-                // Hit-for-miss: the leader's answer can't be shared, so each waiter
-                // goes to the origin now, in parallel, instead of queueing.
-                Some(loader) => self.pass(loader, &policy).await,
-                None => Err(Error::LoadAbandoned),
-            },
+            Outcome::Uncacheable(entry) if leader => Some(Ok(Cached::new(entry, Served::Loaded))),
+            Outcome::Uncacheable(_) => None,
             Outcome::Failed {
                 failure,
                 stale: shared,
-            } => self.fail_or_stale(failure, newest(stale, shared), false),
+            } => Some(self.fail_or_stale(failure, newest(stale, shared), false)),
         }
     }
 
