@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use futures_util::future::{ready, Either};
 use parking_lot::Mutex;
 
 use crate::breaker::{Breaker, BreakerState};
@@ -191,53 +192,59 @@ where
         self.miss(key, policy, stale, loader).await
     }
 
-    /// The miss path. A caller that waits on another's load allocates nothing
-    /// here (thousands wake at once, and each would free its allocation while
-    /// the others wait): the steps are plain functions around one inline
-    /// wait, the loader is boxed only if this caller calls it, and what is
-    /// large and rare (an origin call of its own, a wait deadline's timer) is
-    /// boxed apart, so the caller's future stays small.
-    async fn miss<F, Fut, E>(
-        &self,
+    /// The miss path: joins the key's load (or starts it) now, as
+    /// [`Cache::lookup`] calls it, and returns the wait.
+    ///
+    /// A caller that waits on another's load allocates nothing here: thousands
+    /// wake at once, and each would free its allocation while the others wait.
+    /// So the wait is inline in the caller's future, the loader is boxed only
+    /// if this caller calls it, and what is large and rare (an origin call of
+    /// its own, a wait deadline's timer) is boxed apart. A plain function
+    /// rather than an `async fn`, whose future would keep every argument for
+    /// the whole wait: this one holds only what the wait needs.
+    fn miss<'a, F, Fut, E>(
+        &'a self,
         key: K,
-        policy: &Policy,
+        policy: &'a Policy,
         stale: Option<Arc<Entry<V>>>,
         loader: F,
-    ) -> Result<Cached<V>, Error>
+    ) -> impl Future<Output = Result<Cached<V>, Error>> + Send + 'a
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<Loaded<V>, E>> + Send + 'static,
         E: Into<BoxError>,
     {
-        let inner = &self.inner;
         let mut loader = Some(loader);
-        match inner.join_miss(key, policy, &stale, &mut loader) {
-            Joined::Done(result) => return result,
-            Joined::Pass => {}
-            Joined::Wait { flight, leader } => {
+        let flight = match self.inner.join_miss(key, policy, &stale, &mut loader) {
+            Joined::Done(result) => return Either::Left(ready(result)),
+            Joined::Pass => None,
+            Joined::Wait { flight, leader } => Some((flight, leader)),
+        };
+        Either::Right(async move {
+            if let Some((flight, leader)) = flight {
                 let started = Instant::now();
                 let outcome = match policy.wait_timeout {
                     None => flight.wait().await,
                     Some(limit) => {
                         match Box::pin(tokio::time::timeout(limit, flight.wait())).await {
                             Ok(outcome) => outcome,
-                            Err(_) => return inner.timed_out(limit, stale),
+                            Err(_) => return self.inner.timed_out(limit, stale),
                         }
                     }
                 };
-                if let Some(result) = inner.answer(outcome, leader, started, stale) {
+                if let Some(result) = self.inner.answer(outcome, leader, started, stale) {
                     return result;
                 }
                 // Hit-for-miss: the leader's answer can't be shared, so each
                 // waiter goes to the origin now, in parallel, instead of queueing.
             }
-        }
-        // Boxed: an origin call's future is large, and would make every
-        // caller's future as large.
-        match loader.take_boxed() {
-            Some(loader) => Box::pin(inner.pass(loader, policy)).await,
-            None => Err(Error::LoadAbandoned),
-        }
+            // Boxed: an origin call's future is large, and would make every
+            // caller's future as large.
+            match loader.take_boxed() {
+                Some(loader) => Box::pin(self.inner.pass(loader, policy)).await,
+                None => Err(Error::LoadAbandoned),
+            }
+        })
     }
 
     /// The fresh entry of `key`, if any, without loading (and without counting).
