@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use futures_util::future::{ready, Either};
 use parking_lot::Mutex;
 
 use crate::breaker::{Breaker, BreakerState};
@@ -16,7 +17,7 @@ use crate::clock::{Clock, Timestamp};
 use crate::entry::{Entry, EntryMeta, LOCAL_VERSIONS};
 use crate::error::{Error, SharedError};
 use crate::fleet::FleetSettings;
-use crate::flight::{Flights, Join};
+use crate::flight::{Flight, Flights, Join};
 use crate::health::Health;
 use crate::load::{BoxLoader, Failure, Outcome, Source};
 use crate::metrics::{Metrics, MetricsSnapshot};
@@ -188,9 +189,66 @@ where
                 }
             }
         };
-        // The slow path is boxed so the hit path's future stays small.
-        let miss = Arc::clone(inner).miss(key, policy.clone(), stale, boxed(loader));
-        Box::pin(miss).await
+        self.miss(key, policy, stale, loader).await
+    }
+
+    /// The miss path: joins the key's load (or starts it) now, as
+    /// [`Cache::lookup`] calls it, and returns the wait.
+    ///
+    /// A caller that waits on another's load allocates nothing here: thousands
+    /// wake at once, and each would free its allocation while the others wait.
+    /// So the wait is inline in the caller's future, the loader is boxed only
+    /// if this caller calls it, and what is large and rare (an origin call of
+    /// its own, a wait deadline's timer) is boxed apart. A plain function
+    /// rather than an `async fn`, whose future would keep every argument for
+    /// the whole wait: this one holds only what the wait needs.
+    fn miss<'a, F, Fut, E>(
+        &'a self,
+        key: K,
+        policy: &'a Policy,
+        stale: Option<Arc<Entry<V>>>,
+        loader: F,
+    ) -> impl Future<Output = Result<Cached<V>, Error>> + Send + 'a
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Loaded<V>, E>> + Send + 'static,
+        E: Into<BoxError>,
+    {
+        let mut loader = Some(loader);
+        let flight = match self.inner.join_miss(key, policy, &stale, &mut loader) {
+            Joined::Done(result) => return Either::Left(ready(result)),
+            Joined::Pass => None,
+            Joined::Wait {
+                flight,
+                leader,
+                blind,
+            } => Some((flight, leader, blind)),
+        };
+        Either::Right(async move {
+            if let Some((flight, leader, blind)) = flight {
+                let started = Instant::now();
+                let outcome = match policy.wait_timeout {
+                    None => flight.wait().await,
+                    Some(limit) => {
+                        match Box::pin(tokio::time::timeout(limit, flight.wait())).await {
+                            Ok(outcome) => outcome,
+                            Err(_) => return self.inner.timed_out(limit, stale),
+                        }
+                    }
+                };
+                if let Some(result) = self.inner.answer(outcome, leader, started, stale, blind) {
+                    return result;
+                }
+                // Hit-for-miss: the leader's answer can't be shared, so each
+                // waiter goes to the origin now, in parallel, instead of queueing.
+            }
+            // Boxed: an origin call's future is large, and would make every
+            // caller's future as large.
+            match loader.take_boxed() {
+                Some(loader) => Box::pin(self.inner.pass(loader, policy)).await,
+                None => Err(Error::LoadAbandoned),
+            }
+        })
     }
 
     /// The fresh entry of `key`, if any, without loading (and without counting).
@@ -282,6 +340,38 @@ where
     /// error, until the background probe sees it answer again).
     pub fn shared_store_healthy(&self) -> bool {
         self.inner.healthy_remote().is_some()
+    }
+}
+
+/// Where a miss stands once it has joined the key's load, or found it need not.
+enum Joined<V> {
+    /// Answered without waiting.
+    Done(Result<Cached<V>, Error>),
+    /// The key's answers are uncacheable: this caller calls the origin itself.
+    Pass,
+    /// Wait on the key's load, which this caller may lead.
+    Wait {
+        flight: Arc<Flight<Outcome<V>>>,
+        leader: bool,
+        /// A waiter whose load may predate a change this process has not heard of.
+        blind: bool,
+    },
+}
+
+/// A caller's loader, boxed only when it is about to be called.
+pub(crate) trait TakeLoader<V>: Send {
+    /// The loader, boxed; `None` once taken.
+    fn take_boxed(&mut self) -> Option<BoxLoader<V>>;
+}
+
+impl<V, F, Fut, E> TakeLoader<V> for Option<F>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<Loaded<V>, E>> + Send + 'static,
+    E: Into<BoxError>,
+{
+    fn take_boxed(&mut self) -> Option<BoxLoader<V>> {
+        self.take().map(boxed)
     }
 }
 
@@ -397,59 +487,68 @@ where
         }
     }
 
-    async fn miss(
-        self: Arc<Self>,
+    /// The miss path up to the wait: join the key's load, or start it.
+    fn join_miss(
+        self: &Arc<Self>,
         key: K,
-        policy: Policy,
-        stale: Option<Arc<Entry<V>>>,
-        loader: BoxLoader<V>,
-    ) -> Result<Cached<V>, Error> {
-        tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
+        policy: &Policy,
+        stale: &Option<Arc<Entry<V>>>,
+        loader: &mut dyn TakeLoader<V>,
+    ) -> Joined<V> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Joined::Done(Err(Error::NoRuntime));
+        }
         let now = self.clock.now();
         if self.uncacheable.get(&key).is_some_and(|until| now < until) {
-            return self.pass(loader, &policy).await;
+            return Joined::Pass;
         }
         if let Some(error) = self.recent_failure(&key, now) {
             self.metrics.negative_hits.inc();
-            return self.fail_or_stale(Failure::Origin(error), stale, true);
+            let result = self.fail_or_stale(Failure::Origin(error), stale.clone(), true);
+            return Joined::Done(result);
         }
         let fresh_now = || {
             self.store
                 .get(&key)
                 .filter(|e| !policy.revalidate && e.is_fresh(now) && !self.suspect(e, now))
         };
-        let mut own_loader = Some(loader);
-        let (flight, leader) = match self.flights.join(&key, self.epoch(), fresh_now) {
-            Join::Settled(entry) => return Ok(Cached::new(entry, self.hit())),
-            Join::Waiter(flight) => (flight, false),
+        match self.flights.join(&key, self.epoch(), fresh_now) {
+            Join::Settled(entry) => Joined::Done(Ok(Cached::new(entry, self.hit()))),
+            // A load joined while the store is unreachable, or while the feed
+            // cannot vouch for the present, or begun before a feed interruption,
+            // may predate a change elsewhere this process has not heard of:
+            // decided at the join, as either may recover before the load ends.
+            Join::Waiter(flight) => Joined::Wait {
+                blind: flight.epoch() != self.epoch() || self.unvouched(now),
+                flight,
+                leader: false,
+            },
             Join::Leader(flight) => {
-                if let Some(loader) = own_loader.take() {
+                if let Some(loader) = loader.take_boxed() {
                     // A revalidation takes no copy produced before it started.
                     let replacing = policy.revalidate.then_some(now);
-                    self.spawn_flight(
-                        key.clone(),
-                        Arc::clone(&flight),
-                        loader,
-                        policy.clone(),
-                        replacing,
-                    );
+                    self.spawn_flight(key, Arc::clone(&flight), loader, policy.clone(), replacing);
                 }
-                (flight, true)
+                Joined::Wait {
+                    flight,
+                    leader: true,
+                    blind: false,
+                }
             }
-        };
-        // A load joined while the store is unreachable, or while the feed
-        // cannot vouch for the present, or begun before a feed interruption,
-        // may predate a change elsewhere this process has not heard of:
-        // decided at the join, as either may recover before the load ends.
-        let joined_blind = !leader && (flight.epoch() != self.epoch() || self.unvouched(now));
-        let started = Instant::now();
-        let outcome = match policy.wait_timeout {
-            None => flight.wait().await,
-            Some(limit) => match tokio::time::timeout(limit, flight.wait()).await {
-                Ok(outcome) => outcome,
-                Err(_) => return self.timed_out(limit, stale),
-            },
-        };
+        }
+    }
+
+    /// The miss path after the wait: what the caller is answered, or `None`
+    /// when the load's answer may not be shared and the caller must call the
+    /// origin itself.
+    fn answer(
+        &self,
+        outcome: Outcome<V>,
+        leader: bool,
+        started: Instant,
+        stale: Option<Arc<Entry<V>>>,
+        blind: bool,
+    ) -> Option<Result<Cached<V>, Error>> {
         if !leader {
             self.metrics.coalesced.inc();
             self.metrics.wait_time.record(started.elapsed());
@@ -464,9 +563,7 @@ where
                     }
                     // Joined a load that may have begun before a change elsewhere
                     // this process cannot hear of while the store is unreachable.
-                    (_, false)
-                        if joined_blind || self.served_from_memory() == Served::Unconfirmed =>
-                    {
+                    (_, false) if blind || self.served_from_memory() == Served::Unconfirmed => {
                         self.metrics.unconfirmed.inc();
                         Served::Unconfirmed
                     }
@@ -475,19 +572,14 @@ where
                     (Source::Shared, true) => Served::Shared,
                     (Source::Memory, true) => self.hit(),
                 };
-                Ok(Cached::new(entry, served))
+                Some(Ok(Cached::new(entry, served)))
             }
-            Outcome::Uncacheable(entry) if leader => Ok(Cached::new(entry, Served::Loaded)),
-            Outcome::Uncacheable(_) => match own_loader {
-                // Hit-for-miss: the leader's answer can't be shared, so each waiter
-                // goes to the origin now, in parallel, instead of queueing.
-                Some(loader) => self.pass(loader, &policy).await,
-                None => Err(Error::LoadAbandoned),
-            },
+            Outcome::Uncacheable(entry) if leader => Some(Ok(Cached::new(entry, Served::Loaded))),
+            Outcome::Uncacheable(_) => None,
             Outcome::Failed {
                 failure,
                 stale: shared,
-            } => self.fail_or_stale(failure, newest(stale, shared), false),
+            } => Some(self.fail_or_stale(failure, newest(stale, shared), false)),
         }
     }
 

@@ -329,10 +329,12 @@ impl<T: Clone> Flight<T> {
         self.published.get().cloned()
     }
 
-    /// A future that resolves to a clone of the outcome.
-    pub(crate) fn wait(self: &Arc<Self>) -> Wait<T> {
+    /// A future that resolves to a clone of the outcome. It takes the caller's
+    /// reference: every waiter of a key touches the count on waking, and one
+    /// touch fewer each counts when thousands wake at once.
+    pub(crate) fn wait(self: Arc<Self>) -> Wait<T> {
         Wait {
-            flight: Arc::clone(self),
+            flight: self,
             slot: None,
         }
     }
@@ -543,7 +545,7 @@ mod tests {
         // 1,000 waiters that give up one after the other (a caller's wait deadline
         // on a long load) reuse one slot instead of growing the list.
         for _ in 0..1000 {
-            let mut wait = Box::pin(leader.wait());
+            let mut wait = Box::pin(Arc::clone(&leader).wait());
             assert!(wait
                 .as_mut()
                 .poll(&mut Context::from_waker(&waker))
