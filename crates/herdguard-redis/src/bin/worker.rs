@@ -1,7 +1,8 @@
 //! One process of a test fleet: connects a `Cache` to Redis through
 //! `RedisRemote`, prints `ready`, then for each line `go KEY` read on stdin
 //! runs `--callers` concurrent `get_or_load(KEY)` and prints one JSON line with
-//! what happened; `health` prints whether it uses the shared store now. Stops
+//! what happened; `health` prints whether it uses the shared store now;
+//! `inv KEY` invalidates the key and prints `{"invalidated": KEY}`. Stops
 //! at the end of stdin. With `--cluster`, `--url` lists a Redis Cluster's seed
 //! nodes (comma-separated) and everything runs on the cluster.
 //!
@@ -67,6 +68,12 @@ struct Args {
     /// (default: the core's).
     #[arg(long)]
     wait_limit_ms: Option<u64>,
+    /// How long a loaded value is fresh.
+    #[arg(long, default_value_t = 60_000)]
+    ttl_ms: u64,
+    /// After expiry, serve the stale value while one background refresh runs.
+    #[arg(long, default_value_t = 0)]
+    stale_while_revalidate_ms: u64,
 }
 
 /// Who coordinates the callers of a round.
@@ -334,7 +341,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .context("connecting the shared store")?;
     let mut builder = Cache::builder()
-        .ttl(Duration::from_secs(60))
+        .ttl(Duration::from_millis(args.ttl_ms))
+        .stale_while_revalidate(Duration::from_millis(args.stale_while_revalidate_ms))
         .shared_store(remote)
         .fleet_poll_interval(Duration::from_millis(args.poll_ms))
         .shared_store_probe_interval(Duration::from_millis(args.probe_ms));
@@ -358,8 +366,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
             );
             continue;
         }
+        if let Some(key) = line.strip_prefix("inv ") {
+            let key = key.trim().to_string();
+            cache
+                .invalidate(&key)
+                .await
+                .with_context(|| format!("invalidating {key}"))?;
+            println!("{}", serde_json::json!({ "invalidated": key }));
+            continue;
+        }
         let Some(key) = line.strip_prefix("go ") else {
-            anyhow::bail!("expected `go KEY` or `health`, got {line:?}");
+            anyhow::bail!("expected `go KEY`, `inv KEY` or `health`, got {line:?}");
         };
         let key = key.trim().to_string();
         let loads = Arc::new(AtomicU64::new(0));
