@@ -1,0 +1,477 @@
+#!/usr/bin/env bash
+# What one change costs Redis as the fleet grows: bytes and messages Redis sends
+# (replies + pub/sub deliveries) and Redis CPU per cold miss, per invalidation
+# and per background refresh, with 2, 8, 32 and 64 worker processes
+# (`herdguard-redis-worker`) on one private redis-server. One process does the
+# work; the others are idle members of the fleet, each subscribed to the change
+# feed. Everything comes from Redis's own counters: INFO stats
+# (total_net_output_bytes), INFO cpu (used_cpu_*), INFO commandstats, PUBSUB
+# NUMSUB. The idle baseline (the change feeds' pings, 5 a second a process) is
+# measured first and subtracted per ping.
+#
+# Part 2 prices the pub/sub machinery on one core: Redis CPU per PUBLISH and per
+# SPUBLISH with 0, 1, 16, 64 and 256 subscribers (redis-benchmark, pipelined;
+# subscribers read and discard in one helper process), the budget the scaling
+# model in docs/fleets.md divides by.
+#
+# Usage: scripts/bench-fanout.sh   (FLEETS="2 8 32 64" OPS=300 PARTS="1 2 3")
+# Every process it starts is stopped at the end. Takes about 2-3 minutes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+bench_workdir fanout
+
+cargo build -q -p herdguard-redis --bin herdguard-redis-worker
+target=${CARGO_TARGET_DIR:-target}
+WORKER="$target/debug/herdguard-redis-worker"
+
+port=$(free_port)
+redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
+    --dir "$WORK" >"$WORK/redis.log" 2>&1 &
+PIDS+=("$!")
+wait_port "$port"
+
+PARTS=${PARTS:-"1 2 3"}
+if [[ " $PARTS " == *" 1 "* ]]; then
+FLEETS=${FLEETS:-"2 8 32 64"} OPS=${OPS:-300} PORT=$port WORKER=$WORKER \
+    python3 - <<'EOF'
+import os, select, socket, subprocess, sys, time
+
+PORT = int(os.environ["PORT"])
+WORKER = os.environ["WORKER"]
+OPS = int(os.environ["OPS"])
+FLEETS = [int(n) for n in os.environ["FLEETS"].split()]
+TTL_MS = 1500
+# Commands the worker sends itself (not from inside a script): their replies
+# are messages Redis sends. Script-internal calls (GET, SET, PUBLISH, ...) are
+# counted by commandstats too, but send nothing to the client.
+TOP_LEVEL = ("evalsha", "eval", "script|load", "mget", "client|tracking", "ssubscribe", "sunsubscribe")
+
+
+class Harness:
+    """The benchmark's own connection, counting every byte Redis sends it, so
+    that its own INFO replies can be taken out of total_net_output_bytes."""
+
+    def __init__(self):
+        self.sock = socket.create_connection(("127.0.0.1", PORT))
+        self.buf = b""
+        self.received = 0
+
+    def _fill(self):
+        chunk = self.sock.recv(1 << 16)
+        if not chunk:
+            sys.exit("redis closed the harness connection")
+        self.received += len(chunk)
+        self.buf += chunk
+
+    def _line(self):
+        while b"\r\n" not in self.buf:
+            self._fill()
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def _read(self):
+        line = self._line()
+        kind, rest = line[:1], line[1:]
+        if kind == b"-":
+            sys.exit("redis: " + rest.decode())
+        if kind in b"+:":
+            return rest.decode()
+        if kind == b"$":
+            n = int(rest)
+            if n < 0:
+                return None
+            while len(self.buf) < n + 2:
+                self._fill()
+            data, self.buf = self.buf[:n], self.buf[n + 2:]
+            return data.decode()
+        if kind == b"*":
+            return [self._read() for _ in range(int(rest))]
+        sys.exit("unexpected reply " + repr(line))
+
+    def __call__(self, *args):
+        out = b"*%d\r\n" % len(args)
+        for a in args:
+            a = str(a).encode()
+            out += b"$%d\r\n%s\r\n" % (len(a), a)
+        self.sock.sendall(out)
+        return self._read()
+
+
+redis = Harness()
+
+
+def snapshot():
+    """Redis's counters now: bytes out, CPU µs, and calls/usec per command;
+    `harness`: what the harness had received before asking."""
+    harness = redis.received
+    info = redis("info", "everything")
+    snap = {"calls": {}, "usec": {}, "harness": harness, "t": time.time()}
+    for line in info.splitlines():
+        if line.startswith("total_net_output_bytes:"):
+            snap["bytes"] = int(line.split(":")[1])
+        elif line.startswith("used_cpu_sys:"):
+            snap["cpu"] = snap.get("cpu", 0) + float(line.split(":")[1]) * 1e6
+        elif line.startswith("used_cpu_user:"):
+            snap["cpu"] = snap.get("cpu", 0) + float(line.split(":")[1]) * 1e6
+        elif line.startswith("cmdstat_"):
+            name, rest = line[len("cmdstat_"):].split(":", 1)
+            fields = dict(kv.split("=") for kv in rest.split(","))
+            snap["calls"][name] = int(fields["calls"])
+            snap["usec"][name] = int(fields["usec"])
+    return snap
+
+
+def delta(a, b):
+    # The harness's own replies in the window (the first INFO's included) are
+    # not the fleet's; its commands are left out of the calls the same way.
+    own = b["harness"] - a["harness"]
+    d = {"bytes": b["bytes"] - a["bytes"] - own, "cpu": b["cpu"] - a["cpu"], "calls": {}, "usec": {},
+         "secs": b["t"] - a["t"]}
+    for name in b["calls"]:
+        d["calls"][name] = b["calls"][name] - a["calls"].get(name, 0)
+        d["usec"][name] = b["usec"][name] - a["usec"].get(name, 0)
+    return d
+
+
+def numsub(channel):
+    return int(redis("pubsub", "numsub", channel)[1])
+
+
+class Worker:
+    def __init__(self, i):
+        self.p = subprocess.Popen(
+            [WORKER, "--url", f"redis://127.0.0.1:{PORT}/", "--callers", "1",
+             "--loader-ms", "0", "--ttl-ms", str(TTL_MS),
+             "--stale-while-revalidate-ms", "600000"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        self.pending = b""
+
+    def line(self, limit=30):
+        # Own line buffer over the raw pipe: select() on a buffered reader
+        # would miss lines already read into its buffer.
+        deadline = time.time() + limit
+        while b"\n" not in self.pending:
+            left = deadline - time.time()
+            ready, _, _ = select.select([self.p.stdout], [], [], max(left, 0))
+            if not ready:
+                sys.exit("worker silent for %ss" % limit)
+            chunk = os.read(self.p.stdout.fileno(), 1 << 16)
+            if not chunk:
+                sys.exit("worker ended")
+            self.pending += chunk
+        out, self.pending = self.pending.split(b"\n", 1)
+        return out.decode().strip()
+
+    def send(self, lines):
+        self.p.stdin.write("".join(l + "\n" for l in lines))
+        self.p.stdin.flush()
+
+    def stop(self):
+        try:
+            self.p.stdin.close()
+        except BrokenPipeError:
+            pass
+        try:
+            self.p.wait(10)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+
+
+def per_op(d, ops, ping_bytes, idle_cpu_rate, subscribers):
+    pings = d["calls"].get("ping", 0)
+    incr = d["calls"].get("incr", 0)
+    # The loader's INCR count:KEY is the test harness's, not herdguard's: its
+    # reply is ':1\r\n' or ':2\r\n'.
+    net = d["bytes"] - pings * ping_bytes - incr * 4
+    # The idle CPU (server cron and pings) goes by time; the harness's INFO
+    # calls cost about their usec.
+    cpu = d["cpu"] - idle_cpu_rate * d["secs"] - d["usec"].get("info", 0)
+    replies = sum(d["calls"].get(c, 0) for c in TOP_LEVEL)
+    publishes = d["calls"].get("publish", 0) + d["calls"].get("spublish", 0)
+    deliveries = publishes * subscribers
+    usec = sum(d["usec"].get(c, 0) for c in TOP_LEVEL)
+    return {
+        "bytes": net / ops, "replies": replies / ops, "deliveries": deliveries / ops,
+        "publishes": publishes / ops, "usec": usec / ops, "cpu": cpu / ops,
+    }
+
+
+def progress(text):
+    print(text, file=sys.stderr, flush=True)
+
+
+def wait_publishes(before, want, limit=60):
+    deadline = time.time() + limit
+    while time.time() < deadline:
+        now = snapshot()
+        if now["calls"].get("publish", 0) - before["calls"].get("publish", 0) >= want:
+            return
+        time.sleep(0.25)
+    sys.exit("background refreshes did not all publish within %ss" % limit)
+
+
+rows = []
+idle_rows = []
+for n in FLEETS:
+    redis("flushall")
+    workers = [Worker(i) for i in range(n)]
+    try:
+        for w in workers:
+            if w.line() != "ready":
+                sys.exit("worker not ready")
+        deadline = time.time() + 30
+        while numsub("hg:changes") < n:
+            if time.time() > deadline:
+                sys.exit("change feeds not all subscribed")
+            time.sleep(0.05)
+        # Idle baseline: nothing but the feeds' pings.
+        time.sleep(1)
+        a, t0 = snapshot(), time.time()
+        time.sleep(5)
+        b, t1 = snapshot(), time.time()
+        idle = delta(a, b)
+        pings = max(idle["calls"].get("ping", 0), 1)
+        ping_bytes = idle["bytes"] / pings
+        idle_cpu_rate = (idle["cpu"] - idle["usec"].get("info", 0)) / idle["secs"]
+        idle_rows.append((n, pings / (t1 - t0), ping_bytes, idle["bytes"] / (t1 - t0),
+                          idle_cpu_rate, idle["usec"].get("ping", 0) / pings))
+        others = {c: k for c, k in idle["calls"].items() if k and c not in ("ping", "info")}
+        if others:
+            print(f"note: idle fleet of {n} also sent {others}")
+        progress(f"{n} processes: idle baseline taken")
+        driver = workers[0]
+        keys = [f"fan-{n}-{i}" for i in range(OPS)]
+
+        # Cold misses: MGET, lease, MGET, origin, fenced write (announced).
+        a = snapshot()
+        driver.send([f"go {k}" for k in keys])
+        for _ in keys:
+            if '"Loaded"' not in driver.line():
+                sys.exit("a cold miss was not a load")
+        miss = per_op(delta(a, snapshot()), OPS, ping_bytes, idle_cpu_rate, n)
+
+        progress(f"{n} processes: cold misses done")
+        # Background refreshes: each copy is past its TTL, inside its
+        # stale-while-revalidate window: served stale, refreshed once.
+        time.sleep(TTL_MS / 1000 + 0.2)
+        a = snapshot()
+        driver.send([f"go {k}" for k in keys])
+        for _ in keys:
+            if '"StaleWhileRevalidate"' not in driver.line():
+                sys.exit("a stale hit did not start a refresh")
+        wait_publishes(a, OPS)
+        time.sleep(0.2)
+        refresh = per_op(delta(a, snapshot()), OPS, ping_bytes, idle_cpu_rate, n)
+
+        progress(f"{n} processes: refreshes done")
+        # Invalidations.
+        a = snapshot()
+        driver.send([f"inv {k}" for k in keys])
+        for _ in keys:
+            if "invalidated" not in driver.line():
+                sys.exit("an invalidation failed")
+        inv = per_op(delta(a, snapshot()), OPS, ping_bytes, idle_cpu_rate, n)
+        rows += [(n, "cold miss", miss), (n, "refresh", refresh), (n, "invalidation", inv)]
+    finally:
+        for w in workers:
+            w.stop()
+
+print("\nIdle fleet (subtracted below): the change feeds' pings")
+print(f"{'procs':>5} {'pings/s':>8} {'B/ping':>7} {'B/s':>8} {'CPU us/s':>9} {'usec/ping':>9}")
+for n, rate, bpp, bps, cps, upp in idle_rows:
+    print(f"{n:>5} {rate:>8.0f} {bpp:>7.1f} {bps:>8.0f} {cps:>9.0f} {upp:>9.2f}")
+
+print(f"\nPer operation, one process working, {OPS} operations on distinct keys"
+      " (idle pings subtracted)")
+print(f"{'procs':>5} {'operation':<13} {'bytes':>7} {'msgs':>6} {'replies':>7}"
+      f" {'delivs':>6} {'cmd usec':>8} {'CPU us':>7}")
+for n, op, r in rows:
+    print(f"{n:>5} {op:<13} {r['bytes']:>7.0f} {r['replies'] + r['deliveries']:>6.1f}"
+          f" {r['replies']:>7.1f} {r['deliveries']:>6.1f} {r['usec']:>8.1f} {r['cpu']:>7.1f}")
+first = {op: r for n, op, r in rows if n == FLEETS[0]}
+print(f"\nBytes per operation against {FLEETS[0]} processes, and per extra process:")
+for n, op, r in rows:
+    if n == FLEETS[0]:
+        continue
+    base = first[op]
+    per_proc = (r["bytes"] - base["bytes"]) / (n - FLEETS[0])
+    print(f"{n:>5} {op:<13} {r['bytes'] / base['bytes']:>5.2f}x   {per_proc:>6.1f} B/process")
+EOF
+fi
+
+# Part 2: Redis CPU per published message against its subscriber count.
+if [[ " $PARTS " == *" 2 "* ]]; then
+python3 - "$port" "$WORK" <<'EOF'
+import os, socket, subprocess, sys, time, select
+port, work = int(sys.argv[1]), sys.argv[2]
+
+
+def redis(*args):
+    return subprocess.run(["redis-cli", "-p", str(port), *map(str, args)],
+                          check=True, capture_output=True, text=True).stdout
+
+
+def cpu_and_stats(cmd):
+    info = redis("info", "everything")
+    cpu, calls, usec = 0.0, 0, 0
+    for line in info.splitlines():
+        if line.startswith(("used_cpu_sys:", "used_cpu_user:")):
+            cpu += float(line.split(":")[1]) * 1e6
+        if line.startswith(f"cmdstat_{cmd}:"):
+            f = dict(kv.split("=") for kv in line.split(":", 1)[1].split(","))
+            calls, usec = int(f["calls"]), int(f["usec"])
+    return cpu, calls, usec
+
+
+def subscribers(kind, channel, count):
+    """count connections subscribed to channel, reading and discarding."""
+    socks = []
+    for _ in range(count):
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(f"*2\r\n${len(kind)}\r\n{kind}\r\n${len(channel)}\r\n{channel}\r\n".encode())
+        socks.append(s)
+    for s in socks:
+        s.recv(4096)
+    return socks
+
+
+MSG = "w 1732000000000001 user:42"
+
+
+def run(cmd, subs, pipeline):
+    """Redis CPU µs and commandstats usec per message, publishing to a channel
+    with `subs` subscribers."""
+    channel = "hg:{bench}:changes"
+    socks = subscribers("SUBSCRIBE" if cmd == "publish" else "SSUBSCRIBE", channel, subs)
+    n = max(2000, min(100000 if pipeline > 1 else 30000, 1_000_000 // max(subs, 1)))
+    reader = None
+    if socks:
+        # Drain in a child so the benchmark and the reads overlap.
+        reader = os.fork()
+        if reader == 0:
+            deadline = time.time() + 120
+            while time.time() < deadline:
+                r, _, _ = select.select(socks, [], [], 1)
+                for s in r:
+                    if not s.recv(1 << 20):
+                        os._exit(0)
+            os._exit(0)
+    cpu0, calls0, usec0 = cpu_and_stats(cmd)
+    subprocess.run(["redis-benchmark", "-p", str(port), "-n", str(n), "-P", str(pipeline),
+                    "-c", "2", "-q", cmd.upper(), channel, MSG], check=True, capture_output=True)
+    cpu1, calls1, usec1 = cpu_and_stats(cmd)
+    for s in socks:
+        s.close()
+    if reader:
+        os.kill(reader, 9)
+        os.waitpid(reader, 0)
+    msgs = calls1 - calls0
+    time.sleep(0.3)
+    return (cpu1 - cpu0) / msgs, (usec1 - usec0) / msgs
+
+
+print("\nRedis CPU per published message (redis-benchmark -c 2, pipelined 16 deep or"
+      " not at all;\none helper process reads every subscriber's socket)")
+print(f"{'command':<9} {'subs':>5} {'CPU us/msg':>10} {'usec/call':>9} {'msgs/s/core':>11}"
+      f" {'delivs/s/core':>13} | {'unpipelined: CPU us/msg':>23} {'msgs/s/core':>11}"
+      f" {'delivs/s/core':>13}")
+for cmd in ("publish", "spublish"):
+    for subs in (0, 1, 16, 64, 256):
+        cpu, usec = run(cmd, subs, 16)
+        cpu1, _ = run(cmd, subs, 1)
+        print(f"{cmd:<9} {subs:>5} {cpu:>10.2f} {usec:>9.2f} {1e6 / cpu:>11.0f}"
+              f" {1e6 / cpu * subs:>13.0f} | {cpu1:>23.2f} {1e6 / cpu1:>11.0f}"
+              f" {1e6 / cpu1 * subs:>13.0f}")
+EOF
+fi
+
+# Part 3: the fleet view. Every sidecar exchanges its instance record once a
+# second (`INSTANCES` in scripts.rs, read from there): each call reads every
+# record and returns up to 64, so the fleet's cost grows with N². Records of
+# 300 bytes (a dashboard record's size); Redis usec and bytes per call.
+script=$(awk '/^const INSTANCES: &str = r"$/ {on = 1; next} on && /^";$/ {exit} on {print}' \
+    crates/herdguard-redis/src/scripts.rs)
+[ -n "$script" ] || { echo "INSTANCES script not found in scripts.rs" >&2; exit 1; }
+if [[ " $PARTS " == *" 3 "* ]]; then
+SCRIPT=$script python3 - "$port" <<'EOF'
+import os, socket, sys
+port = int(sys.argv[1])
+sock = socket.create_connection(("127.0.0.1", port))
+received = 0
+
+
+def call(*args):
+    global received
+    out = b"*%d\r\n" % len(args)
+    for a in args:
+        a = str(a).encode()
+        out += b"$%d\r\n%s\r\n" % (len(a), a)
+    sock.sendall(out)
+    buf = b""
+    # Replies here are one bulk string or an array of bulk strings; read to the end.
+    def need(n):
+        nonlocal buf
+        global received
+        while len(buf) < n:
+            chunk = sock.recv(1 << 16)
+            received += len(chunk)
+            buf += chunk
+    def line():
+        nonlocal buf
+        global received
+        while b"\r\n" not in buf:
+            chunk = sock.recv(1 << 16)
+            received += len(chunk)
+            buf += chunk
+        l, buf = buf.split(b"\r\n", 1)
+        return l
+    def read():
+        nonlocal buf
+        l = line()
+        if l[:1] == b"$":
+            n = int(l[1:])
+            if n < 0:
+                return None
+            need(n + 2)
+            d, buf = buf[:n], buf[n + 2:]
+            return d
+        if l[:1] == b"*":
+            return [read() for _ in range(int(l[1:]))]
+        if l[:1] == b"-":
+            sys.exit(l.decode())
+        return l[1:]
+    return read()
+
+
+sha = call("SCRIPT", "LOAD", os.environ["SCRIPT"]).decode()
+record = "r" * 300
+
+
+def stat():
+    info = call("INFO", "commandstats").decode()
+    for l in info.splitlines():
+        if l.startswith("cmdstat_evalsha:"):
+            f = dict(kv.split("=") for kv in l.split(":", 1)[1].split(","))
+            return int(f["calls"]), int(f["usec"])
+    return 0, 0
+
+
+print("\nThe fleet view: one instance-record exchange (INSTANCES script) with N live records")
+print(f"{'N':>5} {'usec/call':>9} {'bytes/call':>10} {'N calls/s: core':>16} {'bytes/s':>10}")
+for n in (8, 64, 1000):
+    call("DEL", "hg:instances")
+    for i in range(n):
+        call("EVALSHA", sha, 1, "hg:instances", f"i{i}", record, 5000, 64)
+    c0, u0 = stat()
+    calls = 200
+    r0 = received
+    for i in range(calls):
+        call("EVALSHA", sha, 1, "hg:instances", f"i{i % n}", record, 5000, 64)
+    r1 = received
+    c1, u1 = stat()
+    usec = (u1 - u0) / (c1 - c0)
+    per = (r1 - r0) / calls
+    print(f"{n:>5} {usec:>9.1f} {per:>10.0f} {usec * n / 1e4:>15.1f}% {per * n:>10.0f}")
+EOF
+fi
