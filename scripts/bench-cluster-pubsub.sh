@@ -2,7 +2,9 @@
 # The cost of the change feed's plain PUBLISH on a Redis Cluster against sharded
 # pub/sub (SPUBLISH), on a local 6-node cluster (3 primaries, 3 replicas) on
 # 127.0.0.1: messages per second from one client (redis-benchmark, pipelined)
-# and the cluster-bus messages each one costs (cluster_stats_messages_*_sent).
+# and the cluster-bus messages and bytes each one costs (cluster_stats_messages_*_sent;
+# bytes_sent of every cluster-bus socket, from `ss -ti`, less the bus's idle gossip
+# over the same time).
 # A subscriber listens on another primary (PUBLISH) and on the shard (SPUBLISH).
 # Every server it starts is stopped at the end. Takes about 15 s.
 set -euo pipefail
@@ -63,13 +65,31 @@ pids+=("$!")
 sleep 0.3
 
 sent() { redis-cli -p "$first" cluster info | tr -d '\r' | awk -F: -v k="$1" '$1 == k {print $2}'; }
+# Bytes every node has sent on the cluster bus (each node's bus port is its port + 10000).
+bus_filter=""
+for port in "${ports[@]}"; do
+    bus_filter="$bus_filter${bus_filter:+ or }sport = :$((port + 10000))"
+    bus_filter="$bus_filter or dport = :$((port + 10000))"
+done
+bus_bytes() {
+    ss -tiH state established "( $bus_filter )" \
+        | grep -o 'bytes_sent:[0-9]*' | awk -F: '{s += $2} END {print s + 0}'
+}
+idle_before=$(bus_bytes); t0=$(date +%s.%N)
+sleep 3
+idle_rate=$(awk -v b="$idle_before" -v a="$(bus_bytes)" -v t0="$t0" -v t1="$(date +%s.%N)" \
+    'BEGIN {print (a - b) / (t1 - t0)}')
+echo "idle cluster bus: $(printf '%.0f' "$idle_rate") bytes/s (gossip, all nodes)"
 msg="w 1732000000000001 user:42"
 for cmd in PUBLISH SPUBLISH; do
     if [ "$cmd" = PUBLISH ]; then channel=hg:changes; stat=cluster_stats_messages_publish_sent
     else channel=$shard_channel; stat=cluster_stats_messages_publishshard_sent; fi
     before=$(sent "$stat"); before=${before:-0}
+    bus0=$(bus_bytes); t0=$(date +%s.%N)
     rate=$(redis-benchmark -p "$first" -n "$N" -P 16 -c 4 -q "$cmd" "$channel" "$msg" \
         | tr '\r' '\n' | grep 'requests per second' | tail -1)
     after=$(sent "$stat")
-    echo "$cmd: $rate; cluster-bus messages per message: $(( (after - before) / N ))"
+    bus=$(awk -v b="$bus0" -v a="$(bus_bytes)" -v t0="$t0" -v t1="$(date +%s.%N)" -v idle="$idle_rate" -v n="$N" \
+        'BEGIN {printf "%.0f", (a - b - idle * (t1 - t0)) / n}')
+    echo "$cmd: $rate; cluster-bus messages per message: $(( (after - before) / N )), bus bytes per message: $bus"
 done
