@@ -7,8 +7,11 @@
 
 use std::sync::{Arc, Mutex};
 
-use crate::config::{ConfigError, Settings};
-use crate::proxy::Proxy;
+use super::error::ConfigError;
+use super::settings::Settings;
+use super::tuning;
+use crate::handle::proxy::Proxy;
+use crate::listen::acceptor::LiveConnections;
 
 /// Puts a log filter (`--log-level` syntax) in force; `Err` says why it is not one.
 pub type SetFilter = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
@@ -55,17 +58,24 @@ pub struct Reloaded {
     pub need_restart: Vec<&'static str>,
 }
 
-/// Applies re-read configurations to a running proxy ([`crate::Server::reloader`]).
+/// Applies re-read configurations to a running proxy ([`Server::reloader`](crate::Server::reloader)).
 pub struct Reloader {
     proxy: Arc<Proxy>,
+    connections: LiveConnections,
     current: Mutex<Settings>,
     log: Option<LogControl>,
 }
 
 impl Reloader {
-    pub(crate) fn new(proxy: Arc<Proxy>, current: Settings, log: Option<LogControl>) -> Self {
+    pub(crate) fn new(
+        proxy: Arc<Proxy>,
+        connections: LiveConnections,
+        current: Settings,
+        log: Option<LogControl>,
+    ) -> Self {
         Reloader {
             proxy,
+            connections,
             current: Mutex::new(current),
             log,
         }
@@ -87,7 +97,8 @@ impl Reloader {
                 log.apply(next.log_level.as_deref())?;
             }
         }
-        self.proxy.retune(crate::server::tuning(&next));
+        self.proxy.retune(tuning::handler(&next));
+        self.connections.store(Arc::new(tuning::connections(&next)));
         *current = next;
         Ok(Reloaded {
             applied,
@@ -228,7 +239,7 @@ fn live_changes(next: &Settings, current: &Settings) -> Vec<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ServeArgs;
+    use crate::config::settings::ServeArgs;
 
     fn settings(extra: &str) -> Settings {
         static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);

@@ -20,10 +20,10 @@ use http_body_util::{BodyExt, Limited};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::answer::plain;
 use crate::body::Body;
-use crate::fleet::FleetRemote as Fleet;
-use crate::proxy::Proxy;
+use crate::handle::answer::plain;
+use crate::handle::proxy::{FleetRemote as Fleet, Proxy};
+use crate::handle::tags;
 
 /// The log target of purge events (docs/observability.md: "Logs and lock metrics").
 const LOG_TARGET: &str = "herdguard::purge";
@@ -179,12 +179,12 @@ impl Purger {
                 (TOPIC, primary, done)
             }
             Target::Tag(tag) => {
-                if !crate::tags::valid(&tag) {
+                if !tags::valid(&tag) {
                     return plain(
                         StatusCode::BAD_REQUEST,
                         &format!(
                             "herdguard: {tag:?} is not a tag (1 to {} visible characters, no comma)\n",
-                            crate::tags::MAX_TAG_BYTES
+                            tags::MAX_TAG_BYTES
                         ),
                     );
                 }

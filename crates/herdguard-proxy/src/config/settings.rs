@@ -10,9 +10,19 @@ use http::{HeaderName, Uri};
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::limits::ConnectionLimits;
+use std::path::Path;
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use super::error::invalid;
+pub use super::error::ConfigError;
+use super::rules::RuleFile;
+use crate::handle::path_rules::PathRules;
+pub use crate::handle::proxy::RequestCacheControl;
+use crate::listen::limits::ConnectionLimits;
+use crate::listen::tls::TlsConfig;
 use crate::origin::OriginTrust;
-use crate::path_rules::{PathRules, RuleFile};
 
 /// One serving thread per core but one: a sidecar shares its host with the
 /// application it serves, and threads that compete with it for every core
@@ -186,17 +196,6 @@ pub struct ServeArgs {
     pub h2_max_concurrent_streams: Option<u32>,
 }
 
-/// What a request's own cache directives (`no-cache`, `max-age`, `min-fresh`,
-/// `max-stale`, `only-if-cached`, `Pragma: no-cache`) do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RequestCacheControl {
-    /// Obeyed; a forced revalidation is coalesced with every caller of the key
-    /// and its result stored.
-    Revalidate,
-    /// Ignored, as nginx and Varnish do by default.
-    Ignore,
-}
-
 /// A TOML value that may be one comma-separated string or a list of strings.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
@@ -281,23 +280,6 @@ struct FileConfig {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     h2_max_concurrent_streams: Option<u32>,
-}
-
-/// An invalid setting, named by its field.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid configuration: {field}: {reason}")]
-pub struct ConfigError {
-    /// The setting (flag name without dashes).
-    pub field: String,
-    /// What is wrong with it.
-    pub reason: String,
-}
-
-fn invalid(field: &str, reason: impl Into<String>) -> ConfigError {
-    ConfigError {
-        field: field.to_string(),
-        reason: reason.into(),
-    }
 }
 
 /// A secret setting: its `Debug` never shows it.
@@ -386,7 +368,7 @@ pub struct Settings {
     /// The file's log filter, if it gives one.
     pub log_level: Option<String>,
     /// The proxy listener's certificate and key (`None`: plain HTTP).
-    pub tls: Option<crate::tls::TlsConfig>,
+    pub tls: Option<TlsConfig>,
     /// Most requests in flight on one HTTP/2 connection.
     pub h2_max_concurrent_streams: u32,
 }
@@ -627,7 +609,7 @@ impl ServeArgs {
                 "needs host in cache_key (the origin's answer then depends on it)",
             ));
         }
-        let path_rules = crate::path_rules::resolve(file.rule, max_object)?;
+        let path_rules = super::rules::resolve(file.rule, max_object)?;
         // By default the budget is the only bound (one entry per 64 bytes of it
         // can never be reached: an entry weighs more than that).
         let max_entries = positive(
@@ -636,7 +618,7 @@ impl ServeArgs {
         )?;
         let tls = match (pick!(tls_cert), pick!(tls_key)) {
             (None, None) => None,
-            (Some(cert), Some(key)) => Some(crate::tls::TlsConfig::load(&cert, &key)?),
+            (Some(cert), Some(key)) => Some(load_tls(&cert, &key)?),
             (Some(_), None) => return Err(invalid("tls_key", "needed with tls_cert")),
             (None, Some(_)) => return Err(invalid("tls_cert", "needed with tls_key")),
         };
@@ -741,6 +723,38 @@ impl ServeArgs {
             h2_max_concurrent_streams,
         })
     }
+}
+
+/// Reads a PEM certificate chain (`cert`, leaf first) and its private key
+/// (`key`: PKCS#8, PKCS#1 or SEC1); an error names the field (`tls_cert` or
+/// `tls_key`), the file and what is wrong.
+fn load_tls(cert: &Path, key: &Path) -> Result<TlsConfig, ConfigError> {
+    let fail = |field: &str, path: &Path, reason: String| ConfigError {
+        field: field.to_string(),
+        reason: format!("{}: {reason}", path.display()),
+    };
+    let cert_pem = std::fs::read(cert).map_err(|e| fail("tls_cert", cert, e.to_string()))?;
+    let chain = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| fail("tls_cert", cert, format!("not a PEM certificate: {e}")))?;
+    if chain.is_empty() {
+        return Err(fail(
+            "tls_cert",
+            cert,
+            "no CERTIFICATE block in the PEM".into(),
+        ));
+    }
+    let key_pem = std::fs::read(key).map_err(|e| fail("tls_key", key, e.to_string()))?;
+    let private = PrivateKeyDer::from_pem_slice(&key_pem)
+        .map_err(|e| fail("tls_key", key, format!("not a PEM private key: {e}")))?;
+    let files = format!("{}, {}", cert.display(), key.display());
+    TlsConfig::new(chain, private, files).map_err(|e| {
+        fail(
+            "tls_key",
+            key,
+            format!("unusable with {}: {e}", cert.display()),
+        )
+    })
 }
 
 /// A short, stable name of an origin (scheme, authority and base path, lowercased):

@@ -19,26 +19,20 @@ use herdguard_http::{ResponsePolicy, Vary};
 use http::header::{self, HeaderMap};
 use http::{Method, StatusCode};
 
+use super::answer::Passed;
+use super::path_rules::PathRule;
+use super::proxy::Proxy;
+use super::request::Forward;
+use super::response::{from_ms, to_ms, CachedResponse, Fetch};
+use super::rules;
+use super::tags;
+use super::variants::digest_of;
 use crate::body::{Body, Inactivity, Prefixed};
 use crate::origin::{read_up_to, Buffered, OriginError, OriginResponse};
-use crate::path_rules::PathRule;
-use crate::proxy::Proxy;
-use crate::request::Forward;
-use crate::response::{from_ms, to_ms, CachedResponse, Fetch};
-use crate::rules;
-use crate::tags;
-use crate::variants::digest_of;
 
 /// What [`Proxy::to_loaded`] made: the core's value, its surrogate keys, and
 /// how long it may be kept (`None`: not stored).
 type Made = (Loaded<CachedResponse>, Vec<String>, Option<Duration>);
-
-/// An origin answer passed through to one client, not stored.
-pub(crate) struct Passed {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: Body,
-}
 
 /// Where a load leaves an answer only its own caller may see.
 #[derive(Clone, Default)]
