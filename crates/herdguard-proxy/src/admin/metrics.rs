@@ -23,140 +23,40 @@ pub(crate) fn render(
     quorum: Option<&QuorumStats>,
 ) -> String {
     let mut registry = Registry::default();
-    let results = Family::<Vec<(String, String)>, Counter>::default();
-    for (i, r) in RESULTS.iter().enumerate() {
-        results
-            .get_or_create(&vec![("result".into(), (*r).into())])
-            .inc_by(stats.results()[i]);
-    }
-    registry.register(
-        "herdguard_proxy_requests",
-        "Client requests by how they were answered",
+    let results = RESULTS.into_iter().zip(stats.results());
+    register_labelled(
+        &mut registry,
+        (
+            "herdguard_proxy_requests",
+            "Client requests by how they were answered",
+        ),
+        "result",
         results,
     );
-    let errors = Family::<Vec<(String, String)>, Counter>::default();
-    for (i, k) in ORIGIN_ERRORS.iter().enumerate() {
-        errors
-            .get_or_create(&vec![("kind".into(), (*k).into())])
-            .inc_by(stats.origin_errors()[i]);
-    }
-    registry.register(
-        "herdguard_proxy_origin_errors",
-        "Origin failures by kind",
+    let errors = ORIGIN_ERRORS.into_iter().zip(stats.origin_errors());
+    register_labelled(
+        &mut registry,
+        ("herdguard_proxy_origin_errors", "Origin failures by kind"),
+        "kind",
         errors,
     );
-    let counter = |registry: &mut Registry, name: &str, help: &str, v: u64| {
-        registry.register(name, help, ConstCounter::new(v));
-    };
-    counter(
-        &mut registry,
-        "herdguard_proxy_origin_requests",
-        "Requests sent to the origin",
-        stats.origin_requests.get(),
-    );
-    counter(
-        &mut registry,
-        "herdguard_proxy_invalidations",
-        "URLs invalidated after unsafe methods",
-        stats.invalidations.get(),
-    );
-    counter(
-        &mut registry,
-        "herdguard_proxy_purges",
-        "Purges applied (asked on this instance or any of the fleet)",
-        stats.purges.get(),
-    );
-    counter(
-        &mut registry,
-        "herdguard_cache_hits",
-        "Fresh in-process hits",
-        core.hits,
-    );
-    counter(
-        &mut registry,
-        "herdguard_cache_loads",
-        "Loads led by this process",
-        core.loads,
-    );
-    counter(
-        &mut registry,
-        "herdguard_cache_coalesced",
-        "Callers that joined another caller's load",
-        core.coalesced,
-    );
-    counter(
-        &mut registry,
-        "herdguard_cache_stale_while_revalidate",
-        "Stale answers with a background refresh",
-        core.stale_while_revalidate,
-    );
-    counter(
-        &mut registry,
-        "herdguard_cache_stale_on_error",
-        "Stale answers standing in for a failed load",
-        core.stale_on_error,
-    );
-    counter(
-        &mut registry,
-        "herdguard_cache_load_errors",
-        "Loads that failed",
-        core.load_errors,
-    );
-    counter(
-        &mut registry,
-        "herdguard_cache_uncacheable",
-        "Loads whose answer could not be stored",
-        core.uncacheable,
-    );
-    counter(
-        &mut registry,
-        "herdguard_cache_remote_errors",
-        "Shared-store (Redis) errors, oversized values included",
-        core.remote_errors,
-    );
-    counter(
-        &mut registry,
-        "herdguard_cache_timeouts",
-        "Callers whose wait deadline passed",
-        core.timeouts,
-    );
-    counter(
-        &mut registry,
-        "herdguard_proxy_tls_handshake_failures",
-        "TLS handshakes with clients that failed or timed out",
-        stats.tls_handshake_failures.get(),
-    );
-    registry.register(
-        "herdguard_proxy_connections_open",
-        "Client connections open now",
-        ConstGauge::new(stats.connections.get()),
-    );
-    registry.register(
-        "herdguard_cache_entries",
-        "Entries in memory",
-        ConstGauge::new(i64::try_from(core.entries).unwrap_or(i64::MAX)),
-    );
-    if let Some(bytes) = core.bytes {
-        registry.register(
-            "herdguard_cache_bytes",
-            "Bytes of cached responses held, as weighed against max_memory",
-            ConstGauge::new(i64::try_from(bytes).unwrap_or(i64::MAX)),
-        );
+    for (name, help, value) in PROXY_COUNTERS {
+        registry.register(name, help, ConstCounter::new(value(stats)));
+    }
+    for (name, help, value) in CORE_COUNTERS {
+        registry.register(name, help, ConstCounter::new(value(core)));
+    }
+    for (name, help, value) in gauges(stats, core, shared_store) {
+        if let Some(value) = value {
+            registry.register(name, help, ConstGauge::new(value));
+        }
     }
     registry.register(
-        "herdguard_cache_in_flight",
-        "Loads running now",
-        ConstGauge::new(i64::try_from(core.in_flight).unwrap_or(i64::MAX)),
+        "herdguard_fleet_lease_wait_seconds",
+        "Time a load waited on another process's lease",
+        SnapshotHistogram(core.lease_wait_time.clone()),
     );
-    if let Some(healthy) = shared_store {
-        registry.register(
-            "herdguard_shared_store_healthy",
-            "1 while the shared store (Redis) is in use",
-            ConstGauge::new(i64::from(healthy)),
-        );
-    }
-    render_fleet(&mut registry, core);
-    render_breaker(&mut registry, core);
+    register_breaker(&mut registry, core);
     if let Some(q) = quorum {
         register_quorum(&mut registry, q);
     }
@@ -166,67 +66,177 @@ pub(crate) fn render(
     text
 }
 
-/// The lease (fleet lock) and shared-store health metrics.
-fn render_fleet(registry: &mut Registry, core: &MetricsSnapshot) {
-    let counters = [
+/// A counter of the exposition: name (`_total` is added), help, and its value in `S`.
+type CounterOf<S> = (&'static str, &'static str, fn(&S) -> u64);
+
+/// The proxy's counters.
+const PROXY_COUNTERS: [CounterOf<Stats>; 4] = [
+    (
+        "herdguard_proxy_origin_requests",
+        "Requests sent to the origin",
+        |s| s.origin_requests.get(),
+    ),
+    (
+        "herdguard_proxy_invalidations",
+        "URLs invalidated after unsafe methods",
+        |s| s.invalidations.get(),
+    ),
+    (
+        "herdguard_proxy_purges",
+        "Purges applied (asked on this instance or any of the fleet)",
+        |s| s.purges.get(),
+    ),
+    (
+        "herdguard_proxy_tls_handshake_failures",
+        "TLS handshakes with clients that failed or timed out",
+        |s| s.tls_handshake_failures.get(),
+    ),
+];
+
+/// The core's counters.
+const CORE_COUNTERS: [CounterOf<MetricsSnapshot>; 18] = [
+    ("herdguard_cache_hits", "Fresh in-process hits", |c| c.hits),
+    ("herdguard_cache_loads", "Loads led by this process", |c| {
+        c.loads
+    }),
+    (
+        "herdguard_cache_coalesced",
+        "Callers that joined another caller's load",
+        |c| c.coalesced,
+    ),
+    (
+        "herdguard_cache_stale_while_revalidate",
+        "Stale answers with a background refresh",
+        |c| c.stale_while_revalidate,
+    ),
+    (
+        "herdguard_cache_stale_on_error",
+        "Stale answers standing in for a failed load",
+        |c| c.stale_on_error,
+    ),
+    ("herdguard_cache_load_errors", "Loads that failed", |c| {
+        c.load_errors
+    }),
+    (
+        "herdguard_cache_uncacheable",
+        "Loads whose answer could not be stored",
+        |c| c.uncacheable,
+    ),
+    (
+        "herdguard_cache_remote_errors",
+        "Shared-store (Redis) errors, oversized values included",
+        |c| c.remote_errors,
+    ),
+    (
+        "herdguard_cache_timeouts",
+        "Callers whose wait deadline passed",
+        |c| c.timeouts,
+    ),
+    (
+        "herdguard_fleet_leases_acquired",
+        "Fleet leases granted to this process (it loaded the key for the fleet)",
+        |c| c.leases_acquired,
+    ),
+    (
+        "herdguard_fleet_lease_waits",
+        "Loads that waited on another process's lease",
+        |c| c.lease_waits,
+    ),
+    (
+        "herdguard_fleet_lease_takeovers",
+        "Leases taken over after the holder's lease expired unreturned",
+        |c| c.lease_takeovers,
+    ),
+    (
+        "herdguard_fleet_leases_lost",
+        "Loads whose own lease lapsed or was taken before they finished",
+        |c| c.leases_lost,
+    ),
+    (
+        "herdguard_fleet_lease_wait_limits",
+        "Waits on another process's lease that reached the wait limit",
+        |c| c.lease_wait_limits,
+    ),
+    (
+        "herdguard_fleet_lease_wait_answers",
+        "Loads answered by the shared store after waiting on a lease",
+        |c| c.lease_wait_answers,
+    ),
+    (
+        "herdguard_fleet_duplicate_loads",
+        "Origin calls that may duplicate one elsewhere (after a take-over or a wait limit)",
+        |c| c.duplicate_loads,
+    ),
+    (
+        "herdguard_shared_store_degradations",
+        "Healthy to degraded transitions of the shared store",
+        |c| c.degradations,
+    ),
+    (
+        "herdguard_shared_store_recoveries",
+        "Degraded to healthy transitions of the shared store",
+        |c| c.recoveries,
+    ),
+];
+
+/// Every gauge: name, help, value (`None`: not exported in this setup).
+fn gauges(
+    stats: &Stats,
+    core: &MetricsSnapshot,
+    shared_store: Option<bool>,
+) -> [(&'static str, &'static str, Option<i64>); 5] {
+    [
         (
-            "herdguard_fleet_leases_acquired",
-            "Fleet leases granted to this process (it loaded the key for the fleet)",
-            core.leases_acquired,
+            "herdguard_proxy_connections_open",
+            "Client connections open now",
+            Some(stats.connections.get()),
         ),
         (
-            "herdguard_fleet_lease_waits",
-            "Loads that waited on another process's lease",
-            core.lease_waits,
+            "herdguard_cache_entries",
+            "Entries in memory",
+            count(core.entries),
         ),
         (
-            "herdguard_fleet_lease_takeovers",
-            "Leases taken over after the holder's lease expired unreturned",
-            core.lease_takeovers,
+            "herdguard_cache_bytes",
+            "Bytes of cached responses held, as weighed against max_memory",
+            core.bytes.and_then(count),
         ),
         (
-            "herdguard_fleet_leases_lost",
-            "Loads whose own lease lapsed or was taken before they finished",
-            core.leases_lost,
+            "herdguard_cache_in_flight",
+            "Loads running now",
+            count(core.in_flight),
         ),
         (
-            "herdguard_fleet_lease_wait_limits",
-            "Waits on another process's lease that reached the wait limit",
-            core.lease_wait_limits,
+            "herdguard_shared_store_healthy",
+            "1 while the shared store (Redis) is in use",
+            shared_store.map(i64::from),
         ),
-        (
-            "herdguard_fleet_lease_wait_answers",
-            "Loads answered by the shared store after waiting on a lease",
-            core.lease_wait_answers,
-        ),
-        (
-            "herdguard_fleet_duplicate_loads",
-            "Origin calls that may duplicate one elsewhere (after a take-over or a wait limit)",
-            core.duplicate_loads,
-        ),
-        (
-            "herdguard_shared_store_degradations",
-            "Healthy to degraded transitions of the shared store",
-            core.degradations,
-        ),
-        (
-            "herdguard_shared_store_recoveries",
-            "Degraded to healthy transitions of the shared store",
-            core.recoveries,
-        ),
-    ];
-    for (name, help, value) in counters {
-        registry.register(name, help, ConstCounter::new(value));
+    ]
+}
+
+/// A gauge's value from a count (saturated: a count past `i64::MAX` cannot occur).
+fn count<N: TryInto<i64>>(n: N) -> Option<i64> {
+    Some(n.try_into().unwrap_or(i64::MAX))
+}
+
+/// A counter with one label, a series per value: `(label value, count)`.
+fn register_labelled<L: Into<String>>(
+    registry: &mut Registry,
+    (name, help): (&str, &str),
+    label: &str,
+    series: impl IntoIterator<Item = (L, u64)>,
+) {
+    let family = Family::<Vec<(String, String)>, Counter>::default();
+    for (value, count) in series {
+        family
+            .get_or_create(&vec![(label.to_string(), value.into())])
+            .inc_by(count);
     }
-    registry.register(
-        "herdguard_fleet_lease_wait_seconds",
-        "Time a load waited on another process's lease",
-        SnapshotHistogram(core.lease_wait_time.clone()),
-    );
+    registry.register(name, help, family);
 }
 
 /// The circuit breaker's transitions and time per state, when it has one.
-fn render_breaker(registry: &mut Registry, core: &MetricsSnapshot) {
+fn register_breaker(registry: &mut Registry, core: &MetricsSnapshot) {
     let Some(b) = &core.breaker_stats else {
         return;
     };
@@ -309,15 +319,14 @@ fn register_quorum(registry: &mut Registry, q: &QuorumStats) {
     ] {
         registry.register(name, help, ConstCounter::new(v));
     }
-    let failures = Family::<Vec<(String, String)>, Counter>::default();
-    for (url, n) in &q.server_failures {
-        failures
-            .get_or_create(&vec![("server".into(), url.clone())])
-            .inc_by(*n);
-    }
-    registry.register(
-        "herdguard_quorum_lock_server_failures",
-        "Failed commands of each lock server (no connection, no answer in time, an error)",
+    let failures = q.server_failures.iter().map(|(url, n)| (url.clone(), *n));
+    register_labelled(
+        registry,
+        (
+            "herdguard_quorum_lock_server_failures",
+            "Failed commands of each lock server (no connection, no answer in time, an error)",
+        ),
+        "server",
         failures,
     );
 }
