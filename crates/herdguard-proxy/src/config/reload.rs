@@ -2,11 +2,14 @@
 //! and environment over the re-read file, validated as at start — and what can
 //! change live is put in force for the next request and the next connection;
 //! connections and requests in flight carry on untouched. What only a restart
-//! can change (listeners, the origin, Redis, the memory budget, ...) keeps its
-//! running value and is named in the log. An invalid file changes nothing.
+//! can change (listeners, the origin, Redis, the memory budget, ...: the
+//! settings declared `restart`) keeps its running value and is named in the
+//! log; what depends on it (the object sizes within the memory budget) is
+//! worked out again from the running value. An invalid file changes nothing.
 
 use std::sync::{Arc, Mutex};
 
+use super::declare::Reload;
 use super::error::ConfigError;
 use super::settings::Settings;
 use super::tuning;
@@ -84,15 +87,13 @@ impl Reloader {
     /// Puts what can change live of `next` in force; the rest keeps its running
     /// value. `Err` (nothing changed) when `next` is invalid beside the running
     /// settings or its log filter does not parse.
-    pub fn reload(&self, mut next: Settings) -> Result<Reloaded, ConfigError> {
+    pub fn reload(&self, next: Settings) -> Result<Reloaded, ConfigError> {
         let mut current = self
             .current
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let need_restart = keep_restart_fields(&mut next, &current);
-        bound_objects(&mut next);
-        let applied = live_changes(&next, &current);
-        if applied.contains(&"log_level") {
+        let (next, done) = reconcile(next, &current)?;
+        if done.applied.contains(&"log_level") {
             if let Some(log) = &self.log {
                 log.apply(next.log_level.as_deref())?;
             }
@@ -100,17 +101,14 @@ impl Reloader {
         self.proxy.retune(tuning::handler(&next));
         self.connections.store(Arc::new(tuning::connections(&next)));
         *current = next;
-        Ok(Reloaded {
-            applied,
-            need_restart,
-        })
+        Ok(done)
     }
 
     /// [`Reloader::reload`], logged: one event saying what changed, and a
     /// warning naming what needs a restart.
     pub fn reload_logged(&self, next: Result<Settings, ConfigError>) {
         let next = next.map(|s| {
-            let patterns = s.path_rules.patterns();
+            let patterns = s.rule.patterns();
             (s, patterns)
         });
         match next.and_then(|(s, patterns)| Ok((self.reload(s)?, patterns))) {
@@ -146,112 +144,47 @@ fn list(names: &[&str]) -> String {
     }
 }
 
-/// Whether a field differs (`Debug` renders every field of `Settings` but the
-/// token, whose `Debug` hides it).
-macro_rules! differs {
-    ($a:expr, $b:expr, $f:ident) => {
-        format!("{:?}", $a.$f) != format!("{:?}", $b.$f)
-    };
-}
-
-/// Gives `next` the running value of every setting only a restart changes;
-/// returns the names of those that differed.
-fn keep_restart_fields(next: &mut Settings, current: &Settings) -> Vec<&'static str> {
-    let mut changed = Vec::new();
-    macro_rules! keep {
-        ($($f:ident => $name:literal),* $(,)?) => {$(
-            if differs!(next, current, $f) {
-                changed.push($name);
-                next.$f = current.$f.clone();
-            }
-        )*};
-    }
-    keep!(
-        listen => "listen",
-        origin => "origin",
-        origin_trust => "origin_ca",
-        redis => "redis",
-        redis_cluster => "redis_cluster",
-        redis_lock_servers => "redis_lock_servers",
-        admin => "admin",
-        max_entries => "max_entries",
-        max_memory => "max_memory",
-        max_header_bytes => "max_header_bytes",
-        redis_max_value_bytes => "redis_max_value_bytes",
-        origin_timeout => "origin_timeout_ms",
-        origin_connect_timeout => "origin_connect_timeout_ms",
-        hit_for_miss => "hit_for_miss_secs",
-        redis_prefix => "redis_prefix",
-        redis_op_timeout => "redis_op_timeout_ms",
-        cache_namespace => "cache_namespace",
-        cache_key => "cache_key",
-        threads => "threads",
-        max_connections => "max_connections",
-        admin_max_connections => "admin_max_connections",
-        keep_client_host => "keep_client_host",
-        tls => "tls_cert/tls_key",
-        h2_max_concurrent_streams => "h2_max_concurrent_streams",
-    );
-    if next.purge_token.as_ref().map(|t| &t.0) != current.purge_token.as_ref().map(|t| &t.0) {
-        changed.push("purge_token");
-        next.purge_token = current.purge_token.clone();
-    }
-    changed
-}
-
-/// Bounds the object sizes, which were derived from the file's `max_memory`,
-/// by the running one (which `next` holds once restart fields are kept).
-fn bound_objects(next: &mut Settings) {
-    let cap = usize::try_from(next.max_memory / 100 * next.max_object_percent)
-        .unwrap_or(usize::MAX)
-        .max(1);
-    next.max_body_bytes = next.max_body_bytes.min(cap);
-    next.path_rules.cap_objects(cap);
-}
-
-/// The names of the live settings that differ.
-fn live_changes(next: &Settings, current: &Settings) -> Vec<&'static str> {
-    let mut changed = Vec::new();
-    macro_rules! compare {
-        ($($f:ident => $name:literal),* $(,)?) => {$(
-            if differs!(next, current, $f) {
-                changed.push($name);
-            }
-        )*};
-    }
-    compare!(
-        cache_targets => "cache_target",
-        heuristic_max => "heuristic_max_secs",
-        stale_if_error => "stale_if_error_secs",
-        request_cache_control => "request_cache_control",
-        trusted_proxies => "trusted_proxies",
-        max_body_bytes => "max_body_bytes/max_object_percent",
-        max_request_body_bytes => "max_request_body_bytes",
-        connection_limits => "header_read_timeout_ms/idle_timeout_ms/write_timeout_ms",
-        body_read_timeout => "body_read_timeout_ms",
-        access_log => "access_log",
-        path_rules => "rule",
-        log_level => "log_level",
-    );
-    changed
+/// `next` with the running value of every setting only a restart changes, and
+/// what depends on those worked out again; with the names of the restart-only
+/// settings the file changed and of the live ones that change now.
+fn reconcile(next: Settings, current: &Settings) -> Result<(Settings, Reloaded), ConfigError> {
+    let need_restart = next.changed(current, Reload::Restart);
+    let mut inputs = next.inputs;
+    inputs.keep(&current.inputs, &need_restart);
+    let mut next = Settings::resolve(inputs)?;
+    // A file read again (a CA) may differ under the same name: the running one stays.
+    next.keep_restart(current);
+    let applied = next.changed(current, Reload::Live);
+    Ok((
+        next,
+        Reloaded {
+            applied,
+            need_restart,
+        },
+    ))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::config::settings::ServeArgs;
 
     fn settings(extra: &str) -> Settings {
+        file(&format!(
+            "listen = \"127.0.0.1:1\"\norigin = \"http://127.0.0.1:2\"\n{extra}"
+        ))
+    }
+
+    /// The settings of a file holding `text`.
+    fn file(text: &str) -> Settings {
         static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("hg-reload-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("c.toml");
-        std::fs::write(
-            &path,
-            format!("listen = \"127.0.0.1:1\"\norigin = \"http://127.0.0.1:2\"\n{extra}"),
-        )
-        .unwrap();
+        std::fs::write(&path, text).unwrap();
         let s = ServeArgs {
             config: Some(path),
             ..ServeArgs::default()
@@ -265,48 +198,80 @@ mod tests {
     #[test]
     fn restart_fields_keep_their_running_value_and_are_named() {
         let current = settings("");
-        let mut next = settings(
+        let next = settings(
             "threads = 3\nmax_memory = \"1GiB\"\nidle_timeout_ms = 5\n\
              [[rule]]\nprefix = \"/a\"\nbypass = true\n",
         );
-        let restart = keep_restart_fields(&mut next, &current);
+        let (next, done) = reconcile(next, &current).unwrap();
+        // max_entries follows max_memory when not set.
+        assert_eq!(
+            done.need_restart,
+            vec!["max_memory", "max_entries", "threads"]
+        );
+        assert_eq!(next.threads, current.threads);
+        assert_eq!(next.max_memory, current.max_memory);
+        assert_eq!(next.max_entries, current.max_entries);
+        assert_eq!(done.applied, vec!["idle_timeout_ms", "rule"]);
+        assert_eq!(next.idle_timeout_ms, Duration::from_millis(5));
         // Object sizes follow the running budget, not the file's new one.
-        let mut bigger = settings(
+        let bigger = settings(
             "max_memory = \"4GiB\"\nmax_body_bytes = 1073741824\n\
              [[rule]]\nprefix = \"/a\"\nmax_object_bytes = \"1GiB\"\n",
         );
-        keep_restart_fields(&mut bigger, &current);
-        bound_objects(&mut bigger);
+        let (bigger, _) = reconcile(bigger, &current).unwrap();
         let cap = (current.max_memory / 100 * 10) as usize;
         assert_eq!(bigger.max_body_bytes, cap);
-        let rule = bigger.path_rules.for_path("/a").unwrap();
+        let rule = bigger.rule.for_path("/a").unwrap();
         assert_eq!(rule.max_object_bytes, Some(cap));
-        // max_entries follows max_memory when not set.
-        assert_eq!(restart, vec!["max_entries", "max_memory", "threads"]);
-        assert_eq!(next.threads, current.threads);
-        assert_eq!(next.max_memory, current.max_memory);
-        let live = live_changes(&next, &current);
-        assert_eq!(
-            live,
-            vec![
-                "header_read_timeout_ms/idle_timeout_ms/write_timeout_ms",
-                "rule"
-            ]
-        );
         // Nothing changed, nothing named.
-        let mut same = settings("");
-        assert!(keep_restart_fields(&mut same, &current).is_empty());
-        assert!(live_changes(&same, &current).is_empty());
+        let (_, done) = reconcile(settings(""), &current).unwrap();
+        assert_eq!(done, Reloaded::default());
     }
 
     #[test]
     fn a_new_purge_token_needs_a_restart() {
         let current = settings("purge_token = \"0123456789abcdef\"\n");
-        let mut next = settings("purge_token = \"fedcba9876543210\"\n");
-        assert_eq!(
-            keep_restart_fields(&mut next, &current),
-            vec!["purge_token"]
-        );
+        let next = settings("purge_token = \"fedcba9876543210\"\n");
+        let (next, done) = reconcile(next, &current).unwrap();
+        assert_eq!(done.need_restart, vec!["purge_token"]);
         assert_eq!(next.purge_token.unwrap().0, "0123456789abcdef");
+    }
+
+    #[test]
+    fn every_restart_setting_keeps_its_running_value() {
+        // One file changing every setting a restart needs (and no live one),
+        // each to a valid value of its own.
+        let dir = std::env::temp_dir().join(format!("hg-reload-all-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert, key) = (dir.join("c.pem"), dir.join("k.pem"));
+        let pair = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        std::fs::write(&cert, pair.cert.pem()).unwrap();
+        std::fs::write(&key, pair.key_pair.serialize_pem()).unwrap();
+        let current = settings("");
+        let next = file(&format!(
+            "listen = \"127.0.0.1:3\"\norigin = \"https://127.0.0.1:4\"\n\
+             origin_ca = {cert:?}\nredis = \"redis://127.0.0.1:5\"\n\
+             redis_lock_servers = \"redis://127.0.0.1:6\"\nadmin = \"127.0.0.1:7\"\n\
+             purge_token = \"0123456789abcdef\"\nmax_memory = \"1GiB\"\nmax_entries = 9\n\
+             max_header_bytes = 9000\nredis_max_value_bytes = 9\norigin_timeout_ms = 9\n\
+             origin_connect_timeout_ms = 9\nhit_for_miss_secs = 9\nredis_prefix = \"x:\"\n\
+             redis_op_timeout_ms = 9\ncache_namespace = \"n\"\ncache_key_query = \"sorted\"\n\
+             cache_key = \"host,path\"\nkeep_client_host = true\nthreads = 9\nmax_connections = 9\n\
+             admin_max_connections = 9\ntls_cert = {cert:?}\ntls_key = {key:?}\n\
+             h2_max_concurrent_streams = 9\n"
+        ));
+        let (kept, done) = reconcile(next, &current).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let restart: Vec<&str> = super::super::settings::ROWS
+            .iter()
+            .filter(|row| {
+                row.reload == Reload::Restart && !row.hidden && row.name != "redis_cluster"
+            })
+            .map(|row| row.name)
+            .collect();
+        assert_eq!(done.need_restart, restart);
+        assert!(done.applied.is_empty(), "{:?}", done.applied);
+        assert!(kept.changed(&current, Reload::Restart).is_empty());
+        assert!(kept.tls.is_none());
     }
 }

@@ -6,16 +6,17 @@ use crate::handle::proxy::{HandlerOptions, Tuning};
 use crate::handle::request::Forwarding;
 use crate::handle::rules::Rules;
 use crate::listen::acceptor::ConnectionTuning;
+use crate::listen::limits::ConnectionLimits;
 
 /// What of `settings` the request handler reads (a reload may change it).
 pub(crate) fn handler(settings: &Settings) -> Tuning {
     let rules = Rules {
         config: herdguard_http::CacheConfig {
-            target_fields: settings.cache_targets.clone(),
-            max_heuristic_freshness: settings.heuristic_max,
+            target_fields: settings.cache_target.clone(),
+            max_heuristic_freshness: settings.heuristic_max_secs,
             ..herdguard_http::CacheConfig::default()
         },
-        default_stale_if_error: settings.stale_if_error,
+        default_stale_if_error: settings.stale_if_error_secs,
     };
     let default_host = settings
         .origin
@@ -30,14 +31,14 @@ pub(crate) fn handler(settings: &Settings) -> Tuning {
         max_header_bytes: settings.max_header_bytes,
         max_request_body_bytes: settings.max_request_body_bytes,
         max_object_bytes: settings.max_body_bytes,
-        body_read_timeout: settings.body_read_timeout,
+        body_read_timeout: settings.body_read_timeout_ms,
         default_host,
         keep_client_host: settings.keep_client_host,
     };
     Tuning {
         rules,
         options,
-        paths: settings.path_rules.clone(),
+        paths: settings.rule.clone(),
     }
 }
 
@@ -45,7 +46,11 @@ pub(crate) fn handler(settings: &Settings) -> Tuning {
 /// reload may change it).
 pub(crate) fn connections(settings: &Settings) -> ConnectionTuning {
     ConnectionTuning {
-        limits: settings.connection_limits,
+        limits: ConnectionLimits {
+            header_read: settings.header_read_timeout_ms,
+            idle: settings.idle_timeout_ms,
+            write: settings.write_timeout_ms,
+        },
         access_log: settings.access_log,
     }
 }

@@ -25,8 +25,19 @@ enum PathMatch {
     Glob(GlobMatcher),
 }
 
+/// Rules are the same when written the same (a reload compares them).
+impl PartialEq for PathMatch {
+    fn eq(&self, other: &PathMatch) -> bool {
+        match (self, other) {
+            (PathMatch::Prefix(a), PathMatch::Prefix(b)) => a == b,
+            (PathMatch::Glob(a), PathMatch::Glob(b)) => a.glob() == b.glob(),
+            _ => false,
+        }
+    }
+}
+
 /// One `[[rule]]`, validated.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub(crate) struct PathRule {
     /// `prefix` or `glob`, as written (for the log).
     pub pattern: String,
@@ -79,7 +90,7 @@ impl PathRule {
 }
 
 /// The rules of one configuration, in file order.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct PathRules(Vec<PathRule>);
 
 impl PathRules {
@@ -105,13 +116,6 @@ impl PathRules {
     pub fn patterns(&self) -> String {
         let all: Vec<&str> = self.0.iter().map(|r| r.pattern.as_str()).collect();
         all.join(",")
-    }
-
-    /// Lowers every rule's largest stored response to at most `cap` bytes.
-    pub(crate) fn cap_objects(&mut self, cap: usize) {
-        for rule in &mut self.0 {
-            rule.max_object_bytes = rule.max_object_bytes.map(|n| n.min(cap));
-        }
     }
 
     /// How many rules there are.

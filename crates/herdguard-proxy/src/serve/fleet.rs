@@ -41,7 +41,7 @@ pub(crate) async fn attach(
             settings.redis_prefix, settings.cache_namespace
         ))
         .max_value_bytes(settings.redis_max_value_bytes)
-        .op_timeout(settings.redis_op_timeout);
+        .op_timeout(settings.redis_op_timeout_ms);
     let remote = RedisRemote::<String, CachedResponse>::connect(config)
         .await
         .map_err(|e| ServeError::Redis(e.to_string()))?;

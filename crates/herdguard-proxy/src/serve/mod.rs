@@ -69,8 +69,11 @@ impl Server {
         let (cache, remote) = cache(&settings).await?;
         let origin = Origin::new(
             &settings.origin,
-            &settings.origin_trust,
-            (settings.origin_connect_timeout, settings.origin_timeout),
+            &settings.origin_ca,
+            (
+                settings.origin_connect_timeout_ms,
+                settings.origin_timeout_ms,
+            ),
             settings.keep_client_host,
         )
         .map_err(|reason| ConfigError {
@@ -217,10 +220,12 @@ async fn cache(
     })?;
     let builder = Cache::builder()
         .store(store)
-        .uncacheable_ttl(settings.hit_for_miss)
+        .uncacheable_ttl(settings.hit_for_miss_secs)
         // Waiters never wait longer than the origin may take, plus a margin.
         .wait_timeout(
-            settings.origin_timeout + settings.origin_connect_timeout + Duration::from_secs(1),
+            settings.origin_timeout_ms
+                + settings.origin_connect_timeout_ms
+                + Duration::from_secs(1),
         );
     let (builder, remote) = fleet::attach(builder, settings).await?;
     let cache = builder.build().map_err(|e| ConfigError {
