@@ -24,8 +24,10 @@
 //! - [`serve`](Server): the lifecycle — builds every layer from [`Settings`],
 //!   opens the listeners, serves on `threads` threads, shuts down gracefully,
 //!   [`run`]; the Redis tier (`--redis`).
-//! - `config`: flags, env vars, TOML file → validated [`Settings`] ([`ServeArgs`]);
-//!   what each layer reads of them; SIGHUP ([`Reloader`]).
+//! - `config`: every setting declared once — flag, env var, TOML key, default,
+//!   parser, reload class — and resolved into validated [`Settings`]
+//!   ([`ServeArgs`], [`config_reference`]); what each layer reads of them;
+//!   SIGHUP ([`Reloader`]).
 //! - `admin`: the admin listener — `/metrics`, `/healthz`, `/readyz`, the
 //!   [`dashboard`], `POST /purge` broadcast to the fleet, and
 //!   [`purge_client`](purge_blocking) (`herdguard purge`).
