@@ -32,10 +32,21 @@ enum Command {
     /// Show a cache stampede, and herdguard stopping it, with numbers.
     Demo(herdguard_demo::DemoArgs),
     /// Run an HTTP caching reverse proxy (RFC 9111 shared cache) in front of an origin.
-    Serve(herdguard_proxy::ServeArgs),
+    Serve(ServeCommand),
     /// Purge URLs (and all their variants) through a sidecar's admin listener,
     /// on every sidecar sharing its Redis.
     Purge(herdguard_proxy::PurgeArgs),
+}
+
+/// `herdguard serve`: its settings, or the reference of them.
+#[derive(clap::Args)]
+struct ServeCommand {
+    #[command(flatten)]
+    settings: herdguard_proxy::ServeArgs,
+    /// Print the reference of every setting (flag, environment variable, file
+    /// key, default, reload class) as Markdown — docs/configuration.md — and exit.
+    #[arg(long)]
+    print_config_reference: bool,
 }
 
 fn main() -> ExitCode {
@@ -59,7 +70,14 @@ fn main() -> ExitCode {
         Command::Demo(args) => {
             herdguard_demo::run(args).map_err(|e| (e.exit_code(), e.to_string()))
         }
-        Command::Serve(args) => serve(args, log),
+        Command::Serve(ServeCommand {
+            print_config_reference: true,
+            ..
+        }) => {
+            print!("{}", herdguard_proxy::config_reference());
+            Ok(())
+        }
+        Command::Serve(ServeCommand { settings, .. }) => serve(settings, log),
         Command::Purge(args) => {
             herdguard_proxy::purge_blocking(args).map_err(|e| (e.exit_code(), e.to_string()))
         }

@@ -5,26 +5,53 @@
 //! else (cache key, `Vary`): otherwise a client can name a field in `Connection` that the
 //! proxy reads and then strips, so the origin answers a request the cache did not key.
 
-use http::header::{
-    HeaderName, CONNECTION, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER,
-    TRANSFER_ENCODING, UPGRADE,
-};
+use http::header::{HeaderName, CONNECTION};
 use http::HeaderMap;
 
-use crate::storable::connection_listed;
+/// Declares the hop-by-hop fields once, as the list of names ([`HOP_BY_HOP`])
+/// and as a match on a name ([`is_hop_by_hop`]) for scans of every field.
+macro_rules! hop_by_hop {
+    ($($name:literal),* $(,)?) => {
+        /// Hop-by-hop fields removed on their own name (besides those `Connection` lists).
+        pub const HOP_BY_HOP: [HeaderName; [$($name),*].len()] =
+            [$(HeaderName::from_static($name)),*];
 
-/// Hop-by-hop fields removed on their own name (besides those `Connection` lists).
-pub const HOP_BY_HOP: [HeaderName; 9] = [
-    CONNECTION,
-    PROXY_AUTHENTICATE,
-    PROXY_AUTHORIZATION,
-    TE,
-    TRAILER,
-    TRANSFER_ENCODING,
-    UPGRADE,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-];
+        /// Whether `name` (lower case, as `HeaderName` keeps it) is one of [`HOP_BY_HOP`].
+        #[inline]
+        pub fn is_hop_by_hop(name: &str) -> bool {
+            matches!(name, $($name)|*)
+        }
+    };
+}
+
+hop_by_hop!(
+    "connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "keep-alive",
+    "proxy-connection",
+);
+
+/// Names listed in `Connection` (RFC 9110 §7.6.1), which must be removed before forwarding.
+pub fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
+    let mut out = Vec::new();
+    for v in headers.get_all(CONNECTION) {
+        let Ok(s) = v.to_str() else { continue };
+        for part in s.split(',') {
+            let part = part.trim();
+            if let Ok(name) = HeaderName::from_bytes(part.as_bytes()) {
+                if !out.contains(&name) {
+                    out.push(name);
+                }
+            }
+        }
+    }
+    out
+}
 
 /// Removes the hop-by-hop fields and every field `Connection` names, in place.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
@@ -58,5 +85,20 @@ mod tests {
         remove_hop_by_hop(&mut h);
         let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, vec!["accept-language"]);
+    }
+
+    #[test]
+    fn the_list_and_the_match_agree() {
+        for name in &HOP_BY_HOP {
+            assert!(is_hop_by_hop(name.as_str()), "{name}");
+        }
+        for name in [
+            "accept",
+            "host",
+            "content-length",
+            "proxy-authentication-info",
+        ] {
+            assert!(!is_hop_by_hop(name), "{name}");
+        }
     }
 }

@@ -17,7 +17,8 @@ use http::header::{
 use http::HeaderMap;
 
 use crate::freshness::{format_http_date, parse_http_date};
-use crate::storable::{connection_listed, is_never_stored};
+use crate::hop::connection_listed;
+use crate::storable::is_never_stored;
 
 /// An entity tag (RFC 9110 §8.8.3).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

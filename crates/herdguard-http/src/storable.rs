@@ -12,11 +12,13 @@
 //!   crate understands; `no-store` is still honoured even then (the RFC says the cache SHOULD
 //!   ignore it; we choose the safe side).
 
-use http::header::{HeaderName, AUTHORIZATION, CONNECTION, TE, TRANSFER_ENCODING, UPGRADE};
+use http::header::{HeaderName, AUTHORIZATION};
 use http::{HeaderMap, Method, StatusCode};
 
 use crate::directives::{FieldScope, RequestDirectives, ResponsePolicy};
 use crate::freshness::is_heuristically_cacheable;
+pub use crate::hop::connection_listed;
+use crate::hop::{is_hop_by_hop, remove_hop_by_hop};
 use crate::vary::Vary;
 use crate::CacheConfig;
 
@@ -134,54 +136,22 @@ pub fn check_storable(
     Ok(StorePlan { strip_fields })
 }
 
-/// Hop-by-hop and proxy-specific fields never stored (RFC 9111 §3.1, RFC 9110 §7.6.1).
-const NEVER_STORED: [&str; 9] = [
-    "connection",
-    "proxy-connection",
-    "keep-alive",
-    "te",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authenticate",
-    "proxy-authentication-info",
-    "proxy-authorization",
-];
+/// The field of a proxy's authentication that is never stored besides the hop-by-hop ones
+/// (RFC 9111 §3.1: `Proxy-Authenticate` and `Proxy-Authorization` are among those).
+static PROXY_AUTHENTICATION_INFO: HeaderName = HeaderName::from_static("proxy-authentication-info");
 
-/// Whether a field is excepted from storage by RFC 9111 §3.1 on its own name.
+/// Whether a field is excepted from storage by RFC 9111 §3.1 on its own name: the hop-by-hop
+/// fields ([`crate::hop::HOP_BY_HOP`]) and the proxy's own.
 pub fn is_never_stored(name: &HeaderName) -> bool {
-    NEVER_STORED.contains(&name.as_str())
-}
-
-/// Names listed in `Connection` (RFC 9110 §7.6.1), which must be removed before forwarding.
-pub fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
-    let mut out = Vec::new();
-    for v in headers.get_all(CONNECTION) {
-        let Ok(s) = v.to_str() else { continue };
-        for part in s.split(',') {
-            let part = part.trim();
-            if let Ok(name) = HeaderName::from_bytes(part.as_bytes()) {
-                if !out.contains(&name) {
-                    out.push(name);
-                }
-            }
-        }
-    }
-    out
+    is_hop_by_hop(name.as_str()) || *name == PROXY_AUTHENTICATION_INFO
 }
 
 /// Removes what RFC 9111 §3.1 excepts from storage: `Connection` and the fields it lists, the
 /// other hop-by-hop fields (`Keep-Alive`, `TE`, `Transfer-Encoding`, `Upgrade`,
-/// `Proxy-Connection`), the proxy authentication fields, and `plan.strip_fields`.
+/// `Proxy-Connection`, ...), the proxy authentication fields, and `plan.strip_fields`.
 pub fn prepare_for_storage(headers: &mut HeaderMap, plan: &StorePlan) {
-    for name in connection_listed(headers) {
-        headers.remove(&name);
-    }
-    for name in [CONNECTION, TE, TRANSFER_ENCODING, UPGRADE] {
-        headers.remove(name);
-    }
-    for name in NEVER_STORED {
-        headers.remove(name);
-    }
+    remove_hop_by_hop(headers);
+    headers.remove(&PROXY_AUTHENTICATION_INFO);
     for name in &plan.strip_fields {
         headers.remove(name);
     }
@@ -441,6 +411,20 @@ mod tests {
         let mut names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         names.sort_unstable();
         assert_eq!(names, vec!["content-type", "etag"]);
+    }
+
+    #[test]
+    fn every_hop_by_hop_field_is_never_stored_nor_updated() {
+        let mut names: Vec<HeaderName> = crate::hop::HOP_BY_HOP.to_vec();
+        names.push(PROXY_AUTHENTICATION_INFO.clone());
+        for name in &names {
+            assert!(is_never_stored(name), "{name}");
+            assert!(crate::revalidate::is_update_exempt(name), "{name}");
+            let mut h = HeaderMap::new();
+            h.insert(name.clone(), http::HeaderValue::from_static("x"));
+            prepare_for_storage(&mut h, &StorePlan::default());
+            assert!(h.is_empty(), "{name} stored");
+        }
     }
 
     #[test]

@@ -18,73 +18,54 @@
 //!
 //! # Layout
 //!
-//! - [`config`](ServeArgs): flags, env vars, TOML file → validated [`Settings`].
-//! - [`server`](Server): listeners, HTTP/1.1 and HTTP/2 (h2c or ALPN), the
-//!   connection cap, graceful shutdown, [`run`].
-//! - [`tls`](TlsConfig): the TLS proxy listener (`--tls-cert` / `--tls-key`).
-//! - `limits`: per-connection head, idle and write timeouts on the socket itself.
-//! - `request`: a client request made into the request forwarded — hop-by-hop
-//!   fields removed first, framing checked, target normalised, forwarding fields set.
-//! - `variants`: primary keys (`herdguard-http`'s `KeyConfig`) and `Vary` variant keys.
-//! - `proxy`: the handler — what the cache answers, what passes through alone,
-//!   invalidation after unsafe methods.
-//! - `loader`: the one origin request of a load; unshareable answers go to their
-//!   own caller only.
-//! - `range`: a `Range` request answered 206 from the whole stored response.
-//! - `answer`: every outcome mapped to a response, its `Cache-Status` and its count.
-//! - [`body`](Body): the answer body, streamed bodies' time limits.
-//! - `rules`: the proxy's storage policy on top of `herdguard-http` (which owns
-//!   the RFC 9111 / 5861 / 9213 / 9211 rules, keys, targets, invalidation).
-//! - [`path_rules`](PathRules): the `[[rule]]` tables — per-path TTL, bypass,
-//!   opt-in ignores, object size — matched on the normalised path.
-//! - [`reload`](Reloader): SIGHUP — what changes live, what needs a restart.
-//! - [`response`](CachedResponse): the cached value (serde, so the fleet can share it).
+//! Folders by concern; an import only ever goes down this list (no layer
+//! reads one above it):
+//!
+//! - [`serve`](Server): the lifecycle — builds every layer from [`Settings`],
+//!   opens the listeners, serves on `threads` threads, shuts down gracefully,
+//!   [`run`]; the Redis tier (`--redis`).
+//! - `config`: every setting declared once — flag, env var, TOML key, default,
+//!   parser, reload class — and resolved into validated [`Settings`]
+//!   ([`ServeArgs`], [`config_reference`]); what each layer reads of them;
+//!   SIGHUP ([`Reloader`]).
+//! - `admin`: the admin listener — `/metrics`, `/healthz`, `/readyz`, the
+//!   [`dashboard`], `POST /purge` broadcast to the fleet, and
+//!   [`purge_client`](purge_blocking) (`herdguard purge`).
+//! - `listen`: the proxy listener — accept loop, HTTP/1.1 and HTTP/2 (h2c or
+//!   ALPN), the connection cap, per-connection time limits ([`ConnectionLimits`]),
+//!   TLS ([`TlsConfig`]).
+//! - `handle`: the request path — request → key → cached or one coalesced
+//!   load → answer with its `Cache-Status` ([`Proxy`], [`CachedResponse`],
+//!   [`PathRules`]).
 //! - [`origin`](Origin): pooled origin client, timeouts, streamed bodies, typed failures.
-//! - [`stats`](Stats): counters and the Prometheus exposition; `admin`: its listener.
-//! - `purge`: the admin listener's `POST /purge`, broadcast to the fleet through Redis;
-//!   [`purge_client`](purge_blocking): `herdguard purge`, its client.
-//! - [`dashboard`]: the live view on the admin listener — one sampler a
-//!   second, the event stream, the fleet view through Redis, the page.
-//! - `access`: the access log (`--access-log`), one `tracing` event per request.
-//! - `fleet`: the Redis tier (`--redis`), namespaced by origin.
+//! - [`stats`](Stats): the counters the request path bumps.
+//! - [`body`](Body): the answer body, streamed bodies' time limits.
 
 #![warn(missing_docs)]
 
-mod access;
 mod admin;
-mod answer;
 mod body;
 mod config;
-pub mod dashboard;
-mod fleet;
-mod limits;
-mod loader;
+mod handle;
+mod listen;
 mod origin;
-mod path_rules;
-mod proxy;
-mod purge;
-mod purge_client;
-mod range;
-mod reload;
-mod request;
-mod response;
-mod rules;
-mod server;
+mod serve;
 mod stats;
-mod tags;
-mod tls;
-mod variants;
 
+pub use admin::dashboard;
+pub use admin::purge_client::{purge_blocking, PurgeArgs, PurgeError};
 pub use body::{Body, BodyStalled};
-pub use config::{ConfigError, RequestCacheControl, Secret, ServeArgs, Settings};
-pub use limits::ConnectionLimits;
+pub use config::error::ConfigError;
+pub use config::reference::config_reference;
+pub use config::reload::{LogControl, Reloaded, Reloader, SetFilter};
+pub use config::secret::Secret;
+pub use config::settings::{ServeArgs, Settings};
+pub use handle::path_rules::PathRules;
+pub use handle::proxy::{Proxy, RequestCacheControl};
+pub use handle::request::Peer;
+pub use handle::response::{CachedResponse, Fetch};
+pub use listen::limits::ConnectionLimits;
+pub use listen::tls::TlsConfig;
 pub use origin::{Origin, OriginError, OriginResponse, OriginTrust};
-pub use path_rules::PathRules;
-pub use proxy::Proxy;
-pub use purge_client::{purge_blocking, PurgeArgs, PurgeError};
-pub use reload::{LogControl, Reloaded, Reloader, SetFilter};
-pub use request::Peer;
-pub use response::{CachedResponse, Fetch};
-pub use server::{run, run_blocking, shutdown_signal, ServeError, Server};
+pub use serve::{run, run_blocking, shutdown_signal, ServeError, Server};
 pub use stats::{Connections, Count, Stats, ORIGIN_ERRORS, RESULTS};
-pub use tls::TlsConfig;

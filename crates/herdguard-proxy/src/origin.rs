@@ -92,7 +92,7 @@ pub(crate) enum Buffered {
 }
 
 /// Which roots an `https://` origin's certificate must chain to.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum OriginTrust {
     /// The web PKI roots bundled in the binary (Mozilla's, via `webpki-roots`).
     #[default]

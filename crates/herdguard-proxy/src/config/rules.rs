@@ -1,105 +1,13 @@
-//! Per-path rules (`[[rule]]` in the TOML file), as nginx's `location` with
-//! `proxy_cache_valid` / `proxy_ignore_headers` or the basics of a Varnish VCL:
-//! for requests whose path matches, a lifetime for responses that state none,
-//! a bypass, opt-ins to ignore the origin's `Cache-Control` or `Set-Cookie`,
-//! and a largest stored response.
-//!
-//! Rules match the request's path after the proxy normalised it (dot-segments
-//! removed, percent-encodings normalised, the forms it refuses refused: see
-//! `herdguard_http::target`) — the same string the cache key and the origin
-//! get — so `/a/../private` or `/%70rivate` cannot slip past a rule for
-//! `/private`. The first rule that matches, in file order, applies; the query
-//! takes no part.
+//! The `[[rule]]` tables of the TOML file, as written, validated into
+//! [`PathRules`] (each error names the rule's index and field).
 
 use std::time::Duration;
 
-use globset::{GlobBuilder, GlobMatcher};
+use globset::GlobBuilder;
 use serde::Deserialize;
 
-use crate::config::ConfigError;
-
-/// How a rule picks its paths.
-#[derive(Clone, Debug)]
-enum PathMatch {
-    /// Paths starting with this text.
-    Prefix(String),
-    /// Paths matching a glob: `*` and `?` within a segment, `**` across them,
-    /// `{a,b}` alternatives, `[...]` classes.
-    Glob(GlobMatcher),
-}
-
-/// One `[[rule]]`, validated.
-#[derive(Clone, Debug)]
-pub(crate) struct PathRule {
-    /// `prefix` or `glob`, as written (for the log).
-    pub pattern: String,
-    matcher: PathMatch,
-    /// The freshness lifetime of responses that state none (instead of a
-    /// heuristic or nothing), or of every response with `ignore_cache_control`.
-    pub ttl: Option<Duration>,
-    /// Never answered from or stored in the cache: each request goes to the
-    /// origin on its own.
-    pub bypass: bool,
-    /// The origin's `Cache-Control`, `Expires`, `Pragma` and targeted fields
-    /// are not consulted (they still reach the client).
-    pub ignore_cache_control: bool,
-    /// A response with `Set-Cookie` is stored, without its `Set-Cookie`
-    /// (which then reaches no client).
-    pub ignore_set_cookie: bool,
-    /// The largest response stored (larger ones stream through uncached).
-    pub max_object_bytes: Option<usize>,
-}
-
-impl PathRule {
-    fn matches(&self, path: &str) -> bool {
-        match &self.matcher {
-            PathMatch::Prefix(p) => path.starts_with(p.as_str()),
-            PathMatch::Glob(g) => g.is_match(path),
-        }
-    }
-}
-
-/// The rules of one configuration, in file order.
-#[derive(Clone, Debug, Default)]
-pub struct PathRules(Vec<PathRule>);
-
-impl PathRules {
-    /// The rule for `path` (normalised, without the query): the first that matches.
-    pub(crate) fn for_path(&self, path: &str) -> Option<&PathRule> {
-        if self.0.is_empty() {
-            return None;
-        }
-        // An origin may decode an encoded slash before it routes: rules see it decoded.
-        if path.contains("%2F") {
-            let decoded = path.replace("%2F", "/");
-            return self.0.iter().find(|r| r.matches(&decoded));
-        }
-        self.0.iter().find(|r| r.matches(path))
-    }
-
-    /// The rules' patterns in order, comma-separated (for the log).
-    pub fn patterns(&self) -> String {
-        let all: Vec<&str> = self.0.iter().map(|r| r.pattern.as_str()).collect();
-        all.join(",")
-    }
-
-    /// Lowers every rule's largest stored response to at most `cap` bytes.
-    pub(crate) fn cap_objects(&mut self, cap: usize) {
-        for rule in &mut self.0 {
-            rule.max_object_bytes = rule.max_object_bytes.map(|n| n.min(cap));
-        }
-    }
-
-    /// How many rules there are.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
+use super::error::ConfigError;
+use crate::handle::path_rules::{PathRule, PathRules};
 
 /// A size in the TOML file: `"2MiB"` or a number of bytes.
 #[derive(Debug, Clone, Deserialize)]
@@ -133,7 +41,7 @@ pub(crate) fn resolve(rules: Vec<RuleFile>, max_object: u64) -> Result<PathRules
         .enumerate()
         .map(|(i, rule)| resolve_one(i, rule, max_object))
         .collect::<Result<Vec<_>, _>>()
-        .map(PathRules)
+        .map(PathRules::new)
 }
 
 fn resolve_one(i: usize, rule: RuleFile, max_object: u64) -> Result<PathRule, ConfigError> {
@@ -141,15 +49,15 @@ fn resolve_one(i: usize, rule: RuleFile, max_object: u64) -> Result<PathRule, Co
         field: format!("rule[{i}].{field}"),
         reason,
     };
-    let (pattern, matcher) = match (rule.prefix, rule.glob) {
-        (Some(p), None) if p.starts_with('/') => (p.clone(), PathMatch::Prefix(p)),
+    let matched = match (rule.prefix, rule.glob) {
+        (Some(p), None) if p.starts_with('/') => PathRule::prefix(p),
         (None, Some(g)) if g.starts_with('/') => {
             let glob = GlobBuilder::new(&g)
                 // `*` stays within a path segment; `**` crosses them.
                 .literal_separator(true)
                 .build()
                 .map_err(|e| invalid("glob", format!("{g:?}: {}", e.kind())))?;
-            (g, PathMatch::Glob(glob.compile_matcher()))
+            PathRule::glob(g, glob.compile_matcher())
         }
         (Some(p), None) => return Err(invalid("prefix", format!("{p:?} must start with /"))),
         (None, Some(g)) => return Err(invalid("glob", format!("{g:?} must start with /"))),
@@ -205,26 +113,18 @@ fn resolve_one(i: usize, rule: RuleFile, max_object: u64) -> Result<PathRule, Co
             "needs ttl_secs (how long to keep what the origin's fields no longer say)".into(),
         ));
     }
-    Ok(PathRule {
-        pattern,
-        matcher,
-        ttl,
-        bypass: rule.bypass,
-        ignore_cache_control: rule.ignore_cache_control,
-        ignore_set_cookie: rule.ignore_set_cookie,
-        max_object_bytes,
-    })
+    let mut resolved = matched;
+    resolved.ttl = ttl;
+    resolved.bypass = rule.bypass;
+    resolved.ignore_cache_control = rule.ignore_cache_control;
+    resolved.ignore_set_cookie = rule.ignore_set_cookie;
+    resolved.max_object_bytes = max_object_bytes;
+    Ok(resolved)
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-
-    /// One rule from the body of a `[[rule]]` table (other modules' tests).
-    pub(crate) fn single(body: &str) -> PathRule {
-        let mut rules = rules(&format!("[[rule]]\n{body}")).expect("test rule is valid");
-        rules.0.remove(0)
-    }
 
     fn rules(toml_text: &str) -> Result<PathRules, ConfigError> {
         #[derive(Deserialize)]

@@ -11,8 +11,8 @@ use herdguard_http::storable::prepare_for_storage;
 use herdguard_http::{check_storable, revalidate, CacheConfig};
 use http::{header, HeaderMap, Method, StatusCode};
 
-use crate::path_rules::PathRule;
-use crate::response::Overrides;
+use super::path_rules::PathRule;
+use super::response::Overrides;
 
 /// Settings of the storage policy.
 #[derive(Clone, Debug)]
@@ -149,13 +149,16 @@ mod tests {
         .map(|f| (f, h))
     }
 
-    fn rule(toml_text: &str) -> PathRule {
-        crate::path_rules::tests::single(toml_text)
+    /// A rule for every path, `set` as the test needs.
+    fn everywhere(set: impl FnOnce(&mut PathRule)) -> PathRule {
+        let mut rule = PathRule::prefix("/".into());
+        set(&mut rule);
+        rule
     }
 
     #[test]
     fn a_rule_ttl_applies_only_where_the_origin_states_no_lifetime() {
-        let r = rule("prefix = \"/\"\nttl_secs = 60");
+        let r = everywhere(|r| r.ttl = Some(Duration::from_secs(60)));
         let (f, _) = eval_with(Some(&r), &[]).unwrap();
         assert_eq!(f.ttl, Duration::from_secs(60));
         assert_eq!(f.overrides.default_ttl_ms, Some(60_000));
@@ -172,7 +175,10 @@ mod tests {
 
     #[test]
     fn ignoring_cache_control_is_an_explicit_opt_in() {
-        let r = rule("prefix = \"/\"\nttl_secs = 30\nignore_cache_control = true");
+        let r = everywhere(|r| {
+            r.ttl = Some(Duration::from_secs(30));
+            r.ignore_cache_control = true;
+        });
         for fields in [
             &[("cache-control", "private, no-store")][..],
             &[("cache-control", "max-age=5")],
@@ -194,7 +200,7 @@ mod tests {
 
     #[test]
     fn an_ignored_set_cookie_is_removed_from_what_is_stored() {
-        let r = rule("prefix = \"/\"\nignore_set_cookie = true");
+        let r = everywhere(|r| r.ignore_set_cookie = true);
         let fields = [
             ("cache-control", "max-age=5"),
             ("set-cookie", "session=secret"),

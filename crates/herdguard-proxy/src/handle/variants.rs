@@ -9,8 +9,8 @@ use herdguard_http::key::variant_key;
 use herdguard_http::{KeyConfig, RequestTarget, Vary};
 use http::HeaderMap;
 
-use crate::request::Forward;
-use crate::response::CachedResponse;
+use super::request::Forward;
+use super::response::CachedResponse;
 
 /// Most `Vary` variants remembered per URL (for invalidation).
 const MAX_VARIANTS: usize = 64;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use herdguard::{BreakerState, HistogramSnapshot};
 use serde::{Deserialize, Serialize};
 
-use crate::proxy::Proxy;
+use crate::handle::proxy::Proxy;
 use crate::stats::RESULTS;
 
 /// The order of [`Record::rate`] and [`Record::total`]: how client requests

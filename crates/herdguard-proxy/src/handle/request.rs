@@ -10,6 +10,7 @@
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 
+use herdguard_http::hop::is_hop_by_hop;
 use herdguard_http::key::normalize_host;
 use herdguard_http::{RequestTarget, TargetError, Vary};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -110,19 +111,10 @@ fn scan(headers: &HeaderMap) -> Found {
     for (name, value) in headers {
         found.head_bytes += name.as_str().len() + value.len() + 4;
         match name.as_str() {
-            "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-            | "proxy-authenticate"
-            | "proxy-authorization" => found.hop_by_hop = true,
             "forwarded" | "x-forwarded-for" | "x-forwarded-host" | "x-forwarded-proto"
             | "x-forwarded-port" | "x-real-ip" => found.forwarding = true,
             "content-length" | "expect" => found.framing = true,
-            _ => {}
+            other => found.hop_by_hop |= is_hop_by_hop(other),
         }
     }
     found
@@ -448,6 +440,20 @@ mod tests {
         assert_eq!(i.host, "api.example");
         assert!(!i.forward.to_send().contains_key("accept"));
         assert!(!i.forward.to_send().contains_key("connection"));
+    }
+
+    #[test]
+    fn every_hop_by_hop_field_alone_is_removed_before_forwarding() {
+        // The scan decides whether the removal runs: a field it missed would
+        // reach the origin.
+        for name in &herdguard_http::hop::HOP_BY_HOP {
+            let i = run(
+                req("POST", "/", &[("host", "a"), (name.as_str(), "chunked")]),
+                &[],
+            )
+            .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+            assert!(!i.forward.to_send().contains_key(name), "{name} forwarded");
+        }
     }
 
     #[test]

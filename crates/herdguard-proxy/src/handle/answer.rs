@@ -12,12 +12,18 @@ use herdguard_http::{CacheConfig, CacheStatus, ForwardReason};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
 
+use super::request::Refusal;
+use super::response::{CachedResponse, Fetch};
 use crate::body::Body;
-use crate::loader::Passed;
 use crate::origin::OriginError;
-use crate::request::Refusal;
-use crate::response::{CachedResponse, Fetch};
 use crate::stats::Stats;
+
+/// An origin answer passed through to one client, not stored.
+pub(crate) struct Passed {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Body,
+}
 
 /// The identifier this cache writes its `Cache-Status` member under.
 const NAME: &str = "herdguard";

@@ -3,18 +3,14 @@
 //! how the connection is served ([`Negotiated`]).
 //!
 //! The handshake runs on the connection's own task, over the timed socket
-//! ([`crate::limits::TimedIo`]): it counts as part of the first request head, so
+//! (`limits::TimedIo`): it counts as part of the first request head, so
 //! a client that connects and sends nothing is closed after the header-read
 //! limit and frees its connection slot.
 
 use std::fmt;
-use std::path::Path;
 use std::sync::Arc;
 
-use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-
-use crate::config::ConfigError;
 
 /// ALPN identifiers offered, in order of preference.
 const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
@@ -42,45 +38,22 @@ pub(crate) enum Negotiated {
 }
 
 impl TlsConfig {
-    /// Reads a PEM certificate chain (`cert`, leaf first) and its private key
-    /// (`key`: PKCS#8, PKCS#1 or SEC1); an error names the field (`tls_cert` or
-    /// `tls_key`), the file and what is wrong.
-    pub fn load(cert: &Path, key: &Path) -> Result<TlsConfig, ConfigError> {
-        let fail = |field: &str, path: &Path, reason: String| ConfigError {
-            field: field.to_string(),
-            reason: format!("{}: {reason}", path.display()),
-        };
-        let cert_pem = std::fs::read(cert).map_err(|e| fail("tls_cert", cert, e.to_string()))?;
-        let chain = CertificateDer::pem_slice_iter(&cert_pem)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| fail("tls_cert", cert, format!("not a PEM certificate: {e}")))?;
-        if chain.is_empty() {
-            return Err(fail(
-                "tls_cert",
-                cert,
-                "no CERTIFICATE block in the PEM".into(),
-            ));
-        }
-        let key_pem = std::fs::read(key).map_err(|e| fail("tls_key", key, e.to_string()))?;
-        let private = PrivateKeyDer::from_pem_slice(&key_pem)
-            .map_err(|e| fail("tls_key", key, format!("not a PEM private key: {e}")))?;
+    /// The listener's configuration: `chain` (leaf first) and its private
+    /// `key`, ALPN `h2` then `http/1.1`; `files` names where they came from
+    /// (its `Debug`, so a reload compares the names, never the key).
+    pub(crate) fn new(
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+        files: String,
+    ) -> Result<TlsConfig, rustls::Error> {
         // ring, named explicitly: no process-wide default provider is needed.
         let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| fail("tls_cert", cert, format!("TLS setup: {e}")))?
+        .with_safe_default_protocol_versions()?
         .with_no_client_auth()
-        .with_single_cert(chain, private)
-        .map_err(|e| {
-            fail(
-                "tls_key",
-                key,
-                format!("unusable with {}: {e}", cert.display()),
-            )
-        })?;
+        .with_single_cert(chain, key)?;
         config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
-        let files = format!("{}, {}", cert.display(), key.display());
         Ok(TlsConfig(Arc::new(config), files))
     }
 

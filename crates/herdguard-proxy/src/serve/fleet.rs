@@ -9,17 +9,13 @@
 //! so sidecars of different services on one Redis never read each other's entries
 //! — not even for a client that sends another service's `Host`.
 
-use std::sync::Arc;
-
 use herdguard::CacheBuilder;
 use herdguard_redis::{RedisConfig, RedisRemote};
 
-use crate::config::Settings;
-use crate::response::CachedResponse;
-use crate::server::ServeError;
-
-/// The shared store of a sidecar (kept for what `/metrics` reads of it).
-pub(crate) type FleetRemote = Arc<RedisRemote<String, CachedResponse>>;
+use super::error::ServeError;
+use crate::config::settings::Settings;
+use crate::handle::proxy::FleetRemote;
+use crate::handle::response::CachedResponse;
 
 /// Adds the shared store to `builder` when `settings` name a Redis URL (one
 /// server or a Sentinel-managed primary) or Redis Cluster seeds, with quorum
@@ -45,7 +41,7 @@ pub(crate) async fn attach(
             settings.redis_prefix, settings.cache_namespace
         ))
         .max_value_bytes(settings.redis_max_value_bytes)
-        .op_timeout(settings.redis_op_timeout);
+        .op_timeout(settings.redis_op_timeout_ms);
     let remote = RedisRemote::<String, CachedResponse>::connect(config)
         .await
         .map_err(|e| ServeError::Redis(e.to_string()))?;

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::watch;
 
-use crate::proxy::Proxy;
+use crate::handle::proxy::{FleetRemote, Proxy};
 
 pub(crate) use events::EventStream;
 pub use record::{Record, RESULT_FIELDS};
@@ -41,7 +41,7 @@ pub const INTERVAL: Duration = Duration::from_secs(1);
 const FLEET_MAX_AGE: Duration = Duration::from_secs(5);
 
 /// The shared store the fleet view travels through.
-pub(crate) type Fleet = crate::fleet::FleetRemote;
+pub(crate) type Fleet = FleetRemote;
 
 /// Samples the counters once a second and hands the update to every open page.
 pub(crate) struct Sampler {

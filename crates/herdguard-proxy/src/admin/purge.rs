@@ -19,10 +19,9 @@ use http_body_util::{BodyExt, Limited};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::answer::plain;
 use crate::body::Body;
-use crate::fleet::FleetRemote as Fleet;
-use crate::proxy::Proxy;
+use crate::handle::answer::plain;
+use crate::handle::proxy::{FleetRemote as Fleet, Proxy};
 
 /// The log target of purge events (docs/observability.md: "Logs and lock metrics").
 const LOG_TARGET: &str = "herdguard::purge";
@@ -50,6 +49,10 @@ struct PurgeBody {
     url: Option<String>,
     tag: Option<String>,
 }
+
+/// A purge done here: its broadcast topic, its subject (primary key or tag),
+/// and the answer's JSON.
+type Purged = (&'static str, String, serde_json::Value);
 
 /// What one purge names.
 enum Target {
@@ -88,11 +91,30 @@ impl Purger {
 
     /// Answers one request to `/purge`.
     pub(crate) async fn answer(&self, request: Request<hyper::body::Incoming>) -> Response<Body> {
+        if let Some(refused) = self.refusal(&request) {
+            return refused;
+        }
+        let target = match target(request).await {
+            Ok(target) => target,
+            Err(refused) => return refused,
+        };
+        let purged = match target {
+            Target::Url(url) => self.purge_url(url).await,
+            Target::Tag(tag) => self.purge_tag(tag).await,
+        };
+        match purged {
+            Ok((topic, subject, done)) => self.broadcast(topic, &subject, done).await,
+            Err(refused) => refused,
+        }
+    }
+
+    /// Why a request may not purge: purge disabled, not a POST, or not authorized.
+    fn refusal(&self, request: &Request<hyper::body::Incoming>) -> Option<Response<Body>> {
         let Some(token) = &self.token else {
-            return plain(
+            return Some(plain(
                 StatusCode::NOT_FOUND,
                 "herdguard: purge is disabled: set --purge-token (HERDGUARD_PURGE_TOKEN, purge_token)\n",
-            );
+            ));
         };
         if request.method() != Method::POST {
             let mut r = plain(
@@ -101,7 +123,7 @@ impl Purger {
             );
             r.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static("POST"));
-            return r;
+            return Some(r);
         }
         if !authorized(request.headers(), token) {
             let mut r = plain(
@@ -110,116 +132,75 @@ impl Purger {
             );
             r.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            return r;
+            return Some(r);
         }
-        let from_query = request.uri().query().and_then(target_from_query);
-        let body = match Limited::new(request.into_body(), MAX_BODY_BYTES)
-            .collect()
-            .await
-        {
-            Ok(b) => b.to_bytes(),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                return plain(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    &format!("herdguard: a purge body is at most {MAX_BODY_BYTES} bytes\n"),
-                )
-            }
-            Err(e) => {
-                return plain(
-                    StatusCode::BAD_REQUEST,
-                    &format!("herdguard: reading the purge body: {e}\n"),
-                )
-            }
+        None
+    }
+
+    /// Purges a URL and its variants here (Redis included), so the answer
+    /// means it is gone here even when Redis is down; the broadcast then
+    /// reaches every other instance, for the variants only they have seen.
+    async fn purge_url(&self, url: String) -> Result<Purged, Response<Body>> {
+        let Some(primary) = self.primary_key(&url) else {
+            return Err(plain(
+                StatusCode::BAD_REQUEST,
+                &format!("herdguard: {url:?} is not a path (/a?b) or an http(s):// URL\n"),
+            ));
         };
-        let target = match (from_query, body.is_empty()) {
-            (Some(target), true) => target,
-            (None, false) => match serde_json::from_slice::<PurgeBody>(&body) {
-                Ok(PurgeBody { url: Some(url), tag: None }) => Target::Url(url),
-                Ok(PurgeBody { url: None, tag: Some(tag) }) => Target::Tag(tag),
-                Ok(_) => {
-                    return plain(
-                        StatusCode::BAD_REQUEST,
-                        "herdguard: the purge body names one of url or tag\n",
-                    )
-                }
-                Err(e) => {
-                    return plain(
-                        StatusCode::BAD_REQUEST,
-                        &format!(
-                            "herdguard: the purge body must be {{\"url\": \"...\"}} or {{\"tag\": \"...\"}}: {e}\n"
-                        ),
-                    )
-                }
-            },
-            (Some(_), false) => {
-                return plain(
-                    StatusCode::BAD_REQUEST,
-                    "herdguard: give the URL or tag in the query or in the body, not both\n",
-                )
-            }
-            (None, true) => {
-                return plain(
-                    StatusCode::BAD_REQUEST,
-                    "herdguard: nothing to purge: POST {\"url\": \"...\"}, {\"tag\": \"...\"}, ?url= or ?tag=\n",
-                )
-            }
+        // `keys`: how many of those this instance knows were stored, here or
+        // in Redis (0: nothing was).
+        let keys = self.proxy.variants.all_keys(&primary);
+        let removed = self.proxy.purge_keys(&keys, true).await;
+        let done = serde_json::json!({ "url": url, "key": primary, "keys": removed.stored });
+        Ok((TOPIC, primary, done))
+    }
+
+    /// Purges every key carrying `tag`: those this instance saw carry it, and
+    /// those any instance recorded in Redis (also of instances that have since gone).
+    async fn purge_tag(&self, tag: String) -> Result<Purged, Response<Body>> {
+        if !herdguard_redis::valid_tag(&tag) {
+            return Err(plain(
+                StatusCode::BAD_REQUEST,
+                &format!(
+                    "herdguard: {tag:?} is not a tag (1 to {} visible characters, no comma)\n",
+                    herdguard_redis::MAX_TAG_BYTES
+                ),
+            ));
+        }
+        let mut keys = self.proxy.tags.take(&tag);
+        let recorded = match &self.fleet {
+            Some(fleet) => fleet.take_tagged(&tag).await.map_err(|e| e.to_string()),
+            None => Ok(Vec::new()),
         };
-        let (topic, subject, done) = match target {
-            Target::Url(url) => {
-                let Some(primary) = self.primary_key(&url) else {
-                    return plain(
-                        StatusCode::BAD_REQUEST,
-                        &format!("herdguard: {url:?} is not a path (/a?b) or an http(s):// URL\n"),
-                    );
-                };
-                // This instance first (Redis included), so the answer means it is
-                // gone here even when Redis is down; then every other instance,
-                // for the variants only they have seen. `keys`: how many of those
-                // this instance knows were stored, here or in Redis (0: nothing was).
-                let keys = self.proxy.variants.all_keys(&primary);
-                let removed = self.proxy.purge_keys(&keys, true).await;
-                let done =
-                    serde_json::json!({ "url": url, "key": primary, "keys": removed.stored });
-                (TOPIC, primary, done)
-            }
-            Target::Tag(tag) => {
-                if !herdguard_redis::valid_tag(&tag) {
-                    return plain(
-                        StatusCode::BAD_REQUEST,
-                        &format!(
-                            "herdguard: {tag:?} is not a tag (1 to {} visible characters, no comma)\n",
-                            herdguard_redis::MAX_TAG_BYTES
-                        ),
-                    );
-                }
-                // The keys this instance saw carry it, and those any instance
-                // recorded in Redis (also of instances that have since gone).
-                let mut keys = self.proxy.tags.take(&tag);
-                let recorded = match &self.fleet {
-                    Some(fleet) => fleet.take_tagged(&tag).await.map_err(|e| e.to_string()),
-                    None => Ok(Vec::new()),
-                };
-                if let Ok(recorded) = &recorded {
-                    keys.extend(recorded.iter().cloned());
-                }
-                keys.sort();
-                keys.dedup();
-                let removed = self.proxy.purge_keys(&keys, true).await;
-                if let Err(e) = recorded {
-                    return self.fleet_failed(&tag, &e);
-                }
-                if removed.unconfirmed > 0 {
-                    let e = format!(
-                        "{} of {} keys not removed from Redis",
-                        removed.unconfirmed,
-                        keys.len()
-                    );
-                    return self.fleet_failed(&tag, &e);
-                }
-                let done = serde_json::json!({ "tag": tag, "keys": removed.stored });
-                (TAG_TOPIC, tag, done)
-            }
-        };
+        if let Ok(recorded) = &recorded {
+            keys.extend(recorded.iter().cloned());
+        }
+        keys.sort();
+        keys.dedup();
+        let removed = self.proxy.purge_keys(&keys, true).await;
+        if let Err(e) = recorded {
+            return Err(self.fleet_failed(&tag, &e));
+        }
+        if removed.unconfirmed > 0 {
+            let e = format!(
+                "{} of {} keys not removed from Redis",
+                removed.unconfirmed,
+                keys.len()
+            );
+            return Err(self.fleet_failed(&tag, &e));
+        }
+        let done = serde_json::json!({ "tag": tag, "keys": removed.stored });
+        Ok((TAG_TOPIC, tag, done))
+    }
+
+    /// Sends a purge done here to the rest of the fleet; the answer says
+    /// whether it went (`done`, with `"fleet"`).
+    async fn broadcast(
+        &self,
+        topic: &str,
+        subject: &str,
+        done: serde_json::Value,
+    ) -> Response<Body> {
         let fleet = match &self.fleet {
             None => "none",
             Some(fleet) => match fleet
@@ -227,7 +208,7 @@ impl Purger {
                 .await
             {
                 Ok(()) => "broadcast",
-                Err(e) => return self.fleet_failed(&subject, &e.to_string()),
+                Err(e) => return self.fleet_failed(subject, &e.to_string()),
             },
         };
         let mut text = done;
@@ -266,6 +247,55 @@ impl Purger {
             .variants
             .config()
             .primary_for_url(url, default_host)
+    }
+}
+
+/// What a purge request names: `?url=` / `?tag=`, or a JSON body
+/// `{"url": ...}` / `{"tag": ...}` (at most [`MAX_BODY_BYTES`]), not both.
+async fn target(request: Request<hyper::body::Incoming>) -> Result<Target, Response<Body>> {
+    let from_query = request.uri().query().and_then(target_from_query);
+    let body = match Limited::new(request.into_body(), MAX_BODY_BYTES)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(plain(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("herdguard: a purge body is at most {MAX_BODY_BYTES} bytes\n"),
+            ))
+        }
+        Err(e) => {
+            return Err(plain(
+                StatusCode::BAD_REQUEST,
+                &format!("herdguard: reading the purge body: {e}\n"),
+            ))
+        }
+    };
+    match (from_query, body.is_empty()) {
+        (Some(target), true) => Ok(target),
+        (None, false) => match serde_json::from_slice::<PurgeBody>(&body) {
+            Ok(PurgeBody { url: Some(url), tag: None }) => Ok(Target::Url(url)),
+            Ok(PurgeBody { url: None, tag: Some(tag) }) => Ok(Target::Tag(tag)),
+            Ok(_) => Err(plain(
+                StatusCode::BAD_REQUEST,
+                "herdguard: the purge body names one of url or tag\n",
+            )),
+            Err(e) => Err(plain(
+                StatusCode::BAD_REQUEST,
+                &format!(
+                    "herdguard: the purge body must be {{\"url\": \"...\"}} or {{\"tag\": \"...\"}}: {e}\n"
+                ),
+            )),
+        },
+        (Some(_), false) => Err(plain(
+            StatusCode::BAD_REQUEST,
+            "herdguard: give the URL or tag in the query or in the body, not both\n",
+        )),
+        (None, true) => Err(plain(
+            StatusCode::BAD_REQUEST,
+            "herdguard: nothing to purge: POST {\"url\": \"...\"}, {\"tag\": \"...\"}, ?url= or ?tag=\n",
+        )),
     }
 }
 

@@ -1,8 +1,20 @@
 //! The admin listener: `/` (the live dashboard) and `/events` (its update
 //! stream), `/metrics` (Prometheus text), `/healthz`, `/readyz`, `POST /purge`
-//! ([`crate::purge`]) — with the same
-//! connection limits as the proxy listener (head, idle and write
-//! timeouts, a connection cap) and a back-off on accept errors.
+//! — with the same connection limits as the proxy listener (head, idle and
+//! write timeouts, a connection cap) and a back-off on accept errors.
+//!
+//! # Layout
+//!
+//! - [`dashboard`]: the live view — one sampler a second, the event stream,
+//!   the fleet view through Redis, the page.
+//! - `metrics`: the Prometheus exposition of the counters.
+//! - `purge`: `POST /purge`, broadcast to the fleet through Redis;
+//!   `purge_client`: `herdguard purge`, its client.
+
+pub mod dashboard;
+pub(crate) mod metrics;
+pub(crate) mod purge;
+pub(crate) mod purge_client;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -15,23 +27,26 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
-use crate::answer::plain;
+use dashboard::{EventStream, Sampler, PAGE};
+use purge::Purger;
+
 use crate::body::Body;
-use crate::dashboard::{EventStream, Sampler, PAGE};
-use crate::limits::{ConnState, TimedIo, Tracked};
-use crate::proxy::Proxy;
-use crate::purge::Purger;
-use crate::server::accept;
+use crate::handle::answer::plain;
+use crate::handle::proxy::{FleetRemote, Proxy};
+use crate::listen::acceptor::{accept, LiveConnections};
+use crate::listen::limits::{ConnState, TimedIo, Tracked};
 use herdguard_web::{CHART_JS, CSS_TYPE, HTML_TYPE, JS_TYPE, STYLE_CSS};
 
 /// The admin listener's settings.
 pub(crate) struct Admin {
     pub sampler: Arc<Sampler>,
     pub proxy: Arc<Proxy>,
+    /// The connection limits in force (a reload replaces them).
+    pub live: LiveConnections,
     pub redis: bool,
     pub purger: Arc<Purger>,
     /// The shared store, for its quorum-lease counters.
-    pub remote: Option<crate::fleet::FleetRemote>,
+    pub remote: Option<FleetRemote>,
     pub max_connections: usize,
 }
 
@@ -55,7 +70,7 @@ impl Admin {
             let purger = Arc::clone(&self.purger);
             let quorum = self.remote.clone();
             let state = Arc::new(ConnState::default());
-            let limits = self.proxy.tuning().limits;
+            let limits = self.live.load().limits;
             let io = TimedIo::new(stream, Arc::clone(&state), limits);
             let service = service_fn(move |req: Request<hyper::body::Incoming>| {
                 let busy = state.begin();
@@ -117,7 +132,7 @@ fn answer(
         }
         "/metrics" => {
             let shared = redis.then(|| proxy.cache.shared_store_healthy());
-            let text = proxy.stats.render(&proxy.cache.metrics(), shared, quorum);
+            let text = metrics::render(&proxy.stats, &proxy.cache.metrics(), shared, quorum);
             let mut r = Response::new(Body::full(Bytes::from(text)));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,

@@ -19,26 +19,20 @@ use herdguard_http::{ResponsePolicy, Vary};
 use http::header::{self, HeaderMap};
 use http::{Method, StatusCode};
 
+use super::answer::Passed;
+use super::path_rules::PathRule;
+use super::proxy::Proxy;
+use super::request::Forward;
+use super::response::{from_ms, to_ms, CachedResponse, Fetch};
+use super::rules;
+use super::tags;
+use super::variants::digest_of;
 use crate::body::{Body, Inactivity, Prefixed};
 use crate::origin::{read_up_to, Buffered, OriginError, OriginResponse};
-use crate::path_rules::PathRule;
-use crate::proxy::Proxy;
-use crate::request::Forward;
-use crate::response::{from_ms, to_ms, CachedResponse, Fetch};
-use crate::rules;
-use crate::tags;
-use crate::variants::digest_of;
 
-/// What [`Proxy::to_loaded`] made: the core's value, its surrogate keys, and
+/// What [`Load::to_loaded`] made: the core's value, its surrogate keys, and
 /// how long it may be kept (`None`: not stored).
 type Made = (Loaded<CachedResponse>, Vec<String>, Option<Duration>);
-
-/// An origin answer passed through to one client, not stored.
-pub(crate) struct Passed {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: Body,
-}
 
 /// Where a load leaves an answer only its own caller may see.
 #[derive(Clone, Default)]
@@ -93,10 +87,35 @@ impl Proxy {
         // The settings in force when the load began, for the whole load.
         let tuning = arc_swap::Guard::into_inner(self.tuning());
         let rule = tuning.paths.for_path(forward.target.path());
-        let max_object_bytes = rule
-            .and_then(|r| r.max_object_bytes)
-            .unwrap_or(tuning.options.max_object_bytes);
-        let mut base = forward.to_send();
+        let load = Load {
+            key,
+            forward,
+            handoff,
+            rules: &tuning.rules,
+            rule,
+            max_object_bytes: rule
+                .and_then(|r| r.max_object_bytes)
+                .unwrap_or(tuning.options.max_object_bytes),
+        };
+        match self.ask_origin(&load).await? {
+            Answer::Revalidated(made) => Ok(self.indexed(key, made).await),
+            Answer::Full {
+                response,
+                conditional,
+                started,
+            } => {
+                self.store_or_pass(&load, response, conditional, started)
+                    .await
+            }
+        }
+    }
+
+    /// The origin's answer to `load`: at most two requests, the second,
+    /// unconditional, when a 304 validates nothing stored (RFC 9111 §4.3.4).
+    /// A server error that does not say how long it may be stored goes to
+    /// the load's own caller and fails the load.
+    async fn ask_origin(&self, load: &Load<'_>) -> Result<Answer, OriginError> {
+        let mut base = load.forward.to_send();
         for name in &CLIENT_CONDITIONALS {
             base.remove(name);
         }
@@ -104,12 +123,10 @@ impl Proxy {
         base.remove(header::RANGE);
         let stale = self
             .cache
-            .peek(&key.to_string())
+            .peek(&load.key.to_string())
             .filter(|e| e.value().uncacheable.is_none());
         let mut with_validators = stale.is_some();
-        // At most two requests: the second, unconditional, when a 304 validates
-        // nothing stored (RFC 9111 §4.3.4).
-        let (response, conditional, started) = loop {
+        loop {
             let mut headers = base.clone();
             let mut conditional = false;
             if let (Some(s), true) = (&stale, with_validators) {
@@ -121,107 +138,74 @@ impl Proxy {
             let started = Instant::now();
             let response = self
                 .origin
-                .send(Method::GET, forward.target.as_str(), headers, Body::empty())
+                .send(
+                    Method::GET,
+                    load.forward.target.as_str(),
+                    headers,
+                    Body::empty(),
+                )
                 .await
                 .inspect_err(|e| self.stats.origin_error(e.kind()))?;
             let status = response.status;
-            let config = &tuning.rules.config;
-            let consulted = rules::overrides(rule).consulted(&response.headers, config);
-            if matches!(status.as_u16(), 500 | 502 | 503 | 504)
-                && !ResponsePolicy::from_headers(&consulted, config)
-                    .has_explicit_expiration(&consulted)
+            if matches!(status.as_u16(), 500 | 502 | 503 | 504) && !load.may_store_error(&response)
             {
-                // A server error is stored only when it says for how long.
                 self.stats.origin_error("server_error");
-                handoff.put(self.pass(response));
+                load.handoff.put(self.pass(response));
                 return Err(OriginError::ServerError(status));
             }
-            if let (Some(s), StatusCode::NOT_MODIFIED, true) = (&stale, status, conditional) {
-                let stored = s.value();
-                let stored_headers = stored.header_map();
-                let candidate = revalidate::Candidate {
-                    headers: &stored_headers,
-                    response_time: from_ms(stored.response_time_ms),
-                };
-                if revalidate::select_for_update(&response.headers, &[candidate]).is_empty() {
-                    with_validators = false;
-                    continue;
-                }
-                // RFC 9111 §4.3.4: the stored response, its fields updated from the 304.
-                let mut merged = stored_headers;
-                merged.remove(header::CONTENT_LENGTH);
-                // The stored tags stand unless the 304 gives new ones.
-                if !stored.tags.is_empty() {
-                    if let Ok(kept) = stored.tags.join(" ").parse() {
-                        merged.insert(tags::SURROGATE_KEY.clone(), kept);
+            match (&stale, status, conditional) {
+                (Some(s), StatusCode::NOT_MODIFIED, true) => {
+                    match load.revalidated(s.value(), &response) {
+                        Some(made) => return Ok(Answer::Revalidated(made)),
+                        None => with_validators = false,
                     }
                 }
-                revalidate::update_stored_headers(&mut merged, &response.headers);
-                let body = stored.body.clone();
-                let made = Self::to_loaded(
-                    (&tuning.rules, rule),
-                    forward,
-                    stored.status(),
-                    merged,
-                    body,
-                    Fetch::Revalidated,
-                    (response.request_time, response.response_time),
-                );
-                return Ok(self.indexed(key, made).await);
+                _ => {
+                    return Ok(Answer::Full {
+                        response,
+                        conditional,
+                        started,
+                    })
+                }
             }
-            break (response, conditional, started);
-        };
+        }
+    }
+
+    /// A full answer stored (read whole, at most the object limit) when the
+    /// rules allow; otherwise streamed to the load's own caller, the core
+    /// getting a marker (hit-for-miss).
+    async fn store_or_pass(
+        &self,
+        load: &Load<'_>,
+        response: OriginResponse,
+        conditional: bool,
+        started: Instant,
+    ) -> Result<Loaded<CachedResponse>, OriginError> {
         let status = response.status;
-        let (request_time, response_time) = (response.request_time, response.response_time);
+        let times = (response.request_time, response.response_time);
         let fetch = if conditional {
             Fetch::Replaced
         } else {
             Fetch::Miss
         };
         let mut stored_headers = response.headers.clone();
-        let verdict = rules::evaluate(
-            &tuning.rules,
-            rule,
-            &HeaderMap::new(),
-            status,
-            &mut stored_headers,
-            (request_time, response_time),
-        );
-        let announced = response
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        let refusal = match verdict {
-            Err(reason) => Some(reason),
-            Ok(_) if announced.is_some_and(|n| n > max_object_bytes as u64) => Some("too-large"),
-            Ok(_) => None,
-        };
-        if let Some(reason) = refusal {
-            handoff.put(self.pass(response));
+        if let Some(reason) = load.refusal(&response, &mut stored_headers) {
+            load.handoff.put(self.pass(response));
             return Ok(Loaded::uncacheable(CachedResponse::passed(
                 status, reason, fetch,
             )));
         }
         let limit = self.origin.timeout();
         let passed_headers = response.headers;
-        match read_up_to(response.body, max_object_bytes, started + limit, limit).await? {
+        match read_up_to(response.body, load.max_object_bytes, started + limit, limit).await? {
             Buffered::Whole(body) => {
-                let made = Self::to_loaded(
-                    (&tuning.rules, rule),
-                    forward,
-                    status,
-                    stored_headers,
-                    body,
-                    fetch,
-                    (request_time, response_time),
-                );
-                Ok(self.indexed(key, made).await)
+                let made = load.to_loaded(status, stored_headers, body, fetch, times);
+                Ok(self.indexed(load.key, made).await)
             }
             Buffered::TooLarge(prefix, rest) => {
                 let mut headers = passed_headers;
                 tags::take(&mut headers);
-                handoff.put(Passed {
+                load.handoff.put(Passed {
                     status,
                     headers,
                     body: Body::stream(Inactivity::new(
@@ -248,12 +232,99 @@ impl Proxy {
         }
         loaded
     }
+}
+
+/// One load: what it is for, and the settings it reads (as in force when it began).
+struct Load<'a> {
+    key: &'a str,
+    forward: &'a Forward,
+    handoff: &'a Handoff,
+    rules: &'a rules::Rules,
+    /// The `[[rule]]` of the path, if one matches.
+    rule: Option<&'a PathRule>,
+    /// The largest answer stored; larger ones stream to their own caller.
+    max_object_bytes: usize,
+}
+
+/// What the origin answered a load.
+enum Answer {
+    /// A 304 that validated the stored response: that response, its fields updated.
+    Revalidated(Made),
+    /// A whole answer (the body still to read); `conditional` when it replaces
+    /// a stored response.
+    Full {
+        response: OriginResponse,
+        conditional: bool,
+        started: Instant,
+    },
+}
+
+impl Load<'_> {
+    /// Whether a server error may be stored: only when it says for how long.
+    fn may_store_error(&self, response: &OriginResponse) -> bool {
+        let config = &self.rules.config;
+        let consulted = rules::overrides(self.rule).consulted(&response.headers, config);
+        ResponsePolicy::from_headers(&consulted, config).has_explicit_expiration(&consulted)
+    }
+
+    /// The stored response `stored`, its fields updated from the 304 `response`
+    /// (RFC 9111 §4.3.4); `None` when the 304 validates nothing stored.
+    fn revalidated(&self, stored: &CachedResponse, response: &OriginResponse) -> Option<Made> {
+        let stored_headers = stored.header_map();
+        let candidate = revalidate::Candidate {
+            headers: &stored_headers,
+            response_time: from_ms(stored.response_time_ms),
+        };
+        if revalidate::select_for_update(&response.headers, &[candidate]).is_empty() {
+            return None;
+        }
+        let mut merged = stored_headers;
+        merged.remove(header::CONTENT_LENGTH);
+        // The stored tags stand unless the 304 gives new ones.
+        if !stored.tags.is_empty() {
+            if let Ok(kept) = stored.tags.join(" ").parse() {
+                merged.insert(tags::SURROGATE_KEY.clone(), kept);
+            }
+        }
+        revalidate::update_stored_headers(&mut merged, &response.headers);
+        Some(self.to_loaded(
+            stored.status(),
+            merged,
+            stored.body.clone(),
+            Fetch::Revalidated,
+            (response.request_time, response.response_time),
+        ))
+    }
+
+    /// Why a full answer is not stored: the rules refuse it, or it announces
+    /// more than the object limit; `stored` is made ready for storage.
+    fn refusal(&self, response: &OriginResponse, stored: &mut HeaderMap) -> Option<&'static str> {
+        let verdict = rules::evaluate(
+            self.rules,
+            self.rule,
+            &HeaderMap::new(),
+            response.status,
+            stored,
+            (response.request_time, response.response_time),
+        );
+        let announced = response
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        match verdict {
+            Err(reason) => Some(reason),
+            Ok(_) if announced.is_some_and(|n| n > self.max_object_bytes as u64) => {
+                Some("too-large")
+            }
+            Ok(_) => None,
+        }
+    }
 
     /// A storable answer as the core's value, with its freshness; its
     /// surrogate keys and how long it may be kept, when stored.
     fn to_loaded(
-        (policy, rule): (&rules::Rules, Option<&PathRule>),
-        forward: &Forward,
+        &self,
         status: StatusCode,
         mut headers: HeaderMap,
         body: bytes::Bytes,
@@ -261,8 +332,8 @@ impl Proxy {
         (request_time, response_time): (std::time::SystemTime, std::time::SystemTime),
     ) -> Made {
         let verdict = rules::evaluate(
-            policy,
-            rule,
+            self.rules,
+            self.rule,
             &HeaderMap::new(),
             status,
             &mut headers,
@@ -274,7 +345,7 @@ impl Proxy {
         herdguard_http::freshness::ensure_date(&mut headers, response_time);
         let tags = tags::take(&mut headers);
         let vary_key =
-            digest_of(&Vary::from_response(&headers), &forward.headers).unwrap_or_default();
+            digest_of(&Vary::from_response(&headers), &self.forward.headers).unwrap_or_default();
         let mut value = CachedResponse::new(
             status,
             &headers,

@@ -1,0 +1,36 @@
+//! The request path, from a client request to its answer: the request made
+//! into the one forwarded, its key, the cache's answer or one coalesced load,
+//! and the answer with its `Cache-Status`.
+//!
+//! # Layout
+//!
+//! - `request`: a client request made into the request forwarded — hop-by-hop
+//!   fields removed first, framing checked, target normalised, forwarding fields set.
+//! - `variants`: primary keys (`herdguard-http`'s `KeyConfig`) and `Vary` variant keys.
+//! - `handler`: what the cache answers, what passes through alone,
+//!   invalidation after unsafe methods.
+//! - `loader`: the one origin request of a load; unshareable answers go to their
+//!   own caller only.
+//! - `range`: a `Range` request answered 206 from the whole stored response.
+//! - `answer`: every outcome mapped to a response, its `Cache-Status` and its count.
+//! - `access`: the access log (`--access-log`), one `tracing` event per request.
+//! - `proxy`: the state all of them share — cache, origin client, the tuning a
+//!   reload may replace — and the cache's upkeep (invalidation, purges, tags).
+//! - `rules`: the proxy's storage policy on top of `herdguard-http` (which owns
+//!   the RFC 9111 / 5861 / 9213 / 9211 rules, keys, targets, invalidation).
+//! - `path_rules`: the `[[rule]]` tables, matched on the normalised path.
+//! - `response`: the cached value (serde, so the fleet can share it).
+//! - `tags`: surrogate keys, read from answers and indexed for purges.
+
+pub(crate) mod access;
+pub(crate) mod answer;
+mod handler;
+pub(crate) mod loader;
+pub(crate) mod path_rules;
+pub(crate) mod proxy;
+pub(crate) mod range;
+pub(crate) mod request;
+pub(crate) mod response;
+pub(crate) mod rules;
+pub(crate) mod tags;
+pub(crate) mod variants;

@@ -1,0 +1,351 @@
+//! The proxy listener: connections accepted within the connection cap, each
+//! served by hyper on the thread that accepted it, with the socket limits of
+//! `limits` and, with `--tls-cert`/`--tls-key`, TLS (`tls`).
+//!
+//! # HTTP versions
+//!
+//! The plain listener speaks HTTP/1.1 and, to a client that opens with the
+//! HTTP/2 preface (prior knowledge, "h2c"), HTTP/2: hyper-util's `auto`
+//! builder reads the first bytes and picks. With `--tls-cert`/`--tls-key` the
+//! listener speaks TLS instead (`tls`) and the ALPN result picks (`h2`,
+//! `http/1.1`, or none: the first bytes again). The handshake runs on the
+//! connection's task under the header-read limit; a failed one is counted
+//! (`herdguard_proxy_tls_handshake_failures_total`) and logged at debug.
+//!
+//! HTTP/2's limits match HTTP/1.1's: the header list is bounded by
+//! `max_header_bytes`; at most `h2_max_concurrent_streams` requests are in
+//! flight per connection (more are refused with `REFUSED_STREAM`); a client
+//! that resets more than 20 streams before they were
+//! taken up (rapid reset) gets `GOAWAY`; the idle limit closes a connection
+//! without a request in flight (control frames do not keep it open, see
+//! `limits`), and a ping every idle period, answered within the write limit,
+//! finds a vanished peer while requests are in flight. `max_connections`
+//! counts connections, whatever they multiplex.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+
+use super::limits::{ConnState, ConnectionLimits, TimedIo, Tracked};
+use super::tls::{Negotiated, TlsConfig};
+use crate::handle::access;
+use crate::handle::proxy::Proxy;
+
+/// What a reload may change of how connections are served: read when a
+/// connection is accepted, for its whole life.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ConnectionTuning {
+    /// Head, idle and write limits.
+    pub limits: ConnectionLimits,
+    /// One `herdguard::access` event per request.
+    pub access_log: bool,
+}
+
+/// The connection tuning in force, shared by the listeners and the reloader.
+pub(crate) type LiveConnections = Arc<ArcSwap<ConnectionTuning>>;
+
+/// A listening socket on `addr`; with `reuse_port`, others may listen on the
+/// same address (one per serving thread).
+pub(crate) fn socket(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+/// What every serving thread needs to accept and serve connections.
+#[derive(Clone)]
+pub(crate) struct Acceptor {
+    proxy: Arc<Proxy>,
+    live: LiveConnections,
+    max_header_bytes: usize,
+    /// Shared by all threads: `max_connections` holds for the whole process.
+    slots: Arc<Semaphore>,
+    /// The TLS listener's handshakes (`None`: plain HTTP/1.1 and h2c).
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    h2_max_concurrent_streams: u32,
+}
+
+/// Streams an HTTP/2 client may reset before the server took them up, the
+/// rapid-reset bound (CVE-2023-44487): past it the connection gets GOAWAY.
+const MAX_PENDING_ACCEPT_RESETS: usize = 20;
+
+/// How a plain connection opens, from its first bytes (one peek).
+enum Opening {
+    /// Not the HTTP/2 preface (almost always told by the first byte).
+    Http1,
+    /// The preface so far: the `auto` builder reads on and decides.
+    MaybeHttp2,
+}
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Peeks at the first bytes (within the header-read limit, which goes on from
+/// the connection's start); `None`: nothing came, or the connection closed.
+async fn opening(stream: &TcpStream, limit: Duration) -> Option<Opening> {
+    let mut first = [0u8; 24];
+    match tokio::time::timeout(limit, stream.peek(&mut first)).await {
+        Ok(Ok(n)) if n > 0 => Some(if first[..n] == H2_PREFACE[..n] {
+            Opening::MaybeHttp2
+        } else {
+            Opening::Http1
+        }),
+        _ => None,
+    }
+}
+
+/// One serving thread's connection builders: by the first bytes (the HTTP/2
+/// preface or not), and by a TLS connection's ALPN result.
+struct Builders {
+    /// A plain connection that does not open with the HTTP/2 preface.
+    http1_plain: hyper::server::conn::http1::Builder,
+    sniffed: auto::Builder<TokioExecutor>,
+    http1: auto::Builder<TokioExecutor>,
+    http2: auto::Builder<TokioExecutor>,
+}
+
+impl Builders {
+    fn for_protocol(&self, protocol: Negotiated) -> &auto::Builder<TokioExecutor> {
+        match protocol {
+            Negotiated::Http2 => &self.http2,
+            Negotiated::Http1 => &self.http1,
+            Negotiated::Unknown => &self.sniffed,
+        }
+    }
+}
+
+impl Acceptor {
+    /// The acceptor of `proxy`'s connections: at most `max_connections` open at
+    /// once (over every thread), heads of at most `max_header_bytes`, TLS with `tls`.
+    pub(crate) fn new(
+        proxy: Arc<Proxy>,
+        live: LiveConnections,
+        (max_header_bytes, max_connections, h2_max_concurrent_streams): (usize, usize, u32),
+        tls: Option<&TlsConfig>,
+    ) -> Acceptor {
+        Acceptor {
+            proxy,
+            live,
+            max_header_bytes,
+            slots: Arc::new(Semaphore::new(max_connections)),
+            tls: tls.map(TlsConfig::acceptor),
+            h2_max_concurrent_streams,
+        }
+    }
+
+    /// Starts serving threads 2 to `threads`, each on a socket of its own on
+    /// `addr` with a single-threaded runtime, until `stop`; the caller's thread
+    /// is the first ([`Acceptor::run`]).
+    pub(crate) fn spawn_others(
+        &self,
+        addr: SocketAddr,
+        threads: usize,
+        stop: &watch::Receiver<bool>,
+    ) -> std::io::Result<Vec<std::thread::JoinHandle<std::io::Result<()>>>> {
+        let mut spawned = Vec::new();
+        for i in 1..threads {
+            let listener = socket(addr, true)?;
+            let (acceptor, stop) = (self.clone(), stop.clone());
+            let thread = std::thread::Builder::new()
+                .name(format!("herdguard-serve-{i}"))
+                .spawn(move || -> std::io::Result<()> {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?;
+                    runtime.block_on(async move {
+                        acceptor.run(TcpListener::from_std(listener)?, stop).await;
+                        Ok(())
+                    })
+                })?;
+            spawned.push(thread);
+        }
+        Ok(spawned)
+    }
+
+    /// Accepts on `listener` until `stop`, then lets its connections finish
+    /// their requests (at most 30 s).
+    pub(crate) async fn run(self, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+        let graceful = GracefulShutdown::new();
+        let builders = Arc::new(self.builders());
+        loop {
+            let accepted = tokio::select! {
+                accepted = accept(&listener, &self.slots) => accepted,
+                _ = stop.wait_for(|stopped| *stopped) => break,
+            };
+            let Some((stream, peer, slot)) = accepted else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let proxy = Arc::clone(&self.proxy);
+            let peer_addr = peer;
+            let peer = proxy.peer(peer);
+            let peer = Arc::new(if self.tls.is_some() {
+                peer.over_tls()
+            } else {
+                peer
+            });
+            let state = Arc::new(ConnState::default());
+            // Limits and logging as in force when the connection is accepted.
+            let ConnectionTuning { limits, access_log } = **self.live.load();
+            let io = TimedIo::new(stream, Arc::clone(&state), limits);
+            let accepted_at = Instant::now();
+            let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                let proxy = Arc::clone(&proxy);
+                let peer = Arc::clone(&peer);
+                if req.version() == http::Version::HTTP_2 {
+                    state.set_multiplexed();
+                }
+                let busy = state.begin();
+                async move {
+                    let response = if access_log {
+                        Box::pin(logged(proxy, req, &peer)).await
+                    } else {
+                        proxy.handle(req, &peer).await
+                    };
+                    Ok::<_, Infallible>(response.map(|body| Tracked::new(body, busy)))
+                }
+            });
+            // Taken now, so that a shutdown waits for a handshake under way.
+            let watcher = graceful.watcher();
+            let (builders, tls) = (Arc::clone(&builders), self.tls.clone());
+            let stats = Arc::clone(&self.proxy.stats);
+            tokio::spawn(async move {
+                let _slot = slot;
+                stats.connections.open();
+                match tls {
+                    None => match opening(io.get_ref(), limits.header_read).await {
+                        // hyper's own HTTP/1.1 connection: no sniffing buffer on the hit path.
+                        Some(Opening::Http1) => {
+                            let io = io.head_since(accepted_at);
+                            let conn = builders
+                                .http1_plain
+                                .serve_connection(TokioIo::new(io), service);
+                            let _ = watcher.watch(conn).await;
+                        }
+                        Some(Opening::MaybeHttp2) => {
+                            let io = io.head_since(accepted_at);
+                            let conn = builders.sniffed.serve_connection(TokioIo::new(io), service);
+                            let _ = watcher.watch(conn).await;
+                        }
+                        None => {}
+                    },
+                    Some(tls) => match tls.accept(io).await {
+                        Ok(stream) => {
+                            let builder = builders.for_protocol(Negotiated::of(stream.get_ref().1));
+                            let conn = builder.serve_connection(TokioIo::new(stream), service);
+                            let _ = watcher.watch(conn).await;
+                        }
+                        Err(e) => {
+                            stats.tls_handshake_failures.inc();
+                            tracing::debug!(%peer_addr, "TLS handshake failed: {e}");
+                        }
+                    },
+                }
+                stats.connections.close();
+            });
+        }
+        drop(listener);
+        tokio::select! {
+            () = graceful.shutdown() => {}
+            () = tokio::time::sleep(Duration::from_secs(30)) => {
+                tracing::warn!("shutdown: requests still running after 30 s");
+            }
+        }
+    }
+}
+
+impl Acceptor {
+    /// HTTP/1.1 keep-alive with the head limit on the socket; HTTP/2 with limits
+    /// of the same size (the module docs).
+    fn builders(&self) -> Builders {
+        // HTTP/2's ping timing as at start (a reload changes the socket limits).
+        let limits = self.live.load().limits;
+        let mut sniffed = auto::Builder::new(TokioExecutor::new());
+        sniffed
+            .http1()
+            .keep_alive(true)
+            .max_buf_size(self.max_header_bytes)
+            .timer(TokioTimer::new())
+            // The head timeout is enforced on the socket (`TimedIo`), which also
+            // covers the first request of a connection.
+            .header_read_timeout(None);
+        sniffed
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(self.max_header_bytes).unwrap_or(u32::MAX))
+            .max_concurrent_streams(self.h2_max_concurrent_streams)
+            .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESETS)
+            // A peer that stops answering pings while a request is in flight is
+            // gone; between requests the idle limit on the socket closes it.
+            .keep_alive_interval(limits.idle)
+            .keep_alive_timeout(limits.write);
+        let mut http1_plain = hyper::server::conn::http1::Builder::new();
+        http1_plain
+            .keep_alive(true)
+            .max_buf_size(self.max_header_bytes)
+            .timer(TokioTimer::new())
+            .header_read_timeout(None);
+        Builders {
+            http1_plain,
+            http1: sniffed.clone().http1_only(),
+            http2: sniffed.clone().http2_only(),
+            sniffed,
+        }
+    }
+}
+
+/// [`Proxy::handle`], logged (`--access-log`).
+async fn logged(
+    proxy: Arc<Proxy>,
+    req: http::Request<hyper::body::Incoming>,
+    peer: &crate::handle::request::Peer,
+) -> http::Response<crate::body::Body> {
+    let started = std::time::Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let response = proxy.handle(req, peer).await;
+    access::log(&method, &path, &response, started.elapsed());
+    response
+}
+
+pub(crate) async fn accept(
+    listener: &TcpListener,
+    slots: &Arc<Semaphore>,
+) -> Option<(TcpStream, SocketAddr, OwnedSemaphorePermit)> {
+    let slot = Arc::clone(slots).acquire_owned().await.ok()?;
+    match listener.accept().await {
+        Ok((stream, peer)) => Some((stream, peer, slot)),
+        Err(e) => {
+            tracing::warn!("accept failed: {e}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            None
+        }
+    }
+}
+
+/// Waits for the threads of [`Acceptor::spawn_others`] to end.
+pub(crate) async fn join(threads: Vec<std::thread::JoinHandle<std::io::Result<()>>>) {
+    for thread in threads {
+        // Joined off this runtime: it still runs the tasks the other threads'
+        // last requests may need (the Redis connections).
+        let joined = tokio::task::spawn_blocking(move || thread.join()).await;
+        if let Ok(Ok(Err(e))) = joined {
+            tracing::warn!("a serving thread failed: {e}");
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! The proxy listener: connections accepted within the connection cap and
+//! served by hyper, HTTP/1.1 and HTTP/2 (h2c or ALPN), with time limits on the
+//! socket itself.
+//!
+//! # Layout
+//!
+//! - `acceptor`: the accept loop of each serving thread, the HTTP versions and
+//!   their limits, the connection tuning a reload may replace.
+//! - `limits`: per-connection head, idle and write timeouts on the socket itself.
+//! - `tls`: the TLS listener (`--tls-cert` / `--tls-key`), ALPN.
+
+pub(crate) mod acceptor;
+pub(crate) mod limits;
+pub(crate) mod tls;
