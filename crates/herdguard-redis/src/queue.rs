@@ -10,7 +10,9 @@
 //! claims them (`XAUTOCLAIM`, once idle for `claim_idle`) before it reads new
 //! ones (`XREADGROUP`). Acknowledging a batch (`XACK` + `XDEL`) records each
 //! key's newest written version, so an older write of a key still queued is
-//! skipped rather than written over a newer one. Every key of one queue shares
+//! skipped rather than written over a newer one. An entry that does not decode
+//! (bytes something else wrote into the stream) is moved to the dead-letter
+//! stream once, with a warning, and the drain goes on past it. Every key of one queue shares
 //! one hash tag, so the scripts (and a blocking read of all partitions) also
 //! run on a Redis Cluster.
 //!
@@ -158,6 +160,38 @@ end
 return 1
 ";
 
+/// Moves undecodable entries to the dead-letter stream, once: only an entry
+/// this call acknowledges (still pending in the group) is copied and deleted,
+/// so consumers racing over one entry, or a call repeated after a lost reply,
+/// leave one copy. The copy holds the entry's own fields (up to the given
+/// number; past it, only how many there were), then where it came from.
+/// KEYS: dead stream, then (stream) per entry. ARGV: group, most fields copied,
+/// then (id) per entry. Returns how many entries it moved.
+const BURY: &str = r"
+local moved = 0
+for i = 2, #KEYS do
+  local s, id = KEYS[i], ARGV[i + 1]
+  if redis.call('XACK', s, ARGV[1], id) == 1 then
+    local copy = {}
+    local e = redis.call('XRANGE', s, id, id)[1]
+    if e and #e[2] <= tonumber(ARGV[2]) * 2 then
+      copy = e[2]
+    elseif e then
+      copy = {'fields', tostring(#e[2] / 2)}
+    end
+    for _, x in ipairs({'stream', s, 'id', id, 'why', 'undecodable'}) do copy[#copy + 1] = x end
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', '10000', '*', unpack(copy))
+    redis.call('XDEL', s, id)
+    moved = moved + 1
+  end
+end
+return moved
+";
+
+/// Most fields of an undecodable entry copied to the dead-letter stream (a
+/// queued write has four).
+const BURY_MAX_FIELDS: u32 = 16;
+
 /// Takes a partition's owner lease, or renews it if ours. Returns 1 if ours.
 /// KEYS: owner. ARGV: token, ttl ms.
 const OWN: &str = r"
@@ -191,6 +225,15 @@ impl Names {
     }
 }
 
+/// The queue's scripts, hashed once.
+struct Scripts {
+    push: Script,
+    ack: Script,
+    give_up: Script,
+    own: Script,
+    bury: Script,
+}
+
 /// Which partitions this process drains, and until when it may believe so.
 struct Owned {
     partitions: Vec<usize>,
@@ -212,7 +255,7 @@ pub struct RedisWriteQueue<K, V> {
     /// This process's consumer name and owner token.
     consumer: String,
     owned: Mutex<Owned>,
-    scripts: (Script, Script, Script, Script),
+    scripts: Scripts,
     _types: PhantomData<fn(K, V)>,
 }
 
@@ -299,12 +342,13 @@ where
                 renew_at: Instant::now(),
             }),
             config,
-            scripts: (
-                Script::new(PUSH),
-                Script::new(ACK),
-                Script::new(GIVE_UP),
-                Script::new(OWN),
-            ),
+            scripts: Scripts {
+                push: Script::new(PUSH),
+                ack: Script::new(ACK),
+                give_up: Script::new(GIVE_UP),
+                own: Script::new(OWN),
+                bury: Script::new(BURY),
+            },
             _types: PhantomData,
         }))
     }
@@ -344,7 +388,7 @@ where
                     "partition lease",
                     self.op_timeout,
                     self.scripts
-                        .3
+                        .own
                         .key(owner)
                         .arg(&self.consumer)
                         .arg(ttl)
@@ -376,13 +420,13 @@ where
     }
 
     /// Entries of a stream reply (`[[id, [field, value, …]], …]`), decoded;
-    /// undecodable ones are returned apart, to be given up.
+    /// undecodable ones are returned apart (stream, id), to be buried.
     fn entries(
         &self,
         stream: &str,
         reply: &Value,
         out: &mut Vec<Queued<K, V>>,
-        junk: &mut Vec<String>,
+        junk: &mut Vec<(String, String)>,
     ) {
         let Value::Array(items) = reply else { return };
         for item in items {
@@ -403,9 +447,37 @@ where
                 .collect();
             match self.decode(stream, &id, &fields) {
                 Some(q) => out.push(q),
-                None => junk.push(id),
+                None => junk.push((stream.to_string(), id)),
             }
         }
+    }
+
+    /// Moves undecodable entries to the dead-letter stream (once each, see
+    /// `BURY`) and logs the ones this call moved: an entry another consumer
+    /// moved, or that a failed call leaves pending to be claimed again, is not
+    /// logged twice.
+    async fn bury(&self, junk: &[(String, String)]) -> Result<(), QueueError> {
+        let mut invocation = self.scripts.bury.key(&self.names.dead);
+        invocation.arg(GROUP).arg(BURY_MAX_FIELDS);
+        for (stream, id) in junk {
+            invocation.key(stream).arg(id);
+        }
+        let mut conn = self.conn.clone();
+        let moved: u64 = self
+            .op(
+                "bury undecodable",
+                self.op_timeout,
+                invocation.invoke_async(&mut conn),
+            )
+            .await?;
+        if moved > 0 {
+            tracing::warn!(
+                count = moved,
+                dead_letter_stream = %self.names.dead,
+                "herdguard-redis: undecodable queued writes moved to the dead-letter stream"
+            );
+        }
+        Ok(())
     }
 
     /// Drops writes older than one already written for their key (they are
@@ -475,7 +547,7 @@ where
                     "XADD",
                     self.op_timeout,
                     self.scripts
-                        .0
+                        .push
                         .key(&self.names.streams[n])
                         .arg(share)
                         .arg(&key)
@@ -584,10 +656,8 @@ where
                 }
             }
             if !junk.is_empty() {
-                tracing::warn!(
-                    count = junk.len(),
-                    "herdguard-redis: undecodable queued writes dropped"
-                );
+                // On failure they stay pending: claimed and buried by a later take.
+                let _ = self.bury(&junk).await;
             }
             self.drop_written(taken).await
         })
@@ -598,7 +668,7 @@ where
             if done.is_empty() {
                 return Ok(());
             }
-            let mut invocation = self.scripts.1.key(&self.names.done);
+            let mut invocation = self.scripts.ack.key(&self.names.done);
             invocation.arg(GROUP).arg(24 * 3600 * 1000_u64);
             for q in done {
                 let (stream, id) = split_id(&q.id);
@@ -621,7 +691,7 @@ where
             if failed.is_empty() {
                 return Ok(());
             }
-            let mut invocation = self.scripts.2.key(&self.names.dead);
+            let mut invocation = self.scripts.give_up.key(&self.names.dead);
             invocation.arg(GROUP);
             for q in failed {
                 let (stream, id) = split_id(&q.id);
@@ -693,6 +763,55 @@ mod tests {
         {
             assert!(k.starts_with("hg:{wb}:"), "{k}");
         }
+    }
+
+    /// Two consumers that both took one undecodable entry (one claimed it
+    /// from the other), or one call repeated after its reply was lost, bury
+    /// it: one copy in the dead-letter stream.
+    #[tokio::test]
+    async fn an_entry_buried_twice_is_copied_once() {
+        let redis = herdguard_testkit::RedisServer::start().unwrap();
+        let queue = RedisWriteQueue::<String, String>::connect(
+            RedisConfig::new(redis.url()),
+            QueueConfig::new().partitions(1),
+        )
+        .await
+        .unwrap();
+        let mut c = queue.conn.clone();
+        let stream = queue.names.streams[0].clone();
+        let id: String = redis::cmd("XADD")
+            .arg(&stream)
+            .arg("*")
+            .arg("k")
+            .arg(&[0xff_u8][..])
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let _: Value = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(GROUP)
+            .arg("a")
+            .arg("STREAMS")
+            .arg(&stream)
+            .arg(">")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let junk = [(stream.clone(), id)];
+        queue.bury(&junk).await.unwrap();
+        queue.bury(&junk).await.unwrap();
+        let dead: u64 = redis::cmd("XLEN")
+            .arg(&queue.names.dead)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(dead, 1);
+        let left: u64 = redis::cmd("XLEN")
+            .arg(&stream)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(left, 0);
     }
 
     #[test]
