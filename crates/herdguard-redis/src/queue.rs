@@ -5,16 +5,21 @@
 //! Writes are spread over `partitions` streams by key; each partition is
 //! drained by one process at a time, the holder of its owner lease (`SET NX
 //! PX`, renewed while it drains), so the writes of one key reach the writer in
-//! order. A process that dies leaves its partitions' leases to expire and its
-//! taken-but-unacknowledged writes pending in the group: the next owner
-//! claims them (`XAUTOCLAIM`, once idle for `claim_idle`) before it reads new
-//! ones (`XREADGROUP`). Acknowledging a batch (`XACK` + `XDEL`) records each
-//! key's newest written version, so an older write of a key still queued is
-//! skipped rather than written over a newer one. An entry that does not decode
-//! (bytes something else wrote into the stream) is moved to the dead-letter
-//! stream once, with a warning, and the drain goes on past it. Every key of one queue shares
-//! one hash tag, so the scripts (and a blocking read of all partitions) also
-//! run on a Redis Cluster.
+//! order. A push is a plain `XADD` (never trimmed: a queue must not drop
+//! writes) pipelined with an `XLEN`, one round trip and no script; the bound
+//! (`max_queue`, shared among the partitions) is checked against the length
+//! this process last saw, and asked again before a refusal, so pushes in
+//! flight with an older view may pass it by one each. A process that dies
+//! leaves its partitions' leases to expire and its taken-but-unacknowledged
+//! writes pending in the group: the next owner claims them (`XAUTOCLAIM`,
+//! once idle for `claim_idle`, looked for every half `claim_idle`) before it
+//! reads new ones (`XREADGROUP`). Acknowledging a batch (`XACK` + `XDEL`)
+//! records each key's newest written version, so an older write of a key
+//! still queued is skipped rather than written over a newer one. An entry that
+//! does not decode (bytes something else wrote into the stream) is moved to
+//! the dead-letter stream once, with a warning, and the drain goes on past it.
+//! Every key of one queue shares one hash tag, so the scripts (and a blocking
+//! read of all partitions) also run on a Redis Cluster.
 //!
 //! Durability is Redis's: with `appendonly yes` and `appendfsync always`, an
 //! acknowledged write survives a Redis crash too; with `everysec`, up to a
@@ -23,6 +28,7 @@
 use std::fmt::Display;
 use std::marker::PhantomData;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -108,14 +114,6 @@ impl Default for QueueConfig {
         Self::new()
     }
 }
-
-/// Appends a write unless the partition holds its share of the maximum.
-/// KEYS: stream. ARGV: max entries, key text, version, payload, queued ms.
-const PUSH: &str = r"
-if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
-redis.call('XADD', KEYS[1], '*', 'k', ARGV[2], 'v', ARGV[3], 'd', ARGV[4], 't', ARGV[5])
-return 1
-";
 
 /// Acknowledges written entries, deletes them, and records each key's newest
 /// written version. KEYS: done hash, then (stream) per entry. ARGV: group, done
@@ -227,7 +225,6 @@ impl Names {
 
 /// The queue's scripts, hashed once.
 struct Scripts {
-    push: Script,
     ack: Script,
     give_up: Script,
     own: Script,
@@ -238,6 +235,10 @@ struct Scripts {
 struct Owned {
     partitions: Vec<usize>,
     renew_at: Instant,
+    /// When to look for writes other consumers left (`XAUTOCLAIM`): they
+    /// can only be claimed once idle for `claim_idle`, so looking at every
+    /// take would only cost Redis a command per partition per batch.
+    claim_at: Instant,
 }
 
 /// The durable write-behind queue (module docs). `K` is written as its
@@ -255,6 +256,11 @@ pub struct RedisWriteQueue<K, V> {
     /// This process's consumer name and owner token.
     consumer: String,
     owned: Mutex<Owned>,
+    /// Each partition's length as last seen (an `XLEN` after this process's
+    /// own push, or the drainer's count) plus this process's pushes since:
+    /// the bound is checked here, and again on the server only when this says
+    /// the partition is full.
+    lengths: Vec<AtomicU64>,
     scripts: Scripts,
     _types: PhantomData<fn(K, V)>,
 }
@@ -337,13 +343,14 @@ where
             op_timeout: redis.op_timeout,
             max_value_bytes: redis.max_value_bytes,
             consumer: format!("{:016x}-{}", fastrand::u64(..), std::process::id()),
+            lengths: (0..config.partitions).map(|_| AtomicU64::new(0)).collect(),
             owned: Mutex::new(Owned {
                 partitions: Vec::new(),
                 renew_at: Instant::now(),
+                claim_at: Instant::now(),
             }),
             config,
             scripts: Scripts {
-                push: Script::new(PUSH),
                 ack: Script::new(ACK),
                 give_up: Script::new(GIVE_UP),
                 own: Script::new(OWN),
@@ -400,6 +407,10 @@ where
             }
         }
         let mut owned = self.owned.lock();
+        if owned.partitions != mine {
+            // New partitions may hold what their last owner left: look now.
+            owned.claim_at = Instant::now();
+        }
         owned.partitions = mine.clone();
         // Counted from before the calls: a lease is never believed past its life.
         owned.renew_at = started + self.config.owner_ttl / 3;
@@ -540,28 +551,49 @@ where
             }
             let key = write.key().to_string();
             let n = partition_of(&key, self.names.streams.len());
+            let stream = &self.names.streams[n];
             let share = max_len.div_ceil(self.names.streams.len() as u64).max(1);
             let mut conn = self.conn.clone();
-            let pushed: i64 = self
-                .op(
-                    "XADD",
-                    self.op_timeout,
-                    self.scripts
-                        .push
-                        .key(&self.names.streams[n])
-                        .arg(share)
-                        .arg(&key)
-                        .arg(write.version())
-                        .arg(payload)
-                        .arg(unix_ms())
-                        .invoke_async(&mut conn),
-                )
-                .await?;
-            if pushed == 1 {
-                Ok(())
-            } else {
-                Err(QueueError::Full)
+            if self.lengths[n].load(Ordering::Relaxed) >= share {
+                // Full as far as this process knows: ask before refusing.
+                let len: u64 = self
+                    .op(
+                        "XLEN",
+                        self.op_timeout,
+                        redis::cmd("XLEN").arg(stream).query_async(&mut conn),
+                    )
+                    .await?;
+                self.lengths[n].store(len, Ordering::Relaxed);
+                if len >= share {
+                    return Err(QueueError::Full);
+                }
             }
+            // A plain XADD (no trimming: a queue must not drop writes), and the
+            // length after it, in one round trip. Pushes racing past the check
+            // pass the bound by at most one per push in flight, fleet-wide: each
+            // learns the length from its own reply.
+            let mut pipe = redis::pipe();
+            pipe.cmd("XADD")
+                .arg(stream)
+                .arg("*")
+                .arg("k")
+                .arg(&key)
+                .arg("v")
+                .arg(write.version())
+                .arg("d")
+                .arg(payload)
+                .arg("t")
+                .arg(unix_ms())
+                .ignore()
+                .cmd("XLEN")
+                .arg(stream);
+            let (len,): (u64,) = self
+                .op("XADD", self.op_timeout, pipe.query_async(&mut conn))
+                .await?;
+            // Never lowered by a reply that overtook a later one: only a read
+            // of the length itself (above, or the drainer's) lowers it.
+            self.lengths[n].fetch_max(len, Ordering::Relaxed);
+            Ok(())
         })
     }
 
@@ -582,8 +614,10 @@ where
             let idle = u64::try_from(self.config.claim_idle.as_millis()).unwrap_or(u64::MAX);
             let mut conn = self.conn.clone();
             // First what other consumers took and left (they died, or lost
-            // the partition): claimed once idle long enough.
-            for &n in &owned {
+            // the partition): claimed once idle long enough, looked for every
+            // half `claim_idle` (so within 1.5 × `claim_idle` of being taken).
+            let claim = Instant::now() >= self.owned.lock().claim_at;
+            for &n in owned.iter().filter(|_| claim) {
                 let stream = &self.names.streams[n];
                 let claimed: Value = self
                     .op(
@@ -608,6 +642,16 @@ where
                 if taken.len() >= max {
                     break;
                 }
+            }
+            if claim {
+                // While claims fill whole batches, there may be more: look again.
+                let full = taken.len() >= max;
+                self.owned.lock().claim_at = Instant::now()
+                    + if full {
+                        Duration::ZERO
+                    } else {
+                        self.config.claim_idle / 2
+                    };
             }
             if taken.is_empty() {
                 // Then new ones, from every partition we own, waiting up to `wait`.
@@ -729,6 +773,9 @@ where
             let lens: Vec<u64> = self
                 .op("XLEN", self.op_timeout, pipe.query_async(&mut conn))
                 .await?;
+            for (known, len) in self.lengths.iter().zip(&lens) {
+                known.store(*len, Ordering::Relaxed);
+            }
             Ok(lens.iter().sum())
         })
     }

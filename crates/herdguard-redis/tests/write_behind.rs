@@ -427,3 +427,40 @@ async fn an_undecodable_queued_entry_goes_to_the_dead_letter_stream_once_and_the
     assert_eq!(pending.0, 0, "nothing left pending");
     assert!(flushed, "the queue counted as empty");
 }
+
+/// The queue's bound is checked by each process against the length it last
+/// saw, so two processes pushing in turn into one partition: the one whose
+/// knowledge is stale passes the bound once, learns the length from that
+/// push's own reply, and is refused after. (A bound counted from this
+/// process's own pushes alone would let each process fill it: 20 here.)
+#[tokio::test]
+async fn the_queue_bound_holds_across_processes_past_it_by_one_stale_push() {
+    use herdguard::{QueueError, Write, WriteQueue};
+    let redis = RedisServer::start().unwrap();
+    let connect = || {
+        RedisWriteQueue::<String, String>::connect(
+            RedisConfig::new(redis.url()),
+            QueueConfig::new().partitions(1),
+        )
+    };
+    let processes = [connect().await.unwrap(), connect().await.unwrap()];
+    let max = 10;
+    let mut accepted = 0u64;
+    for i in 0..60u64 {
+        // In turns, then in runs of three, so each sees the other's pushes late.
+        let q = &processes[usize::from(i % 2 == 0 || i % 6 < 3)];
+        let write = Write::new(format!("k{i}"), "x".to_string(), i + 1);
+        match q.push(&write, max).await {
+            Ok(()) => accepted += 1,
+            Err(QueueError::Full) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let mut c = conn(&redis.url());
+    let queued: u64 = c.xlen("hg:{wb}:s0").unwrap();
+    assert_eq!(queued, accepted);
+    assert!(
+        (max..=max + 1).contains(&accepted),
+        "{accepted} writes queued under a bound of {max}"
+    );
+}
