@@ -18,8 +18,11 @@
 //! time (`INFO cpu`) and commands (`INFO commandstats`), and this process's CPU
 //! time. On a shared 2-core machine the rates move with the load (printed per
 //! round); the ratio of (1) to (2) within a round, and the CPU per operation,
-//! carry over. `HERDGUARD_BENCH_ROUNDS` rounds (default 3), then
-//! `redis-benchmark` running that `XADD` with C connections once.
+//! carry over. `HERDGUARD_BENCH_ROUNDS` rounds (default 3); then, once, the
+//! floor: each of the two steps of an acknowledgement alone (the shared-store
+//! write, `RedisRemote::put`, and the queue push) driven the same way, with
+//! what Redis spends on each; then `redis-benchmark` running that `XADD` with
+//! C connections.
 
 mod common;
 
@@ -28,7 +31,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use herdguard::{BoxError, BoxFuture, Cache, Write, WriteBehind, Writer};
+use herdguard::{
+    BoxError, BoxFuture, Cache, Clock, Entry, EntryMeta, Remote, SystemClock, Write, WriteBehind,
+    WriteQueue, Writer,
+};
 use herdguard_redis::{QueueConfig, RedisConfig, RedisRemote, RedisWriteQueue};
 use redis::aio::MultiplexedConnection;
 
@@ -243,7 +249,7 @@ fn main() {
             written: Arc::clone(&written),
             batches: Arc::clone(&batches),
         })
-        .queue(queue)
+        .queue(queue.clone())
         .max_batch(BATCH)
         .max_queue(1_000_000);
         let remote = RedisRemote::<String, String>::connect(config)
@@ -252,7 +258,7 @@ fn main() {
         let cache = Cache::builder()
             .ttl(Duration::from_secs(600))
             .max_entries(KEYS as u64)
-            .shared_store(remote)
+            .shared_store(remote.clone())
             .write_behind(behind)
             .build()
             .expect("cache");
@@ -380,6 +386,54 @@ fn main() {
                 }
             }
         }
+        // The floor: what Redis spends on each of the two steps of an
+        // acknowledgement alone, driven as the closed loop drives them.
+        let before = Spent::now(&mut stats).await;
+        let (puts, done) = drive({
+            let (remote, value) = (remote.clone(), value.clone());
+            move |i| {
+                let (remote, value) = (remote.clone(), value.clone());
+                async move {
+                    let entry = Entry::new(value, EntryMeta {
+                        created: SystemClock.now(),
+                        ttl: Duration::from_secs(600),
+                        stale_while_revalidate: Duration::ZERO,
+                        stale_if_error: Duration::ZERO,
+                        load_duration: Duration::ZERO,
+                        version: 0,
+                    });
+                    remote
+                        .put(&format!("key-{i}"), None, &entry, Duration::from_secs(600))
+                        .await
+                        .expect("put");
+                }
+            }
+        })
+        .await;
+        let after = Spent::now(&mut stats).await;
+        println!(
+            "floor, the shared-store write alone (RedisRemote::put): {puts:.0}/s; per write: {}",
+            after.per_op(before, done.len() as f64),
+        );
+        let before = Spent::now(&mut stats).await;
+        let (pushes, done) = drive({
+            let (queue, value) = (queue.clone(), value.clone());
+            move |i| {
+                let (queue, value) = (queue.clone(), value.clone());
+                async move {
+                    let write = Write::new(format!("key-{i}"), value, 1);
+                    queue.push(&write, u64::MAX).await.expect("push");
+                }
+            }
+        })
+        .await;
+        let after = Spent::now(&mut stats).await;
+        cache.flush_writes(Duration::from_secs(60)).await;
+        println!(
+            "floor, the queue push alone (RedisWriteQueue::push): {pushes:.0}/s; per push: {}",
+            after.per_op(before, done.len() as f64),
+        );
+
         let rb = redis_benchmark_xadd(target.port, 200_000, CONCURRENCY);
         println!("redis-benchmark XADD -c {CONCURRENCY}: {rb:.0} XADD/s");
         let list = |v: &[f64], digits: usize| {
@@ -388,13 +442,17 @@ fn main() {
                 .collect::<Vec<_>>()
                 .join(" / ")
         };
+        let open = if open_p99.is_empty() {
+            String::new()
+        } else {
+            format!("; open-loop p99 at {target_rate}/s: {} ms", list(&open_p99, 2))
+        };
         println!(
-            "write-behind ratio: herdguard acks / plain XADD = {:.2} (median of {rounds} rounds: {}; acks/s {}, XADD/s {}; open-loop p99 at {target_rate}/s: {} ms; herdguard also writes the value to the shared store and L1 per ack)",
+            "write-behind ratio: herdguard acks / plain XADD = {:.2} (median of {rounds} rounds: {}; acks/s {}, XADD/s {}{open}; herdguard also writes the value to the shared store and L1 per ack)",
             median(ratios.clone()),
             list(&ratios, 2),
             list(&acks_by_round, 0),
             list(&xadds_by_round, 0),
-            list(&open_p99, 2),
         );
     });
 }
