@@ -464,3 +464,40 @@ async fn the_queue_bound_holds_across_processes_past_it_by_one_stale_push() {
         "{accepted} writes queued under a bound of {max}"
     );
 }
+
+/// The durability promise, at its worst moment: the process is SIGKILLed the
+/// instant its last acknowledgement is read, with a writer too slow to have
+/// written anything. Every acknowledged write is in the queue's streams, with
+/// its value.
+#[test]
+fn every_acknowledged_write_is_in_the_stream_when_the_process_dies_right_after_the_ack() {
+    let redis = RedisServer::start().unwrap();
+    let url = redis.url();
+    let mut w = Writer::start(&url, &["--writer-delay-ms", "60000", "--batch", "1"]);
+    let acked = w.write_many(40, 40);
+    w.kill();
+    let mut c = conn(&url);
+    let mut queued: HashMap<String, Vec<u8>> = HashMap::new();
+    for n in 0..8 {
+        let entries: Vec<(String, HashMap<String, Vec<u8>>)> = redis::cmd("XRANGE")
+            .arg(format!("hg:{{wb}}:s{n}"))
+            .arg("-")
+            .arg("+")
+            .query(&mut c)
+            .unwrap();
+        for (_, fields) in entries {
+            let key = String::from_utf8(fields["k"].clone()).unwrap();
+            queued.insert(key, fields["d"].clone());
+        }
+    }
+    for (k, v) in &acked {
+        let payload = queued
+            .get(k)
+            .unwrap_or_else(|| panic!("acknowledged {k}={v} is not in the stream"));
+        // postcard: the length, then the bytes.
+        assert!(
+            payload.ends_with(v.as_bytes()),
+            "{k}: {payload:?} is not {v}"
+        );
+    }
+}
