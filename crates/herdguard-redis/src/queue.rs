@@ -5,14 +5,21 @@
 //! Writes are spread over `partitions` streams by key; each partition is
 //! drained by one process at a time, the holder of its owner lease (`SET NX
 //! PX`, renewed while it drains), so the writes of one key reach the writer in
-//! order. A process that dies leaves its partitions' leases to expire and its
-//! taken-but-unacknowledged writes pending in the group: the next owner
-//! claims them (`XAUTOCLAIM`, once idle for `claim_idle`) before it reads new
-//! ones (`XREADGROUP`). Acknowledging a batch (`XACK` + `XDEL`) records each
-//! key's newest written version, so an older write of a key still queued is
-//! skipped rather than written over a newer one. Every key of one queue shares
-//! one hash tag, so the scripts (and a blocking read of all partitions) also
-//! run on a Redis Cluster.
+//! order. A push is a plain `XADD` (never trimmed: a queue must not drop
+//! writes) pipelined with an `XLEN`, one round trip and no script; the bound
+//! (`max_queue`, shared among the partitions) is checked against the length
+//! this process last saw, and asked again before a refusal, so pushes in
+//! flight with an older view may pass it by one each. A process that dies
+//! leaves its partitions' leases to expire and its taken-but-unacknowledged
+//! writes pending in the group: the next owner claims them (`XAUTOCLAIM`,
+//! once idle for `claim_idle`, looked for every half `claim_idle`) before it
+//! reads new ones (`XREADGROUP`). Acknowledging a batch (`XACK` + `XDEL`)
+//! records each key's newest written version, so an older write of a key
+//! still queued is skipped rather than written over a newer one. An entry that
+//! does not decode (bytes something else wrote into the stream) is moved to
+//! the dead-letter stream once, with a warning, and the drain goes on past it.
+//! Every key of one queue shares one hash tag, so the scripts (and a blocking
+//! read of all partitions) also run on a Redis Cluster.
 //!
 //! Durability is Redis's: with `appendonly yes` and `appendfsync always`, an
 //! acknowledged write survives a Redis crash too; with `everysec`, up to a
@@ -21,6 +28,7 @@
 use std::fmt::Display;
 use std::marker::PhantomData;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -105,14 +113,6 @@ impl Default for QueueConfig {
     }
 }
 
-/// Appends a write unless the partition holds its share of the maximum.
-/// KEYS: stream. ARGV: max entries, key text, version, payload, queued ms.
-const PUSH: &str = r"
-if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
-redis.call('XADD', KEYS[1], '*', 'k', ARGV[2], 'v', ARGV[3], 'd', ARGV[4], 't', ARGV[5])
-return 1
-";
-
 /// Acknowledges written entries, deletes them, and records each key's newest
 /// written version. KEYS: done hash, then (stream) per entry. ARGV: group, done
 /// ms, then (id, key text, version) per entry. One XACK, XDEL per stream and
@@ -156,6 +156,38 @@ end
 return 1
 ";
 
+/// Moves undecodable entries to the dead-letter stream, once: only an entry
+/// this call acknowledges (still pending in the group) is copied and deleted,
+/// so consumers racing over one entry, or a call repeated after a lost reply,
+/// leave one copy. The copy holds the entry's own fields (up to the given
+/// number; past it, only how many there were), then where it came from.
+/// KEYS: dead stream, then (stream) per entry. ARGV: group, most fields copied,
+/// then (id) per entry. Returns how many entries it moved.
+const BURY: &str = r"
+local moved = 0
+for i = 2, #KEYS do
+  local s, id = KEYS[i], ARGV[i + 1]
+  if redis.call('XACK', s, ARGV[1], id) == 1 then
+    local copy = {}
+    local e = redis.call('XRANGE', s, id, id)[1]
+    if e and #e[2] <= tonumber(ARGV[2]) * 2 then
+      copy = e[2]
+    elseif e then
+      copy = {'fields', tostring(#e[2] / 2)}
+    end
+    for _, x in ipairs({'stream', s, 'id', id, 'why', 'undecodable'}) do copy[#copy + 1] = x end
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', '10000', '*', unpack(copy))
+    redis.call('XDEL', s, id)
+    moved = moved + 1
+  end
+end
+return moved
+";
+
+/// Most fields of an undecodable entry copied to the dead-letter stream (a
+/// queued write has four).
+const BURY_MAX_FIELDS: u32 = 16;
+
 /// Takes a partition's owner lease, or renews it if ours. Returns 1 if ours.
 /// KEYS: owner. ARGV: token, ttl ms.
 const OWN: &str = r"
@@ -167,10 +199,22 @@ if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
 return 0
 ";
 
+/// The queue's scripts, hashed once.
+struct Scripts {
+    ack: Script,
+    give_up: Script,
+    own: Script,
+    bury: Script,
+}
+
 /// Which partitions this process drains, and until when it may believe so.
 struct Owned {
     partitions: Vec<usize>,
     renew_at: Instant,
+    /// When to look for writes other consumers left (`XAUTOCLAIM`): they
+    /// can only be claimed once idle for `claim_idle`, so looking at every
+    /// take would only cost Redis a command per partition per batch.
+    claim_at: Instant,
 }
 
 /// The durable write-behind queue (module docs). `K` is written as its
@@ -188,7 +232,12 @@ pub struct RedisWriteQueue<K, V> {
     /// This process's consumer name and owner token.
     consumer: String,
     owned: Mutex<Owned>,
-    scripts: (Script, Script, Script, Script),
+    /// Each partition's length as last seen (an `XLEN` after this process's
+    /// own push, or the drainer's count) plus this process's pushes since:
+    /// the bound is checked here, and again on the server only when this says
+    /// the partition is full.
+    lengths: Vec<AtomicU64>,
+    scripts: Scripts,
     _types: PhantomData<fn(K, V)>,
 }
 
@@ -270,17 +319,19 @@ where
             op_timeout: redis.op_timeout,
             max_value_bytes: redis.max_value_bytes,
             consumer: format!("{:016x}-{}", fastrand::u64(..), std::process::id()),
+            lengths: (0..config.partitions).map(|_| AtomicU64::new(0)).collect(),
             owned: Mutex::new(Owned {
                 partitions: Vec::new(),
                 renew_at: Instant::now(),
+                claim_at: Instant::now(),
             }),
             config,
-            scripts: (
-                Script::new(PUSH),
-                Script::new(ACK),
-                Script::new(GIVE_UP),
-                Script::new(OWN),
-            ),
+            scripts: Scripts {
+                ack: Script::new(ACK),
+                give_up: Script::new(GIVE_UP),
+                own: Script::new(OWN),
+                bury: Script::new(BURY),
+            },
             _types: PhantomData,
         }))
     }
@@ -320,7 +371,7 @@ where
                     "partition lease",
                     self.op_timeout,
                     self.scripts
-                        .3
+                        .own
                         .key(owner)
                         .arg(&self.consumer)
                         .arg(ttl)
@@ -332,6 +383,10 @@ where
             }
         }
         let mut owned = self.owned.lock();
+        if owned.partitions != mine {
+            // New partitions may hold what their last owner left: look now.
+            owned.claim_at = Instant::now();
+        }
         owned.partitions = mine.clone();
         // Counted from before the calls: a lease is never believed past its life.
         owned.renew_at = started + self.config.owner_ttl / 3;
@@ -352,13 +407,13 @@ where
     }
 
     /// Entries of a stream reply (`[[id, [field, value, …]], …]`), decoded;
-    /// undecodable ones are returned apart, to be given up.
+    /// undecodable ones are returned apart (stream, id), to be buried.
     fn entries(
         &self,
         stream: &str,
         reply: &Value,
         out: &mut Vec<Queued<K, V>>,
-        junk: &mut Vec<String>,
+        junk: &mut Vec<(String, String)>,
     ) {
         let Value::Array(items) = reply else { return };
         for item in items {
@@ -379,9 +434,37 @@ where
                 .collect();
             match self.decode(stream, &id, &fields) {
                 Some(q) => out.push(q),
-                None => junk.push(id),
+                None => junk.push((stream.to_string(), id)),
             }
         }
+    }
+
+    /// Moves undecodable entries to the dead-letter stream (once each, see
+    /// `BURY`) and logs the ones this call moved: an entry another consumer
+    /// moved, or that a failed call leaves pending to be claimed again, is not
+    /// logged twice.
+    async fn bury(&self, junk: &[(String, String)]) -> Result<(), QueueError> {
+        let mut invocation = self.scripts.bury.key(&self.names.dead);
+        invocation.arg(GROUP).arg(BURY_MAX_FIELDS);
+        for (stream, id) in junk {
+            invocation.key(stream).arg(id);
+        }
+        let mut conn = self.conn.clone();
+        let moved: u64 = self
+            .op(
+                "bury undecodable",
+                self.op_timeout,
+                invocation.invoke_async(&mut conn),
+            )
+            .await?;
+        if moved > 0 {
+            tracing::warn!(
+                count = moved,
+                dead_letter_stream = %self.names.dead,
+                "herdguard-redis: undecodable queued writes moved to the dead-letter stream"
+            );
+        }
+        Ok(())
     }
 
     /// Drops writes older than one already written for their key (they are
@@ -444,28 +527,49 @@ where
             }
             let key = write.key().to_string();
             let n = partition_of(&key, self.names.streams.len());
+            let stream = &self.names.streams[n];
             let share = max_len.div_ceil(self.names.streams.len() as u64).max(1);
             let mut conn = self.conn.clone();
-            let pushed: i64 = self
-                .op(
-                    "XADD",
-                    self.op_timeout,
-                    self.scripts
-                        .0
-                        .key(&self.names.streams[n])
-                        .arg(share)
-                        .arg(&key)
-                        .arg(write.version())
-                        .arg(payload)
-                        .arg(unix_ms())
-                        .invoke_async(&mut conn),
-                )
-                .await?;
-            if pushed == 1 {
-                Ok(())
-            } else {
-                Err(QueueError::Full)
+            if self.lengths[n].load(Ordering::Relaxed) >= share {
+                // Full as far as this process knows: ask before refusing.
+                let len: u64 = self
+                    .op(
+                        "XLEN",
+                        self.op_timeout,
+                        redis::cmd("XLEN").arg(stream).query_async(&mut conn),
+                    )
+                    .await?;
+                self.lengths[n].store(len, Ordering::Relaxed);
+                if len >= share {
+                    return Err(QueueError::Full);
+                }
             }
+            // A plain XADD (no trimming: a queue must not drop writes), and the
+            // length after it, in one round trip. Pushes racing past the check
+            // pass the bound by at most one per push in flight, fleet-wide: each
+            // learns the length from its own reply.
+            let mut pipe = redis::pipe();
+            pipe.cmd("XADD")
+                .arg(stream)
+                .arg("*")
+                .arg("k")
+                .arg(&key)
+                .arg("v")
+                .arg(write.version())
+                .arg("d")
+                .arg(payload)
+                .arg("t")
+                .arg(unix_ms())
+                .ignore()
+                .cmd("XLEN")
+                .arg(stream);
+            let (len,): (u64,) = self
+                .op("XADD", self.op_timeout, pipe.query_async(&mut conn))
+                .await?;
+            // Never lowered by a reply that overtook a later one: only a read
+            // of the length itself (above, or the drainer's) lowers it.
+            self.lengths[n].fetch_max(len, Ordering::Relaxed);
+            Ok(())
         })
     }
 
@@ -486,8 +590,10 @@ where
             let idle = u64::try_from(self.config.claim_idle.as_millis()).unwrap_or(u64::MAX);
             let mut conn = self.conn.clone();
             // First what other consumers took and left (they died, or lost
-            // the partition): claimed once idle long enough.
-            for &n in &owned {
+            // the partition): claimed once idle long enough, looked for every
+            // half `claim_idle` (so within 1.5 × `claim_idle` of being taken).
+            let claim = Instant::now() >= self.owned.lock().claim_at;
+            for &n in owned.iter().filter(|_| claim) {
                 let stream = &self.names.streams[n];
                 let claimed: Value = self
                     .op(
@@ -512,6 +618,16 @@ where
                 if taken.len() >= max {
                     break;
                 }
+            }
+            if claim {
+                // While claims fill whole batches, there may be more: look again.
+                let full = taken.len() >= max;
+                self.owned.lock().claim_at = Instant::now()
+                    + if full {
+                        Duration::ZERO
+                    } else {
+                        self.config.claim_idle / 2
+                    };
             }
             if taken.is_empty() {
                 // Then new ones, from every partition we own, waiting up to `wait`.
@@ -560,10 +676,8 @@ where
                 }
             }
             if !junk.is_empty() {
-                tracing::warn!(
-                    count = junk.len(),
-                    "herdguard-redis: undecodable queued writes dropped"
-                );
+                // On failure they stay pending: claimed and buried by a later take.
+                let _ = self.bury(&junk).await;
             }
             self.drop_written(taken).await
         })
@@ -574,7 +688,7 @@ where
             if done.is_empty() {
                 return Ok(());
             }
-            let mut invocation = self.scripts.1.key(&self.names.done);
+            let mut invocation = self.scripts.ack.key(&self.names.done);
             invocation.arg(GROUP).arg(24 * 3600 * 1000_u64);
             for q in done {
                 let (stream, id) = split_id(&q.id);
@@ -597,7 +711,7 @@ where
             if failed.is_empty() {
                 return Ok(());
             }
-            let mut invocation = self.scripts.2.key(&self.names.dead);
+            let mut invocation = self.scripts.give_up.key(&self.names.dead);
             invocation.arg(GROUP);
             for q in failed {
                 let (stream, id) = split_id(&q.id);
@@ -635,6 +749,9 @@ where
             let lens: Vec<u64> = self
                 .op("XLEN", self.op_timeout, pipe.query_async(&mut conn))
                 .await?;
+            for (known, len) in self.lengths.iter().zip(&lens) {
+                known.store(*len, Ordering::Relaxed);
+            }
             Ok(lens.iter().sum())
         })
     }
@@ -656,6 +773,55 @@ mod tests {
             seen.insert(partition_of(&format!("user:{i}"), 8));
         }
         assert_eq!(seen.len(), 8);
+    }
+
+    /// Two consumers that both took one undecodable entry (one claimed it
+    /// from the other), or one call repeated after its reply was lost, bury
+    /// it: one copy in the dead-letter stream.
+    #[tokio::test]
+    async fn an_entry_buried_twice_is_copied_once() {
+        let redis = herdguard_testkit::RedisServer::start().unwrap();
+        let queue = RedisWriteQueue::<String, String>::connect(
+            RedisConfig::new(redis.url()),
+            QueueConfig::new().partitions(1),
+        )
+        .await
+        .unwrap();
+        let mut c = queue.conn.clone();
+        let stream = queue.names.streams[0].clone();
+        let id: String = redis::cmd("XADD")
+            .arg(&stream)
+            .arg("*")
+            .arg("k")
+            .arg(&[0xff_u8][..])
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let _: Value = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(GROUP)
+            .arg("a")
+            .arg("STREAMS")
+            .arg(&stream)
+            .arg(">")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let junk = [(stream.clone(), id)];
+        queue.bury(&junk).await.unwrap();
+        queue.bury(&junk).await.unwrap();
+        let dead: u64 = redis::cmd("XLEN")
+            .arg(&queue.names.dead)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(dead, 1);
+        let left: u64 = redis::cmd("XLEN")
+            .arg(&stream)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(left, 0);
     }
 
     #[test]

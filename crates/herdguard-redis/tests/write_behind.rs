@@ -6,12 +6,13 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write as _};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use herdguard::{Cache, WriteBehind, WriteError};
 use herdguard_redis::{QueueConfig, RedisConfig, RedisRemote, RedisSetupError, RedisWriteQueue};
 use herdguard_testkit::RedisServer;
-use redis::Commands;
+use redis::{AsyncCommands as _, Commands};
 
 /// One `herdguard-redis-writer` process.
 struct Writer {
@@ -282,4 +283,221 @@ async fn bad_queue_settings_are_typed_errors() {
         ),
         "{err}"
     );
+}
+
+/// Records the messages of `tracing` events, so a test sees what was logged.
+struct Recorder(Arc<Mutex<Vec<String>>>);
+
+impl tracing::Subscriber for Recorder {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        struct Text(String);
+        impl tracing::field::Visit for Text {
+            fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                self.0.push_str(&format!("{}={:?} ", f.name(), v));
+            }
+        }
+        let mut text = Text(format!("{} ", event.metadata().level()));
+        event.record(&mut text);
+        self.0.lock().unwrap().push(text.0);
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+/// A system of record in memory: every write it was given, in order.
+#[derive(Clone, Default)]
+struct Recorded(Arc<Mutex<Vec<(String, String)>>>);
+
+impl herdguard::Writer<String, String> for Recorded {
+    fn write<'a>(
+        &'a self,
+        batch: &'a [herdguard::Write<String, String>],
+    ) -> herdguard::BoxFuture<'a, Result<(), herdguard::BoxError>> {
+        Box::pin(async move {
+            let mut log = self.0.lock().unwrap();
+            for w in batch {
+                log.push((w.key().clone(), w.value().clone()));
+            }
+            Ok(())
+        })
+    }
+}
+
+/// The adversary writes raw bytes into the queue's stream, ahead of good
+/// writes. The entry is moved to the dead-letter stream once (not claimed and
+/// logged again at every claim period), logged once, and the good writes
+/// behind it are written; the queue then counts as empty.
+// One thread: the drainer runs under the test's log recorder.
+#[tokio::test]
+async fn an_undecodable_queued_entry_goes_to_the_dead_letter_stream_once_and_the_drain_goes_on() {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let _log = tracing::subscriber::set_default(Recorder(Arc::clone(&lines)));
+    let redis = RedisServer::start().unwrap();
+    let claim = Duration::from_millis(50);
+    let queue = RedisWriteQueue::<String, String>::connect(
+        RedisConfig::new(redis.url()),
+        QueueConfig::new().partitions(1).claim_idle(claim),
+    )
+    .await
+    .unwrap();
+    let mut c = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let raw: &[u8] = &[0xff, 0xfe, 0x00, 0x80, b'\n'];
+    let poison: String = redis::cmd("XADD")
+        .arg("hg:{wb}:s0")
+        .arg("*")
+        .arg("k")
+        .arg(raw)
+        .arg("d")
+        .arg(raw)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let db = Recorded::default();
+    let cache: Cache<String, String> = Cache::builder()
+        .write_behind(WriteBehind::new(db.clone()).queue(queue))
+        .build()
+        .unwrap();
+    for i in 0..5 {
+        cache
+            .write_behind(format!("k{i}"), format!("v{i}"))
+            .await
+            .unwrap();
+    }
+    let flushed = cache.flush_writes(Duration::from_secs(10)).await;
+    // Ten claim periods more: an entry left pending would be claimed again.
+    tokio::time::sleep(claim * 10).await;
+
+    let written = db.0.lock().unwrap().clone();
+    let expected: Vec<(String, String)> =
+        (0..5).map(|i| (format!("k{i}"), format!("v{i}"))).collect();
+    assert_eq!(written, expected, "the good writes behind it were written");
+    let dead: Vec<(String, HashMap<String, Vec<u8>>)> = redis::cmd("XRANGE")
+        .arg("hg:{wb}:dead")
+        .arg("-")
+        .arg("+")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(
+        dead.len(),
+        1,
+        "one copy in the dead-letter stream: {dead:?}"
+    );
+    let fields = &dead[0].1;
+    assert_eq!(fields.get("k").map(Vec::as_slice), Some(raw), "{fields:?}");
+    assert_eq!(fields.get("d").map(Vec::as_slice), Some(raw), "{fields:?}");
+    assert_eq!(
+        fields.get("id").map(Vec::as_slice),
+        Some(poison.as_bytes()),
+        "{fields:?}"
+    );
+    let logged: Vec<String> = lines
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains("undecodable"))
+        .cloned()
+        .collect();
+    assert_eq!(logged.len(), 1, "logged once: {logged:?}");
+    let left: u64 = c.xlen("hg:{wb}:s0").await.unwrap();
+    assert_eq!(left, 0, "nothing left in the stream");
+    let pending: (
+        u64,
+        Option<String>,
+        Option<String>,
+        Option<Vec<(String, String)>>,
+    ) = redis::cmd("XPENDING")
+        .arg("hg:{wb}:s0")
+        .arg("drain")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(pending.0, 0, "nothing left pending");
+    assert!(flushed, "the queue counted as empty");
+}
+
+/// The queue's bound is checked by each process against the length it last
+/// saw, so two processes pushing in turn into one partition: the one whose
+/// knowledge is stale passes the bound once, learns the length from that
+/// push's own reply, and is refused after. (A bound counted from this
+/// process's own pushes alone would let each process fill it: 20 here.)
+#[tokio::test]
+async fn the_queue_bound_holds_across_processes_past_it_by_one_stale_push() {
+    use herdguard::{QueueError, Write, WriteQueue};
+    let redis = RedisServer::start().unwrap();
+    let connect = || {
+        RedisWriteQueue::<String, String>::connect(
+            RedisConfig::new(redis.url()),
+            QueueConfig::new().partitions(1),
+        )
+    };
+    let processes = [connect().await.unwrap(), connect().await.unwrap()];
+    let max = 10;
+    let mut accepted = 0u64;
+    for i in 0..60u64 {
+        // In turns, then in runs of three, so each sees the other's pushes late.
+        let q = &processes[usize::from(i % 2 == 0 || i % 6 < 3)];
+        let write = Write::new(format!("k{i}"), "x".to_string(), i + 1);
+        match q.push(&write, max).await {
+            Ok(()) => accepted += 1,
+            Err(QueueError::Full) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let mut c = conn(&redis.url());
+    let queued: u64 = c.xlen("hg:{wb}:s0").unwrap();
+    assert_eq!(queued, accepted);
+    assert!(
+        (max..=max + 1).contains(&accepted),
+        "{accepted} writes queued under a bound of {max}"
+    );
+}
+
+/// The durability promise, at its worst moment: the process is SIGKILLed the
+/// instant its last acknowledgement is read, with a writer too slow to have
+/// written anything. Every acknowledged write is in the queue's streams, with
+/// its value.
+#[test]
+fn every_acknowledged_write_is_in_the_stream_when_the_process_dies_right_after_the_ack() {
+    let redis = RedisServer::start().unwrap();
+    let url = redis.url();
+    let mut w = Writer::start(&url, &["--writer-delay-ms", "60000", "--batch", "1"]);
+    let acked = w.write_many(40, 40);
+    w.kill();
+    let mut c = conn(&url);
+    let mut queued: HashMap<String, Vec<u8>> = HashMap::new();
+    for n in 0..8 {
+        let entries: Vec<(String, HashMap<String, Vec<u8>>)> = redis::cmd("XRANGE")
+            .arg(format!("hg:{{wb}}:s{n}"))
+            .arg("-")
+            .arg("+")
+            .query(&mut c)
+            .unwrap();
+        for (_, fields) in entries {
+            let key = String::from_utf8(fields["k"].clone()).unwrap();
+            queued.insert(key, fields["d"].clone());
+        }
+    }
+    for (k, v) in &acked {
+        let payload = queued
+            .get(k)
+            .unwrap_or_else(|| panic!("acknowledged {k}={v} is not in the stream"));
+        // postcard: the length, then the bytes.
+        assert!(
+            payload.ends_with(v.as_bytes()),
+            "{k}: {payload:?} is not {v}"
+        );
+    }
 }

@@ -179,7 +179,9 @@ where
     /// cancelled, every waiter gets [`Error::LoadTimeout`](crate::Error::LoadTimeout)
     /// (or a stale value inside its stale-if-error window), the breaker counts
     /// a failure, the fleet lease is given back, and the next call loads again:
-    /// a hung origin call never holds its key.
+    /// a hung origin call never holds its key. It bounds a
+    /// [`write_through`](crate::Cache::write_through)'s write the same way
+    /// ([`WriteError::Timeout`](crate::WriteError::Timeout)).
     ///
     /// ```
     /// use herdguard::Cache;

@@ -83,10 +83,10 @@ pub(crate) struct Inner<K, V> {
     pub(crate) me: Weak<Inner<K, V>>,
     /// Write-behind, when configured.
     pub(crate) write_behind: Option<crate::write::Drain<K, V>>,
-    /// `write_through` holds its key's stripe from the write to the cache
+    /// `write_through` holds its key's lock from the write to the cache
     /// update, so writes of one key in this process reach the system of record
     /// and the cache in the same order.
-    pub(crate) write_locks: crate::write::WriteLocks,
+    pub(crate) write_locks: crate::write::WriteLocks<K>,
     /// Repeatable log events are rate-limited (an outage would otherwise
     /// print a line per request).
     pub(crate) log_limits: crate::events::Limits,

@@ -300,3 +300,158 @@ async fn racing_write_throughs_of_one_key_leave_the_cache_on_the_databases_value
         "the cache agrees with the database"
     );
 }
+
+/// The lock stripe a key had when `write_through` ordered writes on 256 shared
+/// stripes (a fixed SipHash of the key): two keys with the same one waited on
+/// each other.
+fn old_stripe(key: &str) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+        .hash_one(&key.to_string())
+        % 256
+}
+
+/// A `write_through` writer held at a gate: it reports when it has started,
+/// and returns only once the gate opens.
+fn gated_writer(
+    started: Arc<tokio::sync::Notify>,
+    gate: Arc<tokio::sync::Semaphore>,
+    applied: Arc<Mutex<Vec<String>>>,
+) -> impl for<'a> FnOnce(&'a String, &'a u64) -> BoxFuture<'a, Result<(), std::io::Error>> {
+    move |key, value| {
+        let entry = format!("{key}={value}");
+        Box::pin(async move {
+            started.notify_one();
+            let _pass = gate.acquire().await.expect("gate");
+            applied.lock().unwrap().push(entry);
+            Ok(())
+        })
+    }
+}
+
+/// A slow write of one key (held at a gate) does not delay the write of a key
+/// that shared its lock stripe: unrelated keys never wait on each other's
+/// database writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_write_through_does_not_delay_another_key_of_its_old_stripe() {
+    let a = "a".to_string();
+    let b = (0..100_000)
+        .map(|i| format!("b{i}"))
+        .find(|b| old_stripe(b) == old_stripe(&a))
+        .expect("a key on the same old stripe");
+    let cache: Cache<String, u64> = Cache::builder().build().unwrap();
+    let applied = Arc::new(Mutex::new(Vec::new()));
+    let (started, gate) = (
+        Arc::new(tokio::sync::Notify::new()),
+        Arc::new(tokio::sync::Semaphore::new(0)),
+    );
+    let held = {
+        let (cache, writer) = (
+            cache.clone(),
+            gated_writer(
+                Arc::clone(&started),
+                Arc::clone(&gate),
+                Arc::clone(&applied),
+            ),
+        );
+        let a = a.clone();
+        tokio::spawn(async move { cache.write_through(a, 1, writer).await })
+    };
+    started.notified().await;
+    // A's database write is under way and will not return until the gate opens.
+    let other = tokio::time::timeout(
+        Duration::from_secs(5),
+        cache.write_through(b.clone(), 2, |_, _| {
+            Box::pin(async { Ok::<_, std::io::Error>(()) })
+        }),
+    )
+    .await;
+    assert!(
+        matches!(other, Ok(Ok(()))),
+        "{b} waited on {a}'s held write: {other:?}"
+    );
+    assert_eq!(*cache.get(&b).expect("b cached"), 2);
+    assert!(!held.is_finished(), "a is still held at its gate");
+    gate.add_permits(1);
+    held.await.unwrap().unwrap();
+    assert_eq!(*applied.lock().unwrap(), vec![format!("{a}=1")]);
+}
+
+/// Two writes of one key: the first called is slow (held at a gate), the
+/// second fast. The second waits for the first, so the system of record
+/// applies them in call order and the cache ends on the second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_write_throughs_of_one_key_apply_in_call_order_when_the_first_is_slower() {
+    let cache: Cache<String, u64> = Cache::builder().build().unwrap();
+    let applied = Arc::new(Mutex::new(Vec::new()));
+    let (started, gate) = (
+        Arc::new(tokio::sync::Notify::new()),
+        Arc::new(tokio::sync::Semaphore::new(0)),
+    );
+    let spawn_write = |value: u64| {
+        let (cache, writer) = (
+            cache.clone(),
+            gated_writer(
+                Arc::clone(&started),
+                Arc::clone(&gate),
+                Arc::clone(&applied),
+            ),
+        );
+        tokio::spawn(async move { cache.write_through("row".to_string(), value, writer).await })
+    };
+    let first = spawn_write(1);
+    started.notified().await;
+    let second = spawn_write(2);
+    // The second must not reach the database while the first is there.
+    let early = tokio::time::timeout(Duration::from_millis(200), started.notified()).await;
+    assert!(
+        early.is_err(),
+        "the second write started before the first ended"
+    );
+    // Open the gate for the second before the first: only the order of the
+    // calls may decide which applies first.
+    gate.add_permits(2);
+    first.await.unwrap().unwrap();
+    second.await.unwrap().unwrap();
+    assert_eq!(
+        *applied.lock().unwrap(),
+        vec!["row=1".to_string(), "row=2".to_string()]
+    );
+    assert_eq!(*cache.get(&"row".to_string()).expect("cached"), 2);
+}
+
+/// A writer that never returns is ended at the timeout (the load timeout: the
+/// longest a call to the system of record may take) with a typed error, the
+/// key is left to be read again from the system of record, and the next write
+/// of the key proceeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_through_that_never_returns_times_out_and_the_next_write_of_the_key_proceeds() {
+    let cache: Cache<String, u64> = Cache::builder()
+        .load_timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    cache.insert("row".to_string(), 0).await.unwrap();
+    let hung = tokio::time::timeout(
+        Duration::from_secs(5),
+        cache.write_through("row".to_string(), 1, |_, _| {
+            Box::pin(std::future::pending::<Result<(), std::io::Error>>())
+        }),
+    )
+    .await;
+    assert!(
+        matches!(hung, Ok(Err(WriteError::Timeout(d))) if d == Duration::from_millis(200)),
+        "{hung:?}"
+    );
+    // The write may or may not have reached the database: the old value is
+    // not served as if it had not.
+    assert!(cache.get(&"row".to_string()).is_none());
+    let next = tokio::time::timeout(
+        Duration::from_secs(5),
+        cache.write_through("row".to_string(), 2, |_, _| {
+            Box::pin(async { Ok::<_, std::io::Error>(()) })
+        }),
+    )
+    .await;
+    assert!(matches!(next, Ok(Ok(()))), "{next:?}");
+    assert_eq!(*cache.get(&"row".to_string()).expect("cached"), 2);
+}

@@ -117,6 +117,7 @@ where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Send + Sync + 'static,
 {
+    let mut counted_at: Option<Instant> = None;
     loop {
         let Some(inner) = cache.upgrade() else {
             return;
@@ -133,8 +134,13 @@ where
                 continue;
             }
         };
-        if let Ok(len) = drain.queue.pending().await {
-            drain.last_len.store(len, Ordering::Relaxed);
+        // The queue's length is for metrics (and, in a durable queue, costs a
+        // command per partition): counted every `TAKE_WAIT`, not every batch.
+        if counted_at.is_none_or(|at| at.elapsed() >= TAKE_WAIT) {
+            counted_at = Some(Instant::now());
+            if let Ok(len) = drain.queue.pending().await {
+                drain.last_len.store(len, Ordering::Relaxed);
+            }
         }
         let now = inner.clock.now();
         let lagging = drain.config.max_lag.is_some_and(|max| {

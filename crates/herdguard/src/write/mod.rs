@@ -27,6 +27,7 @@
 mod drain;
 mod queue;
 
+use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::Arc;
 use std::time::Duration;
@@ -300,6 +301,12 @@ pub enum WriteError {
     /// does not show it.
     #[error("the write-behind queue failed: {0}")]
     Queue(#[source] QueueError),
+    /// The system of record did not answer a write-through within the load
+    /// timeout: the write was abandoned, and may or may not have been made.
+    /// The key is invalidated, so the next read loads what the system of
+    /// record has.
+    #[error("the writer did not answer within {0:?}")]
+    Timeout(Duration),
     /// The cache has no write-behind configured.
     #[error("no write-behind is configured on this cache")]
     NotConfigured,
@@ -316,9 +323,13 @@ where
     /// key in flight, here and (with a shared store) anywhere, so a read that
     /// began before the write can never store its older value after it.
     ///
-    /// A writer error leaves the cache as it was and is returned. Concurrent
-    /// `write_through` calls of one key in this process run one after the
-    /// other, so the cache ends on the value the system of record got last;
+    /// A writer error leaves the cache as it was and is returned. A writer that
+    /// does not answer within the [load timeout](crate::CacheBuilder::load_timeout)
+    /// is abandoned with [`WriteError::Timeout`], and the key invalidated (the
+    /// write may or may not have landed). Concurrent `write_through` calls of
+    /// one key in this process run one after the other, in call order, so the
+    /// cache ends on the value the system of record got last; calls for other
+    /// keys never wait on them;
     /// across processes, order concurrent writers of a key in the system of
     /// record (a version column) — the cache then holds the last one written
     /// into it until the next write or its TTL.
@@ -348,9 +359,20 @@ where
     {
         // Two writes of one key racing here could reach the system of record in
         // one order and the cache in the other, leaving the cache on the older
-        // value: one at a time per key (stripe), from the write to the update.
+        // value: one at a time per key, in call order, from the write to the
+        // update. Other keys never wait on this one.
         let _in_order = self.inner.write_locks.lock(&key).await;
-        let written = writer(&key, &value).await;
+        let limit = self.inner.policy.load_timeout;
+        let written = match tokio::time::timeout(limit, writer(&key, &value)).await {
+            Ok(written) => written,
+            Err(_) => {
+                // Abandoned: it may or may not have landed. Neither the old
+                // value nor the new one is known to be the record's.
+                self.inner.metrics.writes_failed.inc();
+                let _ = self.invalidate(&key).await;
+                return Err(WriteError::Timeout(limit));
+            }
+        };
         if let Err(e) = written {
             self.inner.metrics.writes_failed.inc();
             return Err(WriteError::Writer(SharedError::from(e.into())));
@@ -410,21 +432,92 @@ where
     }
 }
 
-/// Stripes of locks by key hash (a fixed set: no map entry per key to clean up).
-pub(crate) struct WriteLocks(Box<[tokio::sync::Mutex<()>]>);
+/// One lock per key being written through, made by its first writer and
+/// dropped with its last (so the map holds only keys with a write under way or
+/// waiting): writes of one key take turns in call order (Tokio's mutex is
+/// fair), writes of different keys never wait on each other.
+pub(crate) struct WriteLocks<K>(parking_lot::Mutex<HashMap<K, KeySlot>>);
 
-impl Default for WriteLocks {
+struct KeySlot {
+    lock: Arc<tokio::sync::Mutex<()>>,
+    /// Writers holding or waiting for `lock`.
+    users: usize,
+}
+
+impl<K> Default for WriteLocks<K> {
     fn default() -> Self {
-        WriteLocks((0..256).map(|_| tokio::sync::Mutex::new(())).collect())
+        WriteLocks(parking_lot::Mutex::new(HashMap::new()))
     }
 }
 
-impl WriteLocks {
-    /// The stripe of `key`, held until the guard drops.
-    pub(crate) async fn lock<K: Hash>(&self, key: &K) -> tokio::sync::MutexGuard<'_, ()> {
-        use std::hash::{BuildHasher, BuildHasherDefault};
-        let hash = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
-            .hash_one(key);
-        self.0[(hash % self.0.len() as u64) as usize].lock().await
+impl<K: Hash + Eq + Clone> WriteLocks<K> {
+    /// The lock of `key`, held until the returned value drops.
+    pub(crate) async fn lock(&self, key: &K) -> KeyLock<'_, K> {
+        let lock = {
+            let mut slots = self.0.lock();
+            let slot = slots.entry(key.clone()).or_insert_with(|| KeySlot {
+                lock: Arc::default(),
+                users: 0,
+            });
+            slot.users += 1;
+            Arc::clone(&slot.lock)
+        };
+        // Counted before the wait: a caller that gives up waiting still leaves.
+        let user = KeyUser {
+            locks: self,
+            key: key.clone(),
+        };
+        KeyLock {
+            _turn: lock.lock_owned().await,
+            _user: user,
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.lock().len()
+    }
+}
+
+/// A key's turn to write (fields drop in order: the turn, then the count).
+pub(crate) struct KeyLock<'a, K: Hash + Eq + Clone> {
+    _turn: tokio::sync::OwnedMutexGuard<()>,
+    _user: KeyUser<'a, K>,
+}
+
+struct KeyUser<'a, K: Hash + Eq + Clone> {
+    locks: &'a WriteLocks<K>,
+    key: K,
+}
+
+impl<K: Hash + Eq + Clone> Drop for KeyUser<'_, K> {
+    fn drop(&mut self) {
+        let mut slots = self.locks.0.lock();
+        if let Some(slot) = slots.get_mut(&self.key) {
+            slot.users -= 1;
+            if slot.users == 0 {
+                slots.remove(&self.key);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_keys_lock_is_dropped_with_its_last_user_even_one_that_gave_up_waiting() {
+        let locks = WriteLocks::<u32>::default();
+        let held = locks.lock(&1).await;
+        // A waiter that is cancelled while it waits.
+        let gave_up =
+            tokio::time::timeout(std::time::Duration::from_millis(10), locks.lock(&1)).await;
+        assert!(gave_up.is_err());
+        let other = locks.lock(&2).await;
+        assert_eq!(locks.len(), 2);
+        drop(held);
+        drop(other);
+        assert_eq!(locks.len(), 0, "no lock outlives its users");
     }
 }
