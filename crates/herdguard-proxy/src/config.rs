@@ -33,7 +33,7 @@ pub struct ServeArgs {
     /// Address to serve the proxy on, e.g. 127.0.0.1:8080.
     #[arg(long, env = "HERDGUARD_LISTEN")]
     pub listen: Option<String>,
-    /// The origin's base URL, e.g. http://127.0.0.1:9000 or https://api.example.com.
+    /// The origin's base URL, e.g. `http://127.0.0.1:9000` or `https://api.example.com`.
     #[arg(long, env = "HERDGUARD_ORIGIN")]
     pub origin: Option<String>,
     /// PEM file of the CA certificate(s) an https:// origin's certificate must
