@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command (README): every test of the workspace, against real servers.
 # Installs what a fresh machine lacks (redis-server, chromium, python3-venv;
-# when root), or says in one line what to install.
+# when root), or says in one line what to install. What it runs, and how long
+# it takes: docs/testing.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,23 +30,51 @@ if [ "${#need[@]}" -gt 0 ]; then
   fi
 fi
 
-# Unit, integration and doc tests of every crate.
-cargo test --workspace --locked
+target=${CARGO_TARGET_DIR:-target}
+mkdir -p "$target"
+
+# The Python package's tools (maturin, pytest, Flask for the integration
+# example) come from PyPI into a virtualenv while Rust builds.
+venv=$target/pyenv
+(
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check "maturin>=1.5,<2" "pytest>=7" "flask>=2"
+) >"$target/pyenv.log" 2>&1 &
+pyenv_pid=$!
+trap 'kill "$pyenv_pid" 2>/dev/null || true' EXIT
+
+# Unit and integration tests of every crate: with cargo-nextest, each test in
+# a process of its own and several at once (.config/nextest.toml names the
+# ones that must run alone or one at a time); the tests wait on servers and
+# timers more than they compute, hence twice as many as there are CPUs.
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --test-threads "$((2 * $(nproc)))"
+  # Doc tests (nextest does not run them).
+  cargo test --workspace --locked --doc
+else
+  echo "cargo-nextest is not installed (cargo install --locked cargo-nextest): running the tests with cargo test, one binary at a time"
+  cargo test --workspace --locked
+fi
 
 # The single-flight core, model-checked over interleavings (shuttle). A cfg, not a
 # feature, so it gets its own target dir.
-RUSTFLAGS="--cfg herdguard_shuttle" CARGO_TARGET_DIR=target/shuttle \
+RUSTFLAGS="--cfg herdguard_shuttle" CARGO_TARGET_DIR="$target/shuttle" \
   cargo test -p herdguard --lib --locked shuttle
 
-# The Python package (bindings/python): a virtualenv with maturin, pytest and
-# Flask (for the integration example) from PyPI, the abi3 wheel built by
-# maturin (dev profile: a fraction of a release build's time) and installed,
-# then its pytest suite, which drives real redis-servers and the Rust fleet
-# worker built above.
-venv=target/pyenv
-[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-"$venv/bin/python" -m pip install -q --disable-pip-version-check "maturin>=1.5,<2" "pytest>=7" "flask>=2"
-rm -rf target/wheels/python
-"$venv/bin/maturin" build --quiet --locked -m bindings/python/Cargo.toml -o target/wheels/python
-"$venv/bin/python" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps target/wheels/python/herdguard-*.whl
+# The Python package (bindings/python): the abi3 wheel built by maturin (dev
+# profile: a fraction of a release build's time) and installed into the
+# virtualenv, then its pytest suite, which drives real redis-servers and the
+# Rust fleet worker the tests above built.
+if ! wait "$pyenv_pid"; then
+  cat "$target/pyenv.log" >&2
+  echo "error: could not set up the virtualenv $venv (log above)" >&2
+  exit 1
+fi
+rm -rf "$target/wheels/python"
+"$venv/bin/maturin" build --quiet --locked -m bindings/python/Cargo.toml -o "$target/wheels/python"
+"$venv/bin/python" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps "$target"/wheels/python/herdguard-*.whl
+# The worker the Rust tests built (conftest.py would otherwise build it again,
+# with other features: a second build of most of the workspace).
+worker=$(cd "$target" && pwd)/debug/herdguard-redis-worker
+if [ -x "$worker" ]; then export HERDGUARD_RUST_WORKER="$worker"; fi
 "$venv/bin/python" -m pytest -q bindings/python/tests

@@ -1,9 +1,9 @@
 //! The live view on the admin listener: `/` is a dashboard page, `/events` a
 //! server-sent-event stream that sends it one update a second.
 //!
-//! One [`Sampler`] task per process reads the counters once a second —
+//! One `Sampler` task per process reads the counters once a second —
 //! whatever number of pages are open — and turns them into this instance's
-//! [`record`]: rates over the last second, totals, wait-time percentiles,
+//! `record`: rates over the last second, totals, wait-time percentiles,
 //! loads in flight, the lease, breaker and shared-store state. With a shared
 //! store, the sampler also publishes the record to Redis and reads every other
 //! instance's ([`herdguard_redis::RedisRemote::exchange_instance_record`]), so any instance's
