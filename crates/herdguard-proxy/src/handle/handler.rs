@@ -306,8 +306,12 @@ impl Proxy {
         let tuning = self.tuning();
         let config = &tuning.rules.config;
         if authorized {
-            let d = &value.semantics(config).policy.directives;
-            if !(d.public || d.s_maxage.is_some() || d.must_revalidate) {
+            if !value
+                .semantics(config)
+                .policy
+                .directives
+                .shares_authorized()
+            {
                 return None;
             }
         }
