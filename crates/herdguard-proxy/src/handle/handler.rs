@@ -305,15 +305,14 @@ impl Proxy {
         }
         let tuning = self.tuning();
         let config = &tuning.rules.config;
-        if authorized {
-            if !value
+        if authorized
+            && !value
                 .semantics(config)
                 .policy
                 .directives
                 .shares_authorized()
-            {
-                return None;
-            }
+        {
+            return None;
         }
         Some(answer::stored(
             &self.stats,
