@@ -40,6 +40,7 @@ async fn two_hundred_concurrent_requests_to_a_cold_route_make_one_handler_call()
         tokio::spawn(async move { client.get(&url, &[]).await })
     }))
     .await;
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "handler calls");
     let mut coalesced = 0;
     for reply in replies {
         let reply = reply.unwrap();
@@ -47,7 +48,6 @@ async fn two_hundred_concurrent_requests_to_a_cold_route_make_one_handler_call()
         assert_eq!(reply.body, "report #1");
         coalesced += usize::from(reply.cache_status().contains("collapsed"));
     }
-    assert_eq!(calls.load(Ordering::SeqCst), 1, "handler calls");
     // Every caller but the leader waited on its load (some may come late and hit).
     let m = layer.metrics();
     assert_eq!(m.loads, 1);
