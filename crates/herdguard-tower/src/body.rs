@@ -51,9 +51,12 @@ impl HerdBody {
         }
     }
 
-    /// Whether the body is whole bytes (a stored response), not a stream.
-    pub(crate) fn is_full(&self) -> bool {
-        matches!(self.kind, Kind::Full(_))
+    /// The whole bytes (a stored response), or `None` for a stream.
+    pub(crate) fn whole(&self) -> Option<Bytes> {
+        match &self.kind {
+            Kind::Full(bytes) => Some(bytes.clone().unwrap_or_default()),
+            Kind::Stream(_) => None,
+        }
     }
 }
 

@@ -21,6 +21,7 @@ use bytes::Bytes;
 use herdguard::{CallOptions, Clock, Served, SystemClock};
 use herdguard_http::invalidate::invalidation_targets;
 use herdguard_http::key::normalize_host;
+use herdguard_http::range;
 use herdguard_http::variants::vary_matches;
 use herdguard_http::{
     decide, revalidate, Decision, EffectiveUri, ForwardReason, RequestDirectives, RequestTarget,
@@ -145,15 +146,35 @@ where
         };
         return Box::pin(alone(inner, &template, head, why)).await;
     }
-    let mut response = cached(&shared, inner, &primary, &template, head, &directives).await?;
-    // The client's conditionals are evaluated against the whole stored response.
-    let whole = response.status() == StatusCode::OK && response.body().is_full();
-    if whole && revalidate::not_modified(template.headers(), response.headers()) {
+    let response = cached(&shared, inner, &primary, &template, head, &directives).await?;
+    Ok(conditional(template.headers(), response, head))
+}
+
+/// The client's conditionals and `Range`, evaluated against the whole stored
+/// response (as `herdguard serve` does): a `304`, a `206` / `416`, or the response.
+fn conditional(
+    request: &HeaderMap,
+    mut response: Response<HerdBody>,
+    head: bool,
+) -> Response<HerdBody> {
+    let whole = match response.body().whole() {
+        Some(bytes) if response.status() == StatusCode::OK => bytes,
+        _ => return response,
+    };
+    if revalidate::not_modified(request, response.headers()) {
         *response.status_mut() = StatusCode::NOT_MODIFIED;
         *response.body_mut() = HerdBody::empty();
         response.headers_mut().remove(header::CONTENT_LENGTH);
+        return response;
     }
-    Ok(response)
+    if head {
+        return response;
+    }
+    if let Some((status, part)) = range::cut(request, response.headers_mut(), &whole) {
+        *response.status_mut() = status;
+        *response.body_mut() = HerdBody::full(part);
+    }
+    response
 }
 
 /// GET/HEAD through the cache: a hit, one coalesced load, or one coalesced
