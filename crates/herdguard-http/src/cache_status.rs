@@ -26,6 +26,40 @@ use crate::sf;
 /// The `Cache-Status` header field name.
 pub const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 
+/// The identifier herdguard writes its `Cache-Status` member under (the sidecar
+/// and the tower layer alike).
+pub const CACHE_NAME: &str = "herdguard";
+
+/// `herdguard; hit; ttl=N`, rendered once per value of N on each thread: hits
+/// of one entry share N for a second at a time, so a clone (a reference count)
+/// replaces a rendering.
+pub fn hit_member(ttl: i64) -> HeaderValue {
+    thread_local! {
+        static RENDERED: std::cell::RefCell<[(i64, Option<HeaderValue>); 8]> =
+            std::cell::RefCell::new(Default::default());
+    }
+    let render = || {
+        CacheStatus::new(CACHE_NAME)
+            .hit()
+            .ttl(ttl)
+            .to_header_value()
+    };
+    RENDERED.with(|slots| {
+        let Ok(mut slots) = slots.try_borrow_mut() else {
+            return render();
+        };
+        let slot = &mut slots[usize::try_from(ttl.rem_euclid(8)).unwrap_or(0)];
+        match &slot.1 {
+            Some(v) if slot.0 == ttl => v.clone(),
+            _ => {
+                let v = render();
+                *slot = (ttl, Some(v.clone()));
+                v
+            }
+        }
+    })
+}
+
 /// Why the request went forward to the next hop (RFC 9211 §2.2, `fwd`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ForwardReason {
@@ -211,6 +245,17 @@ impl CacheStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cached_hit_members_equal_a_fresh_rendering() {
+        for ttl in [0, 1, 8, 9, 16, 59, 59, 86_400, 0] {
+            let fresh = CacheStatus::new(CACHE_NAME)
+                .hit()
+                .ttl(ttl)
+                .to_header_value();
+            assert_eq!(hit_member(ttl), fresh, "{ttl}");
+        }
+    }
 
     #[test]
     fn rfc9211_hit_with_ttl() {

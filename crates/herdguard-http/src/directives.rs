@@ -142,6 +142,12 @@ impl ResponseDirectives {
     pub fn forbids_stale(&self) -> bool {
         self.must_revalidate || self.proxy_revalidate || self.s_maxage.is_some()
     }
+
+    /// Whether a shared cache may answer a request with `Authorization` from this response:
+    /// `public`, `must-revalidate` or `s-maxage` (RFC 9111 §3.5).
+    pub fn shares_authorized(&self) -> bool {
+        self.public || self.must_revalidate || self.s_maxage.is_some()
+    }
 }
 
 /// Where the [`ResponsePolicy`] of a response came from (RFC 9213 §2.2).

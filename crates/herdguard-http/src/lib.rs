@@ -1,5 +1,6 @@
 //! HTTP caching semantics for a **shared** cache — the rules `herdguard serve` (a caching reverse
-//! proxy) follows, as a pure library: no networking, no async, no clock of its own.
+//! proxy) and the tower layer (`herdguard-tower`) follow, as a pure library: no networking, no
+//! async, no clock of its own.
 //!
 //! It implements RFC 9111 (HTTP Caching) for a shared cache, RFC 5861 (`stale-while-revalidate`,
 //! `stale-if-error`), RFC 9213 (targeted cache control: `CDN-Cache-Control` and a configurable
@@ -68,6 +69,14 @@
 //!   proxy's configurable key ([`KeyConfig`]) and variant keys.
 //! * [`target`] — request-target normalisation: dot-segments removed, hidden ones refused.
 //! * [`hop`] — hop-by-hop fields, removed before a message is read or forwarded.
+//! * [`rules`] — the storage policy of a cache built on the herdguard core: storable or not
+//!   (and why), the TTL and stale windows it gets.
+//! * [`response`] — [`response::CachedResponse`], the stored value (compact, serde for a fleet),
+//!   and the fields it is answered with (`Age`, `Cache-Status`).
+//! * [`variants`] — the `Vary` registry: which URLs vary, the key of each variant, all keys of a
+//!   URL for invalidation.
+//! * `engine` (feature `engine`) — the core's `Served` as a `Cache-Status` member, a
+//!   [`rules::Freshness`] as the core's `Loaded`.
 //!
 //! # Deliberate limits
 //!
@@ -84,15 +93,20 @@ use http::header::HeaderName;
 pub mod cache_status;
 pub mod decision;
 pub mod directives;
+#[cfg(feature = "engine")]
+pub mod engine;
 pub mod freshness;
 pub mod hop;
 pub mod invalidate;
 pub mod key;
 pub mod range;
+pub mod response;
 pub mod revalidate;
+pub mod rules;
 mod sf;
 pub mod storable;
 pub mod target;
+pub mod variants;
 pub mod vary;
 
 pub use cache_status::{CacheStatus, ForwardReason};

@@ -6,7 +6,9 @@
 
 use std::time::Duration;
 
-use http::header::{HeaderMap, HeaderValue, DATE, LAST_MODIFIED};
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue, DATE, LAST_MODIFIED};
+use http::StatusCode;
 
 use crate::freshness::parse_http_date;
 use crate::revalidate::{single_date, EntityTag};
@@ -96,6 +98,53 @@ pub fn if_range_holds(if_range: &HeaderValue, stored: &HeaderMap) -> bool {
         && served
             .duration_since(modified)
             .is_ok_and(|d| d >= Duration::from_secs(1))
+}
+
+/// Cuts the range `request` asks for out of a whole `200` response (its
+/// `headers` and `body`): the `206` (or `416`) to answer and its body, `headers`
+/// updated (`Accept-Ranges`, `Content-Range`, `Content-Length`); `None` when
+/// the whole response stands — not one `Range`, not a `bytes` range that
+/// parses, or an `If-Range` that does not hold.
+pub fn cut(
+    request: &HeaderMap,
+    headers: &mut HeaderMap,
+    body: &Bytes,
+) -> Option<(StatusCode, Bytes)> {
+    let mut ranges = request.get_all(header::RANGE).iter();
+    let (Some(range), None) = (ranges.next(), ranges.next()) else {
+        return None;
+    };
+    if let Some(if_range) = request.get(header::IF_RANGE) {
+        if !if_range_holds(if_range, headers) {
+            return None;
+        }
+    }
+    let len = body.len() as u64;
+    let wanted = range.to_str().ok().and_then(|r| parse_range(r, len))?;
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    let content_range = |text: String| {
+        HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("bytes */0"))
+    };
+    match wanted {
+        ByteRange::Satisfiable { first, last } => {
+            // `parse_range` keeps both offsets inside the body.
+            let part = body.slice(first as usize..=last as usize);
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(part.len()));
+            headers.insert(
+                header::CONTENT_RANGE,
+                content_range(format!("bytes {first}-{last}/{len}")),
+            );
+            Some((StatusCode::PARTIAL_CONTENT, part))
+        }
+        ByteRange::Unsatisfiable => {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+            headers.insert(
+                header::CONTENT_RANGE,
+                content_range(format!("bytes */{len}")),
+            );
+            Some((StatusCode::RANGE_NOT_SATISFIABLE, Bytes::new()))
+        }
+    }
 }
 
 #[cfg(test)]

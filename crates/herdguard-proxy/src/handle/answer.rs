@@ -7,13 +7,14 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use herdguard::{Error, Served};
-use herdguard_http::cache_status::CACHE_STATUS;
+use herdguard_http::cache_status::{CACHE_NAME, CACHE_STATUS};
+use herdguard_http::engine::stored_member;
 use herdguard_http::{CacheConfig, CacheStatus, ForwardReason};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
 
 use super::request::Refusal;
-use super::response::{CachedResponse, Fetch};
+use super::response::CachedResponse;
 use crate::body::Body;
 use crate::origin::OriginError;
 use crate::stats::Stats;
@@ -26,7 +27,7 @@ pub(crate) struct Passed {
 }
 
 /// The identifier this cache writes its `Cache-Status` member under.
-const NAME: &str = "herdguard";
+const NAME: &str = CACHE_NAME;
 
 /// A stored response, served as `served` says, with `ttl` of freshness left.
 /// `forced` when the request itself demanded the load (a forced revalidation).
@@ -39,41 +40,8 @@ pub(crate) fn stored(
     forced: bool,
     head: bool,
 ) -> Response<Body> {
-    if served == Served::Hit {
-        // The common case, by far: its member is rendered once per ttl value.
-        let ttl = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
-        return with_stored(stats, config, value, hit_member(ttl), "hit", head);
-    }
-    let (mut member, label) = served_member(served, value, ttl);
-    if forced && matches!(served, Served::Loaded | Served::Coalesced) {
-        member = member.forwarded(ForwardReason::Request);
-    }
-    with_stored(stats, config, value, member.to_header_value(), label, head)
-}
-
-/// `herdguard; hit; ttl=N`, rendered once per value of N on each thread: hits
-/// of one entry share N for a second at a time, so a clone (a reference count)
-/// replaces a rendering.
-fn hit_member(ttl: i64) -> HeaderValue {
-    thread_local! {
-        static RENDERED: std::cell::RefCell<[(i64, Option<HeaderValue>); 8]> =
-            std::cell::RefCell::new(Default::default());
-    }
-    let render = || CacheStatus::new(NAME).hit().ttl(ttl).to_header_value();
-    RENDERED.with(|slots| {
-        let Ok(mut slots) = slots.try_borrow_mut() else {
-            return render();
-        };
-        let slot = &mut slots[usize::try_from(ttl.rem_euclid(8)).unwrap_or(0)];
-        match &slot.1 {
-            Some(v) if slot.0 == ttl => v.clone(),
-            _ => {
-                let v = render();
-                *slot = (ttl, Some(v.clone()));
-                v
-            }
-        }
-    })
+    let (member, label) = stored_member(served, value, ttl, forced);
+    with_stored(stats, config, value, member, label, head)
 }
 
 /// A stale stored response the request itself accepted (`max-stale`, `only-if-cached`).
@@ -104,54 +72,13 @@ fn with_stored(
     head: bool,
 ) -> Response<Body> {
     stats.count(label);
-    let age = value.semantics(config).current_age(SystemTime::now());
-    finish(
+    let headers = value.answer_headers(config, member, SystemTime::now());
+    respond(
         value.status(),
-        value.header_map(),
+        headers,
         Body::full(value.body.clone()),
-        Some(age),
-        member,
         head,
     )
-}
-
-/// How a stored response was served, as a `Cache-Status` member and a count label.
-fn served_member(
-    served: Served,
-    value: &CachedResponse,
-    ttl: Duration,
-) -> (CacheStatus, &'static str) {
-    let ttl = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
-    let m = CacheStatus::new(NAME);
-    match served {
-        Served::Hit => (m.hit().ttl(ttl), "hit"),
-        Served::EarlyRefresh => (m.hit().ttl(ttl).detail("early-refresh"), "hit"),
-        Served::Shared => (m.hit().ttl(ttl).detail("fleet"), "hit"),
-        Served::StaleWhileRevalidate => (m.hit().detail("stale-while-revalidate"), "stale"),
-        Served::StaleOnError => (m.hit().detail("stale-if-error"), "stale"),
-        Served::StaleOnTimeout => (m.hit().detail("stale-on-timeout"), "stale"),
-        Served::Loaded | Served::Coalesced | Served::Pass => {
-            let fwd = match value.fetch {
-                Fetch::Miss => ForwardReason::Miss,
-                Fetch::Revalidated | Fetch::Replaced => ForwardReason::Stale,
-            };
-            let fwd_status = if value.fetch == Fetch::Revalidated {
-                304
-            } else {
-                value.status
-            };
-            let collapsed = served == Served::Coalesced;
-            // A pass (hit-for-miss) is this caller's own answer: not stored.
-            let pass = served == Served::Pass;
-            let m = m.forwarded(fwd).fwd_status(fwd_status).collapsed(collapsed);
-            match (pass, collapsed) {
-                (true, _) => (m.detail("hit-for-miss"), "bypass"),
-                (false, true) => (m.stored(true).ttl(ttl), "coalesced"),
-                (false, false) => (m.stored(true).ttl(ttl), "miss"),
-            }
-        }
-        _ => (m.hit(), "hit"),
-    }
 }
 
 /// An origin answer passed through to one client (not stored): why it went
@@ -178,7 +105,6 @@ pub(crate) fn passed(
         passed.status,
         passed.headers,
         passed.body,
-        None,
         member.to_header_value(),
         head,
     )
@@ -195,7 +121,6 @@ pub(crate) fn origin_error(stats: &Stats, passed: Passed, head: bool) -> Respons
         passed.status,
         passed.headers,
         passed.body,
-        None,
         member.to_header_value(),
         head,
     )
@@ -307,19 +232,20 @@ fn gateway(stats: &Stats, status: StatusCode, why: &str) -> Response<Body> {
     r
 }
 
-/// An answer with `Age` and `Cache-Status`; HEAD keeps the length, drops the body.
+/// An answer passed through, with its `Cache-Status` member.
 fn finish(
     status: StatusCode,
     mut headers: HeaderMap,
     body: Body,
-    age: Option<Duration>,
     member: HeaderValue,
     head: bool,
 ) -> Response<Body> {
-    if let Some(age) = age {
-        headers.insert(header::AGE, HeaderValue::from(age.as_secs()));
-    }
     headers.append(CACHE_STATUS, member);
+    respond(status, headers, body, head)
+}
+
+/// An answer with its fields complete; HEAD keeps the length, drops the body.
+fn respond(status: StatusCode, mut headers: HeaderMap, body: Body, head: bool) -> Response<Body> {
     // A stored response carries its length already (set once, at parse); a
     // streamed one keeps the origin's framing (length or chunked).
     if let Body::Full(bytes) = &body {
@@ -343,17 +269,4 @@ pub(crate) fn plain(status: StatusCode, text: &str) -> Response<Body> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     r
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cached_hit_members_equal_a_fresh_rendering() {
-        for ttl in [0, 1, 8, 9, 16, 59, 59, 86_400, 0] {
-            let fresh = CacheStatus::new(NAME).hit().ttl(ttl).to_header_value();
-            assert_eq!(hit_member(ttl), fresh, "{ttl}");
-        }
-    }
 }

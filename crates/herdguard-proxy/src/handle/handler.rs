@@ -305,11 +305,14 @@ impl Proxy {
         }
         let tuning = self.tuning();
         let config = &tuning.rules.config;
-        if authorized {
-            let d = &value.semantics(config).policy.directives;
-            if !(d.public || d.s_maxage.is_some() || d.must_revalidate) {
-                return None;
-            }
+        if authorized
+            && !value
+                .semantics(config)
+                .policy
+                .directives
+                .shares_authorized()
+        {
+            return None;
         }
         Some(answer::stored(
             &self.stats,

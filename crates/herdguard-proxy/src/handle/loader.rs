@@ -356,16 +356,13 @@ impl Load<'_> {
         );
         match verdict {
             Ok(f) => {
-                value.overrides = f.overrides;
+                value.overrides = f.overrides.clone();
                 value.tags = tags.clone();
-                let keep = f
-                    .ttl
-                    .saturating_add(f.stale_while_revalidate.max(f.stale_if_error));
-                let loaded = Loaded::new(value)
-                    .ttl(f.ttl)
-                    .stale_while_revalidate(f.stale_while_revalidate)
-                    .stale_if_error(f.stale_if_error);
-                (loaded, tags, Some(keep))
+                (
+                    herdguard_http::engine::loaded(value, &f),
+                    tags,
+                    Some(f.keep()),
+                )
             }
             // A 304 may have made a stored response unstorable (e.g. it now says no-store).
             Err(reason) => {

@@ -6,7 +6,6 @@
 //!
 //! - `request`: a client request made into the request forwarded — hop-by-hop
 //!   fields removed first, framing checked, target normalised, forwarding fields set.
-//! - `variants`: primary keys (`herdguard-http`'s `KeyConfig`) and `Vary` variant keys.
 //! - `handler`: what the cache answers, what passes through alone,
 //!   invalidation after unsafe methods.
 //! - `loader`: the one origin request of a load; unshareable answers go to their
@@ -16,11 +15,13 @@
 //! - `access`: the access log (`--access-log`), one `tracing` event per request.
 //! - `proxy`: the state all of them share — cache, origin client, the tuning a
 //!   reload may replace — and the cache's upkeep (invalidation, purges, tags).
-//! - `rules`: the proxy's storage policy on top of `herdguard-http` (which owns
-//!   the RFC 9111 / 5861 / 9213 / 9211 rules, keys, targets, invalidation).
+//! - `rules`: the storage policy (`herdguard-http`'s) under a path's `[[rule]]`.
 //! - `path_rules`: the `[[rule]]` tables, matched on the normalised path.
-//! - `response`: the cached value (serde, so the fleet can share it).
 //! - `tags`: surrogate keys, read from answers and indexed for purges.
+//!
+//! `herdguard-http` owns the RFC 9111 / 5861 / 9213 / 9211 rules, keys,
+//! targets, invalidation, the cached value (`response`, serde so the fleet can
+//! share it) and the `Vary` registry (`variants`): the tower layer uses the same.
 
 pub(crate) mod access;
 pub(crate) mod answer;
@@ -30,7 +31,14 @@ pub(crate) mod path_rules;
 pub(crate) mod proxy;
 pub(crate) mod range;
 pub(crate) mod request;
-pub(crate) mod response;
+pub(crate) use herdguard_http::response;
 pub(crate) mod rules;
 pub(crate) mod tags;
-pub(crate) mod variants;
+pub(crate) use herdguard_http::variants;
+
+/// The secondary key of a forwarded request is read from what the origin receives.
+impl variants::VaryView for request::Forward {
+    fn vary_view(&self, vary: &herdguard_http::Vary) -> std::borrow::Cow<'_, http::HeaderMap> {
+        request::Forward::vary_view(self, vary)
+    }
+}

@@ -3,14 +3,35 @@
 //! each variant — the primary key plus a digest of the secondary key, so header
 //! values (a `Cookie`) never appear in a key name, in memory or in Redis.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use herdguard_http::key::variant_key;
-use herdguard_http::{KeyConfig, RequestTarget, Vary};
 use http::HeaderMap;
 
-use super::request::Forward;
-use super::response::CachedResponse;
+use crate::key::variant_key;
+use crate::response::CachedResponse;
+use crate::{KeyConfig, RequestTarget, Vary};
+
+/// A request as its secondary key is read from: the fields as the origin
+/// receives them (a proxy may add some, e.g. `X-Forwarded-For`, that `Vary` can name).
+pub trait VaryView {
+    /// The request fields that `vary` selects from.
+    fn vary_view(&self, vary: &Vary) -> Cow<'_, HeaderMap>;
+}
+
+/// A request handed on with its own fields, unchanged.
+impl VaryView for HeaderMap {
+    fn vary_view(&self, _: &Vary) -> Cow<'_, HeaderMap> {
+        Cow::Borrowed(self)
+    }
+}
+
+/// A shared request reads as the request.
+impl<T: VaryView + ?Sized> VaryView for std::sync::Arc<T> {
+    fn vary_view(&self, vary: &Vary) -> Cow<'_, HeaderMap> {
+        T::vary_view(self, vary)
+    }
+}
 
 /// Most `Vary` variants remembered per URL (for invalidation).
 const MAX_VARIANTS: usize = 64;
@@ -49,10 +70,10 @@ impl quick_cache::Weighter<String, Known> for KnownWeight {
 }
 
 /// The share of the memory budget the variants registry may hold.
-pub(crate) const REGISTRY_SHARE: u64 = 32;
+pub const REGISTRY_SHARE: u64 = 32;
 
 /// The key configuration and the variants learnt so far.
-pub(crate) struct Variants {
+pub struct Variants {
     config: KeyConfig,
     known: quick_cache::sync::Cache<String, Known, KnownWeight>,
     /// Whether any URL has varied yet: until then the hit path skips `known`.
@@ -61,7 +82,7 @@ pub(crate) struct Variants {
 
 /// The digest a stored response keeps of its request's secondary key under
 /// `vary` (empty without `Vary`); `None` under `Vary: *`.
-pub(crate) fn digest_of(vary: &Vary, headers: &HeaderMap) -> Option<Vec<u8>> {
+pub fn digest_of(vary: &Vary, headers: &HeaderMap) -> Option<Vec<u8>> {
     match vary {
         Vary::None => Some(Vec::new()),
         vary => vary.secondary_key(headers).map(|k| k.digest().to_vec()),
@@ -69,7 +90,7 @@ pub(crate) fn digest_of(vary: &Vary, headers: &HeaderMap) -> Option<Vec<u8>> {
 }
 
 /// Whether a stored response may answer `forward` (RFC 9111 §4.1).
-pub(crate) fn vary_matches(cached: &CachedResponse, forward: &Forward) -> bool {
+pub fn vary_matches(cached: &CachedResponse, forward: &impl VaryView) -> bool {
     match cached.vary() {
         Vary::None => true,
         vary => digest_of(&vary, &forward.vary_view(&vary)).is_some_and(|d| d == cached.vary_key),
@@ -81,7 +102,7 @@ impl Variants {
     /// least used URLs are forgotten first; the variants of a forgotten URL stay
     /// cached until they expire, but an invalidation of the URL then reaches only
     /// the variants learnt again since.
-    pub(crate) fn new(config: KeyConfig, max_bytes: u64) -> Self {
+    pub fn new(config: KeyConfig, max_bytes: u64) -> Self {
         Variants {
             config,
             known: quick_cache::sync::Cache::with_weighter(
@@ -94,18 +115,18 @@ impl Variants {
     }
 
     /// The key configuration.
-    pub(crate) fn config(&self) -> &KeyConfig {
+    pub fn config(&self) -> &KeyConfig {
         &self.config
     }
 
     /// The primary key of a request.
-    pub(crate) fn primary(&self, host: &str, target: &RequestTarget) -> String {
+    pub fn primary(&self, host: &str, target: &RequestTarget) -> String {
         self.config.primary(host, target)
     }
 
     /// The key to look up for `forward`: the primary key, or the variant key when
     /// the URL is known to vary and this request is another variant.
-    pub(crate) fn key_for(&self, primary: &str, forward: &Forward) -> String {
+    pub fn key_for(&self, primary: &str, forward: &impl VaryView) -> String {
         // Most URLs never vary: spare them the lookup.
         if !self.any.load(Ordering::Relaxed) {
             return primary.to_string();
@@ -131,7 +152,7 @@ impl Variants {
 
     /// Records what `cached` (found under the primary key when `from_primary`)
     /// says about the URL's `Vary`.
-    pub(crate) fn learn(&self, primary: &str, cached: &CachedResponse, from_primary: bool) {
+    pub fn learn(&self, primary: &str, cached: &CachedResponse, from_primary: bool) {
         let vary = cached.vary();
         let mut known = self.known.get(primary).unwrap_or_default();
         let changed =
@@ -147,7 +168,7 @@ impl Variants {
     }
 
     /// The primary key and every variant key seen of a URL.
-    pub(crate) fn all_keys(&self, primary: &str) -> Vec<String> {
+    pub fn all_keys(&self, primary: &str) -> Vec<String> {
         let known = self.known.get(primary).unwrap_or_default();
         std::iter::once(primary.to_string())
             .chain(known.keys)

@@ -1,11 +1,13 @@
-//! The cached value: one origin response with the times its age is computed from.
+//! The cached value: one origin response with the times its age is computed
+//! from — what `herdguard serve` and the tower layer keep, and what a fleet
+//! shares through Redis (serde).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::{CacheConfig, StoredResponse, Vary};
 use bytes::Bytes;
-use herdguard_http::{CacheConfig, StoredResponse, Vary};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde::{Deserialize, Serialize};
 
@@ -87,22 +89,20 @@ pub struct Overrides {
 impl Overrides {
     /// The fields the cache judges a response by: all of them, or, when the
     /// origin's freshness fields are ignored, the others.
-    pub(crate) fn consulted<'a>(
+    pub fn consulted<'a>(
         &self,
         headers: &'a HeaderMap,
         config: &CacheConfig,
     ) -> std::borrow::Cow<'a, HeaderMap> {
         if self.ignore_cache_control {
-            std::borrow::Cow::Owned(herdguard_http::freshness::without_freshness_fields(
-                headers, config,
-            ))
+            std::borrow::Cow::Owned(crate::freshness::without_freshness_fields(headers, config))
         } else {
             std::borrow::Cow::Borrowed(headers)
         }
     }
 
     /// The RFC 9111 view of a response under these overrides.
-    pub(crate) fn judge(
+    pub fn judge(
         &self,
         status: StatusCode,
         headers: &HeaderMap,
@@ -158,7 +158,7 @@ impl Clone for Used {
 /// bookkeeping (which the store adds): the allocator's headers on its
 /// allocations and the body's shared handle, created on its first clone.
 /// Measured with heaptrack, rounded up.
-pub(crate) const ENTRY_OVERHEAD: u64 = 128;
+pub const ENTRY_OVERHEAD: u64 = 128;
 
 impl CachedResponse {
     /// A response with `headers` as its fields and nothing derived yet.
@@ -283,6 +283,22 @@ impl CachedResponse {
         self.head = Bytes::from(head);
     }
 
+    /// The fields this response is answered with at `now`: the stored ones
+    /// (with `Content-Length`), its current `Age`, and `member` appended to
+    /// `Cache-Status`.
+    pub fn answer_headers(
+        &self,
+        config: &CacheConfig,
+        member: HeaderValue,
+        now: SystemTime,
+    ) -> HeaderMap {
+        let age = self.semantics(config).current_age(now);
+        let mut headers = self.header_map();
+        headers.insert(http::header::AGE, HeaderValue::from(age.as_secs()));
+        headers.append(crate::cache_status::CACHE_STATUS, member);
+        headers
+    }
+
     /// The first value of `name`, as text.
     pub fn header(&self, name: &str) -> Option<String> {
         self.fields()
@@ -363,13 +379,14 @@ fn compact(body: Bytes) -> Bytes {
     Bytes::from(body.to_vec())
 }
 
-/// Unix milliseconds of `t`.
-pub(crate) fn to_ms(t: SystemTime) -> u64 {
+/// Unix milliseconds of `t` (0 before the epoch).
+pub fn to_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
 }
 
-pub(crate) fn from_ms(ms: u64) -> SystemTime {
+/// The time `ms` Unix milliseconds stand for.
+pub fn from_ms(ms: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms)
 }
