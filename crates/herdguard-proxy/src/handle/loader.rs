@@ -23,7 +23,7 @@ use super::answer::Passed;
 use super::path_rules::PathRule;
 use super::proxy::Proxy;
 use super::request::Forward;
-use super::response::{from_ms, to_ms, CachedResponse, Fetch};
+use super::response::{to_ms, CachedResponse, Fetch};
 use super::rules;
 use super::tags;
 use super::variants::digest_of;
@@ -111,7 +111,8 @@ impl Proxy {
     }
 
     /// The origin's answer to `load`: at most two requests, the second,
-    /// unconditional, when a 304 validates nothing stored (RFC 9111 §4.3.4).
+    /// unconditional, when a 304's validator contradicts the stored response's
+    /// (RFC 9111 §4.3.4; a 304 without one validates it).
     /// A server error that does not say how long it may be stored goes to
     /// the load's own caller and fails the load.
     async fn ask_origin(&self, load: &Load<'_>) -> Result<Answer, OriginError> {
@@ -268,14 +269,10 @@ impl Load<'_> {
     }
 
     /// The stored response `stored`, its fields updated from the 304 `response`
-    /// (RFC 9111 §4.3.4); `None` when the 304 validates nothing stored.
+    /// (RFC 9111 §4.3.4); `None` when the 304's validator contradicts it.
     fn revalidated(&self, stored: &CachedResponse, response: &OriginResponse) -> Option<Made> {
         let stored_headers = stored.header_map();
-        let candidate = revalidate::Candidate {
-            headers: &stored_headers,
-            response_time: from_ms(stored.response_time_ms),
-        };
-        if revalidate::select_for_update(&response.headers, &[candidate]).is_empty() {
+        if !revalidate::validates(&response.headers, &stored_headers) {
             return None;
         }
         let mut merged = stored_headers;

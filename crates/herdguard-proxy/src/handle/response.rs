@@ -370,6 +370,6 @@ pub(crate) fn to_ms(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
-pub(crate) fn from_ms(ms: u64) -> SystemTime {
+fn from_ms(ms: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms)
 }
