@@ -9,8 +9,8 @@
 //!   `GET` response instead (RFC 9110 §9.3.2 allows, but does not require, storing it).
 //! * `206 Partial Content` is not stored (no range support), nor is a `304` on its own.
 //! * `must-understand` (§5.2.2.3): the response is storable only if its status code is one this
-//!   crate understands; `no-store` is still honoured even then (the RFC says the cache SHOULD
-//!   ignore it; we choose the safe side).
+//!   crate understands ([`is_understood_status`]), and then `no-store` is ignored, as the RFC
+//!   says a cache that understands the status SHOULD.
 
 use http::header::{HeaderName, AUTHORIZATION};
 use http::{HeaderMap, Method, StatusCode};
@@ -108,10 +108,13 @@ pub fn check_storable(
     }
     let policy = ResponsePolicy::from_headers(response_headers, config);
     let d = &policy.directives;
-    if d.must_understand && !is_understood_status(status) {
-        return Err(NotStorable::MustUnderstand);
-    }
-    if d.no_store {
+    if d.must_understand {
+        if !is_understood_status(status) {
+            return Err(NotStorable::MustUnderstand);
+        }
+        // §5.2.2.3: a cache that understands the status ignores `no-store`
+        // (which is there for caches that do not know `must-understand`).
+    } else if d.no_store {
         return Err(NotStorable::ResponseNoStore);
     }
     let strip_fields = match &d.private {
@@ -278,15 +281,34 @@ mod tests {
             &[("cache-control", "must-understand, max-age=5")]
         )
         .is_ok());
-        // Conservative: no-store still wins.
+        // An understood status: no-store is ignored (it is for caches that do not
+        // know must-understand).
+        assert!(check(
+            Method::GET,
+            &[],
+            200,
+            &[("cache-control", "must-understand, no-store, max-age=5")]
+        )
+        .is_ok());
+        // Not understood: not stored, whatever else is said.
         assert_eq!(
             check(
                 Method::GET,
                 &[],
+                299,
+                &[("cache-control", "must-understand, no-store, max-age=5")]
+            ),
+            Err(NotStorable::MustUnderstand)
+        );
+        // A request's no-store still wins.
+        assert_eq!(
+            check(
+                Method::GET,
+                &[("cache-control", "no-store")],
                 200,
                 &[("cache-control", "must-understand, no-store, max-age=5")]
             ),
-            Err(NotStorable::ResponseNoStore)
+            Err(NotStorable::RequestNoStore)
         );
         // Without must-understand an unknown final status with explicit freshness is storable.
         assert!(check(Method::GET, &[], 299, &[MAX_AGE]).is_ok());
