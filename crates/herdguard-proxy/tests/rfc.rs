@@ -412,3 +412,135 @@ async fn ranged_misses_are_coalesced_into_one_full_fetch() {
     }
     assert_eq!(o.calls(), 1);
 }
+
+/// A 304 without validators of its own (as many servers send) validates the
+/// stored response its conditional request was made from: one origin request
+/// per revalidation, not a second, unconditional one. A 304 whose validator
+/// contradicts the stored one still forces the refetch (the test above).
+#[tokio::test]
+async fn a_304_without_validators_validates_the_stored_response_it_was_asked_for() {
+    let o = origin(|s, n| match (s.target.as_str(), n) {
+        (_, 1 | 2) => Reply::ok(
+            &[
+                ("cache-control", "max-age=0"),
+                ("etag", "\"x\""),
+                ("last-modified", LM),
+            ],
+            format!("full {n}"),
+        ),
+        _ => {
+            let asked = s.header("if-none-match").is_some() || s.header("if-modified-since").is_some();
+            if asked {
+                Reply::ok(&[("cache-control", "max-age=60"), ("x-checked", "yes")], "").status(304)
+            } else {
+                Reply::ok(&[("cache-control", "max-age=60")], format!("refetch {n}"))
+            }
+        }
+    })
+    .await;
+    let p = proxy(&format!("http://{}", o.addr), &[]).await;
+    for path in ["/etag", "/lm"] {
+        get(p.addr, path, &[]).await;
+    }
+    for path in ["/etag", "/lm"] {
+        let before = o.calls();
+        let r = get(p.addr, path, &[]).await;
+        assert_eq!(r.status, 200, "{path}: {r:?}");
+        assert!(r.text().starts_with("full"), "{path}: {r:?}");
+        assert_eq!(r.header("x-checked"), Some("yes"), "{path}: {r:?}");
+        assert_eq!(o.calls() - before, 1, "{path}: origin requests for one revalidation");
+        // The refreshed response is fresh now: a hit.
+        let hit = get(p.addr, path, &[]).await;
+        assert!(hit.cache_status().contains("hit"), "{path}: {hit:?}");
+    }
+    assert_eq!(o.seen()[2].header("if-none-match"), Some("\"x\""));
+}
+
+/// RFC 9111 §5.2.2.3: a cache that understands the status ignores `no-store`
+/// when `must-understand` is present; one that does not, does not store.
+#[tokio::test]
+async fn must_understand_overrides_no_store_for_understood_statuses() {
+    let o = origin(|s, n| {
+        let status = if s.target == "/odd" { 299 } else { 200 };
+        Reply::ok(
+            &[("cache-control", "must-understand, no-store, max-age=60")],
+            format!("v{n}"),
+        )
+        .status(status)
+    })
+    .await;
+    let p = proxy(&format!("http://{}", o.addr), &[]).await;
+    assert_eq!(get(p.addr, "/mu", &[]).await.text(), "v1");
+    let hit = get(p.addr, "/mu", &[]).await;
+    assert_eq!(hit.text(), "v1");
+    assert!(hit.cache_status().contains("hit"), "{hit:?}");
+    assert_eq!(get(p.addr, "/odd", &[]).await.text(), "v2");
+    assert_eq!(get(p.addr, "/odd", &[]).await.text(), "v3");
+}
+
+/// `DELETE` and `OPTIONS` carry bodies (Elasticsearch, bulk endpoints): the
+/// origin receives exactly the bytes their framing says, uncached, within the
+/// request-body limit; `GET` and `HEAD` with a body stay refused (see
+/// `attack_1_get_with_a_body_never_desyncs_the_origin`).
+#[tokio::test]
+async fn delete_and_options_bodies_are_forwarded_with_their_framing() {
+    let o = origin(|s, n| {
+        Reply::ok(
+            &[("cache-control", "max-age=60")],
+            format!("{} {} got {}", n, s.method, String::from_utf8_lossy(&s.body)),
+        )
+    })
+    .await;
+    let p = proxy(
+        &format!("http://{}", o.addr),
+        &["max_request_body_bytes = 64"],
+    )
+    .await;
+    let sent: [&[u8]; 3] = [
+        b"DELETE /idx HTTP/1.1\r\nhost: api.example\r\ncontent-length: 11\r\nconnection: close\r\n\r\n{\"q\":\"del\"}",
+        b"DELETE /idx HTTP/1.1\r\nhost: api.example\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n5\r\nchunk\r\n3\r\ned!\r\n0\r\n\r\n",
+        b"OPTIONS /idx HTTP/1.1\r\nhost: api.example\r\ncontent-length: 4\r\nconnection: close\r\n\r\nopts",
+    ];
+    let mut texts = Vec::new();
+    for bytes in sent {
+        let a = support::raw(p.addr, bytes, Duration::from_secs(5))
+            .await
+            .expect("an answer");
+        assert_eq!(a.status, 200, "{a:?}");
+        texts.push(a.text());
+    }
+    assert_eq!(
+        texts,
+        [
+            "1 DELETE got {\"q\":\"del\"}",
+            "2 DELETE got chunked!",
+            "3 OPTIONS got opts"
+        ]
+    );
+    for s in o.seen() {
+        assert!(s.complete, "{s:?}");
+        let framed = s.header("content-length").map(str::to_string);
+        let chunked = s.header("transfer-encoding").is_some();
+        assert!(
+            framed == Some(s.body.len().to_string()) || (chunked && framed.is_none()),
+            "{s:?}"
+        );
+    }
+    // Not stored: the next DELETE reaches the origin.
+    let a = support::raw(p.addr, sent[0], Duration::from_secs(5)).await.unwrap();
+    assert!(a.text().starts_with("4 DELETE"), "{a:?}");
+    // Past the request-body limit: 413, and the origin sees nothing.
+    let big = format!(
+        "DELETE /idx HTTP/1.1\r\nhost: api.example\r\ncontent-length: 65\r\nconnection: close\r\n\r\n{}",
+        "x".repeat(65)
+    );
+    let a = support::raw(p.addr, big.as_bytes(), Duration::from_secs(5)).await.unwrap();
+    assert_eq!(a.status, 413, "{a:?}");
+    let chunked_big = format!(
+        "OPTIONS /idx HTTP/1.1\r\nhost: api.example\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n41\r\n{}\r\n0\r\n\r\n",
+        "y".repeat(65)
+    );
+    let a = support::raw(p.addr, chunked_big.as_bytes(), Duration::from_secs(5)).await.unwrap();
+    assert_eq!(a.status, 413, "{a:?}");
+    assert!(o.seen().iter().all(|s| s.body.len() <= 64), "{:?}", o.seen());
+}
