@@ -142,6 +142,13 @@ impl ResponseDirectives {
     pub fn forbids_stale(&self) -> bool {
         self.must_revalidate || self.proxy_revalidate || self.s_maxage.is_some()
     }
+
+    /// Whether a shared cache may store this response to a request with
+    /// `Authorization`, and reuse it for any request (RFC 9111 §3.5): `public`,
+    /// `s-maxage` or `must-revalidate` (not `proxy-revalidate`).
+    pub fn shareable_despite_authorization(&self) -> bool {
+        self.public || self.s_maxage.is_some() || self.must_revalidate
+    }
 }
 
 /// Where the [`ResponsePolicy`] of a response came from (RFC 9213 §2.2).

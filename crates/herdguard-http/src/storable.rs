@@ -122,9 +122,7 @@ pub fn check_storable(
         FieldScope::Fields(names) => names.clone(),
         FieldScope::Absent => Vec::new(),
     };
-    if request_headers.contains_key(AUTHORIZATION)
-        && !(d.public || d.must_revalidate || d.s_maxage.is_some())
-    {
+    if request_headers.contains_key(AUTHORIZATION) && !d.shareable_despite_authorization() {
         return Err(NotStorable::Authorization);
     }
     if Vary::from_response(response_headers) == Vary::Any {

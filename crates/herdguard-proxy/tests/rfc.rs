@@ -429,7 +429,8 @@ async fn a_304_without_validators_validates_the_stored_response_it_was_asked_for
             format!("full {n}"),
         ),
         _ => {
-            let asked = s.header("if-none-match").is_some() || s.header("if-modified-since").is_some();
+            let asked =
+                s.header("if-none-match").is_some() || s.header("if-modified-since").is_some();
             if asked {
                 Reply::ok(&[("cache-control", "max-age=60"), ("x-checked", "yes")], "").status(304)
             } else {
@@ -448,7 +449,11 @@ async fn a_304_without_validators_validates_the_stored_response_it_was_asked_for
         assert_eq!(r.status, 200, "{path}: {r:?}");
         assert!(r.text().starts_with("full"), "{path}: {r:?}");
         assert_eq!(r.header("x-checked"), Some("yes"), "{path}: {r:?}");
-        assert_eq!(o.calls() - before, 1, "{path}: origin requests for one revalidation");
+        assert_eq!(
+            o.calls() - before,
+            1,
+            "{path}: origin requests for one revalidation"
+        );
         // The refreshed response is fresh now: a hit.
         let hit = get(p.addr, path, &[]).await;
         assert!(hit.cache_status().contains("hit"), "{path}: {hit:?}");
@@ -487,7 +492,12 @@ async fn delete_and_options_bodies_are_forwarded_with_their_framing() {
     let o = origin(|s, n| {
         Reply::ok(
             &[("cache-control", "max-age=60")],
-            format!("{} {} got {}", n, s.method, String::from_utf8_lossy(&s.body)),
+            format!(
+                "{} {} got {}",
+                n,
+                s.method,
+                String::from_utf8_lossy(&s.body)
+            ),
         )
     })
     .await;
@@ -527,20 +537,220 @@ async fn delete_and_options_bodies_are_forwarded_with_their_framing() {
         );
     }
     // Not stored: the next DELETE reaches the origin.
-    let a = support::raw(p.addr, sent[0], Duration::from_secs(5)).await.unwrap();
+    let a = support::raw(p.addr, sent[0], Duration::from_secs(5))
+        .await
+        .unwrap();
     assert!(a.text().starts_with("4 DELETE"), "{a:?}");
     // Past the request-body limit: 413, and the origin sees nothing.
     let big = format!(
         "DELETE /idx HTTP/1.1\r\nhost: api.example\r\ncontent-length: 65\r\nconnection: close\r\n\r\n{}",
         "x".repeat(65)
     );
-    let a = support::raw(p.addr, big.as_bytes(), Duration::from_secs(5)).await.unwrap();
+    let a = support::raw(p.addr, big.as_bytes(), Duration::from_secs(5))
+        .await
+        .unwrap();
     assert_eq!(a.status, 413, "{a:?}");
     let chunked_big = format!(
         "OPTIONS /idx HTTP/1.1\r\nhost: api.example\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n41\r\n{}\r\n0\r\n\r\n",
         "y".repeat(65)
     );
-    let a = support::raw(p.addr, chunked_big.as_bytes(), Duration::from_secs(5)).await.unwrap();
+    let a = support::raw(p.addr, chunked_big.as_bytes(), Duration::from_secs(5))
+        .await
+        .unwrap();
     assert_eq!(a.status, 413, "{a:?}");
-    assert!(o.seen().iter().all(|s| s.body.len() <= 64), "{:?}", o.seen());
+    assert!(
+        o.seen().iter().all(|s| s.body.len() <= 64),
+        "{:?}",
+        o.seen()
+    );
+}
+
+/// The credentials an answer of the `token_origin` was made for.
+fn made_for(answer: &support::Answer) -> String {
+    answer
+        .text()
+        .split(" for ")
+        .nth(1)
+        .unwrap_or("")
+        .split(" #")
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
+/// An origin that answers each request for its `Authorization` ("anon"
+/// without), `public` or not by path: `/pub` always, `/own` never, `/mixed`
+/// only for the token `pub`.
+async fn token_origin(delay_ms: u64) -> support::Origin {
+    origin(move |s, n| {
+        let token = s
+            .header("authorization")
+            .unwrap_or("anon")
+            .trim_start_matches("Bearer ")
+            .to_string();
+        let public = match s.target.as_str() {
+            "/pub" => true,
+            "/mixed" => token == "pub",
+            _ => false,
+        };
+        let cc = if public {
+            "public, max-age=60"
+        } else {
+            "max-age=60"
+        };
+        Reply::ok(
+            &[("cache-control", cc)],
+            format!("{} for {token} #{n}", s.target),
+        )
+        .delay(delay_ms)
+    })
+    .await
+}
+
+/// RFC 9111 §3.5: an answer to a request with `Authorization` is stored when
+/// it says `public` (or `s-maxage`, `must-revalidate`), and then serves
+/// everyone; one that does not is never stored, nor served to anyone else —
+/// and a stored answer not so marked is never served to a request with
+/// credentials (it may have been made for others).
+#[tokio::test]
+async fn authorized_answers_marked_shareable_are_stored_private_ones_never_cross() {
+    let o = token_origin(0).await;
+    let p = proxy(&format!("http://{}", o.addr), &[]).await;
+    let alice = ("authorization", "Bearer alice");
+    let bob = ("authorization", "Bearer bob");
+    let a = get(p.addr, "/pub", &[alice]).await;
+    assert_eq!(made_for(&a), "alice");
+    assert!(a.cache_status().contains("stored"), "{a:?}");
+    for who in [vec![bob], vec![]] {
+        let r = get(p.addr, "/pub", &who).await;
+        assert_eq!(r.text(), a.text(), "{who:?}");
+        assert!(r.cache_status().contains("; hit"), "{r:?}");
+    }
+    assert_eq!(o.calls(), 1);
+    // Not marked: each gets its own answer, every time; nobody another's.
+    for (who, name) in [
+        (vec![alice], "alice"),
+        (vec![bob], "bob"),
+        (vec![], "anon"),
+        (vec![alice], "alice"),
+    ] {
+        let r = get(p.addr, "/own", &who).await;
+        assert_eq!(made_for(&r), name, "{r:?}");
+    }
+    assert_eq!(o.calls(), 5);
+    // The anonymous answer was stored; it serves anonymous requests only.
+    assert!(get(p.addr, "/own", &[])
+        .await
+        .cache_status()
+        .contains("; hit"));
+    assert_eq!(made_for(&get(p.addr, "/own", &[bob]).await), "bob");
+    assert_eq!(o.calls(), 6);
+}
+
+/// The adversary: many credentials and anonymous requests at once on a URL
+/// whose origin marks the answer shareable for one token only — cold, and
+/// with an anonymous answer stored. No request gets an answer made for other
+/// credentials, unless it was marked shareable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_credentials_never_get_each_others_private_answers() {
+    let o = token_origin(200).await;
+    let p = proxy(&format!("http://{}", o.addr), &[]).await;
+    let tokens = [
+        "pub", "t1", "t2", "t3", "t4", "t5", "anon", "anon", "anon", "anon",
+    ];
+    let mut leaked = Vec::new();
+    for round in 0..4 {
+        if round == 2 {
+            // A stored anonymous answer (not marked): for anonymous requests only.
+            get(p.addr, "/own", &[]).await;
+        }
+        let path = if round < 2 { "/mixed" } else { "/own" };
+        let calls: Vec<_> = tokens
+            .iter()
+            .map(|&t| {
+                let addr = p.addr;
+                tokio::spawn(async move {
+                    let bearer = format!("Bearer {t}");
+                    let headers: Vec<(&str, &str)> = if t == "anon" {
+                        vec![]
+                    } else {
+                        vec![("authorization", bearer.as_str())]
+                    };
+                    (t, made_for(&get(addr, path, &headers).await))
+                })
+            })
+            .collect();
+        for c in calls {
+            let (asked, got) = c.await.unwrap();
+            if got != asked && got != "pub" {
+                leaked.push((round, asked, got));
+            }
+        }
+    }
+    eprintln!("answers made for other credentials and not marked shareable: {leaked:?}");
+    assert!(leaked.is_empty(), "{leaked:?}");
+}
+
+/// Refreshes of a stored answer marked shareable are coalesced across
+/// credentials (one origin request, not one per token); when the origin stops
+/// marking it, each request gets its own answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refreshes_of_shareable_answers_coalesce_across_credentials() {
+    let o = origin(|s, n| {
+        let token = s
+            .header("authorization")
+            .unwrap_or("anon")
+            .trim_start_matches("Bearer ")
+            .to_string();
+        match (s.target.as_str(), n) {
+            (_, 1 | 2) => Reply::ok(
+                &[("cache-control", "public, max-age=0"), ("etag", "\"a\"")],
+                format!("{} for {token} #{n}", s.target),
+            ),
+            ("/shared", _) => Reply::ok(
+                &[("cache-control", "public, max-age=60"), ("etag", "\"a\"")],
+                "",
+            )
+            .status(304)
+            .delay(300),
+            _ => Reply::ok(
+                &[("cache-control", "max-age=60")],
+                format!("{} for {token} #{n}", s.target),
+            )
+            .delay(300),
+        }
+    })
+    .await;
+    let p = proxy(&format!("http://{}", o.addr), &[]).await;
+    get(p.addr, "/shared", &[("authorization", "Bearer first")]).await;
+    get(p.addr, "/revoked", &[("authorization", "Bearer first")]).await;
+    for path in ["/shared", "/revoked"] {
+        let before = o.calls();
+        let calls: Vec<_> = (0..8)
+            .map(|i| {
+                let addr = p.addr;
+                tokio::spawn(async move {
+                    let bearer = format!("Bearer t{i}");
+                    (
+                        format!("t{i}"),
+                        get(addr, path, &[("authorization", &bearer)]).await,
+                    )
+                })
+            })
+            .collect();
+        for c in calls {
+            let (token, r) = c.await.unwrap();
+            assert_eq!(r.status, 200, "{path}: {r:?}");
+            match path {
+                "/shared" => assert_eq!(made_for(&r), "first", "{r:?}"),
+                _ => assert_eq!(made_for(&r), token, "{r:?}"),
+            }
+        }
+        let calls = o.calls() - before;
+        eprintln!("{path}: 8 concurrent refreshes with 8 tokens made {calls} origin requests");
+        match path {
+            "/shared" => assert_eq!(calls, 1),
+            _ => assert!(calls >= 8, "{calls}"),
+        }
+    }
 }
