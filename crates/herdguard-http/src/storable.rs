@@ -12,13 +12,14 @@
 //!   crate understands ([`is_understood_status`]), and then `no-store` is ignored, as the RFC
 //!   says a cache that understands the status SHOULD.
 
-use http::header::{HeaderName, AUTHORIZATION};
+use http::header::{HeaderName, AUTHORIZATION, CONTENT_LOCATION};
 use http::{HeaderMap, Method, StatusCode};
 
 use crate::directives::{FieldScope, RequestDirectives, ResponsePolicy};
 use crate::freshness::is_heuristically_cacheable;
 pub use crate::hop::connection_listed;
 use crate::hop::{is_hop_by_hop, remove_hop_by_hop};
+use crate::key::EffectiveUri;
 use crate::vary::Vary;
 use crate::CacheConfig;
 
@@ -135,6 +136,30 @@ pub fn check_storable(
         return Err(NotStorable::NoFreshnessInformation);
     }
     Ok(StorePlan { strip_fields })
+}
+
+/// Whether the answer to a `POST` of `target` is the current answer to a `GET` of it, and may
+/// be stored as such (RFC 9110 §9.3.3, RFC 9111 §4): a `200` with explicit expiration for this
+/// cache and one `Content-Location` that is `target` itself. Whether it may be stored at all is
+/// then [`check_storable`]'s question, as for any `GET` answer.
+pub fn post_answer_reusable(
+    status: StatusCode,
+    target: &EffectiveUri,
+    response_headers: &HeaderMap,
+    config: &CacheConfig,
+) -> bool {
+    let mut locations = response_headers.get_all(CONTENT_LOCATION).iter();
+    let (Some(location), None) = (locations.next(), locations.next()) else {
+        return false;
+    };
+    status == StatusCode::OK
+        && ResponsePolicy::from_headers(response_headers, config)
+            .has_explicit_expiration(response_headers)
+        && location
+            .to_str()
+            .ok()
+            .and_then(|l| target.resolve(l))
+            .is_some_and(|uri| uri == *target)
 }
 
 /// The field of a proxy's authentication that is never stored besides the hop-by-hop ones
@@ -359,6 +384,51 @@ mod tests {
             ),
             Err(NotStorable::Authorization)
         );
+    }
+
+    #[test]
+    fn rfc9110_9_3_3_post_answers_reusable_only_with_freshness_and_own_location() {
+        let target = EffectiveUri::parse_absolute("https://api.example/items/1?x=1").unwrap();
+        let ok = |status: u16, resp: &[(&str, &str)]| {
+            post_answer_reusable(
+                StatusCode::from_u16(status).unwrap(),
+                &target,
+                &hm(resp),
+                &CacheConfig::default(),
+            )
+        };
+        for location in [
+            "/items/1?x=1",
+            "https://API.example:443/items/./1?x=1",
+            "1?x=1",
+        ] {
+            assert!(
+                ok(200, &[MAX_AGE, ("content-location", location)]),
+                "{location}"
+            );
+        }
+        assert!(ok(
+            200,
+            &[("expires", "0"), ("content-location", "/items/1?x=1")]
+        ));
+        for location in ["/items/1", "/items/2?x=1", "http://api.example/items/1?x=1"] {
+            assert!(
+                !ok(200, &[MAX_AGE, ("content-location", location)]),
+                "{location}"
+            );
+        }
+        // No explicit freshness, another status, none or two locations.
+        assert!(!ok(200, &[("content-location", "/items/1?x=1")]));
+        assert!(!ok(201, &[MAX_AGE, ("content-location", "/items/1?x=1")]));
+        assert!(!ok(200, &[MAX_AGE]));
+        assert!(!ok(
+            200,
+            &[
+                MAX_AGE,
+                ("content-location", "/items/1?x=1"),
+                ("content-location", "/items/1?x=1")
+            ]
+        ));
     }
 
     #[test]

@@ -754,3 +754,54 @@ async fn refreshes_of_shareable_answers_coalesce_across_credentials() {
         }
     }
 }
+
+/// RFC 9110 §9.3.3 / RFC 9111 §4: the answer to a `POST` with explicit
+/// freshness and a `Content-Location` equal to its target is the current
+/// answer to a `GET` of it: stored, and later `GET`s are hits. Without either,
+/// or with another location, it is not — and a `POST` still invalidates.
+#[tokio::test]
+async fn post_answers_with_freshness_and_their_own_content_location_serve_gets() {
+    let o = origin(|s, n| {
+        let location = match s.target.as_str() {
+            "/items/1" => "/items/1",
+            "/items/2" => "http://api.example/items/2",
+            "/items/3" => "/items/other",
+            _ => "",
+        };
+        let mut headers = vec![("cache-control", "max-age=60")];
+        if !location.is_empty() {
+            headers.push(("content-location", location));
+        }
+        if s.target == "/items/5" {
+            headers.push(("content-location", "/items/5"));
+            headers.push(("set-cookie", "session=1"));
+        }
+        Reply::ok(&headers, format!("{} {} #{n}", s.method, s.target))
+    })
+    .await;
+    let p = proxy(&format!("http://{}", o.addr), &[]).await;
+    for (path, stored) in [
+        ("/items/1", true),
+        ("/items/2", true),
+        ("/items/3", false),
+        ("/items/4", false),
+        ("/items/5", false),
+    ] {
+        let posted = support::request(p.addr, "POST", path, &[("content-length", "0")]).await;
+        assert!(posted.text().starts_with("POST"), "{posted:?}");
+        let r = get(p.addr, path, &[]).await;
+        assert_eq!(r.text() == posted.text(), stored, "{path}: {r:?}");
+        assert_eq!(r.cache_status().contains("; hit"), stored, "{path}: {r:?}");
+    }
+    // Stored GET answers are still invalidated by a POST that is not reusable.
+    get(p.addr, "/items/4", &[]).await;
+    assert!(get(p.addr, "/items/4", &[])
+        .await
+        .cache_status()
+        .contains("; hit"));
+    support::request(p.addr, "POST", "/items/4", &[("content-length", "0")]).await;
+    assert!(get(p.addr, "/items/4", &[])
+        .await
+        .text()
+        .starts_with("GET /items/4 #"));
+}

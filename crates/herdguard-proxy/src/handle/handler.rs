@@ -26,7 +26,7 @@ use http_body_util::Limited;
 
 use super::access::OriginTime;
 use super::answer;
-use super::loader::{Handoff, Made};
+use super::loader::{Handoff, Load, Made};
 use super::proxy::{Proxy, RequestCacheControl};
 use super::request::{self, Forward, Inbound, Peer};
 use super::response::CachedResponse;
@@ -413,11 +413,7 @@ impl Proxy {
         };
         let took = OriginTime(started.elapsed());
         let mut response = if made.storable() {
-            let (value, ttl) = (made.value.clone(), made.ttl());
-            self.store_made(key, made).await;
-            if value.vary() != herdguard_http::Vary::None {
-                self.variants.learn(primary, &value, key == primary);
-            }
+            let (value, ttl) = self.keep(primary, key, made).await;
             let config = &self.tuning().rules.config;
             answer::stored(
                 &self.stats,
@@ -429,21 +425,34 @@ impl Proxy {
                 head,
             )
         } else {
-            let reason = made.value.uncacheable.as_deref().unwrap_or("not-stored");
-            match handoff.take() {
-                Some(passed) => answer::passed(
-                    &self.stats,
-                    passed,
-                    ForwardReason::Request,
-                    Some(reason),
-                    head,
-                ),
-                // Only a 304 leaves no answer behind, and a load alone is unconditional.
-                None => return Box::pin(self.pass_through(forward, head, reason)).await,
-            }
+            let reason = made.value.uncacheable.clone();
+            let passed = handoff.take().unwrap_or_else(|| made.into_passed());
+            answer::passed(
+                &self.stats,
+                passed,
+                ForwardReason::Request,
+                reason.as_deref(),
+                head,
+            )
         };
         response.extensions_mut().insert(took);
         response
+    }
+
+    /// Stores the storable `made` under `key` (a variant of `primary`), and
+    /// gives back its value and freshness, to answer its own caller with.
+    async fn keep(
+        self: &Arc<Self>,
+        primary: &str,
+        key: &str,
+        made: Made,
+    ) -> (CachedResponse, Duration) {
+        let (value, ttl) = (made.value.clone(), made.ttl());
+        self.store_made(key, made).await;
+        if value.vary() != herdguard_http::Vary::None {
+            self.variants.learn(primary, &value, key == primary);
+        }
+        (value, ttl)
     }
 
     /// Stores `made` under `key` (fleet-wide with a shared store) as a
@@ -530,17 +539,69 @@ impl Proxy {
             }
         };
         let took = OriginTime(started.elapsed());
-        if let Some(uri) = EffectiveUri::for_target("http", &host, &target) {
-            let targets = invalidation_targets(&method, response.status, &uri, &response.headers);
+        let uri = EffectiveUri::for_target("http", &host, &target);
+        if let Some(uri) = &uri {
+            let targets = invalidation_targets(&method, response.status, uri, &response.headers);
             for target in &targets {
                 self.invalidate(&self.variants.config().primary_for_uri(target))
                     .await;
             }
         }
-        let passed = self.pass(response);
-        let mut response = answer::passed(&self.stats, passed, ForwardReason::Method, None, false);
+        let mut response = match uri {
+            Some(uri) if method == Method::POST => {
+                self.post_answer(&host, &forward, &uri, response, started)
+                    .await
+            }
+            _ => {
+                let passed = self.pass(response);
+                answer::passed(&self.stats, passed, ForwardReason::Method, None, false)
+            }
+        };
         response.extensions_mut().insert(took);
         response
+    }
+
+    /// The answer to a `POST` of `uri`: stored as the answer to a `GET` of it
+    /// when it says it is that (RFC 9110 §9.3.3: explicit freshness, its own
+    /// `Content-Location`) and the rules allow, else passed on.
+    async fn post_answer(
+        self: &Arc<Self>,
+        host: &str,
+        forward: &Forward,
+        uri: &EffectiveUri,
+        response: crate::origin::OriginResponse,
+        started: Instant,
+    ) -> Response<Body> {
+        let primary = self.variants.primary(host, &forward.target);
+        let key = self.variants.key_for(&primary, forward);
+        let handoff = Handoff::default();
+        let tuning = arc_swap::Guard::into_inner(self.tuning());
+        let load = Load::new(&key, forward, &handoff, &tuning);
+        if !load.post_answer_reusable(&response, uri) {
+            let passed = self.pass(response);
+            return answer::passed(&self.stats, passed, ForwardReason::Method, None, false);
+        }
+        match self.store_or_pass(&load, response, false, started).await {
+            Ok(made) if made.storable() => {
+                let (value, ttl) = self.keep(&primary, &key, made).await;
+                answer::method_stored(&self.stats, &value, ttl)
+            }
+            Ok(made) => {
+                let reason = made.value.uncacheable.clone();
+                let passed = handoff.take().unwrap_or_else(|| made.into_passed());
+                answer::passed(
+                    &self.stats,
+                    passed,
+                    ForwardReason::Method,
+                    reason.as_deref(),
+                    false,
+                )
+            }
+            Err(e) => {
+                self.stats.origin_error(e.kind());
+                answer::origin_failed(&self.stats, &e)
+            }
+        }
     }
 
     /// After a failed load: the stored response of `key`, when the request's

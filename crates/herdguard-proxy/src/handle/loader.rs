@@ -73,6 +73,16 @@ impl Made {
         }
     }
 
+    /// The answer itself, for its own caller, when it went nowhere else (one
+    /// a 304 made unstorable: the stored body with the 304's fields).
+    pub(crate) fn into_passed(self) -> Passed {
+        Passed {
+            status: self.value.status(),
+            headers: self.value.header_map(),
+            body: Body::full(self.value.body.clone()),
+        }
+    }
+
     /// A marker for an answer that went to its own caller.
     fn passed(status: StatusCode, reason: &str, fetch: Fetch) -> Made {
         Made {
@@ -342,6 +352,18 @@ impl<'a> Load<'a> {
                 .unwrap_or(tuning.options.max_object_bytes),
             judged_with,
         }
+    }
+
+    /// Whether the answer to a `POST` of `target` (this load's) says it is
+    /// the current answer to a `GET` of it, as the path's rule lets it be read.
+    pub(crate) fn post_answer_reusable(
+        &self,
+        response: &OriginResponse,
+        target: &herdguard_http::EffectiveUri,
+    ) -> bool {
+        let config = &self.rules.config;
+        let consulted = rules::overrides(self.rule).consulted(&response.headers, config);
+        herdguard_http::storable::post_answer_reusable(response.status, target, &consulted, config)
     }
 
     /// Whether a server error may be stored: only when it says for how long.
