@@ -3,6 +3,7 @@
 
 mod support;
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use support::{get, origin, proxy, Reply};
@@ -205,41 +206,6 @@ async fn server_errors_with_explicit_freshness_are_stored_and_served_while_fresh
     // Without explicit freshness a 5xx is never stored.
     assert_eq!(get(p.addr, "/plain", &[]).await.status, 500);
     assert_eq!(get(p.addr, "/plain", &[]).await.text(), "plain 3");
-}
-
-#[tokio::test]
-async fn interim_1xx_responses_are_never_stored() {
-    // An origin that sends 103 Early Hints before each final answer.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut n = 0;
-        while let Ok((mut s, _)) = listener.accept().await {
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 4096];
-            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                match s.read(&mut chunk).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(k) => buf.extend_from_slice(&chunk[..k]),
-                }
-            }
-            n += 1;
-            let body = format!("final {n}");
-            let text = format!(
-                "HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\n\
-                 HTTP/1.1 200 OK\r\ncache-control: max-age=60\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = s.write_all(text.as_bytes()).await;
-        }
-    });
-    let p = proxy(&format!("http://{addr}"), &[]).await;
-    let r = get(p.addr, "/hints", &[]).await;
-    assert_eq!((r.status, r.text().as_str()), (200, "final 1"));
-    let hit = get(p.addr, "/hints", &[]).await;
-    assert_eq!((hit.status, hit.text().as_str()), (200, "final 1"));
-    assert!(hit.cache_status().contains("hit"), "{hit:?}");
-    assert_eq!(hit.header("link"), None);
 }
 
 #[tokio::test]
@@ -804,4 +770,325 @@ async fn post_answers_with_freshness_and_their_own_content_location_serve_gets()
         .await
         .text()
         .starts_with("GET /items/4 #"));
+}
+
+/// An origin that answers every request with `103 Early Hints` at once and
+/// the final answer (with `cache_control`) only when released (one permit a
+/// request); its call count.
+async fn hinting_origin(
+    cache_control: &'static str,
+) -> (
+    std::net::SocketAddr,
+    Arc<tokio::sync::Semaphore>,
+    Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (r, c) = (Arc::clone(&release), Arc::clone(&calls));
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let (release, calls) = (Arc::clone(&r), Arc::clone(&c));
+            tokio::spawn(async move {
+                loop {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                        }
+                    }
+                    let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                    let hints =
+                        "HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\n";
+                    if s.write_all(hints.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    let Ok(permit) = release.acquire().await else {
+                        return;
+                    };
+                    permit.forget();
+                    let body = format!("final {n}");
+                    let text = format!(
+                        "HTTP/1.1 200 OK\r\ncache-control: {cache_control}\r\netag: \"h\"\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if s.write_all(text.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, release, calls)
+}
+
+/// Reads one head (up to the blank line) off `s` within 5 s: `None` if none came.
+async fn read_head(s: &mut tokio::net::TcpStream) -> Option<String> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    let read = async {
+        while !head.ends_with(b"\r\n\r\n") {
+            match s.read(&mut byte).await {
+                Ok(1) => head.push(byte[0]),
+                _ => return false,
+            }
+        }
+        true
+    };
+    match tokio::time::timeout(Duration::from_secs(5), read).await {
+        Ok(true) => Some(String::from_utf8_lossy(&head).into_owned()),
+        _ => None,
+    }
+}
+
+/// Reads `n` body bytes off `s`.
+async fn read_body(s: &mut tokio::net::TcpStream, n: usize) -> String {
+    let mut body = vec![0u8; n];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut body))
+        .await
+        .expect("body within 5 s")
+        .unwrap();
+    String::from_utf8(body).unwrap()
+}
+
+fn content_length(head: &str) -> usize {
+    head.lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .unwrap_or(0)
+}
+
+/// RFC 9110 §15.2: the origin's `103 Early Hints` reaches the HTTP/1.1
+/// client that caused the load as it arrives — before the origin has even
+/// sent its final answer — and nobody else: not a waiter on the same load,
+/// not a later hit, not an HTTP/1.0 client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_hints_reach_the_client_that_caused_the_load_as_they_arrive() {
+    let (addr, release, calls) = hinting_origin("max-age=60").await;
+    let p = proxy(&format!("http://{addr}"), &[]).await;
+    let request =
+        |path: &str, version: &str| format!("GET {path} {version}\r\nhost: api.example\r\n\r\n");
+    let mut leader = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    leader
+        .write_all(request("/hinted", "HTTP/1.1").as_bytes())
+        .await
+        .unwrap();
+    // The final answer is held at the origin until the hints were read here.
+    let hints = read_head(&mut leader)
+        .await
+        .expect("the 103 before the final answer");
+    assert!(
+        hints.starts_with("HTTP/1.1 103 Early Hints\r\n"),
+        "{hints:?}"
+    );
+    assert!(
+        hints
+            .to_ascii_lowercase()
+            .contains("link: </style.css>; rel=preload"),
+        "{hints:?}"
+    );
+    // A second client joins the load in flight: it waits, and gets no hints.
+    let mut waiter = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    waiter
+        .write_all(request("/hinted", "HTTP/1.1").as_bytes())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    release.add_permits(1);
+    for s in [&mut leader, &mut waiter] {
+        let head = read_head(s).await.expect("the final answer");
+        assert!(head.starts_with("HTTP/1.1 200"), "{head:?}");
+        assert_eq!(read_body(s, content_length(&head)).await, "final 1");
+    }
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // The same keep-alive connection goes on cleanly: a hit, no hints.
+    leader
+        .write_all(request("/hinted", "HTTP/1.1").as_bytes())
+        .await
+        .unwrap();
+    let head = read_head(&mut leader).await.unwrap();
+    assert!(
+        head.starts_with("HTTP/1.1 200") && head.contains("hit"),
+        "{head:?}"
+    );
+    assert!(
+        !head.contains("link"),
+        "interim fields are not stored: {head:?}"
+    );
+    assert_eq!(
+        read_body(&mut leader, content_length(&head)).await,
+        "final 1"
+    );
+    // An HTTP/1.0 client's own load: the final answer only.
+    let mut old = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    old.write_all(request("/old", "HTTP/1.0").as_bytes())
+        .await
+        .unwrap();
+    release.add_permits(1);
+    let head = read_head(&mut old).await.unwrap();
+    assert!(
+        head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200"),
+        "{head:?}"
+    );
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
+/// Interim answers pass through on every origin request a client causes
+/// alone: a pass-through (`Authorization`), and a `POST`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_hints_reach_clients_of_passed_requests() {
+    let (addr, release, _) = hinting_origin("max-age=60").await;
+    let p = proxy(&format!("http://{addr}"), &[]).await;
+    for text in [
+        "GET /own HTTP/1.1\r\nhost: api.example\r\nauthorization: Bearer a\r\n\r\n",
+        "POST /form HTTP/1.1\r\nhost: api.example\r\ncontent-length: 2\r\n\r\nhi",
+    ] {
+        let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+        s.write_all(text.as_bytes()).await.unwrap();
+        let hints = read_head(&mut s).await.expect("hints");
+        assert!(hints.starts_with("HTTP/1.1 103"), "{text}: {hints:?}");
+        release.add_permits(1);
+        let head = read_head(&mut s).await.expect("final");
+        assert!(head.starts_with("HTTP/1.1 200"), "{text}: {head:?}");
+    }
+}
+
+/// The adversary: hints that arrive after their request was answered — a
+/// background refresh's, started by a stale hit — are dropped, never written
+/// in front of the next answer on that connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_hints_never_precede_another_answer() {
+    let (addr, release, calls) = hinting_origin("max-age=0, stale-while-revalidate=60").await;
+    let p = proxy(&format!("http://{addr}"), &[]).await;
+    let request = "GET /swr HTTP/1.1\r\nhost: api.example\r\n\r\n";
+    let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    assert!(read_head(&mut s).await.unwrap().starts_with("HTTP/1.1 103"));
+    release.add_permits(1);
+    let head = read_head(&mut s).await.unwrap();
+    read_body(&mut s, content_length(&head)).await;
+    // Stale at once: served, and refreshed in the background; the refresh's
+    // hints reach the proxy while this connection goes on.
+    s.write_all(request.as_bytes()).await.unwrap();
+    let head = read_head(&mut s).await.unwrap();
+    assert!(
+        head.starts_with("HTTP/1.1 200") && head.contains("stale-while-revalidate"),
+        "{head:?}"
+    );
+    read_body(&mut s, content_length(&head)).await;
+    for _ in 0..50 {
+        if calls.load(std::sync::atomic::Ordering::SeqCst) == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    s.write_all(request.as_bytes()).await.unwrap();
+    let head = read_head(&mut s).await.unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head:?}");
+    release.add_permits(1);
+}
+
+/// Over TLS (ALPN http/1.1) the hints reach the client too, ahead of the
+/// final answer (seen by hyper's client); an HTTP/2 client (h2c) on the same
+/// origin gets its final answer intact (hyper's HTTP/2 server sends no 1xx).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_hints_over_tls_and_http2_answers_intact() {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use rustls_pki_types::pem::PemObject;
+    let (addr, release, _) = hinting_origin("max-age=60").await;
+    let pki = support::pki::pki();
+    let dir =
+        support::TempDir(std::env::temp_dir().join(format!("hg-rfc-tls-{}", std::process::id())));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let (cert, key) = (dir.0.join("cert.pem"), dir.0.join("key.pem"));
+    std::fs::write(&cert, &pki.leaf_pem).unwrap();
+    std::fs::write(&key, &pki.leaf_key_pem).unwrap();
+    let tls_proxy = proxy(
+        &format!("http://{addr}"),
+        &[
+            &format!("tls_cert = {cert:?}"),
+            &format!("tls_key = {key:?}"),
+        ],
+    )
+    .await;
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in rustls_pki_types::CertificateDer::pem_slice_iter(pki.ca_pem.as_bytes()) {
+        roots.add(ca.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(tls_proxy.addr)
+        .await
+        .unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut req = http::Request::get("/tls")
+        .header("host", "api.example")
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    hyper::ext::on_informational(&mut req, move |r| {
+        let _ = tx.send((r.status().as_u16(), r.headers().get("link").cloned()));
+    });
+    let answer = tokio::spawn(async move { sender.send_request(req).await });
+    let (status, link) = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .expect("a 1xx within 5 s")
+        .unwrap();
+    assert_eq!(
+        (status, link.as_ref().map(|l| l.to_str().unwrap())),
+        (103, Some("</style.css>; rel=preload"))
+    );
+    release.add_permits(1);
+    let resp = answer.await.unwrap().unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        &resp.into_body().collect().await.unwrap().to_bytes()[..],
+        b"final 1"
+    );
+
+    let plain = proxy(&format!("http://{addr}"), &[]).await;
+    let tcp = tokio::net::TcpStream::connect(plain.addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get("http://api.example/h2")
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    release.add_permits(1);
+    let resp = tokio::time::timeout(Duration::from_secs(5), sender.send_request(req))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (resp.status().as_u16(), resp.version()),
+        (200, http::Version::HTTP_2)
+    );
+    assert_eq!(
+        &resp.into_body().collect().await.unwrap().to_bytes()[..],
+        b"final 2"
+    );
 }

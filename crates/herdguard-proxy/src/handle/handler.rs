@@ -482,6 +482,7 @@ impl Proxy {
                 forward.target.as_str(),
                 forward.to_send(),
                 Body::empty(),
+                forward.interim.as_ref(),
             )
             .await
         {
@@ -529,7 +530,13 @@ impl Proxy {
         let started = Instant::now();
         let response = match self
             .origin
-            .send(method.clone(), target.as_str(), headers, body)
+            .send(
+                method.clone(),
+                target.as_str(),
+                headers,
+                body,
+                forward.interim.as_ref(),
+            )
             .await
         {
             Ok(r) => r,

@@ -218,6 +218,7 @@ impl Proxy {
                     load.forward.target.as_str(),
                     headers,
                     Body::empty(),
+                    load.forward.interim.as_ref(),
                 )
                 .await
                 .inspect_err(|e| self.stats.origin_error(e.kind()))?;

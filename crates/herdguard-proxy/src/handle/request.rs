@@ -17,6 +17,8 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request};
 use ipnet::IpNet;
 
+use crate::origin::InterimHook;
+
 /// Why a request is refused before it reaches the origin (each is a 4xx).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Refusal {
@@ -164,6 +166,9 @@ pub(crate) struct Forward {
     /// The client's fields as forwarded (without the proxy's additions).
     pub headers: HeaderMap,
     added: Added,
+    /// Where the origin's interim (1xx) answers go: to this client's
+    /// connection, when it takes them.
+    pub interim: Option<InterimHook>,
 }
 
 impl Forward {
@@ -223,7 +228,8 @@ pub(crate) fn prepare<B>(
 where
     B: hyper::body::Body,
 {
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
+    let interim = parts.extensions.remove::<InterimHook>();
     let mut headers = parts.headers;
     let found = scan(&headers);
     // hyper bounds its read buffer, not the head itself: count the fields too.
@@ -272,6 +278,7 @@ where
             target,
             headers,
             added,
+            interim,
         },
         host,
         body,
