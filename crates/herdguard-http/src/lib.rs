@@ -73,9 +73,8 @@
 //!
 //! Only `GET` responses are stored (`HEAD` is served from them); `206` responses are not stored,
 //! and of a range request only one `bytes` range is answered (from the whole stored response);
-//! qualified `no-cache="field"` is treated as plain `no-cache`; a `304` without validators
-//! validates the stored response it was asked for ([`revalidate::validates`]). Each module's
-//! docs state its conservative choices.
+//! a `304` without validators validates the stored response it was asked for
+//! ([`revalidate::validates`]). Each module's docs state its conservative choices.
 
 #![warn(missing_docs)]
 

@@ -75,8 +75,9 @@ impl std::fmt::Display for NotStorable {
 /// What to do when storing a storable response.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct StorePlan {
-    /// Header fields named by a qualified `private="..."` that a shared cache must not store
-    /// (§5.2.2.7). [`prepare_for_storage`] removes them along with the §3.1 fields.
+    /// Header fields a shared cache must not store: those named by a qualified `private="..."`
+    /// (§5.2.2.7) or `no-cache="..."` (§5.2.2.4; without them the response may be reused
+    /// without validation). [`prepare_for_storage`] removes them along with the §3.1 fields.
     pub strip_fields: Vec<HeaderName>,
 }
 
@@ -118,11 +119,9 @@ pub fn check_storable(
     } else if d.no_store {
         return Err(NotStorable::ResponseNoStore);
     }
-    let strip_fields = match &d.private {
-        FieldScope::All => return Err(NotStorable::Private),
-        FieldScope::Fields(names) => names.clone(),
-        FieldScope::Absent => Vec::new(),
-    };
+    if d.private == FieldScope::All {
+        return Err(NotStorable::Private);
+    }
     if request_headers.contains_key(AUTHORIZATION) && !d.shareable_despite_authorization() {
         return Err(NotStorable::Authorization);
     }
@@ -135,7 +134,9 @@ pub fn check_storable(
     {
         return Err(NotStorable::NoFreshnessInformation);
     }
-    Ok(StorePlan { strip_fields })
+    Ok(StorePlan {
+        strip_fields: d.fields_not_shared(),
+    })
 }
 
 /// Whether the answer to a `POST` of `target` is the current answer to a `GET` of it, and may
@@ -358,6 +359,44 @@ mod tests {
         assert_eq!(
             plan.strip_fields,
             vec![HeaderName::from_static("set-cookie")]
+        );
+    }
+
+    #[test]
+    fn rfc9111_5_2_2_4_qualified_no_cache_fields_are_not_stored() {
+        let plan = check(
+            Method::GET,
+            &[],
+            200,
+            &[(
+                "cache-control",
+                "no-cache=\"x-user\", private=\"x-user, x-id\", max-age=60",
+            )],
+        )
+        .unwrap();
+        assert_eq!(
+            plan.strip_fields,
+            vec![
+                HeaderName::from_static("x-user"),
+                HeaderName::from_static("x-id")
+            ]
+        );
+        let plan = check(
+            Method::GET,
+            &[],
+            200,
+            &[(
+                "cache-control",
+                "no-cache=\"set-cookie, x-user\", max-age=60",
+            )],
+        )
+        .unwrap();
+        assert_eq!(
+            plan.strip_fields,
+            vec![
+                HeaderName::from_static("set-cookie"),
+                HeaderName::from_static("x-user")
+            ]
         );
     }
 

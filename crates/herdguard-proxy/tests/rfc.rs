@@ -1092,3 +1092,45 @@ async fn early_hints_over_tls_and_http2_answers_intact() {
         b"final 2"
     );
 }
+
+/// RFC 9111 §5.2.2.4: with `no-cache="field"` the response may be reused
+/// without validation if the listed fields are left out — as
+/// `private="field"` has a shared cache do. Unqualified `no-cache` still means
+/// validate on every use.
+#[tokio::test]
+async fn qualified_no_cache_reuses_the_response_without_the_listed_fields() {
+    let o = origin(|s, n| {
+        let cc = if s.target == "/plain" {
+            "max-age=60, no-cache"
+        } else {
+            "max-age=60, no-cache=\"x-user, x-session\""
+        };
+        Reply::ok(
+            &[
+                ("cache-control", cc),
+                ("x-user", "alice"),
+                ("x-session", "s1"),
+                ("x-kept", "k"),
+                ("etag", "\"q\""),
+            ],
+            format!("v{n}"),
+        )
+    })
+    .await;
+    let p = proxy(&format!("http://{}", o.addr), &[]).await;
+    for _ in 0..3 {
+        let r = get(p.addr, "/qualified", &[]).await;
+        assert_eq!(r.text(), "v1", "{r:?}");
+        assert_eq!(
+            (r.header("x-user"), r.header("x-session")),
+            (None, None),
+            "{r:?}"
+        );
+        assert_eq!(r.header("x-kept"), Some("k"));
+    }
+    assert_eq!(o.calls(), 1);
+    get(p.addr, "/plain", &[]).await;
+    let r = get(p.addr, "/plain", &[]).await;
+    assert!(!r.cache_status().contains("; hit"), "{r:?}");
+    assert_eq!(o.calls(), 3);
+}

@@ -45,8 +45,9 @@ pub(crate) fn overrides(rule: Option<&PathRule>) -> Overrides {
 }
 
 /// Whether the proxy stores this answer to a GET, and for how long; `Err` names why not.
-/// `response` is prepared for storage (hop-by-hop and `private="..."` fields removed,
-/// and `Set-Cookie` when the path's rule ignores it) when the answer is storable.
+/// `response` is prepared for storage (hop-by-hop fields, those a qualified `private` or
+/// `no-cache` lists, and `Set-Cookie` when the path's rule ignores it, removed) when the
+/// answer is storable.
 pub(crate) fn evaluate(
     rules: &Rules,
     rule: Option<&PathRule>,
@@ -84,7 +85,7 @@ pub(crate) fn evaluate(
         return Err("no-freshness");
     }
     let d = &stored.policy.directives;
-    let no_cache = d.no_cache.is_present();
+    let no_cache = d.always_validate();
     let ttl = if no_cache {
         Duration::ZERO
     } else {
