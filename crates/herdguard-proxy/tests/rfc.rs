@@ -1134,3 +1134,39 @@ async fn qualified_no_cache_reuses_the_response_without_the_listed_fields() {
     assert!(!r.cache_status().contains("; hit"), "{r:?}");
     assert_eq!(o.calls(), 3);
 }
+
+/// RFC 9111 §3.3: an answer that ends before its framing says is not stored
+/// (nor answered as if whole).
+#[tokio::test]
+async fn incomplete_answers_are_never_stored() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = Arc::clone(&calls);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let text =
+                "HTTP/1.1 200 OK\r\ncache-control: max-age=60\r\ncontent-length: 10\r\n\r\nhalf!";
+            let _ = s.write_all(text.as_bytes()).await;
+            // Closed with 5 of the 10 bytes sent.
+        }
+    });
+    let p = proxy(&format!("http://{addr}"), &[]).await;
+    for n in 1..=2 {
+        let r = support::raw(
+            p.addr,
+            b"GET /cut HTTP/1.1\r\nhost: api.example\r\nconnection: close\r\n\r\n",
+            Duration::from_secs(5),
+        )
+        .await;
+        assert!(
+            r.as_ref()
+                .is_none_or(|r| r.status != 200 || r.body.len() < 10),
+            "{r:?}"
+        );
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), n);
+    }
+}
