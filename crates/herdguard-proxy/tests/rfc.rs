@@ -1170,3 +1170,19 @@ async fn incomplete_answers_are_never_stored() {
         assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), n);
     }
 }
+
+/// RFC 9111 §5.2.1.5: nothing of a `no-store` request is stored — not its
+/// answer, though the origin says it may be; an answer another request stored
+/// may still serve it.
+#[tokio::test]
+async fn a_no_store_request_stores_nothing() {
+    let o = origin(|_, n| Reply::ok(&[("cache-control", "max-age=60")], format!("v{n}"))).await;
+    let p = proxy(&format!("http://{}", o.addr), &[]).await;
+    let no_store = [("cache-control", "no-store")];
+    assert_eq!(get(p.addr, "/ns", &no_store).await.text(), "v1");
+    let r = get(p.addr, "/ns", &[]).await;
+    assert_eq!(r.text(), "v2", "{r:?}");
+    assert_eq!(get(p.addr, "/ns", &no_store).await.text(), "v2");
+    assert_eq!(get(p.addr, "/ns", &[]).await.text(), "v2");
+    assert_eq!(o.calls(), 2);
+}
