@@ -71,7 +71,10 @@ impl OriginError {
 /// Where the origin's interim (1xx) answers to one request go: the client
 /// connection of the request that caused it (`listen::interim`).
 #[derive(Clone)]
-pub(crate) struct InterimHook(pub(crate) Arc<dyn Fn(StatusCode, &HeaderMap) + Send + Sync>);
+pub(crate) struct InterimHook(pub(crate) Arc<InterimSink>);
+
+/// What takes one interim answer's status and fields.
+pub(crate) type InterimSink = dyn Fn(StatusCode, &HeaderMap) + Send + Sync;
 
 /// An origin answer: the head, and the body still to be read.
 #[derive(Debug)]
