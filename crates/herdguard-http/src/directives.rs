@@ -402,9 +402,11 @@ fn field_list(value: &str) -> Option<Vec<HeaderName>> {
     }
 }
 
-fn merge_scope(slot: &mut FieldScope, value: &RawValue, allow_qualified: bool) {
+/// Adds one `no-cache` / `private` member to `slot`: a field list widens a qualified one; the
+/// unqualified form, or an unparsable list, covers the whole response.
+fn merge_scope(slot: &mut FieldScope, value: &RawValue) {
     let new = match value {
-        RawValue::Token(v) | RawValue::Quoted(v) if allow_qualified => match field_list(v) {
+        RawValue::Token(v) | RawValue::Quoted(v) => match field_list(v) {
             Some(names) => FieldScope::Fields(names),
             None => FieldScope::All,
         },
@@ -480,8 +482,8 @@ impl ResponseDirectives {
                 "max-age" => strict_opt(&mut d.max_age, delta.unwrap_or(Duration::ZERO)),
                 "s-maxage" => strict_opt(&mut d.s_maxage, delta.unwrap_or(Duration::ZERO)),
                 "no-store" => d.no_store = true,
-                "no-cache" => merge_scope(&mut d.no_cache, value, true),
-                "private" => merge_scope(&mut d.private, value, true),
+                "no-cache" => merge_scope(&mut d.no_cache, value),
+                "private" => merge_scope(&mut d.private, value),
                 "must-revalidate" => d.must_revalidate = true,
                 "proxy-revalidate" => d.proxy_revalidate = true,
                 "public" if *value == RawValue::None => d.public = true,
