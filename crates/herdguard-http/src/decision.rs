@@ -128,7 +128,7 @@ fn decide_inner(stored: &StoredResponse, request: &RequestDirectives, now: Syste
         reason,
         stale_if_error_until: stale_if_error_until(stored, request, now),
     };
-    if d.no_cache.is_present() {
+    if d.always_validate() {
         return revalidate(RevalidateReason::ResponseNoCache);
     }
     if request.no_cache {
@@ -173,7 +173,7 @@ pub fn stale_if_error_until(
     now: SystemTime,
 ) -> Option<SystemTime> {
     let d = &stored.policy.directives;
-    if d.no_cache.is_present() || d.forbids_stale() {
+    if d.always_validate() || d.forbids_stale() {
         return None;
     }
     let window = match (d.stale_if_error, request.stale_if_error) {
@@ -229,9 +229,10 @@ mod tests {
             reason(decide_at("max-age=600, no-cache", "", 1)),
             Some(RevalidateReason::ResponseNoCache)
         );
+        // Qualified: only the listed fields are kept from reuse (not stored).
         assert_eq!(
-            reason(decide_at("max-age=600, no-cache=\"set-cookie\"", "", 1)),
-            Some(RevalidateReason::ResponseNoCache)
+            decide_at("max-age=600, no-cache=\"set-cookie\"", "", 1),
+            Decision::Fresh
         );
     }
 

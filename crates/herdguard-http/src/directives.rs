@@ -20,10 +20,9 @@
 //! * Request `max-age`: an invalid argument means 0; duplicates keep the smallest.
 //! * `stale-while-revalidate`, `stale-if-error`, `max-stale`: invalid arguments grant nothing;
 //!   duplicates keep the smallest. `min-fresh`: invalid is ignored, duplicates keep the largest.
-//! * Qualified `no-cache="..."` is treated as unqualified `no-cache` (RFC 9111 §5.2.2.4 allows a
-//!   cache to do so: the stored response then always needs validation). Qualified
-//!   `private="..."` lets a shared cache store the response minus the listed fields
-//!   (§5.2.2.7); an unparsable field list is treated as unqualified `private`.
+//! * Qualified `no-cache="..."` and `private="..."` let a shared cache store, and reuse without
+//!   validation, the response minus the listed fields (RFC 9111 §5.2.2.4, §5.2.2.7); an
+//!   unparsable field list is treated as the unqualified directive.
 //! * Restrictive boolean directives (`no-store`, `no-cache`, `private`, `must-revalidate`,
 //!   `proxy-revalidate`, `must-understand`, `only-if-cached`) count even when given a stray
 //!   argument; the permissive `public` is ignored if it carries one.
@@ -71,9 +70,12 @@ pub enum FieldScope {
 }
 
 impl FieldScope {
-    /// Whether the directive is present at all (qualified or not).
-    pub fn is_present(&self) -> bool {
-        !matches!(self, FieldScope::Absent)
+    /// The field names a qualified directive lists; none when absent or unqualified.
+    pub fn listed(&self) -> &[HeaderName] {
+        match self {
+            FieldScope::Fields(names) => names,
+            FieldScope::Absent | FieldScope::All => &[],
+        }
     }
 }
 
@@ -108,7 +110,8 @@ pub struct ResponseDirectives {
     /// `s-maxage` (§5.2.2.10); for a shared cache it overrides `max-age` and implies
     /// `proxy-revalidate`. `Some(0)` also stands for an invalid or conflicting value.
     pub s_maxage: Option<Duration>,
-    /// `no-cache` (§5.2.2.4). A qualified form is reported as `All` (see the module docs).
+    /// `no-cache` (§5.2.2.4): unqualified (`All`), or the fields a reuse without
+    /// validation leaves out (`Fields`).
     pub no_cache: FieldScope,
     /// `private` (§5.2.2.7).
     pub private: FieldScope,
@@ -143,10 +146,30 @@ impl ResponseDirectives {
         self.must_revalidate || self.proxy_revalidate || self.s_maxage.is_some()
     }
 
-    /// Whether a shared cache may answer a request with `Authorization` from this response:
-    /// `public`, `must-revalidate` or `s-maxage` (RFC 9111 §3.5).
+    /// Whether the response may never be reused without validation: an
+    /// unqualified `no-cache` (§5.2.2.4). A qualified one only keeps the listed
+    /// fields from reuse, which is done by not storing them ([`crate::storable`]).
+    pub fn always_validate(&self) -> bool {
+        self.no_cache == FieldScope::All
+    }
+
+    /// The header fields a shared cache stores and reuses this response without: those
+    /// listed by a qualified `private` (§5.2.2.7) or `no-cache` (§5.2.2.4), each once.
+    pub fn fields_not_shared(&self) -> Vec<HeaderName> {
+        let mut names: Vec<HeaderName> = Vec::new();
+        for name in self.private.listed().iter().chain(self.no_cache.listed()) {
+            if !names.contains(name) {
+                names.push(name.clone());
+            }
+        }
+        names
+    }
+
+    /// Whether a shared cache may store this response to a request with
+    /// `Authorization`, and reuse it for any request (RFC 9111 §3.5): `public`,
+    /// `s-maxage` or `must-revalidate` (not `proxy-revalidate`).
     pub fn shares_authorized(&self) -> bool {
-        self.public || self.must_revalidate || self.s_maxage.is_some()
+        self.public || self.s_maxage.is_some() || self.must_revalidate
     }
 }
 
@@ -379,9 +402,11 @@ fn field_list(value: &str) -> Option<Vec<HeaderName>> {
     }
 }
 
-fn merge_scope(slot: &mut FieldScope, value: &RawValue, allow_qualified: bool) {
+/// Adds one `no-cache` / `private` member to `slot`: a field list widens a qualified one; the
+/// unqualified form, or an unparsable list, covers the whole response.
+fn merge_scope(slot: &mut FieldScope, value: &RawValue) {
     let new = match value {
-        RawValue::Token(v) | RawValue::Quoted(v) if allow_qualified => match field_list(v) {
+        RawValue::Token(v) | RawValue::Quoted(v) => match field_list(v) {
             Some(names) => FieldScope::Fields(names),
             None => FieldScope::All,
         },
@@ -457,9 +482,8 @@ impl ResponseDirectives {
                 "max-age" => strict_opt(&mut d.max_age, delta.unwrap_or(Duration::ZERO)),
                 "s-maxage" => strict_opt(&mut d.s_maxage, delta.unwrap_or(Duration::ZERO)),
                 "no-store" => d.no_store = true,
-                // Qualified no-cache is treated as unqualified (module docs).
-                "no-cache" => merge_scope(&mut d.no_cache, value, false),
-                "private" => merge_scope(&mut d.private, value, true),
+                "no-cache" => merge_scope(&mut d.no_cache, value),
+                "private" => merge_scope(&mut d.private, value),
                 "must-revalidate" => d.must_revalidate = true,
                 "proxy-revalidate" => d.proxy_revalidate = true,
                 "public" if *value == RawValue::None => d.public = true,
@@ -680,15 +704,25 @@ mod tests {
     }
 
     #[test]
-    fn rfc9111_5_2_2_4_qualified_no_cache_is_treated_as_unqualified() {
+    fn rfc9111_5_2_2_4_qualified_no_cache_lists_fields() {
+        let d = ResponseDirectives::parse(r#"no-cache="Set-Cookie, X-User""#);
         assert_eq!(
-            ResponseDirectives::parse(r#"no-cache="set-cookie""#).no_cache,
-            FieldScope::All
+            d.no_cache,
+            FieldScope::Fields(vec![
+                HeaderName::from_static("set-cookie"),
+                HeaderName::from_static("x-user")
+            ])
         );
-        assert_eq!(
-            ResponseDirectives::parse("no-cache").no_cache,
-            FieldScope::All
-        );
+        assert!(!d.always_validate());
+        for all in [
+            "no-cache",
+            r#"no-cache="bad name""#,
+            r#"no-cache="a", no-cache"#,
+        ] {
+            let d = ResponseDirectives::parse(all);
+            assert_eq!(d.no_cache, FieldScope::All, "{all}");
+            assert!(d.always_validate(), "{all}");
+        }
     }
 
     #[test]
@@ -867,7 +901,10 @@ mod tests {
             d("private=\"set-cookie\"").private,
             FieldScope::Fields(vec![HeaderName::from_static("set-cookie")])
         );
-        assert_eq!(d("no-cache=\"set-cookie\"").no_cache, FieldScope::All);
+        assert_eq!(
+            d("no-cache=\"set-cookie\"").no_cache,
+            FieldScope::Fields(vec![HeaderName::from_static("set-cookie")])
+        );
         // Unknown directive: parses, but changes nothing.
         assert_eq!(d("none"), ResponseDirectives::default());
         // Last duplicate wins in a Dictionary (RFC 8941 §4.2.2).

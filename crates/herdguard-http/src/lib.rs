@@ -59,8 +59,8 @@
 //!   stale by `max-stale`, revalidate (with the `stale-if-error` deadline), or 504.
 //! * [`vary`] — secondary keys and matching (§4.1).
 //! * [`revalidate`] — conditional requests (§4.3.1), whether a client's own conditions make a
-//!   stored response a 304 ([`revalidate::not_modified`], §4.3.2), which stored responses a 304
-//!   updates (§4.3.4), and the header update (§3.2).
+//!   stored response a 304 ([`revalidate::not_modified`], §4.3.2), whether a 304 validates the
+//!   stored response (§4.3.4, read as every major cache reads it), and the header update (§3.2).
 //! * [`range`] — the one `bytes` range a request asks of a whole stored response, and whether
 //!   its `If-Range` holds (RFC 9110 §14, §13.1.5: strong validators only).
 //! * [`invalidate`] — URIs to invalidate after unsafe methods (§4.4).
@@ -81,8 +81,9 @@
 //! # Deliberate limits
 //!
 //! Only `GET` responses are stored (`HEAD` is served from them); `206` responses are not stored,
-//! and of a range request only one `bytes` range is answered (from the whole stored response); qualified `no-cache="field"` is treated as plain `no-cache`; with `must-understand`,
-//! `no-store` is still honoured. Each module's docs state its conservative choices.
+//! and of a range request only one `bytes` range is answered (from the whole stored response);
+//! a `304` without validators validates the stored response it was asked for
+//! ([`revalidate::validates`]). Each module's docs state its conservative choices.
 
 #![warn(missing_docs)]
 
@@ -244,11 +245,7 @@ mod tests {
             let _ = stored.stale_usable_until();
             let _ = Vary::from_response(&h).secondary_key(&h);
             let _ = revalidate::conditional_headers(&h);
-            let cands = [revalidate::Candidate {
-                headers: &h,
-                response_time: t,
-            }];
-            let _ = revalidate::select_for_update(&h, &cands);
+            let _ = revalidate::validates(&h, &h);
             let _ = revalidate::not_modified(&h, &h);
             for v in h.values() {
                 let _ = range::if_range_holds(v, &h);

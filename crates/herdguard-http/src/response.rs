@@ -387,6 +387,6 @@ pub fn to_ms(t: SystemTime) -> u64 {
 }
 
 /// The time `ms` Unix milliseconds stand for.
-pub fn from_ms(ms: u64) -> SystemTime {
+fn from_ms(ms: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms)
 }

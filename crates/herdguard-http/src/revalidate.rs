@@ -2,8 +2,8 @@
 //!
 //! 1. [`conditional_headers`] builds `If-None-Match` / `If-Modified-Since` from a stored response
 //!    (§4.3.1). Send them on the request to the origin.
-//! 2. On a `304`, [`select_for_update`] finds which stored response(s) it refers to (§4.3.4);
-//!    [`update_stored_headers`] merges the 304's header fields into them (§3.2). Then recompute
+//! 2. On a `304`, [`validates`] says whether it validates the stored response the request was
+//!    made from (§4.3.4); [`update_stored_headers`] merges its header fields into it (§3.2). Then recompute
 //!    the [`crate::freshness::StoredResponse`] with the 304's request/response times.
 //! 3. On a full response (e.g. `200`), store it as new; on a `5xx` (or no answer), the proxy may
 //!    serve stale only if the decision's `stale_if_error_until` allows it (§4.3.3, RFC 5861 §4).
@@ -180,53 +180,37 @@ pub fn not_modified(request: &HeaderMap, stored: &HeaderMap) -> bool {
     modified.is_some_and(|m| m <= since)
 }
 
-/// A stored response considered for a 304 update: its headers and when it was received.
-#[derive(Debug, Clone, Copy)]
-pub struct Candidate<'a> {
-    /// The stored response's header fields.
-    pub headers: &'a HeaderMap,
-    /// When it was received (to find "the most recent" for weak matches).
-    pub response_time: SystemTime,
-}
-
-/// Which stored responses a `304` updates (RFC 9111 §4.3.4). Returns indices into `candidates`:
+/// Whether a `304` to a conditional request made from `stored` (with
+/// [`conditional_headers`]) validates it (RFC 9111 §4.3.4, read as every major
+/// cache reads it):
 ///
-/// * the 304 has a strong `ETag`: every candidate with the same strong tag (possibly none —
-///   then nothing may be updated, and the proxy should refetch unconditionally);
-/// * else it has a weak `ETag` or a `Last-Modified`: the most recent candidate whose tag matches
-///   weakly or whose `Last-Modified` is equal (`Last-Modified` is treated as a weak validator);
-/// * else, if there is exactly one candidate and it has no validator either, that one.
-pub fn select_for_update(not_modified: &HeaderMap, candidates: &[Candidate<'_>]) -> Vec<usize> {
-    let new_tag = EntityTag::from_headers(not_modified);
-    if let Some(tag) = new_tag.as_ref().filter(|t| !t.weak) {
-        return candidates
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| EntityTag::from_headers(c.headers).is_some_and(|t| t.strong_eq(tag)))
-            .map(|(i, _)| i)
-            .collect();
+/// * the 304 and `stored` both have an `ETag`: they must match — by the strong
+///   comparison when the 304's tag is strong, else by the weak one;
+/// * else both have a `Last-Modified`: the dates must be equal;
+/// * else (the 304 names no validator `stored` has, as many servers send it):
+///   it validates `stored`, the one response the request was made from.
+///
+/// The letter of §4.3.4 selects nothing for a 304 without validators when the
+/// stored response has one, which makes the cache refetch; nginx, Varnish,
+/// Apache httpd, Traffic Server and Squid all take it as validating, and so
+/// does this. Only a validator that contradicts the stored one forces the
+/// refetch. A proxy holds one stored response per key, so "the most recent
+/// matching one" of §4.3.4 is this one.
+pub fn validates(not_modified: &HeaderMap, stored: &HeaderMap) -> bool {
+    if let (Some(new), Some(old)) = (
+        EntityTag::from_headers(not_modified),
+        EntityTag::from_headers(stored),
+    ) {
+        return if new.weak {
+            new.weak_eq(&old)
+        } else {
+            new.strong_eq(&old)
+        };
     }
-    let new_lm = last_modified(not_modified);
-    if new_tag.is_some() || new_lm.is_some() {
-        let best = candidates
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| {
-                let tag_match = match (&new_tag, EntityTag::from_headers(c.headers)) {
-                    (Some(a), Some(b)) => a.weak_eq(&b),
-                    _ => false,
-                };
-                let lm_match = new_lm.is_some() && new_lm == last_modified(c.headers);
-                tag_match || lm_match
-            })
-            .max_by_key(|(_, c)| c.response_time)
-            .map(|(i, _)| i);
-        return best.into_iter().collect();
+    if let (Some(new), Some(old)) = (last_modified(not_modified), last_modified(stored)) {
+        return new == old;
     }
-    match candidates {
-        [only] if !has_validator(only.headers) => vec![0],
-        _ => Vec::new(),
-    }
+    true
 }
 
 /// Whether a field of a newer response must not replace the stored one (RFC 9111 §3.2): the
@@ -256,7 +240,7 @@ pub fn update_stored_headers(stored: &mut HeaderMap, newer: &HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_util::{at, hm};
+    use crate::test_util::hm;
 
     #[test]
     fn rfc9110_13_1_3_if_none_match_decides_before_if_modified_since() {
@@ -348,60 +332,36 @@ mod tests {
         assert!(!has_validator(&h));
     }
 
-    fn cands<'a>(list: &'a [(HeaderMap, u64)]) -> Vec<Candidate<'a>> {
-        list.iter()
-            .map(|(h, t)| Candidate {
-                headers: h,
-                response_time: at(*t),
-            })
-            .collect()
-    }
-
     #[test]
-    fn rfc9111_4_3_4_strong_validator_selects_all_matching() {
-        let stored = [
-            (hm(&[("etag", "\"a\"")]), 1),
-            (hm(&[("etag", "\"b\"")]), 2),
-            (hm(&[("etag", "\"a\"")]), 3),
-            (hm(&[("etag", "W/\"a\"")]), 4),
-        ];
-        let c = cands(&stored);
-        assert_eq!(select_for_update(&hm(&[("etag", "\"a\"")]), &c), vec![0, 2]);
-        // No stored response has the strong tag: nothing is updated.
-        assert!(select_for_update(&hm(&[("etag", "\"z\"")]), &c).is_empty());
-    }
-
-    #[test]
-    fn rfc9111_4_3_4_weak_validator_selects_most_recent() {
-        let stored = [
-            (hm(&[("etag", "W/\"a\"")]), 5),
-            (hm(&[("etag", "\"a\"")]), 9),
-            (hm(&[("etag", "W/\"b\"")]), 20),
-        ];
-        let c = cands(&stored);
-        assert_eq!(select_for_update(&hm(&[("etag", "W/\"a\"")]), &c), vec![1]);
+    fn rfc9111_4_3_4_a_304_validates_unless_its_validator_contradicts() {
         let lm = "Thu, 01 Jan 2015 00:00:00 GMT";
-        let stored = [
-            (hm(&[("last-modified", lm)]), 5),
-            (hm(&[("last-modified", lm)]), 7),
-            (hm(&[("last-modified", "Fri, 02 Jan 2015 00:00:00 GMT")]), 9),
-        ];
-        let c = cands(&stored);
-        assert_eq!(
-            select_for_update(&hm(&[("last-modified", lm)]), &c),
-            vec![1]
-        );
-    }
-
-    #[test]
-    fn rfc9111_4_3_4_no_validator_only_single_unvalidated() {
-        let one = [(hm(&[("x", "1")]), 1)];
-        assert_eq!(select_for_update(&hm(&[]), &cands(&one)), vec![0]);
-        let one_with_etag = [(hm(&[("etag", "\"a\"")]), 1)];
-        assert!(select_for_update(&hm(&[]), &cands(&one_with_etag)).is_empty());
-        let two = [(hm(&[]), 1), (hm(&[]), 2)];
-        assert!(select_for_update(&hm(&[]), &cands(&two)).is_empty());
-        assert!(select_for_update(&hm(&[]), &[]).is_empty());
+        let other_lm = "Fri, 02 Jan 2015 00:00:00 GMT";
+        let strong = hm(&[("etag", "\"a\""), ("last-modified", lm)]);
+        let weak = hm(&[("etag", "W/\"a\"")]);
+        let dated = hm(&[("last-modified", lm)]);
+        let bare = hm(&[("x", "1")]);
+        // Matching validators.
+        assert!(validates(&hm(&[("etag", "\"a\"")]), &strong));
+        assert!(validates(&hm(&[("etag", "W/\"a\"")]), &strong));
+        assert!(validates(&hm(&[("etag", "W/\"a\"")]), &weak));
+        assert!(validates(&hm(&[("last-modified", lm)]), &dated));
+        // No validator in the 304, or none the stored response has: it validates.
+        for stored in [&strong, &weak, &dated, &bare] {
+            assert!(validates(&hm(&[("cache-control", "max-age=9")]), stored));
+        }
+        assert!(validates(&hm(&[("etag", "\"z\"")]), &dated));
+        assert!(validates(&hm(&[("last-modified", other_lm)]), &weak));
+        // A contradicting validator: it does not.
+        assert!(!validates(&hm(&[("etag", "\"b\"")]), &strong));
+        assert!(!validates(&hm(&[("etag", "W/\"b\"")]), &weak));
+        // A strong tag never matches a weak stored one (strong comparison).
+        assert!(!validates(&hm(&[("etag", "\"a\"")]), &weak));
+        assert!(!validates(&hm(&[("last-modified", other_lm)]), &dated));
+        // The tag decides when both have one, whatever the dates say.
+        assert!(validates(
+            &hm(&[("etag", "\"a\""), ("last-modified", other_lm)]),
+            &strong
+        ));
     }
 
     #[test]

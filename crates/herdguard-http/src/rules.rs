@@ -85,7 +85,7 @@ pub fn evaluate(
         return Err("no-freshness");
     }
     let d = &stored.policy.directives;
-    let no_cache = d.no_cache.is_present();
+    let no_cache = d.always_validate();
     let ttl = if no_cache {
         Duration::ZERO
     } else {

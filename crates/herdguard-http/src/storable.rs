@@ -9,16 +9,17 @@
 //!   `GET` response instead (RFC 9110 §9.3.2 allows, but does not require, storing it).
 //! * `206 Partial Content` is not stored (no range support), nor is a `304` on its own.
 //! * `must-understand` (§5.2.2.3): the response is storable only if its status code is one this
-//!   crate understands; `no-store` is still honoured even then (the RFC says the cache SHOULD
-//!   ignore it; we choose the safe side).
+//!   crate understands ([`is_understood_status`]), and then `no-store` is ignored, as the RFC
+//!   says a cache that understands the status SHOULD.
 
-use http::header::{HeaderName, AUTHORIZATION};
+use http::header::{HeaderName, AUTHORIZATION, CONTENT_LOCATION};
 use http::{HeaderMap, Method, StatusCode};
 
 use crate::directives::{FieldScope, RequestDirectives, ResponsePolicy};
 use crate::freshness::is_heuristically_cacheable;
 pub use crate::hop::connection_listed;
 use crate::hop::{is_hop_by_hop, remove_hop_by_hop};
+use crate::key::EffectiveUri;
 use crate::vary::Vary;
 use crate::CacheConfig;
 
@@ -74,8 +75,9 @@ impl std::fmt::Display for NotStorable {
 /// What to do when storing a storable response.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct StorePlan {
-    /// Header fields named by a qualified `private="..."` that a shared cache must not store
-    /// (§5.2.2.7). [`prepare_for_storage`] removes them along with the §3.1 fields.
+    /// Header fields a shared cache must not store: those named by a qualified `private="..."`
+    /// (§5.2.2.7) or `no-cache="..."` (§5.2.2.4; without them the response may be reused
+    /// without validation). [`prepare_for_storage`] removes them along with the §3.1 fields.
     pub strip_fields: Vec<HeaderName>,
 }
 
@@ -108,17 +110,18 @@ pub fn check_storable(
     }
     let policy = ResponsePolicy::from_headers(response_headers, config);
     let d = &policy.directives;
-    if d.must_understand && !is_understood_status(status) {
-        return Err(NotStorable::MustUnderstand);
-    }
-    if d.no_store {
+    if d.must_understand {
+        if !is_understood_status(status) {
+            return Err(NotStorable::MustUnderstand);
+        }
+        // §5.2.2.3: a cache that understands the status ignores `no-store`
+        // (which is there for caches that do not know `must-understand`).
+    } else if d.no_store {
         return Err(NotStorable::ResponseNoStore);
     }
-    let strip_fields = match &d.private {
-        FieldScope::All => return Err(NotStorable::Private),
-        FieldScope::Fields(names) => names.clone(),
-        FieldScope::Absent => Vec::new(),
-    };
+    if d.private == FieldScope::All {
+        return Err(NotStorable::Private);
+    }
     if request_headers.contains_key(AUTHORIZATION) && !d.shares_authorized() {
         return Err(NotStorable::Authorization);
     }
@@ -131,7 +134,33 @@ pub fn check_storable(
     {
         return Err(NotStorable::NoFreshnessInformation);
     }
-    Ok(StorePlan { strip_fields })
+    Ok(StorePlan {
+        strip_fields: d.fields_not_shared(),
+    })
+}
+
+/// Whether the answer to a `POST` of `target` is the current answer to a `GET` of it, and may
+/// be stored as such (RFC 9110 §9.3.3, RFC 9111 §4): a `200` with explicit expiration for this
+/// cache and one `Content-Location` that is `target` itself. Whether it may be stored at all is
+/// then [`check_storable`]'s question, as for any `GET` answer.
+pub fn post_answer_reusable(
+    status: StatusCode,
+    target: &EffectiveUri,
+    response_headers: &HeaderMap,
+    config: &CacheConfig,
+) -> bool {
+    let mut locations = response_headers.get_all(CONTENT_LOCATION).iter();
+    let (Some(location), None) = (locations.next(), locations.next()) else {
+        return false;
+    };
+    status == StatusCode::OK
+        && ResponsePolicy::from_headers(response_headers, config)
+            .has_explicit_expiration(response_headers)
+        && location
+            .to_str()
+            .ok()
+            .and_then(|l| target.resolve(l))
+            .is_some_and(|uri| uri == *target)
 }
 
 /// The field of a proxy's authentication that is never stored besides the hop-by-hop ones
@@ -276,15 +305,34 @@ mod tests {
             &[("cache-control", "must-understand, max-age=5")]
         )
         .is_ok());
-        // Conservative: no-store still wins.
+        // An understood status: no-store is ignored (it is for caches that do not
+        // know must-understand).
+        assert!(check(
+            Method::GET,
+            &[],
+            200,
+            &[("cache-control", "must-understand, no-store, max-age=5")]
+        )
+        .is_ok());
+        // Not understood: not stored, whatever else is said.
         assert_eq!(
             check(
                 Method::GET,
                 &[],
+                299,
+                &[("cache-control", "must-understand, no-store, max-age=5")]
+            ),
+            Err(NotStorable::MustUnderstand)
+        );
+        // A request's no-store still wins.
+        assert_eq!(
+            check(
+                Method::GET,
+                &[("cache-control", "no-store")],
                 200,
                 &[("cache-control", "must-understand, no-store, max-age=5")]
             ),
-            Err(NotStorable::ResponseNoStore)
+            Err(NotStorable::RequestNoStore)
         );
         // Without must-understand an unknown final status with explicit freshness is storable.
         assert!(check(Method::GET, &[], 299, &[MAX_AGE]).is_ok());
@@ -315,6 +363,44 @@ mod tests {
     }
 
     #[test]
+    fn rfc9111_5_2_2_4_qualified_no_cache_fields_are_not_stored() {
+        let plan = check(
+            Method::GET,
+            &[],
+            200,
+            &[(
+                "cache-control",
+                "no-cache=\"x-user\", private=\"x-user, x-id\", max-age=60",
+            )],
+        )
+        .unwrap();
+        assert_eq!(
+            plan.strip_fields,
+            vec![
+                HeaderName::from_static("x-user"),
+                HeaderName::from_static("x-id")
+            ]
+        );
+        let plan = check(
+            Method::GET,
+            &[],
+            200,
+            &[(
+                "cache-control",
+                "no-cache=\"set-cookie, x-user\", max-age=60",
+            )],
+        )
+        .unwrap();
+        assert_eq!(
+            plan.strip_fields,
+            vec![
+                HeaderName::from_static("set-cookie"),
+                HeaderName::from_static("x-user")
+            ]
+        );
+    }
+
+    #[test]
     fn rfc9111_3_5_authorization() {
         let auth = ("authorization", "Bearer x");
         assert_eq!(
@@ -337,6 +423,51 @@ mod tests {
             ),
             Err(NotStorable::Authorization)
         );
+    }
+
+    #[test]
+    fn rfc9110_9_3_3_post_answers_reusable_only_with_freshness_and_own_location() {
+        let target = EffectiveUri::parse_absolute("https://api.example/items/1?x=1").unwrap();
+        let ok = |status: u16, resp: &[(&str, &str)]| {
+            post_answer_reusable(
+                StatusCode::from_u16(status).unwrap(),
+                &target,
+                &hm(resp),
+                &CacheConfig::default(),
+            )
+        };
+        for location in [
+            "/items/1?x=1",
+            "https://API.example:443/items/./1?x=1",
+            "1?x=1",
+        ] {
+            assert!(
+                ok(200, &[MAX_AGE, ("content-location", location)]),
+                "{location}"
+            );
+        }
+        assert!(ok(
+            200,
+            &[("expires", "0"), ("content-location", "/items/1?x=1")]
+        ));
+        for location in ["/items/1", "/items/2?x=1", "http://api.example/items/1?x=1"] {
+            assert!(
+                !ok(200, &[MAX_AGE, ("content-location", location)]),
+                "{location}"
+            );
+        }
+        // No explicit freshness, another status, none or two locations.
+        assert!(!ok(200, &[("content-location", "/items/1?x=1")]));
+        assert!(!ok(201, &[MAX_AGE, ("content-location", "/items/1?x=1")]));
+        assert!(!ok(200, &[MAX_AGE]));
+        assert!(!ok(
+            200,
+            &[
+                MAX_AGE,
+                ("content-location", "/items/1?x=1"),
+                ("content-location", "/items/1?x=1")
+            ]
+        ));
     }
 
     #[test]

@@ -68,6 +68,14 @@ impl OriginError {
     }
 }
 
+/// Where the origin's interim (1xx) answers to one request go: the client
+/// connection of the request that caused it (`listen::interim`).
+#[derive(Clone)]
+pub(crate) struct InterimHook(pub(crate) Arc<InterimSink>);
+
+/// What takes one interim answer's status and fields.
+pub(crate) type InterimSink = dyn Fn(StatusCode, &HeaderMap) + Send + Sync;
+
 /// An origin answer: the head, and the body still to be read.
 #[derive(Debug)]
 pub struct OriginResponse {
@@ -201,13 +209,16 @@ impl Origin {
 
     /// Sends `method target` (a normalised origin-form target, appended to the
     /// base path) with `headers` (end-to-end fields, as forwarded) and `body`, and
-    /// waits for the answer's head within the origin timeout.
-    pub async fn send(
+    /// waits for the answer's head within the origin timeout. Interim answers go
+    /// to `interim` as they arrive (from an HTTP/1.1 origin: hyper's client
+    /// reports none of an HTTP/2 one).
+    pub(crate) async fn send(
         &self,
         method: Method,
         target: &str,
         mut headers: HeaderMap,
         body: Body,
+        interim: Option<&InterimHook>,
     ) -> Result<OriginResponse, OriginError> {
         let uri = Uri::builder()
             .scheme(self.scheme.clone())
@@ -240,6 +251,10 @@ impl Origin {
         *request.method_mut() = method;
         *request.uri_mut() = uri;
         *request.headers_mut() = headers;
+        if let Some(InterimHook(hook)) = interim {
+            let hook = Arc::clone(hook);
+            hyper::ext::on_informational(&mut request, move |r| hook(r.status(), r.headers()));
+        }
         let request_time = SystemTime::now();
         let timeout = self.timeout;
         let deadline = async move {

@@ -3,6 +3,7 @@
 
 mod support;
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use support::{get, origin, proxy, Reply};
@@ -208,41 +209,6 @@ async fn server_errors_with_explicit_freshness_are_stored_and_served_while_fresh
 }
 
 #[tokio::test]
-async fn interim_1xx_responses_are_never_stored() {
-    // An origin that sends 103 Early Hints before each final answer.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut n = 0;
-        while let Ok((mut s, _)) = listener.accept().await {
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 4096];
-            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                match s.read(&mut chunk).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(k) => buf.extend_from_slice(&chunk[..k]),
-                }
-            }
-            n += 1;
-            let body = format!("final {n}");
-            let text = format!(
-                "HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\n\
-                 HTTP/1.1 200 OK\r\ncache-control: max-age=60\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = s.write_all(text.as_bytes()).await;
-        }
-    });
-    let p = proxy(&format!("http://{addr}"), &[]).await;
-    let r = get(p.addr, "/hints", &[]).await;
-    assert_eq!((r.status, r.text().as_str()), (200, "final 1"));
-    let hit = get(p.addr, "/hints", &[]).await;
-    assert_eq!((hit.status, hit.text().as_str()), (200, "final 1"));
-    assert!(hit.cache_status().contains("hit"), "{hit:?}");
-    assert_eq!(hit.header("link"), None);
-}
-
-#[tokio::test]
 async fn a_304_is_merged_only_into_the_response_it_validates() {
     let o = origin(|s, n| match n {
         1 => Reply::ok(&[("cache-control", "max-age=0"), ("etag", "\"a\"")], "A"),
@@ -411,4 +377,812 @@ async fn ranged_misses_are_coalesced_into_one_full_fetch() {
         assert_eq!(text.as_bytes(), &[b'a' + i as u8]);
     }
     assert_eq!(o.calls(), 1);
+}
+
+/// A 304 without validators of its own (as many servers send) validates the
+/// stored response its conditional request was made from: one origin request
+/// per revalidation, not a second, unconditional one. A 304 whose validator
+/// contradicts the stored one still forces the refetch (the test above).
+#[tokio::test]
+async fn a_304_without_validators_validates_the_stored_response_it_was_asked_for() {
+    let o = origin(|s, n| match (s.target.as_str(), n) {
+        (_, 1 | 2) => Reply::ok(
+            &[
+                ("cache-control", "max-age=0"),
+                ("etag", "\"x\""),
+                ("last-modified", LM),
+            ],
+            format!("full {n}"),
+        ),
+        _ => {
+            let asked =
+                s.header("if-none-match").is_some() || s.header("if-modified-since").is_some();
+            if asked {
+                Reply::ok(&[("cache-control", "max-age=60"), ("x-checked", "yes")], "").status(304)
+            } else {
+                Reply::ok(&[("cache-control", "max-age=60")], format!("refetch {n}"))
+            }
+        }
+    })
+    .await;
+    let p = proxy(&format!("http://{}", o.addr), &[]).await;
+    for path in ["/etag", "/lm"] {
+        get(p.addr, path, &[]).await;
+    }
+    for path in ["/etag", "/lm"] {
+        let before = o.calls();
+        let r = get(p.addr, path, &[]).await;
+        assert_eq!(r.status, 200, "{path}: {r:?}");
+        assert!(r.text().starts_with("full"), "{path}: {r:?}");
+        assert_eq!(r.header("x-checked"), Some("yes"), "{path}: {r:?}");
+        assert_eq!(
+            o.calls() - before,
+            1,
+            "{path}: origin requests for one revalidation"
+        );
+        // The refreshed response is fresh now: a hit.
+        let hit = get(p.addr, path, &[]).await;
+        assert!(hit.cache_status().contains("hit"), "{path}: {hit:?}");
+    }
+    assert_eq!(o.seen()[2].header("if-none-match"), Some("\"x\""));
+}
+
+/// RFC 9111 §5.2.2.3: a cache that understands the status ignores `no-store`
+/// when `must-understand` is present; one that does not, does not store.
+#[tokio::test]
+async fn must_understand_overrides_no_store_for_understood_statuses() {
+    let o = origin(|s, n| {
+        let status = if s.target == "/odd" { 299 } else { 200 };
+        Reply::ok(
+            &[("cache-control", "must-understand, no-store, max-age=60")],
+            format!("v{n}"),
+        )
+        .status(status)
+    })
+    .await;
+    let p = proxy(&format!("http://{}", o.addr), &[]).await;
+    assert_eq!(get(p.addr, "/mu", &[]).await.text(), "v1");
+    let hit = get(p.addr, "/mu", &[]).await;
+    assert_eq!(hit.text(), "v1");
+    assert!(hit.cache_status().contains("hit"), "{hit:?}");
+    assert_eq!(get(p.addr, "/odd", &[]).await.text(), "v2");
+    assert_eq!(get(p.addr, "/odd", &[]).await.text(), "v3");
+}
+
+/// `DELETE` and `OPTIONS` carry bodies (Elasticsearch, bulk endpoints): the
+/// origin receives exactly the bytes their framing says, uncached, within the
+/// request-body limit; `GET` and `HEAD` with a body stay refused (see
+/// `attack_1_get_with_a_body_never_desyncs_the_origin`).
+#[tokio::test]
+async fn delete_and_options_bodies_are_forwarded_with_their_framing() {
+    let o = origin(|s, n| {
+        Reply::ok(
+            &[("cache-control", "max-age=60")],
+            format!(
+                "{} {} got {}",
+                n,
+                s.method,
+                String::from_utf8_lossy(&s.body)
+            ),
+        )
+    })
+    .await;
+    let p = proxy(
+        &format!("http://{}", o.addr),
+        &["max_request_body_bytes = 64"],
+    )
+    .await;
+    let sent: [&[u8]; 3] = [
+        b"DELETE /idx HTTP/1.1\r\nhost: api.example\r\ncontent-length: 11\r\nconnection: close\r\n\r\n{\"q\":\"del\"}",
+        b"DELETE /idx HTTP/1.1\r\nhost: api.example\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n5\r\nchunk\r\n3\r\ned!\r\n0\r\n\r\n",
+        b"OPTIONS /idx HTTP/1.1\r\nhost: api.example\r\ncontent-length: 4\r\nconnection: close\r\n\r\nopts",
+    ];
+    let mut texts = Vec::new();
+    for bytes in sent {
+        let a = support::raw(p.addr, bytes, Duration::from_secs(5))
+            .await
+            .expect("an answer");
+        assert_eq!(a.status, 200, "{a:?}");
+        texts.push(a.text());
+    }
+    assert_eq!(
+        texts,
+        [
+            "1 DELETE got {\"q\":\"del\"}",
+            "2 DELETE got chunked!",
+            "3 OPTIONS got opts"
+        ]
+    );
+    for s in o.seen() {
+        assert!(s.complete, "{s:?}");
+        let framed = s.header("content-length").map(str::to_string);
+        let chunked = s.header("transfer-encoding").is_some();
+        assert!(
+            framed == Some(s.body.len().to_string()) || (chunked && framed.is_none()),
+            "{s:?}"
+        );
+    }
+    // Not stored: the next DELETE reaches the origin.
+    let a = support::raw(p.addr, sent[0], Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(a.text().starts_with("4 DELETE"), "{a:?}");
+    // Past the request-body limit: 413, and the origin sees nothing.
+    let big = format!(
+        "DELETE /idx HTTP/1.1\r\nhost: api.example\r\ncontent-length: 65\r\nconnection: close\r\n\r\n{}",
+        "x".repeat(65)
+    );
+    let a = support::raw(p.addr, big.as_bytes(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(a.status, 413, "{a:?}");
+    let chunked_big = format!(
+        "OPTIONS /idx HTTP/1.1\r\nhost: api.example\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n41\r\n{}\r\n0\r\n\r\n",
+        "y".repeat(65)
+    );
+    let a = support::raw(p.addr, chunked_big.as_bytes(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(a.status, 413, "{a:?}");
+    assert!(
+        o.seen().iter().all(|s| s.body.len() <= 64),
+        "{:?}",
+        o.seen()
+    );
+}
+
+/// The credentials an answer of the `token_origin` was made for.
+fn made_for(answer: &support::Answer) -> String {
+    answer
+        .text()
+        .split(" for ")
+        .nth(1)
+        .unwrap_or("")
+        .split(" #")
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
+/// An origin that answers each request for its `Authorization` ("anon"
+/// without), `public` or not by path: `/pub` always, `/own` never, `/mixed`
+/// only for the token `pub`.
+async fn token_origin(delay_ms: u64) -> support::Origin {
+    origin(move |s, n| {
+        let token = s
+            .header("authorization")
+            .unwrap_or("anon")
+            .trim_start_matches("Bearer ")
+            .to_string();
+        let public = match s.target.as_str() {
+            "/pub" => true,
+            "/mixed" => token == "pub",
+            _ => false,
+        };
+        let cc = if public {
+            "public, max-age=60"
+        } else {
+            "max-age=60"
+        };
+        Reply::ok(
+            &[("cache-control", cc)],
+            format!("{} for {token} #{n}", s.target),
+        )
+        .delay(delay_ms)
+    })
+    .await
+}
+
+/// RFC 9111 §3.5: an answer to a request with `Authorization` is stored when
+/// it says `public` (or `s-maxage`, `must-revalidate`), and then serves
+/// everyone; one that does not is never stored, nor served to anyone else —
+/// and a stored answer not so marked is never served to a request with
+/// credentials (it may have been made for others).
+#[tokio::test]
+async fn authorized_answers_marked_shareable_are_stored_private_ones_never_cross() {
+    let o = token_origin(0).await;
+    let p = proxy(&format!("http://{}", o.addr), &[]).await;
+    let alice = ("authorization", "Bearer alice");
+    let bob = ("authorization", "Bearer bob");
+    let a = get(p.addr, "/pub", &[alice]).await;
+    assert_eq!(made_for(&a), "alice");
+    assert!(a.cache_status().contains("stored"), "{a:?}");
+    for who in [vec![bob], vec![]] {
+        let r = get(p.addr, "/pub", &who).await;
+        assert_eq!(r.text(), a.text(), "{who:?}");
+        assert!(r.cache_status().contains("; hit"), "{r:?}");
+    }
+    assert_eq!(o.calls(), 1);
+    // Not marked: each gets its own answer, every time; nobody another's.
+    for (who, name) in [
+        (vec![alice], "alice"),
+        (vec![bob], "bob"),
+        (vec![], "anon"),
+        (vec![alice], "alice"),
+    ] {
+        let r = get(p.addr, "/own", &who).await;
+        assert_eq!(made_for(&r), name, "{r:?}");
+    }
+    assert_eq!(o.calls(), 5);
+    // The anonymous answer was stored; it serves anonymous requests only.
+    assert!(get(p.addr, "/own", &[])
+        .await
+        .cache_status()
+        .contains("; hit"));
+    assert_eq!(made_for(&get(p.addr, "/own", &[bob]).await), "bob");
+    assert_eq!(o.calls(), 6);
+}
+
+/// The adversary: many credentials and anonymous requests at once on a URL
+/// whose origin marks the answer shareable for one token only — cold, and
+/// with an anonymous answer stored. No request gets an answer made for other
+/// credentials, unless it was marked shareable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_credentials_never_get_each_others_private_answers() {
+    let o = token_origin(200).await;
+    let p = proxy(&format!("http://{}", o.addr), &[]).await;
+    let tokens = [
+        "pub", "t1", "t2", "t3", "t4", "t5", "anon", "anon", "anon", "anon",
+    ];
+    let mut leaked = Vec::new();
+    for round in 0..4 {
+        if round == 2 {
+            // A stored anonymous answer (not marked): for anonymous requests only.
+            get(p.addr, "/own", &[]).await;
+        }
+        let path = if round < 2 { "/mixed" } else { "/own" };
+        let calls: Vec<_> = tokens
+            .iter()
+            .map(|&t| {
+                let addr = p.addr;
+                tokio::spawn(async move {
+                    let bearer = format!("Bearer {t}");
+                    let headers: Vec<(&str, &str)> = if t == "anon" {
+                        vec![]
+                    } else {
+                        vec![("authorization", bearer.as_str())]
+                    };
+                    (t, made_for(&get(addr, path, &headers).await))
+                })
+            })
+            .collect();
+        for c in calls {
+            let (asked, got) = c.await.unwrap();
+            if got != asked && got != "pub" {
+                leaked.push((round, asked, got));
+            }
+        }
+    }
+    eprintln!("answers made for other credentials and not marked shareable: {leaked:?}");
+    assert!(leaked.is_empty(), "{leaked:?}");
+}
+
+/// Refreshes of a stored answer marked shareable are coalesced across
+/// credentials (one origin request, not one per token); when the origin stops
+/// marking it, each request gets its own answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refreshes_of_shareable_answers_coalesce_across_credentials() {
+    let o = origin(|s, n| {
+        let token = s
+            .header("authorization")
+            .unwrap_or("anon")
+            .trim_start_matches("Bearer ")
+            .to_string();
+        match (s.target.as_str(), n) {
+            (_, 1 | 2) => Reply::ok(
+                &[("cache-control", "public, max-age=0"), ("etag", "\"a\"")],
+                format!("{} for {token} #{n}", s.target),
+            ),
+            ("/shared", _) => Reply::ok(
+                &[("cache-control", "public, max-age=60"), ("etag", "\"a\"")],
+                "",
+            )
+            .status(304)
+            .delay(300),
+            _ => Reply::ok(
+                &[("cache-control", "max-age=60")],
+                format!("{} for {token} #{n}", s.target),
+            )
+            .delay(300),
+        }
+    })
+    .await;
+    let p = proxy(&format!("http://{}", o.addr), &[]).await;
+    get(p.addr, "/shared", &[("authorization", "Bearer first")]).await;
+    get(p.addr, "/revoked", &[("authorization", "Bearer first")]).await;
+    for path in ["/shared", "/revoked"] {
+        let before = o.calls();
+        let calls: Vec<_> = (0..8)
+            .map(|i| {
+                let addr = p.addr;
+                tokio::spawn(async move {
+                    let bearer = format!("Bearer t{i}");
+                    (
+                        format!("t{i}"),
+                        get(addr, path, &[("authorization", &bearer)]).await,
+                    )
+                })
+            })
+            .collect();
+        for c in calls {
+            let (token, r) = c.await.unwrap();
+            assert_eq!(r.status, 200, "{path}: {r:?}");
+            match path {
+                "/shared" => assert_eq!(made_for(&r), "first", "{r:?}"),
+                _ => assert_eq!(made_for(&r), token, "{r:?}"),
+            }
+        }
+        let calls = o.calls() - before;
+        eprintln!("{path}: 8 concurrent refreshes with 8 tokens made {calls} origin requests");
+        match path {
+            "/shared" => assert_eq!(calls, 1),
+            _ => assert!(calls >= 8, "{calls}"),
+        }
+    }
+}
+
+/// RFC 9110 §9.3.3 / RFC 9111 §4: the answer to a `POST` with explicit
+/// freshness and a `Content-Location` equal to its target is the current
+/// answer to a `GET` of it: stored, and later `GET`s are hits. Without either,
+/// or with another location, it is not — and a `POST` still invalidates.
+#[tokio::test]
+async fn post_answers_with_freshness_and_their_own_content_location_serve_gets() {
+    let o = origin(|s, n| {
+        let location = match s.target.as_str() {
+            "/items/1" => "/items/1",
+            "/items/2" => "http://api.example/items/2",
+            "/items/3" => "/items/other",
+            _ => "",
+        };
+        let mut headers = vec![("cache-control", "max-age=60")];
+        if !location.is_empty() {
+            headers.push(("content-location", location));
+        }
+        if s.target == "/items/5" {
+            headers.push(("content-location", "/items/5"));
+            headers.push(("set-cookie", "session=1"));
+        }
+        Reply::ok(&headers, format!("{} {} #{n}", s.method, s.target))
+    })
+    .await;
+    let p = proxy(&format!("http://{}", o.addr), &[]).await;
+    for (path, stored) in [
+        ("/items/1", true),
+        ("/items/2", true),
+        ("/items/3", false),
+        ("/items/4", false),
+        ("/items/5", false),
+    ] {
+        let posted = support::request(p.addr, "POST", path, &[("content-length", "0")]).await;
+        assert!(posted.text().starts_with("POST"), "{posted:?}");
+        let r = get(p.addr, path, &[]).await;
+        assert_eq!(r.text() == posted.text(), stored, "{path}: {r:?}");
+        assert_eq!(r.cache_status().contains("; hit"), stored, "{path}: {r:?}");
+    }
+    // Stored GET answers are still invalidated by a POST that is not reusable.
+    get(p.addr, "/items/4", &[]).await;
+    assert!(get(p.addr, "/items/4", &[])
+        .await
+        .cache_status()
+        .contains("; hit"));
+    support::request(p.addr, "POST", "/items/4", &[("content-length", "0")]).await;
+    assert!(get(p.addr, "/items/4", &[])
+        .await
+        .text()
+        .starts_with("GET /items/4 #"));
+}
+
+/// An origin that answers every request with `103 Early Hints` at once and
+/// the final answer (with `cache_control`) only when released (one permit a
+/// request); its call count.
+async fn hinting_origin(
+    cache_control: &'static str,
+) -> (
+    std::net::SocketAddr,
+    Arc<tokio::sync::Semaphore>,
+    Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (r, c) = (Arc::clone(&release), Arc::clone(&calls));
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let (release, calls) = (Arc::clone(&r), Arc::clone(&c));
+            tokio::spawn(async move {
+                loop {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                        }
+                    }
+                    let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                    let hints =
+                        "HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\n";
+                    if s.write_all(hints.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    let Ok(permit) = release.acquire().await else {
+                        return;
+                    };
+                    permit.forget();
+                    let body = format!("final {n}");
+                    let text = format!(
+                        "HTTP/1.1 200 OK\r\ncache-control: {cache_control}\r\netag: \"h\"\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if s.write_all(text.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, release, calls)
+}
+
+/// Reads one head (up to the blank line) off `s` within 5 s: `None` if none came.
+async fn read_head(s: &mut tokio::net::TcpStream) -> Option<String> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    let read = async {
+        while !head.ends_with(b"\r\n\r\n") {
+            match s.read(&mut byte).await {
+                Ok(1) => head.push(byte[0]),
+                _ => return false,
+            }
+        }
+        true
+    };
+    match tokio::time::timeout(Duration::from_secs(5), read).await {
+        Ok(true) => Some(String::from_utf8_lossy(&head).into_owned()),
+        _ => None,
+    }
+}
+
+/// Reads `n` body bytes off `s`.
+async fn read_body(s: &mut tokio::net::TcpStream, n: usize) -> String {
+    let mut body = vec![0u8; n];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut body))
+        .await
+        .expect("body within 5 s")
+        .unwrap();
+    String::from_utf8(body).unwrap()
+}
+
+fn content_length(head: &str) -> usize {
+    head.lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .unwrap_or(0)
+}
+
+/// RFC 9110 §15.2: the origin's `103 Early Hints` reaches the HTTP/1.1
+/// client that caused the load as it arrives — before the origin has even
+/// sent its final answer — and nobody else: not a waiter on the same load,
+/// not a later hit, not an HTTP/1.0 client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_hints_reach_the_client_that_caused_the_load_as_they_arrive() {
+    let (addr, release, calls) = hinting_origin("max-age=60").await;
+    let p = proxy(&format!("http://{addr}"), &[]).await;
+    let request =
+        |path: &str, version: &str| format!("GET {path} {version}\r\nhost: api.example\r\n\r\n");
+    let mut leader = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    leader
+        .write_all(request("/hinted", "HTTP/1.1").as_bytes())
+        .await
+        .unwrap();
+    // The final answer is held at the origin until the hints were read here.
+    let hints = read_head(&mut leader)
+        .await
+        .expect("the 103 before the final answer");
+    assert!(
+        hints.starts_with("HTTP/1.1 103 Early Hints\r\n"),
+        "{hints:?}"
+    );
+    assert!(
+        hints
+            .to_ascii_lowercase()
+            .contains("link: </style.css>; rel=preload"),
+        "{hints:?}"
+    );
+    // A second client joins the load in flight: it waits, and gets no hints.
+    let mut waiter = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    waiter
+        .write_all(request("/hinted", "HTTP/1.1").as_bytes())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    release.add_permits(1);
+    for s in [&mut leader, &mut waiter] {
+        let head = read_head(s).await.expect("the final answer");
+        assert!(head.starts_with("HTTP/1.1 200"), "{head:?}");
+        assert_eq!(read_body(s, content_length(&head)).await, "final 1");
+    }
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // The same keep-alive connection goes on cleanly: a hit, no hints.
+    leader
+        .write_all(request("/hinted", "HTTP/1.1").as_bytes())
+        .await
+        .unwrap();
+    let head = read_head(&mut leader).await.unwrap();
+    assert!(
+        head.starts_with("HTTP/1.1 200") && head.contains("hit"),
+        "{head:?}"
+    );
+    assert!(
+        !head.contains("link"),
+        "interim fields are not stored: {head:?}"
+    );
+    assert_eq!(
+        read_body(&mut leader, content_length(&head)).await,
+        "final 1"
+    );
+    // An HTTP/1.0 client's own load: the final answer only.
+    let mut old = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    old.write_all(request("/old", "HTTP/1.0").as_bytes())
+        .await
+        .unwrap();
+    release.add_permits(1);
+    let head = read_head(&mut old).await.unwrap();
+    assert!(
+        head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200"),
+        "{head:?}"
+    );
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
+/// Interim answers pass through on every origin request a client causes
+/// alone: a pass-through (`Authorization`), and a `POST`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_hints_reach_clients_of_passed_requests() {
+    let (addr, release, _) = hinting_origin("max-age=60").await;
+    let p = proxy(&format!("http://{addr}"), &[]).await;
+    for text in [
+        "GET /own HTTP/1.1\r\nhost: api.example\r\nauthorization: Bearer a\r\n\r\n",
+        "POST /form HTTP/1.1\r\nhost: api.example\r\ncontent-length: 2\r\n\r\nhi",
+    ] {
+        let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+        s.write_all(text.as_bytes()).await.unwrap();
+        let hints = read_head(&mut s).await.expect("hints");
+        assert!(hints.starts_with("HTTP/1.1 103"), "{text}: {hints:?}");
+        release.add_permits(1);
+        let head = read_head(&mut s).await.expect("final");
+        assert!(head.starts_with("HTTP/1.1 200"), "{text}: {head:?}");
+    }
+}
+
+/// The adversary: hints that arrive after their request was answered — a
+/// background refresh's, started by a stale hit — are dropped, never written
+/// in front of the next answer on that connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_hints_never_precede_another_answer() {
+    let (addr, release, calls) = hinting_origin("max-age=0, stale-while-revalidate=60").await;
+    let p = proxy(&format!("http://{addr}"), &[]).await;
+    let request = "GET /swr HTTP/1.1\r\nhost: api.example\r\n\r\n";
+    let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    assert!(read_head(&mut s).await.unwrap().starts_with("HTTP/1.1 103"));
+    release.add_permits(1);
+    let head = read_head(&mut s).await.unwrap();
+    read_body(&mut s, content_length(&head)).await;
+    // Stale at once: served, and refreshed in the background; the refresh's
+    // hints reach the proxy while this connection goes on.
+    s.write_all(request.as_bytes()).await.unwrap();
+    let head = read_head(&mut s).await.unwrap();
+    assert!(
+        head.starts_with("HTTP/1.1 200") && head.contains("stale-while-revalidate"),
+        "{head:?}"
+    );
+    read_body(&mut s, content_length(&head)).await;
+    for _ in 0..50 {
+        if calls.load(std::sync::atomic::Ordering::SeqCst) == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    s.write_all(request.as_bytes()).await.unwrap();
+    let head = read_head(&mut s).await.unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head:?}");
+    release.add_permits(1);
+}
+
+/// Over TLS (ALPN http/1.1) the hints reach the client too, ahead of the
+/// final answer (seen by hyper's client); an HTTP/2 client (h2c) on the same
+/// origin gets its final answer intact (hyper's HTTP/2 server sends no 1xx).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_hints_over_tls_and_http2_answers_intact() {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use rustls_pki_types::pem::PemObject;
+    let (addr, release, _) = hinting_origin("max-age=60").await;
+    let pki = support::pki::pki();
+    let dir =
+        support::TempDir(std::env::temp_dir().join(format!("hg-rfc-tls-{}", std::process::id())));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let (cert, key) = (dir.0.join("cert.pem"), dir.0.join("key.pem"));
+    std::fs::write(&cert, &pki.leaf_pem).unwrap();
+    std::fs::write(&key, &pki.leaf_key_pem).unwrap();
+    let tls_proxy = proxy(
+        &format!("http://{addr}"),
+        &[
+            &format!("tls_cert = {cert:?}"),
+            &format!("tls_key = {key:?}"),
+        ],
+    )
+    .await;
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in rustls_pki_types::CertificateDer::pem_slice_iter(pki.ca_pem.as_bytes()) {
+        roots.add(ca.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(tls_proxy.addr)
+        .await
+        .unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut req = http::Request::get("/tls")
+        .header("host", "api.example")
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    hyper::ext::on_informational(&mut req, move |r| {
+        let _ = tx.send((r.status().as_u16(), r.headers().get("link").cloned()));
+    });
+    let answer = tokio::spawn(async move { sender.send_request(req).await });
+    let (status, link) = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .expect("a 1xx within 5 s")
+        .unwrap();
+    assert_eq!(
+        (status, link.as_ref().map(|l| l.to_str().unwrap())),
+        (103, Some("</style.css>; rel=preload"))
+    );
+    release.add_permits(1);
+    let resp = answer.await.unwrap().unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        &resp.into_body().collect().await.unwrap().to_bytes()[..],
+        b"final 1"
+    );
+
+    let plain = proxy(&format!("http://{addr}"), &[]).await;
+    let tcp = tokio::net::TcpStream::connect(plain.addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get("http://api.example/h2")
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    release.add_permits(1);
+    let resp = tokio::time::timeout(Duration::from_secs(5), sender.send_request(req))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (resp.status().as_u16(), resp.version()),
+        (200, http::Version::HTTP_2)
+    );
+    assert_eq!(
+        &resp.into_body().collect().await.unwrap().to_bytes()[..],
+        b"final 2"
+    );
+}
+
+/// RFC 9111 §5.2.2.4: with `no-cache="field"` the response may be reused
+/// without validation if the listed fields are left out — as
+/// `private="field"` has a shared cache do. Unqualified `no-cache` still means
+/// validate on every use.
+#[tokio::test]
+async fn qualified_no_cache_reuses_the_response_without_the_listed_fields() {
+    let o = origin(|s, n| {
+        let cc = if s.target == "/plain" {
+            "max-age=60, no-cache"
+        } else {
+            "max-age=60, no-cache=\"x-user, x-session\""
+        };
+        Reply::ok(
+            &[
+                ("cache-control", cc),
+                ("x-user", "alice"),
+                ("x-session", "s1"),
+                ("x-kept", "k"),
+                ("etag", "\"q\""),
+            ],
+            format!("v{n}"),
+        )
+    })
+    .await;
+    let p = proxy(&format!("http://{}", o.addr), &[]).await;
+    for _ in 0..3 {
+        let r = get(p.addr, "/qualified", &[]).await;
+        assert_eq!(r.text(), "v1", "{r:?}");
+        assert_eq!(
+            (r.header("x-user"), r.header("x-session")),
+            (None, None),
+            "{r:?}"
+        );
+        assert_eq!(r.header("x-kept"), Some("k"));
+    }
+    assert_eq!(o.calls(), 1);
+    get(p.addr, "/plain", &[]).await;
+    let r = get(p.addr, "/plain", &[]).await;
+    assert!(!r.cache_status().contains("; hit"), "{r:?}");
+    assert_eq!(o.calls(), 3);
+}
+
+/// RFC 9111 §3.3: an answer that ends before its framing says is not stored
+/// (nor answered as if whole).
+#[tokio::test]
+async fn incomplete_answers_are_never_stored() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = Arc::clone(&calls);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let text =
+                "HTTP/1.1 200 OK\r\ncache-control: max-age=60\r\ncontent-length: 10\r\n\r\nhalf!";
+            let _ = s.write_all(text.as_bytes()).await;
+            // Closed with 5 of the 10 bytes sent.
+        }
+    });
+    let p = proxy(&format!("http://{addr}"), &[]).await;
+    for n in 1..=2 {
+        let r = support::raw(
+            p.addr,
+            b"GET /cut HTTP/1.1\r\nhost: api.example\r\nconnection: close\r\n\r\n",
+            Duration::from_secs(5),
+        )
+        .await;
+        assert!(
+            r.as_ref()
+                .is_none_or(|r| r.status != 200 || r.body.len() < 10),
+            "{r:?}"
+        );
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), n);
+    }
+}
+
+/// RFC 9111 §5.2.1.5: nothing of a `no-store` request is stored — not its
+/// answer, though the origin says it may be; an answer another request stored
+/// may still serve it.
+#[tokio::test]
+async fn a_no_store_request_stores_nothing() {
+    let o = origin(|_, n| Reply::ok(&[("cache-control", "max-age=60")], format!("v{n}"))).await;
+    let p = proxy(&format!("http://{}", o.addr), &[]).await;
+    let no_store = [("cache-control", "no-store")];
+    assert_eq!(get(p.addr, "/ns", &no_store).await.text(), "v1");
+    let r = get(p.addr, "/ns", &[]).await;
+    assert_eq!(r.text(), "v2", "{r:?}");
+    assert_eq!(get(p.addr, "/ns", &no_store).await.text(), "v2");
+    assert_eq!(get(p.addr, "/ns", &[]).await.text(), "v2");
+    assert_eq!(o.calls(), 2);
 }

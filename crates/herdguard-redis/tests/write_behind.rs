@@ -413,12 +413,14 @@ async fn an_undecodable_queued_entry_goes_to_the_dead_letter_stream_once_and_the
     assert_eq!(logged.len(), 1, "logged once: {logged:?}");
     let left: u64 = c.xlen("hg:{wb}:s0").await.unwrap();
     assert_eq!(left, 0, "nothing left in the stream");
-    let pending: (
+    // XPENDING's summary: count, smallest id, largest id, per consumer.
+    type Summary = (
         u64,
         Option<String>,
         Option<String>,
         Option<Vec<(String, String)>>,
-    ) = redis::cmd("XPENDING")
+    );
+    let pending: Summary = redis::cmd("XPENDING")
         .arg("hg:{wb}:s0")
         .arg("drain")
         .query_async(&mut c)

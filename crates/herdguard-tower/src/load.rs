@@ -276,7 +276,7 @@ fn judge(
 }
 
 /// The stored response `stored`, its fields updated from a 304 (RFC 9111
-/// §4.3.4); `None` when the 304 validates nothing stored.
+/// §4.3.4); `None` when the 304's validator contradicts it.
 fn revalidated(
     shared: &Shared,
     stored: &CachedResponse,
@@ -285,11 +285,7 @@ fn revalidated(
     times: (SystemTime, SystemTime),
 ) -> Option<Loaded<CachedResponse>> {
     let stored_headers = stored.header_map();
-    let candidate = revalidate::Candidate {
-        headers: &stored_headers,
-        response_time: herdguard_http::response::from_ms(stored.response_time_ms),
-    };
-    if revalidate::select_for_update(not_modified, &[candidate]).is_empty() {
+    if !revalidate::validates(not_modified, &stored_headers) {
         return None;
     }
     let mut merged = stored_headers;

@@ -307,7 +307,7 @@ async fn racing_write_throughs_of_one_key_leave_the_cache_on_the_databases_value
 fn old_stripe(key: &str) -> u64 {
     use std::hash::{BuildHasher, BuildHasherDefault};
     BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
-        .hash_one(&key.to_string())
+        .hash_one(key.to_string())
         % 256
 }
 

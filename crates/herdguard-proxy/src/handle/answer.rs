@@ -110,6 +110,29 @@ pub(crate) fn passed(
     )
 }
 
+/// The answer to an unsafe method that the origin said is its target's
+/// current answer (a `POST` with its own `Content-Location`), stored for the
+/// `GET`s that follow.
+pub(crate) fn method_stored(
+    stats: &Stats,
+    value: &CachedResponse,
+    ttl: Duration,
+) -> Response<Body> {
+    stats.count("bypass");
+    let member = CacheStatus::new(NAME)
+        .forwarded(ForwardReason::Method)
+        .fwd_status(value.status)
+        .stored(true)
+        .ttl(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX));
+    finish(
+        value.status(),
+        value.header_map(),
+        Body::full(value.body.clone()),
+        member.to_header_value(),
+        false,
+    )
+}
+
 /// The origin's own error answer (a 5xx), for the one caller whose load it was.
 pub(crate) fn origin_error(stats: &Stats, passed: Passed, head: bool) -> Response<Body> {
     stats.count("error");

@@ -3,9 +3,11 @@
 //! origin on their own — without changing anything for anybody else.
 //!
 //! The flow of a GET or HEAD: `request::prepare` makes the forwarded request;
-//! requests the cache may not answer for others (`Authorization`
-//! without a shareable stored answer, `no-store` on a miss) are passed through
-//! alone; everything else is one lookup through the core — or, when the
+//! a request that says `no-store` is answered from a fresh stored response or
+//! passed through alone; one with `Authorization` has rules of its own
+//! (`Proxy::with_credentials`: stored answers and coalesced loads only where
+//! the origin marked them shareable, else a load of its own, stored when so
+//! marked); everything else is one lookup through the core — or, when the
 //! request demands validation, one forced revalidation per key (the core's
 //! `CallOptions::revalidate`, coalesced like any load) — and the outcome becomes
 //! an answer in `answer`.
@@ -24,7 +26,7 @@ use http_body_util::Limited;
 
 use super::access::OriginTime;
 use super::answer;
-use super::loader::Handoff;
+use super::loader::{Handoff, Load, Made};
 use super::proxy::{Proxy, RequestCacheControl};
 use super::request::{self, Forward, Inbound, Peer};
 use super::response::CachedResponse;
@@ -82,20 +84,19 @@ impl Proxy {
         }
         let primary = self.variants.primary(&host, &forward.target);
         let authorized = forward.headers.contains_key(header::AUTHORIZATION);
-        if authorized || directives.no_store {
-            // Such a request may be answered from a stored response, but never leads
-            // a shared load: its answer is its own.
-            let why = if authorized {
-                "authorization"
-            } else {
-                "request-no-store"
-            };
-            return match self.shareable_stored(&primary, &forward, authorized, head) {
+        let mut response = if directives.no_store {
+            // May be answered from a stored response, but never leads a shared
+            // load, nor is its answer stored: it is its own.
+            let key = self.variants.key_for(&primary, &forward);
+            match self.stored_for(&key, &forward, authorized, head) {
                 Some(r) => r,
-                None => Box::pin(self.pass_through(&forward, head, why)).await,
-            };
-        }
-        let mut response = self.cached(&primary, &forward, head, &directives).await;
+                None => Box::pin(self.pass_through(&forward, head, "request-no-store")).await,
+            }
+        } else if authorized {
+            Box::pin(self.with_credentials(&primary, &forward, head, &directives)).await
+        } else {
+            self.cached(&primary, &forward, head, &directives).await
+        };
         // The client's conditionals are evaluated against the whole stored response.
         let whole = response.status() == StatusCode::OK && matches!(response.body(), Body::Full(_));
         if whole && not_modified(&forward.headers, response.headers()) {
@@ -285,44 +286,188 @@ impl Proxy {
         }
     }
 
-    /// A stored response for a request that must not lead a shared load
-    /// (`Authorization`, `no-store`): fresh, matching, and — with `Authorization`
-    /// — one the origin marked shareable (`public`, `s-maxage`, `must-revalidate`,
-    /// RFC 9111 §3.5).
-    fn shareable_stored(
+    /// The fresh stored response of `key` for `forward`, when it may have it:
+    /// matching, and — with `Authorization` — one the origin marked shareable.
+    fn stored_for(
         &self,
-        primary: &str,
+        key: &str,
         forward: &Forward,
         authorized: bool,
         head: bool,
     ) -> Option<Response<Body>> {
-        let key = self.variants.key_for(primary, forward);
-        let entry = self.cache.peek(&key)?;
-        let value = entry.value();
+        let entry = self.cache.peek(&key.to_string())?;
         let now = SystemClock.now();
-        if value.uncacheable.is_some() || !entry.is_fresh(now) || !vary_matches(value, forward) {
-            return None;
-        }
-        let tuning = self.tuning();
-        let config = &tuning.rules.config;
-        if authorized
-            && !value
-                .semantics(config)
-                .policy
-                .directives
-                .shares_authorized()
-        {
+        if !entry.is_fresh(now) || !self.may_have(entry.value(), forward, authorized) {
             return None;
         }
         Some(answer::stored(
             &self.stats,
-            config,
-            value,
+            &self.tuning().rules.config,
+            entry.value(),
             Served::Hit,
             entry.time_to_live(now),
             false,
             head,
         ))
+    }
+
+    /// Whether `value` may answer `forward`: a stored response (not a marker)
+    /// of its variant, and — for a request with `Authorization` — one the origin
+    /// marked shareable (`public`, `s-maxage`, `must-revalidate`, RFC 9111
+    /// §3.5): a stored response may have been loaded for other credentials, or
+    /// none, and so not be the one this request's would get.
+    fn may_have(&self, value: &CachedResponse, forward: &Forward, authorized: bool) -> bool {
+        value.uncacheable.is_none()
+            && vary_matches(value, forward)
+            && (!authorized
+                || value
+                    .semantics(&self.tuning().rules.config)
+                    .policy
+                    .directives
+                    .shares_authorized())
+    }
+
+    /// A request with `Authorization`. It is answered from a stored response
+    /// only when the origin marked that shareable ([`Proxy::may_have`]). It joins
+    /// a coalesced load only to refresh such a stored response: the answer is
+    /// then very likely shareable too, and a load's answer that is not goes to
+    /// its leader alone (the others call the origin themselves), so no request
+    /// ever gets an answer loaded with other credentials unless it is marked
+    /// shareable. Otherwise it loads alone, and its answer is stored when it is
+    /// marked shareable (RFC 9111 §3.5).
+    async fn with_credentials(
+        self: &Arc<Self>,
+        primary: &str,
+        forward: &Arc<Forward>,
+        head: bool,
+        directives: &RequestDirectives,
+    ) -> Response<Body> {
+        let key = self.variants.key_for(primary, forward);
+        let demanded = self.demands_revalidation(&key, forward, directives);
+        if !demanded {
+            if let Some(r) = self.stored_for(&key, forward, true, head) {
+                return r;
+            }
+        }
+        if directives.only_if_cached {
+            self.stats.count("error");
+            return answer::plain(
+                StatusCode::GATEWAY_TIMEOUT,
+                "herdguard: only-if-cached and not in cache\n",
+            );
+        }
+        let shareable_stored = self
+            .cache
+            .peek(&key)
+            .is_some_and(|e| self.may_have(e.value(), forward, true));
+        if shareable_stored && !demanded {
+            let handoff = Handoff::default();
+            match self.lookup(&key, forward, &handoff, false).await {
+                Ok(cached) if cached.uncacheable.is_some() => {
+                    let reason = cached.uncacheable.clone().unwrap_or_default();
+                    return self
+                        .not_shared(&cached, &reason, &handoff, forward, head)
+                        .await;
+                }
+                Ok(cached) if self.may_have(&cached, forward, true) => {
+                    let ttl = cached.entry().time_to_live(SystemClock.now());
+                    let config = &self.tuning().rules.config;
+                    return answer::stored(
+                        &self.stats,
+                        config,
+                        &cached,
+                        cached.served(),
+                        ttl,
+                        false,
+                        head,
+                    );
+                }
+                // Another's load, not marked shareable: not for this request.
+                Ok(_) => {}
+                Err(e) => return self.failed(&e, &handoff, head),
+            }
+        }
+        self.load_own(primary, &key, forward, head).await
+    }
+
+    /// Loads `key` for `forward` alone (no other request shares the load), and
+    /// stores the answer when the rules allow — for a request with
+    /// `Authorization`, only when marked shareable.
+    async fn load_own(
+        self: &Arc<Self>,
+        primary: &str,
+        key: &str,
+        forward: &Forward,
+        head: bool,
+    ) -> Response<Body> {
+        let handoff = Handoff::default();
+        let started = Instant::now();
+        let made = match self.load_alone(key, forward, &handoff).await {
+            Ok(made) => made,
+            Err(e) => {
+                return match handoff.take() {
+                    Some(passed) => answer::origin_error(&self.stats, passed, head),
+                    None => answer::origin_failed(&self.stats, &e),
+                }
+            }
+        };
+        let took = OriginTime(started.elapsed());
+        let mut response = if made.storable() {
+            let (value, ttl) = self.keep(primary, key, made).await;
+            let config = &self.tuning().rules.config;
+            answer::stored(
+                &self.stats,
+                config,
+                &value,
+                Served::Loaded,
+                ttl,
+                false,
+                head,
+            )
+        } else {
+            let reason = made.value.uncacheable.clone();
+            let passed = handoff.take().unwrap_or_else(|| made.into_passed());
+            answer::passed(
+                &self.stats,
+                passed,
+                ForwardReason::Request,
+                reason.as_deref(),
+                head,
+            )
+        };
+        response.extensions_mut().insert(took);
+        response
+    }
+
+    /// Stores the storable `made` under `key` (a variant of `primary`), and
+    /// gives back its value and freshness, to answer its own caller with.
+    async fn keep(
+        self: &Arc<Self>,
+        primary: &str,
+        key: &str,
+        made: Made,
+    ) -> (CachedResponse, Duration) {
+        let (value, ttl) = (made.value.clone(), made.ttl());
+        self.store_made(key, made).await;
+        if value.vary() != herdguard_http::Vary::None {
+            self.variants.learn(primary, &value, key == primary);
+        }
+        (value, ttl)
+    }
+
+    /// Stores `made` under `key` (fleet-wide with a shared store) as a
+    /// coalesced load whose loader is the answer in hand. A load of the key
+    /// already in flight is joined instead, and its answer stands: it began
+    /// earlier, and this one is answered already.
+    async fn store_made(self: &Arc<Self>, key: &str, made: Made) {
+        let loaded = self.indexed(key, made).await;
+        let options = CallOptions::new().revalidate();
+        let _ = self
+            .cache
+            .get_or_load_with(key.to_string(), &options, move || async move {
+                Ok::<_, std::convert::Infallible>(loaded)
+            })
+            .await;
     }
 
     /// Forwards a GET/HEAD on its own: nothing stored, nothing marked, no coalescing.
@@ -337,6 +482,7 @@ impl Proxy {
                 forward.target.as_str(),
                 forward.to_send(),
                 Body::empty(),
+                forward.interim.as_ref(),
             )
             .await
         {
@@ -384,7 +530,13 @@ impl Proxy {
         let started = Instant::now();
         let response = match self
             .origin
-            .send(method.clone(), target.as_str(), headers, body)
+            .send(
+                method.clone(),
+                target.as_str(),
+                headers,
+                body,
+                forward.interim.as_ref(),
+            )
             .await
         {
             Ok(r) => r,
@@ -394,17 +546,69 @@ impl Proxy {
             }
         };
         let took = OriginTime(started.elapsed());
-        if let Some(uri) = EffectiveUri::for_target("http", &host, &target) {
-            let targets = invalidation_targets(&method, response.status, &uri, &response.headers);
+        let uri = EffectiveUri::for_target("http", &host, &target);
+        if let Some(uri) = &uri {
+            let targets = invalidation_targets(&method, response.status, uri, &response.headers);
             for target in &targets {
                 self.invalidate(&self.variants.config().primary_for_uri(target))
                     .await;
             }
         }
-        let passed = self.pass(response);
-        let mut response = answer::passed(&self.stats, passed, ForwardReason::Method, None, false);
+        let mut response = match uri {
+            Some(uri) if method == Method::POST => {
+                self.post_answer(&host, &forward, &uri, response, started)
+                    .await
+            }
+            _ => {
+                let passed = self.pass(response);
+                answer::passed(&self.stats, passed, ForwardReason::Method, None, false)
+            }
+        };
         response.extensions_mut().insert(took);
         response
+    }
+
+    /// The answer to a `POST` of `uri`: stored as the answer to a `GET` of it
+    /// when it says it is that (RFC 9110 §9.3.3: explicit freshness, its own
+    /// `Content-Location`) and the rules allow, else passed on.
+    async fn post_answer(
+        self: &Arc<Self>,
+        host: &str,
+        forward: &Forward,
+        uri: &EffectiveUri,
+        response: crate::origin::OriginResponse,
+        started: Instant,
+    ) -> Response<Body> {
+        let primary = self.variants.primary(host, &forward.target);
+        let key = self.variants.key_for(&primary, forward);
+        let handoff = Handoff::default();
+        let tuning = arc_swap::Guard::into_inner(self.tuning());
+        let load = Load::new(&key, forward, &handoff, &tuning);
+        if !load.post_answer_reusable(&response, uri) {
+            let passed = self.pass(response);
+            return answer::passed(&self.stats, passed, ForwardReason::Method, None, false);
+        }
+        match self.store_or_pass(&load, response, false, started).await {
+            Ok(made) if made.storable() => {
+                let (value, ttl) = self.keep(&primary, &key, made).await;
+                answer::method_stored(&self.stats, &value, ttl)
+            }
+            Ok(made) => {
+                let reason = made.value.uncacheable.clone();
+                let passed = handoff.take().unwrap_or_else(|| made.into_passed());
+                answer::passed(
+                    &self.stats,
+                    passed,
+                    ForwardReason::Method,
+                    reason.as_deref(),
+                    false,
+                )
+            }
+            Err(e) => {
+                self.stats.origin_error(e.kind());
+                answer::origin_failed(&self.stats, &e)
+            }
+        }
     }
 
     /// After a failed load: the stored response of `key`, when the request's

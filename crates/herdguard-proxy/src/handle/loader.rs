@@ -7,8 +7,11 @@
 //! the object limit, or a server error — goes, as a stream, to the caller whose
 //! load it was (its [`Handoff`]); the core gets only a marker, so waiters go to
 //! the origin themselves and the key turns hit-for-miss (Varnish's waiting-list
-//! rule). Whether an answer is storable depends on the **response** alone:
-//! requests that could change it (`Authorization`, `no-store`) never lead a load.
+//! rule). Whether an answer is storable depends on the response and on the
+//! leader's `Authorization` (RFC 9111 §3.5: then only answers marked `public`,
+//! `s-maxage` or `must-revalidate`); a request that says `no-store` never leads
+//! a load. [`Proxy::load_alone`] is the same load for one caller, coalesced with
+//! nobody (a request with credentials and nothing shareable stored).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,18 +24,71 @@ use http::{Method, StatusCode};
 
 use super::answer::Passed;
 use super::path_rules::PathRule;
-use super::proxy::Proxy;
+use super::proxy::{Proxy, Tuning};
 use super::request::Forward;
-use super::response::{from_ms, to_ms, CachedResponse, Fetch};
+use super::response::{to_ms, CachedResponse, Fetch};
 use super::rules;
 use super::tags;
 use super::variants::digest_of;
 use crate::body::{Body, Inactivity, Prefixed};
 use crate::origin::{read_up_to, Buffered, OriginError, OriginResponse};
 
-/// What [`Load::to_loaded`] made: the core's value, its surrogate keys, and
-/// how long it may be kept (`None`: not stored).
-type Made = (Loaded<CachedResponse>, Vec<String>, Option<Duration>);
+/// What a load made of an answer: the value, and — when it may be stored —
+/// its freshness in the core's terms and its surrogate keys.
+pub(crate) struct Made {
+    /// The answer as stored, or (not storable) a marker whose `uncacheable`
+    /// says why: the answer itself then went to the load's own caller.
+    pub value: CachedResponse,
+    freshness: Option<rules::Freshness>,
+    tags: Vec<String>,
+}
+
+impl Made {
+    /// Whether the answer may be stored (and so shared).
+    pub(crate) fn storable(&self) -> bool {
+        self.freshness.is_some()
+    }
+
+    /// Freshness left at arrival (zero when not storable).
+    pub(crate) fn ttl(&self) -> Duration {
+        self.freshness.as_ref().map_or(Duration::ZERO, |f| f.ttl)
+    }
+
+    /// The longest the stored answer may live (`None`: not stored).
+    fn keep(&self) -> Option<Duration> {
+        self.freshness.as_ref().map(|f| {
+            f.ttl
+                .saturating_add(f.stale_while_revalidate.max(f.stale_if_error))
+        })
+    }
+
+    /// The core's value.
+    fn into_loaded(self) -> Loaded<CachedResponse> {
+        match self.freshness {
+            Some(f) => herdguard_http::engine::loaded(self.value, &f),
+            None => Loaded::uncacheable(self.value),
+        }
+    }
+
+    /// The answer itself, for its own caller, when it went nowhere else (one
+    /// a 304 made unstorable: the stored body with the 304's fields).
+    pub(crate) fn into_passed(self) -> Passed {
+        Passed {
+            status: self.value.status(),
+            headers: self.value.header_map(),
+            body: Body::full(self.value.body.clone()),
+        }
+    }
+
+    /// A marker for an answer that went to its own caller.
+    fn passed(status: StatusCode, reason: &str, fetch: Fetch) -> Made {
+        Made {
+            value: CachedResponse::passed(status, reason, fetch),
+            freshness: None,
+            tags: Vec::new(),
+        }
+    }
+}
 
 /// Where a load leaves an answer only its own caller may see.
 #[derive(Clone, Default)]
@@ -84,21 +140,36 @@ impl Proxy {
         forward: &Forward,
         handoff: &Handoff,
     ) -> Result<Loaded<CachedResponse>, OriginError> {
+        let made = self.make(key, forward, handoff, true).await?;
+        Ok(self.indexed(key, made).await)
+    }
+
+    /// An origin answer to `forward` for its caller alone (nothing coalesced):
+    /// what it made, its stream in `handoff` when not storable. Unconditional:
+    /// the stored response of `key` may not be one this caller may have.
+    pub(crate) async fn load_alone(
+        &self,
+        key: &str,
+        forward: &Forward,
+        handoff: &Handoff,
+    ) -> Result<Made, OriginError> {
+        self.make(key, forward, handoff, false).await
+    }
+
+    /// The answer of a load of `key` for `forward`, conditional on the stored
+    /// response's validators when `conditional` allows.
+    async fn make(
+        &self,
+        key: &str,
+        forward: &Forward,
+        handoff: &Handoff,
+        conditional: bool,
+    ) -> Result<Made, OriginError> {
         // The settings in force when the load began, for the whole load.
         let tuning = arc_swap::Guard::into_inner(self.tuning());
-        let rule = tuning.paths.for_path(forward.target.path());
-        let load = Load {
-            key,
-            forward,
-            handoff,
-            rules: &tuning.rules,
-            rule,
-            max_object_bytes: rule
-                .and_then(|r| r.max_object_bytes)
-                .unwrap_or(tuning.options.max_object_bytes),
-        };
-        match self.ask_origin(&load).await? {
-            Answer::Revalidated(made) => Ok(self.indexed(key, made).await),
+        let load = Load::new(key, forward, handoff, &tuning);
+        match self.ask_origin(&load, conditional).await? {
+            Answer::Revalidated(made) => Ok(made),
             Answer::Full {
                 response,
                 conditional,
@@ -111,10 +182,11 @@ impl Proxy {
     }
 
     /// The origin's answer to `load`: at most two requests, the second,
-    /// unconditional, when a 304 validates nothing stored (RFC 9111 §4.3.4).
+    /// unconditional, when a 304's validator contradicts the stored response's
+    /// (RFC 9111 §4.3.4; a 304 without one validates it).
     /// A server error that does not say how long it may be stored goes to
     /// the load's own caller and fails the load.
-    async fn ask_origin(&self, load: &Load<'_>) -> Result<Answer, OriginError> {
+    async fn ask_origin(&self, load: &Load<'_>, conditional: bool) -> Result<Answer, OriginError> {
         let mut base = load.forward.to_send();
         for name in &CLIENT_CONDITIONALS {
             base.remove(name);
@@ -124,7 +196,7 @@ impl Proxy {
         let stale = self
             .cache
             .peek(&load.key.to_string())
-            .filter(|e| e.value().uncacheable.is_none());
+            .filter(|e| conditional && e.value().uncacheable.is_none());
         let mut with_validators = stale.is_some();
         loop {
             let mut headers = base.clone();
@@ -143,6 +215,7 @@ impl Proxy {
                     load.forward.target.as_str(),
                     headers,
                     Body::empty(),
+                    load.forward.interim.as_ref(),
                 )
                 .await
                 .inspect_err(|e| self.stats.origin_error(e.kind()))?;
@@ -174,13 +247,13 @@ impl Proxy {
     /// A full answer stored (read whole, at most the object limit) when the
     /// rules allow; otherwise streamed to the load's own caller, the core
     /// getting a marker (hit-for-miss).
-    async fn store_or_pass(
+    pub(crate) async fn store_or_pass(
         &self,
         load: &Load<'_>,
         response: OriginResponse,
         conditional: bool,
         started: Instant,
-    ) -> Result<Loaded<CachedResponse>, OriginError> {
+    ) -> Result<Made, OriginError> {
         let status = response.status;
         let times = (response.request_time, response.response_time);
         let fetch = if conditional {
@@ -191,17 +264,12 @@ impl Proxy {
         let mut stored_headers = response.headers.clone();
         if let Some(reason) = load.refusal(&response, &mut stored_headers) {
             load.handoff.put(self.pass(response));
-            return Ok(Loaded::uncacheable(CachedResponse::passed(
-                status, reason, fetch,
-            )));
+            return Ok(Made::passed(status, reason, fetch));
         }
         let limit = self.origin.timeout();
         let passed_headers = response.headers;
         match read_up_to(response.body, load.max_object_bytes, started + limit, limit).await? {
-            Buffered::Whole(body) => {
-                let made = load.to_loaded(status, stored_headers, body, fetch, times);
-                Ok(self.indexed(load.key, made).await)
-            }
+            Buffered::Whole(body) => Ok(load.to_made(status, stored_headers, body, fetch, times)),
             Buffered::TooLarge(prefix, rest) => {
                 let mut headers = passed_headers;
                 tags::take(&mut headers);
@@ -214,28 +282,23 @@ impl Proxy {
                         "origin body",
                     )),
                 });
-                Ok(Loaded::uncacheable(CachedResponse::passed(
-                    status,
-                    "too-large",
-                    fetch,
-                )))
+                Ok(Made::passed(status, "too-large", fetch))
             }
         }
     }
 
     /// `made` as the core's value, its surrogate keys indexed first (here and
     /// in the fleet's sets), so a purge that follows the store finds them.
-    async fn indexed(&self, key: &str, made: Made) -> Loaded<CachedResponse> {
-        let (loaded, tags, keep) = made;
-        if let Some(keep) = keep {
-            self.index_tags(key, &tags, Some(keep)).await;
+    pub(crate) async fn indexed(&self, key: &str, made: Made) -> Loaded<CachedResponse> {
+        if let Some(keep) = made.keep() {
+            self.index_tags(key, &made.tags, Some(keep)).await;
         }
-        loaded
+        made.into_loaded()
     }
 }
 
 /// One load: what it is for, and the settings it reads (as in force when it began).
-struct Load<'a> {
+pub(crate) struct Load<'a> {
     key: &'a str,
     forward: &'a Forward,
     handoff: &'a Handoff,
@@ -244,6 +307,10 @@ struct Load<'a> {
     rule: Option<&'a PathRule>,
     /// The largest answer stored; larger ones stream to their own caller.
     max_object_bytes: usize,
+    /// The request fields storability depends on: its `Authorization`, if any
+    /// (RFC 9111 §3.5). Its cache directives never count: a request that says
+    /// `no-store` leads no load.
+    judged_with: HeaderMap,
 }
 
 /// What the origin answered a load.
@@ -259,7 +326,44 @@ enum Answer {
     },
 }
 
-impl Load<'_> {
+impl<'a> Load<'a> {
+    /// A load of `key` for `forward`, under `tuning`.
+    pub(crate) fn new(
+        key: &'a str,
+        forward: &'a Forward,
+        handoff: &'a Handoff,
+        tuning: &'a Tuning,
+    ) -> Self {
+        let rule = tuning.paths.for_path(forward.target.path());
+        let mut judged_with = HeaderMap::new();
+        if let Some(credentials) = forward.headers.get(header::AUTHORIZATION) {
+            judged_with.insert(header::AUTHORIZATION, credentials.clone());
+        }
+        Load {
+            key,
+            forward,
+            handoff,
+            rules: &tuning.rules,
+            rule,
+            max_object_bytes: rule
+                .and_then(|r| r.max_object_bytes)
+                .unwrap_or(tuning.options.max_object_bytes),
+            judged_with,
+        }
+    }
+
+    /// Whether the answer to a `POST` of `target` (this load's) says it is
+    /// the current answer to a `GET` of it, as the path's rule lets it be read.
+    pub(crate) fn post_answer_reusable(
+        &self,
+        response: &OriginResponse,
+        target: &herdguard_http::EffectiveUri,
+    ) -> bool {
+        let config = &self.rules.config;
+        let consulted = rules::overrides(self.rule).consulted(&response.headers, config);
+        herdguard_http::storable::post_answer_reusable(response.status, target, &consulted, config)
+    }
+
     /// Whether a server error may be stored: only when it says for how long.
     fn may_store_error(&self, response: &OriginResponse) -> bool {
         let config = &self.rules.config;
@@ -268,14 +372,10 @@ impl Load<'_> {
     }
 
     /// The stored response `stored`, its fields updated from the 304 `response`
-    /// (RFC 9111 §4.3.4); `None` when the 304 validates nothing stored.
+    /// (RFC 9111 §4.3.4); `None` when the 304's validator contradicts it.
     fn revalidated(&self, stored: &CachedResponse, response: &OriginResponse) -> Option<Made> {
         let stored_headers = stored.header_map();
-        let candidate = revalidate::Candidate {
-            headers: &stored_headers,
-            response_time: from_ms(stored.response_time_ms),
-        };
-        if revalidate::select_for_update(&response.headers, &[candidate]).is_empty() {
+        if !revalidate::validates(&response.headers, &stored_headers) {
             return None;
         }
         let mut merged = stored_headers;
@@ -287,7 +387,7 @@ impl Load<'_> {
             }
         }
         revalidate::update_stored_headers(&mut merged, &response.headers);
-        Some(self.to_loaded(
+        Some(self.to_made(
             stored.status(),
             merged,
             stored.body.clone(),
@@ -302,7 +402,7 @@ impl Load<'_> {
         let verdict = rules::evaluate(
             self.rules,
             self.rule,
-            &HeaderMap::new(),
+            &self.judged_with,
             response.status,
             stored,
             (response.request_time, response.response_time),
@@ -321,9 +421,9 @@ impl Load<'_> {
         }
     }
 
-    /// A storable answer as the core's value, with its freshness; its
-    /// surrogate keys and how long it may be kept, when stored.
-    fn to_loaded(
+    /// A whole answer as a value, with its freshness and surrogate keys when
+    /// it may be stored.
+    fn to_made(
         &self,
         status: StatusCode,
         mut headers: HeaderMap,
@@ -334,7 +434,7 @@ impl Load<'_> {
         let verdict = rules::evaluate(
             self.rules,
             self.rule,
-            &HeaderMap::new(),
+            &self.judged_with,
             status,
             &mut headers,
             (request_time, response_time),
@@ -358,16 +458,20 @@ impl Load<'_> {
             Ok(f) => {
                 value.overrides = f.overrides.clone();
                 value.tags = tags.clone();
-                (
-                    herdguard_http::engine::loaded(value, &f),
+                Made {
+                    value,
+                    freshness: Some(f),
                     tags,
-                    Some(f.keep()),
-                )
+                }
             }
             // A 304 may have made a stored response unstorable (e.g. it now says no-store).
             Err(reason) => {
                 value.uncacheable = Some(reason.to_string());
-                (Loaded::uncacheable(value), Vec::new(), None)
+                Made {
+                    value,
+                    freshness: None,
+                    tags: Vec::new(),
+                }
             }
         }
     }

@@ -17,13 +17,15 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request};
 use ipnet::IpNet;
 
+use crate::origin::InterimHook;
+
 /// Why a request is refused before it reaches the origin (each is a 4xx).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Refusal {
     /// The head is larger than the limit (431).
     HeadTooLarge,
-    /// A body on a method without body semantics (400): forwarding it, or
-    /// dropping it but not its framing, desynchronises the origin connection.
+    /// A body on `GET`, `HEAD` (400; `forbids_body` says why): forwarding it,
+    /// or dropping it but not its framing, desynchronises the origin connection.
     UnexpectedBody,
     /// A bad request target (400).
     Target(TargetError),
@@ -164,6 +166,9 @@ pub(crate) struct Forward {
     /// The client's fields as forwarded (without the proxy's additions).
     pub headers: HeaderMap,
     added: Added,
+    /// Where the origin's interim (1xx) answers go: to this client's
+    /// connection, when it takes them.
+    pub interim: Option<InterimHook>,
 }
 
 impl Forward {
@@ -200,13 +205,15 @@ pub(crate) struct Inbound<B> {
     pub body: B,
 }
 
-/// Methods whose request body has no defined meaning (RFC 9110 §9.3): a body on
-/// them is refused rather than forwarded or half-dropped.
+/// Methods a body is refused on rather than forwarded or half-dropped. `GET`
+/// and `HEAD`: the cache answers them by a key that has no room for a body (RFC
+/// 9110 §9.3.1: it "cannot alter the meaning or target of the request"), so one
+/// would be answered from, or stored for, what another body asked; and a body
+/// there is the classic request-smuggling vehicle through intermediaries that
+/// ignore it. `TRACE` is refused whole. `DELETE` and `OPTIONS` bodies, which APIs
+/// use (Elasticsearch, bulk deletes), pass uncached like any other method's.
 fn forbids_body(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::DELETE | Method::TRACE
-    )
+    matches!(*method, Method::GET | Method::HEAD | Method::TRACE)
 }
 
 /// Makes `request` from `peer` into the request to forward, or refuses it.
@@ -221,7 +228,8 @@ pub(crate) fn prepare<B>(
 where
     B: hyper::body::Body,
 {
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
+    let interim = parts.extensions.remove::<InterimHook>();
     let mut headers = parts.headers;
     let found = scan(&headers);
     // hyper bounds its read buffer, not the head itself: count the fields too.
@@ -270,6 +278,7 @@ where
             target,
             headers,
             added,
+            interim,
         },
         host,
         body,
@@ -457,8 +466,16 @@ mod tests {
     }
 
     #[test]
-    fn bodies_on_get_head_options_delete_are_refused() {
-        for m in ["GET", "HEAD", "OPTIONS", "DELETE"] {
+    fn bodies_on_get_and_head_are_refused_on_delete_and_options_kept() {
+        for m in ["DELETE", "OPTIONS"] {
+            for framing in [("content-length", "3"), ("transfer-encoding", "chunked")] {
+                assert!(
+                    run(req(m, "/", &[("host", "a"), framing]), &[]).is_ok(),
+                    "{m} {framing:?}"
+                );
+            }
+        }
+        for m in ["GET", "HEAD"] {
             assert_eq!(
                 run(req(m, "/", &[("host", "a"), ("content-length", "3")]), &[]).err(),
                 Some(Refusal::UnexpectedBody),

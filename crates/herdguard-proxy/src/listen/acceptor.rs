@@ -35,6 +35,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
+use super::interim::{InterimIo, InterimQueue};
 use super::limits::{ConnState, ConnectionLimits, TimedIo, Tracked};
 use super::tls::{Negotiated, TlsConfig};
 use crate::handle::access;
@@ -204,18 +205,31 @@ impl Acceptor {
             let ConnectionTuning { limits, access_log } = **self.live.load();
             let io = TimedIo::new(stream, Arc::clone(&state), limits);
             let accepted_at = Instant::now();
-            let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+            let interim = Arc::new(InterimQueue::default());
+            let queue = Arc::clone(&interim);
+            let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
                 let proxy = Arc::clone(&proxy);
                 let peer = Arc::clone(&peer);
                 if req.version() == http::Version::HTTP_2 {
                     state.set_multiplexed();
                 }
                 let busy = state.begin();
+                // Interim answers: to HTTP/1.1 clients only (`interim`).
+                let opened = (req.version() == http::Version::HTTP_11).then(|| queue.open());
+                if let Some(opened) = &opened {
+                    req.extensions_mut().insert(opened.hook());
+                }
                 async move {
-                    let response = if access_log {
-                        Box::pin(logged(proxy, req, &peer)).await
-                    } else {
-                        proxy.handle(req, &peer).await
+                    let answer = async {
+                        if access_log {
+                            Box::pin(logged(proxy, req, &peer)).await
+                        } else {
+                            proxy.handle(req, &peer).await
+                        }
+                    };
+                    let response = match opened {
+                        Some(opened) => opened.run(answer).await,
+                        None => answer.await,
                     };
                     Ok::<_, Infallible>(response.map(|body| Tracked::new(body, busy)))
                 }
@@ -231,14 +245,14 @@ impl Acceptor {
                     None => match opening(io.get_ref(), limits.header_read).await {
                         // hyper's own HTTP/1.1 connection: no sniffing buffer on the hit path.
                         Some(Opening::Http1) => {
-                            let io = io.head_since(accepted_at);
+                            let io = InterimIo::new(io.head_since(accepted_at), interim);
                             let conn = builders
                                 .http1_plain
                                 .serve_connection(TokioIo::new(io), service);
                             let _ = watcher.watch(conn).await;
                         }
                         Some(Opening::MaybeHttp2) => {
-                            let io = io.head_since(accepted_at);
+                            let io = InterimIo::new(io.head_since(accepted_at), interim);
                             let conn = builders.sniffed.serve_connection(TokioIo::new(io), service);
                             let _ = watcher.watch(conn).await;
                         }
@@ -247,6 +261,7 @@ impl Acceptor {
                     Some(tls) => match tls.accept(io).await {
                         Ok(stream) => {
                             let builder = builders.for_protocol(Negotiated::of(stream.get_ref().1));
+                            let stream = InterimIo::new(stream, interim);
                             let conn = builder.serve_connection(TokioIo::new(stream), service);
                             let _ = watcher.watch(conn).await;
                         }

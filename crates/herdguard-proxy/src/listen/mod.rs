@@ -6,9 +6,12 @@
 //!
 //! - `acceptor`: the accept loop of each serving thread, the HTTP versions and
 //!   their limits, the connection tuning a reload may replace.
+//! - `interim`: the origin's interim (1xx) answers written to HTTP/1.1 clients
+//!   beside hyper, between its messages.
 //! - `limits`: per-connection head, idle and write timeouts on the socket itself.
 //! - `tls`: the TLS listener (`--tls-cert` / `--tls-key`), ALPN.
 
 pub(crate) mod acceptor;
+pub(crate) mod interim;
 pub(crate) mod limits;
 pub(crate) mod tls;
