@@ -1,0 +1,198 @@
+//! Bounded under hostile load: what a client, an origin or a key space could
+//! grow, tried the way an attacker or a crawler would — a client that grants
+//! no HTTP/2 window, hundreds of concurrent uncacheable requests, dashboards
+//! holding the admin listener, purges while Redis is down, answers with many
+//! surrogate keys.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::h2raw as raw;
+use support::{origin, proxy, Reply, ReplyBody};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn base(o: &support::Origin) -> String {
+    format!("http://{}", o.addr)
+}
+
+/// Reads frames off `tcp`, answering every PING (as a live client does),
+/// until the server closes it or `limit` passes: whether a GOAWAY came, and
+/// when the connection closed (`None`: still open).
+async fn pinging_until_closed(tcp: &mut TcpStream, limit: Duration) -> (bool, Option<Duration>) {
+    let started = Instant::now();
+    let mut goaway = false;
+    loop {
+        let left = limit.saturating_sub(started.elapsed());
+        match tokio::time::timeout(left, raw::read(tcp)).await {
+            Err(_) => return (goaway, None),
+            Ok(None) => return (goaway, Some(started.elapsed())),
+            Ok(Some((kind, flags, _, payload))) => {
+                goaway |= kind == raw::GOAWAY;
+                if kind == raw::PING && flags & 1 == 0 {
+                    // A write error means the server closed: the next read says so.
+                    let _ = tcp.write_all(&raw::frame(raw::PING, 1, 0, &payload)).await;
+                }
+            }
+        }
+    }
+}
+
+/// 50 streams on a connection that grants no flow-control window
+/// (`SETTINGS_INITIAL_WINDOW_SIZE = 0`, never a `WINDOW_UPDATE`) and answers
+/// every ping: no answer can make progress, so the connection is closed
+/// (GOAWAY, then close) once the write limit passes, and the origin
+/// connections its pass-through streams held are let go.
+#[tokio::test]
+async fn an_h2_client_that_grants_no_window_is_closed_after_the_write_limit() {
+    let o = origin(|seen, _| {
+        if seen.target.starts_with("/pass/") {
+            // Uncacheable and larger than any window: streamed through, holding
+            // its origin connection.
+            Reply {
+                status: 200,
+                headers: vec![("cache-control".into(), "no-store".into())],
+                body: ReplyBody::Generated(8 << 20),
+                delay: Duration::ZERO,
+            }
+        } else {
+            Reply::ok(&[("cache-control", "max-age=60")], "cached")
+        }
+    })
+    .await;
+    let p = proxy(
+        &base(&o),
+        &["write_timeout_ms = 500", "idle_timeout_ms = 500"],
+    )
+    .await;
+    let mut tcp = raw::connect_with(p.addr, &[(raw::INITIAL_WINDOW_SIZE, 0)]).await;
+    let mut burst = Vec::new();
+    for i in 0..50u32 {
+        let path = if i % 2 == 0 {
+            format!("/pass/{i}")
+        } else {
+            format!("/cached/{i}")
+        };
+        burst.extend(raw::get(2 * i + 1, &path));
+    }
+    tcp.write_all(&burst).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        o.answering() > 0,
+        "no pass-through stream holds its origin request"
+    );
+    let (goaway, closed) = pinging_until_closed(&mut tcp, Duration::from_secs(6)).await;
+    eprintln!(
+        "window 0, 50 streams, write limit 500 ms: GOAWAY {goaway}, closed after {closed:?}; origin calls {}",
+        o.calls()
+    );
+    assert!(o.calls() > 0, "the streams never reached the origin");
+    closed.expect("a connection that made no progress was still open after 6 s");
+    assert!(goaway, "closed without a GOAWAY");
+    // The pass-through streams' origin requests are let go with it.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while o.answering() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(o.answering(), 0, "origin requests still held");
+}
+
+/// HTTP/1.1's version of the same client: it sends a request and never reads
+/// the answer. Closed within the write limit, its origin request let go.
+#[tokio::test]
+async fn an_http1_client_that_never_reads_is_closed_after_the_write_limit() {
+    let o = origin(|_, _| Reply {
+        status: 200,
+        headers: vec![("cache-control".into(), "no-store".into())],
+        body: ReplyBody::Generated(64 << 20),
+        delay: Duration::ZERO,
+    })
+    .await;
+    let p = proxy(&base(&o), &["write_timeout_ms = 500"]).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut s = socket.connect(p.addr).await.unwrap();
+    s.write_all(b"GET /pass HTTP/1.1\r\nhost: a\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(o.answering(), 1, "the origin request is not under way");
+    // Not read for 2 s: then the server must have given up on it.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let let_go = o.answering();
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    let drained = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got += n,
+            }
+        }
+    })
+    .await;
+    eprintln!("HTTP/1.1 client that stopped reading: origin requests after 2 s {let_go}; then read {got} bytes before the close");
+    assert_eq!(let_go, 0, "origin request still held");
+    assert!(drained.is_ok() && got < 64 << 20, "the connection was kept");
+}
+
+/// The progress rule spares what is slow but moving: a slow origin (nothing
+/// owed to the client yet) and a large answer a client takes as it comes, both
+/// far longer than the write limit, on one HTTP/2 connection.
+#[tokio::test]
+async fn slow_origins_and_long_downloads_are_not_stalls() {
+    const BIG: u64 = 24 << 20;
+    let o = origin(|seen, _| match seen.target.as_str() {
+        "/slow" => Reply::ok(&[("cache-control", "no-store")], "late").delay(1200),
+        _ => Reply {
+            status: 200,
+            headers: vec![("cache-control".into(), "no-store".into())],
+            body: ReplyBody::Generated(BIG),
+            delay: Duration::ZERO,
+        },
+    })
+    .await;
+    let p = proxy(&base(&o), &["write_timeout_ms = 300"]).await;
+    let tcp = TcpStream::connect(p.addr).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let get = |path: &'static str| {
+        let mut sender = sender.clone();
+        async move {
+            use http_body_util::BodyExt;
+            let req = http::Request::get(format!("http://api.example{path}"))
+                .body(http_body_util::Empty::<bytes::Bytes>::new())
+                .unwrap();
+            let resp = sender.send_request(req).await.expect("answer");
+            let mut body = resp.into_body();
+            let mut got = 0u64;
+            while let Some(frame) = body.frame().await {
+                let frame = frame.expect("body");
+                if let Some(data) = frame.data_ref() {
+                    got += data.len() as u64;
+                    // A slow reader: the whole answer takes well over the limit.
+                    tokio::time::sleep(Duration::from_micros(50)).await;
+                }
+            }
+            got
+        }
+    };
+    let started = Instant::now();
+    let (slow, big) = tokio::time::timeout(Duration::from_secs(30), async {
+        tokio::join!(get("/slow"), get("/big"))
+    })
+    .await
+    .expect("answers within 30 s");
+    eprintln!(
+        "write limit 300 ms: a 1.2 s origin and a {} MiB download on one h2 connection took {:?}",
+        BIG >> 20,
+        started.elapsed()
+    );
+    assert_eq!((slow, big), (4, BIG));
+}
