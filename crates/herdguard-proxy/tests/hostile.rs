@@ -196,3 +196,130 @@ async fn slow_origins_and_long_downloads_are_not_stalls() {
     );
     assert_eq!((slow, big), (4, BIG));
 }
+
+/// `n` concurrent GETs, each on its own connection, of `path(i)`: status and
+/// `Retry-After` of each answer.
+async fn concurrent_gets(
+    addr: std::net::SocketAddr,
+    n: usize,
+    path: impl Fn(usize) -> String,
+) -> Vec<(u16, Option<String>)> {
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let path = path(i);
+            tokio::spawn(async move {
+                let a = support::get(addr, &path, &[]).await;
+                (a.status, a.header("retry-after").map(str::to_string))
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.push(t.await.unwrap());
+    }
+    answers
+}
+
+/// A metric's value in the admin text (`None`: not exported).
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// 200 concurrent uncacheable requests, as a crawler or one HTTP/2 client
+/// with 256 streams sends them, with no settings: the origin never has more
+/// than `max_origin_requests` (its default) at once; the rest wait their turn.
+#[tokio::test]
+async fn two_hundred_concurrent_uncacheable_requests_reach_the_origin_at_most_the_cap_at_once() {
+    let o =
+        origin(|_, n| Reply::ok(&[("cache-control", "no-store")], format!("{n}")).delay(200)).await;
+    let cap = herdguard_proxy::ServeArgs {
+        listen: Some("127.0.0.1:0".into()),
+        origin: Some(base(&o)),
+        ..herdguard_proxy::ServeArgs::default()
+    }
+    .resolve()
+    .unwrap()
+    .max_origin_requests;
+    let p = proxy(&base(&o), &[]).await;
+    let answers = concurrent_gets(p.addr, 200, |i| format!("/uncacheable/{i}")).await;
+    let ok = answers.iter().filter(|(s, _)| *s == 200).count();
+    eprintln!(
+        "200 concurrent uncacheable requests, default cap {cap}: origin saw at most {} at once, {ok} answered 200",
+        o.most_concurrent()
+    );
+    assert!(cap < 200, "the default cap {cap} does not bound this load");
+    assert!(
+        o.most_concurrent() <= cap,
+        "the origin had {} requests at once, past the cap of {cap}",
+        o.most_concurrent()
+    );
+    // Within the default queue wait every one gets its turn.
+    assert_eq!(ok, 200, "{answers:?}");
+    assert_eq!(o.calls(), 200);
+}
+
+/// Past the cap and the queue wait: 503 with Retry-After, counted, and the
+/// slots in use on `/metrics`.
+#[tokio::test]
+async fn requests_past_the_origin_cap_and_its_wait_get_503_with_retry_after() {
+    let o = origin(|_, n| Reply::ok(&[("cache-control", "no-store")], format!("{n}")).delay(1500))
+        .await;
+    let p = proxy(
+        &base(&o),
+        &["max_origin_requests = 4", "origin_queue_timeout_ms = 300"],
+    )
+    .await;
+    let flood = tokio::spawn(concurrent_gets(p.addr, 40, |i| format!("/pass/{i}")));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let during = support::metrics(p.admin).await;
+    let answers = flood.await.unwrap();
+    let after = support::metrics(p.admin).await;
+    let ok = answers.iter().filter(|(s, _)| *s == 200).count();
+    let refused: Vec<_> = answers.iter().filter(|(s, _)| *s == 503).collect();
+    eprintln!(
+        "cap 4, wait 300 ms, 40 at once: origin at most {} at once; {ok} answered, {} refused; in flight while full {:?}",
+        o.most_concurrent(),
+        refused.len(),
+        metric(&during, "herdguard_proxy_origin_requests_in_flight")
+    );
+    assert!(o.most_concurrent() <= 4, "{}", o.most_concurrent());
+    assert_eq!((ok, refused.len()), (4, 36), "{answers:?}");
+    assert!(refused
+        .iter()
+        .all(|(_, retry)| retry.as_deref() == Some("1")));
+    assert_eq!(o.calls(), 4, "refused requests must not reach the origin");
+    assert_eq!(
+        metric(&during, "herdguard_proxy_origin_requests_in_flight"),
+        Some(4.0)
+    );
+    assert_eq!(
+        metric(&after, "herdguard_proxy_origin_requests_in_flight"),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(&after, "herdguard_proxy_origin_requests_refused_total"),
+        Some(36.0)
+    );
+}
+
+/// A cold stampede of one key is one origin request, and takes one slot: with
+/// a single slot, 50 callers of one key are all answered by one load.
+#[tokio::test]
+async fn a_cold_stampede_of_one_key_takes_one_origin_slot() {
+    let o = origin(|_, n| Reply::ok(&[("cache-control", "max-age=60")], format!("{n}")).delay(300))
+        .await;
+    let p = proxy(
+        &base(&o),
+        &["max_origin_requests = 1", "origin_queue_timeout_ms = 100"],
+    )
+    .await;
+    let answers = concurrent_gets(p.addr, 50, |_| "/hot".to_string()).await;
+    assert!(answers.iter().all(|(s, _)| *s == 200), "{answers:?}");
+    assert_eq!(o.calls(), 1);
+    let text = support::metrics(p.admin).await;
+    assert_eq!(
+        metric(&text, "herdguard_proxy_origin_requests_refused_total"),
+        Some(0.0)
+    );
+}

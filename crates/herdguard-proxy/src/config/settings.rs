@@ -83,6 +83,14 @@ settings! {
         origin_timeout_ms: u64 => Duration = parse::millis, restart, default(30000);
         /// Origin connect timeout, milliseconds (then 502).
         origin_connect_timeout_ms: u64 => Duration = parse::millis, restart, default(5000);
+        /// Most requests at the origin at once, from before each is sent to the
+        /// end of its answer's body (a load coalescing many callers counts once);
+        /// more wait for a slot `origin_queue_timeout_ms`, then get 503.
+        max_origin_requests: usize => usize = parse::positive, restart,
+            computed(parse::default_origin_requests(), "32 per core");
+        /// Longest a request waits for an origin slot, milliseconds (then 503
+        /// with `Retry-After`).
+        origin_queue_timeout_ms: u64 => Duration = parse::millis, restart, default(5000);
         /// Cap of heuristic freshness (Last-Modified based), seconds.
         heuristic_max_secs: u64 => Duration = parse::secs, live, default(86400);
         /// Stale-if-error window when the origin gives none, seconds.

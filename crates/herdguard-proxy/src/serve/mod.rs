@@ -39,7 +39,7 @@ use crate::handle::response::CachedResponse;
 use crate::handle::variants::{Variants, REGISTRY_SHARE};
 use crate::listen::acceptor::{self, Acceptor, LiveConnections};
 use crate::listen::tls::TlsConfig;
-use crate::origin::Origin;
+use crate::origin::{Admission, Origin};
 use crate::stats::Stats;
 
 /// A bound proxy, ready to serve (tests start one in process on port 0).
@@ -67,6 +67,7 @@ impl Server {
     /// Builds the cache, the origin client and the listeners from `settings`.
     pub async fn bind(settings: Settings) -> Result<Server, ServeError> {
         let (cache, remote) = cache(&settings).await?;
+        let stats = Arc::new(Stats::default());
         let origin = Origin::new(
             &settings.origin,
             &settings.origin_ca,
@@ -79,12 +80,17 @@ impl Server {
         .map_err(|reason| ConfigError {
             field: "origin".into(),
             reason,
-        })?;
+        })?
+        .admitting(Admission::new(
+            settings.max_origin_requests,
+            settings.origin_queue_timeout_ms,
+            Arc::clone(&stats),
+        ));
         let proxy = Arc::new(Proxy::new(
             cache,
             origin,
             tuning::handler(&settings),
-            Arc::new(Stats::default()),
+            stats,
             Variants::new(
                 settings.cache_key.clone(),
                 settings.max_memory / REGISTRY_SHARE,
@@ -221,9 +227,11 @@ async fn cache(
     let builder = Cache::builder()
         .store(store)
         .uncacheable_ttl(settings.hit_for_miss_secs)
-        // Waiters never wait longer than the origin may take, plus a margin.
+        // Waiters never wait longer than the load may take (an origin slot,
+        // then the origin), plus a margin.
         .wait_timeout(
-            settings.origin_timeout_ms
+            settings.origin_queue_timeout_ms
+                + settings.origin_timeout_ms
                 + settings.origin_connect_timeout_ms
                 + Duration::from_secs(1),
         );
