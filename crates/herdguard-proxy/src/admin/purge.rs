@@ -21,7 +21,7 @@ use subtle::ConstantTimeEq;
 
 use crate::body::Body;
 use crate::handle::answer::plain;
-use crate::handle::proxy::{FleetRemote as Fleet, Proxy};
+use crate::handle::proxy::{FleetRemote as Fleet, Proxy, Removed};
 
 /// The log target of purge events (docs/observability.md: "Logs and lock metrics").
 const LOG_TARGET: &str = "herdguard::purge";
@@ -51,8 +51,14 @@ struct PurgeBody {
 }
 
 /// A purge done here: its broadcast topic, its subject (primary key or tag),
-/// and the answer's JSON.
-type Purged = (&'static str, String, serde_json::Value);
+/// the answer's JSON, and why Redis may still hold some of it (`None`: it
+/// confirmed every removal).
+struct Purged {
+    topic: &'static str,
+    subject: String,
+    done: serde_json::Value,
+    unconfirmed: Option<String>,
+}
 
 /// What one purge names.
 enum Target {
@@ -103,7 +109,7 @@ impl Purger {
             Target::Tag(tag) => self.purge_tag(tag).await,
         };
         match purged {
-            Ok((topic, subject, done)) => self.broadcast(topic, &subject, done).await,
+            Ok(purged) => self.broadcast(purged).await,
             Err(refused) => refused,
         }
     }
@@ -152,7 +158,12 @@ impl Purger {
         let keys = self.proxy.variants.all_keys(&primary);
         let removed = self.proxy.purge_keys(&keys, true).await;
         let done = serde_json::json!({ "url": url, "key": primary, "keys": removed.stored });
-        Ok((TOPIC, primary, done))
+        Ok(Purged {
+            topic: TOPIC,
+            subject: primary,
+            done,
+            unconfirmed: unconfirmed(removed, keys.len()),
+        })
     }
 
     /// Purges every key carrying `tag`: those this instance saw carry it, and
@@ -178,29 +189,29 @@ impl Purger {
         keys.sort();
         keys.dedup();
         let removed = self.proxy.purge_keys(&keys, true).await;
-        if let Err(e) = recorded {
-            return Err(self.fleet_failed(&tag, &e));
-        }
-        if removed.unconfirmed > 0 {
-            let e = format!(
-                "{} of {} keys not removed from Redis",
-                removed.unconfirmed,
-                keys.len()
-            );
-            return Err(self.fleet_failed(&tag, &e));
-        }
+        let unconfirmed = match recorded {
+            Err(e) => Some(format!("the keys recorded in Redis were not read: {e}")),
+            Ok(_) => unconfirmed(removed, keys.len()),
+        };
         let done = serde_json::json!({ "tag": tag, "keys": removed.stored });
-        Ok((TAG_TOPIC, tag, done))
+        Ok(Purged {
+            topic: TAG_TOPIC,
+            subject: tag,
+            done,
+            unconfirmed,
+        })
     }
 
-    /// Sends a purge done here to the rest of the fleet; the answer says
-    /// whether it went (`done`, with `"fleet"`).
-    async fn broadcast(
-        &self,
-        topic: &str,
-        subject: &str,
-        done: serde_json::Value,
-    ) -> Response<Body> {
+    /// Sends a purge done here to the rest of the fleet (also when Redis did
+    /// not confirm it: the others drop what they hold); the answer says whether
+    /// it went (`done`, with `"fleet"`), and is 503 unless Redis confirmed it.
+    async fn broadcast(&self, purged: Purged) -> Response<Body> {
+        let Purged {
+            topic,
+            subject,
+            done,
+            unconfirmed,
+        } = purged;
         let fleet = match &self.fleet {
             None => "none",
             Some(fleet) => match fleet
@@ -208,9 +219,19 @@ impl Purger {
                 .await
             {
                 Ok(()) => "broadcast",
-                Err(e) => return self.fleet_failed(subject, &e.to_string()),
+                Err(e) => {
+                    let why = format!("the fleet broadcast failed: {e}");
+                    let why = match unconfirmed {
+                        Some(also) => format!("{why}; {also}"),
+                        None => why,
+                    };
+                    return self.only_here(&subject, &why);
+                }
             },
         };
+        if let Some(why) = unconfirmed {
+            return self.only_here(&subject, &format!("{why} (the fleet was told)"));
+        }
         let mut text = done;
         text["fleet"] = serde_json::Value::from(fleet);
         let mut r = Response::new(Body::full(Bytes::from(format!("{text}\n"))));
@@ -221,20 +242,19 @@ impl Purger {
         r
     }
 
-    /// The answer when the fleet could not be reached: purged here only.
-    fn fleet_failed(&self, subject: &str, error: &str) -> Response<Body> {
+    /// The answer when the fleet or Redis could not be reached: purged from
+    /// this instance's memory only (`why` says what else failed).
+    fn only_here(&self, subject: &str, why: &str) -> Response<Body> {
         // The key's hash, not the URL: its query may hold secrets.
         tracing::warn!(
             target: LOG_TARGET,
             key_hash = %herdguard::key_hash(subject),
-            error = %error,
-            "purge broadcast failed"
+            error = %why,
+            "purge not confirmed beyond this instance"
         );
         plain(
             StatusCode::SERVICE_UNAVAILABLE,
-            &format!(
-                "herdguard: purged on this instance only; the fleet broadcast failed: {error}\n"
-            ),
+            &format!("herdguard: purged on this instance only; {why}\n"),
         )
     }
 
@@ -318,6 +338,16 @@ where
         };
         runtime.spawn(apply(proxy, subject.to_string()));
     });
+}
+
+/// Why Redis may still hold some of `total` keys a purge removed here.
+fn unconfirmed(removed: Removed, total: usize) -> Option<String> {
+    (removed.unconfirmed > 0).then(|| {
+        format!(
+            "{} of {total} keys not removed from Redis",
+            removed.unconfirmed
+        )
+    })
 }
 
 fn digest(token: &str) -> [u8; 32] {
