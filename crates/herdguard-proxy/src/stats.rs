@@ -37,6 +37,11 @@ impl Connections {
     pub fn close(&self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
+    /// Sets it to `n`.
+    pub fn set(&self, n: u64) {
+        self.0
+            .store(i64::try_from(n).unwrap_or(i64::MAX), Ordering::Relaxed);
+    }
     /// Open now.
     pub fn get(&self) -> i64 {
         self.0.load(Ordering::Relaxed)
@@ -54,6 +59,8 @@ pub struct Stats {
     pub origin_in_flight: Connections,
     /// Requests refused for want of an origin slot (`max_origin_requests`).
     pub origin_refused: Count,
+    /// Bytes the surrogate-key index holds (its share of `max_memory`).
+    pub tag_index_bytes: Connections,
     /// URLs invalidated after unsafe methods.
     pub invalidations: Count,
     /// Purges applied here (asked on this instance or any of the fleet).

@@ -323,3 +323,71 @@ async fn a_cold_stampede_of_one_key_takes_one_origin_slot() {
         Some(0.0)
     );
 }
+
+/// An origin (or whoever controls its answers) tags every answer with 64
+/// distinct 100-byte surrogate keys and a shared one, over 1,500 URLs: the tag
+/// index stays within its share of `max_memory` (1/16), and a purge of the
+/// shared tag still removes every answer this instance holds.
+#[tokio::test]
+async fn the_tag_index_stays_within_its_share_of_max_memory_and_purges_stay_complete() {
+    const URLS: usize = 1500;
+    let o = origin(|seen, n| {
+        let id = seen.target.trim_start_matches("/t/");
+        let tags: Vec<String> = (0..64)
+            .map(|i| format!("{id}-{i}-{}", "x".repeat(90)))
+            .collect();
+        let tags = format!("all {}", tags.join(" "));
+        Reply::ok(
+            &[("cache-control", "max-age=600"), ("surrogate-key", &tags)],
+            format!("{} #{n}", seen.target),
+        )
+    })
+    .await;
+    o.stop_recording();
+    let token = "purge-token-for-tests-0123";
+    let p = proxy(
+        &base(&o),
+        &[
+            "max_memory = \"8MiB\"",
+            &format!("purge_token = \"{token}\""),
+        ],
+    )
+    .await;
+    let share = (8u64 << 20) / 16;
+    let mut most = 0.0f64;
+    for batch in 0..URLS / 50 {
+        let answers = concurrent_gets(p.addr, 50, |i| format!("/t/{}", batch * 50 + i)).await;
+        assert!(answers.iter().all(|(s, _)| *s == 200));
+        let text = support::metrics(p.admin).await;
+        let bytes = metric(&text, "herdguard_proxy_tag_index_bytes").expect("the tag index gauge");
+        most = most.max(bytes);
+    }
+    let text = support::metrics(p.admin).await;
+    eprintln!(
+        "{URLS} answers x 65 tags, max_memory 8 MiB: tag index at most {most} bytes (share {share}); cache {:?} bytes in {:?} entries",
+        metric(&text, "herdguard_cache_bytes"),
+        metric(&text, "herdguard_cache_entries")
+    );
+    assert!(
+        most <= share as f64,
+        "tag index {most} bytes, share {share}"
+    );
+    // Every answer still held is found by the shared tag.
+    let auth = format!("Bearer {token}");
+    let purged = support::request(
+        p.admin,
+        "POST",
+        "/purge?tag=all",
+        &[("authorization", &auth)],
+    )
+    .await;
+    assert_eq!(purged.status, 200, "{}", purged.text());
+    let before = o.calls();
+    let answers = concurrent_gets(p.addr, 50, |i| format!("/t/{}", URLS - 1 - i)).await;
+    assert!(answers.iter().all(|(s, _)| *s == 200));
+    assert_eq!(
+        o.calls() - before,
+        50,
+        "answers served from the cache after their tag was purged"
+    );
+}

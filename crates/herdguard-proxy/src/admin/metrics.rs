@@ -189,7 +189,7 @@ fn gauges(
     stats: &Stats,
     core: &MetricsSnapshot,
     shared_store: Option<bool>,
-) -> [(&'static str, &'static str, Option<i64>); 6] {
+) -> [(&'static str, &'static str, Option<i64>); 7] {
     [
         (
             "herdguard_proxy_connections_open",
@@ -200,6 +200,11 @@ fn gauges(
             "herdguard_proxy_origin_requests_in_flight",
             "Origin requests in flight now, each holding an origin slot (max_origin_requests)",
             Some(stats.origin_in_flight.get()),
+        ),
+        (
+            "herdguard_proxy_tag_index_bytes",
+            "Bytes of the surrogate-key index, within its share of max_memory",
+            Some(stats.tag_index_bytes.get()),
         ),
         (
             "herdguard_cache_entries",

@@ -36,6 +36,7 @@ use crate::config::settings::{ServeArgs, Settings};
 use crate::config::tuning;
 use crate::handle::proxy::{FleetRemote, Proxy};
 use crate::handle::response::CachedResponse;
+use crate::handle::tags::{TagIndex, INDEX_SHARE};
 use crate::handle::variants::{Variants, REGISTRY_SHARE};
 use crate::listen::acceptor::{self, Acceptor, LiveConnections};
 use crate::listen::tls::TlsConfig;
@@ -90,10 +91,13 @@ impl Server {
             cache,
             origin,
             tuning::handler(&settings),
-            stats,
-            Variants::new(
-                settings.cache_key.clone(),
-                settings.max_memory / REGISTRY_SHARE,
+            Arc::clone(&stats),
+            (
+                Variants::new(
+                    settings.cache_key.clone(),
+                    settings.max_memory / REGISTRY_SHARE,
+                ),
+                TagIndex::new(settings.max_memory / INDEX_SHARE, stats),
             ),
             remote.clone(),
         ));
