@@ -6,6 +6,7 @@
 
 mod support;
 
+use base64::Engine as _;
 use std::time::{Duration, Instant};
 
 use support::h2raw as raw;
@@ -390,4 +391,177 @@ async fn the_tag_index_stays_within_its_share_of_max_memory_and_purges_stay_comp
         50,
         "answers served from the cache after their tag was purged"
     );
+}
+
+/// Opens a dashboard's event stream on the admin listener: `Some(stream)`
+/// once its first event came, `None` if it was refused (any status but 200),
+/// within 5 s.
+async fn open_dashboard(admin: std::net::SocketAddr) -> Option<TcpStream> {
+    let mut s = TcpStream::connect(admin).await.ok()?;
+    s.write_all(b"GET /events HTTP/1.1\r\nhost: admin\r\n\r\n")
+        .await
+        .ok()?;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    let first = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let n = s.read(&mut buf).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            seen.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&seen);
+            if !text.starts_with("HTTP/1.1 200") && text.contains("\r\n\r\n") {
+                return None;
+            }
+            if text.contains("data: ") {
+                return Some(());
+            }
+        }
+    })
+    .await;
+    matches!(first, Ok(Some(()))).then_some(s)
+}
+
+/// 70 dashboards open at once, more than the admin listener's connection
+/// slots (64): the event streams have a cap of their own, so `/metrics` and a
+/// purge still get an answer at once.
+#[tokio::test]
+async fn dashboards_cannot_starve_metrics_and_purge() {
+    let o = origin(|_, _| Reply::ok(&[("cache-control", "max-age=60")], "ok")).await;
+    let token = "purge-token-for-tests-0123";
+    let p = proxy(&base(&o), &[&format!("purge_token = \"{token}\"")]).await;
+    let mut open = Vec::new();
+    let mut refused = 0;
+    for _ in 0..70 {
+        match open_dashboard(p.admin).await {
+            Some(s) => open.push(s),
+            None => refused += 1,
+        }
+    }
+    let started = Instant::now();
+    let metrics = tokio::time::timeout(Duration::from_secs(3), support::metrics(p.admin)).await;
+    let auth = format!("Bearer {token}");
+    let purge = tokio::time::timeout(
+        Duration::from_secs(3),
+        support::request(
+            p.admin,
+            "POST",
+            "/purge?url=/x",
+            &[("authorization", &auth)],
+        ),
+    )
+    .await;
+    eprintln!(
+        "70 dashboards: {} streaming, {refused} refused; /metrics answered: {}, purge: {:?}, in {:?}",
+        open.len(),
+        metrics.is_ok(),
+        purge.as_ref().map(|a| a.status),
+        started.elapsed()
+    );
+    assert!(
+        metrics.is_ok_and(|m| m.contains("herdguard_proxy_requests_total")),
+        "no /metrics answer"
+    );
+    assert_eq!(purge.map(|a| a.status).ok(), Some(200), "no purge answer");
+    assert!(
+        refused > 0 && !open.is_empty(),
+        "{} open, {refused} refused",
+        open.len()
+    );
+    // Closed dashboards give their place back.
+    let cap = open.len();
+    open.clear();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut again = Vec::new();
+    for _ in 0..cap {
+        again.push(
+            open_dashboard(p.admin)
+                .await
+                .expect("a stream after others closed"),
+        );
+    }
+    // 70 streams really open (a cap above the 64 connection slots): still answered.
+    let wide = proxy(&base(&o), &["admin_max_event_streams = 100"]).await;
+    let mut streams = Vec::new();
+    for _ in 0..70 {
+        streams.push(
+            open_dashboard(wide.admin)
+                .await
+                .expect("a stream within the cap"),
+        );
+    }
+    let metrics = tokio::time::timeout(Duration::from_secs(3), support::metrics(wide.admin)).await;
+    assert!(metrics.is_ok(), "no /metrics answer with 70 streams open");
+}
+
+/// With `admin_auth = "all"` the dashboard and `/metrics` need the purge
+/// token (Bearer, or as the password of Basic, which a browser sends);
+/// `/healthz` and `/readyz` stay open for probes.
+#[tokio::test]
+async fn admin_auth_all_puts_metrics_and_the_dashboard_behind_the_token() {
+    let o = origin(|_, _| Reply::ok(&[("cache-control", "max-age=60")], "ok")).await;
+    let token = "purge-token-for-tests-0123";
+    let p = proxy(
+        &base(&o),
+        &[
+            &format!("purge_token = \"{token}\""),
+            "admin_auth = \"all\"",
+        ],
+    )
+    .await;
+    let bearer = format!("Bearer {token}");
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("ops:{token}"))
+    );
+    for path in [
+        "/",
+        "/metrics",
+        "/dashboard.json",
+        "/events",
+        "/assets/chart.js",
+    ] {
+        let none = support::request(p.admin, "GET", path, &[]).await;
+        assert_eq!(none.status, 401, "{path} without the token");
+        assert!(none.header("www-authenticate").is_some(), "{path}");
+        let wrong = support::request(
+            p.admin,
+            "GET",
+            path,
+            &[("authorization", "Bearer wrong-token-0123456789")],
+        )
+        .await;
+        assert_eq!(wrong.status, 401, "{path} with a wrong token");
+    }
+    for path in ["/", "/metrics", "/dashboard.json"] {
+        for auth in [&bearer, &basic] {
+            let ok = support::request(p.admin, "GET", path, &[("authorization", auth)]).await;
+            assert_eq!(ok.status, 200, "{path} with {auth}");
+        }
+    }
+    for path in ["/healthz", "/readyz"] {
+        assert_eq!(
+            support::request(p.admin, "GET", path, &[]).await.status,
+            200,
+            "{path}"
+        );
+    }
+    // By default only purge needs it.
+    let open = proxy(&base(&o), &[&format!("purge_token = \"{token}\"")]).await;
+    assert_eq!(
+        support::request(open.admin, "GET", "/metrics", &[])
+            .await
+            .status,
+        200
+    );
+    // "all" without a token to check is a configuration error.
+    let args = herdguard_proxy::ServeArgs {
+        listen: Some("127.0.0.1:0".into()),
+        origin: Some(base(&o)),
+        admin_auth: Some("all".into()),
+        ..herdguard_proxy::ServeArgs::default()
+    };
+    let e = args.resolve().unwrap_err();
+    assert_eq!(e.field, "admin_auth", "{e:?}");
 }

@@ -258,7 +258,8 @@ mod tests {
              hit_for_miss_secs = 9\nredis_prefix = \"x:\"\n\
              redis_op_timeout_ms = 9\ncache_namespace = \"n\"\ncache_key_query = \"sorted\"\n\
              cache_key = \"host,path\"\nkeep_client_host = true\nforward_host = true\nthreads = 9\nmax_connections = 9\n\
-             admin_max_connections = 9\ntls_cert = {cert:?}\ntls_key = {key:?}\n\
+             admin_max_connections = 9\nadmin_max_event_streams = 9\nadmin_auth = \"all\"\n\
+             tls_cert = {cert:?}\ntls_key = {key:?}\n\
              h2_max_concurrent_streams = 9\n"
         ));
         let (kept, done) = reconcile(next, &current).unwrap();

@@ -27,6 +27,7 @@ use tokio::sync::watch;
 
 pub use error::ServeError;
 
+use crate::admin::auth::Token;
 use crate::admin::dashboard::{instance_name, Sampler};
 use crate::admin::purge::Purger;
 use crate::admin::Admin;
@@ -176,6 +177,11 @@ impl Server {
                 purger: Arc::clone(&self.purger),
                 remote: self.remote,
                 max_connections: self.admin_max_connections,
+                max_event_streams: self.settings.admin_max_event_streams,
+                auth: (
+                    self.settings.admin_auth,
+                    self.settings.purge_token.as_ref().map(|t| Token::new(&t.0)),
+                ),
             };
             tokio::spawn(listener.serve(admin, stop_rx.clone()));
         }
