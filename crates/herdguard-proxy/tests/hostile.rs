@@ -464,23 +464,37 @@ async fn dashboards_cannot_starve_metrics_and_purge() {
         "no /metrics answer"
     );
     assert_eq!(purge.map(|a| a.status).ok(), Some(200), "no purge answer");
-    assert!(
-        refused > 0 && !open.is_empty(),
-        "{} open, {refused} refused",
-        open.len()
-    );
-    // Closed dashboards give their place back.
-    let cap = open.len();
-    open.clear();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let mut again = Vec::new();
-    for _ in 0..cap {
-        again.push(
-            open_dashboard(p.admin)
-                .await
-                .expect("a stream after others closed"),
-        );
+    let cap = herdguard_proxy::ServeArgs {
+        listen: Some("127.0.0.1:0".into()),
+        origin: Some(base(&o)),
+        ..herdguard_proxy::ServeArgs::default()
     }
+    .resolve()
+    .unwrap()
+    .admin_max_event_streams;
+    assert_eq!(
+        (open.len(), refused),
+        (cap, 70 - cap),
+        "streams open and refused, default cap {cap}"
+    );
+    let past = support::request(p.admin, "GET", "/events", &[]).await;
+    assert_eq!(past.status, 503, "a dashboard past the cap");
+    assert!(
+        past.header("retry-after").is_some(),
+        "503 without Retry-After"
+    );
+    // Closed dashboards give their place back, once the stream notices (its
+    // next event, a second apart).
+    open.clear();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut again = Vec::new();
+    while again.len() < cap && Instant::now() < deadline {
+        match open_dashboard(p.admin).await {
+            Some(s) => again.push(s),
+            None => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    assert_eq!(again.len(), cap, "streams open again after others closed");
     // 70 streams really open (a cap above the 64 connection slots): still answered.
     let wide = proxy(&base(&o), &["admin_max_event_streams = 100"]).await;
     let mut streams = Vec::new();
