@@ -483,7 +483,7 @@ fn origin_tls_and_purge_warnings_have_their_targets_and_name_no_url() {
     redis.kill();
     let (status, answer) = request(serve.admin, "POST", secret, &auth);
     assert_eq!(status, 503, "{answer}");
-    let failed = serve.event("purge broadcast failed");
+    let failed = serve.event("purge not confirmed beyond this instance");
     assert_eq!(failed["target"], "herdguard::purge", "{failed}");
     assert_eq!(failed["level"], "WARN");
     assert_eq!(

@@ -52,6 +52,7 @@ mod origin;
 mod serve;
 mod stats;
 
+pub use admin::auth::AdminAuth;
 pub use admin::dashboard;
 pub use admin::purge_client::{purge_blocking, PurgeArgs, PurgeError};
 pub use body::{Body, BodyStalled};

@@ -9,8 +9,23 @@
 //! Framing is never copied from the client: `Content-Length` and
 //! `Transfer-Encoding` are removed and hyper frames the request from the body it
 //! is given, so the origin always receives exactly the bytes its framing says.
+//!
+//! # Admission
+//!
+//! At most `max_origin_requests` requests are at the origin at once, whatever
+//! sends them: a miss's or revalidation's load (one for all the callers it
+//! coalesces), a pass-through, another method. A request holds its slot from
+//! before it is sent until its answer's body has ended or been dropped. Past
+//! the cap, a request waits for a slot (first come, first served) at most
+//! `origin_queue_timeout_ms`, then fails with [`OriginError::Busy`]: the client
+//! gets `503` with `Retry-After` (or a stale answer its `stale-if-error`
+//! allows), `herdguard_proxy_origin_requests_refused_total` counts it, and a
+//! warning says so at most every [`WARN_EVERY`].
 
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
@@ -18,13 +33,15 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::{Authority, Scheme};
 use http::{Method, Request, StatusCode, Uri};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::body::Body;
+use crate::stats::Stats;
 
 /// The log target of origin events (docs/observability.md: "Logs and lock metrics").
 const LOG_TARGET: &str = "herdguard::origin";
@@ -53,6 +70,10 @@ pub enum OriginError {
     /// The client's request body went over the request body limit on its way.
     #[error("request body too large")]
     RequestBodyTooLarge,
+    /// No origin slot came free within the queue timeout (`max_origin_requests`
+    /// were in flight): not sent.
+    #[error("{0} origin requests in flight: no slot within {1:?}")]
+    Busy(usize, Duration),
 }
 
 impl OriginError {
@@ -64,6 +85,7 @@ impl OriginError {
             OriginError::Tls(_) => "tls",
             OriginError::ServerError(_) => "server_error",
             OriginError::RequestBodyStalled(_) | OriginError::RequestBodyTooLarge => "client_body",
+            OriginError::Busy(..) => "busy",
         }
     }
 }
@@ -84,7 +106,7 @@ pub struct OriginResponse {
     /// End-to-end header fields (hop-by-hop ones removed).
     pub headers: HeaderMap,
     /// The body, as it arrives.
-    pub body: Incoming,
+    pub body: OriginBody,
     /// When the request was sent.
     pub request_time: SystemTime,
     /// When the head arrived.
@@ -96,7 +118,7 @@ pub(crate) enum Buffered {
     /// The whole body.
     Whole(Bytes),
     /// More than the limit: what was read, and the rest still to come.
-    TooLarge(Bytes, Incoming),
+    TooLarge(Bytes, OriginBody),
 }
 
 /// Which roots an `https://` origin's certificate must chain to.
@@ -143,6 +165,131 @@ pub struct Origin {
     authority: Authority,
     base_path: String,
     timeout: Duration,
+    /// The cap on requests in flight (`None`: none).
+    admission: Option<Arc<Admission>>,
+}
+
+/// How often, at most, a refusal for want of an origin slot is logged.
+pub(crate) const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// The origin slots (the module docs).
+pub(crate) struct Admission {
+    slots: Arc<Semaphore>,
+    max: usize,
+    queue_timeout: Duration,
+    stats: Arc<Stats>,
+    /// When a refusal was last logged, milliseconds since `started`.
+    warned_at: AtomicU64,
+    started: Instant,
+}
+
+impl Admission {
+    /// `max` requests in flight at once; past it, a wait of at most
+    /// `queue_timeout`; counted in `stats`.
+    pub(crate) fn new(max: usize, queue_timeout: Duration, stats: Arc<Stats>) -> Self {
+        Admission {
+            slots: Arc::new(Semaphore::new(max.min(Semaphore::MAX_PERMITS))),
+            max,
+            queue_timeout,
+            stats,
+            warned_at: AtomicU64::new(u64::MAX),
+            started: Instant::now(),
+        }
+    }
+
+    /// A slot, at once or within the queue timeout.
+    async fn admit(&self) -> Result<Slot, OriginError> {
+        let permit = match Arc::clone(&self.slots).try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                let waited = tokio::time::timeout(
+                    self.queue_timeout,
+                    Arc::clone(&self.slots).acquire_owned(),
+                );
+                match waited.await {
+                    Ok(Ok(permit)) => permit,
+                    _ => return Err(self.refuse()),
+                }
+            }
+        };
+        self.stats.origin_in_flight.open();
+        Ok(Slot {
+            _permit: permit,
+            stats: Arc::clone(&self.stats),
+        })
+    }
+
+    fn refuse(&self) -> OriginError {
+        self.stats.origin_refused.inc();
+        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let last = self.warned_at.load(Ordering::Relaxed);
+        let due = last == u64::MAX || now.saturating_sub(last) >= WARN_EVERY.as_millis() as u64;
+        if due
+            && self
+                .warned_at
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                target: LOG_TARGET,
+                max_origin_requests = self.max,
+                waited = ?self.queue_timeout,
+                refused_total = self.stats.origin_refused.get(),
+                "origin requests refused: every origin slot busy (503 with Retry-After)"
+            );
+        }
+        OriginError::Busy(self.max, self.queue_timeout)
+    }
+}
+
+/// One origin request's slot, given back when dropped.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    stats: Arc<Stats>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.stats.origin_in_flight.close();
+    }
+}
+
+/// An origin answer's body, as it arrives; it holds the request's origin slot
+/// until it ends or is dropped.
+pub struct OriginBody {
+    body: Incoming,
+    slot: Option<Slot>,
+}
+
+impl std::fmt::Debug for OriginBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OriginBody").finish_non_exhaustive()
+    }
+}
+
+impl hyper::body::Body for OriginBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let frame = Pin::new(&mut this.body).poll_frame(cx);
+        if matches!(frame, Poll::Ready(None | Some(Err(_)))) {
+            this.slot = None;
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
 }
 
 impl Origin {
@@ -199,7 +346,14 @@ impl Origin {
             authority,
             base_path: base.path().trim_end_matches('/').to_string(),
             timeout,
+            admission: None,
         })
+    }
+
+    /// This client with its requests in flight capped by `admission`.
+    pub(crate) fn admitting(mut self, admission: Admission) -> Self {
+        self.admission = Some(Arc::new(admission));
+        self
     }
 
     /// The origin timeout.
@@ -209,9 +363,9 @@ impl Origin {
 
     /// Sends `method target` (a normalised origin-form target, appended to the
     /// base path) with `headers` (end-to-end fields, as forwarded) and `body`, and
-    /// waits for the answer's head within the origin timeout. Interim answers go
-    /// to `interim` as they arrive (from an HTTP/1.1 origin: hyper's client
-    /// reports none of an HTTP/2 one).
+    /// waits for the answer's head within the origin timeout — once it has an
+    /// origin slot (the module docs). Interim answers go to `interim` as they
+    /// arrive (from an HTTP/1.1 origin: hyper's client reports none of an HTTP/2 one).
     pub(crate) async fn send(
         &self,
         method: Method,
@@ -226,6 +380,10 @@ impl Origin {
             .path_and_query(format!("{}{}", self.base_path, target))
             .build()
             .map_err(|e| OriginError::Failed(format!("bad target URI: {e}")))?;
+        let slot = match &self.admission {
+            Some(admission) => Some(admission.admit().await?),
+            None => None,
+        };
         // The body decides the framing; the client's framing fields never pass.
         headers.remove(header::CONTENT_LENGTH);
         headers.remove(header::TRANSFER_ENCODING);
@@ -270,7 +428,7 @@ impl Origin {
         Ok(OriginResponse {
             status: parts.status,
             headers: parts.headers,
-            body,
+            body: OriginBody { body, slot },
             request_time,
             response_time: SystemTime::now(),
         })
@@ -280,7 +438,7 @@ impl Origin {
 /// Reads `body` until it ends or holds more than `max` bytes, by `deadline`
 /// (`limit` is the timeout that deadline stands for, for the error).
 pub(crate) async fn read_up_to(
-    mut body: Incoming,
+    mut body: OriginBody,
     max: usize,
     deadline: Instant,
     limit: Duration,

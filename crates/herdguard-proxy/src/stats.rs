@@ -24,20 +24,25 @@ impl Count {
     }
 }
 
-/// A gauge of open client connections.
+/// A gauge of what is open now (client connections, origin requests).
 #[derive(Default, Debug)]
 pub struct Connections(AtomicI64);
 
 impl Connections {
-    /// One more connection.
+    /// One more.
     pub fn open(&self) {
         self.0.fetch_add(1, Ordering::Relaxed);
     }
-    /// One connection fewer.
+    /// One fewer.
     pub fn close(&self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
-    /// Connections open now.
+    /// Sets it to `n`.
+    pub fn set(&self, n: u64) {
+        self.0
+            .store(i64::try_from(n).unwrap_or(i64::MAX), Ordering::Relaxed);
+    }
+    /// Open now.
     pub fn get(&self) -> i64 {
         self.0.load(Ordering::Relaxed)
     }
@@ -50,6 +55,12 @@ pub struct Stats {
     origin_errors: [Count; ORIGIN_ERRORS.len()],
     /// Requests sent to the origin.
     pub origin_requests: Count,
+    /// Origin requests in flight now (each holds an origin slot).
+    pub origin_in_flight: Connections,
+    /// Requests refused for want of an origin slot (`max_origin_requests`).
+    pub origin_refused: Count,
+    /// Bytes the surrogate-key index holds (its share of `max_memory`).
+    pub tag_index_bytes: Connections,
     /// URLs invalidated after unsafe methods.
     pub invalidations: Count,
     /// Purges applied here (asked on this instance or any of the fleet).

@@ -252,6 +252,44 @@ async fn with_redis_down_a_purge_still_applies_here_and_says_the_fleet_was_not_r
     assert_eq!(get(&p, "en").await, "en v2");
 }
 
+/// Runs one inline command on the Redis at `addr`; its first reply line.
+async fn redis_command(addr: SocketAddr, command: &str) -> String {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("{command}\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).await.unwrap();
+    line.trim().to_string()
+}
+
+/// Redis takes the purge's broadcast but refuses its invalidation (scripts
+/// denied by ACL): the URL may still be in Redis, so the answer is 503, not
+/// "purged", though the fleet was told.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_url_purge_whose_redis_invalidation_failed_answers_503() {
+    let redis = herdguard_testkit::RedisServer::start().unwrap();
+    let o = origin().await;
+    let url = redis.url();
+    let p = proxy(o.addr, move |a| {
+        a.redis = Some(url);
+        a.redis_op_timeout_ms = Some(2000);
+    })
+    .await;
+    assert_eq!(get(&p, "en").await, "en v1");
+    assert_eq!(
+        redis_command(redis.addr(), "ACL SETUSER default -eval -evalsha").await,
+        "+OK"
+    );
+    let (status, body) = purge(&p, Some(TOKEN), "?url=http%3A%2F%2Fapi.example%2Fitem", "").await;
+    eprintln!("URL purge, Redis refusing the invalidation: {status} {body}");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("this instance only"), "{body}");
+    // Gone from this instance's memory regardless.
+    assert_eq!(get(&p, "en").await, "en v2");
+}
+
 #[tokio::test]
 async fn purge_needs_the_right_token_and_a_url() {
     let o = origin().await;

@@ -70,11 +70,16 @@ pub(crate) fn render(
 type CounterOf<S> = (&'static str, &'static str, fn(&S) -> u64);
 
 /// The proxy's counters.
-const PROXY_COUNTERS: [CounterOf<Stats>; 4] = [
+const PROXY_COUNTERS: [CounterOf<Stats>; 5] = [
     (
         "herdguard_proxy_origin_requests",
         "Requests sent to the origin",
         |s| s.origin_requests.get(),
+    ),
+    (
+        "herdguard_proxy_origin_requests_refused",
+        "Requests answered 503 for want of an origin slot (max_origin_requests)",
+        |s| s.origin_refused.get(),
     ),
     (
         "herdguard_proxy_invalidations",
@@ -184,12 +189,22 @@ fn gauges(
     stats: &Stats,
     core: &MetricsSnapshot,
     shared_store: Option<bool>,
-) -> [(&'static str, &'static str, Option<i64>); 5] {
+) -> [(&'static str, &'static str, Option<i64>); 7] {
     [
         (
             "herdguard_proxy_connections_open",
             "Client connections open now",
             Some(stats.connections.get()),
+        ),
+        (
+            "herdguard_proxy_origin_requests_in_flight",
+            "Origin requests in flight now, each holding an origin slot (max_origin_requests)",
+            Some(stats.origin_in_flight.get()),
+        ),
+        (
+            "herdguard_proxy_tag_index_bytes",
+            "Bytes of the surrogate-key index, within its share of max_memory",
+            Some(stats.tag_index_bytes.get()),
         ),
         (
             "herdguard_cache_entries",

@@ -8,20 +8,19 @@
 //! its sender, which skips its own coming back (it purged before sending, so a
 //! purge still applies here when Redis is down).
 //!
-//! Without a configured token the endpoint is disabled (404). Tokens are
-//! compared as SHA-256 digests in constant time.
+//! Without a configured token the endpoint is disabled (404). The token is
+//! checked as `auth` says (Bearer, or Basic's password).
 
 use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
+use super::auth::{unauthorized, Token};
 use crate::body::Body;
 use crate::handle::answer::plain;
-use crate::handle::proxy::{FleetRemote as Fleet, Proxy};
+use crate::handle::proxy::{FleetRemote as Fleet, Proxy, Removed};
 
 /// The log target of purge events (docs/observability.md: "Logs and lock metrics").
 const LOG_TARGET: &str = "herdguard::purge";
@@ -37,7 +36,7 @@ pub(crate) const MAX_BODY_BYTES: usize = 8 << 10;
 /// The purge endpoint of one instance.
 pub(crate) struct Purger {
     proxy: Arc<Proxy>,
-    token: Option<[u8; 32]>,
+    token: Option<Token>,
     fleet: Option<Fleet>,
     /// This instance in its purge broadcasts: random, so no two share it.
     sender: String,
@@ -51,8 +50,14 @@ struct PurgeBody {
 }
 
 /// A purge done here: its broadcast topic, its subject (primary key or tag),
-/// and the answer's JSON.
-type Purged = (&'static str, String, serde_json::Value);
+/// the answer's JSON, and why Redis may still hold some of it (`None`: it
+/// confirmed every removal).
+struct Purged {
+    topic: &'static str,
+    subject: String,
+    done: serde_json::Value,
+    unconfirmed: Option<String>,
+}
 
 /// What one purge names.
 enum Target {
@@ -83,7 +88,7 @@ impl Purger {
         }
         Purger {
             proxy,
-            token: token.map(digest),
+            token: token.map(Token::new),
             fleet,
             sender,
         }
@@ -103,7 +108,7 @@ impl Purger {
             Target::Tag(tag) => self.purge_tag(tag).await,
         };
         match purged {
-            Ok((topic, subject, done)) => self.broadcast(topic, &subject, done).await,
+            Ok(purged) => self.broadcast(purged).await,
             Err(refused) => refused,
         }
     }
@@ -125,14 +130,8 @@ impl Purger {
                 .insert(header::ALLOW, HeaderValue::from_static("POST"));
             return Some(r);
         }
-        if !authorized(request.headers(), token) {
-            let mut r = plain(
-                StatusCode::UNAUTHORIZED,
-                "herdguard: purge needs Authorization: Bearer <purge token>\n",
-            );
-            r.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            return Some(r);
+        if !token.admits(request.headers()) {
+            return Some(unauthorized("purge"));
         }
         None
     }
@@ -152,7 +151,12 @@ impl Purger {
         let keys = self.proxy.variants.all_keys(&primary);
         let removed = self.proxy.purge_keys(&keys, true).await;
         let done = serde_json::json!({ "url": url, "key": primary, "keys": removed.stored });
-        Ok((TOPIC, primary, done))
+        Ok(Purged {
+            topic: TOPIC,
+            subject: primary,
+            done,
+            unconfirmed: unconfirmed(removed, keys.len()),
+        })
     }
 
     /// Purges every key carrying `tag`: those this instance saw carry it, and
@@ -178,29 +182,29 @@ impl Purger {
         keys.sort();
         keys.dedup();
         let removed = self.proxy.purge_keys(&keys, true).await;
-        if let Err(e) = recorded {
-            return Err(self.fleet_failed(&tag, &e));
-        }
-        if removed.unconfirmed > 0 {
-            let e = format!(
-                "{} of {} keys not removed from Redis",
-                removed.unconfirmed,
-                keys.len()
-            );
-            return Err(self.fleet_failed(&tag, &e));
-        }
+        let unconfirmed = match recorded {
+            Err(e) => Some(format!("the keys recorded in Redis were not read: {e}")),
+            Ok(_) => unconfirmed(removed, keys.len()),
+        };
         let done = serde_json::json!({ "tag": tag, "keys": removed.stored });
-        Ok((TAG_TOPIC, tag, done))
+        Ok(Purged {
+            topic: TAG_TOPIC,
+            subject: tag,
+            done,
+            unconfirmed,
+        })
     }
 
-    /// Sends a purge done here to the rest of the fleet; the answer says
-    /// whether it went (`done`, with `"fleet"`).
-    async fn broadcast(
-        &self,
-        topic: &str,
-        subject: &str,
-        done: serde_json::Value,
-    ) -> Response<Body> {
+    /// Sends a purge done here to the rest of the fleet (also when Redis did
+    /// not confirm it: the others drop what they hold); the answer says whether
+    /// it went (`done`, with `"fleet"`), and is 503 unless Redis confirmed it.
+    async fn broadcast(&self, purged: Purged) -> Response<Body> {
+        let Purged {
+            topic,
+            subject,
+            done,
+            unconfirmed,
+        } = purged;
         let fleet = match &self.fleet {
             None => "none",
             Some(fleet) => match fleet
@@ -208,9 +212,19 @@ impl Purger {
                 .await
             {
                 Ok(()) => "broadcast",
-                Err(e) => return self.fleet_failed(subject, &e.to_string()),
+                Err(e) => {
+                    let why = format!("the fleet broadcast failed: {e}");
+                    let why = match unconfirmed {
+                        Some(also) => format!("{why}; {also}"),
+                        None => why,
+                    };
+                    return self.only_here(&subject, &why);
+                }
             },
         };
+        if let Some(why) = unconfirmed {
+            return self.only_here(&subject, &format!("{why} (the fleet was told)"));
+        }
         let mut text = done;
         text["fleet"] = serde_json::Value::from(fleet);
         let mut r = Response::new(Body::full(Bytes::from(format!("{text}\n"))));
@@ -221,20 +235,19 @@ impl Purger {
         r
     }
 
-    /// The answer when the fleet could not be reached: purged here only.
-    fn fleet_failed(&self, subject: &str, error: &str) -> Response<Body> {
+    /// The answer when the fleet or Redis could not be reached: purged from
+    /// this instance's memory only (`why` says what else failed).
+    fn only_here(&self, subject: &str, why: &str) -> Response<Body> {
         // The key's hash, not the URL: its query may hold secrets.
         tracing::warn!(
             target: LOG_TARGET,
             key_hash = %herdguard::key_hash(subject),
-            error = %error,
-            "purge broadcast failed"
+            error = %why,
+            "purge not confirmed beyond this instance"
         );
         plain(
             StatusCode::SERVICE_UNAVAILABLE,
-            &format!(
-                "herdguard: purged on this instance only; the fleet broadcast failed: {error}\n"
-            ),
+            &format!("herdguard: purged on this instance only; {why}\n"),
         )
     }
 
@@ -320,22 +333,14 @@ where
     });
 }
 
-fn digest(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
-}
-
-/// Whether `Authorization` is `Bearer <token>` (digests compared in constant time).
-fn authorized(headers: &http::HeaderMap, token: &[u8; 32]) -> bool {
-    let Some(value) = headers.get(header::AUTHORIZATION) else {
-        return false;
-    };
-    let Some(given) = value.to_str().ok().and_then(|v| {
-        let (scheme, rest) = v.trim().split_once(' ')?;
-        scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
-    }) else {
-        return false;
-    };
-    bool::from(digest(given).ct_eq(token))
+/// Why Redis may still hold some of `total` keys a purge removed here.
+fn unconfirmed(removed: Removed, total: usize) -> Option<String> {
+    (removed.unconfirmed > 0).then(|| {
+        format!(
+            "{} of {total} keys not removed from Redis",
+            removed.unconfirmed
+        )
+    })
 }
 
 /// The primary key a purge broadcast names, unless this instance (`own`) sent
@@ -361,23 +366,6 @@ fn target_from_query(query: &str) -> Option<Target> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_the_right_bearer_token_is_authorized() {
-        let token = digest("s3cret");
-        let with = |v: &str| {
-            let mut h = http::HeaderMap::new();
-            h.insert(header::AUTHORIZATION, v.parse().unwrap());
-            authorized(&h, &token)
-        };
-        assert!(with("Bearer s3cret"));
-        assert!(with("bearer  s3cret "));
-        assert!(!with("Bearer s3cre"));
-        assert!(!with("Bearer s3crett"));
-        assert!(!with("Basic s3cret"));
-        assert!(!with("s3cret"));
-        assert!(!authorized(&http::HeaderMap::new(), &token));
-    }
 
     #[test]
     fn an_instance_skips_only_its_own_purge_broadcasts() {

@@ -376,6 +376,32 @@ pub(crate) fn default_threads() -> usize {
         .max(1)
 }
 
+/// What on the admin listener needs the purge token: `all` needs one to check.
+pub(crate) fn admin_auth(
+    field: &str,
+    value: &str,
+    token: bool,
+) -> Result<crate::admin::auth::AdminAuth, ConfigError> {
+    use crate::admin::auth::AdminAuth;
+    match value {
+        "purge" => Ok(AdminAuth::Purge),
+        "all" if token => Ok(AdminAuth::All),
+        "all" => Err(invalid(
+            field,
+            "\"all\" needs purge_token, the token it asks for",
+        )),
+        _ => Err(invalid(field, "must be \"purge\" or \"all\"")),
+    }
+}
+
+/// Origin requests in flight at once by default: 32 per core of this machine.
+/// A sidecar's origin most often runs on a machine like it, and an application
+/// server rarely answers more than a few tens of requests per core at once
+/// without queueing them itself; past that, they wait here, bounded, instead.
+pub(crate) fn default_origin_requests() -> usize {
+    32 * std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
 /// The non-empty items of a comma-separated list, trimmed.
 fn items(list: &str) -> impl Iterator<Item = &str> {
     list.split(',').map(str::trim).filter(|t| !t.is_empty())

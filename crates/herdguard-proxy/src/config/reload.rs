@@ -254,10 +254,12 @@ mod tests {
              redis_lock_servers = \"redis://127.0.0.1:6\"\nadmin = \"127.0.0.1:7\"\n\
              purge_token = \"0123456789abcdef\"\nmax_memory = \"1GiB\"\nmax_entries = 9\n\
              max_header_bytes = 9000\nredis_max_value_bytes = 9\norigin_timeout_ms = 9\n\
-             origin_connect_timeout_ms = 9\nhit_for_miss_secs = 9\nredis_prefix = \"x:\"\n\
+             origin_connect_timeout_ms = 9\nmax_origin_requests = 9\norigin_queue_timeout_ms = 9\n\
+             hit_for_miss_secs = 9\nredis_prefix = \"x:\"\n\
              redis_op_timeout_ms = 9\ncache_namespace = \"n\"\ncache_key_query = \"sorted\"\n\
              cache_key = \"host,path\"\nkeep_client_host = true\nforward_host = true\nthreads = 9\nmax_connections = 9\n\
-             admin_max_connections = 9\ntls_cert = {cert:?}\ntls_key = {key:?}\n\
+             admin_max_connections = 9\nadmin_max_event_streams = 9\nadmin_auth = \"all\"\n\
+             tls_cert = {cert:?}\ntls_key = {key:?}\n\
              h2_max_concurrent_streams = 9\n"
         ));
         let (kept, done) = reconcile(next, &current).unwrap();

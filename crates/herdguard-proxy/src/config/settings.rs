@@ -16,6 +16,7 @@ use super::declare::settings;
 use super::parse;
 use super::rules;
 use super::secret::Secret;
+use crate::admin::auth::AdminAuth;
 use crate::handle::path_rules::PathRules;
 use crate::handle::proxy::RequestCacheControl;
 use crate::listen::tls::TlsConfig;
@@ -83,6 +84,14 @@ settings! {
         origin_timeout_ms: u64 => Duration = parse::millis, restart, default(30000);
         /// Origin connect timeout, milliseconds (then 502).
         origin_connect_timeout_ms: u64 => Duration = parse::millis, restart, default(5000);
+        /// Most requests at the origin at once, from before each is sent to the
+        /// end of its answer's body (a load coalescing many callers counts once);
+        /// more wait for a slot `origin_queue_timeout_ms`, then get 503.
+        max_origin_requests: usize => usize = parse::positive, restart,
+            computed(parse::default_origin_requests(), "32 per core");
+        /// Longest a request waits for an origin slot, milliseconds (then 503
+        /// with `Retry-After`).
+        origin_queue_timeout_ms: u64 => Duration = parse::millis, restart, default(5000);
         /// Cap of heuristic freshness (Last-Modified based), seconds.
         heuristic_max_secs: u64 => Duration = parse::secs, live, default(86400);
         /// Stale-if-error window when the origin gives none, seconds.
@@ -133,8 +142,17 @@ settings! {
             computed(parse::default_threads(), "one per core but one (at least one)");
         /// Most client connections open at once; more wait to be accepted.
         max_connections: usize => usize = parse::positive, restart, default(4096);
-        /// Most admin connections open at once.
+        /// Most admin connections open at once, dashboards' event streams aside.
         admin_max_connections: usize => usize = parse::positive, restart, default(64);
+        /// Most dashboard event streams (`/events`) open at once, beside
+        /// `admin_max_connections` (more: 503).
+        admin_max_event_streams: usize => usize = parse::positive, restart, default(16);
+        /// What on the admin listener needs the purge token (Bearer, or the
+        /// password of Basic): "purge" (`POST /purge` only) or "all" (every path
+        /// but /healthz and /readyz: metrics and the dashboard too).
+        admin_auth: text => AdminAuth =
+            |f, v: String| parse::admin_auth(f, &v, purge_token.is_some()),
+            restart, default("purge");
         /// Time for a client to send a request head, from the connection's start or
         /// the head's first byte, milliseconds.
         header_read_timeout_ms: u64 => Duration = parse::millis, live, default(10000);

@@ -208,6 +208,14 @@ pub(crate) fn origin_failed(stats: &Stats, e: &OriginError) -> Response<Body> {
                 "herdguard: request body too large\n",
             )
         }
+        OriginError::Busy(_, waited) => {
+            let mut r = gateway(stats, StatusCode::SERVICE_UNAVAILABLE, &e.to_string());
+            // Come back once a queue's wait has passed.
+            let secs = waited.as_secs() + u64::from(waited.subsec_nanos() > 0);
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+            r
+        }
         other => gateway(stats, StatusCode::BAD_GATEWAY, &other.to_string()),
     }
 }

@@ -80,7 +80,7 @@ impl Proxy {
         origin: Origin,
         tuning: Tuning,
         stats: Arc<Stats>,
-        variants: Variants,
+        (variants, tags): (Variants, TagIndex),
         fleet: Option<FleetRemote>,
     ) -> Self {
         Proxy {
@@ -89,7 +89,7 @@ impl Proxy {
             tuning: ArcSwap::from_pointee(tuning),
             stats,
             variants,
-            tags: TagIndex::default(),
+            tags,
             fleet,
         }
     }
@@ -147,9 +147,18 @@ impl Proxy {
         if tags.is_empty() {
             return;
         }
-        self.tags
+        let dropped = self
+            .tags
             .add(key, tags, |k| self.cache.peek(&k.to_string()).is_some());
-        let (Some(fleet), Some(keep)) = (&self.fleet, keep) else {
+        let Some(fleet) = &self.fleet else {
+            // Only this index knows them: what it cannot keep, this process
+            // does not keep either (with Redis, Redis's sets still know them).
+            for key in &dropped {
+                let _ = self.cache.invalidate(key).await;
+            }
+            return;
+        };
+        let Some(keep) = keep else {
             return;
         };
         for tag in tags {

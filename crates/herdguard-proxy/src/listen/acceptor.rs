@@ -19,8 +19,9 @@
 //! taken up (rapid reset) gets `GOAWAY`; the idle limit closes a connection
 //! without a request in flight (control frames do not keep it open, see
 //! `limits`), and a ping every idle period, answered within the write limit,
-//! finds a vanished peer while requests are in flight. `max_connections`
-//! counts connections, whatever they multiplex.
+//! finds a vanished peer while requests are in flight. A live peer that takes
+//! none of its answers (no flow-control window) is closed by the progress rule
+//! (`drive`). `max_connections` counts connections, whatever they multiplex.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -31,10 +32,10 @@ use arc_swap::ArcSwap;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
+use super::drive::{drive, Drain};
 use super::interim::{InterimIo, InterimQueue};
 use super::limits::{ConnState, ConnectionLimits, TimedIo, Tracked};
 use super::tls::{Negotiated, TlsConfig};
@@ -181,7 +182,7 @@ impl Acceptor {
     /// Accepts on `listener` until `stop`, then lets its connections finish
     /// their requests (at most 30 s).
     pub(crate) async fn run(self, listener: TcpListener, mut stop: watch::Receiver<bool>) {
-        let graceful = GracefulShutdown::new();
+        let drain = Drain::new();
         let builders = Arc::new(self.builders());
         loop {
             let accepted = tokio::select! {
@@ -207,13 +208,14 @@ impl Acceptor {
             let accepted_at = Instant::now();
             let interim = Arc::new(InterimQueue::default());
             let queue = Arc::clone(&interim);
+            let service_state = Arc::clone(&state);
             let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
                 let proxy = Arc::clone(&proxy);
                 let peer = Arc::clone(&peer);
                 if req.version() == http::Version::HTTP_2 {
-                    state.set_multiplexed();
+                    service_state.set_multiplexed();
                 }
-                let busy = state.begin();
+                let busy = service_state.begin();
                 // Interim answers: to HTTP/1.1 clients only (`interim`).
                 let opened = (req.version() == http::Version::HTTP_11).then(|| queue.open());
                 if let Some(opened) = &opened {
@@ -235,7 +237,7 @@ impl Acceptor {
                 }
             });
             // Taken now, so that a shutdown waits for a handshake under way.
-            let watcher = graceful.watcher();
+            let watcher = drain.watcher();
             let (builders, tls) = (Arc::clone(&builders), self.tls.clone());
             let stats = Arc::clone(&self.proxy.stats);
             tokio::spawn(async move {
@@ -249,12 +251,26 @@ impl Acceptor {
                             let conn = builders
                                 .http1_plain
                                 .serve_connection(TokioIo::new(io), service);
-                            let _ = watcher.watch(conn).await;
+                            drive(
+                                conn,
+                                |c| c.graceful_shutdown(),
+                                &state,
+                                limits.write,
+                                watcher,
+                            )
+                            .await;
                         }
                         Some(Opening::MaybeHttp2) => {
                             let io = InterimIo::new(io.head_since(accepted_at), interim);
                             let conn = builders.sniffed.serve_connection(TokioIo::new(io), service);
-                            let _ = watcher.watch(conn).await;
+                            drive(
+                                conn,
+                                |c| c.graceful_shutdown(),
+                                &state,
+                                limits.write,
+                                watcher,
+                            )
+                            .await;
                         }
                         None => {}
                     },
@@ -263,7 +279,14 @@ impl Acceptor {
                             let builder = builders.for_protocol(Negotiated::of(stream.get_ref().1));
                             let stream = InterimIo::new(stream, interim);
                             let conn = builder.serve_connection(TokioIo::new(stream), service);
-                            let _ = watcher.watch(conn).await;
+                            drive(
+                                conn,
+                                |c| c.graceful_shutdown(),
+                                &state,
+                                limits.write,
+                                watcher,
+                            )
+                            .await;
                         }
                         Err(e) => {
                             stats.tls_handshake_failures.inc();
@@ -276,7 +299,7 @@ impl Acceptor {
         }
         drop(listener);
         tokio::select! {
-            () = graceful.shutdown() => {}
+            () = drain.stop() => {}
             () = tokio::time::sleep(Duration::from_secs(30)) => {
                 tracing::warn!("shutdown: requests still running after 30 s");
             }

@@ -41,12 +41,21 @@ pub struct ConnectionLimits {
 }
 
 /// What the service tells the socket: how many requests are being handled, how
-/// many answers are done, and whether the connection multiplexes (HTTP/2).
+/// many answers are done, and whether the connection multiplexes (HTTP/2);
+/// and what it tells the connection's progress rule (`drive`): how many
+/// answers wait for the client to take what they hold, and a count that moves
+/// whenever one is taken.
 #[derive(Default)]
 pub(crate) struct ConnState {
     in_flight: AtomicUsize,
     answered: AtomicU64,
     multiplexed: AtomicBool,
+    /// Answers whose latest frame (or whose head, before the first) hyper has
+    /// not come back for: it is waiting to send it, for the client's window or
+    /// socket.
+    owed: AtomicUsize,
+    /// Moves each time an owed answer is taken up again (or ends).
+    progress: AtomicU64,
     /// The connection task, parked on a read while busy: woken when the answer
     /// is done, so the idle limit starts even if the socket stays silent.
     reader: Mutex<Option<Waker>>,
@@ -67,6 +76,23 @@ impl ConnState {
 
     fn busy(&self) -> bool {
         self.in_flight.load(Ordering::Acquire) > 0
+    }
+
+    /// Answers waiting on the client now, and the progress count.
+    pub(crate) fn owed(&self) -> (usize, u64) {
+        (
+            self.owed.load(Ordering::Acquire),
+            self.progress.load(Ordering::Acquire),
+        )
+    }
+
+    fn owe(&self) {
+        self.owed.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn paid(&self) {
+        self.progress.fetch_add(1, Ordering::AcqRel);
+        self.owed.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -96,15 +122,41 @@ impl Drop for Busy {
 }
 
 /// The answer body with its connection's [`Busy`] guard: the connection counts
-/// as idle again once the last frame has been handed to hyper.
+/// as idle again once the last frame has been handed to hyper. It is owed
+/// ([`ConnState::owed`]) from its head until hyper first asks for a frame, and
+/// from each frame it hands over until hyper asks for the next: hyper asks
+/// again once it could send the last, so an answer owed for the write limit
+/// is one the client does not take.
 pub(crate) struct Tracked {
     body: Body,
     busy: Busy,
+    owed: bool,
 }
 
 impl Tracked {
     pub(crate) fn new(body: Body, busy: Busy) -> Self {
-        Tracked { body, busy }
+        if let Some(state) = &busy.0 {
+            state.owe();
+        }
+        Tracked {
+            body,
+            busy,
+            owed: true,
+        }
+    }
+
+    fn settle(&mut self) {
+        if std::mem::take(&mut self.owed) {
+            if let Some(state) = &self.busy.0 {
+                state.paid();
+            }
+        }
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.settle();
     }
 }
 
@@ -117,9 +169,17 @@ impl HttpBody for Tracked {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
+        this.settle();
         let frame = Pin::new(&mut this.body).poll_frame(cx);
-        if matches!(frame, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
-            this.busy.finish();
+        match &frame {
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => this.busy.finish(),
+            Poll::Ready(Some(Ok(_))) => {
+                if let Some(state) = &this.busy.0 {
+                    state.owe();
+                    this.owed = true;
+                }
+            }
+            Poll::Pending => {}
         }
         frame
     }

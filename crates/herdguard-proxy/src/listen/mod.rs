@@ -6,12 +6,15 @@
 //!
 //! - `acceptor`: the accept loop of each serving thread, the HTTP versions and
 //!   their limits, the connection tuning a reload may replace.
+//! - `drive`: a connection's life — graceful stop, and the progress rule (a
+//!   connection whose answers the client does not take is closed).
 //! - `interim`: the origin's interim (1xx) answers written to HTTP/1.1 clients
 //!   beside hyper, between its messages.
 //! - `limits`: per-connection head, idle and write timeouts on the socket itself.
 //! - `tls`: the TLS listener (`--tls-cert` / `--tls-key`), ALPN.
 
 pub(crate) mod acceptor;
+pub(crate) mod drive;
 pub(crate) mod interim;
 pub(crate) mod limits;
 pub(crate) mod tls;

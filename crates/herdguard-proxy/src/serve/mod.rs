@@ -27,6 +27,7 @@ use tokio::sync::watch;
 
 pub use error::ServeError;
 
+use crate::admin::auth::Token;
 use crate::admin::dashboard::{instance_name, Sampler};
 use crate::admin::purge::Purger;
 use crate::admin::Admin;
@@ -36,10 +37,11 @@ use crate::config::settings::{ServeArgs, Settings};
 use crate::config::tuning;
 use crate::handle::proxy::{FleetRemote, Proxy};
 use crate::handle::response::CachedResponse;
+use crate::handle::tags::{TagIndex, INDEX_SHARE};
 use crate::handle::variants::{Variants, REGISTRY_SHARE};
 use crate::listen::acceptor::{self, Acceptor, LiveConnections};
 use crate::listen::tls::TlsConfig;
-use crate::origin::Origin;
+use crate::origin::{Admission, Origin};
 use crate::stats::Stats;
 
 /// A bound proxy, ready to serve (tests start one in process on port 0).
@@ -67,6 +69,7 @@ impl Server {
     /// Builds the cache, the origin client and the listeners from `settings`.
     pub async fn bind(settings: Settings) -> Result<Server, ServeError> {
         let (cache, remote) = cache(&settings).await?;
+        let stats = Arc::new(Stats::default());
         let origin = Origin::new(
             &settings.origin,
             &settings.origin_ca,
@@ -79,15 +82,23 @@ impl Server {
         .map_err(|reason| ConfigError {
             field: "origin".into(),
             reason,
-        })?;
+        })?
+        .admitting(Admission::new(
+            settings.max_origin_requests,
+            settings.origin_queue_timeout_ms,
+            Arc::clone(&stats),
+        ));
         let proxy = Arc::new(Proxy::new(
             cache,
             origin,
             tuning::handler(&settings),
-            Arc::new(Stats::default()),
-            Variants::new(
-                settings.cache_key.clone(),
-                settings.max_memory / REGISTRY_SHARE,
+            Arc::clone(&stats),
+            (
+                Variants::new(
+                    settings.cache_key.clone(),
+                    settings.max_memory / REGISTRY_SHARE,
+                ),
+                TagIndex::new(settings.max_memory / INDEX_SHARE, stats),
             ),
             remote.clone(),
         ));
@@ -166,6 +177,11 @@ impl Server {
                 purger: Arc::clone(&self.purger),
                 remote: self.remote,
                 max_connections: self.admin_max_connections,
+                max_event_streams: self.settings.admin_max_event_streams,
+                auth: (
+                    self.settings.admin_auth,
+                    self.settings.purge_token.as_ref().map(|t| Token::new(&t.0)),
+                ),
             };
             tokio::spawn(listener.serve(admin, stop_rx.clone()));
         }
@@ -221,9 +237,11 @@ async fn cache(
     let builder = Cache::builder()
         .store(store)
         .uncacheable_ttl(settings.hit_for_miss_secs)
-        // Waiters never wait longer than the origin may take, plus a margin.
+        // Waiters never wait longer than the load may take (an origin slot,
+        // then the origin), plus a margin.
         .wait_timeout(
-            settings.origin_timeout_ms
+            settings.origin_queue_timeout_ms
+                + settings.origin_timeout_ms
                 + settings.origin_connect_timeout_ms
                 + Duration::from_secs(1),
         );

@@ -9,6 +9,7 @@
 
 #![allow(dead_code)]
 
+pub mod h2raw;
 pub mod pki;
 
 use std::net::SocketAddr;
@@ -100,6 +101,35 @@ pub struct Origin {
     seen: Arc<Mutex<Vec<Seen>>>,
     count: Arc<AtomicUsize>,
     record: Arc<std::sync::atomic::AtomicBool>,
+    gauges: Arc<Gauges>,
+}
+
+/// What the origin has open and in hand at once.
+#[derive(Default)]
+struct Gauges {
+    /// Connections open now.
+    connections: AtomicUsize,
+    /// Requests being answered now (from their whole head to the reply's last byte).
+    answering: AtomicUsize,
+    /// The most requests answered at once.
+    most_answering: AtomicUsize,
+}
+
+/// Counts one request in hand while it lives.
+struct Answering(Arc<Gauges>);
+
+impl Answering {
+    fn new(gauges: &Arc<Gauges>) -> Self {
+        let now = gauges.answering.fetch_add(1, Ordering::SeqCst) + 1;
+        gauges.most_answering.fetch_max(now, Ordering::SeqCst);
+        Answering(Arc::clone(gauges))
+    }
+}
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        self.0.answering.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Origin {
@@ -117,6 +147,18 @@ impl Origin {
     pub fn calls(&self) -> usize {
         self.count.load(Ordering::SeqCst)
     }
+    /// Connections open now.
+    pub fn connections(&self) -> usize {
+        self.gauges.connections.load(Ordering::SeqCst)
+    }
+    /// Requests it is answering now (its reply not yet written whole).
+    pub fn answering(&self) -> usize {
+        self.gauges.answering.load(Ordering::SeqCst)
+    }
+    /// The most requests it answered at once so far.
+    pub fn most_concurrent(&self) -> usize {
+        self.gauges.most_answering.load(Ordering::SeqCst)
+    }
 }
 
 pub async fn origin(handler: impl Fn(&Seen, usize) -> Reply + Send + Sync + 'static) -> Origin {
@@ -126,17 +168,29 @@ pub async fn origin(handler: impl Fn(&Seen, usize) -> Reply + Send + Sync + 'sta
     let count = Arc::new(AtomicUsize::new(0));
     let handler: Arc<Handler> = Arc::new(handler);
     let record = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let (seen2, count2, record2) = (Arc::clone(&seen), Arc::clone(&count), Arc::clone(&record));
+    let gauges = Arc::new(Gauges::default());
+    let (seen2, count2, record2, gauges2) = (
+        Arc::clone(&seen),
+        Arc::clone(&count),
+        Arc::clone(&record),
+        Arc::clone(&gauges),
+    );
     tokio::spawn(async move {
         let mut conn = 0;
         while let Ok((stream, _)) = listener.accept().await {
-            let (seen, count, handler, record) = (
+            let (seen, count, handler, record, gauges) = (
                 Arc::clone(&seen2),
                 Arc::clone(&count2),
                 Arc::clone(&handler),
                 Arc::clone(&record2),
+                Arc::clone(&gauges2),
             );
-            tokio::spawn(serve_conn(stream, conn, seen, count, handler, record));
+            tokio::spawn(async move {
+                gauges.connections.fetch_add(1, Ordering::SeqCst);
+                let served = serve_conn(stream, conn, (seen, count), handler, record, &gauges);
+                served.await;
+                gauges.connections.fetch_sub(1, Ordering::SeqCst);
+            });
             conn += 1;
         }
     });
@@ -145,16 +199,17 @@ pub async fn origin(handler: impl Fn(&Seen, usize) -> Reply + Send + Sync + 'sta
         seen,
         count,
         record,
+        gauges,
     }
 }
 
 async fn serve_conn(
     mut stream: TcpStream,
     conn: usize,
-    seen: Arc<Mutex<Vec<Seen>>>,
-    count: Arc<AtomicUsize>,
+    (seen, count): (Arc<Mutex<Vec<Seen>>>, Arc<AtomicUsize>),
     handler: Arc<Handler>,
     record: Arc<std::sync::atomic::AtomicBool>,
+    gauges: &Arc<Gauges>,
 ) {
     let _ = stream.set_nodelay(true);
     let mut buf: Vec<u8> = Vec::new();
@@ -173,6 +228,7 @@ async fn serve_conn(
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
             }
         };
+        let _answering = Answering::new(gauges);
         let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
         buf.drain(..head_end + 4);
         let mut lines = head.split("\r\n");

@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use hyper::body::{Body as HttpBody, Frame};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 
 use crate::body::BoxError;
 
@@ -14,15 +14,20 @@ use crate::body::BoxError;
 /// (the next one holds the totals anyway).
 const QUEUED: usize = 4;
 
-/// A stream of update events, fed by a task that follows the sampler.
+/// A stream of update events, fed by a task that follows the sampler; it
+/// holds its stream slot (`admin_max_event_streams`) while open.
 pub(crate) struct EventStream {
     rx: mpsc::Receiver<Bytes>,
+    _slot: OwnedSemaphorePermit,
 }
 
 impl EventStream {
     /// Follows `updates`, the latest first, until the page goes away (the body
     /// is dropped, so the feeding task's next send fails and it ends).
-    pub(crate) fn follow(mut updates: watch::Receiver<Bytes>) -> EventStream {
+    pub(crate) fn follow(
+        mut updates: watch::Receiver<Bytes>,
+        slot: OwnedSemaphorePermit,
+    ) -> EventStream {
         let (tx, rx) = mpsc::channel(QUEUED);
         tokio::spawn(async move {
             loop {
@@ -44,7 +49,7 @@ impl EventStream {
                 }
             }
         });
-        EventStream { rx }
+        EventStream { rx, _slot: slot }
     }
 }
 
