@@ -197,7 +197,11 @@ async fn run_plan(
         progress.finish_and_clear();
         if !args.json {
             let mut out = stdout.lock();
-            let _ = write!(out, "{}", report::render(&report, args.wide));
+            let _ = write!(
+                out,
+                "{}",
+                report::render(&report, args.wide, report::text_width())
+            );
             if args.verbose {
                 let _ = write!(out, "{}", per_request_rows(scenario, &runs));
             }
@@ -236,14 +240,18 @@ async fn run_plan(
             .map_err(|e| error::runtime(format!("cannot encode the report: {e}")))?;
         let _ = writeln!(out, "{text}");
     } else {
-        let _ = writeln!(
-            out,
-            "\nseed {} (--seed {} reproduces the origin's draws); {} process(es), {} store; {:.1} s",
+        let line = format!(
+            "seed {} (--seed {} reproduces the origin's draws); {} process(es), {} store; {:.1} s",
             report.seed,
             report.seed,
             report.processes,
             report.store,
             report.wall_ms / 1000.0
+        );
+        let _ = write!(
+            out,
+            "\n{}",
+            report::wrap(&line, report::text_width(), "", "")
         );
     }
     Ok(())

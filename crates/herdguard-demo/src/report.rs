@@ -135,8 +135,9 @@ pub fn scenario_report(plan: &ScenarioPlan, runs: &[RawRun]) -> ScenarioReport {
 }
 
 /// The scenario as text: heading, table, verdicts. The compact table fits in
-/// 100 columns; `wide` prints every column and a verdict line per strategy.
-pub fn render(report: &ScenarioReport, wide: bool) -> String {
+/// 100 columns and the prose wraps at `width`; `wide` prints every column and a
+/// verdict line per strategy.
+pub fn render(report: &ScenarioReport, wide: bool, width: usize) -> String {
     let table = if report.name == Scenario::Patterns.name() {
         patterns_table(report, wide)
     } else if wide {
@@ -144,7 +145,11 @@ pub fn render(report: &ScenarioReport, wide: bool) -> String {
     } else {
         compact_reads_table(report)
     };
-    let mut out = format!("\n== {} ==\n{}\n", report.name, report.description);
+    let mut out = format!(
+        "\n== {} ==\n{}",
+        report.name,
+        wrap(&report.description, width, "", "")
+    );
     if let Some((from, until)) = report.failure_window_ms {
         out.push_str(&format!("origin down from {from:.0} ms to {until:.0} ms\n"));
     }
@@ -155,12 +160,41 @@ pub fn render(report: &ScenarioReport, wide: bool) -> String {
     out.push('\n');
     out.push_str(&timeline_rows(report));
     if let Some(line) = recommendation(report) {
-        out.push_str(&format!("  → {line}\n"));
+        out.push_str(&wrap(&line, width, "  → ", "    "));
     }
     if wide {
         for s in &report.strategies {
-            out.push_str(&format!("  {}\n", s.verdict));
+            out.push_str(&wrap(&s.verdict, width, "  ", "    "));
         }
+    }
+    out
+}
+
+/// The width the demo's prose wraps at: `COLUMNS` when set, else the
+/// terminal's when stdout is one, else 100 (the compact tables' width).
+pub fn text_width() -> usize {
+    use std::io::IsTerminal;
+    let columns = std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.trim().parse().ok());
+    let width = match columns {
+        Some(c) => c,
+        None if std::io::stdout().is_terminal() => textwrap::termwidth(),
+        None => 100,
+    };
+    width.max(40)
+}
+
+/// `text` wrapped at `width` columns, its first line after `first`, the others
+/// after `rest`, each line ended.
+pub fn wrap(text: &str, width: usize, first: &str, rest: &str) -> String {
+    let options = textwrap::Options::new(width)
+        .initial_indent(first)
+        .subsequent_indent(rest);
+    let mut out = String::new();
+    for line in textwrap::wrap(text, options) {
+        out.push_str(&line);
+        out.push('\n');
     }
     out
 }
