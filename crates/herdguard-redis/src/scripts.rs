@@ -31,9 +31,12 @@
 //! reads go through `redis.pcall` and treat what they cannot use as absent,
 //! and every write overwrites whatever type the key had.
 //!
-//! **Announcements.** Writes, invalidations and lease releases publish
-//! `<kind> <version> <tag>` on the prefix's change channel (`w`rite,
-//! `i`nvalidate, `r`elease): waiters wake, other processes evict older copies.
+//! **Announcements.** Every write of these keys reaches the processes that
+//! read them (and so hold a copy or wait) through Redis's client tracking,
+//! which needs nothing here. For the broadcast feed (`feed.rs`), writes,
+//! invalidations and lease releases also publish `<kind> <version> <tag>` on
+//! the prefix's change channel (`w`rite, `i`nvalidate, `r`elease), unless
+//! the channel argument is empty.
 
 use redis::Script;
 
@@ -123,6 +126,9 @@ end
 local function holds(k, token)
   return token ~= '' and redis.pcall('GET', k) == token
 end
+local function announce(channel, message)
+  if channel ~= '' then redis.call('PUBLISH', channel, message) end
+end
 local function pending(held, token)
   local mark = redis.pcall('GET', held)
   return (type(mark) == 'string' and mark ~= token) and 1 or 0
@@ -193,13 +199,13 @@ return 0
 /// elsewhere act at once instead of at their next safety poll. The held mark
 /// and the version record of its grant go if the mark is ours, even when the
 /// lease already lapsed: the load ended, and nothing carries that version.
-/// KEYS: lease, marker, held, version. ARGV: token, channel, tag, marker bytes or '', marker ms.
+/// KEYS: lease, marker, held, version. ARGV: token, channel or '', tag, marker bytes or '', marker ms.
 const RELEASE: &str = r"
 if holds(KEYS[3], ARGV[1]) then redis.call('DEL', KEYS[3], KEYS[4]) end
 if not holds(KEYS[1], ARGV[1]) then return 0 end
 redis.call('DEL', KEYS[1])
 if ARGV[4] ~= '' then redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[5]) end
-redis.call('PUBLISH', ARGV[2], 'r 0 ' .. ARGV[3])
+announce(ARGV[2], 'r 0 ' .. ARGV[3])
 return 1
 ";
 
@@ -212,34 +218,38 @@ return 1
 /// token's, as in `RELEASE`.
 /// Returns `{1, new version}` or `{0, current version or 0}`.
 /// KEYS: value, version, lease, marker, held. ARGV: expected version or '',
-/// token or '', payload, value ms, channel, tag.
+/// token or '', payload, value ms, channel or '', tag.
 const PUT: &str = r"
 if holds(KEYS[5], ARGV[2]) then redis.call('DEL', KEYS[5]) end
 local released = holds(KEYS[3], ARGV[2])
 if released then redis.call('DEL', KEYS[3]) end
 local cur = current(KEYS[1], KEYS[2])
 if ARGV[1] ~= '' and cur ~= tonumber(ARGV[1]) then
-  if released then redis.call('PUBLISH', ARGV[5], 'r 0 ' .. ARGV[6]) end
+  if released then announce(ARGV[5], 'r 0 ' .. ARGV[6]) end
   return {0, cur or 0}
 end
 local v = advance(cur)
 local p = ARGV[3]
 redis.call('SET', KEYS[1], string.sub(p, 1, 1) .. string.format('%020.0f', v) .. string.sub(p, 22), 'PX', ARGV[4])
 redis.call('DEL', KEYS[2], KEYS[4])
-redis.call('PUBLISH', ARGV[5], 'w ' .. fmt(v) .. ' ' .. ARGV[6])
+announce(ARGV[5], 'w ' .. fmt(v) .. ' ' .. ARGV[6])
 return {1, v}
 ";
 
 /// Deletes the entry, marker, lease and held mark, advances the version
 /// (voiding every load in flight's fencing token; a new load may start at
 /// once), keeps it as a tombstone for the held time and announces. Returns
-/// the new version.
-/// KEYS: value, version, lease, marker, held. ARGV: channel, held ms, tag.
+/// the new version. Client tracking tells only of a key that was modified,
+/// and deleting a missing key modifies nothing: a missing entry is written
+/// first, so a process loading the key (which read it missing) hears of the
+/// invalidation too.
+/// KEYS: value, version, lease, marker, held. ARGV: channel or '', held ms, tag.
 const INVALIDATE: &str = r"
 local v = advance(current(KEYS[1], KEYS[2]))
+if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SET', KEYS[1], '') end
 redis.call('DEL', KEYS[1], KEYS[3], KEYS[4], KEYS[5])
 redis.call('SET', KEYS[2], fmt(v), 'PX', ARGV[2])
-redis.call('PUBLISH', ARGV[1], 'i ' .. fmt(v) .. ' ' .. ARGV[3])
+announce(ARGV[1], 'i ' .. fmt(v) .. ' ' .. ARGV[3])
 return v
 ";
 
