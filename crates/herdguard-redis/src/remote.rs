@@ -345,11 +345,14 @@ where
     }
 
     /// Publishes this instance's `record` to the fleet's live view and returns
-    /// the records every instance of the prefix published within `max_age`
-    /// (this one included, at most [`MAX_INSTANCES`]), in one round trip: each
-    /// instance calls it about once a second, so any instance's dashboard shows
-    /// the whole fleet. `instance` names the record (one word, no spaces);
-    /// `record` is opaque here (at most 4 KiB).
+    /// the records instances of the prefix published within `max_age`, in one
+    /// round trip: all of them (this one included) up to [`MAX_INSTANCES`], the
+    /// live ones of a random sample of twice that many beyond (at most that
+    /// many; this one's not promised), so each
+    /// call costs Redis the same whatever the fleet's size. Each instance
+    /// calls it about once a second, so any instance's dashboard shows the
+    /// fleet. `instance` names the record (one word, no spaces); `record` is
+    /// opaque here (at most 4 KiB).
     pub async fn exchange_instance_record(
         &self,
         instance: &str,

@@ -79,9 +79,15 @@ return members
 ";
 
 /// The fleet's live view: stores this instance's record (stamped with the
-/// server's clock, so instances' clocks need not agree), forgets records older
-/// than the age limit and returns the others, newest first is not promised.
-/// A field that is not `<ms> <record>` (bytes left by something else) is removed.
+/// server's clock, so instances' clocks need not agree), and returns at most
+/// the given number of the others' records younger than the age limit,
+/// removing the older ones it reads. It reads at most twice that number of
+/// records — a random sample (`HRANDFIELD`, Redis 6.2) once the hash holds
+/// more — so a call costs the same with 1,000 instances as with 64, not the
+/// fleet's size each (every instance calls once a second: the whole fleet's
+/// cost would grow with its square). A stale record left unread is read and
+/// removed by a later call: each call samples anew. A field that is not
+/// `<ms> <record>` (bytes left by something else) is removed.
 /// KEYS: the instance hash. ARGV: instance id, record, age limit ms, most records.
 const INSTANCES: &str = r"
 local t = redis.call('TIME')
@@ -89,7 +95,12 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if redis.call('TYPE', KEYS[1]).ok ~= 'hash' then redis.call('DEL', KEYS[1]) end
 redis.call('HSET', KEYS[1], ARGV[1], string.format('%.0f', now) .. ' ' .. ARGV[2])
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]) * 10)
-local all = redis.call('HGETALL', KEYS[1])
+local most = tonumber(ARGV[4])
+local all
+if redis.call('HLEN', KEYS[1]) > 2 * most then
+  all = redis.pcall('HRANDFIELD', KEYS[1], 2 * most, 'WITHVALUES')
+end
+if type(all) ~= 'table' or all.err then all = redis.call('HGETALL', KEYS[1]) end
 local out = {}
 for i = 1, #all, 2 do
   local v = all[i + 1]
@@ -97,7 +108,7 @@ for i = 1, #all, 2 do
   local at = sp and tonumber(string.sub(v, 1, sp - 1)) or nil
   if at == nil or now - at > tonumber(ARGV[3]) then
     redis.call('HDEL', KEYS[1], all[i])
-  elseif #out < tonumber(ARGV[4]) then
+  elseif #out < most then
     out[#out + 1] = string.sub(v, sp + 1)
   end
 end
