@@ -19,8 +19,12 @@
 # subscribers read and discard in one helper process), the budget the scaling
 # model in docs/fleets.md divides by.
 #
-# Usage: scripts/bench-fanout.sh   (FLEETS="2 8 32 64" OPS=300 PARTS="1 2 3"
-#                                   FEEDS="broadcast per-key")
+# Then SHARED_OPS keys every process holds: a holder's read (each process
+# but the driver reads each key from Redis) and the invalidation of such a
+# key, which every holder must hear of.
+#
+# Usage: scripts/bench-fanout.sh   (FLEETS="2 8 32 64" OPS=300 SHARED_OPS=50
+#                                   PARTS="1 2 3" FEEDS="broadcast per-key")
 # Every process it starts is stopped at the end. Takes about 4-6 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,13 +43,15 @@ wait_port "$port"
 
 PARTS=${PARTS:-"1 2 3"}
 if [[ " $PARTS " == *" 1 "* ]]; then
-FLEETS=${FLEETS:-"2 8 32 64"} OPS=${OPS:-300} FEEDS=${FEEDS:-"broadcast per-key"} \
+FLEETS=${FLEETS:-"2 8 32 64"} OPS=${OPS:-300} SHARED_OPS=${SHARED_OPS:-50} FEEDS=${FEEDS:-"broadcast per-key"} \
     PORT=$port WORKER=$WORKER python3 - <<'EOF'
 import json, os, select, socket, subprocess, sys, time
 
 PORT = int(os.environ["PORT"])
 WORKER = os.environ["WORKER"]
 OPS = int(os.environ["OPS"])
+# Keys every process holds (a read each), then invalidated.
+SHARED_OPS = int(os.environ["SHARED_OPS"])
 FLEETS = [int(n) for n in os.environ["FLEETS"].split()]
 FEEDS = os.environ["FEEDS"].split()
 TTL_MS = 1500
@@ -304,8 +310,44 @@ for n in FLEETS:
                     sys.exit("an invalidation failed")
             d = delta(a, snapshot())
             inv = per_op(d, OPS, ping_bytes, idle_cpu_rate, notices(workers) - heard)
+            progress(f"{n} processes, {feed}: invalidations done")
+            # Keys every process holds: the driver loads them, every other
+            # process reads them from Redis (a holder's read), then the driver
+            # invalidates them: a notice for each holder.
+            shared = [f"held-{n}-{i}" for i in range(SHARED_OPS)]
+            driver.send([f"go {k}" for k in shared])
+            for _ in shared:
+                if '"Loaded"' not in driver.line():
+                    sys.exit("a cold miss was not a load")
+            others = workers[1:]
+            heard = notices(workers)
+            a = snapshot()
+            for w in others:
+                w.send([f"go {k}" for k in shared])
+            for w in others:
+                for _ in shared:
+                    if '"l2_hits":1' not in w.line():
+                        sys.exit("a holder's read failed")
+            d = delta(a, snapshot())
+            hold = per_op(d, SHARED_OPS * len(others), ping_bytes, idle_cpu_rate,
+                          notices(workers) - heard)
+            heard = notices(workers)
+            a = snapshot()
+            driver.send([f"inv {k}" for k in shared])
+            for _ in shared:
+                if "invalidated" not in driver.line():
+                    sys.exit("an invalidation failed")
+            # Each holder's notice is read by its own process: wait until all are.
+            deadline = time.time() + 30
+            while notices(workers) - heard < n * SHARED_OPS:
+                if time.time() > deadline:
+                    sys.exit("not every holder heard of every invalidation")
+                time.sleep(0.1)
+            d = delta(a, snapshot())
+            inv_all = per_op(d, SHARED_OPS, ping_bytes, idle_cpu_rate, notices(workers) - heard)
             rows += [(n, feed, "cold miss", miss), (n, feed, "refresh", refresh),
-                     (n, feed, "invalidation", inv)]
+                     (n, feed, "invalidation", inv), (n, feed, "holder's read", hold),
+                     (n, feed, "inv, all hold", inv_all)]
         finally:
             for w in workers:
                 w.stop()
@@ -317,10 +359,10 @@ for n, feed, rate, bpp, bps, cps, upp in idle_rows:
 
 print(f"\nPer operation, one process working, {OPS} operations on distinct keys"
       " (idle pings subtracted)")
-print(f"{'procs':>5} {'feed':<9} {'operation':<13} {'bytes':>7} {'msgs':>6} {'replies':>7}"
+print(f"{'procs':>5} {'feed':<9} {'operation':<14} {'bytes':>7} {'msgs':>6} {'replies':>7}"
       f" {'notices':>7} {'cmd usec':>8} {'CPU us':>7}")
 for n, feed, op, r in rows:
-    print(f"{n:>5} {feed:<9} {op:<13} {r['bytes']:>7.0f} {r['replies'] + r['deliveries']:>6.1f}"
+    print(f"{n:>5} {feed:<9} {op:<14} {r['bytes']:>7.0f} {r['replies'] + r['deliveries']:>6.1f}"
           f" {r['replies']:>7.1f} {r['deliveries']:>7.1f} {r['usec']:>8.1f} {r['cpu']:>7.1f}")
 first = {(feed, op): r for n, feed, op, r in rows if n == FLEETS[0]}
 print(f"\nBytes per operation against {FLEETS[0]} processes, and per extra process:")
@@ -329,7 +371,7 @@ for n, feed, op, r in rows:
         continue
     base = first[(feed, op)]
     per_proc = (r["bytes"] - base["bytes"]) / (n - FLEETS[0])
-    print(f"{n:>5} {feed:<9} {op:<13} {r['bytes'] / base['bytes']:>5.2f}x"
+    print(f"{n:>5} {feed:<9} {op:<14} {r['bytes'] / base['bytes']:>5.2f}x"
           f"   {per_proc:>6.1f} B/process")
 EOF
 fi
