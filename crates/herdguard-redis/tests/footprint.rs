@@ -495,7 +495,10 @@ fn the_fleet_view_reads_a_bounded_sample_and_forgets_stale_records() {
     );
     assert!(got.iter().all(|r| r != "old"), "a stale record returned");
     assert_eq!(
-        (calls(&mut c, "hgetall") - full0, calls(&mut c, "hrandfield") - sampled0),
+        (
+            calls(&mut c, "hgetall") - full0,
+            calls(&mut c, "hrandfield") - sampled0
+        ),
         (0, 1),
         "a call reads a sample, not every record"
     );
