@@ -1,21 +1,31 @@
 #!/usr/bin/env bash
-# What one change costs Redis as the fleet grows: bytes and messages Redis sends
-# (replies + pub/sub deliveries) and Redis CPU per cold miss, per invalidation
-# and per background refresh, with 2, 8, 32 and 64 worker processes
-# (`herdguard-redis-worker`) on one private redis-server. One process does the
-# work; the others are idle members of the fleet, each subscribed to the change
-# feed. Everything comes from Redis's own counters: INFO stats
-# (total_net_output_bytes), INFO cpu (used_cpu_*), INFO commandstats, PUBSUB
-# NUMSUB. The idle baseline (the change feeds' pings, 5 a second a process) is
-# measured first and subtracted per ping.
+# What one change costs Redis as the fleet grows, for both change feeds in the
+# same run: bytes and messages Redis sends (replies + notices) and Redis CPU
+# per cold miss, per invalidation and per background refresh, with 2, 8, 32
+# and 64 worker processes (`herdguard-redis-worker`) on one private
+# redis-server. One process does the work; the others are idle members of the
+# fleet. "broadcast" is the feed of releases before client tracking
+# (`--broadcast-feed`: every change published on hg:changes, every process
+# subscribed); "per key" is the default (client tracking: Redis pushes an
+# invalidation only to the processes that read the key). Bytes come from
+# Redis's counters (INFO stats total_net_output_bytes), replies from INFO
+# commandstats, CPU from INFO cpu; notices (deliveries, pushes) are what the
+# workers received (`feed` on each worker, before and after). The idle
+# baseline (the feeds' pings, 10 a second a process) is measured first and
+# subtracted per ping.
 #
 # Part 2 prices the pub/sub machinery on one core: Redis CPU per PUBLISH and per
 # SPUBLISH with 0, 1, 16, 64 and 256 subscribers (redis-benchmark, pipelined;
 # subscribers read and discard in one helper process), the budget the scaling
 # model in docs/fleets.md divides by.
 #
-# Usage: scripts/bench-fanout.sh   (FLEETS="2 8 32 64" OPS=300 PARTS="1 2 3")
-# Every process it starts is stopped at the end. Takes about 2-3 minutes.
+# Then SHARED_OPS keys every process holds: a holder's read (each process
+# but the driver reads each key from Redis) and the invalidation of such a
+# key, which every holder must hear of.
+#
+# Usage: scripts/bench-fanout.sh   (FLEETS="2 8 32 64" OPS=300 SHARED_OPS=50
+#                                   PARTS="1 2 3" FEEDS="broadcast per-key")
+# Every process it starts is stopped at the end. Takes about 4-6 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -33,19 +43,25 @@ wait_port "$port"
 
 PARTS=${PARTS:-"1 2 3"}
 if [[ " $PARTS " == *" 1 "* ]]; then
-FLEETS=${FLEETS:-"2 8 32 64"} OPS=${OPS:-300} PORT=$port WORKER=$WORKER \
-    python3 - <<'EOF'
-import os, select, socket, subprocess, sys, time
+FLEETS=${FLEETS:-"2 8 32 64"} OPS=${OPS:-300} SHARED_OPS=${SHARED_OPS:-50} FEEDS=${FEEDS:-"broadcast per-key"} \
+    PORT=$port WORKER=$WORKER python3 - <<'EOF'
+import json, os, select, socket, subprocess, sys, time
 
 PORT = int(os.environ["PORT"])
 WORKER = os.environ["WORKER"]
 OPS = int(os.environ["OPS"])
+# Keys every process holds (a read each), then invalidated.
+SHARED_OPS = int(os.environ["SHARED_OPS"])
 FLEETS = [int(n) for n in os.environ["FLEETS"].split()]
+FEEDS = os.environ["FEEDS"].split()
 TTL_MS = 1500
-# Commands the worker sends itself (not from inside a script): their replies
-# are messages Redis sends. Script-internal calls (GET, SET, PUBLISH, ...) are
-# counted by commandstats too, but send nothing to the client.
-TOP_LEVEL = ("evalsha", "eval", "script|load", "mget", "client|tracking", "ssubscribe", "sunsubscribe")
+# Commands the workers send themselves (not from inside a script): their
+# replies are messages Redis sends. Script-internal calls (GET, SET, PUBLISH,
+# GETRANGE, ...) are counted by commandstats too, but send nothing to the
+# client. A top-level GETRANGE (a write's tracked read-back) always follows a
+# CLIENT CACHING YES, as every tracked MGET does: their number is the CACHING
+# calls less the MGETs (all tracked on the per-key feed).
+TOP_LEVEL = ("evalsha", "eval", "script|load", "mget", "client|caching", "unsubscribe")
 
 
 class Harness:
@@ -139,11 +155,12 @@ def numsub(channel):
 
 
 class Worker:
-    def __init__(self, i):
+    def __init__(self, feed):
+        flags = ["--broadcast-feed"] if feed == "broadcast" else []
         self.p = subprocess.Popen(
             [WORKER, "--url", f"redis://127.0.0.1:{PORT}/", "--callers", "1",
              "--loader-ms", "0", "--ttl-ms", str(TTL_MS),
-             "--stale-while-revalidate-ms", "600000"],
+             "--stale-while-revalidate-ms", "600000", *flags],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
         self.pending = b""
 
@@ -167,6 +184,10 @@ class Worker:
         self.p.stdin.write("".join(l + "\n" for l in lines))
         self.p.stdin.flush()
 
+    def feed(self):
+        self.send(["feed"])
+        return json.loads(self.line())
+
     def stop(self):
         try:
             self.p.stdin.close()
@@ -178,7 +199,11 @@ class Worker:
             self.p.kill()
 
 
-def per_op(d, ops, ping_bytes, idle_cpu_rate, subscribers):
+def notices(workers):
+    return sum(w.feed()["notices"] for w in workers)
+
+
+def per_op(d, ops, ping_bytes, idle_cpu_rate, delivered):
     pings = d["calls"].get("ping", 0)
     incr = d["calls"].get("incr", 0)
     # The loader's INCR count:KEY is the test harness's, not herdguard's: its
@@ -187,13 +212,13 @@ def per_op(d, ops, ping_bytes, idle_cpu_rate, subscribers):
     # The idle CPU (server cron and pings) goes by time; the harness's INFO
     # calls cost about their usec.
     cpu = d["cpu"] - idle_cpu_rate * d["secs"] - d["usec"].get("info", 0)
-    replies = sum(d["calls"].get(c, 0) for c in TOP_LEVEL)
-    publishes = d["calls"].get("publish", 0) + d["calls"].get("spublish", 0)
-    deliveries = publishes * subscribers
+    calls = d["calls"]
+    caching = calls.get("client|caching", 0)
+    replies = sum(calls.get(c, 0) for c in TOP_LEVEL) + max(caching - calls.get("mget", 0), 0)
     usec = sum(d["usec"].get(c, 0) for c in TOP_LEVEL)
     return {
-        "bytes": net / ops, "replies": replies / ops, "deliveries": deliveries / ops,
-        "publishes": publishes / ops, "usec": usec / ops, "cpu": cpu / ops,
+        "bytes": net / ops, "replies": replies / ops, "deliveries": delivered / ops,
+        "publishes": calls.get("publish", 0) / ops, "usec": usec / ops, "cpu": cpu / ops,
     }
 
 
@@ -201,102 +226,153 @@ def progress(text):
     print(text, file=sys.stderr, flush=True)
 
 
-def wait_publishes(before, want, limit=60):
+def wait_writes(before, want, limit=60):
+    """Until `want` more scripts (EVALSHA) have run."""
     deadline = time.time() + limit
     while time.time() < deadline:
         now = snapshot()
-        if now["calls"].get("publish", 0) - before["calls"].get("publish", 0) >= want:
+        if now["calls"].get("evalsha", 0) - before["calls"].get("evalsha", 0) >= want:
             return
         time.sleep(0.25)
-    sys.exit("background refreshes did not all publish within %ss" % limit)
+    sys.exit("background refreshes did not all write within %ss" % limit)
 
 
 rows = []
 idle_rows = []
 for n in FLEETS:
-    redis("flushall")
-    workers = [Worker(i) for i in range(n)]
-    try:
-        for w in workers:
-            if w.line() != "ready":
-                sys.exit("worker not ready")
-        deadline = time.time() + 30
-        while numsub("hg:changes") < n:
-            if time.time() > deadline:
-                sys.exit("change feeds not all subscribed")
-            time.sleep(0.05)
-        # Idle baseline: nothing but the feeds' pings.
-        time.sleep(1)
-        a, t0 = snapshot(), time.time()
-        time.sleep(5)
-        b, t1 = snapshot(), time.time()
-        idle = delta(a, b)
-        pings = max(idle["calls"].get("ping", 0), 1)
-        ping_bytes = idle["bytes"] / pings
-        idle_cpu_rate = (idle["cpu"] - idle["usec"].get("info", 0)) / idle["secs"]
-        idle_rows.append((n, pings / (t1 - t0), ping_bytes, idle["bytes"] / (t1 - t0),
-                          idle_cpu_rate, idle["usec"].get("ping", 0) / pings))
-        others = {c: k for c, k in idle["calls"].items() if k and c not in ("ping", "info")}
-        if others:
-            print(f"note: idle fleet of {n} also sent {others}")
-        progress(f"{n} processes: idle baseline taken")
-        driver = workers[0]
-        keys = [f"fan-{n}-{i}" for i in range(OPS)]
+    for feed in FEEDS:
+        redis("flushall")
+        workers = [Worker(feed) for i in range(n)]
+        try:
+            for w in workers:
+                if w.line() != "ready":
+                    sys.exit("worker not ready")
+            channel = "hg:changes" if feed == "broadcast" else "hg:broadcast"
+            deadline = time.time() + 30
+            while numsub(channel) < n:
+                if time.time() > deadline:
+                    sys.exit("change feeds not all subscribed")
+                time.sleep(0.05)
+            kinds = {w.feed()["per_key"] for w in workers}
+            if kinds != {feed == "per-key"}:
+                sys.exit(f"{feed}: the workers run another feed ({kinds})")
+            # Idle baseline: nothing but the feeds' pings.
+            time.sleep(1)
+            a, t0 = snapshot(), time.time()
+            time.sleep(5)
+            b, t1 = snapshot(), time.time()
+            idle = delta(a, b)
+            pings = max(idle["calls"].get("ping", 0), 1)
+            ping_bytes = idle["bytes"] / pings
+            idle_cpu_rate = (idle["cpu"] - idle["usec"].get("info", 0)) / idle["secs"]
+            idle_rows.append((n, feed, pings / (t1 - t0), ping_bytes, idle["bytes"] / (t1 - t0),
+                              idle_cpu_rate, idle["usec"].get("ping", 0) / pings))
+            others = {c: k for c, k in idle["calls"].items() if k and c not in ("ping", "info")}
+            if others:
+                print(f"note: idle fleet of {n} ({feed}) also sent {others}")
+            progress(f"{n} processes, {feed}: idle baseline taken")
+            driver = workers[0]
+            keys = [f"fan-{n}-{i}" for i in range(OPS)]
 
-        # Cold misses: MGET, lease, MGET, origin, fenced write (announced).
-        a = snapshot()
-        driver.send([f"go {k}" for k in keys])
-        for _ in keys:
-            if '"Loaded"' not in driver.line():
-                sys.exit("a cold miss was not a load")
-        miss = per_op(delta(a, snapshot()), OPS, ping_bytes, idle_cpu_rate, n)
+            # Cold misses: MGET, lease, MGET, origin, fenced write (announced).
+            heard = notices(workers)
+            a = snapshot()
+            driver.send([f"go {k}" for k in keys])
+            for _ in keys:
+                if '"Loaded"' not in driver.line():
+                    sys.exit("a cold miss was not a load")
+            d = delta(a, snapshot())
+            miss = per_op(d, OPS, ping_bytes, idle_cpu_rate, notices(workers) - heard)
 
-        progress(f"{n} processes: cold misses done")
-        # Background refreshes: each copy is past its TTL, inside its
-        # stale-while-revalidate window: served stale, refreshed once.
-        time.sleep(TTL_MS / 1000 + 0.2)
-        a = snapshot()
-        driver.send([f"go {k}" for k in keys])
-        for _ in keys:
-            if '"StaleWhileRevalidate"' not in driver.line():
-                sys.exit("a stale hit did not start a refresh")
-        wait_publishes(a, OPS)
-        time.sleep(0.2)
-        refresh = per_op(delta(a, snapshot()), OPS, ping_bytes, idle_cpu_rate, n)
+            progress(f"{n} processes, {feed}: cold misses done")
+            # Background refreshes: each copy is past its TTL, inside its
+            # stale-while-revalidate window: served stale, refreshed once.
+            time.sleep(TTL_MS / 1000 + 0.2)
+            heard = notices(workers)
+            a = snapshot()
+            driver.send([f"go {k}" for k in keys])
+            for _ in keys:
+                if '"StaleWhileRevalidate"' not in driver.line():
+                    sys.exit("a stale hit did not start a refresh")
+            # Each refresh runs two scripts: the lease, the write.
+            wait_writes(a, 2 * OPS)
+            time.sleep(0.2)
+            d = delta(a, snapshot())
+            refresh = per_op(d, OPS, ping_bytes, idle_cpu_rate, notices(workers) - heard)
 
-        progress(f"{n} processes: refreshes done")
-        # Invalidations.
-        a = snapshot()
-        driver.send([f"inv {k}" for k in keys])
-        for _ in keys:
-            if "invalidated" not in driver.line():
-                sys.exit("an invalidation failed")
-        inv = per_op(delta(a, snapshot()), OPS, ping_bytes, idle_cpu_rate, n)
-        rows += [(n, "cold miss", miss), (n, "refresh", refresh), (n, "invalidation", inv)]
-    finally:
-        for w in workers:
-            w.stop()
+            progress(f"{n} processes, {feed}: refreshes done")
+            # Invalidations.
+            heard = notices(workers)
+            a = snapshot()
+            driver.send([f"inv {k}" for k in keys])
+            for _ in keys:
+                if "invalidated" not in driver.line():
+                    sys.exit("an invalidation failed")
+            d = delta(a, snapshot())
+            inv = per_op(d, OPS, ping_bytes, idle_cpu_rate, notices(workers) - heard)
+            progress(f"{n} processes, {feed}: invalidations done")
+            # Keys every process holds: the driver loads them, every other
+            # process reads them from Redis (a holder's read), then the driver
+            # invalidates them: a notice for each holder.
+            shared = [f"held-{n}-{i}" for i in range(SHARED_OPS)]
+            driver.send([f"go {k}" for k in shared])
+            for _ in shared:
+                if '"Loaded"' not in driver.line():
+                    sys.exit("a cold miss was not a load")
+            others = workers[1:]
+            heard = notices(workers)
+            a = snapshot()
+            for w in others:
+                w.send([f"go {k}" for k in shared])
+            for w in others:
+                for _ in shared:
+                    if '"l2_hits":1' not in w.line():
+                        sys.exit("a holder's read failed")
+            d = delta(a, snapshot())
+            hold = per_op(d, SHARED_OPS * len(others), ping_bytes, idle_cpu_rate,
+                          notices(workers) - heard)
+            heard = notices(workers)
+            a = snapshot()
+            driver.send([f"inv {k}" for k in shared])
+            for _ in shared:
+                if "invalidated" not in driver.line():
+                    sys.exit("an invalidation failed")
+            # Each holder's notice is read by its own process: wait until all are.
+            deadline = time.time() + 30
+            while notices(workers) - heard < n * SHARED_OPS:
+                if time.time() > deadline:
+                    sys.exit("not every holder heard of every invalidation")
+                time.sleep(0.1)
+            d = delta(a, snapshot())
+            inv_all = per_op(d, SHARED_OPS, ping_bytes, idle_cpu_rate, notices(workers) - heard)
+            rows += [(n, feed, "cold miss", miss), (n, feed, "refresh", refresh),
+                     (n, feed, "invalidation", inv), (n, feed, "holder's read", hold),
+                     (n, feed, "inv, all hold", inv_all)]
+        finally:
+            for w in workers:
+                w.stop()
 
 print("\nIdle fleet (subtracted below): the change feeds' pings")
-print(f"{'procs':>5} {'pings/s':>8} {'B/ping':>7} {'B/s':>8} {'CPU us/s':>9} {'usec/ping':>9}")
-for n, rate, bpp, bps, cps, upp in idle_rows:
-    print(f"{n:>5} {rate:>8.0f} {bpp:>7.1f} {bps:>8.0f} {cps:>9.0f} {upp:>9.2f}")
+print(f"{'procs':>5} {'feed':<9} {'pings/s':>8} {'B/ping':>7} {'B/s':>8} {'CPU us/s':>9} {'usec/ping':>9}")
+for n, feed, rate, bpp, bps, cps, upp in idle_rows:
+    print(f"{n:>5} {feed:<9} {rate:>8.0f} {bpp:>7.1f} {bps:>8.0f} {cps:>9.0f} {upp:>9.2f}")
 
 print(f"\nPer operation, one process working, {OPS} operations on distinct keys"
       " (idle pings subtracted)")
-print(f"{'procs':>5} {'operation':<13} {'bytes':>7} {'msgs':>6} {'replies':>7}"
-      f" {'delivs':>6} {'cmd usec':>8} {'CPU us':>7}")
-for n, op, r in rows:
-    print(f"{n:>5} {op:<13} {r['bytes']:>7.0f} {r['replies'] + r['deliveries']:>6.1f}"
-          f" {r['replies']:>7.1f} {r['deliveries']:>6.1f} {r['usec']:>8.1f} {r['cpu']:>7.1f}")
-first = {op: r for n, op, r in rows if n == FLEETS[0]}
+print(f"{'procs':>5} {'feed':<9} {'operation':<14} {'bytes':>7} {'msgs':>6} {'replies':>7}"
+      f" {'notices':>7} {'cmd usec':>8} {'CPU us':>7}")
+for n, feed, op, r in rows:
+    print(f"{n:>5} {feed:<9} {op:<14} {r['bytes']:>7.0f} {r['replies'] + r['deliveries']:>6.1f}"
+          f" {r['replies']:>7.1f} {r['deliveries']:>7.1f} {r['usec']:>8.1f} {r['cpu']:>7.1f}")
+first = {(feed, op): r for n, feed, op, r in rows if n == FLEETS[0]}
 print(f"\nBytes per operation against {FLEETS[0]} processes, and per extra process:")
-for n, op, r in rows:
+for n, feed, op, r in rows:
     if n == FLEETS[0]:
         continue
-    base = first[op]
+    base = first[(feed, op)]
     per_proc = (r["bytes"] - base["bytes"]) / (n - FLEETS[0])
-    print(f"{n:>5} {op:<13} {r['bytes'] / base['bytes']:>5.2f}x   {per_proc:>6.1f} B/process")
+    print(f"{n:>5} {feed:<9} {op:<14} {r['bytes'] / base['bytes']:>5.2f}x"
+          f"   {per_proc:>6.1f} B/process")
 EOF
 fi
 
@@ -387,9 +463,10 @@ EOF
 fi
 
 # Part 3: the fleet view. Every sidecar exchanges its instance record once a
-# second (`INSTANCES` in scripts.rs, read from there): each call reads every
-# record and returns up to 64, so the fleet's cost grows with N². Records of
-# 300 bytes (a dashboard record's size); Redis usec and bytes per call.
+# second (`INSTANCES` in scripts.rs, read from there): each call returns up to
+# 64 records, reading at most a sample of 128, so a call's cost stays flat and
+# the fleet's grows with N, not N². Records of 300 bytes (a dashboard record's
+# size); Redis usec and bytes per call.
 script=$(awk '/^const INSTANCES: &str = r"$/ {on = 1; next} on && /^";$/ {exit} on {print}' \
     crates/herdguard-redis/src/scripts.rs)
 [ -n "$script" ] || { echo "INSTANCES script not found in scripts.rs" >&2; exit 1; }

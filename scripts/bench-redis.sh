@@ -2,8 +2,10 @@
 # The Redis shared tier's benchmarks, side by side in one run against one
 # private redis-server on a free loopback port (stopped on exit):
 #   1. wake-up: 8 worker processes x 64 callers on one cold key per round, 100 ms
-#      loader; loader end -> each waiter's return, p50/p99, herdguard (pub/sub)
-#      vs the classic SET NX lock + 100 ms..1 s backoff polling + double check.
+#      loader; loader end -> each waiter's return, p50/p99, herdguard (per-key
+#      feed: the waiters woken by Redis's invalidation push), herdguard on the
+#      broadcast feed (--broadcast-feed) and the classic SET NX lock +
+#      100 ms..1 s backoff polling + double check.
 #   2. L2 hit throughput: RedisRemote::get and Cache (L1 of one entry) vs
 #      redis-benchmark GET at the same concurrency and value size.
 #   3. Durable write-behind: Cache::write_behind (shared store + Redis Stream

@@ -32,6 +32,15 @@ fn calls_of(o: &support::Origin, path: &str) -> usize {
     o.seen().iter().filter(|s| s.target == path).count()
 }
 
+/// The purges `admin`'s instance has applied (its own and the fleet's).
+async fn purges_applied(admin: std::net::SocketAddr) -> u64 {
+    support::metrics(admin)
+        .await
+        .lines()
+        .find_map(|l| l.strip_prefix("herdguard_proxy_purges_total "))
+        .map_or(0, |v| v.trim().parse().unwrap_or(0))
+}
+
 async fn purge_tag(admin: std::net::SocketAddr, tag: &str) -> support::Answer {
     let auth = format!("Bearer {TOKEN}");
     request(
@@ -159,12 +168,26 @@ async fn the_adversarys_tags_are_judged_by_one_rule_from_origin_to_redis_to_purg
     let (loader, purger) = (proxy(&url, &settings).await, proxy(&url, &settings).await);
     // The purger never stores the answer: what it finds, it finds in Redis's sets.
     let valid = ["ok-1", "{x}", longest.as_str(), "%41", "c-1", ";"];
-    for tag in valid {
+    for (n, tag) in valid.into_iter().enumerate() {
         get(loader.addr, "/adv", &[]).await;
+        assert_eq!(
+            o.calls(),
+            n + 1,
+            "{tag:?}: the purge before reached the loader"
+        );
         let r = purge_tag_json(purger.admin, tag).await;
         assert_eq!(r.status, 200, "{tag:?}: {}", r.text());
         assert!(r.text().contains("\"keys\":1"), "{tag:?}: {}", r.text());
         assert!(herdguard_redis::valid_tag(tag));
+        // The fleet applies a purge after its answer: wait until the loader
+        // has (applied late, it would remove the next iteration's answer).
+        for _ in 0..1_000 {
+            if purges_applied(loader.admin).await > n as u64 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        assert!(purges_applied(loader.admin).await > n as u64, "{tag:?}");
     }
     for tag in ["a,b", too_long.as_str(), "a b", "", "caf\u{e9}", "a\tb"] {
         let r = purge_tag_json(purger.admin, tag).await;

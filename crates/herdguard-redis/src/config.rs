@@ -25,6 +25,7 @@ pub struct RedisConfig {
     pub(crate) max_value_bytes: usize,
     pub(crate) lock_urls: Vec<String>,
     pub(crate) cluster_seeds: Vec<String>,
+    pub(crate) broadcast_feed: bool,
 }
 
 impl RedisConfig {
@@ -45,16 +46,16 @@ impl RedisConfig {
             max_value_bytes: 1024 * 1024,
             lock_urls: Vec::new(),
             cluster_seeds: Vec::new(),
+            broadcast_feed: false,
         }
     }
 
     /// Settings for a Redis Cluster reached through any of `seeds`
     /// (`redis://host:port/` of some of its nodes), otherwise with the
     /// defaults of [`RedisConfig::new`]. Every Redis key of one cache key
-    /// shares a hash tag, so each step runs on the one shard that owns it;
-    /// changes are announced with `PUBLISH`, which a cluster delivers to every
-    /// node, and the change feed listens on one node (the next seed after a
-    /// loss).
+    /// shares a hash tag, so each step runs on the one shard that owns it,
+    /// and each process hears of the changes of the keys it holds from the
+    /// shard that owns them (client tracking on one connection per primary).
     ///
     /// ```
     /// use herdguard_redis::RedisConfig;
@@ -150,6 +151,21 @@ impl RedisConfig {
         S: Into<String>,
     {
         self.lock_urls = urls.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Hears of changes the way releases before client tracking did: every
+    /// change of every key announced on the prefix's change channel, and
+    /// every process subscribed to it, so the cost of a change grows with the
+    /// fleet. Off by default: each process then hears only of the keys it
+    /// holds a copy of or waits on (Redis's client tracking, Redis 6 and
+    /// later), and falls back to this feed by itself, saying so once in the
+    /// log, where Redis refuses tracking. On for a rolling upgrade of a fleet
+    /// on a Redis Cluster from a release without tracking (on one server or
+    /// Sentinel, changes are still announced on the channel for such
+    /// processes), and for comparing the two.
+    pub fn broadcast_feed(mut self, on: bool) -> Self {
+        self.broadcast_feed = on;
         self
     }
 

@@ -63,6 +63,15 @@ pub(crate) fn encode<V: Serialize>(
     Ok(out)
 }
 
+/// The version in an entry's version field (bytes 1 to 20, as `GETRANGE key
+/// 1 20` reads them), or `None` when they are not twenty digits.
+pub(crate) fn version_of(digits: &[u8]) -> Option<u64> {
+    if digits.len() != VERSION_DIGITS || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
 /// Decodes bytes made by [`encode`].
 pub(crate) fn decode<V: DeserializeOwned>(bytes: &[u8]) -> Result<Entry<V>, RemoteError> {
     let (&format, rest) = bytes
@@ -76,10 +85,7 @@ pub(crate) fn decode<V: DeserializeOwned>(bytes: &[u8]) -> Result<Entry<V>, Remo
     let (digits, rest) = rest
         .split_at_checked(VERSION_DIGITS)
         .ok_or_else(|| RemoteError::Codec("truncated version".to_string()))?;
-    let version = std::str::from_utf8(digits)
-        .ok()
-        .filter(|d| d.bytes().all(|b| b.is_ascii_digit()))
-        .and_then(|d| d.parse::<u64>().ok())
+    let version = version_of(digits)
         .ok_or_else(|| RemoteError::Codec("version is not 20 digits".to_string()))?;
     let (header, rest) = postcard::take_from_bytes::<Header>(rest)
         .map_err(|e| RemoteError::Codec(format!("header: {e}")))?;

@@ -2,10 +2,12 @@
 //!
 //! Of one cache key: value, lease, version and marker all share one Redis
 //! Cluster hash tag `{…}`, so the scripts that touch them together run on one
-//! node. Changes of every key are announced on one channel per prefix, naming
-//! the key by its tag. Beside them, under the same prefix: a set per surrogate
-//! key (tag), the fleet's instance records, and the write-behind queue's
-//! streams, owner leases, done hash and dead letters (one hash tag `{wb}`).
+//! node; Redis's invalidation pushes name them, and [`KeyNames::parse`] reads
+//! a name back. Beside them, under the same prefix: the broadcast feed's
+//! channel of changes (naming the key by its tag) and the fleet's broadcast
+//! channel, a set per surrogate key (tag), the fleet's instance records, and
+//! the write-behind queue's streams, owner leases, done hash and dead letters
+//! (one hash tag `{wb}`).
 
 use std::fmt::Write as _;
 
@@ -48,9 +50,44 @@ impl KeyNames {
     }
 }
 
-/// The channel on which every change of the keys under `prefix` is announced.
+/// Which of a cache key's Redis keys a name is.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Part {
+    /// The entry: a change of it is a change of the key.
+    Value,
+    /// The marker or the lease: what a waiter watches beside the entry.
+    Waited,
+    /// Any other name under the hash tag.
+    Other,
+}
+
+impl KeyNames {
+    /// The tag and the part of a Redis key name under `prefix` (as an
+    /// invalidation push names it), or `None` when `new` made no such name.
+    pub(crate) fn parse<'a>(prefix: &str, name: &'a str) -> Option<(&'a str, Part)> {
+        let rest = name.strip_prefix(prefix)?.strip_prefix(":{")?;
+        // `escape` leaves no brace in a tag: the first `}` ends it.
+        let (tag, suffix) = rest.split_once('}')?;
+        let part = match suffix {
+            ":v" => Part::Value,
+            ":m" | ":lease" => Part::Waited,
+            _ if suffix.starts_with(':') => Part::Other,
+            _ => return None,
+        };
+        Some((tag, part))
+    }
+}
+
+/// The channel on which the broadcast feed announces every change of the keys
+/// under `prefix`, and on which processes of that feed hear broadcasts.
 pub(crate) fn change_channel(prefix: &str) -> String {
     format!("{prefix}:changes")
+}
+
+/// The channel on which processes of the per-key feed (client tracking) hear
+/// broadcasts: not the change channel, which would bring them every change.
+pub(crate) fn broadcast_channel(prefix: &str) -> String {
+    format!("{prefix}:broadcast")
 }
 
 /// Longest surrogate key (tag), bytes.
@@ -163,6 +200,37 @@ mod tests {
         assert_eq!(k.lock, "hg:{user:42}:lock");
         assert_eq!(k.tag, "user:42");
         assert_eq!(change_channel("hg"), "hg:changes");
+        assert_eq!(broadcast_channel("hg"), "hg:broadcast");
+    }
+
+    #[test]
+    fn every_name_parses_back_to_its_tag_and_part() {
+        let mut rng = fastrand::Rng::with_seed(25);
+        let alphabet: Vec<char> = "ab:{}%7D_ é}{".chars().collect();
+        for prefix in ["hg", "hg:http:ab12:", "p"] {
+            for _ in 0..2000 {
+                let len = rng.usize(0..12);
+                let key: String = (0..len)
+                    .map(|_| alphabet[rng.usize(..alphabet.len())])
+                    .collect();
+                let names = KeyNames::new(prefix, &key);
+                let tag = names.tag.as_str();
+                assert_eq!(
+                    KeyNames::parse(prefix, &names.value),
+                    Some((tag, Part::Value))
+                );
+                for waited in [&names.marker, &names.lease] {
+                    assert_eq!(KeyNames::parse(prefix, waited), Some((tag, Part::Waited)));
+                }
+                for other in [&names.version, &names.held, &names.lock] {
+                    assert_eq!(KeyNames::parse(prefix, other), Some((tag, Part::Other)));
+                }
+                assert_eq!(unescape(tag).as_deref(), Some(key.as_str()));
+            }
+        }
+        for junk in ["", "hg", "hg:{", "hg:{a}", "hg:{a}v", "hx:{a}:v", "hg{a}:v"] {
+            assert_eq!(KeyNames::parse("hg", junk), None, "{junk:?}");
+        }
     }
 
     #[test]

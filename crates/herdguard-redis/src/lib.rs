@@ -8,8 +8,10 @@
 //! scripts), and the write of a load is fenced on the key's version — which
 //! every lease grant, write and invalidation advances — so a holder whose lease
 //! lapsed, an invalidation or a newer write anywhere voids a load in flight.
-//! Every change is announced on one channel per prefix: waiters wake, and
-//! every process evicts its older copy.
+//! Redis tells each process of the next change of every key it read (its
+//! client tracking): waiters wake, and the processes that hold a copy evict
+//! it — only they, whatever the size of the fleet. Where Redis refuses
+//! tracking, every change is announced on one channel per prefix instead.
 //!
 //! ```no_run
 //! use herdguard::Cache;
@@ -33,15 +35,16 @@
 //! - `conn`: where the data store is — one server, or the primary Redis
 //!   Sentinel names (`redis+sentinel://…`), followed across a failover.
 //! - `scripts`: the Lua scripts (lease, renew, release, fenced write, invalidate).
-//! - `feed`: the change feed — one pub/sub connection, pinged, reconnected; wakes
-//!   local watchers and tells the caches what changed.
+//! - `feed`: the change feed — wakes local watchers and tells the caches what
+//!   changed; per key (`tracking`: Redis's client tracking, one connection per
+//!   node, pinged, reconnected) or broadcast (one pub/sub connection).
 //! - `envelope`: the stored bytes of an entry (format byte, version, header,
 //!   value) and of a marker.
 //! - `quorum`: quorum leases (Redlock) over independent lock servers, when
 //!   configured ([`RedisConfig::lease_quorum`]), and their counters ([`QuorumStats`]).
 //! - `keys`: every Redis key name — a cache key's (under one Redis Cluster hash
 //!   tag), a surrogate key's set, the instance records, the write queue's, and
-//!   the change channel — and what a surrogate key may be ([`valid_tag`]).
+//!   the channels — and what a surrogate key may be ([`valid_tag`]).
 //! - `queue`: [`RedisWriteQueue`], the durable write-behind queue (Redis
 //!   Streams, a consumer group, partitions owned one process at a time).
 //!
@@ -59,6 +62,7 @@ mod queue;
 mod quorum;
 mod remote;
 mod scripts;
+mod tracking;
 
 pub use config::{RedisConfig, RedisSetupError};
 pub use keys::{valid_tag, MAX_TAG_BYTES};

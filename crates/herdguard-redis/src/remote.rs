@@ -11,17 +11,28 @@ use herdguard::{
     Shared,
 };
 use redis::aio::ConnectionManager;
-use redis::AsyncConnectionConfig;
-use redis::RedisError;
+use redis::{AsyncConnectionConfig, RedisError, ScriptInvocation};
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::config::{RedisConfig, RedisSetupError};
 use crate::conn::{Conn, Endpoint, Primary, SentinelUrl};
 use crate::envelope;
-use crate::feed::{Event, Feed};
-use crate::keys::{change_channel, instances_key, tag_set, unescape, KeyNames, MAX_TAG_BYTES};
+use crate::feed::{Event, Feed, Setup};
+use crate::keys::{
+    broadcast_channel, change_channel, instances_key, tag_set, unescape, KeyNames, MAX_TAG_BYTES,
+};
 use crate::quorum::{Acquired, Quorum, QuorumStats};
 use crate::scripts::Scripts;
+use crate::tracking::Session;
+
+/// How a call on the per-key feed's session failed.
+enum Lapse {
+    /// Redis answered with an error, or the connection failed: the call may
+    /// be made again on the command connection.
+    Failed,
+    /// No answer within the operation timeout: an outage.
+    NoAnswer(RemoteError),
+}
 
 /// The least a held mark outlives its lease by (see `LEASE` in `scripts.rs`):
 /// waiters re-check at their safety poll, so a take-over comes within one.
@@ -42,20 +53,31 @@ const MAX_RECORD_BYTES: usize = 4096;
 /// optionally, from a quorum of independent lock servers
 /// ([`RedisConfig::lease_quorum`]).
 ///
-/// All operations go over one multiplexed connection (reconnected by redis-rs's
+/// Operations go over one multiplexed connection (reconnected by redis-rs's
 /// `ConnectionManager`; with Sentinel, found again through the sentinels; on a
 /// cluster, redis-rs's cluster connection), each bounded by `op_timeout`;
-/// quorum leases add one connection per lock server. Announcements come over
-/// the remote's one pub/sub connection, subscribed once to the prefix's change
-/// channel. Keys are named by their `Display` text and announced by it, so
-/// `K::from_str` must read back what `Display` wrote (as for `String` and the
-/// integers): that is how another process's change finds this process's copy.
+/// quorum leases add one connection per lock server. Changes are heard on the
+/// change feed: per key by default — the reads of entries, the writes of
+/// entries and invalidations go over one tracking connection per node
+/// instead, and Redis tells this process of the next change of each key it
+/// read there — or, where Redis refuses tracking, on the prefix's change
+/// channel. Keys are named by their `Display` text, so `K::from_str` must read
+/// back what `Display` wrote (as for `String` and the integers): that is how
+/// another process's change finds this process's copy.
 pub struct RedisRemote<K, V> {
     conn: Conn,
     feed: Feed,
     scripts: Scripts,
     config: RedisConfig,
+    /// The broadcast feed's channel, where broadcasts go too.
     channel: String,
+    /// Where the per-key feed's processes hear broadcasts.
+    broadcasts: String,
+    /// Where the scripts announce each change, or `""` for nowhere: on the
+    /// change channel for processes of the broadcast feed, except from a
+    /// per-key feed on a cluster, where each announcement would cross the
+    /// cluster bus to every node.
+    announce: String,
     /// The lock servers of quorum leases, if configured.
     quorum: Option<Quorum>,
     _types: PhantomData<fn(K, V)>,
@@ -154,33 +176,33 @@ where
             Some(quorum)
         };
         let channel = change_channel(&config.prefix);
-        let client = tokio::time::timeout(deadline, endpoint.client())
-            .await
-            .map_err(|_| unreachable(format!("no primary within {deadline:?}")))?
-            .map_err(|e| unreachable(e.to_string()))?;
-        let mut pubsub = tokio::time::timeout(deadline, client.get_async_pubsub())
-            .await
-            .map_err(|_| unreachable(format!("no pub/sub connection within {deadline:?}")))?
-            .map_err(|e| unreachable(e.to_string()))?;
-        let subscribed = std::time::Instant::now();
-        tokio::time::timeout(deadline, pubsub.subscribe(&channel))
-            .await
-            .map_err(|_| unreachable(format!("SUBSCRIBE not acknowledged within {deadline:?}")))?
-            .map_err(|e| unreachable(e.to_string()))?;
-        let feed = Feed::start(
+        let broadcasts = broadcast_channel(&config.prefix);
+        let scripts = Scripts::new();
+        let feed = Feed::start(Setup {
             endpoint,
-            pubsub,
-            subscribed,
-            channel.clone(),
-            config.op_timeout,
-            config.connect_timeout,
-        );
+            prefix: config.prefix.clone(),
+            changes: channel.clone(),
+            broadcasts: broadcasts.clone(),
+            op_timeout: config.op_timeout,
+            connect_timeout: config.connect_timeout,
+            broadcast_only: config.broadcast_feed,
+            scripts: vec![scripts.put.clone(), scripts.invalidate.clone()],
+        })
+        .await
+        .map_err(unreachable)?;
+        let announce = if feed.per_key() && !config.cluster_seeds.is_empty() {
+            String::new()
+        } else {
+            channel.clone()
+        };
         Ok(Arc::new(RedisRemote {
             conn,
             feed,
-            scripts: Scripts::new(),
+            scripts,
             config,
             channel,
+            broadcasts,
+            announce,
             quorum,
             _types: PhantomData,
         }))
@@ -191,9 +213,23 @@ where
         &self.config
     }
 
-    /// Whether the change feed is subscribed and answering pings now.
+    /// Whether the change feed is connected and answering pings now.
     pub fn feed_live(&self) -> bool {
         self.feed.live()
+    }
+
+    /// Whether the change feed is per key (Redis's client tracking: this
+    /// process hears only of the keys it holds a copy of or waits on), rather
+    /// than broadcast ([`RedisConfig::broadcast_feed`], or a Redis that
+    /// refuses tracking).
+    pub fn feed_per_key(&self) -> bool {
+        self.feed.per_key()
+    }
+
+    /// Notices the change feed received: Redis's invalidation pushes (per
+    /// key) or the channel's messages (broadcast), broadcasts included.
+    pub fn feed_notices(&self) -> u64 {
+        self.feed.notices()
     }
 
     /// With quorum leases, how many lock servers there are and how many grants
@@ -208,34 +244,37 @@ where
         self.quorum.as_ref().map(Quorum::stats)
     }
 
-    /// Announcements on the change channel that did not parse (and were dropped).
+    /// Notices on the change feed that did not parse (and were dropped).
     pub fn feed_rejected(&self) -> u64 {
         self.feed.rejected()
     }
 
     /// Sends `payload` to every process of the fleet listening on `topic`
-    /// ([`RedisRemote::on_broadcast`], this process included), over the change
-    /// channel: for fleet-wide actions beyond one key, such as a purge of every
-    /// variant of a URL. Best effort, like every notice: a process whose change
-    /// feed is down misses it (and checks its copies against Redis until it is
-    /// back). `topic` is one word: no whitespace.
+    /// ([`RedisRemote::on_broadcast`], this process included), over the
+    /// change channel (for processes of the broadcast feed) and the broadcast
+    /// channel (per-key feed): for fleet-wide actions beyond one key, such as
+    /// a purge of every variant of a URL. Best effort, like every notice: a
+    /// process whose change feed is down misses it (and checks its copies
+    /// against Redis until it is back). `topic` is one word: no whitespace.
     pub async fn broadcast(&self, topic: &str, payload: &str) -> Result<(), RemoteError> {
         if topic.is_empty() || topic.contains(char::is_whitespace) {
             return Err(RemoteError::Codec(format!(
                 "broadcast topic {topic:?} must be one word"
             )));
         }
-        let mut conn = self.conn.clone();
         let message = crate::feed::broadcast_message(topic, payload);
-        let _: i64 = self
-            .op(
-                "PUBLISH",
-                redis::cmd("PUBLISH")
-                    .arg(&self.channel)
-                    .arg(message)
-                    .query_async(&mut conn),
-            )
-            .await?;
+        for channel in [&self.channel, &self.broadcasts] {
+            let mut conn = self.conn.clone();
+            let _: i64 = self
+                .op(
+                    "PUBLISH",
+                    redis::cmd("PUBLISH")
+                        .arg(channel)
+                        .arg(&message)
+                        .query_async(&mut conn),
+                )
+                .await?;
+        }
         Ok(())
     }
 
@@ -306,11 +345,14 @@ where
     }
 
     /// Publishes this instance's `record` to the fleet's live view and returns
-    /// the records every instance of the prefix published within `max_age`
-    /// (this one included, at most [`MAX_INSTANCES`]), in one round trip: each
-    /// instance calls it about once a second, so any instance's dashboard shows
-    /// the whole fleet. `instance` names the record (one word, no spaces);
-    /// `record` is opaque here (at most 4 KiB).
+    /// the records instances of the prefix published within `max_age`, in one
+    /// round trip: all of them (this one included) up to [`MAX_INSTANCES`], the
+    /// live ones of a random sample of twice that many beyond (at most that
+    /// many; this one's not promised), so each
+    /// call costs Redis the same whatever the fleet's size. Each instance
+    /// calls it about once a second, so any instance's dashboard shows the
+    /// fleet. `instance` names the record (one word, no spaces); `record` is
+    /// opaque here (at most 4 KiB).
     pub async fn exchange_instance_record(
         &self,
         instance: &str,
@@ -369,8 +411,70 @@ where
         }
     }
 
+    /// Runs one call on the per-key feed's session under `op_timeout`. A
+    /// failure ends the session (the feed is down, every copy is checked,
+    /// until the next is up): [`Lapse::Failed`] may be retried on the command
+    /// connection, [`Lapse::NoAnswer`] is an outage.
+    async fn on_session<T>(
+        &self,
+        session: &Session,
+        what: &str,
+        f: impl std::future::Future<Output = Result<T, RedisError>>,
+    ) -> Result<T, Lapse> {
+        match tokio::time::timeout(self.config.op_timeout, f).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                session.fail(&format!("{what}: {e}"));
+                Err(Lapse::Failed)
+            }
+            Err(_) => {
+                let why = format!("{what}: no answer within {:?}", self.config.op_timeout);
+                session.fail(&why);
+                Err(Lapse::NoAnswer(RemoteError::Unavailable(why)))
+            }
+        }
+    }
+
     fn millis(d: Duration) -> u64 {
         u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+    }
+
+    /// Writes the entry of `names` with the `PUT` invocation `script` on the
+    /// per-key feed's session, inside a window (see `feed::Window`), and
+    /// tells this process's listeners what the write and its tracked
+    /// read-back say: the version written when the entry still carries it
+    /// (the pushes held back were this write's own, or older changes it
+    /// replaced), else a change of unknown version.
+    async fn write_tracked(
+        &self,
+        session: &Session,
+        names: &KeyNames,
+        script: &ScriptInvocation<'_>,
+    ) -> Result<(i64, u64), Lapse> {
+        let tag = names.tag.as_str();
+        let window = self.feed.window(tag);
+        let fence = window.fence();
+        let write = session.write_and_track::<(i64, u64)>(&names.value, script, &fence);
+        let written = self.on_session(session, "write", write).await;
+        let held_back = window.close();
+        match &written {
+            Ok(((1, version), digits)) if envelope::version_of(digits) == Some(*version) => {
+                self.feed.own_change(
+                    Event::Changed {
+                        tag,
+                        version: *version,
+                    },
+                    tag,
+                );
+            }
+            Ok(((stored, _), _)) if *stored == 1 || held_back => {
+                self.feed.own_change(Event::ChangedUnknown { tag }, tag);
+            }
+            Ok(_) => {}
+            Err(_) if held_back => self.feed.own_change(Event::ChangedUnknown { tag }, tag),
+            Err(_) => {}
+        }
+        written.map(|(answer, _)| answer)
     }
 
     /// How long a held mark, and a version record, last from a grant or
@@ -440,17 +544,41 @@ where
     fn get<'a>(&'a self, key: &'a K) -> BoxFuture<'a, Result<Shared<V>, RemoteError>> {
         Box::pin(async move {
             let names = self.names(key);
-            let mut conn = self.conn.clone();
+            // Tracked: Redis tells this process of the next change of what it
+            // read — of the lease too for a waiter, whose re-check this is.
+            let tracked = match self.feed.session() {
+                Some(session) => {
+                    let waiting = self.feed.watched(&names.tag);
+                    match self
+                        .on_session(&session, "MGET", session.read(&names, waiting))
+                        .await
+                    {
+                        Ok(values) => Some(values),
+                        // The feed is down now: read untracked instead.
+                        Err(Lapse::Failed) => None,
+                        Err(Lapse::NoAnswer(e)) => return Err(e),
+                    }
+                }
+                None => None,
+            };
             // One round trip; a key holding another type reads as nothing.
-            let (value, marker): (Option<Vec<u8>>, Option<Vec<u8>>) = self
-                .op(
-                    "MGET",
-                    redis::cmd("MGET")
-                        .arg(&names.value)
-                        .arg(&names.marker)
-                        .query_async(&mut conn),
-                )
-                .await?;
+            let (value, marker): (Option<Vec<u8>>, Option<Vec<u8>>) = match tracked {
+                Some(values) => {
+                    let mut values = values.into_iter();
+                    (values.next().flatten(), values.next().flatten())
+                }
+                None => {
+                    let mut conn = self.conn.clone();
+                    self.op(
+                        "MGET",
+                        redis::cmd("MGET")
+                            .arg(&names.value)
+                            .arg(&names.marker)
+                            .query_async(&mut conn),
+                    )
+                    .await?
+                }
+            };
             // An undecodable entry is an error the core counts and logs.
             let entry = value.map(|b| envelope::decode(&b)).transpose()?;
             Ok(Shared {
@@ -561,7 +689,7 @@ where
                         .key(&names.held)
                         .key(&names.version)
                         .arg(&lease.token)
-                        .arg(&self.channel)
+                        .arg(&self.announce)
                         .arg(&names.tag)
                         .arg(bytes)
                         .arg(ttl)
@@ -595,30 +723,43 @@ where
             // envelope; what is encoded here is a placeholder.
             let payload = envelope::encode(entry, 0, self.config.max_value_bytes)?;
             let px = Self::millis(retain);
-            let mut conn = self.conn.clone();
             let (expected, token) = match lease {
                 Some(l) => (l.version.to_string(), l.token.as_str()),
                 None => (String::new(), ""),
             };
-            let written: Result<(i64, u64), RemoteError> = self
-                .op(
-                    "write",
-                    self.scripts
-                        .put
-                        .key(&names.value)
-                        .key(&names.version)
-                        .key(&names.lease)
-                        .key(&names.marker)
-                        .key(&names.held)
-                        .arg(expected)
-                        .arg(token)
-                        .arg(payload)
-                        .arg(px)
-                        .arg(&self.channel)
-                        .arg(&names.tag)
-                        .invoke_async(&mut conn),
-                )
-                .await;
+            let mut script = self.scripts.put.key(&names.value);
+            script
+                .key(&names.version)
+                .key(&names.lease)
+                .key(&names.marker)
+                .key(&names.held)
+                .arg(expected)
+                .arg(token)
+                .arg(payload)
+                .arg(px)
+                .arg(&self.announce)
+                .arg(&names.tag);
+            let tracked = match self.feed.session() {
+                Some(session) => {
+                    match self.write_tracked(&session, &names, &script).await {
+                        Ok(written) => Some(Ok(written)),
+                        // The feed is down now: write on the command
+                        // connection. Should the first have been applied, the
+                        // second is refused (its lease's version is gone) or
+                        // an insert written twice: either way nothing older.
+                        Err(Lapse::Failed) => None,
+                        Err(Lapse::NoAnswer(e)) => Some(Err(e)),
+                    }
+                }
+                None => None,
+            };
+            let written: Result<(i64, u64), RemoteError> = match tracked {
+                Some(written) => written,
+                None => {
+                    let mut conn = self.conn.clone();
+                    self.op("write", script.invoke_async(&mut conn)).await
+                }
+            };
             if let (Some(quorum), Some(lease)) = (&self.quorum, lease) {
                 // The write gave the lease back in the data store, whatever it
                 // decided; so do the lock servers.
@@ -644,21 +785,53 @@ where
                 // a new one take the lease at once, as with a single server.
                 quorum.clear(&names.lock).await;
             }
-            self.op(
-                "invalidate",
-                self.scripts
-                    .invalidate
-                    .key(&names.value)
-                    .key(&names.version)
-                    .key(&names.lease)
-                    .key(&names.marker)
-                    .key(&names.held)
-                    .arg(&self.channel)
-                    .arg(self.held_px())
-                    .arg(&names.tag)
-                    .invoke_async(&mut conn),
-            )
-            .await
+            let mut script = self.scripts.invalidate.key(&names.value);
+            script
+                .key(&names.version)
+                .key(&names.lease)
+                .key(&names.marker)
+                .key(&names.held)
+                .arg(&self.announce)
+                .arg(self.held_px())
+                .arg(&names.tag);
+            if let Some(session) = self.feed.session() {
+                // In a window (see `feed::Window`): Redis tells this process
+                // of its own invalidation too, and that is no news here.
+                let window = self.feed.window(&names.tag);
+                let fence = window.fence();
+                let invalidated = self
+                    .on_session(
+                        &session,
+                        "invalidate",
+                        session.write(&names.value, &script, &fence),
+                    )
+                    .await;
+                let held_back = window.close();
+                if held_back && invalidated.is_err() {
+                    self.feed
+                        .own_change(Event::ChangedUnknown { tag: &names.tag }, &names.tag);
+                }
+                match invalidated {
+                    Ok(version) => {
+                        // Every copy older than it goes, in the other caches
+                        // on this remote too.
+                        self.feed.own_change(
+                            Event::Changed {
+                                tag: &names.tag,
+                                version,
+                            },
+                            &names.tag,
+                        );
+                        return Ok(version);
+                    }
+                    // The feed is down now: invalidate on the command
+                    // connection (twice, should the first have been applied:
+                    // harmless).
+                    Err(Lapse::Failed) => {}
+                    Err(Lapse::NoAnswer(e)) => return Err(e),
+                }
+            }
+            self.op("invalidate", script.invoke_async(&mut conn)).await
         })
     }
 
@@ -698,6 +871,11 @@ where
                     // another key type on the prefix) names no key of this cache.
                     if let Some(key) = unescape(tag).and_then(|t| K::from_str(&t).ok()) {
                         listener.changed(&key, version);
+                    }
+                }
+                Event::ChangedUnknown { tag } => {
+                    if let Some(key) = unescape(tag).and_then(|t| K::from_str(&t).ok()) {
+                        listener.changed_unknown(&key);
                     }
                 }
                 Event::Down => listener.feed_down(),

@@ -31,9 +31,12 @@
 //! reads go through `redis.pcall` and treat what they cannot use as absent,
 //! and every write overwrites whatever type the key had.
 //!
-//! **Announcements.** Writes, invalidations and lease releases publish
-//! `<kind> <version> <tag>` on the prefix's change channel (`w`rite,
-//! `i`nvalidate, `r`elease): waiters wake, other processes evict older copies.
+//! **Announcements.** Every write of these keys reaches the processes that
+//! read them (and so hold a copy or wait) through Redis's client tracking,
+//! which needs nothing here. For the broadcast feed (`feed.rs`), writes,
+//! invalidations and lease releases also publish `<kind> <version> <tag>` on
+//! the prefix's change channel (`w`rite, `i`nvalidate, `r`elease), unless
+//! the channel argument is empty.
 
 use redis::Script;
 
@@ -76,9 +79,15 @@ return members
 ";
 
 /// The fleet's live view: stores this instance's record (stamped with the
-/// server's clock, so instances' clocks need not agree), forgets records older
-/// than the age limit and returns the others, newest first is not promised.
-/// A field that is not `<ms> <record>` (bytes left by something else) is removed.
+/// server's clock, so instances' clocks need not agree), and returns at most
+/// the given number of the others' records younger than the age limit,
+/// removing the older ones it reads. It reads at most twice that number of
+/// records — a random sample (`HRANDFIELD`, Redis 6.2) once the hash holds
+/// more — so a call costs the same with 1,000 instances as with 64, not the
+/// fleet's size each (every instance calls once a second: the whole fleet's
+/// cost would grow with its square). A stale record left unread is read and
+/// removed by a later call: each call samples anew. A field that is not
+/// `<ms> <record>` (bytes left by something else) is removed.
 /// KEYS: the instance hash. ARGV: instance id, record, age limit ms, most records.
 const INSTANCES: &str = r"
 local t = redis.call('TIME')
@@ -86,7 +95,12 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if redis.call('TYPE', KEYS[1]).ok ~= 'hash' then redis.call('DEL', KEYS[1]) end
 redis.call('HSET', KEYS[1], ARGV[1], string.format('%.0f', now) .. ' ' .. ARGV[2])
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]) * 10)
-local all = redis.call('HGETALL', KEYS[1])
+local most = tonumber(ARGV[4])
+local all
+if redis.call('HLEN', KEYS[1]) > 2 * most then
+  all = redis.pcall('HRANDFIELD', KEYS[1], 2 * most, 'WITHVALUES')
+end
+if type(all) ~= 'table' or all.err then all = redis.call('HGETALL', KEYS[1]) end
 local out = {}
 for i = 1, #all, 2 do
   local v = all[i + 1]
@@ -94,7 +108,7 @@ for i = 1, #all, 2 do
   local at = sp and tonumber(string.sub(v, 1, sp - 1)) or nil
   if at == nil or now - at > tonumber(ARGV[3]) then
     redis.call('HDEL', KEYS[1], all[i])
-  elseif #out < tonumber(ARGV[4]) then
+  elseif #out < most then
     out[#out + 1] = string.sub(v, sp + 1)
   end
 end
@@ -122,6 +136,9 @@ local function advance(v)
 end
 local function holds(k, token)
   return token ~= '' and redis.pcall('GET', k) == token
+end
+local function announce(channel, message)
+  if channel ~= '' then redis.call('PUBLISH', channel, message) end
 end
 local function pending(held, token)
   local mark = redis.pcall('GET', held)
@@ -193,13 +210,13 @@ return 0
 /// elsewhere act at once instead of at their next safety poll. The held mark
 /// and the version record of its grant go if the mark is ours, even when the
 /// lease already lapsed: the load ended, and nothing carries that version.
-/// KEYS: lease, marker, held, version. ARGV: token, channel, tag, marker bytes or '', marker ms.
+/// KEYS: lease, marker, held, version. ARGV: token, channel or '', tag, marker bytes or '', marker ms.
 const RELEASE: &str = r"
 if holds(KEYS[3], ARGV[1]) then redis.call('DEL', KEYS[3], KEYS[4]) end
 if not holds(KEYS[1], ARGV[1]) then return 0 end
 redis.call('DEL', KEYS[1])
 if ARGV[4] ~= '' then redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[5]) end
-redis.call('PUBLISH', ARGV[2], 'r 0 ' .. ARGV[3])
+announce(ARGV[2], 'r 0 ' .. ARGV[3])
 return 1
 ";
 
@@ -212,34 +229,38 @@ return 1
 /// token's, as in `RELEASE`.
 /// Returns `{1, new version}` or `{0, current version or 0}`.
 /// KEYS: value, version, lease, marker, held. ARGV: expected version or '',
-/// token or '', payload, value ms, channel, tag.
+/// token or '', payload, value ms, channel or '', tag.
 const PUT: &str = r"
 if holds(KEYS[5], ARGV[2]) then redis.call('DEL', KEYS[5]) end
 local released = holds(KEYS[3], ARGV[2])
 if released then redis.call('DEL', KEYS[3]) end
 local cur = current(KEYS[1], KEYS[2])
 if ARGV[1] ~= '' and cur ~= tonumber(ARGV[1]) then
-  if released then redis.call('PUBLISH', ARGV[5], 'r 0 ' .. ARGV[6]) end
+  if released then announce(ARGV[5], 'r 0 ' .. ARGV[6]) end
   return {0, cur or 0}
 end
 local v = advance(cur)
 local p = ARGV[3]
 redis.call('SET', KEYS[1], string.sub(p, 1, 1) .. string.format('%020.0f', v) .. string.sub(p, 22), 'PX', ARGV[4])
 redis.call('DEL', KEYS[2], KEYS[4])
-redis.call('PUBLISH', ARGV[5], 'w ' .. fmt(v) .. ' ' .. ARGV[6])
+announce(ARGV[5], 'w ' .. fmt(v) .. ' ' .. ARGV[6])
 return {1, v}
 ";
 
 /// Deletes the entry, marker, lease and held mark, advances the version
 /// (voiding every load in flight's fencing token; a new load may start at
 /// once), keeps it as a tombstone for the held time and announces. Returns
-/// the new version.
-/// KEYS: value, version, lease, marker, held. ARGV: channel, held ms, tag.
+/// the new version. Client tracking tells only of a key that was modified,
+/// and deleting a missing key modifies nothing: a missing entry is written
+/// first, so a process loading the key (which read it missing) hears of the
+/// invalidation too.
+/// KEYS: value, version, lease, marker, held. ARGV: channel or '', held ms, tag.
 const INVALIDATE: &str = r"
 local v = advance(current(KEYS[1], KEYS[2]))
+if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SET', KEYS[1], '') end
 redis.call('DEL', KEYS[1], KEYS[3], KEYS[4], KEYS[5])
 redis.call('SET', KEYS[2], fmt(v), 'PX', ARGV[2])
-redis.call('PUBLISH', ARGV[1], 'i ' .. fmt(v) .. ' ' .. ARGV[3])
+announce(ARGV[1], 'i ' .. fmt(v) .. ' ' .. ARGV[3])
 return v
 ";
 

@@ -67,7 +67,7 @@ async fn caches_sharing_a_cluster_make_one_origin_call_per_cold_key_on_every_sha
     assert_eq!(per.values().sum::<usize>(), keys.len(), "{per:?}");
 
     // The change feed: an invalidation on any shard evicts every other
-    // cache's copy (PUBLISH reaches every node of a cluster).
+    // cache's copy (the owning shard pushes it to the connections that read it).
     let mut hops = Vec::new();
     for key in &keys {
         assert!(nodes[1].peek(key).is_some() && nodes[2].peek(key).is_some());
@@ -84,7 +84,7 @@ async fn caches_sharing_a_cluster_make_one_origin_call_per_cold_key_on_every_sha
     }
     hops.sort();
     println!(
-        "cluster: entries per primary {per:?}; eviction hop over PUBLISH: p50 {:?}, max {:?}",
+        "cluster: entries per primary {per:?}; eviction hop: p50 {:?}, max {:?}",
         hops[hops.len() / 2],
         hops[hops.len() - 1]
     );

@@ -430,3 +430,94 @@ fn a_tag_set_forgets_expired_keys_stays_bounded_and_lives_as_long_as_its_longest
         assert_eq!(kept, vec!["key100"], "the soonest to expire went first");
     });
 }
+
+/// `cmdstat_<name>` calls, script-internal ones included.
+fn calls(conn: &mut redis::Connection, name: &str) -> u64 {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(conn).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{name}:calls=")))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn the_fleet_view_reads_a_bounded_sample_and_forgets_stale_records() {
+    let server = RedisServer::start().unwrap();
+    let rt = runtime();
+    let remote = rt
+        .block_on(RedisRemote::<String, String>::connect(RedisConfig::new(
+            server.url(),
+        )))
+        .unwrap();
+    let mut c = conn(&server.url());
+    let max_age = Duration::from_secs(5);
+    // A small fleet: every fresh record, this one's included.
+    for i in 0..5 {
+        rt.block_on(remote.exchange_instance_record(&format!("i{i}"), &format!("r{i}"), max_age))
+            .unwrap();
+    }
+    let mut all = rt
+        .block_on(remote.exchange_instance_record("i0", "r0", max_age))
+        .unwrap();
+    all.sort();
+    assert_eq!(all, ["r0", "r1", "r2", "r3", "r4"]);
+    // The adversary: 2,000 records of instances long gone, and 1,000 live ones.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    for i in 0..2000 {
+        let _: () = redis::cmd("HSET")
+            .arg("hginstances")
+            .arg(format!("gone{i}"))
+            .arg(format!("{} old", now_ms - 60_000))
+            .query(&mut c)
+            .unwrap();
+    }
+    for i in 0..1000 {
+        let _: () = redis::cmd("HSET")
+            .arg("hginstances")
+            .arg(format!("live{i}"))
+            .arg(format!("{now_ms} live{i}"))
+            .query(&mut c)
+            .unwrap();
+    }
+    let (full0, sampled0) = (calls(&mut c, "hgetall"), calls(&mut c, "hrandfield"));
+    let got = rt
+        .block_on(remote.exchange_instance_record("i0", "r0", max_age))
+        .unwrap();
+    // A sample of twice the limit, two thirds of it stale: the live part only.
+    assert!(
+        (1..=herdguard_redis::MAX_INSTANCES).contains(&got.len()),
+        "{} records returned",
+        got.len()
+    );
+    assert!(got.iter().all(|r| r != "old"), "a stale record returned");
+    assert_eq!(
+        (
+            calls(&mut c, "hgetall") - full0,
+            calls(&mut c, "hrandfield") - sampled0
+        ),
+        (0, 1),
+        "a call reads a sample, not every record"
+    );
+    // Each call removes the stale records it reads: they are soon gone.
+    let mut rounds = 0;
+    loop {
+        let held: usize = redis::cmd("HLEN").arg("hginstances").query(&mut c).unwrap();
+        if held <= 1005 {
+            break;
+        }
+        rounds += 1;
+        assert!(rounds <= 500, "{held} records left after {rounds} calls");
+        rt.block_on(remote.exchange_instance_record("i0", "r0", max_age))
+            .unwrap();
+    }
+    // Once the stale records are gone, a sample fills the limit again.
+    let got = rt
+        .block_on(remote.exchange_instance_record("i0", "r0", max_age))
+        .unwrap();
+    assert_eq!(got.len(), herdguard_redis::MAX_INSTANCES);
+    println!("fleet view: 2,000 stale records forgotten in {rounds} calls");
+}

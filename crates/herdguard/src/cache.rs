@@ -421,6 +421,9 @@ where
         );
         entry.epoch = self.epoch();
         let mut result = Ok(());
+        // A change another process makes while the write is in flight may be
+        // heard of before the copy is stored: noted here, it keeps it out.
+        let write = self.remote.is_some().then(|| self.flights.writing(&key));
         if let Some(remote) = &self.remote {
             let retain = self.retain(&entry);
             match remote.put(&key, None, &entry, retain).await {
@@ -440,10 +443,20 @@ where
             }
         }
         let entry = Arc::new(entry);
-        self.flights.supersede(&key, || {
+        let store = |heard: u64| {
             self.forget_failures(&key);
-            self.store.insert(key.clone(), Arc::clone(&entry));
-        });
+            let version = entry.meta().version;
+            if heard == 0 || (version < LOCAL_VERSIONS && version >= heard) {
+                self.store.insert(key.clone(), Arc::clone(&entry));
+            } else {
+                // Changed elsewhere after the write: the next call reads anew.
+                self.metrics.superseded.inc();
+            }
+        };
+        match write {
+            Some(write) => write.wrote(store),
+            None => self.flights.supersede(&key, || store(0)),
+        }
         (entry, result)
     }
 

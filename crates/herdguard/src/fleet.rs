@@ -78,8 +78,10 @@ struct LeaseWait {
 
 /// What the shared store says about a key, as the protocol acts on it.
 enum Found<V> {
-    /// An answer: a fresh copy, or a stale one inside its stale-while-revalidate window.
-    Answer(Outcome<V>),
+    /// An answer: a fresh copy, or a stale one inside its stale-while-revalidate
+    /// window; and the newest change elsewhere the flight had heard of when
+    /// the read was sent ([`Produced::confirmed_after`]).
+    Answer(Outcome<V>, u64),
     /// The last holder's load failed, and this process waited on it (or
     /// negatively caches failures): fail as its waiters would.
     Failed(Failure),
@@ -202,7 +204,7 @@ where
             return;
         };
         self.metrics.lease_wait_time.record(since.elapsed());
-        if matches!(found, Found::Answer(_)) {
+        if matches!(found, Found::Answer(..)) {
             self.metrics.lease_wait_answers.inc();
         }
     }
@@ -218,6 +220,9 @@ where
         // The epoch before the read: should the change feed drop while the
         // answer is in flight, the copy is checked again before it is served.
         let epoch = self.epoch();
+        // And the changes heard of before it: one heard later may be newer
+        // than what the read returns.
+        let heard = job.flight.changes().1;
         let shared = match remote.get(job.key).await {
             Ok(shared) => shared,
             Err(RemoteError::Codec(_)) => {
@@ -244,19 +249,25 @@ where
             let newer = job.replacing.is_none_or(|old| entry.meta().created > old);
             if newer && entry.is_fresh(now) {
                 self.metrics.l2_hits.inc();
-                return Ok(Found::Answer(Outcome::Value {
-                    entry: Arc::new(entry),
-                    source: Source::Shared,
-                }));
+                return Ok(Found::Answer(
+                    Outcome::Value {
+                        entry: Arc::new(entry),
+                        source: Source::Shared,
+                    },
+                    heard,
+                ));
             }
             if job.replacing.is_none() {
                 let entry = Arc::new(entry);
                 if now < entry.revalidate_until() {
                     self.metrics.shared_stale.inc();
-                    return Ok(Found::Answer(Outcome::Value {
-                        entry,
-                        source: Source::SharedStale,
-                    }));
+                    return Ok(Found::Answer(
+                        Outcome::Value {
+                            entry,
+                            source: Source::SharedStale,
+                        },
+                        heard,
+                    ));
                 }
                 if entry.usable_on_error(now) {
                     *fallback = Some(entry);
@@ -282,7 +293,7 @@ where
         fallback: Option<Arc<Entry<V>>>,
     ) -> Produced<V> {
         match found {
-            Found::Answer(outcome) => {
+            Found::Answer(outcome, heard) => {
                 let stale = matches!(
                     outcome,
                     Outcome::Value {
@@ -292,6 +303,7 @@ where
                 );
                 Produced {
                     refresh_with: stale.then_some(loader),
+                    confirmed_after: Some(heard),
                     ..outcome.into()
                 }
             }
@@ -339,6 +351,7 @@ where
                     source: Source::Shared,
                     ..
                 },
+                heard,
             )) => {
                 if waited {
                     // The previous holder wrote it just before giving the lease up.
@@ -346,6 +359,7 @@ where
                 }
                 return Produced {
                     release: Some((lease, None)),
+                    confirmed_after: Some(heard),
                     ..outcome.into()
                 };
             }
@@ -373,6 +387,9 @@ where
         match outcome {
             Outcome::Value { mut entry, source } => {
                 let retain = self.retain(&entry);
+                // A change heard of from here on may be newer than the write.
+                let heard = job.flight.changes().1;
+                let mut confirmed_after = None;
                 let (keep, release) = match remote.put(key, Some(&lease), &entry, retain).await {
                     // The write gave the lease back too. The copy takes the
                     // version the write gave the key (a store may skip ahead,
@@ -381,6 +398,7 @@ where
                     Ok(PutOutcome::Stored { version }) => match Arc::get_mut(&mut entry) {
                         Some(own) => {
                             own.meta.version = version;
+                            confirmed_after = Some(heard);
                             (Keep::Fenced, None)
                         }
                         None => (Keep::Unfenced, None),
@@ -413,6 +431,7 @@ where
                     outcome: Outcome::Value { entry, source },
                     keep,
                     began_after,
+                    confirmed_after,
                     release,
                     refresh_with: None,
                 }

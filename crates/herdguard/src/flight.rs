@@ -48,6 +48,11 @@ struct Running<T> {
     /// still running for the callers they had: a later barrier must reach them
     /// too, or one could store a value older than it.
     detached: Vec<Arc<Flight<T>>>,
+    /// This process's writes of the key to the shared store in flight, each
+    /// with the newest version another process gave the key meanwhile (0:
+    /// none): a change heard of before the written copy is stored must reach
+    /// it too, or the copy would outlive it.
+    writes: Vec<Arc<AtomicU64>>,
 }
 
 impl<T> Running<T> {
@@ -59,8 +64,13 @@ impl<T> Running<T> {
         self.detached.iter().for_each(|f| mark(f));
     }
 
-    fn len(&self) -> usize {
+    /// The loads running.
+    fn loads(&self) -> usize {
         usize::from(self.open.is_some()) + self.detached.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.loads() == 0 && self.writes.is_empty()
     }
 }
 
@@ -145,6 +155,7 @@ impl<K: Hash + Eq + Clone, T: Clone> Flights<K, T> {
                     Running {
                         open,
                         detached: Vec::new(),
+                        writes: Vec::new(),
                     },
                 );
             }
@@ -181,7 +192,7 @@ impl<K: Hash + Eq + Clone, T: Clone> Flights<K, T> {
                 } else {
                     running.detached.retain(|f| !Arc::ptr_eq(f, flight));
                 }
-                if running.len() == 0 {
+                if running.is_empty() {
                     shard.remove(key);
                 }
             }
@@ -218,8 +229,35 @@ impl<K: Hash + Eq + Clone, T: Clone> Flights<K, T> {
             running.detach_all(|f| {
                 f.changed_to.fetch_max(version, Ordering::SeqCst);
             });
+            for write in &running.writes {
+                write.fetch_max(version, Ordering::SeqCst);
+            }
         }
         result
+    }
+
+    /// Notes a write of `key` to the shared store about to be sent, so that
+    /// the changes another process makes meanwhile are noted on it
+    /// ([`Flights::changed`]); end it with [`Writing::wrote`] (dropped
+    /// unended, a cancelled write, it is forgotten).
+    pub(crate) fn writing(&self, key: &K) -> Writing<'_, K, T> {
+        let heard = Arc::new(AtomicU64::new(0));
+        let mut shard = self.shard(key).lock();
+        shard
+            .entry(key.clone())
+            .or_insert_with(|| Running {
+                open: None,
+                detached: Vec::new(),
+                writes: Vec::new(),
+            })
+            .writes
+            .push(Arc::clone(&heard));
+        Writing {
+            flights: self,
+            key: key.clone(),
+            heard,
+            ended: false,
+        }
     }
 
     /// The newest flight of `key` (the open one, else the last detached one:
@@ -234,8 +272,53 @@ impl<K: Hash + Eq + Clone, T: Clone> Flights<K, T> {
     pub(crate) fn len(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.lock().values().map(Running::len).sum::<usize>())
+            .map(|s| s.lock().values().map(Running::loads).sum::<usize>())
             .sum()
+    }
+}
+
+/// A write of this process to the shared store, in flight ([`Flights::writing`]).
+pub(crate) struct Writing<'a, K: Hash + Eq + Clone, T: Clone> {
+    flights: &'a Flights<K, T>,
+    key: K,
+    /// The newest version another process gave the key meanwhile (0: none).
+    heard: Arc<AtomicU64>,
+    ended: bool,
+}
+
+impl<K: Hash + Eq + Clone, T: Clone> Writing<'_, K, T> {
+    /// Ends the write: under the shard lock, runs `store` (an insert of this
+    /// process: a barrier, as [`Flights::supersede`]) with the newest version
+    /// another process gave the key while it was in flight (0: none).
+    pub(crate) fn wrote<R>(mut self, store: impl FnOnce(u64) -> R) -> R {
+        self.ended = true;
+        let mut shard = self.flights.shard(&self.key).lock();
+        let result = store(self.heard.load(Ordering::SeqCst));
+        if let Some(running) = shard.get_mut(&self.key) {
+            running.writes.retain(|w| !Arc::ptr_eq(w, &self.heard));
+            running.detach_all(|f| {
+                f.supersedes.fetch_add(1, Ordering::SeqCst);
+            });
+            if running.is_empty() {
+                shard.remove(&self.key);
+            }
+        }
+        result
+    }
+}
+
+impl<K: Hash + Eq + Clone, T: Clone> Drop for Writing<'_, K, T> {
+    fn drop(&mut self) {
+        if self.ended {
+            return;
+        }
+        let mut shard = self.flights.shard(&self.key).lock();
+        if let Some(running) = shard.get_mut(&self.key) {
+            running.writes.retain(|w| !Arc::ptr_eq(w, &self.heard));
+            if running.is_empty() {
+                shard.remove(&self.key);
+            }
+        }
     }
 }
 

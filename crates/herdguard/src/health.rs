@@ -8,10 +8,13 @@
 //! `probe_interval`; the first answer makes the cache healthy again — so after
 //! Redis returns, coordination resumes before any request pays for finding out.
 //!
-//! **Change feed.** Every write and invalidation in the fleet is announced;
+//! **Change feed.** Every write and invalidation in the fleet reaches the
+//! processes that hold a copy of the key or wait on it;
 //! [`ChangeListener::changed`] evicts this process's older copy of the key and
 //! notes the version on a load in flight (whose result is then kept only if it
-//! is at least that new), all under the flight table's lock.
+//! is at least that new, or was read or written after the notice), all under
+//! the flight table's lock. A notice without a version
+//! ([`ChangeListener::changed_unknown`]) counts as newer than every copy.
 //!
 //! **Epoch.** When the feed goes down or comes back, or the store recovers from
 //! a degraded spell, notices may have been missed: the epoch advances, and
@@ -54,7 +57,15 @@ pub(crate) struct Health {
     /// confirmation vouches for the copies ([`Remote::feed_bound`]); the
     /// end of time when the feed does not confirm.
     current_until: AtomicU64,
+    /// The next version given to a change whose version the feed does not
+    /// know ([`ChangeListener::changed_unknown`]).
+    unknown: AtomicU64,
 }
+
+/// The first version given to a change of unknown version: above any a
+/// shared store issues (they follow a clock in microseconds, below 2^53),
+/// below [`LOCAL_VERSIONS`].
+const UNKNOWN_VERSIONS: u64 = 1 << 62;
 
 impl Health {
     /// With `confirmed`, nothing is current until the feed first confirms.
@@ -65,6 +76,7 @@ impl Health {
             feed_up: AtomicBool::new(true),
             epoch: AtomicU64::new(0),
             current_until: AtomicU64::new(if confirmed { 0 } else { u64::MAX }),
+            unknown: AtomicU64::new(UNKNOWN_VERSIONS),
         }
     }
 }
@@ -250,6 +262,14 @@ where
             }
             self.forget_failures(key);
         });
+    }
+
+    fn changed_unknown(&self, key: &K) {
+        // Past every version a store issues and every copy holds (below the
+        // in-process ones), and new each time: each such change is one a load
+        // in flight has not seen.
+        let version = self.health.unknown.fetch_add(1, Ordering::AcqRel);
+        self.changed(key, version);
     }
 
     fn feed_down(&self) {

@@ -147,6 +147,11 @@ pub(crate) struct Produced<V> {
     /// that began after every invalidation, insert and change the flight heard
     /// of is as new as they are, whatever its version.
     pub(crate) began_after: Option<(u64, u64)>,
+    /// When the value was read from the shared store, or written there: the
+    /// newest change elsewhere the flight had heard of when that read or
+    /// write was sent. Nothing heard since, it is as new as every change
+    /// heard of, whatever its version (a notice may carry none).
+    pub(crate) confirmed_after: Option<u64>,
     /// A lease to give back once the waiters are woken, with the marker to leave.
     pub(crate) release: Option<(Lease, Option<(Marker, Duration)>)>,
     /// The loader, unused because a stale shared copy answered: it refreshes
@@ -173,6 +178,7 @@ impl<V> From<Outcome<V>> for Produced<V> {
             outcome,
             keep: Keep::Fenced,
             began_after: None,
+            confirmed_after: None,
             release: None,
             refresh_with: None,
         }
@@ -490,6 +496,7 @@ where
             outcome,
             keep,
             began_after,
+            confirmed_after,
             ..
         } = produced;
         // An invalidation or insert here voids the value, unless it came from
@@ -500,10 +507,12 @@ where
             return;
         }
         // Another process changed the key while this flight ran: the value is
-        // current if its origin call began after every change heard of, or if
-        // the shared store fenced it at that version or later (its own write's
-        // notice is such a change).
-        let no_change_since = began_after.is_some_and(|(_, remote)| remote == fate.changed_to);
+        // current if its origin call, or the shared-store read or write that
+        // confirmed it, came after every change heard of, or if the shared
+        // store fenced it at that version or later (its own write's notice is
+        // such a change).
+        let no_change_since = began_after.is_some_and(|(_, remote)| remote == fate.changed_to)
+            || confirmed_after == Some(fate.changed_to);
         let current = |entry: &Entry<V>, keep: Keep| match keep {
             Keep::No => false,
             _ if fate.changed_to == 0 || no_change_since => true,

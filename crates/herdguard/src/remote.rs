@@ -10,8 +10,9 @@
 //! last re-check, then waits for a change with a bounded poll as a safety net,
 //! and takes the lease over when it expires (the holder may have died).
 //!
-//! Every write and invalidation is announced on the change feed; the core
-//! evicts its in-process copy of the key ([`ChangeListener`]). While the feed
+//! Every write and invalidation reaches, through the change feed, at least
+//! the processes that hold a copy of the key or wait on it; the core evicts
+//! its in-process copy of the key ([`ChangeListener`]). While the feed
 //! is down ([`feed_down`](ChangeListener::feed_down)), for the copies it
 //! held before it came back, and — with a [`feed_bound`](Remote::feed_bound) —
 //! while the feed has not confirmed for that long, the core checks each copy
@@ -109,6 +110,11 @@ impl<V> Default for Shared<V> {
 pub trait ChangeListener<K>: Send + Sync {
     /// Some process wrote or invalidated `key`, giving it `version`.
     fn changed(&self, key: &K, version: u64);
+    /// `key` changed to a version the feed does not know (a store that tells
+    /// which keys changed, not to what): every copy of it goes, and a load of
+    /// it in flight keeps its result only if the shared-store read or write
+    /// that produced it was sent after this call.
+    fn changed_unknown(&self, key: &K);
     /// The feed is down: changes made from now on may go unseen, so nothing
     /// held in process can be trusted as current without a check.
     fn feed_down(&self);

@@ -29,6 +29,13 @@ struct SharedMap {
     get_gate: Mutex<Option<Arc<Semaphore>>>,
     /// When set, `release` waits for a permit before it acts.
     release_gate: Mutex<Option<Arc<Semaphore>>>,
+    /// When set, changes are told without their version, as Redis's client
+    /// tracking tells them ([`ChangeListener::changed_unknown`]).
+    versionless: AtomicBool,
+    /// When set, another process invalidates the key right after each write,
+    /// and the writer hears of it before its write returns — as a tracking
+    /// push can arrive before the written copy is stored.
+    invalidated_after_put: AtomicBool,
 }
 
 #[derive(Default)]
@@ -50,9 +57,14 @@ impl SharedMap {
 
     /// Announces a change to every listener, then wakes the watchers.
     fn announce(&self, key: u32, version: u64) {
+        let versionless = self.versionless.load(Ordering::SeqCst);
         let listeners: Vec<_> = self.listeners.lock().unwrap().clone();
         for l in listeners.iter().filter_map(Weak::upgrade) {
-            l.changed(&key, version);
+            if versionless {
+                l.changed_unknown(&key);
+            } else {
+                l.changed(&key, version);
+            }
         }
         self.ready.notify_waiters();
     }
@@ -166,8 +178,16 @@ impl Remote<u32, u64> for SharedMap {
                 ..*entry.meta()
             };
             slot.value = Some((*entry.value(), meta));
-            drop(state);
-            self.announce(*key, version);
+            if self.invalidated_after_put.load(Ordering::SeqCst) {
+                slot.version += 1;
+                slot.value = None;
+                let newer = slot.version;
+                drop(state);
+                self.announce(*key, newer);
+            } else {
+                drop(state);
+                self.announce(*key, version);
+            }
             Ok(PutOutcome::Stored { version })
         })
     }
@@ -628,4 +648,61 @@ async fn a_call_that_starts_after_a_failure_returned_elsewhere_loads_again() {
         "A's failure was replayed to a call that began after it returned: {next:?}"
     );
     opener.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_heard_while_an_insert_is_written_keeps_its_copy_out() {
+    let map = shared();
+    map.versionless.store(true, Ordering::SeqCst);
+    map.invalidated_after_put.store(true, Ordering::SeqCst);
+    let a = fleet_cache(&map, None);
+    a.insert(1, 5).await.unwrap();
+    assert!(
+        a.get(&1).is_none(),
+        "an insert invalidated elsewhere before its copy was stored kept it"
+    );
+    assert_eq!(a.in_flight(), 0);
+    // Without a change meanwhile (its own write's notice, with its version,
+    // aside), the insert is kept.
+    map.invalidated_after_put.store(false, Ordering::SeqCst);
+    map.versionless.store(false, Ordering::SeqCst);
+    a.insert(1, 6).await.unwrap();
+    assert_eq!(a.get(&1).as_deref(), Some(&6));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_heard_while_a_load_is_written_keeps_its_copy_out() {
+    let map = shared();
+    map.versionless.store(true, Ordering::SeqCst);
+    map.invalidated_after_put.store(true, Ordering::SeqCst);
+    let a = fleet_cache(&map, None);
+    let calls = Arc::new(AtomicUsize::new(0));
+    assert_eq!(*call(&a, 1, &calls, 5).await, 5);
+    assert!(
+        a.get(&1).is_none(),
+        "a load invalidated elsewhere before its copy was stored kept it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_keeps_what_it_reads_after_a_change_told_without_its_version() {
+    let map = shared();
+    map.versionless.store(true, Ordering::SeqCst);
+    let (a, b) = (fleet_cache(&map, None), fleet_cache(&map, None));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let holder = {
+        let (b, calls) = (b.clone(), calls.clone());
+        tokio::spawn(async move { call(&b, 1, &calls, 7).await })
+    };
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    // A waits on B's lease; B's write is told to A without its version, and
+    // A's re-check reads the value after that notice: it is current.
+    assert_eq!(*call(&a, 1, &calls, 8).await, 7);
+    holder.await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        a.get(&1).as_deref(),
+        Some(&7),
+        "the waiter did not keep the value it read after the notice"
+    );
 }

@@ -2,8 +2,10 @@
 //! `RedisRemote`, prints `ready`, then for each line `go KEY` read on stdin
 //! runs `--callers` concurrent `get_or_load(KEY)` and prints one JSON line with
 //! what happened; `health` prints whether it uses the shared store now;
-//! `inv KEY` invalidates the key and prints `{"invalidated": KEY}`. Stops
-//! at the end of stdin. With `--cluster`, `--url` lists a Redis Cluster's seed
+//! `inv KEY` invalidates the key and prints `{"invalidated": KEY}`; `feed`
+//! prints its change feed's kind and the notices it received. Stops at the
+//! end of stdin. `--broadcast-feed` hears of changes the way releases before
+//! client tracking did. With `--cluster`, `--url` lists a Redis Cluster's seed
 //! nodes (comma-separated) and everything runs on the cluster.
 //!
 //! The loader counts its calls locally and in Redis (`INCR count:KEY`), sleeps
@@ -74,6 +76,9 @@ struct Args {
     /// After expiry, serve the stale value while one background refresh runs.
     #[arg(long, default_value_t = 0)]
     stale_while_revalidate_ms: u64,
+    /// Every change announced to every process (`RedisConfig::broadcast_feed`).
+    #[arg(long)]
+    broadcast_feed: bool,
 }
 
 /// Who coordinates the callers of a round.
@@ -336,10 +341,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let config = config
         .lease_ttl(Duration::from_millis(args.lease_ttl_ms))
-        .renew(!args.no_renew);
+        .renew(!args.no_renew)
+        .broadcast_feed(args.broadcast_feed);
     let remote = RedisRemote::<String, String>::connect(config)
         .await
         .context("connecting the shared store")?;
+    let feed = Arc::clone(&remote);
     let mut builder = Cache::builder()
         .ttl(Duration::from_millis(args.ttl_ms))
         .stale_while_revalidate(Duration::from_millis(args.stale_while_revalidate_ms))
@@ -366,6 +373,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
             );
             continue;
         }
+        if line == "feed" {
+            println!(
+                "{}",
+                serde_json::json!({"per_key": feed.feed_per_key(), "notices": feed.feed_notices()})
+            );
+            continue;
+        }
         if let Some(key) = line.strip_prefix("inv ") {
             let key = key.trim().to_string();
             cache
@@ -376,7 +390,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             continue;
         }
         let Some(key) = line.strip_prefix("go ") else {
-            anyhow::bail!("expected `go KEY`, `inv KEY` or `health`, got {line:?}");
+            anyhow::bail!("expected `go KEY`, `inv KEY`, `health` or `feed`, got {line:?}");
         };
         let key = key.trim().to_string();
         let loads = Arc::new(AtomicU64::new(0));
