@@ -31,7 +31,7 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 bench_workdir fanout
 
-cargo build -q -p herdguard-redis --bin herdguard-redis-worker
+cargo build -q -p herdguard-redis --features test-helpers --bin herdguard-redis-worker
 target=${CARGO_TARGET_DIR:-target}
 WORKER="$target/debug/herdguard-redis-worker"
 

@@ -63,7 +63,8 @@ def rust_worker():
     built = subprocess.run(
         [
             "cargo", "build", "--quiet", "--locked", "-p", "herdguard-redis",
-            "--bin", "herdguard-redis-worker", "--message-format=json",
+            "--features", "test-helpers", "--bin", "herdguard-redis-worker",
+            "--message-format=json",
         ],
         cwd=REPO,
         capture_output=True,

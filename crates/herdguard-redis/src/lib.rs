@@ -48,8 +48,9 @@
 //! - `queue`: [`RedisWriteQueue`], the durable write-behind queue (Redis
 //!   Streams, a consumer group, partitions owned one process at a time).
 //!
-//! The `herdguard-redis-worker` binary is a test and benchmark helper: one
-//! process of a fleet (see `tests/fleet.rs`).
+//! The `herdguard-redis-worker`, `-chaos` and `-writer` binaries are test and
+//! benchmark helpers (one process of a fleet, of the fault test, of
+//! write-behind), built only with the `test-helpers` feature.
 
 #![warn(missing_docs)]
 
