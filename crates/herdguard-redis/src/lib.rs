@@ -60,7 +60,7 @@ mod quorum;
 mod remote;
 mod scripts;
 
-pub use config::{RedisConfig, RedisSetupError};
+pub use config::{redact_url, RedisConfig, RedisSetupError};
 pub use keys::{valid_tag, MAX_TAG_BYTES};
 pub use queue::{QueueConfig, RedisWriteQueue};
 pub use quorum::QuorumStats;

@@ -40,6 +40,17 @@ pub struct RedisServer {
     dir: PathBuf,
     durable: bool,
     extra: Vec<String>,
+    /// TLS only (`--port 0 --tls-port`), when set.
+    tls: Option<TlsListener>,
+}
+
+/// The TLS settings of a [`RedisServer::start_tls`] server.
+#[derive(Clone)]
+struct TlsListener {
+    cert: PathBuf,
+    key: PathBuf,
+    ca: PathBuf,
+    auth_clients: bool,
 }
 
 impl RedisServer {
@@ -69,6 +80,35 @@ impl RedisServer {
         Ok(server)
     }
 
+    /// Starts one that speaks TLS only (`--port 0 --tls-port PORT`), with the
+    /// server certificate of `ca` (for `127.0.0.1` and `localhost`); with
+    /// `require_client_cert` (`--tls-auth-clients yes`) it refuses clients
+    /// without a certificate `ca` signed, otherwise it asks for none. Ready
+    /// when it accepts connections (at most 10 s). [`RedisServer::url`] is
+    /// `rediss://127.0.0.1:PORT/`.
+    pub fn start_tls(ca: &TestCa, require_client_cert: bool) -> std::io::Result<Self> {
+        Self::start_tls_with(ca, require_client_cert, &[])
+    }
+
+    /// [`RedisServer::start_tls`] with these extra `redis-server` arguments,
+    /// e.g. an ACL user: `["--user", "app", "on", ">secret", "~*", "&*", "+@all"]`.
+    pub fn start_tls_with(
+        ca: &TestCa,
+        require_client_cert: bool,
+        args: &[&str],
+    ) -> std::io::Result<Self> {
+        let mut server = Self::prepare(free_port()?, false)?;
+        server.extra = args.iter().map(|a| a.to_string()).collect();
+        server.tls = Some(TlsListener {
+            cert: ca.server_cert(),
+            key: ca.server_key(),
+            ca: ca.ca_file(),
+            auth_clients: require_client_cert,
+        });
+        server.spawn()?;
+        Ok(server)
+    }
+
     fn launch(port: u16, durable: bool) -> std::io::Result<Self> {
         let mut server = Self::prepare(port, durable)?;
         server.spawn()?;
@@ -85,6 +125,7 @@ impl RedisServer {
             dir,
             durable,
             extra: Vec::new(),
+            tls: None,
         })
     }
 
@@ -94,8 +135,27 @@ impl RedisServer {
         } else {
             &["--appendonly", "no"]
         };
+        let port = self.port.to_string();
+        let listen: Vec<&std::ffi::OsStr> = match &self.tls {
+            None => vec!["--port".as_ref(), port.as_ref()],
+            Some(tls) => vec![
+                "--port".as_ref(),
+                "0".as_ref(),
+                "--tls-port".as_ref(),
+                port.as_ref(),
+                "--tls-cert-file".as_ref(),
+                tls.cert.as_os_str(),
+                "--tls-key-file".as_ref(),
+                tls.key.as_os_str(),
+                "--tls-ca-cert-file".as_ref(),
+                tls.ca.as_os_str(),
+                "--tls-auth-clients".as_ref(),
+                if tls.auth_clients { "yes" } else { "no" }.as_ref(),
+            ],
+        };
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args(&listen)
+            .args(["--bind", "127.0.0.1", "--save", ""])
             .args(persistence)
             // DEBUG SLEEP pauses the server in fault tests; from loopback only.
             .args(["--enable-debug-command", "local"])
@@ -118,7 +178,15 @@ impl RedisServer {
     fn wait_ready(&mut self, limit: Duration) -> std::io::Result<()> {
         let deadline = Instant::now() + limit;
         loop {
-            if ping(self.addr()).is_ok() {
+            // A TLS-only server cannot be pinged in plain RESP: accepting
+            // connections is its sign of life.
+            let up = match self.tls {
+                None => ping(self.addr()).is_ok(),
+                Some(_) => {
+                    TcpStream::connect_timeout(&self.addr(), Duration::from_millis(200)).is_ok()
+                }
+            };
+            if up {
                 return Ok(());
             }
             if let Some(child) = self.child.as_mut() {
@@ -147,9 +215,14 @@ impl RedisServer {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
-    /// Its URL, `redis://127.0.0.1:PORT/`.
+    /// Its URL, `redis://127.0.0.1:PORT/` (`rediss://` when it speaks TLS).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}/", self.port)
     }
 
     /// Kills it at once (SIGKILL), as a crash would.
@@ -206,6 +279,100 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A private CA made for one test, and certificates it signed, as PEM files
+/// in a directory of its own (removed on drop): the server's (for
+/// `127.0.0.1` and `localhost`) and a client's (for mutual TLS).
+pub struct TestCa {
+    dir: PathBuf,
+}
+
+impl TestCa {
+    /// Makes a new CA (its own key: no other `TestCa` signs what it signs)
+    /// and its two certificates.
+    pub fn new() -> std::io::Result<Self> {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "herdguard-ca-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir)?;
+        let ca = TestCa { dir };
+        ca.make().map_err(std::io::Error::other)?;
+        Ok(ca)
+    }
+
+    fn make(&self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+        };
+        let ca_key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "herdguard test CA");
+        let ca = params.self_signed(&ca_key)?;
+        std::fs::write(self.ca_file(), ca.pem())?;
+        for (name, purpose, cert, key) in [
+            (
+                "redis server",
+                ExtendedKeyUsagePurpose::ServerAuth,
+                self.server_cert(),
+                self.server_key(),
+            ),
+            (
+                "redis client",
+                ExtendedKeyUsagePurpose::ClientAuth,
+                self.client_cert(),
+                self.client_key(),
+            ),
+        ] {
+            let key_pair = KeyPair::generate()?;
+            let mut params =
+                CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])?;
+            params.distinguished_name.push(DnType::CommonName, name);
+            params.extended_key_usages = vec![purpose];
+            let signed = params.signed_by(&key_pair, &ca, &ca_key)?;
+            std::fs::write(cert, signed.pem())?;
+            std::fs::write(key, key_pair.serialize_pem())?;
+        }
+        Ok(())
+    }
+
+    /// The CA's certificate (PEM): what a client trusts.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    /// The server's certificate (PEM).
+    pub fn server_cert(&self) -> PathBuf {
+        self.dir.join("server.pem")
+    }
+
+    /// The server's private key (PEM).
+    pub fn server_key(&self) -> PathBuf {
+        self.dir.join("server.key")
+    }
+
+    /// A client's certificate (PEM), for mutual TLS.
+    pub fn client_cert(&self) -> PathBuf {
+        self.dir.join("client.pem")
+    }
+
+    /// That client's private key (PEM).
+    pub fn client_key(&self) -> PathBuf {
+        self.dir.join("client.key")
+    }
+}
+
+impl Drop for TestCa {
+    fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
