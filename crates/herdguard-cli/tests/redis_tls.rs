@@ -3,6 +3,7 @@
 //! make one origin call for 300 cold GETs; a CA that does not sign the
 //! server's certificate, or a missing client certificate where the server
 //! requires one, stops start-up with one line naming the URL, exit code 2.
+//! `herdguard demo --redis rediss://… --redis-ca` runs its fleet over TLS.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -12,6 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herdguard_testkit::{RedisServer, TestCa};
+use serde_json::Value;
+
+mod common;
 
 /// An origin answering `fresh` (for a minute) after 300 ms, each connection
 /// on a thread of its own; counts the requests.
@@ -213,4 +217,47 @@ fn mutual_tls_without_the_client_certificate_stops_start_up_and_with_it_serves()
     assert_eq!(get(&sidecar.listen, "/m").1, "fresh");
     assert_eq!(get(&sidecar.listen, "/m").1, "fresh");
     assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn the_demo_runs_its_fleet_over_tls_and_refuses_a_wrong_ca() {
+    let ca = TestCa::new().unwrap();
+    let other = TestCa::new().unwrap();
+    let redis = RedisServer::start_tls(&ca, false).unwrap();
+    let url = redis.url();
+    let demo = |ca_file: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_herdguard"))
+            .args(["demo", "--json", "--seed", "7", "--redis", &url])
+            .arg("--redis-ca")
+            .arg(ca_file)
+            .args(["--processes", "3", "--scenario", "cold"])
+            .args(["--strategy", "single-flight,fleet"])
+            .args(["-t", "10", "-k", "3", "--origin-latency", "150ms"])
+            .output()
+            .expect("the herdguard binary runs")
+    };
+    let out = demo(&ca.ca_file());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "demo failed: {stderr}");
+    let report: Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    assert_eq!(
+        common::calls(&report, "fleet"),
+        3,
+        "one call per key across three processes"
+    );
+    assert_eq!(
+        common::calls(&report, "single-flight"),
+        9,
+        "one per key per process"
+    );
+
+    let out = demo(&other.ca_file());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with(&format!("error: cannot reach Redis at {url}: "))
+            && stderr.contains("invalid peer certificate"),
+        "{stderr}"
+    );
 }

@@ -198,6 +198,14 @@ impl RedisConfig {
         self
     }
 
+    /// A redis-rs client for this configuration's URL (one server) with its
+    /// TLS settings, made as the remote makes its own: for an application's
+    /// own commands beside the cache.
+    pub fn client(&self) -> Result<redis::Client, RedisSetupError> {
+        self.validate()?;
+        crate::conn::client(&self.url, self.tls()?.as_ref())
+    }
+
     /// The TLS material beyond the defaults, read from the files now: `None`
     /// when neither a CA nor a client certificate is set.
     pub(crate) fn tls(&self) -> Result<Option<TlsCertificates>, RedisSetupError> {
