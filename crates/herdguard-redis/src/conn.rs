@@ -192,7 +192,7 @@ pub(crate) async fn open(
     .await
     .map_err(|_| unreachable(format!("no connection within {deadline:?}")))?
     .map_err(|e| setup_error(&config.url, &e))?;
-    Ok((Endpoint::Direct(client), Conn::Direct(manager)))
+    Ok((Endpoint::Direct(Box::new(client)), Conn::Direct(manager)))
 }
 
 /// A parsed `redis+sentinel://host:port[,host:port…]/primary-name` URL
@@ -251,8 +251,8 @@ impl SentinelUrl {
 /// The data store's address: fixed, or found through Sentinel.
 #[derive(Clone)]
 pub(crate) enum Endpoint {
-    /// One server.
-    Direct(redis::Client),
+    /// One server (boxed: a TLS client's parameters make it large).
+    Direct(Box<redis::Client>),
     /// The primary the sentinels name.
     Sentinel(Arc<Primary>),
     /// A cluster's nodes: the change feed listens on any one of them (a
@@ -264,7 +264,7 @@ impl Endpoint {
     /// A client for the data store (with Sentinel: for the primary now).
     pub(crate) async fn client(&self) -> Result<redis::Client, RedisError> {
         match self {
-            Endpoint::Direct(client) => Ok(client.clone()),
+            Endpoint::Direct(client) => Ok((**client).clone()),
             Endpoint::Sentinel(primary) => primary.sentinel.lock().await.async_get_client().await,
             Endpoint::Cluster(nodes) => {
                 let (clients, next) = &**nodes;
