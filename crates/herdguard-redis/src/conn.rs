@@ -155,10 +155,17 @@ pub(crate) async fn open(
             builder = builder.certs(certs.clone());
         }
         let cluster = builder.build().map_err(|e| invalid(e.to_string()))?;
-        let conn = tokio::time::timeout(deadline, cluster.get_async_connection())
-            .await
-            .map_err(|_| unreachable(format!("no cluster connection within {deadline:?}")))?
-            .map_err(|e| setup_error(&config.url, &e))?;
+        let conn = match tokio::time::timeout(deadline, cluster.get_async_connection()).await {
+            Err(_) => {
+                return Err(unreachable(format!(
+                    "no cluster connection within {deadline:?}"
+                )))
+            }
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => {
+                return Err(cluster_setup_error(config, &clients, &e).await);
+            }
+        };
         return Ok((
             Endpoint::Cluster(Arc::new((clients, AtomicUsize::new(0)))),
             Conn::Cluster(conn),
@@ -193,6 +200,35 @@ pub(crate) async fn open(
     .map_err(|_| unreachable(format!("no connection within {deadline:?}")))?
     .map_err(|e| setup_error(&config.url, &e))?;
     Ok((Endpoint::Direct(Box::new(client)), Conn::Direct(manager)))
+}
+
+/// Why a cluster connection failed at start: the cluster client flattens
+/// its nodes' errors into text, so a refused TLS handshake is found by
+/// connecting to each seed directly.
+async fn cluster_setup_error(
+    config: &RedisConfig,
+    clients: &[redis::Client],
+    e: &RedisError,
+) -> RedisSetupError {
+    let connection_config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(config.connect_timeout))
+        .set_response_timeout(Some(config.op_timeout));
+    for (url, client) in config.cluster_seeds.iter().zip(clients) {
+        let direct = tokio::time::timeout(
+            config.connect_timeout,
+            client.get_multiplexed_async_connection_with_config(&connection_config),
+        )
+        .await;
+        if let Ok(Err(direct)) = direct {
+            if let Some(reason) = tls_failure(&direct) {
+                return RedisSetupError::Tls {
+                    url: url.clone(),
+                    reason,
+                };
+            }
+        }
+    }
+    setup_error(&config.url, e)
 }
 
 /// A parsed `redis+sentinel://host:port[,host:port…]/primary-name` URL

@@ -4,7 +4,9 @@
 
 use herdguard::Cache;
 use herdguard_redis::{RedisConfig, RedisRemote, RedisSetupError};
-use herdguard_testkit::{RedisServer, TestCa};
+use std::time::Duration;
+
+use herdguard_testkit::{RedisCluster, RedisServer, Sentinel, TestCa};
 
 mod common;
 
@@ -139,6 +141,56 @@ async fn quorum_lock_servers_speak_tls_and_refuse_a_wrong_ca() {
     .expect("an untrusted lock server");
     assert!(matches!(err, RedisSetupError::Tls { .. }), "{err}");
     assert!(err.to_string().contains(&stranger.url()), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tls_cluster_coordinates_and_refuses_a_wrong_ca() {
+    let ca = TestCa::new().unwrap();
+    let cluster = RedisCluster::start_single_shard_tls(&ca).unwrap();
+    let seeds = cluster.urls();
+    assert!(seeds[0].starts_with("rediss://"), "{seeds:?}");
+    let mut remotes = Vec::new();
+    for _ in 0..2 {
+        remotes.push(
+            connect(RedisConfig::cluster(seeds.clone()).ca_file(ca.ca_file()))
+                .await
+                .expect("a cluster over TLS"),
+        );
+    }
+    let nodes = caches(remotes);
+    assert_eq!(common::stampede(&nodes, "c", 20).await, (1, 0));
+    let other = TestCa::new().unwrap();
+    let err = connect(RedisConfig::cluster(seeds).ca_file(other.ca_file()))
+        .await
+        .err()
+        .expect("an untrusted cluster");
+    assert!(matches!(err, RedisSetupError::Tls { .. }), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sentinel_over_tls_names_the_primary_and_a_wrong_ca_is_refused() {
+    let ca = TestCa::new().unwrap();
+    let primary = RedisServer::start_tls(&ca, false).unwrap();
+    let sentinel =
+        Sentinel::start_tls("shop", primary.port(), 1, Duration::from_secs(5), &ca).unwrap();
+    let url = format!("rediss+sentinel://127.0.0.1:{}/shop", sentinel.port());
+    let mut remotes = Vec::new();
+    for _ in 0..2 {
+        remotes.push(
+            connect(RedisConfig::new(url.clone()).ca_file(ca.ca_file()))
+                .await
+                .expect("the sentinel and the primary over TLS"),
+        );
+    }
+    let nodes = caches(remotes);
+    assert_eq!(common::stampede(&nodes, "s", 20).await, (1, 0));
+    let other = TestCa::new().unwrap();
+    let err = connect(RedisConfig::new(url.clone()).ca_file(other.ca_file()))
+        .await
+        .err()
+        .expect("an untrusted sentinel");
+    assert!(matches!(err, RedisSetupError::Tls { .. }), "{err}");
+    assert!(err.to_string().contains(&url), "{err}");
 }
 
 #[tokio::test]

@@ -398,16 +398,49 @@ impl Sentinel {
         quorum: u32,
         down_after: Duration,
     ) -> std::io::Result<Self> {
+        Self::launch(name, primary_port, quorum, down_after, None)
+    }
+
+    /// [`Sentinel::start`] speaking TLS only (to clients and to the primary,
+    /// a [`RedisServer::start_tls`] server), with the server certificate of
+    /// `ca`; ready when it accepts connections.
+    pub fn start_tls(
+        name: &str,
+        primary_port: u16,
+        quorum: u32,
+        down_after: Duration,
+        ca: &TestCa,
+    ) -> std::io::Result<Self> {
+        Self::launch(name, primary_port, quorum, down_after, Some(ca))
+    }
+
+    fn launch(
+        name: &str,
+        primary_port: u16,
+        quorum: u32,
+        down_after: Duration,
+        tls: Option<&TestCa>,
+    ) -> std::io::Result<Self> {
         let port = free_port()?;
         let dir =
             std::env::temp_dir().join(format!("herdguard-sentinel-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let config = dir.join("sentinel.conf");
         let down_ms = down_after.as_millis();
+        let listen = match tls {
+            None => format!("port {port}\n"),
+            Some(ca) => format!(
+                "port 0\ntls-port {port}\ntls-cert-file {}\ntls-key-file {}\n\
+                 tls-ca-cert-file {}\ntls-auth-clients no\ntls-replication yes\n",
+                ca.server_cert().display(),
+                ca.server_key().display(),
+                ca.ca_file().display(),
+            ),
+        };
         std::fs::write(
             &config,
             format!(
-                "port {port}\nbind 127.0.0.1\ndaemonize no\ndir {dir}\n\
+                "{listen}bind 127.0.0.1\ndaemonize no\ndir {dir}\n\
                  sentinel monitor {name} 127.0.0.1 {primary_port} {quorum}\n\
                  sentinel down-after-milliseconds {name} {down_ms}\n\
                  sentinel failover-timeout {name} {failover}\n\
@@ -428,7 +461,11 @@ impl Sentinel {
             dir,
         };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while ping(sentinel.addr()).is_err() {
+        let up = |addr: SocketAddr| match tls {
+            None => ping(addr).is_ok(),
+            Some(_) => TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok(),
+        };
+        while !up(sentinel.addr()) {
             if let Some(status) = sentinel.child.as_mut().and_then(|c| c.try_wait().ok()?) {
                 return Err(std::io::Error::other(format!("sentinel exited: {status}")));
             }
@@ -590,6 +627,62 @@ impl RedisCluster {
             if Instant::now() >= deadline {
                 return Err(std::io::Error::other(
                     "the one-node cluster was not ok within 10 s",
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(RedisCluster {
+            nodes: vec![server],
+        })
+    }
+
+    /// [`RedisCluster::start_single_shard`] speaking TLS only, with the server
+    /// certificate of `ca` (clients and the cluster bus alike): its
+    /// [`RedisCluster::urls`] are `rediss://`.
+    pub fn start_single_shard_tls(ca: &TestCa) -> std::io::Result<Self> {
+        let mut server = RedisServer::prepare(free_cluster_port()?, false)?;
+        server.tls = Some(TlsListener {
+            cert: ca.server_cert(),
+            key: ca.server_key(),
+            ca: ca.ca_file(),
+            auth_clients: false,
+        });
+        server.extra = [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--tls-cluster",
+            "yes",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        server.spawn()?;
+        let cli = |args: &[&str]| {
+            Command::new("redis-cli")
+                .args(["--tls", "--cacert"])
+                .arg(ca.ca_file())
+                .args(["-p", &server.port().to_string()])
+                .args(args)
+                .stderr(Stdio::null())
+                .output()
+        };
+        let added = cli(&["CLUSTER", "ADDSLOTSRANGE", "0", "16383"])?;
+        if !added.status.success() || !String::from_utf8_lossy(&added.stdout).contains("OK") {
+            return Err(std::io::Error::other(format!(
+                "redis-cli --tls CLUSTER ADDSLOTSRANGE: {} {}",
+                added.status,
+                String::from_utf8_lossy(&added.stdout)
+            )));
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !String::from_utf8_lossy(&cli(&["CLUSTER", "INFO"])?.stdout)
+            .contains("cluster_state:ok")
+        {
+            if Instant::now() >= deadline {
+                return Err(std::io::Error::other(
+                    "the one-node TLS cluster was not ok within 10 s",
                 ));
             }
             std::thread::sleep(Duration::from_millis(50));
