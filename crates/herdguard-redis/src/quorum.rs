@@ -84,7 +84,8 @@ pub struct QuorumStats {
     /// the lock servers answered: the cache degrades meanwhile.
     pub unavailable: u64,
     /// Each lock server's failed commands (no connection, no answer within
-    /// `op_timeout`, an error), by URL in the configured order.
+    /// `op_timeout`, an error), by URL (its password hidden: it becomes a
+    /// metric's label) in the configured order.
     pub server_failures: Vec<(String, u64)>,
 }
 
@@ -154,7 +155,7 @@ impl Quorum {
             server_failures: self
                 .servers
                 .iter()
-                .map(|s| (s.url.clone(), read(&s.failures)))
+                .map(|s| (redact_url(&s.url), read(&s.failures)))
                 .collect(),
         }
     }
@@ -494,5 +495,21 @@ mod tests {
         assert_eq!(Quorum::new(&urls(5), None, d, d).unwrap().majority(), 3);
         assert_eq!(Quorum::new(&urls(4), None, d, d).unwrap().majority(), 3);
         assert_eq!(Quorum::new(&urls(1), None, d, d).unwrap().majority(), 1);
+    }
+
+    #[test]
+    fn lock_server_counters_name_urls_without_their_password() {
+        let d = Duration::from_millis(100);
+        let quorum = Quorum::new(
+            &["rediss://app:s3cret@10.0.0.1:6380/".to_string()],
+            None,
+            d,
+            d,
+        )
+        .unwrap();
+        assert_eq!(
+            quorum.stats().server_failures,
+            vec![("rediss://app:***@10.0.0.1:6380/".to_string(), 0)]
+        );
     }
 }
