@@ -50,6 +50,7 @@ impl PyCache {
         prefix = None,
         codec = None,
         lease_ttl = None,
+        redis_ca = None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -67,6 +68,7 @@ impl PyCache {
         prefix: Option<&Bound<'_, PyAny>>,
         codec: Option<&Bound<'_, PyAny>>,
         lease_ttl: Option<&Bound<'_, PyAny>>,
+        redis_ca: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let mut builder = Engine::builder();
         if let Some(v) = given(ttl) {
@@ -123,6 +125,10 @@ impl PyCache {
             None => None,
         };
         let lease_ttl = optional_seconds("lease_ttl", lease_ttl)?;
+        let redis_ca = match given(redis_ca) {
+            Some(v) => Some(text("redis_ca", &v)?),
+            None => None,
+        };
         if let Some(v) = given(redis) {
             let url = text("redis", &v)?;
             let mut config = RedisConfig::new(url);
@@ -132,6 +138,9 @@ impl PyCache {
             if let Some(d) = lease_ttl {
                 config = config.lease_ttl(d);
             }
+            if let Some(ca) = redis_ca {
+                config = config.ca_file(ca);
+            }
             let rt = runtime()?;
             let connected =
                 py.detach(|| rt.block_on(RedisRemote::<String, Value>::connect(config)));
@@ -140,9 +149,9 @@ impl PyCache {
                 other => PyValueError::new_err(format!("redis: {other}")),
             })?;
             builder = builder.shared_store(remote);
-        } else if prefix.is_some() || lease_ttl.is_some() {
+        } else if prefix.is_some() || lease_ttl.is_some() || redis_ca.is_some() {
             return Err(PyValueError::new_err(
-                "prefix and lease_ttl apply to the Redis tier: give redis=URL too",
+                "prefix, lease_ttl and redis_ca apply to the Redis tier: give redis=URL too",
             ));
         }
         // Every field was checked above; what the engine still refuses names

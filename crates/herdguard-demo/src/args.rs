@@ -120,6 +120,10 @@ pub struct DemoArgs {
     /// embedded in-process store.
     #[arg(long, value_name = "URL")]
     pub redis: Option<String>,
+    /// With a rediss:// --redis: the PEM file of the CA its certificate must
+    /// chain to, instead of the bundled web PKI roots (a private CA).
+    #[arg(long, value_name = "FILE", requires = "redis")]
+    pub redis_ca: Option<std::path::PathBuf>,
     /// A Redis Cluster instead of --redis, by some of its nodes' URLs
     /// (comma-separated, e.g. redis://10.0.0.1:7000/,redis://10.0.0.2:7000/):
     /// `fleet` and `herdguard` keep their shared tier and leases there
@@ -194,6 +198,9 @@ pub struct ScenarioPlan {
     pub outage_window: Option<(f64, f64)>,
     /// The Redis server, if any.
     pub redis: Option<String>,
+    /// The private CA of a `rediss://` server (`--redis-ca`), if any.
+    #[serde(default)]
+    pub redis_ca: Option<std::path::PathBuf>,
     /// The Redis Cluster's seed URLs (`--redis-cluster`), if any.
     #[serde(default)]
     pub redis_cluster: Vec<String>,
@@ -330,7 +337,12 @@ impl DemoArgs {
         }
         let scenarios: Vec<Scenario> = if self.scenario.is_empty() {
             let mut all = vec![Scenario::Cold, Scenario::Expiry, Scenario::OriginFailure];
-            if self.redis.is_some() {
+            // The outage relay cuts plain TCP; over TLS there is no store-outage.
+            if self
+                .redis
+                .as_deref()
+                .is_some_and(|url| url.starts_with("redis://"))
+            {
                 all.push(Scenario::StoreOutage);
             }
             all
@@ -386,6 +398,7 @@ impl DemoArgs {
                 failure_window: (scenario == Scenario::OriginFailure).then_some((0.25, 0.65)),
                 outage_window: (scenario == Scenario::StoreOutage).then_some(OUTAGE_WINDOW),
                 redis: self.redis.clone(),
+                redis_ca: self.redis_ca.clone(),
                 redis_cluster: self.redis_cluster.clone(),
                 run_id: run_id.clone(),
                 start_at_unix_ms: None,

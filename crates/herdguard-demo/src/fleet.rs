@@ -109,12 +109,21 @@ async fn follow_stderr(
 
 /// Checks that Redis answers (an unreachable server is bad input) and, with
 /// `flush`, deletes the demo's keys.
-pub async fn check_redis(url: &str, flush: bool) -> Result<(), DemoError> {
-    let mut conn = connect(url).await?;
+pub async fn check_redis(
+    url: &str,
+    ca: Option<&std::path::Path>,
+    flush: bool,
+) -> Result<(), DemoError> {
+    let mut conn = connect(url, ca).await?;
     let _: String = redis::cmd("PING")
         .query_async(&mut conn)
         .await
-        .map_err(|e| bad(format!("Redis at {url} does not answer PING: {e}")))?;
+        .map_err(|e| {
+            bad(format!(
+                "Redis at {} does not answer PING: {e}",
+                herdguard_redis::redact_url(url)
+            ))
+        })?;
     if !flush {
         return Ok(());
     }

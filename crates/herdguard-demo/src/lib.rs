@@ -166,7 +166,7 @@ async fn run_plan(
 ) -> Result<(), DemoError> {
     let started = Instant::now();
     if let Some(url) = &args.redis {
-        fleet::check_redis(url, args.flush).await?;
+        fleet::check_redis(url, args.redis_ca.as_deref(), args.flush).await?;
     }
     if !args.redis_cluster.is_empty() {
         fleet::check_cluster(&args.redis_cluster).await?;

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use herdguard::{BoxError, BoxFuture, Cache, Served, Write, WriteBehind, Writer};
-use herdguard_redis::{QueueConfig, RedisConfig, RedisRemote, RedisWriteQueue};
+use herdguard_redis::{QueueConfig, RedisRemote, RedisWriteQueue};
 use indicatif::ProgressBar;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -103,7 +103,7 @@ impl Db {
     ) -> Result<Self, DemoError> {
         Ok(Db {
             rows: Rows::Redis {
-                conn: connect(url).await?,
+                conn: connect(url, plan.redis_ca.as_deref()).await?,
                 hash: crash_db(plan, strategy),
                 apply: redis::Script::new(APPLY),
             },
@@ -190,7 +190,9 @@ impl Client {
         let settings = |e: herdguard::ConfigError| runtime(format!("cache settings: {e}"));
         let mut builder = Cache::builder().ttl(plan.ttl);
         let config = match (redis, &plan.redis) {
-            (Some(prefix), Some(url)) => Some(RedisConfig::new(url.clone()).prefix(prefix)),
+            (Some(prefix), Some(url)) => {
+                Some(crate::strategy::redis_config(url, plan.redis_ca.as_deref()).prefix(prefix))
+            }
             _ => None,
         };
         if let Some(config) = &config {
@@ -301,7 +303,7 @@ pub(crate) async fn run(
     if let Some(url) = &plan.redis {
         // The run's queues, shared entries and crash databases.
         let pattern = format!("{}:{}:patterns:*", crate::KEY_PREFIX, plan.run_id);
-        crate::fleet::delete_matching(&mut connect(url).await?, &pattern)
+        crate::fleet::delete_matching(&mut connect(url, plan.redis_ca.as_deref()).await?, &pattern)
             .await
             .map_err(|e| runtime(format!("cleaning up the run's keys in Redis: {e}")))?;
     }
@@ -550,7 +552,7 @@ async fn crash(plan: &ScenarioPlan, strategy: Strategy) -> Result<Crash, DemoErr
         tokio::time::sleep(plan.db_write * 4).await;
     }
     let url = plan.redis.as_deref().unwrap_or_default();
-    let mut conn = connect(url).await?;
+    let mut conn = connect(url, plan.redis_ca.as_deref()).await?;
     let rows: HashMap<u32, u64> = redis::cmd("HGETALL")
         .arg(crash_db(plan, strategy))
         .query_async(&mut conn)

@@ -77,6 +77,7 @@ async fn run_strategy(
             Some(relay) => Some(relay.url().to_string()),
             None => plan.redis.clone(),
         },
+        redis_ca: plan.redis_ca.clone(),
         redis_cluster: plan.redis_cluster.clone(),
         store_outage: relay.is_some(),
     };

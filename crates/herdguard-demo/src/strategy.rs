@@ -124,6 +124,8 @@ pub struct ClientConfig {
     /// The Redis server (`--redis`), if any: `none` and `classic` keep values and
     /// locks there, `fleet` its shared tier and leases.
     pub redis: Option<String>,
+    /// The private CA of a `rediss://` `redis` (`--redis-ca`), if any.
+    pub redis_ca: Option<std::path::PathBuf>,
     /// The Redis Cluster's seeds (`--redis-cluster`), if any, in place of `redis`.
     pub redis_cluster: Vec<String>,
     /// The store-outage scenario: Redis will go away, so `fleet` gives up on an
@@ -190,7 +192,7 @@ impl Client {
         let built = match strategy {
             Strategy::None | Strategy::Classic => {
                 let kv = match (&config.redis, config.redis_cluster.is_empty()) {
-                    (Some(url), _) => Kv::Redis(connect(url).await?),
+                    (Some(url), _) => Kv::Redis(connect(url, config.redis_ca.as_deref()).await?),
                     (None, false) => Kv::Cluster(connect_cluster(&config.redis_cluster).await?),
                     (None, true) => Kv::Memory(MemoryKv::default()),
                 };
@@ -303,7 +305,10 @@ async fn fleet_tier(
     config: &ClientConfig,
 ) -> Result<herdguard::CacheBuilder<String, String>, DemoError> {
     let (redis_config, url) = match &config.redis {
-        Some(url) => (herdguard_redis::RedisConfig::new(url.clone()), url.clone()),
+        Some(url) => (
+            redis_config(url, config.redis_ca.as_deref()),
+            herdguard_redis::redact_url(url),
+        ),
         None => (
             herdguard_redis::RedisConfig::cluster(config.redis_cluster.clone()),
             format!("the cluster of {}", config.redis_cluster.join(",")),
@@ -325,11 +330,31 @@ async fn fleet_tier(
     Ok(builder.shared_store(remote))
 }
 
-/// Connects to Redis for `none` and `classic`, within a bound: an unreachable
-/// server is the caller's input to fix.
-pub(crate) async fn connect(url: &str) -> Result<redis::aio::ConnectionManager, DemoError> {
-    let unreachable = |reason: String| bad(format!("cannot reach Redis at {url}: {reason}"));
-    let client = redis::Client::open(url).map_err(|e| bad(format!("--redis {url}: {e}")))?;
+/// The library's settings for the Redis at `url`, with the private CA of
+/// `--redis-ca`: the one place the demo applies its Redis TLS settings.
+pub(crate) fn redis_config(
+    url: &str,
+    ca: Option<&std::path::Path>,
+) -> herdguard_redis::RedisConfig {
+    let config = herdguard_redis::RedisConfig::new(url);
+    match ca {
+        Some(ca) => config.ca_file(ca),
+        None => config,
+    }
+}
+
+/// Connects to Redis for `none` and `classic` (and the demo's own commands),
+/// within a bound: an unreachable or untrusted server is the caller's input to fix.
+pub(crate) async fn connect(
+    url: &str,
+    ca: Option<&std::path::Path>,
+) -> Result<redis::aio::ConnectionManager, DemoError> {
+    let shown = herdguard_redis::redact_url(url);
+    let client = redis_config(url, ca)
+        .client()
+        .map_err(|e| bad(format!("--redis: {e}")))?;
+    // An untrusted certificate reads "invalid peer certificate: …".
+    let unreachable = |e: &redis::RedisError| bad(format!("cannot reach Redis at {shown}: {e}"));
     let config = redis::aio::ConnectionManagerConfig::new()
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
         .set_response_timeout(Some(Duration::from_secs(2)))
@@ -339,8 +364,12 @@ pub(crate) async fn connect(url: &str) -> Result<redis::aio::ConnectionManager, 
         redis::aio::ConnectionManager::new_with_config(client, config),
     )
     .await
-    .map_err(|_| unreachable(format!("no connection within {CONNECT_TIMEOUT:?}")))?
-    .map_err(|e| unreachable(e.to_string()))
+    .map_err(|_| {
+        bad(format!(
+            "cannot reach Redis at {shown}: no connection within {CONNECT_TIMEOUT:?}"
+        ))
+    })?
+    .map_err(|e| unreachable(&e))
 }
 
 /// Connects to the Redis Cluster of `seeds` for `none` and `classic` (redis-rs

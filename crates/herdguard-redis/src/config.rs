@@ -1,6 +1,11 @@
 //! Settings of the Redis shared tier, and the errors of setting it up.
 
+use std::path::PathBuf;
 use std::time::Duration;
+
+use redis::{ClientTlsConfig, TlsCertificates};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 /// How [`RedisRemote`](crate::RedisRemote) talks to Redis.
 ///
@@ -26,13 +31,19 @@ pub struct RedisConfig {
     pub(crate) lock_urls: Vec<String>,
     pub(crate) cluster_seeds: Vec<String>,
     pub(crate) broadcast_feed: bool,
+    pub(crate) ca_file: Option<PathBuf>,
+    pub(crate) client_cert: Option<(PathBuf, PathBuf)>,
 }
 
 impl RedisConfig {
-    /// Settings for the server at `url` (`redis://host:port/db`) — or, with
+    /// Settings for the server at `url` (`redis://host:port/db`,
+    /// `redis://user:password@host:port/db` with an ACL user) — or, with
     /// `redis+sentinel://host:port[,host:port…]/name`, for whichever server the
     /// Redis Sentinels at those addresses name as the primary of `name`,
     /// followed across a failover — with defaults:
+    /// `rediss://` (and `rediss+sentinel://`, TLS to the sentinels and the
+    /// primary) speaks TLS, verified against the bundled web PKI roots unless
+    /// [`RedisConfig::ca_file`] names a private CA;
     /// prefix `hg`, lease TTL 5 s renewed every third of it, 250 ms per
     /// operation, 1 s to connect, values up to 1 MiB.
     pub fn new(url: impl Into<String>) -> Self {
@@ -47,6 +58,8 @@ impl RedisConfig {
             lock_urls: Vec::new(),
             cluster_seeds: Vec::new(),
             broadcast_feed: false,
+            ca_file: None,
+            client_cert: None,
         }
     }
 
@@ -169,6 +182,111 @@ impl RedisConfig {
         self
     }
 
+    /// Trusts the CA certificate(s) in this PEM file, instead of the bundled web
+    /// PKI roots, for every `rediss://` connection (data store, Sentinel,
+    /// cluster nodes, lock servers): a managed Redis with a private CA. A
+    /// server whose certificate it does not sign stops
+    /// [`RedisRemote::connect`](crate::RedisRemote::connect) with
+    /// [`RedisSetupError::Tls`].
+    ///
+    /// ```
+    /// use herdguard_redis::RedisConfig;
+    ///
+    /// let config = RedisConfig::new("rediss://default:secret@redis.internal:6380/")
+    ///     .ca_file("/etc/herdguard/redis-ca.pem");
+    /// assert!(config.ca_file_value().is_some());
+    /// ```
+    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_file = Some(path.into());
+        self
+    }
+
+    /// The private CA file, if set.
+    pub fn ca_file_value(&self) -> Option<&std::path::Path> {
+        self.ca_file.as_deref()
+    }
+
+    /// Presents this client certificate (PEM chain) and its private key (PEM)
+    /// on every `rediss://` connection: for a server that requires one
+    /// (`tls-auth-clients yes`, mutual TLS).
+    pub fn client_cert(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.client_cert = Some((cert.into(), key.into()));
+        self
+    }
+
+    /// A redis-rs client for this configuration's URL (one server) with its
+    /// TLS settings, made as the remote makes its own: for an application's
+    /// own commands beside the cache.
+    pub fn client(&self) -> Result<redis::Client, RedisSetupError> {
+        self.validate()?;
+        crate::conn::client(&self.url, self.tls()?.as_ref())
+    }
+
+    /// The TLS material beyond the defaults, read from the files now: `None`
+    /// when neither a CA nor a client certificate is set.
+    pub(crate) fn tls(&self) -> Result<Option<TlsCertificates>, RedisSetupError> {
+        if self.ca_file.is_none() && self.client_cert.is_none() {
+            return Ok(None);
+        }
+        let read = |field: &'static str, path: &PathBuf| {
+            std::fs::read(path).map_err(|e| RedisSetupError::InvalidConfig {
+                field,
+                reason: format!("{}: {e}", path.display()),
+            })
+        };
+        let root_cert = match &self.ca_file {
+            Some(path) => {
+                let pem = read("ca_file", path)?;
+                // An empty or unreadable bundle would trust nothing: say so now,
+                // not as a handshake failure against every server.
+                let certs = CertificateDer::pem_slice_iter(&pem)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| RedisSetupError::InvalidConfig {
+                        field: "ca_file",
+                        reason: format!("{}: {e}", path.display()),
+                    })?;
+                if certs.is_empty() {
+                    return Err(RedisSetupError::InvalidConfig {
+                        field: "ca_file",
+                        reason: format!("{}: no PEM certificate in it", path.display()),
+                    });
+                }
+                Some(pem)
+            }
+            None => None,
+        };
+        let client_tls = match &self.client_cert {
+            Some((cert, key)) => {
+                let client_cert = read("client_cert", cert)?;
+                let client_key = read("client_key", key)?;
+                if CertificateDer::pem_slice_iter(&client_cert)
+                    .next()
+                    .is_none()
+                {
+                    return Err(RedisSetupError::InvalidConfig {
+                        field: "client_cert",
+                        reason: format!("{}: no PEM certificate in it", cert.display()),
+                    });
+                }
+                PrivateKeyDer::from_pem_slice(&client_key).map_err(|e| {
+                    RedisSetupError::InvalidConfig {
+                        field: "client_key",
+                        reason: format!("{}: {e}", key.display()),
+                    }
+                })?;
+                Some(ClientTlsConfig {
+                    client_cert,
+                    client_key,
+                })
+            }
+            None => None,
+        };
+        Ok(Some(TlsCertificates {
+            client_tls,
+            root_cert,
+        }))
+    }
+
     /// The lock servers of quorum leases (empty: leases are taken in the data store).
     pub fn lease_quorum_urls(&self) -> &[String] {
         &self.lock_urls
@@ -224,9 +342,9 @@ impl RedisConfig {
 #[non_exhaustive]
 pub enum RedisSetupError {
     /// The URL is not a Redis URL.
-    #[error("invalid Redis URL {url:?}: {reason}")]
+    #[error("invalid Redis URL {:?}: {reason}", redact_url(url))]
     InvalidUrl {
-        /// The URL as given.
+        /// The URL as given (its password hidden when displayed).
         url: String,
         /// What the parser said.
         reason: String,
@@ -246,11 +364,66 @@ pub enum RedisSetupError {
         reason: String,
     },
     /// Redis did not answer at start (refused, or not within `connect_timeout`).
-    #[error("Redis at {url} unreachable: {reason}")]
+    #[error("Redis at {} unreachable: {reason}", redact_url(url))]
     Unreachable {
-        /// The URL.
+        /// The URL (its password hidden when displayed).
         url: String,
         /// What went wrong.
         reason: String,
     },
+    /// The TLS handshake with a `rediss://` server failed: its certificate is
+    /// not signed by the trusted CA (or names another host), or it refused
+    /// the client certificate (or its absence).
+    #[error("TLS to Redis at {} failed: {reason}", redact_url(url))]
+    Tls {
+        /// The URL (its password hidden when displayed).
+        url: String,
+        /// What the TLS layer said.
+        reason: String,
+    },
+}
+
+impl RedisSetupError {
+    /// Whether the fault is in the settings (a bad URL, setting or file, a
+    /// server certificate the configured CA does not sign) rather than in
+    /// reaching the servers: retrying will not help.
+    pub fn is_config(&self) -> bool {
+        matches!(
+            self,
+            RedisSetupError::InvalidUrl { .. }
+                | RedisSetupError::InvalidConfig { .. }
+                | RedisSetupError::Tls { .. }
+        )
+    }
+}
+
+/// `url` with its password, if any, replaced by `***`, for messages and logs.
+///
+/// ```
+/// assert_eq!(
+///     herdguard_redis::redact_url("rediss://app:s3cret@cache.example:6380/0"),
+///     "rediss://app:***@cache.example:6380/0"
+/// );
+/// assert_eq!(herdguard_redis::redact_url("redis://:pw@h:6379/"), "redis://:***@h:6379/");
+/// assert_eq!(herdguard_redis::redact_url("redis://h:6379/"), "redis://h:6379/");
+/// ```
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+            if userinfo.contains(':') {
+                format!("{scheme}://{user}:***@{host}{path}")
+            } else {
+                // `redis://password@host` is not valid, but a lone userinfo is
+                // as likely a password as a name.
+                format!("{scheme}://***@{host}{path}")
+            }
+        }
+        None => url.to_string(),
+    }
 }

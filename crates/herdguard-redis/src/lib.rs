@@ -65,7 +65,7 @@ mod remote;
 mod scripts;
 mod tracking;
 
-pub use config::{RedisConfig, RedisSetupError};
+pub use config::{redact_url, RedisConfig, RedisSetupError};
 pub use keys::{valid_tag, MAX_TAG_BYTES};
 pub use queue::{QueueConfig, RedisWriteQueue};
 pub use quorum::QuorumStats;

@@ -270,11 +270,7 @@ where
     ) -> Result<Arc<Self>, RedisSetupError> {
         redis.validate()?;
         config.validate()?;
-        let client =
-            redis::Client::open(redis.url.as_str()).map_err(|e| RedisSetupError::InvalidUrl {
-                url: redis.url.clone(),
-                reason: e.to_string(),
-            })?;
+        let client = crate::conn::client(&redis.url, redis.tls()?.as_ref())?;
         let unreachable = |reason: String| RedisSetupError::Unreachable {
             url: redis.url.clone(),
             reason,
@@ -290,7 +286,7 @@ where
         let conn = tokio::time::timeout(deadline, manager())
             .await
             .map_err(|_| unreachable(format!("no connection within {deadline:?}")))?
-            .map_err(|e| unreachable(e.to_string()))?;
+            .map_err(|e| crate::conn::setup_error(&redis.url, &e))?;
         let reader = tokio::time::timeout(deadline, manager())
             .await
             .map_err(|_| unreachable(format!("no connection within {deadline:?}")))?

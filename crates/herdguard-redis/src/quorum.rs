@@ -25,7 +25,10 @@ use std::time::{Duration, Instant};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use redis::aio::ConnectionManager;
+use redis::{RedisError, TlsCertificates};
 use tokio::sync::OnceCell;
+
+use crate::config::{redact_url, RedisSetupError};
 
 use crate::scripts::Scripts;
 
@@ -81,7 +84,8 @@ pub struct QuorumStats {
     /// the lock servers answered: the cache degrades meanwhile.
     pub unavailable: u64,
     /// Each lock server's failed commands (no connection, no answer within
-    /// `op_timeout`, an error), by URL in the configured order.
+    /// `op_timeout`, an error), by URL (its password hidden: it becomes a
+    /// metric's label) in the configured order.
     pub server_failures: Vec<(String, u64)>,
 }
 
@@ -108,23 +112,23 @@ enum Answer {
 const SPLIT_RETRIES: usize = 2;
 
 impl Quorum {
-    /// The lock servers at `urls` (parsed now; connected by [`Quorum::connect`]).
+    /// The lock servers at `urls` (parsed now; connected by [`Quorum::connect`]),
+    /// over TLS with `tls` for `rediss://` ones.
     pub(crate) fn new(
         urls: &[String],
+        tls: Option<&TlsCertificates>,
         op_timeout: Duration,
         connect_timeout: Duration,
-    ) -> Result<Self, (String, String)> {
+    ) -> Result<Self, RedisSetupError> {
         let servers = urls
             .iter()
             .map(|url| {
-                redis::Client::open(url.as_str())
-                    .map(|client| LockServer {
-                        url: url.clone(),
-                        client,
-                        conn: OnceCell::new(),
-                        failures: AtomicU64::new(0),
-                    })
-                    .map_err(|e| (url.clone(), e.to_string()))
+                crate::conn::client(url, tls).map(|client| LockServer {
+                    url: url.clone(),
+                    client,
+                    conn: OnceCell::new(),
+                    failures: AtomicU64::new(0),
+                })
             })
             .collect::<Result<Vec<_>, _>>()?;
         let majority = servers.len() / 2 + 1;
@@ -151,7 +155,7 @@ impl Quorum {
             server_failures: self
                 .servers
                 .iter()
-                .map(|s| (s.url.clone(), read(&s.failures)))
+                .map(|s| (redact_url(&s.url), read(&s.failures)))
                 .collect(),
         }
     }
@@ -167,26 +171,62 @@ impl Quorum {
     }
 
     /// Connects to every lock server (within `connect_timeout`, in parallel);
-    /// fails unless a majority answered. The others are retried at each use.
-    pub(crate) async fn connect(&self) -> Result<(), String> {
+    /// fails unless a majority answered, or when any refused the TLS handshake
+    /// (a misconfiguration retrying will not cure). The others are retried at
+    /// each use.
+    pub(crate) async fn connect(&self) -> Result<(), RedisSetupError> {
         let answers: Vec<_> = self
             .servers
             .iter()
-            .map(|s| self.conn(s, self.connect_timeout))
+            .map(|s| async move {
+                let made = tokio::time::timeout(self.connect_timeout, self.manager(s)).await;
+                match made {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) => Err(crate::conn::setup_error(&s.url, &e)),
+                    Err(_) => Err(RedisSetupError::Unreachable {
+                        url: s.url.clone(),
+                        reason: format!("no connection within {:?}", self.connect_timeout),
+                    }),
+                }
+            })
             .collect::<FuturesUnordered<_>>()
             .collect()
             .await;
         let up = answers.iter().filter(|a| a.is_ok()).count();
+        let mut errors: Vec<RedisSetupError> =
+            answers.into_iter().filter_map(Result::err).collect();
+        if let Some(i) = errors
+            .iter()
+            .position(|e| matches!(e, RedisSetupError::Tls { .. }))
+        {
+            return Err(errors.swap_remove(i));
+        }
         if up >= self.majority {
             return Ok(());
         }
-        let errors: Vec<String> = answers.into_iter().filter_map(Result::err).collect();
-        Err(format!(
-            "{up} of {} lock servers reachable, {} needed: {}",
-            self.servers.len(),
-            self.majority,
-            errors.join("; ")
-        ))
+        let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        Err(RedisSetupError::QuorumUnreachable {
+            reason: format!(
+                "{up} of {} lock servers reachable, {} needed: {}",
+                self.servers.len(),
+                self.majority,
+                errors.join("; ")
+            ),
+        })
+    }
+
+    /// The server's connection manager, made now if it has none yet.
+    async fn manager(&self, server: &LockServer) -> Result<ConnectionManager, RedisError> {
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_response_timeout(Some(self.op_timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        server
+            .conn
+            .get_or_try_init(|| ConnectionManager::new_with_config(server.client.clone(), config))
+            .await
+            .cloned()
     }
 
     /// The server's connection, made now if it has none yet (within `limit`).
@@ -195,22 +235,13 @@ impl Quorum {
         server: &LockServer,
         limit: Duration,
     ) -> Result<ConnectionManager, String> {
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.connect_timeout))
-            .set_response_timeout(Some(self.op_timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let made = tokio::time::timeout(
-            limit,
-            server.conn.get_or_try_init(|| {
-                ConnectionManager::new_with_config(server.client.clone(), config)
-            }),
-        )
-        .await;
-        match made {
-            Ok(Ok(conn)) => Ok(conn.clone()),
-            Ok(Err(e)) => Err(format!("{}: {e}", server.url)),
-            Err(_) => Err(format!("{}: no connection within {limit:?}", server.url)),
+        match tokio::time::timeout(limit, self.manager(server)).await {
+            Ok(Ok(conn)) => Ok(conn),
+            Ok(Err(e)) => Err(format!("{}: {e}", redact_url(&server.url))),
+            Err(_) => Err(format!(
+                "{}: no connection within {limit:?}",
+                redact_url(&server.url)
+            )),
         }
     }
 
@@ -461,8 +492,24 @@ mod tests {
                 .collect()
         };
         let d = Duration::from_millis(10);
-        assert_eq!(Quorum::new(&urls(5), d, d).unwrap().majority(), 3);
-        assert_eq!(Quorum::new(&urls(4), d, d).unwrap().majority(), 3);
-        assert_eq!(Quorum::new(&urls(1), d, d).unwrap().majority(), 1);
+        assert_eq!(Quorum::new(&urls(5), None, d, d).unwrap().majority(), 3);
+        assert_eq!(Quorum::new(&urls(4), None, d, d).unwrap().majority(), 3);
+        assert_eq!(Quorum::new(&urls(1), None, d, d).unwrap().majority(), 1);
+    }
+
+    #[test]
+    fn lock_server_counters_name_urls_without_their_password() {
+        let d = Duration::from_millis(100);
+        let quorum = Quorum::new(
+            &["rediss://app:s3cret@10.0.0.1:6380/".to_string()],
+            None,
+            d,
+            d,
+        )
+        .unwrap();
+        assert_eq!(
+            quorum.stats().server_failures,
+            vec![("rediss://app:***@10.0.0.1:6380/".to_string(), 0)]
+        );
     }
 }

@@ -10,12 +10,11 @@ use herdguard::{
     BoxFuture, ChangeListener, Entry, Lease, Marker, Notified, PutOutcome, Remote, RemoteError,
     Shared,
 };
-use redis::aio::ConnectionManager;
-use redis::{AsyncConnectionConfig, RedisError, ScriptInvocation};
+use redis::{RedisError, ScriptInvocation};
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::config::{RedisConfig, RedisSetupError};
-use crate::conn::{Conn, Endpoint, Primary, SentinelUrl};
+use crate::conn::Conn;
 use crate::envelope;
 use crate::feed::{Event, Feed, Setup};
 use crate::keys::{
@@ -97,82 +96,18 @@ where
             url: config.url.clone(),
             reason,
         };
-        let invalid = |reason: String| RedisSetupError::InvalidUrl {
-            url: config.url.clone(),
-            reason,
-        };
-        let deadline = config.connect_timeout;
-        let (endpoint, conn) = if !config.cluster_seeds.is_empty() {
-            let clients = config
-                .cluster_seeds
-                .iter()
-                .map(|url| {
-                    redis::Client::open(url.as_str()).map_err(|e| RedisSetupError::InvalidUrl {
-                        url: url.clone(),
-                        reason: e.to_string(),
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let cluster = redis::cluster::ClusterClient::builder(config.cluster_seeds.clone())
-                .connection_timeout(config.connect_timeout)
-                .response_timeout(config.op_timeout)
-                .retries(1)
-                .build()
-                .map_err(|e| invalid(e.to_string()))?;
-            let conn = tokio::time::timeout(deadline, cluster.get_async_connection())
-                .await
-                .map_err(|_| unreachable(format!("no cluster connection within {deadline:?}")))?
-                .map_err(|e| unreachable(e.to_string()))?;
-            (
-                Endpoint::Cluster(Arc::new((clients, std::sync::atomic::AtomicUsize::new(0)))),
-                Conn::Cluster(conn),
-            )
-        } else {
-            match SentinelUrl::parse(&config.url) {
-                Some(parsed) => {
-                    let parsed = parsed.map_err(invalid)?;
-                    let connection_config = AsyncConnectionConfig::new()
-                        .set_connection_timeout(Some(config.connect_timeout))
-                        .set_response_timeout(Some(config.op_timeout));
-                    let primary =
-                        Arc::new(Primary::new(&parsed, connection_config).map_err(invalid)?);
-                    tokio::time::timeout(deadline, primary.connection())
-                        .await
-                        .map_err(|_| unreachable(format!("no primary within {deadline:?}")))?
-                        .map_err(|e| unreachable(e.to_string()))?;
-                    (
-                        Endpoint::Sentinel(Arc::clone(&primary)),
-                        Conn::Sentinel(primary),
-                    )
-                }
-                None => {
-                    let client = redis::Client::open(config.url.as_str())
-                        .map_err(|e| invalid(e.to_string()))?;
-                    let manager_config = redis::aio::ConnectionManagerConfig::new()
-                        .set_connection_timeout(Some(config.connect_timeout))
-                        .set_response_timeout(Some(config.op_timeout))
-                        .set_number_of_retries(1)
-                        .set_max_delay(Duration::from_millis(500));
-                    let manager = tokio::time::timeout(
-                        deadline,
-                        ConnectionManager::new_with_config(client.clone(), manager_config),
-                    )
-                    .await
-                    .map_err(|_| unreachable(format!("no connection within {deadline:?}")))?
-                    .map_err(|e| unreachable(e.to_string()))?;
-                    (Endpoint::Direct(client), Conn::Direct(manager))
-                }
-            }
-        };
+        let tls = config.tls()?;
+        let (endpoint, conn) = crate::conn::open(&config, tls.as_ref()).await?;
         let quorum = if config.lock_urls.is_empty() {
             None
         } else {
-            let quorum = Quorum::new(&config.lock_urls, config.op_timeout, config.connect_timeout)
-                .map_err(|(url, reason)| RedisSetupError::InvalidUrl { url, reason })?;
-            quorum
-                .connect()
-                .await
-                .map_err(|reason| RedisSetupError::QuorumUnreachable { reason })?;
+            let quorum = Quorum::new(
+                &config.lock_urls,
+                tls.as_ref(),
+                config.op_timeout,
+                config.connect_timeout,
+            )?;
+            quorum.connect().await?;
             Some(quorum)
         };
         let channel = change_channel(&config.prefix);

@@ -40,6 +40,17 @@ pub struct RedisServer {
     dir: PathBuf,
     durable: bool,
     extra: Vec<String>,
+    /// TLS only (`--port 0 --tls-port`), when set.
+    tls: Option<TlsListener>,
+}
+
+/// The TLS settings of a [`RedisServer::start_tls`] server.
+#[derive(Clone)]
+struct TlsListener {
+    cert: PathBuf,
+    key: PathBuf,
+    ca: PathBuf,
+    auth_clients: bool,
 }
 
 impl RedisServer {
@@ -69,6 +80,35 @@ impl RedisServer {
         Ok(server)
     }
 
+    /// Starts one that speaks TLS only (`--port 0 --tls-port PORT`), with the
+    /// server certificate of `ca` (for `127.0.0.1` and `localhost`); with
+    /// `require_client_cert` (`--tls-auth-clients yes`) it refuses clients
+    /// without a certificate `ca` signed, otherwise it asks for none. Ready
+    /// when it accepts connections (at most 10 s). [`RedisServer::url`] is
+    /// `rediss://127.0.0.1:PORT/`.
+    pub fn start_tls(ca: &TestCa, require_client_cert: bool) -> std::io::Result<Self> {
+        Self::start_tls_with(ca, require_client_cert, &[])
+    }
+
+    /// [`RedisServer::start_tls`] with these extra `redis-server` arguments,
+    /// e.g. an ACL user: `["--user", "app", "on", ">secret", "~*", "&*", "+@all"]`.
+    pub fn start_tls_with(
+        ca: &TestCa,
+        require_client_cert: bool,
+        args: &[&str],
+    ) -> std::io::Result<Self> {
+        let mut server = Self::prepare(free_port()?, false)?;
+        server.extra = args.iter().map(|a| a.to_string()).collect();
+        server.tls = Some(TlsListener {
+            cert: ca.server_cert(),
+            key: ca.server_key(),
+            ca: ca.ca_file(),
+            auth_clients: require_client_cert,
+        });
+        server.spawn()?;
+        Ok(server)
+    }
+
     fn launch(port: u16, durable: bool) -> std::io::Result<Self> {
         let mut server = Self::prepare(port, durable)?;
         server.spawn()?;
@@ -85,6 +125,7 @@ impl RedisServer {
             dir,
             durable,
             extra: Vec::new(),
+            tls: None,
         })
     }
 
@@ -94,8 +135,27 @@ impl RedisServer {
         } else {
             &["--appendonly", "no"]
         };
+        let port = self.port.to_string();
+        let listen: Vec<&std::ffi::OsStr> = match &self.tls {
+            None => vec!["--port".as_ref(), port.as_ref()],
+            Some(tls) => vec![
+                "--port".as_ref(),
+                "0".as_ref(),
+                "--tls-port".as_ref(),
+                port.as_ref(),
+                "--tls-cert-file".as_ref(),
+                tls.cert.as_os_str(),
+                "--tls-key-file".as_ref(),
+                tls.key.as_os_str(),
+                "--tls-ca-cert-file".as_ref(),
+                tls.ca.as_os_str(),
+                "--tls-auth-clients".as_ref(),
+                if tls.auth_clients { "yes" } else { "no" }.as_ref(),
+            ],
+        };
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args(&listen)
+            .args(["--bind", "127.0.0.1", "--save", ""])
             .args(persistence)
             // DEBUG SLEEP pauses the server in fault tests; from loopback only.
             .args(["--enable-debug-command", "local"])
@@ -118,7 +178,15 @@ impl RedisServer {
     fn wait_ready(&mut self, limit: Duration) -> std::io::Result<()> {
         let deadline = Instant::now() + limit;
         loop {
-            if ping(self.addr()).is_ok() {
+            // A TLS-only server cannot be pinged in plain RESP: accepting
+            // connections is its sign of life.
+            let up = match self.tls {
+                None => ping(self.addr()).is_ok(),
+                Some(_) => {
+                    TcpStream::connect_timeout(&self.addr(), Duration::from_millis(200)).is_ok()
+                }
+            };
+            if up {
                 return Ok(());
             }
             if let Some(child) = self.child.as_mut() {
@@ -147,9 +215,14 @@ impl RedisServer {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
-    /// Its URL, `redis://127.0.0.1:PORT/`.
+    /// Its URL, `redis://127.0.0.1:PORT/` (`rediss://` when it speaks TLS).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}/", self.port)
     }
 
     /// Kills it at once (SIGKILL), as a crash would.
@@ -210,6 +283,100 @@ impl Drop for RedisServer {
     }
 }
 
+/// A private CA made for one test, and certificates it signed, as PEM files
+/// in a directory of its own (removed on drop): the server's (for
+/// `127.0.0.1` and `localhost`) and a client's (for mutual TLS).
+pub struct TestCa {
+    dir: PathBuf,
+}
+
+impl TestCa {
+    /// Makes a new CA (its own key: no other `TestCa` signs what it signs)
+    /// and its two certificates.
+    pub fn new() -> std::io::Result<Self> {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "herdguard-ca-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir)?;
+        let ca = TestCa { dir };
+        ca.make().map_err(std::io::Error::other)?;
+        Ok(ca)
+    }
+
+    fn make(&self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+        };
+        let ca_key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "herdguard test CA");
+        let ca = params.self_signed(&ca_key)?;
+        std::fs::write(self.ca_file(), ca.pem())?;
+        for (name, purpose, cert, key) in [
+            (
+                "redis server",
+                ExtendedKeyUsagePurpose::ServerAuth,
+                self.server_cert(),
+                self.server_key(),
+            ),
+            (
+                "redis client",
+                ExtendedKeyUsagePurpose::ClientAuth,
+                self.client_cert(),
+                self.client_key(),
+            ),
+        ] {
+            let key_pair = KeyPair::generate()?;
+            let mut params =
+                CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])?;
+            params.distinguished_name.push(DnType::CommonName, name);
+            params.extended_key_usages = vec![purpose];
+            let signed = params.signed_by(&key_pair, &ca, &ca_key)?;
+            std::fs::write(cert, signed.pem())?;
+            std::fs::write(key, key_pair.serialize_pem())?;
+        }
+        Ok(())
+    }
+
+    /// The CA's certificate (PEM): what a client trusts.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    /// The server's certificate (PEM).
+    pub fn server_cert(&self) -> PathBuf {
+        self.dir.join("server.pem")
+    }
+
+    /// The server's private key (PEM).
+    pub fn server_key(&self) -> PathBuf {
+        self.dir.join("server.key")
+    }
+
+    /// A client's certificate (PEM), for mutual TLS.
+    pub fn client_cert(&self) -> PathBuf {
+        self.dir.join("client.pem")
+    }
+
+    /// That client's private key (PEM).
+    pub fn client_key(&self) -> PathBuf {
+        self.dir.join("client.key")
+    }
+}
+
+impl Drop for TestCa {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// A Redis Sentinel of its own (`redis-server <config> --sentinel`) on a free
 /// loopback port, monitoring one primary; killed when dropped.
 ///
@@ -231,16 +398,49 @@ impl Sentinel {
         quorum: u32,
         down_after: Duration,
     ) -> std::io::Result<Self> {
+        Self::launch(name, primary_port, quorum, down_after, None)
+    }
+
+    /// [`Sentinel::start`] speaking TLS only (to clients and to the primary,
+    /// a [`RedisServer::start_tls`] server), with the server certificate of
+    /// `ca`; ready when it accepts connections.
+    pub fn start_tls(
+        name: &str,
+        primary_port: u16,
+        quorum: u32,
+        down_after: Duration,
+        ca: &TestCa,
+    ) -> std::io::Result<Self> {
+        Self::launch(name, primary_port, quorum, down_after, Some(ca))
+    }
+
+    fn launch(
+        name: &str,
+        primary_port: u16,
+        quorum: u32,
+        down_after: Duration,
+        tls: Option<&TestCa>,
+    ) -> std::io::Result<Self> {
         let port = free_port()?;
         let dir =
             std::env::temp_dir().join(format!("herdguard-sentinel-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let config = dir.join("sentinel.conf");
         let down_ms = down_after.as_millis();
+        let listen = match tls {
+            None => format!("port {port}\n"),
+            Some(ca) => format!(
+                "port 0\ntls-port {port}\ntls-cert-file {}\ntls-key-file {}\n\
+                 tls-ca-cert-file {}\ntls-auth-clients no\ntls-replication yes\n",
+                ca.server_cert().display(),
+                ca.server_key().display(),
+                ca.ca_file().display(),
+            ),
+        };
         std::fs::write(
             &config,
             format!(
-                "port {port}\nbind 127.0.0.1\ndaemonize no\ndir {dir}\n\
+                "{listen}bind 127.0.0.1\ndaemonize no\ndir {dir}\n\
                  sentinel monitor {name} 127.0.0.1 {primary_port} {quorum}\n\
                  sentinel down-after-milliseconds {name} {down_ms}\n\
                  sentinel failover-timeout {name} {failover}\n\
@@ -261,7 +461,11 @@ impl Sentinel {
             dir,
         };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while ping(sentinel.addr()).is_err() {
+        let up = |addr: SocketAddr| match tls {
+            None => ping(addr).is_ok(),
+            Some(_) => TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok(),
+        };
+        while !up(sentinel.addr()) {
             if let Some(status) = sentinel.child.as_mut().and_then(|c| c.try_wait().ok()?) {
                 return Err(std::io::Error::other(format!("sentinel exited: {status}")));
             }
@@ -423,6 +627,62 @@ impl RedisCluster {
             if Instant::now() >= deadline {
                 return Err(std::io::Error::other(
                     "the one-node cluster was not ok within 10 s",
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(RedisCluster {
+            nodes: vec![server],
+        })
+    }
+
+    /// [`RedisCluster::start_single_shard`] speaking TLS only, with the server
+    /// certificate of `ca` (clients and the cluster bus alike): its
+    /// [`RedisCluster::urls`] are `rediss://`.
+    pub fn start_single_shard_tls(ca: &TestCa) -> std::io::Result<Self> {
+        let mut server = RedisServer::prepare(free_cluster_port()?, false)?;
+        server.tls = Some(TlsListener {
+            cert: ca.server_cert(),
+            key: ca.server_key(),
+            ca: ca.ca_file(),
+            auth_clients: false,
+        });
+        server.extra = [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--tls-cluster",
+            "yes",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        server.spawn()?;
+        let cli = |args: &[&str]| {
+            Command::new("redis-cli")
+                .args(["--tls", "--cacert"])
+                .arg(ca.ca_file())
+                .args(["-p", &server.port().to_string()])
+                .args(args)
+                .stderr(Stdio::null())
+                .output()
+        };
+        let added = cli(&["CLUSTER", "ADDSLOTSRANGE", "0", "16383"])?;
+        if !added.status.success() || !String::from_utf8_lossy(&added.stdout).contains("OK") {
+            return Err(std::io::Error::other(format!(
+                "redis-cli --tls CLUSTER ADDSLOTSRANGE: {} {}",
+                added.status,
+                String::from_utf8_lossy(&added.stdout)
+            )));
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !String::from_utf8_lossy(&cli(&["CLUSTER", "INFO"])?.stdout)
+            .contains("cluster_state:ok")
+        {
+            if Instant::now() >= deadline {
+                return Err(std::io::Error::other(
+                    "the one-node TLS cluster was not ok within 10 s",
                 ));
             }
             std::thread::sleep(Duration::from_millis(50));

@@ -54,8 +54,10 @@ class Cache(_NativeCache):
     early_refresh (X-Fetch beta, off), stale_while_revalidate (0),
     stale_if_error (0), negative_ttl (off: how long a loader's exception is
     raised again without calling it), wait_timeout (off), load_timeout (30),
-    redis (a redis:// or redis+sentinel:// URL, off), prefix ("hg", the Redis
-    key prefix shared with Rust processes), lease_ttl (5), codec ("bytes").
+    redis (a redis://, rediss:// or redis+sentinel:// URL, off), prefix ("hg",
+    the Redis key prefix shared with Rust processes), lease_ttl (5), codec
+    ("bytes"), redis_ca (a PEM file of the CA a rediss:// server's certificate
+    must chain to, instead of the web PKI roots).
 
     A bad argument raises ValueError naming it. Create caches after a fork
     (e.g. lazily in each web worker): the engine's threads do not survive one.

@@ -177,6 +177,8 @@ impl LiveLoad {
                 origin_latency: latency,
                 seed,
                 redis: relay.as_ref().map(|r| r.url().to_string()),
+                // The relay is plain TCP (it refuses a rediss:// URL).
+                redis_ca: None,
                 redis_cluster: Vec::new(),
                 store_outage: relay.is_some(),
             };

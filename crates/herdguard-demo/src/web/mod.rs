@@ -104,7 +104,7 @@ type Shared = Arc<Web>;
 /// Serves the demonstrator on `args.listen` until Ctrl-C (or SIGTERM).
 pub async fn serve(args: DemoArgs) -> Result<(), DemoError> {
     if let Some(url) = &args.redis {
-        crate::fleet::check_redis(url, args.flush).await?;
+        crate::fleet::check_redis(url, args.redis_ca.as_deref(), args.flush).await?;
     }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

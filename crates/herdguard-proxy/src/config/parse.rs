@@ -126,27 +126,68 @@ pub(crate) fn origin_ca(
     Ok(trust)
 }
 
+/// A Redis setting that means nothing without a Redis URL (`with_redis`).
+pub(crate) fn with_redis<T>(field: &str, value: T, with_redis: bool) -> Result<T, ConfigError> {
+    if with_redis {
+        Ok(value)
+    } else {
+        Err(invalid(field, "needs redis or redis_cluster"))
+    }
+}
+
+/// Two settings given together or not at all.
+pub(crate) fn pair<T>(
+    first: &str,
+    a: Option<T>,
+    second: &str,
+    b: Option<T>,
+) -> Result<Option<(T, T)>, ConfigError> {
+    match (a, b) {
+        (None, None) => Ok(None),
+        (Some(a), Some(b)) => Ok(Some((a, b))),
+        (Some(_), None) => Err(invalid(second, format!("needed with {first}"))),
+        (None, Some(_)) => Err(invalid(first, format!("needed with {second}"))),
+    }
+}
+
 /// A Redis URL: one server (`redis://`, `rediss://`) or a Sentinel-managed
 /// primary (`redis+sentinel://`).
 pub(crate) fn redis_url(field: &str, url: String) -> Result<String, ConfigError> {
-    if ["redis://", "rediss://", "redis+sentinel://"]
-        .iter()
-        .any(|p| url.starts_with(p))
+    if [
+        "redis://",
+        "rediss://",
+        "redis+sentinel://",
+        "rediss+sentinel://",
+    ]
+    .iter()
+    .any(|p| url.starts_with(p))
     {
         Ok(url)
     } else {
         Err(invalid(
             field,
-            format!("{url:?}: need a redis:// or redis+sentinel:// URL"),
+            format!(
+                "{:?}: need a redis://, rediss:// or redis+sentinel:// URL",
+                herdguard_redis::redact_url(&url)
+            ),
         ))
     }
 }
 
-/// Comma-separated `redis://` URLs.
+/// Comma-separated `redis://` (or `rediss://`) URLs.
 fn redis_urls(field: &str, list: &str) -> Result<Vec<String>, ConfigError> {
     let urls: Vec<String> = items(list).map(str::to_string).collect();
-    match urls.iter().find(|u| !u.starts_with("redis://")) {
-        Some(u) => Err(invalid(field, format!("{u:?}: need redis:// URLs"))),
+    match urls
+        .iter()
+        .find(|u| !u.starts_with("redis://") && !u.starts_with("rediss://"))
+    {
+        Some(u) => Err(invalid(
+            field,
+            format!(
+                "{:?}: need redis:// or rediss:// URLs",
+                herdguard_redis::redact_url(u)
+            ),
+        )),
         None => Ok(urls),
     }
 }

@@ -252,6 +252,7 @@ mod tests {
             "listen = \"127.0.0.1:3\"\norigin = \"https://127.0.0.1:4\"\n\
              origin_ca = {cert:?}\nredis = \"redis://127.0.0.1:5\"\n\
              redis_lock_servers = \"redis://127.0.0.1:6\"\nadmin = \"127.0.0.1:7\"\n\
+             redis_ca = {cert:?}\nredis_cert = {cert:?}\nredis_key = {key:?}\n\
              purge_token = \"0123456789abcdef\"\nmax_memory = \"1GiB\"\nmax_entries = 9\n\
              max_header_bytes = 9000\nredis_max_value_bytes = 9\norigin_timeout_ms = 9\n\
              origin_connect_timeout_ms = 9\nmax_origin_requests = 9\norigin_queue_timeout_ms = 9\n\

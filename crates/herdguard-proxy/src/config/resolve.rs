@@ -142,6 +142,15 @@ mod tests {
             ("redis_lock_servers", |a| {
                 a.redis_lock_servers = Some("redis://127.0.0.1:3".into())
             }),
+            ("redis_ca", |a| a.redis_ca = Some("ca.pem".into())),
+            ("redis_cert", |a| {
+                a.redis = Some("rediss://127.0.0.1:1".into());
+                a.redis_key = Some("client.key".into());
+            }),
+            ("redis_key", |a| {
+                a.redis = Some("rediss://127.0.0.1:1".into());
+                a.redis_cert = Some("client.pem".into());
+            }),
         ] {
             let mut a = args();
             set(&mut a);

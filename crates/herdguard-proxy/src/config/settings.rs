@@ -35,8 +35,9 @@ settings! {
         origin_ca: path => OriginTrust = |f, path| parse::origin_ca(f, path, &origin), restart,
             computed(OriginTrust::WebPki, "the bundled web PKI roots");
         /// Redis URL for fleet-wide coalescing and a shared cache tier
-        /// (`redis://…`, or `redis+sentinel://host:port,host:port/name` to follow a
-        /// Sentinel-managed primary).
+        /// (`redis://…`, `rediss://…` over TLS, `rediss://user:password@…` with an
+        /// ACL user, or `redis+sentinel://host:port,host:port/name` to follow a
+        /// Sentinel-managed primary, `rediss+sentinel://…` over TLS).
         redis: text => String = parse::redis_url, restart, unset;
         /// Redis Cluster seed URLs, comma-separated, instead of `--redis`.
         redis_cluster: list => Vec<String> = |f, v| parse::cluster(f, v, redis.is_some()),
@@ -47,6 +48,19 @@ settings! {
         redis_lock_servers: list => Vec<String> =
             |f, v| parse::lock_servers(f, v, redis.is_some() || !redis_cluster.is_empty()),
             restart, default("");
+        /// PEM file of the CA certificate(s) a `rediss://` Redis server's
+        /// certificate must chain to, instead of the bundled web PKI roots (a
+        /// private CA): for the data store, Sentinel, cluster nodes and lock servers.
+        redis_ca: path => PathBuf =
+            |f, p| parse::with_redis(f, p, redis.is_some() || !redis_cluster.is_empty()),
+            restart, unset;
+        /// PEM client certificate for Redis servers that require one (mutual TLS,
+        /// `tls-auth-clients yes`), with `--redis-key`.
+        redis_cert: path => PathBuf =
+            |f, p| parse::with_redis(f, p, redis.is_some() || !redis_cluster.is_empty()),
+            restart, unset;
+        /// PEM private key of `--redis-cert`.
+        redis_key: path => PathBuf = parse::as_is, restart, unset;
         /// Address of the admin listener (/, /metrics, /healthz, /readyz, POST /purge).
         admin: text => SocketAddr = parse::address_like("127.0.0.1:9090"), restart, unset;
         /// Bearer token of the admin listener's `POST /purge`, at least 16
@@ -190,5 +204,9 @@ settings! {
         /// The proxy listener's certificate and key, loaded from `tls_cert` and
         /// `tls_key` (`None`: plain HTTP).
         tls: Option<TlsConfig> = parse::tls(tls_cert.as_deref(), tls_key.as_deref())?;
+        /// The client certificate and key presented to Redis, from `redis_cert`
+        /// and `redis_key` (`None`: none).
+        redis_client_cert: Option<(PathBuf, PathBuf)> =
+            parse::pair("redis_cert", redis_cert.clone(), "redis_key", redis_key.clone())?;
     }
 }

@@ -21,9 +21,10 @@ pub enum ServeError {
         /// The cause.
         source: std::io::Error,
     },
-    /// The shared store could not be set up.
+    /// The shared store could not be set up (exit code 2 when its settings
+    /// are at fault: a bad URL or TLS file, a certificate the CA does not sign).
     #[error("redis: {0}")]
-    Redis(String),
+    Redis(herdguard_redis::RedisSetupError),
     /// The async runtime could not be started.
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
@@ -34,6 +35,7 @@ impl ServeError {
     pub fn exit_code(&self) -> i32 {
         match self {
             ServeError::Config(_) => 2,
+            ServeError::Redis(e) if e.is_config() => 2,
             _ => 1,
         }
     }

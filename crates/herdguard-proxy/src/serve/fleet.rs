@@ -35,6 +35,14 @@ pub(crate) async fn attach(
     } else {
         config.lease_quorum(settings.redis_lock_servers.clone())
     };
+    let config = match &settings.redis_ca {
+        Some(ca) => config.ca_file(ca),
+        None => config,
+    };
+    let config = match &settings.redis_client_cert {
+        Some((cert, key)) => config.client_cert(cert, key),
+        None => config,
+    };
     let config = config
         .prefix(format!(
             "{}{}:",
@@ -44,6 +52,6 @@ pub(crate) async fn attach(
         .op_timeout(settings.redis_op_timeout_ms);
     let remote = RedisRemote::<String, CachedResponse>::connect(config)
         .await
-        .map_err(|e| ServeError::Redis(e.to_string()))?;
+        .map_err(ServeError::Redis)?;
     Ok((builder.shared_store(remote.clone()), Some(remote)))
 }
