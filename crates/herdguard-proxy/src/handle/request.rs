@@ -216,10 +216,12 @@ fn forbids_body(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::TRACE)
 }
 
-/// Makes `request` from `peer` into the request to forward, or refuses it.
+/// Makes `request` from `peer` into the request to forward (its interim
+/// answers going to `interim`), or refuses it.
 pub(crate) fn prepare<B>(
     request: Request<B>,
     peer: &Peer,
+    interim: Option<InterimHook>,
     max_header_bytes: usize,
     max_body_bytes: usize,
     default_host: &str,
@@ -228,8 +230,7 @@ pub(crate) fn prepare<B>(
 where
     B: hyper::body::Body,
 {
-    let (mut parts, body) = request.into_parts();
-    let interim = parts.extensions.remove::<InterimHook>();
+    let (parts, body) = request.into_parts();
     let mut headers = parts.headers;
     let found = scan(&headers);
     // hyper bounds its read buffer, not the head itself: count the fields too.
@@ -427,7 +428,7 @@ mod tests {
             host: forward_host,
         };
         let peer = Peer::new("10.1.2.3:5555".parse().unwrap(), &forwarding);
-        prepare(r, &peer, 65536, 1 << 20, "origin", false)
+        prepare(r, &peer, None, 65536, 1 << 20, "origin", false)
     }
 
     #[test]
