@@ -62,9 +62,11 @@ pub struct CachedResponse {
     /// Its surrogate keys (`Surrogate-Key` / `Cache-Tag`, removed from the fields).
     #[serde(default)]
     pub tags: Vec<String>,
-    /// The fields parsed, kept from the second use on: the hit path then clones a
-    /// map instead of re-validating every field; a response served once (most of
-    /// a long tail) never holds one.
+    /// The fields of an answer, parsed, kept from the second use on: the hit
+    /// path then clones a map instead of re-validating every field; a response
+    /// served once (most of a long tail) never holds one. It ends with an `Age`
+    /// and a `Cache-Status` member to overwrite ([`CachedResponse::answer_headers`]),
+    /// so a clone takes them in place, with no growth of the map.
     #[serde(skip)]
     parsed: OnceLock<Box<HeaderMap>>,
     #[serde(skip)]
@@ -154,6 +156,24 @@ impl Clone for Used {
     }
 }
 
+/// An `Age` value, rendered once per value and thread while it repeats (a
+/// hot response is answered with the same age for a second, thousands of times).
+fn age_value(secs: u64) -> HeaderValue {
+    thread_local! {
+        static RENDERED: std::cell::Cell<Option<(u64, HeaderValue)>> =
+            const { std::cell::Cell::new(None) };
+    }
+    RENDERED.with(|slot| {
+        let kept = slot.take();
+        let value = match kept {
+            Some((s, v)) if s == secs => v,
+            _ => HeaderValue::from(secs),
+        };
+        slot.set(Some((secs, value.clone())));
+        value
+    })
+}
+
 /// Bytes a response costs beyond its key, fields and body and the store's own
 /// bookkeeping (which the store adds): the allocator's headers on its
 /// allocations and the body's shared handle, created on its first clone.
@@ -212,10 +232,21 @@ impl CachedResponse {
 
     /// The header fields as a map; fields that do not parse are dropped.
     pub fn header_map(&self) -> HeaderMap {
+        self.parse_headers()
+    }
+
+    /// The fields of an answer: the stored ones, then an `Age` and a
+    /// `Cache-Status` member, both placeholders (the kept map, when there is one).
+    fn answer_template(&self) -> HeaderMap {
         if let Some(map) = self.parsed.get() {
             return HeaderMap::clone(map);
         }
-        let map = self.parse_headers();
+        let mut map = self.parse_headers();
+        map.insert(http::header::AGE, HeaderValue::from_static("0"));
+        map.append(
+            crate::cache_status::CACHE_STATUS,
+            HeaderValue::from_static(crate::cache_status::CACHE_NAME),
+        );
         if self.used.0.swap(true, Ordering::Relaxed) {
             // Served again: worth keeping.
             let _ = self.parsed.set(Box::new(map.clone()));
@@ -293,9 +324,17 @@ impl CachedResponse {
         now: SystemTime,
     ) -> HeaderMap {
         let age = self.semantics(config).current_age(now);
-        let mut headers = self.header_map();
-        headers.insert(http::header::AGE, HeaderValue::from(age.as_secs()));
-        headers.append(crate::cache_status::CACHE_STATUS, member);
+        let mut headers = self.answer_template();
+        // Both fields are in the template: each is overwritten in place.
+        headers.insert(http::header::AGE, age_value(age.as_secs()));
+        if let http::header::Entry::Occupied(mut statuses) =
+            headers.entry(crate::cache_status::CACHE_STATUS)
+        {
+            // Ours is the last member, after those of caches upstream.
+            if let Some(last) = statuses.iter_mut().last() {
+                *last = member;
+            }
+        }
         headers
     }
 
@@ -313,8 +352,9 @@ impl CachedResponse {
         let parsed = if self.uncacheable.is_some() {
             0
         } else {
-            // The map a response served twice keeps: its table and one bucket a field.
-            128 + 64 * self.fields().count() as u64
+            // The map a response served twice keeps: its table and one bucket a
+            // field, the answer's `Age` and `Cache-Status` included.
+            128 + 64 * (self.fields().count() as u64 + 2)
         };
         key.len() as u64
             + self.head.len() as u64
