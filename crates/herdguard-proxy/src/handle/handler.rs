@@ -156,12 +156,21 @@ impl Proxy {
         }
         // At most two rounds: the second when the first taught us the URL varies.
         for round in 0..2 {
-            let handoff = Handoff::default();
             let forced = self.demands_revalidation(&key, forward, directives);
-            let result = self
-                .lookup(&key, forward, &handoff, forced)
-                .await
-                .map_err(Arc::new);
+            // A plain hit first: no loader (its key, captures, policy) built for it.
+            let hit = if forced {
+                None
+            } else {
+                self.cache.get_fresh(&key)
+            };
+            let (result, handoff) = match hit {
+                Some(hit) => (Ok(hit), Handoff::none()),
+                None => {
+                    let handoff = Handoff::default();
+                    let result = self.lookup(&key, forward, &handoff, forced).await;
+                    (result.map_err(Arc::new), handoff)
+                }
+            };
             let cached = match result {
                 Ok(c) => c,
                 Err(e) => {
