@@ -152,8 +152,7 @@ where
         let inner = &self.inner;
         let entry = inner.store.get(key)?;
         let now = inner.clock.now();
-        if inner.suspect(&entry, now)
-            || !surely_fresh(&entry, now, inner.policy.early_refresh_beta)
+        if inner.suspect(&entry, now) || !surely_fresh(&entry, now, inner.policy.early_refresh_beta)
         {
             return None;
         }

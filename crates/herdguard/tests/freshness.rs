@@ -260,14 +260,21 @@ async fn get_fresh_serves_only_what_get_or_load_serves_as_a_plain_hit() {
         .unwrap();
     let calls = Arc::new(AtomicUsize::new(0));
     assert!(cache.get_fresh(&1).is_none(), "nothing stored");
-    assert_eq!(cache.metrics().hits, 0, "a miss of get_fresh counts nothing");
+    assert_eq!(
+        cache.metrics().hits,
+        0,
+        "a miss of get_fresh counts nothing"
+    );
     cache.get_or_load(1, ok(&calls, 1)).await.unwrap();
     clock.advance(10 * SEC - Duration::from_millis(1));
     let v = cache.get_fresh(&1).expect("fresh");
     assert_eq!((*v, v.served()), (1, Served::Hit));
     assert_eq!(cache.metrics().hits, 1, "counted as the hit it is");
     clock.advance(Duration::from_millis(1));
-    assert!(cache.get_fresh(&1).is_none(), "stale: get_or_load revalidates it");
+    assert!(
+        cache.get_fresh(&1).is_none(),
+        "stale: get_or_load revalidates it"
+    );
     assert_eq!(cache.metrics().hits, 1);
 
     // Inside the early-refresh window (Δ = 2 s, so Δ·37 covers the whole TTL):

@@ -96,7 +96,7 @@ impl Proxy {
             return Box::pin(self.pass_through(&forward, head, "rule-bypass")).await;
         }
         let primary = self.variants.primary(&host, &forward.target);
-        let authorized = forward.headers.contains_key(header::AUTHORIZATION);
+        let authorized = forward.present.authorization;
         let mut response = if directives.no_store {
             // May be answered from a stored response, but never leads a shared
             // load, nor is its answer stored: it is its own.
@@ -113,13 +113,16 @@ impl Proxy {
         };
         // The client's conditionals are evaluated against the whole stored response.
         let whole = response.status() == StatusCode::OK && matches!(response.body(), Body::Full(_));
-        if whole && not_modified(&forward.headers, response.headers()) {
+        if whole
+            && forward.present.conditional
+            && not_modified(&forward.headers, response.headers())
+        {
             *response.status_mut() = StatusCode::NOT_MODIFIED;
             *response.body_mut() = Body::empty();
             response.headers_mut().remove(header::CONTENT_LENGTH);
             return response;
         }
-        if whole && !head && forward.headers.contains_key(header::RANGE) {
+        if whole && !head && forward.present.range {
             return super::range::apply(&forward.headers, response);
         }
         response
@@ -167,7 +170,10 @@ impl Proxy {
                 Some(hit) => (Ok(hit), Handoff::none()),
                 None => {
                     let handoff = Handoff::default();
-                    let result = self.lookup(&key, forward, &handoff, forced).await;
+                    // Boxed: the hit path's future stays small (it is moved
+                    // whole, several times, on every request).
+                    let lookup = Box::pin(self.lookup(&key, forward, &handoff, forced));
+                    let result = lookup.await;
                     (result.map_err(Arc::new), handoff)
                 }
             };
@@ -182,9 +188,7 @@ impl Proxy {
                 }
             };
             if let Some(reason) = cached.uncacheable.as_deref() {
-                return self
-                    .not_shared(&cached, reason, &handoff, forward, head)
-                    .await;
+                return Box::pin(self.not_shared(&cached, reason, &handoff, forward, head)).await;
             }
             if !vary_matches(&cached, forward) && round == 0 {
                 self.variants.learn(primary, &cached, key == primary);
@@ -207,7 +211,7 @@ impl Proxy {
             if cached.served() == Served::Shared {
                 // Loaded by another instance (which recorded its tags in Redis):
                 // indexed here too, for a purge during a Redis outage.
-                self.index_tags(&key, &cached.tags, None).await;
+                Box::pin(self.index_tags(&key, &cached.tags, None)).await;
             }
             if matches!(cached.served(), Served::Loaded | Served::Coalesced) {
                 // For the access log; never on a hit.

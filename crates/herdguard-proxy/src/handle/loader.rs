@@ -114,7 +114,11 @@ impl Handoff {
 
     /// The answer the load left for this caller, if it left one.
     pub(crate) fn take(&self) -> Option<Passed> {
-        self.0.as_ref()?.lock().ok().and_then(|mut slot| slot.take())
+        self.0
+            .as_ref()?
+            .lock()
+            .ok()
+            .and_then(|mut slot| slot.take())
     }
 }
 

@@ -106,6 +106,31 @@ struct Found {
     hop_by_hop: bool,
     forwarding: bool,
     framing: bool,
+    chunked: bool,
+    present: Present,
+}
+
+/// Fields the cache path asks about, noted in the one pass over the fields
+/// rather than looked up by name one by one.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Present {
+    /// `Authorization`.
+    pub authorization: bool,
+    /// `Range`.
+    pub range: bool,
+    /// `If-None-Match` or `If-Modified-Since`.
+    pub conditional: bool,
+}
+
+impl Present {
+    fn of(headers: &HeaderMap) -> Present {
+        Present {
+            authorization: headers.contains_key(header::AUTHORIZATION),
+            range: headers.contains_key(header::RANGE),
+            conditional: headers.contains_key(header::IF_NONE_MATCH)
+                || headers.contains_key(header::IF_MODIFIED_SINCE),
+        }
+    }
 }
 
 fn scan(headers: &HeaderMap) -> Found {
@@ -116,7 +141,13 @@ fn scan(headers: &HeaderMap) -> Found {
             "forwarded" | "x-forwarded-for" | "x-forwarded-host" | "x-forwarded-proto"
             | "x-forwarded-port" | "x-real-ip" => found.forwarding = true,
             "content-length" | "expect" => found.framing = true,
-            other => found.hop_by_hop |= is_hop_by_hop(other),
+            "authorization" => found.present.authorization = true,
+            "range" => found.present.range = true,
+            "if-none-match" | "if-modified-since" => found.present.conditional = true,
+            other => {
+                found.chunked |= other == "transfer-encoding";
+                found.hop_by_hop |= is_hop_by_hop(other);
+            }
         }
     }
     found
@@ -165,6 +196,8 @@ pub(crate) struct Forward {
     pub target: RequestTarget,
     /// The client's fields as forwarded (without the proxy's additions).
     pub headers: HeaderMap,
+    /// Which of the fields the cache path asks about `headers` holds.
+    pub present: Present,
     added: Added,
     /// Where the origin's interim (1xx) answers go: to this client's
     /// connection, when it takes them.
@@ -241,8 +274,12 @@ where
         return Err(Refusal::Method);
     }
     // Framing first, from the fields as received (hyper has already checked they agree).
-    let announced = content_length(&headers);
-    let chunked = headers.contains_key(header::TRANSFER_ENCODING);
+    let announced = if found.framing {
+        content_length(&headers)
+    } else {
+        None
+    };
+    let chunked = found.chunked;
     if forbids_body(&parts.method) && (chunked || announced.is_some_and(|n| n > 0)) {
         return Err(Refusal::UnexpectedBody);
     }
@@ -250,8 +287,11 @@ where
         return Err(Refusal::BodyTooLarge);
     }
     // Then hop-by-hop fields, before anything reads the request.
+    let mut present = found.present;
     if found.hop_by_hop {
         herdguard_http::hop::remove_hop_by_hop(&mut headers);
+        // `Connection` may have named any of them.
+        present = Present::of(&headers);
     }
     // Framing is remade by the origin client from the body; `Expect` is this hop's.
     if found.framing {
@@ -278,6 +318,7 @@ where
         forward: Forward {
             target,
             headers,
+            present,
             added,
             interim,
         },

@@ -227,7 +227,9 @@ impl Acceptor {
                         if access_log {
                             Box::pin(logged(proxy, req, &peer, hook)).await
                         } else {
-                            proxy.handle(req, &peer, hook).await
+                            // Boxed: hyper moves the service's future whole a few
+                            // times per request; a box is cheaper than those copies.
+                            Box::pin(proxy.handle(req, &peer, hook)).await
                         }
                     };
                     let response = match opened {
