@@ -76,6 +76,9 @@ pub struct CachedResponse {
     /// The RFC 9111 facts (lifetime, initial age, directives), computed once.
     #[serde(skip)]
     semantics: OnceLock<Box<StoredResponse>>,
+    /// Whether the fields hold a `Vary` (most responses have none), found once.
+    #[serde(skip)]
+    varies: OnceLock<bool>,
 }
 
 /// How a per-path rule (`[[rule]]`) changed the judgement of one response.
@@ -205,6 +208,7 @@ impl CachedResponse {
             used: Used::default(),
             used_semantics: Used::default(),
             semantics: OnceLock::new(),
+            varies: OnceLock::new(),
         };
         value.set_headers(headers);
         value
@@ -300,6 +304,7 @@ impl CachedResponse {
         self.semantics = OnceLock::new();
         self.used = Used::default();
         self.used_semantics = Used::default();
+        self.varies = OnceLock::new();
         let len = headers
             .iter()
             .map(|(n, v)| n.as_str().len() + v.len() + 2)
@@ -393,6 +398,12 @@ impl CachedResponse {
     /// The `Vary` of the stored response (from the kept parsed fields, or read
     /// from the block, nothing parsed or kept beyond the `Vary` fields).
     pub fn vary(&self) -> Vary {
+        let varies = *self
+            .varies
+            .get_or_init(|| self.fields().any(|(n, _)| n.eq_ignore_ascii_case(b"vary")));
+        if !varies {
+            return Vary::None;
+        }
         // A response served again keeps its parsed fields: the hit path reads
         // `Vary` from them instead of scanning the block.
         if let Some(map) = self.parsed.get() {
