@@ -33,11 +33,10 @@ printf '%-44s %10s %10s\n' "floor: hyper + Tokio, same answer (hit-floor)" "$FN"
 inclusive() { # $1 profile, $2 requests
     callgrind_annotate --inclusive=yes --threshold=100 "$1" 2>/dev/null |
         awk -v n="$2" '/^ *[0-9,]+ / { c = $1; gsub(",", "", c); if (!total) total = c; if (c > 0.9 * total) next;
-                $1 = ""; if ($2 ~ /%\)$/) $2 = "";
-                sub(/^ +/, ""); sub(/ \[[^]]*\]$/, ""); sub(/^[^:]*:/, "");
-                if (!seen[$0]++) printf "%8.0f  %s\n", c / n, substr($0, 1, 150) }' |
+                line = $0; sub(/^ *[0-9,]+ +(\( *[0-9.]+%\) +)?/, "", line); sub(/ \[[^]]*\]$/, "", line);
+                sub(/^[^:]*:/, "", line); if (!seen[line]++) printf "%8.0f  %s\n", c / n, substr(line, 1, 150) }' |
         grep -v -E 'PROGRAM TOTALS|libc_start|lang_start|rust_begin_short_backtrace|below main|  (main|serve::main|0x[0-9a-f]+|run_blocking)$' |
-        head -n "$TOP"
+        awk -v top="$TOP" 'NR <= top'
 }
 # Exclusive, per function, from the profile itself (cost lines outside calls).
 exclusive() { # $1 profile, $2 requests
@@ -52,7 +51,7 @@ exclusive() { # $1 profile, $2 requests
         /^calls=/ { call = 1; next }
         /^[0-9+*-]/ { if (call) { call = 0; next } cost[fn] += $2 }
         END { for (f in cost) printf "%8.0f  %s\n", cost[f] / n, substr(f, 1, 150) }' "$1" |
-        sort -rn | head -n "$TOP"
+        sort -rn | awk -v top="$TOP" 'NR <= top'
 }
 echo; echo "top $TOP, inclusive (instructions per hit):"; inclusive "$WORK/cg.0.$PORT.1" "$N"
 echo; echo "top $TOP, exclusive (instructions per hit):"; exclusive "$WORK/cg.0.$PORT.1" "$N"
