@@ -452,6 +452,40 @@ mod tests {
         r.body(http_body_util::Empty::new()).unwrap()
     }
 
+    #[test]
+    fn the_fields_noted_are_those_forwarded() {
+        let plain = [
+            ("host", "a"),
+            ("authorization", "Basic x"),
+            ("range", "bytes=0-1"),
+        ];
+        let p = run(req("GET", "/", &plain), &[]).unwrap().forward.present;
+        assert!(p.authorization && p.range && !p.conditional);
+        let conditional = [
+            ("host", "a"),
+            ("if-modified-since", "Mon, 07 Dec 2026 05:00:00 GMT"),
+        ];
+        assert!(
+            run(req("GET", "/", &conditional), &[])
+                .unwrap()
+                .forward
+                .present
+                .conditional
+        );
+        // Fields `Connection` names are this hop's: removed, and not noted.
+        let named = [
+            ("host", "a"),
+            ("connection", "authorization, range, if-none-match"),
+            ("authorization", "Basic x"),
+            ("range", "bytes=0-1"),
+            ("if-none-match", "\"v\""),
+        ];
+        let i = run(req("GET", "/", &named), &[]).unwrap();
+        let p = i.forward.present;
+        assert!(!i.forward.headers.contains_key(header::AUTHORIZATION));
+        assert!(!p.authorization && !p.range && !p.conditional, "{p:?}");
+    }
+
     fn run(
         r: Request<http_body_util::Empty<bytes::Bytes>>,
         trusted: &[&str],
