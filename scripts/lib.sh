@@ -29,14 +29,24 @@ cleanup() {
 # thread, in front of the origin on port $2, listening on $3 (admin $4), with
 # $5 dashboards open: prints "requests instructions_per_request". A count the
 # machine's noise does not move (wrk's rounds on 2 shared cores swing ±25 %).
+# The profile stays in $WORK/cg.$5.$3.1 (callgrind_annotate reads it).
 callgrind_per_hit() {
     local bin=$1 origin=$2 port=$3 admin=$4 viewers=$5
-    local out="$WORK/cg.$viewers.$port"
-    valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" --threads 1 \
-        --listen "127.0.0.1:$port" --origin "http://127.0.0.1:$origin" \
-        --admin "127.0.0.1:$admin" 2>"$WORK/cg-$viewers-$port.log" &
+    callgrind_wrk "$WORK/cg.$viewers.$port" "$port" "$admin" "$viewers" "$bin" --threads 1 \
+        --listen "127.0.0.1:$port" --origin "http://127.0.0.1:$origin" --admin "127.0.0.1:$admin"
+}
+
+# Runs the rest of the line (a server on port $2) under callgrind, output $1,
+# with $4 followers of /events on port $3 (none: pass an empty $3 and 0), and
+# counts the instructions of 10 s of `wrk -t1 -c8` on /hot once it answers:
+# prints "requests instructions_per_request".
+callgrind_wrk() {
+    local out=$1 port=$2 admin=$3 viewers=$4
+    shift 4
+    valgrind --tool=callgrind --callgrind-out-file="$out" "$@" 2>"$out.log" &
     local vg=$!
-    wait_port "$port"; wait_port "$admin"
+    wait_port "$port"
+    if [ -n "$admin" ]; then wait_port "$admin"; fi
     curl -fsS -o /dev/null "http://127.0.0.1:$port/hot"; curl -fsS -o /dev/null "http://127.0.0.1:$port/hot"
     callgrind_control -z "$vg" >/dev/null 2>&1
     local watchers=()

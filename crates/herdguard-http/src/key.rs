@@ -445,8 +445,9 @@ impl KeyConfig {
 /// (the proxy listens for `http`); `None` when it is not a valid authority or has userinfo.
 pub fn normalize_host(host: &str) -> Option<String> {
     // The common case, `name` or `name:port` already in normal form: checked by one scan.
-    let (name, port) = match host.split_once(':') {
-        Some((n, p)) => (n, Some(p)),
+    // A byte search: a `char` pattern's searcher costs more than the scan on a short host.
+    let (name, port) = match host.bytes().position(|b| b == b':') {
+        Some(at) => (&host[..at], Some(&host[at + 1..])),
         None => (host, None),
     };
     let plain_name = !name.is_empty()

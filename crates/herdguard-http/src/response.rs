@@ -62,9 +62,11 @@ pub struct CachedResponse {
     /// Its surrogate keys (`Surrogate-Key` / `Cache-Tag`, removed from the fields).
     #[serde(default)]
     pub tags: Vec<String>,
-    /// The fields parsed, kept from the second use on: the hit path then clones a
-    /// map instead of re-validating every field; a response served once (most of
-    /// a long tail) never holds one.
+    /// The fields of an answer, parsed, kept from the second use on: the hit
+    /// path then clones a map instead of re-validating every field; a response
+    /// served once (most of a long tail) never holds one. It ends with an `Age`
+    /// and a `Cache-Status` member to overwrite ([`CachedResponse::answer_headers`]),
+    /// so a clone takes them in place, with no growth of the map.
     #[serde(skip)]
     parsed: OnceLock<Box<HeaderMap>>,
     #[serde(skip)]
@@ -74,6 +76,9 @@ pub struct CachedResponse {
     /// The RFC 9111 facts (lifetime, initial age, directives), computed once.
     #[serde(skip)]
     semantics: OnceLock<Box<StoredResponse>>,
+    /// Whether the fields hold a `Vary` (most responses have none), found once.
+    #[serde(skip)]
+    varies: OnceLock<bool>,
 }
 
 /// How a per-path rule (`[[rule]]`) changed the judgement of one response.
@@ -154,6 +159,24 @@ impl Clone for Used {
     }
 }
 
+/// An `Age` value, rendered once per value and thread while it repeats (a
+/// hot response is answered with the same age for a second, thousands of times).
+fn age_value(secs: u64) -> HeaderValue {
+    thread_local! {
+        static RENDERED: std::cell::Cell<Option<(u64, HeaderValue)>> =
+            const { std::cell::Cell::new(None) };
+    }
+    RENDERED.with(|slot| {
+        let kept = slot.take();
+        let value = match kept {
+            Some((s, v)) if s == secs => v,
+            _ => HeaderValue::from(secs),
+        };
+        slot.set(Some((secs, value.clone())));
+        value
+    })
+}
+
 /// Bytes a response costs beyond its key, fields and body and the store's own
 /// bookkeeping (which the store adds): the allocator's headers on its
 /// allocations and the body's shared handle, created on its first clone.
@@ -185,6 +208,7 @@ impl CachedResponse {
             used: Used::default(),
             used_semantics: Used::default(),
             semantics: OnceLock::new(),
+            varies: OnceLock::new(),
         };
         value.set_headers(headers);
         value
@@ -212,10 +236,21 @@ impl CachedResponse {
 
     /// The header fields as a map; fields that do not parse are dropped.
     pub fn header_map(&self) -> HeaderMap {
+        self.parse_headers()
+    }
+
+    /// The fields of an answer: the stored ones, then an `Age` and a
+    /// `Cache-Status` member, both placeholders (the kept map, when there is one).
+    fn answer_template(&self) -> HeaderMap {
         if let Some(map) = self.parsed.get() {
             return HeaderMap::clone(map);
         }
-        let map = self.parse_headers();
+        let mut map = self.parse_headers();
+        map.insert(http::header::AGE, HeaderValue::from_static("0"));
+        map.append(
+            crate::cache_status::CACHE_STATUS,
+            HeaderValue::from_static(crate::cache_status::CACHE_NAME),
+        );
         if self.used.0.swap(true, Ordering::Relaxed) {
             // Served again: worth keeping.
             let _ = self.parsed.set(Box::new(map.clone()));
@@ -269,6 +304,7 @@ impl CachedResponse {
         self.semantics = OnceLock::new();
         self.used = Used::default();
         self.used_semantics = Used::default();
+        self.varies = OnceLock::new();
         let len = headers
             .iter()
             .map(|(n, v)| n.as_str().len() + v.len() + 2)
@@ -293,9 +329,17 @@ impl CachedResponse {
         now: SystemTime,
     ) -> HeaderMap {
         let age = self.semantics(config).current_age(now);
-        let mut headers = self.header_map();
-        headers.insert(http::header::AGE, HeaderValue::from(age.as_secs()));
-        headers.append(crate::cache_status::CACHE_STATUS, member);
+        let mut headers = self.answer_template();
+        // Both fields are in the template: each is overwritten in place.
+        headers.insert(http::header::AGE, age_value(age.as_secs()));
+        if let http::header::Entry::Occupied(mut statuses) =
+            headers.entry(crate::cache_status::CACHE_STATUS)
+        {
+            // Ours is the last member, after those of caches upstream.
+            if let Some(last) = statuses.iter_mut().last() {
+                *last = member;
+            }
+        }
         headers
     }
 
@@ -313,8 +357,9 @@ impl CachedResponse {
         let parsed = if self.uncacheable.is_some() {
             0
         } else {
-            // The map a response served twice keeps: its table and one bucket a field.
-            128 + 64 * self.fields().count() as u64
+            // The map a response served twice keeps: its table and one bucket a
+            // field, the answer's `Age` and `Cache-Status` included.
+            128 + 64 * (self.fields().count() as u64 + 2)
         };
         key.len() as u64
             + self.head.len() as u64
@@ -353,6 +398,12 @@ impl CachedResponse {
     /// The `Vary` of the stored response (from the kept parsed fields, or read
     /// from the block, nothing parsed or kept beyond the `Vary` fields).
     pub fn vary(&self) -> Vary {
+        let varies = *self
+            .varies
+            .get_or_init(|| self.fields().any(|(n, _)| n.eq_ignore_ascii_case(b"vary")));
+        if !varies {
+            return Vary::None;
+        }
         // A response served again keeps its parsed fields: the hit path reads
         // `Vary` from them instead of scanning the block.
         if let Some(map) = self.parsed.get() {

@@ -78,7 +78,7 @@ impl RequestTarget {
         if is_plain(target) {
             return Ok(RequestTarget {
                 text: target.to_string(),
-                query_at: target.find('?'),
+                query_at: target.bytes().position(|b| b == b'?'),
             });
         }
         if !target.starts_with('/') {

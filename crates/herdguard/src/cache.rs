@@ -21,7 +21,7 @@ use crate::flight::{Flight, Flights, Join};
 use crate::health::Health;
 use crate::load::{BoxLoader, Failure, Outcome, Source};
 use crate::metrics::{Metrics, MetricsSnapshot};
-use crate::policy::{classify, CallOptions, Freshness, Loaded, Policy};
+use crate::policy::{classify, surely_fresh, CallOptions, Freshness, Loaded, Policy};
 use crate::remote::{PutOutcome, Remote};
 use crate::served::{Cached, Served};
 use crate::store::Store;
@@ -140,6 +140,23 @@ where
     {
         let policy = self.inner.policy.with(options)?;
         self.lookup(key, &policy, loader).await
+    }
+
+    /// The value of `key` when [`Cache::get_or_load`] would serve it as a plain
+    /// hit — stored, fresh, outside its early-refresh window and not to be
+    /// checked against the shared store — counted as that hit; `None` (and
+    /// nothing counted) otherwise, when the caller goes on to `get_or_load`.
+    /// For callers whose loader costs something to build (an owned key, state
+    /// to capture): a hit then builds none.
+    pub fn get_fresh(&self, key: &K) -> Option<Cached<V>> {
+        let inner = &self.inner;
+        let entry = inner.store.get(key)?;
+        let now = inner.clock.now();
+        if inner.suspect(&entry, now) || !surely_fresh(&entry, now, inner.policy.early_refresh_beta)
+        {
+            return None;
+        }
+        Some(Cached::new(entry, inner.hit()))
     }
 
     /// The hit path. It holds the policy by reference (cloned only on the way to

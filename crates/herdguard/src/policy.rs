@@ -302,10 +302,8 @@ pub(crate) fn classify<V>(
 ) -> Freshness {
     let expires = entry.expires_at();
     if now < expires {
-        if let Some(beta) = beta {
-            let remaining = expires.saturating_duration_since(now).as_secs_f64();
-            let scale = entry.meta().load_duration.as_secs_f64() * beta;
-            if remaining < scale * XFETCH_MAX_EXP && xfetch_fires(remaining, scale, draw()) {
+        if let Some((remaining, scale)) = refresh_window(entry, now, beta) {
+            if xfetch_fires(remaining, scale, draw()) {
                 return Freshness::EarlyRefresh;
             }
         }
@@ -315,6 +313,25 @@ pub(crate) fn classify<V>(
     } else {
         Freshness::Expired
     }
+}
+
+/// Whether an entry fresh at `now` may be refreshed early under `beta`: then
+/// its seconds remaining and X-Fetch scale (`Δ·β`), else `None` (too far from
+/// its expiry for the draw ever to fire).
+fn refresh_window<V>(entry: &Entry<V>, now: Timestamp, beta: Option<f64>) -> Option<(f64, f64)> {
+    let beta = beta?;
+    let remaining = entry
+        .expires_at()
+        .saturating_duration_since(now)
+        .as_secs_f64();
+    let scale = entry.meta().load_duration.as_secs_f64() * beta;
+    (remaining < scale * XFETCH_MAX_EXP).then_some((remaining, scale))
+}
+
+/// Whether `entry` is served as a plain hit at `now` whatever the draw: fresh,
+/// and outside its early-refresh window.
+pub(crate) fn surely_fresh<V>(entry: &Entry<V>, now: Timestamp, beta: Option<f64>) -> bool {
+    now < entry.expires_at() && refresh_window(entry, now, beta).is_none()
 }
 
 /// X-Fetch (Vattani, Chierichetti, Lowenstein, VLDB 2015): refresh when

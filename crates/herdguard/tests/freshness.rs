@@ -251,6 +251,47 @@ async fn x_fetch_refreshes_early_once_in_the_background() {
     assert_eq!((*v, v.served()), (2, Served::Hit));
 }
 
+#[tokio::test]
+async fn get_fresh_serves_only_what_get_or_load_serves_as_a_plain_hit() {
+    let clock = ManualClock::new();
+    let cache = builder(&clock)
+        .stale_while_revalidate(5 * SEC)
+        .build()
+        .unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    assert!(cache.get_fresh(&1).is_none(), "nothing stored");
+    assert_eq!(
+        cache.metrics().hits,
+        0,
+        "a miss of get_fresh counts nothing"
+    );
+    cache.get_or_load(1, ok(&calls, 1)).await.unwrap();
+    clock.advance(10 * SEC - Duration::from_millis(1));
+    let v = cache.get_fresh(&1).expect("fresh");
+    assert_eq!((*v, v.served()), (1, Served::Hit));
+    assert_eq!(cache.metrics().hits, 1, "counted as the hit it is");
+    clock.advance(Duration::from_millis(1));
+    assert!(
+        cache.get_fresh(&1).is_none(),
+        "stale: get_or_load revalidates it"
+    );
+    assert_eq!(cache.metrics().hits, 1);
+
+    // Inside the early-refresh window (Δ = 2 s, so Δ·37 covers the whole TTL):
+    // get_or_load may start a refresh, so get_fresh leaves the call to it.
+    let cache = builder(&clock).early_refresh(1.0).build().unwrap();
+    let load_clock = clock.clone();
+    cache
+        .get_or_load(2, move || async move {
+            load_clock.advance(2 * SEC);
+            Ok::<_, std::io::Error>(2)
+        })
+        .await
+        .unwrap();
+    assert!(cache.get_fresh(&2).is_none(), "within the X-Fetch window");
+    assert_eq!(cache.metrics().hits, 0);
+}
+
 #[test]
 fn bad_configuration_is_a_typed_error() {
     let b = || Cache::<u32, u64>::builder();

@@ -27,24 +27,35 @@ use http_body_util::Limited;
 use super::access::OriginTime;
 use super::answer;
 use super::loader::{Handoff, Load, Made};
-use super::proxy::{Proxy, RequestCacheControl};
+use super::proxy::{Proxy, RequestCacheControl, Tuning};
 use super::request::{self, Forward, Inbound, Peer};
 use super::response::CachedResponse;
 use super::variants::vary_matches;
 use crate::body::{Body, BoxError, Inactivity};
+use crate::origin::InterimHook;
 
 impl Proxy {
-    /// Answers one client request from `peer`. Never fails: every problem is an HTTP answer.
-    pub async fn handle<B>(self: Arc<Self>, request: Request<B>, peer: &Peer) -> Response<Body>
+    /// Answers one client request from `peer`, its interim (1xx) answers from
+    /// the origin going to `interim` when the client takes them. Never fails:
+    /// every problem is an HTTP answer.
+    pub(crate) async fn handle<B>(
+        self: Arc<Self>,
+        request: Request<B>,
+        peer: &Peer,
+        interim: Option<InterimHook>,
+    ) -> Response<Body>
     where
         B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
     {
-        let tuning = self.tuning();
+        // One reading of the settings per request: a reload takes effect from
+        // the next request, and a hit reads them once.
+        let tuning = arc_swap::Guard::into_inner(self.tuning());
         let o = &tuning.options;
         let inbound = match request::prepare(
             request,
             peer,
+            interim,
             o.max_header_bytes,
             o.max_request_body_bytes,
             &o.default_host,
@@ -53,9 +64,8 @@ impl Proxy {
             Ok(i) => i,
             Err(refusal) => return answer::refused(&self.stats, &refusal),
         };
-        drop(tuning);
         if inbound.method == Method::GET || inbound.method == Method::HEAD {
-            self.get_or_head(inbound).await
+            self.get_or_head(inbound, &tuning).await
         } else {
             // Cold paths are boxed, so the hit path's future stays small.
             Box::pin(self.forward_other(inbound)).await
@@ -63,12 +73,15 @@ impl Proxy {
     }
 
     /// GET/HEAD: through the cache when the request allows it.
-    async fn get_or_head<B>(self: &Arc<Self>, inbound: Inbound<B>) -> Response<Body> {
+    async fn get_or_head<B>(
+        self: &Arc<Self>,
+        inbound: Inbound<B>,
+        tuning: &Tuning,
+    ) -> Response<Body> {
         let head = inbound.method == Method::HEAD;
         let Inbound { forward, host, .. } = inbound;
         let forward = Arc::new(forward);
         let (directives, bypass) = {
-            let tuning = self.tuning();
             let directives = match tuning.options.request_cache_control {
                 RequestCacheControl::Revalidate => {
                     RequestDirectives::from_headers(&forward.headers)
@@ -83,7 +96,7 @@ impl Proxy {
             return Box::pin(self.pass_through(&forward, head, "rule-bypass")).await;
         }
         let primary = self.variants.primary(&host, &forward.target);
-        let authorized = forward.headers.contains_key(header::AUTHORIZATION);
+        let authorized = forward.present.authorization;
         let mut response = if directives.no_store {
             // May be answered from a stored response, but never leads a shared
             // load, nor is its answer stored: it is its own.
@@ -95,17 +108,21 @@ impl Proxy {
         } else if authorized {
             Box::pin(self.with_credentials(&primary, &forward, head, &directives)).await
         } else {
-            self.cached(&primary, &forward, head, &directives).await
+            self.cached(&primary, &forward, head, &directives, tuning)
+                .await
         };
         // The client's conditionals are evaluated against the whole stored response.
         let whole = response.status() == StatusCode::OK && matches!(response.body(), Body::Full(_));
-        if whole && not_modified(&forward.headers, response.headers()) {
+        if whole
+            && forward.present.conditional
+            && not_modified(&forward.headers, response.headers())
+        {
             *response.status_mut() = StatusCode::NOT_MODIFIED;
             *response.body_mut() = Body::empty();
             response.headers_mut().remove(header::CONTENT_LENGTH);
             return response;
         }
-        if whole && !head && forward.headers.contains_key(header::RANGE) {
+        if whole && !head && forward.present.range {
             return super::range::apply(&forward.headers, response);
         }
         response
@@ -119,6 +136,7 @@ impl Proxy {
         forward: &Arc<Forward>,
         head: bool,
         directives: &RequestDirectives,
+        tuning: &Tuning,
     ) -> Response<Body> {
         let mut key = self.variants.key_for(primary, forward);
         if directives.only_if_cached {
@@ -141,12 +159,24 @@ impl Proxy {
         }
         // At most two rounds: the second when the first taught us the URL varies.
         for round in 0..2 {
-            let handoff = Handoff::default();
             let forced = self.demands_revalidation(&key, forward, directives);
-            let result = self
-                .lookup(&key, forward, &handoff, forced)
-                .await
-                .map_err(Arc::new);
+            // A plain hit first: no loader (its key, captures, policy) built for it.
+            let hit = if forced {
+                None
+            } else {
+                self.cache.get_fresh(&key)
+            };
+            let (result, handoff) = match hit {
+                Some(hit) => (Ok(hit), Handoff::none()),
+                None => {
+                    let handoff = Handoff::default();
+                    // Boxed: the hit path's future stays small (it is moved
+                    // whole, several times, on every request).
+                    let lookup = Box::pin(self.lookup(&key, forward, &handoff, forced));
+                    let result = lookup.await;
+                    (result.map_err(Arc::new), handoff)
+                }
+            };
             let cached = match result {
                 Ok(c) => c,
                 Err(e) => {
@@ -158,9 +188,7 @@ impl Proxy {
                 }
             };
             if let Some(reason) = cached.uncacheable.as_deref() {
-                return self
-                    .not_shared(&cached, reason, &handoff, forward, head)
-                    .await;
+                return Box::pin(self.not_shared(&cached, reason, &handoff, forward, head)).await;
             }
             if !vary_matches(&cached, forward) && round == 0 {
                 self.variants.learn(primary, &cached, key == primary);
@@ -173,7 +201,7 @@ impl Proxy {
             let ttl = cached.entry().time_to_live(SystemClock.now());
             let mut response = answer::stored(
                 &self.stats,
-                &self.tuning().rules.config,
+                &tuning.rules.config,
                 &cached,
                 cached.served(),
                 ttl,
@@ -183,7 +211,7 @@ impl Proxy {
             if cached.served() == Served::Shared {
                 // Loaded by another instance (which recorded its tags in Redis):
                 // indexed here too, for a purge during a Redis outage.
-                self.index_tags(&key, &cached.tags, None).await;
+                Box::pin(self.index_tags(&key, &cached.tags, None)).await;
             }
             if matches!(cached.served(), Served::Loaded | Served::Coalesced) {
                 // For the access log; never on a hit.

@@ -91,19 +91,34 @@ impl Made {
 }
 
 /// Where a load leaves an answer only its own caller may see.
-#[derive(Clone, Default)]
-pub(crate) struct Handoff(Arc<Mutex<Option<Passed>>>);
+#[derive(Clone)]
+pub(crate) struct Handoff(Option<Arc<Mutex<Option<Passed>>>>);
+
+impl Default for Handoff {
+    fn default() -> Self {
+        Handoff(Some(Arc::default()))
+    }
+}
 
 impl Handoff {
+    /// The handoff of a request that loads nothing (a hit): empty, and allocates nothing.
+    pub(crate) fn none() -> Self {
+        Handoff(None)
+    }
+
     fn put(&self, passed: Passed) {
-        if let Ok(mut slot) = self.0.lock() {
+        if let Some(Ok(mut slot)) = self.0.as_ref().map(|s| s.lock()) {
             *slot = Some(passed);
         }
     }
 
     /// The answer the load left for this caller, if it left one.
     pub(crate) fn take(&self) -> Option<Passed> {
-        self.0.lock().ok().and_then(|mut slot| slot.take())
+        self.0
+            .as_ref()?
+            .lock()
+            .ok()
+            .and_then(|mut slot| slot.take())
     }
 }
 

@@ -105,7 +105,7 @@ impl Proxy {
         self.tuning.store(Arc::new(tuning));
     }
 
-    /// The client end of a connection from `addr`, for [`Proxy::handle`] (once per connection).
+    /// The client end of a connection from `addr`, for the request handler (once per connection).
     pub fn peer(&self, addr: SocketAddr) -> Peer {
         Peer::new(addr, &self.tuning().options.forwarding)
     }

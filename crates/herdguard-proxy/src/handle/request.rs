@@ -106,6 +106,31 @@ struct Found {
     hop_by_hop: bool,
     forwarding: bool,
     framing: bool,
+    chunked: bool,
+    present: Present,
+}
+
+/// Fields the cache path asks about, noted in the one pass over the fields
+/// rather than looked up by name one by one.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Present {
+    /// `Authorization`.
+    pub authorization: bool,
+    /// `Range`.
+    pub range: bool,
+    /// `If-None-Match` or `If-Modified-Since`.
+    pub conditional: bool,
+}
+
+impl Present {
+    fn of(headers: &HeaderMap) -> Present {
+        Present {
+            authorization: headers.contains_key(header::AUTHORIZATION),
+            range: headers.contains_key(header::RANGE),
+            conditional: headers.contains_key(header::IF_NONE_MATCH)
+                || headers.contains_key(header::IF_MODIFIED_SINCE),
+        }
+    }
 }
 
 fn scan(headers: &HeaderMap) -> Found {
@@ -116,7 +141,13 @@ fn scan(headers: &HeaderMap) -> Found {
             "forwarded" | "x-forwarded-for" | "x-forwarded-host" | "x-forwarded-proto"
             | "x-forwarded-port" | "x-real-ip" => found.forwarding = true,
             "content-length" | "expect" => found.framing = true,
-            other => found.hop_by_hop |= is_hop_by_hop(other),
+            "authorization" => found.present.authorization = true,
+            "range" => found.present.range = true,
+            "if-none-match" | "if-modified-since" => found.present.conditional = true,
+            other => {
+                found.chunked |= other == "transfer-encoding";
+                found.hop_by_hop |= is_hop_by_hop(other);
+            }
         }
     }
     found
@@ -165,6 +196,8 @@ pub(crate) struct Forward {
     pub target: RequestTarget,
     /// The client's fields as forwarded (without the proxy's additions).
     pub headers: HeaderMap,
+    /// Which of the fields the cache path asks about `headers` holds.
+    pub present: Present,
     added: Added,
     /// Where the origin's interim (1xx) answers go: to this client's
     /// connection, when it takes them.
@@ -216,10 +249,12 @@ fn forbids_body(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::TRACE)
 }
 
-/// Makes `request` from `peer` into the request to forward, or refuses it.
+/// Makes `request` from `peer` into the request to forward (its interim
+/// answers going to `interim`), or refuses it.
 pub(crate) fn prepare<B>(
     request: Request<B>,
     peer: &Peer,
+    interim: Option<InterimHook>,
     max_header_bytes: usize,
     max_body_bytes: usize,
     default_host: &str,
@@ -228,8 +263,7 @@ pub(crate) fn prepare<B>(
 where
     B: hyper::body::Body,
 {
-    let (mut parts, body) = request.into_parts();
-    let interim = parts.extensions.remove::<InterimHook>();
+    let (parts, body) = request.into_parts();
     let mut headers = parts.headers;
     let found = scan(&headers);
     // hyper bounds its read buffer, not the head itself: count the fields too.
@@ -240,8 +274,12 @@ where
         return Err(Refusal::Method);
     }
     // Framing first, from the fields as received (hyper has already checked they agree).
-    let announced = content_length(&headers);
-    let chunked = headers.contains_key(header::TRANSFER_ENCODING);
+    let announced = if found.framing {
+        content_length(&headers)
+    } else {
+        None
+    };
+    let chunked = found.chunked;
     if forbids_body(&parts.method) && (chunked || announced.is_some_and(|n| n > 0)) {
         return Err(Refusal::UnexpectedBody);
     }
@@ -249,8 +287,11 @@ where
         return Err(Refusal::BodyTooLarge);
     }
     // Then hop-by-hop fields, before anything reads the request.
+    let mut present = found.present;
     if found.hop_by_hop {
         herdguard_http::hop::remove_hop_by_hop(&mut headers);
+        // `Connection` may have named any of them.
+        present = Present::of(&headers);
     }
     // Framing is remade by the origin client from the body; `Expect` is this hop's.
     if found.framing {
@@ -277,6 +318,7 @@ where
         forward: Forward {
             target,
             headers,
+            present,
             added,
             interim,
         },
@@ -410,6 +452,40 @@ mod tests {
         r.body(http_body_util::Empty::new()).unwrap()
     }
 
+    #[test]
+    fn the_fields_noted_are_those_forwarded() {
+        let plain = [
+            ("host", "a"),
+            ("authorization", "Basic x"),
+            ("range", "bytes=0-1"),
+        ];
+        let p = run(req("GET", "/", &plain), &[]).unwrap().forward.present;
+        assert!(p.authorization && p.range && !p.conditional);
+        let conditional = [
+            ("host", "a"),
+            ("if-modified-since", "Mon, 07 Dec 2026 05:00:00 GMT"),
+        ];
+        assert!(
+            run(req("GET", "/", &conditional), &[])
+                .unwrap()
+                .forward
+                .present
+                .conditional
+        );
+        // Fields `Connection` names are this hop's: removed, and not noted.
+        let named = [
+            ("host", "a"),
+            ("connection", "authorization, range, if-none-match"),
+            ("authorization", "Basic x"),
+            ("range", "bytes=0-1"),
+            ("if-none-match", "\"v\""),
+        ];
+        let i = run(req("GET", "/", &named), &[]).unwrap();
+        let p = i.forward.present;
+        assert!(!i.forward.headers.contains_key(header::AUTHORIZATION));
+        assert!(!p.authorization && !p.range && !p.conditional, "{p:?}");
+    }
+
     fn run(
         r: Request<http_body_util::Empty<bytes::Bytes>>,
         trusted: &[&str],
@@ -427,7 +503,7 @@ mod tests {
             host: forward_host,
         };
         let peer = Peer::new("10.1.2.3:5555".parse().unwrap(), &forwarding);
-        prepare(r, &peer, 65536, 1 << 20, "origin", false)
+        prepare(r, &peer, None, 65536, 1 << 20, "origin", false)
     }
 
     #[test]

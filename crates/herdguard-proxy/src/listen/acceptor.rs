@@ -36,11 +36,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use super::drive::{drive, Drain};
-use super::interim::{InterimIo, InterimQueue};
+use super::interim::{InterimIo, InterimQueue, Opened};
 use super::limits::{ConnState, ConnectionLimits, TimedIo, Tracked};
 use super::tls::{Negotiated, TlsConfig};
 use crate::handle::access;
 use crate::handle::proxy::Proxy;
+use crate::origin::InterimHook;
 
 /// What a reload may change of how connections are served: read when a
 /// connection is accepted, for its whole life.
@@ -209,7 +210,7 @@ impl Acceptor {
             let interim = Arc::new(InterimQueue::default());
             let queue = Arc::clone(&interim);
             let service_state = Arc::clone(&state);
-            let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+            let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
                 let proxy = Arc::clone(&proxy);
                 let peer = Arc::clone(&peer);
                 if req.version() == http::Version::HTTP_2 {
@@ -218,15 +219,17 @@ impl Acceptor {
                 let busy = service_state.begin();
                 // Interim answers: to HTTP/1.1 clients only (`interim`).
                 let opened = (req.version() == http::Version::HTTP_11).then(|| queue.open());
-                if let Some(opened) = &opened {
-                    req.extensions_mut().insert(opened.hook());
-                }
+                // Handed to the handler directly: a request's extensions map is
+                // allocated on its first insert, which a hit would pay for.
+                let hook = opened.as_ref().map(Opened::hook);
                 async move {
                     let answer = async {
                         if access_log {
-                            Box::pin(logged(proxy, req, &peer)).await
+                            Box::pin(logged(proxy, req, &peer, hook)).await
                         } else {
-                            proxy.handle(req, &peer).await
+                            // Boxed: hyper moves the service's future whole a few
+                            // times per request; a box is cheaper than those copies.
+                            Box::pin(proxy.handle(req, &peer, hook)).await
                         }
                     };
                     let response = match opened {
@@ -352,11 +355,12 @@ async fn logged(
     proxy: Arc<Proxy>,
     req: http::Request<hyper::body::Incoming>,
     peer: &crate::handle::request::Peer,
+    interim: Option<InterimHook>,
 ) -> http::Response<crate::body::Body> {
     let started = std::time::Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let response = proxy.handle(req, peer).await;
+    let response = proxy.handle(req, peer, interim).await;
     access::log(&method, &path, &response, started.elapsed());
     response
 }

@@ -50,10 +50,24 @@ pub(crate) async fn drive<C: Future>(
     let mut progress = Progress::new(write);
     let mut stopping = false;
     let mut dropping: Option<Pin<Box<Sleep>>> = None;
+    // The stop is polled once to register the task's waker, then only once a
+    // stop was sent: polling it on every wake-up (every request) takes the
+    // channel's lock. `probe` sees the same sends as `stop`.
+    let probe = stop.clone();
+    let stopped = stop.changed();
+    tokio::pin!(stopped);
+    let mut registered = false;
+    let mut stop_sent = std::future::poll_fn(|cx| {
+        if registered && !probe.has_changed().unwrap_or(true) {
+            return Poll::Pending;
+        }
+        registered = true;
+        stopped.as_mut().poll(cx)
+    });
     loop {
         tokio::select! {
             _ = conn.as_mut() => return,
-            _ = stop.changed(), if !stopping => {
+            _ = &mut stop_sent, if !stopping => {
                 stopping = true;
                 close(conn.as_mut());
             }
