@@ -195,8 +195,7 @@ impl Acceptor {
             };
             let _ = stream.set_nodelay(true);
             let proxy = Arc::clone(&self.proxy);
-            let peer_addr = peer;
-            let peer = proxy.peer(peer);
+            let (peer_addr, peer) = (peer, proxy.peer(peer));
             let peer = Arc::new(if self.tls.is_some() {
                 peer.over_tls()
             } else {
@@ -246,6 +245,19 @@ impl Acceptor {
             tokio::spawn(async move {
                 let _slot = slot;
                 stats.connections.open();
+                // Each HTTP version's connection type, driven the same way.
+                macro_rules! serve {
+                    ($conn:expr) => {
+                        drive(
+                            $conn,
+                            |c| c.graceful_shutdown(),
+                            &state,
+                            limits.write,
+                            watcher,
+                        )
+                        .await
+                    };
+                }
                 match tls {
                     None => match opening(io.get_ref(), limits.header_read).await {
                         // hyper's own HTTP/1.1 connection: no sniffing buffer on the hit path.
@@ -254,26 +266,12 @@ impl Acceptor {
                             let conn = builders
                                 .http1_plain
                                 .serve_connection(TokioIo::new(io), service);
-                            drive(
-                                conn,
-                                |c| c.graceful_shutdown(),
-                                &state,
-                                limits.write,
-                                watcher,
-                            )
-                            .await;
+                            serve!(conn);
                         }
                         Some(Opening::MaybeHttp2) => {
                             let io = InterimIo::new(io.head_since(accepted_at), interim);
                             let conn = builders.sniffed.serve_connection(TokioIo::new(io), service);
-                            drive(
-                                conn,
-                                |c| c.graceful_shutdown(),
-                                &state,
-                                limits.write,
-                                watcher,
-                            )
-                            .await;
+                            serve!(conn);
                         }
                         None => {}
                     },
@@ -282,14 +280,7 @@ impl Acceptor {
                             let builder = builders.for_protocol(Negotiated::of(stream.get_ref().1));
                             let stream = InterimIo::new(stream, interim);
                             let conn = builder.serve_connection(TokioIo::new(stream), service);
-                            drive(
-                                conn,
-                                |c| c.graceful_shutdown(),
-                                &state,
-                                limits.write,
-                                watcher,
-                            )
-                            .await;
+                            serve!(conn);
                         }
                         Err(e) => {
                             stats.tls_handshake_failures.inc();
@@ -301,11 +292,16 @@ impl Acceptor {
             });
         }
         drop(listener);
-        tokio::select! {
-            () = drain.stop() => {}
-            () = tokio::time::sleep(Duration::from_secs(30)) => {
-                tracing::warn!("shutdown: requests still running after 30 s");
-            }
+        finish(drain).await;
+    }
+}
+
+/// Waits for the connections under way to finish their requests, 30 s at most.
+async fn finish(drain: Drain) {
+    tokio::select! {
+        () = drain.stop() => {}
+        () = tokio::time::sleep(Duration::from_secs(30)) => {
+            tracing::warn!("shutdown: requests still running after 30 s");
         }
     }
 }
