@@ -13,7 +13,9 @@
 #      HERDGUARD_BENCH_WRITE_RATE writes/s (default 20000), in
 #      HERDGUARD_BENCH_ROUNDS rounds (default 3) alternating with a plain XADD
 #      loop on the same client, each with the load average and the Redis CPU,
-#      Redis commands and client CPU per operation; then redis-benchmark XADD.
+#      Redis commands (by name, per ack) and client CPU per operation; then
+#      each step of an ack alone (the shared-store write; the push, its drain
+#      included), the floor their CPU sets, and redis-benchmark XADD.
 # Ratios carry over; absolute figures on a shared 2-core machine do not.
 # About a minute once built.
 set -euo pipefail
@@ -45,4 +47,4 @@ export HERDGUARD_BENCH_REDIS_URL="redis://127.0.0.1:$port/"
 cargo bench -p herdguard-redis --locked --bench wakeup --bench l2_get --bench write_behind 2>/dev/null | tee "$out"
 echo
 echo "== summary =="
-grep -E '^(wake-up|herdguard L2|l2 get|round|herdguard write_behind|plain XADD|write-behind ratio)' "$out"
+grep -E '^(wake-up|herdguard L2|l2 get|round|herdguard write_behind|  commands per ack|plain XADD|floor|write-behind ratio)' "$out"

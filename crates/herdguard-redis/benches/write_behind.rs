@@ -15,14 +15,15 @@
 //!    20,000), each write timed from when it was offered.
 //!
 //! Each phase also reports what it cost per operation: the Redis server's CPU
-//! time (`INFO cpu`) and commands (`INFO commandstats`), and this process's CPU
-//! time. On a shared 2-core machine the rates move with the load (printed per
-//! round); the ratio of (1) to (2) within a round, and the CPU per operation,
-//! carry over. `HERDGUARD_BENCH_ROUNDS` rounds (default 3); then, once, the
+//! time (`INFO cpu`) and commands (`INFO commandstats`; for an ack, by name),
+//! and this process's CPU time. On a shared 2-core machine the rates move with
+//! the load (printed per round); the ratio of (1) to (2) within a round, and
+//! the CPU per operation, carry over. `HERDGUARD_BENCH_ROUNDS` rounds (default 3); then, once, the
 //! floor: each of the two steps of an acknowledgement alone (the shared-store
-//! write, `RedisRemote::put`, and the queue push) driven the same way, with
-//! what Redis spends on each; then `redis-benchmark` running that `XADD` with
-//! C connections.
+//! write, `RedisRemote::put`, and the queue push, its drain included) driven
+//! the same way, with what Redis spends on each, and the most acks per second
+//! that CPU allows (Redis on a core of its own; all on the machine's cores);
+//! then `redis-benchmark` running that `XADD` with C connections.
 
 mod common;
 
@@ -143,10 +144,13 @@ fn ms(us: u64) -> f64 {
 
 /// CPU time and commands spent so far: the Redis server's (`INFO`) and this
 /// process's (every thread's run time, `/proc/self/task/*/schedstat`).
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Default)]
 struct Spent {
     redis_cpu_us: f64,
     redis_calls: u64,
+    /// Calls by command name (`evalsha`, `client|caching`, …), commands run
+    /// inside scripts included.
+    by_command: std::collections::BTreeMap<String, u64>,
     own_cpu_us: f64,
 }
 
@@ -167,12 +171,18 @@ impl Spent {
                 spent.redis_cpu_us += v.trim().parse::<f64>().unwrap_or(0.0) * 1e6;
             }
             // cmdstat_xadd:calls=N,usec=…; INFO itself is not the workload's.
-            if line.starts_with("cmdstat_") && !line.starts_with("cmdstat_info:") {
-                spent.redis_calls += line
+            if let Some(stat) = line
+                .strip_prefix("cmdstat_")
+                .filter(|_| !line.starts_with("cmdstat_info:"))
+            {
+                let calls = stat
                     .split_once("calls=")
                     .and_then(|(_, rest)| rest.split(',').next())
                     .and_then(|n| n.parse::<u64>().ok())
                     .unwrap_or(0);
+                spent.redis_calls += calls;
+                let name = stat.split(':').next().unwrap_or(stat).to_string();
+                spent.by_command.insert(name, calls);
             }
         }
         let tasks = std::fs::read_dir("/proc/self/task").expect("/proc/self/task");
@@ -187,14 +197,43 @@ impl Spent {
     }
 
     /// What was spent since `before`, per one of `ops` operations.
-    fn per_op(self, before: Spent, ops: f64) -> String {
-        let ops = ops.max(1.0);
+    fn per_op(&self, before: &Spent, ops: f64) -> String {
+        let (redis_us, own_us) = self.cpu_per_op(before, ops);
         format!(
-            "Redis {:.1} µs CPU and {:.2} commands, this process {:.1} µs CPU",
+            "Redis {redis_us:.1} µs CPU and {:.2} commands, this process {own_us:.1} µs CPU",
+            (self.redis_calls - before.redis_calls) as f64 / ops.max(1.0),
+        )
+    }
+
+    /// The Redis server's and this process's CPU time (µs) spent since
+    /// `before`, per one of `ops` operations.
+    fn cpu_per_op(&self, before: &Spent, ops: f64) -> (f64, f64) {
+        let ops = ops.max(1.0);
+        (
             (self.redis_cpu_us - before.redis_cpu_us) / ops,
-            (self.redis_calls - before.redis_calls) as f64 / ops,
             (self.own_cpu_us - before.own_cpu_us) / ops,
         )
+    }
+
+    /// The commands spent since `before` per one of `ops` operations, by
+    /// name, the most first (those under 0.01 per operation left out).
+    fn commands_per_op(&self, before: &Spent, ops: f64) -> String {
+        let ops = ops.max(1.0);
+        let mut spent: Vec<(f64, &str)> = self
+            .by_command
+            .iter()
+            .map(|(name, calls)| {
+                let had = before.by_command.get(name).copied().unwrap_or(0);
+                (calls.saturating_sub(had) as f64 / ops, name.as_str())
+            })
+            .filter(|(per, _)| *per >= 0.01)
+            .collect();
+        spent.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(b.1)));
+        spent
+            .iter()
+            .map(|(per, name)| format!("{name} {per:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -291,6 +330,8 @@ fn main() {
             .unwrap_or(3usize)
             .max(1);
         let (mut acks_by_round, mut xadds_by_round, mut ratios) = (vec![], vec![], vec![]);
+        // CPU per bare XADD (Redis, this process), each round.
+        let (mut xadd_redis_us, mut xadd_own_us) = (vec![], vec![]);
         let mut open_p99 = vec![];
         for round in 1..=rounds {
             println!("round {round} of {rounds} (load average {})", load());
@@ -338,8 +379,9 @@ fn main() {
                     ms(common::quantile(&lat, 0.5)),
                     ms(common::quantile(&lat, 0.99)),
                     ms(common::quantile(&lat, 1.0)),
-                    after.per_op(before, ops),
+                    after.per_op(&before, ops),
                 );
+                println!("  commands per ack: {}", after.commands_per_op(&before, ops));
                 println!(
                     "  writer: {received} writes in {batch_count} batches (mean {:.0} per batch), {:.0} writes/s through the end of the flush (flushed: {flushed})",
                     received as f64 / batch_count as f64,
@@ -376,8 +418,11 @@ fn main() {
                         "plain XADD loop (same client, same connection): {xadds:.0} XADD/s, p50 {:.2} ms, p99 {:.2} ms; per XADD: {}",
                         ms(common::quantile(&xlat, 0.5)),
                         ms(common::quantile(&xlat, 0.99)),
-                        after.per_op(before, xlat.len() as f64),
+                        after.per_op(&before, xlat.len() as f64),
                     );
+                    let (redis_us, own_us) = after.cpu_per_op(&before, xlat.len() as f64);
+                    xadd_redis_us.push(redis_us);
+                    xadd_own_us.push(own_us);
                     acks_by_round.push(acks);
                     xadds_by_round.push(xadds);
                     ratios.push(acks / xadds);
@@ -411,9 +456,11 @@ fn main() {
         })
         .await;
         let after = Spent::now(&mut stats).await;
+        let put_cpu = after.cpu_per_op(&before, done.len() as f64);
         println!(
-            "floor, the shared-store write alone (RedisRemote::put): {puts:.0}/s; per write: {}",
-            after.per_op(before, done.len() as f64),
+            "floor, the shared-store write alone (RedisRemote::put): {puts:.0}/s; per write: {} ({})",
+            after.per_op(&before, done.len() as f64),
+            after.commands_per_op(&before, done.len() as f64),
         );
         let before = Spent::now(&mut stats).await;
         let (pushes, done) = drive({
@@ -427,13 +474,31 @@ fn main() {
             }
         })
         .await;
-        let after = Spent::now(&mut stats).await;
+        // Its drain too: every push is read back, acknowledged and deleted.
         cache.flush_writes(Duration::from_secs(60)).await;
+        let after = Spent::now(&mut stats).await;
+        let push_cpu = after.cpu_per_op(&before, done.len() as f64);
         println!(
-            "floor, the queue push alone (RedisWriteQueue::push): {pushes:.0}/s; per push: {}",
-            after.per_op(before, done.len() as f64),
+            "floor, the queue push alone, drain included (RedisWriteQueue::push): {pushes:.0}/s; per push: {} ({})",
+            after.per_op(&before, done.len() as f64),
+            after.commands_per_op(&before, done.len() as f64),
         );
-
+        // What the two steps cost alone bounds the rate: Redis runs commands
+        // on one core, and Redis and this process share the machine's cores.
+        let (xadd_redis, xadd_own) = (median(xadd_redis_us.clone()), median(xadd_own_us.clone()));
+        let xadd_rate = median(xadds_by_round.clone());
+        let ack_redis = put_cpu.0 + push_cpu.0;
+        let ack_own = put_cpu.1 + push_cpu.1;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let redis_bound = 1e6 / ack_redis.max(f64::EPSILON);
+        let cores_bound = cores * 1e6 / (ack_redis + ack_own).max(f64::EPSILON);
+        println!(
+            "floor: an ack's two steps alone cost Redis {ack_redis:.1} µs CPU (write {:.1} + push {:.1}) and this process {ack_own:.1} µs (a bare XADD: {xadd_redis:.1} and {xadd_own:.1} µs); so at most {redis_bound:.0} acks/s with a core for Redis alone ({:.2}x the XADD loop's {xadd_rate:.0}/s), at most {cores_bound:.0}/s on {cores} cores to share and nothing else running ({:.2}x)",
+            put_cpu.0,
+            push_cpu.0,
+            redis_bound / xadd_rate.max(1.0),
+            cores_bound / xadd_rate.max(1.0),
+        );
         let rb = redis_benchmark_xadd(target.port, 200_000, CONCURRENCY);
         println!("redis-benchmark XADD -c {CONCURRENCY}: {rb:.0} XADD/s");
         let list = |v: &[f64], digits: usize| {

@@ -472,7 +472,16 @@ pub(crate) struct Feed {
 impl Drop for Feed {
     fn drop(&mut self) {
         self.task.abort();
-        if let Some(session) = self.state.slot().take() {
+        // Not `slot()`: the last handle on the remote may go in a listener the
+        // feed is calling under the slot's lock (a loss or a return it
+        // reports), on this thread. That session is being replaced then, and
+        // goes with the state.
+        let mut slot = match self.state.session.try_lock() {
+            Ok(slot) => slot,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return,
+        };
+        if let Some(session) = slot.take() {
             session.close();
         }
     }

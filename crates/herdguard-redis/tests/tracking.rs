@@ -167,3 +167,78 @@ async fn an_overflowing_tracking_table_loses_no_invalidation() {
         }
     }
 }
+
+/// A listener that holds the last handle on its remote, as a `Cache` does (it
+/// owns its remote, which calls it through a weak handle), and stops in
+/// `feed_down` until the test has dropped its own handle. Fields drop in
+/// order: `gone` tells the test that the remote finished dropping.
+struct LastHandle {
+    _remote: Arc<RedisRemote<String, String>>,
+    down: std::sync::mpsc::Sender<()>,
+    proceed: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+    _gone: Gone,
+}
+
+struct Gone(std::sync::mpsc::Sender<()>);
+
+impl Drop for Gone {
+    fn drop(&mut self) {
+        let _ = self.0.send(());
+    }
+}
+
+impl herdguard::ChangeListener<String> for LastHandle {
+    fn changed(&self, _: &String, _: u64) {}
+    fn changed_unknown(&self, _: &String) {}
+    fn feed_down(&self) {
+        let _ = self.down.send(());
+        let proceed = self.proceed.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = proceed.recv_timeout(Duration::from_secs(5));
+    }
+    fn feed_up(&self) {}
+    fn feed_current(&self, _: Duration) {}
+}
+
+#[test]
+fn a_remote_whose_last_handle_goes_while_its_feed_reports_a_loss_drops_without_hanging() {
+    use herdguard::Remote;
+    use std::sync::mpsc;
+    let server = RedisServer::start().unwrap();
+    let url = server.url();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (down_tx, down_rx) = mpsc::channel();
+    let (proceed_tx, proceed_rx) = mpsc::channel();
+    let (gone_tx, gone_rx) = mpsc::channel();
+    let listener = rt.block_on(async {
+        let remote = RedisRemote::<String, String>::connect(RedisConfig::new(url.as_str()))
+            .await
+            .expect("connect");
+        assert!(remote.feed_per_key(), "Redis 6+ tracks keys");
+        let listener = Arc::new(LastHandle {
+            _remote: remote.clone(),
+            down: down_tx,
+            proceed: std::sync::Mutex::new(proceed_rx),
+            _gone: Gone(gone_tx),
+        });
+        let as_listener: Arc<dyn herdguard::ChangeListener<String>> = listener.clone();
+        remote.listen(Arc::downgrade(&as_listener));
+        listener
+    });
+    // The feed's session ends: the feed tells its listeners, from its own task.
+    assert_eq!(kill_tracking_connections(&url), 1);
+    down_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the feed reports its loss");
+    // Now the feed's call holds the last handle, and drops it when it returns.
+    drop(listener);
+    proceed_tx.send(()).unwrap();
+    if gone_rx.recv_timeout(Duration::from_secs(5)).is_err() {
+        // A runtime thread is stuck: dropping the runtime would wait for it.
+        std::mem::forget(rt);
+        panic!("the remote dropped from inside its feed's loss report never finished dropping");
+    }
+}
