@@ -507,6 +507,21 @@ impl ResponseDirectives {
 }
 
 impl RequestDirectives {
+    /// Whether these directives demand a revalidation whatever is stored
+    /// (`Some(true)`: `no-cache`, `max-age=0`), never demand one
+    /// (`Some(false)`: no `max-age` or `min-fresh`), or only when the stored
+    /// response falls short of them (`None`:
+    /// [`crate::response::CachedResponse::falls_short_of`]).
+    pub fn demands_revalidation(&self) -> Option<bool> {
+        if self.no_cache || self.max_age == Some(Duration::ZERO) {
+            Some(true)
+        } else if self.max_age.is_none() && self.min_fresh.is_none() {
+            Some(false)
+        } else {
+            None
+        }
+    }
+
     /// Parses the `Cache-Control` field lines of a request; when there is none, a `Pragma`
     /// containing `no-cache` counts as `Cache-Control: no-cache` (RFC 9111 §5.4, deprecated but
     /// honoured conservatively).
@@ -576,6 +591,25 @@ impl RequestDirectives {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn which_requests_demand_a_revalidation() {
+        for (cc, demanded) in [
+            ("no-cache", Some(true)),
+            ("max-age=0", Some(true)),
+            ("max-age=0, max-stale", Some(true)),
+            ("", Some(false)),
+            ("max-stale=5, stale-if-error=9", Some(false)),
+            ("max-age=5", None),
+            ("min-fresh=5", None),
+        ] {
+            assert_eq!(
+                RequestDirectives::parse(cc).demands_revalidation(),
+                demanded,
+                "{cc}"
+            );
+        }
+    }
     use http::HeaderValue;
 
     fn secs(n: u64) -> Option<Duration> {

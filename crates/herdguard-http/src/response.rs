@@ -371,6 +371,21 @@ impl CachedResponse {
             + ENTRY_OVERHEAD
     }
 
+    /// Whether this stored response falls short of a request's `max-age` or
+    /// `min-fresh`, so that the request demands its revalidation (see
+    /// [`crate::RequestDirectives::demands_revalidation`]).
+    pub fn falls_short_of(
+        &self,
+        config: &CacheConfig,
+        request: &crate::RequestDirectives,
+        now: SystemTime,
+    ) -> bool {
+        matches!(
+            crate::decision::decide(&self.semantics(config), request, now),
+            crate::decision::Decision::Revalidate { reason, .. } if reason.is_request_caused()
+        )
+    }
+
     /// The RFC 9111 view of this response (lifetime, age, directives), computed
     /// from the stored fields and times; kept from the second use on.
     pub fn semantics(&self, config: &CacheConfig) -> Semantics<'_> {

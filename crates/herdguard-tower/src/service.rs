@@ -15,7 +15,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use herdguard::{CallOptions, Clock, Served, SystemClock};
@@ -24,8 +24,7 @@ use herdguard_http::key::normalize_host;
 use herdguard_http::range;
 use herdguard_http::variants::vary_matches;
 use herdguard_http::{
-    decide, revalidate, Decision, EffectiveUri, ForwardReason, RequestDirectives, RequestTarget,
-    Vary,
+    revalidate, EffectiveUri, ForwardReason, RequestDirectives, RequestTarget, Vary,
 };
 use http::header::{self, HeaderMap};
 use http::{Method, Request, Response, StatusCode};
@@ -267,23 +266,16 @@ fn demands_revalidation(
     request: &HeaderMap,
     directives: &RequestDirectives,
 ) -> bool {
-    if directives.no_cache || directives.max_age == Some(Duration::ZERO) {
-        return true;
-    }
-    if directives.max_age.is_none() && directives.min_fresh.is_none() {
-        return false;
+    if let Some(demanded) = directives.demands_revalidation() {
+        return demanded;
     }
     let Some(entry) = shared.cache.peek(&key.to_string()) else {
         return false;
     };
     let value = entry.value();
-    if value.uncacheable.is_some() || !vary_matches(value, request) {
-        return false;
-    }
-    matches!(
-        decide(&value.semantics(&shared.rules.config), directives, SystemTime::now()),
-        Decision::Revalidate { reason, .. } if reason.is_request_caused()
-    )
+    value.uncacheable.is_none()
+        && vary_matches(value, request)
+        && value.falls_short_of(&shared.rules.config, directives, SystemTime::now())
 }
 
 /// A stored response for a request that must not lead a shared load

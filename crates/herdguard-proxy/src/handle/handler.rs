@@ -232,24 +232,17 @@ impl Proxy {
         forward: &Forward,
         directives: &RequestDirectives,
     ) -> bool {
-        if directives.no_cache || directives.max_age == Some(Duration::ZERO) {
-            return true;
-        }
-        if directives.max_age.is_none() && directives.min_fresh.is_none() {
-            return false;
+        if let Some(demanded) = directives.demands_revalidation() {
+            return demanded;
         }
         // max-age / min-fresh: only when the stored response falls short.
         let Some(entry) = self.cache.peek(&key.to_string()) else {
             return false;
         };
         let value = entry.value();
-        if value.uncacheable.is_some() || !vary_matches(value, forward) {
-            return false;
-        }
-        matches!(
-            decide(&value.semantics(&self.tuning().rules.config), directives, SystemTime::now()),
-            Decision::Revalidate { reason, .. } if reason.is_request_caused()
-        )
+        value.uncacheable.is_none()
+            && vary_matches(value, forward)
+            && value.falls_short_of(&self.tuning().rules.config, directives, SystemTime::now())
     }
 
     /// One coalesced load (or hit) of `key` through the core; with `revalidate`,
