@@ -338,7 +338,7 @@ impl RedisConfig {
 }
 
 /// Why [`RedisRemote::connect`](crate::RedisRemote::connect) failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum RedisSetupError {
     /// The URL is not a Redis URL.
@@ -383,6 +383,14 @@ pub enum RedisSetupError {
     },
 }
 
+/// As its `Display`: a URL's password never reaches a log or a panic message
+/// through `{:?}` (an `unwrap()`, an `anyhow` chain) either.
+impl std::fmt::Debug for RedisSetupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RedisSetupError({self})")
+    }
+}
+
 impl RedisSetupError {
     /// Whether the fault is in the settings (a bad URL, setting or file, a
     /// server certificate the configured CA does not sign) rather than in
@@ -425,5 +433,34 @@ pub fn redact_url(url: &str) -> String {
             }
         }
         None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_form_of_a_setup_error_shows_the_password() {
+        let url = "rediss://app:s3cret@redis.internal:6380/".to_string();
+        for e in [
+            RedisSetupError::Unreachable {
+                url: url.clone(),
+                reason: "refused".into(),
+            },
+            RedisSetupError::Tls {
+                url: url.clone(),
+                reason: "invalid peer certificate".into(),
+            },
+            RedisSetupError::InvalidUrl {
+                url: url.clone(),
+                reason: "bad".into(),
+            },
+        ] {
+            for shown in [format!("{e}"), format!("{e:?}"), format!("{e:#?}")] {
+                assert!(!shown.contains("s3cret"), "{shown}");
+                assert!(shown.contains("redis.internal"), "{shown}");
+            }
+        }
     }
 }
