@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command (README): every test of the workspace, against real servers.
-# Installs what a fresh machine lacks (redis-server, chromium, python3-venv;
+# Installs what a fresh machine lacks (redis-server, chromium, openssl, python3-venv;
 # when root), or says in one line what to install. What it runs, and how long
 # it takes: docs/testing.md.
 set -euo pipefail
@@ -14,6 +14,8 @@ command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 # redis-cli (the cluster tests create their cluster with it; Debian's redis-server pulls it in).
 command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+# openssl (the Python TLS test makes its CA and certificates with it).
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 # python3 with venv (the Python package's tests run in a virtualenv).
 if ! command -v python3 >/dev/null 2>&1; then
   need+=(python3 python3-venv)
