@@ -14,7 +14,9 @@ cd "$(dirname "$0")/.."
 DURATION="${1:-5s}"
 ROUNDS="${2:-3}"
 CLIENTS="${3:-200}"
-command -v wrk >/dev/null || { echo "bench-tower: wrk is not installed (Debian: apt-get install wrk)" >&2; exit 2; }
+for tool in wrk curl python3; do
+    command -v "$tool" >/dev/null || { echo "bench-tower: $tool is not installed (Debian: apt-get install wrk curl python3)" >&2; exit 2; }
+done
 
 . scripts/lib.sh
 bench_workdir tower

@@ -42,7 +42,7 @@ use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
 use crate::conn::Endpoint;
-use crate::keys::{KeyNames, Part};
+use crate::keys::{fence_channel, fence_id, KeyNames, Part};
 use crate::tracking::{Session, Tracker};
 
 /// How often the feed's connections are pinged while they look healthy: with
@@ -407,20 +407,6 @@ impl Drop for Window<'_> {
     }
 }
 
-/// The fence channel of window `id` under `prefix`.
-fn fence_channel(prefix: &str, id: u64) -> String {
-    format!("{prefix}:fence:{id}")
-}
-
-/// The window id of a fence channel under `prefix`.
-fn fence_id(prefix: &str, channel: &str) -> Option<u64> {
-    channel
-        .strip_prefix(prefix)?
-        .strip_prefix(":fence:")?
-        .parse()
-        .ok()
-}
-
 /// `b <topic> <payload>`: a broadcast (see [`broadcast_message`]).
 fn parse_broadcast(payload: &[u8]) -> Option<(&str, &str)> {
     let text = std::str::from_utf8(payload).ok()?;
@@ -731,20 +717,6 @@ async fn read(state: &State, pubsub: PubSub) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fence_channels_round_trip_and_others_are_not_fences() {
-        assert_eq!(fence_id("hg", &fence_channel("hg", 42)), Some(42));
-        for other in [
-            "hg:broadcast",
-            "hg:fence:",
-            "hg:fence:x",
-            "hx:fence:1",
-            "hg:fence:-1",
-        ] {
-            assert_eq!(fence_id("hg", other), None, "{other:?}");
-        }
-    }
 
     #[test]
     fn broadcasts_round_trip_and_are_not_changes() {

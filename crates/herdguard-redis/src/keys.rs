@@ -90,6 +90,20 @@ pub(crate) fn broadcast_channel(prefix: &str) -> String {
     format!("{prefix}:broadcast")
 }
 
+/// The fence channel of window `id` under `prefix`.
+pub(crate) fn fence_channel(prefix: &str, id: u64) -> String {
+    format!("{prefix}:fence:{id}")
+}
+
+/// The window id of a fence channel under `prefix`.
+pub(crate) fn fence_id(prefix: &str, channel: &str) -> Option<u64> {
+    channel
+        .strip_prefix(prefix)?
+        .strip_prefix(":fence:")?
+        .parse()
+        .ok()
+}
+
 /// Longest surrogate key (tag), bytes.
 pub const MAX_TAG_BYTES: usize = 128;
 
@@ -189,6 +203,20 @@ fn escape(raw: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fence_channels_round_trip_and_others_are_not_fences() {
+        assert_eq!(fence_id("hg", &fence_channel("hg", 42)), Some(42));
+        for other in [
+            "hg:broadcast",
+            "hg:fence:",
+            "hg:fence:x",
+            "hx:fence:1",
+            "hg:fence:-1",
+        ] {
+            assert_eq!(fence_id("hg", other), None, "{other:?}");
+        }
+    }
 
     #[test]
     fn plain_keys_share_one_tag() {

@@ -227,7 +227,11 @@ impl Session {
         pipe.invoke_script(script);
         pipe.cmd("UNSUBSCRIBE").arg(fence).ignore();
         pipe.cmd("CLIENT").arg("CACHING").arg("YES").ignore();
-        pipe.cmd("GETRANGE").arg(value).arg(1).arg(20);
+        // The version field (after the format byte): a tracked read of a few bytes.
+        pipe.cmd("GETRANGE")
+            .arg(value)
+            .arg(1)
+            .arg(crate::envelope::VERSION_DIGITS);
         pipe.query_async(&mut conn).await
     }
 

@@ -11,7 +11,8 @@
 //! leader's `Authorization` (RFC 9111 §3.5: then only answers marked `public`,
 //! `s-maxage` or `must-revalidate`); a request that says `no-store` never leads
 //! a load. [`Proxy::load_alone`] is the same load for one caller, coalesced with
-//! nobody (a request with credentials and nothing shareable stored).
+//! nobody (a request with credentials, unless it refreshes a stored answer
+//! marked shareable without demanding a revalidation).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
