@@ -4,7 +4,9 @@
 #
 # Each round, CLIENTS concurrent GETs of one new URL (/slow/..., the origin
 # answers after 200 ms), split in turn over a fleet's 3 instances, each request
-# on a connection opened beforehand (the stampede example). Fleets, each in front
+# on its own connection (the stampede example), twice: with the connections
+# opened before the timed window ("open") and inside it ("new", clients arriving
+# cold). Fleets, each in front
 # of its own origin (a counting bench-origin), so its origin calls are its own:
 #
 #   herdguard  3 `serve --redis` on one redis-server: one origin call per key
@@ -35,7 +37,7 @@ DELAY_MS="${DELAY_MS:-200}"
 . scripts/lib.sh
 bench_workdir bench-stampede
 
-for tool in varnishd redis-server redis-cli curl; do
+for tool in varnishd redis-server curl; do
     command -v "$tool" >/dev/null || { echo "bench-stampede: $tool is not installed (Debian: apt-get install varnish redis-server redis-tools curl)" >&2; exit 2; }
 done
 
