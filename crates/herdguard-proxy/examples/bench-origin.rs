@@ -3,6 +3,8 @@
 //! streaming case), everything else answers at once (the hit case). Other
 //! answers are cacheable for 5 minutes (`/small/...`: 35 bytes for 10 minutes, the
 //! memory benchmark's object); it prints the requests it served on exit.
+//! `/_slow_calls`, asked directly (not through a cache), answers how many
+//! `/slow/...` requests it has served (uncacheable): a fleet's origin calls.
 //!
 //! `cargo run --release --example bench-origin -- --port 9000 --delay-ms 200`
 
@@ -80,6 +82,7 @@ async fn main() -> anyhow::Result<()> {
     let served = Arc::new(AtomicU64::new(0));
     let body = Bytes::from(vec![b'x'; 1024]);
     let delay = Duration::from_millis(args.delay_ms);
+    let slow_calls = Arc::new(AtomicU64::new(0));
     let counter = Arc::clone(&served);
     let accept = async move {
         loop {
@@ -87,11 +90,19 @@ async fn main() -> anyhow::Result<()> {
                 continue;
             };
             let _ = stream.set_nodelay(true);
-            let (body, counter) = (body.clone(), Arc::clone(&counter));
+            let (body, counter, slow) =
+                (body.clone(), Arc::clone(&counter), Arc::clone(&slow_calls));
             let service = service_fn(move |req: Request<hyper::body::Incoming>| {
-                let (body, counter) = (body.clone(), Arc::clone(&counter));
+                let (body, counter, slow) = (body.clone(), Arc::clone(&counter), Arc::clone(&slow));
                 async move {
                     counter.fetch_add(1, Ordering::Relaxed);
+                    if req.uri().path() == "/_slow_calls" {
+                        let n = slow.load(Ordering::Relaxed).to_string();
+                        let mut r = Response::new(Either::Left(Full::new(Bytes::from(n))));
+                        r.headers_mut()
+                            .insert("cache-control", http::HeaderValue::from_static("no-store"));
+                        return Ok::<_, Infallible>(r);
+                    }
                     if let Some(n) = req.uri().path().strip_prefix("/big/") {
                         let left = n.parse().unwrap_or(0);
                         let mut r = Response::new(Either::Right(Repeat::new(left)));
@@ -100,6 +111,7 @@ async fn main() -> anyhow::Result<()> {
                         return Ok::<_, Infallible>(r);
                     }
                     if req.uri().path().starts_with("/slow/") {
+                        slow.fetch_add(1, Ordering::Relaxed);
                         tokio::time::sleep(delay).await;
                     }
                     if req.uri().path().starts_with("/small/") {
