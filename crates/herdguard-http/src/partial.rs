@@ -87,8 +87,10 @@ pub fn continues(
     if status != StatusCode::PARTIAL_CONTENT {
         return None;
     }
-    let (Some(old), Some(new)) = (EntityTag::from_headers(stored), EntityTag::from_headers(part))
-    else {
+    let (Some(old), Some(new)) = (
+        EntityTag::from_headers(stored),
+        EntityTag::from_headers(part),
+    ) else {
         return None;
     };
     if !new.strong_eq(&old) {
@@ -102,16 +104,16 @@ pub fn continues(
     if length != complete || first > kept || last + 1 != complete {
         return None;
     }
-    let announced = part.get_all(header::CONTENT_LENGTH).iter().try_fold(
-        None,
-        |seen: Option<u64>, v| {
-            let n = v.to_str().ok()?.trim().parse::<u64>().ok()?;
-            match seen {
-                Some(m) if m != n => None,
-                _ => Some(Some(n)),
-            }
-        },
-    )?;
+    let announced =
+        part.get_all(header::CONTENT_LENGTH)
+            .iter()
+            .try_fold(None, |seen: Option<u64>, v| {
+                let n = v.to_str().ok()?.trim().parse::<u64>().ok()?;
+                match seen {
+                    Some(m) if m != n => None,
+                    _ => Some(Some(n)),
+                }
+            })?;
     if announced.is_some_and(|n| n != last - first + 1) {
         return None;
     }
@@ -166,12 +168,23 @@ mod tests {
         for fields in [
             hm(&[("etag", "W/\"s\""), ("content-length", "10")]),
             hm(&[("content-length", "10")]),
-            hm(&[("etag", "\"s\""), ("etag", "\"t\""), ("content-length", "10")]),
+            hm(&[
+                ("etag", "\"s\""),
+                ("etag", "\"t\""),
+                ("content-length", "10"),
+            ]),
             hm(&[("etag", "s"), ("content-length", "10")]),
             hm(&[("etag", "\"s\"")]),
             hm(&[("etag", "\"s\""), ("content-length", "+10")]),
-            hm(&[("etag", "\"s\""), ("content-length", "10"), ("content-length", "10")]),
-            hm(&[("etag", "\"s\""), ("content-length", "99999999999999999999999")]),
+            hm(&[
+                ("etag", "\"s\""),
+                ("content-length", "10"),
+                ("content-length", "10"),
+            ]),
+            hm(&[
+                ("etag", "\"s\""),
+                ("content-length", "99999999999999999999999"),
+            ]),
         ] {
             assert_eq!(keepable(StatusCode::OK, &fields, 4), None, "{fields:?}");
         }

@@ -153,7 +153,12 @@ fn wanted(request: &HeaderMap, headers: &HeaderMap, len: u64) -> Option<ByteRang
 
 /// The answer to `wanted` of a representation of `len` bytes whose first
 /// bytes are `body` (all of them, or a prefix holding the range).
-fn answer(headers: &mut HeaderMap, body: &Bytes, wanted: ByteRange, len: u64) -> (StatusCode, Bytes) {
+fn answer(
+    headers: &mut HeaderMap,
+    body: &Bytes,
+    wanted: ByteRange,
+    len: u64,
+) -> (StatusCode, Bytes) {
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     let content_range = |text: String| {
         HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("bytes */0"))
@@ -248,12 +253,20 @@ mod tests {
             }
             let mut headers = hm(&[("etag", "\"s\"")]);
             cut_prefix(&request, &mut headers, &prefix, 10).map(|(status, part)| {
-                let range = headers.get("content-range").unwrap().to_str().unwrap().to_string();
+                let range = headers
+                    .get("content-range")
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .to_string();
                 (status, part, range)
             })
         };
         let (status, part, range) = ask("bytes=1-3", None).unwrap();
-        assert_eq!((status, &part[..], range.as_str()), (StatusCode::PARTIAL_CONTENT, &b"123"[..], "bytes 1-3/10"));
+        assert_eq!(
+            (status, &part[..], range.as_str()),
+            (StatusCode::PARTIAL_CONTENT, &b"123"[..], "bytes 1-3/10")
+        );
         let (_, part, range) = ask("bytes=0-4", Some("\"s\"")).unwrap();
         assert_eq!((&part[..], range.as_str()), (&b"01234"[..], "bytes 0-4/10"));
         // Past the prefix, open-ended, a suffix, unsatisfiable, or an If-Range that fails.

@@ -1225,6 +1225,7 @@ async fn an_incomplete_answer_serves_the_ranges_within_it() {
                 ALPHABET,
             )
             .cut_after(10),
+            (_, "/not-found", _) => v1(&[]).status(404).cut_after(10),
             // Asked for whole: broken off after ten bytes.
             (_, _, None) => v1(&[]).cut_after(10),
             (_, _, Some(_)) => rest_of_v1(10, "\"v1\""),
@@ -1246,9 +1247,16 @@ async fn an_incomplete_answer_serves_the_ranges_within_it() {
         ),
     ] {
         let r = get(p.addr, "/p", &headers).await;
-        assert_eq!((r.status, r.text().as_str()), (206, part), "{headers:?}: {r:?}");
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (206, part),
+            "{headers:?}: {r:?}"
+        );
         assert_eq!(r.header("content-range"), Some(content_range));
-        assert_eq!(r.header("content-length"), Some(part.len().to_string().as_str()));
+        assert_eq!(
+            r.header("content-length"),
+            Some(part.len().to_string().as_str())
+        );
         assert!(r.cache_status().contains("hit; detail=incomplete"), "{r:?}");
     }
     assert_eq!(o.calls(), 1, "{:?}", o.seen());
@@ -1282,11 +1290,13 @@ async fn an_incomplete_answer_serves_the_ranges_within_it() {
     let r = get(p.addr, "/p", &[("range", "bytes=2-5")]).await;
     assert!(!r.cache_status().contains("incomplete"), "{r:?}");
     assert_eq!(o.calls(), calls + 2);
-    // A weak tag: nothing kept.
-    get(p.addr, "/weak", &[]).await;
-    let r = get(p.addr, "/weak", &[("range", "bytes=2-5")]).await;
-    assert!(!r.cache_status().contains("incomplete"), "{r:?}");
-    assert_eq!(o.calls(), calls + 4);
+    // A weak tag, or another status than 200: nothing kept.
+    for (n, path) in ["/weak", "/not-found"].into_iter().enumerate() {
+        get(p.addr, path, &[]).await;
+        let r = get(p.addr, path, &[("range", "bytes=2-5")]).await;
+        assert!(!r.cache_status().contains("incomplete"), "{path}: {r:?}");
+        assert_eq!(o.calls(), calls + 2 + 2 * (n + 1), "{path}");
+    }
 }
 
 /// RFC 9111 §3.4: a load of a key whose prefix is kept asks for the rest
@@ -1363,6 +1373,7 @@ async fn a_206_that_does_not_continue_the_prefix_is_never_joined() {
             "/longer",
             with("\"v1\"", "bytes 10-29/30", b"klmnopqrstuvwxyz1234"),
         ),
+        ("/total-changed", with("\"v1\"", "bytes 10-25/30", tail)),
         ("/gap", rest_of_v1(12, "\"v1\"")),
         ("/short", with("\"v1\"", "bytes 10-24/26", &tail[..15])),
         ("/unknown-length", with("\"v1\"", "bytes 10-25/*", tail)),
@@ -1441,10 +1452,7 @@ async fn a_200_replaces_the_prefix_and_endless_206s_store_nothing() {
     let p = proxy(&format!("http://{}", o.addr), &[]).await;
     get(p.addr, "/new", &[]).await;
     let r = get(p.addr, "/new", &[]).await;
-    assert_eq!(
-        (r.status, r.text().as_str()),
-        (200, "a new representation")
-    );
+    assert_eq!((r.status, r.text().as_str()), (200, "a new representation"));
     let r = get(p.addr, "/new", &[("range", "bytes=2-4")]).await;
     assert_eq!((r.status, r.text().as_str()), (206, "new"));
     assert_eq!(o.calls(), 2);
@@ -1471,8 +1479,7 @@ async fn incomplete_prefixes_stay_within_the_object_limit_and_their_share() {
             _ => 50_000,
         };
         let body: Vec<u8> = (0..length).map(|i| b'a' + (i % 26) as u8).collect();
-        Reply::ok(&[("cache-control", "max-age=60"), ("etag", "\"v1\"")], body)
-            .cut_after(40_000)
+        Reply::ok(&[("cache-control", "max-age=60"), ("etag", "\"v1\"")], body).cut_after(40_000)
     })
     .await;
     let p = proxy(&format!("http://{}", o.addr), &["max_memory = \"1MiB\""]).await;
@@ -1490,4 +1497,25 @@ async fn incomplete_prefixes_stay_within_the_object_limit_and_their_share() {
     get(p.addr, "/b", &[]).await;
     assert!(from_prefix("/b").await);
     assert!(!from_prefix("/a").await, "two of 40 KB within 64 KiB");
+}
+
+/// With a shared store no prefix is kept: the fleet's invalidations reach the
+/// core's copies in every instance, not this process's prefixes (and Redis
+/// never holds one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_shared_store_no_prefix_is_kept() {
+    let redis = herdguard_testkit::RedisServer::start().unwrap();
+    let o = origin(|s, _| match s.header("range") {
+        None => v1(&[]).cut_after(10),
+        Some(_) => rest_of_v1(10, "\"v1\""),
+    })
+    .await;
+    let redis_url = format!("redis = \"{}\"", redis.url());
+    let p = proxy(&format!("http://{}", o.addr), &[&redis_url]).await;
+    get(p.addr, "/f", &[]).await;
+    let r = get(p.addr, "/f", &[("range", "bytes=2-5")]).await;
+    assert!(!r.cache_status().contains("incomplete"), "{r:?}");
+    assert_eq!(o.calls(), 2);
+    // Nothing was asked for but the whole answer.
+    assert!(o.seen().iter().all(|s| s.header("range").is_none()));
 }

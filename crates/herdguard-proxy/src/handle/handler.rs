@@ -168,7 +168,7 @@ impl Proxy {
             };
             // A range within a kept prefix of an incomplete answer (RFC 9111 §3.3).
             if hit.is_none() && !forced && !head {
-                if let Some(r) = self.from_prefix(&key, forward, directives) {
+                if let Some(r) = self.answer_within_prefix(&key, forward, directives) {
                     return r;
                 }
             }

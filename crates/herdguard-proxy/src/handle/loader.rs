@@ -225,8 +225,7 @@ impl Proxy {
         // so one load asks for the rest once at most.
         let mut rest = match (&stale, conditional) {
             (None, true) => self.partials.take(load.key).filter(|p| {
-                vary_matches(&p.value, load.forward)
-                    && p.complete <= load.max_object_bytes as u64
+                vary_matches(&p.value, load.forward) && p.complete <= load.max_object_bytes as u64
             }),
             _ => None,
         };
@@ -320,7 +319,8 @@ impl Proxy {
         match read_up_to(response.body, load.max_object_bytes, started + limit, limit).await {
             Buffered::Whole(body) => Ok(load.to_made(status, stored_headers, body, fetch, times)),
             Buffered::Broken(prefix, error) => {
-                self.keep_prefix(load, &passed_headers, stored_headers, prefix, times);
+                let received = (status, &passed_headers);
+                self.keep_prefix(load, received, stored_headers, prefix, times);
                 Err(error)
             }
             Buffered::TooLarge(prefix, rest) => {
@@ -341,22 +341,21 @@ impl Proxy {
     }
 
     /// Keeps the `prefix` of a storable answer (fields `stored`, as prepared
-    /// for storage; `received` as they came) whose body broke off, marked
+    /// for storage; its status and fields as they came in `received`) whose body broke off, marked
     /// incomplete, when the rules allow (RFC 9111 §3.3, `partial::keepable`;
     /// none carrying surrogate keys: see `handle::partial`).
     fn keep_prefix(
         &self,
         load: &Load<'_>,
-        received: &HeaderMap,
+        (status, received): (StatusCode, &HeaderMap),
         stored: HeaderMap,
         prefix: bytes::Bytes,
         times: (std::time::SystemTime, std::time::SystemTime),
     ) {
-        let Some(complete) = partial::keepable(StatusCode::OK, received, prefix.len() as u64)
-        else {
+        let Some(complete) = partial::keepable(status, received, prefix.len() as u64) else {
             return;
         };
-        let made = load.to_made(StatusCode::OK, stored, prefix, Fetch::Miss, times);
+        let made = load.to_made(status, stored, prefix, Fetch::Miss, times);
         if made.storable() && made.tags.is_empty() {
             let value = made.value;
             self.partials.put(load.key, Partial { value, complete });

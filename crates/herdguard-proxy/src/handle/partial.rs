@@ -34,7 +34,7 @@ impl Proxy {
     /// prefix kept under `key` for its variant (RFC 9111 §3.3), when there is
     /// one. Requests with conditionals of their own go on (they are answered
     /// from whole responses only).
-    pub(crate) fn from_prefix(
+    pub(crate) fn answer_within_prefix(
         &self,
         key: &str,
         forward: &Forward,
@@ -46,8 +46,8 @@ impl Proxy {
         let kept = self.partials.get(key)?;
         let tuning = self.tuning();
         let config = &tuning.rules.config;
-        let fresh = decide(&kept.value.semantics(config), directives, SystemTime::now())
-            == Decision::Fresh;
+        let fresh =
+            decide(&kept.value.semantics(config), directives, SystemTime::now()) == Decision::Fresh;
         if !fresh || !vary_matches(&kept.value, forward) {
             return None;
         }
@@ -191,7 +191,8 @@ mod tests {
 
     #[test]
     fn prefixes_stay_within_the_budget_oldest_dropped_first() {
-        let one = partial(1000).value.weight("k0");
+        // Three of them, keys of up to three bytes.
+        let one = partial(1000).value.weight("k00");
         let kept = Partials::new(one * 3);
         for i in 0..100 {
             kept.put(&format!("k{i}"), partial(1000));
