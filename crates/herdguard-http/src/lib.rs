@@ -63,6 +63,8 @@
 //!   stored response (§4.3.4, read as every major cache reads it), and the header update (§3.2).
 //! * [`range`] — the one `bytes` range a request asks of a whole stored response, and whether
 //!   its `If-Range` holds (RFC 9110 §14, §13.1.5: strong validators only).
+//! * [`partial`] — incomplete responses (§3.3): which broken-off `200` may be kept, and
+//!   when the origin's `206` may be combined with it (§3.4).
 //! * [`invalidate`] — URIs to invalidate after unsafe methods (§4.4).
 //! * [`cache_status`] — the RFC 9211 `Cache-Status` member of this cache.
 //! * [`key`] — effective request URI normalization, the primary [`CacheKey`], and a reverse
@@ -80,8 +82,9 @@
 //!
 //! # Deliberate limits
 //!
-//! Only `GET` responses are stored (`HEAD` is served from them); `206` responses are not stored,
-//! and of a range request only one `bytes` range is answered (from the whole stored response);
+//! Only `GET` responses are stored (`HEAD` is served from them); `206` responses are not stored
+//! as such (only combined with a kept prefix, [`partial`]), and of a range request only one
+//! `bytes` range is answered (from the whole stored response, or within a kept prefix);
 //! a `304` without validators validates the stored response it was asked for
 //! ([`revalidate::validates`]). Each module's docs state its conservative choices.
 
@@ -100,6 +103,7 @@ pub mod freshness;
 pub mod hop;
 pub mod invalidate;
 pub mod key;
+pub mod partial;
 pub mod range;
 pub mod response;
 pub mod revalidate;

@@ -110,6 +110,35 @@ pub fn cut(
     headers: &mut HeaderMap,
     body: &Bytes,
 ) -> Option<(StatusCode, Bytes)> {
+    let len = body.len() as u64;
+    let wanted = wanted(request, headers, len)?;
+    Some(answer(headers, body, wanted, len))
+}
+
+/// Cuts the range `request` asks for out of the `prefix` kept of an
+/// incomplete `200` of `complete` bytes (RFC 9111 §3.3): a `206` only when the
+/// range lies wholly within the prefix (and its `If-Range`, if any, holds);
+/// `None` otherwise — the request then needs the origin.
+pub fn cut_prefix(
+    request: &HeaderMap,
+    headers: &mut HeaderMap,
+    prefix: &Bytes,
+    complete: u64,
+) -> Option<(StatusCode, Bytes)> {
+    match wanted(request, headers, complete)? {
+        ByteRange::Satisfiable { first, last } if last < prefix.len() as u64 => Some(answer(
+            headers,
+            prefix,
+            ByteRange::Satisfiable { first, last },
+            complete,
+        )),
+        _ => None,
+    }
+}
+
+/// The one `bytes` range `request` asks of a representation of `len` bytes
+/// with fields `headers`, when its `If-Range` (if any) holds.
+fn wanted(request: &HeaderMap, headers: &HeaderMap, len: u64) -> Option<ByteRange> {
     let mut ranges = request.get_all(header::RANGE).iter();
     let (Some(range), None) = (ranges.next(), ranges.next()) else {
         return None;
@@ -119,22 +148,31 @@ pub fn cut(
             return None;
         }
     }
-    let len = body.len() as u64;
-    let wanted = range.to_str().ok().and_then(|r| parse_range(r, len))?;
+    range.to_str().ok().and_then(|r| parse_range(r, len))
+}
+
+/// The answer to `wanted` of a representation of `len` bytes whose first
+/// bytes are `body` (all of them, or a prefix holding the range).
+fn answer(
+    headers: &mut HeaderMap,
+    body: &Bytes,
+    wanted: ByteRange,
+    len: u64,
+) -> (StatusCode, Bytes) {
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     let content_range = |text: String| {
         HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("bytes */0"))
     };
     match wanted {
         ByteRange::Satisfiable { first, last } => {
-            // `parse_range` keeps both offsets inside the body.
+            // The callers keep both offsets inside the body.
             let part = body.slice(first as usize..=last as usize);
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(part.len()));
             headers.insert(
                 header::CONTENT_RANGE,
                 content_range(format!("bytes {first}-{last}/{len}")),
             );
-            Some((StatusCode::PARTIAL_CONTENT, part))
+            (StatusCode::PARTIAL_CONTENT, part)
         }
         ByteRange::Unsatisfiable => {
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
@@ -142,7 +180,7 @@ pub fn cut(
                 header::CONTENT_RANGE,
                 content_range(format!("bytes */{len}")),
             );
-            Some((StatusCode::RANGE_NOT_SATISFIABLE, Bytes::new()))
+            (StatusCode::RANGE_NOT_SATISFIABLE, Bytes::new())
         }
     }
 }
@@ -203,5 +241,45 @@ mod tests {
         let same_second = hm(&[("last-modified", date), ("date", date)]);
         assert!(!if_range_holds(&hv(date), &same_second));
         assert!(!if_range_holds(&hv(date), &hm(&[("last-modified", date)])));
+    }
+
+    #[test]
+    fn rfc9111_3_3_a_range_wholly_within_the_prefix_is_cut_from_it() {
+        let prefix = Bytes::from_static(b"01234");
+        let ask = |range: &str, if_range: Option<&str>| {
+            let mut request = hm(&[("range", range)]);
+            if let Some(tag) = if_range {
+                request.insert(header::IF_RANGE, HeaderValue::from_str(tag).unwrap());
+            }
+            let mut headers = hm(&[("etag", "\"s\"")]);
+            cut_prefix(&request, &mut headers, &prefix, 10).map(|(status, part)| {
+                let range = headers
+                    .get("content-range")
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .to_string();
+                (status, part, range)
+            })
+        };
+        let (status, part, range) = ask("bytes=1-3", None).unwrap();
+        assert_eq!(
+            (status, &part[..], range.as_str()),
+            (StatusCode::PARTIAL_CONTENT, &b"123"[..], "bytes 1-3/10")
+        );
+        let (_, part, range) = ask("bytes=0-4", Some("\"s\"")).unwrap();
+        assert_eq!((&part[..], range.as_str()), (&b"01234"[..], "bytes 0-4/10"));
+        // Past the prefix, open-ended, a suffix, unsatisfiable, or an If-Range that fails.
+        for (range, if_range) in [
+            ("bytes=3-5", None),
+            ("bytes=0-", None),
+            ("bytes=-2", None),
+            ("bytes=10-", None),
+            ("bytes=0-1,2-3", None),
+            ("bytes=0-1", Some("\"t\"")),
+            ("bytes=0-1", Some("W/\"s\"")),
+        ] {
+            assert_eq!(ask(range, if_range), None, "{range} {if_range:?}");
+        }
     }
 }

@@ -119,6 +119,9 @@ pub(crate) enum Buffered {
     Whole(Bytes),
     /// More than the limit: what was read, and the rest still to come.
     TooLarge(Bytes, OriginBody),
+    /// The body broke off (reset, cut short of its framing, or too slow):
+    /// what arrived before, and why.
+    Broken(Bytes, OriginError),
 }
 
 /// Which roots an `https://` origin's certificate must chain to.
@@ -442,19 +445,22 @@ pub(crate) async fn read_up_to(
     max: usize,
     deadline: Instant,
     limit: Duration,
-) -> Result<Buffered, OriginError> {
+) -> Buffered {
     let mut buf = BytesMut::new();
     loop {
         let frame = match tokio::time::timeout_at(deadline.into(), body.frame()).await {
-            Err(_) => return Err(OriginError::Timeout(limit)),
-            Ok(None) => return Ok(Buffered::Whole(buf.freeze())),
-            Ok(Some(Err(e))) => return Err(OriginError::Failed(format!("reading the body: {e}"))),
+            Err(_) => return Buffered::Broken(buf.freeze(), OriginError::Timeout(limit)),
+            Ok(None) => return Buffered::Whole(buf.freeze()),
+            Ok(Some(Err(e))) => {
+                let error = OriginError::Failed(format!("reading the body: {e}"));
+                return Buffered::Broken(buf.freeze(), error);
+            }
             Ok(Some(Ok(frame))) => frame,
         };
         if let Ok(data) = frame.into_data() {
             buf.extend_from_slice(&data);
             if buf.len() > max {
-                return Ok(Buffered::TooLarge(buf.freeze(), body));
+                return Buffered::TooLarge(buf.freeze(), body);
             }
         }
     }

@@ -1186,3 +1186,336 @@ async fn a_no_store_request_stores_nothing() {
     assert_eq!(get(p.addr, "/ns", &[]).await.text(), "v2");
     assert_eq!(o.calls(), 2);
 }
+
+const ALPHABET: &str = "abcdefghijklmnopqrstuvwxyz";
+
+/// The representation `"v1"` of every path: the alphabet, with a strong tag.
+fn v1(extra: &[(&str, &str)]) -> Reply {
+    let mut headers = vec![("cache-control", "max-age=60"), ("etag", "\"v1\"")];
+    headers.extend_from_slice(extra);
+    Reply::ok(&headers, ALPHABET)
+}
+
+/// The `206` of bytes `first..` of the alphabet, tagged `etag`.
+fn rest_of_v1(first: usize, etag: &str) -> Reply {
+    let range = format!("bytes {first}-25/26");
+    Reply::ok(
+        &[
+            ("cache-control", "max-age=60"),
+            ("etag", etag),
+            ("content-range", &range),
+        ],
+        &ALPHABET.as_bytes()[first..],
+    )
+    .status(206)
+}
+
+/// RFC 9111 §3.3: the prefix of a `200` (strong `ETag`, `Content-Length`)
+/// that broke off is kept marked incomplete: a range wholly within it is
+/// answered `206` from it; anything else goes to the origin (a whole request,
+/// a range past it, several ranges, an `If-Range` that does not hold, a
+/// conditional); an unsafe method drops it; with a weak tag none is kept.
+#[tokio::test]
+async fn an_incomplete_answer_serves_the_ranges_within_it() {
+    let o = origin(|s, _| {
+        match (s.method.as_str(), s.target.as_str(), s.header("range")) {
+            ("POST", ..) => Reply::ok(&[], "posted"),
+            (_, "/weak", _) => Reply::ok(
+                &[("cache-control", "max-age=60"), ("etag", "W/\"v1\"")],
+                ALPHABET,
+            )
+            .cut_after(10),
+            (_, "/not-found", _) => v1(&[]).status(404).cut_after(10),
+            // Asked for whole: broken off after ten bytes.
+            (_, _, None) => v1(&[]).cut_after(10),
+            (_, _, Some(_)) => rest_of_v1(10, "\"v1\""),
+        }
+    })
+    .await;
+    let p = proxy(&format!("http://{}", o.addr), &[]).await;
+    let first = get(p.addr, "/p", &[]).await;
+    assert_ne!((first.status, first.text().len()), (200, 26), "{first:?}");
+    assert_eq!(o.calls(), 1);
+    for (headers, part, content_range) in [
+        (vec![("range", "bytes=2-5")], "cdef", "bytes 2-5/26"),
+        (vec![("range", "bytes=0-9")], "abcdefghij", "bytes 0-9/26"),
+        (vec![("range", "bytes=9-9")], "j", "bytes 9-9/26"),
+        (
+            vec![("range", "bytes=2-5"), ("if-range", "\"v1\"")],
+            "cdef",
+            "bytes 2-5/26",
+        ),
+    ] {
+        let r = get(p.addr, "/p", &headers).await;
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (206, part),
+            "{headers:?}: {r:?}"
+        );
+        assert_eq!(r.header("content-range"), Some(content_range));
+        assert_eq!(
+            r.header("content-length"),
+            Some(part.len().to_string().as_str())
+        );
+        assert!(r.cache_status().contains("hit; detail=incomplete"), "{r:?}");
+    }
+    assert_eq!(o.calls(), 1, "{:?}", o.seen());
+    // Anything else: the origin (each on a path of its own, broken off first).
+    let whole = (200, ALPHABET.to_string());
+    for (n, (headers, answer)) in [
+        (vec![], whole.clone()),
+        (vec![("range", "bytes=5-10")], (206, "fghijk".to_string())),
+        (vec![("range", "bytes=0-")], (206, ALPHABET.to_string())),
+        (vec![("range", "bytes=-3")], (206, "xyz".to_string())),
+        (vec![("range", "bytes=0-1,3-4")], whole.clone()),
+        (vec![("range", "bytes=2-5"), ("if-range", "\"v0\"")], whole),
+        (
+            vec![("range", "bytes=2-5"), ("if-none-match", "\"v1\"")],
+            (304, String::new()),
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let path = format!("/q{n}");
+        get(p.addr, &path, &[]).await;
+        let r = get(p.addr, &path, &headers).await;
+        assert_eq!((r.status, r.text()), answer, "{headers:?}: {r:?}");
+        assert!(!r.cache_status().contains("incomplete"), "{r:?}");
+        assert_eq!(o.calls(), 1 + 2 * (n + 1), "{headers:?}");
+    }
+    let calls = o.calls();
+    // An unsafe method invalidates the prefix with the rest.
+    support::request(p.addr, "POST", "/p", &[("content-length", "0")]).await;
+    let r = get(p.addr, "/p", &[("range", "bytes=2-5")]).await;
+    assert!(!r.cache_status().contains("incomplete"), "{r:?}");
+    assert_eq!(o.calls(), calls + 2);
+    // A weak tag, or another status than 200: nothing kept.
+    for (n, path) in ["/weak", "/not-found"].into_iter().enumerate() {
+        get(p.addr, path, &[]).await;
+        let r = get(p.addr, path, &[("range", "bytes=2-5")]).await;
+        assert!(!r.cache_status().contains("incomplete"), "{path}: {r:?}");
+        assert_eq!(o.calls(), calls + 2 + 2 * (n + 1), "{path}");
+    }
+}
+
+/// RFC 9111 §3.4: a load of a key whose prefix is kept asks for the rest
+/// (`Range: bytes=10-` with `If-Range` of its strong tag), and a `206` that
+/// continues it makes the whole answer, stored and served — one origin call
+/// for every request that waited on it, whole or ranged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_prefix_is_completed_by_the_206_that_continues_it() {
+    let o = origin(|s, _| match s.header("range") {
+        None => v1(&[("x-from", "200")]).cut_after(10),
+        Some(_) => rest_of_v1(10, "\"v1\"").delay(300),
+    })
+    .await;
+    let p = proxy(&format!("http://{}", o.addr), &[]).await;
+    get(p.addr, "/c", &[]).await;
+    assert_eq!(o.calls(), 1);
+    let addr = p.addr;
+    let waiters: Vec<_> = (0..8)
+        .map(|i| {
+            tokio::spawn(async move {
+                let range = format!("bytes={}-{}", i, 15 + i);
+                let headers: Vec<(&str, &str)> = match i % 2 {
+                    0 => vec![],
+                    _ => vec![("range", range.as_str())],
+                };
+                (i, get(addr, "/c", &headers).await)
+            })
+        })
+        .collect();
+    for w in waiters {
+        let (i, r) = w.await.unwrap();
+        if i % 2 == 0 {
+            assert_eq!((r.status, r.text().as_str()), (200, ALPHABET), "{r:?}");
+            assert_eq!(r.header("content-length"), Some("26"));
+            assert_eq!(r.header("content-range"), None);
+            // The stored fields are the 200's, updated by the 206's.
+            assert_eq!(r.header("x-from"), Some("200"));
+        } else {
+            let want = &ALPHABET[i..=15 + i];
+            assert_eq!((r.status, r.text().as_str()), (206, want), "{r:?}");
+        }
+    }
+    assert_eq!(o.calls(), 2, "{:?}", o.seen());
+    let rest = &o.seen()[1];
+    assert_eq!(rest.header("range"), Some("bytes=10-"));
+    assert_eq!(rest.header("if-range"), Some("\"v1\""));
+    let r = get(p.addr, "/c", &[]).await;
+    assert_eq!(r.text(), ALPHABET);
+    assert!(r.cache_status().contains("hit"), "{r:?}");
+    assert_eq!(o.calls(), 2);
+}
+
+/// RFC 9111 §3.4 against a hostile origin: a `206` is joined to the kept
+/// prefix only with the same strong tag, the same complete length, and a
+/// `Content-Range` that continues it to the end with the same bytes. Anything
+/// else drops the prefix and the answer is fetched whole (one more request,
+/// never a loop). No client ever gets bytes of two representations.
+#[tokio::test]
+async fn a_206_that_does_not_continue_the_prefix_is_never_joined() {
+    const WHOLE: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    let with = |etag: &str, range: &str, body: &[u8]| {
+        let mut headers = vec![("cache-control", "max-age=60"), ("content-range", range)];
+        if !etag.is_empty() {
+            headers.push(("etag", etag));
+        }
+        Reply::ok(&headers, body).status(206)
+    };
+    let tail = &ALPHABET.as_bytes()[10..];
+    let cases: Vec<(&str, Reply)> = vec![
+        ("/other-tag", rest_of_v1(10, "\"v2\"")),
+        ("/weak-tag", rest_of_v1(10, "W/\"v1\"")),
+        ("/no-tag", with("", "bytes 10-25/26", tail)),
+        (
+            "/longer",
+            with("\"v1\"", "bytes 10-29/30", b"klmnopqrstuvwxyz1234"),
+        ),
+        ("/total-changed", with("\"v1\"", "bytes 10-25/30", tail)),
+        ("/gap", rest_of_v1(12, "\"v1\"")),
+        ("/short", with("\"v1\"", "bytes 10-24/26", &tail[..15])),
+        ("/unknown-length", with("\"v1\"", "bytes 10-25/*", tail)),
+        (
+            "/overlap-differs",
+            with("\"v1\"", "bytes 5-25/26", b"FGHIJklmnopqrstuvwxyz"),
+        ),
+        (
+            "/body-longer",
+            with("\"v1\"", "bytes 10-25/26", b"klmnopqrstuvwxyzEXTRA"),
+        ),
+        (
+            "/unsatisfiable",
+            Reply::ok(&[("content-range", "bytes */26")], "").status(416),
+        ),
+    ];
+    let paths: Vec<&'static str> = cases.iter().map(|(p, _)| *p).collect();
+    let rests: std::collections::HashMap<&str, Reply> = cases.into_iter().collect();
+    let rests = std::sync::Mutex::new(rests);
+    let broken = std::sync::Mutex::new(std::collections::HashSet::new());
+    let o = origin(move |s, _| {
+        let path = s.target.clone();
+        if s.header("range").is_some() {
+            let mut rests = rests.lock().unwrap();
+            return rests.remove(path.as_str()).unwrap_or_else(|| {
+                Reply::ok(&[], format!("asked for a range of {path} twice")).status(500)
+            });
+        }
+        // The first whole request of a path breaks off; the next is whole,
+        // another representation.
+        if broken.lock().unwrap().insert(path) {
+            return v1(&[]).cut_after(10);
+        }
+        Reply::ok(
+            &[("cache-control", "max-age=60"), ("etag", "\"v2\"")],
+            WHOLE,
+        )
+    })
+    .await;
+    let p = proxy(&format!("http://{}", o.addr), &[]).await;
+    for (n, path) in paths.iter().enumerate() {
+        get(p.addr, path, &[]).await;
+        let r = get(p.addr, path, &[]).await;
+        assert_eq!((r.status, r.text().as_str()), (200, WHOLE), "{path}: {r:?}");
+        assert_eq!(o.calls(), 3 * (n + 1), "{path}");
+        let seen = o.seen();
+        let [.., asked_rest, whole] = &seen[..] else {
+            unreachable!()
+        };
+        assert_eq!(asked_rest.header("range"), Some("bytes=10-"), "{path}");
+        assert_eq!(whole.header("range"), None, "{path}");
+        assert_eq!(whole.header("if-range"), None, "{path}");
+        // What was fetched whole is stored.
+        let r = get(p.addr, path, &[("range", "bytes=8-11")]).await;
+        assert_eq!((r.status, r.text().as_str()), (206, "IJKL"), "{path}");
+        assert_eq!(o.calls(), 3 * (n + 1), "{path}");
+    }
+}
+
+/// RFC 9111 §3.4: a `200` to the request for the rest is a whole answer: it
+/// replaces the prefix. An origin that answers every request with a `206`
+/// (also the one for the whole) gets two requests a load and nothing stored.
+#[tokio::test]
+async fn a_200_replaces_the_prefix_and_endless_206s_store_nothing() {
+    let o = origin(|s, n| match (s.target.as_str(), s.header("range"), n) {
+        ("/new", None, _) => v1(&[]).cut_after(10),
+        ("/new", Some(_), _) => Reply::ok(
+            &[("cache-control", "max-age=60"), ("etag", "\"v2\"")],
+            "a new representation",
+        ),
+        (_, None, 3) => v1(&[]).cut_after(10),
+        // A gap: never joined.
+        _ => rest_of_v1(12, "\"v1\""),
+    })
+    .await;
+    let p = proxy(&format!("http://{}", o.addr), &[]).await;
+    get(p.addr, "/new", &[]).await;
+    let r = get(p.addr, "/new", &[]).await;
+    assert_eq!((r.status, r.text().as_str()), (200, "a new representation"));
+    let r = get(p.addr, "/new", &[("range", "bytes=2-4")]).await;
+    assert_eq!((r.status, r.text().as_str()), (206, "new"));
+    assert_eq!(o.calls(), 2);
+    // The third call breaks off; every later one is a 206, asked for or not.
+    get(p.addr, "/endless", &[]).await;
+    assert_eq!(o.calls(), 3);
+    for round in 1..=3 {
+        let r = get(p.addr, "/endless", &[]).await;
+        assert_ne!((r.status, r.text().len()), (200, 26), "{r:?}");
+        assert!(!r.cache_status().contains("; hit"), "{r:?}");
+        // The first round asks for the rest, then whole; later rounds, whole.
+        assert_eq!(o.calls(), 3 + 1 + round, "{round}");
+    }
+}
+
+/// Prefixes are bounded: one of an answer announced past the object limit is
+/// never kept, and together they hold at most 1/16 of `max_memory` (here
+/// 64 KiB of 1 MiB), the oldest dropped first.
+#[tokio::test]
+async fn incomplete_prefixes_stay_within_the_object_limit_and_their_share() {
+    let o = origin(|s, _| {
+        let length = match s.target.as_str() {
+            "/big" => 200_000,
+            _ => 50_000,
+        };
+        let body: Vec<u8> = (0..length).map(|i| b'a' + (i % 26) as u8).collect();
+        Reply::ok(&[("cache-control", "max-age=60"), ("etag", "\"v1\"")], body).cut_after(40_000)
+    })
+    .await;
+    let p = proxy(&format!("http://{}", o.addr), &["max_memory = \"1MiB\""]).await;
+    let from_prefix = |path: &'static str| {
+        let addr = p.addr;
+        async move {
+            let r = get(addr, path, &[("range", "bytes=0-3")]).await;
+            r.cache_status().contains("incomplete")
+        }
+    };
+    get(p.addr, "/big", &[]).await;
+    assert!(!from_prefix("/big").await, "past the object limit");
+    get(p.addr, "/a", &[]).await;
+    assert!(from_prefix("/a").await);
+    get(p.addr, "/b", &[]).await;
+    assert!(from_prefix("/b").await);
+    assert!(!from_prefix("/a").await, "two of 40 KB within 64 KiB");
+}
+
+/// With a shared store no prefix is kept: the fleet's invalidations reach the
+/// core's copies in every instance, not this process's prefixes (and Redis
+/// never holds one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_shared_store_no_prefix_is_kept() {
+    let redis = herdguard_testkit::RedisServer::start().unwrap();
+    let o = origin(|s, _| match s.header("range") {
+        None => v1(&[]).cut_after(10),
+        Some(_) => rest_of_v1(10, "\"v1\""),
+    })
+    .await;
+    let redis_url = format!("redis = \"{}\"", redis.url());
+    let p = proxy(&format!("http://{}", o.addr), &[&redis_url]).await;
+    get(p.addr, "/f", &[]).await;
+    let r = get(p.addr, "/f", &[("range", "bytes=2-5")]).await;
+    assert!(!r.cache_status().contains("incomplete"), "{r:?}");
+    assert_eq!(o.calls(), 2);
+    // Nothing was asked for but the whole answer.
+    assert!(o.seen().iter().all(|s| s.header("range").is_none()));
+}

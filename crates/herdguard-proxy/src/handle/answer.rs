@@ -63,6 +63,24 @@ pub(crate) fn stale_accepted(
     )
 }
 
+/// A range wholly within the prefix kept of an incomplete answer `value` of
+/// `complete` bytes (RFC 9111 §3.3): a `206` whose member is a hit with the
+/// detail `incomplete`; `None` when the range `request` asks for is not.
+pub(crate) fn from_prefix(
+    stats: &Stats,
+    config: &CacheConfig,
+    value: &CachedResponse,
+    complete: u64,
+    request: &HeaderMap,
+) -> Option<Response<Body>> {
+    let member = CacheStatus::new(NAME).hit().detail("incomplete");
+    let mut headers = value.answer_headers(config, member.to_header_value(), SystemTime::now());
+    let (status, part) =
+        herdguard_http::range::cut_prefix(request, &mut headers, &value.body, complete)?;
+    stats.count("hit");
+    Some(respond(status, headers, Body::full(part), false))
+}
+
 fn with_stored(
     stats: &Stats,
     config: &CacheConfig,

@@ -166,6 +166,12 @@ impl Proxy {
             } else {
                 self.cache.get_fresh(&key)
             };
+            // A range within a kept prefix of an incomplete answer (RFC 9111 §3.3).
+            if hit.is_none() && !forced && !head {
+                if let Some(r) = self.answer_within_prefix(&key, forward, directives) {
+                    return r;
+                }
+            }
             let (result, handoff) = match hit {
                 Some(hit) => (Ok(hit), Handoff::none()),
                 None => {

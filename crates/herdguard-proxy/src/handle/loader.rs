@@ -18,19 +18,20 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use herdguard::Loaded;
-use herdguard_http::revalidate;
+use herdguard_http::{partial, revalidate};
 use herdguard_http::{ResponsePolicy, Vary};
 use http::header::{self, HeaderMap};
 use http::{Method, StatusCode};
 
 use super::answer::Passed;
+use super::partial::Partial;
 use super::path_rules::PathRule;
 use super::proxy::{Proxy, Tuning};
 use super::request::Forward;
 use super::response::{to_ms, CachedResponse, Fetch};
 use super::rules;
 use super::tags;
-use super::variants::digest_of;
+use super::variants::{digest_of, vary_matches};
 use crate::body::{Body, Inactivity, Prefixed};
 use crate::origin::{read_up_to, Buffered, OriginError, OriginResponse};
 
@@ -184,17 +185,22 @@ impl Proxy {
         // The settings in force when the load began, for the whole load.
         let tuning = arc_swap::Guard::into_inner(self.tuning());
         let load = Load::new(key, forward, handoff, &tuning);
-        match self.ask_origin(&load, conditional).await? {
-            Answer::Revalidated(made) => Ok(made),
+        let made = match self.ask_origin(&load, conditional).await? {
+            Answer::Made(made) => made,
             Answer::Full {
                 response,
                 conditional,
                 started,
             } => {
                 self.store_or_pass(&load, response, conditional, started)
-                    .await
+                    .await?
             }
+        };
+        if made.storable() {
+            // A whole answer: a prefix kept of an older one is of no more use.
+            self.partials.take(key);
         }
+        Ok(made)
     }
 
     /// The origin's answer to `load`: at most two requests, the second,
@@ -214,6 +220,15 @@ impl Proxy {
             .peek(&load.key.to_string())
             .filter(|e| conditional && e.value().uncacheable.is_none());
         let mut with_validators = stale.is_some();
+        // With no stored response to validate, a kept prefix of its variant is
+        // completed (RFC 9111 §3.4): taken out whatever the origin answers,
+        // so one load asks for the rest once at most.
+        let mut rest = match (&stale, conditional) {
+            (None, true) => self.partials.take(load.key).filter(|p| {
+                vary_matches(&p.value, load.forward) && p.complete <= load.max_object_bytes as u64
+            }),
+            _ => None,
+        };
         loop {
             let mut headers = base.clone();
             let mut conditional = false;
@@ -221,6 +236,10 @@ impl Proxy {
                 let validators = revalidate::conditional_headers(&s.value().header_map());
                 conditional = !validators.is_empty();
                 headers.extend(validators);
+            }
+            let completing = rest.take();
+            if let Some(p) = &completing {
+                headers.extend(partial::rest_request(&p.value.header_map(), p.kept()));
             }
             self.stats.origin_requests.inc();
             let started = Instant::now();
@@ -242,10 +261,23 @@ impl Proxy {
                 load.handoff.put(self.pass(response));
                 return Err(OriginError::ServerError(status));
             }
+            if let Some(p) = completing {
+                if matches!(
+                    status,
+                    StatusCode::PARTIAL_CONTENT | StatusCode::RANGE_NOT_SATISFIABLE
+                ) {
+                    match self.completed(load, &p, response, started).await? {
+                        Some(made) => return Ok(Answer::Made(made)),
+                        // Not joined: the whole answer, asked for unconditionally.
+                        None => continue,
+                    }
+                }
+                // Anything else (a 200 above all) is a whole answer and replaces it.
+            }
             match (&stale, status, conditional) {
                 (Some(s), StatusCode::NOT_MODIFIED, true) => {
                     match load.revalidated(s.value(), &response) {
-                        Some(made) => return Ok(Answer::Revalidated(made)),
+                        Some(made) => return Ok(Answer::Made(made)),
                         None => with_validators = false,
                     }
                 }
@@ -284,8 +316,13 @@ impl Proxy {
         }
         let limit = self.origin.timeout();
         let passed_headers = response.headers;
-        match read_up_to(response.body, load.max_object_bytes, started + limit, limit).await? {
+        match read_up_to(response.body, load.max_object_bytes, started + limit, limit).await {
             Buffered::Whole(body) => Ok(load.to_made(status, stored_headers, body, fetch, times)),
+            Buffered::Broken(prefix, error) => {
+                let received = (status, &passed_headers);
+                self.keep_prefix(load, received, stored_headers, prefix, times);
+                Err(error)
+            }
             Buffered::TooLarge(prefix, rest) => {
                 let mut headers = passed_headers;
                 tags::take(&mut headers);
@@ -301,6 +338,70 @@ impl Proxy {
                 Ok(Made::passed(status, "too-large", fetch))
             }
         }
+    }
+
+    /// Keeps the `prefix` of a storable answer (fields `stored`, as prepared
+    /// for storage; its status and fields as they came in `received`) whose body broke off, marked
+    /// incomplete, when the rules allow (RFC 9111 §3.3, `partial::keepable`;
+    /// none carrying surrogate keys: see `handle::partial`).
+    fn keep_prefix(
+        &self,
+        load: &Load<'_>,
+        (status, received): (StatusCode, &HeaderMap),
+        stored: HeaderMap,
+        prefix: bytes::Bytes,
+        times: (std::time::SystemTime, std::time::SystemTime),
+    ) {
+        let Some(complete) = partial::keepable(status, received, prefix.len() as u64) else {
+            return;
+        };
+        let made = load.to_made(status, stored, prefix, Fetch::Miss, times);
+        if made.storable() && made.tags.is_empty() {
+            let value = made.value;
+            self.partials.put(load.key, Partial { value, complete });
+        }
+    }
+
+    /// The answer a kept prefix `kept` and the origin's answer `response`
+    /// (`206` or `416`) to its rest make together (RFC 9111 §3.4): the whole
+    /// answer, when the `206` continues the prefix (`partial::continues`) and
+    /// its bytes complete it exactly; `None` when they are not joined.
+    async fn completed(
+        &self,
+        load: &Load<'_>,
+        kept: &Partial,
+        response: OriginResponse,
+        started: Instant,
+    ) -> Result<Option<Made>, OriginError> {
+        let stored = kept.value.header_map();
+        let Some(first) = partial::continues(
+            &stored,
+            (kept.kept(), kept.complete),
+            response.status,
+            &response.headers,
+        ) else {
+            return Ok(None);
+        };
+        let limit = self.origin.timeout();
+        // At most the bytes the range holds: a longer body is not joined.
+        let want = usize::try_from(kept.complete - first).unwrap_or(usize::MAX);
+        let part = match read_up_to(response.body, want, started + limit, limit).await {
+            Buffered::Whole(part) => part,
+            Buffered::TooLarge(..) => return Ok(None),
+            Buffered::Broken(_, error) => return Err(error),
+        };
+        let Some(body) = partial::combine(&kept.value.body, first, &part, kept.complete) else {
+            return Ok(None);
+        };
+        let headers = partial::combined_headers(&stored, &response.headers);
+        let times = (response.request_time, response.response_time);
+        Ok(Some(load.to_made(
+            StatusCode::OK,
+            headers,
+            body,
+            Fetch::Miss,
+            times,
+        )))
     }
 
     /// `made` as the core's value, its surrogate keys indexed first (here and
@@ -331,8 +432,9 @@ pub(crate) struct Load<'a> {
 
 /// What the origin answered a load.
 enum Answer {
-    /// A 304 that validated the stored response: that response, its fields updated.
-    Revalidated(Made),
+    /// A 304 that validated the stored response: that response, its fields
+    /// updated; or a kept prefix completed by a `206`.
+    Made(Made),
     /// A whole answer (the body still to read); `conditional` when it replaces
     /// a stored response.
     Full {

@@ -11,6 +11,8 @@
 //! - `loader`: the one origin request of a load; unshareable answers go to their
 //!   own caller only.
 //! - `range`: a `Range` request answered 206 from the whole stored response.
+//! - `partial`: the prefixes of incomplete answers (RFC 9111 §3.3), kept in
+//!   this process; a range within one is answered from it, a load completes it.
 //! - `answer`: every outcome mapped to a response, its `Cache-Status` and its count.
 //! - `access`: the access log (`--access-log`), one `tracing` event per request.
 //! - `proxy`: the state all of them share — cache, origin client, the tuning a
@@ -27,6 +29,7 @@ pub(crate) mod access;
 pub(crate) mod answer;
 mod handler;
 pub(crate) mod loader;
+pub(crate) mod partial;
 pub(crate) mod path_rules;
 pub(crate) mod proxy;
 pub(crate) mod range;

@@ -11,6 +11,7 @@ use arc_swap::{ArcSwap, Guard};
 use herdguard::{Cache, Remote, RemoteError};
 use herdguard_redis::RedisRemote;
 
+use super::partial::Partials;
 use super::path_rules::PathRules;
 use super::request::{Forwarding, Peer};
 use super::response::CachedResponse;
@@ -70,6 +71,8 @@ pub struct Proxy {
     pub(crate) variants: Variants,
     /// Surrogate keys → the keys stored here that carry them.
     pub(crate) tags: TagIndex,
+    /// The prefixes of incomplete answers (RFC 9111 §3.3), by key.
+    pub(crate) partials: Partials,
     /// The shared store, for the fleet's surrogate-key sets.
     pub(crate) fleet: Option<FleetRemote>,
 }
@@ -80,7 +83,7 @@ impl Proxy {
         origin: Origin,
         tuning: Tuning,
         stats: Arc<Stats>,
-        (variants, tags): (Variants, TagIndex),
+        (variants, tags, partials): (Variants, TagIndex, Partials),
         fleet: Option<FleetRemote>,
     ) -> Self {
         Proxy {
@@ -90,6 +93,7 @@ impl Proxy {
             stats,
             variants,
             tags,
+            partials,
             fleet,
         }
     }
@@ -133,6 +137,7 @@ impl Proxy {
                 };
             }
             removed.stored += usize::from(stored);
+            self.partials.take(key);
             if self.cache.invalidate(key).await.is_err() {
                 removed.unconfirmed += 1;
             }
@@ -175,6 +180,7 @@ impl Proxy {
     async fn invalidate_variants(&self, primary: &str) {
         for key in self.variants.all_keys(primary) {
             // A shared-store failure is counted by the core; the local entry is gone regardless.
+            self.partials.take(&key);
             let _ = self.cache.invalidate(&key).await;
         }
     }

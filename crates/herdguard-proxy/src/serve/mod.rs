@@ -35,6 +35,7 @@ use crate::config::error::ConfigError;
 use crate::config::reload::{LogControl, Reloader};
 use crate::config::settings::{ServeArgs, Settings};
 use crate::config::tuning;
+use crate::handle::partial::{Partials, PARTIAL_SHARE};
 use crate::handle::proxy::{FleetRemote, Proxy};
 use crate::handle::response::CachedResponse;
 use crate::handle::tags::{TagIndex, INDEX_SHARE};
@@ -99,6 +100,11 @@ impl Server {
                     settings.max_memory / REGISTRY_SHARE,
                 ),
                 TagIndex::new(settings.max_memory / INDEX_SHARE, stats),
+                // Kept in this process only: none with a shared store (`handle::partial`).
+                Partials::new(match &remote {
+                    Some(_) => 0,
+                    None => settings.max_memory / PARTIAL_SHARE,
+                }),
             ),
             remote.clone(),
         ));

@@ -69,6 +69,9 @@ pub enum ReplyBody {
     Bytes(Vec<u8>),
     /// This many bytes of `x`, written in 64 KiB chunks with a Content-Length.
     Generated(u64),
+    /// These bytes announced (Content-Length), only the first `n` written,
+    /// then the connection closed: a body broken off mid-way.
+    Cut(Vec<u8>, usize),
 }
 
 impl Reply {
@@ -85,6 +88,13 @@ impl Reply {
     }
     pub fn status(mut self, status: u16) -> Reply {
         self.status = status;
+        self
+    }
+    /// The body announced whole, broken off after its first `n` bytes.
+    pub fn cut_after(mut self, n: usize) -> Reply {
+        if let ReplyBody::Bytes(b) = self.body {
+            self.body = ReplyBody::Cut(b, n);
+        }
         self
     }
     pub fn delay(mut self, ms: u64) -> Reply {
@@ -287,7 +297,7 @@ async fn serve_conn(
         tokio::time::sleep(reply.delay).await;
         let head_only = s.method == "HEAD";
         let length = match &reply.body {
-            ReplyBody::Bytes(b) => b.len() as u64,
+            ReplyBody::Bytes(b) | ReplyBody::Cut(b, _) => b.len() as u64,
             ReplyBody::Generated(n) => *n,
         };
         let mut out = format!("HTTP/1.1 {} X\r\n", reply.status);
@@ -306,6 +316,11 @@ async fn serve_conn(
         if !head_only {
             let ok = match reply.body {
                 ReplyBody::Bytes(b) => stream.write_all(&b).await.is_ok(),
+                ReplyBody::Cut(b, n) => {
+                    let _ = stream.write_all(&b[..n.min(b.len())]).await;
+                    let _ = stream.flush().await;
+                    false
+                }
                 ReplyBody::Generated(mut left) => {
                     let chunk = vec![b'x'; 64 * 1024];
                     let mut ok = true;

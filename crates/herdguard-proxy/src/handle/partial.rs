@@ -1,0 +1,218 @@
+//! Incomplete answers (RFC 9111 §3.3, §3.4; the rules are
+//! `herdguard_http::partial`'s): the prefix of a storable `200` whose body
+//! broke off, kept marked incomplete — never a value of the core, so nothing
+//! that answers from the core can serve it as a whole answer. A `Range` request
+//! wholly within a fresh prefix is answered `206` from it; a load of its key
+//! asks the origin for the rest (`loader`), and a `206` that continues it
+//! makes the whole answer, stored as any other.
+//!
+//! Prefixes stay in this process: the shared store never sees one, and with a
+//! shared store none is kept at all (another instance's invalidation evicts
+//! the copies the core holds, but could not reach these). Nor is one kept
+//! that carries surrogate keys (a tag purge finds keys through the core's
+//! entries). They are held within a share of `max_memory`
+//! ([`PARTIAL_SHARE`]), the oldest dropped first; a purge or an invalidation
+//! of a key drops its prefix.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use std::time::SystemTime;
+
+use herdguard_http::response::CachedResponse;
+use herdguard_http::variants::vary_matches;
+use herdguard_http::{decide, Decision, RequestDirectives};
+use http::Response;
+
+use super::answer;
+use super::proxy::Proxy;
+use super::request::Forward;
+use crate::body::Body;
+
+impl Proxy {
+    /// The answer to a `GET` with one `bytes` range wholly within the fresh
+    /// prefix kept under `key` for its variant (RFC 9111 §3.3), when there is
+    /// one. Requests with conditionals of their own go on (they are answered
+    /// from whole responses only).
+    pub(crate) fn answer_within_prefix(
+        &self,
+        key: &str,
+        forward: &Forward,
+        directives: &RequestDirectives,
+    ) -> Option<Response<Body>> {
+        if !forward.present.range || forward.present.conditional {
+            return None;
+        }
+        let kept = self.partials.get(key)?;
+        let tuning = self.tuning();
+        let config = &tuning.rules.config;
+        let fresh =
+            decide(&kept.value.semantics(config), directives, SystemTime::now()) == Decision::Fresh;
+        if !fresh || !vary_matches(&kept.value, forward) {
+            return None;
+        }
+        answer::from_prefix(
+            &self.stats,
+            config,
+            &kept.value,
+            kept.complete,
+            &forward.headers,
+        )
+    }
+}
+
+/// The share of the memory budget prefixes may hold: 1/16.
+pub(crate) const PARTIAL_SHARE: u64 = 16;
+
+/// One incomplete answer: as it would be stored, its body the prefix.
+pub(crate) struct Partial {
+    /// The fields, times and variant of the answer; `body` is what arrived.
+    pub value: CachedResponse,
+    /// The length of the whole body (its `Content-Length`).
+    pub complete: u64,
+}
+
+impl Partial {
+    /// The bytes kept.
+    pub(crate) fn kept(&self) -> u64 {
+        self.value.body.len() as u64
+    }
+}
+
+/// The prefixes of this process, by key, within a byte budget.
+pub(crate) struct Partials {
+    inner: Mutex<Kept>,
+    max_bytes: u64,
+}
+
+#[derive(Default)]
+struct Kept {
+    by_key: HashMap<String, (u64, Arc<Partial>)>,
+    /// Keys in the order they were put, each with the number it was put
+    /// under (a key put again or removed leaves a stale pair, skipped).
+    order: VecDeque<(u64, String)>,
+    bytes: u64,
+    next: u64,
+}
+
+impl Partials {
+    /// At most `max_bytes` of prefixes (0: none is kept).
+    pub(crate) fn new(max_bytes: u64) -> Self {
+        Partials {
+            inner: Mutex::default(),
+            max_bytes,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Kept> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Keeps `partial` under `key` (replacing any), dropping the oldest
+    /// prefixes to stay within the budget; one larger than the budget is not kept.
+    pub(crate) fn put(&self, key: &str, partial: Partial) {
+        let weight = partial.value.weight(key);
+        if weight > self.max_bytes {
+            return;
+        }
+        let mut kept = self.lock();
+        kept.remove(key);
+        while kept.bytes + weight > self.max_bytes {
+            let Some((n, oldest)) = kept.order.pop_front() else {
+                break;
+            };
+            if kept.by_key.get(&oldest).is_some_and(|(m, _)| *m == n) {
+                kept.remove(&oldest);
+            }
+        }
+        let n = kept.next;
+        kept.next += 1;
+        kept.bytes += weight;
+        kept.by_key.insert(key.to_string(), (n, Arc::new(partial)));
+        kept.order.push_back((n, key.to_string()));
+        // Stale pairs never outnumber the live ones by much.
+        if kept.order.len() > 2 * kept.by_key.len() + 16 {
+            let Kept { by_key, order, .. } = &mut *kept;
+            order.retain(|(n, k)| by_key.get(k).is_some_and(|(m, _)| m == n));
+        }
+    }
+
+    /// The prefix kept under `key`.
+    pub(crate) fn get(&self, key: &str) -> Option<Arc<Partial>> {
+        if self.max_bytes == 0 {
+            return None;
+        }
+        self.lock().by_key.get(key).map(|(_, p)| Arc::clone(p))
+    }
+
+    /// Takes the prefix kept under `key` out (a load completes or replaces it).
+    pub(crate) fn take(&self, key: &str) -> Option<Arc<Partial>> {
+        if self.max_bytes == 0 {
+            return None;
+        }
+        self.lock().remove(key)
+    }
+
+    /// Bytes held, as [`CachedResponse::weight`] counts them.
+    #[cfg(test)]
+    fn bytes(&self) -> u64 {
+        self.lock().bytes
+    }
+}
+
+impl Kept {
+    fn remove(&mut self, key: &str) -> Option<Arc<Partial>> {
+        let (_, partial) = self.by_key.remove(key)?;
+        self.bytes = self.bytes.saturating_sub(partial.value.weight(key));
+        Some(partial)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use herdguard_http::response::Fetch;
+    use http::{HeaderMap, StatusCode};
+
+    fn partial(len: usize) -> Partial {
+        Partial {
+            value: CachedResponse::new(
+                StatusCode::OK,
+                &HeaderMap::new(),
+                Bytes::from(vec![b'x'; len]),
+                (0, 0),
+                Vec::new(),
+                Fetch::Miss,
+            ),
+            complete: len as u64 * 2,
+        }
+    }
+
+    #[test]
+    fn prefixes_stay_within_the_budget_oldest_dropped_first() {
+        // Three of them, keys of up to three bytes.
+        let one = partial(1000).value.weight("k00");
+        let kept = Partials::new(one * 3);
+        for i in 0..100 {
+            kept.put(&format!("k{i}"), partial(1000));
+            assert!(kept.bytes() <= one * 3, "{} after {i}", kept.bytes());
+        }
+        assert!(kept.get("k0").is_none());
+        assert!(kept.get("k99").is_some());
+        assert!(kept.get("k97").is_some());
+        // The same key put again replaces; stale order pairs stay bounded.
+        for _ in 0..1000 {
+            kept.put("k99", partial(1000));
+        }
+        assert!(kept.lock().order.len() <= 2 * 3 + 16);
+        assert!(kept.take("k99").is_some());
+        assert!(kept.get("k99").is_none());
+        // Larger than the budget, or no budget: nothing kept.
+        kept.put("big", partial(10_000));
+        assert!(kept.get("big").is_none());
+        let none = Partials::new(0);
+        none.put("k", partial(1));
+        assert!(none.get("k").is_none());
+    }
+}
