@@ -11,6 +11,10 @@
 //! - `loader`: the one origin request of a load; unshareable answers go to their
 //!   own caller only.
 //! - `range`: a `Range` request answered 206 from the whole stored response.
+//! - `head`: a `HEAD` forwarded as `HEAD` removes the stored `GET` answer it
+//!   contradicts (RFC 9111 §4.3.5).
+//! - `negotiate`: another stored variant a request accepts by q-value, when
+//!   its own has none (`Vary: Accept-Encoding` / `Accept-Language`).
 //! - `answer`: every outcome mapped to a response, its `Cache-Status` and its count.
 //! - `access`: the access log (`--access-log`), one `tracing` event per request.
 //! - `proxy`: the state all of them share — cache, origin client, the tuning a
@@ -26,7 +30,9 @@
 pub(crate) mod access;
 pub(crate) mod answer;
 mod handler;
+mod head;
 pub(crate) mod loader;
+mod negotiate;
 pub(crate) mod path_rules;
 pub(crate) mod proxy;
 pub(crate) mod range;
