@@ -141,12 +141,19 @@ fn encoding_quality(request: &HeaderMap, response: &HeaderMap) -> Option<u16> {
     }
     let mut least = 1000;
     for coding in &codings {
-        let exact = accepted
+        // A coding named twice counts at its least: any q=0 refuses it.
+        let named = accepted
             .iter()
-            .find(|(c, _)| coding_name(c) == coding_name(coding));
-        let q = match exact {
-            Some((_, q)) => *q,
-            None => accepted.iter().find(|(c, _)| c == "*").map(|(_, q)| *q)?,
+            .filter(|(c, _)| coding_name(c) == coding_name(coding))
+            .map(|(_, q)| *q)
+            .min();
+        let q = match named {
+            Some(q) => q,
+            None => accepted
+                .iter()
+                .filter(|(c, _)| c == "*")
+                .map(|(_, q)| *q)
+                .min()?,
         };
         least = least.min(q);
     }
@@ -173,9 +180,13 @@ fn language_quality(request: &HeaderMap, response: &HeaderMap) -> Option<u16> {
                     || (tag.starts_with(range.as_str())
                         && tag.as_bytes().get(range.len()) == Some(&b'-'));
                 let specificity = if range == "*" { 0 } else { range.len() };
-                if matches && most_specific.is_none_or(|(s, _)| specificity > s) {
-                    most_specific = Some((specificity, *q));
-                }
+                // The most specific range decides; one named twice counts at its least.
+                most_specific = match most_specific {
+                    _ if !matches => most_specific,
+                    Some((s, _)) if specificity < s => most_specific,
+                    Some((s, kept)) if specificity == s => Some((s, kept.min(*q))),
+                    _ => Some((specificity, *q)),
+                };
             }
             if let Some((_, q)) = most_specific {
                 best = Some(best.map_or(q, |b| b.max(q)));
@@ -227,6 +238,11 @@ mod tests {
         assert_eq!(q(&[("accept-encoding", "gzip;q=0, br")], &gzip), None);
         assert_eq!(q(&[("accept-encoding", "gzip;q=0.000, *")], &gzip), None);
         assert_eq!(q(&[("accept-encoding", "*;q=0")], &gzip), None);
+        assert_eq!(
+            q(&[("accept-encoding", "gzip;q=0.5, gzip;q=0")], &gzip),
+            None
+        );
+        assert_eq!(q(&[("accept-encoding", "*, *;q=0")], &gzip), None);
         // No Accept-Encoding, an empty one: never a coding by negotiation.
         assert_eq!(q(&[], &gzip), None);
         assert_eq!(q(&[("accept-encoding", "")], &gzip), None);
@@ -288,6 +304,7 @@ mod tests {
         assert_eq!(lq("en-US;q=0, en", "en-US"), None);
         assert_eq!(lq("*;q=0.1, de", "fr"), Some(vec![100]));
         assert_eq!(lq("*;q=0", "fr"), None);
+        assert_eq!(lq("fr, fr;q=0", "fr"), None);
         assert_eq!(
             quality(&vary, &hm(&[("accept-language", "en")]), &hm(&[])),
             None
