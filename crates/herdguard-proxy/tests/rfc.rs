@@ -1261,65 +1261,84 @@ async fn a_head_answer_that_contradicts_the_stored_get_answer_removes_it() {
 /// never served to it.
 #[tokio::test]
 async fn variants_are_chosen_by_q_value_and_a_refused_coding_is_never_served() {
-    let o = origin(|s, _| {
-        // The origin's own choice: the first coding named, if it has it.
-        let ae = s.header("accept-encoding").unwrap_or("");
-        let (coding, body) = if ae == "gzip" {
-            (Some("gzip"), "GZ")
-        } else if ae == "br" {
-            (Some("br"), "BR")
-        } else {
-            (None, "ID")
+    // Boxed: the answers' read buffers would not all fit the test thread's stack.
+    Box::pin(async {
+        let o = origin(|s, _| {
+            // The origin's own choice: the first coding named, if it has it.
+            let ae = s.header("accept-encoding").unwrap_or("");
+            let (coding, body) = if ae == "gzip" {
+                (Some("gzip"), "GZ")
+            } else if ae == "br" {
+                (Some("br"), "BR")
+            } else {
+                (None, "ID")
+            };
+            let mut fields = vec![("cache-control", "max-age=60"), ("vary", "Accept-Encoding")];
+            fields.extend(coding.map(|c| ("content-encoding", c)));
+            if coding == Some("gzip") {
+                fields.push(("age", "30"));
+            }
+            Reply::ok(&fields, body)
+        })
+        .await;
+        let p = proxy(&format!("http://{}", o.addr), &[]).await;
+        let ask = |ae: &'static str| {
+            let addr = p.addr;
+            async move {
+                let r = get(addr, "/v", &[("accept-encoding", ae)]).await;
+                (r.text(), r.header("content-encoding").map(str::to_string))
+            }
         };
-        let mut fields = vec![("cache-control", "max-age=60"), ("vary", "Accept-Encoding")];
-        fields.extend(coding.map(|c| ("content-encoding", c)));
-        Reply::ok(&fields, body)
+        let gz = ("GZ".to_string(), Some("gzip".to_string()));
+        let br = ("BR".to_string(), Some("br".to_string()));
+        let id = ("ID".to_string(), None);
+        assert_eq!(ask("gzip").await, gz);
+        assert_eq!(ask("br").await, br);
+        assert_eq!(o.calls(), 2);
+        // Chosen from what is stored, by q-value: no origin call.
+        assert_eq!(ask("br;q=0.5, gzip").await, gz);
+        assert_eq!(ask("gzip;q=0.2, br;q=0.9, deflate").await, br);
+        assert_eq!(ask("*;q=0.1, gzip;q=0.05").await, br);
+        assert_eq!(o.calls(), 2);
+        // A stored variant older than the request's max-age is not chosen.
+        let r = get(
+            p.addr,
+            "/v",
+            &[
+                ("accept-encoding", "gzip, br;q=0.1"),
+                ("cache-control", "max-age=5"),
+            ],
+        )
+        .await;
+        assert_eq!(r.text(), "BR", "{r:?}");
+        assert_eq!(o.calls(), 2);
+        // The adversary: whoever refuses a coding never gets it from the cache.
+        for refusing in [
+            "gzip;q=0, br;q=0, identity",
+            "*;q=0",
+            "gzip;q=0, br;q=0, *",
+            "deflate",
+            "identity",
+        ] {
+            let (body, coding) = ask(refusing).await;
+            assert!(
+                coding.is_none() && body == "ID",
+                "{refusing} got {body} {coding:?}"
+            );
+        }
+        // No Accept-Encoding: never a compressed variant by negotiation.
+        let r = get(p.addr, "/v", &[]).await;
+        assert_eq!(
+            (r.text().as_str(), r.header("content-encoding")),
+            ("ID", None)
+        );
+        let calls = o.calls();
+        // Identity is stored now, and chosen when it is the most wanted.
+        assert_eq!(ask("identity, gzip;q=0.5").await, id);
+        assert_eq!(ask("x-gzip;q=0.9, identity;q=0.1").await, gz);
+        assert_eq!(o.calls(), calls);
     })
     .await;
-    let p = proxy(&format!("http://{}", o.addr), &[]).await;
-    let ask = |ae: &'static str| {
-        let addr = p.addr;
-        async move {
-            let r = get(addr, "/v", &[("accept-encoding", ae)]).await;
-            (r.text(), r.header("content-encoding").map(str::to_string))
-        }
-    };
-    let gz = ("GZ".to_string(), Some("gzip".to_string()));
-    let br = ("BR".to_string(), Some("br".to_string()));
-    let id = ("ID".to_string(), None);
-    assert_eq!(ask("gzip").await, gz);
-    assert_eq!(ask("br").await, br);
-    assert_eq!(o.calls(), 2);
-    // Chosen from what is stored, by q-value: no origin call.
-    assert_eq!(ask("br;q=0.5, gzip").await, gz);
-    assert_eq!(ask("gzip;q=0.2, br;q=0.9, deflate").await, br);
-    assert_eq!(ask("*;q=0.1, gzip;q=0.05").await, br);
-    assert_eq!(o.calls(), 2);
-    // The adversary: whoever refuses a coding never gets it from the cache.
-    for refusing in [
-        "gzip;q=0, br;q=0, identity",
-        "*;q=0",
-        "gzip;q=0, br;q=0, *",
-        "deflate",
-        "identity",
-    ] {
-        let (body, coding) = ask(refusing).await;
-        assert!(
-            coding.is_none() && body == "ID",
-            "{refusing} got {body} {coding:?}"
-        );
-    }
-    // No Accept-Encoding: never a compressed variant by negotiation.
-    let r = get(p.addr, "/v", &[]).await;
-    assert_eq!(
-        (r.text().as_str(), r.header("content-encoding")),
-        ("ID", None)
-    );
-    let calls = o.calls();
-    // Identity is stored now, and chosen when it is the most wanted.
-    assert_eq!(ask("identity, gzip;q=0.5").await, id);
-    assert_eq!(ask("x-gzip;q=0.9, identity;q=0.1").await, gz);
-    assert_eq!(o.calls(), calls);
 }
 
 /// RFC 9111 §4.3.2: a load its caller alone consumes (a request with

@@ -200,7 +200,13 @@ where
         let handoff = Handoff::default();
         let forced = demands_revalidation(shared, &key, template.headers(), directives);
         if !forced {
-            if let Some(r) = negotiated(shared, primary, &key, template.headers(), head) {
+            if let Some(r) = negotiated(
+                shared,
+                primary,
+                &key,
+                template.headers(),
+                (directives, head),
+            ) {
                 return Ok(r);
             }
         }
@@ -264,30 +270,38 @@ where
 }
 
 /// When the request's own variant (`key`) has no fresh stored answer: another
-/// fresh stored variant it accepts by q-value (RFC 9111 §4.1's MAY; the rule
-/// and its bounds are `herdguard_http::negotiate` and `Variants::negotiate`).
+/// fresh stored variant it accepts by q-value, whose age meets its `max-age` /
+/// `min-fresh` (RFC 9111 §4.1's MAY; the rule and its bounds are
+/// `herdguard_http::negotiate` and `Variants::negotiate`).
 fn negotiated(
     shared: &Shared,
     primary: &str,
     key: &str,
     request: &HeaderMap,
-    head: bool,
+    (directives, head): (&RequestDirectives, bool),
 ) -> Option<Response<HerdBody>> {
     let now = SystemClock.now();
-    let fresh = |k: &str| {
-        shared
-            .cache
-            .peek(&k.to_string())
-            .filter(|e| e.is_fresh(now))
-    };
-    if fresh(key).is_some() {
+    if shared
+        .cache
+        .peek(&key.to_string())
+        .is_some_and(|e| e.is_fresh(now))
+    {
         return None;
     }
+    let config = &shared.rules.config;
+    let fresh = |k: &str| {
+        shared.cache.peek(&k.to_string()).filter(|e| {
+            e.is_fresh(now)
+                && !e
+                    .value()
+                    .falls_short_of(config, directives, SystemTime::now())
+        })
+    };
     let entry = shared
         .variants
         .negotiate(primary, key, request, fresh, |e| e.value())?;
     Some(answer::stored(
-        &shared.rules.config,
+        config,
         entry.value(),
         Served::Hit,
         entry.time_to_live(now),

@@ -173,7 +173,7 @@ impl Proxy {
             };
             if hit.is_none() && !forced {
                 // Another stored variant the request accepts (RFC 9111 §4.1).
-                if let Some(r) = self.negotiated(primary, &key, forward, head) {
+                if let Some(r) = self.negotiated(primary, &key, forward, directives, head) {
                     return r;
                 }
             }

@@ -3,8 +3,10 @@
 //! bounds are `herdguard_http::negotiate` and `Variants::negotiate`).
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use herdguard::{Clock, Entry, Served, SystemClock};
+use herdguard_http::RequestDirectives;
 use http::Response;
 
 use super::answer;
@@ -15,29 +17,36 @@ use crate::body::Body;
 
 impl Proxy {
     /// The answer from another fresh stored variant of `primary` that `forward`
-    /// accepts, when its own (`key`) has none; `None` to load as usual.
+    /// accepts — and whose age meets its `max-age` / `min-fresh` — when its own
+    /// (`key`) has none; `None` to load as usual.
     pub(crate) fn negotiated(
         &self,
         primary: &str,
         key: &str,
         forward: &Forward,
+        directives: &RequestDirectives,
         head: bool,
     ) -> Option<Response<Body>> {
         let now = SystemClock.now();
+        let tuning = self.tuning();
+        let config = &tuning.rules.config;
         let entry: Arc<Entry<CachedResponse>> = self.variants.negotiate(
             primary,
             key,
             forward,
             |candidate| {
-                self.cache
-                    .peek(&candidate.to_string())
-                    .filter(|e| e.is_fresh(now))
+                self.cache.peek(&candidate.to_string()).filter(|e| {
+                    e.is_fresh(now)
+                        && !e
+                            .value()
+                            .falls_short_of(config, directives, SystemTime::now())
+                })
             },
             |e| e.value(),
         )?;
         Some(answer::stored(
             &self.stats,
-            &self.tuning().rules.config,
+            config,
             entry.value(),
             Served::Hit,
             entry.time_to_live(now),
