@@ -168,7 +168,7 @@ impl Variants {
     }
 
     /// Another stored variant of `primary` for a request whose own variant
-    /// (`key`) has no usable stored response: one whose fields the request
+    /// (`key`) has no stored response: one whose fields the request
     /// accepts by the `Vary` fields' own mechanism ([`crate::negotiate`]:
     /// q-values of `Accept-Encoding` / `Accept-Language`), the most wanted
     /// first. `usable` gives a key's stored response when it may answer now

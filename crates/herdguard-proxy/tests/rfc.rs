@@ -1449,3 +1449,37 @@ async fn no_waiter_ever_gets_a_304_it_did_not_ask_for() {
     assert_eq!(r.status, 200);
     assert!(r.text().starts_with("body "));
 }
+
+/// A request's own variant, stored but stale (on arrival: `Age` past `max-age`), is
+/// revalidated (here: served stale while it is) rather than passed over for another variant by q-value.
+#[tokio::test]
+async fn a_stale_own_variant_is_not_passed_over_for_another() {
+    let o = origin(|s, n| {
+        let vary = ("vary", "Accept-Encoding");
+        if s.header("accept-encoding") == Some("gzip") {
+            Reply::ok(
+                &[
+                    ("cache-control", "max-age=60"),
+                    vary,
+                    ("content-encoding", "gzip"),
+                ],
+                "GZ",
+            )
+        } else {
+            let swr = ("cache-control", "max-age=5, stale-while-revalidate=600");
+            Reply::ok(
+                &[swr, ("age", "10"), vary, ("content-encoding", "br")],
+                format!("BR-{n}"),
+            )
+        }
+    })
+    .await;
+    let p = proxy(&format!("http://{}", o.addr), &[]).await;
+    let own = [("accept-encoding", "br, gzip;q=0.9")];
+    assert_eq!(get(p.addr, "/s", &own).await.text(), "BR-1");
+    let gzip = get(p.addr, "/s", &[("accept-encoding", "gzip")]).await;
+    assert_eq!(gzip.text(), "GZ");
+    let r = get(p.addr, "/s", &own).await;
+    assert_eq!(r.text(), "BR-1", "{r:?}");
+    assert!(r.cache_status().contains("stale-while-revalidate"), "{r:?}");
+}

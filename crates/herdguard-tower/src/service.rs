@@ -269,7 +269,7 @@ where
     Box::pin(alone(inner, template, head, "vary-changed")).await
 }
 
-/// When the request's own variant (`key`) has no fresh stored answer: another
+/// When the request's own variant (`key`) has no stored answer: another
 /// fresh stored variant it accepts by q-value, whose age meets its `max-age` /
 /// `min-fresh` (RFC 9111 §4.1's MAY; the rule and its bounds are
 /// `herdguard_http::negotiate` and `Variants::negotiate`).
@@ -281,11 +281,9 @@ fn negotiated(
     (directives, head): (&RequestDirectives, bool),
 ) -> Option<Response<HerdBody>> {
     let now = SystemClock.now();
-    if shared
-        .cache
-        .peek(&key.to_string())
-        .is_some_and(|e| e.is_fresh(now))
-    {
+    // Its own variant, stored (even stale: revalidated or served stale as
+    // usual), is never passed over.
+    if shared.cache.peek(&key.to_string()).is_some() {
         return None;
     }
     let config = &shared.rules.config;

@@ -1,4 +1,4 @@
-//! A request whose own variant has no fresh stored answer may be given another
+//! A request whose own variant has no stored answer may be given another
 //! stored variant it accepts by q-value (RFC 9111 §4.1's MAY; the rule and its
 //! bounds are `herdguard_http::negotiate` and `Variants::negotiate`).
 
@@ -18,7 +18,7 @@ use crate::body::Body;
 impl Proxy {
     /// The answer from another fresh stored variant of `primary` that `forward`
     /// accepts — and whose age meets its `max-age` / `min-fresh` — when its own
-    /// (`key`) has none; `None` to load as usual.
+    /// (`key`) has nothing stored; `None` to go on as usual.
     pub(crate) fn negotiated(
         &self,
         primary: &str,
@@ -27,6 +27,11 @@ impl Proxy {
         directives: &RequestDirectives,
         head: bool,
     ) -> Option<Response<Body>> {
+        // Its own variant, stored (even stale: revalidated or served stale as
+        // usual), is never passed over.
+        if self.cache.peek(&key.to_string()).is_some() {
+            return None;
+        }
         let now = SystemClock.now();
         let tuning = self.tuning();
         let config = &tuning.rules.config;
