@@ -1483,3 +1483,38 @@ async fn a_stale_own_variant_is_not_passed_over_for_another() {
     assert_eq!(r.text(), "BR-1", "{r:?}");
     assert!(r.cache_status().contains("stale-while-revalidate"), "{r:?}");
 }
+
+/// §4.3.5 across a fleet: the stored answer a contradicting `HEAD` removes on one
+/// sidecar is gone from the shared store too, so another sidecar that never held
+/// it locally loads the current one instead of serving the old one from Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contradicting_head_on_one_sidecar_removes_the_answer_from_the_fleet() {
+    let redis = herdguard_testkit::RedisServer::start().unwrap();
+    let o = origin(|s, _| {
+        if s.method == "HEAD" {
+            return Reply::ok(&[("etag", "\"v2\"")], "v2");
+        }
+        if s.header("x-first").is_some() {
+            let stale = ("cache-control", "max-age=5, stale-while-revalidate=600");
+            return Reply::ok(&[stale, ("age", "10"), ("etag", "\"v1\"")], "v1");
+        }
+        Reply::ok(&[("cache-control", "max-age=60"), ("etag", "\"v2\"")], "v2")
+    })
+    .await;
+    let redis_line = format!("redis = {:?}", redis.url());
+    let settings = [redis_line.as_str(), "redis_op_timeout_ms = 2000"];
+    let p0 = proxy(&format!("http://{}", o.addr), &settings).await;
+    let p1 = proxy(&format!("http://{}", o.addr), &settings).await;
+    assert_eq!(
+        get(p0.addr, "/fleet", &[("x-first", "1")]).await.text(),
+        "v1"
+    );
+    let r = support::request(p0.addr, "HEAD", "/fleet", &[("cache-control", "no-store")]).await;
+    assert_eq!(r.header("etag"), Some("\"v2\""));
+    let r = get(p1.addr, "/fleet", &[]).await;
+    assert_eq!(
+        r.text(),
+        "v2",
+        "the old answer came from the shared store: {r:?}"
+    );
+}
