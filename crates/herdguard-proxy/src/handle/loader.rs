@@ -12,7 +12,9 @@
 //! `s-maxage` or `must-revalidate`); a request that says `no-store` never leads
 //! a load. [`Proxy::load_alone`] is the same load for one caller, coalesced with
 //! nobody (a request with credentials, unless it refreshes a stored answer
-//! marked shareable without demanding a revalidation).
+//! marked shareable without demanding a revalidation), and the only load that
+//! carries the caller's own `If-None-Match` tags (RFC 9111 §4.3.2): its answer
+//! goes to nobody else, so a `304` for them can too.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
