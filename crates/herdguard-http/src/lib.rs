@@ -58,9 +58,12 @@
 //! * [`decision`] — may a stored response serve a request: fresh, stale-while-revalidate,
 //!   stale by `max-stale`, revalidate (with the `stale-if-error` deadline), or 504.
 //! * [`vary`] — secondary keys and matching (§4.1).
+//! * [`negotiate`] — choosing another stored variant by q-value when none matches exactly
+//!   (`Accept-Encoding`, `Accept-Language`; §4.1's MAY).
 //! * [`revalidate`] — conditional requests (§4.3.1), whether a client's own conditions make a
 //!   stored response a 304 ([`revalidate::not_modified`], §4.3.2), whether a 304 validates the
-//!   stored response (§4.3.4, read as every major cache reads it), and the header update (§3.2).
+//!   stored response (§4.3.4, read as every major cache reads it), whether a `HEAD` answer
+//!   confirms it ([`revalidate::head_verdict`], §4.3.5), and the header update (§3.2).
 //! * [`range`] — the one `bytes` range a request asks of a whole stored response, and whether
 //!   its `If-Range` holds (RFC 9110 §14, §13.1.5: strong validators only).
 //! * [`partial`] — incomplete responses (§3.3): which broken-off `200` may be kept, and
@@ -103,6 +106,7 @@ pub mod freshness;
 pub mod hop;
 pub mod invalidate;
 pub mod key;
+pub mod negotiate;
 pub mod partial;
 pub mod range;
 pub mod response;

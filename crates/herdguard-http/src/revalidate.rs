@@ -139,27 +139,34 @@ pub fn none_match(if_none_match: &HeaderValue, etag: &EntityTag) -> bool {
     if b.iter().all(|c| matches!(c, b' ' | b'\t' | b'*')) && b.contains(&b'*') {
         return true;
     }
-    // Split on commas outside quotes: an opaque tag may itself contain a comma.
-    let mut start = 0;
-    let mut quoted = false;
-    for (i, &c) in b.iter().enumerate() {
-        match c {
-            b'"' => quoted = !quoted,
-            b',' if !quoted => {
-                if b.get(start..i)
-                    .and_then(EntityTag::parse)
-                    .is_some_and(|t| t.weak_eq(etag))
-                {
-                    return true;
+    tag_list(b).any(|m| EntityTag::parse(m).is_some_and(|t| t.weak_eq(etag)))
+}
+
+/// The members of an entity-tag list, split on commas outside quotes (an
+/// opaque tag may itself contain a comma).
+fn tag_list(b: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let (mut start, mut quoted, mut at) = (0, false, 0);
+    std::iter::from_fn(move || {
+        while at < b.len() {
+            let i = at;
+            at += 1;
+            match b[i] {
+                b'"' => quoted = !quoted,
+                b',' if !quoted => {
+                    let member = &b[start..i];
+                    start = i + 1;
+                    return Some(member);
                 }
-                start = i + 1;
+                _ => {}
             }
-            _ => {}
         }
-    }
-    b.get(start..)
-        .and_then(EntityTag::parse)
-        .is_some_and(|t| t.weak_eq(etag))
+        if start <= b.len() {
+            let member = &b[start..];
+            start = b.len() + 1;
+            return Some(member);
+        }
+        None
+    })
 }
 
 /// Whether a client's `If-None-Match` — or, without one, `If-Modified-Since` (RFC 9110 §13.1.3:
@@ -211,6 +218,166 @@ pub fn validates(not_modified: &HeaderMap, stored: &HeaderMap) -> bool {
         return new == old;
     }
     true
+}
+
+/// What a `200` answer to a `HEAD` says of the stored `GET` response that
+/// could have answered the same request (RFC 9111 §4.3.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadVerdict {
+    /// Every validator it carries (`ETag`, by the strong comparison when
+    /// strong; `Last-Modified`) and its `Content-Length`, when present, match
+    /// the stored ones, and something matched — a validator or, when the
+    /// stored response has none, the length: its fields update the stored
+    /// ones as a `304`'s would ([`update_stored_headers`]).
+    Confirms,
+    /// A validator or the length it carries differs from (or is missing in)
+    /// the stored response: the stored response is out of date.
+    Contradicts,
+    /// It carries nothing to compare with (no validator for a stored response
+    /// that has one): neither. The letter would update the stored response on
+    /// such an answer; a server that drops its validators on `HEAD` would then
+    /// refresh whatever is stored, and one that is not the `GET`'s twin would
+    /// let any client evict it.
+    Silent,
+}
+
+/// What a `200` answer to a `HEAD` with fields `head` says of a stored `GET`
+/// response with fields `stored` (RFC 9111 §4.3.5; see [`HeadVerdict`]).
+pub fn head_verdict(head: &HeaderMap, stored: &HeaderMap) -> HeadVerdict {
+    let mut confirmed = false;
+    if head.contains_key(ETAG) {
+        let matches = match (
+            EntityTag::from_headers(head),
+            EntityTag::from_headers(stored),
+        ) {
+            (Some(new), Some(old)) if new.weak => new.weak_eq(&old),
+            (Some(new), Some(old)) => new.strong_eq(&old),
+            _ => false,
+        };
+        if !matches {
+            return HeadVerdict::Contradicts;
+        }
+        confirmed = true;
+    }
+    if head.contains_key(LAST_MODIFIED) {
+        match (last_modified(head), last_modified(stored)) {
+            (Some(new), Some(old)) if new == old => confirmed = true,
+            _ => return HeadVerdict::Contradicts,
+        }
+    }
+    if head.contains_key(CONTENT_LENGTH) {
+        match (single_length(head), single_length(stored)) {
+            (Some(new), Some(old)) if new == old => confirmed |= !has_validator(stored),
+            _ => return HeadVerdict::Contradicts,
+        }
+    }
+    if confirmed {
+        HeadVerdict::Confirms
+    } else {
+        HeadVerdict::Silent
+    }
+}
+
+/// The `Content-Length` of a message: one valid value on a single line, else `None`.
+fn single_length(headers: &HeaderMap) -> Option<u64> {
+    let mut all = headers.get_all(CONTENT_LENGTH).iter();
+    let first = all.next()?;
+    if all.next().is_some() {
+        return None;
+    }
+    let text = first.to_str().ok()?.trim();
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+/// The entity tags of a client's `If-None-Match`, when it may be merged into
+/// a conditional request the cache makes for that client alone (RFC 9111
+/// §4.3.2): at most [`MAX_CLIENT_TAGS`] valid tags, each member parsing; `None`
+/// for `*` (any current representation, which would make every `304`
+/// ambiguous), an empty list, or one that does not parse.
+pub fn client_tags(if_none_match: &HeaderValue) -> Option<Vec<EntityTag>> {
+    let mut tags = Vec::new();
+    for member in tag_list(if_none_match.as_bytes()) {
+        if member.iter().all(|c| matches!(c, b' ' | b'\t')) {
+            continue;
+        }
+        tags.push(EntityTag::parse(member)?);
+        if tags.len() > MAX_CLIENT_TAGS {
+            return None;
+        }
+    }
+    (!tags.is_empty()).then_some(tags)
+}
+
+/// Most entity tags of a client's `If-None-Match` merged into the cache's own
+/// conditional request; a longer list is not merged (the request then goes
+/// without them, as it would without merging).
+pub const MAX_CLIENT_TAGS: usize = 16;
+
+/// The `If-None-Match` of a conditional request the cache makes for one
+/// client: the stored response's tag (from [`conditional_headers`], when it
+/// has one) followed by the client's `tags` (RFC 9111 §4.3.2).
+pub fn merged_if_none_match(
+    stored: Option<&HeaderValue>,
+    tags: &[EntityTag],
+) -> Option<HeaderValue> {
+    let mut out: Vec<u8> = stored.map(|v| v.as_bytes().to_vec()).unwrap_or_default();
+    for tag in tags {
+        if !out.is_empty() {
+            out.extend_from_slice(b", ");
+        }
+        if tag.weak {
+            out.extend_from_slice(b"W/");
+        }
+        out.push(b'"');
+        out.extend_from_slice(tag.tag.as_bytes());
+        out.push(b'"');
+    }
+    HeaderValue::from_bytes(&out).ok()
+}
+
+/// Whose representation a `304` to a merged conditional request selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SelectedBy {
+    /// The stored response's: it is validated ([`validates`]) and updated for everyone.
+    Stored,
+    /// Only the client's: a `304` for that client alone; nothing stored changes.
+    Client,
+    /// Neither for sure (no `ETag` while both were asked, or one nobody
+    /// asked for): the cache asks again without validators.
+    Unknown,
+}
+
+/// Whose representation the `304` with fields `not_modified` selects, for a
+/// request that carried the stored response's validators (`stored`, when it
+/// was conditional on them) and the client's `tags` (RFC 9111 §4.3.2, §4.3.4).
+/// The stored response wins when its tag matches, so the `304` serves every
+/// later request; a `304` without `ETag` is the client's only when the stored
+/// response's validators were not asked about.
+pub fn selected_by(
+    not_modified: &HeaderMap,
+    stored: Option<&HeaderMap>,
+    tags: &[EntityTag],
+) -> SelectedBy {
+    let Some(etag) = EntityTag::from_headers(not_modified) else {
+        return if stored.is_none() && !not_modified.contains_key(ETAG) {
+            SelectedBy::Client
+        } else {
+            SelectedBy::Unknown
+        };
+    };
+    if let Some(stored) = stored {
+        if EntityTag::from_headers(stored).is_some() && validates(not_modified, stored) {
+            return SelectedBy::Stored;
+        }
+    }
+    if tags.iter().any(|t| t.weak_eq(&etag)) {
+        SelectedBy::Client
+    } else {
+        SelectedBy::Unknown
+    }
 }
 
 /// Whether a field of a newer response must not replace the stored one (RFC 9111 §3.2): the
@@ -362,6 +529,111 @@ mod tests {
             &hm(&[("etag", "\"a\""), ("last-modified", other_lm)]),
             &strong
         ));
+    }
+
+    #[test]
+    fn rfc9111_4_3_5_a_head_answer_confirms_or_contradicts_only_by_what_it_carries() {
+        use HeadVerdict::{Confirms, Contradicts, Silent};
+        let lm = "Thu, 01 Jan 2015 00:00:00 GMT";
+        let other_lm = "Fri, 02 Jan 2015 00:00:00 GMT";
+        let stored = hm(&[
+            ("etag", "\"a\""),
+            ("last-modified", lm),
+            ("content-length", "5"),
+        ]);
+        let verdict = |head: &[(&str, &str)]| head_verdict(&hm(head), &stored);
+        // Matching validators and length: its fields then update the stored ones.
+        assert_eq!(
+            verdict(&[("etag", "\"a\""), ("content-length", "5")]),
+            Confirms
+        );
+        assert_eq!(verdict(&[("etag", "W/\"a\"")]), Confirms);
+        assert_eq!(verdict(&[("last-modified", lm)]), Confirms);
+        // Any field it carries that differs: the stored response is out of date.
+        assert_eq!(verdict(&[("etag", "\"b\"")]), Contradicts);
+        assert_eq!(
+            verdict(&[("etag", "\"a\""), ("content-length", "6")]),
+            Contradicts
+        );
+        assert_eq!(
+            verdict(&[("etag", "\"a\""), ("last-modified", other_lm)]),
+            Contradicts
+        );
+        assert_eq!(
+            verdict(&[("etag", "\"a\""), ("etag", "\"a\"")]),
+            Contradicts
+        );
+        assert_eq!(verdict(&[("etag", "garbage")]), Contradicts);
+        assert_eq!(
+            verdict(&[("etag", "\"a\""), ("content-length", "+5")]),
+            Contradicts
+        );
+        assert_eq!(verdict(&[("content-length", "0")]), Contradicts);
+        // A strong tag never matches a weak stored one.
+        assert_eq!(
+            head_verdict(&hm(&[("etag", "\"a\"")]), &hm(&[("etag", "W/\"a\"")])),
+            Contradicts
+        );
+        // Nothing to compare: no validator for a stored response that has one.
+        assert_eq!(verdict(&[("content-length", "5")]), Silent);
+        assert_eq!(verdict(&[("x", "1")]), Silent);
+        // Without validators on either side, the length decides.
+        let bare = hm(&[("content-length", "5")]);
+        assert_eq!(
+            head_verdict(&hm(&[("content-length", "5")]), &bare),
+            Confirms
+        );
+        assert_eq!(
+            head_verdict(&hm(&[("content-length", "4")]), &bare),
+            Contradicts
+        );
+        assert_eq!(head_verdict(&hm(&[]), &bare), Silent);
+        // A validator the stored response lacks: another representation.
+        assert_eq!(head_verdict(&hm(&[("etag", "\"a\"")]), &bare), Contradicts);
+    }
+
+    #[test]
+    fn rfc9111_4_3_2_client_tags_merge_only_when_each_parses() {
+        let hv = |s: &str| HeaderValue::from_str(s).unwrap();
+        let tags = client_tags(&hv("\"c1\", W/\"c2\" ,\"x,y\"")).unwrap();
+        assert_eq!(tags.len(), 3);
+        assert!(tags[1].weak && tags[2].tag == "x,y");
+        for refused in ["*", "", " , ", "c1", "\"c1\", nope", "\"open"] {
+            assert_eq!(client_tags(&hv(refused)), None, "{refused}");
+        }
+        let many = vec!["\"t\""; MAX_CLIENT_TAGS + 1].join(",");
+        assert_eq!(client_tags(&hv(&many)), None);
+        let merged = merged_if_none_match(Some(&hv("\"s\"")), &tags).unwrap();
+        assert_eq!(merged, "\"s\", \"c1\", W/\"c2\", \"x,y\"");
+        assert_eq!(merged_if_none_match(None, &tags[..1]).unwrap(), "\"c1\"");
+    }
+
+    #[test]
+    fn rfc9111_4_3_2_a_304_to_merged_tags_serves_the_store_only_when_it_names_its_tag() {
+        let stored = hm(&[("etag", "\"s\"")]);
+        let tags = vec![EntityTag::parse(b"\"c\"").unwrap()];
+        let sel = |n: &[(&str, &str)], s: Option<&HeaderMap>| selected_by(&hm(n), s, &tags);
+        assert_eq!(sel(&[("etag", "\"s\"")], Some(&stored)), SelectedBy::Stored);
+        assert_eq!(
+            sel(&[("etag", "W/\"s\"")], Some(&stored)),
+            SelectedBy::Stored
+        );
+        assert_eq!(sel(&[("etag", "\"c\"")], Some(&stored)), SelectedBy::Client);
+        assert_eq!(
+            sel(&[("etag", "W/\"c\"")], Some(&stored)),
+            SelectedBy::Client
+        );
+        // Ambiguous or nobody's: asked again, never handed to anyone.
+        assert_eq!(sel(&[], Some(&stored)), SelectedBy::Unknown);
+        assert_eq!(
+            sel(&[("etag", "\"z\"")], Some(&stored)),
+            SelectedBy::Unknown
+        );
+        assert_eq!(sel(&[("etag", "bad")], None), SelectedBy::Unknown);
+        // Only the client's tags were asked about: a 304 without ETag is the client's.
+        assert_eq!(sel(&[], None), SelectedBy::Client);
+        assert_eq!(sel(&[("etag", "\"c\"")], None), SelectedBy::Client);
+        assert_eq!(sel(&[("etag", "\"s\"")], None), SelectedBy::Unknown);
     }
 
     #[test]

@@ -34,7 +34,7 @@ impl<T: VaryView + ?Sized> VaryView for std::sync::Arc<T> {
 }
 
 /// Most `Vary` variants remembered per URL (for invalidation).
-const MAX_VARIANTS: usize = 64;
+pub const MAX_VARIANTS: usize = 64;
 
 /// What a URL varies on, and the variant keys seen (so all can be invalidated).
 #[derive(Clone)]
@@ -167,11 +167,163 @@ impl Variants {
         }
     }
 
+    /// Another stored variant of `primary` for a request whose own variant
+    /// (`key`) has no stored response: one whose fields the request
+    /// accepts by the `Vary` fields' own mechanism ([`crate::negotiate`]:
+    /// q-values of `Accept-Encoding` / `Accept-Language`), the most wanted
+    /// first. `usable` gives a key's stored response when it may answer now
+    /// (fresh); `response` reads it. Only URLs whose `Vary` is negotiable are
+    /// looked at, and at most the primary key and [`MAX_VARIANTS`] variant keys.
+    pub fn negotiate<T>(
+        &self,
+        primary: &str,
+        key: &str,
+        request: &impl VaryView,
+        mut usable: impl FnMut(&str) -> Option<T>,
+        response: impl Fn(&T) -> &CachedResponse,
+    ) -> Option<T> {
+        if !self.any.load(Ordering::Relaxed) {
+            return None;
+        }
+        let known = self.known.get(primary)?;
+        if !crate::negotiate::negotiable(&known.vary) {
+            return None;
+        }
+        let request = request.vary_view(&known.vary);
+        let mut best: Option<(crate::negotiate::Quality, T)> = None;
+        let candidates = std::iter::once(primary).chain(known.keys.iter().map(String::as_str));
+        for candidate in candidates.take(MAX_VARIANTS + 1) {
+            if candidate == key {
+                continue;
+            }
+            let Some(found) = usable(candidate) else {
+                continue;
+            };
+            let value = response(&found);
+            if value.uncacheable.is_some() {
+                continue;
+            }
+            // Judged under the variant's own Vary: it must be negotiable too.
+            let vary = value.vary();
+            if !crate::negotiate::negotiable(&vary) {
+                continue;
+            }
+            let Some(quality) = crate::negotiate::quality(&vary, &request, &value.header_map())
+            else {
+                continue;
+            };
+            if best.as_ref().is_none_or(|(q, _)| quality > *q) {
+                best = Some((quality, found));
+            }
+        }
+        best.map(|(_, found)| found)
+    }
+
     /// The primary key and every variant key seen of a URL.
     pub fn all_keys(&self, primary: &str) -> Vec<String> {
         let known = self.known.get(primary).unwrap_or_default();
         std::iter::once(primary.to_string())
             .chain(known.keys)
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::response::Fetch;
+    use crate::test_util::hm;
+    use std::collections::HashMap;
+
+    /// A stored response of the variant `request` asked for, under `vary`.
+    fn stored(vary: &str, encoding: Option<&str>, request: &HeaderMap) -> CachedResponse {
+        let mut fields = hm(&[("vary", vary), ("cache-control", "max-age=60")]);
+        if let Some(e) = encoding {
+            fields.insert("content-encoding", e.parse().unwrap());
+        }
+        let digest = digest_of(&Vary::from_response(&fields), request).unwrap();
+        CachedResponse::new(
+            http::StatusCode::OK,
+            &fields,
+            bytes::Bytes::from_static(b"x"),
+            (1, 1),
+            digest,
+            Fetch::Miss,
+        )
+    }
+
+    #[test]
+    fn rfc9111_4_1_negotiation_picks_the_most_wanted_accepted_variant() {
+        let variants = Variants::new(KeyConfig::default(), 1 << 20);
+        let primary = "GET http://a/x";
+        let mut store: HashMap<String, CachedResponse> = HashMap::new();
+        // Three variants stored: gzip (under the primary key), br, identity.
+        for (ae, encoding) in [
+            ("gzip", Some("gzip")),
+            ("br", Some("br")),
+            ("identity", None),
+        ] {
+            let request = hm(&[("accept-encoding", ae)]);
+            let key = variants.key_for(primary, &request);
+            let value = stored("Accept-Encoding", encoding, &request);
+            variants.learn(primary, &value, key == primary);
+            let key = variants.key_for(primary, &request);
+            store.insert(key, value);
+        }
+        let pick = |ae: &str| {
+            let request = hm(&[("accept-encoding", ae)]);
+            let key = variants.key_for(primary, &request);
+            variants
+                .negotiate(primary, &key, &request, |k| store.get(k), |v| *v)
+                .map(|v| v.header("content-encoding").unwrap_or_default())
+        };
+        assert_eq!(pick("br;q=0.4, gzip;q=0.9").as_deref(), Some("gzip"));
+        assert_eq!(pick("br, gzip;q=0.9").as_deref(), Some("br"));
+        assert_eq!(pick("identity;q=0.5, deflate").as_deref(), Some(""));
+        // The adversary: whoever refuses a coding never gets it.
+        assert_eq!(pick("gzip;q=0, br;q=0, identity;q=0, *;q=0"), None);
+        assert_eq!(pick("gzip;q=0, *;q=0.5").as_deref(), Some("br"));
+        assert_eq!(pick("*;q=0"), None);
+        assert_eq!(pick("deflate"), None);
+        // A Vary that is not negotiable: nothing is chosen.
+        let other = Variants::new(KeyConfig::default(), 1 << 20);
+        let request = hm(&[("accept-encoding", "gzip")]);
+        let value = stored("Accept-Encoding, Cookie", Some("gzip"), &request);
+        other.learn(primary, &value, true);
+        let asking = hm(&[("accept-encoding", "gzip, br")]);
+        let key = other.key_for(primary, &asking);
+        assert!(other
+            .negotiate(primary, &key, &asking, |_| Some(&value), |v| *v)
+            .is_none());
+    }
+
+    #[test]
+    fn negotiation_looks_at_a_bounded_number_of_variants() {
+        let variants = Variants::new(KeyConfig::default(), 1 << 20);
+        let primary = "GET http://a/x";
+        let first = hm(&[("accept-encoding", "gzip")]);
+        variants.learn(
+            primary,
+            &stored("Accept-Encoding", Some("gzip"), &first),
+            true,
+        );
+        for i in 0..1000 {
+            let _ = variants.key_for(primary, &hm(&[("accept-encoding", &format!("c{i}"))]));
+        }
+        let mut looked = 0;
+        let asking = hm(&[("accept-encoding", "br")]);
+        let key = variants.key_for(primary, &asking);
+        let _ = variants.negotiate(
+            primary,
+            &key,
+            &asking,
+            |_| {
+                looked += 1;
+                None::<&CachedResponse>
+            },
+            |v| *v,
+        );
+        assert!(looked <= MAX_VARIANTS + 1, "{looked}");
+        assert!(looked > 1, "{looked}");
     }
 }

@@ -1,5 +1,6 @@
 //! Property tests of the parsers a client or an origin controls: `Cache-Control` (request and
-//! response), `Vary` and secondary keys, HTTP-dates, the request-target normaliser, and the
+//! response), `Vary` and secondary keys, the choice between variants by q-value, HTTP-dates, the
+//! request-target normaliser, and the
 //! agreement of every path that computes a cache key (request, purge, invalidation).
 //!
 //! CI runs proptest's default case count (256 per property). The 10⁶ run:
@@ -236,6 +237,64 @@ proptest! {
             }
             let absolute = invalidated("/elsewhere", Some(&format!("http://{host}{raw}")));
             prop_assert!(absolute.contains(stored), "Location: http://{}{} gave {:?}", host, raw, absolute);
+        }
+    }
+
+    /// The adversary of q-value negotiation: whatever `Accept-Encoding` a client sends, a
+    /// stored variant is chosen for it only if it names each of the variant's codings (or `*`
+    /// without naming it) and refuses none of them with `q=0`.
+    #[test]
+    fn a_refused_or_unnamed_coding_is_never_chosen(
+        members in prop::collection::vec(
+            (
+                prop_oneof![
+                    Just("gzip"), Just("x-gzip"), Just("GZIP"), Just("br"), Just("identity"),
+                    Just("*"), Just("deflate"), Just(""), Just("g zip"),
+                ],
+                prop_oneof![
+                    Just(""), Just(";q=0"), Just(";q=0.000"), Just("; Q = 0"), Just(";q=0.5"),
+                    Just(";q=1"), Just(";q=1.0"), Just(";q=2"), Just(";q=abc"), Just(";q"),
+                    Just(";level=1"),
+                ],
+            ),
+            0..6,
+        ),
+        coding in prop_oneof![Just(None), Just(Some("gzip")), Just(Some("br")), Just(Some("gzip, br"))],
+    ) {
+        let accept: Vec<String> = members.iter().map(|(c, q)| format!("{c}{q}")).collect();
+        let accept = accept.join(", ");
+        let mut request = HeaderMap::new();
+        if let Some(v) = header_value(&accept) {
+            request.insert("accept-encoding", v);
+        }
+        let mut response = HeaderMap::new();
+        if let Some(c) = coding {
+            response.insert("content-encoding", HeaderValue::from_static(c));
+        }
+        let mut vary_fields = HeaderMap::new();
+        vary_fields.insert("vary", HeaderValue::from_static("Accept-Encoding"));
+        let vary = Vary::from_response(&vary_fields);
+        let chosen = herdguard_http::negotiate::quality(&vary, &request, &response).is_some();
+        let codings: Vec<&str> = coding.map_or(vec!["identity"], |c| c.split(", ").collect());
+        let name = |c: &str| match c.trim().to_ascii_lowercase().as_str() {
+            "x-gzip" => "gzip".to_string(),
+            other => other.to_string(),
+        };
+        let refuses = |q: &str| {
+            let q = q.to_ascii_lowercase().replace(' ', "");
+            q == ";q=0" || q == ";q=0.000" || q == ";q=2" || q == ";q=abc" || q == ";q"
+        };
+        for c in codings {
+            let named: Vec<&(&str, &str)> = members.iter().filter(|(m, _)| name(m) == c).collect();
+            let star: Vec<&(&str, &str)> = members.iter().filter(|(m, _)| *m == "*").collect();
+            let refused = if named.is_empty() {
+                star.is_empty() || star.iter().any(|(_, q)| refuses(q))
+            } else {
+                named.iter().any(|(_, q)| refuses(q))
+            };
+            if refused {
+                prop_assert!(!chosen, "{accept:?} chose {coding:?}");
+            }
         }
     }
 }

@@ -1519,3 +1519,335 @@ async fn with_a_shared_store_no_prefix_is_kept() {
     // Nothing was asked for but the whole answer.
     assert!(o.seen().iter().all(|s| s.header("range").is_none()));
 }
+
+/// RFC 9111 §4.3.5: a `HEAD` the cache forwards as `HEAD` (here: a request that
+/// says `no-store`) and whose answer carries other validators removes the
+/// stored `GET` answer, which would otherwise still be served stale.
+#[tokio::test]
+async fn a_head_answer_that_contradicts_the_stored_get_answer_removes_it() {
+    let o = origin(|s, _| {
+        let current = if s.target.starts_with("/changed") {
+            "v2"
+        } else {
+            "v1"
+        };
+        let etag = format!("\"{current}\"");
+        match (s.method.as_str(), s.target.as_str()) {
+            // Stale on arrival, usable stale for ten minutes.
+            ("GET", _) if s.header("x-first").is_some() => Reply::ok(
+                &[
+                    ("cache-control", "max-age=5, stale-while-revalidate=600"),
+                    ("age", "10"),
+                    ("etag", "\"v1\""),
+                    ("x-rev", "1"),
+                ],
+                "v1",
+            ),
+            ("HEAD", "/same-silent") => Reply::ok(&[("x-rev", "3")], "v1"),
+            ("HEAD", _) => Reply::ok(&[("etag", etag.as_str()), ("x-rev", "2")], current),
+            _ => Reply::ok(
+                &[("cache-control", "max-age=60"), ("etag", etag.as_str())],
+                current,
+            ),
+        }
+    })
+    .await;
+    let p = proxy(&format!("http://{}", o.addr), &[]).await;
+    let no_store = [("cache-control", "no-store")];
+    let first = [("x-first", "1")];
+
+    // Another ETag (and Content-Length): the stored answer is gone, here and fleet-wide.
+    assert_eq!(get(p.addr, "/changed", &first).await.text(), "v1");
+    let r = support::request(p.addr, "HEAD", "/changed", &no_store).await;
+    assert_eq!((r.status, r.header("etag")), (200, Some("\"v2\"")));
+    let r = get(p.addr, "/changed", &[]).await;
+    assert_eq!(r.text(), "v2", "the stale v1 was still served: {r:?}");
+    assert_eq!(o.calls(), 3);
+
+    // The same ETag: the stored answer stands, and nothing of a no-store
+    // request's answer is stored (its x-rev never reaches the stored answer).
+    assert_eq!(get(p.addr, "/same", &first).await.text(), "v1");
+    let r = support::request(p.addr, "HEAD", "/same", &no_store).await;
+    assert_eq!(r.header("x-rev"), Some("2"));
+    let r = get(p.addr, "/same", &[]).await;
+    assert_eq!(
+        (r.text().as_str(), r.header("x-rev")),
+        ("v1", Some("1")),
+        "{r:?}"
+    );
+
+    // A HEAD answer with nothing to compare (no validator) evicts nothing.
+    assert_eq!(get(p.addr, "/same-silent", &first).await.text(), "v1");
+    let r = support::request(p.addr, "HEAD", "/same-silent", &no_store).await;
+    assert_eq!(r.header("x-rev"), Some("3"));
+    let r = get(p.addr, "/same-silent", &[]).await;
+    assert_eq!(
+        (r.text().as_str(), r.header("x-rev")),
+        ("v1", Some("1")),
+        "{r:?}"
+    );
+}
+
+/// RFC 9111 §4.1: with `Vary: Accept-Encoding`, a request whose own variant is
+/// not stored is answered from a stored one whose coding it accepts (q > 0),
+/// the most wanted first; a coding it refuses (`q=0`, `*;q=0`, not named) is
+/// never served to it.
+#[tokio::test]
+async fn variants_are_chosen_by_q_value_and_a_refused_coding_is_never_served() {
+    // Boxed: the answers' read buffers would not all fit the test thread's stack.
+    Box::pin(async {
+        let o = origin(|s, _| {
+            // The origin's own choice: the first coding named, if it has it.
+            let ae = s.header("accept-encoding").unwrap_or("");
+            let (coding, body) = if ae == "gzip" {
+                (Some("gzip"), "GZ")
+            } else if ae == "br" {
+                (Some("br"), "BR")
+            } else {
+                (None, "ID")
+            };
+            let mut fields = vec![("cache-control", "max-age=60"), ("vary", "Accept-Encoding")];
+            fields.extend(coding.map(|c| ("content-encoding", c)));
+            if coding == Some("gzip") {
+                fields.push(("age", "30"));
+            }
+            Reply::ok(&fields, body)
+        })
+        .await;
+        let p = proxy(&format!("http://{}", o.addr), &[]).await;
+        let ask = |ae: &'static str| {
+            let addr = p.addr;
+            async move {
+                let r = get(addr, "/v", &[("accept-encoding", ae)]).await;
+                (r.text(), r.header("content-encoding").map(str::to_string))
+            }
+        };
+        let gz = ("GZ".to_string(), Some("gzip".to_string()));
+        let br = ("BR".to_string(), Some("br".to_string()));
+        let id = ("ID".to_string(), None);
+        assert_eq!(ask("gzip").await, gz);
+        assert_eq!(ask("br").await, br);
+        assert_eq!(o.calls(), 2);
+        // Chosen from what is stored, by q-value: no origin call.
+        assert_eq!(ask("br;q=0.5, gzip").await, gz);
+        assert_eq!(ask("gzip;q=0.2, br;q=0.9, deflate").await, br);
+        assert_eq!(ask("*;q=0.1, gzip;q=0.05").await, br);
+        assert_eq!(o.calls(), 2);
+        // A stored variant older than the request's max-age is not chosen.
+        let r = get(
+            p.addr,
+            "/v",
+            &[
+                ("accept-encoding", "gzip, br;q=0.1"),
+                ("cache-control", "max-age=5"),
+            ],
+        )
+        .await;
+        assert_eq!(r.text(), "BR", "{r:?}");
+        assert_eq!(o.calls(), 2);
+        // The adversary: whoever refuses a coding never gets it from the cache.
+        for refusing in [
+            "gzip;q=0, br;q=0, identity",
+            "*;q=0",
+            "gzip;q=0, br;q=0, *",
+            "deflate",
+            "identity",
+        ] {
+            let (body, coding) = ask(refusing).await;
+            assert!(
+                coding.is_none() && body == "ID",
+                "{refusing} got {body} {coding:?}"
+            );
+        }
+        // No Accept-Encoding: never a compressed variant by negotiation.
+        let r = get(p.addr, "/v", &[]).await;
+        assert_eq!(
+            (r.text().as_str(), r.header("content-encoding")),
+            ("ID", None)
+        );
+        let calls = o.calls();
+        // Identity is stored now, and chosen when it is the most wanted.
+        assert_eq!(ask("identity, gzip;q=0.5").await, id);
+        assert_eq!(ask("x-gzip;q=0.9, identity;q=0.1").await, gz);
+        assert_eq!(o.calls(), calls);
+    })
+    .await;
+}
+
+/// RFC 9111 §4.3.2: a load its caller alone consumes (a request with
+/// `Authorization`) carries the caller's entity tags, merged with the stored
+/// response's when it may have that one; a 304 naming only the caller's goes
+/// to it alone and is never stored, one naming the stored tag refreshes the
+/// stored response for everyone.
+#[tokio::test]
+async fn a_lone_load_merges_the_clients_tags_and_their_304_stays_with_that_client() {
+    let o = origin(|s, _| {
+        let inm = s.header("if-none-match").unwrap_or("");
+        let fields = [("cache-control", "public, max-age=0"), ("etag", "\"s\"")];
+        if s.header("x-only-client").is_some() && inm.contains("\"c\"") {
+            Reply::ok(&[("etag", "\"c\"")], "").status(304)
+        } else if inm.contains("\"s\"") {
+            Reply::ok(&fields, "").status(304)
+        } else {
+            Reply::ok(&fields, "stored body")
+        }
+    })
+    .await;
+    let p = proxy(&format!("http://{}", o.addr), &[]).await;
+    // Stored (public), stale at once.
+    assert_eq!(get(p.addr, "/t", &[]).await.text(), "stored body");
+    let lone = [
+        ("authorization", "Bearer a"),
+        ("cache-control", "no-cache"),
+        ("if-none-match", "\"c\""),
+        ("x-only-client", "1"),
+    ];
+    let r = get(p.addr, "/t", &lone).await;
+    assert_eq!((r.status, r.header("etag")), (304, Some("\"c\"")), "{r:?}");
+    let seen = o.seen();
+    assert_eq!(seen[1].header("if-none-match"), Some("\"s\", \"c\""));
+    // Nothing stored changed: the next load revalidates the stored tag alone.
+    let r = get(p.addr, "/t", &[]).await;
+    assert_eq!((r.status, r.text().as_str()), (200, "stored body"), "{r:?}");
+    assert_eq!(o.seen()[2].header("if-none-match"), Some("\"s\""));
+    // A 304 naming the stored tag refreshes it; the client's own tag does not
+    // match it, so the client gets the whole answer.
+    let r = get(p.addr, "/t", &lone[..3]).await;
+    assert_eq!((r.status, r.text().as_str()), (200, "stored body"), "{r:?}");
+    assert_eq!(o.seen()[3].header("if-none-match"), Some("\"s\", \"c\""));
+    // Without a stored response it may have, only its own tags go.
+    let r = get(p.addr, "/other", &lone).await;
+    assert_eq!(r.status, 304, "{r:?}");
+    assert_eq!(o.seen()[4].header("if-none-match"), Some("\"c\""));
+    assert_eq!(o.calls(), 5);
+}
+
+/// The adversary of merging: conditional and unconditional clients of one
+/// stale key at once, the origin answering 304 to any request naming the
+/// conditional client's tag. A shared load never carries a client's tag, no
+/// unconditional client ever gets a 304, and the store never holds one.
+#[tokio::test]
+async fn no_waiter_ever_gets_a_304_it_did_not_ask_for() {
+    let o = origin(|s, n| {
+        let inm = s.header("if-none-match").unwrap_or("");
+        if inm.contains("\"c\"") {
+            return Reply::ok(&[("etag", "\"c\"")], "").status(304).delay(200);
+        }
+        let max_age = if n == 1 { "max-age=0" } else { "max-age=60" };
+        Reply::ok(
+            &[("cache-control", max_age), ("etag", "\"n\"")],
+            format!("body {n}"),
+        )
+        .delay(200)
+    })
+    .await;
+    let p = proxy(&format!("http://{}", o.addr), &[]).await;
+    assert_eq!(get(p.addr, "/w", &[]).await.text(), "body 1");
+    let mut tasks = Vec::new();
+    for i in 0..12 {
+        let addr = p.addr;
+        tasks.push(tokio::spawn(async move {
+            let headers: &[(&str, &str)] = match i % 4 {
+                // Shared loads: the proxy answers its conditional itself.
+                0 => &[("if-none-match", "\"c\"")],
+                // A load of its own, which carries its tag.
+                1 => &[("authorization", "Bearer y"), ("if-none-match", "\"c\"")],
+                2 => &[("authorization", "Bearer x")],
+                _ => &[],
+            };
+            (i % 4, get(addr, "/w", headers).await)
+        }));
+    }
+    for t in tasks {
+        let (kind, r) = t.await.unwrap();
+        match kind {
+            1 => assert_eq!(r.status, 304, "{r:?}"),
+            // Answered by the proxy from the whole answer the shared load stored.
+            0 => assert_eq!(r.status, 200, "a shared load's 304: {r:?}"),
+            _ => {
+                assert_eq!(r.status, 200, "an unasked-for 304: {r:?}");
+                assert!(r.text().starts_with("body "), "{r:?}");
+            }
+        }
+    }
+    for s in o.seen() {
+        let shared = s.header("authorization").is_none();
+        assert!(
+            !(shared && s.header("if-none-match").unwrap_or("").contains("\"c\"")),
+            "a client's tag on a load others share: {:?}",
+            s.headers
+        );
+    }
+    let r = get(p.addr, "/w", &[]).await;
+    assert_eq!(r.status, 200);
+    assert!(r.text().starts_with("body "));
+}
+
+/// A request's own variant, stored but stale (on arrival: `Age` past `max-age`), is
+/// revalidated (here: served stale while it is) rather than passed over for another variant by q-value.
+#[tokio::test]
+async fn a_stale_own_variant_is_not_passed_over_for_another() {
+    let o = origin(|s, n| {
+        let vary = ("vary", "Accept-Encoding");
+        if s.header("accept-encoding") == Some("gzip") {
+            Reply::ok(
+                &[
+                    ("cache-control", "max-age=60"),
+                    vary,
+                    ("content-encoding", "gzip"),
+                ],
+                "GZ",
+            )
+        } else {
+            let swr = ("cache-control", "max-age=5, stale-while-revalidate=600");
+            Reply::ok(
+                &[swr, ("age", "10"), vary, ("content-encoding", "br")],
+                format!("BR-{n}"),
+            )
+        }
+    })
+    .await;
+    let p = proxy(&format!("http://{}", o.addr), &[]).await;
+    let own = [("accept-encoding", "br, gzip;q=0.9")];
+    assert_eq!(get(p.addr, "/s", &own).await.text(), "BR-1");
+    let gzip = get(p.addr, "/s", &[("accept-encoding", "gzip")]).await;
+    assert_eq!(gzip.text(), "GZ");
+    let r = get(p.addr, "/s", &own).await;
+    assert_eq!(r.text(), "BR-1", "{r:?}");
+    assert!(r.cache_status().contains("stale-while-revalidate"), "{r:?}");
+}
+
+/// §4.3.5 across a fleet: the stored answer a contradicting `HEAD` removes on one
+/// sidecar is gone from the shared store too, so another sidecar that never held
+/// it locally loads the current one instead of serving the old one from Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contradicting_head_on_one_sidecar_removes_the_answer_from_the_fleet() {
+    let redis = herdguard_testkit::RedisServer::start().unwrap();
+    let o = origin(|s, _| {
+        if s.method == "HEAD" {
+            return Reply::ok(&[("etag", "\"v2\"")], "v2");
+        }
+        if s.header("x-first").is_some() {
+            let stale = ("cache-control", "max-age=5, stale-while-revalidate=600");
+            return Reply::ok(&[stale, ("age", "10"), ("etag", "\"v1\"")], "v1");
+        }
+        Reply::ok(&[("cache-control", "max-age=60"), ("etag", "\"v2\"")], "v2")
+    })
+    .await;
+    let redis_line = format!("redis = {:?}", redis.url());
+    let settings = [redis_line.as_str(), "redis_op_timeout_ms = 2000"];
+    let p0 = proxy(&format!("http://{}", o.addr), &settings).await;
+    let p1 = proxy(&format!("http://{}", o.addr), &settings).await;
+    assert_eq!(
+        get(p0.addr, "/fleet", &[("x-first", "1")]).await.text(),
+        "v1"
+    );
+    let r = support::request(p0.addr, "HEAD", "/fleet", &[("cache-control", "no-store")]).await;
+    assert_eq!(r.header("etag"), Some("\"v2\""));
+    let r = get(p1.addr, "/fleet", &[]).await;
+    assert_eq!(
+        r.text(),
+        "v2",
+        "the old answer came from the shared store: {r:?}"
+    );
+}

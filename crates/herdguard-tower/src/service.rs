@@ -199,6 +199,17 @@ where
     for round in 0..2 {
         let handoff = Handoff::default();
         let forced = demands_revalidation(shared, &key, template.headers(), directives);
+        if !forced {
+            if let Some(r) = negotiated(
+                shared,
+                primary,
+                &key,
+                template.headers(),
+                (directives, head),
+            ) {
+                return Ok(r);
+            }
+        }
         let options = if forced {
             CallOptions::new().revalidate()
         } else {
@@ -256,6 +267,45 @@ where
     }
     // Two rounds disagreed on Vary (the service changed it): answer uncached.
     Box::pin(alone(inner, template, head, "vary-changed")).await
+}
+
+/// When the request's own variant (`key`) has no stored answer: another
+/// fresh stored variant it accepts by q-value, whose age meets its `max-age` /
+/// `min-fresh` (RFC 9111 §4.1's MAY; the rule and its bounds are
+/// `herdguard_http::negotiate` and `Variants::negotiate`).
+fn negotiated(
+    shared: &Shared,
+    primary: &str,
+    key: &str,
+    request: &HeaderMap,
+    (directives, head): (&RequestDirectives, bool),
+) -> Option<Response<HerdBody>> {
+    let now = SystemClock.now();
+    // Its own variant, stored (even stale: revalidated or served stale as
+    // usual), is never passed over.
+    if shared.cache.peek(&key.to_string()).is_some() {
+        return None;
+    }
+    let config = &shared.rules.config;
+    let fresh = |k: &str| {
+        shared.cache.peek(&k.to_string()).filter(|e| {
+            e.is_fresh(now)
+                && !e
+                    .value()
+                    .falls_short_of(config, directives, SystemTime::now())
+        })
+    };
+    let entry = shared
+        .variants
+        .negotiate(primary, key, request, fresh, |e| e.value())?;
+    Some(answer::stored(
+        config,
+        entry.value(),
+        Served::Hit,
+        entry.time_to_live(now),
+        false,
+        head,
+    ))
 }
 
 /// Whether the request demands a revalidation (`no-cache`, `max-age=0`, or a

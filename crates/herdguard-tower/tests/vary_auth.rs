@@ -50,6 +50,19 @@ async fn account(State(calls): State<Arc<AtomicUsize>>, headers: HeaderMap) -> i
     )
 }
 
+/// Compressed only for a request that asks for exactly `gzip`.
+async fn coded(State(calls): State<Arc<AtomicUsize>>, headers: HeaderMap) -> impl IntoResponse {
+    calls.fetch_add(1, Ordering::SeqCst);
+    let gzip = field(&headers, "accept-encoding") == "gzip";
+    let mut fields = HeaderMap::new();
+    fields.insert(header::CACHE_CONTROL, "max-age=60".parse().unwrap());
+    fields.insert(header::VARY, "Accept-Encoding".parse().unwrap());
+    if gzip {
+        fields.insert(header::CONTENT_ENCODING, "gzip".parse().unwrap());
+    }
+    (fields, if gzip { "GZ" } else { "ID" })
+}
+
 /// The same for everyone, and the handler says so (`public`).
 async fn catalogue(State(calls): State<Arc<AtomicUsize>>) -> impl IntoResponse {
     calls.fetch_add(1, Ordering::SeqCst);
@@ -62,6 +75,7 @@ async fn app() -> (Server, Arc<AtomicUsize>) {
         .route("/greet", get(greet))
         .route("/account", get(account))
         .route("/catalogue", get(catalogue))
+        .route("/coded", get(coded))
         .layer(HerdLayer::new())
         .with_state(Arc::clone(&calls));
     (serve(app).await, calls)
@@ -151,4 +165,27 @@ async fn an_authorized_request_gets_a_stored_answer_marked_public() {
         reply.cache_status()
     );
     assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+/// RFC 9111 §4.1: a request whose own variant is not stored gets a stored one
+/// whose coding it accepts (q > 0); one it refuses is never served to it.
+#[tokio::test]
+async fn a_stored_variant_is_chosen_by_q_value_never_one_refused() {
+    let (server, calls) = app().await;
+    let url = server.url("/coded");
+    let client = Client::new();
+    let ask = |ae: &'static str| {
+        let (client, url) = (client.clone(), url.clone());
+        async move { client.get(&url, &[("accept-encoding", ae)]).await }
+    };
+    assert_eq!(ask("gzip").await.body, "GZ");
+    let reply = ask("br, gzip;q=0.5").await;
+    assert_eq!(reply.body, "GZ", "{}", reply.cache_status());
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    for refusing in ["gzip;q=0, identity", "*;q=0", "br", "identity"] {
+        let reply = ask(refusing).await;
+        assert_eq!(reply.body, "ID", "{refusing}: {}", reply.cache_status());
+    }
+    let reply = client.get(&url, &[]).await;
+    assert_eq!(reply.body, "ID");
 }

@@ -93,7 +93,7 @@ impl Proxy {
             (directives, rule.is_some_and(|r| r.bypass))
         };
         if bypass {
-            return Box::pin(self.pass_through(&forward, head, "rule-bypass")).await;
+            return Box::pin(self.pass_through(&forward, head, "rule-bypass", None)).await;
         }
         let primary = self.variants.primary(&host, &forward.target);
         let authorized = forward.present.authorization;
@@ -103,7 +103,12 @@ impl Proxy {
             let key = self.variants.key_for(&primary, &forward);
             match self.stored_for(&key, &forward, authorized, head) {
                 Some(r) => r,
-                None => Box::pin(self.pass_through(&forward, head, "request-no-store")).await,
+                None => {
+                    // Nothing of its answer may be stored; a HEAD's may show
+                    // the stored one out of date (RFC 9111 §4.3.5).
+                    let why = "request-no-store";
+                    Box::pin(self.pass_through(&forward, head, why, Some(&key))).await
+                }
             }
         } else if authorized {
             Box::pin(self.with_credentials(&primary, &forward, head, &directives)).await
@@ -172,6 +177,12 @@ impl Proxy {
                     return r;
                 }
             }
+            if hit.is_none() && !forced {
+                // Another stored variant the request accepts (RFC 9111 §4.1).
+                if let Some(r) = self.negotiated(primary, &key, forward, directives, head) {
+                    return r;
+                }
+            }
             let (result, handoff) = match hit {
                 Some(hit) => (Ok(hit), Handoff::none()),
                 None => {
@@ -227,7 +238,7 @@ impl Proxy {
             return response;
         }
         // Two rounds disagreed on Vary (the origin changed it): answer uncached.
-        Box::pin(self.pass_through(forward, head, "vary-changed")).await
+        Box::pin(self.pass_through(forward, head, "vary-changed", Some(&key))).await
     }
 
     /// Whether the request demands a revalidation (`no-cache`, `max-age=0`, or a
@@ -300,7 +311,7 @@ impl Proxy {
                 response.extensions_mut().insert(took);
                 response
             }
-            None => Box::pin(self.pass_through(forward, head, reason)).await,
+            None => Box::pin(self.pass_through(forward, head, reason, None)).await,
         }
     }
 
@@ -429,7 +440,15 @@ impl Proxy {
     ) -> Response<Body> {
         let handoff = Handoff::default();
         let started = Instant::now();
-        let made = match self.load_alone(key, forward, &handoff).await {
+        // Revalidated when stored and this request may have it (RFC 9111 §3.5).
+        let revalidates_stored = self
+            .cache
+            .peek(&key.to_string())
+            .is_some_and(|e| self.may_have(e.value(), forward, true));
+        let made = match self
+            .load_alone(key, forward, &handoff, revalidates_stored)
+            .await
+        {
             Ok(made) => made,
             Err(e) => {
                 return match handoff.take() {
@@ -497,8 +516,16 @@ impl Proxy {
             .await;
     }
 
-    /// Forwards a GET/HEAD on its own: nothing stored, nothing marked, no coalescing.
-    async fn pass_through(&self, forward: &Forward, head: bool, why: &str) -> Response<Body> {
+    /// Forwards a GET/HEAD on its own: nothing stored, nothing marked, no
+    /// coalescing — but a HEAD's answer may show the stored GET answer of
+    /// `key` out of date, and remove it (RFC 9111 §4.3.5).
+    async fn pass_through(
+        &self,
+        forward: &Forward,
+        head: bool,
+        why: &str,
+        key: Option<&str>,
+    ) -> Response<Body> {
         self.stats.origin_requests.inc();
         let method = if head { Method::HEAD } else { Method::GET };
         let started = Instant::now();
@@ -515,6 +542,9 @@ impl Proxy {
         {
             Ok(r) => {
                 let took = OriginTime(started.elapsed());
+                if let (true, Some(key)) = (head, key) {
+                    self.head_answered(key, forward, &r).await;
+                }
                 let passed = self.pass(r);
                 let mut response =
                     answer::passed(&self.stats, passed, ForwardReason::Request, Some(why), head);

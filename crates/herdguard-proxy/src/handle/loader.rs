@@ -12,13 +12,16 @@
 //! `s-maxage` or `must-revalidate`); a request that says `no-store` never leads
 //! a load. [`Proxy::load_alone`] is the same load for one caller, coalesced with
 //! nobody (a request with credentials, unless it refreshes a stored answer
-//! marked shareable without demanding a revalidation).
+//! marked shareable without demanding a revalidation), and the only load that
+//! carries the caller's own `If-None-Match` tags (RFC 9111 §4.3.2): its answer
+//! goes to nobody else, so a `304` for them can too.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use herdguard::Loaded;
-use herdguard_http::{partial, revalidate};
+use herdguard_http::partial;
+use herdguard_http::revalidate::{self, SelectedBy};
 use herdguard_http::{ResponsePolicy, Vary};
 use http::header::{self, HeaderMap};
 use http::{Method, StatusCode};
@@ -157,36 +160,47 @@ impl Proxy {
         forward: &Forward,
         handoff: &Handoff,
     ) -> Result<Loaded<CachedResponse>, OriginError> {
-        let made = self.make(key, forward, handoff, true).await?;
+        let made = self.make(key, forward, handoff, Conditions::Shared).await?;
         Ok(self.indexed(key, made).await)
     }
 
     /// An origin answer to `forward` for its caller alone (nothing coalesced):
-    /// what it made, its stream in `handoff` when not storable. Unconditional:
-    /// the stored response of `key` may not be one this caller may have.
+    /// what it made, its stream in `handoff` when not storable. Conditional on
+    /// the caller's own entity tags, merged with the stored response's when
+    /// `revalidates_stored` (one this caller may have, RFC 9111 §4.3.2): a
+    /// `304` that selects only the caller's goes to it alone, never stored.
     pub(crate) async fn load_alone(
         &self,
         key: &str,
         forward: &Forward,
         handoff: &Handoff,
+        revalidates_stored: bool,
     ) -> Result<Made, OriginError> {
-        self.make(key, forward, handoff, false).await
+        let conditions = Conditions::Alone {
+            stored: revalidates_stored,
+        };
+        self.make(key, forward, handoff, conditions).await
     }
 
-    /// The answer of a load of `key` for `forward`, conditional on the stored
-    /// response's validators when `conditional` allows.
+    /// The answer of a load of `key` for `forward`, conditional as `conditions` allow.
     async fn make(
         &self,
         key: &str,
         forward: &Forward,
         handoff: &Handoff,
-        conditional: bool,
+        conditions: Conditions,
     ) -> Result<Made, OriginError> {
         // The settings in force when the load began, for the whole load.
         let tuning = arc_swap::Guard::into_inner(self.tuning());
         let load = Load::new(key, forward, handoff, &tuning);
-        let made = match self.ask_origin(&load, conditional).await? {
+        let made = match self.ask_origin(&load, conditions).await? {
             Answer::Made(made) => made,
+            Answer::ForCaller(response) => {
+                // The caller's own 304: to it alone, and nothing stored.
+                let status = response.status;
+                load.handoff.put(self.pass(response));
+                return Ok(Made::passed(status, "not-modified-for-client", Fetch::Miss));
+            }
             Answer::Full {
                 response,
                 conditional,
@@ -208,23 +222,39 @@ impl Proxy {
     /// (RFC 9111 §4.3.4; a 304 without one validates it).
     /// A server error that does not say how long it may be stored goes to
     /// the load's own caller and fails the load.
-    async fn ask_origin(&self, load: &Load<'_>, conditional: bool) -> Result<Answer, OriginError> {
+    async fn ask_origin(
+        &self,
+        load: &Load<'_>,
+        conditions: Conditions,
+    ) -> Result<Answer, OriginError> {
         let mut base = load.forward.to_send();
         for name in &CLIENT_CONDITIONALS {
             base.remove(name);
         }
         // A ranged request loads the whole object: ranges are cut from it.
         base.remove(header::RANGE);
+        let (on_stored, client) = match conditions {
+            Conditions::Shared => (true, None),
+            // Only a load its caller alone consumes carries the caller's tags.
+            Conditions::Alone { stored } => (
+                stored,
+                load.forward
+                    .headers
+                    .get(header::IF_NONE_MATCH)
+                    .and_then(revalidate::client_tags),
+            ),
+        };
         let stale = self
             .cache
             .peek(&load.key.to_string())
-            .filter(|e| conditional && e.value().uncacheable.is_none());
-        let mut with_validators = stale.is_some();
+            .filter(|e| on_stored && e.value().uncacheable.is_none());
+        let mut with_validators = stale.is_some() || client.is_some();
         // With no stored response to validate, a kept prefix of its variant is
         // completed (RFC 9111 §3.4): taken out whatever the origin answers,
-        // so one load asks for the rest once at most.
-        let mut rest = match (&stale, conditional) {
-            (None, true) => self.partials.take(load.key).filter(|p| {
+        // so one load asks for the rest once at most. Not with the caller's
+        // own tags: a 304 to them would leave the prefix without its rest.
+        let mut rest = match (&stale, on_stored, &client) {
+            (None, true, None) => self.partials.take(load.key).filter(|p| {
                 vary_matches(&p.value, load.forward) && p.complete <= load.max_object_bytes as u64
             }),
             _ => None,
@@ -232,10 +262,30 @@ impl Proxy {
         loop {
             let mut headers = base.clone();
             let mut conditional = false;
-            if let (Some(s), true) = (&stale, with_validators) {
-                let validators = revalidate::conditional_headers(&s.value().header_map());
-                conditional = !validators.is_empty();
-                headers.extend(validators);
+            // The stored fields the request was conditional on, when the caller's tags went with them.
+            let mut merged: Option<Option<HeaderMap>> = None;
+            if with_validators {
+                let stored = stale.as_ref().map(|s| s.value().header_map());
+                let validators = stored
+                    .as_ref()
+                    .map(revalidate::conditional_headers)
+                    .unwrap_or_default();
+                match &client {
+                    Some(tags) => {
+                        // Merged onto the stored tag only: a 304 to a date and
+                        // tags could not say whose it is.
+                        let stored_tag = validators.get(header::IF_NONE_MATCH);
+                        if let Some(inm) = revalidate::merged_if_none_match(stored_tag, tags) {
+                            headers.insert(header::IF_NONE_MATCH, inm);
+                            conditional = stored_tag.is_some();
+                            merged = Some(stored.filter(|_| conditional));
+                        }
+                    }
+                    None => {
+                        conditional = !validators.is_empty();
+                        headers.extend(validators);
+                    }
+                }
             }
             let completing = rest.take();
             if let Some(p) = &completing {
@@ -273,6 +323,24 @@ impl Proxy {
                     }
                 }
                 // Anything else (a 200 above all) is a whole answer and replaces it.
+            }
+            if let (Some(asked), Some(tags), StatusCode::NOT_MODIFIED) = (&merged, &client, status)
+            {
+                match revalidate::selected_by(&response.headers, asked.as_ref(), tags) {
+                    SelectedBy::Client => return Ok(Answer::ForCaller(response)),
+                    SelectedBy::Stored => {
+                        if let Some(made) = stale
+                            .as_ref()
+                            .and_then(|s| load.revalidated(s.value(), &response))
+                        {
+                            return Ok(Answer::Made(made));
+                        }
+                    }
+                    SelectedBy::Unknown => {}
+                }
+                // Whose it is is unclear: asked again, without validators.
+                with_validators = false;
+                continue;
             }
             match (&stale, status, conditional) {
                 (Some(s), StatusCode::NOT_MODIFIED, true) => {
@@ -430,11 +498,24 @@ pub(crate) struct Load<'a> {
     judged_with: HeaderMap,
 }
 
+/// How a load may be conditional.
+#[derive(Clone, Copy)]
+enum Conditions {
+    /// A load its waiters share: on the stored response's validators only
+    /// (a client's own are answered by the proxy from the whole response).
+    Shared,
+    /// A load for one caller: on its own entity tags, merged with the stored
+    /// response's when `stored` (RFC 9111 §4.3.2).
+    Alone { stored: bool },
+}
+
 /// What the origin answered a load.
 enum Answer {
     /// A 304 that validated the stored response: that response, its fields
     /// updated; or a kept prefix completed by a `206`.
     Made(Made),
+    /// A 304 that selects only the caller's own entity tag: for it alone.
+    ForCaller(OriginResponse),
     /// A whole answer (the body still to read); `conditional` when it replaces
     /// a stored response.
     Full {

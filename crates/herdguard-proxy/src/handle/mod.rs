@@ -11,6 +11,10 @@
 //! - `loader`: the one origin request of a load; unshareable answers go to their
 //!   own caller only.
 //! - `range`: a `Range` request answered 206 from the whole stored response.
+//! - `head`: a `HEAD` forwarded as `HEAD` removes the stored `GET` answer it
+//!   contradicts (RFC 9111 §4.3.5).
+//! - `negotiate`: another stored variant a request accepts by q-value, when
+//!   its own has none (`Vary: Accept-Encoding` / `Accept-Language`).
 //! - `partial`: the prefixes of incomplete answers (RFC 9111 §3.3), kept in
 //!   this process; a range within one is answered from it, a load completes it.
 //! - `answer`: every outcome mapped to a response, its `Cache-Status` and its count.
@@ -28,7 +32,9 @@
 pub(crate) mod access;
 pub(crate) mod answer;
 mod handler;
+mod head;
 pub(crate) mod loader;
+mod negotiate;
 pub(crate) mod partial;
 pub(crate) mod path_rules;
 pub(crate) mod proxy;
