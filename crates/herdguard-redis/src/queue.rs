@@ -6,22 +6,23 @@
 //! drained by one process at a time, the holder of its owner lease (`SET NX
 //! PX`, renewed while it drains), so the writes of one key reach the writer in
 //! order. A push is a plain `XADD` (never trimmed: a queue must not drop
-//! writes), one round trip and no script. The bound (`max_queue`, shared
-//! among the partitions) is checked against the length this process last saw
-//! plus its own pushes since, and asked again before a refusal; a push also
-//! learns the length (an `XLEN` in its round trip) only when that view is past
-//! half the share or older than 100 ms. So the bound is passed only by pushes
-//! in flight with an older view (one each), or when others push more than
-//! half a partition's share within 100 ms (by what they pushed beyond that
-//! half). A refused push is never queued; an accepted one is never trimmed.
-//! A process that dies leaves its partitions' leases to expire and its taken-but-unacknowledged
-//! writes pending in the group: the next owner claims them (`XAUTOCLAIM`,
-//! once idle for `claim_idle`, looked for every half `claim_idle`) before it
-//! reads new ones (`XREADGROUP`). Acknowledging a batch (`XACK` + `XDEL`)
-//! records each key's newest written version (for the `max_written_keys`
-//! written last), so an older write of a key still queued is skipped rather
-//! than written over a newer one. An entry that does not decode (bytes something else wrote into the stream) is moved to
-//! the dead-letter stream once, with a warning, and the drain goes on past it.
+//! writes), one round trip and no script. The bound (`max_queue`, shared among
+//! the partitions) is checked against the length this process last saw plus
+//! its own pushes since, and asked again before a refusal; a push also learns
+//! the length (an `XLEN` in its round trip) only when that view is past half
+//! the share or older than 100 ms. So the bound is passed only by pushes in
+//! flight with an older view (one each), or when others push more than half a
+//! partition's share within 100 ms (by what they pushed beyond that half). A
+//! refused push is never queued; an accepted one is never trimmed. A process
+//! that dies leaves its partitions' leases to expire and its
+//! taken-but-unacknowledged writes pending in the group: the next owner claims
+//! them (`XAUTOCLAIM`, once idle for `claim_idle`, looked for every half
+//! `claim_idle`) before it reads new ones (`XREADGROUP`). Acknowledging a
+//! batch (`XACK` + `XDEL`) records each key's newest written version (for the
+//! `max_written_keys` written last), so an older write of a key still queued
+//! is skipped rather than written over a newer one. An entry that does not
+//! decode (bytes something else wrote into the stream) is moved to the
+//! dead-letter stream once, with a warning, and the drain goes on past it.
 //! Every key of one queue shares one hash tag, so the scripts (and a blocking
 //! read of all partitions) also run on a Redis Cluster.
 //!
