@@ -10,7 +10,8 @@
 #      redis-benchmark GET at the same concurrency and value size.
 #   3. Durable write-behind: Cache::write_behind (shared store + Redis Stream
 #      queue, a batching writer) closed loop and open loop at
-#      HERDGUARD_BENCH_WRITE_RATE writes/s (default 20000), in
+#      HERDGUARD_BENCH_WRITE_RATE writes/s (default 20000; a plain XADD
+#      offered alike right after it, for the machine's own tail), in
 #      HERDGUARD_BENCH_ROUNDS rounds (default 3) alternating with a plain XADD
 #      loop on the same client, each with the load average and the Redis CPU,
 #      Redis commands (by name, per ack) and client CPU per operation; then

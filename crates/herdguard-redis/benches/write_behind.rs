@@ -12,7 +12,8 @@
 //! 2. The same C tasks doing a bare `XADD` of the same payload on the same
 //!    multiplexed redis-rs connection: the floor of any Redis-backed queue.
 //! 3. (1) again, open loop at `HERDGUARD_BENCH_WRITE_RATE` writes/s (default
-//!    20,000), each write timed from when it was offered.
+//!    20,000), each write timed from when it was offered; then (2) offered
+//!    the same way at that rate, the tail the machine alone gives an open loop.
 //!
 //! Each phase also reports what it cost per operation: the Redis server's CPU
 //! time (`INFO cpu`) and commands (`INFO commandstats`; for an ack, by name),
@@ -332,7 +333,7 @@ fn main() {
         let (mut acks_by_round, mut xadds_by_round, mut ratios) = (vec![], vec![], vec![]);
         // CPU per bare XADD (Redis, this process), each round.
         let (mut xadd_redis_us, mut xadd_own_us) = (vec![], vec![]);
-        let mut open_p99 = vec![];
+        let (mut open_p99, mut open_xadd_p99) = (vec![], vec![]);
         for round in 1..=rounds {
             println!("round {round} of {rounds} (load average {})", load());
             let closed = format!("closed loop ({CONCURRENCY} callers, as fast as it goes)");
@@ -428,6 +429,38 @@ fn main() {
                     ratios.push(acks / xadds);
                 } else {
                     open_p99.push(ms(common::quantile(&lat, 0.99)));
+                    // The open loop's peer, right after it: a bare XADD offered
+                    // at the same rate, the same way. Its tail is the machine's
+                    // (timer, scheduler, Redis), not herdguard's.
+                    let (_, xlat) = offer(target_rate, {
+                        let (conn, value) = (conn.clone(), value.clone());
+                        move |i| {
+                            let (mut conn, value) = (conn.clone(), value.clone());
+                            async move {
+                                let _: String = redis::cmd("XADD")
+                                    .arg("wbbench:plain")
+                                    .arg("MAXLEN")
+                                    .arg("~")
+                                    .arg(100_000)
+                                    .arg("*")
+                                    .arg("k")
+                                    .arg(format!("key-{i}"))
+                                    .arg("v")
+                                    .arg(value)
+                                    .query_async(&mut conn)
+                                    .await
+                                    .expect("XADD");
+                            }
+                        }
+                    })
+                    .await;
+                    let xp99 = ms(common::quantile(&xlat, 0.99));
+                    println!(
+                        "plain XADD, open loop at {target_rate}/s (same client, same connection): p50 {:.2} ms, p99 {xp99:.2} ms, max {:.2} ms",
+                        ms(common::quantile(&xlat, 0.5)),
+                        ms(common::quantile(&xlat, 1.0)),
+                    );
+                    open_xadd_p99.push(xp99);
                 }
             }
         }
@@ -510,7 +543,11 @@ fn main() {
         let open = if open_p99.is_empty() {
             String::new()
         } else {
-            format!("; open-loop p99 at {target_rate}/s: {} ms", list(&open_p99, 2))
+            format!(
+                "; open-loop p99 at {target_rate}/s: {} ms (a bare XADD offered alike: {} ms)",
+                list(&open_p99, 2),
+                list(&open_xadd_p99, 2)
+            )
         };
         println!(
             "write-behind ratio: herdguard acks / plain XADD = {:.2} (median of {rounds} rounds: {}; acks/s {}, XADD/s {}{open}; herdguard also writes the value to the shared store and L1 per ack)",

@@ -6,8 +6,8 @@
 //! a name back. Beside them, under the same prefix: the broadcast feed's
 //! channel of changes (naming the key by its tag) and the fleet's broadcast
 //! channel, a set per surrogate key (tag), the fleet's instance records, and
-//! the write-behind queue's streams, owner leases, done hash and dead letters
-//! (one hash tag `{wb}`).
+//! the write-behind queue's streams, owner leases, written versions and dead
+//! letters (one hash tag `{wb}`).
 
 use std::fmt::Write as _;
 
@@ -137,8 +137,10 @@ pub(crate) struct QueueNames {
     pub(crate) streams: Vec<String>,
     /// The owner lease of each partition.
     pub(crate) owners: Vec<String>,
-    /// The newest written version of each key.
-    pub(crate) done: String,
+    /// The newest written version of each recently written key: a sorted
+    /// set (member the key's text, score its version), bounded. (Earlier
+    /// releases kept an unbounded hash at `:done`, left to expire.)
+    pub(crate) written: String,
     /// Writes the writer refused for good.
     pub(crate) dead: String,
 }
@@ -152,7 +154,7 @@ impl QueueNames {
             owners: (0..partitions)
                 .map(|n| format!("{base}:owner{n}"))
                 .collect(),
-            done: format!("{base}:done"),
+            written: format!("{base}:written"),
             dead: format!("{base}:dead"),
         }
     }
@@ -275,7 +277,7 @@ mod tests {
             .streams
             .iter()
             .chain(&names.owners)
-            .chain([&names.done, &names.dead])
+            .chain([&names.written, &names.dead])
         {
             assert!(k.starts_with("hg:{wb}:"), "{k}");
         }

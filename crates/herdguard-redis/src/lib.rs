@@ -67,6 +67,6 @@ mod tracking;
 
 pub use config::{redact_url, RedisConfig, RedisSetupError};
 pub use keys::{valid_tag, MAX_TAG_BYTES};
-pub use queue::{QueueConfig, RedisWriteQueue};
+pub use queue::{QueueConfig, RedisWriteQueue, MAX_DEAD_LETTERS, MAX_WRITTEN_KEYS};
 pub use quorum::QuorumStats;
 pub use remote::{RedisRemote, MAX_INSTANCES, MAX_TAGGED_KEYS};

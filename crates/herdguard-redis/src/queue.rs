@@ -6,18 +6,23 @@
 //! drained by one process at a time, the holder of its owner lease (`SET NX
 //! PX`, renewed while it drains), so the writes of one key reach the writer in
 //! order. A push is a plain `XADD` (never trimmed: a queue must not drop
-//! writes) pipelined with an `XLEN`, one round trip and no script; the bound
-//! (`max_queue`, shared among the partitions) is checked against the length
-//! this process last saw, and asked again before a refusal, so pushes in
-//! flight with an older view may pass it by one each. A process that dies
-//! leaves its partitions' leases to expire and its taken-but-unacknowledged
-//! writes pending in the group: the next owner claims them (`XAUTOCLAIM`,
-//! once idle for `claim_idle`, looked for every half `claim_idle`) before it
-//! reads new ones (`XREADGROUP`). Acknowledging a batch (`XACK` + `XDEL`)
-//! records each key's newest written version, so an older write of a key
-//! still queued is skipped rather than written over a newer one. An entry that
-//! does not decode (bytes something else wrote into the stream) is moved to
-//! the dead-letter stream once, with a warning, and the drain goes on past it.
+//! writes), one round trip and no script. The bound (`max_queue`, shared among
+//! the partitions) is checked against the length this process last saw plus
+//! its own pushes since, and asked again before a refusal; a push also learns
+//! the length (an `XLEN` in its round trip) only when that view is past half
+//! the share or older than 100 ms. So the bound is passed only by pushes in
+//! flight with an older view (one each), or when others push more than half a
+//! partition's share within 100 ms (by what they pushed beyond that half). A
+//! refused push is never queued; an accepted one is never trimmed. A process
+//! that dies leaves its partitions' leases to expire and its
+//! taken-but-unacknowledged writes pending in the group: the next owner claims
+//! them (`XAUTOCLAIM`, once idle for `claim_idle`, looked for every half
+//! `claim_idle`) before it reads new ones (`XREADGROUP`). Acknowledging a
+//! batch (`XACK` + `XDEL`) records each key's newest written version (for the
+//! `max_written_keys` written last), so an older write of a key still queued
+//! is skipped rather than written over a newer one. An entry that does not
+//! decode (bytes something else wrote into the stream) is moved to the
+//! dead-letter stream once, with a warning, and the drain goes on past it.
 //! Every key of one queue shares one hash tag, so the scripts (and a blocking
 //! read of all partitions) also run on a Redis Cluster.
 //!
@@ -55,17 +60,33 @@ pub struct QueueConfig {
     partitions: u32,
     owner_ttl: Duration,
     claim_idle: Duration,
+    max_written_keys: u64,
 }
 
 impl QueueConfig {
     /// 8 partitions; a partition's owner lease lasts 3 s unless renewed; writes
-    /// a dead owner had taken are claimed once idle for 3 s.
+    /// a dead owner had taken are claimed once idle for 3 s; the newest
+    /// written version of at most [`MAX_WRITTEN_KEYS`] keys remembered.
     pub fn new() -> Self {
         QueueConfig {
             partitions: 8,
             owner_ttl: Duration::from_secs(3),
             claim_idle: Duration::from_secs(3),
+            max_written_keys: MAX_WRITTEN_KEYS,
         }
+    }
+
+    /// Most keys whose newest written version the queue remembers (in Redis,
+    /// shared by the fleet), so that a write of a key older than one already
+    /// written is skipped. Past it, the keys written longest ago are
+    /// forgotten first: a forgotten key's older write still queued (pushed
+    /// late by a racing process, or claimed from a dead one) reaches the
+    /// writer after the newer one, which its version check must refuse (see
+    /// `herdguard::Writer`). Each remembered key costs Redis its text and
+    /// about 80 bytes.
+    pub fn max_written_keys(mut self, n: u64) -> Self {
+        self.max_written_keys = n;
+        self
     }
 
     /// How many streams the writes are spread over (by key): how many
@@ -103,6 +124,12 @@ impl QueueConfig {
         if self.claim_idle.is_zero() {
             return Err(invalid("queue claim_idle", "must be greater than zero"));
         }
+        if self.max_written_keys == 0 {
+            return Err(invalid(
+                "queue max_written_keys",
+                "must be greater than zero",
+            ));
+        }
         Ok(())
     }
 }
@@ -113,43 +140,67 @@ impl Default for QueueConfig {
     }
 }
 
+/// Most writes the dead-letter stream keeps (approximately: `MAXLEN ~`),
+/// the oldest dropped first. The one home of the number both scripts that
+/// add to it are given.
+pub const MAX_DEAD_LETTERS: u64 = 10_000;
+
+/// Most keys whose newest written version the queue remembers by default
+/// ([`QueueConfig::max_written_keys`]).
+pub const MAX_WRITTEN_KEYS: u64 = 100_000;
+
+/// How long a partition's length, as last read, lets pushes go without
+/// asking again (see `push`).
+const LENGTH_FRESH: Duration = Duration::from_millis(100);
+
+/// Lua's `unpack` refuses a few thousand values (its C stack): each command
+/// with a list argument is called in parts of at most this many (even: the
+/// `ZADD` list is pairs).
+const LUA_CHUNK: &str = "4000";
+
 /// Acknowledges written entries, deletes them, and records each key's newest
-/// written version. KEYS: done hash, then (stream) per entry. ARGV: group, done
-/// ms, then (id, key text, version) per entry. One XACK, XDEL per stream and
-/// one HMGET, HSET per batch: the per-entry calls cost Redis more than the XADD.
+/// written version in the written set (member the key's text, score the
+/// version; `ZADD GT` keeps the higher), which keeps at most the given
+/// number: past it, the lowest versions — the keys written longest ago — are
+/// forgotten. Bytes of another type there are replaced. KEYS: written set,
+/// then (stream) per entry. ARGV: group, set ms, most members, then (id, key
+/// text, version) per entry. One XACK, XDEL per stream and one ZADD per batch
+/// (per part of `LUA_CHUNK`): per-entry calls cost Redis more than the XADD.
+/// Returns how many members the bound dropped.
 const ACK: &str = r"
-local ids, streams, fields = {}, {}, {}
+local step = tonumber(ARGV[4])
+local function chunked(f, list)
+  for j = 1, #list, step do f(unpack(list, j, math.min(j + step - 1, #list))) end
+end
+local ids, streams, scored = {}, {}, {}
 for i = 2, #KEYS do
-  local s = KEYS[i]
+  local s, a = KEYS[i], 5 + (i - 2) * 3
   if not ids[s] then ids[s] = {}; streams[#streams + 1] = s end
-  table.insert(ids[s], ARGV[3 + (i - 2) * 3])
-  fields[#fields + 1] = ARGV[4 + (i - 2) * 3]
+  table.insert(ids[s], ARGV[a])
+  scored[#scored + 1] = ARGV[a + 2]
+  scored[#scored + 1] = ARGV[a + 1]
 end
 for _, s in ipairs(streams) do
-  redis.call('XACK', s, ARGV[1], unpack(ids[s]))
-  redis.call('XDEL', s, unpack(ids[s]))
+  chunked(function(...) redis.call('XACK', s, ARGV[1], ...) end, ids[s])
+  chunked(function(...) redis.call('XDEL', s, ...) end, ids[s])
 end
-local had = redis.call('HMGET', KEYS[1], unpack(fields))
-local best, raise = {}, {}
-for j, f in ipairs(fields) do
-  if best[f] == nil then best[f] = {tonumber(had[j] or '0') or 0, nil} end
-  local v = ARGV[5 + (j - 1) * 3]
-  if tonumber(v) > best[f][1] then best[f] = {tonumber(v), v}; raise[f] = true end
+if redis.call('TYPE', KEYS[1]).ok ~= 'zset' then redis.call('DEL', KEYS[1]) end
+if #scored > 0 then
+  chunked(function(...) redis.call('ZADD', KEYS[1], 'GT', ...) end, scored)
 end
-local set = {}
-for f, _ in pairs(raise) do set[#set + 1] = f; set[#set + 1] = best[f][2] end
-if #set > 0 then redis.call('HSET', KEYS[1], unpack(set)) end
+local over = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[3])
+if over > 0 then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, over - 1) else over = 0 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return 1
+return over
 ";
 
 /// Moves given-up entries to the dead-letter stream, acknowledges and deletes
-/// them. KEYS: dead stream, then (stream) per entry. ARGV: group, then (id, key
-/// text, version, payload) per entry.
+/// them. KEYS: dead stream, then (stream) per entry. ARGV: group, most dead
+/// letters, then (id, key text, version, payload) per entry.
 const GIVE_UP: &str = r"
 for i = 2, #KEYS do
-  local a = 2 + (i - 2) * 4
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', '10000', '*', 'k', ARGV[a + 1], 'v', ARGV[a + 2], 'd', ARGV[a + 3])
+  local a = 3 + (i - 2) * 4
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'k', ARGV[a + 1], 'v', ARGV[a + 2], 'd', ARGV[a + 3])
   redis.call('XACK', KEYS[i], ARGV[1], ARGV[a])
   redis.call('XDEL', KEYS[i], ARGV[a])
 end
@@ -162,11 +213,11 @@ return 1
 /// leave one copy. The copy holds the entry's own fields (up to the given
 /// number; past it, only how many there were), then where it came from.
 /// KEYS: dead stream, then (stream) per entry. ARGV: group, most fields copied,
-/// then (id) per entry. Returns how many entries it moved.
+/// most dead letters, then (id) per entry. Returns how many entries it moved.
 const BURY: &str = r"
 local moved = 0
 for i = 2, #KEYS do
-  local s, id = KEYS[i], ARGV[i + 1]
+  local s, id = KEYS[i], ARGV[i + 2]
   if redis.call('XACK', s, ARGV[1], id) == 1 then
     local copy = {}
     local e = redis.call('XRANGE', s, id, id)[1]
@@ -176,7 +227,7 @@ for i = 2, #KEYS do
       copy = {'fields', tostring(#e[2] / 2)}
     end
     for _, x in ipairs({'stream', s, 'id', id, 'why', 'undecodable'}) do copy[#copy + 1] = x end
-    redis.call('XADD', KEYS[1], 'MAXLEN', '~', '10000', '*', unpack(copy))
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', unpack(copy))
     redis.call('XDEL', s, id)
     moved = moved + 1
   end
@@ -232,11 +283,15 @@ pub struct RedisWriteQueue<K, V> {
     /// This process's consumer name and owner token.
     consumer: String,
     owned: Mutex<Owned>,
-    /// Each partition's length as last seen (an `XLEN` after this process's
-    /// own push, or the drainer's count) plus this process's pushes since:
-    /// the bound is checked here, and again on the server only when this says
-    /// the partition is full.
+    /// Each partition's length as last seen (an `XLEN` with or after this
+    /// process's own push, or the drainer's count) plus this process's pushes
+    /// since: the bound is checked here, and again on the server only when
+    /// this says the partition is full.
     lengths: Vec<AtomicU64>,
+    /// When each partition's length was last read (ms since `epoch`, taken
+    /// before the read was sent).
+    looked: Vec<AtomicU64>,
+    epoch: Instant,
     scripts: Scripts,
     _types: PhantomData<fn(K, V)>,
 }
@@ -316,6 +371,8 @@ where
             max_value_bytes: redis.max_value_bytes,
             consumer: format!("{:016x}-{}", fastrand::u64(..), std::process::id()),
             lengths: (0..config.partitions).map(|_| AtomicU64::new(0)).collect(),
+            looked: (0..config.partitions).map(|_| AtomicU64::new(0)).collect(),
+            epoch: Instant::now(),
             owned: Mutex::new(Owned {
                 partitions: Vec::new(),
                 renew_at: Instant::now(),
@@ -330,6 +387,20 @@ where
             },
             _types: PhantomData,
         }))
+    }
+
+    /// Milliseconds since this queue was made, from 1 (0 is "never looked").
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis())
+            .unwrap_or(u64::MAX)
+            .saturating_add(1)
+    }
+
+    /// Partition `n`'s length read as `len`, by a read sent at `at`
+    /// (`now_ms`): the view is that, and fresh from then.
+    fn saw_length(&self, n: usize, len: u64, at: u64) {
+        self.lengths[n].store(len, Ordering::Relaxed);
+        self.looked[n].fetch_max(at, Ordering::Relaxed);
     }
 
     /// Runs one Redis operation under the operation timeout.
@@ -441,7 +512,10 @@ where
     /// logged twice.
     async fn bury(&self, junk: &[(String, String)]) -> Result<(), QueueError> {
         let mut invocation = self.scripts.bury.key(&self.names.dead);
-        invocation.arg(GROUP).arg(BURY_MAX_FIELDS);
+        invocation
+            .arg(GROUP)
+            .arg(BURY_MAX_FIELDS)
+            .arg(MAX_DEAD_LETTERS);
         for (stream, id) in junk {
             invocation.key(stream).arg(id);
         }
@@ -474,16 +548,28 @@ where
         }
         let mut conn = self.conn.clone();
         let keys: Vec<String> = taken.iter().map(|q| q.write.key().to_string()).collect();
-        let done: Vec<Option<u64>> = self
-            .op(
-                "HMGET written",
-                self.op_timeout,
-                redis::cmd("HMGET")
-                    .arg(&self.names.done)
-                    .arg(&keys)
-                    .query_async(&mut conn),
-            )
-            .await?;
+        let scores: Result<Vec<Option<f64>>, RedisError> = tokio::time::timeout(
+            self.op_timeout,
+            redis::cmd("ZMSCORE")
+                .arg(&self.names.written)
+                .arg(&keys)
+                .query_async(&mut conn),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(RedisError::from((
+                redis::ErrorKind::Io,
+                "no answer within the operation timeout",
+            )))
+        });
+        let done: Vec<Option<u64>> = match scores {
+            // Versions are below 2^53: exact as scores.
+            Ok(scores) => scores.into_iter().map(|s| s.map(|v| v as u64)).collect(),
+            // Bytes of another type there (the next acknowledgement replaces
+            // them): nothing is known to be written.
+            Err(e) if e.code() == Some("WRONGTYPE") => vec![None; keys.len()],
+            Err(e) => return Err(QueueError::Unavailable(format!("ZMSCORE written: {e}"))),
+        };
         let (older, keep): (Vec<_>, Vec<_>) = taken
             .into_iter()
             .zip(done)
@@ -526,6 +612,7 @@ where
             let stream = &self.names.streams[n];
             let share = max_len.div_ceil(self.names.streams.len() as u64).max(1);
             let mut conn = self.conn.clone();
+            let started = self.now_ms();
             if self.lengths[n].load(Ordering::Relaxed) >= share {
                 // Full as far as this process knows: ask before refusing.
                 let len: u64 = self
@@ -535,15 +622,21 @@ where
                         redis::cmd("XLEN").arg(stream).query_async(&mut conn),
                     )
                     .await?;
-                self.lengths[n].store(len, Ordering::Relaxed);
+                self.saw_length(n, len, started);
                 if len >= share {
                     return Err(QueueError::Full);
                 }
             }
-            // A plain XADD (no trimming: a queue must not drop writes), and the
-            // length after it, in one round trip. Pushes racing past the check
-            // pass the bound by at most one per push in flight, fleet-wide: each
-            // learns the length from its own reply.
+            // A plain XADD (no trimming: a queue must not drop writes). It
+            // learns the length (an XLEN in the same round trip) only when
+            // this process's view is past half the share, or older than
+            // `LENGTH_FRESH`: below that, the fleet would have to push half a
+            // share within `LENGTH_FRESH` for the partition to be full unseen.
+            let known = self.lengths[n].load(Ordering::Relaxed);
+            let looked = self.looked[n].load(Ordering::Relaxed);
+            let fresh =
+                looked != 0 && started.saturating_sub(looked) < LENGTH_FRESH.as_millis() as u64;
+            let look = known >= share / 2 || !fresh;
             let mut pipe = redis::pipe();
             pipe.cmd("XADD")
                 .arg(stream)
@@ -556,15 +649,22 @@ where
                 .arg(payload)
                 .arg("t")
                 .arg(unix_ms())
-                .ignore()
-                .cmd("XLEN")
-                .arg(stream);
-            let (len,): (u64,) = self
-                .op("XADD", self.op_timeout, pipe.query_async(&mut conn))
-                .await?;
-            // Never lowered by a reply that overtook a later one: only a read
-            // of the length itself (above, or the drainer's) lowers it.
-            self.lengths[n].fetch_max(len, Ordering::Relaxed);
+                .ignore();
+            if look {
+                pipe.cmd("XLEN").arg(stream);
+                let (len,): (u64,) = self
+                    .op("XADD", self.op_timeout, pipe.query_async(&mut conn))
+                    .await?;
+                // Never lowered by a reply that overtook a later one: only a
+                // read of the length alone (above, or the drainer's) lowers it.
+                self.lengths[n].fetch_max(len, Ordering::Relaxed);
+                self.looked[n].fetch_max(started, Ordering::Relaxed);
+            } else {
+                let _: () = self
+                    .op("XADD", self.op_timeout, pipe.query_async(&mut conn))
+                    .await?;
+                self.lengths[n].fetch_add(1, Ordering::Relaxed);
+            }
             Ok(())
         })
     }
@@ -684,8 +784,12 @@ where
             if done.is_empty() {
                 return Ok(());
             }
-            let mut invocation = self.scripts.ack.key(&self.names.done);
-            invocation.arg(GROUP).arg(24 * 3600 * 1000_u64);
+            let mut invocation = self.scripts.ack.key(&self.names.written);
+            invocation
+                .arg(GROUP)
+                .arg(24 * 3600 * 1000_u64)
+                .arg(self.config.max_written_keys)
+                .arg(LUA_CHUNK);
             for q in done {
                 let (stream, id) = split_id(&q.id);
                 invocation
@@ -695,9 +799,16 @@ where
                     .arg(q.write.version());
             }
             let mut conn = self.conn.clone();
-            let _: i64 = self
+            let forgotten: u64 = self
                 .op("XACK", self.op_timeout, invocation.invoke_async(&mut conn))
                 .await?;
+            if forgotten > 0 {
+                tracing::debug!(
+                    forgotten,
+                    limit = self.config.max_written_keys,
+                    "herdguard-redis: the write queue's written versions are at their bound: the oldest forgotten"
+                );
+            }
             Ok(())
         })
     }
@@ -708,7 +819,7 @@ where
                 return Ok(());
             }
             let mut invocation = self.scripts.give_up.key(&self.names.dead);
-            invocation.arg(GROUP);
+            invocation.arg(GROUP).arg(MAX_DEAD_LETTERS);
             for q in failed {
                 let (stream, id) = split_id(&q.id);
                 let payload = postcard::to_allocvec(q.write.value()).unwrap_or_default();
@@ -737,6 +848,7 @@ where
 
     fn pending(&self) -> BoxFuture<'_, Result<u64, QueueError>> {
         Box::pin(async move {
+            let started = self.now_ms();
             let mut pipe = redis::pipe();
             for stream in &self.names.streams {
                 pipe.cmd("XLEN").arg(stream);
@@ -745,8 +857,8 @@ where
             let lens: Vec<u64> = self
                 .op("XLEN", self.op_timeout, pipe.query_async(&mut conn))
                 .await?;
-            for (known, len) in self.lengths.iter().zip(&lens) {
-                known.store(*len, Ordering::Relaxed);
+            for (n, len) in lens.iter().enumerate() {
+                self.saw_length(n, *len, started);
             }
             Ok(lens.iter().sum())
         })

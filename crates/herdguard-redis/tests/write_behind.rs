@@ -503,3 +503,187 @@ fn every_acknowledged_write_is_in_the_stream_when_the_process_dies_right_after_t
         );
     }
 }
+
+/// Entries (or fields, or members) the queue keeps in Redis beside its
+/// streams and dead letters: what a key space written through it can grow.
+async fn queue_records(c: &mut redis::aio::MultiplexedConnection) -> u64 {
+    let keys: Vec<String> = c.keys("hg:{wb}:*").await.unwrap();
+    let mut records = 0;
+    for key in keys {
+        let kind: String = redis::cmd("TYPE").arg(&key).query_async(c).await.unwrap();
+        records += match kind.as_str() {
+            "hash" => c.hlen::<_, u64>(&key).await.unwrap(),
+            "zset" => c.zcard::<_, u64>(&key).await.unwrap(),
+            "set" => c.scard::<_, u64>(&key).await.unwrap(),
+            _ => 0,
+        };
+    }
+    records
+}
+
+/// The adversary of the written-versions record: a million distinct keys
+/// written (acknowledged in batches of 10,000, past what Lua's `unpack` takes
+/// at once). The record stays within its bound; a key still remembered keeps
+/// the ordering promise (its older write, pushed late, is skipped); a key
+/// forgotten for it (written longest ago) has its older write delivered —
+/// what the promise degrades to, documented at `max_written_keys`, for the
+/// writer's version check to refuse.
+#[tokio::test]
+async fn the_written_versions_stay_within_their_bound_after_a_million_keys() {
+    use herdguard::{QueueId, Queued, Timestamp, Write, WriteQueue};
+    const KEYS: u64 = 1_000_000;
+    const BATCH: u64 = 10_000;
+    const BOUND: u64 = 1_000;
+    let redis = RedisServer::start().unwrap();
+    let queue = RedisWriteQueue::<String, String>::connect(
+        RedisConfig::new(redis.url()),
+        QueueConfig::new().partitions(1).max_written_keys(BOUND),
+    )
+    .await
+    .unwrap();
+    let queued = |key: String, version: u64| Queued {
+        // No such entry: acknowledging it acknowledges nothing in the stream.
+        id: QueueId(format!("hg:{{wb}}:s0 0-{version}")),
+        write: Write::new(key, "x".to_string(), version),
+        queued_at: Timestamp::EPOCH,
+    };
+    let mut version = 1_000_000;
+    for first in (0..KEYS).step_by(BATCH as usize) {
+        let batch: Vec<_> = (first..first + BATCH)
+            .map(|i| {
+                version += 1;
+                queued(format!("k{i}"), version)
+            })
+            .collect();
+        queue.ack(&batch).await.unwrap();
+    }
+    let mut c = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let records = queue_records(&mut c).await;
+    assert!(
+        records <= BOUND,
+        "{records} records kept for {KEYS} keys under a bound of {BOUND}"
+    );
+    // Older writes of the newest key (remembered) and of the first (forgotten).
+    let newest = format!("k{}", KEYS - 1);
+    for w in [
+        Write::new(newest.clone(), "older".to_string(), version - 1),
+        Write::new("k0".to_string(), "older".to_string(), 1),
+    ] {
+        queue.push(&w, u64::MAX).await.unwrap();
+    }
+    let taken = queue.take(10, Duration::from_secs(1)).await.unwrap();
+    let keys: Vec<&str> = taken.iter().map(|q| q.write.key().as_str()).collect();
+    assert_eq!(keys, ["k0"], "the remembered key's older write is skipped");
+}
+
+/// A push is one `XADD`: it asks the partition's length only when its view
+/// is past half the share or older than 100 ms. 2,000 pushes back to back
+/// make a handful of `XLEN` calls, not one each.
+#[tokio::test]
+async fn a_push_asks_the_length_only_when_its_view_is_old_or_half_full() {
+    use herdguard::{Write, WriteQueue};
+    let redis = RedisServer::start().unwrap();
+    let queue = RedisWriteQueue::<String, String>::connect(
+        RedisConfig::new(redis.url()),
+        QueueConfig::new().partitions(1),
+    )
+    .await
+    .unwrap();
+    let mut c = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let xlen_calls = |info: String| -> u64 {
+        info.lines()
+            .find_map(|l| l.strip_prefix("cmdstat_xlen:calls="))
+            .and_then(|rest| rest.split(',').next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let info = |c: &mut redis::aio::MultiplexedConnection| {
+        let mut c = c.clone();
+        async move {
+            redis::cmd("INFO")
+                .arg("commandstats")
+                .query_async::<String>(&mut c)
+                .await
+                .unwrap()
+        }
+    };
+    let before = xlen_calls(info(&mut c).await);
+    let started = Instant::now();
+    let pushes = 2_000u64;
+    for i in 0..pushes {
+        let write = Write::new(format!("k{i}"), "x".to_string(), i + 1);
+        queue.push(&write, 1_000_000).await.unwrap();
+    }
+    let asked = xlen_calls(info(&mut c).await) - before;
+    // One to start, then one per 100 ms (at most) of pushing.
+    let most = 1 + started.elapsed().as_millis() as u64 / 100 + 1;
+    assert!(
+        asked <= most,
+        "{asked} XLEN calls for {pushes} pushes in {:?} (at most {most})",
+        started.elapsed()
+    );
+    let queued: u64 = c.xlen("hg:{wb}:s0").await.unwrap();
+    assert_eq!(queued, pushes, "every push is in the stream");
+}
+
+/// What the bound without a length per push degrades to, at its worst: a
+/// process whose view is fresh (read under 100 ms ago) and under half the
+/// share pushes past a bound another process just filled — by at most half
+/// the share — and once its view is older than 100 ms it asks, and is
+/// refused. Nothing acknowledged is ever dropped: every accepted push is in
+/// the stream.
+#[tokio::test]
+async fn a_fresh_view_passes_the_bound_by_at_most_half_the_share_then_is_refused() {
+    use herdguard::{QueueError, Write, WriteQueue};
+    let redis = RedisServer::start().unwrap();
+    let connect = || {
+        RedisWriteQueue::<String, String>::connect(
+            RedisConfig::new(redis.url()),
+            QueueConfig::new().partitions(1),
+        )
+    };
+    let (late, filler) = (connect().await.unwrap(), connect().await.unwrap());
+    let max = 20u64;
+    let write = |i: u64| Write::new(format!("k{i}"), "x".to_string(), i + 1);
+    // `late` reads the length (empty) with its first push.
+    late.push(&write(0), max).await.unwrap();
+    let mut accepted = 1;
+    let mut i = 1;
+    while filler.push(&write(i), max).await.is_ok() {
+        accepted += 1;
+        i += 1;
+    }
+    let mut passed = 0;
+    loop {
+        i += 1;
+        match late.push(&write(i), max).await {
+            Ok(()) => passed += 1,
+            Err(QueueError::Full) => break,
+            Err(e) => panic!("{e}"),
+        }
+        assert!(passed <= max, "never refused");
+    }
+    assert!(
+        passed <= max / 2,
+        "{passed} pushes past a full bound of {max} (at most half of it)"
+    );
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(matches!(
+        late.push(&write(i + 1), max).await,
+        Err(QueueError::Full)
+    ));
+    let mut c = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let queued: u64 = c.xlen("hg:{wb}:s0").await.unwrap();
+    assert_eq!(queued, accepted + passed);
+}
