@@ -26,6 +26,7 @@
 pub(crate) mod access;
 pub(crate) mod answer;
 mod handler;
+pub(crate) use handler::Begun;
 pub(crate) mod loader;
 pub(crate) mod path_rules;
 pub(crate) mod proxy;
