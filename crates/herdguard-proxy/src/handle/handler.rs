@@ -171,7 +171,11 @@ impl Proxy {
     /// The request's cache directives, as the settings say to read them.
     fn directives(&self, forward: &Forward, tuning: &Tuning) -> RequestDirectives {
         match tuning.options.request_cache_control {
-            RequestCacheControl::Revalidate => RequestDirectives::from_headers(&forward.headers),
+            // Parsed only when the scan saw a field that may carry some.
+            RequestCacheControl::Revalidate if forward.present.directives => {
+                RequestDirectives::from_headers(&forward.headers)
+            }
+            RequestCacheControl::Revalidate => RequestDirectives::default(),
             // As nginx and Varnish by default: the request's cache directives are not obeyed.
             RequestCacheControl::Ignore => RequestDirectives::default(),
         }
