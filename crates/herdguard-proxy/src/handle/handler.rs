@@ -143,16 +143,18 @@ impl Proxy {
             return Err(None);
         }
         let primary = self.variants.primary(&inbound.host, &forward.target);
-        let key = self.variants.key_for(&primary, forward);
-        if self.demands_revalidation(&key, forward, &directives) {
+        // The primary key itself unless this is another variant: no copy of it.
+        let variant = self.variants.variant_for(&primary, forward);
+        let key = variant.as_ref().unwrap_or(&primary);
+        if self.demands_revalidation(key, forward, &directives) {
             return Err(None);
         }
-        let cached = self.cache.get_fresh(&key).ok_or(None)?;
+        let cached = self.cache.get_fresh(key).ok_or(None)?;
         if cached.uncacheable.is_some() || !vary_matches(&cached, forward) {
             return Err(Some(cached));
         }
         if cached.vary() != herdguard_http::Vary::None {
-            self.variants.learn(&primary, &cached, key == primary);
+            self.variants.learn(&primary, &cached, variant.is_none());
         }
         let ttl = cached.entry().time_to_live(SystemClock.now());
         let head = inbound.method == Method::HEAD;
