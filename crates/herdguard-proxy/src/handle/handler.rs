@@ -38,8 +38,9 @@ use crate::origin::InterimHook;
 pub(crate) enum Begun<B> {
     /// Answered at once: a hit, or a refusal.
     Answered(Response<Body>),
-    /// To be finished by [`Proxy::finish`].
-    Pending(Pending<B>),
+    /// To be finished by [`Proxy::finish`] (boxed: a hit's answer is moved,
+    /// not the request's size).
+    Pending(Box<Pending<B>>),
 }
 
 /// A request that needs more than a plain hit: the origin, a lock, another
@@ -86,18 +87,18 @@ impl Proxy {
         } else {
             None
         };
-        Begun::Pending(Pending {
+        Begun::Pending(Box::new(Pending {
             inbound,
             tuning: arc_swap::Guard::into_inner(tuning),
             first,
-        })
+        }))
     }
 
     /// Answers a request [`Proxy::begin`] did not, its interim (1xx) answers
     /// from the origin going to `interim` when the client takes them.
     pub(crate) async fn finish<B>(
         self: Arc<Self>,
-        pending: Pending<B>,
+        pending: Box<Pending<B>>,
         interim: Option<InterimHook>,
     ) -> Response<Body>
     where
@@ -108,7 +109,7 @@ impl Proxy {
             mut inbound,
             tuning,
             first,
-        } = pending;
+        } = *pending;
         inbound.forward.interim = interim;
         if inbound.method == Method::GET || inbound.method == Method::HEAD {
             self.get_or_head(inbound, &tuning, first).await
