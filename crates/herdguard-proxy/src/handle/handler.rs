@@ -10,7 +10,9 @@
 //! marked); everything else is one lookup through the core — or, when the
 //! request demands validation, one forced revalidation per key (the core's
 //! `CallOptions::revalidate`, coalesced like any load) — and the outcome becomes
-//! an answer in `answer`.
+//! an answer in `answer`. A plain hit is all of that without a wait, and is
+//! answered by `Proxy::begin` in the listener's service call; the rest goes on
+//! in `Proxy::finish`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
