@@ -441,20 +441,34 @@ impl KeyConfig {
     }
 }
 
+/// The bytes of a host name in normal form: lowercase letters, digits, `.`, `-`.
+static NAME_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-';
+        b += 1;
+    }
+    table
+};
+
 /// A `Host` field value as it takes part in a key: lowercased, without the default port 80
 /// (the proxy listens for `http`); `None` when it is not a valid authority or has userinfo.
 pub fn normalize_host(host: &str) -> Option<String> {
-    // The common case, `name` or `name:port` already in normal form: checked by one scan.
-    // A byte search: a `char` pattern's searcher costs more than the scan on a short host.
-    let (name, port) = match host.bytes().position(|b| b == b':') {
-        Some(at) => (&host[..at], Some(&host[at + 1..])),
+    // The common case, `name` or `name:port` already in normal form: checked by one scan
+    // of the name, a table lookup a byte (it stops at the `:`, which is not a name byte).
+    let name_len = host
+        .bytes()
+        .position(|b| !NAME_BYTES[usize::from(b)])
+        .unwrap_or(host.len());
+    let (name, port) = match host.as_bytes().get(name_len) {
         None => (host, None),
+        Some(b':') => (&host[..name_len], Some(&host[name_len + 1..])),
+        // Another byte: not in normal form (the whole parse below).
+        Some(_) => ("", None),
     };
-    let plain_name = !name.is_empty()
-        && name
-            .bytes()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-');
-    if plain_name {
+    if !name.is_empty() {
         match port {
             None => return Some(host.to_string()),
             Some(p)

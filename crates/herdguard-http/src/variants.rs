@@ -127,27 +127,32 @@ impl Variants {
     /// The key to look up for `forward`: the primary key, or the variant key when
     /// the URL is known to vary and this request is another variant.
     pub fn key_for(&self, primary: &str, forward: &impl VaryView) -> String {
+        self.variant_for(primary, forward)
+            .unwrap_or_else(|| primary.to_string())
+    }
+
+    /// The variant key to look up for `forward` instead of `primary`, when the
+    /// URL is known to vary and this request is another variant; `None`: the
+    /// primary key itself (no copy of it made).
+    pub fn variant_for(&self, primary: &str, forward: &impl VaryView) -> Option<String> {
         // Most URLs never vary: spare them the lookup.
         if !self.any.load(Ordering::Relaxed) {
-            return primary.to_string();
+            return None;
         }
-        let Some(known) = self.known.get(primary) else {
-            return primary.to_string();
-        };
+        let mut known = self.known.get(primary)?;
         let digest = match known.vary.secondary_key(&forward.vary_view(&known.vary)) {
             Some(k) if known.vary != Vary::None => k.digest(),
-            _ => return primary.to_string(),
+            _ => return None,
         };
         if digest.as_slice() == known.primary_digest.as_slice() {
-            return primary.to_string();
+            return None;
         }
         let key = variant_key(primary, &digest);
         if !known.keys.contains(&key) && known.keys.len() < MAX_VARIANTS {
-            let mut known = known;
             known.keys.push(key.clone());
             self.known.insert(primary.to_string(), known);
         }
-        key
+        Some(key)
     }
 
     /// Records what `cached` (found under the primary key when `from_primary`)

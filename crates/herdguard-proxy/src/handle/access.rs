@@ -6,7 +6,7 @@
 //! known (stored answers, and passed-through ones with a `Content-Length`),
 //! its `Cache-Status` member, and the origin time a load put in its extensions.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use herdguard_http::cache_status::CACHE_STATUS;
 use http::{header, Method, Response};
@@ -20,6 +20,30 @@ pub(crate) const TARGET: &str = "herdguard::access";
 /// head), put in the response's extensions; absent for hits.
 #[derive(Copy, Clone, Debug)]
 pub(crate) struct OriginTime(pub(crate) Duration);
+
+/// A request to log once answered (`--access-log`): what the log takes of
+/// it, read before the handler consumes it.
+pub(crate) struct Logged {
+    method: Method,
+    path: String,
+    started: Instant,
+}
+
+impl Logged {
+    /// Notes `request` as it arrives.
+    pub(crate) fn of<B>(request: &http::Request<B>) -> Logged {
+        Logged {
+            method: request.method().clone(),
+            path: request.uri().path().to_string(),
+            started: Instant::now(),
+        }
+    }
+
+    /// Logs it with its `response`.
+    pub(crate) fn done(self, response: &Response<Body>) {
+        log(&self.method, &self.path, response, self.started.elapsed());
+    }
+}
 
 /// Logs one request: `total` is the time from the request's arrival to its
 /// response head.

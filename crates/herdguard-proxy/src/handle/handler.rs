@@ -10,7 +10,9 @@
 //! marked); everything else is one lookup through the core — or, when the
 //! request demands validation, one forced revalidation per key (the core's
 //! `CallOptions::revalidate`, coalesced like any load) — and the outcome becomes
-//! an answer in `answer`.
+//! an answer in `answer`. A plain hit is all of that without a wait, and is
+//! answered by `Proxy::begin` in the listener's service call; the rest goes on
+//! in `Proxy::finish`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -34,41 +36,153 @@ use super::variants::vary_matches;
 use crate::body::{Body, BoxError, Inactivity};
 use crate::origin::InterimHook;
 
+/// What [`Proxy::begin`] makes of a request without waiting for anything.
+pub(crate) enum Begun<B> {
+    /// Answered at once: a hit, or a refusal.
+    Answered(Response<Body>),
+    /// To be finished by [`Proxy::finish`] (boxed: a hit's answer is moved,
+    /// not the request's size).
+    Pending(Box<Pending<B>>),
+}
+
+/// A request that needs more than a plain hit: the origin, a lock, another
+/// round of the cache.
+pub(crate) struct Pending<B> {
+    inbound: Inbound<B>,
+    tuning: Arc<Tuning>,
+    /// The hit already taken (and counted) for the request's key, when it
+    /// could not answer at once (a marker, another variant).
+    first: Option<Cached<CachedResponse>>,
+}
+
 impl Proxy {
-    /// Answers one client request from `peer`, its interim (1xx) answers from
-    /// the origin going to `interim` when the client takes them. Never fails:
-    /// every problem is an HTTP answer.
-    pub(crate) async fn handle<B>(
-        self: Arc<Self>,
-        request: Request<B>,
-        peer: &Peer,
-        interim: Option<InterimHook>,
-    ) -> Response<Body>
+    /// Answers one client request from `peer`, as far as it can without
+    /// waiting for anything (never fails: every problem is an HTTP answer).
+    /// A plain hit is answered here, before the listener's service returns its future, so the
+    /// request (and the read buffer its fields point into) is dropped before
+    /// hyper reads again, and a hit opens no interim queue and moves no future.
+    pub(crate) fn begin<B>(&self, request: Request<B>, peer: &Peer) -> Begun<B>
     where
-        B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
-        B::Error: Into<BoxError>,
+        B: hyper::body::Body,
     {
         // One reading of the settings per request: a reload takes effect from
-        // the next request, and a hit reads them once.
-        let tuning = arc_swap::Guard::into_inner(self.tuning());
+        // the next request, and a hit reads them once (without a reference count).
+        let tuning = self.tuning();
         let o = &tuning.options;
         let inbound = match request::prepare(
             request,
             peer,
-            interim,
+            None,
             o.max_header_bytes,
             o.max_request_body_bytes,
             &o.default_host,
             o.keep_client_host,
         ) {
             Ok(i) => i,
-            Err(refusal) => return answer::refused(&self.stats, &refusal),
+            Err(refusal) => return Begun::Answered(answer::refused(&self.stats, &refusal)),
         };
+        let first = if inbound.method == Method::GET || inbound.method == Method::HEAD {
+            match self.hit_now(&inbound, &tuning) {
+                Ok(response) => return Begun::Answered(response),
+                Err(first) => first,
+            }
+        } else {
+            None
+        };
+        Begun::Pending(Box::new(Pending {
+            inbound,
+            tuning: arc_swap::Guard::into_inner(tuning),
+            first,
+        }))
+    }
+
+    /// Answers a request [`Proxy::begin`] did not, its interim (1xx) answers
+    /// from the origin going to `interim` when the client takes them.
+    pub(crate) async fn finish<B>(
+        self: Arc<Self>,
+        pending: Box<Pending<B>>,
+        interim: Option<InterimHook>,
+    ) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let Pending {
+            mut inbound,
+            tuning,
+            first,
+        } = *pending;
+        inbound.forward.interim = interim;
         if inbound.method == Method::GET || inbound.method == Method::HEAD {
-            self.get_or_head(inbound, &tuning).await
+            self.get_or_head(inbound, &tuning, first).await
         } else {
             // Cold paths are boxed, so the hit path's future stays small.
             Box::pin(self.forward_other(inbound)).await
+        }
+    }
+
+    /// A plain hit, answered without waiting: the same steps as
+    /// [`Proxy::get_or_head`] and [`Proxy::cached`] take up to their first
+    /// hit. Anything else (a rule's bypass, `no-store`, credentials,
+    /// `only-if-cached`, `max-stale`, a demanded revalidation, a miss) is
+    /// left to them; so is a hit that cannot answer as it is (a marker,
+    /// another variant), handed on so that it is taken, and counted, once.
+    fn hit_now<B>(
+        &self,
+        inbound: &Inbound<B>,
+        tuning: &Tuning,
+    ) -> Result<Response<Body>, Option<Cached<CachedResponse>>> {
+        let forward = &inbound.forward;
+        let directives = self.directives(forward, tuning);
+        if directives.no_store
+            || directives.only_if_cached
+            || directives.max_stale.is_some()
+            || forward.present.authorization
+            || tuning
+                .paths
+                .for_path(forward.target.path())
+                .is_some_and(|r| r.bypass)
+        {
+            return Err(None);
+        }
+        let primary = self.variants.primary(&inbound.host, &forward.target);
+        // The primary key itself unless this is another variant: no copy of it.
+        let variant = self.variants.variant_for(&primary, forward);
+        let key = variant.as_ref().unwrap_or(&primary);
+        if self.demands_revalidation(key, forward, &directives) {
+            return Err(None);
+        }
+        let cached = self.cache.get_fresh(key).ok_or(None)?;
+        if cached.uncacheable.is_some() || !vary_matches(&cached, forward) {
+            return Err(Some(cached));
+        }
+        if cached.vary() != herdguard_http::Vary::None {
+            self.variants.learn(&primary, &cached, variant.is_none());
+        }
+        let ttl = cached.entry().time_to_live(SystemClock.now());
+        let head = inbound.method == Method::HEAD;
+        let response = answer::stored(
+            &self.stats,
+            &tuning.rules.config,
+            &cached,
+            cached.served(),
+            ttl,
+            false,
+            head,
+        );
+        Ok(for_request(forward, head, response))
+    }
+
+    /// The request's cache directives, as the settings say to read them.
+    fn directives(&self, forward: &Forward, tuning: &Tuning) -> RequestDirectives {
+        match tuning.options.request_cache_control {
+            // Parsed only when the scan saw a field that may carry some.
+            RequestCacheControl::Revalidate if forward.present.directives => {
+                RequestDirectives::from_headers(&forward.headers)
+            }
+            RequestCacheControl::Revalidate => RequestDirectives::default(),
+            // As nginx and Varnish by default: the request's cache directives are not obeyed.
+            RequestCacheControl::Ignore => RequestDirectives::default(),
         }
     }
 
@@ -77,27 +191,22 @@ impl Proxy {
         self: &Arc<Self>,
         inbound: Inbound<B>,
         tuning: &Tuning,
+        first: Option<Cached<CachedResponse>>,
     ) -> Response<Body> {
         let head = inbound.method == Method::HEAD;
         let Inbound { forward, host, .. } = inbound;
         let forward = Arc::new(forward);
-        let (directives, bypass) = {
-            let directives = match tuning.options.request_cache_control {
-                RequestCacheControl::Revalidate => {
-                    RequestDirectives::from_headers(&forward.headers)
-                }
-                // As nginx and Varnish by default: the request's cache directives are not obeyed.
-                RequestCacheControl::Ignore => RequestDirectives::default(),
-            };
-            let rule = tuning.paths.for_path(forward.target.path());
-            (directives, rule.is_some_and(|r| r.bypass))
-        };
+        let directives = self.directives(&forward, tuning);
+        let bypass = tuning
+            .paths
+            .for_path(forward.target.path())
+            .is_some_and(|r| r.bypass);
         if bypass {
             return Box::pin(self.pass_through(&forward, head, "rule-bypass", None)).await;
         }
         let primary = self.variants.primary(&host, &forward.target);
         let authorized = forward.present.authorization;
-        let mut response = if directives.no_store {
+        let response = if directives.no_store {
             // May be answered from a stored response, but never leads a shared
             // load, nor is its answer stored: it is its own.
             let key = self.variants.key_for(&primary, &forward);
@@ -113,24 +222,10 @@ impl Proxy {
         } else if authorized {
             Box::pin(self.with_credentials(&primary, &forward, head, &directives)).await
         } else {
-            self.cached(&primary, &forward, head, &directives, tuning)
+            self.cached(&primary, &forward, head, &directives, tuning, first)
                 .await
         };
-        // The client's conditionals are evaluated against the whole stored response.
-        let whole = response.status() == StatusCode::OK && matches!(response.body(), Body::Full(_));
-        if whole
-            && forward.present.conditional
-            && not_modified(&forward.headers, response.headers())
-        {
-            *response.status_mut() = StatusCode::NOT_MODIFIED;
-            *response.body_mut() = Body::empty();
-            response.headers_mut().remove(header::CONTENT_LENGTH);
-            return response;
-        }
-        if whole && !head && forward.present.range {
-            return super::range::apply(&forward.headers, response);
-        }
-        response
+        for_request(&forward, head, response)
     }
 
     /// GET/HEAD through the cache: a hit, one coalesced load, or one coalesced
@@ -142,6 +237,7 @@ impl Proxy {
         head: bool,
         directives: &RequestDirectives,
         tuning: &Tuning,
+        mut first: Option<Cached<CachedResponse>>,
     ) -> Response<Body> {
         let mut key = self.variants.key_for(primary, forward);
         if directives.only_if_cached {
@@ -166,10 +262,11 @@ impl Proxy {
         for round in 0..2 {
             let forced = self.demands_revalidation(&key, forward, directives);
             // A plain hit first: no loader (its key, captures, policy) built for it.
+            // `first`: the hit `hit_now` took already (counted once).
             let hit = if forced {
                 None
             } else {
-                self.cache.get_fresh(&key)
+                first.take().or_else(|| self.cache.get_fresh(&key))
             };
             // A range within a kept prefix of an incomplete answer (RFC 9111 §3.3).
             if hit.is_none() && !forced && !head {
@@ -738,6 +835,23 @@ impl Proxy {
             _ => None,
         }
     }
+}
+
+/// The whole stored answer made into the one this request asked for: `304`
+/// when the client's conditionals say it holds it, the range it asked for.
+/// The client's conditionals are evaluated against the whole stored response.
+fn for_request(forward: &Forward, head: bool, mut response: Response<Body>) -> Response<Body> {
+    let whole = response.status() == StatusCode::OK && matches!(response.body(), Body::Full(_));
+    if whole && forward.present.conditional && not_modified(&forward.headers, response.headers()) {
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+        *response.body_mut() = Body::empty();
+        response.headers_mut().remove(header::CONTENT_LENGTH);
+        return response;
+    }
+    if whole && !head && forward.present.range {
+        return super::range::apply(&forward.headers, response);
+    }
+    response
 }
 
 /// Whether the client's `If-None-Match` — or, without one, `If-Modified-Since`

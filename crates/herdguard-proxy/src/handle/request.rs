@@ -120,6 +120,9 @@ pub(crate) struct Present {
     pub range: bool,
     /// `If-None-Match` or `If-Modified-Since`.
     pub conditional: bool,
+    /// `Cache-Control` or `Pragma`: without either, the request has no cache
+    /// directives, and they are not parsed.
+    pub directives: bool,
 }
 
 impl Present {
@@ -129,6 +132,8 @@ impl Present {
             range: headers.contains_key(header::RANGE),
             conditional: headers.contains_key(header::IF_NONE_MATCH)
                 || headers.contains_key(header::IF_MODIFIED_SINCE),
+            directives: headers.contains_key(header::CACHE_CONTROL)
+                || headers.contains_key(header::PRAGMA),
         }
     }
 }
@@ -144,6 +149,7 @@ fn scan(headers: &HeaderMap) -> Found {
             "authorization" => found.present.authorization = true,
             "range" => found.present.range = true,
             "if-none-match" | "if-modified-since" => found.present.conditional = true,
+            "cache-control" | "pragma" => found.present.directives = true,
             other => {
                 found.chunked |= other == "transfer-encoding";
                 found.hop_by_hop |= is_hop_by_hop(other);
@@ -484,6 +490,46 @@ mod tests {
         let p = i.forward.present;
         assert!(!i.forward.headers.contains_key(header::AUTHORIZATION));
         assert!(!p.authorization && !p.range && !p.conditional, "{p:?}");
+    }
+
+    /// A request the scan notes without cache directives parses to none, also
+    /// when `Connection` named the fields that carried them.
+    #[test]
+    fn directives_are_noted_where_the_forwarded_fields_have_some() {
+        use herdguard_http::RequestDirectives;
+        let cases: &[&[(&str, &str)]] = &[
+            &[("host", "a")],
+            &[("host", "a"), ("cache-control", "no-cache")],
+            &[("host", "a"), ("pragma", "no-cache")],
+            &[
+                ("host", "a"),
+                ("Cache-Control", "max-age=0, only-if-cached"),
+            ],
+            &[
+                ("host", "a"),
+                ("connection", "pragma"),
+                ("pragma", "no-cache"),
+            ],
+            &[
+                ("host", "a"),
+                ("connection", "cache-control"),
+                ("cache-control", "no-store"),
+            ],
+            &[
+                ("host", "a"),
+                ("connection", "close"),
+                ("cache-control", "max-stale"),
+            ],
+        ];
+        for fields in cases {
+            let f = run(req("GET", "/", fields), &[]).unwrap().forward;
+            let parsed = RequestDirectives::from_headers(&f.headers);
+            assert_eq!(
+                f.present.directives,
+                parsed != RequestDirectives::default(),
+                "{fields:?}"
+            );
+        }
     }
 
     fn run(

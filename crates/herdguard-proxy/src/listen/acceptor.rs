@@ -41,7 +41,7 @@ use super::limits::{ConnState, ConnectionLimits, TimedIo, Tracked};
 use super::tls::{Negotiated, TlsConfig};
 use crate::handle::access;
 use crate::handle::proxy::Proxy;
-use crate::origin::InterimHook;
+use crate::handle::Begun;
 
 /// What a reload may change of how connections are served: read when a
 /// connection is accepted, for its whole life.
@@ -210,33 +210,42 @@ impl Acceptor {
             let queue = Arc::clone(&interim);
             let service_state = Arc::clone(&state);
             let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                let proxy = Arc::clone(&proxy);
-                let peer = Arc::clone(&peer);
                 if req.version() == http::Version::HTTP_2 {
                     service_state.set_multiplexed();
                 }
                 let busy = service_state.begin();
-                // Interim answers: to HTTP/1.1 clients only (`interim`).
-                let opened = (req.version() == http::Version::HTTP_11).then(|| queue.open());
-                // Handed to the handler directly: a request's extensions map is
-                // allocated on its first insert, which a hit would pay for.
-                let hook = opened.as_ref().map(Opened::hook);
-                async move {
-                    let answer = async {
-                        if access_log {
-                            Box::pin(logged(proxy, req, &peer, hook)).await
-                        } else {
-                            // Boxed: hyper moves the service's future whole a few
-                            // times per request; a box is cheaper than those copies.
-                            Box::pin(proxy.handle(req, &peer, hook)).await
+                let http11 = req.version() == http::Version::HTTP_11;
+                let log = access_log.then(|| access::Logged::of(&req));
+                // A plain hit is answered here, before hyper reads on: see `Proxy::begin`.
+                let pending = match proxy.begin(req, &peer) {
+                    Begun::Answered(response) => {
+                        if let Some(log) = log {
+                            log.done(&response);
                         }
-                    };
+                        return Answer::Now(std::future::ready(Ok(
+                            response.map(|body| Tracked::new(body, busy))
+                        )));
+                    }
+                    Begun::Pending(pending) => pending,
+                };
+                let proxy = Arc::clone(&proxy);
+                // Interim answers: to HTTP/1.1 clients only (`interim`), and
+                // only for a request that may reach the origin.
+                let opened = http11.then(|| queue.open());
+                // Boxed: hyper moves the service's future whole a few times per
+                // request; a box is cheaper than those copies.
+                Answer::Later(Box::pin(async move {
+                    let hook = opened.as_ref().map(Opened::hook);
+                    let answer = proxy.finish(pending, hook);
                     let response = match opened {
                         Some(opened) => opened.run(answer).await,
                         None => answer.await,
                     };
+                    if let Some(log) = log {
+                        log.done(&response);
+                    }
                     Ok::<_, Infallible>(response.map(|body| Tracked::new(body, busy)))
-                }
+                }))
             });
             // Taken now, so that a shutdown waits for a handshake under way.
             let watcher = drain.watcher();
@@ -346,19 +355,27 @@ impl Acceptor {
     }
 }
 
-/// [`Proxy::handle`], logged (`--access-log`).
-async fn logged(
-    proxy: Arc<Proxy>,
-    req: http::Request<hyper::body::Incoming>,
-    peer: &crate::handle::request::Peer,
-    interim: Option<InterimHook>,
-) -> http::Response<crate::body::Body> {
-    let started = std::time::Instant::now();
-    let method = req.method().clone();
-    let path = req.uri().path().to_string();
-    let response = proxy.handle(req, peer, interim).await;
-    access::log(&method, &path, &response, started.elapsed());
-    response
+/// The service's future: a hit's answer at once, anything else boxed.
+enum Answer<L> {
+    Now(std::future::Ready<Result<http::Response<Tracked>, Infallible>>),
+    Later(std::pin::Pin<Box<L>>),
+}
+
+impl<L> std::future::Future for Answer<L>
+where
+    L: std::future::Future<Output = Result<http::Response<Tracked>, Infallible>>,
+{
+    type Output = L::Output;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<L::Output> {
+        match self.get_mut() {
+            Answer::Now(ready) => std::pin::Pin::new(ready).poll(cx),
+            Answer::Later(later) => later.as_mut().poll(cx),
+        }
+    }
 }
 
 pub(crate) async fn accept(

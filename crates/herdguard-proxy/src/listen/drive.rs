@@ -65,7 +65,10 @@ pub(crate) async fn drive<C: Future>(
         stopped.as_mut().poll(cx)
     });
     loop {
+        // In order: every branch is polled on each wake anyway (none is ready
+        // but the connection's end), and a random start costs a draw per poll.
         tokio::select! {
+            biased;
             _ = conn.as_mut() => return,
             _ = &mut stop_sent, if !stopping => {
                 stopping = true;
