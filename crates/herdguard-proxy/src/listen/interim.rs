@@ -15,8 +15,8 @@
 //! Never stored, never shared: the hook goes with the request to the origin
 //! client, and only the client whose load reached the origin has one there;
 //! waiters on a coalesced load get the final answer only. HTTP/1.0 clients get
-//! none (RFC 9110 §15.2), nor HTTP/2 ones (hyper's HTTP/2 server keeps each
-//! stream's sender to itself; see docs/http-semantics.md).
+//! none (RFC 9110 §15.2). HTTP/2 clients get theirs on their stream (`h2`,
+//! with [`forwarded`], the rule of which statuses go on, from here).
 
 use std::future::Future;
 use std::io;
@@ -97,7 +97,7 @@ impl InterimQueue {
 /// Interim statuses forwarded: all but `100 Continue` (this hop's: the proxy
 /// sends its own to a client that expects one, and never asks the origin for
 /// one) and `101 Switching Protocols` (no upgrade is forwarded).
-fn forwarded(status: StatusCode) -> bool {
+pub(crate) fn forwarded(status: StatusCode) -> bool {
     status.is_informational()
         && status != StatusCode::CONTINUE
         && status != StatusCode::SWITCHING_PROTOCOLS
