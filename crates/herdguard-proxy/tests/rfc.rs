@@ -1252,6 +1252,29 @@ async fn interim_answers_reach_the_http2_client_that_caused_the_load() {
     }
 }
 
+/// The adversary: an origin that sends interim heads without end (5000 of
+/// ~140 bytes) before its answer. Over HTTP/2 they are not flow-controlled, so
+/// a request's stream forwards a bounded amount (16 KiB of heads) and drops
+/// the rest; the final answer comes through intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origins_endless_interim_answers_are_bounded_over_http2() {
+    let flood: String = (0..5000)
+        .map(|i| format!("HTTP/1.1 102 Processing\r\nx-pad: {i:0>100}\r\n\r\n"))
+        .collect();
+    let (addr, release, _) = hinting_origin(flood.leak(), "max-age=60").await;
+    let p = proxy(&format!("http://{addr}"), &[]).await;
+    let session = h2_session(tokio::net::TcpStream::connect(p.addr).await.unwrap()).await;
+    let mut answer = h2_request(&session, "/flood").await;
+    release.add_permits(1);
+    let (interim, last) = h2_interim(&mut answer, usize::MAX).await;
+    assert_eq!(last, Some((200, "final 1".to_string())));
+    assert!(
+        !interim.is_empty() && interim.len() < 200,
+        "{} interim answers forwarded",
+        interim.len()
+    );
+}
+
 /// RFC 9111 §5.2.2.4: with `no-cache="field"` the response may be reused
 /// without validation if the listed fields are left out — as
 /// `private="field"` has a shared cache do. Unqualified `no-cache` still means

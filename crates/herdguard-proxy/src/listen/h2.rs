@@ -45,11 +45,15 @@ const MAX_SEND_BUFFER: usize = 400 * 1024;
 /// Streams the server may reset for the client's errors before GOAWAY.
 const MAX_LOCAL_ERROR_RESETS: usize = 1024;
 
-/// The most bytes of interim fields one request's stream forwards (as HPACK
-/// counts them); later ones are dropped (they are hints: the final answer is
-/// unaffected). Headers are not flow-controlled, so this bounds what an origin
-/// can make the connection buffer for a client that does not read.
-const MAX_INTERIM_BYTES: usize = 64 * 1024;
+/// The most bytes of interim heads one request's stream forwards (as HPACK
+/// counts fields, and 32 a head); later ones are dropped (they are hints: the
+/// final answer is unaffected). Headers are not flow-controlled, so this bounds
+/// what a hostile origin can make a connection buffer for a client that does
+/// not read (a stream's worth times its streams, until the write limit).
+const MAX_INTERIM_BYTES: usize = 16 * 1024;
+
+/// What a head costs of [`MAX_INTERIM_BYTES`] besides its fields.
+const HEAD_COST: usize = 32;
 
 /// The `h2` server settings of every HTTP/2 connection of a listener: header
 /// lists of at most `max_header_list` bytes, `max_streams` requests in flight,
@@ -231,11 +235,12 @@ fn interim_hook(reply: &SharedReply) -> InterimHook {
         *head.status_mut() = status;
         *head.headers_mut() = fields.clone();
         herdguard_http::hop::remove_hop_by_hop(head.headers_mut());
-        let size: usize = head
-            .headers()
-            .iter()
-            .map(|(n, v)| n.as_str().len() + v.len() + 32)
-            .sum();
+        let size = HEAD_COST
+            + head
+                .headers()
+                .iter()
+                .map(|(n, v)| n.as_str().len() + v.len() + 32)
+                .sum::<usize>();
         let mut reply = lock(&reply);
         if size > reply.interim_budget {
             return;
