@@ -34,7 +34,7 @@ use tokio::time::Sleep;
 use super::acceptor::Requests;
 use super::interim::forwarded;
 use super::limits::Tracked;
-use crate::origin::InterimHook;
+use crate::origin::{InterimHook, InterimSink};
 
 /// The stream and connection windows, frame size and send buffer hyper's
 /// server uses (a server's clients are many: the protocol's 64 KiB windows
@@ -210,24 +210,26 @@ impl KeepAlive {
     }
 }
 
-/// One stream's sender, shared with the origin's interim answers until the
-/// final answer takes it.
+/// One stream's sender, shared with the origin's interim answers (it is their
+/// hook) until the final answer takes it.
+struct SharedReply(Mutex<Reply>);
+
 struct Reply {
     sender: Option<SendResponse<Bytes>>,
-    /// Interim field bytes this stream may still forward.
+    /// Interim head bytes this stream may still forward.
     interim_budget: usize,
 }
 
-type SharedReply = Arc<Mutex<Reply>>;
-
-fn lock(reply: &SharedReply) -> std::sync::MutexGuard<'_, Reply> {
-    reply.lock().unwrap_or_else(|e| e.into_inner())
+impl SharedReply {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Reply> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
-/// The hook that sends an origin's interim answers on the stream of `reply`.
-fn interim_hook(reply: &SharedReply) -> InterimHook {
-    let reply = Arc::clone(reply);
-    InterimHook(Arc::new(move |status: StatusCode, fields: &HeaderMap| {
+impl InterimSink for SharedReply {
+    /// Sends an origin's interim answer on the stream, if it is one to
+    /// forward, the final answer has not gone, and the budget allows.
+    fn interim(&self, status: StatusCode, fields: &HeaderMap) {
         if !forwarded(status) {
             return;
         }
@@ -241,7 +243,7 @@ fn interim_hook(reply: &SharedReply) -> InterimHook {
                 .iter()
                 .map(|(n, v)| n.as_str().len() + v.len() + 32)
                 .sum::<usize>();
-        let mut reply = lock(&reply);
+        let mut reply = self.lock();
         if size > reply.interim_budget {
             return;
         }
@@ -250,7 +252,7 @@ fn interim_hook(reply: &SharedReply) -> InterimHook {
             // An error is the stream's end: the final answer finds it too.
             let _ = sender.send_informational(head);
         }
-    }))
+    }
 }
 
 /// The task of one stream: the request answered (abandoned if the client
@@ -273,25 +275,26 @@ fn stream(
             data_done: false,
         },
     );
-    let reply = Arc::new(Mutex::new(Reply {
+    let reply = Arc::new(SharedReply(Mutex::new(Reply {
         sender: Some(sender),
         interim_budget: MAX_INTERIM_BYTES,
-    }));
-    let answer = requests.answer(request, Some(interim_hook(&reply)));
+    })));
+    let hook = InterimHook(Arc::clone(&reply) as Arc<dyn InterimSink>);
+    let answer = requests.answer(request, Some(hook));
     async move {
         let mut answer = std::pin::pin!(answer);
         let response = poll_fn(|cx| {
             if let Poll::Ready(response) = answer.as_mut().poll(cx) {
                 return Poll::Ready(Some(response));
             }
-            match lock(&reply).sender.as_mut().map(|s| s.poll_reset(cx)) {
+            match reply.lock().sender.as_mut().map(|s| s.poll_reset(cx)) {
                 Some(Poll::Pending) => Poll::Pending,
                 _ => Poll::Ready(None),
             }
         })
         .await;
         // Taken: interim answers still to come are dropped.
-        let sender = lock(&reply).sender.take();
+        let sender = reply.lock().sender.take();
         if let (Some(response), Some(sender)) = (response, sender) {
             respond(response, sender).await;
         }
@@ -301,16 +304,26 @@ fn stream(
 /// Sends the final answer: its head, then its body as the window allows.
 async fn respond(response: Response<Tracked>, mut sender: SendResponse<Bytes>) {
     let (mut head, body) = response.into_parts();
-    herdguard_http::hop::remove_hop_by_hop(&mut head.headers);
-    if !head.headers.contains_key(DATE) {
+    // HTTP/2 forbids connection-specific fields (h2 refuses to send them); a
+    // scan of the names costs less than removing each by name.
+    if head
+        .headers
+        .keys()
+        .any(|name| herdguard_http::hop::is_hop_by_hop(name.as_str()))
+    {
+        herdguard_http::hop::remove_hop_by_hop(&mut head.headers);
+    }
+    if let http::header::Entry::Vacant(date) = head.headers.entry(DATE) {
         if let Some(now) = http_date() {
-            head.headers.insert(DATE, now);
+            date.insert(now);
         }
     }
     let end = body.is_end_stream();
-    if !end && !head.headers.contains_key(CONTENT_LENGTH) {
-        if let Some(len) = body.size_hint().exact() {
-            head.headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
+    if !end {
+        if let (http::header::Entry::Vacant(length), Some(len)) =
+            (head.headers.entry(CONTENT_LENGTH), body.size_hint().exact())
+        {
+            length.insert(HeaderValue::from(len));
         }
     }
     match sender.send_response(Response::from_parts(head, ()), end) {

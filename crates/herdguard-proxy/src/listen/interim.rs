@@ -129,7 +129,7 @@ impl Opened {
     /// The hook the origin client calls with each interim answer.
     pub(crate) fn hook(&self) -> InterimHook {
         let (queue, id) = (Arc::clone(&self.queue), self.id);
-        InterimHook(Arc::new(move |status, headers| {
+        InterimHook(Arc::new(move |status: StatusCode, headers: &HeaderMap| {
             queue.push(id, status, headers)
         }))
     }
@@ -272,6 +272,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for InterimIo<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::origin::InterimSink;
 
     #[test]
     fn heads_are_encoded_without_hop_by_hop_fields_and_only_for_the_open_request() {
@@ -282,10 +283,10 @@ mod tests {
         fields.insert("link", "</a.css>; rel=preload".parse().unwrap());
         fields.insert("connection", "x-hop".parse().unwrap());
         fields.insert("x-hop", "1".parse().unwrap());
-        (hook.0)(StatusCode::from_u16(103).unwrap(), &fields);
-        (hook.0)(StatusCode::CONTINUE, &fields);
-        (hook.0)(StatusCode::SWITCHING_PROTOCOLS, &fields);
-        (hook.0)(StatusCode::PROCESSING, &HeaderMap::new());
+        hook.0.interim(StatusCode::from_u16(103).unwrap(), &fields);
+        hook.0.interim(StatusCode::CONTINUE, &fields);
+        hook.0.interim(StatusCode::SWITCHING_PROTOCOLS, &fields);
+        hook.0.interim(StatusCode::PROCESSING, &HeaderMap::new());
         let queued = queue.with(|s| s.bytes.clone());
         assert_eq!(
             &queued[..],
@@ -295,9 +296,9 @@ mod tests {
         drop(first);
         // Closed: a late head of the first request is dropped, also once the
         // next request is open.
-        (hook.0)(StatusCode::PROCESSING, &HeaderMap::new());
+        hook.0.interim(StatusCode::PROCESSING, &HeaderMap::new());
         let _second = queue.open();
-        (hook.0)(StatusCode::PROCESSING, &HeaderMap::new());
+        hook.0.interim(StatusCode::PROCESSING, &HeaderMap::new());
         assert!(queue.with(|s| s.bytes.is_empty()));
     }
 }
