@@ -272,7 +272,6 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for InterimIo<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::origin::InterimSink;
 
     #[test]
     fn heads_are_encoded_without_hop_by_hop_fields_and_only_for_the_open_request() {
