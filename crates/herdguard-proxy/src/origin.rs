@@ -93,10 +93,19 @@ impl OriginError {
 /// Where the origin's interim (1xx) answers to one request go: the client
 /// connection of the request that caused it (`listen::interim`).
 #[derive(Clone)]
-pub(crate) struct InterimHook(pub(crate) Arc<InterimSink>);
+pub(crate) struct InterimHook(pub(crate) Arc<dyn InterimSink>);
 
-/// What takes one interim answer's status and fields.
-pub(crate) type InterimSink = dyn Fn(StatusCode, &HeaderMap) + Send + Sync;
+/// What takes one interim answer's status and fields: a closure, or a type
+/// of its own (so that one allocation can be both the hook and its state).
+pub(crate) trait InterimSink: Send + Sync {
+    fn interim(&self, status: StatusCode, fields: &HeaderMap);
+}
+
+impl<F: Fn(StatusCode, &HeaderMap) + Send + Sync> InterimSink for F {
+    fn interim(&self, status: StatusCode, fields: &HeaderMap) {
+        self(status, fields)
+    }
+}
 
 /// An origin answer: the head, and the body still to be read.
 #[derive(Debug)]
@@ -414,7 +423,9 @@ impl Origin {
         *request.headers_mut() = headers;
         if let Some(InterimHook(hook)) = interim {
             let hook = Arc::clone(hook);
-            hyper::ext::on_informational(&mut request, move |r| hook(r.status(), r.headers()));
+            hyper::ext::on_informational(&mut request, move |r| {
+                hook.interim(r.status(), r.headers())
+            });
         }
         let request_time = SystemTime::now();
         let timeout = self.timeout;

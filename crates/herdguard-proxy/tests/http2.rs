@@ -378,6 +378,83 @@ async fn an_h2_connection_with_a_stream_in_flight_is_not_idle() {
     assert_eq!((status, body.as_str()), (200, "body 1"));
 }
 
+/// A peer that vanished with a request in flight (it reads, but answers no
+/// ping): the idle limit does not run while the request is answered, so the
+/// server's ping, unanswered within the write limit, closes the connection —
+/// long before the slow origin answers.
+#[tokio::test]
+async fn a_peer_that_answers_no_ping_is_closed_while_its_request_is_in_flight() {
+    let o = cacheable_origin(5000).await;
+    let p = proxy(
+        &format!("http://{}", o.addr),
+        &["idle_timeout_ms = 300", "write_timeout_ms = 300"],
+    )
+    .await;
+    let mut tcp = raw::connect(p.addr).await;
+    tcp.write_all(&raw::get(1, "/slow")).await.unwrap();
+    let started = Instant::now();
+    let (mut pinged, mut closed) = (false, None);
+    while started.elapsed() < Duration::from_secs(4) {
+        match tokio::time::timeout(Duration::from_secs(4), raw::read(&mut tcp)).await {
+            Ok(Some((kind, flags, _, _))) => pinged |= kind == raw::PING && flags & 1 == 0,
+            Ok(None) => {
+                closed = Some(started.elapsed());
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    assert!(pinged, "no ping came");
+    let closed = closed.expect("still open after 4 s though no ping was answered");
+    assert!(
+        o.calls() == 1 && closed < Duration::from_secs(2),
+        "closed after {closed:?}"
+    );
+}
+
+/// An upload and an answer each larger than every flow-control window, on
+/// one HTTP/2 stream: the upload reaches the origin whole (the server gives
+/// the window back as the body is read), the answer reaches the client whole
+/// (sent as the client's window allows).
+#[tokio::test]
+async fn h2_uploads_and_answers_larger_than_the_windows_go_through_whole() {
+    const SIZE: usize = 3 << 20;
+    let o = origin(|_, _| support::Reply {
+        status: 200,
+        headers: vec![("cache-control".into(), "no-store".into())],
+        body: support::ReplyBody::Generated(SIZE as u64),
+        delay: Duration::ZERO,
+    })
+    .await;
+    let p = proxy(&format!("http://{}", o.addr), &[]).await;
+    let tcp = TcpStream::connect(p.addr).await.unwrap();
+    let (mut sender, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let upload: Vec<u8> = (0..SIZE).map(|i| (i % 251) as u8).collect();
+    let req = Request::post("http://api.example/upload")
+        .body(http_body_util::Full::new(Bytes::from(upload.clone())))
+        .unwrap();
+    let answer = async {
+        let resp = sender.send_request(req).await.expect("HTTP/2 answer");
+        let status = resp.status().as_u16();
+        (
+            status,
+            resp.into_body().collect().await.unwrap().to_bytes().len(),
+        )
+    };
+    let (status, received) = tokio::time::timeout(Duration::from_secs(10), answer)
+        .await
+        .expect("an answer within 10 s");
+    assert_eq!((status, received), (200, SIZE));
+    let seen = o.seen();
+    assert!(
+        seen[0].complete && seen[0].body == upload,
+        "the upload arrived cut or changed"
+    );
+}
+
 #[tokio::test]
 async fn an_idle_h2_connection_is_closed_though_it_keeps_pinging() {
     let o = cacheable_origin(0).await;

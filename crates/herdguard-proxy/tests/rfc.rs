@@ -772,10 +772,14 @@ async fn post_answers_with_freshness_and_their_own_content_location_serve_gets()
         .starts_with("GET /items/4 #"));
 }
 
-/// An origin that answers every request with `103 Early Hints` at once and
+/// An origin's `103 Early Hints` with a `Link` field.
+const EARLY_HINTS: &str = "HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\n";
+
+/// An origin that answers every request with `interim` heads at once and
 /// the final answer (with `cache_control`) only when released (one permit a
 /// request); its call count.
 async fn hinting_origin(
+    interim: &'static str,
     cache_control: &'static str,
 ) -> (
     std::net::SocketAddr,
@@ -801,9 +805,7 @@ async fn hinting_origin(
                         }
                     }
                     let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-                    let hints =
-                        "HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\n";
-                    if s.write_all(hints.as_bytes()).await.is_err() {
+                    if s.write_all(interim.as_bytes()).await.is_err() {
                         return;
                     }
                     let Ok(permit) = release.acquire().await else {
@@ -870,7 +872,7 @@ fn content_length(head: &str) -> usize {
 /// not a later hit, not an HTTP/1.0 client.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn early_hints_reach_the_client_that_caused_the_load_as_they_arrive() {
-    let (addr, release, calls) = hinting_origin("max-age=60").await;
+    let (addr, release, calls) = hinting_origin(EARLY_HINTS, "max-age=60").await;
     let p = proxy(&format!("http://{addr}"), &[]).await;
     let request =
         |path: &str, version: &str| format!("GET {path} {version}\r\nhost: api.example\r\n\r\n");
@@ -943,7 +945,7 @@ async fn early_hints_reach_the_client_that_caused_the_load_as_they_arrive() {
 /// alone: a pass-through (`Authorization`), and a `POST`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn early_hints_reach_clients_of_passed_requests() {
-    let (addr, release, _) = hinting_origin("max-age=60").await;
+    let (addr, release, _) = hinting_origin(EARLY_HINTS, "max-age=60").await;
     let p = proxy(&format!("http://{addr}"), &[]).await;
     for text in [
         "GET /own HTTP/1.1\r\nhost: api.example\r\nauthorization: Bearer a\r\n\r\n",
@@ -964,7 +966,8 @@ async fn early_hints_reach_clients_of_passed_requests() {
 /// in front of the next answer on that connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_hints_never_precede_another_answer() {
-    let (addr, release, calls) = hinting_origin("max-age=0, stale-while-revalidate=60").await;
+    let (addr, release, calls) =
+        hinting_origin(EARLY_HINTS, "max-age=0, stale-while-revalidate=60").await;
     let p = proxy(&format!("http://{addr}"), &[]).await;
     let request = "GET /swr HTTP/1.1\r\nhost: api.example\r\n\r\n";
     let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
@@ -996,49 +999,15 @@ async fn late_hints_never_precede_another_answer() {
 }
 
 /// Over TLS (ALPN http/1.1) the hints reach the client too, ahead of the
-/// final answer (seen by hyper's client); an HTTP/2 client (h2c) on the same
-/// origin gets its final answer intact (hyper's HTTP/2 server sends no 1xx).
+/// final answer (seen by hyper's client); an HTTP/2 client (h2c) that takes
+/// no interim answers (hyper's, without a callback) gets its final answer intact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn early_hints_over_tls_and_http2_answers_intact() {
     use http_body_util::{BodyExt, Empty};
     use hyper_util::rt::{TokioExecutor, TokioIo};
-    use rustls_pki_types::pem::PemObject;
-    let (addr, release, _) = hinting_origin("max-age=60").await;
-    let pki = support::pki::pki();
-    let dir =
-        support::TempDir(std::env::temp_dir().join(format!("hg-rfc-tls-{}", std::process::id())));
-    std::fs::create_dir_all(&dir.0).unwrap();
-    let (cert, key) = (dir.0.join("cert.pem"), dir.0.join("key.pem"));
-    std::fs::write(&cert, &pki.leaf_pem).unwrap();
-    std::fs::write(&key, &pki.leaf_key_pem).unwrap();
-    let tls_proxy = proxy(
-        &format!("http://{addr}"),
-        &[
-            &format!("tls_cert = {cert:?}"),
-            &format!("tls_key = {key:?}"),
-        ],
-    )
-    .await;
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in rustls_pki_types::CertificateDer::pem_slice_iter(pki.ca_pem.as_bytes()) {
-        roots.add(ca.unwrap()).unwrap();
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let tcp = tokio::net::TcpStream::connect(tls_proxy.addr)
-        .await
-        .unwrap();
-    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
-        .await
-        .unwrap();
+    let (addr, release, _) = hinting_origin(EARLY_HINTS, "max-age=60").await;
+    let tls_proxy = tls_proxy(&format!("http://{addr}"), "h1").await;
+    let tls = tls_proxy.connect(b"http/1.1").await;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await
         .unwrap();
@@ -1090,6 +1059,219 @@ async fn early_hints_over_tls_and_http2_answers_intact() {
     assert_eq!(
         &resp.into_body().collect().await.unwrap().to_bytes()[..],
         b"final 2"
+    );
+}
+
+/// A TLS proxy listener (`tls_cert` / `tls_key`, a private CA's
+/// certificate for `localhost`) in front of `origin`; `name` tells its files
+/// from other tests'.
+async fn tls_proxy(origin: &str, name: &str) -> TlsProxy {
+    use rustls_pki_types::pem::PemObject;
+    let pki = support::pki::pki();
+    let dir = support::TempDir(
+        std::env::temp_dir().join(format!("hg-rfc-tls-{name}-{}", std::process::id())),
+    );
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let (cert, key) = (dir.0.join("cert.pem"), dir.0.join("key.pem"));
+    std::fs::write(&cert, &pki.leaf_pem).unwrap();
+    std::fs::write(&key, &pki.leaf_key_pem).unwrap();
+    let proxy = proxy(
+        origin,
+        &[
+            &format!("tls_cert = {cert:?}"),
+            &format!("tls_key = {key:?}"),
+        ],
+    )
+    .await;
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in rustls_pki_types::CertificateDer::pem_slice_iter(pki.ca_pem.as_bytes()) {
+        roots.add(ca.unwrap()).unwrap();
+    }
+    TlsProxy {
+        proxy,
+        roots: Arc::new(roots),
+    }
+}
+
+struct TlsProxy {
+    proxy: support::Proxy,
+    roots: Arc<rustls::RootCertStore>,
+}
+
+impl TlsProxy {
+    /// A TLS connection to the listener offering ALPN `alpn`.
+    async fn connect(&self, alpn: &[u8]) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(Arc::clone(&self.roots))
+        .with_no_client_auth();
+        config.alpn_protocols = vec![alpn.to_vec()];
+        let tcp = tokio::net::TcpStream::connect(self.proxy.addr)
+            .await
+            .unwrap();
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(alpn));
+        tls
+    }
+}
+
+/// An HTTP/2 client connection (the `h2` crate's: it hands over interim answers).
+async fn h2_session<T>(io: T) -> h2::client::SendRequest<bytes::Bytes>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = h2::client::handshake(io).await.expect("HTTP/2 handshake");
+    tokio::spawn(conn);
+    sender
+}
+
+/// `GET path` on `sender`, sent now: its answer as it comes.
+async fn h2_request(
+    sender: &h2::client::SendRequest<bytes::Bytes>,
+    path: &str,
+) -> h2::client::ResponseFuture {
+    let req = http::Request::get(format!("https://api.example{path}"))
+        .body(())
+        .unwrap();
+    let mut sender = sender.clone().ready().await.unwrap();
+    sender.send_request(req, true).unwrap().0
+}
+
+/// The interim answers of `answer` (status and `Link`) that came before its
+/// final one, waiting at most 5 s for each; `until` of them, or all of them
+/// and the final answer's status and body.
+async fn h2_interim(
+    answer: &mut h2::client::ResponseFuture,
+    until: usize,
+) -> (Vec<(u16, Option<String>)>, Option<(u16, String)>) {
+    let mut interim = Vec::new();
+    loop {
+        let next = std::future::poll_fn(|cx| match answer.poll_informational(cx) {
+            std::task::Poll::Ready(Some(r)) => std::task::Poll::Ready(Ok(r.unwrap())),
+            // The final answer is next (or the stream ended).
+            std::task::Poll::Ready(None) => {
+                std::future::Future::poll(std::pin::Pin::new(&mut *answer), cx).map(Err)
+            }
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        });
+        let next = tokio::time::timeout(Duration::from_secs(5), next)
+            .await
+            .expect("an answer within 5 s");
+        match next {
+            Ok(head) => {
+                let link = head.headers().get("link");
+                interim.push((
+                    head.status().as_u16(),
+                    link.map(|l| l.to_str().unwrap().to_string()),
+                ));
+                if interim.len() == until {
+                    return (interim, None);
+                }
+            }
+            Err(last) => {
+                let last = last.unwrap();
+                let status = last.status().as_u16();
+                let mut body = last.into_body();
+                let mut text = Vec::new();
+                while let Some(chunk) = body.data().await {
+                    let chunk = chunk.unwrap();
+                    let _ = body.flow_control().release_capacity(chunk.len());
+                    text.extend_from_slice(&chunk);
+                }
+                return (interim, Some((status, String::from_utf8(text).unwrap())));
+            }
+        }
+    }
+}
+
+/// RFC 9110 §15.2 over HTTP/2, h2c and TLS (ALPN h2): the client whose
+/// request caused the load gets the origin's `102 Processing` and
+/// `103 Early Hints` (with its `Link`) on its stream as they arrive, before
+/// the origin has even sent its final answer; a waiter on the same load —
+/// another stream of the same connection, or another connection — gets the
+/// final answer only, and nothing 1xx is stored (a later hit has none).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interim_answers_reach_the_http2_client_that_caused_the_load() {
+    use std::sync::atomic::Ordering::SeqCst;
+    const PROCESSING_THEN_HINTS: &str = "HTTP/1.1 102 Processing\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\n";
+    let (addr, release, calls) = hinting_origin(PROCESSING_THEN_HINTS, "max-age=60").await;
+    let origin = format!("http://{addr}");
+    let plain = proxy(&origin, &[]).await;
+    let tls = tls_proxy(&origin, "h2").await;
+    let hints = vec![
+        (102, None),
+        (103, Some("</style.css>; rel=preload".to_string())),
+    ];
+    for (n, transport) in ["h2c", "tls"].into_iter().enumerate() {
+        let session = || async {
+            if transport == "h2c" {
+                h2_session(tokio::net::TcpStream::connect(plain.addr).await.unwrap()).await
+            } else {
+                h2_session(tls.connect(b"h2").await).await
+            }
+        };
+        let (leader_conn, other_conn) = (session().await, session().await);
+        let path = format!("/hinted-{transport}");
+        let mut leader = h2_request(&leader_conn, &path).await;
+        // The final answer is held at the origin until the hints were seen here.
+        assert_eq!(h2_interim(&mut leader, 2).await.0, hints, "{transport}");
+        let mut waiters = [
+            h2_request(&leader_conn, &path).await,
+            h2_request(&other_conn, &path).await,
+        ];
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        release.add_permits(1);
+        let last = Some((200, format!("final {}", n + 1)));
+        assert_eq!(
+            h2_interim(&mut leader, 0).await,
+            (vec![], last.clone()),
+            "{transport}"
+        );
+        for waiter in &mut waiters {
+            assert_eq!(
+                h2_interim(waiter, 0).await,
+                (vec![], last.clone()),
+                "{transport} waiter"
+            );
+        }
+        assert_eq!(calls.load(SeqCst), n + 1, "{transport}: one origin call");
+        // A hit on the leader's connection: no interim answer, no `Link`.
+        let mut hit = h2_request(&leader_conn, &path).await;
+        assert_eq!(
+            h2_interim(&mut hit, 0).await,
+            (vec![], last),
+            "{transport} hit"
+        );
+    }
+}
+
+/// The adversary: an origin that sends interim heads without end (5000 of
+/// ~140 bytes) before its answer. Over HTTP/2 they are not flow-controlled, so
+/// a request's stream forwards a bounded amount (16 KiB of heads) and drops
+/// the rest; the final answer comes through intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origins_endless_interim_answers_are_bounded_over_http2() {
+    let flood: String = (0..5000)
+        .map(|i| format!("HTTP/1.1 102 Processing\r\nx-pad: {i:0>100}\r\n\r\n"))
+        .collect();
+    let (addr, release, _) = hinting_origin(flood.leak(), "max-age=60").await;
+    let p = proxy(&format!("http://{addr}"), &[]).await;
+    let session = h2_session(tokio::net::TcpStream::connect(p.addr).await.unwrap()).await;
+    let mut answer = h2_request(&session, "/flood").await;
+    release.add_permits(1);
+    let (interim, last) = h2_interim(&mut answer, usize::MAX).await;
+    assert_eq!(last, Some((200, "final 1".to_string())));
+    assert!(
+        !interim.is_empty() && interim.len() < 200,
+        "{} interim answers forwarded",
+        interim.len()
     );
 }
 

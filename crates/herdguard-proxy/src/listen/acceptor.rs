@@ -1,12 +1,13 @@
 //! The proxy listener: connections accepted within the connection cap, each
-//! served by hyper on the thread that accepted it, with the socket limits of
-//! `limits` and, with `--tls-cert`/`--tls-key`, TLS (`tls`).
+//! served on the thread that accepted it (HTTP/1.1 by hyper, HTTP/2 by `h2`),
+//! with the socket limits of `limits` and, with `--tls-cert`/`--tls-key`, TLS
+//! (`tls`).
 //!
 //! # HTTP versions
 //!
 //! The plain listener speaks HTTP/1.1 and, to a client that opens with the
-//! HTTP/2 preface (prior knowledge, "h2c"), HTTP/2: hyper-util's `auto`
-//! builder reads the first bytes and picks. With `--tls-cert`/`--tls-key` the
+//! HTTP/2 preface (prior knowledge, "h2c"), HTTP/2: the first bytes pick (a
+//! peek, and `h2::sniff` when it cannot tell yet). With `--tls-cert`/`--tls-key` the
 //! listener speaks TLS instead (`tls`) and the ALPN result picks (`h2`,
 //! `http/1.1`, or none: the first bytes again). The handshake runs on the
 //! connection's task under the header-read limit; a failed one is counted
@@ -24,24 +25,29 @@
 //! (`drive`). `max_connections` counts connections, whatever they multiplex.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use super::drive::{drive, Drain};
+use super::h2::{sniff, H2Conn, PREFACE};
 use super::interim::{InterimIo, InterimQueue, Opened};
 use super::limits::{ConnState, ConnectionLimits, TimedIo, Tracked};
 use super::tls::{Negotiated, TlsConfig};
+use crate::body::BoxError;
 use crate::handle::access;
 use crate::handle::proxy::Proxy;
+use crate::handle::request::Peer;
 use crate::handle::Begun;
+use crate::origin::InterimHook;
 
 /// What a reload may change of how connections are served: read when a
 /// connection is accepted, for its whole life.
@@ -92,18 +98,16 @@ const MAX_PENDING_ACCEPT_RESETS: usize = 20;
 enum Opening {
     /// Not the HTTP/2 preface (almost always told by the first byte).
     Http1,
-    /// The preface so far: the `auto` builder reads on and decides.
+    /// The preface so far: `h2::sniff` reads on and decides.
     MaybeHttp2,
 }
-
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Peeks at the first bytes (within the header-read limit, which goes on from
 /// the connection's start); `None`: nothing came, or the connection closed.
 async fn opening(stream: &TcpStream, limit: Duration) -> Option<Opening> {
     let mut first = [0u8; 24];
     match tokio::time::timeout(limit, stream.peek(&mut first)).await {
-        Ok(Ok(n)) if n > 0 => Some(if first[..n] == H2_PREFACE[..n] {
+        Ok(Ok(n)) if n > 0 => Some(if first[..n] == PREFACE[..n] {
             Opening::MaybeHttp2
         } else {
             Opening::Http1
@@ -112,24 +116,10 @@ async fn opening(stream: &TcpStream, limit: Duration) -> Option<Opening> {
     }
 }
 
-/// One serving thread's connection builders: by the first bytes (the HTTP/2
-/// preface or not), and by a TLS connection's ALPN result.
+/// One serving thread's connection settings, by HTTP version.
 struct Builders {
-    /// A plain connection that does not open with the HTTP/2 preface.
-    http1_plain: hyper::server::conn::http1::Builder,
-    sniffed: auto::Builder<TokioExecutor>,
-    http1: auto::Builder<TokioExecutor>,
-    http2: auto::Builder<TokioExecutor>,
-}
-
-impl Builders {
-    fn for_protocol(&self, protocol: Negotiated) -> &auto::Builder<TokioExecutor> {
-        match protocol {
-            Negotiated::Http2 => &self.http2,
-            Negotiated::Http1 => &self.http1,
-            Negotiated::Unknown => &self.sniffed,
-        }
-    }
+    http1: hyper::server::conn::http1::Builder,
+    http2: h2::server::Builder,
 }
 
 impl Acceptor {
@@ -206,46 +196,21 @@ impl Acceptor {
             let ConnectionTuning { limits, access_log } = **self.live.load();
             let io = TimedIo::new(stream, Arc::clone(&state), limits);
             let accepted_at = Instant::now();
+            let requests = Requests {
+                proxy,
+                peer,
+                state: Arc::clone(&state),
+                access_log,
+            };
             let interim = Arc::new(InterimQueue::default());
-            let queue = Arc::clone(&interim);
-            let service_state = Arc::clone(&state);
+            let (queue, http1) = (Arc::clone(&interim), requests.clone());
             let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                if req.version() == http::Version::HTTP_2 {
-                    service_state.set_multiplexed();
-                }
-                let busy = service_state.begin();
-                let http11 = req.version() == http::Version::HTTP_11;
-                let log = access_log.then(|| access::Logged::of(&req));
-                // A plain hit is answered here, before hyper reads on: see `Proxy::begin`.
-                let pending = match proxy.begin(req, &peer) {
-                    Begun::Answered(response) => {
-                        if let Some(log) = log {
-                            log.done(&response);
-                        }
-                        return Answer::Now(std::future::ready(Ok(
-                            response.map(|body| Tracked::new(body, busy))
-                        )));
-                    }
-                    Begun::Pending(pending) => pending,
+                // Interim answers: to HTTP/1.1 clients (not 1.0), see `interim`.
+                let interim = match req.version() {
+                    http::Version::HTTP_11 => Interim::Queued(&queue),
+                    _ => Interim::None,
                 };
-                let proxy = Arc::clone(&proxy);
-                // Interim answers: to HTTP/1.1 clients only (`interim`), and
-                // only for a request that may reach the origin.
-                let opened = http11.then(|| queue.open());
-                // Boxed: hyper moves the service's future whole a few times per
-                // request; a box is cheaper than those copies.
-                Answer::Later(Box::pin(async move {
-                    let hook = opened.as_ref().map(Opened::hook);
-                    let answer = proxy.finish(pending, hook);
-                    let response = match opened {
-                        Some(opened) => opened.run(answer).await,
-                        None => answer.await,
-                    };
-                    if let Some(log) = log {
-                        log.done(&response);
-                    }
-                    Ok::<_, Infallible>(response.map(|body| Tracked::new(body, busy)))
-                }))
+                http1.answer(req, interim)
             });
             // Taken now, so that a shutdown waits for a handshake under way.
             let watcher = drain.watcher();
@@ -255,42 +220,57 @@ impl Acceptor {
                 let _slot = slot;
                 stats.connections.open();
                 // Each HTTP version's connection type, driven the same way.
-                macro_rules! serve {
-                    ($conn:expr) => {
+                macro_rules! http1 {
+                    ($io:expr) => {{
+                        let io = TokioIo::new(InterimIo::new($io, interim));
+                        let conn = builders.http1.serve_connection(io, service);
                         drive(
-                            $conn,
+                            conn,
                             |c| c.graceful_shutdown(),
                             &state,
                             limits.write,
                             watcher,
                         )
                         .await
+                    }};
+                }
+                macro_rules! http2 {
+                    ($io:expr) => {{
+                        let pings = (limits.idle, limits.write);
+                        let conn = H2Conn::new($io, &builders.http2, requests, pings);
+                        drive(
+                            conn,
+                            |c| c.get_mut().graceful_shutdown(),
+                            &state,
+                            limits.write,
+                            watcher,
+                        )
+                        .await
+                    }};
+                }
+                macro_rules! sniffed {
+                    ($io:expr) => {
+                        match sniff($io).await {
+                            Ok((true, io)) => http2!(io),
+                            Ok((false, io)) => http1!(io),
+                            Err(_) => {}
+                        }
                     };
                 }
                 match tls {
                     None => match opening(io.get_ref(), limits.header_read).await {
-                        // hyper's own HTTP/1.1 connection: no sniffing buffer on the hit path.
-                        Some(Opening::Http1) => {
-                            let io = InterimIo::new(io.head_since(accepted_at), interim);
-                            let conn = builders
-                                .http1_plain
-                                .serve_connection(TokioIo::new(io), service);
-                            serve!(conn);
-                        }
-                        Some(Opening::MaybeHttp2) => {
-                            let io = InterimIo::new(io.head_since(accepted_at), interim);
-                            let conn = builders.sniffed.serve_connection(TokioIo::new(io), service);
-                            serve!(conn);
-                        }
+                        // hyper's HTTP/1.1 connection on the socket itself: no
+                        // read-ahead on the hit path.
+                        Some(Opening::Http1) => http1!(io.head_since(accepted_at)),
+                        Some(Opening::MaybeHttp2) => sniffed!(io.head_since(accepted_at)),
                         None => {}
                     },
                     Some(tls) => match tls.accept(io).await {
-                        Ok(stream) => {
-                            let builder = builders.for_protocol(Negotiated::of(stream.get_ref().1));
-                            let stream = InterimIo::new(stream, interim);
-                            let conn = builder.serve_connection(TokioIo::new(stream), service);
-                            serve!(conn);
-                        }
+                        Ok(stream) => match Negotiated::of(stream.get_ref().1) {
+                            Negotiated::Http2 => http2!(stream),
+                            Negotiated::Http1 => http1!(stream),
+                            Negotiated::Unknown => sniffed!(stream),
+                        },
                         Err(e) => {
                             stats.tls_handshake_failures.inc();
                             tracing::debug!(%peer_addr, "TLS handshake failed: {e}");
@@ -319,44 +299,99 @@ impl Acceptor {
     /// HTTP/1.1 keep-alive with the head limit on the socket; HTTP/2 with limits
     /// of the same size (the module docs).
     fn builders(&self) -> Builders {
-        // HTTP/2's ping timing as at start (a reload changes the socket limits).
-        let limits = self.live.load().limits;
-        let mut sniffed = auto::Builder::new(TokioExecutor::new());
-        sniffed
-            .http1()
+        let mut http1 = hyper::server::conn::http1::Builder::new();
+        http1
             .keep_alive(true)
             .max_buf_size(self.max_header_bytes)
             .timer(TokioTimer::new())
             // The head timeout is enforced on the socket (`TimedIo`), which also
             // covers the first request of a connection.
             .header_read_timeout(None);
-        sniffed
-            .http2()
-            .timer(TokioTimer::new())
-            .max_header_list_size(u32::try_from(self.max_header_bytes).unwrap_or(u32::MAX))
-            .max_concurrent_streams(self.h2_max_concurrent_streams)
-            .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESETS)
-            // A peer that stops answering pings while a request is in flight is
-            // gone; between requests the idle limit on the socket closes it.
-            .keep_alive_interval(limits.idle)
-            .keep_alive_timeout(limits.write);
-        let mut http1_plain = hyper::server::conn::http1::Builder::new();
-        http1_plain
-            .keep_alive(true)
-            .max_buf_size(self.max_header_bytes)
-            .timer(TokioTimer::new())
-            .header_read_timeout(None);
-        Builders {
-            http1_plain,
-            http1: sniffed.clone().http1_only(),
-            http2: sniffed.clone().http2_only(),
-            sniffed,
-        }
+        let http2 = super::h2::settings(
+            u32::try_from(self.max_header_bytes).unwrap_or(u32::MAX),
+            self.h2_max_concurrent_streams,
+            MAX_PENDING_ACCEPT_RESETS,
+        );
+        Builders { http1, http2 }
     }
 }
 
+/// What answers the requests of one connection, whatever its HTTP version.
+#[derive(Clone)]
+pub(crate) struct Requests {
+    proxy: Arc<Proxy>,
+    peer: Arc<Peer>,
+    state: Arc<ConnState>,
+    access_log: bool,
+}
+
+impl Requests {
+    /// The connection speaks HTTP/2 (see `limits`).
+    pub(crate) fn multiplexed(&self) {
+        self.state.set_multiplexed();
+    }
+
+    /// The answer to `req`, its interim answers going where `interim` says;
+    /// the connection counts it in flight from now until its last frame is
+    /// taken. A plain hit is answered at once, before the connection reads on
+    /// (see `Proxy::begin`); nothing for interim answers is made for it.
+    pub(crate) fn answer<B>(
+        &self,
+        req: http::Request<B>,
+        interim: Interim<'_>,
+    ) -> Answer<impl Future<Output = Result<http::Response<Tracked>, Infallible>> + Send + 'static>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let busy = self.state.begin();
+        let log = self.access_log.then(|| access::Logged::of(&req));
+        let pending = match self.proxy.begin(req, &self.peer) {
+            Begun::Answered(response) => {
+                if let Some(log) = log {
+                    log.done(&response);
+                }
+                return Answer::Now(std::future::ready(Ok(
+                    response.map(|body| Tracked::new(body, busy))
+                )));
+            }
+            Begun::Pending(pending) => pending,
+        };
+        let proxy = Arc::clone(&self.proxy);
+        let (opened, hook) = match interim {
+            Interim::None => (None, None),
+            Interim::Queued(queue) => (Some(queue.open()), None),
+            Interim::Hook(hook) => (None, Some(hook)),
+        };
+        // Boxed: the connection moves the service's future whole a few times
+        // per request; a box is cheaper than those copies.
+        Answer::Later(Box::pin(async move {
+            let hook = hook.or_else(|| opened.as_ref().map(Opened::hook));
+            let answer = proxy.finish(pending, hook);
+            let response = match opened {
+                Some(opened) => opened.run(answer).await,
+                None => answer.await,
+            };
+            if let Some(log) = log {
+                log.done(&response);
+            }
+            Ok(response.map(|body| Tracked::new(body, busy)))
+        }))
+    }
+}
+
+/// Where a request's interim (1xx) answers go.
+pub(crate) enum Interim<'a> {
+    /// Nowhere (HTTP/1.0).
+    None,
+    /// Written beside hyper on the HTTP/1.1 connection (`interim`).
+    Queued(&'a Arc<InterimQueue>),
+    /// The HTTP/2 stream's own sender.
+    Hook(InterimHook),
+}
+
 /// The service's future: a hit's answer at once, anything else boxed.
-enum Answer<L> {
+pub(crate) enum Answer<L> {
     Now(std::future::Ready<Result<http::Response<Tracked>, Infallible>>),
     Later(std::pin::Pin<Box<L>>),
 }

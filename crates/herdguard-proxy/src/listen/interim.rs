@@ -15,8 +15,8 @@
 //! Never stored, never shared: the hook goes with the request to the origin
 //! client, and only the client whose load reached the origin has one there;
 //! waiters on a coalesced load get the final answer only. HTTP/1.0 clients get
-//! none (RFC 9110 §15.2), nor HTTP/2 ones (hyper's HTTP/2 server keeps each
-//! stream's sender to itself; see docs/http-semantics.md).
+//! none (RFC 9110 §15.2). HTTP/2 clients get theirs on their stream (`h2`,
+//! with [`forwarded`], the rule of which statuses go on, from here).
 
 use std::future::Future;
 use std::io;
@@ -97,7 +97,7 @@ impl InterimQueue {
 /// Interim statuses forwarded: all but `100 Continue` (this hop's: the proxy
 /// sends its own to a client that expects one, and never asks the origin for
 /// one) and `101 Switching Protocols` (no upgrade is forwarded).
-fn forwarded(status: StatusCode) -> bool {
+pub(crate) fn forwarded(status: StatusCode) -> bool {
     status.is_informational()
         && status != StatusCode::CONTINUE
         && status != StatusCode::SWITCHING_PROTOCOLS
@@ -129,7 +129,7 @@ impl Opened {
     /// The hook the origin client calls with each interim answer.
     pub(crate) fn hook(&self) -> InterimHook {
         let (queue, id) = (Arc::clone(&self.queue), self.id);
-        InterimHook(Arc::new(move |status, headers| {
+        InterimHook(Arc::new(move |status: StatusCode, headers: &HeaderMap| {
             queue.push(id, status, headers)
         }))
     }
@@ -282,10 +282,10 @@ mod tests {
         fields.insert("link", "</a.css>; rel=preload".parse().unwrap());
         fields.insert("connection", "x-hop".parse().unwrap());
         fields.insert("x-hop", "1".parse().unwrap());
-        (hook.0)(StatusCode::from_u16(103).unwrap(), &fields);
-        (hook.0)(StatusCode::CONTINUE, &fields);
-        (hook.0)(StatusCode::SWITCHING_PROTOCOLS, &fields);
-        (hook.0)(StatusCode::PROCESSING, &HeaderMap::new());
+        hook.0.interim(StatusCode::from_u16(103).unwrap(), &fields);
+        hook.0.interim(StatusCode::CONTINUE, &fields);
+        hook.0.interim(StatusCode::SWITCHING_PROTOCOLS, &fields);
+        hook.0.interim(StatusCode::PROCESSING, &HeaderMap::new());
         let queued = queue.with(|s| s.bytes.clone());
         assert_eq!(
             &queued[..],
@@ -295,9 +295,9 @@ mod tests {
         drop(first);
         // Closed: a late head of the first request is dropped, also once the
         // next request is open.
-        (hook.0)(StatusCode::PROCESSING, &HeaderMap::new());
+        hook.0.interim(StatusCode::PROCESSING, &HeaderMap::new());
         let _second = queue.open();
-        (hook.0)(StatusCode::PROCESSING, &HeaderMap::new());
+        hook.0.interim(StatusCode::PROCESSING, &HeaderMap::new());
         assert!(queue.with(|s| s.bytes.is_empty()));
     }
 }

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# The sidecar's HTTP/2 hit path, this tree against an earlier commit: both
+# `serve` examples in front of the same origin, one serving thread each,
+# alternating `h2load -t1 -c8 -m8` rounds (h2c, 64 streams in flight) on one
+# cached URL, then instructions per h2 hit of each under callgrind (a fixed
+# number of requests; the machine's noise does not move it).
+# Usage: scripts/bench-h2-ab.sh COMMIT [duration, default 5s] [rounds, default 3]
+# The earlier commit is built from `git archive` under /tmp, in its own target dir
+# (removed on exit; HG_AB_TARGET=DIR keeps and reuses one); everything listens on
+# loopback and is stopped on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BASE_COMMIT="${1:?usage: scripts/bench-h2-ab.sh COMMIT [duration] [rounds]}"
+DURATION="${2:-5s}"
+ROUNDS="${3:-3}"
+command -v h2load >/dev/null || { echo "bench-h2-ab: h2load is not installed (Debian: apt-get install nghttp2-client)" >&2; exit 2; }
+git rev-parse --verify --quiet "$BASE_COMMIT^{commit}" >/dev/null || { echo "bench-h2-ab: $BASE_COMMIT is not a commit" >&2; exit 2; }
+
+. scripts/lib.sh
+bench_workdir h2-ab
+
+echo "building this tree and $BASE_COMMIT (release)..." >&2
+cargo build --release --quiet -p herdguard-proxy --examples
+mkdir "$WORK/base"
+git archive "$BASE_COMMIT" | tar -x -C "$WORK/base"
+BASE_TARGET="${HG_AB_TARGET:-$WORK/target}"
+(cd "$WORK/base" && CARGO_TARGET_DIR="$BASE_TARGET" cargo build --release --quiet -p herdguard-proxy --example serve)
+BASE_BIN="$BASE_TARGET/release/examples/serve"; NEW_BIN=target/release/examples/serve
+
+ORIGIN_PORT=$(free_port); BASE_PORT=$(free_port); NEW_PORT=$(free_port)
+target/release/examples/bench-origin --port "$ORIGIN_PORT" --delay-ms 200 2>/dev/null & PIDS+=($!)
+"$BASE_BIN" --listen "127.0.0.1:$BASE_PORT" --origin "http://127.0.0.1:$ORIGIN_PORT" --threads 1 2>/dev/null & PIDS+=($!)
+"$NEW_BIN" --listen "127.0.0.1:$NEW_PORT" --origin "http://127.0.0.1:$ORIGIN_PORT" --threads 1 2>/dev/null & PIDS+=($!)
+for port in "$ORIGIN_PORT" "$BASE_PORT" "$NEW_PORT"; do wait_port "$port"; done
+for port in "$BASE_PORT" "$NEW_PORT"; do curl -fsS -o /dev/null "http://127.0.0.1:$port/hot"; done
+
+# 2xx answers per second, and the count of 2xx (a round with errors shows).
+rps() {
+    h2load -t1 -c8 -m8 -D "$DURATION" "http://127.0.0.1:$1/hot" 2>/dev/null | awk '
+        /^finished in/ { t=$3; sub(/s,$/,"",t) }
+        /^status codes:/ { ok=$3 }
+        END { if (t > 0) printf "%.0f\n", ok / t; else print 0 }'
+}
+printf '%-6s %12s %12s %8s\n' round "base rps" "this rps" ratio
+for round in $(seq 1 "$ROUNDS"); do
+    b=$(rps "$BASE_PORT"); n=$(rps "$NEW_PORT")
+    printf '%-6s %12s %12s %7sx\n' "$round" "$b" "$n" "$(awk -v n="$n" -v b="$b" 'BEGIN { printf "%.2f", n / b }')"
+done
+
+# Instructions per h2 hit: each binary alone under callgrind, 20000 hits.
+if command -v valgrind >/dev/null && command -v callgrind_control >/dev/null; then
+    kill "${PIDS[1]}" "${PIDS[2]}" 2>/dev/null || true
+    wait "${PIDS[1]}" "${PIDS[2]}" 2>/dev/null || true
+    per_hit() { # $1 binary -> instructions per h2 hit
+        local port; port=$(free_port)
+        local out="$WORK/cg.$port"
+        valgrind --tool=callgrind --callgrind-out-file="$out" "$1" --threads 1 \
+            --listen "127.0.0.1:$port" --origin "http://127.0.0.1:$ORIGIN_PORT" 2>"$out.log" &
+        local vg=$!
+        wait_port "$port"
+        curl -fsS -o /dev/null "http://127.0.0.1:$port/hot"
+        h2load -n 200 -c8 -m8 "http://127.0.0.1:$port/hot" >/dev/null 2>&1
+        callgrind_control -z "$vg" >/dev/null 2>&1
+        local n; n=$(h2load -n 20000 -c8 -m8 "http://127.0.0.1:$port/hot" 2>/dev/null | awk '/^status codes:/ {print $3}')
+        callgrind_control -d "$vg" >/dev/null 2>&1
+        sleep 1
+        kill "$vg" 2>/dev/null || true; wait "$vg" 2>/dev/null || true
+        local ir; ir=$(awk '/^(summary|totals):/ {v=$2} END {print v}' "$out".1)
+        awk -v n="$n" -v ir="$ir" 'BEGIN { printf "%.0f\n", ir / n }'
+    }
+    IB=$(per_hit "$BASE_BIN"); IN=$(per_hit "$NEW_BIN")
+    printf '%-40s %12s %12s %8s\n' "instructions per h2 hit (callgrind)" "$IB" "$IN" "$(awk -v n="$IN" -v b="$IB" 'BEGIN { printf "%.3f", n / b }')x"
+fi
