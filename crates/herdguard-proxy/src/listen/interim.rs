@@ -300,4 +300,25 @@ mod tests {
         hook.0.interim(StatusCode::PROCESSING, &HeaderMap::new());
         assert!(queue.with(|s| s.bytes.is_empty()));
     }
+
+    /// An origin that floods interim answers to a client that reads none of
+    /// them fills the connection's queue up to its bound, not further.
+    #[test]
+    fn an_origins_endless_interim_heads_stay_within_the_queue_bound() {
+        let queue = Arc::new(InterimQueue::default());
+        let open = queue.open();
+        let hook = open.hook();
+        let mut fields = HeaderMap::new();
+        fields.insert("link", "</a.css>; rel=preload; as=style".parse().unwrap());
+        for _ in 0..10_000 {
+            hook.0.interim(StatusCode::from_u16(103).unwrap(), &fields);
+        }
+        let head =
+            "HTTP/1.1 103 Early Hints\r\nlink: </a.css>; rel=preload; as=style\r\n\r\n".len();
+        let queued = queue.with(|s| s.bytes.len());
+        assert!(
+            queued > MAX_QUEUED && queued <= MAX_QUEUED + head,
+            "{queued} bytes queued for a bound of {MAX_QUEUED}"
+        );
+    }
 }
