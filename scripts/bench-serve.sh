@@ -66,7 +66,8 @@ HG_PID=$!
 PIDS+=($HG_PID)
 # The same with a serving thread per core, as nginx's `worker_processes auto`.
 "$BIN/serve" --listen "127.0.0.1:$HG_CORES_PORT" --origin "http://127.0.0.1:$ORIGIN_PORT" --threads "$CORES" 2>"$WORK/herdguard-cores.log" &
-PIDS+=($!)
+HG_CORES_PID=$!
+PIDS+=($HG_CORES_PID)
 # In front of the TLS origin (nginx terminating TLS below).
 "$BIN/serve" --listen "127.0.0.1:$HG_TLS_ORIGIN_PORT" --origin "https://127.0.0.1:$TLS_ORIGIN_PORT" --origin-ca "$TLS/ca.pem" "${HG_ARGS[@]}" 2>"$WORK/herdguard-tls-origin.log" &
 PIDS+=($!)
@@ -147,7 +148,8 @@ $LOCATIONS
 }
 CONF
 nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" &
-PIDS+=($!)
+NGINX_PID=$!
+PIDS+=($NGINX_PID)
 
 for port in "$ORIGIN_PORT" "$HG_PORT" "$HG_CORES_PORT" "$NGINX_PORT" "$NGINX_H2_PORT" \
     "$TLS_ORIGIN_PORT" "$HG_TLS_ORIGIN_PORT" "$NGINX_TLS_ORIGIN_PORT"; do
@@ -156,22 +158,39 @@ done
 
 # wrk's latency line: "    99%  1.23ms" -> milliseconds
 to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v=v*1000}; printf "%.2f", v}'; }
-hits() { # $1 port -> "rps p99_ms"
-    curl -fsS -o /dev/null "http://127.0.0.1:$1/hot"; curl -fsS -o /dev/null "http://127.0.0.1:$1/hot"
-    local out; out=$(wrk -t1 -c64 -d"$DURATION" --latency "http://127.0.0.1:$1/hot")
-    local rps p99
+cpu_ticks() { # pids... -> "user system" clock ticks, summed (/proc/PID/stat fields 14, 15)
+    local u=0 s=0 p a b
+    for p in "$@"; do
+        read -r a b < <(awk '{print $14, $15}' "/proc/$p/stat")
+        u=$((u + a)); s=$((s + b))
+    done
+    echo "$u $s"
+}
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
+hits() { # $1 port, $2... the server's pids -> "rps p99_ms user_us_per_hit system_us_per_hit"
+    local port=$1; shift
+    curl -fsS -o /dev/null "http://127.0.0.1:$port/hot"; curl -fsS -o /dev/null "http://127.0.0.1:$port/hot"
+    local u0 s0 u1 s1 out
+    read -r u0 s0 < <(cpu_ticks "$@")
+    out=$(wrk -t1 -c64 -d"$DURATION" --latency "http://127.0.0.1:$port/hot")
+    read -r u1 s1 < <(cpu_ticks "$@")
+    local rps p99 n
     rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
     p99=$(echo "$out" | awk '$1=="99%" {print $2}' | to_ms)
-    echo "$rps $p99"
+    n=$(echo "$out" | awk '/requests in/ {print $1}')
+    awk -v r="$rps" -v p="$p99" -v n="$n" -v u=$(((u1 - u0) * TICK_US)) -v s=$(((s1 - s0) * TICK_US)) \
+        'BEGIN { printf "%s %s %.2f %.2f\n", r, p, u / n, s / n }'
 }
 stampede() { # $1 port, $2 url suffix -> "p50 p99 max ok"
     "$BIN/stampede" --url "http://127.0.0.1:$1/slow/$2" --n 100
 }
 
 echo "hit throughput (wrk -t1 -c64 -d$DURATION)..." >&2
-read -r HG_RPS HG_P99 < <(hits "$HG_PORT")
-read -r NG_RPS NG_P99 < <(hits "$NGINX_PORT")
-read -r HC_RPS HC_P99 < <(hits "$HG_CORES_PORT")
+# The CPU each server spends per hit, in user space and in the kernel (the
+# loopback TCP stack: for a hit it is most of the work, and no code of ours removes it).
+read -r HG_RPS HG_P99 HG_USER HG_SYS < <(hits "$HG_PORT" "$HG_PID")
+read -r NG_RPS NG_P99 NG_USER NG_SYS < <(hits "$NGINX_PORT" $(pgrep -P "$NGINX_PID"))
+read -r HC_RPS HC_P99 _ _ < <(hits "$HG_CORES_PORT" "$HG_CORES_PID")
 echo "cold stampede (100 concurrent, 200 ms origin)..." >&2
 read -r HG_P50 HG_SP99 HG_MAX HG_OK < <(stampede "$HG_PORT" "hg-$RANDOM")
 read -r NG_P50 NG_SP99 NG_MAX NG_OK < <(stampede "$NGINX_PORT" "ng-$RANDOM")
@@ -221,6 +240,8 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a/b; else 
 printf '\n%-34s %12s %12s %10s\n' "measure" "herdguard" "nginx" "hg/nginx"
 printf '%-34s %12s %12s %10s\n' "hit throughput (rps)" "$HG_RPS" "$NG_RPS" "$(ratio "$HG_RPS" "$NG_RPS")"
 printf '%-34s %12s %12s %10s\n' "hit p99 (ms)" "$HG_P99" "$NG_P99" "$(ratio "$HG_P99" "$NG_P99")"
+printf '%-34s %12s %12s %10s\n' "hit CPU, user space (us/hit)" "$HG_USER" "$NG_USER" "$(ratio "$HG_USER" "$NG_USER")"
+printf '%-34s %12s %12s %10s\n' "hit CPU, kernel (us/hit)" "$HG_SYS" "$NG_SYS" "$(ratio "$HG_SYS" "$NG_SYS")"
 printf '%-34s %12s %12s %10s\n' "hit rps, $CORES threads each" "$HC_RPS" "$NG_RPS" "$(ratio "$HC_RPS" "$NG_RPS")"
 printf '%-34s %12s %12s %10s\n' "hit p99, $CORES threads each (ms)" "$HC_P99" "$NG_P99" "$(ratio "$HC_P99" "$NG_P99")"
 printf '%-34s %12s %12s %10s\n' "stampede p50 (ms)" "$HG_P50" "$NG_P50" "$(ratio "$HG_P50" "$NG_P50")"
