@@ -19,8 +19,9 @@
 //! them (`XAUTOCLAIM`, once idle for `claim_idle`, looked for every half
 //! `claim_idle`) before it reads new ones (`XREADGROUP`). Acknowledging a
 //! batch (`XACK` + `XDEL`) records each key's newest written version (for the
-//! `max_written_keys` written last), so an older write of a key still queued
-//! is skipped rather than written over a newer one. An entry that does not
+//! `max_written_keys` written last; only the shared store's versions, see
+//! `REMEMBERED_BELOW`), so an older write of a key still queued is skipped
+//! rather than written over a newer one. An entry that does not
 //! decode (bytes something else wrote into the stream) is moved to the
 //! dead-letter stream once, with a warning, and the drain goes on past it.
 //! Every key of one queue shares one hash tag, so the scripts (and a blocking
