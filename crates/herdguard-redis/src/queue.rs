@@ -19,8 +19,9 @@
 //! them (`XAUTOCLAIM`, once idle for `claim_idle`, looked for every half
 //! `claim_idle`) before it reads new ones (`XREADGROUP`). Acknowledging a
 //! batch (`XACK` + `XDEL`) records each key's newest written version (for the
-//! `max_written_keys` written last), so an older write of a key still queued
-//! is skipped rather than written over a newer one. An entry that does not
+//! `max_written_keys` written last; only the shared store's versions, see
+//! `REMEMBERED_BELOW`), so an older write of a key still queued is skipped
+//! rather than written over a newer one. An entry that does not
 //! decode (bytes something else wrote into the stream) is moved to the
 //! dead-letter stream once, with a warning, and the drain goes on past it.
 //! Every key of one queue shares one hash tag, so the scripts (and a blocking
@@ -149,6 +150,20 @@ pub const MAX_DEAD_LETTERS: u64 = 10_000;
 /// ([`QueueConfig::max_written_keys`]).
 pub const MAX_WRITTEN_KEYS: u64 = 100_000;
 
+/// Versions the written set remembers and compares: those below 2^53, which a
+/// score (a double) holds exactly. The shared store's versions (microseconds,
+/// about 2^51) are; a version made in process (at or above
+/// `herdguard::LOCAL_VERSIONS`, 2^63, where a double holds only multiples of
+/// 2,048) would be rounded — a newer write of its key then skipped as written
+/// — and is not comparable across processes or restarts anyway.
+const REMEMBERED_BELOW: u64 = 1 << 53;
+
+/// Whether a write's version is recorded once written and checked before a
+/// write of its key (see [`REMEMBERED_BELOW`]).
+fn remembered(version: u64) -> bool {
+    version < REMEMBERED_BELOW
+}
+
 /// How long a partition's length, as last read, lets pushes go without
 /// asking again (see `push`).
 const LENGTH_FRESH: Duration = Duration::from_millis(100);
@@ -164,7 +179,7 @@ const LUA_CHUNK: &str = "4000";
 /// number: past it, the lowest versions — the keys written longest ago — are
 /// forgotten. Bytes of another type there are replaced. KEYS: written set,
 /// then (stream) per entry. ARGV: group, set ms, most members, then (id, key
-/// text, version) per entry. One XACK, XDEL per stream and one ZADD per batch
+/// text, version or empty when not [`remembered`]) per entry. One XACK, XDEL per stream and one ZADD per batch
 /// (per part of `LUA_CHUNK`): per-entry calls cost Redis more than the XADD.
 /// Returns how many members the bound dropped.
 const ACK: &str = r"
@@ -177,8 +192,10 @@ for i = 2, #KEYS do
   local s, a = KEYS[i], 5 + (i - 2) * 3
   if not ids[s] then ids[s] = {}; streams[#streams + 1] = s end
   table.insert(ids[s], ARGV[a])
-  scored[#scored + 1] = ARGV[a + 2]
-  scored[#scored + 1] = ARGV[a + 1]
+  if ARGV[a + 2] ~= '' then
+    scored[#scored + 1] = ARGV[a + 2]
+    scored[#scored + 1] = ARGV[a + 1]
+  end
 end
 for _, s in ipairs(streams) do
   chunked(function(...) redis.call('XACK', s, ARGV[1], ...) end, ids[s])
@@ -538,16 +555,21 @@ where
     }
 
     /// Drops writes older than one already written for their key (they are
-    /// acknowledged): a write may be delivered again after a crash.
+    /// acknowledged): a write may be delivered again after a crash. Only
+    /// [`remembered`] versions are compared.
     async fn drop_written(
         &self,
         taken: Vec<Queued<K, V>>,
     ) -> Result<Vec<Queued<K, V>>, QueueError> {
-        if taken.is_empty() {
+        let keys: Vec<String> = taken
+            .iter()
+            .filter(|q| remembered(q.write.version()))
+            .map(|q| q.write.key().to_string())
+            .collect();
+        if keys.is_empty() {
             return Ok(taken);
         }
         let mut conn = self.conn.clone();
-        let keys: Vec<String> = taken.iter().map(|q| q.write.key().to_string()).collect();
         let scores: Result<Vec<Option<f64>>, RedisError> = tokio::time::timeout(
             self.op_timeout,
             redis::cmd("ZMSCORE")
@@ -563,22 +585,23 @@ where
             )))
         });
         let done: Vec<Option<u64>> = match scores {
-            // Versions are below 2^53: exact as scores.
+            // Only remembered versions are recorded: exact as scores.
             Ok(scores) => scores.into_iter().map(|s| s.map(|v| v as u64)).collect(),
             // Bytes of another type there (the next acknowledgement replaces
             // them): nothing is known to be written.
             Err(e) if e.code() == Some("WRONGTYPE") => vec![None; keys.len()],
             Err(e) => return Err(QueueError::Unavailable(format!("ZMSCORE written: {e}"))),
         };
-        let (older, keep): (Vec<_>, Vec<_>) = taken
-            .into_iter()
-            .zip(done)
-            .partition(|(q, done)| done.is_some_and(|d| d >= q.write.version()));
-        let older: Vec<Queued<K, V>> = older.into_iter().map(|(q, _)| q).collect();
+        // In the order taken: the writes of one key reach the writer in order.
+        let mut done = done.into_iter();
+        let (older, keep): (Vec<_>, Vec<_>) = taken.into_iter().partition(|q| {
+            let version = q.write.version();
+            remembered(version) && done.next().flatten().is_some_and(|d| d >= version)
+        });
         if !older.is_empty() {
             self.ack(&older).await?;
         }
-        Ok(keep.into_iter().map(|(q, _)| q).collect())
+        Ok(keep)
     }
 }
 
@@ -792,11 +815,16 @@ where
                 .arg(LUA_CHUNK);
             for q in done {
                 let (stream, id) = split_id(&q.id);
+                let version = q.write.version();
                 invocation
                     .key(stream)
                     .arg(id)
                     .arg(q.write.key().to_string())
-                    .arg(q.write.version());
+                    .arg(if remembered(version) {
+                        version.to_string()
+                    } else {
+                        String::new()
+                    });
             }
             let mut conn = self.conn.clone();
             let forgotten: u64 = self

@@ -687,3 +687,117 @@ async fn a_fresh_view_passes_the_bound_by_at_most_half_the_share_then_is_refused
     let queued: u64 = c.xlen("hg:{wb}:s0").await.unwrap();
     assert_eq!(queued, accepted + passed);
 }
+
+/// A system of record in memory that keeps each write's version too.
+#[derive(Clone, Default)]
+struct Versioned(Arc<Mutex<Vec<(String, String, u64)>>>);
+
+impl herdguard::Writer<String, String> for Versioned {
+    fn write<'a>(
+        &'a self,
+        batch: &'a [herdguard::Write<String, String>],
+    ) -> herdguard::BoxFuture<'a, Result<(), herdguard::BoxError>> {
+        Box::pin(async move {
+            let mut log = self.0.lock().unwrap();
+            for w in batch {
+                log.push((w.key().clone(), w.value().clone(), w.version()));
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Without a shared store, versions are made in process (at or above
+/// `LOCAL_VERSIONS`, 2^63), where a double holds only multiples of 2,048. The
+/// adversary: a key written at 2^63 + 1,500 (a score of 2^63 + 2,048), then
+/// written again at 2^63 + 1,501. The newer write reaches the writer; a
+/// skip check on the rounded score would drop it as already written.
+#[tokio::test]
+async fn a_newer_in_process_version_is_written_even_where_a_double_cannot_tell_it_apart() {
+    let redis = RedisServer::start().unwrap();
+    let queue = RedisWriteQueue::<String, String>::connect(
+        RedisConfig::new(redis.url()),
+        QueueConfig::new().partitions(1),
+    )
+    .await
+    .unwrap();
+    let db = Versioned::default();
+    let cache: Cache<String, String> = Cache::builder()
+        .write_behind(WriteBehind::new(db.clone()).queue(queue))
+        .build()
+        .unwrap();
+    // Each insert takes the next in-process version: the write below gets 1,500.
+    for _ in 1..1_500 {
+        cache
+            .insert("other".to_string(), "x".to_string())
+            .await
+            .unwrap();
+    }
+    cache
+        .write_behind("k".to_string(), "old".to_string())
+        .await
+        .unwrap();
+    assert!(cache.flush_writes(Duration::from_secs(10)).await);
+    cache
+        .write_behind("k".to_string(), "new".to_string())
+        .await
+        .unwrap();
+    assert!(cache.flush_writes(Duration::from_secs(10)).await);
+
+    let written = db.0.lock().unwrap().clone();
+    let first = herdguard::LOCAL_VERSIONS + 1_500;
+    assert_eq!(
+        written.first(),
+        Some(&("k".to_string(), "old".to_string(), first)),
+        "the first write at the version whose score rounds up: {written:?}"
+    );
+    assert_eq!(
+        (first as f64) as u64,
+        first + 548,
+        "its score is past the next version"
+    );
+    assert_eq!(
+        written.last().map(|(k, v, _)| (k.as_str(), v.as_str())),
+        Some(("k", "new")),
+        "the newer write reached the writer: {written:?}"
+    );
+}
+
+/// In-process versions are counted by each process from 1: another
+/// process's (or this one's before a restart) is no older or newer. A key
+/// written by one process at 2^63 + 5,000 and then by another at 2^63 + 3:
+/// the second write is delivered, not skipped as older.
+#[tokio::test]
+async fn an_in_process_version_is_never_compared_with_another_processs() {
+    use herdguard::{QueueId, Queued, Timestamp, Write, WriteQueue};
+    let redis = RedisServer::start().unwrap();
+    let connect = || {
+        RedisWriteQueue::<String, String>::connect(
+            RedisConfig::new(redis.url()),
+            QueueConfig::new().partitions(1),
+        )
+    };
+    let (first, second) = (connect().await.unwrap(), connect().await.unwrap());
+    first
+        .ack(&[Queued {
+            // No such entry: acknowledging it only records the key written.
+            id: QueueId("hg:{wb}:s0 0-1".to_string()),
+            write: Write::new(
+                "k".to_string(),
+                "a".to_string(),
+                herdguard::LOCAL_VERSIONS + 5_000,
+            ),
+            queued_at: Timestamp::EPOCH,
+        }])
+        .await
+        .unwrap();
+    let later = Write::new(
+        "k".to_string(),
+        "b".to_string(),
+        herdguard::LOCAL_VERSIONS + 3,
+    );
+    second.push(&later, u64::MAX).await.unwrap();
+    let taken = second.take(10, Duration::from_secs(1)).await.unwrap();
+    let values: Vec<&str> = taken.iter().map(|q| q.write.value().as_str()).collect();
+    assert_eq!(values, ["b"], "the other process's write is delivered");
+}
