@@ -1770,6 +1770,36 @@ async fn a_head_answer_that_contradicts_the_stored_get_answer_removes_it() {
     );
 }
 
+/// The adversary of §4.3.5: a logged-in client's `HEAD` (`no-store`, so it
+/// passes as `HEAD`) gets the origin's logged-in answer — other tag, other
+/// length, no `Vary: Authorization` (§3.5 lets origins rely on credentials
+/// never sharing). It says nothing of the anonymous answer everyone is served,
+/// which stays stored however often it is sent.
+#[tokio::test]
+async fn a_head_with_credentials_never_evicts_the_shared_answer() {
+    let o = origin(|s, _| {
+        if s.header("authorization").is_some() {
+            return Reply::ok(&[("etag", "\"user\"")], "logged-in page");
+        }
+        Reply::ok(
+            &[("cache-control", "max-age=60"), ("etag", "\"anon\"")],
+            "anon",
+        )
+    })
+    .await;
+    let p = proxy(&format!("http://{}", o.addr), &[]).await;
+    assert_eq!(get(p.addr, "/page", &[]).await.text(), "anon");
+    let logged_in = [("cache-control", "no-store"), ("authorization", "Bearer u")];
+    for _ in 0..3 {
+        let r = support::request(p.addr, "HEAD", "/page", &logged_in).await;
+        assert_eq!((r.status, r.header("etag")), (200, Some("\"user\"")));
+    }
+    let r = get(p.addr, "/page", &[]).await;
+    assert_eq!(r.text(), "anon");
+    assert!(r.cache_status().contains("hit"), "evicted: {r:?}");
+    assert_eq!(o.calls(), 4, "{:?}", o.seen());
+}
+
 /// RFC 9111 §4.1: with `Vary: Accept-Encoding`, a request whose own variant is
 /// not stored is answered from a stored one whose coding it accepts (q > 0),
 /// the most wanted first; a coding it refuses (`q=0`, `*;q=0`, not named) is

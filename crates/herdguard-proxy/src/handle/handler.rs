@@ -451,7 +451,12 @@ impl Proxy {
     /// marked shareable (`public`, `s-maxage`, `must-revalidate`, RFC 9111
     /// §3.5): a stored response may have been loaded for other credentials, or
     /// none, and so not be the one this request's would get.
-    fn may_have(&self, value: &CachedResponse, forward: &Forward, authorized: bool) -> bool {
+    pub(super) fn may_have(
+        &self,
+        value: &CachedResponse,
+        forward: &Forward,
+        authorized: bool,
+    ) -> bool {
         value.uncacheable.is_none()
             && vary_matches(value, forward)
             && (!authorized
