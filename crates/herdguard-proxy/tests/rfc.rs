@@ -2063,3 +2063,81 @@ async fn a_contradicting_head_on_one_sidecar_removes_the_answer_from_the_fleet()
         "the old answer came from the shared store: {r:?}"
     );
 }
+
+/// `redis-cli` against the test's server.
+fn redis_cli(redis: &herdguard_testkit::RedisServer, args: &[&str]) -> String {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", &redis.port().to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The ids of the server's pub/sub connections (the sidecars' change feeds).
+fn feed_connections(redis: &herdguard_testkit::RedisServer) -> Vec<String> {
+    let list = redis_cli(redis, &["CLIENT", "LIST", "TYPE", "pubsub"]);
+    let mut ids: Vec<String> = list
+        .lines()
+        .filter_map(|l| l.split(' ').find_map(|f| f.strip_prefix("id=")))
+        .map(str::to_string)
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// §4.1 across a fleet: a variant chosen by q-value is held to the same trust
+/// as a hit. The adversary's order: a sidecar holds two variants; they are
+/// purged from the shared store while its change feed hears nothing (here:
+/// removed without a notice, then the feed cut); a client of a third variant
+/// must not be given the purged ones unchecked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_variant_that_may_have_missed_a_purge_is_not_chosen_by_q_value() {
+    let redis = herdguard_testkit::RedisServer::start().unwrap();
+    let o = origin(|s, n| {
+        let ae = s.header("accept-encoding").unwrap_or("");
+        let coding = if ae.starts_with("gzip") { "gzip" } else { "br" };
+        Reply::ok(
+            &[
+                ("cache-control", "max-age=60"),
+                ("vary", "Accept-Encoding"),
+                ("content-encoding", coding),
+            ],
+            format!("{coding}-{n}"),
+        )
+    })
+    .await;
+    let redis_line = format!("redis = {:?}", redis.url());
+    let settings = [redis_line.as_str(), "redis_op_timeout_ms = 2000"];
+    let p = proxy(&format!("http://{}", o.addr), &settings).await;
+    assert_eq!(
+        get(p.addr, "/n", &[("accept-encoding", "gzip")])
+            .await
+            .text(),
+        "gzip-1"
+    );
+    assert_eq!(
+        get(p.addr, "/n", &[("accept-encoding", "br")]).await.text(),
+        "br-2"
+    );
+    let before = feed_connections(&redis);
+    assert_eq!(before.len(), 1, "one change feed");
+    redis_cli(&redis, &["FLUSHALL"]);
+    redis_cli(&redis, &["CLIENT", "KILL", "TYPE", "pubsub"]);
+    // Bounded: the feed is back on a new connection (a new epoch) within 5 s.
+    for _ in 0..500 {
+        let now = feed_connections(&redis);
+        if !now.is_empty() && now != before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_ne!(feed_connections(&redis), before, "the feed never came back");
+    let r = get(p.addr, "/n", &[("accept-encoding", "gzip, br;q=0.5")]).await;
+    assert_eq!(
+        r.text(),
+        "gzip-3",
+        "a purged variant served unchecked: {r:?}"
+    );
+    assert_eq!(o.calls(), 3);
+}

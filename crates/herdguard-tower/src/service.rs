@@ -287,22 +287,22 @@ fn negotiated(
         return None;
     }
     let config = &shared.rules.config;
-    let fresh = |k: &str| {
-        shared.cache.peek(&k.to_string()).filter(|e| {
-            e.is_fresh(now)
-                && !e
-                    .value()
-                    .falls_short_of(config, directives, SystemTime::now())
-        })
+    // Trusted as a hit is (`Cache::get`): fresh, and not one the fleet's
+    // change feed could have missed a purge of.
+    let trusted = |k: &str| {
+        shared
+            .cache
+            .get(&k.to_string())
+            .filter(|c| !c.falls_short_of(config, directives, SystemTime::now()))
     };
-    let entry = shared
+    let chosen = shared
         .variants
-        .negotiate(primary, key, request, fresh, |e| e.value())?;
+        .negotiate(primary, key, request, trusted, |c| c.entry().value())?;
     Some(answer::stored(
         config,
-        entry.value(),
-        Served::Hit,
-        entry.time_to_live(now),
+        chosen.entry().value(),
+        chosen.served(),
+        chosen.entry().time_to_live(now),
         false,
         head,
     ))
