@@ -2141,3 +2141,43 @@ async fn a_variant_that_may_have_missed_a_purge_is_not_chosen_by_q_value() {
     );
     assert_eq!(o.calls(), 3);
 }
+
+/// `Vary` changed by the origin, seen in the second round: sidecar 1 learns
+/// from the shared store that `/lang` varies on `Accept-Encoding`, and under
+/// the variant key it then looks up finds what sidecar 0 stored after the
+/// origin began to vary on `Accept-Language` too — French. A German client
+/// must not be given it: the request passes through to the origin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vary_that_changes_between_rounds_passes_the_request_through() {
+    let redis = herdguard_testkit::RedisServer::start().unwrap();
+    let o = origin(|s, _| {
+        let ae = s.header("accept-encoding").unwrap_or("").to_string();
+        match s.header("accept-language") {
+            None => Reply::ok(
+                &[("cache-control", "max-age=60"), ("vary", "Accept-Encoding")],
+                format!("{ae}-any"),
+            ),
+            Some(lang) => Reply::ok(
+                &[
+                    ("cache-control", "max-age=60"),
+                    ("vary", "Accept-Encoding, Accept-Language"),
+                    ("content-language", lang),
+                ],
+                format!("{ae}-{lang}"),
+            ),
+        }
+    })
+    .await;
+    let redis_line = format!("redis = {:?}", redis.url());
+    let settings = [redis_line.as_str(), "redis_op_timeout_ms = 2000"];
+    let p0 = proxy(&format!("http://{}", o.addr), &settings).await;
+    let p1 = proxy(&format!("http://{}", o.addr), &settings).await;
+    let gzip = [("accept-encoding", "gzip")];
+    assert_eq!(get(p0.addr, "/lang", &gzip).await.text(), "gzip-any");
+    let br_fr = [("accept-encoding", "br"), ("accept-language", "fr")];
+    assert_eq!(get(p0.addr, "/lang", &br_fr).await.text(), "br-fr");
+    let br_de = [("accept-encoding", "br"), ("accept-language", "de")];
+    let r = get(p1.addr, "/lang", &br_de).await;
+    assert_eq!(r.text(), "br-de", "another language's answer: {r:?}");
+    assert_eq!(r.header("content-language"), Some("de"));
+}

@@ -247,7 +247,10 @@ where
                 None => Box::pin(alone(inner, template, head, reason)).await,
             };
         }
-        if !vary_matches(&cached, template.headers()) && round == 0 {
+        if !vary_matches(&cached, template.headers()) {
+            if round == 1 {
+                break;
+            }
             shared.variants.learn(primary, &cached, key == primary);
             key = shared.variants.key_for(primary, template.headers());
             continue;
