@@ -2181,3 +2181,36 @@ async fn a_vary_that_changes_between_rounds_passes_the_request_through() {
     assert_eq!(r.text(), "br-de", "another language's answer: {r:?}");
     assert_eq!(r.header("content-language"), Some("de"));
 }
+
+/// RFC 9111 §3.3 against a newer representation: a `GET` whose body breaks
+/// off after a `POST` stored its own answer (RFC 9110 §9.3.3) keeps a prefix
+/// of the older one. Once the `POST`'s answer is stale, a range must come from
+/// it (revalidated or served stale), never from the older prefix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prefix_older_than_the_stored_answer_never_answers_a_range() {
+    let o = origin(|s, _| match s.method.as_str() {
+        "POST" => Reply::ok(
+            &[
+                ("cache-control", "max-age=5, stale-while-revalidate=600"),
+                ("age", "10"),
+                ("etag", "\"v2\""),
+                ("content-location", "/np"),
+            ],
+            "ZYXWVUTSRQPONMLKJIHGFEDCBA",
+        ),
+        // The older representation, broken off once the POST is answered.
+        _ => v1(&[]).cut_after(10).delay(400),
+    })
+    .await;
+    let p = proxy(&format!("http://{}", o.addr), &[]).await;
+    let addr = p.addr;
+    let older = tokio::spawn(async move { get(addr, "/np", &[]).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let posted = support::request(p.addr, "POST", "/np", &[("content-length", "0")]).await;
+    assert!(posted.cache_status().contains("stored"), "{posted:?}");
+    let first = older.await.unwrap();
+    assert_ne!(first.text(), ALPHABET, "{first:?}");
+    let r = get(p.addr, "/np", &[("range", "bytes=2-5")]).await;
+    assert_eq!((r.status, r.text().as_str()), (206, "XWVU"), "{r:?}");
+    assert!(!r.cache_status().contains("incomplete"), "{r:?}");
+}

@@ -54,6 +54,7 @@ impl Proxy {
             return;
         }
         // A shared-store failure is counted by the core; the local entry is gone regardless.
+        self.partials.take(key);
         let _ = self.cache.invalidate(&key.to_string()).await;
         self.stats.invalidations.inc();
     }
