@@ -30,9 +30,10 @@ use crate::Vary;
 /// Compared lexicographically: the greater is preferred.
 pub type Quality = Vec<u16>;
 
-/// Most list members read from one request field: the rest are ignored (a
-/// field is bounded by the request head limit anyway; this bounds the work
-/// per stored variant compared).
+/// Most list members read from one request field; a field with more is not
+/// negotiated at all (a refusal past the bound could otherwise be overridden
+/// by a `*` before it). A field is bounded by the request head limit anyway;
+/// this bounds the work per stored variant compared.
 const MAX_MEMBERS: usize = 64;
 
 /// Whether a URL varying on `vary` may have its variants chosen by q-value.
@@ -68,21 +69,22 @@ pub fn quality(vary: &Vary, request: &HeaderMap, response: &HeaderMap) -> Option
     Some(quality)
 }
 
-/// The members of a request's list field: (value lowercased, q in thousandths).
-fn members(request: &HeaderMap, name: &HeaderName) -> Vec<(String, u16)> {
+/// The members of a request's list field: (value lowercased, q in thousandths);
+/// `None` past [`MAX_MEMBERS`].
+fn members(request: &HeaderMap, name: &HeaderName) -> Option<Vec<(String, u16)>> {
     let mut out = Vec::new();
     for line in request.get_all(name) {
         let Ok(text) = line.to_str() else {
             continue;
         };
         for member in text.split(',') {
-            if out.len() >= MAX_MEMBERS {
-                return out;
-            }
             let mut parts = member.split(';');
             let value = parts.next().unwrap_or("").trim().to_ascii_lowercase();
             if value.is_empty() {
                 continue;
+            }
+            if out.len() >= MAX_MEMBERS {
+                return None;
             }
             let mut q = 1000;
             for param in parts {
@@ -97,7 +99,7 @@ fn members(request: &HeaderMap, name: &HeaderName) -> Vec<(String, u16)> {
             out.push((value, q));
         }
     }
-    out
+    Some(out)
 }
 
 /// A qvalue (RFC 9110 §12.4.2): `0[.ddd]` or `1[.000]`, in thousandths.
@@ -126,7 +128,7 @@ fn coding_name(coding: &str) -> &str {
 /// The q-value the request gives the response's content codings: each must
 /// be named (or matched by `*`) with q > 0; the least wanted decides.
 fn encoding_quality(request: &HeaderMap, response: &HeaderMap) -> Option<u16> {
-    let accepted = members(request, &ACCEPT_ENCODING);
+    let accepted = members(request, &ACCEPT_ENCODING)?;
     let mut codings: Vec<String> = Vec::new();
     for line in response.get_all(CONTENT_ENCODING) {
         for coding in line.to_str().ok()?.split(',') {
@@ -165,7 +167,7 @@ fn encoding_quality(request: &HeaderMap, response: &HeaderMap) -> Option<u16> {
 /// `-`; the longest matching range decides; `*` matches any). A response
 /// without `Content-Language` is never chosen this way.
 fn language_quality(request: &HeaderMap, response: &HeaderMap) -> Option<u16> {
-    let ranges = members(request, &ACCEPT_LANGUAGE);
+    let ranges = members(request, &ACCEPT_LANGUAGE)?;
     let mut best: Option<u16> = None;
     for line in response.get_all(CONTENT_LANGUAGE) {
         for tag in line.to_str().ok()?.split(',') {
@@ -328,5 +330,24 @@ mod tests {
             ),
             None
         );
+    }
+
+    /// The adversary of the bound: `*` first, then enough members to push a
+    /// refusal past it. A field longer than the bound is not negotiated at
+    /// all, so the refusal past it can never be read as acceptance by `*`.
+    #[test]
+    fn a_refusal_past_the_member_bound_is_never_overridden() {
+        let gzip = [("content-encoding", "gzip")];
+        let filler: Vec<String> = (0..MAX_MEMBERS).map(|i| format!("x-{i}")).collect();
+        let field = format!("*, {}, gzip;q=0", filler.join(", "));
+        assert_eq!(q(&[("accept-encoding", &field)], &gzip), None);
+        let lang = Vary::from_response(&hm(&[("vary", "accept-language")]));
+        let field = format!("*, {}, fr;q=0", filler.join(", "));
+        let request = hm(&[("accept-language", &field)]);
+        let fr = hm(&[("content-language", "fr")]);
+        assert_eq!(quality(&lang, &request, &fr), None);
+        // Within the bound, `*` still answers for what is not named.
+        let field = format!("*, {}", filler[..MAX_MEMBERS - 1].join(", "));
+        assert_eq!(q(&[("accept-encoding", &field)], &gzip), Some(vec![1000]));
     }
 }

@@ -1770,6 +1770,36 @@ async fn a_head_answer_that_contradicts_the_stored_get_answer_removes_it() {
     );
 }
 
+/// The adversary of §4.3.5: a logged-in client's `HEAD` (`no-store`, so it
+/// passes as `HEAD`) gets the origin's logged-in answer — other tag, other
+/// length, no `Vary: Authorization` (§3.5 lets origins rely on credentials
+/// never sharing). It says nothing of the anonymous answer everyone is served,
+/// which stays stored however often it is sent.
+#[tokio::test]
+async fn a_head_with_credentials_never_evicts_the_shared_answer() {
+    let o = origin(|s, _| {
+        if s.header("authorization").is_some() {
+            return Reply::ok(&[("etag", "\"user\"")], "logged-in page");
+        }
+        Reply::ok(
+            &[("cache-control", "max-age=60"), ("etag", "\"anon\"")],
+            "anon",
+        )
+    })
+    .await;
+    let p = proxy(&format!("http://{}", o.addr), &[]).await;
+    assert_eq!(get(p.addr, "/page", &[]).await.text(), "anon");
+    let logged_in = [("cache-control", "no-store"), ("authorization", "Bearer u")];
+    for _ in 0..3 {
+        let r = support::request(p.addr, "HEAD", "/page", &logged_in).await;
+        assert_eq!((r.status, r.header("etag")), (200, Some("\"user\"")));
+    }
+    let r = get(p.addr, "/page", &[]).await;
+    assert_eq!(r.text(), "anon");
+    assert!(r.cache_status().contains("hit"), "evicted: {r:?}");
+    assert_eq!(o.calls(), 4, "{:?}", o.seen());
+}
+
 /// RFC 9111 §4.1: with `Vary: Accept-Encoding`, a request whose own variant is
 /// not stored is answered from a stored one whose coding it accepts (q > 0),
 /// the most wanted first; a coding it refuses (`q=0`, `*;q=0`, not named) is
@@ -2032,4 +2062,155 @@ async fn a_contradicting_head_on_one_sidecar_removes_the_answer_from_the_fleet()
         "v2",
         "the old answer came from the shared store: {r:?}"
     );
+}
+
+/// `redis-cli` against the test's server.
+fn redis_cli(redis: &herdguard_testkit::RedisServer, args: &[&str]) -> String {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", &redis.port().to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The ids of the server's pub/sub connections (the sidecars' change feeds).
+fn feed_connections(redis: &herdguard_testkit::RedisServer) -> Vec<String> {
+    let list = redis_cli(redis, &["CLIENT", "LIST", "TYPE", "pubsub"]);
+    let mut ids: Vec<String> = list
+        .lines()
+        .filter_map(|l| l.split(' ').find_map(|f| f.strip_prefix("id=")))
+        .map(str::to_string)
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// §4.1 across a fleet: a variant chosen by q-value is held to the same trust
+/// as a hit. The adversary's order: a sidecar holds two variants; they are
+/// purged from the shared store while its change feed hears nothing (here:
+/// removed without a notice, then the feed cut); a client of a third variant
+/// must not be given the purged ones unchecked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_variant_that_may_have_missed_a_purge_is_not_chosen_by_q_value() {
+    let redis = herdguard_testkit::RedisServer::start().unwrap();
+    let o = origin(|s, n| {
+        let ae = s.header("accept-encoding").unwrap_or("");
+        let coding = if ae.starts_with("gzip") { "gzip" } else { "br" };
+        Reply::ok(
+            &[
+                ("cache-control", "max-age=60"),
+                ("vary", "Accept-Encoding"),
+                ("content-encoding", coding),
+            ],
+            format!("{coding}-{n}"),
+        )
+    })
+    .await;
+    let redis_line = format!("redis = {:?}", redis.url());
+    let settings = [redis_line.as_str(), "redis_op_timeout_ms = 2000"];
+    let p = proxy(&format!("http://{}", o.addr), &settings).await;
+    assert_eq!(
+        get(p.addr, "/n", &[("accept-encoding", "gzip")])
+            .await
+            .text(),
+        "gzip-1"
+    );
+    assert_eq!(
+        get(p.addr, "/n", &[("accept-encoding", "br")]).await.text(),
+        "br-2"
+    );
+    let before = feed_connections(&redis);
+    assert_eq!(before.len(), 1, "one change feed");
+    redis_cli(&redis, &["FLUSHALL"]);
+    redis_cli(&redis, &["CLIENT", "KILL", "TYPE", "pubsub"]);
+    // Bounded: the feed is back on a new connection (a new epoch) within 5 s.
+    for _ in 0..500 {
+        let now = feed_connections(&redis);
+        if !now.is_empty() && now != before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_ne!(feed_connections(&redis), before, "the feed never came back");
+    let r = get(p.addr, "/n", &[("accept-encoding", "gzip, br;q=0.5")]).await;
+    assert_eq!(
+        r.text(),
+        "gzip-3",
+        "a purged variant served unchecked: {r:?}"
+    );
+    assert_eq!(o.calls(), 3);
+}
+
+/// `Vary` changed by the origin, seen in the second round: sidecar 1 learns
+/// from the shared store that `/lang` varies on `Accept-Encoding`, and under
+/// the variant key it then looks up finds what sidecar 0 stored after the
+/// origin began to vary on `Accept-Language` too — French. A German client
+/// must not be given it: the request passes through to the origin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vary_that_changes_between_rounds_passes_the_request_through() {
+    let redis = herdguard_testkit::RedisServer::start().unwrap();
+    let o = origin(|s, _| {
+        let ae = s.header("accept-encoding").unwrap_or("").to_string();
+        match s.header("accept-language") {
+            None => Reply::ok(
+                &[("cache-control", "max-age=60"), ("vary", "Accept-Encoding")],
+                format!("{ae}-any"),
+            ),
+            Some(lang) => Reply::ok(
+                &[
+                    ("cache-control", "max-age=60"),
+                    ("vary", "Accept-Encoding, Accept-Language"),
+                    ("content-language", lang),
+                ],
+                format!("{ae}-{lang}"),
+            ),
+        }
+    })
+    .await;
+    let redis_line = format!("redis = {:?}", redis.url());
+    let settings = [redis_line.as_str(), "redis_op_timeout_ms = 2000"];
+    let p0 = proxy(&format!("http://{}", o.addr), &settings).await;
+    let p1 = proxy(&format!("http://{}", o.addr), &settings).await;
+    let gzip = [("accept-encoding", "gzip")];
+    assert_eq!(get(p0.addr, "/lang", &gzip).await.text(), "gzip-any");
+    let br_fr = [("accept-encoding", "br"), ("accept-language", "fr")];
+    assert_eq!(get(p0.addr, "/lang", &br_fr).await.text(), "br-fr");
+    let br_de = [("accept-encoding", "br"), ("accept-language", "de")];
+    let r = get(p1.addr, "/lang", &br_de).await;
+    assert_eq!(r.text(), "br-de", "another language's answer: {r:?}");
+    assert_eq!(r.header("content-language"), Some("de"));
+}
+
+/// RFC 9111 §3.3 against a newer representation: a `GET` whose body breaks
+/// off after a `POST` stored its own answer (RFC 9110 §9.3.3) keeps a prefix
+/// of the older one. Once the `POST`'s answer is stale, a range must come from
+/// it (revalidated or served stale), never from the older prefix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prefix_older_than_the_stored_answer_never_answers_a_range() {
+    let o = origin(|s, _| match s.method.as_str() {
+        "POST" => Reply::ok(
+            &[
+                ("cache-control", "max-age=5, stale-while-revalidate=600"),
+                ("age", "10"),
+                ("etag", "\"v2\""),
+                ("content-location", "/np"),
+            ],
+            "ZYXWVUTSRQPONMLKJIHGFEDCBA",
+        ),
+        // The older representation, broken off once the POST is answered.
+        _ => v1(&[]).cut_after(10).delay(400),
+    })
+    .await;
+    let p = proxy(&format!("http://{}", o.addr), &[]).await;
+    let addr = p.addr;
+    let older = tokio::spawn(async move { get(addr, "/np", &[]).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let posted = support::request(p.addr, "POST", "/np", &[("content-length", "0")]).await;
+    assert!(posted.cache_status().contains("stored"), "{posted:?}");
+    let first = older.await.unwrap();
+    assert_ne!(first.text(), ALPHABET, "{first:?}");
+    let r = get(p.addr, "/np", &[("range", "bytes=2-5")]).await;
+    assert_eq!((r.status, r.text().as_str()), (206, "XWVU"), "{r:?}");
+    assert!(!r.cache_status().contains("incomplete"), "{r:?}");
 }

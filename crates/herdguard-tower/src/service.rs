@@ -247,7 +247,10 @@ where
                 None => Box::pin(alone(inner, template, head, reason)).await,
             };
         }
-        if !vary_matches(&cached, template.headers()) && round == 0 {
+        if !vary_matches(&cached, template.headers()) {
+            if round == 1 {
+                break;
+            }
             shared.variants.learn(primary, &cached, key == primary);
             key = shared.variants.key_for(primary, template.headers());
             continue;
@@ -287,22 +290,22 @@ fn negotiated(
         return None;
     }
     let config = &shared.rules.config;
-    let fresh = |k: &str| {
-        shared.cache.peek(&k.to_string()).filter(|e| {
-            e.is_fresh(now)
-                && !e
-                    .value()
-                    .falls_short_of(config, directives, SystemTime::now())
-        })
+    // Trusted as a hit is (`Cache::get`): fresh, and not one the fleet's
+    // change feed could have missed a purge of.
+    let trusted = |k: &str| {
+        shared
+            .cache
+            .get(&k.to_string())
+            .filter(|c| !c.falls_short_of(config, directives, SystemTime::now()))
     };
-    let entry = shared
+    let chosen = shared
         .variants
-        .negotiate(primary, key, request, fresh, |e| e.value())?;
+        .negotiate(primary, key, request, trusted, |c| c.entry().value())?;
     Some(answer::stored(
         config,
-        entry.value(),
-        Served::Hit,
-        entry.time_to_live(now),
+        chosen.entry().value(),
+        chosen.served(),
+        chosen.entry().time_to_live(now),
         false,
         head,
     ))

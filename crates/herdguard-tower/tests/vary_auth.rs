@@ -189,3 +189,54 @@ async fn a_stored_variant_is_chosen_by_q_value_never_one_refused() {
     let reply = client.get(&url, &[]).await;
     assert_eq!(reply.body, "ID");
 }
+
+/// `Vary: Accept-Encoding` without `Accept-Language`; with it, both, and the
+/// language the request asked for.
+async fn lang(headers: HeaderMap) -> impl IntoResponse {
+    let ae = field(&headers, "accept-encoding");
+    let mut fields = HeaderMap::new();
+    fields.insert(header::CACHE_CONTROL, "max-age=60".parse().unwrap());
+    let body = match headers.get("accept-language") {
+        None => {
+            fields.insert(header::VARY, "Accept-Encoding".parse().unwrap());
+            format!("{ae}-any")
+        }
+        Some(lang) => {
+            let vary = "Accept-Encoding, Accept-Language";
+            fields.insert(header::VARY, vary.parse().unwrap());
+            fields.insert(header::CONTENT_LANGUAGE, lang.clone());
+            format!("{ae}-{}", field(&headers, "accept-language"))
+        }
+    };
+    (fields, body)
+}
+
+/// One app process of a fleet: its own layer on the shared Redis.
+async fn fleet_app(redis: &str) -> Server {
+    let remote = herdguard_redis::RedisRemote::connect(
+        herdguard_redis::RedisConfig::new(redis).prefix("herdguard:vary-test:"),
+    )
+    .await
+    .unwrap();
+    let layer = HerdLayer::builder().shared_store(remote).build().unwrap();
+    serve(Router::new().route("/lang", get(lang)).layer(layer)).await
+}
+
+/// `Vary` changed by the handler, seen in the second round: app 1 learns from
+/// the shared store that `/lang` varies on `Accept-Encoding`, and under the
+/// variant key it then looks up finds what app 0 stored once the handler
+/// varied on `Accept-Language` too — French. A German client must not get it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_vary_that_changes_between_rounds_is_answered_uncached() {
+    let redis = herdguard_testkit::RedisServer::start().unwrap();
+    let apps = [fleet_app(&redis.url()).await, fleet_app(&redis.url()).await];
+    let client = Client::new();
+    let url = |i: usize| apps[i].url("/lang");
+    let gzip = [("accept-encoding", "gzip")];
+    assert_eq!(client.get(&url(0), &gzip).await.body, "gzip-any");
+    let br_fr = [("accept-encoding", "br"), ("accept-language", "fr")];
+    assert_eq!(client.get(&url(0), &br_fr).await.body, "br-fr");
+    let br_de = [("accept-encoding", "br"), ("accept-language", "de")];
+    let reply = client.get(&url(1), &br_de).await;
+    assert_eq!(reply.body, "br-de", "{}", reply.cache_status());
+}

@@ -268,7 +268,10 @@ where
         })
     }
 
-    /// The fresh entry of `key`, if any, without loading (and without counting).
+    /// The fresh entry of `key`, if any, without loading (and without counting),
+    /// trusted as a hit is: never a copy that must first be checked against
+    /// the shared store (one that may have missed a change while the change
+    /// feed was down), which [`Cache::peek`] would still return.
     pub fn get(&self, key: &K) -> Option<Cached<V>> {
         let now = self.inner.clock.now();
         self.inner

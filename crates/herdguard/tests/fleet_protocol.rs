@@ -565,6 +565,28 @@ async fn a_copy_that_missed_a_notice_is_not_served_for_a_key_that_loads_in_proce
     assert_eq!(*after, 2, "{:?}", after.served());
 }
 
+/// `Cache::get` (what an HTTP cache's q-value choice of another variant
+/// uses) holds a copy to the trust of a hit: one that may have missed a
+/// change while the feed was down is not offered, though `peek` still holds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_never_offers_a_copy_that_may_have_missed_a_change() {
+    let map = shared();
+    let (a, b) = (fleet_cache(&map, None), fleet_cache(&map, None));
+    let calls = Arc::new(AtomicUsize::new(0));
+    call(&a, 1, &calls, 1).await;
+    assert_eq!(*call(&b, 1, &calls, 99).await, 1);
+    assert_eq!(b.get(&1).map(|c| *c), Some(1));
+    let b_feed = feed_lost(&map, 1);
+    a.invalidate(&1).await.unwrap();
+    assert!(
+        b.peek(&1).is_some(),
+        "the unheard invalidation left B's copy"
+    );
+    assert!(b.get(&1).is_none(), "offered while the feed was down");
+    feed_back(&map, b_feed);
+    assert!(b.get(&1).is_none(), "offered after the feed came back");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_that_joins_a_load_that_may_have_missed_a_change_is_told_so() {
     // B's load begins; B's feed drops and A invalidates the key, unheard by B.

@@ -262,11 +262,13 @@ impl Proxy {
         for round in 0..2 {
             let forced = self.demands_revalidation(&key, forward, directives);
             // A plain hit first: no loader (its key, captures, policy) built for it.
-            // `first`: the hit `hit_now` took already (counted once).
+            // `first`: the hit `hit_now` took already (counted once), of the
+            // first round's key only.
+            let handed = if round == 0 { first.take() } else { None };
             let hit = if forced {
                 None
             } else {
-                first.take().or_else(|| self.cache.get_fresh(&key))
+                handed.or_else(|| self.cache.get_fresh(&key))
             };
             // A range within a kept prefix of an incomplete answer (RFC 9111 §3.3).
             if hit.is_none() && !forced && !head {
@@ -304,7 +306,10 @@ impl Proxy {
             if let Some(reason) = cached.uncacheable.as_deref() {
                 return Box::pin(self.not_shared(&cached, reason, &handoff, forward, head)).await;
             }
-            if !vary_matches(&cached, forward) && round == 0 {
+            if !vary_matches(&cached, forward) {
+                if round == 1 {
+                    break;
+                }
                 self.variants.learn(primary, &cached, key == primary);
                 key = self.variants.key_for(primary, forward);
                 continue;
@@ -451,7 +456,12 @@ impl Proxy {
     /// marked shareable (`public`, `s-maxage`, `must-revalidate`, RFC 9111
     /// §3.5): a stored response may have been loaded for other credentials, or
     /// none, and so not be the one this request's would get.
-    fn may_have(&self, value: &CachedResponse, forward: &Forward, authorized: bool) -> bool {
+    pub(super) fn may_have(
+        &self,
+        value: &CachedResponse,
+        forward: &Forward,
+        authorized: bool,
+    ) -> bool {
         value.uncacheable.is_none()
             && vary_matches(value, forward)
             && (!authorized
@@ -603,6 +613,8 @@ impl Proxy {
     /// already in flight is joined instead, and its answer stands: it began
     /// earlier, and this one is answered already.
     async fn store_made(self: &Arc<Self>, key: &str, made: Made) {
+        // A whole answer: a prefix kept of an older one is of no more use.
+        self.partials.take(key);
         let loaded = self.indexed(key, made).await;
         let options = CallOptions::new().revalidate();
         let _ = self

@@ -11,6 +11,10 @@
 //! their answer may be stored, §5.2.1.5, so a confirming answer updates
 //! nothing) and the rare ones passed after a change of `Vary`.
 //!
+//! A `HEAD` with `Authorization` never removes anything: its answer may be
+//! the one for those credentials, which an origin need not mark with `Vary`
+//! (RFC 9111 §3.5), and a client must not evict what everyone else is served.
+//!
 //! Out of date means removed: the next `GET` loads it anew, here and — with a
 //! shared store — on every instance (the core deletes it from Redis and its
 //! change notice evicts every copy). A conditional `GET` would gain nothing:
@@ -21,7 +25,6 @@ use herdguard_http::revalidate::{self, HeadVerdict};
 
 use super::proxy::Proxy;
 use super::request::Forward;
-use super::variants::vary_matches;
 use crate::origin::OriginResponse;
 
 impl Proxy {
@@ -33,7 +36,10 @@ impl Proxy {
         forward: &Forward,
         response: &OriginResponse,
     ) {
-        if response.status != http::StatusCode::OK {
+        // With credentials the origin may answer another representation than
+        // the shared one without saying `Vary: Authorization` (§3.5): it says
+        // nothing of the stored answer.
+        if response.status != http::StatusCode::OK || forward.present.authorization {
             return;
         }
         let Some(entry) = self.cache.peek(&key.to_string()) else {
@@ -41,14 +47,14 @@ impl Proxy {
         };
         let stored = entry.value();
         // Only the stored answer this request could have been given (§4.1).
-        if stored.uncacheable.is_some()
-            || !vary_matches(stored, forward)
+        if !self.may_have(stored, forward, false)
             || revalidate::head_verdict(&response.headers, &stored.header_map())
                 != HeadVerdict::Contradicts
         {
             return;
         }
         // A shared-store failure is counted by the core; the local entry is gone regardless.
+        self.partials.take(key);
         let _ = self.cache.invalidate(&key.to_string()).await;
         self.stats.invalidations.inc();
     }

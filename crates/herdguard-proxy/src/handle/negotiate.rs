@@ -2,10 +2,9 @@
 //! stored variant it accepts by q-value (RFC 9111 §4.1's MAY; the rule and its
 //! bounds are `herdguard_http::negotiate` and `Variants::negotiate`).
 
-use std::sync::Arc;
 use std::time::SystemTime;
 
-use herdguard::{Clock, Entry, Served, SystemClock};
+use herdguard::{Cached, Clock, SystemClock};
 use herdguard_http::RequestDirectives;
 use http::Response;
 
@@ -35,26 +34,25 @@ impl Proxy {
         let now = SystemClock.now();
         let tuning = self.tuning();
         let config = &tuning.rules.config;
-        let entry: Arc<Entry<CachedResponse>> = self.variants.negotiate(
+        // Trusted as a hit is (`Cache::get`): fresh, and not one the fleet's
+        // change feed could have missed a purge of.
+        let chosen: Cached<CachedResponse> = self.variants.negotiate(
             primary,
             key,
             forward,
             |candidate| {
-                self.cache.peek(&candidate.to_string()).filter(|e| {
-                    e.is_fresh(now)
-                        && !e
-                            .value()
-                            .falls_short_of(config, directives, SystemTime::now())
-                })
+                self.cache
+                    .get(&candidate.to_string())
+                    .filter(|c| !c.falls_short_of(config, directives, SystemTime::now()))
             },
-            |e| e.value(),
+            |c| c.entry().value(),
         )?;
         Some(answer::stored(
             &self.stats,
             config,
-            entry.value(),
-            Served::Hit,
-            entry.time_to_live(now),
+            chosen.entry().value(),
+            chosen.served(),
+            chosen.entry().time_to_live(now),
             false,
             head,
         ))

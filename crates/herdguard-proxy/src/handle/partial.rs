@@ -11,8 +11,9 @@
 //! the copies the core holds, but could not reach these). Nor is one kept
 //! that carries surrogate keys (a tag purge finds keys through the core's
 //! entries). They are held within a share of `max_memory`
-//! ([`PARTIAL_SHARE`]), the oldest dropped first; a purge or an invalidation
-//! of a key drops its prefix.
+//! ([`PARTIAL_SHARE`]), the oldest dropped first; a purge, an invalidation,
+//! a contradicting `HEAD` or a stored answer of a key drops its prefix, and
+//! one is never answered from while the cache holds anything under its key.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -32,7 +33,10 @@ use crate::body::Body;
 impl Proxy {
     /// The answer to a `GET` with one `bytes` range wholly within the fresh
     /// prefix kept under `key` for its variant (RFC 9111 §3.3), when there is
-    /// one. Requests with conditionals of their own go on (they are answered
+    /// one and the cache holds nothing under `key`: a stored answer, even
+    /// stale, may be newer than the prefix (a load that broke off after a
+    /// `POST`'s answer was stored), and is revalidated as usual instead.
+    /// Requests with conditionals of their own go on (they are answered
     /// from whole responses only).
     pub(crate) fn answer_within_prefix(
         &self,
@@ -44,6 +48,9 @@ impl Proxy {
             return None;
         }
         let kept = self.partials.get(key)?;
+        if self.cache.peek(&key.to_string()).is_some() {
+            return None;
+        }
         let tuning = self.tuning();
         let config = &tuning.rules.config;
         let fresh =
