@@ -20,13 +20,8 @@ git rev-parse --verify --quiet "$BASE_COMMIT^{commit}" >/dev/null || { echo "ben
 . scripts/lib.sh
 bench_workdir h2-ab
 
-echo "building this tree and $BASE_COMMIT (release)..." >&2
-cargo build --release --quiet -p herdguard-proxy --examples
-mkdir "$WORK/base"
-git archive "$BASE_COMMIT" | tar -x -C "$WORK/base"
-BASE_TARGET="${HG_AB_TARGET:-$WORK/target}"
-(cd "$WORK/base" && CARGO_TARGET_DIR="$BASE_TARGET" cargo build --release --quiet -p herdguard-proxy --example serve)
-BASE_BIN="$BASE_TARGET/release/examples/serve"; NEW_BIN=target/release/examples/serve
+ab_build "$BASE_COMMIT"
+NEW_BIN=target/release/examples/serve
 
 ORIGIN_PORT=$(free_port); BASE_PORT=$(free_port); NEW_PORT=$(free_port)
 target/release/examples/bench-origin --port "$ORIGIN_PORT" --delay-ms 200 2>/dev/null & PIDS+=($!)

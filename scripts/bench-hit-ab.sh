@@ -19,16 +19,11 @@ git rev-parse --verify --quiet "$BASE_COMMIT^{commit}" >/dev/null || { echo "ben
 . scripts/lib.sh
 bench_workdir hit-ab
 
-echo "building this tree and $BASE_COMMIT (release)..." >&2
-cargo build --release --quiet -p herdguard-proxy --examples
-mkdir "$WORK/base"
-git archive "$BASE_COMMIT" | tar -x -C "$WORK/base"
-BASE_TARGET="${HG_AB_TARGET:-$WORK/target}"
-(cd "$WORK/base" && CARGO_TARGET_DIR="$BASE_TARGET" cargo build --release --quiet -p herdguard-proxy --example serve)
+ab_build "$BASE_COMMIT"
 
 ORIGIN_PORT=$(free_port); BASE_PORT=$(free_port); NEW_PORT=$(free_port)
 target/release/examples/bench-origin --port "$ORIGIN_PORT" --delay-ms 200 2>/dev/null & PIDS+=($!)
-"$BASE_TARGET/release/examples/serve" --listen "127.0.0.1:$BASE_PORT" --origin "http://127.0.0.1:$ORIGIN_PORT" --threads 1 2>/dev/null & PIDS+=($!)
+"$BASE_BIN" --listen "127.0.0.1:$BASE_PORT" --origin "http://127.0.0.1:$ORIGIN_PORT" --threads 1 2>/dev/null & PIDS+=($!)
 target/release/examples/serve --listen "127.0.0.1:$NEW_PORT" --origin "http://127.0.0.1:$ORIGIN_PORT" --threads 1 2>/dev/null & PIDS+=($!)
 for port in "$ORIGIN_PORT" "$BASE_PORT" "$NEW_PORT"; do wait_port "$port"; done
 for port in "$BASE_PORT" "$NEW_PORT"; do curl -fsS -o /dev/null "http://127.0.0.1:$port/hot"; done
@@ -44,7 +39,7 @@ if command -v valgrind >/dev/null && command -v callgrind_control >/dev/null; th
     kill "${PIDS[1]}" "${PIDS[2]}" 2>/dev/null || true
     wait "${PIDS[1]}" "${PIDS[2]}" 2>/dev/null || true
     ADMIN_PORT=$(free_port)
-    read -r NB IB < <(callgrind_per_hit "$BASE_TARGET/release/examples/serve" "$ORIGIN_PORT" "$BASE_PORT" "$ADMIN_PORT" 0)
+    read -r NB IB < <(callgrind_per_hit "$BASE_BIN" "$ORIGIN_PORT" "$BASE_PORT" "$ADMIN_PORT" 0)
     read -r NN IN < <(callgrind_per_hit target/release/examples/serve "$ORIGIN_PORT" "$NEW_PORT" "$ADMIN_PORT" 0)
     printf '%-40s %12s %12s %8s\n' "instructions per hit (callgrind)" "$IB" "$IN" "$(awk -v n="$IN" -v b="$IB" 'BEGIN { printf "%.3f", n / b }')x"
 fi

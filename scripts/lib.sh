@@ -19,6 +19,19 @@ bench_workdir() {
     PIDS=()
     trap cleanup EXIT
 }
+# A/B benchmarks: builds this tree's release examples and the `serve` example of
+# commit $1 (from `git archive`, in its own target dir: $HG_AB_TARGET, else one
+# under $WORK, removed on exit); sets BASE_BIN to the latter.
+ab_build() {
+    echo "building this tree and $1 (release)..." >&2
+    cargo build --release --quiet -p herdguard-proxy --examples
+    mkdir "$WORK/base"
+    git archive "$1" | tar -x -C "$WORK/base"
+    local target="${HG_AB_TARGET:-$WORK/target}"
+    (cd "$WORK/base" && CARGO_TARGET_DIR="$target" cargo build --release --quiet -p herdguard-proxy --example serve)
+    BASE_BIN="$target/release/examples/serve"
+}
+
 cleanup() {
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
     for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
