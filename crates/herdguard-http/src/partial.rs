@@ -25,15 +25,7 @@ pub fn keepable(status: StatusCode, headers: &HeaderMap, received: u64) -> Optio
         return None;
     }
     EntityTag::from_headers(headers).filter(|t| !t.weak)?;
-    let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
-    let (Some(length), None) = (lengths.next(), lengths.next()) else {
-        return None;
-    };
-    let text = length.to_str().ok()?;
-    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let complete: u64 = text.parse().ok()?;
+    let complete = crate::revalidate::single_length(headers)?;
     (complete > received).then_some(complete)
 }
 

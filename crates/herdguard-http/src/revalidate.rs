@@ -279,7 +279,7 @@ pub fn head_verdict(head: &HeaderMap, stored: &HeaderMap) -> HeadVerdict {
 }
 
 /// The `Content-Length` of a message: one valid value on a single line, else `None`.
-fn single_length(headers: &HeaderMap) -> Option<u64> {
+pub(crate) fn single_length(headers: &HeaderMap) -> Option<u64> {
     let mut all = headers.get_all(CONTENT_LENGTH).iter();
     let first = all.next()?;
     if all.next().is_some() {

@@ -97,6 +97,21 @@ pub fn vary_matches(cached: &CachedResponse, forward: &impl VaryView) -> bool {
     }
 }
 
+/// Whether the stored response `cached` is the one that would answer
+/// `forward` and falls short of the request's `max-age` / `min-fresh`, so the
+/// request demands its revalidation (the directives that demand it whatever is
+/// stored aside: [`crate::RequestDirectives::demands_revalidation`]).
+pub fn falls_short_for(
+    cached: &CachedResponse,
+    forward: &impl VaryView,
+    config: &crate::CacheConfig,
+    directives: &crate::RequestDirectives,
+) -> bool {
+    cached.uncacheable.is_none()
+        && vary_matches(cached, forward)
+        && cached.falls_short_of(config, directives, std::time::SystemTime::now())
+}
+
 impl Variants {
     /// A registry of at most `max_bytes` (a share of the memory budget). The
     /// least used URLs are forgotten first; the variants of a forgotten URL stay

@@ -68,6 +68,23 @@ impl Writer<String, String> for BatchingDb {
     }
 }
 
+/// The peer's operation: a plain `XADD` of `value` as the `i`-th key.
+async fn plain_xadd(mut conn: redis::aio::MultiplexedConnection, value: String, i: usize) {
+    let _: String = redis::cmd("XADD")
+        .arg("wbbench:plain")
+        .arg("MAXLEN")
+        .arg("~")
+        .arg(100_000)
+        .arg("*")
+        .arg("k")
+        .arg(format!("key-{i}"))
+        .arg("v")
+        .arg(value)
+        .query_async(&mut conn)
+        .await
+        .expect("XADD");
+}
+
 /// Runs `op` from `CONCURRENCY` tasks for `MEASURE`: operations per second and
 /// each operation's latency (µs), sorted.
 async fn drive<F, Fut>(op: F) -> (f64, Vec<u64>)
@@ -394,24 +411,7 @@ fn main() {
                     let before = Spent::now(&mut stats).await;
                     let (xadds, xlat) = drive({
                         let (conn, value) = (conn.clone(), value.clone());
-                        move |i| {
-                            let (mut conn, value) = (conn.clone(), value.clone());
-                            async move {
-                                let _: String = redis::cmd("XADD")
-                                    .arg("wbbench:plain")
-                                    .arg("MAXLEN")
-                                    .arg("~")
-                                    .arg(100_000)
-                                    .arg("*")
-                                    .arg("k")
-                                    .arg(format!("key-{i}"))
-                                    .arg("v")
-                                    .arg(value)
-                                    .query_async(&mut conn)
-                                    .await
-                                    .expect("XADD");
-                            }
-                        }
+                        move |i| plain_xadd(conn.clone(), value.clone(), i)
                     })
                     .await;
                     let after = Spent::now(&mut stats).await;
@@ -434,24 +434,7 @@ fn main() {
                     // (timer, scheduler, Redis), not herdguard's.
                     let (_, xlat) = offer(target_rate, {
                         let (conn, value) = (conn.clone(), value.clone());
-                        move |i| {
-                            let (mut conn, value) = (conn.clone(), value.clone());
-                            async move {
-                                let _: String = redis::cmd("XADD")
-                                    .arg("wbbench:plain")
-                                    .arg("MAXLEN")
-                                    .arg("~")
-                                    .arg(100_000)
-                                    .arg("*")
-                                    .arg("k")
-                                    .arg(format!("key-{i}"))
-                                    .arg("v")
-                                    .arg(value)
-                                    .query_async(&mut conn)
-                                    .await
-                                    .expect("XADD");
-                            }
-                        }
+                        move |i| plain_xadd(conn.clone(), value.clone(), i)
                     })
                     .await;
                     let xp99 = ms(common::quantile(&xlat, 0.99));

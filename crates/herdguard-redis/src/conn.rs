@@ -291,8 +291,9 @@ pub(crate) enum Endpoint {
     Direct(Box<redis::Client>),
     /// The primary the sentinels name.
     Sentinel(Arc<Primary>),
-    /// A cluster's nodes: the change feed listens on any one of them (a
-    /// `PUBLISH` on a cluster reaches every node), trying the next after a loss.
+    /// A cluster's nodes: the per-key feed keeps a tracking connection to
+    /// every primary; the broadcast feed listens on any one node (a `PUBLISH`
+    /// on a cluster reaches every node), trying the next after a loss.
     Cluster(Arc<(Vec<redis::Client>, AtomicUsize)>),
 }
 

@@ -150,6 +150,10 @@ pub const MAX_DEAD_LETTERS: u64 = 10_000;
 /// ([`QueueConfig::max_written_keys`]).
 pub const MAX_WRITTEN_KEYS: u64 = 100_000;
 
+/// How long the record of written versions outlives the last acknowledgement
+/// (re-armed by each): a queue idle for a day leaves nothing in Redis.
+const WRITTEN_TTL_MS: u64 = 24 * 3600 * 1000;
+
 /// Versions the written set remembers and compares: those below 2^53, which a
 /// score (a double) holds exactly. The shared store's versions (microseconds,
 /// about 2^51) are; a version made in process (at or above
@@ -810,7 +814,7 @@ where
             let mut invocation = self.scripts.ack.key(&self.names.written);
             invocation
                 .arg(GROUP)
-                .arg(24 * 3600 * 1000_u64)
+                .arg(WRITTEN_TTL_MS)
                 .arg(self.config.max_written_keys)
                 .arg(LUA_CHUNK);
             for q in done {

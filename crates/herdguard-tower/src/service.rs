@@ -22,7 +22,7 @@ use herdguard::{CallOptions, Clock, Served, SystemClock};
 use herdguard_http::invalidate::invalidation_targets;
 use herdguard_http::key::normalize_host;
 use herdguard_http::range;
-use herdguard_http::variants::vary_matches;
+use herdguard_http::variants::{falls_short_for, vary_matches};
 use herdguard_http::{
     revalidate, EffectiveUri, ForwardReason, RequestDirectives, RequestTarget, Vary,
 };
@@ -325,10 +325,7 @@ fn demands_revalidation(
     let Some(entry) = shared.cache.peek(&key.to_string()) else {
         return false;
     };
-    let value = entry.value();
-    value.uncacheable.is_none()
-        && vary_matches(value, request)
-        && value.falls_short_of(&shared.rules.config, directives, SystemTime::now())
+    falls_short_for(entry.value(), request, &shared.rules.config, directives)
 }
 
 /// A stored response for a request that must not lead a shared load

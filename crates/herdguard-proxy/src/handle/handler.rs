@@ -32,7 +32,7 @@ use super::loader::{Handoff, Load, Made};
 use super::proxy::{Proxy, RequestCacheControl, Tuning};
 use super::request::{self, Forward, Inbound, Peer};
 use super::response::CachedResponse;
-use super::variants::vary_matches;
+use super::variants::{falls_short_for, vary_matches};
 use crate::body::{Body, BoxError, Inactivity};
 use crate::origin::InterimHook;
 
@@ -358,10 +358,12 @@ impl Proxy {
         let Some(entry) = self.cache.peek(&key.to_string()) else {
             return false;
         };
-        let value = entry.value();
-        value.uncacheable.is_none()
-            && vary_matches(value, forward)
-            && value.falls_short_of(&self.tuning().rules.config, directives, SystemTime::now())
+        falls_short_for(
+            entry.value(),
+            forward,
+            &self.tuning().rules.config,
+            directives,
+        )
     }
 
     /// One coalesced load (or hit) of `key` through the core; with `revalidate`,
