@@ -97,13 +97,19 @@ async fn tagged(State(calls): State<Arc<Calls>>, headers: HeaderMap) -> impl Int
     if inm.contains("\"c\"") {
         return (
             axum::http::StatusCode::NOT_MODIFIED,
-            [(header::CACHE_CONTROL, "max-age=60"), (header::ETAG, "\"c\"")],
+            [
+                (header::CACHE_CONTROL, "max-age=60"),
+                (header::ETAG, "\"c\""),
+            ],
             String::new(),
         );
     }
     (
         axum::http::StatusCode::OK,
-        [(header::CACHE_CONTROL, "max-age=60"), (header::ETAG, "\"n\"")],
+        [
+            (header::CACHE_CONTROL, "max-age=60"),
+            (header::ETAG, "\"n\""),
+        ],
         format!("body {n}"),
     )
 }
