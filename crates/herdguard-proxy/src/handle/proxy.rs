@@ -138,7 +138,7 @@ impl Proxy {
             removed.stored += fleet.count_stored(&elsewhere).await.unwrap_or(0);
         }
         for key in keys {
-            self.partials.take(key);
+            self.partials.fence(key);
             if self.cache.invalidate(key).await.is_err() {
                 removed.unconfirmed += 1;
             }
@@ -181,7 +181,7 @@ impl Proxy {
     async fn invalidate_variants(&self, primary: &str) {
         for key in self.variants.all_keys(primary) {
             // A shared-store failure is counted by the core; the local entry is gone regardless.
-            self.partials.take(&key);
+            self.partials.fence(&key);
             let _ = self.cache.invalidate(&key).await;
         }
     }
