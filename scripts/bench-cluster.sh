@@ -12,9 +12,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-for tool in redis-server redis-cli redis-benchmark; do
-    command -v "$tool" >/dev/null || { echo "$tool not found (apt-get install redis-server redis-tools)" >&2; exit 2; }
-done
+. scripts/lib.sh
+require_tools "redis-server redis-tools" redis-server redis-cli redis-benchmark
 
 cargo bench -p herdguard-redis --locked --bench cluster --no-run 2>&1 | grep -v '^\s*Compiling' || true
 out=$(mktemp)

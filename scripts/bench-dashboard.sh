@@ -16,7 +16,7 @@ DURATION="${1:-5s}"
 ROUNDS="${2:-4}"
 . scripts/lib.sh
 bench_workdir bench-dashboard
-command -v wrk >/dev/null || { echo "bench-dashboard: wrk is not installed (Debian: apt-get install wrk)" >&2; exit 2; }
+require_tools wrk wrk
 
 cargo build --release --quiet -p herdguard-proxy --examples
 BIN=target/release/examples

@@ -29,9 +29,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
-for tool in redis-server redis-cli redis-benchmark python3; do
-    command -v "$tool" >/dev/null || { echo "bench-fanout: $tool is not installed (Debian: apt-get install redis-server redis-tools python3)" >&2; exit 2; }
-done
+require_tools "redis-server redis-tools python3" redis-server redis-cli redis-benchmark python3
 bench_workdir fanout
 
 cargo build -q -p herdguard-redis --features test-helpers --bin herdguard-redis-worker

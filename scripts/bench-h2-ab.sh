@@ -14,10 +14,10 @@ cd "$(dirname "$0")/.."
 BASE_COMMIT="${1:?usage: scripts/bench-h2-ab.sh COMMIT [duration] [rounds]}"
 DURATION="${2:-5s}"
 ROUNDS="${3:-3}"
-command -v h2load >/dev/null || { echo "bench-h2-ab: h2load is not installed (Debian: apt-get install nghttp2-client)" >&2; exit 2; }
+. scripts/lib.sh
+require_tools nghttp2-client h2load
 git rev-parse --verify --quiet "$BASE_COMMIT^{commit}" >/dev/null || { echo "bench-h2-ab: $BASE_COMMIT is not a commit" >&2; exit 2; }
 
-. scripts/lib.sh
 bench_workdir h2-ab
 
 ab_build "$BASE_COMMIT"

@@ -13,10 +13,10 @@ cd "$(dirname "$0")/.."
 BASE_COMMIT="${1:?usage: scripts/bench-hit-ab.sh COMMIT [duration] [rounds]}"
 DURATION="${2:-5s}"
 ROUNDS="${3:-3}"
-command -v wrk >/dev/null || { echo "bench-hit-ab: wrk is not installed (Debian: apt-get install wrk)" >&2; exit 2; }
+. scripts/lib.sh
+require_tools wrk wrk
 git rev-parse --verify --quiet "$BASE_COMMIT^{commit}" >/dev/null || { echo "bench-hit-ab: $BASE_COMMIT is not a commit" >&2; exit 2; }
 
-. scripts/lib.sh
 bench_workdir hit-ab
 
 ab_build "$BASE_COMMIT"

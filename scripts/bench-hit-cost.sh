@@ -10,10 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TOP="${TOP:-15}"
-for tool in wrk valgrind callgrind_control callgrind_annotate; do
-    command -v "$tool" >/dev/null || { echo "bench-hit-cost: $tool is not installed (Debian: apt-get install wrk valgrind)" >&2; exit 2; }
-done
 . scripts/lib.sh
+require_tools "wrk valgrind" wrk valgrind callgrind_control callgrind_annotate
 bench_workdir hit-cost
 
 echo "building (release)..." >&2

@@ -19,9 +19,7 @@ VARNISH_MALLOC="${VARNISH_MALLOC:-4G}"
 . scripts/lib.sh
 bench_workdir bench-memory
 
-for tool in wrk varnishd varnishstat nginx; do
-    command -v "$tool" >/dev/null || { echo "bench-memory: $tool is not installed (Debian: apt-get install wrk varnish nginx)" >&2; exit 2; }
-done
+require_tools "wrk varnish nginx" wrk varnishd varnishstat nginx
 
 echo "building (release)..." >&2
 cargo build --release --quiet -p herdguard-proxy --example serve
@@ -43,21 +41,8 @@ ORIGIN_PORT=$(free_port); HG_PORT=$(free_port); HG_ADMIN=$(free_port); V_PORT=$(
 # ETag, Accept-Ranges) and Cache-Control: max-age=600, for any /small/<n>.
 mkdir -p "$WORK/origin/www" "$WORK/origin/tmp"
 printf '%s' 'a 35-byte body for each small object' | head -c 35 >"$WORK/origin/www/body.txt"
-cat >"$WORK/origin/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-user root;
-pid $WORK/origin/nginx.pid;
-error_log $WORK/origin/error.log;
-events { worker_connections 1024; }
-http {
+{ nginx_conf_head 1 1024 "$WORK/origin"; cat <<CONF; } >"$WORK/origin/nginx.conf"
     include /etc/nginx/mime.types;
-    access_log off;
-    client_body_temp_path $WORK/origin/tmp/body;
-    proxy_temp_path $WORK/origin/tmp/proxy;
-    fastcgi_temp_path $WORK/origin/tmp/fastcgi;
-    uwsgi_temp_path $WORK/origin/tmp/uwsgi;
-    scgi_temp_path $WORK/origin/tmp/scgi;
     keepalive_requests 100000000;
     server {
         listen 127.0.0.1:$ORIGIN_PORT;

@@ -22,8 +22,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-command -v redis-server >/dev/null || { echo "redis-server not found (apt-get install redis-server)" >&2; exit 2; }
-command -v redis-benchmark >/dev/null || { echo "redis-benchmark not found (apt-get install redis-tools)" >&2; exit 2; }
+. scripts/lib.sh
+require_tools "redis-server redis-tools" redis-server redis-benchmark
 
 cargo bench -p herdguard-redis --locked --bench wakeup --bench l2_get --bench write_behind --no-run 2>&1 | grep -v '^\s*Compiling' || true
 

@@ -31,9 +31,7 @@ STREAM_BYTES="${STREAM_BYTES:-1073741824}"
 . scripts/lib.sh
 bench_workdir bench-serve
 
-for tool in wrk nginx openssl; do
-    command -v "$tool" >/dev/null || { echo "bench-serve: $tool is not installed (Debian: apt-get install $tool)" >&2; exit 2; }
-done
+require_tools "wrk nginx openssl" wrk nginx openssl
 if ! command -v h2load >/dev/null && [[ $EUID -eq 0 ]]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nghttp2-client >/dev/null 2>&1 || true
 fi
@@ -89,20 +87,7 @@ LOCATIONS='
             proxy_cache_lock on;
             proxy_cache_valid 200 5m;
         }'
-cat >"$WORK/nginx/nginx.conf" <<CONF
-worker_processes auto;
-daemon off;
-user root;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $WORK/nginx/tmp/body;
-    proxy_temp_path $WORK/nginx/tmp/proxy;
-    fastcgi_temp_path $WORK/nginx/tmp/fastcgi;
-    uwsgi_temp_path $WORK/nginx/tmp/uwsgi;
-    scgi_temp_path $WORK/nginx/tmp/scgi;
+{ nginx_conf_head auto 4096 "$WORK/nginx"; cat <<CONF; } >"$WORK/nginx/nginx.conf"
     proxy_cache_path $WORK/nginx/cache keys_zone=bench:10m;
     upstream origin { server 127.0.0.1:$ORIGIN_PORT; keepalive 64; }
     upstream tls_origin { server 127.0.0.1:$TLS_ORIGIN_PORT; keepalive 64; }

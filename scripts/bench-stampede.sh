@@ -37,9 +37,7 @@ DELAY_MS="${DELAY_MS:-200}"
 . scripts/lib.sh
 bench_workdir bench-stampede
 
-for tool in varnishd redis-server curl; do
-    command -v "$tool" >/dev/null || { echo "bench-stampede: $tool is not installed (Debian: apt-get install varnish redis-server redis-tools curl)" >&2; exit 2; }
-done
+require_tools "varnish redis-server redis-tools curl" varnishd redis-server curl
 
 echo "building (release)..." >&2
 cargo build --release --quiet -p herdguard-proxy --example serve --example bench-origin --example stampede

@@ -14,11 +14,9 @@ cd "$(dirname "$0")/.."
 DURATION="${1:-5s}"
 ROUNDS="${2:-3}"
 CLIENTS="${3:-200}"
-for tool in wrk curl python3; do
-    command -v "$tool" >/dev/null || { echo "bench-tower: $tool is not installed (Debian: apt-get install wrk curl python3)" >&2; exit 2; }
-done
-
 . scripts/lib.sh
+require_tools "wrk curl python3" wrk curl python3
+
 bench_workdir tower
 
 echo "building (release)..." >&2

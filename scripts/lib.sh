@@ -1,5 +1,36 @@
 # Shell helpers the benchmark scripts share (sourced, not run).
 
+# Exits 2, naming the first missing one, unless every tool after $1 is on
+# PATH; $1: the Debian packages that provide them.
+require_tools() {
+    local packages=$1 tool
+    shift
+    for tool in "$@"; do
+        command -v "$tool" >/dev/null || { echo "$(basename "$0" .sh): $tool is not installed (Debian: apt-get install $packages)" >&2; exit 2; }
+    done
+}
+
+# The head of a benchmark's nginx.conf, up to the inside of its http block:
+# $1 worker_processes, $2 worker_connections, $3 its folder (pid, error log
+# and temp paths under it). The caller writes the rest and closes the block.
+nginx_conf_head() {
+    cat <<CONF
+worker_processes $1;
+daemon off;
+user root;
+pid $3/nginx.pid;
+error_log $3/error.log;
+events { worker_connections $2; }
+http {
+    access_log off;
+    client_body_temp_path $3/tmp/body;
+    proxy_temp_path $3/tmp/proxy;
+    fastcgi_temp_path $3/tmp/fastcgi;
+    uwsgi_temp_path $3/tmp/uwsgi;
+    scgi_temp_path $3/tmp/scgi;
+CONF
+}
+
 # A free TCP port on 127.0.0.1.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 

@@ -198,6 +198,32 @@ fn language_quality(request: &HeaderMap, response: &HeaderMap) -> Option<u16> {
     best.filter(|&q| q > 0)
 }
 
+/// The stored variant of `primary` that `herdguard serve` and the tower layer
+/// answer a request with when its own (`key`) has nothing stored — stale
+/// counts as stored and is never passed over (feature `engine`). Candidates are
+/// trusted only as a hit is ([`herdguard::Cache::get`]) and must meet the
+/// request's `max-age` / `min-fresh`; bounds: [`Variants::negotiate`](crate::variants::Variants::negotiate).
+#[cfg(feature = "engine")]
+pub fn stored_variant(
+    cache: &herdguard::Cache<String, crate::response::CachedResponse>,
+    variants: &crate::variants::Variants,
+    (primary, key): (&str, &str),
+    request: &impl crate::variants::VaryView,
+    config: &crate::CacheConfig,
+    directives: &crate::RequestDirectives,
+) -> Option<herdguard::Cached<crate::response::CachedResponse>> {
+    if cache.peek(&key.to_string()).is_some() {
+        return None;
+    }
+    let now = std::time::SystemTime::now();
+    let trusted = |k: &str| {
+        cache
+            .get(&k.to_string())
+            .filter(|c| !c.falls_short_of(config, directives, now))
+    };
+    variants.negotiate(primary, key, request, trusted, |c| c.entry().value())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

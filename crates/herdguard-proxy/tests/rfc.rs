@@ -2214,3 +2214,41 @@ async fn a_prefix_older_than_the_stored_answer_never_answers_a_range() {
     assert_eq!((r.status, r.text().as_str()), (206, "XWVU"), "{r:?}");
     assert!(!r.cache_status().contains("incomplete"), "{r:?}");
 }
+
+/// RFC 9111 §3.3 against a contradicting `HEAD` (§4.3.5), the other order:
+/// a load begins, a `HEAD` then says the stored answer is out of date and
+/// empties the key, and only then does the load's body break off. Its prefix
+/// is of a load begun before that word, as a whole answer of it would be, so
+/// it is not kept: a range after it comes from the origin, never the prefix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_begun_before_a_contradicting_head_keeps_no_prefix() {
+    let o = origin(|s, n| {
+        let current = [("cache-control", "max-age=60"), ("etag", "\"c\"")];
+        match (s.method.as_str(), n) {
+            ("HEAD", _) => Reply::ok(&current, ALPHABET.to_uppercase()),
+            // Stored, stale on arrival: the next GET loads.
+            (_, 1) => v1(&[("age", "120")]),
+            // That load: another tag, broken off once the HEAD is answered.
+            (_, 2) => Reply::ok(
+                &[("cache-control", "max-age=60"), ("etag", "\"b\"")],
+                ALPHABET,
+            )
+            .cut_after(10)
+            .delay(400),
+            _ => Reply::ok(&current, ALPHABET.to_uppercase()),
+        }
+    })
+    .await;
+    let p = proxy(&format!("http://{}", o.addr), &[]).await;
+    assert_eq!(get(p.addr, "/hp", &[]).await.text(), ALPHABET);
+    let addr = p.addr;
+    let load = tokio::spawn(async move { get(addr, "/hp", &[]).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let head = support::request(p.addr, "HEAD", "/hp", &[("cache-control", "no-store")]).await;
+    assert_eq!(head.header("etag"), Some("\"c\""), "{head:?}");
+    let broken = load.await.unwrap();
+    assert_ne!(broken.text(), ALPHABET, "{broken:?}");
+    let r = get(p.addr, "/hp", &[("range", "bytes=2-5")]).await;
+    assert_eq!((r.status, r.text().as_str()), (206, "CDEF"), "{r:?}");
+    assert!(!r.cache_status().contains("incomplete"), "{r:?}");
+}

@@ -197,3 +197,52 @@ async fn the_adversarys_tags_are_judged_by_one_rule_from_origin_to_redis_to_purg
     // Once per valid tag, and none for the others.
     assert_eq!(o.calls(), valid.len());
 }
+
+/// The calls Redis at `addr` has served of `command` (`INFO commandstats`).
+async fn redis_calls(addr: std::net::SocketAddr, command: &str) -> u64 {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let mut s = BufReader::new(tokio::net::TcpStream::connect(addr).await.unwrap());
+    s.write_all(b"INFO commandstats\r\n").await.unwrap();
+    let mut head = String::new();
+    s.read_line(&mut head).await.unwrap();
+    let len: usize = head.trim().trim_start_matches('$').parse().unwrap();
+    let mut info = vec![0; len];
+    s.read_exact(&mut info).await.unwrap();
+    let prefix = format!("cmdstat_{command}:calls=");
+    String::from_utf8(info)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
+}
+
+/// A purge on an instance that holds none of the keys counts those Redis
+/// stores — exactly: a key its tag's set still names but whose entry is gone
+/// is not counted — with one existence check, never a read of each value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_of_keys_only_in_redis_counts_them_with_one_existence_check() {
+    let redis = herdguard_testkit::RedisServer::start().unwrap();
+    let o = tagged_origin().await;
+    let settings = [
+        format!("redis = \"{}\"", redis.url()),
+        format!("purge_token = \"{TOKEN}\""),
+    ];
+    let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
+    let url = format!("http://{}", o.addr);
+    let loader = proxy(&url, &settings).await;
+    for n in 0..20 {
+        let path = format!("/p/{n}");
+        assert_eq!(get(loader.addr, &path, &[]).await.status, 200, "{path}");
+    }
+    // An unsafe method removes /p/3's entry; its tag's set still names it.
+    assert_eq!(request(loader.addr, "POST", "/p/3", &[]).await.status, 200);
+    drop(loader);
+    let purger = proxy(&url, &settings).await;
+    let reads = redis_calls(redis.addr(), "mget").await;
+    let r = purge_tag(purger.admin, "list").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("\"keys\":19"), "{}", r.text());
+    let reads = redis_calls(redis.addr(), "mget").await - reads;
+    assert_eq!(reads, 0, "values read to count them");
+    assert!(redis_calls(redis.addr(), "exists").await >= 1);
+}

@@ -69,4 +69,4 @@ pub use config::{redact_url, RedisConfig, RedisSetupError};
 pub use keys::{valid_tag, MAX_TAG_BYTES};
 pub use queue::{QueueConfig, RedisWriteQueue, MAX_DEAD_LETTERS, MAX_WRITTEN_KEYS};
 pub use quorum::QuorumStats;
-pub use remote::{RedisRemote, MAX_INSTANCES, MAX_TAGGED_KEYS};
+pub use remote::{RedisRemote, EXISTS_BATCH, MAX_INSTANCES, MAX_TAGGED_KEYS};

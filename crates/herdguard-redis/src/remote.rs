@@ -41,6 +41,9 @@ const HELD_MARGIN_FLOOR: Duration = Duration::from_secs(1);
 /// the keys whose entries expire soonest are forgotten first.
 pub const MAX_TAGGED_KEYS: usize = 100_000;
 
+/// Most keys one `EXISTS` of [`RedisRemote::count_stored`] names.
+pub const EXISTS_BATCH: usize = 1000;
+
 /// Most instance records [`RedisRemote::exchange_instance_record`] returns.
 pub const MAX_INSTANCES: usize = 64;
 
@@ -256,6 +259,28 @@ where
             self.scripts.tag_take.key(name).invoke_async(&mut conn),
         )
         .await
+    }
+
+    /// How many of `keys` have an entry in Redis (an undecodable one too),
+    /// each counted once: one `EXISTS` per [`EXISTS_BATCH`] keys (redis-rs
+    /// splits it by slot on a cluster), nothing read nor tracked — what a
+    /// purge reports it removed, without fetching each value.
+    pub async fn count_stored(&self, keys: &[K]) -> Result<usize, RemoteError> {
+        let mut names: Vec<String> = keys.iter().map(|k| self.names(k).value).collect();
+        names.sort_unstable();
+        names.dedup();
+        let mut stored = 0;
+        for batch in names.chunks(EXISTS_BATCH) {
+            let mut conn = self.conn.clone();
+            let found: usize = self
+                .op(
+                    "EXISTS",
+                    redis::cmd("EXISTS").arg(batch).query_async(&mut conn),
+                )
+                .await?;
+            stored += found;
+        }
+        Ok(stored)
     }
 
     fn tag_set(&self, tag: &str) -> Result<String, RemoteError> {

@@ -232,3 +232,30 @@ fn eight_worker_processes_on_a_cluster_make_one_load_per_cold_key_on_every_shard
         "cluster fleet: 8 processes x 64 callers, keys per primary {per_owner:?}, one load each"
     );
 }
+
+/// `count_stored` names keys of every shard in one `EXISTS` (redis-rs splits
+/// it by slot and sums): each stored key counted once, absent ones not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_keys_are_counted_across_every_shard() {
+    let cluster = RedisCluster::start().expect("a local cluster");
+    let remote = RedisRemote::<String, String>::connect(RedisConfig::cluster(cluster.urls()))
+        .await
+        .expect("connect to the cluster");
+    let cache: Node = Cache::builder()
+        .ttl(Duration::from_secs(60))
+        .shared_store(remote.clone())
+        .build()
+        .expect("build");
+    let stored: Vec<String> = (0..12).map(|i| format!("key{i}")).collect();
+    for key in &stored {
+        cache.insert(key.clone(), "v".into()).await.unwrap();
+    }
+    let per = entries_per_primary(&cluster);
+    assert!(per.values().all(|&n| n > 0), "keys on every shard: {per:?}");
+    let mut asked = stored.clone();
+    asked.extend((0..5).map(|i| format!("absent{i}")));
+    asked.push("key0".into());
+    assert_eq!(remote.count_stored(&asked).await.unwrap(), stored.len());
+    cache.invalidate(&"key1".to_string()).await.unwrap();
+    assert_eq!(remote.count_stored(&asked).await.unwrap(), stored.len() - 1);
+}

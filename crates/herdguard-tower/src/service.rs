@@ -15,12 +15,12 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::SystemTime;
 
 use bytes::Bytes;
 use herdguard::{CallOptions, Clock, Served, SystemClock};
 use herdguard_http::invalidate::invalidation_targets;
 use herdguard_http::key::normalize_host;
+use herdguard_http::negotiate::stored_variant;
 use herdguard_http::range;
 use herdguard_http::variants::{falls_short_for, vary_matches};
 use herdguard_http::{
@@ -199,16 +199,30 @@ where
     for round in 0..2 {
         let handoff = Handoff::default();
         let forced = demands_revalidation(shared, &key, template.headers(), directives);
-        if !forced {
-            if let Some(r) = negotiated(
-                shared,
-                primary,
-                &key,
+        let config = &shared.rules.config;
+        // Another stored variant the request accepts, when its own has none (RFC 9111 §4.1).
+        let variant = (!forced).then(|| {
+            let keys = (primary, key.as_str());
+            stored_variant(
+                &shared.cache,
+                &shared.variants,
+                keys,
                 template.headers(),
-                (directives, head),
-            ) {
-                return Ok(r);
-            }
+                config,
+                directives,
+            )
+        });
+        if let Some(chosen) = variant.flatten() {
+            let ttl = chosen.entry().time_to_live(SystemClock.now());
+            let value = chosen.entry().value();
+            return Ok(answer::stored(
+                config,
+                value,
+                chosen.served(),
+                ttl,
+                false,
+                head,
+            ));
         }
         let options = if forced {
             CallOptions::new().revalidate()
@@ -270,45 +284,6 @@ where
     }
     // Two rounds disagreed on Vary (the service changed it): answer uncached.
     Box::pin(alone(inner, template, head, "vary-changed")).await
-}
-
-/// When the request's own variant (`key`) has no stored answer: another
-/// fresh stored variant it accepts by q-value, whose age meets its `max-age` /
-/// `min-fresh` (RFC 9111 §4.1's MAY; the rule and its bounds are
-/// `herdguard_http::negotiate` and `Variants::negotiate`).
-fn negotiated(
-    shared: &Shared,
-    primary: &str,
-    key: &str,
-    request: &HeaderMap,
-    (directives, head): (&RequestDirectives, bool),
-) -> Option<Response<HerdBody>> {
-    let now = SystemClock.now();
-    // Its own variant, stored (even stale: revalidated or served stale as
-    // usual), is never passed over.
-    if shared.cache.peek(&key.to_string()).is_some() {
-        return None;
-    }
-    let config = &shared.rules.config;
-    // Trusted as a hit is (`Cache::get`): fresh, and not one the fleet's
-    // change feed could have missed a purge of.
-    let trusted = |k: &str| {
-        shared
-            .cache
-            .get(&k.to_string())
-            .filter(|c| !c.falls_short_of(config, directives, SystemTime::now()))
-    };
-    let chosen = shared
-        .variants
-        .negotiate(primary, key, request, trusted, |c| c.entry().value())?;
-    Some(answer::stored(
-        config,
-        chosen.entry().value(),
-        chosen.served(),
-        chosen.entry().time_to_live(now),
-        false,
-        head,
-    ))
 }
 
 /// Whether the request demands a revalidation (`no-cache`, `max-age=0`, or a

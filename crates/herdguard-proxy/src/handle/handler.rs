@@ -616,7 +616,7 @@ impl Proxy {
     /// earlier, and this one is answered already.
     async fn store_made(self: &Arc<Self>, key: &str, made: Made) {
         // A whole answer: a prefix kept of an older one is of no more use.
-        self.partials.take(key);
+        self.partials.fence(key);
         let loaded = self.indexed(key, made).await;
         let options = CallOptions::new().revalidate();
         let _ = self

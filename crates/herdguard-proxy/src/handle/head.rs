@@ -54,7 +54,7 @@ impl Proxy {
             return;
         }
         // A shared-store failure is counted by the core; the local entry is gone regardless.
-        self.partials.take(key);
+        self.partials.fence(key);
         let _ = self.cache.invalidate(&key.to_string()).await;
         self.stats.invalidations.inc();
     }

@@ -211,8 +211,8 @@ impl Proxy {
             }
         };
         if made.storable() {
-            // A whole answer: a prefix kept of an older one is of no more use.
-            self.partials.take(key);
+            // A whole answer: a prefix of an older one is of no more use.
+            self.partials.fence(key);
         }
         Ok(made)
     }
@@ -388,7 +388,7 @@ impl Proxy {
             Buffered::Whole(body) => Ok(load.to_made(status, stored_headers, body, fetch, times)),
             Buffered::Broken(prefix, error) => {
                 let received = (status, &passed_headers);
-                self.keep_prefix(load, received, stored_headers, prefix, times);
+                self.keep_prefix(load, received, stored_headers, prefix, (times, started));
                 Err(error)
             }
             Buffered::TooLarge(prefix, rest) => {
@@ -418,7 +418,7 @@ impl Proxy {
         (status, received): (StatusCode, &HeaderMap),
         stored: HeaderMap,
         prefix: bytes::Bytes,
-        times: (std::time::SystemTime, std::time::SystemTime),
+        (times, sent): ((std::time::SystemTime, std::time::SystemTime), Instant),
     ) {
         let Some(complete) = partial::keepable(status, received, prefix.len() as u64) else {
             return;
@@ -426,7 +426,8 @@ impl Proxy {
         let made = load.to_made(status, stored, prefix, Fetch::Miss, times);
         if made.storable() && made.tags.is_empty() {
             let value = made.value;
-            self.partials.put(load.key, Partial { value, complete });
+            self.partials
+                .put(load.key, Partial { value, complete }, sent);
         }
     }
 

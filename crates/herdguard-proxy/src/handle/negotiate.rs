@@ -1,23 +1,20 @@
 //! A request whose own variant has no stored answer may be given another
-//! stored variant it accepts by q-value (RFC 9111 §4.1's MAY; the rule and its
-//! bounds are `herdguard_http::negotiate` and `Variants::negotiate`).
+//! stored variant it accepts by q-value (RFC 9111 §4.1's MAY; the rule is
+//! `herdguard_http::negotiate::stored_variant`, shared with the tower layer).
 
-use std::time::SystemTime;
-
-use herdguard::{Cached, Clock, SystemClock};
+use herdguard::{Clock, SystemClock};
+use herdguard_http::negotiate::stored_variant;
 use herdguard_http::RequestDirectives;
 use http::Response;
 
 use super::answer;
 use super::proxy::Proxy;
 use super::request::Forward;
-use super::response::CachedResponse;
 use crate::body::Body;
 
 impl Proxy {
-    /// The answer from another fresh stored variant of `primary` that `forward`
-    /// accepts — and whose age meets its `max-age` / `min-fresh` — when its own
-    /// (`key`) has nothing stored; `None` to go on as usual.
+    /// The answer from another stored variant of `primary` that `forward`
+    /// accepts, when its own (`key`) has nothing stored; `None` to go on as usual.
     pub(crate) fn negotiated(
         &self,
         primary: &str,
@@ -26,33 +23,24 @@ impl Proxy {
         directives: &RequestDirectives,
         head: bool,
     ) -> Option<Response<Body>> {
-        // Its own variant, stored (even stale: revalidated or served stale as
-        // usual), is never passed over.
-        if self.cache.peek(&key.to_string()).is_some() {
-            return None;
-        }
-        let now = SystemClock.now();
         let tuning = self.tuning();
         let config = &tuning.rules.config;
-        // Trusted as a hit is (`Cache::get`): fresh, and not one the fleet's
-        // change feed could have missed a purge of.
-        let chosen: Cached<CachedResponse> = self.variants.negotiate(
-            primary,
-            key,
+        let chosen = stored_variant(
+            &self.cache,
+            &self.variants,
+            (primary, key),
             forward,
-            |candidate| {
-                self.cache
-                    .get(&candidate.to_string())
-                    .filter(|c| !c.falls_short_of(config, directives, SystemTime::now()))
-            },
-            |c| c.entry().value(),
+            config,
+            directives,
         )?;
+        let value = chosen.entry().value();
+        let ttl = chosen.entry().time_to_live(SystemClock.now());
         Some(answer::stored(
             &self.stats,
             config,
-            chosen.entry().value(),
+            value,
             chosen.served(),
-            chosen.entry().time_to_live(now),
+            ttl,
             false,
             head,
         ))

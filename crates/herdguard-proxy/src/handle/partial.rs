@@ -12,13 +12,15 @@
 //! that carries surrogate keys (a tag purge finds keys through the core's
 //! entries). They are held within a share of `max_memory`
 //! ([`PARTIAL_SHARE`]), the oldest dropped first; a purge, an invalidation,
-//! a contradicting `HEAD` or a stored answer of a key drops its prefix, and
-//! one is never answered from while the cache holds anything under its key.
+//! a contradicting `HEAD` or a stored answer of a key drops its prefix and
+//! fences off the prefixes of origin requests sent before it (their bodies
+//! may break off later: [`Partials::fence`]), and one is never answered from
+//! while the cache holds anything under its key.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex, PoisonError};
-
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use herdguard_http::response::CachedResponse;
 use herdguard_http::variants::vary_matches;
@@ -86,14 +88,22 @@ impl Partial {
     }
 }
 
+/// How many fences are kept: a key's is its slot of these (by hash), so a
+/// fence of another key may refuse a prefix too (a prefix lost, never a
+/// wrong answer), and the fences take the same memory however many keys.
+const FENCE_SLOTS: usize = 256;
+
 /// The prefixes of this process, by key, within a byte budget.
 pub(crate) struct Partials {
     inner: Mutex<Kept>,
     max_bytes: u64,
+    slots: RandomState,
 }
 
 #[derive(Default)]
 struct Kept {
+    /// Per slot, when a key of it was last fenced.
+    fences: Vec<Option<Instant>>,
     by_key: HashMap<String, (u64, Arc<Partial>)>,
     /// Keys in the order they were put, each with the number it was put
     /// under (a key put again or removed leaves a stale pair, skipped).
@@ -105,24 +115,39 @@ struct Kept {
 impl Partials {
     /// At most `max_bytes` of prefixes (0: none is kept).
     pub(crate) fn new(max_bytes: u64) -> Self {
+        let kept = Kept {
+            fences: vec![None; FENCE_SLOTS],
+            ..Kept::default()
+        };
         Partials {
-            inner: Mutex::default(),
+            inner: Mutex::new(kept),
             max_bytes,
+            slots: RandomState::new(),
         }
+    }
+
+    fn slot(&self, key: &str) -> usize {
+        (self.slots.hash_one(key) % FENCE_SLOTS as u64) as usize
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Kept> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Keeps `partial` under `key` (replacing any), dropping the oldest
-    /// prefixes to stay within the budget; one larger than the budget is not kept.
-    pub(crate) fn put(&self, key: &str, partial: Partial) {
+    /// Keeps `partial`, the answer to an origin request `sent` then, under
+    /// `key` (replacing any), dropping the oldest prefixes to stay within the
+    /// budget; one larger than the budget, or fenced off since it was sent
+    /// ([`Partials::fence`]), is not kept.
+    pub(crate) fn put(&self, key: &str, partial: Partial, sent: Instant) {
         let weight = partial.value.weight(key);
         if weight > self.max_bytes {
             return;
         }
+        let slot = self.slot(key);
         let mut kept = self.lock();
+        if kept.fences[slot].is_some_and(|fenced| fenced >= sent) {
+            return;
+        }
         kept.remove(key);
         while kept.bytes + weight > self.max_bytes {
             let Some((n, oldest)) = kept.order.pop_front() else {
@@ -152,12 +177,26 @@ impl Partials {
         self.lock().by_key.get(key).map(|(_, p)| Arc::clone(p))
     }
 
-    /// Takes the prefix kept under `key` out (a load completes or replaces it).
+    /// Takes the prefix kept under `key` out, for the load that completes it.
     pub(crate) fn take(&self, key: &str) -> Option<Arc<Partial>> {
         if self.max_bytes == 0 {
             return None;
         }
         self.lock().remove(key)
+    }
+
+    /// Drops the prefix kept under `key`, and fences off those of origin
+    /// requests sent before now: a purge, an invalidation, a contradicting
+    /// `HEAD` or a stored answer says their answer may be out of date, as a
+    /// whole answer of a load begun before an invalidation is never served.
+    pub(crate) fn fence(&self, key: &str) {
+        if self.max_bytes == 0 {
+            return;
+        }
+        let slot = self.slot(key);
+        let mut kept = self.lock();
+        kept.remove(key);
+        kept.fences[slot] = Some(Instant::now());
     }
 
     /// Bytes held, as [`CachedResponse::weight`] counts them.
@@ -196,13 +235,32 @@ mod tests {
         }
     }
 
+    /// The order that matters: an origin request sent, its key fenced
+    /// (purge, invalidation, contradicting HEAD, stored answer), then its
+    /// body broken off. Its prefix is refused; one sent after the fence is kept.
+    #[test]
+    fn a_prefix_of_a_request_sent_before_a_fence_is_not_kept() {
+        let kept = Partials::new(1 << 20);
+        let sent = Instant::now();
+        kept.put("k", partial(10), sent);
+        kept.fence("k");
+        assert!(kept.get("k").is_none(), "the fence drops what is kept");
+        kept.put("k", partial(10), sent);
+        assert!(kept.get("k").is_none(), "sent before the fence");
+        // A coarse clock could read the fence's instant again: refused, so step past it.
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        let after = Instant::now();
+        kept.put("k", partial(10), after);
+        assert!(kept.get("k").is_some(), "sent after the fence");
+    }
+
     #[test]
     fn prefixes_stay_within_the_budget_oldest_dropped_first() {
         // Three of them, keys of up to three bytes.
         let one = partial(1000).value.weight("k00");
         let kept = Partials::new(one * 3);
         for i in 0..100 {
-            kept.put(&format!("k{i}"), partial(1000));
+            kept.put(&format!("k{i}"), partial(1000), Instant::now());
             assert!(kept.bytes() <= one * 3, "{} after {i}", kept.bytes());
         }
         assert!(kept.get("k0").is_none());
@@ -210,16 +268,16 @@ mod tests {
         assert!(kept.get("k97").is_some());
         // The same key put again replaces; stale order pairs stay bounded.
         for _ in 0..1000 {
-            kept.put("k99", partial(1000));
+            kept.put("k99", partial(1000), Instant::now());
         }
         assert!(kept.lock().order.len() <= 2 * 3 + 16);
         assert!(kept.take("k99").is_some());
         assert!(kept.get("k99").is_none());
         // Larger than the budget, or no budget: nothing kept.
-        kept.put("big", partial(10_000));
+        kept.put("big", partial(10_000), Instant::now());
         assert!(kept.get("big").is_none());
         let none = Partials::new(0);
-        none.put("k", partial(1));
+        none.put("k", partial(1), Instant::now());
         assert!(none.get("k").is_none());
     }
 }

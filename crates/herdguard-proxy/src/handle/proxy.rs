@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::{ArcSwap, Guard};
-use herdguard::{Cache, Remote, RemoteError};
+use herdguard::Cache;
 use herdguard_redis::RedisRemote;
 
 use super::partial::Partials;
@@ -126,18 +126,19 @@ impl Proxy {
     /// when it was stored here — or, with `ask_shared_store` (the instance
     /// that answers the purge), in the shared store.
     pub(crate) async fn purge_keys(&self, keys: &[String], ask_shared_store: bool) -> Removed {
-        let mut removed = Removed::default();
+        let (here, elsewhere): (Vec<&String>, Vec<&String>) =
+            keys.iter().partition(|k| self.cache.peek(k).is_some());
+        let mut removed = Removed {
+            stored: here.len(),
+            unconfirmed: 0,
+        };
+        if let (true, Some(fleet), false) = (ask_shared_store, &self.fleet, elsewhere.is_empty()) {
+            // Counted before any is removed; not counted when Redis cannot say.
+            let elsewhere: Vec<String> = elsewhere.into_iter().cloned().collect();
+            removed.stored += fleet.count_stored(&elsewhere).await.unwrap_or(0);
+        }
         for key in keys {
-            let mut stored = self.cache.peek(key).is_some();
-            if let (false, true, Some(fleet)) = (stored, ask_shared_store, &self.fleet) {
-                // Undecodable bytes are stored too (and removed with the rest).
-                stored = match fleet.get(key).await {
-                    Ok(shared) => shared.entry.is_some(),
-                    Err(e) => matches!(e, RemoteError::Codec(_)),
-                };
-            }
-            removed.stored += usize::from(stored);
-            self.partials.take(key);
+            self.partials.fence(key);
             if self.cache.invalidate(key).await.is_err() {
                 removed.unconfirmed += 1;
             }
@@ -180,7 +181,7 @@ impl Proxy {
     async fn invalidate_variants(&self, primary: &str) {
         for key in self.variants.all_keys(primary) {
             // A shared-store failure is counted by the core; the local entry is gone regardless.
-            self.partials.take(&key);
+            self.partials.fence(&key);
             let _ = self.cache.invalidate(&key).await;
         }
     }
