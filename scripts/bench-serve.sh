@@ -152,19 +152,23 @@ cpu_ticks() { # pids... -> "user system" clock ticks, summed (/proc/PID/stat fie
     echo "$u $s"
 }
 TICK_US=$((1000000 / $(getconf CLK_TCK)))
-hits() { # $1 port, $2... the server's pids -> "rps p99_ms user_us_per_hit system_us_per_hit"
+hits() { # $1 port, $2... the server's pids -> "rps p99_ms user_us_per_hit system_us_per_hit client_us_per_hit"
     local port=$1; shift
     curl -fsS -o /dev/null "http://127.0.0.1:$port/hot"; curl -fsS -o /dev/null "http://127.0.0.1:$port/hot"
-    local u0 s0 u1 s1 out
+    local u0 s0 u1 s1 out client
     read -r u0 s0 < <(cpu_ticks "$@")
-    out=$(wrk -t1 -c64 -d"$DURATION" --latency "http://127.0.0.1:$port/hot")
+    # wrk's own CPU (user + system seconds) too: on 2 cores the client is the
+    # other half of the machine, and a server cheaper per hit than wrk per
+    # request cannot go faster than wrk.
+    out=$( { TIMEFORMAT='wrk-cpu %U %S'; time wrk -t1 -c64 -d"$DURATION" --latency "http://127.0.0.1:$port/hot"; } 2>&1)
     read -r u1 s1 < <(cpu_ticks "$@")
     local rps p99 n
     rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
     p99=$(echo "$out" | awk '$1=="99%" {print $2}' | to_ms)
     n=$(echo "$out" | awk '/requests in/ {print $1}')
-    awk -v r="$rps" -v p="$p99" -v n="$n" -v u=$(((u1 - u0) * TICK_US)) -v s=$(((s1 - s0) * TICK_US)) \
-        'BEGIN { printf "%s %s %.2f %.2f\n", r, p, u / n, s / n }'
+    client=$(echo "$out" | awk '$1=="wrk-cpu" {print $2 + $3}')
+    awk -v r="$rps" -v p="$p99" -v n="$n" -v u=$(((u1 - u0) * TICK_US)) -v s=$(((s1 - s0) * TICK_US)) -v c="$client" \
+        'BEGIN { printf "%s %s %.2f %.2f %.2f\n", r, p, u / n, s / n, c * 1e6 / n }'
 }
 stampede() { # $1 port, $2 url suffix -> "p50 p99 max ok"
     "$BIN/stampede" --url "http://127.0.0.1:$1/slow/$2" --n 100
@@ -173,9 +177,9 @@ stampede() { # $1 port, $2 url suffix -> "p50 p99 max ok"
 echo "hit throughput (wrk -t1 -c64 -d$DURATION)..." >&2
 # The CPU each server spends per hit, in user space and in the kernel (the
 # loopback TCP stack: for a hit it is most of the work, and no code of ours removes it).
-read -r HG_RPS HG_P99 HG_USER HG_SYS < <(hits "$HG_PORT" "$HG_PID")
-read -r NG_RPS NG_P99 NG_USER NG_SYS < <(hits "$NGINX_PORT" $(pgrep -P "$NGINX_PID"))
-read -r HC_RPS HC_P99 _ _ < <(hits "$HG_CORES_PORT" "$HG_CORES_PID")
+read -r HG_RPS HG_P99 HG_USER HG_SYS HG_WRK < <(hits "$HG_PORT" "$HG_PID")
+read -r NG_RPS NG_P99 NG_USER NG_SYS NG_WRK < <(hits "$NGINX_PORT" $(pgrep -P "$NGINX_PID"))
+read -r HC_RPS HC_P99 _ _ _ < <(hits "$HG_CORES_PORT" "$HG_CORES_PID")
 echo "cold stampede (100 concurrent, 200 ms origin)..." >&2
 read -r HG_P50 HG_SP99 HG_MAX HG_OK < <(stampede "$HG_PORT" "hg-$RANDOM")
 read -r NG_P50 NG_SP99 NG_MAX NG_OK < <(stampede "$NGINX_PORT" "ng-$RANDOM")
@@ -227,6 +231,7 @@ printf '%-34s %12s %12s %10s\n' "hit throughput (rps)" "$HG_RPS" "$NG_RPS" "$(ra
 printf '%-34s %12s %12s %10s\n' "hit p99 (ms)" "$HG_P99" "$NG_P99" "$(ratio "$HG_P99" "$NG_P99")"
 printf '%-34s %12s %12s %10s\n' "hit CPU, user space (us/hit)" "$HG_USER" "$NG_USER" "$(ratio "$HG_USER" "$NG_USER")"
 printf '%-34s %12s %12s %10s\n' "hit CPU, kernel (us/hit)" "$HG_SYS" "$NG_SYS" "$(ratio "$HG_SYS" "$NG_SYS")"
+printf '%-34s %12s %12s %10s\n' "wrk's CPU (us/request)" "$HG_WRK" "$NG_WRK" "$(ratio "$HG_WRK" "$NG_WRK")"
 printf '%-34s %12s %12s %10s\n' "hit rps, $CORES threads each" "$HC_RPS" "$NG_RPS" "$(ratio "$HC_RPS" "$NG_RPS")"
 printf '%-34s %12s %12s %10s\n' "hit p99, $CORES threads each (ms)" "$HC_P99" "$NG_P99" "$(ratio "$HC_P99" "$NG_P99")"
 printf '%-34s %12s %12s %10s\n' "stampede p50 (ms)" "$HG_P50" "$NG_P50" "$(ratio "$HG_P50" "$NG_P50")"
