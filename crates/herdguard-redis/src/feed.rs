@@ -12,6 +12,15 @@
 //!   every write, invalidation and lease release in the fleet is announced
 //!   (`<kind> <version> <tag>`, see `scripts.rs`).
 //!
+//! On a Redis Cluster the processes of the per-key feed announce nothing on
+//! the change channel (each announcement would cross the cluster bus to every
+//! node), so a process listening only there would never hear their changes.
+//! There `broadcast_feed` therefore hears per key as well — tracking hears
+//! every writer — and keeps the change channel on its tracking session (for
+//! the broadcasts of a release without tracking); its own changes are still
+//! announced on the channel. Only a cluster that refuses tracking gets the
+//! plain broadcast feed, and then it refuses every process alike.
+//!
 //! Either way the feed
 //! - wakes the local waiters watching that key (a `watch` counter per key,
 //!   registered locally: no SUBSCRIBE per key, so watching costs no round trip
@@ -442,7 +451,8 @@ pub(crate) struct Setup {
     pub(crate) broadcasts: String,
     pub(crate) op_timeout: Duration,
     pub(crate) connect_timeout: Duration,
-    /// [`RedisConfig::broadcast_feed`](crate::RedisConfig::broadcast_feed).
+    /// [`RedisConfig::broadcast_feed`](crate::RedisConfig::broadcast_feed):
+    /// the change channel is listened to (alone, except on a cluster).
     pub(crate) broadcast_only: bool,
     /// The scripts run on the per-key feed's connections, loaded on each.
     pub(crate) scripts: Vec<redis::Script>,
@@ -474,13 +484,14 @@ impl Drop for Feed {
 }
 
 impl Feed {
-    /// Connects the feed: per key unless configured otherwise or refused (then,
-    /// once, a log line says why), else broadcast. `Err` when Redis does not
-    /// answer.
+    /// Connects the feed: per key unless configured otherwise off a cluster,
+    /// or refused (then, once, a log line says why), else broadcast. `Err`
+    /// when Redis does not answer.
     pub(crate) async fn start(setup: Setup) -> Result<Feed, String> {
         let since = Instant::now();
         let state = Arc::new(State::new(&setup.prefix, setup.op_timeout, since));
-        if !setup.broadcast_only {
+        let cluster = matches!(setup.endpoint, Endpoint::Cluster(_));
+        if !setup.broadcast_only || cluster {
             let tracker = Tracker::new(&setup);
             match tracker.connect(&state).await {
                 Ok((session, asked)) if state.install(Arc::clone(&session)) => {

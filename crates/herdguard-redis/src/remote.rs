@@ -74,8 +74,8 @@ pub struct RedisRemote<K, V> {
     broadcasts: String,
     /// Where the scripts announce each change, or `""` for nowhere: on the
     /// change channel for processes of the broadcast feed, except from a
-    /// per-key feed on a cluster, where each announcement would cross the
-    /// cluster bus to every node.
+    /// per-key feed on a cluster without `broadcast_feed`, where each
+    /// announcement would cross the cluster bus to every node.
     announce: String,
     /// The lock servers of quorum leases, if configured.
     quorum: Option<Quorum>,
@@ -125,11 +125,14 @@ where
         })
         .await
         .map_err(unreachable)?;
-        let announce = if feed.per_key() && !config.cluster_seeds.is_empty() {
-            String::new()
-        } else {
-            channel.clone()
-        };
+        // Every process announces where a process may listen on the channel
+        // (see `feed.rs`): all but those of the per-key feed on a cluster.
+        let announce =
+            if feed.per_key() && !config.cluster_seeds.is_empty() && !config.broadcast_feed {
+                String::new()
+            } else {
+                channel.clone()
+            };
         Ok(Arc::new(RedisRemote {
             conn,
             feed,
@@ -155,8 +158,8 @@ where
 
     /// Whether the change feed is per key (Redis's client tracking: this
     /// process hears only of the keys it holds a copy of or waits on), rather
-    /// than broadcast ([`RedisConfig::broadcast_feed`], or a Redis that
-    /// refuses tracking).
+    /// than broadcast ([`RedisConfig::broadcast_feed`] off a cluster, or a
+    /// Redis that refuses tracking).
     pub fn feed_per_key(&self) -> bool {
         self.feed.per_key()
     }

@@ -29,7 +29,8 @@
 //! or a call that fails on it (a moved slot, a dropped connection, no answer)
 //! ends the session: the feed is down — every copy is checked before it is
 //! served — until a new session is up. Node 0's connection also subscribes
-//! to the fleet's broadcast channel.
+//! to the fleet's broadcast channel (and, for a process of the broadcast feed
+//! on a cluster, to the change channel: see `feed.rs`).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -285,7 +286,9 @@ fn slot_of(key: &[u8]) -> u16 {
 /// Makes sessions.
 pub(crate) struct Tracker {
     endpoint: Endpoint,
-    broadcasts: String,
+    /// What node 0's connection subscribes to: the fleet's broadcast
+    /// channel, and with [`Setup::broadcast_only`] the change channel too.
+    channels: Vec<String>,
     scripts: Vec<redis::Script>,
     op_timeout: Duration,
     connect_timeout: Duration,
@@ -296,7 +299,11 @@ impl Tracker {
     pub(crate) fn new(setup: &Setup) -> Self {
         Tracker {
             endpoint: setup.endpoint.clone(),
-            broadcasts: setup.broadcasts.clone(),
+            channels: if setup.broadcast_only {
+                vec![setup.broadcasts.clone(), setup.changes.clone()]
+            } else {
+                vec![setup.broadcasts.clone()]
+            },
             scripts: setup.scripts.clone(),
             op_timeout: setup.op_timeout,
             connect_timeout: setup.connect_timeout,
@@ -387,12 +394,7 @@ impl Tracker {
                 within(self.op_timeout, "SCRIPT LOAD", script.load_async(&mut conn)).await?;
             }
             if i == 0 {
-                within(
-                    self.op_timeout,
-                    "SUBSCRIBE",
-                    conn.subscribe(&self.broadcasts),
-                )
-                .await?;
+                within(self.op_timeout, "SUBSCRIBE", conn.subscribe(&self.channels)).await?;
             }
             nodes.push(conn);
         }

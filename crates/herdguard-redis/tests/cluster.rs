@@ -11,10 +11,14 @@ use herdguard_testkit::RedisCluster;
 type Node = Cache<String, String>;
 
 mod common;
-use common::stampede;
+use common::{changes_reach, stampede};
 
 async fn node(seeds: &[String]) -> Node {
-    let remote = RedisRemote::<String, String>::connect(RedisConfig::cluster(seeds.to_vec()))
+    node_with(RedisConfig::cluster(seeds.to_vec())).await
+}
+
+async fn node_with(config: RedisConfig) -> Node {
+    let remote = RedisRemote::<String, String>::connect(config)
         .await
         .expect("connect to the cluster");
     Cache::builder()
@@ -87,6 +91,50 @@ async fn caches_sharing_a_cluster_make_one_origin_call_per_cold_key_on_every_sha
         "cluster: entries per primary {per:?}; eviction hop: p50 {:?}, max {:?}",
         hops[hops.len() / 2],
         hops[hops.len() - 1]
+    );
+}
+
+/// A mixed fleet on one cluster: a process of the per-key feed — whose
+/// changes are announced on no channel there — and one configured with the
+/// broadcast feed (as in a rolling upgrade from a release without tracking).
+/// Each must stop serving a copy the other changed, and a listener of the
+/// change channel alone (such a release) must hear the broadcast process's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broadcast_feed_process_hears_the_per_key_processes_changes_on_a_cluster() {
+    let cluster = RedisCluster::start().expect("a local cluster");
+    let seeds = cluster.urls();
+    let per_key = node(&seeds).await;
+    let broadcast = node_with(RedisConfig::cluster(seeds.clone()).broadcast_feed(true)).await;
+    let mut old_release = redis::Client::open(seeds[1].as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let mut old_release = old_release.as_pubsub();
+    old_release.subscribe("hg:changes").unwrap();
+    old_release
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    // Keys on every shard.
+    let keys = |side: &str| (0..9).map(|i| format!("{side}{i}")).collect::<Vec<_>>();
+    let heard = changes_reach(&per_key, &broadcast, &keys("heard")).await;
+    let told = changes_reach(&broadcast, &per_key, &keys("told")).await;
+    for n in [&per_key, &broadcast] {
+        assert_eq!(n.metrics().degradations, 0);
+    }
+    let mut announced = std::collections::BTreeSet::new();
+    while !keys("told").iter().all(|k| announced.contains(k)) {
+        let message = old_release
+            .get_message()
+            .expect("the broadcast process's changes are announced");
+        let text: String = message.get_payload().unwrap();
+        if let Some(tag) = text.split(' ').nth(2) {
+            announced.insert(tag.to_string());
+        }
+    }
+    println!(
+        "mixed feeds on a cluster: a per-key change unheard for at most {:?}, a broadcast one {:?}",
+        heard[heard.len() - 1],
+        told[told.len() - 1]
     );
 }
 
