@@ -38,12 +38,12 @@ use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
 use redis::{
-    AsyncConnectionConfig, ConnectionAddr, ErrorKind, FromRedisValue, ProtocolVersion, PushInfo,
-    PushKind, RedisError, RedisResult, ScriptInvocation, ServerErrorKind, Value,
+    ConnectionAddr, ErrorKind, FromRedisValue, ProtocolVersion, PushInfo, PushKind, RedisError,
+    RedisResult, ScriptInvocation, ServerErrorKind, Value,
 };
 use tokio::sync::Notify;
 
-use crate::conn::Endpoint;
+use crate::conn::{connection_config, Endpoint};
 use crate::feed::{Setup, State};
 use crate::keys::KeyNames;
 
@@ -371,10 +371,8 @@ impl Tracker {
                     Ok(())
                 }
             };
-            let config = AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(self.connect_timeout))
-                .set_response_timeout(Some(self.op_timeout))
-                .set_push_sender(handler);
+            let config =
+                connection_config(self.connect_timeout, self.op_timeout).set_push_sender(handler);
             let mut conn = within(
                 self.connect_timeout,
                 "connecting (RESP3)",
@@ -407,9 +405,7 @@ impl Tracker {
         &self,
         seed: &redis::Client,
     ) -> Result<(Vec<redis::ConnectionInfo>, Vec<(u16, u16, usize)>), Refusal> {
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.connect_timeout))
-            .set_response_timeout(Some(self.op_timeout));
+        let config = connection_config(self.connect_timeout, self.op_timeout);
         let mut conn = within(
             self.connect_timeout,
             "connecting to a seed",
