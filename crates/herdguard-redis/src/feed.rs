@@ -522,24 +522,7 @@ impl Feed {
                 Err(crate::tracking::Refusal::Unreachable(why)) => return Err(why),
             }
         }
-        let client = tokio::time::timeout(setup.connect_timeout, setup.endpoint.client())
-            .await
-            .map_err(|_| format!("no primary within {:?}", setup.connect_timeout))?
-            .map_err(|e| e.to_string())?;
-        let mut pubsub = tokio::time::timeout(setup.connect_timeout, client.get_async_pubsub())
-            .await
-            .map_err(|_| format!("no pub/sub connection within {:?}", setup.connect_timeout))?
-            .map_err(|e| e.to_string())?;
-        let subscribed = Instant::now();
-        tokio::time::timeout(setup.connect_timeout, pubsub.subscribe(&setup.changes))
-            .await
-            .map_err(|_| {
-                format!(
-                    "SUBSCRIBE not acknowledged within {:?}",
-                    setup.connect_timeout
-                )
-            })?
-            .map_err(|e| e.to_string())?;
+        let (pubsub, subscribed) = connect(&setup).await?;
         state.vouch(subscribed);
         let task = tokio::spawn(run(Arc::clone(&state), setup, pubsub)).abort_handle();
         Ok(Feed {
@@ -652,8 +635,9 @@ async fn run(state: Arc<State>, setup: Setup, pubsub: PubSub) {
     loop {
         let connection = match pubsub.take() {
             Some(p) => Some((p, None)),
-            None => connect(&state, &setup)
+            None => connect(&setup)
                 .await
+                .ok()
                 .map(|(p, asked)| (p, Some(asked))),
         };
         let Some((connection, subscribed)) = connection else {
@@ -673,24 +657,25 @@ async fn run(state: Arc<State>, setup: Setup, pubsub: PubSub) {
 }
 
 /// A new pub/sub connection subscribed to the channel, and when the SUBSCRIBE
-/// was sent, or `None`. With Sentinel, to the server the sentinels name as
-/// primary now.
-async fn connect(state: &State, setup: &Setup) -> Option<(PubSub, Instant)> {
+/// was sent; each step within the connect timeout. With Sentinel, to the
+/// server the sentinels name as primary now.
+async fn connect(setup: &Setup) -> Result<(PubSub, Instant), String> {
     let limit = setup.connect_timeout;
+    let late = |what: &str| format!("{what} within {limit:?}");
     let client = tokio::time::timeout(limit, setup.endpoint.client())
         .await
-        .ok()?
-        .ok()?;
+        .map_err(|_| late("no primary"))?
+        .map_err(|e| e.to_string())?;
     let mut pubsub = tokio::time::timeout(limit, client.get_async_pubsub())
         .await
-        .ok()?
-        .ok()?;
+        .map_err(|_| late("no pub/sub connection"))?
+        .map_err(|e| e.to_string())?;
     let asked = Instant::now();
-    tokio::time::timeout(state.op_timeout, pubsub.subscribe(&setup.changes))
+    tokio::time::timeout(limit, pubsub.subscribe(&setup.changes))
         .await
-        .ok()?
-        .ok()?;
-    Some((pubsub, asked))
+        .map_err(|_| late("SUBSCRIBE not acknowledged"))?
+        .map_err(|e| e.to_string())?;
+    Ok((pubsub, asked))
 }
 
 /// Reads until the stream ends or a ping goes unanswered; says which.
