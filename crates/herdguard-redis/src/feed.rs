@@ -16,9 +16,10 @@
 //! the change channel (each announcement would cross the cluster bus to every
 //! node), so a process listening only there would never hear their changes.
 //! There `broadcast_feed` therefore hears per key as well — tracking hears
-//! every writer — and keeps the change channel on its tracking session (for
-//! the broadcasts of a release without tracking); its own changes are still
-//! announced on the channel. Only a cluster that refuses tracking gets the
+//! every writer — and its tracking session listens on the change channel
+//! rather than the broadcast channel (broadcasts go to both, and a release
+//! without tracking sends them on the change channel alone); its own changes
+//! are still announced on the change channel. Only a cluster that refuses tracking gets the
 //! plain broadcast feed, and then it refuses every process alike.
 //!
 //! Either way the feed

@@ -29,8 +29,8 @@
 //! or a call that fails on it (a moved slot, a dropped connection, no answer)
 //! ends the session: the feed is down — every copy is checked before it is
 //! served — until a new session is up. Node 0's connection also subscribes
-//! to the fleet's broadcast channel (and, for a process of the broadcast feed
-//! on a cluster, to the change channel: see `feed.rs`).
+//! to the fleet's broadcast channel (for a process of the broadcast feed on a
+//! cluster, to the change channel instead: see `feed.rs`).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -289,8 +289,9 @@ fn slot_of(key: &[u8]) -> u16 {
 pub(crate) struct Tracker {
     endpoint: Endpoint,
     /// What node 0's connection subscribes to: the fleet's broadcast
-    /// channel, and with [`Setup::broadcast_only`] the change channel too.
-    channels: Vec<String>,
+    /// channel, or with [`Setup::broadcast_only`] the change channel (where
+    /// broadcasts go too, and a release without tracking sends them).
+    channel: String,
     scripts: Vec<redis::Script>,
     op_timeout: Duration,
     connect_timeout: Duration,
@@ -301,10 +302,10 @@ impl Tracker {
     pub(crate) fn new(setup: &Setup) -> Self {
         Tracker {
             endpoint: setup.endpoint.clone(),
-            channels: if setup.broadcast_only {
-                vec![setup.broadcasts.clone(), setup.changes.clone()]
+            channel: if setup.broadcast_only {
+                setup.changes.clone()
             } else {
-                vec![setup.broadcasts.clone()]
+                setup.broadcasts.clone()
             },
             scripts: setup.scripts.clone(),
             op_timeout: setup.op_timeout,
@@ -394,7 +395,7 @@ impl Tracker {
                 within(self.op_timeout, "SCRIPT LOAD", script.load_async(&mut conn)).await?;
             }
             if i == 0 {
-                within(self.op_timeout, "SUBSCRIBE", conn.subscribe(&self.channels)).await?;
+                within(self.op_timeout, "SUBSCRIBE", conn.subscribe(&self.channel)).await?;
             }
             nodes.push(conn);
         }

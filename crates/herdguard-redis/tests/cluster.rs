@@ -131,6 +131,33 @@ async fn a_broadcast_feed_process_hears_the_per_key_processes_changes_on_a_clust
             announced.insert(tag.to_string());
         }
     }
+    // Broadcasts (purges) reach each process once, from either side.
+    let remote = |broadcast: bool| {
+        let config = RedisConfig::cluster(seeds.clone()).broadcast_feed(broadcast);
+        async move {
+            let remote = RedisRemote::<String, String>::connect(config)
+                .await
+                .unwrap();
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            remote.on_broadcast("purge", move |p| {
+                let _ = tx.send(p.to_string());
+            });
+            (remote, rx)
+        }
+    };
+    let (mut a, mut b) = (remote(false).await, remote(true).await);
+    for sender in [false, true] {
+        let from = if sender { &b.0 } else { &a.0 };
+        from.broadcast("purge", "x").await.unwrap();
+        for to in [&mut a.1, &mut b.1] {
+            let got = tokio::time::timeout(Duration::from_secs(2), to.recv()).await;
+            assert_eq!(got.ok().flatten().as_deref(), Some("x"), "delivered");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for to in [&mut a.1, &mut b.1] {
+            assert!(to.try_recv().is_err(), "delivered twice");
+        }
+    }
     println!(
         "mixed feeds on a cluster: a per-key change unheard for at most {:?}, a broadcast one {:?}",
         heard[heard.len() - 1],
