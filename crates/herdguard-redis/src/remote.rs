@@ -201,18 +201,17 @@ where
             )));
         }
         let message = crate::feed::broadcast_message(topic, payload);
-        for channel in [&self.channel, &self.broadcasts] {
-            let mut conn = self.conn.clone();
-            let _: i64 = self
-                .op(
-                    "PUBLISH",
-                    redis::cmd("PUBLISH")
-                        .arg(channel)
-                        .arg(&message)
-                        .query_async(&mut conn),
-                )
-                .await?;
-        }
+        // Sent together, not one after the other (not as one pipeline: on a
+        // cluster, redis-rs takes each channel for a key, of another slot).
+        let publish = |channel: &String| {
+            let (mut conn, mut publish) = (self.conn.clone(), redis::cmd("PUBLISH"));
+            publish.arg(channel).arg(&message);
+            async move {
+                self.op("PUBLISH", publish.query_async::<i64>(&mut conn))
+                    .await
+            }
+        };
+        futures_util::try_join!(publish(&self.channel), publish(&self.broadcasts))?;
         Ok(())
     }
 
