@@ -50,6 +50,9 @@ use crate::keys::KeyNames;
 /// The number of Redis Cluster hash slots.
 const SLOTS: u16 = 16384;
 
+/// Most nodes a new session connects to at once.
+const CONNECT_AT_ONCE: usize = 8;
+
 /// Why a session could not be set up.
 pub(crate) enum Refusal {
     /// Redis answered, and said no (no RESP3 before Redis 6, tracking not
@@ -349,8 +352,10 @@ impl Tracker {
         }
     }
 
-    /// Connects to each address in turn (into `nodes`) with tracking on;
-    /// returns when tracking was first asked for.
+    /// Connects to every address (into `nodes`, in order), up to
+    /// [`CONNECT_AT_ONCE`] at a time, with tracking on; returns when tracking
+    /// was first asked for. On a refusal, the connections made are in `nodes`
+    /// all the same (the caller ends the session before they drop).
     async fn connect_nodes(
         &self,
         addresses: &[redis::ConnectionInfo],
@@ -358,48 +363,80 @@ impl Tracker {
         nodes: &mut Vec<MultiplexedConnection>,
     ) -> Result<Instant, Refusal> {
         let asked = Instant::now();
-        for (i, info) in addresses.iter().enumerate() {
-            let settings = info
-                .redis_settings()
-                .clone()
-                .set_protocol(ProtocolVersion::RESP3);
-            let client = redis::Client::open(info.clone().set_redis_settings(settings))
-                .map_err(|e| Refusal::Unreachable(e.to_string()))?;
-            let handler = {
-                let link = Arc::clone(link);
-                move |push: PushInfo| -> Result<(), ()> {
-                    if let Some(state) = link.state.upgrade() {
-                        on_push(&state, &link, push);
-                    }
-                    Ok(())
+        let mut refused = None;
+        for (at, batch) in addresses.chunks(CONNECT_AT_ONCE).enumerate() {
+            let batch = batch
+                .iter()
+                .enumerate()
+                .map(|(i, info)| self.connect_node(info, link, at == 0 && i == 0));
+            for conn in futures_util::future::join_all(batch).await {
+                match conn {
+                    Ok(conn) => nodes.push(conn),
+                    Err(why) => refused = refused.or(Some(why)),
                 }
-            };
-            let config =
-                connection_config(self.connect_timeout, self.op_timeout).set_push_sender(handler);
-            let mut conn = within(
-                self.connect_timeout,
-                "connecting (RESP3)",
-                client.get_multiplexed_async_connection_with_config(&config),
-            )
-            .await?;
+            }
+            if refused.is_some() {
+                break;
+            }
+        }
+        refused.map_or(Ok(asked), Err)
+    }
+
+    /// One node's connection: tracking on and the scripts loaded (a server
+    /// that lost them, restarted, is a new session), and on node 0 the
+    /// subscription — sent together, in one round trip after the handshake.
+    async fn connect_node(
+        &self,
+        info: &redis::ConnectionInfo,
+        link: &Arc<Link>,
+        subscribes: bool,
+    ) -> Result<MultiplexedConnection, Refusal> {
+        let settings = info
+            .redis_settings()
+            .clone()
+            .set_protocol(ProtocolVersion::RESP3);
+        let client = redis::Client::open(info.clone().set_redis_settings(settings))
+            .map_err(|e| Refusal::Unreachable(e.to_string()))?;
+        let handler = {
+            let link = Arc::clone(link);
+            move |push: PushInfo| -> Result<(), ()> {
+                if let Some(state) = link.state.upgrade() {
+                    on_push(&state, &link, push);
+                }
+                Ok(())
+            }
+        };
+        let config =
+            connection_config(self.connect_timeout, self.op_timeout).set_push_sender(handler);
+        let conn = within(
+            self.connect_timeout,
+            "connecting (RESP3)",
+            client.get_multiplexed_async_connection_with_config(&config),
+        )
+        .await?;
+        let limit = self.op_timeout;
+        let tracking = async {
             let mut on = redis::cmd("CLIENT");
             on.arg("TRACKING").arg("ON").arg("OPTIN");
             within(
-                self.op_timeout,
+                limit,
                 "CLIENT TRACKING ON",
-                on.query_async::<()>(&mut conn),
+                on.query_async::<()>(&mut conn.clone()),
             )
-            .await?;
-            // Loaded now: a server that lost them (restarted) is a new session.
-            for script in &self.scripts {
-                within(self.op_timeout, "SCRIPT LOAD", script.load_async(&mut conn)).await?;
+            .await
+        };
+        let scripts = futures_util::future::try_join_all(self.scripts.iter().map(|script| {
+            let mut conn = conn.clone();
+            async move { within(limit, "SCRIPT LOAD", script.load_async(&mut conn)).await }
+        }));
+        let subscribed = async {
+            if !subscribes {
+                return Ok(());
             }
-            if i == 0 {
-                within(self.op_timeout, "SUBSCRIBE", conn.subscribe(&self.channel)).await?;
-            }
-            nodes.push(conn);
-        }
-        Ok(asked)
+            within(limit, "SUBSCRIBE", conn.clone().subscribe(&self.channel)).await
+        };
+        futures_util::try_join!(tracking, scripts, subscribed)?;
+        Ok(conn)
     }
 
     /// A cluster's primaries (the address of each, with the seed's settings)
