@@ -173,10 +173,12 @@ impl RedisConfig {
     /// fleet. Off by default: each process then hears only of the keys it
     /// holds a copy of or waits on (Redis's client tracking, Redis 6 and
     /// later), and falls back to this feed by itself, saying so once in the
-    /// log, where Redis refuses tracking. On for a rolling upgrade of a fleet
-    /// on a Redis Cluster from a release without tracking (on one server or
-    /// Sentinel, changes are still announced on the channel for such
-    /// processes), and for comparing the two.
+    /// log, where Redis refuses tracking. On for comparing the two, and for a
+    /// rolling upgrade of a fleet on a Redis Cluster from a release without
+    /// tracking: on a cluster, where processes of the per-key feed announce
+    /// nothing, it makes this process announce its changes on the channel
+    /// while it still hears per key itself (so it misses no process's
+    /// change). On one server or Sentinel every process announces anyway.
     pub fn broadcast_feed(mut self, on: bool) -> Self {
         self.broadcast_feed = on;
         self

@@ -22,7 +22,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{ConnectionLike, ConnectionManager, MultiplexedConnection};
+use redis::aio::{
+    ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
+};
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{
     AsyncConnectionConfig, Cmd, ConnectionAddr, Pipeline, RedisError, RedisFuture, TlsCertificates,
@@ -173,10 +175,14 @@ pub(crate) async fn open(
     }
     if let Some(parsed) = SentinelUrl::parse(&config.url) {
         let parsed = parsed.map_err(invalid)?;
-        let connection_config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(config.connect_timeout))
-            .set_response_timeout(Some(config.op_timeout));
-        let primary = Arc::new(Primary::new(&parsed, tls, connection_config).map_err(invalid)?);
+        let primary = Arc::new(
+            Primary::new(
+                &parsed,
+                tls,
+                connection_config(config.connect_timeout, config.op_timeout),
+            )
+            .map_err(invalid)?,
+        );
         tokio::time::timeout(deadline, primary.connection())
             .await
             .map_err(|_| unreachable(format!("no primary within {deadline:?}")))?
@@ -187,19 +193,55 @@ pub(crate) async fn open(
         ));
     }
     let client = client(&config.url, tls)?;
-    let manager_config = redis::aio::ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(config.connect_timeout))
-        .set_response_timeout(Some(config.op_timeout))
-        .set_number_of_retries(1)
-        .set_max_delay(Duration::from_millis(500));
-    let manager = tokio::time::timeout(
-        deadline,
-        ConnectionManager::new_with_config(client.clone(), manager_config),
+    let manager = manager(
+        &client,
+        &config.url,
+        config.connect_timeout,
+        Some(config.op_timeout),
     )
-    .await
-    .map_err(|_| unreachable(format!("no connection within {deadline:?}")))?
-    .map_err(|e| setup_error(&config.url, &e))?;
+    .await?;
     Ok((Endpoint::Direct(Box::new(client)), Conn::Direct(manager)))
+}
+
+/// The settings of every plain connection of this crate: a connect and an
+/// operation timeout.
+pub(crate) fn connection_config(connect: Duration, op: Duration) -> AsyncConnectionConfig {
+    AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(connect))
+        .set_response_timeout(Some(op))
+}
+
+/// The settings of every `ConnectionManager` of this crate: one retry, then
+/// reconnection with backoff up to 500 ms. `response` bounds each answer
+/// (`None` where the caller bounds it, as for blocking reads).
+pub(crate) fn manager_config(
+    connect: Duration,
+    response: Option<Duration>,
+) -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(connect))
+        .set_response_timeout(response)
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_millis(500))
+}
+
+/// A `ConnectionManager` for `client` (of `url`) made at start, within
+/// `connect`: a failure is a [`RedisSetupError`] ([`setup_error`]).
+pub(crate) async fn manager(
+    client: &redis::Client,
+    url: &str,
+    connect: Duration,
+    response: Option<Duration>,
+) -> Result<ConnectionManager, RedisSetupError> {
+    let made =
+        ConnectionManager::new_with_config(client.clone(), manager_config(connect, response));
+    tokio::time::timeout(connect, made)
+        .await
+        .map_err(|_| RedisSetupError::Unreachable {
+            url: url.to_string(),
+            reason: format!("no connection within {connect:?}"),
+        })?
+        .map_err(|e| setup_error(url, &e))
 }
 
 /// Why a cluster connection failed at start: the cluster client flattens
@@ -210,9 +252,7 @@ async fn cluster_setup_error(
     clients: &[redis::Client],
     e: &RedisError,
 ) -> RedisSetupError {
-    let connection_config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(config.connect_timeout))
-        .set_response_timeout(Some(config.op_timeout));
+    let connection_config = connection_config(config.connect_timeout, config.op_timeout);
     for (url, client) in config.cluster_seeds.iter().zip(clients) {
         let direct = tokio::time::timeout(
             config.connect_timeout,

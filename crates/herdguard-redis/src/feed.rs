@@ -12,6 +12,16 @@
 //!   every write, invalidation and lease release in the fleet is announced
 //!   (`<kind> <version> <tag>`, see `scripts.rs`).
 //!
+//! On a Redis Cluster the processes of the per-key feed announce nothing on
+//! the change channel (each announcement would cross the cluster bus to every
+//! node), so a process listening only there would never hear their changes.
+//! There `broadcast_feed` therefore hears per key as well — tracking hears
+//! every writer — and its tracking session listens on the change channel
+//! rather than the broadcast channel (broadcasts go to both, and a release
+//! without tracking sends them on the change channel alone); its own changes
+//! are still announced on the change channel. Only a cluster that refuses tracking gets the
+//! plain broadcast feed, and then it refuses every process alike.
+//!
 //! Either way the feed
 //! - wakes the local waiters watching that key (a `watch` counter per key,
 //!   registered locally: no SUBSCRIBE per key, so watching costs no round trip
@@ -442,7 +452,8 @@ pub(crate) struct Setup {
     pub(crate) broadcasts: String,
     pub(crate) op_timeout: Duration,
     pub(crate) connect_timeout: Duration,
-    /// [`RedisConfig::broadcast_feed`](crate::RedisConfig::broadcast_feed).
+    /// [`RedisConfig::broadcast_feed`](crate::RedisConfig::broadcast_feed):
+    /// the change channel is listened to (alone, except on a cluster).
     pub(crate) broadcast_only: bool,
     /// The scripts run on the per-key feed's connections, loaded on each.
     pub(crate) scripts: Vec<redis::Script>,
@@ -474,13 +485,14 @@ impl Drop for Feed {
 }
 
 impl Feed {
-    /// Connects the feed: per key unless configured otherwise or refused (then,
-    /// once, a log line says why), else broadcast. `Err` when Redis does not
-    /// answer.
+    /// Connects the feed: per key unless configured otherwise off a cluster,
+    /// or refused (then, once, a log line says why), else broadcast. `Err`
+    /// when Redis does not answer.
     pub(crate) async fn start(setup: Setup) -> Result<Feed, String> {
         let since = Instant::now();
         let state = Arc::new(State::new(&setup.prefix, setup.op_timeout, since));
-        if !setup.broadcast_only {
+        let cluster = matches!(setup.endpoint, Endpoint::Cluster(_));
+        if !setup.broadcast_only || cluster {
             let tracker = Tracker::new(&setup);
             match tracker.connect(&state).await {
                 Ok((session, asked)) if state.install(Arc::clone(&session)) => {
@@ -511,24 +523,7 @@ impl Feed {
                 Err(crate::tracking::Refusal::Unreachable(why)) => return Err(why),
             }
         }
-        let client = tokio::time::timeout(setup.connect_timeout, setup.endpoint.client())
-            .await
-            .map_err(|_| format!("no primary within {:?}", setup.connect_timeout))?
-            .map_err(|e| e.to_string())?;
-        let mut pubsub = tokio::time::timeout(setup.connect_timeout, client.get_async_pubsub())
-            .await
-            .map_err(|_| format!("no pub/sub connection within {:?}", setup.connect_timeout))?
-            .map_err(|e| e.to_string())?;
-        let subscribed = Instant::now();
-        tokio::time::timeout(setup.connect_timeout, pubsub.subscribe(&setup.changes))
-            .await
-            .map_err(|_| {
-                format!(
-                    "SUBSCRIBE not acknowledged within {:?}",
-                    setup.connect_timeout
-                )
-            })?
-            .map_err(|e| e.to_string())?;
+        let (pubsub, subscribed) = connect(&setup).await?;
         state.vouch(subscribed);
         let task = tokio::spawn(run(Arc::clone(&state), setup, pubsub)).abort_handle();
         Ok(Feed {
@@ -641,8 +636,9 @@ async fn run(state: Arc<State>, setup: Setup, pubsub: PubSub) {
     loop {
         let connection = match pubsub.take() {
             Some(p) => Some((p, None)),
-            None => connect(&state, &setup)
+            None => connect(&setup)
                 .await
+                .ok()
                 .map(|(p, asked)| (p, Some(asked))),
         };
         let Some((connection, subscribed)) = connection else {
@@ -662,24 +658,25 @@ async fn run(state: Arc<State>, setup: Setup, pubsub: PubSub) {
 }
 
 /// A new pub/sub connection subscribed to the channel, and when the SUBSCRIBE
-/// was sent, or `None`. With Sentinel, to the server the sentinels name as
-/// primary now.
-async fn connect(state: &State, setup: &Setup) -> Option<(PubSub, Instant)> {
+/// was sent; each step within the connect timeout. With Sentinel, to the
+/// server the sentinels name as primary now.
+async fn connect(setup: &Setup) -> Result<(PubSub, Instant), String> {
     let limit = setup.connect_timeout;
+    let late = |what: &str| format!("{what} within {limit:?}");
     let client = tokio::time::timeout(limit, setup.endpoint.client())
         .await
-        .ok()?
-        .ok()?;
+        .map_err(|_| late("no primary"))?
+        .map_err(|e| e.to_string())?;
     let mut pubsub = tokio::time::timeout(limit, client.get_async_pubsub())
         .await
-        .ok()?
-        .ok()?;
+        .map_err(|_| late("no pub/sub connection"))?
+        .map_err(|e| e.to_string())?;
     let asked = Instant::now();
-    tokio::time::timeout(state.op_timeout, pubsub.subscribe(&setup.changes))
+    tokio::time::timeout(limit, pubsub.subscribe(&setup.changes))
         .await
-        .ok()?
-        .ok()?;
-    Some((pubsub, asked))
+        .map_err(|_| late("SUBSCRIBE not acknowledged"))?
+        .map_err(|e| e.to_string())?;
+    Ok((pubsub, asked))
 }
 
 /// Reads until the stream ends or a ping goes unanswered; says which.

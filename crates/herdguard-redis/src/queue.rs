@@ -351,22 +351,10 @@ where
             url: redis.url.clone(),
             reason,
         };
-        let manager = || {
-            let c = redis::aio::ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(redis.connect_timeout))
-                .set_number_of_retries(1)
-                .set_max_delay(Duration::from_millis(500));
-            ConnectionManager::new_with_config(client.clone(), c)
-        };
-        let deadline = redis.connect_timeout;
-        let conn = tokio::time::timeout(deadline, manager())
-            .await
-            .map_err(|_| unreachable(format!("no connection within {deadline:?}")))?
-            .map_err(|e| crate::conn::setup_error(&redis.url, &e))?;
-        let reader = tokio::time::timeout(deadline, manager())
-            .await
-            .map_err(|_| unreachable(format!("no connection within {deadline:?}")))?
-            .map_err(|e| unreachable(e.to_string()))?;
+        // Every call is bounded here (a blocking read's by its own wait).
+        let manager = || crate::conn::manager(&client, &redis.url, redis.connect_timeout, None);
+        let conn = manager().await?;
+        let reader = manager().await?;
         let names = Names::new(&redis.prefix, config.partitions);
         let mut setup = conn.clone();
         for stream in &names.streams {

@@ -217,11 +217,7 @@ impl Quorum {
 
     /// The server's connection manager, made now if it has none yet.
     async fn manager(&self, server: &LockServer) -> Result<ConnectionManager, RedisError> {
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.connect_timeout))
-            .set_response_timeout(Some(self.op_timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
+        let config = crate::conn::manager_config(self.connect_timeout, Some(self.op_timeout));
         server
             .conn
             .get_or_try_init(|| ConnectionManager::new_with_config(server.client.clone(), config))

@@ -77,8 +77,8 @@ pub struct RedisRemote<K, V> {
     broadcasts: String,
     /// Where the scripts announce each change, or `""` for nowhere: on the
     /// change channel for processes of the broadcast feed, except from a
-    /// per-key feed on a cluster, where each announcement would cross the
-    /// cluster bus to every node.
+    /// per-key feed on a cluster without `broadcast_feed`, where each
+    /// announcement would cross the cluster bus to every node.
     announce: String,
     /// The lock servers of quorum leases, if configured.
     quorum: Option<Quorum>,
@@ -128,11 +128,14 @@ where
         })
         .await
         .map_err(unreachable)?;
-        let announce = if feed.per_key() && !config.cluster_seeds.is_empty() {
-            String::new()
-        } else {
-            channel.clone()
-        };
+        // Every process announces where a process may listen on the channel
+        // (see `feed.rs`): all but those of the per-key feed on a cluster.
+        let announce =
+            if feed.per_key() && !config.cluster_seeds.is_empty() && !config.broadcast_feed {
+                String::new()
+            } else {
+                channel.clone()
+            };
         Ok(Arc::new(RedisRemote {
             conn,
             feed,
@@ -158,8 +161,8 @@ where
 
     /// Whether the change feed is per key (Redis's client tracking: this
     /// process hears only of the keys it holds a copy of or waits on), rather
-    /// than broadcast ([`RedisConfig::broadcast_feed`], or a Redis that
-    /// refuses tracking).
+    /// than broadcast ([`RedisConfig::broadcast_feed`] off a cluster, or a
+    /// Redis that refuses tracking).
     pub fn feed_per_key(&self) -> bool {
         self.feed.per_key()
     }
@@ -201,18 +204,17 @@ where
             )));
         }
         let message = crate::feed::broadcast_message(topic, payload);
-        for channel in [&self.channel, &self.broadcasts] {
-            let mut conn = self.conn.clone();
-            let _: i64 = self
-                .op(
-                    "PUBLISH",
-                    redis::cmd("PUBLISH")
-                        .arg(channel)
-                        .arg(&message)
-                        .query_async(&mut conn),
-                )
-                .await?;
-        }
+        // Sent together, not one after the other (not as one pipeline: on a
+        // cluster, redis-rs takes each channel for a key, of another slot).
+        let publish = |channel: &String| {
+            let (mut conn, mut publish) = (self.conn.clone(), redis::cmd("PUBLISH"));
+            publish.arg(channel).arg(&message);
+            async move {
+                self.op("PUBLISH", publish.query_async::<i64>(&mut conn))
+                    .await
+            }
+        };
+        futures_util::try_join!(publish(&self.channel), publish(&self.broadcasts))?;
         Ok(())
     }
 
@@ -399,12 +401,62 @@ where
         u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
     }
 
+    /// Runs `tracked` on the per-key feed's session while one is up; else,
+    /// or when it failed there ([`Lapse::Failed`]: the feed is down now),
+    /// `untracked` on the command connection. Every change sent this way is
+    /// safe to send twice, should the first have been applied: a fenced
+    /// write is then refused (its lease's version is gone) or an insert
+    /// written twice, an invalidation made twice.
+    async fn tracked_or<T, Tracked, Untracked>(
+        &self,
+        tracked: impl FnOnce(Arc<Session>) -> Tracked,
+        untracked: impl FnOnce(Conn) -> Untracked,
+    ) -> Result<T, RemoteError>
+    where
+        Tracked: std::future::Future<Output = Result<T, Lapse>>,
+        Untracked: std::future::Future<Output = Result<T, RemoteError>>,
+    {
+        if let Some(session) = self.feed.session() {
+            match tracked(session).await {
+                Ok(answer) => return Ok(answer),
+                Err(Lapse::NoAnswer(e)) => return Err(e),
+                Err(Lapse::Failed) => {}
+            }
+        }
+        untracked(self.conn.clone()).await
+    }
+
+    /// Sends a change of the key with `tag` on the per-key feed's session
+    /// inside a window (see `feed::Window`): Redis tells this process of its
+    /// own change too, and that is no news here. `send` gets the window's
+    /// fence. Returns the answer and whether a push for the entry was held
+    /// back; if the change failed after one was, this process's listeners
+    /// hear of a change (it may be another's).
+    async fn in_window<T, Fut>(
+        &self,
+        session: &Session,
+        tag: &str,
+        what: &str,
+        send: impl FnOnce(String) -> Fut,
+    ) -> (Result<T, Lapse>, bool)
+    where
+        Fut: std::future::Future<Output = Result<T, RedisError>>,
+    {
+        let window = self.feed.window(tag);
+        let answer = self.on_session(session, what, send(window.fence())).await;
+        let held_back = window.close();
+        if held_back && answer.is_err() {
+            self.feed.own_change(Event::ChangedUnknown { tag }, tag);
+        }
+        (answer, held_back)
+    }
+
     /// Writes the entry of `names` with the `PUT` invocation `script` on the
-    /// per-key feed's session, inside a window (see `feed::Window`), and
-    /// tells this process's listeners what the write and its tracked
-    /// read-back say: the version written when the entry still carries it
-    /// (the pushes held back were this write's own, or older changes it
-    /// replaced), else a change of unknown version.
+    /// per-key feed's session, in a window, and tells this process's
+    /// listeners what the write and its tracked read-back say: the version
+    /// written when the entry still carries it (the pushes held back were
+    /// this write's own, or older changes it replaced), else a change of
+    /// unknown version.
     async fn write_tracked(
         &self,
         session: &Session,
@@ -412,27 +464,22 @@ where
         script: &ScriptInvocation<'_>,
     ) -> Result<(i64, u64), Lapse> {
         let tag = names.tag.as_str();
-        let window = self.feed.window(tag);
-        let fence = window.fence();
-        let write = session.write_and_track::<(i64, u64)>(&names.value, script, &fence);
-        let written = self.on_session(session, "write", write).await;
-        let held_back = window.close();
+        let (written, held_back) = self
+            .in_window(session, tag, "write", |fence| async move {
+                session
+                    .write_and_track::<(i64, u64)>(&names.value, script, &fence)
+                    .await
+            })
+            .await;
         match &written {
             Ok(((1, version), digits)) if envelope::version_of(digits) == Some(*version) => {
-                self.feed.own_change(
-                    Event::Changed {
-                        tag,
-                        version: *version,
-                    },
-                    tag,
-                );
+                let version = *version;
+                self.feed.own_change(Event::Changed { tag, version }, tag);
             }
             Ok(((stored, _), _)) if *stored == 1 || held_back => {
                 self.feed.own_change(Event::ChangedUnknown { tag }, tag);
             }
-            Ok(_) => {}
-            Err(_) if held_back => self.feed.own_change(Event::ChangedUnknown { tag }, tag),
-            Err(_) => {}
+            _ => {}
         }
         written.map(|(answer, _)| answer)
     }
@@ -506,39 +553,23 @@ where
             let names = self.names(key);
             // Tracked: Redis tells this process of the next change of what it
             // read — of the lease too for a waiter, whose re-check this is.
-            let tracked = match self.feed.session() {
-                Some(session) => {
-                    let waiting = self.feed.watched(&names.tag);
-                    match self
-                        .on_session(&session, "MGET", session.read(&names, waiting))
-                        .await
-                    {
-                        Ok(values) => Some(values),
-                        // The feed is down now: read untracked instead.
-                        Err(Lapse::Failed) => None,
-                        Err(Lapse::NoAnswer(e)) => return Err(e),
-                    }
-                }
-                None => None,
-            };
             // One round trip; a key holding another type reads as nothing.
-            let (value, marker): (Option<Vec<u8>>, Option<Vec<u8>>) = match tracked {
-                Some(values) => {
-                    let mut values = values.into_iter();
-                    (values.next().flatten(), values.next().flatten())
-                }
-                None => {
-                    let mut conn = self.conn.clone();
-                    self.op(
-                        "MGET",
-                        redis::cmd("MGET")
-                            .arg(&names.value)
-                            .arg(&names.marker)
-                            .query_async(&mut conn),
-                    )
-                    .await?
-                }
-            };
+            let names = &names;
+            let (value, marker): (Option<Vec<u8>>, Option<Vec<u8>>) = self
+                .tracked_or(
+                    |session| async move {
+                        let waiting = self.feed.watched(&names.tag);
+                        let read = session.read(names, waiting);
+                        let mut values = self.on_session(&session, "MGET", read).await?.into_iter();
+                        Ok((values.next().flatten(), values.next().flatten()))
+                    },
+                    |mut conn| async move {
+                        let mut read = redis::cmd("MGET");
+                        read.arg(&names.value).arg(&names.marker);
+                        self.op("MGET", read.query_async(&mut conn)).await
+                    },
+                )
+                .await?;
             // An undecodable entry is an error the core counts and logs.
             let entry = value.map(|b| envelope::decode(&b)).transpose()?;
             Ok(Shared {
@@ -699,27 +730,13 @@ where
                 .arg(px)
                 .arg(&self.announce)
                 .arg(&names.tag);
-            let tracked = match self.feed.session() {
-                Some(session) => {
-                    match self.write_tracked(&session, &names, &script).await {
-                        Ok(written) => Some(Ok(written)),
-                        // The feed is down now: write on the command
-                        // connection. Should the first have been applied, the
-                        // second is refused (its lease's version is gone) or
-                        // an insert written twice: either way nothing older.
-                        Err(Lapse::Failed) => None,
-                        Err(Lapse::NoAnswer(e)) => Some(Err(e)),
-                    }
-                }
-                None => None,
-            };
-            let written: Result<(i64, u64), RemoteError> = match tracked {
-                Some(written) => written,
-                None => {
-                    let mut conn = self.conn.clone();
-                    self.op("write", script.invoke_async(&mut conn)).await
-                }
-            };
+            let (names, script) = (&names, &script);
+            let written: Result<(i64, u64), RemoteError> = self
+                .tracked_or(
+                    |session| async move { self.write_tracked(&session, names, script).await },
+                    |mut conn| async move { self.op("write", script.invoke_async(&mut conn)).await },
+                )
+                .await;
             if let (Some(quorum), Some(lease)) = (&self.quorum, lease) {
                 // The write gave the lease back in the data store, whatever it
                 // decided; so do the lock servers.
@@ -739,7 +756,6 @@ where
     fn invalidate<'a>(&'a self, key: &'a K) -> BoxFuture<'a, Result<u64, RemoteError>> {
         Box::pin(async move {
             let names = self.names(key);
-            let mut conn = self.conn.clone();
             if let Some(quorum) = &self.quorum {
                 // The load in flight is void (the version below advances): let
                 // a new one take the lease at once, as with a single server.
@@ -754,44 +770,25 @@ where
                 .arg(&self.announce)
                 .arg(self.held_px())
                 .arg(&names.tag);
-            if let Some(session) = self.feed.session() {
-                // In a window (see `feed::Window`): Redis tells this process
-                // of its own invalidation too, and that is no news here.
-                let window = self.feed.window(&names.tag);
-                let fence = window.fence();
-                let invalidated = self
-                    .on_session(
-                        &session,
-                        "invalidate",
-                        session.write(&names.value, &script, &fence),
-                    )
-                    .await;
-                let held_back = window.close();
-                if held_back && invalidated.is_err() {
-                    self.feed
-                        .own_change(Event::ChangedUnknown { tag: &names.tag }, &names.tag);
-                }
-                match invalidated {
-                    Ok(version) => {
+            let (names, script) = (&names, &script);
+            self.tracked_or(
+                |session| async move {
+                    let (session, tag) = (&session, names.tag.as_str());
+                    let (invalidated, _) = self
+                        .in_window(session, tag, "invalidate", |fence| async move {
+                            session.write(&names.value, script, &fence).await
+                        })
+                        .await;
+                    if let Ok(version) = invalidated {
                         // Every copy older than it goes, in the other caches
                         // on this remote too.
-                        self.feed.own_change(
-                            Event::Changed {
-                                tag: &names.tag,
-                                version,
-                            },
-                            &names.tag,
-                        );
-                        return Ok(version);
+                        self.feed.own_change(Event::Changed { tag, version }, tag);
                     }
-                    // The feed is down now: invalidate on the command
-                    // connection (twice, should the first have been applied:
-                    // harmless).
-                    Err(Lapse::Failed) => {}
-                    Err(Lapse::NoAnswer(e)) => return Err(e),
-                }
-            }
-            self.op("invalidate", script.invoke_async(&mut conn)).await
+                    invalidated
+                },
+                |mut conn| async move { self.op("invalidate", script.invoke_async(&mut conn)).await },
+            )
+            .await
         })
     }
 

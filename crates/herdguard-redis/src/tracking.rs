@@ -29,7 +29,8 @@
 //! or a call that fails on it (a moved slot, a dropped connection, no answer)
 //! ends the session: the feed is down — every copy is checked before it is
 //! served — until a new session is up. Node 0's connection also subscribes
-//! to the fleet's broadcast channel.
+//! to the fleet's broadcast channel (for a process of the broadcast feed on a
+//! cluster, to the change channel instead: see `feed.rs`).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -37,17 +38,20 @@ use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
 use redis::{
-    AsyncConnectionConfig, ConnectionAddr, ErrorKind, FromRedisValue, ProtocolVersion, PushInfo,
-    PushKind, RedisError, RedisResult, ScriptInvocation, ServerErrorKind, Value,
+    ConnectionAddr, ErrorKind, FromRedisValue, ProtocolVersion, PushInfo, PushKind, RedisError,
+    RedisResult, ScriptInvocation, ServerErrorKind, Value,
 };
 use tokio::sync::Notify;
 
-use crate::conn::Endpoint;
+use crate::conn::{connection_config, Endpoint};
 use crate::feed::{Setup, State};
 use crate::keys::KeyNames;
 
 /// The number of Redis Cluster hash slots.
 const SLOTS: u16 = 16384;
+
+/// Most nodes a new session connects to at once.
+const CONNECT_AT_ONCE: usize = 8;
 
 /// Why a session could not be set up.
 pub(crate) enum Refusal {
@@ -272,7 +276,9 @@ impl Session {
 }
 
 /// The Redis Cluster hash slot of `key`, as Redis computes it: CRC16 of the
-/// text inside the first non-empty `{…}`, else of the whole key.
+/// text inside the first non-empty `{…}`, else of the whole key. redis-rs
+/// (1.8) computes it too but keeps the number private (`Slot::for_key`), so
+/// it is computed here, once, and a test ties the two.
 fn slot_of(key: &[u8]) -> u16 {
     let tagged = key.iter().position(|&b| b == b'{').and_then(|open| {
         let rest = &key[open + 1..];
@@ -285,7 +291,10 @@ fn slot_of(key: &[u8]) -> u16 {
 /// Makes sessions.
 pub(crate) struct Tracker {
     endpoint: Endpoint,
-    broadcasts: String,
+    /// What node 0's connection subscribes to: the fleet's broadcast
+    /// channel, or with [`Setup::broadcast_only`] the change channel (where
+    /// broadcasts go too, and a release without tracking sends them).
+    channel: String,
     scripts: Vec<redis::Script>,
     op_timeout: Duration,
     connect_timeout: Duration,
@@ -296,7 +305,11 @@ impl Tracker {
     pub(crate) fn new(setup: &Setup) -> Self {
         Tracker {
             endpoint: setup.endpoint.clone(),
-            broadcasts: setup.broadcasts.clone(),
+            channel: if setup.broadcast_only {
+                setup.changes.clone()
+            } else {
+                setup.broadcasts.clone()
+            },
             scripts: setup.scripts.clone(),
             op_timeout: setup.op_timeout,
             connect_timeout: setup.connect_timeout,
@@ -339,8 +352,10 @@ impl Tracker {
         }
     }
 
-    /// Connects to each address in turn (into `nodes`) with tracking on;
-    /// returns when tracking was first asked for.
+    /// Connects to every address (into `nodes`, in order), up to
+    /// [`CONNECT_AT_ONCE`] at a time, with tracking on; returns when tracking
+    /// was first asked for. On a refusal, the connections made are in `nodes`
+    /// all the same (the caller ends the session before they drop).
     async fn connect_nodes(
         &self,
         addresses: &[redis::ConnectionInfo],
@@ -348,55 +363,80 @@ impl Tracker {
         nodes: &mut Vec<MultiplexedConnection>,
     ) -> Result<Instant, Refusal> {
         let asked = Instant::now();
-        for (i, info) in addresses.iter().enumerate() {
-            let settings = info
-                .redis_settings()
-                .clone()
-                .set_protocol(ProtocolVersion::RESP3);
-            let client = redis::Client::open(info.clone().set_redis_settings(settings))
-                .map_err(|e| Refusal::Unreachable(e.to_string()))?;
-            let handler = {
-                let link = Arc::clone(link);
-                move |push: PushInfo| -> Result<(), ()> {
-                    if let Some(state) = link.state.upgrade() {
-                        on_push(&state, &link, push);
-                    }
-                    Ok(())
+        let mut refused = None;
+        for (at, batch) in addresses.chunks(CONNECT_AT_ONCE).enumerate() {
+            let batch = batch
+                .iter()
+                .enumerate()
+                .map(|(i, info)| self.connect_node(info, link, at == 0 && i == 0));
+            for conn in futures_util::future::join_all(batch).await {
+                match conn {
+                    Ok(conn) => nodes.push(conn),
+                    Err(why) => refused = refused.or(Some(why)),
                 }
-            };
-            let config = AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(self.connect_timeout))
-                .set_response_timeout(Some(self.op_timeout))
-                .set_push_sender(handler);
-            let mut conn = within(
-                self.connect_timeout,
-                "connecting (RESP3)",
-                client.get_multiplexed_async_connection_with_config(&config),
-            )
-            .await?;
+            }
+            if refused.is_some() {
+                break;
+            }
+        }
+        refused.map_or(Ok(asked), Err)
+    }
+
+    /// One node's connection: tracking on and the scripts loaded (a server
+    /// that lost them, restarted, is a new session), and on node 0 the
+    /// subscription — sent together, in one round trip after the handshake.
+    async fn connect_node(
+        &self,
+        info: &redis::ConnectionInfo,
+        link: &Arc<Link>,
+        subscribes: bool,
+    ) -> Result<MultiplexedConnection, Refusal> {
+        let settings = info
+            .redis_settings()
+            .clone()
+            .set_protocol(ProtocolVersion::RESP3);
+        let client = redis::Client::open(info.clone().set_redis_settings(settings))
+            .map_err(|e| Refusal::Unreachable(e.to_string()))?;
+        let handler = {
+            let link = Arc::clone(link);
+            move |push: PushInfo| -> Result<(), ()> {
+                if let Some(state) = link.state.upgrade() {
+                    on_push(&state, &link, push);
+                }
+                Ok(())
+            }
+        };
+        let config =
+            connection_config(self.connect_timeout, self.op_timeout).set_push_sender(handler);
+        let conn = within(
+            self.connect_timeout,
+            "connecting (RESP3)",
+            client.get_multiplexed_async_connection_with_config(&config),
+        )
+        .await?;
+        let limit = self.op_timeout;
+        let tracking = async {
             let mut on = redis::cmd("CLIENT");
             on.arg("TRACKING").arg("ON").arg("OPTIN");
             within(
-                self.op_timeout,
+                limit,
                 "CLIENT TRACKING ON",
-                on.query_async::<()>(&mut conn),
+                on.query_async::<()>(&mut conn.clone()),
             )
-            .await?;
-            // Loaded now: a server that lost them (restarted) is a new session.
-            for script in &self.scripts {
-                within(self.op_timeout, "SCRIPT LOAD", script.load_async(&mut conn)).await?;
+            .await
+        };
+        let scripts = futures_util::future::try_join_all(self.scripts.iter().map(|script| {
+            let mut conn = conn.clone();
+            async move { within(limit, "SCRIPT LOAD", script.load_async(&mut conn)).await }
+        }));
+        let subscribed = async {
+            if !subscribes {
+                return Ok(());
             }
-            if i == 0 {
-                within(
-                    self.op_timeout,
-                    "SUBSCRIBE",
-                    conn.subscribe(&self.broadcasts),
-                )
-                .await?;
-            }
-            nodes.push(conn);
-        }
-        Ok(asked)
+            within(limit, "SUBSCRIBE", conn.clone().subscribe(&self.channel)).await
+        };
+        futures_util::try_join!(tracking, scripts, subscribed)?;
+        Ok(conn)
     }
 
     /// A cluster's primaries (the address of each, with the seed's settings)
@@ -405,9 +445,7 @@ impl Tracker {
         &self,
         seed: &redis::Client,
     ) -> Result<(Vec<redis::ConnectionInfo>, Vec<(u16, u16, usize)>), Refusal> {
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.connect_timeout))
-            .set_response_timeout(Some(self.op_timeout));
+        let config = connection_config(self.connect_timeout, self.op_timeout);
         let mut conn = within(
             self.connect_timeout,
             "connecting to a seed",
@@ -572,12 +610,25 @@ mod tests {
             slot_of(b"{user1000}.following"),
             slot_of(b"{user1000}.followers")
         );
-        // An empty tag hashes the whole key.
-        assert_eq!(
-            slot_of(b"a{}b"),
-            crc16::State::<crc16::XMODEM>::calculate(b"a{}b") % SLOTS
-        );
-        assert_eq!(slot_of(b"{}{x}"), slot_of(b"{}{x}"));
+    }
+
+    /// The session routes a key to the node redis-rs's cluster connection
+    /// sends it to (whose slot number is not public: compared as a `Slot`).
+    #[test]
+    fn slots_agree_with_redis_rs_on_any_key() {
+        use redis::cluster_routing::Slot;
+        let mut rng = fastrand::Rng::with_seed(7);
+        for _ in 0..20_000 {
+            let key: Vec<u8> = (0..rng.usize(0..12))
+                .map(|_| *rng.choice(b"{}ab:\xff").unwrap_or(&b'a'))
+                .collect();
+            assert_eq!(
+                Slot::new(slot_of(&key)),
+                Some(Slot::for_key(&key)),
+                "{:?}",
+                String::from_utf8_lossy(&key)
+            );
+        }
     }
 
     #[test]

@@ -11,10 +11,14 @@ use herdguard_testkit::RedisCluster;
 type Node = Cache<String, String>;
 
 mod common;
-use common::stampede;
+use common::{changes_reach, stampede};
 
 async fn node(seeds: &[String]) -> Node {
-    let remote = RedisRemote::<String, String>::connect(RedisConfig::cluster(seeds.to_vec()))
+    node_with(RedisConfig::cluster(seeds.to_vec())).await
+}
+
+async fn node_with(config: RedisConfig) -> Node {
+    let remote = RedisRemote::<String, String>::connect(config)
         .await
         .expect("connect to the cluster");
     Cache::builder()
@@ -58,8 +62,8 @@ async fn caches_sharing_a_cluster_make_one_origin_call_per_cold_key_on_every_sha
         );
     }
     for n in &nodes {
-        assert!(n.shared_store_healthy());
-        assert_eq!(n.metrics().degradations, 0);
+        let m = n.metrics();
+        assert!(n.shared_store_healthy() && m.degradations == 0, "{m:?}");
     }
     let per = entries_per_primary(&cluster);
     assert_eq!(per.len(), 3, "three primaries: {per:?}");
@@ -67,26 +71,112 @@ async fn caches_sharing_a_cluster_make_one_origin_call_per_cold_key_on_every_sha
     assert_eq!(per.values().sum::<usize>(), keys.len(), "{per:?}");
 
     // The change feed: an invalidation on any shard evicts every other
-    // cache's copy (the owning shard pushes it to the connections that read it).
+    // cache's copy (the owning shard pushes it to the connections that read
+    // it). What is promised is that no copy is served after it: a cache whose
+    // feed was interrupted meanwhile (a ping unanswered within the operation
+    // timeout on a loaded machine) keeps its copies, unserved — Redis forgot
+    // what the lost connection tracked — and checks them against Redis.
     let mut hops = Vec::new();
     for key in &keys {
         assert!(nodes[1].peek(key).is_some() && nodes[2].peek(key).is_some());
         nodes[0].invalidate(key).await.unwrap();
         let invalidated = Instant::now();
-        while nodes[1].peek(key).is_some() || nodes[2].peek(key).is_some() {
+        while nodes[1].get(key).is_some() || nodes[2].get(key).is_some() {
             assert!(
                 invalidated.elapsed() < Duration::from_secs(2),
-                "{key}: a copy survived the invalidation"
+                "{key}: a copy was still served 2 s after the invalidation"
             );
             tokio::time::sleep(Duration::from_micros(200)).await;
         }
         hops.push(invalidated.elapsed());
+    }
+    // Where the feed stayed up since the copies were read, they went on the
+    // notice itself.
+    for n in &nodes[1..] {
+        if n.metrics().resyncs == 0 {
+            let kept: Vec<&String> = keys.iter().filter(|k| n.peek(k).is_some()).collect();
+            assert!(
+                kept.is_empty(),
+                "copies not evicted by the notice: {kept:?}"
+            );
+        }
     }
     hops.sort();
     println!(
         "cluster: entries per primary {per:?}; eviction hop: p50 {:?}, max {:?}",
         hops[hops.len() / 2],
         hops[hops.len() - 1]
+    );
+}
+
+/// A mixed fleet on one cluster: a process of the per-key feed — whose
+/// changes are announced on no channel there — and one configured with the
+/// broadcast feed (as in a rolling upgrade from a release without tracking).
+/// Each must stop serving a copy the other changed, and a listener of the
+/// change channel alone (such a release) must hear the broadcast process's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broadcast_feed_process_hears_the_per_key_processes_changes_on_a_cluster() {
+    let cluster = RedisCluster::start().expect("a local cluster");
+    let seeds = cluster.urls();
+    let per_key = node(&seeds).await;
+    let broadcast = node_with(RedisConfig::cluster(seeds.clone()).broadcast_feed(true)).await;
+    let mut old_release = redis::Client::open(seeds[1].as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let mut old_release = old_release.as_pubsub();
+    old_release.subscribe("hg:changes").unwrap();
+    old_release
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    // Keys on every shard.
+    let keys = |side: &str| (0..9).map(|i| format!("{side}{i}")).collect::<Vec<_>>();
+    let heard = changes_reach(&per_key, &broadcast, &keys("heard")).await;
+    let told = changes_reach(&broadcast, &per_key, &keys("told")).await;
+    for n in [&per_key, &broadcast] {
+        assert_eq!(n.metrics().degradations, 0);
+    }
+    let mut announced = std::collections::BTreeSet::new();
+    while !keys("told").iter().all(|k| announced.contains(k)) {
+        let message = old_release
+            .get_message()
+            .expect("the broadcast process's changes are announced");
+        let text: String = message.get_payload().unwrap();
+        if let Some(tag) = text.split(' ').nth(2) {
+            announced.insert(tag.to_string());
+        }
+    }
+    // Broadcasts (purges) reach each process once, from either side.
+    let remote = |broadcast: bool| {
+        let config = RedisConfig::cluster(seeds.clone()).broadcast_feed(broadcast);
+        async move {
+            let remote = RedisRemote::<String, String>::connect(config)
+                .await
+                .unwrap();
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            remote.on_broadcast("purge", move |p| {
+                let _ = tx.send(p.to_string());
+            });
+            (remote, rx)
+        }
+    };
+    let (mut a, mut b) = (remote(false).await, remote(true).await);
+    for sender in [false, true] {
+        let from = if sender { &b.0 } else { &a.0 };
+        from.broadcast("purge", "x").await.unwrap();
+        for to in [&mut a.1, &mut b.1] {
+            let got = tokio::time::timeout(Duration::from_secs(2), to.recv()).await;
+            assert_eq!(got.ok().flatten().as_deref(), Some("x"), "delivered");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for to in [&mut a.1, &mut b.1] {
+            assert!(to.try_recv().is_err(), "delivered twice");
+        }
+    }
+    println!(
+        "mixed feeds on a cluster: a per-key change unheard for at most {:?}, a broadcast one {:?}",
+        heard[heard.len() - 1],
+        told[told.len() - 1]
     );
 }
 

@@ -587,3 +587,30 @@ fn a_load_that_outlived_its_lease_does_not_count_a_takeover_in_the_next_process(
         assert_eq!(m.duplicate_loads, 0, "no load was duplicated");
     });
 }
+
+/// A mixed fleet on one server: the per-key feed and the broadcast feed
+/// (`broadcast_feed(true)`, or a release without tracking). Off a cluster
+/// every process announces its changes on the change channel, so each hears
+/// the other's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_per_key_and_a_broadcast_feed_process_hear_each_other_on_one_server() {
+    let redis = RedisServer::start().unwrap();
+    let cache = |broadcast: bool| {
+        let config = RedisConfig::new(redis.url()).broadcast_feed(broadcast);
+        async move {
+            let remote = RedisRemote::<String, String>::connect(config)
+                .await
+                .expect("connect");
+            assert_eq!(remote.feed_per_key(), !broadcast);
+            Cache::builder()
+                .ttl(Duration::from_secs(60))
+                .shared_store(remote)
+                .build()
+                .expect("build")
+        }
+    };
+    let (per_key, broadcast) = (cache(false).await, cache(true).await);
+    let keys = |side: &str| (0..6).map(|i| format!("{side}{i}")).collect::<Vec<_>>();
+    common::changes_reach(&per_key, &broadcast, &keys("heard")).await;
+    common::changes_reach(&broadcast, &per_key, &keys("told")).await;
+}

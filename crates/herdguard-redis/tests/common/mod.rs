@@ -151,6 +151,43 @@ pub async fn stampede(
     (calls.load(std::sync::atomic::Ordering::SeqCst), errors)
 }
 
+/// For each key: `holder` loads `"old"` into its memory, then `writer`
+/// overwrites (even keys) or invalidates (odd keys) it, and `holder` must stop
+/// serving `"old"` within 2 s. Returns how long each took.
+pub async fn changes_reach(
+    writer: &herdguard::Cache<String, String>,
+    holder: &herdguard::Cache<String, String>,
+    keys: &[String],
+) -> Vec<Duration> {
+    let mut hops = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        let held = holder
+            .get_or_load(key.clone(), || async {
+                Ok::<_, std::io::Error>("old".to_string())
+            })
+            .await
+            .expect("load");
+        assert_eq!(held.as_str(), "old", "{key}");
+        assert!(holder.get(key).is_some(), "{key}: held in memory");
+        if i % 2 == 0 {
+            writer.insert(key.clone(), "new".to_string()).await.unwrap();
+        } else {
+            writer.invalidate(key).await.unwrap();
+        }
+        let changed = std::time::Instant::now();
+        while holder.get(key).is_some_and(|v| v.as_str() == "old") {
+            assert!(
+                changed.elapsed() < Duration::from_secs(2),
+                "{key}: the old value still served 2 s after the change"
+            );
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        hops.push(changed.elapsed());
+    }
+    hops.sort();
+    hops
+}
+
 /// Waits until Redis no longer has `key` (it expired): bounded, so a mark that
 /// never expires fails the test instead of hanging it.
 pub fn wait_gone(conn: &mut redis::Connection, key: &str, limit: Duration) {
