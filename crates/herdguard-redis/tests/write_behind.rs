@@ -504,6 +504,68 @@ fn every_acknowledged_write_is_in_the_stream_when_the_process_dies_right_after_t
     }
 }
 
+/// The fault at the worst moment for a write and its push: the process is
+/// SIGKILLed with hundreds of write-behinds in flight, some written to the
+/// shared store and not yet acknowledged. Whatever the shared store shows
+/// for a key (its entry's version) is in the queue's stream with that
+/// version: the fleet never shows a value the system of record will not get.
+#[test]
+fn a_process_killed_mid_write_leaves_no_shown_value_unqueued() {
+    const WRITES: usize = 400;
+    let redis = RedisServer::start().unwrap();
+    let url = redis.url();
+    let mut w = Writer::start(&url, &["--writer-delay-ms", "60000", "--batch", "1"]);
+    w.send(&format!("burst {WRITES}"));
+    // Killed once a few are acknowledged: the rest are somewhere between
+    // sent, written and queued.
+    for _ in 0..20 {
+        let line = w.line();
+        assert!(line.starts_with("ack "), "{line}");
+    }
+    w.kill();
+    let mut c = conn(&url);
+    let mut queued: HashMap<String, Vec<u64>> = HashMap::new();
+    for n in 0..8 {
+        let entries: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
+            .arg(format!("hg:{{wb}}:s{n}"))
+            .arg("-")
+            .arg("+")
+            .query(&mut c)
+            .unwrap();
+        for (_, fields) in entries {
+            queued
+                .entry(fields["k"].clone())
+                .or_default()
+                .push(fields["v"].parse().unwrap());
+        }
+    }
+    let mut shown = 0;
+    let mut unqueued = Vec::new();
+    for i in 0..WRITES {
+        let key = format!("b{i}");
+        let digits: String = redis::cmd("GETRANGE")
+            .arg(format!("hg:{{{key}}}:v"))
+            .arg(1)
+            .arg(20)
+            .query(&mut c)
+            .unwrap();
+        let Ok(version) = digits.parse::<u64>() else {
+            continue;
+        };
+        shown += 1;
+        let versions = queued.get(&key).map(Vec::as_slice).unwrap_or_default();
+        if versions != [version] {
+            unqueued.push(format!("{key}: shown at {version}, queued {versions:?}"));
+        }
+    }
+    assert!(shown >= 20, "only {shown} values shown");
+    assert!(
+        unqueued.is_empty(),
+        "{} of {shown} shown values not queued once: {unqueued:?}",
+        unqueued.len()
+    );
+}
+
 /// Entries (or fields, or members) the queue keeps in Redis beside its
 /// streams and dead letters: what a key space written through it can grow.
 async fn queue_records(c: &mut redis::aio::MultiplexedConnection) -> u64 {
