@@ -264,6 +264,68 @@ async fn a_full_durable_queue_refuses_and_shows_nothing() {
     assert!(refused > 0, "the queue never filled");
 }
 
+/// A write whose round trip fails after Redis ran it (here: the tracked
+/// read-back that follows the write is refused, so the write's reply is an
+/// error though the script ran) is not made again on another connection:
+/// the write is queued once, never twice.
+#[tokio::test]
+async fn a_write_that_failed_after_it_ran_is_not_queued_twice() {
+    struct Never;
+    impl herdguard::Writer<String, String> for Never {
+        fn write<'a>(
+            &'a self,
+            _: &'a [herdguard::Write<String, String>],
+        ) -> herdguard::BoxFuture<'a, Result<(), herdguard::BoxError>> {
+            Box::pin(std::future::pending())
+        }
+    }
+    let redis = RedisServer::start().unwrap();
+    let config = RedisConfig::new(redis.url());
+    let queue = RedisWriteQueue::<String, String>::connect(config.clone(), QueueConfig::new())
+        .await
+        .unwrap();
+    let remote = RedisRemote::<String, String>::connect(config)
+        .await
+        .unwrap();
+    let cache: Cache<String, String> = Cache::builder()
+        .shared_store(remote)
+        .write_behind(WriteBehind::new(Never).queue(queue))
+        .build()
+        .unwrap();
+    cache
+        .write_behind("warm".to_string(), "x".to_string())
+        .await
+        .unwrap();
+    let mut c = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    // The fault: every connection may still write, but not say `CLIENT CACHING`.
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("default")
+        .arg("-client|caching")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let _ = cache.write_behind("k".to_string(), "v".to_string()).await;
+    let mut pushed = 0;
+    for n in 0..8 {
+        let entries: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
+            .arg(format!("hg:{{wb}}:s{n}"))
+            .arg("-")
+            .arg("+")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        pushed += entries.iter().filter(|(_, f)| f["k"] == "k").count();
+    }
+    let shown: Option<Vec<u8>> = c.get("hg:{k}:v").await.unwrap();
+    assert_eq!(pushed, usize::from(shown.is_some()), "queued {pushed} times");
+    assert!(shown.is_some(), "the fault came after the write ran");
+}
+
 #[tokio::test]
 async fn bad_queue_settings_are_typed_errors() {
     let err = RedisWriteQueue::<String, String>::connect(
