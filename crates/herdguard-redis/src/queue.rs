@@ -6,7 +6,10 @@
 //! drained by one process at a time, the holder of its owner lease (`SET NX
 //! PX`, renewed while it drains), so the writes of one key reach the writer in
 //! order. A push is a plain `XADD` (never trimmed: a queue must not drop
-//! writes), one round trip and no script. The bound (`max_queue`, shared among
+//! writes), one round trip and no script — or, from a `RedisRemote` on the
+//! same server, the same `XADD` inside the shared-store write's script
+//! (`Remote::put_queued`: the write in both or in neither, one round trip
+//! for both; see `PUT` in `scripts.rs`). The bound (`max_queue`, shared among
 //! the partitions) is checked against the length this process last saw plus
 //! its own pushes since, and asked again before a refusal; a push also learns
 //! the length (an `XLEN` in its round trip) only when that view is past half

@@ -322,7 +322,11 @@ async fn a_write_that_failed_after_it_ran_is_not_queued_twice() {
         pushed += entries.iter().filter(|(_, f)| f["k"] == "k").count();
     }
     let shown: Option<Vec<u8>> = c.get("hg:{k}:v").await.unwrap();
-    assert_eq!(pushed, usize::from(shown.is_some()), "queued {pushed} times");
+    assert_eq!(
+        pushed,
+        usize::from(shown.is_some()),
+        "queued {pushed} times"
+    );
     assert!(shown.is_some(), "the fault came after the write ran");
 }
 

@@ -27,6 +27,10 @@ use crate::served::{Cached, Served};
 use crate::store::Store;
 use crate::write::{QueueError, WriteQueue};
 
+/// What `store_value_queued` did: the entry stored in process, what the
+/// shared store said, whether the write was queued with it.
+pub(crate) type Stored<V> = (Arc<Entry<V>>, Result<(), Error>, bool);
+
 /// Any error a loader may return.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -431,21 +435,21 @@ where
         match self.store_value_queued(key, value, None).await {
             Ok((entry, shared, _)) => (entry, shared),
             // Without a queue to join, nothing refuses before the write.
-            Err((entry, _)) => (entry, Ok(())),
+            Err((entry, _)) => (Arc::new(entry), Ok(())),
         }
     }
 
     /// `store_value`, with the write appended to `queue` (refused past
     /// `max_len`) in the shared store's own write when the store can
     /// ([`Remote::put_queued`]): the third value is then `true`. `Err` when
-    /// the queue refused before anything was written (nothing stored).
-    #[allow(clippy::type_complexity)]
+    /// the queue refused before anything was written (nothing stored; the
+    /// entry is given back, for a write that waits for room to try again).
     pub(crate) async fn store_value_queued(
         &self,
         key: K,
         value: V,
         queue: Option<(&dyn WriteQueue<K, V>, u64)>,
-    ) -> Result<(Arc<Entry<V>>, Result<(), Error>, bool), (Arc<Entry<V>>, QueueError)> {
+    ) -> Result<Stored<V>, (Entry<V>, QueueError)> {
         let now = self.clock.now();
         let mut entry = Entry::new(
             value,
@@ -480,7 +484,7 @@ where
                 }
                 Some(Err(QueuedPutError::Remote(e))) => Err(e),
                 // Refused before anything was sent: nothing to store.
-                Some(Err(QueuedPutError::Queue(e))) => return Err((Arc::new(entry), e)),
+                Some(Err(QueuedPutError::Queue(e))) => return Err((entry, e)),
                 None => remote.put(&key, None, &entry, retain).await,
             };
             match put {

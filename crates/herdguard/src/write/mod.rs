@@ -425,10 +425,10 @@ where
                 Err((entry, e)) => {
                     // Refused before anything was written.
                     let wait = matches!(e, QueueError::Full) && Instant::now() < deadline;
-                    match Arc::try_unwrap(entry) {
-                        Ok(entry) if wait => value = entry.into_value(),
-                        _ => return Err(WriteError::from_queue(e)),
+                    if !wait {
+                        return Err(WriteError::from_queue(e));
                     }
+                    value = entry.into_value();
                     tokio::time::sleep(FULL_POLL).await;
                 }
             }
