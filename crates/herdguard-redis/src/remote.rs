@@ -458,7 +458,8 @@ where
                 Err(Lapse::Failed) if again => {}
                 Err(Lapse::Failed) => {
                     return Err(RemoteError::Unavailable(
-                        "write: the change feed's connection failed".to_string(),
+                        "write: failed on the change feed's connection (it may have been made)"
+                            .to_string(),
                     ))
                 }
                 Err(Lapse::NoAnswer(e)) => return Err(e),
