@@ -330,6 +330,80 @@ async fn a_write_that_failed_after_it_ran_is_not_queued_twice() {
     assert!(shown.is_some(), "the fault came after the write ran");
 }
 
+/// Two processes racing writes of one key: the stream holds that key's
+/// writes in version order, so no older write is queued after a newer one
+/// (with the write and the push in two steps, one process's push could land
+/// after the other's newer write and push).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_writers_queue_a_keys_versions_in_order() {
+    struct Never;
+    impl herdguard::Writer<String, String> for Never {
+        fn write<'a>(
+            &'a self,
+            _: &'a [herdguard::Write<String, String>],
+        ) -> herdguard::BoxFuture<'a, Result<(), herdguard::BoxError>> {
+            Box::pin(std::future::pending())
+        }
+    }
+    const WRITES: usize = 300;
+    let redis = RedisServer::start().unwrap();
+    let config = RedisConfig::new(redis.url());
+    let mut caches = Vec::new();
+    for _ in 0..2 {
+        let queue = RedisWriteQueue::<String, String>::connect(
+            config.clone(),
+            QueueConfig::new().partitions(1),
+        )
+        .await
+        .unwrap();
+        let remote = RedisRemote::<String, String>::connect(config.clone())
+            .await
+            .unwrap();
+        let cache: Cache<String, String> = Cache::builder()
+            .shared_store(remote)
+            .write_behind(WriteBehind::new(Never).queue(queue))
+            .build()
+            .unwrap();
+        caches.push(cache);
+    }
+    let mut tasks = Vec::new();
+    for (p, cache) in caches.iter().enumerate() {
+        for i in 0..WRITES {
+            let cache = cache.clone();
+            tasks.push(tokio::spawn(async move {
+                cache
+                    .write_behind("k".to_string(), format!("p{p}-{i}"))
+                    .await
+            }));
+        }
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let mut c = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let entries: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
+        .arg("hg:{wb}:s0")
+        .arg("-")
+        .arg("+")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let versions: Vec<u64> = entries
+        .iter()
+        .map(|(_, f)| f["v"].parse().unwrap())
+        .collect();
+    assert_eq!(versions.len(), 2 * WRITES);
+    let inversions = versions.windows(2).filter(|w| w[0] >= w[1]).count();
+    assert_eq!(
+        inversions, 0,
+        "{inversions} older writes queued after newer ones"
+    );
+}
+
 #[tokio::test]
 async fn bad_queue_settings_are_typed_errors() {
     let err = RedisWriteQueue::<String, String>::connect(
