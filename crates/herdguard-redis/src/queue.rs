@@ -6,7 +6,10 @@
 //! drained by one process at a time, the holder of its owner lease (`SET NX
 //! PX`, renewed while it drains), so the writes of one key reach the writer in
 //! order. A push is a plain `XADD` (never trimmed: a queue must not drop
-//! writes), one round trip and no script. The bound (`max_queue`, shared among
+//! writes), one round trip and no script — or, from a `RedisRemote` on the
+//! same server, the same `XADD` inside the shared-store write's script
+//! (`Remote::put_queued`: the write in both or in neither, one round trip
+//! for both; see `PUT` in `scripts.rs`). The bound (`max_queue`, shared among
 //! the partitions) is checked against the length this process last saw plus
 //! its own pushes since, and asked again before a refusal; a push also learns
 //! the length (an `XLEN` in its round trip) only when that view is past half
@@ -271,6 +274,24 @@ if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
 return 0
 ";
 
+/// A write ready to be appended (`RedisWriteQueue::prepare`): a plain
+/// `XADD` (never trimmed: a queue must not drop writes) of fields `k` (the
+/// key's text), `v` (the version), `d` (the value, postcard) and `t` (when
+/// queued, Unix ms).
+pub(crate) struct Push {
+    partition: usize,
+    /// The key's text.
+    pub(crate) key: String,
+    /// The value, encoded.
+    pub(crate) payload: Vec<u8>,
+    /// When it was queued, Unix ms.
+    pub(crate) queued_ms: u64,
+    /// Whether the push asks for the partition's length (an `XLEN`).
+    pub(crate) look: bool,
+    /// When the push began (`now_ms`).
+    started: u64,
+}
+
 /// The queue's scripts, hashed once.
 struct Scripts {
     ack: Script,
@@ -298,6 +319,8 @@ pub struct RedisWriteQueue<K, V> {
     /// queued behind it on the same connection).
     reader: ConnectionManager,
     names: Names,
+    /// The URL connected to (see `server`).
+    url: String,
     config: QueueConfig,
     op_timeout: Duration,
     max_value_bytes: usize,
@@ -376,6 +399,7 @@ where
             conn,
             reader,
             names,
+            url: redis.url.clone(),
             op_timeout: redis.op_timeout,
             max_value_bytes: redis.max_value_bytes,
             consumer: format!("{:016x}-{}", fastrand::u64(..), std::process::id()),
@@ -546,6 +570,92 @@ where
         Ok(())
     }
 
+    /// The server this queue lives on, as its URL names it: a shared store
+    /// on the same URL (not a cluster) appends to it in its own write.
+    pub(crate) fn server(&self) -> &str {
+        &self.url
+    }
+
+    /// What appending a write of `key` and `value` takes, checked against the
+    /// bound: `max_len` shared among the partitions, against the length this
+    /// process last saw plus its own pushes since, asked again (`XLEN`)
+    /// before a refusal. The one home of the bound's rule, for a plain push
+    /// and for one made in the shared store's write (`RedisRemote`).
+    pub(crate) async fn prepare(
+        &self,
+        key: &K,
+        value: &V,
+        max_len: u64,
+    ) -> Result<Push, QueueError> {
+        let payload = postcard::to_allocvec(value).map_err(|e| QueueError::Codec(e.to_string()))?;
+        if payload.len() > self.max_value_bytes {
+            return Err(QueueError::Codec(format!(
+                "value of {} bytes exceeds the limit of {} bytes",
+                payload.len(),
+                self.max_value_bytes
+            )));
+        }
+        let key = key.to_string();
+        let n = partition_of(&key, self.names.streams.len());
+        let share = max_len.div_ceil(self.names.streams.len() as u64).max(1);
+        let started = self.now_ms();
+        if self.lengths[n].load(Ordering::Relaxed) >= share {
+            // Full as far as this process knows: ask before refusing.
+            let mut conn = self.conn.clone();
+            let len: u64 = self
+                .op(
+                    "XLEN",
+                    self.op_timeout,
+                    redis::cmd("XLEN")
+                        .arg(&self.names.streams[n])
+                        .query_async(&mut conn),
+                )
+                .await?;
+            self.saw_length(n, len, started);
+            if len >= share {
+                return Err(QueueError::Full);
+            }
+        }
+        // The push learns the length (an XLEN in the same round trip) only
+        // when this process's view is past half the share, or older than
+        // `LENGTH_FRESH`: below that, the fleet would have to push half a
+        // share within `LENGTH_FRESH` for the partition to be full unseen.
+        let known = self.lengths[n].load(Ordering::Relaxed);
+        let looked = self.looked[n].load(Ordering::Relaxed);
+        let fresh = looked != 0 && started.saturating_sub(looked) < LENGTH_FRESH.as_millis() as u64;
+        Ok(Push {
+            partition: n,
+            key,
+            payload,
+            queued_ms: unix_ms(),
+            look: known >= share / 2 || !fresh,
+            started,
+        })
+    }
+
+    /// The stream of a prepared push.
+    pub(crate) fn stream(&self, push: &Push) -> &str {
+        &self.names.streams[push.partition]
+    }
+
+    /// A prepared push was appended; `len` is the partition's length after
+    /// it when the push asked (`Push::look`).
+    pub(crate) fn pushed(&self, push: &Push, len: Option<u64>) {
+        let n = push.partition;
+        match len {
+            Some(len) => {
+                // Never lowered by a reply that overtook a later one: only a
+                // read of the length alone (`prepare`, or the drainer's)
+                // lowers it.
+                self.lengths[n].fetch_max(len, Ordering::Relaxed);
+                self.looked[n].fetch_max(push.started, Ordering::Relaxed);
+            }
+            None => {
+                self.lengths[n].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
     /// Drops writes older than one already written for their key (they are
     /// acknowledged): a write may be delivered again after a crash. Only
     /// [`remembered`] versions are compared.
@@ -613,72 +723,32 @@ where
         max_len: u64,
     ) -> BoxFuture<'a, Result<(), QueueError>> {
         Box::pin(async move {
-            let payload = postcard::to_allocvec(write.value())
-                .map_err(|e| QueueError::Codec(e.to_string()))?;
-            if payload.len() > self.max_value_bytes {
-                return Err(QueueError::Codec(format!(
-                    "value of {} bytes exceeds the limit of {} bytes",
-                    payload.len(),
-                    self.max_value_bytes
-                )));
-            }
-            let key = write.key().to_string();
-            let n = partition_of(&key, self.names.streams.len());
-            let stream = &self.names.streams[n];
-            let share = max_len.div_ceil(self.names.streams.len() as u64).max(1);
-            let mut conn = self.conn.clone();
-            let started = self.now_ms();
-            if self.lengths[n].load(Ordering::Relaxed) >= share {
-                // Full as far as this process knows: ask before refusing.
-                let len: u64 = self
-                    .op(
-                        "XLEN",
-                        self.op_timeout,
-                        redis::cmd("XLEN").arg(stream).query_async(&mut conn),
-                    )
-                    .await?;
-                self.saw_length(n, len, started);
-                if len >= share {
-                    return Err(QueueError::Full);
-                }
-            }
-            // A plain XADD (no trimming: a queue must not drop writes). It
-            // learns the length (an XLEN in the same round trip) only when
-            // this process's view is past half the share, or older than
-            // `LENGTH_FRESH`: below that, the fleet would have to push half a
-            // share within `LENGTH_FRESH` for the partition to be full unseen.
-            let known = self.lengths[n].load(Ordering::Relaxed);
-            let looked = self.looked[n].load(Ordering::Relaxed);
-            let fresh =
-                looked != 0 && started.saturating_sub(looked) < LENGTH_FRESH.as_millis() as u64;
-            let look = known >= share / 2 || !fresh;
+            let push = self.prepare(write.key(), write.value(), max_len).await?;
             let mut pipe = redis::pipe();
             pipe.cmd("XADD")
-                .arg(stream)
+                .arg(&self.names.streams[push.partition])
                 .arg("*")
                 .arg("k")
-                .arg(&key)
+                .arg(&push.key)
                 .arg("v")
                 .arg(write.version())
                 .arg("d")
-                .arg(payload)
+                .arg(&push.payload)
                 .arg("t")
-                .arg(unix_ms())
+                .arg(push.queued_ms)
                 .ignore();
-            if look {
-                pipe.cmd("XLEN").arg(stream);
+            let mut conn = self.conn.clone();
+            if push.look {
+                pipe.cmd("XLEN").arg(&self.names.streams[push.partition]);
                 let (len,): (u64,) = self
                     .op("XADD", self.op_timeout, pipe.query_async(&mut conn))
                     .await?;
-                // Never lowered by a reply that overtook a later one: only a
-                // read of the length alone (above, or the drainer's) lowers it.
-                self.lengths[n].fetch_max(len, Ordering::Relaxed);
-                self.looked[n].fetch_max(started, Ordering::Relaxed);
+                self.pushed(&push, Some(len));
             } else {
                 let _: () = self
                     .op("XADD", self.op_timeout, pipe.query_async(&mut conn))
                     .await?;
-                self.lengths[n].fetch_add(1, Ordering::Relaxed);
+                self.pushed(&push, None);
             }
             Ok(())
         })
@@ -886,6 +956,10 @@ where
 
     fn durable(&self) -> bool {
         true
+    }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
     }
 }
 

@@ -7,8 +7,8 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use herdguard::{
-    BoxFuture, ChangeListener, Entry, Lease, Marker, Notified, PutOutcome, Remote, RemoteError,
-    Shared,
+    BoxFuture, ChangeListener, Entry, Lease, Marker, Notified, PutOutcome, QueuedPutError, Remote,
+    RemoteError, Shared, WriteQueue,
 };
 use redis::{RedisError, ScriptInvocation};
 use serde::{de::DeserializeOwned, Serialize};
@@ -20,9 +20,13 @@ use crate::feed::{Event, Feed, Setup};
 use crate::keys::{
     broadcast_channel, change_channel, instances_key, tag_set, unescape, KeyNames, MAX_TAG_BYTES,
 };
+use crate::queue::RedisWriteQueue;
 use crate::quorum::{Acquired, Quorum, QuorumStats};
 use crate::scripts::Scripts;
 use crate::tracking::Session;
+
+/// What `PUT` answers: stored (1 or 0), the version, the stream's length or -1.
+type Written = (i64, u64, i64);
 
 /// How a call on the per-key feed's session failed.
 enum Lapse {
@@ -462,26 +466,85 @@ where
         session: &Session,
         names: &KeyNames,
         script: &ScriptInvocation<'_>,
-    ) -> Result<(i64, u64), Lapse> {
+    ) -> Result<Written, Lapse> {
         let tag = names.tag.as_str();
         let (written, held_back) = self
             .in_window(session, tag, "write", |fence| async move {
                 session
-                    .write_and_track::<(i64, u64)>(&names.value, script, &fence)
+                    .write_and_track::<Written>(&names.value, script, &fence)
                     .await
             })
             .await;
         match &written {
-            Ok(((1, version), digits)) if envelope::version_of(digits) == Some(*version) => {
+            Ok(((1, version, _), digits)) if envelope::version_of(digits) == Some(*version) => {
                 let version = *version;
                 self.feed.own_change(Event::Changed { tag, version }, tag);
             }
-            Ok(((stored, _), _)) if *stored == 1 || held_back => {
+            Ok(((stored, _, _), _)) if *stored == 1 || held_back => {
                 self.feed.own_change(Event::ChangedUnknown { tag }, tag);
             }
             _ => {}
         }
         written.map(|(answer, _)| answer)
+    }
+
+    /// The `PUT` invocation of an entry's write (see `scripts.rs`).
+    fn put_script<'s>(
+        &'s self,
+        names: &'s KeyNames,
+        expected: &str,
+        token: &str,
+        payload: &[u8],
+        px: u64,
+    ) -> ScriptInvocation<'s> {
+        let mut script = self.scripts.put.key(&names.value);
+        script
+            .key(&names.version)
+            .key(&names.lease)
+            .key(&names.marker)
+            .key(&names.held)
+            .arg(expected)
+            .arg(token)
+            .arg(payload)
+            .arg(px)
+            .arg(&self.announce)
+            .arg(&names.tag);
+        script
+    }
+
+    /// Runs an entry's `PUT` on the per-key feed's session when it is up,
+    /// else on the command connection. A call that failed on the session is
+    /// made again on the command connection only when `again`: should the
+    /// first have been applied, a second is refused (its lease's version is
+    /// gone) or an insert written twice — never a write queued twice.
+    async fn write_entry(
+        &self,
+        names: &KeyNames,
+        script: &ScriptInvocation<'_>,
+        again: bool,
+    ) -> Result<Written, RemoteError> {
+        self.tracked_or(
+            |session| async move {
+                match self.write_tracked(&session, names, script).await {
+                    // A write that may have run is not made again where that
+                    // would queue it twice: the caller says.
+                    Err(Lapse::Failed) if !again => Err(Lapse::NoAnswer(RemoteError::Unavailable(
+                        "write: failed on the change feed's connection (it may have been made)"
+                            .to_string(),
+                    ))),
+                    written => written,
+                }
+            },
+            |mut conn| async move { self.op("write", script.invoke_async(&mut conn)).await },
+        )
+        .await
+    }
+
+    /// Whether `queue` lives where this store writes, so that a write can
+    /// append to it in the same script: the same URL, and not a cluster
+    /// (there the queue's slot is not the key's).
+    fn reaches(&self, queue: &RedisWriteQueue<K, V>) -> bool {
+        self.config.cluster_seeds.is_empty() && queue.server() == self.config.url
     }
 
     /// How long a held mark, and a version record, last from a grant or
@@ -718,25 +781,8 @@ where
                 Some(l) => (l.version.to_string(), l.token.as_str()),
                 None => (String::new(), ""),
             };
-            let mut script = self.scripts.put.key(&names.value);
-            script
-                .key(&names.version)
-                .key(&names.lease)
-                .key(&names.marker)
-                .key(&names.held)
-                .arg(expected)
-                .arg(token)
-                .arg(payload)
-                .arg(px)
-                .arg(&self.announce)
-                .arg(&names.tag);
-            let (names, script) = (&names, &script);
-            let written: Result<(i64, u64), RemoteError> = self
-                .tracked_or(
-                    |session| async move { self.write_tracked(&session, names, script).await },
-                    |mut conn| async move { self.op("write", script.invoke_async(&mut conn)).await },
-                )
-                .await;
+            let script = self.put_script(&names, &expected, token, &payload, px);
+            let written = self.write_entry(&names, &script, true).await;
             if let (Some(quorum), Some(lease)) = (&self.quorum, lease) {
                 // The write gave the lease back in the data store, whatever it
                 // decided; so do the lock servers.
@@ -744,13 +790,51 @@ where
                     .release(&self.scripts, &names.lock, &lease.token)
                     .await;
             }
-            let (stored, version) = written?;
+            let (stored, version, _) = written?;
             Ok(if stored == 1 {
                 PutOutcome::Stored { version }
             } else {
                 PutOutcome::Superseded
             })
         })
+    }
+
+    fn put_queued<'a>(
+        &'a self,
+        key: &'a K,
+        entry: &'a Entry<V>,
+        retain: Duration,
+        queue: &'a dyn WriteQueue<K, V>,
+        max_len: u64,
+    ) -> Option<BoxFuture<'a, Result<u64, QueuedPutError>>> {
+        let queue = queue
+            .as_any()?
+            .downcast_ref::<RedisWriteQueue<K, V>>()
+            .filter(|q| self.reaches(q))?;
+        Some(Box::pin(async move {
+            let push = queue
+                .prepare(key, entry.value(), max_len)
+                .await
+                .map_err(QueuedPutError::Queue)?;
+            let names = self.names(key);
+            let payload = envelope::encode(entry, 0, self.config.max_value_bytes)
+                .map_err(QueuedPutError::Remote)?;
+            let mut script = self.put_script(&names, "", "", &payload, Self::millis(retain));
+            script
+                .key(queue.stream(&push))
+                .arg(&push.key)
+                .arg(&push.payload)
+                .arg(push.queued_ms)
+                .arg(if push.look { "1" } else { "" });
+            // Not made again on another connection after a failure that may
+            // have been applied: the write would be queued twice.
+            let (_, version, len) = self
+                .write_entry(&names, &script, false)
+                .await
+                .map_err(QueuedPutError::Remote)?;
+            queue.pushed(&push, u64::try_from(len).ok());
+            Ok(version)
+        }))
     }
 
     fn invalidate<'a>(&'a self, key: &'a K) -> BoxFuture<'a, Result<u64, RemoteError>> {

@@ -227,9 +227,21 @@ return 1
 /// ASCII digits), drops the version record (the entry carries the version
 /// now), clears the marker and announces. The held mark goes if it is the
 /// token's, as in `RELEASE`.
-/// Returns `{1, new version}` or `{0, current version or 0}`.
-/// KEYS: value, version, lease, marker, held. ARGV: expected version or '',
-/// token or '', payload, value ms, channel or '', tag.
+///
+/// With a write-behind stream (KEYS[6]; only without a lease), the write is
+/// also appended to it — fields as `queue.rs` pushes them, the version the
+/// one given here — before anything is written: an `XADD` that fails (bytes
+/// of another type there, no memory) fails the script with nothing written,
+/// and one that succeeds is never without the entry. So the write is in both
+/// or in neither, and the stream holds each key's writes in version order.
+/// A single server's keys only: on a cluster, the stream's slot is not the
+/// key's.
+///
+/// Returns `{1, new version, stream length or -1}` or `{0, current version
+/// or 0, -1}` (the length when ARGV[10] is not '').
+/// KEYS: value, version, lease, marker, held[, stream]. ARGV: expected
+/// version or '', token or '', payload, value ms, channel or '', tag[, key
+/// text, queued payload, queued ms, '1' or ''].
 const PUT: &str = r"
 if holds(KEYS[5], ARGV[2]) then redis.call('DEL', KEYS[5]) end
 local released = holds(KEYS[3], ARGV[2])
@@ -237,14 +249,19 @@ if released then redis.call('DEL', KEYS[3]) end
 local cur = current(KEYS[1], KEYS[2])
 if ARGV[1] ~= '' and cur ~= tonumber(ARGV[1]) then
   if released then announce(ARGV[5], 'r 0 ' .. ARGV[6]) end
-  return {0, cur or 0}
+  return {0, cur or 0, -1}
 end
 local v = advance(cur)
+local len = -1
+if KEYS[6] then
+  redis.call('XADD', KEYS[6], '*', 'k', ARGV[7], 'v', fmt(v), 'd', ARGV[8], 't', ARGV[9])
+  if ARGV[10] ~= '' then len = redis.call('XLEN', KEYS[6]) end
+end
 local p = ARGV[3]
 redis.call('SET', KEYS[1], string.sub(p, 1, 1) .. string.format('%020.0f', v) .. string.sub(p, 22), 'PX', ARGV[4])
 redis.call('DEL', KEYS[2], KEYS[4])
 announce(ARGV[5], 'w ' .. fmt(v) .. ' ' .. ARGV[6])
-return {1, v}
+return {1, v, len}
 ";
 
 /// Deletes the entry, marker, lease and held mark, advances the version

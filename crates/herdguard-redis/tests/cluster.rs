@@ -349,3 +349,55 @@ async fn stored_keys_are_counted_across_every_shard() {
     cache.invalidate(&"key1".to_string()).await.unwrap();
     assert_eq!(remote.count_stored(&asked).await.unwrap(), stored.len() - 1);
 }
+
+/// On a cluster the key and the write-behind queue live in different slots:
+/// the write and its push stay two steps, even with the queue on the URL
+/// the cluster was named by (one script over both would be refused,
+/// `CROSSSLOT`). Every write is acknowledged and queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_behind_on_a_cluster_queues_every_write_in_two_steps() {
+    use herdguard::{BoxError, BoxFuture, Write, WriteBehind, Writer};
+    use herdguard_redis::{QueueConfig, RedisWriteQueue};
+    struct Never;
+    impl Writer<String, String> for Never {
+        fn write<'a>(
+            &'a self,
+            _: &'a [Write<String, String>],
+        ) -> BoxFuture<'a, Result<(), BoxError>> {
+            Box::pin(std::future::pending())
+        }
+    }
+    let cluster = RedisCluster::start_single_shard().expect("start a one-node cluster");
+    let url = cluster.urls()[0].clone();
+    let remote = RedisRemote::<String, String>::connect(RedisConfig::cluster([url.clone()]))
+        .await
+        .expect("connect to the cluster");
+    let queue = RedisWriteQueue::<String, String>::connect(
+        RedisConfig::new(url.clone()),
+        QueueConfig::new().partitions(1),
+    )
+    .await
+    .expect("queue");
+    let cache: Cache<String, String> = Cache::builder()
+        .shared_store(remote)
+        .write_behind(WriteBehind::new(Never).queue(queue))
+        .build()
+        .expect("build");
+    for i in 0..20 {
+        cache
+            .write_behind(format!("k{i}"), "v".to_string())
+            .await
+            .unwrap_or_else(|e| panic!("write k{i}: {e}"));
+    }
+    let mut c = redis::Client::open(url)
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connection");
+    let queued: u64 = redis::cmd("XLEN")
+        .arg("hg:{wb}:s0")
+        .query_async(&mut c)
+        .await
+        .expect("XLEN");
+    assert_eq!(queued, 20);
+}

@@ -264,6 +264,146 @@ async fn a_full_durable_queue_refuses_and_shows_nothing() {
     assert!(refused > 0, "the queue never filled");
 }
 
+/// A write whose round trip fails after Redis ran it (here: the tracked
+/// read-back that follows the write is refused, so the write's reply is an
+/// error though the script ran) is not made again on another connection:
+/// the write is queued once, never twice.
+#[tokio::test]
+async fn a_write_that_failed_after_it_ran_is_not_queued_twice() {
+    struct Never;
+    impl herdguard::Writer<String, String> for Never {
+        fn write<'a>(
+            &'a self,
+            _: &'a [herdguard::Write<String, String>],
+        ) -> herdguard::BoxFuture<'a, Result<(), herdguard::BoxError>> {
+            Box::pin(std::future::pending())
+        }
+    }
+    let redis = RedisServer::start().unwrap();
+    let config = RedisConfig::new(redis.url());
+    let queue = RedisWriteQueue::<String, String>::connect(config.clone(), QueueConfig::new())
+        .await
+        .unwrap();
+    let remote = RedisRemote::<String, String>::connect(config)
+        .await
+        .unwrap();
+    let cache: Cache<String, String> = Cache::builder()
+        .shared_store(remote)
+        .write_behind(WriteBehind::new(Never).queue(queue))
+        .build()
+        .unwrap();
+    cache
+        .write_behind("warm".to_string(), "x".to_string())
+        .await
+        .unwrap();
+    let mut c = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    // The fault: every connection may still write, but not say `CLIENT CACHING`.
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("default")
+        .arg("-client|caching")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let _ = cache.write_behind("k".to_string(), "v".to_string()).await;
+    let mut pushed = 0;
+    for n in 0..8 {
+        let entries: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
+            .arg(format!("hg:{{wb}}:s{n}"))
+            .arg("-")
+            .arg("+")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        pushed += entries.iter().filter(|(_, f)| f["k"] == "k").count();
+    }
+    let shown: Option<Vec<u8>> = c.get("hg:{k}:v").await.unwrap();
+    assert_eq!(
+        pushed,
+        usize::from(shown.is_some()),
+        "queued {pushed} times"
+    );
+    assert!(shown.is_some(), "the fault came after the write ran");
+}
+
+/// Two processes racing writes of one key: the stream holds that key's
+/// writes in version order, so no older write is queued after a newer one
+/// (with the write and the push in two steps, one process's push could land
+/// after the other's newer write and push).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_writers_queue_a_keys_versions_in_order() {
+    struct Never;
+    impl herdguard::Writer<String, String> for Never {
+        fn write<'a>(
+            &'a self,
+            _: &'a [herdguard::Write<String, String>],
+        ) -> herdguard::BoxFuture<'a, Result<(), herdguard::BoxError>> {
+            Box::pin(std::future::pending())
+        }
+    }
+    const WRITES: usize = 300;
+    let redis = RedisServer::start().unwrap();
+    let config = RedisConfig::new(redis.url());
+    let mut caches = Vec::new();
+    for _ in 0..2 {
+        let queue = RedisWriteQueue::<String, String>::connect(
+            config.clone(),
+            QueueConfig::new().partitions(1),
+        )
+        .await
+        .unwrap();
+        let remote = RedisRemote::<String, String>::connect(config.clone())
+            .await
+            .unwrap();
+        let cache: Cache<String, String> = Cache::builder()
+            .shared_store(remote)
+            .write_behind(WriteBehind::new(Never).queue(queue))
+            .build()
+            .unwrap();
+        caches.push(cache);
+    }
+    let mut tasks = Vec::new();
+    for (p, cache) in caches.iter().enumerate() {
+        for i in 0..WRITES {
+            let cache = cache.clone();
+            tasks.push(tokio::spawn(async move {
+                cache
+                    .write_behind("k".to_string(), format!("p{p}-{i}"))
+                    .await
+            }));
+        }
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let mut c = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let entries: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
+        .arg("hg:{wb}:s0")
+        .arg("-")
+        .arg("+")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let versions: Vec<u64> = entries
+        .iter()
+        .map(|(_, f)| f["v"].parse().unwrap())
+        .collect();
+    assert_eq!(versions.len(), 2 * WRITES);
+    let inversions = versions.windows(2).filter(|w| w[0] >= w[1]).count();
+    assert_eq!(
+        inversions, 0,
+        "{inversions} older writes queued after newer ones"
+    );
+}
+
 #[tokio::test]
 async fn bad_queue_settings_are_typed_errors() {
     let err = RedisWriteQueue::<String, String>::connect(
@@ -502,6 +642,68 @@ fn every_acknowledged_write_is_in_the_stream_when_the_process_dies_right_after_t
             "{k}: {payload:?} is not {v}"
         );
     }
+}
+
+/// The fault at the worst moment for a write and its push: the process is
+/// SIGKILLed with hundreds of write-behinds in flight, some written to the
+/// shared store and not yet acknowledged. Whatever the shared store shows
+/// for a key (its entry's version) is in the queue's stream with that
+/// version: the fleet never shows a value the system of record will not get.
+#[test]
+fn a_process_killed_mid_write_leaves_no_shown_value_unqueued() {
+    const WRITES: usize = 400;
+    let redis = RedisServer::start().unwrap();
+    let url = redis.url();
+    let mut w = Writer::start(&url, &["--writer-delay-ms", "60000", "--batch", "1"]);
+    w.send(&format!("burst {WRITES}"));
+    // Killed once a few are acknowledged: the rest are somewhere between
+    // sent, written and queued.
+    for _ in 0..20 {
+        let line = w.line();
+        assert!(line.starts_with("ack "), "{line}");
+    }
+    w.kill();
+    let mut c = conn(&url);
+    let mut queued: HashMap<String, Vec<u64>> = HashMap::new();
+    for n in 0..8 {
+        let entries: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
+            .arg(format!("hg:{{wb}}:s{n}"))
+            .arg("-")
+            .arg("+")
+            .query(&mut c)
+            .unwrap();
+        for (_, fields) in entries {
+            queued
+                .entry(fields["k"].clone())
+                .or_default()
+                .push(fields["v"].parse().unwrap());
+        }
+    }
+    let mut shown = 0;
+    let mut unqueued = Vec::new();
+    for i in 0..WRITES {
+        let key = format!("b{i}");
+        let digits: String = redis::cmd("GETRANGE")
+            .arg(format!("hg:{{{key}}}:v"))
+            .arg(1)
+            .arg(20)
+            .query(&mut c)
+            .unwrap();
+        let Ok(version) = digits.parse::<u64>() else {
+            continue;
+        };
+        shown += 1;
+        let versions = queued.get(&key).map(Vec::as_slice).unwrap_or_default();
+        if versions != [version] {
+            unqueued.push(format!("{key}: shown at {version}, queued {versions:?}"));
+        }
+    }
+    assert!(shown >= 20, "only {shown} values shown");
+    assert!(
+        unqueued.is_empty(),
+        "{} of {shown} shown values not queued once: {unqueued:?}",
+        unqueued.len()
+    );
 }
 
 /// Entries (or fields, or members) the queue keeps in Redis beside its

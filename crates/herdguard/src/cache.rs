@@ -22,9 +22,14 @@ use crate::health::Health;
 use crate::load::{BoxLoader, Failure, Outcome, Source};
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::policy::{classify, surely_fresh, CallOptions, Freshness, Loaded, Policy};
-use crate::remote::{PutOutcome, Remote};
+use crate::remote::{PutOutcome, QueuedPutError, Remote};
 use crate::served::{Cached, Served};
 use crate::store::Store;
+use crate::write::{QueueError, WriteQueue};
+
+/// What `store_value_queued` did: the entry stored in process, what the
+/// shared store said, whether the write was queued with it.
+pub(crate) type Stored<V> = (Arc<Entry<V>>, Result<(), Error>, bool);
 
 /// Any error a loader may return.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -427,6 +432,24 @@ where
     /// barrier for loads in flight). Returns the entry stored in process and
     /// what the shared store said.
     pub(crate) async fn store_value(&self, key: K, value: V) -> (Arc<Entry<V>>, Result<(), Error>) {
+        match self.store_value_queued(key, value, None).await {
+            Ok((entry, shared, _)) => (entry, shared),
+            // Without a queue to join, nothing refuses before the write.
+            Err((entry, _)) => (Arc::new(entry), Ok(())),
+        }
+    }
+
+    /// `store_value`, with the write appended to `queue` (refused past
+    /// `max_len`) in the shared store's own write when the store can
+    /// ([`Remote::put_queued`]): the third value is then `true`. `Err` when
+    /// the queue refused before anything was written (nothing stored; the
+    /// entry is given back, for a write that waits for room to try again).
+    pub(crate) async fn store_value_queued(
+        &self,
+        key: K,
+        value: V,
+        queue: Option<(&dyn WriteQueue<K, V>, u64)>,
+    ) -> Result<Stored<V>, (Entry<V>, QueueError)> {
         let now = self.clock.now();
         let mut entry = Entry::new(
             value,
@@ -441,12 +464,30 @@ where
         );
         entry.epoch = self.epoch();
         let mut result = Ok(());
+        let mut queued = false;
         // A change another process makes while the write is in flight may be
         // heard of before the copy is stored: noted here, it keeps it out.
         let write = self.remote.is_some().then(|| self.flights.writing(&key));
         if let Some(remote) = &self.remote {
             let retain = self.retain(&entry);
-            match remote.put(&key, None, &entry, retain).await {
+            let put = match queue {
+                Some((q, max_len)) => match remote.put_queued(&key, &entry, retain, q, max_len) {
+                    Some(joined) => Some(joined.await),
+                    None => None,
+                },
+                None => None,
+            };
+            let put = match put {
+                Some(Ok(version)) => {
+                    queued = true;
+                    Ok(PutOutcome::Stored { version })
+                }
+                Some(Err(QueuedPutError::Remote(e))) => Err(e),
+                // Refused before anything was sent: nothing to store.
+                Some(Err(QueuedPutError::Queue(e))) => return Err((entry, e)),
+                None => remote.put(&key, None, &entry, retain).await,
+            };
+            match put {
                 Ok(PutOutcome::Stored { version }) => entry.meta.version = version,
                 // Unconditional writes are never superseded; keep the local version.
                 Ok(PutOutcome::Superseded) => {}
@@ -477,7 +518,7 @@ where
             Some(write) => write.wrote(store),
             None => self.flights.supersede(&key, || store(0)),
         }
-        (entry, result)
+        Ok((entry, result, queued))
     }
 
     pub(crate) fn forget_failures(&self, key: &K) {

@@ -103,7 +103,9 @@ pub use error::{ConfigError, Error, FleetLoadFailed, RemoteError, SharedError};
 pub use events::key_hash;
 pub use metrics::{HistogramSnapshot, MetricsSnapshot};
 pub use policy::{CallOptions, Loaded, Policy};
-pub use remote::{BoxFuture, ChangeListener, Lease, Marker, Notified, PutOutcome, Remote, Shared};
+pub use remote::{
+    BoxFuture, ChangeListener, Lease, Marker, Notified, PutOutcome, QueuedPutError, Remote, Shared,
+};
 pub use served::{Cached, Served};
 pub use store::{MemoryStore, Store};
 pub use write::{

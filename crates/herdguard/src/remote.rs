@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use crate::entry::Entry;
 use crate::error::RemoteError;
+use crate::write::{QueueError, WriteQueue};
 
 /// A boxed, sendable future (the seam is used as a trait object).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -67,6 +68,17 @@ pub enum PutOutcome {
     /// leased again): the entry was not written, and the loaded value must not
     /// be kept as fresh.
     Superseded,
+}
+
+/// Why a write joined with its queue's push ([`Remote::put_queued`]) failed.
+#[derive(Debug)]
+pub enum QueuedPutError {
+    /// The shared store failed. With no answer, the write and its push may
+    /// both have been made (never one without the other).
+    Remote(RemoteError),
+    /// The queue refused before anything was sent (full, or the value does
+    /// not encode): nothing was written.
+    Queue(QueueError),
 }
 
 /// How the fleet's last load of a key ended when it stored no value: left by
@@ -170,6 +182,28 @@ pub trait Remote<K, V>: Send + Sync + 'static {
         entry: &'a Entry<V>,
         retain: Duration,
     ) -> BoxFuture<'a, Result<PutOutcome, RemoteError>>;
+
+    /// Writes `entry` as an unconditional [`put`](Remote::put) does and, in
+    /// the same atomic step, appends its write (the key, the entry's value,
+    /// the version the write gives the key) to `queue` — unless `max_len`
+    /// writes are queued already ([`QueueError::Full`], nothing written).
+    /// Returns the version. So a write is in both or in neither, whenever the
+    /// process or the store fails, and one round trip makes both.
+    ///
+    /// `None` when this store cannot append to `queue` in its own write
+    /// (another kind of queue, another server, a cluster, where the two live
+    /// in different slots): the caller writes, then pushes. The default.
+    fn put_queued<'a>(
+        &'a self,
+        key: &'a K,
+        entry: &'a Entry<V>,
+        retain: Duration,
+        queue: &'a dyn WriteQueue<K, V>,
+        max_len: u64,
+    ) -> Option<BoxFuture<'a, Result<u64, QueuedPutError>>> {
+        let _ = (key, entry, retain, queue, max_len);
+        None
+    }
 
     /// Deletes the entry, marker and lease of `key`, advances its version (so no
     /// load in flight anywhere can store its now-outdated result) and announces

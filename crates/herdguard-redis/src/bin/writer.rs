@@ -9,7 +9,9 @@
 //!
 //! Prints `ready`, then for each line on stdin: `w KEY VALUE` → write-behind,
 //! prints `ack KEY VALUE` once queued (or `err KEY why`); `flush` → waits
-//! until the queue is empty, prints `flushed` (or `not flushed`). Stops at the
+//! until the queue is empty, prints `flushed` (or `not flushed`); `burst N` →
+//! N write-behinds at once (`b0`…, values `v0`…), each printing its `ack` or
+//! `err` as it ends. Stops at the
 //! end of stdin, without flushing (as a crash would, but for the process).
 
 use std::sync::Arc;
@@ -147,9 +149,23 @@ async fn run(args: Args) -> anyhow::Result<()> {
             println!("{}", if done { "flushed" } else { "not flushed" });
             continue;
         }
+        if let Some(n) = line.strip_prefix("burst ") {
+            let n: usize = n.parse().context("burst N")?;
+            for i in 0..n {
+                let cache = Arc::clone(&cache);
+                tokio::spawn(async move {
+                    let (key, value) = (format!("b{i}"), format!("v{i}"));
+                    match cache.write_behind(key.clone(), value.clone()).await {
+                        Ok(()) => println!("ack {key} {value}"),
+                        Err(e) => println!("err {key} {e}"),
+                    }
+                });
+            }
+            continue;
+        }
         let mut parts = line.splitn(3, ' ');
         let (Some("w"), Some(key), Some(value)) = (parts.next(), parts.next(), parts.next()) else {
-            anyhow::bail!("expected `w KEY VALUE` or `flush`, got {line:?}");
+            anyhow::bail!("expected `w KEY VALUE`, `burst N` or `flush`, got {line:?}");
         };
         match cache.write_behind(key.to_string(), value.to_string()).await {
             Ok(()) => println!("ack {key} {value}"),

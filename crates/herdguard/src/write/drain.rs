@@ -19,6 +19,9 @@ use crate::cache::Inner;
 /// How long one `take` waits for writes before the task looks again.
 const TAKE_WAIT: Duration = Duration::from_millis(100);
 
+/// How often a write waiting for room in a full queue tries again.
+pub(crate) const FULL_POLL: Duration = Duration::from_millis(5);
+
 /// The write-behind machinery of one cache.
 pub(crate) struct Drain<K, V> {
     config: WriteBehind<K, V>,
@@ -73,25 +76,39 @@ where
             if Instant::now() >= deadline {
                 return Err(WriteError::QueueFull);
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            tokio::time::sleep(FULL_POLL).await;
         }
         Ok(())
     }
 
-    /// Queues `write`, failing or waiting while the queue is full, as configured.
-    pub(crate) async fn push(&self, write: Write<K, V>) -> Result<(), WriteError> {
-        let deadline = match self.config.when_full {
+    /// Until when a full queue is waited on (`WhenFull`).
+    pub(crate) fn full_deadline(&self) -> Instant {
+        match self.config.when_full {
             WhenFull::Fail => Instant::now(),
             WhenFull::Wait(d) => Instant::now() + d,
-        };
+        }
+    }
+
+    /// The queue writes are pushed to.
+    pub(crate) fn queue(&self) -> &dyn WriteQueue<K, V> {
+        &*self.queue
+    }
+
+    /// Most writes queued (`WriteBehind::max_queue`).
+    pub(crate) fn max_queue(&self) -> u64 {
+        self.config.max_queue
+    }
+
+    /// Queues `write`, failing or waiting while the queue is full, as configured.
+    pub(crate) async fn push(&self, write: Write<K, V>) -> Result<(), WriteError> {
+        let deadline = self.full_deadline();
         loop {
             match self.queue.push(&write, self.config.max_queue).await {
                 Ok(()) => return Ok(()),
                 Err(QueueError::Full) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    tokio::time::sleep(FULL_POLL).await;
                 }
-                Err(QueueError::Full) => return Err(WriteError::QueueFull),
-                Err(e) => return Err(WriteError::Queue(e)),
+                Err(e) => return Err(WriteError::from_queue(e)),
             }
         }
     }

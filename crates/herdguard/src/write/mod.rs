@@ -30,9 +30,9 @@ mod queue;
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-pub(crate) use drain::Drain;
+pub(crate) use drain::{Drain, FULL_POLL};
 pub use queue::{MemoryWriteQueue, QueueError, QueueId, Queued, WriteQueue};
 
 use crate::cache::{BoxError, Cache};
@@ -312,6 +312,16 @@ pub enum WriteError {
     NotConfigured,
 }
 
+impl WriteError {
+    /// A queue's refusal or failure, as a write reports it.
+    pub(crate) fn from_queue(e: QueueError) -> Self {
+        match e {
+            QueueError::Full => WriteError::QueueFull,
+            e => WriteError::Queue(e),
+        }
+    }
+}
+
 impl<K, V> Cache<K, V>
 where
     K: Hash + Eq + Clone + Send + Sync + 'static,
@@ -400,7 +410,29 @@ where
         };
         drain.ensure_running(&self.inner);
         drain.wait_for_room().await?;
-        let (entry, shared) = self.inner.store_value(key.clone(), value).await;
+        let deadline = drain.full_deadline();
+        let mut value = value;
+        let (entry, shared, queued) = loop {
+            // Where the shared store can, the write and its push are one step
+            // (`Remote::put_queued`): in both or in neither, one round trip.
+            let joined = Some((drain.queue(), drain.max_queue()));
+            match self
+                .inner
+                .store_value_queued(key.clone(), value, joined)
+                .await
+            {
+                Ok(stored) => break stored,
+                Err((entry, e)) => {
+                    // Refused before anything was written.
+                    let wait = matches!(e, QueueError::Full) && Instant::now() < deadline;
+                    if !wait {
+                        return Err(WriteError::from_queue(e));
+                    }
+                    value = entry.into_value();
+                    tokio::time::sleep(FULL_POLL).await;
+                }
+            }
+        };
         if let Err(e) = shared {
             // Without the shared store the fleet would not see it: not queued.
             self.inner
@@ -408,10 +440,12 @@ where
                 .supersede(&key, || self.inner.store.remove(&key));
             return Err(WriteError::Cache(e));
         }
-        if let Err(e) = drain.push(Write::of_entry(key.clone(), entry)).await {
-            // Never show a value the system of record will not get.
-            let _ = self.invalidate(&key).await;
-            return Err(e);
+        if !queued {
+            if let Err(e) = drain.push(Write::of_entry(key.clone(), entry)).await {
+                // Never show a value the system of record will not get.
+                let _ = self.invalidate(&key).await;
+                return Err(e);
+            }
         }
         self.inner.metrics.writes_queued.inc();
         Ok(())

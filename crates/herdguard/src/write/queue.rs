@@ -78,6 +78,13 @@ pub trait WriteQueue<K, V>: Send + Sync + 'static {
 
     /// Whether a queued write survives the process that queued it.
     fn durable(&self) -> bool;
+
+    /// This queue as `Any`, for a shared store that appends to it in its own
+    /// write ([`Remote::put_queued`](crate::Remote::put_queued)); `None` (the
+    /// default) when no store can.
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
 }
 
 /// The embedded queue: in this process's memory. Fast, and **not crash-safe**:
