@@ -175,10 +175,10 @@ fn remembered(version: u64) -> bool {
 /// asking again (see `push`).
 const LENGTH_FRESH: Duration = Duration::from_millis(100);
 
-/// Lua's `unpack` refuses a few thousand values (its C stack): each command
-/// with a list argument is called in parts of at most this many (even: the
-/// `ZADD` list is pairs).
-const LUA_CHUNK: &str = "4000";
+/// Most writes one acknowledgement script takes (`ack` sends more in parts):
+/// it bounds the script's time, and keeps each command's argument list within
+/// what Lua's `unpack` takes (a few thousand values).
+const ACK_PART: usize = 1_000;
 
 /// Acknowledges written entries, deletes them, and records each key's newest
 /// written version in the written set (member the key's text, score the
@@ -186,17 +186,14 @@ const LUA_CHUNK: &str = "4000";
 /// number: past it, the lowest versions — the keys written longest ago — are
 /// forgotten. Bytes of another type there are replaced. KEYS: written set,
 /// then (stream) per entry. ARGV: group, set ms, most members, then (id, key
-/// text, version or empty when not [`remembered`]) per entry. One XACK, XDEL per stream and one ZADD per batch
-/// (per part of `LUA_CHUNK`): per-entry calls cost Redis more than the XADD.
+/// text, version or empty when not [`remembered`]) per entry, at most
+/// [`ACK_PART`] entries. One XACK, XDEL per stream and one ZADD per call:
+/// per-entry calls cost Redis more than the XADD.
 /// Returns how many members the bound dropped.
 const ACK: &str = r"
-local step = tonumber(ARGV[4])
-local function chunked(f, list)
-  for j = 1, #list, step do f(unpack(list, j, math.min(j + step - 1, #list))) end
-end
 local ids, streams, scored = {}, {}, {}
 for i = 2, #KEYS do
-  local s, a = KEYS[i], 5 + (i - 2) * 3
+  local s, a = KEYS[i], 4 + (i - 2) * 3
   if not ids[s] then ids[s] = {}; streams[#streams + 1] = s end
   table.insert(ids[s], ARGV[a])
   if ARGV[a + 2] ~= '' then
@@ -205,12 +202,12 @@ for i = 2, #KEYS do
   end
 end
 for _, s in ipairs(streams) do
-  chunked(function(...) redis.call('XACK', s, ARGV[1], ...) end, ids[s])
-  chunked(function(...) redis.call('XDEL', s, ...) end, ids[s])
+  redis.call('XACK', s, ARGV[1], unpack(ids[s]))
+  redis.call('XDEL', s, unpack(ids[s]))
 end
 if redis.call('TYPE', KEYS[1]).ok ~= 'zset' then redis.call('DEL', KEYS[1]) end
 if #scored > 0 then
-  chunked(function(...) redis.call('ZADD', KEYS[1], 'GT', ...) end, scored)
+  redis.call('ZADD', KEYS[1], 'GT', unpack(scored))
 end
 local over = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[3])
 if over > 0 then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, over - 1) else over = 0 end
@@ -869,29 +866,40 @@ where
             if done.is_empty() {
                 return Ok(());
             }
-            let mut invocation = self.scripts.ack.key(&self.names.written);
-            invocation
-                .arg(GROUP)
-                .arg(WRITTEN_TTL_MS)
-                .arg(self.config.max_written_keys)
-                .arg(LUA_CHUNK);
-            for q in done {
-                let (stream, id) = split_id(&q.id);
-                let version = q.write.version();
+            // In parts of at most ACK_PART writes: a script holds Redis for
+            // every client while it runs, and each part must finish within
+            // the operation timeout even on a loaded machine. Acknowledging a
+            // part again is harmless (XACK, ZADD GT), so a failed part is
+            // retried with the whole batch.
+            let mut forgotten = 0u64;
+            for part in done.chunks(ACK_PART) {
+                let mut invocation = self.scripts.ack.key(&self.names.written);
                 invocation
-                    .key(stream)
-                    .arg(id)
-                    .arg(q.write.key().to_string())
-                    .arg(if remembered(version) {
-                        version.to_string()
-                    } else {
-                        String::new()
-                    });
+                    .arg(GROUP)
+                    .arg(WRITTEN_TTL_MS)
+                    .arg(self.config.max_written_keys);
+                for q in part {
+                    let (stream, id) = split_id(&q.id);
+                    let version = q.write.version();
+                    invocation
+                        .key(stream)
+                        .arg(id)
+                        .arg(q.write.key().to_string())
+                        .arg(if remembered(version) {
+                            version.to_string()
+                        } else {
+                            String::new()
+                        });
+                }
+                let mut conn = self.conn.clone();
+                forgotten += self
+                    .op(
+                        "XACK",
+                        self.op_timeout,
+                        invocation.invoke_async::<u64>(&mut conn),
+                    )
+                    .await?;
             }
-            let mut conn = self.conn.clone();
-            let forgotten: u64 = self
-                .op("XACK", self.op_timeout, invocation.invoke_async(&mut conn))
-                .await?;
             if forgotten > 0 {
                 tracing::debug!(
                     forgotten,

@@ -724,7 +724,7 @@ async fn queue_records(c: &mut redis::aio::MultiplexedConnection) -> u64 {
 }
 
 /// The adversary of the written-versions record: a million distinct keys
-/// written (acknowledged in batches of 10,000, past what Lua's `unpack` takes
+/// written (acknowledged in batches of 10,000, sent in parts past what Lua's `unpack` takes
 /// at once). The record stays within its bound; a key still remembered keeps
 /// the ordering promise (its older write, pushed late, is skipped); a key
 /// forgotten for it (written longest ago) has its older write delivered —
