@@ -615,8 +615,9 @@ impl Proxy {
     /// already in flight is joined instead, and its answer stands: it began
     /// earlier, and this one is answered already.
     async fn store_made(self: &Arc<Self>, key: &str, made: Made) {
-        // A whole answer: a prefix kept of an older one is of no more use.
-        self.partials.fence(key);
+        // A whole answer: a prefix kept of an older one is of no more use
+        // (dropped, not fenced: see `make` in loader.rs).
+        self.partials.take(key);
         let loaded = self.indexed(key, made).await;
         let options = CallOptions::new().revalidate();
         let _ = self

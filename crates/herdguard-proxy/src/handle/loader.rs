@@ -211,8 +211,11 @@ impl Proxy {
             }
         };
         if made.storable() {
-            // A whole answer: a prefix of an older one is of no more use.
-            self.partials.fence(key);
+            // A whole answer: a prefix of an older one is of no more use. Not
+            // a fence: stores are frequent, and a fence slot is shared by a
+            // 256th of the keys (a prefix is never served while an answer is
+            // stored under its key anyway).
+            self.partials.take(key);
         }
         Ok(made)
     }
