@@ -246,3 +246,36 @@ async fn a_purge_of_keys_only_in_redis_counts_them_with_one_existence_check() {
     assert_eq!(reads, 0, "values read to count them");
     assert!(redis_calls(redis.addr(), "exists").await >= 1);
 }
+
+/// The adversary of the count: Redis refuses the existence check (here by
+/// ACL) while removals still work. The answer must not claim a confirmed
+/// purge of fewer keys than were stored: it says what was not counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_whose_keys_redis_cannot_count_is_not_confirmed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let redis = herdguard_testkit::RedisServer::start().unwrap();
+    let o = tagged_origin().await;
+    let settings = [
+        format!("redis = \"{}\"", redis.url()),
+        format!("purge_token = \"{TOKEN}\""),
+    ];
+    let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
+    let url = format!("http://{}", o.addr);
+    let loader = proxy(&url, &settings).await;
+    for n in 0..5 {
+        let path = format!("/p/{n}");
+        assert_eq!(get(loader.addr, &path, &[]).await.status, 200, "{path}");
+    }
+    drop(loader);
+    let purger = proxy(&url, &settings).await;
+    let mut s = tokio::net::TcpStream::connect(redis.addr()).await.unwrap();
+    s.write_all(b"ACL SETUSER default -exists\r\n")
+        .await
+        .unwrap();
+    let mut ok = [0; 5];
+    s.read_exact(&mut ok).await.unwrap();
+    assert_eq!(&ok, b"+OK\r\n");
+    let r = purge_tag(purger.admin, "list").await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.text().contains("5 keys not counted"), "{}", r.text());
+}

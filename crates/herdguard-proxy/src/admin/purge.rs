@@ -335,12 +335,18 @@ where
 
 /// Why Redis may still hold some of `total` keys a purge removed here.
 fn unconfirmed(removed: Removed, total: usize) -> Option<String> {
-    (removed.unconfirmed > 0).then(|| {
+    let not_removed = (removed.unconfirmed > 0).then(|| {
         format!(
             "{} of {total} keys not removed from Redis",
             removed.unconfirmed
         )
-    })
+    });
+    let not_counted =
+        (removed.uncounted > 0).then(|| format!("{} keys not counted in Redis", removed.uncounted));
+    match (not_removed, not_counted) {
+        (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+        (a, b) => a.or(b),
+    }
 }
 
 /// The primary key a purge broadcast names, unless this instance (`own`) sent

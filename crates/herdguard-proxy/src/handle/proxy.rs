@@ -131,11 +131,16 @@ impl Proxy {
         let mut removed = Removed {
             stored: here.len(),
             unconfirmed: 0,
+            uncounted: 0,
         };
         if let (true, Some(fleet), false) = (ask_shared_store, &self.fleet, elsewhere.is_empty()) {
-            // Counted before any is removed; not counted when Redis cannot say.
+            // Counted before any is removed; when Redis cannot say, the
+            // answer says so (it is then not a confirmed purge).
             let elsewhere: Vec<String> = elsewhere.into_iter().cloned().collect();
-            removed.stored += fleet.count_stored(&elsewhere).await.unwrap_or(0);
+            match fleet.count_stored(&elsewhere).await {
+                Ok(n) => removed.stored += n,
+                Err(_) => removed.uncounted = elsewhere.len(),
+            }
         }
         for key in keys {
             self.partials.fence(key);
@@ -194,4 +199,6 @@ pub(crate) struct Removed {
     pub stored: usize,
     /// Keys whose removal the shared store did not confirm.
     pub unconfirmed: usize,
+    /// Keys not in this process that the shared store could not count.
+    pub uncounted: usize,
 }
