@@ -159,15 +159,12 @@ impl Proxy {
         if cached.vary() != herdguard_http::Vary::None {
             self.variants.learn(&primary, &cached, variant.is_none());
         }
-        let ttl = cached.entry().time_to_live(SystemClock.now());
         let head = inbound.method == Method::HEAD;
-        let response = answer::stored(
+        let response = answer::entry(
             &self.stats,
             &tuning.rules.config,
-            &cached,
+            cached.entry(),
             cached.served(),
-            ttl,
-            false,
             head,
         );
         Ok(for_request(forward, head, response))
@@ -517,15 +514,12 @@ impl Proxy {
                         .await;
                 }
                 Ok(cached) if self.may_have(&cached, forward, true) => {
-                    let ttl = cached.entry().time_to_live(SystemClock.now());
                     let config = &self.tuning().rules.config;
-                    return answer::stored(
+                    return answer::entry(
                         &self.stats,
                         config,
-                        &cached,
+                        cached.entry(),
                         cached.served(),
-                        ttl,
-                        false,
                         head,
                     );
                 }
@@ -827,13 +821,11 @@ impl Proxy {
         let tuning = self.tuning();
         let config = &tuning.rules.config;
         match decide(&value.semantics(config), directives, SystemTime::now()) {
-            Decision::Fresh => Some(answer::stored(
+            Decision::Fresh => Some(answer::entry(
                 &self.stats,
                 config,
-                value,
+                &entry,
                 Served::Hit,
-                entry.time_to_live(SystemClock.now()),
-                false,
                 head,
             )),
             Decision::StaleAllowedByRequest => Some(answer::stale_accepted(

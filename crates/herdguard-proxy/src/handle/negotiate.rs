@@ -4,7 +4,7 @@
 
 use std::time::SystemTime;
 
-use herdguard::{Cached, Clock, SystemClock};
+use herdguard::Cached;
 use herdguard_http::RequestDirectives;
 use http::Response;
 
@@ -31,7 +31,6 @@ impl Proxy {
         if self.cache.peek(&key.to_string()).is_some() {
             return None;
         }
-        let now = SystemClock.now();
         let tuning = self.tuning();
         let config = &tuning.rules.config;
         // Trusted as a hit is (`Cache::get`): fresh, and not one the fleet's
@@ -47,13 +46,11 @@ impl Proxy {
             },
             |c| c.entry().value(),
         )?;
-        Some(answer::stored(
+        Some(answer::entry(
             &self.stats,
             config,
-            chosen.entry().value(),
+            chosen.entry(),
             chosen.served(),
-            chosen.entry().time_to_live(now),
-            false,
             head,
         ))
     }
