@@ -55,7 +55,8 @@ pub(crate) fn entry(
 ) -> Response<Body> {
     let now = SystemTime::now();
     let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let stamp = Timestamp::from_unix_nanos(u64::try_from(since_epoch.as_nanos()).unwrap_or(u64::MAX));
+    let stamp =
+        Timestamp::from_unix_nanos(u64::try_from(since_epoch.as_nanos()).unwrap_or(u64::MAX));
     let value = entry.value();
     let (member, label) = stored_member(served, value, entry.time_to_live(stamp), false);
     with_stored(stats, config, value, member, label, head, now)
