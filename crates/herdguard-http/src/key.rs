@@ -17,6 +17,7 @@
 //! [`normalize_host`] and a [`RequestTarget`]: a request's, a purge's
 //! ([`KeyConfig::primary_for_url`]) and an invalidation's ([`KeyConfig::primary_for_uri`]).
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
@@ -456,6 +457,12 @@ static NAME_BYTES: [bool; 256] = {
 /// A `Host` field value as it takes part in a key: lowercased, without the default port 80
 /// (the proxy listens for `http`); `None` when it is not a valid authority or has userinfo.
 pub fn normalize_host(host: &str) -> Option<String> {
+    normal_host(host).map(Cow::into_owned)
+}
+
+/// [`normalize_host`] without a copy where none is needed: the value itself
+/// (or its name, without `:80`) when it is in normal form already.
+pub fn normal_host(host: &str) -> Option<Cow<'_, str>> {
     // The common case, `name` or `name:port` already in normal form: checked by one scan
     // of the name, a table lookup a byte (it stops at the `:`, which is not a name byte).
     let name_len = host
@@ -470,15 +477,15 @@ pub fn normalize_host(host: &str) -> Option<String> {
     };
     if !name.is_empty() {
         match port {
-            None => return Some(host.to_string()),
+            None => return Some(Cow::Borrowed(host)),
             Some(p)
                 if (1..=5).contains(&p.len())
                     && p.bytes().all(|c| c.is_ascii_digit())
                     && !p.starts_with('0') =>
             {
                 match p.parse::<u16>() {
-                    Ok(80) => return Some(name.to_string()),
-                    Ok(_) => return Some(host.to_string()),
+                    Ok(80) => return Some(Cow::Borrowed(name)),
+                    Ok(_) => return Some(Cow::Borrowed(host)),
                     Err(_) => return None,
                 }
             }
@@ -494,12 +501,12 @@ pub fn normalize_host(host: &str) -> Option<String> {
         .as_str()
         .get(authority.host().len()..)
         .unwrap_or("");
-    Some(match authority.port_u16() {
+    Some(Cow::Owned(match authority.port_u16() {
         Some(80) => name,
         Some(p) => format!("{name}:{p}"),
         None if rest.is_empty() || rest == ":" => name,
         None => return None,
-    })
+    }))
 }
 
 /// The key of one variant of a URL that varies: the primary key, `#`, then the hex of the

@@ -61,7 +61,7 @@ impl Proxy {
     /// A plain hit is answered here, before the listener's service returns its future, so the
     /// request (and the read buffer its fields point into) is dropped before
     /// hyper reads again, and a hit opens no interim queue and moves no future.
-    pub(crate) fn begin<B>(&self, request: Request<B>, peer: &Peer) -> Begun<B>
+    pub(crate) fn begin<B>(&self, request: Request<B>, peer: &Arc<Peer>) -> Begun<B>
     where
         B: hyper::body::Body,
     {
@@ -145,7 +145,9 @@ impl Proxy {
         {
             return Err(None);
         }
-        let primary = self.variants.primary(&inbound.host, &forward.target);
+        let primary = self
+            .variants
+            .primary(forward.host.as_str(), &forward.target);
         // The primary key itself unless this is another variant: no copy of it.
         let variant = self.variants.variant_for(&primary, forward);
         let key = variant.as_ref().unwrap_or(&primary);
@@ -191,7 +193,7 @@ impl Proxy {
         first: Option<Cached<CachedResponse>>,
     ) -> Response<Body> {
         let head = inbound.method == Method::HEAD;
-        let Inbound { forward, host, .. } = inbound;
+        let Inbound { forward, .. } = inbound;
         let forward = Arc::new(forward);
         let directives = self.directives(&forward, tuning);
         let bypass = tuning
@@ -201,7 +203,9 @@ impl Proxy {
         if bypass {
             return Box::pin(self.pass_through(&forward, head, "rule-bypass", None)).await;
         }
-        let primary = self.variants.primary(&host, &forward.target);
+        let primary = self
+            .variants
+            .primary(forward.host.as_str(), &forward.target);
         let authorized = forward.present.authorization;
         let response = if directives.no_store {
             // May be answered from a stored response, but never leads a shared
@@ -674,7 +678,6 @@ impl Proxy {
         let Inbound {
             method,
             forward,
-            host,
             body,
         } = inbound;
         let target = forward.target.clone();
@@ -708,7 +711,8 @@ impl Proxy {
             }
         };
         let took = OriginTime(started.elapsed());
-        let uri = EffectiveUri::for_target("http", &host, &target);
+        let host = forward.host.as_str();
+        let uri = EffectiveUri::for_target("http", host, &target);
         if let Some(uri) = &uri {
             let targets = invalidation_targets(&method, response.status, uri, &response.headers);
             for target in &targets {
@@ -718,7 +722,7 @@ impl Proxy {
         }
         let mut response = match uri {
             Some(uri) if method == Method::POST => {
-                self.post_answer(&host, &forward, &uri, response, started)
+                self.post_answer(host, &forward, &uri, response, started)
                     .await
             }
             _ => {
