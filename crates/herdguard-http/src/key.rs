@@ -421,6 +421,20 @@ impl KeyConfig {
         key
     }
 
+    /// [`KeyConfig::primary`], borrowed from `target` where the key is the
+    /// target's text itself (no host, the query as it is, or none): no copy.
+    pub fn primary_ref<'a>(&self, host: &str, target: &'a RequestTarget) -> Cow<'a, String> {
+        let query_as_is = match (self.query, target.query()) {
+            (_, None) | (QueryKey::AsIs, Some(_)) => true,
+            (QueryKey::Ignored | QueryKey::Sorted, Some(_)) => false,
+        };
+        if !self.host && query_as_is {
+            Cow::Borrowed(target.as_string())
+        } else {
+            Cow::Owned(self.primary(host, target))
+        }
+    }
+
     /// The primary key of an absolute URI (an invalidation target, a `Location`); equal to
     /// [`KeyConfig::primary`] of a request for the same resource.
     pub fn primary_for_uri(&self, uri: &EffectiveUri) -> String {
@@ -526,6 +540,26 @@ pub fn variant_key(primary: &str, digest: &[u8; 32]) -> String {
 mod tests {
     use super::*;
     use crate::test_util::hm;
+
+    /// The borrowed key is the made one, whatever the parts and the target.
+    #[test]
+    fn the_borrowed_primary_key_is_the_made_one() {
+        let targets = ["/", "/a/b", "/a?", "/a?b=2&a=1", "/a?&&x", "/%7Euser?q=%41"];
+        for host in [false, true] {
+            for query in [QueryKey::AsIs, QueryKey::Sorted, QueryKey::Ignored] {
+                let config = KeyConfig { host, query };
+                for t in targets {
+                    let t = crate::target::RequestTarget::parse(t).unwrap();
+                    let made = config.primary("h.example:8080", &t);
+                    assert_eq!(
+                        *config.primary_ref("h.example:8080", &t),
+                        made,
+                        "{config:?} {t}"
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn proxy_keys_follow_the_configured_parts() {
