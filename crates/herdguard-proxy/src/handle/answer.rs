@@ -110,8 +110,9 @@ fn with_stored(
     now: SystemTime,
 ) -> Response<Body> {
     stats.count(label);
+    // The kept fields carry the body's length already (set once, at parse).
     let headers = value.answer_headers(config, member, now);
-    respond(
+    sized(
         value.status(),
         headers,
         Body::full(value.body.clone()),
@@ -323,6 +324,11 @@ fn respond(status: StatusCode, mut headers: HeaderMap, body: Body, head: bool) -
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
         }
     }
+    sized(status, headers, body, head)
+}
+
+/// [`respond`] for fields that carry the body's framing already.
+fn sized(status: StatusCode, headers: HeaderMap, body: Body, head: bool) -> Response<Body> {
     let mut response = Response::new(if head { Body::empty() } else { body });
     *response.status_mut() = status;
     *response.headers_mut() = headers;
