@@ -422,8 +422,13 @@ impl KeyConfig {
     }
 
     /// [`KeyConfig::primary`], borrowed from `target` where the key is the
-    /// target's text itself (no host, the query as it is, or none): no copy.
-    pub fn primary_ref<'a>(&self, host: &str, target: &'a RequestTarget) -> Cow<'a, String> {
+    /// target's text itself (no host, the query as it is, or none): no copy,
+    /// and `host` not even read.
+    pub fn primary_ref<'a>(
+        &self,
+        host: &impl AsRef<str>,
+        target: &'a RequestTarget,
+    ) -> Cow<'a, String> {
         let query_as_is = match (self.query, target.query()) {
             (_, None) | (QueryKey::AsIs, Some(_)) => true,
             (QueryKey::Ignored | QueryKey::Sorted, Some(_)) => false,
@@ -431,7 +436,7 @@ impl KeyConfig {
         if !self.host && query_as_is {
             Cow::Borrowed(target.as_string())
         } else {
-            Cow::Owned(self.primary(host, target))
+            Cow::Owned(self.primary(host.as_ref(), target))
         }
     }
 

@@ -147,9 +147,7 @@ impl Proxy {
         }
         // Borrowed from the target where the key is its text; the primary key
         // itself unless this is another variant: no copy of it.
-        let primary = self
-            .variants
-            .primary_ref(forward.host.as_str(), &forward.target);
+        let primary = self.variants.primary_ref(&forward.host, &forward.target);
         let variant = self.variants.variant_for(&primary, forward);
         let key = variant.as_ref().unwrap_or(&*primary);
         if self.demands_revalidation(key, forward, &directives) {

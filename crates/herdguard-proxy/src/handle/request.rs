@@ -225,6 +225,12 @@ impl KeyHost {
     }
 }
 
+impl AsRef<str> for KeyHost {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
 impl PartialEq<&str> for KeyHost {
     fn eq(&self, other: &&str) -> bool {
         self.as_str() == *other
