@@ -426,7 +426,7 @@ impl KeyConfig {
     /// and `host` not even read.
     pub fn primary_ref<'a>(
         &self,
-        host: &impl AsRef<str>,
+        host: &(impl AsRef<str> + ?Sized),
         target: &'a RequestTarget,
     ) -> Cow<'a, String> {
         let query_as_is = match (self.query, target.query()) {

@@ -142,7 +142,7 @@ impl Variants {
     /// [`Variants::primary`], borrowed from `target` where the key is its text.
     pub fn primary_ref<'a>(
         &self,
-        host: &impl AsRef<str>,
+        host: &(impl AsRef<str> + ?Sized),
         target: &'a RequestTarget,
     ) -> std::borrow::Cow<'a, String> {
         self.config.primary_ref(host, target)
