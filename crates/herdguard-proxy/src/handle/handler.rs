@@ -53,6 +53,16 @@ pub(crate) struct Pending<B> {
     /// The hit already taken (and counted) for the request's key, when it
     /// could not answer at once (a marker, another variant).
     first: Option<Cached<CachedResponse>>,
+    /// A GET's or HEAD's reading of its directives and path rule (`None`:
+    /// another method).
+    read: Option<Read>,
+}
+
+/// What [`Proxy::begin`] read of a GET or HEAD, passed on rather than read again.
+pub(crate) struct Read {
+    directives: RequestDirectives,
+    /// A `[[rule]]` sends its path past the cache.
+    bypass: bool,
 }
 
 impl Proxy {
@@ -81,18 +91,27 @@ impl Proxy {
             Ok(i) => i,
             Err(refusal) => return Begun::Answered(answer::refused(&self.stats, &refusal)),
         };
-        let first = if inbound.method == Method::GET || inbound.method == Method::HEAD {
-            match self.hit_now(&inbound, &tuning) {
+        let (first, read) = if inbound.method == Method::GET || inbound.method == Method::HEAD {
+            let forward = &inbound.forward;
+            let read = Read {
+                directives: self.directives(forward, &tuning),
+                bypass: tuning
+                    .paths
+                    .for_path(forward.target.path())
+                    .is_some_and(|r| r.bypass),
+            };
+            match self.hit_now(&inbound, &tuning, &read) {
                 Ok(response) => return Begun::Answered(response),
-                Err(first) => first,
+                Err(first) => (first, Some(read)),
             }
         } else {
-            None
+            (None, None)
         };
         Begun::Pending(Box::new(Pending {
             inbound,
             tuning: arc_swap::Guard::into_inner(tuning),
             first,
+            read,
         }))
     }
 
@@ -111,13 +130,14 @@ impl Proxy {
             mut inbound,
             tuning,
             first,
+            read,
         } = *pending;
         inbound.forward.interim = interim;
-        if inbound.method == Method::GET || inbound.method == Method::HEAD {
-            self.get_or_head(inbound, &tuning, first).await
-        } else {
+        match read {
+            // A GET or HEAD.
+            Some(read) => self.get_or_head(inbound, &tuning, first, read).await,
             // Cold paths are boxed, so the hit path's future stays small.
-            Box::pin(self.forward_other(inbound)).await
+            None => Box::pin(self.forward_other(inbound)).await,
         }
     }
 
@@ -131,17 +151,15 @@ impl Proxy {
         &self,
         inbound: &Inbound<B>,
         tuning: &Tuning,
+        read: &Read,
     ) -> Result<Response<Body>, Option<Cached<CachedResponse>>> {
         let forward = &inbound.forward;
-        let directives = self.directives(forward, tuning);
+        let directives = &read.directives;
         if directives.no_store
             || directives.only_if_cached
             || directives.max_stale.is_some()
             || forward.present.authorization
-            || tuning
-                .paths
-                .for_path(forward.target.path())
-                .is_some_and(|r| r.bypass)
+            || read.bypass
         {
             return Err(None);
         }
@@ -150,7 +168,7 @@ impl Proxy {
         let primary = self.variants.primary_ref(&forward.host, &forward.target);
         let variant = self.variants.variant_for(&primary, forward);
         let key = variant.as_ref().unwrap_or(&*primary);
-        if self.demands_revalidation(key, forward, &directives) {
+        if self.demands_revalidation(key, forward, directives) {
             return Err(None);
         }
         let cached = self.cache.get_fresh(key).ok_or(None)?;
@@ -190,15 +208,12 @@ impl Proxy {
         inbound: Inbound<B>,
         tuning: &Tuning,
         first: Option<Cached<CachedResponse>>,
+        read: Read,
     ) -> Response<Body> {
         let head = inbound.method == Method::HEAD;
         let Inbound { forward, .. } = inbound;
         let forward = Arc::new(forward);
-        let directives = self.directives(&forward, tuning);
-        let bypass = tuning
-            .paths
-            .for_path(forward.target.path())
-            .is_some_and(|r| r.bypass);
+        let Read { directives, bypass } = read;
         if bypass {
             return Box::pin(self.pass_through(&forward, head, "rule-bypass", None)).await;
         }
