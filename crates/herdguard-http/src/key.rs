@@ -17,6 +17,7 @@
 //! [`normalize_host`] and a [`RequestTarget`]: a request's, a purge's
 //! ([`KeyConfig::primary_for_url`]) and an invalidation's ([`KeyConfig::primary_for_uri`]).
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
@@ -420,6 +421,25 @@ impl KeyConfig {
         key
     }
 
+    /// [`KeyConfig::primary`], borrowed from `target` where the key is the
+    /// target's text itself (no host, the query as it is, or none): no copy,
+    /// and `host` not even read.
+    pub fn primary_ref<'a>(
+        &self,
+        host: &(impl AsRef<str> + ?Sized),
+        target: &'a RequestTarget,
+    ) -> Cow<'a, String> {
+        let query_as_is = match (self.query, target.query()) {
+            (_, None) | (QueryKey::AsIs, Some(_)) => true,
+            (QueryKey::Ignored | QueryKey::Sorted, Some(_)) => false,
+        };
+        if !self.host && query_as_is {
+            Cow::Borrowed(target.as_string())
+        } else {
+            Cow::Owned(self.primary(host.as_ref(), target))
+        }
+    }
+
     /// The primary key of an absolute URI (an invalidation target, a `Location`); equal to
     /// [`KeyConfig::primary`] of a request for the same resource.
     pub fn primary_for_uri(&self, uri: &EffectiveUri) -> String {
@@ -456,6 +476,12 @@ static NAME_BYTES: [bool; 256] = {
 /// A `Host` field value as it takes part in a key: lowercased, without the default port 80
 /// (the proxy listens for `http`); `None` when it is not a valid authority or has userinfo.
 pub fn normalize_host(host: &str) -> Option<String> {
+    normal_host(host).map(Cow::into_owned)
+}
+
+/// [`normalize_host`] without a copy where none is needed: the value itself
+/// (or its name, without `:80`) when it is in normal form already.
+pub fn normal_host(host: &str) -> Option<Cow<'_, str>> {
     // The common case, `name` or `name:port` already in normal form: checked by one scan
     // of the name, a table lookup a byte (it stops at the `:`, which is not a name byte).
     let name_len = host
@@ -470,15 +496,15 @@ pub fn normalize_host(host: &str) -> Option<String> {
     };
     if !name.is_empty() {
         match port {
-            None => return Some(host.to_string()),
+            None => return Some(Cow::Borrowed(host)),
             Some(p)
                 if (1..=5).contains(&p.len())
                     && p.bytes().all(|c| c.is_ascii_digit())
                     && !p.starts_with('0') =>
             {
                 match p.parse::<u16>() {
-                    Ok(80) => return Some(name.to_string()),
-                    Ok(_) => return Some(host.to_string()),
+                    Ok(80) => return Some(Cow::Borrowed(name)),
+                    Ok(_) => return Some(Cow::Borrowed(host)),
                     Err(_) => return None,
                 }
             }
@@ -494,12 +520,12 @@ pub fn normalize_host(host: &str) -> Option<String> {
         .as_str()
         .get(authority.host().len()..)
         .unwrap_or("");
-    Some(match authority.port_u16() {
+    Some(Cow::Owned(match authority.port_u16() {
         Some(80) => name,
         Some(p) => format!("{name}:{p}"),
         None if rest.is_empty() || rest == ":" => name,
         None => return None,
-    })
+    }))
 }
 
 /// The key of one variant of a URL that varies: the primary key, `#`, then the hex of the
@@ -519,6 +545,26 @@ pub fn variant_key(primary: &str, digest: &[u8; 32]) -> String {
 mod tests {
     use super::*;
     use crate::test_util::hm;
+
+    /// The borrowed key is the made one, whatever the parts and the target.
+    #[test]
+    fn the_borrowed_primary_key_is_the_made_one() {
+        let targets = ["/", "/a/b", "/a?", "/a?b=2&a=1", "/a?&&x", "/%7Euser?q=%41"];
+        for host in [false, true] {
+            for query in [QueryKey::AsIs, QueryKey::Sorted, QueryKey::Ignored] {
+                let config = KeyConfig { host, query };
+                for t in targets {
+                    let t = crate::target::RequestTarget::parse(t).unwrap();
+                    let made = config.primary("h.example:8080", &t);
+                    assert_eq!(
+                        *config.primary_ref("h.example:8080", &t),
+                        made,
+                        "{config:?} {t}"
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn proxy_keys_follow_the_configured_parts() {

@@ -330,15 +330,22 @@ impl CachedResponse {
     ) -> HeaderMap {
         let age = self.semantics(config).current_age(now);
         let mut headers = self.answer_template();
-        // Both fields are in the template: each is overwritten in place.
-        headers.insert(http::header::AGE, age_value(age.as_secs()));
-        if let http::header::Entry::Occupied(mut statuses) =
-            headers.entry(crate::cache_status::CACHE_STATUS)
-        {
-            // Ours is the last member, after those of caches upstream.
-            if let Some(last) = statuses.iter_mut().last() {
-                *last = member;
+        // Both fields are in the template, `Age` once: each is overwritten in
+        // place, found in one pass over the few fields (no hashing).
+        let mut age = Some(age_value(age.as_secs()));
+        let mut ours = None;
+        for (name, value) in headers.iter_mut() {
+            if name == http::header::AGE {
+                if let Some(age) = age.take() {
+                    *value = age;
+                }
+            } else if name == crate::cache_status::CACHE_STATUS {
+                // Ours is the last member, after those of caches upstream.
+                ours = Some(value);
             }
+        }
+        if let Some(last) = ours {
+            *last = member;
         }
         headers
     }

@@ -108,6 +108,12 @@ impl RequestTarget {
         &self.text
     }
 
+    /// The same text, as the owned string it is (a key made of the target
+    /// alone borrows it: see [`crate::key::KeyConfig::primary_ref`]).
+    pub fn as_string(&self) -> &String {
+        &self.text
+    }
+
     /// The path (always starting with `/`, no dot-segments).
     pub fn path(&self) -> &str {
         match self.query_at {

@@ -139,6 +139,15 @@ impl Variants {
         self.config.primary(host, target)
     }
 
+    /// [`Variants::primary`], borrowed from `target` where the key is its text.
+    pub fn primary_ref<'a>(
+        &self,
+        host: &(impl AsRef<str> + ?Sized),
+        target: &'a RequestTarget,
+    ) -> std::borrow::Cow<'a, String> {
+        self.config.primary_ref(host, target)
+    }
+
     /// The key to look up for `forward`: the primary key, or the variant key when
     /// the URL is known to vary and this request is another variant.
     pub fn key_for(&self, primary: &str, forward: &impl VaryView) -> String {

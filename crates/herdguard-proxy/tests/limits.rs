@@ -97,6 +97,50 @@ async fn limit_idle_keep_alive_timeout_closes_idle_connections() {
     );
 }
 
+/// The idle limit runs from the end of the latest answer, and only then:
+/// an answer slower than the limit is not cut off, a request made within the
+/// limit starts it anew, and a silent connection is closed after it whatever
+/// came before (no wake-up at the answer's end is needed for that).
+#[tokio::test]
+async fn limit_idle_runs_from_the_end_of_the_latest_answer() {
+    let o = origin(|seen, _| {
+        let slow = seen.target.starts_with("/slow");
+        Reply::ok(&[("cache-control", "max-age=60")], "ok").delay(if slow { 700 } else { 0 })
+    })
+    .await;
+    let p = proxy(
+        &base(&o),
+        &["idle_timeout_ms = 300", "header_read_timeout_ms = 10000"],
+    )
+    .await;
+    let mut s = TcpStream::connect(p.addr).await.unwrap();
+    // Slower than the idle limit: answered, not closed while it is made.
+    s.write_all(b"GET /slow HTTP/1.1\r\nhost: a\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(
+        read_answer(&mut s, false).await.map(|a| a.status),
+        Some(200)
+    );
+    // Within the limit, twice (a miss, then a hit): each starts it anew.
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        s.write_all(b"GET /k HTTP/1.1\r\nhost: a\r\n\r\n")
+            .await
+            .unwrap();
+        assert_eq!(
+            read_answer(&mut s, false).await.map(|a| a.status),
+            Some(200)
+        );
+    }
+    let closed = closed_within(&mut s, Duration::from_secs(3)).await;
+    eprintln!("limit idle_timeout=300ms: closed {closed:?} after the latest answer");
+    assert!(
+        closed.is_some_and(|d| d >= Duration::from_millis(250) && d < Duration::from_secs(2)),
+        "{closed:?}"
+    );
+}
+
 #[tokio::test]
 async fn limit_request_body_timeout_stops_a_stalled_upload() {
     let o = origin(|_, _| Reply::ok(&[], "stored")).await;

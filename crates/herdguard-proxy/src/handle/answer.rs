@@ -3,10 +3,10 @@
 //! `Cache-Status` member (serialized by `herdguard-http`) and its count in
 //! `herdguard_proxy_requests_total`.
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use herdguard::{Error, Served};
+use herdguard::{Entry, Error, Served, Timestamp};
 use herdguard_http::cache_status::{CACHE_NAME, CACHE_STATUS};
 use herdguard_http::engine::stored_member;
 use herdguard_http::{CacheConfig, CacheStatus, ForwardReason};
@@ -41,7 +41,25 @@ pub(crate) fn stored(
     head: bool,
 ) -> Response<Body> {
     let (member, label) = stored_member(served, value, ttl, forced);
-    with_stored(stats, config, value, member, label, head)
+    with_stored(stats, config, value, member, label, head, SystemTime::now())
+}
+
+/// A stored `entry` served as `served` says, as it is: its freshness left
+/// (`Cache-Status`'s `ttl`) and its `Age` from one reading of the clock.
+pub(crate) fn entry(
+    stats: &Stats,
+    config: &CacheConfig,
+    entry: &Entry<CachedResponse>,
+    served: Served,
+    head: bool,
+) -> Response<Body> {
+    let now = SystemTime::now();
+    let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let stamp =
+        Timestamp::from_unix_nanos(u64::try_from(since_epoch.as_nanos()).unwrap_or(u64::MAX));
+    let value = entry.value();
+    let (member, label) = stored_member(served, value, entry.time_to_live(stamp), false);
+    with_stored(stats, config, value, member, label, head, now)
 }
 
 /// A stale stored response the request itself accepted (`max-stale`, `only-if-cached`).
@@ -60,6 +78,7 @@ pub(crate) fn stale_accepted(
         member.to_header_value(),
         "stale",
         head,
+        SystemTime::now(),
     )
 }
 
@@ -88,10 +107,12 @@ fn with_stored(
     member: HeaderValue,
     label: &'static str,
     head: bool,
+    now: SystemTime,
 ) -> Response<Body> {
     stats.count(label);
-    let headers = value.answer_headers(config, member, SystemTime::now());
-    respond(
+    // The kept fields carry the body's length already (set once, at parse).
+    let headers = value.answer_headers(config, member, now);
+    sized(
         value.status(),
         headers,
         Body::full(value.body.clone()),
@@ -303,6 +324,11 @@ fn respond(status: StatusCode, mut headers: HeaderMap, body: Body, head: bool) -
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
         }
     }
+    sized(status, headers, body, head)
+}
+
+/// [`respond`] for fields that carry the body's framing already.
+fn sized(status: StatusCode, headers: HeaderMap, body: Body, head: bool) -> Response<Body> {
     let mut response = Response::new(if head { Body::empty() } else { body });
     *response.status_mut() = status;
     *response.headers_mut() = headers;

@@ -53,6 +53,16 @@ pub(crate) struct Pending<B> {
     /// The hit already taken (and counted) for the request's key, when it
     /// could not answer at once (a marker, another variant).
     first: Option<Cached<CachedResponse>>,
+    /// A GET's or HEAD's reading of its directives and path rule (`None`:
+    /// another method).
+    read: Option<Read>,
+}
+
+/// What [`Proxy::begin`] read of a GET or HEAD, passed on rather than read again.
+pub(crate) struct Read {
+    directives: RequestDirectives,
+    /// A `[[rule]]` sends its path past the cache.
+    bypass: bool,
 }
 
 impl Proxy {
@@ -61,7 +71,7 @@ impl Proxy {
     /// A plain hit is answered here, before the listener's service returns its future, so the
     /// request (and the read buffer its fields point into) is dropped before
     /// hyper reads again, and a hit opens no interim queue and moves no future.
-    pub(crate) fn begin<B>(&self, request: Request<B>, peer: &Peer) -> Begun<B>
+    pub(crate) fn begin<B>(&self, request: Request<B>, peer: &Arc<Peer>) -> Begun<B>
     where
         B: hyper::body::Body,
     {
@@ -81,18 +91,27 @@ impl Proxy {
             Ok(i) => i,
             Err(refusal) => return Begun::Answered(answer::refused(&self.stats, &refusal)),
         };
-        let first = if inbound.method == Method::GET || inbound.method == Method::HEAD {
-            match self.hit_now(&inbound, &tuning) {
+        let (first, read) = if inbound.method == Method::GET || inbound.method == Method::HEAD {
+            let forward = &inbound.forward;
+            let read = Read {
+                directives: self.directives(forward, &tuning),
+                bypass: tuning
+                    .paths
+                    .for_path(forward.target.path())
+                    .is_some_and(|r| r.bypass),
+            };
+            match self.hit_now(&inbound, &tuning, &read) {
                 Ok(response) => return Begun::Answered(response),
-                Err(first) => first,
+                Err(first) => (first, Some(read)),
             }
         } else {
-            None
+            (None, None)
         };
         Begun::Pending(Box::new(Pending {
             inbound,
             tuning: arc_swap::Guard::into_inner(tuning),
             first,
+            read,
         }))
     }
 
@@ -111,13 +130,14 @@ impl Proxy {
             mut inbound,
             tuning,
             first,
+            read,
         } = *pending;
         inbound.forward.interim = interim;
-        if inbound.method == Method::GET || inbound.method == Method::HEAD {
-            self.get_or_head(inbound, &tuning, first).await
-        } else {
+        match read {
+            // A GET or HEAD.
+            Some(read) => self.get_or_head(inbound, &tuning, first, read).await,
             // Cold paths are boxed, so the hit path's future stays small.
-            Box::pin(self.forward_other(inbound)).await
+            None => Box::pin(self.forward_other(inbound)).await,
         }
     }
 
@@ -131,25 +151,24 @@ impl Proxy {
         &self,
         inbound: &Inbound<B>,
         tuning: &Tuning,
+        read: &Read,
     ) -> Result<Response<Body>, Option<Cached<CachedResponse>>> {
         let forward = &inbound.forward;
-        let directives = self.directives(forward, tuning);
+        let directives = &read.directives;
         if directives.no_store
             || directives.only_if_cached
             || directives.max_stale.is_some()
             || forward.present.authorization
-            || tuning
-                .paths
-                .for_path(forward.target.path())
-                .is_some_and(|r| r.bypass)
+            || read.bypass
         {
             return Err(None);
         }
-        let primary = self.variants.primary(&inbound.host, &forward.target);
-        // The primary key itself unless this is another variant: no copy of it.
+        // Borrowed from the target where the key is its text; the primary key
+        // itself unless this is another variant: no copy of it.
+        let primary = self.variants.primary_ref(&forward.host, &forward.target);
         let variant = self.variants.variant_for(&primary, forward);
-        let key = variant.as_ref().unwrap_or(&primary);
-        if self.demands_revalidation(key, forward, &directives) {
+        let key = variant.as_ref().unwrap_or(&*primary);
+        if self.demands_revalidation(key, forward, directives) {
             return Err(None);
         }
         let cached = self.cache.get_fresh(key).ok_or(None)?;
@@ -159,15 +178,12 @@ impl Proxy {
         if cached.vary() != herdguard_http::Vary::None {
             self.variants.learn(&primary, &cached, variant.is_none());
         }
-        let ttl = cached.entry().time_to_live(SystemClock.now());
         let head = inbound.method == Method::HEAD;
-        let response = answer::stored(
+        let response = answer::entry(
             &self.stats,
             &tuning.rules.config,
-            &cached,
+            cached.entry(),
             cached.served(),
-            ttl,
-            false,
             head,
         );
         Ok(for_request(forward, head, response))
@@ -192,19 +208,18 @@ impl Proxy {
         inbound: Inbound<B>,
         tuning: &Tuning,
         first: Option<Cached<CachedResponse>>,
+        read: Read,
     ) -> Response<Body> {
         let head = inbound.method == Method::HEAD;
-        let Inbound { forward, host, .. } = inbound;
+        let Inbound { forward, .. } = inbound;
         let forward = Arc::new(forward);
-        let directives = self.directives(&forward, tuning);
-        let bypass = tuning
-            .paths
-            .for_path(forward.target.path())
-            .is_some_and(|r| r.bypass);
+        let Read { directives, bypass } = read;
         if bypass {
             return Box::pin(self.pass_through(&forward, head, "rule-bypass", None)).await;
         }
-        let primary = self.variants.primary(&host, &forward.target);
+        let primary = self
+            .variants
+            .primary(forward.host.as_str(), &forward.target);
         let authorized = forward.present.authorization;
         let response = if directives.no_store {
             // May be answered from a stored response, but never leads a shared
@@ -517,15 +532,12 @@ impl Proxy {
                         .await;
                 }
                 Ok(cached) if self.may_have(&cached, forward, true) => {
-                    let ttl = cached.entry().time_to_live(SystemClock.now());
                     let config = &self.tuning().rules.config;
-                    return answer::stored(
+                    return answer::entry(
                         &self.stats,
                         config,
-                        &cached,
+                        cached.entry(),
                         cached.served(),
-                        ttl,
-                        false,
                         head,
                     );
                 }
@@ -681,7 +693,6 @@ impl Proxy {
         let Inbound {
             method,
             forward,
-            host,
             body,
         } = inbound;
         let target = forward.target.clone();
@@ -715,7 +726,8 @@ impl Proxy {
             }
         };
         let took = OriginTime(started.elapsed());
-        let uri = EffectiveUri::for_target("http", &host, &target);
+        let host = forward.host.as_str();
+        let uri = EffectiveUri::for_target("http", host, &target);
         if let Some(uri) = &uri {
             let targets = invalidation_targets(&method, response.status, uri, &response.headers);
             for target in &targets {
@@ -725,7 +737,7 @@ impl Proxy {
         }
         let mut response = match uri {
             Some(uri) if method == Method::POST => {
-                self.post_answer(&host, &forward, &uri, response, started)
+                self.post_answer(host, &forward, &uri, response, started)
                     .await
             }
             _ => {
@@ -828,13 +840,11 @@ impl Proxy {
         let tuning = self.tuning();
         let config = &tuning.rules.config;
         match decide(&value.semantics(config), directives, SystemTime::now()) {
-            Decision::Fresh => Some(answer::stored(
+            Decision::Fresh => Some(answer::entry(
                 &self.stats,
                 config,
-                value,
+                &entry,
                 Served::Hit,
-                entry.time_to_live(SystemClock.now()),
-                false,
                 head,
             )),
             Decision::StaleAllowedByRequest => Some(answer::stale_accepted(

@@ -2,7 +2,6 @@
 //! stored variant it accepts by q-value (RFC 9111 §4.1's MAY; the rule is
 //! `herdguard_http::negotiate::stored_variant`, shared with the tower layer).
 
-use herdguard::{Clock, SystemClock};
 use herdguard_http::negotiate::stored_variant;
 use herdguard_http::RequestDirectives;
 use http::Response;
@@ -33,15 +32,11 @@ impl Proxy {
             config,
             directives,
         )?;
-        let value = chosen.entry().value();
-        let ttl = chosen.entry().time_to_live(SystemClock.now());
-        Some(answer::stored(
+        Some(answer::entry(
             &self.stats,
             config,
-            value,
+            chosen.entry(),
             chosen.served(),
-            ttl,
-            false,
             head,
         ))
     }

@@ -9,9 +9,10 @@
 
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use herdguard_http::hop::is_hop_by_hop;
-use herdguard_http::key::normalize_host;
+use herdguard_http::key::{normal_host, normalize_host};
 use herdguard_http::{RequestTarget, TargetError, Vary};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request};
@@ -160,9 +161,9 @@ fn scan(headers: &HeaderMap) -> Found {
 }
 
 /// The forwarding fields this proxy adds (`X-Forwarded-For`, `-Host`, `-Proto`,
-/// `Via`): kept aside until a request is sent, so a hit never builds them.
+/// `Via`): made only when a request is sent, so a hit never builds them.
 #[derive(Clone, Debug)]
-pub(crate) struct Added {
+struct Added {
     forwarded_for: HeaderValue,
     /// The `X-Forwarded-Host` set: the key's host (`None` unless `forward_host`).
     host: Option<HeaderValue>,
@@ -196,6 +197,46 @@ impl Added {
     }
 }
 
+/// The client's host, normalised: the `Host` (or, from a trusted peer with
+/// `forward_host`, its `X-Forwarded-Host`), as the cache key takes it and as
+/// the origin sees it when it sees one.
+#[derive(Clone, Debug)]
+pub(crate) enum KeyHost {
+    /// The request's own `Host` value, in normal form already: kept, not copied.
+    Field(HeaderValue),
+    /// Normalised from another form, or from elsewhere.
+    Made(String),
+}
+
+impl KeyHost {
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            // Visible ASCII: checked when it was taken.
+            KeyHost::Field(value) => std::str::from_utf8(value.as_bytes()).unwrap_or(""),
+            KeyHost::Made(host) => host,
+        }
+    }
+
+    fn to_value(&self) -> Option<HeaderValue> {
+        match self {
+            KeyHost::Field(value) => Some(value.clone()),
+            KeyHost::Made(host) => HeaderValue::from_str(host).ok(),
+        }
+    }
+}
+
+impl AsRef<str> for KeyHost {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl PartialEq<&str> for KeyHost {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 /// A request as it is forwarded: normalised target, and the client's fields
 /// (hop-by-hop and untrusted forwarding fields removed) plus the proxy's own.
 pub(crate) struct Forward {
@@ -204,7 +245,12 @@ pub(crate) struct Forward {
     pub headers: HeaderMap,
     /// Which of the fields the cache path asks about `headers` holds.
     pub present: Present,
-    added: Added,
+    /// The key's host.
+    pub host: KeyHost,
+    /// The client end, whose forwarding fields are added when the request is sent.
+    peer: Arc<Peer>,
+    /// The origin gets `host` as its `Host` (`keep_client_host`).
+    keep_client_host: bool,
     /// Where the origin's interim (1xx) answers go: to this client's
     /// connection, when it takes them.
     pub interim: Option<InterimHook>,
@@ -218,7 +264,11 @@ impl Forward {
         // The client's own `Host` never passes as it was sent: the origin gets
         // its own (the origin client's), or the normalised one of the key.
         headers.remove(header::HOST);
-        self.added.apply(&mut headers);
+        let mut added = forwarding_fields(&self.headers, &self.peer, &self.host);
+        if self.keep_client_host {
+            added.origin_host = self.host.to_value();
+        }
+        added.apply(&mut headers);
         headers
     }
 
@@ -237,10 +287,6 @@ impl Forward {
 pub(crate) struct Inbound<B> {
     pub method: Method,
     pub forward: Forward,
-    /// The client's host, normalised: the `Host` (or, from a trusted peer with
-    /// `forward_host`, its `X-Forwarded-Host`), as the cache key takes it and as
-    /// the origin sees it when it sees one.
-    pub host: String,
     pub body: B,
 }
 
@@ -259,7 +305,7 @@ fn forbids_body(method: &Method) -> bool {
 /// answers going to `interim`), or refuses it.
 pub(crate) fn prepare<B>(
     request: Request<B>,
-    peer: &Peer,
+    peer: &Arc<Peer>,
     interim: Option<InterimHook>,
     max_header_bytes: usize,
     max_body_bytes: usize,
@@ -309,15 +355,14 @@ where
     } else {
         None
     };
-    let (host, host_value) = match forwarded {
-        Some(host) => (host, None),
+    let host = match forwarded {
+        Some(host) => KeyHost::Made(host),
         None => request_host(&parts.uri, &headers, default_host)?,
     };
     let raw_target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let target = RequestTarget::parse(raw_target).map_err(Refusal::Target)?;
-    let mut added = forwarding_fields(&mut headers, peer, &host, host_value, found.forwarding);
-    if keep_client_host {
-        added.origin_host = HeaderValue::from_str(&host).ok();
+    if found.forwarding {
+        remove_forwarding(&mut headers, peer.trusted);
     }
     Ok(Inbound {
         method: parts.method,
@@ -325,10 +370,11 @@ where
             target,
             headers,
             present,
-            added,
+            host,
+            peer: Arc::clone(peer),
+            keep_client_host,
             interim,
         },
-        host,
         body,
     })
 }
@@ -341,25 +387,26 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 }
 
 /// The authority of the absolute-form target, else the single `Host` field, else
-/// the origin's (an HTTP/1.0 client may send none); normalised, and the field
-/// value itself when it is already in normal form (reused for `X-Forwarded-Host`).
+/// the origin's (an HTTP/1.0 client may send none); normalised: the field value
+/// itself when it is in normal form already.
 fn request_host(
     uri: &http::Uri,
     headers: &HeaderMap,
     default_host: &str,
-) -> Result<(String, Option<HeaderValue>), Refusal> {
+) -> Result<KeyHost, Refusal> {
     if let Some(authority) = uri.authority() {
         let host = normalize_host(authority.as_str()).ok_or(Refusal::Host)?;
-        return Ok((host, None));
+        return Ok(KeyHost::Made(host));
     }
     let mut hosts = headers.get_all(header::HOST).iter();
     match (hosts.next(), hosts.next()) {
-        (None, _) => Ok((default_host.to_string(), None)),
+        (None, _) => Ok(KeyHost::Made(default_host.to_string())),
         (Some(h), None) => {
             let raw = h.to_str().map_err(|_| Refusal::Host)?;
-            let host = normalize_host(raw).ok_or(Refusal::Host)?;
-            let same = (host == raw).then(|| h.clone());
-            Ok((host, same))
+            Ok(match normal_host(raw).ok_or(Refusal::Host)? {
+                Cow::Borrowed(same) if same.len() == raw.len() => KeyHost::Field(h.clone()),
+                host => KeyHost::Made(host.into_owned()),
+            })
         }
         (Some(_), Some(_)) => Err(Refusal::Host),
     }
@@ -382,40 +429,36 @@ fn forwarded_host(headers: &HeaderMap) -> Result<Option<String>, Refusal> {
     normalize_host(first).map(Some).ok_or(Refusal::Host)
 }
 
-/// The forwarding fields to add: `X-Forwarded-For` (the peer appended), `-Proto`,
-/// `Via` and, with `forward_host`, `-Host` (the key's host, `host`), from this
-/// proxy's view. A trusted peer's own `Forwarded`, `X-Forwarded-For` and `-Proto`
-/// are kept and extended; anyone else's are removed from `headers` here, and
-/// everyone's `X-Forwarded-Host` (the proxy sets its own, or none). `found`: the
-/// request has forwarding fields of its own.
-fn forwarding_fields(
-    headers: &mut HeaderMap,
-    peer: &Peer,
-    host: &str,
-    host_value: Option<HeaderValue>,
-    found: bool,
-) -> Added {
-    let host_value = || {
-        if peer.forward_host {
-            host_value.or_else(|| HeaderValue::from_str(host).ok())
-        } else {
-            None
-        }
-    };
-    if found {
-        headers.remove(&X_FORWARDED_HOST);
+/// Removes, from a request that has forwarding fields of its own, those no
+/// one may send the origin: everyone's `X-Forwarded-Host` (the proxy sets its
+/// own, or none), and, from a peer not `trusted`, `Forwarded`,
+/// `X-Forwarded-For`, `-Proto`, `-Port` and `X-Real-IP`. Before the key is made.
+fn remove_forwarding(headers: &mut HeaderMap, trusted: bool) {
+    headers.remove(&X_FORWARDED_HOST);
+    if !trusted {
+        headers.remove(header::FORWARDED);
+        headers.remove(&X_FORWARDED_FOR);
+        headers.remove(&X_FORWARDED_PROTO);
+        headers.remove(&X_FORWARDED_PORT);
+        headers.remove(&X_REAL_IP);
     }
+}
+
+/// The forwarding fields to add to `headers` (as `remove_forwarding` left
+/// them): `X-Forwarded-For` (the peer appended), `-Proto`, `Via` and, with
+/// `forward_host`, `-Host` (the key's host, `host`), from this proxy's view. A
+/// trusted peer's own `Forwarded`, `X-Forwarded-For` and `-Proto` are kept and
+/// extended.
+fn forwarding_fields(headers: &HeaderMap, peer: &Peer, host: &KeyHost) -> Added {
+    let host = if peer.forward_host {
+        host.to_value()
+    } else {
+        None
+    };
     if !peer.trusted {
-        if found {
-            headers.remove(header::FORWARDED);
-            headers.remove(&X_FORWARDED_FOR);
-            headers.remove(&X_FORWARDED_PROTO);
-            headers.remove(&X_FORWARDED_PORT);
-            headers.remove(&X_REAL_IP);
-        }
         return Added {
             forwarded_for: peer.address.clone(),
-            host: host_value(),
+            host,
             proto: Some(peer.proto()),
             origin_host: None,
         };
@@ -436,7 +479,7 @@ fn forwarding_fields(
     };
     Added {
         forwarded_for,
-        host: host_value(),
+        host,
         proto: (!headers.contains_key(&X_FORWARDED_PROTO)).then(|| peer.proto()),
         origin_host: None,
     }
@@ -548,7 +591,7 @@ mod tests {
             trusted: trusted.iter().map(|t| t.parse().unwrap()).collect(),
             host: forward_host,
         };
-        let peer = Peer::new("10.1.2.3:5555".parse().unwrap(), &forwarding);
+        let peer = Arc::new(Peer::new("10.1.2.3:5555".parse().unwrap(), &forwarding));
         prepare(r, &peer, None, 65536, 1 << 20, "origin", false)
     }
 
@@ -568,7 +611,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(i.forward.target.as_str(), "/b");
-        assert_eq!(i.host, "api.example");
+        assert_eq!(i.forward.host, "api.example");
         assert!(!i.forward.to_send().contains_key("accept"));
         assert!(!i.forward.to_send().contains_key("connection"));
     }
@@ -628,6 +671,24 @@ mod tests {
         );
     }
 
+    /// A `Host` in normal form is the key's host as it came (no copy); any
+    /// other form is normalised.
+    #[test]
+    fn a_host_in_normal_form_is_kept_as_it_came() {
+        let host = |h: &str| {
+            run(req("GET", "/", &[("host", h)]), &[])
+                .unwrap()
+                .forward
+                .host
+        };
+        assert!(matches!(host("shop.example:8080"), KeyHost::Field(_)));
+        for (sent, key) in [("Shop.Example", "shop.example"), ("a:80", "a"), ("a:", "a")] {
+            let made = host(sent);
+            assert!(matches!(made, KeyHost::Made(_)), "{sent}");
+            assert_eq!(made, key);
+        }
+    }
+
     #[test]
     fn hosts_and_methods() {
         assert_eq!(
@@ -638,7 +699,10 @@ mod tests {
             run(req("GET", "/", &[("host", "u@a")]), &[]).err(),
             Some(Refusal::Host)
         );
-        assert_eq!(run(req("GET", "/", &[]), &[]).unwrap().host, "origin");
+        assert_eq!(
+            run(req("GET", "/", &[]), &[]).unwrap().forward.host,
+            "origin"
+        );
         assert_eq!(
             run(req("TRACE", "/", &[("host", "a")]), &[]).err(),
             Some(Refusal::Method)
@@ -669,14 +733,14 @@ mod tests {
         assert!(h.contains_key("forwarded"));
         // With it: the key's host, which is a trusted peer's X-Forwarded-Host when it sent one.
         let i = run_with(req("GET", "/", &spoof), &[], true).unwrap();
-        assert_eq!(i.host, "a");
+        assert_eq!(i.forward.host, "a");
         assert_eq!(i.forward.to_send().get("x-forwarded-host").unwrap(), "a");
         let i = run_with(req("GET", "/", &spoof), &trusted, true).unwrap();
-        assert_eq!(i.host, "evil");
+        assert_eq!(i.forward.host, "evil");
         assert_eq!(i.forward.to_send().get("x-forwarded-host").unwrap(), "evil");
         let listed = [("host", "a"), ("x-forwarded-host", "Shop.Example:80, b")];
         let i = run_with(req("GET", "/", &listed), &trusted, true).unwrap();
-        assert_eq!(i.host, "shop.example");
+        assert_eq!(i.forward.host, "shop.example");
         assert_eq!(
             i.forward
                 .to_send()

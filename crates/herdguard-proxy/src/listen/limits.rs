@@ -18,7 +18,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -41,11 +41,10 @@ pub struct ConnectionLimits {
 }
 
 /// What the service tells the socket: how many requests are being handled, how
-/// many answers are done, and whether the connection multiplexes (HTTP/2);
-/// and what it tells the connection's progress rule (`drive`): how many
-/// answers wait for the client to take what they hold, and a count that moves
-/// whenever one is taken.
-#[derive(Default)]
+/// many answers are done and when the last one was, and whether the connection
+/// multiplexes (HTTP/2); and what it tells the connection's progress rule
+/// (`drive`): how many answers wait for the client to take what they hold, and
+/// a count that moves whenever one is taken.
 pub(crate) struct ConnState {
     in_flight: AtomicUsize,
     answered: AtomicU64,
@@ -56,9 +55,26 @@ pub(crate) struct ConnState {
     owed: AtomicUsize,
     /// Moves each time an owed answer is taken up again (or ends).
     progress: AtomicU64,
-    /// The connection task, parked on a read while busy: woken when the answer
-    /// is done, so the idle limit starts even if the socket stays silent.
-    reader: Mutex<Option<Waker>>,
+    /// When the latest answer was done, in nanoseconds since `born`: the idle
+    /// limit runs from there. Nobody is woken when an answer is done: the
+    /// read timer, armed while the answer was made, wakes the connection by
+    /// then ([`TimedIo`]).
+    done_at: AtomicU64,
+    born: Instant,
+}
+
+impl Default for ConnState {
+    fn default() -> Self {
+        ConnState {
+            in_flight: AtomicUsize::new(0),
+            answered: AtomicU64::new(0),
+            multiplexed: AtomicBool::new(false),
+            owed: AtomicUsize::new(0),
+            progress: AtomicU64::new(0),
+            done_at: AtomicU64::new(0),
+            born: Instant::now(),
+        }
+    }
 }
 
 impl ConnState {
@@ -76,6 +92,11 @@ impl ConnState {
 
     fn busy(&self) -> bool {
         self.in_flight.load(Ordering::Acquire) > 0
+    }
+
+    /// When the latest answer was done (the connection's start before any).
+    fn done_at(&self) -> Instant {
+        self.born + Duration::from_nanos(self.done_at.load(Ordering::Acquire))
     }
 
     /// Answers waiting on the client now, and the progress count.
@@ -102,15 +123,12 @@ pub(crate) struct Busy(Option<Arc<ConnState>>);
 impl Busy {
     fn finish(&mut self) {
         if let Some(state) = self.0.take() {
+            // Before the answer counts as done, so that whoever sees it done
+            // sees when (the latest of concurrent streams' ends).
+            let since_born = u64::try_from(state.born.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            state.done_at.fetch_max(since_born, Ordering::AcqRel);
             state.answered.fetch_add(1, Ordering::AcqRel);
-            if state.in_flight.fetch_sub(1, Ordering::AcqRel) > 1 {
-                // Other streams of this connection are still answered.
-                return;
-            }
-            let reader = state.reader.lock().ok().and_then(|mut w| w.take());
-            if let Some(waker) = reader {
-                waker.wake();
-            }
+            state.in_flight.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }
@@ -216,6 +234,9 @@ pub(crate) struct TimedIo<T> {
     /// the current phase's deadline, so a busy keep-alive connection does not
     /// register a timer per request.
     read_timer: Option<Pin<Box<Sleep>>>,
+    /// The waker the read timer holds, while it holds one: polled again only
+    /// once it fired, was reset, or another waker asks.
+    timer_waker: Option<Waker>,
     write_deadline: Option<Pin<Box<Sleep>>>,
 }
 
@@ -230,6 +251,7 @@ impl<T> TimedIo<T> {
             answered: 0,
             phase_deadline: None,
             read_timer: None,
+            timer_waker: None,
             write_deadline: None,
         }
     }
@@ -258,6 +280,53 @@ fn timed_out(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::TimedOut, what.to_string())
 }
 
+impl<T> TimedIo<T> {
+    /// The read timer set to go off by `deadline` at the latest (armed on
+    /// first use).
+    fn timer_by(&mut self, deadline: Instant) {
+        let timer = self
+            .read_timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline.into())));
+        if timer.deadline() > deadline.into() {
+            timer.as_mut().reset(deadline.into());
+            self.timer_waker = None;
+        }
+    }
+
+    /// Whether the read timer went off; if not, it wakes this task when it
+    /// does. Not polled again while it holds this task's waker and has not
+    /// gone off (each poll registers the waker anew).
+    fn timer_fired(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(timer) = self.read_timer.as_mut() else {
+            return false;
+        };
+        let armed = self
+            .timer_waker
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()));
+        if armed && !timer.is_elapsed() {
+            return false;
+        }
+        if timer.as_mut().poll(cx).is_ready() {
+            self.timer_waker = None;
+            return true;
+        }
+        if !armed {
+            self.timer_waker = Some(cx.waker().clone());
+        }
+        false
+    }
+
+    /// Re-arms the fired read timer for `deadline` and polls it.
+    fn rearm(&mut self, cx: &mut Context<'_>, deadline: Instant) -> bool {
+        if let Some(timer) = self.read_timer.as_mut() {
+            timer.as_mut().reset(deadline.into());
+        }
+        self.timer_waker = None;
+        self.timer_fired(cx)
+    }
+}
+
 impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -272,20 +341,21 @@ impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
             this.phase_deadline = None;
         }
         // While a request is handled, reads are its body's (limited by the body
-        // wrapper) or hyper watching for a close: no limit here.
+        // wrapper) or hyper watching for a close: no limit here. But the answer
+        // may be done while this read waits, with nothing more to come and
+        // nobody to wake this task: the timer goes off within the idle limit
+        // from now (no sooner than it could be due), and the idle limit is
+        // then worked out from when the answer was done.
         if this.state.busy() {
             this.phase_deadline = None;
             let read = Pin::new(&mut this.inner).poll_read(cx, buf);
             if read.is_pending() {
-                if let Ok(mut reader) = this.state.reader.lock() {
-                    match reader.as_ref() {
-                        Some(w) if w.will_wake(cx.waker()) => {}
-                        _ => *reader = Some(cx.waker().clone()),
-                    }
-                }
-                // The answer may have finished between the check and the registration.
-                if !this.state.busy() {
-                    cx.waker().wake_by_ref();
+                // Within the idle limit of the last answer is within that of now
+                // (no reading of the clock on the common path).
+                this.timer_by(this.state.done_at() + this.limits.idle);
+                if this.timer_fired(cx) {
+                    let next = Instant::now() + this.limits.idle;
+                    this.rearm(cx, next);
                 }
             }
             return read;
@@ -305,25 +375,30 @@ impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => {
-                let (limit, what) = match this.phase {
-                    Phase::Head => (this.limits.header_read, "request head not received in time"),
-                    Phase::Idle => (this.limits.idle, "keep-alive connection idle"),
+                let (what, deadline) = match this.phase {
+                    Phase::Head => (
+                        "request head not received in time",
+                        *this
+                            .phase_deadline
+                            .get_or_insert_with(|| Instant::now() + this.limits.header_read),
+                    ),
+                    // From the end of the last answer.
+                    Phase::Idle => (
+                        "keep-alive connection idle",
+                        *this
+                            .phase_deadline
+                            .get_or_insert_with(|| this.state.done_at() + this.limits.idle),
+                    ),
                 };
-                let deadline = *this
-                    .phase_deadline
-                    .get_or_insert_with(|| Instant::now() + limit);
-                let timer = this
-                    .read_timer
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline.into())));
-                if timer.deadline() > deadline.into() {
-                    timer.as_mut().reset(deadline.into());
-                }
+                this.timer_by(deadline);
                 // A timer set for an earlier phase may fire first: re-arm it for this one.
-                while timer.as_mut().poll(cx).is_ready() {
+                while this.timer_fired(cx) {
                     if Instant::now() >= deadline {
                         return Poll::Ready(Err(timed_out(what)));
                     }
-                    timer.as_mut().reset(deadline.into());
+                    if !this.rearm(cx, deadline) {
+                        break;
+                    }
                 }
                 Poll::Pending
             }
