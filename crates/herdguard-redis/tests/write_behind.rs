@@ -1003,3 +1003,97 @@ async fn an_in_process_version_is_never_compared_with_another_processs() {
     let values: Vec<&str> = taken.iter().map(|q| q.write.value().as_str()).collect();
     assert_eq!(values, ["b"], "the other process's write is delivered");
 }
+
+/// The fault at the worst moment for the two-step path (the shared store and
+/// the queue on different servers): the shared store's write gets no answer
+/// in time (its server paused for writes), so it is not queued, and Redis
+/// runs it after all once the pause ends. Whatever the shared store then
+/// holds for the key, another process never reads a value the queue does not
+/// hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_write_with_no_answer_is_not_shown_unqueued() {
+    struct Never;
+    impl herdguard::Writer<String, String> for Never {
+        fn write<'a>(
+            &'a self,
+            _: &'a [herdguard::Write<String, String>],
+        ) -> herdguard::BoxFuture<'a, Result<(), herdguard::BoxError>> {
+            Box::pin(std::future::pending())
+        }
+    }
+    let (store, queue_server) = (RedisServer::start().unwrap(), RedisServer::start().unwrap());
+    let op_timeout = Duration::from_millis(100);
+    let queue = RedisWriteQueue::<String, String>::connect(
+        RedisConfig::new(queue_server.url()),
+        QueueConfig::new(),
+    )
+    .await
+    .unwrap();
+    let connect = || {
+        RedisRemote::<String, String>::connect(RedisConfig::new(store.url()).op_timeout(op_timeout))
+    };
+    let cache: Cache<String, String> = Cache::builder()
+        .shared_store(connect().await.unwrap())
+        .write_behind(WriteBehind::new(Never).queue(queue))
+        .build()
+        .unwrap();
+    let reader: Cache<String, String> = Cache::builder()
+        .shared_store(connect().await.unwrap())
+        .build()
+        .unwrap();
+    cache
+        .write_behind("warm".to_string(), "x".to_string())
+        .await
+        .unwrap();
+    let mut on_store = redis::Client::open(store.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    // Long enough for the write, and a change after it, to go unanswered.
+    let pause = op_timeout * 10;
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(pause.as_millis() as u64)
+        .arg("WRITE")
+        .query_async(&mut on_store)
+        .await
+        .unwrap();
+    let written = cache.write_behind("k".to_string(), "v".to_string()).await;
+    assert!(written.is_err(), "the write was answered: {written:?}");
+    // A write of the test's own, answered once the pause is over: every
+    // change sent before it has been made by then.
+    let _: () = tokio::time::timeout(pause * 10, on_store.set("after-the-pause", 1))
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::sleep(op_timeout).await;
+    let mut on_queue = redis::Client::open(queue_server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let mut queued = 0;
+    for n in 0..8 {
+        let entries: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
+            .arg(format!("hg:{{wb}}:s{n}"))
+            .arg("-")
+            .arg("+")
+            .query_async(&mut on_queue)
+            .await
+            .unwrap();
+        queued += entries.iter().filter(|(_, f)| f["k"] == "k").count();
+    }
+    let shown: Option<Vec<u8>> = on_store.get("hg:{k}:v").await.unwrap();
+    let read = reader
+        .get_or_load("k".to_string(), || async {
+            Ok::<_, std::io::Error>("record".to_string())
+        })
+        .await
+        .unwrap();
+    assert!(
+        queued == 1 || (shown.is_none() && *read == "record"),
+        "queued {queued} times; the shared store holds {:?}, another process reads {read:?}",
+        shown.map(|b| String::from_utf8_lossy(&b).into_owned())
+    );
+}
