@@ -1097,3 +1097,56 @@ async fn a_shared_write_with_no_answer_is_not_shown_unqueued() {
         shown.map(|b| String::from_utf8_lossy(&b).into_owned())
     );
 }
+
+/// Giving up is retried by the drain when its reply is lost (a timeout after
+/// Redis made it): the same batch given up twice — more writes than one
+/// script takes — leaves each write in the dead-letter stream once.
+#[tokio::test]
+async fn a_batch_given_up_twice_leaves_each_dead_letter_once() {
+    use herdguard::{Write, WriteQueue};
+    const WRITES: usize = 2_500;
+    let redis = RedisServer::start().unwrap();
+    let queue = RedisWriteQueue::<String, String>::connect(
+        RedisConfig::new(redis.url()),
+        QueueConfig::new().partitions(1),
+    )
+    .await
+    .unwrap();
+    for i in 0..WRITES {
+        let w = Write::new(format!("k{i}"), format!("v{i}"), i as u64 + 1);
+        queue.push(&w, u64::MAX).await.unwrap();
+    }
+    let mut taken = Vec::new();
+    for _ in 0..WRITES {
+        if taken.len() == WRITES {
+            break;
+        }
+        let more = queue.take(WRITES, Duration::from_secs(1)).await.unwrap();
+        assert!(!more.is_empty(), "only {} of {WRITES} taken", taken.len());
+        taken.extend(more);
+    }
+    assert_eq!(taken.len(), WRITES);
+    queue.give_up(&taken).await.unwrap();
+    queue.give_up(&taken).await.unwrap();
+    let mut c = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let dead: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
+        .arg("hg:{wb}:dead")
+        .arg("-")
+        .arg("+")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let mut copies: HashMap<String, usize> = HashMap::new();
+    for (_, fields) in &dead {
+        *copies.entry(fields["k"].clone()).or_default() += 1;
+    }
+    let twice = copies.values().filter(|n| **n > 1).count();
+    assert_eq!(twice, 0, "{twice} writes copied more than once");
+    assert_eq!(copies.len(), WRITES, "every given-up write is kept");
+    let left: u64 = c.xlen("hg:{wb}:s0").await.unwrap();
+    assert_eq!(left, 0, "nothing left in the stream");
+}
