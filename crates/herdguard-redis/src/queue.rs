@@ -215,17 +215,23 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return over
 ";
 
-/// Moves given-up entries to the dead-letter stream, acknowledges and deletes
-/// them. KEYS: dead stream, then (stream) per entry. ARGV: group, most dead
-/// letters, then (id, key text, version, payload) per entry.
+/// Moves given-up entries to the dead-letter stream, once: only an entry
+/// this call acknowledges (still pending in the group) is copied and deleted,
+/// so a call repeated after a lost reply leaves one copy (as `BURY`). KEYS:
+/// dead stream, then (stream) per entry. ARGV: group, most dead letters, then
+/// (id, key text, version, payload) per entry, at most [`ACK_PART`] entries.
+/// Returns how many entries it moved.
 const GIVE_UP: &str = r"
+local moved = 0
 for i = 2, #KEYS do
-  local a = 3 + (i - 2) * 4
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'k', ARGV[a + 1], 'v', ARGV[a + 2], 'd', ARGV[a + 3])
-  redis.call('XACK', KEYS[i], ARGV[1], ARGV[a])
-  redis.call('XDEL', KEYS[i], ARGV[a])
+  local s, a = KEYS[i], 3 + (i - 2) * 4
+  if redis.call('XACK', s, ARGV[1], ARGV[a]) == 1 then
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'k', ARGV[a + 1], 'v', ARGV[a + 2], 'd', ARGV[a + 3])
+    redis.call('XDEL', s, ARGV[a])
+    moved = moved + 1
+  end
 end
-return 1
+return moved
 ";
 
 /// Moves undecodable entries to the dead-letter stream, once: only an entry
@@ -916,31 +922,49 @@ where
             if failed.is_empty() {
                 return Ok(());
             }
-            let mut invocation = self.scripts.give_up.key(&self.names.dead);
-            invocation.arg(GROUP).arg(MAX_DEAD_LETTERS);
-            for q in failed {
-                let (stream, id) = split_id(&q.id);
-                let payload = postcard::to_allocvec(q.write.value()).unwrap_or_default();
-                invocation
-                    .key(stream)
-                    .arg(id)
-                    .arg(q.write.key().to_string())
-                    .arg(q.write.version())
-                    .arg(payload);
+            // In parts, as `ack`: each script within the operation timeout.
+            // A part given up again moves nothing twice (see `GIVE_UP`), so a
+            // failed part is retried with the whole batch.
+            let mut moved = 0u64;
+            let mut result = Ok(());
+            for part in failed.chunks(ACK_PART) {
+                let mut invocation = self.scripts.give_up.key(&self.names.dead);
+                invocation.arg(GROUP).arg(MAX_DEAD_LETTERS);
+                for q in part {
+                    let (stream, id) = split_id(&q.id);
+                    let payload = postcard::to_allocvec(q.write.value()).unwrap_or_default();
+                    invocation
+                        .key(stream)
+                        .arg(id)
+                        .arg(q.write.key().to_string())
+                        .arg(q.write.version())
+                        .arg(payload);
+                }
+                let mut conn = self.conn.clone();
+                match self
+                    .op(
+                        "give up",
+                        self.op_timeout,
+                        invocation.invoke_async::<u64>(&mut conn),
+                    )
+                    .await
+                {
+                    Ok(n) => moved += n,
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
+                }
             }
-            tracing::warn!(
-                count = failed.len(),
-                "herdguard-redis: writes given up after repeated writer failures (kept in the dead-letter stream)"
-            );
-            let mut conn = self.conn.clone();
-            let _: i64 = self
-                .op(
-                    "give up",
-                    self.op_timeout,
-                    invocation.invoke_async(&mut conn),
-                )
-                .await?;
-            Ok(())
+            if moved > 0 {
+                // Only what this call moved: a retry does not log them again.
+                tracing::warn!(
+                    count = moved,
+                    dead_letter_stream = %self.names.dead,
+                    "herdguard-redis: writes given up after repeated writer failures (kept in the dead-letter stream)"
+                );
+            }
+            result
         })
     }
 

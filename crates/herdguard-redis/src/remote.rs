@@ -855,24 +855,28 @@ where
                 .arg(self.held_px())
                 .arg(&names.tag);
             let (names, script) = (&names, &script);
-            self.tracked_or(
-                |session| async move {
-                    let (session, tag) = (&session, names.tag.as_str());
-                    let (invalidated, _) = self
-                        .in_window(session, tag, "invalidate", |fence| async move {
-                            session.write(&names.value, script, &fence).await
-                        })
-                        .await;
-                    if let Ok(version) = invalidated {
-                        // Every copy older than it goes, in the other caches
-                        // on this remote too.
-                        self.feed.own_change(Event::Changed { tag, version }, tag);
-                    }
-                    invalidated
-                },
-                |mut conn| async move { self.op("invalidate", script.invoke_async(&mut conn)).await },
-            )
-            .await
+            if let Some(session) = self.feed.session() {
+                let (session, tag) = (&session, names.tag.as_str());
+                let (invalidated, _) = self
+                    .in_window(session, tag, "invalidate", |fence| async move {
+                        session.write(&names.value, script, &fence).await
+                    })
+                    .await;
+                if let Ok(version) = invalidated {
+                    // Every copy older than it goes, in the other caches
+                    // on this remote too.
+                    self.feed.own_change(Event::Changed { tag, version }, tag);
+                    return Ok(version);
+                }
+                // Made again on the command connection after any failure,
+                // no answer too (twice is harmless): a failed session's
+                // connection is closed, and Redis drops a command it held
+                // back (a client pause) on a closed connection — while a
+                // timed-out write held on an open one would run after it,
+                // unvoided.
+            }
+            let mut conn = self.conn.clone();
+            self.op("invalidate", script.invoke_async(&mut conn)).await
         })
     }
 

@@ -401,9 +401,13 @@ where
     /// writer makes later (see the [module docs](crate::Writer)).
     ///
     /// Returns once the write is queued: with a durable queue, once it
-    /// survives this process. When the queue is full, fails or waits as
-    /// configured; when it fails, the write is not queued and the key is
-    /// invalidated, so no reader sees a value the system of record will not get.
+    /// survives this process. When the queue is full, waits or fails
+    /// ([`WriteError::QueueFull`]) as configured: a refused write is never
+    /// queued, nor left shown. On any other error the key is invalidated, here and (best effort)
+    /// fleet-wide, so readers load from the system of record rather than see a
+    /// value it may not get; a failure with no answer (a timeout) may still
+    /// have queued the write — at most once — for the system of record to get
+    /// later.
     pub async fn write_behind(&self, key: K, value: V) -> Result<(), WriteError> {
         let Some(drain) = self.inner.write_behind.as_ref() else {
             return Err(WriteError::NotConfigured);
@@ -434,10 +438,11 @@ where
             }
         };
         if let Err(e) = shared {
-            // Without the shared store the fleet would not see it: not queued.
-            self.inner
-                .flights
-                .supersede(&key, || self.inner.store.remove(&key));
+            // A write with no answer may still be made (and shown fleet-wide)
+            // after it, unqueued: void the key everywhere, so readers load
+            // from the system of record (best effort, as below). Safe where
+            // it may have been queued too: the record then gets it later.
+            let _ = self.invalidate(&key).await;
             return Err(WriteError::Cache(e));
         }
         if !queued {
