@@ -307,7 +307,13 @@ impl<T> TimedIo<T> {
         if armed && !timer.is_elapsed() {
             return false;
         }
-        if timer.as_mut().poll(cx).is_ready() {
+        // Polled outside the task's budget: a timer polled with the budget
+        // spent answers Pending without keeping the waker, and the skip above
+        // would then leave nothing to wake the connection.
+        if std::pin::pin!(tokio::task::unconstrained(timer.as_mut()))
+            .poll(cx)
+            .is_ready()
+        {
             self.timer_waker = None;
             return true;
         }
@@ -461,3 +467,39 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for TimedIo<T> {
 }
 
 use std::future::Future as _;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The adversary of the read timer: a connection whose task spent its
+    /// budget (a burst of frames read) when the timer is first polled, then a
+    /// silent client. The head limit must still close it.
+    #[tokio::test]
+    async fn the_read_limit_holds_when_the_task_spent_its_budget() {
+        let (_client, server) = tokio::io::duplex(64);
+        let limits = ConnectionLimits {
+            header_read: Duration::from_millis(50),
+            idle: Duration::from_millis(50),
+            write: Duration::from_secs(5),
+        };
+        let mut io = TimedIo::new(server, Arc::new(ConnState::default()), limits);
+        let read = std::future::poll_fn(|cx| {
+            let mut bytes = [0u8; 8];
+            let mut buf = ReadBuf::new(&mut bytes);
+            Pin::new(&mut io).poll_read(cx, &mut buf)
+        });
+        let read = async {
+            // Spend the budget right before the first poll of the read.
+            while tokio::task::coop::has_budget_remaining() {
+                tokio::task::consume_budget().await;
+            }
+            read.await
+        };
+        let got = tokio::time::timeout(Duration::from_secs(2), read).await;
+        let err = got
+            .expect("the read limit never fired")
+            .expect_err("nothing was sent");
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+    }
+}
