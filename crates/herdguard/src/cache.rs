@@ -29,7 +29,18 @@ use crate::write::{QueueError, WriteQueue};
 
 /// What `store_value_queued` did: the entry stored in process, what the
 /// shared store said, whether the write was queued with it.
-pub(crate) type Stored<V> = (Arc<Entry<V>>, Result<(), Error>, bool);
+pub(crate) type Stored<V> = (Arc<Entry<V>>, Result<(), Error>, InQueue);
+
+/// Whether a write went into the queue in the shared store's own write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum InQueue {
+    /// Not offered, or the store cannot: the caller pushes it.
+    No,
+    /// Written and queued in one step.
+    Yes,
+    /// Sent as one step, no answer: both happened or neither did.
+    Unknown,
+}
 
 /// Any error a loader may return.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -441,7 +452,7 @@ where
 
     /// `store_value`, with the write appended to `queue` (refused past
     /// `max_len`) in the shared store's own write when the store can
-    /// ([`Remote::put_queued`]): the third value is then `true`. `Err` when
+    /// ([`Remote::put_queued`]): the third value says whether it did. `Err` when
     /// the queue refused before anything was written (nothing stored; the
     /// entry is given back, for a write that waits for room to try again).
     pub(crate) async fn store_value_queued(
@@ -464,7 +475,7 @@ where
         );
         entry.epoch = self.epoch();
         let mut result = Ok(());
-        let mut queued = false;
+        let mut queued = InQueue::No;
         // A change another process makes while the write is in flight may be
         // heard of before the copy is stored: noted here, it keeps it out.
         let write = self.remote.is_some().then(|| self.flights.writing(&key));
@@ -479,10 +490,13 @@ where
             };
             let put = match put {
                 Some(Ok(version)) => {
-                    queued = true;
+                    queued = InQueue::Yes;
                     Ok(PutOutcome::Stored { version })
                 }
-                Some(Err(QueuedPutError::Remote(e))) => Err(e),
+                Some(Err(QueuedPutError::Remote(e))) => {
+                    queued = InQueue::Unknown;
+                    Err(e)
+                }
                 // Refused before anything was sent: nothing to store.
                 Some(Err(QueuedPutError::Queue(e))) => return Err((entry, e)),
                 None => remote.put(&key, None, &entry, retain).await,

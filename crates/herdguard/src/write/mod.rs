@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 pub(crate) use drain::{Drain, FULL_POLL};
 pub use queue::{MemoryWriteQueue, QueueError, QueueId, Queued, WriteQueue};
 
-use crate::cache::{BoxError, Cache};
+use crate::cache::{BoxError, Cache, InQueue};
 use crate::entry::Entry;
 use crate::error::{ConfigError, Error, SharedError};
 use crate::remote::BoxFuture;
@@ -403,11 +403,12 @@ where
     /// Returns once the write is queued: with a durable queue, once it
     /// survives this process. When the queue is full, waits or fails
     /// ([`WriteError::QueueFull`]) as configured: a refused write is never
-    /// queued, nor left shown. On any other error the key is invalidated, here and (best effort)
-    /// fleet-wide, so readers load from the system of record rather than see a
-    /// value it may not get; a failure with no answer (a timeout) may still
-    /// have queued the write — at most once — for the system of record to get
-    /// later.
+    /// queued, nor left shown. On any other error the key is dropped here; in
+    /// two steps (a cluster, or the queue elsewhere) it is also invalidated
+    /// fleet-wide (best effort), so readers load from the system of record
+    /// rather than see a value it may not get. A failure with no answer (a
+    /// timeout) may still have queued the write — at most once, and in one
+    /// step shown with it — for the system of record to get later.
     pub async fn write_behind(&self, key: K, value: V) -> Result<(), WriteError> {
         let Some(drain) = self.inner.write_behind.as_ref() else {
             return Err(WriteError::NotConfigured);
@@ -438,14 +439,23 @@ where
             }
         };
         if let Err(e) = shared {
-            // A write with no answer may still be made (and shown fleet-wide)
-            // after it, unqueued: void the key everywhere, so readers load
-            // from the system of record (best effort, as below). Safe where
-            // it may have been queued too: the record then gets it later.
-            let _ = self.invalidate(&key).await;
+            // Not known to be shared: not kept here.
+            self.inner
+                .flights
+                .supersede(&key, || self.inner.store.remove(&key));
+            if queued == InQueue::No {
+                // Two steps: a write with no answer may still be made (and
+                // shown fleet-wide) after it, unqueued. Void the key
+                // everywhere, so readers load from the system of record (best
+                // effort, as below). Not in one step: there the write is shown
+                // and queued together or not at all, and voiding the key
+                // would throw away earlier acknowledged writes the record
+                // does not have yet.
+                let _ = self.invalidate(&key).await;
+            }
             return Err(WriteError::Cache(e));
         }
-        if !queued {
+        if queued == InQueue::No {
             if let Err(e) = drain.push(Write::of_entry(key.clone(), entry)).await {
                 // Never show a value the system of record will not get.
                 let _ = self.invalidate(&key).await;
