@@ -89,6 +89,71 @@ impl Drop for Writer {
     }
 }
 
+/// A writer that never finishes: what is queued stays queued.
+struct Never;
+impl herdguard::Writer<String, String> for Never {
+    fn write<'a>(
+        &'a self,
+        _: &'a [herdguard::Write<String, String>],
+    ) -> herdguard::BoxFuture<'a, Result<(), herdguard::BoxError>> {
+        Box::pin(std::future::pending())
+    }
+}
+
+/// Runs `call` while Redis holds writes back (`CLIENT PAUSE pause WRITE`), so
+/// it gets no answer; then waits out the pause, writes once more and settles
+/// for `settle`: every change sent before has been made by then.
+async fn unanswered<T>(
+    c: &mut redis::aio::MultiplexedConnection,
+    pause: Duration,
+    settle: Duration,
+    call: impl std::future::Future<Output = T>,
+) -> T {
+    let paused_at = tokio::time::Instant::now();
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(pause.as_millis() as u64)
+        .arg("WRITE")
+        .query_async(c)
+        .await
+        .unwrap();
+    let out = call.await;
+    tokio::time::sleep_until(paused_at + pause).await;
+    let _: () = c.set("after-the-pause", 1).await.unwrap();
+    tokio::time::sleep(settle).await;
+    out
+}
+
+/// A write-behind cache on the store at `store` with its queue at `queue`,
+/// and a reader on the same store (another process), both with `op_timeout`.
+async fn writer_and_reader(
+    store: &str,
+    queue: &str,
+    op_timeout: Duration,
+) -> (Cache<String, String>, Cache<String, String>) {
+    let queue = RedisWriteQueue::<String, String>::connect(
+        RedisConfig::new(queue.to_string()),
+        QueueConfig::new(),
+    )
+    .await
+    .unwrap();
+    let connect = || {
+        RedisRemote::<String, String>::connect(
+            RedisConfig::new(store.to_string()).op_timeout(op_timeout),
+        )
+    };
+    let cache = Cache::builder()
+        .shared_store(connect().await.unwrap())
+        .write_behind(WriteBehind::new(Never).queue(queue))
+        .build()
+        .unwrap();
+    let reader = Cache::builder()
+        .shared_store(connect().await.unwrap())
+        .build()
+        .unwrap();
+    (cache, reader)
+}
+
 fn conn(url: &str) -> redis::Connection {
     redis::Client::open(url).unwrap().get_connection().unwrap()
 }
@@ -270,15 +335,6 @@ async fn a_full_durable_queue_refuses_and_shows_nothing() {
 /// the write is queued once, never twice, and the key invalidated.
 #[tokio::test]
 async fn a_write_that_failed_after_it_ran_is_not_queued_twice() {
-    struct Never;
-    impl herdguard::Writer<String, String> for Never {
-        fn write<'a>(
-            &'a self,
-            _: &'a [herdguard::Write<String, String>],
-        ) -> herdguard::BoxFuture<'a, Result<(), herdguard::BoxError>> {
-            Box::pin(std::future::pending())
-        }
-    }
     let redis = RedisServer::start().unwrap();
     let config = RedisConfig::new(redis.url());
     let queue = RedisWriteQueue::<String, String>::connect(config.clone(), QueueConfig::new())
@@ -336,15 +392,6 @@ async fn a_write_that_failed_after_it_ran_is_not_queued_twice() {
 /// after the other's newer write and push).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_writers_queue_a_keys_versions_in_order() {
-    struct Never;
-    impl herdguard::Writer<String, String> for Never {
-        fn write<'a>(
-            &'a self,
-            _: &'a [herdguard::Write<String, String>],
-        ) -> herdguard::BoxFuture<'a, Result<(), herdguard::BoxError>> {
-            Box::pin(std::future::pending())
-        }
-    }
     const WRITES: usize = 300;
     let redis = RedisServer::start().unwrap();
     let config = RedisConfig::new(redis.url());
@@ -1012,35 +1059,9 @@ async fn an_in_process_version_is_never_compared_with_another_processs() {
 /// hold.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shared_write_with_no_answer_is_not_shown_unqueued() {
-    struct Never;
-    impl herdguard::Writer<String, String> for Never {
-        fn write<'a>(
-            &'a self,
-            _: &'a [herdguard::Write<String, String>],
-        ) -> herdguard::BoxFuture<'a, Result<(), herdguard::BoxError>> {
-            Box::pin(std::future::pending())
-        }
-    }
     let (store, queue_server) = (RedisServer::start().unwrap(), RedisServer::start().unwrap());
     let op_timeout = Duration::from_millis(100);
-    let queue = RedisWriteQueue::<String, String>::connect(
-        RedisConfig::new(queue_server.url()),
-        QueueConfig::new(),
-    )
-    .await
-    .unwrap();
-    let connect = || {
-        RedisRemote::<String, String>::connect(RedisConfig::new(store.url()).op_timeout(op_timeout))
-    };
-    let cache: Cache<String, String> = Cache::builder()
-        .shared_store(connect().await.unwrap())
-        .write_behind(WriteBehind::new(Never).queue(queue))
-        .build()
-        .unwrap();
-    let reader: Cache<String, String> = Cache::builder()
-        .shared_store(connect().await.unwrap())
-        .build()
-        .unwrap();
+    let (cache, reader) = writer_and_reader(&store.url(), &queue_server.url(), op_timeout).await;
     cache
         .write_behind("warm".to_string(), "x".to_string())
         .await
@@ -1051,22 +1072,11 @@ async fn a_shared_write_with_no_answer_is_not_shown_unqueued() {
         .await
         .unwrap();
     // Long enough for the write, and a change after it, to go unanswered.
-    let pause = op_timeout * 10;
-    let paused_at = tokio::time::Instant::now();
-    let _: () = redis::cmd("CLIENT")
-        .arg("PAUSE")
-        .arg(pause.as_millis() as u64)
-        .arg("WRITE")
-        .query_async(&mut on_store)
-        .await
-        .unwrap();
-    let written = cache.write_behind("k".to_string(), "v".to_string()).await;
+    let written = unanswered(&mut on_store, op_timeout * 10, op_timeout, async {
+        cache.write_behind("k".to_string(), "v".to_string()).await
+    })
+    .await;
     assert!(written.is_err(), "the write was answered: {written:?}");
-    // Past the pause, a write of the test's own, then a settle: every change
-    // sent before it has been made by then.
-    tokio::time::sleep_until(paused_at + pause).await;
-    let _: () = on_store.set("after-the-pause", 1).await.unwrap();
-    tokio::time::sleep(op_timeout).await;
     let mut on_queue = redis::Client::open(queue_server.url())
         .unwrap()
         .get_multiplexed_async_connection()
@@ -1156,37 +1166,9 @@ async fn a_batch_given_up_twice_leaves_each_dead_letter_once() {
 /// readers the record's older row for the whole TTL; they must read `a` or `b`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_with_no_answer_never_voids_an_acknowledged_one() {
-    struct Never;
-    impl herdguard::Writer<String, String> for Never {
-        fn write<'a>(
-            &'a self,
-            _: &'a [herdguard::Write<String, String>],
-        ) -> herdguard::BoxFuture<'a, Result<(), herdguard::BoxError>> {
-            Box::pin(std::future::pending())
-        }
-    }
     let server = RedisServer::start().unwrap();
     let op_timeout = Duration::from_millis(100);
-    let queue = RedisWriteQueue::<String, String>::connect(
-        RedisConfig::new(server.url()),
-        QueueConfig::new(),
-    )
-    .await
-    .unwrap();
-    let connect = || {
-        RedisRemote::<String, String>::connect(
-            RedisConfig::new(server.url()).op_timeout(op_timeout),
-        )
-    };
-    let cache: Cache<String, String> = Cache::builder()
-        .shared_store(connect().await.unwrap())
-        .write_behind(WriteBehind::new(Never).queue(queue))
-        .build()
-        .unwrap();
-    let reader: Cache<String, String> = Cache::builder()
-        .shared_store(connect().await.unwrap())
-        .build()
-        .unwrap();
+    let (cache, reader) = writer_and_reader(&server.url(), &server.url(), op_timeout).await;
     cache
         .write_behind("k".to_string(), "a".to_string())
         .await
@@ -1196,20 +1178,11 @@ async fn a_write_with_no_answer_never_voids_an_acknowledged_one() {
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    let pause = op_timeout * 10;
-    let paused_at = tokio::time::Instant::now();
-    let _: () = redis::cmd("CLIENT")
-        .arg("PAUSE")
-        .arg(pause.as_millis() as u64)
-        .arg("WRITE")
-        .query_async(&mut c)
-        .await
-        .unwrap();
-    let written = cache.write_behind("k".to_string(), "b".to_string()).await;
+    let written = unanswered(&mut c, op_timeout * 10, op_timeout, async {
+        cache.write_behind("k".to_string(), "b".to_string()).await
+    })
+    .await;
     assert!(written.is_err(), "the write was answered: {written:?}");
-    tokio::time::sleep_until(paused_at + pause).await;
-    let _: () = c.set("after-the-pause", 1).await.unwrap();
-    tokio::time::sleep(op_timeout).await;
     let read = reader
         .get_or_load("k".to_string(), || async {
             Ok::<_, std::io::Error>("record".to_string())
