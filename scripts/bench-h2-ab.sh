@@ -37,11 +37,7 @@ rps() {
         /^status codes:/ { ok=$3 }
         END { if (t > 0) printf "%.0f\n", ok / t; else print 0 }'
 }
-printf '%-6s %12s %12s %8s\n' round "base rps" "this rps" ratio
-for round in $(seq 1 "$ROUNDS"); do
-    b=$(rps "$BASE_PORT"); n=$(rps "$NEW_PORT")
-    printf '%-6s %12s %12s %7sx\n' "$round" "$b" "$n" "$(awk -v n="$n" -v b="$b" 'BEGIN { printf "%.2f", n / b }')"
-done
+ab_rounds rps "$ROUNDS" "$BASE_PORT" "$NEW_PORT"
 
 # Instructions per h2 hit: each binary alone under callgrind, 20000 hits.
 if command -v valgrind >/dev/null && command -v callgrind_control >/dev/null; then

@@ -29,11 +29,7 @@ for port in "$ORIGIN_PORT" "$BASE_PORT" "$NEW_PORT"; do wait_port "$port"; done
 for port in "$BASE_PORT" "$NEW_PORT"; do curl -fsS -o /dev/null "http://127.0.0.1:$port/hot"; done
 
 rps() { wrk -t1 -c64 -d"$DURATION" "http://127.0.0.1:$1/hot" | awk '/Requests\/sec/ {print $2}'; }
-printf '%-6s %12s %12s %8s\n' round "base rps" "this rps" ratio
-for round in $(seq 1 "$ROUNDS"); do
-    b=$(rps "$BASE_PORT"); n=$(rps "$NEW_PORT")
-    printf '%-6s %12s %12s %7sx\n' "$round" "$b" "$n" "$(awk -v n="$n" -v b="$b" 'BEGIN { printf "%.2f", n / b }')"
-done
+ab_rounds rps "$ROUNDS" "$BASE_PORT" "$NEW_PORT"
 # The stable figure: instructions per hit under callgrind, each binary alone.
 if command -v valgrind >/dev/null && command -v callgrind_control >/dev/null; then
     kill "${PIDS[1]}" "${PIDS[2]}" 2>/dev/null || true

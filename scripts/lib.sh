@@ -103,3 +103,14 @@ callgrind_wrk() {
     local ir; ir=$(awk '/^(summary|totals):/ {v=$2} END {print v}' "$out".1)
     awk -v n="$n" -v ir="$ir" 'BEGIN { printf "%d %.0f\n", n, ir / n }'
 }
+
+# Alternating rounds against the base build and this one: `$1 PORT` prints
+# requests per second; each round prints both and their ratio.
+ab_rounds() { # $1 rps function, $2 rounds, $3 base port, $4 this build's port
+    local round b n
+    printf '%-6s %12s %12s %8s\n' round "base rps" "this rps" ratio
+    for round in $(seq 1 "$2"); do
+        b=$("$1" "$3"); n=$("$1" "$4")
+        printf '%-6s %12s %12s %7sx\n' "$round" "$b" "$n" "$(awk -v n="$n" -v b="$b" 'BEGIN { printf "%.2f", n / b }')"
+    done
+}
