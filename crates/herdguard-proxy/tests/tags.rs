@@ -223,21 +223,12 @@ async fn redis_calls(addr: std::net::SocketAddr, command: &str) -> u64 {
 async fn a_purge_of_keys_only_in_redis_counts_them_with_one_existence_check() {
     let redis = herdguard_testkit::RedisServer::start().unwrap();
     let o = tagged_origin().await;
-    let settings = [
-        format!("redis = \"{}\"", redis.url()),
-        format!("purge_token = \"{TOKEN}\""),
-    ];
-    let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
-    let url = format!("http://{}", o.addr);
-    let loader = proxy(&url, &settings).await;
-    for n in 0..20 {
-        let path = format!("/p/{n}");
-        assert_eq!(get(loader.addr, &path, &[]).await.status, 200, "{path}");
-    }
+    let (loader, settings) = storing(&redis, &o, 20).await;
     // An unsafe method removes /p/3's entry; its tag's set still names it.
     assert_eq!(request(loader.addr, "POST", "/p/3", &[]).await.status, 200);
     drop(loader);
-    let purger = proxy(&url, &settings).await;
+    let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
+    let purger = proxy(&format!("http://{}", o.addr), &settings).await;
     let reads = redis_calls(redis.addr(), "mget").await;
     let r = purge_tag(purger.admin, "list").await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -255,19 +246,10 @@ async fn a_purge_whose_keys_redis_cannot_count_is_not_confirmed() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let redis = herdguard_testkit::RedisServer::start().unwrap();
     let o = tagged_origin().await;
-    let settings = [
-        format!("redis = \"{}\"", redis.url()),
-        format!("purge_token = \"{TOKEN}\""),
-    ];
-    let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
-    let url = format!("http://{}", o.addr);
-    let loader = proxy(&url, &settings).await;
-    for n in 0..5 {
-        let path = format!("/p/{n}");
-        assert_eq!(get(loader.addr, &path, &[]).await.status, 200, "{path}");
-    }
+    let (loader, settings) = storing(&redis, &o, 5).await;
     drop(loader);
-    let purger = proxy(&url, &settings).await;
+    let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
+    let purger = proxy(&format!("http://{}", o.addr), &settings).await;
     let mut s = tokio::net::TcpStream::connect(redis.addr()).await.unwrap();
     s.write_all(b"ACL SETUSER default -exists\r\n")
         .await
@@ -278,4 +260,24 @@ async fn a_purge_whose_keys_redis_cannot_count_is_not_confirmed() {
     let r = purge_tag(purger.admin, "list").await;
     assert_eq!(r.status, 503, "{}", r.text());
     assert!(r.text().contains("5 keys not counted"), "{}", r.text());
+}
+
+/// An instance on `redis` with a purge token that has stored `/p/0` .. `/p/{n-1}`
+/// (tagged by `origin`), and the settings another instance joins it with.
+async fn storing(
+    redis: &herdguard_testkit::RedisServer,
+    origin: &support::Origin,
+    n: usize,
+) -> (support::Proxy, Vec<String>) {
+    let settings = vec![
+        format!("redis = \"{}\"", redis.url()),
+        format!("purge_token = \"{TOKEN}\""),
+    ];
+    let named: Vec<&str> = settings.iter().map(String::as_str).collect();
+    let loader = proxy(&format!("http://{}", origin.addr), &named).await;
+    for n in 0..n {
+        let path = format!("/p/{n}");
+        assert_eq!(get(loader.addr, &path, &[]).await.status, 200, "{path}");
+    }
+    (loader, settings)
 }
