@@ -870,8 +870,9 @@ where
                 }
                 // Made again on the command connection after any failure,
                 // no answer too (twice is harmless): a failed session's
-                // connection is closed, and Redis drops a command it held
-                // back (a client pause) on a closed connection — while a
+                // connection closes once its last handle goes, and Redis
+                // drops a command it held back (a client pause) on a closed
+                // connection — while a
                 // timed-out write held on an open one would run after it,
                 // unvoided.
             }
