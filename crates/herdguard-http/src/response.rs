@@ -214,6 +214,39 @@ impl CachedResponse {
         value
     }
 
+    /// An origin's whole answer as the value to store, made the one way the
+    /// sidecar and the tower layer both make it: a `Date` added when the origin
+    /// sent none (RFC 9110 §6.6.1: the time it arrived; the origin's `Age`
+    /// stays, the entry's semantics recompute the initial age from it), the
+    /// digest of the request's fields that its `Vary` names, and what the
+    /// rules decided (`verdict`): their overrides, or why it is not stored.
+    pub fn from_origin(
+        status: StatusCode,
+        mut headers: HeaderMap,
+        body: Bytes,
+        (request_time, response_time): (SystemTime, SystemTime),
+        request_fields: &HeaderMap,
+        fetch: Fetch,
+        verdict: Result<&crate::rules::Freshness, &'static str>,
+    ) -> Self {
+        crate::freshness::ensure_date(&mut headers, response_time);
+        let vary_key = crate::variants::digest_of(&Vary::from_response(&headers), request_fields)
+            .unwrap_or_default();
+        let mut value = CachedResponse::new(
+            status,
+            &headers,
+            body,
+            (to_ms(request_time), to_ms(response_time)),
+            vary_key,
+            fetch,
+        );
+        match verdict {
+            Ok(f) => value.overrides = f.overrides.clone(),
+            Err(reason) => value.uncacheable = Some(reason.to_string()),
+        }
+        value
+    }
+
     /// The marker a load hands the core for an answer that went, as a stream, to
     /// its own caller only: status and reason, no fields, no body.
     pub fn passed(status: StatusCode, reason: &str, fetch: Fetch) -> Self {

@@ -15,10 +15,9 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use herdguard::Loaded;
-use herdguard_http::response::{to_ms, CachedResponse, Fetch, Overrides};
+use herdguard_http::response::{CachedResponse, Fetch, Overrides};
 use herdguard_http::rules::{evaluate, Freshness};
-use herdguard_http::variants::digest_of;
-use herdguard_http::{revalidate, ResponsePolicy, Vary};
+use herdguard_http::{revalidate, ResponsePolicy};
 use http::header::{self, HeaderMap};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode};
@@ -308,34 +307,25 @@ fn revalidated(
 /// after all, as a marker).
 fn to_loaded(
     status: StatusCode,
-    mut headers: HeaderMap,
+    headers: HeaderMap,
     body: Bytes,
     fetch: Fetch,
     template: &Template,
-    (request_time, response_time): (SystemTime, SystemTime),
+    times: (SystemTime, SystemTime),
     verdict: Result<Freshness, &'static str>,
 ) -> Loaded<CachedResponse> {
-    // A stored response has a Date (RFC 9110 §6.6.1): the time it arrived.
-    herdguard_http::freshness::ensure_date(&mut headers, response_time);
-    let vary_key =
-        digest_of(&Vary::from_response(&headers), template.headers()).unwrap_or_default();
-    let mut value = CachedResponse::new(
+    let value = CachedResponse::from_origin(
         status,
-        &headers,
+        headers,
         body,
-        (to_ms(request_time), to_ms(response_time)),
-        vary_key,
+        times,
+        template.headers(),
         fetch,
+        verdict.as_ref().map_err(|reason| *reason),
     );
     match verdict {
-        Ok(f) => {
-            value.overrides = f.overrides.clone();
-            herdguard_http::engine::loaded(value, &f)
-        }
-        Err(reason) => {
-            value.uncacheable = Some(reason.to_string());
-            Loaded::uncacheable(value)
-        }
+        Ok(f) => herdguard_http::engine::loaded(value, &f),
+        Err(_) => Loaded::uncacheable(value),
     }
 }
 

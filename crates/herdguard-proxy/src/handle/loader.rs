@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use herdguard::Loaded;
 use herdguard_http::partial;
 use herdguard_http::revalidate::{self, SelectedBy};
-use herdguard_http::{ResponsePolicy, Vary};
+use herdguard_http::ResponsePolicy;
 use http::header::{self, HeaderMap};
 use http::{Method, StatusCode};
 
@@ -31,10 +31,10 @@ use super::partial::Partial;
 use super::path_rules::PathRule;
 use super::proxy::{Proxy, Tuning};
 use super::request::Forward;
-use super::response::{to_ms, CachedResponse, Fetch};
+use super::response::{CachedResponse, Fetch};
 use super::rules;
 use super::tags;
-use super::variants::{digest_of, vary_matches};
+use super::variants::vary_matches;
 use crate::body::{Body, Inactivity, Prefixed};
 use crate::origin::{read_up_to, Buffered, OriginError, OriginResponse};
 
@@ -632,7 +632,7 @@ impl<'a> Load<'a> {
         mut headers: HeaderMap,
         body: bytes::Bytes,
         fetch: Fetch,
-        (request_time, response_time): (std::time::SystemTime, std::time::SystemTime),
+        times: (std::time::SystemTime, std::time::SystemTime),
     ) -> Made {
         let verdict = rules::evaluate(
             self.rules,
@@ -640,26 +640,20 @@ impl<'a> Load<'a> {
             &self.judged_with,
             status,
             &mut headers,
-            (request_time, response_time),
+            times,
         );
-        // The origin's `Age` stays stored: the entry's semantics recompute the
-        // initial age from it, and every answer replaces it with the current age.
-        // A stored response has a Date (RFC 9110 §6.6.1): the time it arrived.
-        herdguard_http::freshness::ensure_date(&mut headers, response_time);
         let tags = tags::take(&mut headers);
-        let vary_key =
-            digest_of(&Vary::from_response(&headers), &self.forward.headers).unwrap_or_default();
-        let mut value = CachedResponse::new(
+        let mut value = CachedResponse::from_origin(
             status,
-            &headers,
+            headers,
             body,
-            (to_ms(request_time), to_ms(response_time)),
-            vary_key,
+            times,
+            &self.forward.headers,
             fetch,
+            verdict.as_ref().map_err(|reason| *reason),
         );
         match verdict {
             Ok(f) => {
-                value.overrides = f.overrides.clone();
                 value.tags = tags.clone();
                 Made {
                     value,
@@ -668,14 +662,11 @@ impl<'a> Load<'a> {
                 }
             }
             // A 304 may have made a stored response unstorable (e.g. it now says no-store).
-            Err(reason) => {
-                value.uncacheable = Some(reason.to_string());
-                Made {
-                    value,
-                    freshness: None,
-                    tags: Vec::new(),
-                }
-            }
+            Err(_) => Made {
+                value,
+                freshness: None,
+                tags: Vec::new(),
+            },
         }
     }
 }
