@@ -14,6 +14,8 @@
 //! `err` as it ends. Stops at the
 //! end of stdin, without flushing (as a crash would, but for the process).
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -91,21 +93,7 @@ impl Writer<String, String> for Db {
 }
 
 fn main() -> std::process::ExitCode {
-    let args = Args::parse();
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return std::process::ExitCode::from(2);
-        }
-    };
-    match runtime.block_on(run(args)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::from(2)
-        }
-    }
+    common::run_main(Args::parse(), run)
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
