@@ -223,39 +223,10 @@ async fn https_origin_offering_only_http1_is_reached_over_http1() {
     assert_eq!(seen[0].host_fields, 1);
 }
 
-/// Records the messages of `tracing` events (a minimal subscriber, so the test
-/// sees the log line without depending on how the binary formats logs).
-struct Recorder(Arc<Mutex<Vec<String>>>);
-
-impl tracing::Subscriber for Recorder {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        tracing::span::Id::from_u64(1)
-    }
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-    fn event(&self, event: &tracing::Event<'_>) {
-        struct Text(String);
-        impl tracing::field::Visit for Text {
-            fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
-                self.0.push_str(&format!("{}={:?} ", f.name(), v));
-            }
-        }
-        let mut text = Text(format!("{} ", event.metadata().level()));
-        event.record(&mut text);
-        self.0.lock().unwrap().push(text.0);
-    }
-    fn enter(&self, _: &tracing::span::Id) {}
-    fn exit(&self, _: &tracing::span::Id) {}
-}
-
 // A current-thread runtime: the proxy's tasks run on this thread, under the recorder.
 #[tokio::test]
 async fn https_origin_with_an_untrusted_certificate_is_a_clear_502_and_a_log_line() {
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let _log = tracing::subscriber::set_default(Recorder(Arc::clone(&lines)));
+    let log = herdguard_testkit::LogRecorder::start();
     let pki = pki();
     let o = tls_origin(&pki, &[b"h2", b"http/1.1"]).await;
     // The bundled web PKI roots do not vouch for the test CA.
@@ -273,7 +244,7 @@ async fn https_origin_with_an_untrusted_certificate_is_a_clear_502_and_a_log_lin
         metrics.contains("herdguard_proxy_origin_errors_total{kind=\"tls\"} 1"),
         "{metrics}"
     );
-    let lines = lines.lock().unwrap().clone();
+    let lines = log.lines();
     assert!(
         lines
             .iter()

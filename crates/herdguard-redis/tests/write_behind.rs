@@ -472,33 +472,6 @@ async fn bad_queue_settings_are_typed_errors() {
     );
 }
 
-/// Records the messages of `tracing` events, so a test sees what was logged.
-struct Recorder(Arc<Mutex<Vec<String>>>);
-
-impl tracing::Subscriber for Recorder {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        tracing::span::Id::from_u64(1)
-    }
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-    fn event(&self, event: &tracing::Event<'_>) {
-        struct Text(String);
-        impl tracing::field::Visit for Text {
-            fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
-                self.0.push_str(&format!("{}={:?} ", f.name(), v));
-            }
-        }
-        let mut text = Text(format!("{} ", event.metadata().level()));
-        event.record(&mut text);
-        self.0.lock().unwrap().push(text.0);
-    }
-    fn enter(&self, _: &tracing::span::Id) {}
-    fn exit(&self, _: &tracing::span::Id) {}
-}
-
 /// A system of record in memory: every write it was given, in order.
 #[derive(Clone, Default)]
 struct Recorded(Arc<Mutex<Vec<(String, String)>>>);
@@ -525,8 +498,7 @@ impl herdguard::Writer<String, String> for Recorded {
 // One thread: the drainer runs under the test's log recorder.
 #[tokio::test]
 async fn an_undecodable_queued_entry_goes_to_the_dead_letter_stream_once_and_the_drain_goes_on() {
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let _log = tracing::subscriber::set_default(Recorder(Arc::clone(&lines)));
+    let log = herdguard_testkit::LogRecorder::start();
     let redis = RedisServer::start().unwrap();
     let claim = Duration::from_millis(50);
     let queue = RedisWriteQueue::<String, String>::connect(
@@ -590,9 +562,8 @@ async fn an_undecodable_queued_entry_goes_to_the_dead_letter_stream_once_and_the
         Some(poison.as_bytes()),
         "{fields:?}"
     );
-    let logged: Vec<String> = lines
-        .lock()
-        .unwrap()
+    let logged: Vec<String> = log
+        .lines()
         .iter()
         .filter(|l| l.contains("undecodable"))
         .cloned()

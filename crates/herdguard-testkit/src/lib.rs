@@ -7,6 +7,9 @@
 
 #![warn(missing_docs)]
 
+mod logs;
+pub use logs::LogRecorder;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
