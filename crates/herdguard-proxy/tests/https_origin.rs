@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use herdguard_proxy::{ServeArgs, Server};
+use herdguard_proxy::ServeArgs;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
@@ -18,10 +18,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 
 mod support;
 use support::pki::{pki, Pki};
+use support::Proxy;
 
 /// What the TLS origin saw of each request: SNI, ALPN protocol, `Host`.
 #[derive(Clone, Debug, Default)]
@@ -107,12 +107,6 @@ async fn tls_origin(pki: &Pki, alpn: &[&[u8]]) -> TlsOrigin {
     TlsOrigin { port, calls, seen }
 }
 
-struct Proxy {
-    addr: SocketAddr,
-    admin: SocketAddr,
-    _stop: oneshot::Sender<()>,
-}
-
 async fn proxy(origin: &str, ca: Option<&str>) -> Proxy {
     let ca_path = ca.map(|pem| {
         let path = std::env::temp_dir().join(format!(
@@ -123,29 +117,18 @@ async fn proxy(origin: &str, ca: Option<&str>) -> Proxy {
         std::fs::write(&path, pem).unwrap();
         path
     });
-    let args = ServeArgs {
-        listen: Some("127.0.0.1:0".into()),
-        admin: Some("127.0.0.1:0".into()),
+    let proxy = support::start(ServeArgs {
         origin: Some(origin.to_string()),
         origin_ca: ca_path.clone(),
         threads: Some(1),
         ..ServeArgs::default()
-    };
-    let settings = args.resolve().unwrap();
+    })
+    .await;
+    // The CA is read once, at start.
     if let Some(p) = ca_path {
         std::fs::remove_file(p).unwrap();
     }
-    let server = Server::bind(settings).await.unwrap();
-    let (addr, admin) = (server.local_addr().unwrap(), server.admin_addr().unwrap());
-    let (tx, rx) = oneshot::channel::<()>();
-    tokio::spawn(server.serve(async move {
-        let _ = rx.await;
-    }));
-    Proxy {
-        addr,
-        admin,
-        _stop: tx,
-    }
+    proxy
 }
 
 fn rand_suffix() -> u64 {

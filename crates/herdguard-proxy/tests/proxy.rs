@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use herdguard_proxy::{ServeArgs, Server};
+use herdguard_proxy::ServeArgs;
 use http::{HeaderMap, Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::server::conn::http1;
@@ -17,7 +17,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
+
+mod support;
+use support::Proxy;
 
 /// What the test origin answers: status, headers, body, delay before answering.
 struct Answer {
@@ -76,32 +78,13 @@ async fn origin(
     Origin { addr, hits }
 }
 
-/// A proxy in process; stops when dropped.
-struct Proxy {
-    addr: SocketAddr,
-    admin: SocketAddr,
-    _stop: oneshot::Sender<()>,
-}
-
 async fn proxy_to(origin: SocketAddr, tweak: impl FnOnce(&mut ServeArgs)) -> Proxy {
     let mut args = ServeArgs {
-        listen: Some("127.0.0.1:0".into()),
-        admin: Some("127.0.0.1:0".into()),
         origin: Some(format!("http://{origin}")),
         ..ServeArgs::default()
     };
     tweak(&mut args);
-    let server = Server::bind(args.resolve().unwrap()).await.unwrap();
-    let (addr, admin) = (server.local_addr().unwrap(), server.admin_addr().unwrap());
-    let (tx, rx) = oneshot::channel::<()>();
-    tokio::spawn(server.serve(async move {
-        let _ = rx.await;
-    }));
-    Proxy {
-        addr,
-        admin,
-        _stop: tx,
-    }
+    support::start(args).await
 }
 
 struct Got {
@@ -190,16 +173,15 @@ async fn serving_threads_share_one_cache_and_all_stop() {
         ..ok(&[("cache-control", "max-age=60")], &format!("body {n}"))
     })
     .await;
-    let Proxy {
-        addr, _stop: stop, ..
-    } = proxy_to(o.addr, |a| a.threads = Some(3)).await;
+    let p = proxy_to(o.addr, |a| a.threads = Some(3)).await;
+    let addr = p.addr;
     let calls: Vec<_> = (0..300).map(|_| tokio::spawn(get(addr, "/cold"))).collect();
     for c in calls {
         let g = c.await.unwrap();
         assert_eq!((g.status, g.body.as_str()), (200, "body 1"));
     }
     assert_eq!(o.hits.load(Ordering::SeqCst), 1);
-    drop(stop);
+    drop(p);
     // Every thread's listener closes: connections are refused soon after.
     let started = std::time::Instant::now();
     while tokio::net::TcpStream::connect(addr).await.is_ok() {

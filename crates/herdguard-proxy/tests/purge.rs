@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use herdguard_proxy::{ServeArgs, Server};
+use herdguard_proxy::ServeArgs;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::server::conn::http1;
@@ -17,7 +17,9 @@ use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+
+mod support;
+use support::Proxy;
 
 const TOKEN: &str = "purge-token-for-tests-0123";
 
@@ -68,33 +70,15 @@ async fn origin() -> Origin {
     Origin { addr, calls }
 }
 
-struct Proxy {
-    addr: SocketAddr,
-    admin: SocketAddr,
-    _stop: oneshot::Sender<()>,
-}
-
 async fn proxy(origin: SocketAddr, tweak: impl FnOnce(&mut ServeArgs)) -> Proxy {
     let mut args = ServeArgs {
-        listen: Some("127.0.0.1:0".into()),
-        admin: Some("127.0.0.1:0".into()),
         origin: Some(format!("http://{origin}")),
         purge_token: Some(TOKEN.into()),
         threads: Some(1),
         ..ServeArgs::default()
     };
     tweak(&mut args);
-    let server = Server::bind(args.resolve().unwrap()).await.unwrap();
-    let (addr, admin) = (server.local_addr().unwrap(), server.admin_addr().unwrap());
-    let (tx, rx) = oneshot::channel::<()>();
-    tokio::spawn(server.serve(async move {
-        let _ = rx.await;
-    }));
-    Proxy {
-        addr,
-        admin,
-        _stop: tx,
-    }
+    support::start(args).await
 }
 
 async fn send(

@@ -388,8 +388,8 @@ pub struct Proxy {
     pub addr: SocketAddr,
     pub admin: SocketAddr,
     _stop: oneshot::Sender<()>,
-    _dir: TempDir,
-    /// What it was started with (its `config` is the TOML file).
+    _dir: Option<TempDir>,
+    /// What it was started with (with [`proxy`], its `config` is the TOML file).
     args: ServeArgs,
     reloader: herdguard_proxy::Reloader,
 }
@@ -431,13 +431,21 @@ pub async fn proxy(origin: &str, settings: &[&str]) -> Proxy {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("serve.toml");
     std::fs::write(&path, settings.join("\n")).unwrap();
-    let args = ServeArgs {
-        listen: Some("127.0.0.1:0".into()),
-        admin: Some("127.0.0.1:0".into()),
+    let mut proxy = start(ServeArgs {
         origin: Some(origin.to_string()),
         config: Some(path),
         ..ServeArgs::default()
-    };
+    })
+    .await;
+    proxy._dir = Some(TempDir(dir));
+    proxy
+}
+
+/// A proxy started in process with `args`; it and its admin listener take
+/// free loopback ports unless `args` names them. Stops when dropped.
+pub async fn start(mut args: ServeArgs) -> Proxy {
+    args.listen.get_or_insert_with(|| "127.0.0.1:0".into());
+    args.admin.get_or_insert_with(|| "127.0.0.1:0".into());
     let server = Server::bind(args.resolve().unwrap()).await.unwrap();
     let (addr, admin) = (server.local_addr().unwrap(), server.admin_addr().unwrap());
     let reloader = server.reloader(None);
@@ -449,7 +457,7 @@ pub async fn proxy(origin: &str, settings: &[&str]) -> Proxy {
         addr,
         admin,
         _stop: tx,
-        _dir: TempDir(dir),
+        _dir: None,
         args,
         reloader,
     }
