@@ -5,11 +5,13 @@
 //!
 //! What is here is what hyper's own HTTP/2 server does, minus what the sidecar
 //! does not use (CONNECT tunnels, adaptive windows): the same `h2` settings and
-//! limits as the module docs of `acceptor` promise, one task per stream, the
-//! answer's body sent as the client's flow-control window allows (the next
-//! frame is asked of the body only once the last could be sent, which is what
-//! `limits::Tracked` and the progress rule of `drive` count on), keep-alive
-//! pings, and a graceful stop.
+//! limits as the module docs of `acceptor` promise, the answer's body sent as
+//! the client's flow-control window allows (the next frame is asked of the body
+//! only once the last could be sent, which is what `limits::Tracked` and the
+//! progress rule of `drive` count on), keep-alive pings, and a graceful stop.
+//! Unlike hyper, a stream gets a task only when it must wait: a plain hit
+//! (`Requests::begin`) is answered on the connection's task as it is accepted,
+//! head and — window allowing — body.
 //!
 //! Interim answers take the rules of `interim` ([`forwarded`], hop-by-hop
 //! fields removed): only the stream whose request reached the origin has the
