@@ -43,23 +43,8 @@ ab_rounds rps "$ROUNDS" "$BASE_PORT" "$NEW_PORT"
 if command -v valgrind >/dev/null && command -v callgrind_control >/dev/null; then
     kill "${PIDS[1]}" "${PIDS[2]}" 2>/dev/null || true
     wait "${PIDS[1]}" "${PIDS[2]}" 2>/dev/null || true
-    per_hit() { # $1 binary -> instructions per h2 hit
-        local port; port=$(free_port)
-        local out="$WORK/cg.$port"
-        valgrind --tool=callgrind --callgrind-out-file="$out" "$1" --threads 1 \
-            --listen "127.0.0.1:$port" --origin "http://127.0.0.1:$ORIGIN_PORT" 2>"$out.log" &
-        local vg=$!
-        wait_port "$port"
-        curl -fsS -o /dev/null "http://127.0.0.1:$port/hot"
-        h2load -n 200 -c8 -m8 "http://127.0.0.1:$port/hot" >/dev/null 2>&1
-        callgrind_control -z "$vg" >/dev/null 2>&1
-        local n; n=$(h2load -n 20000 -c8 -m8 "http://127.0.0.1:$port/hot" 2>/dev/null | awk '/^status codes:/ {print $3}')
-        callgrind_control -d "$vg" >/dev/null 2>&1
-        sleep 1
-        kill "$vg" 2>/dev/null || true; wait "$vg" 2>/dev/null || true
-        local ir; ir=$(awk '/^(summary|totals):/ {v=$2} END {print v}' "$out".1)
-        awk -v n="$n" -v ir="$ir" 'BEGIN { printf "%.0f\n", ir / n }'
-    }
-    IB=$(per_hit "$BASE_BIN"); IN=$(per_hit "$NEW_BIN")
+    export HIT_LOAD=h2
+    read -r _ IB < <(callgrind_per_hit "$BASE_BIN" "$ORIGIN_PORT" "$(free_port)" "$(free_port)" 0)
+    read -r _ IN < <(callgrind_per_hit "$NEW_BIN" "$ORIGIN_PORT" "$(free_port)" "$(free_port)" 0)
     printf '%-40s %12s %12s %8s\n' "instructions per h2 hit (callgrind)" "$IB" "$IN" "$(awk -v n="$IN" -v b="$IB" 'BEGIN { printf "%.3f", n / b }')x"
 fi

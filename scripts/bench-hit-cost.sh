@@ -6,12 +6,22 @@
 # field map, and nothing else: the part no change to herdguard removes); then
 # the profile's top entries per hit, inclusive and exclusive. TOP=N sets how
 # many (default 15). Everything listens on loopback and is stopped on exit.
+# Usage: scripts/bench-hit-cost.sh [h1|h2]: h2 counts HTTP/2 hits instead
+# (h2c, 20,000 requests of `h2load -c8 -m8`), against hit-floor --h2 (the
+# `h2` crate and Tokio answering alone).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TOP="${TOP:-15}"
+MODE="${1:-h1}"
 . scripts/lib.sh
 require_tools "wrk valgrind" wrk valgrind callgrind_control callgrind_annotate
+case "$MODE" in
+    h1) FLOOR_ARGS=(); FLOOR_NAME="floor: hyper + Tokio, same answer (hit-floor)" ;;
+    h2) require_tools nghttp2-client h2load; export HIT_LOAD=h2
+        FLOOR_ARGS=(--h2); FLOOR_NAME="floor: h2 + Tokio, same answer (hit-floor --h2)" ;;
+    *) echo "usage: scripts/bench-hit-cost.sh [h1|h2]" >&2; exit 2 ;;
+esac
 bench_workdir hit-cost
 
 echo "building (release)..." >&2
@@ -21,10 +31,10 @@ target/release/examples/bench-origin --port "$ORIGIN_PORT" --delay-ms 200 2>/dev
 wait_port "$ORIGIN_PORT"
 
 read -r N IR < <(callgrind_per_hit target/release/examples/serve "$ORIGIN_PORT" "$PORT" "$ADMIN_PORT" 0)
-read -r FN FIR < <(callgrind_wrk "$WORK/floor" "$FLOOR_PORT" "" 0 target/release/examples/hit-floor --port "$FLOOR_PORT")
-printf '%-44s %10s %10s\n' "" requests "instr/hit"
-printf '%-44s %10s %10s\n' "herdguard serve (one thread)" "$N" "$IR"
-printf '%-44s %10s %10s\n' "floor: hyper + Tokio, same answer (hit-floor)" "$FN" "$FIR"
+read -r FN FIR < <(callgrind_wrk "$WORK/floor" "$FLOOR_PORT" "" 0 target/release/examples/hit-floor --port "$FLOOR_PORT" "${FLOOR_ARGS[@]}")
+printf '%-48s %10s %10s\n' "" requests "instr/hit"
+printf '%-48s %10s %10s\n' "herdguard serve (one thread, $MODE)" "$N" "$IR"
+printf '%-48s %10s %10s\n' "$FLOOR_NAME" "$FN" "$FIR"
 
 # Inclusive: callgrind_annotate's lines (with the release profile's LTO most
 # of a hit is inlined into hyper's connection future, so few frames remain) ("  12,345 (1.2%)  file:function [object]"),

@@ -74,16 +74,29 @@ cleanup() {
 # $5 dashboards open: prints "requests instructions_per_request". A count the
 # machine's noise does not move (wrk's rounds on 2 shared cores swing ±25 %).
 # The profile stays in $WORK/cg.$5.$3.1 (callgrind_annotate reads it).
+# HIT_LOAD=h2: HTTP/2 hits instead (see callgrind_wrk).
 callgrind_per_hit() {
     local bin=$1 origin=$2 port=$3 admin=$4 viewers=$5
     callgrind_wrk "$WORK/cg.$viewers.$port" "$port" "$admin" "$viewers" "$bin" --threads 1 \
         --listen "127.0.0.1:$port" --origin "http://127.0.0.1:$origin" --admin "127.0.0.1:$admin"
 }
 
+# The load whose instructions are counted, on /hot of port $1: prints the
+# 2xx answers. HIT_LOAD=wrk (default): 10 s of `wrk -t1 -c8`, HTTP/1.1
+# keep-alive. HIT_LOAD=h2: 20,000 requests of `h2load -c8 -m8` (h2c, 64
+# streams in flight; a fixed count, so every run does the same work).
+hit_load() {
+    case "${HIT_LOAD:-wrk}" in
+        wrk) wrk -t1 -c8 -d10s "http://127.0.0.1:$1/hot" | awk '/requests in/ {print $1}' ;;
+        h2) h2load -n 20000 -c8 -m8 "http://127.0.0.1:$1/hot" 2>/dev/null | awk '/^status codes:/ {print $3}' ;;
+        *) echo "HIT_LOAD is wrk or h2, not ${HIT_LOAD}" >&2; exit 2 ;;
+    esac
+}
+
 # Runs the rest of the line (a server on port $2) under callgrind, output $1,
 # with $4 followers of /events on port $3 (none: pass an empty $3 and 0), and
-# counts the instructions of 10 s of `wrk -t1 -c8` on /hot once it answers:
-# prints "requests instructions_per_request".
+# counts the instructions of `hit_load` on /hot once it answers (and once the
+# load has warmed it up): prints "requests instructions_per_request".
 callgrind_wrk() {
     local out=$1 port=$2 admin=$3 viewers=$4
     shift 4
@@ -91,11 +104,14 @@ callgrind_wrk() {
     local vg=$!
     wait_port "$port"
     if [ -n "$admin" ]; then wait_port "$admin"; fi
-    curl -fsS -o /dev/null "http://127.0.0.1:$port/hot"; curl -fsS -o /dev/null "http://127.0.0.1:$port/hot"
+    local curl=(curl -fsS -o /dev/null)
+    if [ "${HIT_LOAD:-wrk}" = h2 ]; then curl+=(--http2-prior-knowledge); fi
+    "${curl[@]}" "http://127.0.0.1:$port/hot"; "${curl[@]}" "http://127.0.0.1:$port/hot"
+    if [ "${HIT_LOAD:-wrk}" = h2 ]; then h2load -n 200 -c8 -m8 "http://127.0.0.1:$port/hot" >/dev/null 2>&1; fi
     callgrind_control -z "$vg" >/dev/null 2>&1
     local watchers=()
     for _ in $(seq 1 "$viewers"); do curl -sN "http://127.0.0.1:$admin/events" >/dev/null 2>&1 & watchers+=($!); done
-    local n; n=$(wrk -t1 -c8 -d10s "http://127.0.0.1:$port/hot" | awk '/requests in/ {print $1}')
+    local n; n=$(hit_load "$port")
     callgrind_control -d "$vg" >/dev/null 2>&1
     sleep 1
     if [ "${#watchers[@]}" -gt 0 ]; then kill "${watchers[@]}" 2>/dev/null || true; fi

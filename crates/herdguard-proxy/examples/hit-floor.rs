@@ -5,7 +5,12 @@
 //! lookup, no rules. Run under callgrind like `serve` (one thread, `wrk -c8`):
 //! instructions per request here are what no change to herdguard can remove.
 //!
-//! `cargo run --release --example hit-floor -- --port 9001`
+//! With `--h2`, the same for HTTP/2 by prior knowledge: the `h2` crate and
+//! Tokio, each stream answered on the connection's task as it is accepted
+//! (head, then the body in one DATA frame), with the `h2` settings the sidecar
+//! uses (run under `h2load -c8 -m8`).
+//!
+//! `cargo run --release --example hit-floor -- --port 9001 [--h2]`
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -24,6 +29,9 @@ struct Args {
     /// Loopback port to listen on.
     #[arg(long)]
     port: u16,
+    /// Speak HTTP/2 (h2c, prior knowledge) with the `h2` crate, not HTTP/1.1.
+    #[arg(long)]
+    h2: bool,
 }
 
 fn main() -> std::io::Result<()> {
@@ -31,10 +39,10 @@ fn main() -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(serve(args.port))
+    runtime.block_on(serve(args.port, args.h2))
 }
 
-async fn serve(port: u16) -> std::io::Result<()> {
+async fn serve(port: u16, h2: bool) -> std::io::Result<()> {
     let listener = TcpListener::bind(("127.0.0.1", port)).await?;
     let body = Bytes::from(vec![b'x'; 1024]);
     let mut kept = HeaderMap::new();
@@ -60,6 +68,10 @@ async fn serve(port: u16) -> std::io::Result<()> {
             };
             let _ = stream.set_nodelay(true);
             let (body, kept) = (body.clone(), Arc::clone(&kept));
+            if h2 {
+                tokio::spawn(serve_h2(stream, body, kept));
+                continue;
+            }
             let service = service_fn(move |_req: http::Request<hyper::body::Incoming>| {
                 let mut response = Response::new(Full::new(body.clone()));
                 *response.headers_mut() = HeaderMap::clone(&kept);
@@ -75,5 +87,27 @@ async fn serve(port: u16) -> std::io::Result<()> {
     tokio::select! {
         () = accept => Ok(()),
         () = herdguard_proxy::shutdown_signal() => Ok(()),
+    }
+}
+
+/// One HTTP/2 connection: every stream answered as it is accepted.
+async fn serve_h2(stream: tokio::net::TcpStream, body: Bytes, kept: Arc<HeaderMap>) {
+    let mut builder = h2::server::Builder::new();
+    // The sidecar's settings (listen/h2.rs).
+    builder
+        .initial_window_size(1024 * 1024)
+        .initial_connection_window_size(1024 * 1024)
+        .max_frame_size(16 * 1024)
+        .max_send_buffer_size(400 * 1024)
+        .max_concurrent_streams(200);
+    let Ok(mut conn) = builder.handshake::<_, Bytes>(stream).await else {
+        return;
+    };
+    while let Some(Ok((_request, mut reply))) = conn.accept().await {
+        let mut response = Response::new(());
+        *response.headers_mut() = HeaderMap::clone(&kept);
+        if let Ok(mut tx) = reply.send_response(response, false) {
+            let _ = tx.send_data(body.clone(), true);
+        }
     }
 }

@@ -99,6 +99,31 @@ async fn an_h2_client_that_grants_no_window_is_closed_after_the_write_limit() {
     assert_eq!(o.answering(), 0, "origin requests still held");
 }
 
+/// The same client asking only for a stored answer: hits are answered on the
+/// connection's own task, at once where the window allows, and must still
+/// wait for window here rather than be handed to `h2`'s buffers (where the
+/// progress rule would not see them). With an idle limit far off, only the
+/// progress rule can close the connection.
+#[tokio::test]
+async fn an_h2_client_that_grants_no_window_for_its_hits_is_closed_after_the_write_limit() {
+    let o = origin(|_, _| Reply::ok(&[("cache-control", "max-age=60")], "cached")).await;
+    let p = proxy(
+        &base(&o),
+        &["write_timeout_ms = 500", "idle_timeout_ms = 60000"],
+    )
+    .await;
+    assert_eq!(support::get(p.addr, "/hot", &[]).await.status, 200);
+    let mut tcp = raw::connect_with(p.addr, &[(raw::INITIAL_WINDOW_SIZE, 0)]).await;
+    let burst: Vec<u8> = (0..50u32)
+        .flat_map(|i| raw::get(2 * i + 1, "/hot"))
+        .collect();
+    tcp.write_all(&burst).await.unwrap();
+    let (goaway, closed) = pinging_until_closed(&mut tcp, Duration::from_secs(6)).await;
+    assert_eq!(o.calls(), 1, "the streams were not hits");
+    closed.expect("a connection whose hits made no progress was still open after 6 s");
+    assert!(goaway, "closed without a GOAWAY");
+}
+
 /// HTTP/1.1's version of the same client: it sends a request and never reads
 /// the answer. Closed within the write limit, its origin request let go.
 #[tokio::test]

@@ -33,7 +33,7 @@ pub(crate) mod access;
 pub(crate) mod answer;
 mod handler;
 mod head;
-pub(crate) use handler::Begun;
+pub(crate) use handler::{Begun, Pending};
 pub(crate) mod loader;
 mod negotiate;
 pub(crate) mod partial;

@@ -27,6 +27,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,13 +41,13 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use super::drive::{drive, Drain};
 use super::h2::{sniff, H2Conn, PREFACE};
 use super::interim::{InterimIo, InterimQueue, Opened};
-use super::limits::{ConnState, ConnectionLimits, TimedIo, Tracked};
+use super::limits::{Busy, ConnState, ConnectionLimits, TimedIo, Tracked};
 use super::tls::{Negotiated, TlsConfig};
 use crate::body::BoxError;
 use crate::handle::access;
 use crate::handle::proxy::Proxy;
 use crate::handle::request::Peer;
-use crate::handle::Begun;
+use crate::handle::{Begun, Pending};
 use crate::origin::InterimHook;
 
 /// What a reload may change of how connections are served: read when a
@@ -331,10 +332,8 @@ impl Requests {
         self.state.set_multiplexed();
     }
 
-    /// The answer to `req`, its interim answers going where `interim` says;
-    /// the connection counts it in flight from now until its last frame is
-    /// taken. A plain hit is answered at once, before the connection reads on
-    /// (see `Proxy::begin`); nothing for interim answers is made for it.
+    /// The answer to `req`, its interim answers going where `interim` says:
+    /// [`Requests::begin`], then [`Later::finish`] when that did not answer.
     pub(crate) fn answer<B>(
         &self,
         req: http::Request<B>,
@@ -344,20 +343,72 @@ impl Requests {
         B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
     {
+        match self.begin(req) {
+            Begin::Answered(response) => Answer::Now(std::future::ready(Ok(response))),
+            Begin::Later(later) => Answer::Later(later.finish(interim)),
+        }
+    }
+
+    /// Answers `req` as far as it can without waiting; the connection counts
+    /// it in flight from now until its last frame is taken. A plain hit is
+    /// answered at once, before the connection reads on (see `Proxy::begin`):
+    /// nothing for interim answers is made for it, and nothing is spawned.
+    pub(crate) fn begin<B>(&self, req: http::Request<B>) -> Begin<B>
+    where
+        B: hyper::body::Body,
+    {
         let busy = self.state.begin();
         let log = self.access_log.then(|| access::Logged::of(&req));
-        let pending = match self.proxy.begin(req, &self.peer) {
+        match self.proxy.begin(req, &self.peer) {
             Begun::Answered(response) => {
                 if let Some(log) = log {
                     log.done(&response);
                 }
-                return Answer::Now(std::future::ready(Ok(
-                    response.map(|body| Tracked::new(body, busy))
-                )));
+                Begin::Answered(response.map(|body| Tracked::new(body, busy)))
             }
-            Begun::Pending(pending) => pending,
-        };
-        let proxy = Arc::clone(&self.proxy);
+            Begun::Pending(pending) => Begin::Later(Later {
+                proxy: Arc::clone(&self.proxy),
+                pending,
+                busy,
+                log,
+            }),
+        }
+    }
+}
+
+/// What [`Requests::begin`] made of a request.
+pub(crate) enum Begin<B> {
+    /// The answer, at once: a hit, or a refusal.
+    Answered(http::Response<Tracked>),
+    /// One to wait for: [`Later::finish`].
+    Later(Later<B>),
+}
+
+/// A request [`Requests::begin`] could not answer at once.
+pub(crate) struct Later<B> {
+    proxy: Arc<Proxy>,
+    pending: Box<Pending<B>>,
+    busy: Busy,
+    log: Option<access::Logged>,
+}
+
+impl<B> Later<B>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    /// The answer, its interim answers going where `interim` says.
+    pub(crate) fn finish(
+        self,
+        interim: Interim<'_>,
+    ) -> Pin<Box<impl Future<Output = Result<http::Response<Tracked>, Infallible>> + Send + 'static>>
+    {
+        let Later {
+            proxy,
+            pending,
+            busy,
+            log,
+        } = self;
         let (opened, hook) = match interim {
             Interim::None => (None, None),
             Interim::Queued(queue) => (Some(queue.open()), None),
@@ -365,7 +416,7 @@ impl Requests {
         };
         // Boxed: the connection moves the service's future whole a few times
         // per request; a box is cheaper than those copies.
-        Answer::Later(Box::pin(async move {
+        Box::pin(async move {
             let hook = hook.or_else(|| opened.as_ref().map(Opened::hook));
             let answer = proxy.finish(pending, hook);
             let response = match opened {
@@ -376,7 +427,7 @@ impl Requests {
                 log.done(&response);
             }
             Ok(response.map(|body| Tracked::new(body, busy)))
-        }))
+        })
     }
 }
 

@@ -5,11 +5,13 @@
 //!
 //! What is here is what hyper's own HTTP/2 server does, minus what the sidecar
 //! does not use (CONNECT tunnels, adaptive windows): the same `h2` settings and
-//! limits as the module docs of `acceptor` promise, one task per stream, the
-//! answer's body sent as the client's flow-control window allows (the next
-//! frame is asked of the body only once the last could be sent, which is what
-//! `limits::Tracked` and the progress rule of `drive` count on), keep-alive
-//! pings, and a graceful stop.
+//! limits as the module docs of `acceptor` promise, the answer's body sent as
+//! the client's flow-control window allows (the next frame is asked of the body
+//! only once the last could be sent, which is what `limits::Tracked` and the
+//! progress rule of `drive` count on), keep-alive pings, and a graceful stop.
+//! Unlike hyper, a stream gets a task only when it must wait: a plain hit
+//! (`Requests::begin`) is answered on the connection's task as it is accepted,
+//! head and — window allowing — body.
 //!
 //! Interim answers take the rules of `interim` ([`forwarded`], hop-by-hop
 //! fields removed): only the stream whose request reached the origin has the
@@ -31,7 +33,7 @@ use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Sleep;
 
-use super::acceptor::{Interim, Requests};
+use super::acceptor::{Begin, Interim, Later, Requests};
 use super::interim::forwarded;
 use super::limits::Tracked;
 use crate::origin::{InterimHook, InterimSink};
@@ -151,9 +153,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Future for H2Conn<T> {
                         conn.abrupt_shutdown(Reason::NO_ERROR);
                     }
                     match std::task::ready!(conn.poll_accept(cx)) {
-                        Some(Ok((request, reply))) => {
-                            tokio::spawn(stream(request, reply, &this.requests));
-                        }
+                        Some(Ok((request, reply))) => stream(request, reply, &this.requests, cx),
                         Some(Err(e)) => {
                             tracing::debug!(target: "herdguard::serve", "HTTP/2 connection error: {e}");
                             return Poll::Ready(());
@@ -255,13 +255,15 @@ impl InterimSink for SharedReply {
     }
 }
 
-/// The task of one stream: the request answered (abandoned if the client
-/// resets the stream), its answer sent.
+/// One stream, on the connection's task: a plain hit is answered here and
+/// now (head and, window allowing, body), and only what must wait — a body
+/// the window holds back, a request that is not a plain hit — gets a task.
 fn stream(
     request: Request<RecvStream>,
     sender: SendResponse<Bytes>,
     requests: &Requests,
-) -> impl Future<Output = ()> + Send + 'static {
+    cx: &mut Context<'_>,
+) {
     let (parts, body) = request.into_parts();
     let content_length = parts
         .headers
@@ -275,128 +277,174 @@ fn stream(
             data_done: false,
         },
     );
+    match requests.begin(request) {
+        Begin::Answered(response) => {
+            if let Some(mut sending) = respond(response, sender) {
+                // Polled with the connection's waker first: a hit's one chunk
+                // goes out now; a wake-up it leaves there is harmless.
+                if Pin::new(&mut sending).poll(cx).is_pending() {
+                    tokio::spawn(sending);
+                }
+            }
+        }
+        Begin::Later(later) => {
+            tokio::spawn(answer_later(later, sender));
+        }
+    }
+}
+
+/// A request that is not a plain hit: answered on a task of its own
+/// (abandoned if the client resets the stream), the stream's sender shared
+/// with the origin's interim answers until the final answer takes it.
+async fn answer_later(later: Later<RecvBody>, sender: SendResponse<Bytes>) {
     let reply = Arc::new(SharedReply(Mutex::new(Reply {
         sender: Some(sender),
         interim_budget: MAX_INTERIM_BYTES,
     })));
     let hook = InterimHook(Arc::clone(&reply) as Arc<dyn InterimSink>);
-    let answer = requests.answer(request, Interim::Hook(hook));
-    async move {
-        let mut answer = std::pin::pin!(answer);
-        let response = poll_fn(|cx| {
-            if let Poll::Ready(answered) = answer.as_mut().poll(cx) {
-                let Ok(response) = answered;
-                return Poll::Ready(Some(response));
-            }
-            match reply.lock().sender.as_mut().map(|s| s.poll_reset(cx)) {
-                Some(Poll::Pending) => Poll::Pending,
-                _ => Poll::Ready(None),
-            }
-        })
-        .await;
-        // Taken: interim answers still to come are dropped.
-        let sender = reply.lock().sender.take();
-        if let (Some(response), Some(sender)) = (response, sender) {
-            respond(response, sender).await;
+    let mut answer = later.finish(Interim::Hook(hook));
+    let response = poll_fn(|cx| {
+        if let Poll::Ready(answered) = answer.as_mut().poll(cx) {
+            let Ok(response) = answered;
+            return Poll::Ready(Some(response));
+        }
+        match reply.lock().sender.as_mut().map(|s| s.poll_reset(cx)) {
+            Some(Poll::Pending) => Poll::Pending,
+            _ => Poll::Ready(None),
+        }
+    })
+    .await;
+    // Taken: interim answers still to come are dropped.
+    let sender = reply.lock().sender.take();
+    if let (Some(response), Some(sender)) = (response, sender) {
+        if let Some(sending) = respond(response, sender) {
+            sending.await;
         }
     }
 }
 
-/// Sends the final answer: its head, then its body as the window allows.
-async fn respond(response: Response<Tracked>, mut sender: SendResponse<Bytes>) {
+/// Sends the final answer's head; its body, if any, is what the returned
+/// [`Sending`] sends.
+fn respond(response: Response<Tracked>, mut sender: SendResponse<Bytes>) -> Option<Sending> {
     let (mut head, body) = response.into_parts();
-    // HTTP/2 forbids connection-specific fields (h2 refuses to send them); a
-    // scan of the names costs less than removing each by name.
-    if head
-        .headers
-        .keys()
-        .any(|name| herdguard_http::hop::is_hop_by_hop(name.as_str()))
-    {
-        herdguard_http::hop::remove_hop_by_hop(&mut head.headers);
+    // One scan of the names (cheaper than a lookup each): HTTP/2 forbids
+    // connection-specific fields (h2 refuses to send them), and `Date` and the
+    // length are added where missing (a stored answer has both).
+    let (mut hop_by_hop, mut date, mut length) = (false, false, false);
+    for name in head.headers.keys() {
+        if name == DATE {
+            date = true;
+        } else if name == CONTENT_LENGTH {
+            length = true;
+        } else {
+            hop_by_hop |= herdguard_http::hop::is_hop_by_hop(name.as_str());
+        }
     }
-    if let http::header::Entry::Vacant(date) = head.headers.entry(DATE) {
+    if hop_by_hop {
+        // `Connection` may have named either.
+        herdguard_http::hop::remove_hop_by_hop(&mut head.headers);
+        date = head.headers.contains_key(DATE);
+        length = head.headers.contains_key(CONTENT_LENGTH);
+    }
+    if !date {
         if let Some(now) = http_date() {
-            date.insert(now);
+            head.headers.insert(DATE, now);
         }
     }
     let end = body.is_end_stream();
-    if !end {
-        if let (http::header::Entry::Vacant(length), Some(len)) =
-            (head.headers.entry(CONTENT_LENGTH), body.size_hint().exact())
-        {
-            length.insert(HeaderValue::from(len));
+    if !end && !length {
+        if let Some(len) = body.size_hint().exact() {
+            head.headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
         }
     }
     match sender.send_response(Response::from_parts(head, ()), end) {
-        Ok(tx) if !end => send_body(body, tx).await,
-        Ok(_) => {}
+        Ok(tx) if !end => Some(Sending {
+            body,
+            tx,
+            chunk: None,
+        }),
+        Ok(_) => None,
         Err(e) => {
             tracing::debug!(target: "herdguard::serve", "HTTP/2 answer not sent: {e}");
             sender.send_reset(Reason::INTERNAL_ERROR);
+            None
         }
     }
 }
 
-/// Sends `body` on `tx`: a frame is asked of the body only once the last one
-/// had window to go (so a client that grants none holds one frame, and the
-/// progress rule sees it); ends early if the client resets the stream.
-async fn send_body(mut body: Tracked, mut tx: SendStream<Bytes>) {
-    loop {
-        let frame = poll_fn(|cx| {
-            if tx.poll_reset(cx).is_ready() {
-                return Poll::Ready(None);
-            }
-            Pin::new(&mut body).poll_frame(cx).map(Some)
-        })
-        .await;
-        let frame = match frame {
-            None => return,
-            Some(None) => {
-                let _ = tx.send_data(Bytes::new(), true);
-                return;
-            }
-            Some(Some(Err(e))) => {
-                tracing::debug!(target: "herdguard::serve", "HTTP/2 answer body failed: {e}");
-                tx.send_reset(Reason::INTERNAL_ERROR);
-                return;
-            }
-            Some(Some(Ok(frame))) => frame,
-        };
-        let chunk = match frame.into_data() {
-            Ok(chunk) => chunk,
-            Err(frame) => {
-                if let Ok(trailers) = frame.into_trailers() {
-                    tx.reserve_capacity(0);
-                    let _ = tx.send_trailers(trailers);
-                    return;
+/// An answer's body being sent on its stream: a frame is asked of the body
+/// only once the last one had window to go (so a client that grants none
+/// holds one frame, and the progress rule sees it); ends early if the client
+/// resets the stream.
+struct Sending {
+    body: Tracked,
+    tx: SendStream<Bytes>,
+    /// A chunk taken from the body, waiting for window, and whether it is the last.
+    chunk: Option<(Bytes, bool)>,
+}
+
+impl Future for Sending {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let Sending { body, tx, chunk } = self.get_mut();
+        loop {
+            let Some((data, end)) = chunk else {
+                let frame = match Pin::new(&mut *body).poll_frame(cx) {
+                    Poll::Ready(frame) => frame,
+                    Poll::Pending => {
+                        if tx.poll_reset(cx).is_ready() {
+                            return Poll::Ready(());
+                        }
+                        return Poll::Pending;
+                    }
+                };
+                let frame = match frame {
+                    None => {
+                        let _ = tx.send_data(Bytes::new(), true);
+                        return Poll::Ready(());
+                    }
+                    Some(Err(e)) => {
+                        tracing::debug!(target: "herdguard::serve", "HTTP/2 answer body failed: {e}");
+                        tx.send_reset(Reason::INTERNAL_ERROR);
+                        return Poll::Ready(());
+                    }
+                    Some(Ok(frame)) => frame,
+                };
+                match frame.into_data() {
+                    Ok(data) => {
+                        if !data.is_empty() {
+                            // A claim of one byte, not the chunk: h2 raises it to what is
+                            // buffered, and a large claim held while waiting starves other streams.
+                            tx.reserve_capacity(1);
+                        }
+                        *chunk = Some((data, body.is_end_stream()));
+                    }
+                    Err(frame) => {
+                        if let Ok(trailers) = frame.into_trailers() {
+                            tx.reserve_capacity(0);
+                            let _ = tx.send_trailers(trailers);
+                            return Poll::Ready(());
+                        }
+                    }
                 }
                 continue;
-            }
-        };
-        let end = body.is_end_stream();
-        if !chunk.is_empty() {
-            // A claim of one byte, not the chunk: h2 raises it to what is
-            // buffered, and a large claim held while waiting starves other streams.
-            tx.reserve_capacity(1);
-            let window = poll_fn(|cx| loop {
-                if tx.capacity() > 0 {
-                    return Poll::Ready(true);
-                }
+            };
+            if !data.is_empty() && tx.capacity() == 0 {
                 if tx.poll_reset(cx).is_ready() {
-                    return Poll::Ready(false);
+                    return Poll::Ready(());
                 }
                 match std::task::ready!(tx.poll_capacity(cx)) {
-                    Some(Ok(_)) => {}
-                    Some(Err(_)) | None => return Poll::Ready(false),
+                    Some(Ok(_)) => continue,
+                    Some(Err(_)) | None => return Poll::Ready(()),
                 }
-            })
-            .await;
-            if !window {
-                return;
             }
-        }
-        if tx.send_data(chunk, end).is_err() || end {
-            return;
+            let end = *end;
+            let data = std::mem::take(data);
+            *chunk = None;
+            if tx.send_data(data, end).is_err() || end {
+                return Poll::Ready(());
+            }
         }
     }
 }
