@@ -216,20 +216,23 @@ impl Session {
         Ok(values)
     }
 
-    /// Runs a script that writes the entry `value` on its node, closes the
-    /// write's window (`fence`), then reads the entry's twenty version digits
-    /// (empty: no entry) so that Redis tells this process of its next change
-    /// — one round trip.
-    pub(crate) async fn write_and_track<T: FromRedisValue>(
+    /// Runs a script of the key whose entry is `value` on its node, closes
+    /// the window of a write (`fence`, if it writes the entry), then reads
+    /// the entry's twenty version digits (empty: no entry) so that Redis
+    /// tells this process of its next change — one round trip. Every push
+    /// Redis sent before has been acted on when the answer is in.
+    pub(crate) async fn run_and_track<T: FromRedisValue>(
         &self,
         value: &str,
         script: &ScriptInvocation<'_>,
-        fence: &str,
+        fence: Option<&str>,
     ) -> RedisResult<(T, Vec<u8>)> {
         let mut conn = self.node(value)?;
         let mut pipe = redis::pipe();
         pipe.invoke_script(script);
-        pipe.cmd("UNSUBSCRIBE").arg(fence).ignore();
+        if let Some(fence) = fence {
+            pipe.cmd("UNSUBSCRIBE").arg(fence).ignore();
+        }
         pipe.cmd("CLIENT").arg("CACHING").arg("YES").ignore();
         // The version field (after the format byte): a tracked read of a few bytes.
         pipe.cmd("GETRANGE")
