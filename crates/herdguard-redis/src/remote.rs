@@ -480,7 +480,7 @@ where
         let (written, held_back) = self
             .in_window(session, tag, "write", |fence| async move {
                 session
-                    .run_and_track::<Written>(&names.value, script, Some(&fence))
+                    .write_and_track::<Written>(&names.value, script, &fence)
                     .await
             })
             .await;
@@ -558,7 +558,7 @@ where
 
     /// Runs a grant's script (`LEASE` or `FENCE`) and says what it saw of the
     /// key's entry: on the per-key feed's session, by a tracked read of the
-    /// entry's version in the same round trip — so this process hears of the
+    /// entry in the same round trip — so this process hears of the
     /// entry's next change while it loads (a change between its read and the
     /// grant may have used up the read's tracking) and has heard of every
     /// earlier one —, else by the script's own reading. A grant that failed
@@ -573,9 +573,9 @@ where
         let ((granted, version, took, entry), tracked) = self
             .tracked_or(
                 |session| async move {
-                    let granted = session.run_and_track::<Granted>(&names.value, script, None);
+                    let granted = session.grant_and_track::<Granted>(&names.value, script);
                     match self.on_session(&session, "lease", granted).await {
-                        Ok((granted, digits)) => Ok((granted, Some(digits))),
+                        Ok((granted, entry)) => Ok((granted, Some(entry))),
                         Err(Lapse::Failed) => Err(Lapse::NoAnswer(RemoteError::Unavailable(
                             "lease: failed on the change feed's connection".to_string(),
                         ))),
@@ -589,7 +589,7 @@ where
             )
             .await?;
         let entry = match tracked {
-            Some(digits) => envelope::version_of(&digits),
+            Some(bytes) => bytes.as_deref().and_then(envelope::stored_version),
             None => (entry != 0).then_some(entry),
         };
         Ok((granted == 1).then_some(Lease {

@@ -216,23 +216,39 @@ impl Session {
         Ok(values)
     }
 
-    /// Runs a script of the key whose entry is `value` on its node, closes
-    /// the window of a write (`fence`, if it writes the entry), then reads
-    /// the entry's twenty version digits (empty: no entry) so that Redis
-    /// tells this process of its next change — one round trip. Every push
-    /// Redis sent before has been acted on when the answer is in.
-    pub(crate) async fn run_and_track<T: FromRedisValue>(
+    /// Runs a grant's script for the key whose entry is `value` on its node,
+    /// then reads the entry so that Redis tells this process of its next
+    /// change — one round trip, after which every push Redis sent before has
+    /// been acted on. `MGET`: bytes of another type read as none, as in
+    /// [`Session::read`] (a missing entry, the cold miss, costs nothing).
+    pub(crate) async fn grant_and_track<T: FromRedisValue>(
         &self,
         value: &str,
         script: &ScriptInvocation<'_>,
-        fence: Option<&str>,
+    ) -> RedisResult<(T, Option<Vec<u8>>)> {
+        let mut conn = self.node(value)?;
+        let mut pipe = redis::pipe();
+        pipe.invoke_script(script);
+        pipe.cmd("CLIENT").arg("CACHING").arg("YES").ignore();
+        pipe.cmd("MGET").arg(value);
+        let (granted, (entry,)): (T, (Option<Vec<u8>>,)) = pipe.query_async(&mut conn).await?;
+        Ok((granted, entry))
+    }
+
+    /// Runs a script that writes the entry `value` on its node, closes the
+    /// write's window (`fence`), then reads the entry's twenty version digits
+    /// (empty: no entry) so that Redis tells this process of its next change
+    /// — one round trip.
+    pub(crate) async fn write_and_track<T: FromRedisValue>(
+        &self,
+        value: &str,
+        script: &ScriptInvocation<'_>,
+        fence: &str,
     ) -> RedisResult<(T, Vec<u8>)> {
         let mut conn = self.node(value)?;
         let mut pipe = redis::pipe();
         pipe.invoke_script(script);
-        if let Some(fence) = fence {
-            pipe.cmd("UNSUBSCRIBE").arg(fence).ignore();
-        }
+        pipe.cmd("UNSUBSCRIBE").arg(fence).ignore();
         pipe.cmd("CLIENT").arg("CACHING").arg("YES").ignore();
         // The version field (after the format byte): a tracked read of a few bytes.
         pipe.cmd("GETRANGE")

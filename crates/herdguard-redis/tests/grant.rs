@@ -216,19 +216,19 @@ async fn a_cold_miss_makes_two_round_trips_before_its_origin_call() {
     for round in 0..5 {
         let key = format!("cold{round}");
         let before = round_trips(&mut conn);
-        let reads_before = info(&mut conn, "commandstats", "cmdstat_mget:calls=");
+        let scripts_before = info(&mut conn, "commandstats", "cmdstat_evalsha:calls=");
         let seen = Arc::new(Mutex::new(None));
         let (seen_at_origin, url_at_origin) = (seen.clone(), url.clone());
         node.get_or_load(key.clone(), move || async move {
             let mut conn = redis(&url_at_origin);
             let trips = round_trips(&mut conn);
-            let reads = info(&mut conn, "commandstats", "cmdstat_mget:calls=");
-            *seen_at_origin.lock().unwrap() = Some((trips, reads));
+            let scripts = info(&mut conn, "commandstats", "cmdstat_evalsha:calls=");
+            *seen_at_origin.lock().unwrap() = Some((trips, scripts));
             Ok::<_, std::io::Error>("v".to_string())
         })
         .await
         .unwrap();
-        let (trips, reads) = seen.lock().unwrap().take().expect("the origin was called");
+        let (trips, scripts) = seen.lock().unwrap().take().expect("the origin was called");
         // The origin's own connection's set-up is not the miss's: count it by
         // opening one more and reading nothing.
         let setup = {
@@ -236,12 +236,12 @@ async fn a_cold_miss_makes_two_round_trips_before_its_origin_call() {
             let mut fresh = redis(&url);
             round_trips(&mut fresh) - start
         };
-        per_miss.push((trips - before - setup, reads - reads_before));
+        per_miss.push((trips - before - setup, scripts - scripts_before));
     }
     assert_eq!(
         per_miss,
         vec![(2, 1); 5],
-        "round trips and reads (MGET) of each cold miss before its origin call: \
+        "round trips and scripts (EVALSHA) of each cold miss before its origin call: \
          the read and the grant"
     );
 }
