@@ -556,6 +556,26 @@ where
         self.config.cluster_seeds.is_empty() && queue.server() == self.config.url
     }
 
+    /// The invocation of a grant's script (`LEASE` or `FENCE`: the same keys
+    /// and arguments).
+    fn grant_script<'s>(
+        &'s self,
+        script: &'s redis::Script,
+        names: &'s KeyNames,
+        token: &str,
+    ) -> ScriptInvocation<'s> {
+        let mut invocation = script.key(&names.lease);
+        invocation
+            .key(&names.version)
+            .key(&names.held)
+            .key(&names.value)
+            .key(&names.marker)
+            .arg(token)
+            .arg(Self::millis(self.config.lease_ttl))
+            .arg(self.held_px());
+        invocation
+    }
+
     /// Runs a grant's script (`LEASE` or `FENCE`) and says what it saw of the
     /// key's entry: on the per-key feed's session, by a tracked read of the
     /// entry in the same round trip — so this process hears of the
@@ -627,15 +647,7 @@ where
             Acquired::Taken => return Ok(None),
             Acquired::Unavailable(why) => return Err(RemoteError::Unavailable(why)),
         }
-        let mut script = self.scripts.fence.key(&names.lease);
-        script
-            .key(&names.version)
-            .key(&names.held)
-            .key(&names.value)
-            .key(&names.marker)
-            .arg(&token)
-            .arg(Self::millis(ttl))
-            .arg(self.held_px());
+        let script = self.grant_script(&self.scripts.fence, names, &token);
         match self.grant(names, &script, token.clone()).await {
             Ok(lease) => Ok(lease),
             Err(e) => {
@@ -690,15 +702,7 @@ where
             if let Some(quorum) = &self.quorum {
                 return self.try_quorum_lease(quorum, &names, token).await;
             }
-            let mut script = self.scripts.lease.key(&names.lease);
-            script
-                .key(&names.version)
-                .key(&names.held)
-                .key(&names.value)
-                .key(&names.marker)
-                .arg(&token)
-                .arg(Self::millis(self.config.lease_ttl))
-                .arg(self.held_px());
+            let script = self.grant_script(&self.scripts.lease, &names, &token);
             self.grant(&names, &script, token).await
         })
     }
