@@ -7,8 +7,8 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use herdguard::{
-    BoxFuture, ChangeListener, Entry, Lease, Marker, Notified, PutOutcome, QueuedPutError, Remote,
-    RemoteError, Shared, WriteQueue,
+    AtGrant, BoxFuture, ChangeListener, Entry, Lease, Marker, Notified, PutOutcome, QueuedPutError,
+    Remote, RemoteError, Shared, WriteQueue,
 };
 use redis::{RedisError, ScriptInvocation};
 use serde::{de::DeserializeOwned, Serialize};
@@ -27,6 +27,10 @@ use crate::tracking::Session;
 
 /// What `PUT` answers: stored (1 or 0), the version, the stream's length or -1.
 type Written = (i64, u64, i64);
+
+/// What `LEASE` and `FENCE` answer: granted (1 or 0), the version, taken
+/// over (1 or 0), the version of the key's entry or 0.
+type Granted = (i64, u64, i64, u64);
 
 /// How a call on the per-key feed's session failed.
 enum Lapse {
@@ -128,7 +132,12 @@ where
             op_timeout: config.op_timeout,
             connect_timeout: config.connect_timeout,
             broadcast_only: config.broadcast_feed,
-            scripts: vec![scripts.put.clone(), scripts.invalidate.clone()],
+            scripts: vec![
+                scripts.put.clone(),
+                scripts.invalidate.clone(),
+                scripts.lease.clone(),
+                scripts.fence.clone(),
+            ],
         })
         .await
         .map_err(unreachable)?;
@@ -547,6 +556,70 @@ where
         self.config.cluster_seeds.is_empty() && queue.server() == self.config.url
     }
 
+    /// The invocation of a grant's script (`LEASE` or `FENCE`: the same keys
+    /// and arguments).
+    fn grant_script<'s>(
+        &'s self,
+        script: &'s redis::Script,
+        names: &'s KeyNames,
+        token: &str,
+    ) -> ScriptInvocation<'s> {
+        let mut invocation = script.key(&names.lease);
+        invocation
+            .key(&names.version)
+            .key(&names.held)
+            .key(&names.value)
+            .key(&names.marker)
+            .arg(token)
+            .arg(Self::millis(self.config.lease_ttl))
+            .arg(self.held_px());
+        invocation
+    }
+
+    /// Runs a grant's script (`LEASE` or `FENCE`) and says what it saw of the
+    /// key's entry: on the per-key feed's session, by a tracked read of the
+    /// entry in the same round trip — so this process hears of the
+    /// entry's next change while it loads (a change between its read and the
+    /// grant may have used up the read's tracking) and has heard of every
+    /// earlier one —, else by the script's own reading. A grant that failed
+    /// on the session is not asked again on the command connection: it may
+    /// have been granted, and a second ask would wait on the first.
+    async fn grant(
+        &self,
+        names: &KeyNames,
+        script: &ScriptInvocation<'_>,
+        token: String,
+    ) -> Result<Option<Lease>, RemoteError> {
+        let ((granted, version, took, entry), tracked) = self
+            .tracked_or(
+                |session| async move {
+                    let granted = session.grant_and_track::<Granted>(&names.value, script);
+                    match self.on_session(&session, "lease", granted).await {
+                        Ok((granted, entry)) => Ok((granted, Some(entry))),
+                        Err(Lapse::Failed) => Err(Lapse::NoAnswer(RemoteError::Unavailable(
+                            "lease: failed on the change feed's connection".to_string(),
+                        ))),
+                        Err(lapse) => Err(lapse),
+                    }
+                },
+                |mut conn| async move {
+                    let granted = self.op("lease", script.invoke_async::<Granted>(&mut conn));
+                    Ok((granted.await?, None))
+                },
+            )
+            .await?;
+        let entry = match tracked {
+            Some(bytes) => bytes.as_deref().and_then(envelope::stored_version),
+            None => (entry != 0).then_some(entry),
+        };
+        Ok((granted == 1).then_some(Lease {
+            token,
+            version,
+            taken_over: took == 1,
+            at_grant: entry.map_or(AtGrant::Missing, AtGrant::Entry),
+        }))
+    }
+
     /// How long a held mark, and a version record, last from a grant or
     /// renewal (and a tombstone from an invalidation): the lease TTL, plus one
     /// more lease TTL (at least [`HELD_MARGIN_FLOOR`]) in which a grant still
@@ -574,29 +647,9 @@ where
             Acquired::Taken => return Ok(None),
             Acquired::Unavailable(why) => return Err(RemoteError::Unavailable(why)),
         }
-        let mut conn = self.conn.clone();
-        let fenced: Result<(u64, i64), RemoteError> = self
-            .op(
-                "fence",
-                self.scripts
-                    .fence
-                    .key(&names.lease)
-                    .key(&names.version)
-                    .key(&names.held)
-                    .key(&names.value)
-                    .key(&names.marker)
-                    .arg(&token)
-                    .arg(Self::millis(ttl))
-                    .arg(self.held_px())
-                    .invoke_async(&mut conn),
-            )
-            .await;
-        match fenced {
-            Ok((version, took)) => Ok(Some(Lease {
-                token,
-                version,
-                taken_over: took == 1,
-            })),
+        let script = self.grant_script(&self.scripts.fence, names, &token);
+        match self.grant(names, &script, token.clone()).await {
+            Ok(lease) => Ok(lease),
             Err(e) => {
                 // No fencing version, no lease: give the locks back.
                 quorum.release(&self.scripts, &names.lock, &token).await;
@@ -649,28 +702,8 @@ where
             if let Some(quorum) = &self.quorum {
                 return self.try_quorum_lease(quorum, &names, token).await;
             }
-            let mut conn = self.conn.clone();
-            let (granted, version, took): (i64, u64, i64) = self
-                .op(
-                    "lease",
-                    self.scripts
-                        .lease
-                        .key(&names.lease)
-                        .key(&names.version)
-                        .key(&names.held)
-                        .key(&names.value)
-                        .key(&names.marker)
-                        .arg(&token)
-                        .arg(Self::millis(self.config.lease_ttl))
-                        .arg(self.held_px())
-                        .invoke_async(&mut conn),
-                )
-                .await?;
-            Ok((granted == 1).then_some(Lease {
-                token,
-                version,
-                taken_over: took == 1,
-            }))
+            let script = self.grant_script(&self.scripts.lease, &names, &token);
+            self.grant(&names, &script, token).await
         })
     }
 

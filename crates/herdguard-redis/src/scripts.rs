@@ -115,16 +115,20 @@ end
 return out
 ";
 
-/// Helpers every script starts with. `current(value, ver)`: the key's
-/// version — the later of its entry's and its record's — or nil when it has
-/// none; `advance(v)`: the version after `v` (see the module docs).
+/// Helpers every script starts with. `stored(value)`: the version the
+/// entry carries, or nil (no entry, or bytes without one); `current(value,
+/// ver)`: the key's version — the later of its entry's and its record's — or
+/// nil when it has none; `advance(v)`: the version after `v` (see the module docs).
 const PRELUDE: &str = r"
 local function fmt(n) return string.format('%.0f', n) end
+local function stored(value)
+  local digits = redis.pcall('GETRANGE', value, 1, 20)
+  return type(digits) == 'string' and string.match(digits, '^%d%d%d%d%d%d%d%d%d%d%d%d%d%d%d%d%d%d%d%d$') and tonumber(digits) or nil
+end
 local function current(value, ver)
   local raw = redis.pcall('GET', ver)
   local v = type(raw) == 'string' and string.match(raw, '^%d+$') and tonumber(raw) or nil
-  local digits = redis.pcall('GETRANGE', value, 1, 20)
-  local e = type(digits) == 'string' and string.match(digits, '^%d%d%d%d%d%d%d%d%d%d%d%d%d%d%d%d%d%d%d%d$') and tonumber(digits) or nil
+  local e = stored(value)
   if v and e then return math.max(v, e) end
   return v or e
 end
@@ -146,8 +150,9 @@ local function pending(held, token)
 end
 ";
 
-/// Takes the lease if free and returns `{1, version, taken over}` (the grant
-/// advances the version), or `{0, 0, 0}`. A lease key without an expiry was
+/// Takes the lease if free and returns `{1, version, taken over, entry}` (the
+/// grant advances the version; `entry` is the version the key's entry carries,
+/// or 0 when it has none or none this build could read), or `{0, 0, 0, 0}`. A lease key without an expiry was
 /// not written by a lease (bytes left by something else): it is cleared, not
 /// waited on forever.
 ///
@@ -184,9 +189,9 @@ if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   redis.call('DEL', KEYS[5])
   local v = advance(current(KEYS[4], KEYS[2]))
   redis.call('SET', KEYS[2], fmt(v), 'PX', ARGV[3])
-  return {1, v, took}
+  return {1, v, took, stored(KEYS[4]) or 0}
 end
-return {0, 0, 0}
+return {0, 0, 0, 0}
 ";
 
 /// Extends the lease only if it is still ours (compare-and-pexpire), and the
@@ -289,7 +294,7 @@ return v
 /// Sets the held mark as `LEASE` does (the lock servers' locks lapse as the
 /// data store's lease does, so the same rules tell a take-over).
 /// Clears the marker and records the version as `LEASE` does.
-/// Returns `{new version, taken over}`.
+/// Returns what a grant of `LEASE` does: `{1, new version, taken over, entry}`.
 /// KEYS: lease, version, held, value, marker. ARGV: token, lease ms, held ms.
 const FENCE: &str = r"
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
@@ -298,7 +303,7 @@ redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[3])
 redis.call('DEL', KEYS[5])
 local v = advance(current(KEYS[4], KEYS[2]))
 redis.call('SET', KEYS[2], fmt(v), 'PX', ARGV[3])
-return {v, took}
+return {1, v, took, stored(KEYS[4]) or 0}
 ";
 
 /// Quorum leases, on one lock server: frees the lock only if it is still ours

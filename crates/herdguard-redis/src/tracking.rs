@@ -216,6 +216,25 @@ impl Session {
         Ok(values)
     }
 
+    /// Runs a grant's script for the key whose entry is `value` on its node,
+    /// then reads the entry so that Redis tells this process of its next
+    /// change — one round trip, after which every push Redis sent before has
+    /// been acted on. `MGET`: bytes of another type read as none, as in
+    /// [`Session::read`] (a missing entry, the cold miss, costs nothing).
+    pub(crate) async fn grant_and_track<T: FromRedisValue>(
+        &self,
+        value: &str,
+        script: &ScriptInvocation<'_>,
+    ) -> RedisResult<(T, Option<Vec<u8>>)> {
+        let mut conn = self.node(value)?;
+        let mut pipe = redis::pipe();
+        pipe.invoke_script(script);
+        pipe.cmd("CLIENT").arg("CACHING").arg("YES").ignore();
+        pipe.cmd("MGET").arg(value);
+        let (granted, (entry,)): (T, (Option<Vec<u8>>,)) = pipe.query_async(&mut conn).await?;
+        Ok((granted, entry))
+    }
+
     /// Runs a script that writes the entry `value` on its node, closes the
     /// write's window (`fence`), then reads the entry's twenty version digits
     /// (empty: no entry) so that Redis tells this process of its next change

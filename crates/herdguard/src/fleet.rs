@@ -10,7 +10,8 @@
 //! lease ─taken─► watch, re-check L2, wait for a change (bounded poll) ─► loop
 //!   ▼ ours (granting it advanced the key's version — our fencing token — and
 //!   │ cleared the last holder's marker: a new load speaks for the key now)
-//! re-check L2 ─► origin through the breaker, renewing the lease ─►
+//! re-check L2, unless the grant saw the entry the read found (or none, as
+//! the read did) ─► origin through the breaker, renewing the lease ─►
 //! fenced write (also gives the lease back), or on failure a release that
 //! leaves the failure's marker — both before the local waiters are woken; an
 //! uncacheable or unshareable answer's release (with its marker) after them
@@ -37,7 +38,7 @@ use crate::entry::Entry;
 use crate::error::{FleetLoadFailed, RemoteError};
 use crate::events;
 use crate::load::{BoxLoader, Failure, Job, Keep, Outcome, Produced, Source};
-use crate::remote::{Lease, Marker, PutOutcome, Remote};
+use crate::remote::{AtGrant, Lease, Marker, PutOutcome, Remote};
 
 /// Fleet settings of a cache with a shared store.
 #[derive(Clone, Debug)]
@@ -74,6 +75,15 @@ impl Default for FleetSettings {
 struct LeaseWait {
     /// When it first found the lease taken; `None` once the wait is accounted.
     since: Option<Instant>,
+}
+
+/// A lease this process was granted, and what it knows of the key then.
+struct UnderLease {
+    lease: Lease,
+    /// The version of the entry the read before the grant found, if any.
+    seen: Option<u64>,
+    /// Whether this load waited on another process's lease before the grant.
+    waited: bool,
 }
 
 /// What the shared store says about a key, as the protocol acts on it.
@@ -113,12 +123,15 @@ where
         let give_up_at = Instant::now() + wait_limit;
         // A stale shared copy inside its stale-if-error window, should the load fail.
         let mut fallback = None;
+        // The version of the entry the last read found, if any.
+        let mut seen = None;
         let mut waited = false;
         // Since when this load has waited on another process's lease.
         let mut wait = LeaseWait::default();
         loop {
             // 1. What the fleet has, or left.
-            match self.read_shared(remote, job, waited, &mut fallback).await {
+            let read = self.read_shared(remote, job, waited, &mut fallback, &mut seen);
+            match read.await {
                 Ok(Found::Nothing) => {}
                 Ok(found) => {
                     self.end_wait(&mut wait, &found);
@@ -144,8 +157,13 @@ where
                             "lease taken over after expiry"
                         );
                     }
+                    let under = UnderLease {
+                        lease,
+                        seen,
+                        waited: waited_for_it,
+                    };
                     return self
-                        .load_under_lease(remote, job, lease, loader, fallback, waited_for_it)
+                        .load_under_lease(remote, job, under, loader, fallback)
                         .await;
                 }
                 Ok(None) => {}
@@ -161,7 +179,8 @@ where
             // 3. Another process loads it. Watch first, then re-check, so a write
             // landing between the two cannot go unnoticed.
             let changed = remote.watch(job.key);
-            match self.read_shared(remote, job, waited, &mut fallback).await {
+            let read = self.read_shared(remote, job, waited, &mut fallback, &mut seen);
+            match read.await {
                 Ok(Found::Nothing) => {}
                 Ok(found) => {
                     self.end_wait(&mut wait, &found);
@@ -209,13 +228,16 @@ where
         }
     }
 
-    /// Reads the key's entry and marker in one round trip and decides.
+    /// Reads the key's entry and marker in one round trip and decides;
+    /// `seen` becomes the version of the entry read (`None`: none, or one
+    /// that does not decode).
     async fn read_shared(
         &self,
         remote: &dyn Remote<K, V>,
         job: &Job<'_, K, V>,
         waited: bool,
         fallback: &mut Option<Arc<Entry<V>>>,
+        seen: &mut Option<u64>,
     ) -> Result<Found<V>, RemoteError> {
         // The epoch before the read: should the change feed drop while the
         // answer is in flight, the copy is checked again before it is served.
@@ -242,6 +264,7 @@ where
             Err(e) => return Err(e),
         };
         let now = self.clock.now();
+        *seen = shared.entry.as_ref().map(|e| e.meta().version);
         if let Some(mut entry) = shared.entry {
             entry.epoch = epoch;
             // An early refresh runs while the old copy is still fresh, in L2
@@ -337,14 +360,32 @@ where
         &self,
         remote: &dyn Remote<K, V>,
         job: &Job<'_, K, V>,
-        lease: Lease,
+        under: UnderLease,
         loader: BoxLoader<V>,
         mut fallback: Option<Arc<Entry<V>>>,
-        waited: bool,
     ) -> Produced<V> {
         let key = job.key;
-        // Re-check after acquiring: the previous holder may have just written it.
-        match self.read_shared(remote, job, false, &mut fallback).await {
+        let UnderLease {
+            lease,
+            seen,
+            waited,
+        } = under;
+        // Re-check after acquiring: the previous holder may have just written
+        // it — unless the grant saw the entry the read found, or none as the
+        // read did: then nobody wrote in between, and the read still speaks.
+        let unchanged = match lease.at_grant {
+            AtGrant::Missing => seen.is_none(),
+            AtGrant::Entry(version) => seen == Some(version),
+            AtGrant::Unknown => false,
+        };
+        let reread = if unchanged {
+            Ok(Found::Nothing)
+        } else {
+            let mut seen = None;
+            self.read_shared(remote, job, false, &mut fallback, &mut seen)
+                .await
+        };
+        match reread {
             // Only a fresh copy: for a stale one, we hold the lease, so we refresh.
             Ok(Found::Answer(
                 outcome @ Outcome::Value {

@@ -104,7 +104,8 @@ pub use events::key_hash;
 pub use metrics::{HistogramSnapshot, MetricsSnapshot};
 pub use policy::{CallOptions, Loaded, Policy};
 pub use remote::{
-    BoxFuture, ChangeListener, Lease, Marker, Notified, PutOutcome, QueuedPutError, Remote, Shared,
+    AtGrant, BoxFuture, ChangeListener, Lease, Marker, Notified, PutOutcome, QueuedPutError,
+    Remote, Shared,
 };
 pub use served::{Cached, Served};
 pub use store::{MemoryStore, Store};

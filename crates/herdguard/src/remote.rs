@@ -54,6 +54,21 @@ pub struct Lease {
     /// back (its holder died, hung or was cut off): this load may duplicate
     /// an origin call made elsewhere. Counted and logged by the core.
     pub taken_over: bool,
+    /// What the grant saw of the key's entry. When it is what the read before
+    /// the grant found, the core does not read the key again before calling
+    /// the origin: nothing was written in between.
+    pub at_grant: AtGrant,
+}
+
+/// The key's entry as a lease grant saw it ([`Lease::at_grant`]).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum AtGrant {
+    /// Not known: the core reads the key again after the grant.
+    Unknown,
+    /// No entry (or bytes that are none: the read treats them as a miss too).
+    Missing,
+    /// An entry at this version.
+    Entry(u64),
 }
 
 /// What a conditional write did.

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use herdguard::{
-    BoxFuture, Cache, ChangeListener, Entry, Lease, ManualClock, Marker, Notified, PutOutcome,
-    Remote, RemoteError, Served, Shared,
+    AtGrant, BoxFuture, Cache, ChangeListener, Entry, Lease, ManualClock, Marker, Notified,
+    PutOutcome, Remote, RemoteError, Served, Shared,
 };
 use tokio::sync::{Notify, Semaphore};
 
@@ -105,6 +105,7 @@ impl Remote<u32, u64> for SharedMap {
                 token,
                 version: slot.version,
                 taken_over: false,
+                at_grant: AtGrant::Unknown,
             }))
         })
     }
