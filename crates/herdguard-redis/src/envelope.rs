@@ -72,12 +72,6 @@ pub(crate) fn version_of(digits: &[u8]) -> Option<u64> {
     std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
-/// The version an entry's bytes carry (what `stored` in `scripts.rs` reads),
-/// or `None`.
-pub(crate) fn stored_version(bytes: &[u8]) -> Option<u64> {
-    bytes.get(1..=VERSION_DIGITS).and_then(version_of)
-}
-
 /// Decodes bytes made by [`encode`].
 pub(crate) fn decode<V: DeserializeOwned>(bytes: &[u8]) -> Result<Entry<V>, RemoteError> {
     let (&format, rest) = bytes

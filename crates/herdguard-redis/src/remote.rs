@@ -609,7 +609,7 @@ where
             )
             .await?;
         let entry = match tracked {
-            Some(bytes) => bytes.as_deref().and_then(envelope::stored_version),
+            Some(digits) => digits.as_deref().and_then(envelope::version_of),
             None => (entry != 0).then_some(entry),
         };
         Ok((granted == 1).then_some(Lease {

@@ -217,10 +217,13 @@ impl Session {
     }
 
     /// Runs a grant's script for the key whose entry is `value` on its node,
-    /// then reads the entry so that Redis tells this process of its next
-    /// change — one round trip, after which every push Redis sent before has
-    /// been acted on. `MGET`: bytes of another type read as none, as in
-    /// [`Session::read`] (a missing entry, the cold miss, costs nothing).
+    /// then reads the entry's twenty version digits so that Redis tells this
+    /// process of its next change — one round trip, after which every push
+    /// Redis sent before has been acted on. Returns the script's answer and
+    /// the digits (`None`: no entry, or bytes of another type, which the read
+    /// treats as none too). Only the digits cross the wire, not the entry: a
+    /// process refused the lease of a key with an entry (another refreshes
+    /// it) pays no more than the script.
     pub(crate) async fn grant_and_track<T: FromRedisValue>(
         &self,
         value: &str,
@@ -228,11 +231,35 @@ impl Session {
     ) -> RedisResult<(T, Option<Vec<u8>>)> {
         let mut conn = self.node(value)?;
         let mut pipe = redis::pipe();
+        // Each reply on its own: `GETRANGE` fails on a key of another type,
+        // and that must read as no entry, not fail the grant.
+        pipe.ignore_errors();
         pipe.invoke_script(script);
-        pipe.cmd("CLIENT").arg("CACHING").arg("YES").ignore();
-        pipe.cmd("MGET").arg(value);
-        let (granted, (entry,)): (T, (Option<Vec<u8>>,)) = pipe.query_async(&mut conn).await?;
-        Ok((granted, entry))
+        pipe.cmd("CLIENT").arg("CACHING").arg("YES");
+        pipe.cmd("GETRANGE")
+            .arg(value)
+            .arg(1)
+            .arg(crate::envelope::VERSION_DIGITS);
+        let replies: Vec<Value> = pipe.query_async(&mut conn).await?;
+        let Ok([granted, caching, digits]) = <[Value; 3]>::try_from(replies) else {
+            return Err(RedisError::from((
+                ErrorKind::UnexpectedReturnType,
+                "grant: not three replies",
+            )));
+        };
+        let granted = match granted {
+            Value::ServerError(e) => return Err(e.into()),
+            v => T::from_redis_value(v)?,
+        };
+        // Without tracking, the read below would not be tracked: the session is broken.
+        if let Value::ServerError(e) = caching {
+            return Err(e.into());
+        }
+        let digits = match digits {
+            Value::BulkString(d) if !d.is_empty() => Some(d),
+            _ => None,
+        };
+        Ok((granted, digits))
     }
 
     /// Runs a script that writes the entry `value` on its node, closes the

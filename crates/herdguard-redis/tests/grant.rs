@@ -314,3 +314,36 @@ async fn a_copy_kept_after_an_invalidation_before_the_grant_still_hears_the_next
         }
     }
 }
+
+/// A process refused the lease of a key that has an entry (another process
+/// refreshes it) pays for the script and the version's twenty digits, not
+/// for the entry: the grant's tracked read-back carries no value. (With the
+/// read-back an `MGET`, each refused attempt carried the whole entry.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_grant_on_a_key_with_an_entry_does_not_carry_the_entry() {
+    let server = RedisServer::start().unwrap();
+    let url = server.url();
+    let writer = cache(remote(&url, |c| c).await);
+    let big = "x".repeat(200_000);
+    writer.insert("k".to_string(), big).await.unwrap();
+    let holder = remote(&url, |c| c).await;
+    let refused = remote(&url, |c| c).await;
+    let key = "k".to_string();
+    let held = holder.try_lease(&key).await.unwrap();
+    assert!(held.is_some(), "the first grant is the holder's");
+    let mut conn = redis(&url);
+    let mut per_attempt = Vec::new();
+    for _ in 0..5 {
+        let before = info(&mut conn, "stats", "total_net_output_bytes:");
+        assert!(refused.try_lease(&key).await.unwrap().is_none(), "held");
+        let after = info(&mut conn, "stats", "total_net_output_bytes:");
+        per_attempt.push(after - before);
+    }
+    eprintln!("bytes Redis sent per refused grant (and one INFO): {per_attempt:?}");
+    // The fewest: a feed's ping may fall inside one attempt.
+    let fewest = per_attempt.iter().copied().min().unwrap_or(0);
+    assert!(
+        fewest < 10_000,
+        "bytes Redis sent for a refused grant (and one INFO): {per_attempt:?}, the entry is 200 kB"
+    );
+}
