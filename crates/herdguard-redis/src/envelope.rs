@@ -48,8 +48,9 @@ pub(crate) fn encode<V: Serialize>(
         sie_nanos: nanos(meta.stale_if_error),
         load_nanos: nanos(meta.load_duration),
     };
-    let mut out = vec![FORMAT];
-    out.extend_from_slice(format!("{version:0width$}", width = VERSION_DIGITS).as_bytes());
+    let mut out = Vec::with_capacity(1 + VERSION_DIGITS + 48 + std::mem::size_of::<V>());
+    out.push(FORMAT);
+    out.extend_from_slice(&version_digits(version));
     out = postcard::to_extend(&header, out)
         .map_err(|e| RemoteError::Codec(format!("header: {e}")))?;
     out = postcard::to_extend(entry.value(), out)
@@ -61,6 +62,16 @@ pub(crate) fn encode<V: Serialize>(
         });
     }
     Ok(out)
+}
+
+/// `version` as the entry's version field: twenty ASCII digits, zero-padded.
+fn version_digits(mut version: u64) -> [u8; VERSION_DIGITS] {
+    let mut digits = [b'0'; VERSION_DIGITS];
+    for d in digits.iter_mut().rev() {
+        *d = b'0' + (version % 10) as u8;
+        version /= 10;
+    }
+    digits
 }
 
 /// The version in an entry's version field (bytes 1 to 20, as `GETRANGE key
@@ -147,6 +158,20 @@ mod tests {
                 version: 3,
             },
         )
+    }
+
+    /// The hand-written field and `version_of` agree with the decimal
+    /// text of any version, `u64::MAX` (twenty digits) included.
+    #[test]
+    fn the_version_field_is_the_zero_padded_decimal_of_any_version() {
+        let mut rng = fastrand::Rng::with_seed(11);
+        let edges = [0, 1, 9, 10, 999_999, 1 << 53, u64::MAX - 1, u64::MAX];
+        let random = (0..20_000).map(|_| rng.u64(..) >> rng.u32(0..64));
+        for version in edges.into_iter().chain(random) {
+            let digits = version_digits(version);
+            assert_eq!(digits.as_slice(), format!("{version:020}").as_bytes());
+            assert_eq!(version_of(&digits), Some(version));
+        }
     }
 
     #[test]

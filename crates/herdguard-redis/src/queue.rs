@@ -496,14 +496,19 @@ where
         Ok(mine)
     }
 
-    fn decode(&self, stream: &str, id: &str, fields: &[(String, Vec<u8>)]) -> Option<Queued<K, V>> {
-        let get = |name: &str| fields.iter().find(|(f, _)| f == name).map(|(_, v)| v);
+    fn decode(&self, stream: &str, id: &str, fields: &[(&[u8], &[u8])]) -> Option<Queued<K, V>> {
+        let get = |name: &str| {
+            fields
+                .iter()
+                .find(|(f, _)| *f == name.as_bytes())
+                .map(|(_, v)| *v)
+        };
         let key = K::from_str(std::str::from_utf8(get("k")?).ok()?).ok()?;
         let version = std::str::from_utf8(get("v")?).ok()?.parse().ok()?;
         let value: V = postcard::from_bytes(get("d")?).ok()?;
         let queued_ms: u64 = std::str::from_utf8(get("t")?).ok()?.parse().ok()?;
         Some(Queued {
-            id: QueueId(format!("{stream} {id}")),
+            id: QueueId([stream, " ", id].concat()),
             write: Write::new(key, value, version),
             queued_at: Timestamp::from_unix_nanos(queued_ms.saturating_mul(1_000_000)),
         })
@@ -526,12 +531,12 @@ where
                 continue;
             };
             let id = String::from_utf8_lossy(id).into_owned();
-            let fields: Vec<(String, Vec<u8>)> = kv
+            // Borrowed from the reply, not copied: the drain reads every
+            // acknowledged write back.
+            let fields: Vec<(&[u8], &[u8])> = kv
                 .chunks(2)
                 .filter_map(|c| match c {
-                    [Value::BulkString(f), Value::BulkString(v)] => {
-                        Some((String::from_utf8_lossy(f).into_owned(), v.clone()))
-                    }
+                    [Value::BulkString(f), Value::BulkString(v)] => Some((&f[..], &v[..])),
                     _ => None,
                 })
                 .collect();

@@ -10,7 +10,9 @@ use herdguard::{
     AtGrant, BoxFuture, ChangeListener, Entry, Lease, Marker, Notified, PutOutcome, QueuedPutError,
     Remote, RemoteError, Shared, WriteQueue,
 };
-use redis::{RedisError, ScriptInvocation};
+use std::borrow::Cow;
+
+use redis::{RedisError, Script, ScriptInvocation};
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::config::{RedisConfig, RedisSetupError};
@@ -474,13 +476,14 @@ where
         &self,
         session: &Session,
         names: &KeyNames,
-        script: &ScriptInvocation<'_>,
+        call: &PutCall<'_>,
     ) -> Result<Written, Lapse> {
         let tag = names.tag.as_str();
         let (written, held_back) = self
             .in_window(session, tag, "write", |fence| async move {
+                let evalsha = call.evalsha(&self.scripts.put);
                 session
-                    .write_and_track::<Written>(&names.value, script, &fence)
+                    .write_and_track::<Written>(&names.value, evalsha, &fence)
                     .await
             })
             .await;
@@ -497,28 +500,32 @@ where
         written.map(|(answer, _)| answer)
     }
 
-    /// The `PUT` invocation of an entry's write (see `scripts.rs`).
+    /// The `PUT` call of an entry's write (see `scripts.rs`).
     fn put_script<'s>(
         &'s self,
         names: &'s KeyNames,
-        expected: &str,
-        token: &str,
-        payload: &[u8],
+        expected: &'s str,
+        token: &'s str,
+        payload: &'s [u8],
         px: u64,
-    ) -> ScriptInvocation<'s> {
-        let mut script = self.scripts.put.key(&names.value);
-        script
-            .key(&names.version)
-            .key(&names.lease)
-            .key(&names.marker)
-            .key(&names.held)
-            .arg(expected)
-            .arg(token)
-            .arg(payload)
-            .arg(px)
-            .arg(&self.announce)
-            .arg(&names.tag);
-        script
+    ) -> PutCall<'s> {
+        PutCall {
+            keys: vec![
+                &names.value,
+                &names.version,
+                &names.lease,
+                &names.marker,
+                &names.held,
+            ],
+            args: vec![
+                Cow::Borrowed(expected.as_bytes()),
+                Cow::Borrowed(token.as_bytes()),
+                Cow::Borrowed(payload),
+                Cow::Owned(px.to_string().into_bytes()),
+                Cow::Borrowed(self.announce.as_bytes()),
+                Cow::Borrowed(names.tag.as_bytes()),
+            ],
+        }
     }
 
     /// Runs an entry's `PUT` on the per-key feed's session when it is up,
@@ -529,12 +536,12 @@ where
     async fn write_entry(
         &self,
         names: &KeyNames,
-        script: &ScriptInvocation<'_>,
+        call: &PutCall<'_>,
         again: bool,
     ) -> Result<Written, RemoteError> {
         self.tracked_or(
             |session| async move {
-                match self.write_tracked(&session, names, script).await {
+                match self.write_tracked(&session, names, call).await {
                     // A write that may have run is not made again where that
                     // would queue it twice: the caller says.
                     Err(Lapse::Failed) if !again => Err(Lapse::NoAnswer(RemoteError::Unavailable(
@@ -544,7 +551,10 @@ where
                     written => written,
                 }
             },
-            |mut conn| async move { self.op("write", script.invoke_async(&mut conn)).await },
+            |mut conn| async move {
+                let script = call.invocation(&self.scripts.put);
+                self.op("write", script.invoke_async(&mut conn)).await
+            },
         )
         .await
     }
@@ -656,6 +666,42 @@ where
                 Err(e)
             }
         }
+    }
+}
+
+/// The keys and arguments of an entry's `PUT`, made once per write and sent
+/// as a bare `EVALSHA` on the change feed's session (whose connection loaded
+/// the script when it connected: a server that lost it is a new session), or
+/// as a script invocation, which loads it again, on the command connection.
+/// An invocation copies every argument into a buffer of its own, and again
+/// into the command: a tenth of a write-behind ack's client-side cost.
+struct PutCall<'a> {
+    keys: Vec<&'a str>,
+    args: Vec<Cow<'a, [u8]>>,
+}
+
+impl PutCall<'_> {
+    fn evalsha(&self, script: &Script) -> redis::Cmd {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(script.get_hash()).arg(self.keys.len());
+        for key in &self.keys {
+            cmd.arg(*key);
+        }
+        for arg in &self.args {
+            cmd.arg(arg.as_ref());
+        }
+        cmd
+    }
+
+    fn invocation<'s>(&self, script: &'s Script) -> ScriptInvocation<'s> {
+        let mut invocation = script.prepare_invoke();
+        for key in &self.keys {
+            invocation.key(*key);
+        }
+        for arg in &self.args {
+            invocation.arg(arg.as_ref());
+        }
+        invocation
     }
 }
 
@@ -814,8 +860,8 @@ where
                 Some(l) => (l.version.to_string(), l.token.as_str()),
                 None => (String::new(), ""),
             };
-            let script = self.put_script(&names, &expected, token, &payload, px);
-            let written = self.write_entry(&names, &script, true).await;
+            let call = self.put_script(&names, &expected, token, &payload, px);
+            let written = self.write_entry(&names, &call, true).await;
             if let (Some(quorum), Some(lease)) = (&self.quorum, lease) {
                 // The write gave the lease back in the data store, whatever it
                 // decided; so do the lock servers.
@@ -852,17 +898,18 @@ where
             let names = self.names(key);
             let payload = envelope::encode(entry, 0, self.config.max_value_bytes)
                 .map_err(QueuedPutError::Remote)?;
-            let mut script = self.put_script(&names, "", "", &payload, Self::millis(retain));
-            script
-                .key(queue.stream(&push))
-                .arg(&push.key)
-                .arg(&push.payload)
-                .arg(push.queued_ms)
-                .arg(if push.look { "1" } else { "" });
+            let mut call = self.put_script(&names, "", "", &payload, Self::millis(retain));
+            call.keys.push(queue.stream(&push));
+            call.args.extend([
+                Cow::Borrowed(push.key.as_bytes()),
+                Cow::Borrowed(push.payload.as_slice()),
+                Cow::Owned(push.queued_ms.to_string().into_bytes()),
+                Cow::Borrowed(if push.look { &b"1"[..] } else { &b""[..] }),
+            ]);
             // Not made again on another connection after a failure that may
             // have been applied: the write would be queued twice.
             let (_, version, len) = self
-                .write_entry(&names, &script, false)
+                .write_entry(&names, &call, false)
                 .await
                 .map_err(QueuedPutError::Remote)?;
             queue.pushed(&push, u64::try_from(len).ok());

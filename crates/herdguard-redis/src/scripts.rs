@@ -257,15 +257,17 @@ if ARGV[1] ~= '' and cur ~= tonumber(ARGV[1]) then
   return {0, cur or 0, -1}
 end
 local v = advance(cur)
+-- Formatted once: printing a number is a good part of the script's own work.
+local digits = fmt(v)
 local len = -1
 if KEYS[6] then
-  redis.call('XADD', KEYS[6], '*', 'k', ARGV[7], 'v', fmt(v), 'd', ARGV[8], 't', ARGV[9])
+  redis.call('XADD', KEYS[6], '*', 'k', ARGV[7], 'v', digits, 'd', ARGV[8], 't', ARGV[9])
   if ARGV[10] ~= '' then len = redis.call('XLEN', KEYS[6]) end
 end
 local p = ARGV[3]
-redis.call('SET', KEYS[1], string.sub(p, 1, 1) .. string.format('%020.0f', v) .. string.sub(p, 22), 'PX', ARGV[4])
+redis.call('SET', KEYS[1], string.sub(p, 1, 1) .. string.rep('0', 20 - #digits) .. digits .. string.sub(p, 22), 'PX', ARGV[4])
 redis.call('DEL', KEYS[2], KEYS[4])
-announce(ARGV[5], 'w ' .. fmt(v) .. ' ' .. ARGV[6])
+announce(ARGV[5], 'w ' .. digits .. ' ' .. ARGV[6])
 return {1, v, len}
 ";
 

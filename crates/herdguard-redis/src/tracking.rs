@@ -262,19 +262,19 @@ impl Session {
         Ok((granted, digits))
     }
 
-    /// Runs a script that writes the entry `value` on its node, closes the
+    /// Runs a script (its `EVALSHA`) that writes the entry `value` on its node, closes the
     /// write's window (`fence`), then reads the entry's twenty version digits
     /// (empty: no entry) so that Redis tells this process of its next change
     /// — one round trip.
     pub(crate) async fn write_and_track<T: FromRedisValue>(
         &self,
         value: &str,
-        script: &ScriptInvocation<'_>,
+        evalsha: redis::Cmd,
         fence: &str,
     ) -> RedisResult<(T, Vec<u8>)> {
         let mut conn = self.node(value)?;
         let mut pipe = redis::pipe();
-        pipe.invoke_script(script);
+        pipe.add_command(evalsha);
         pipe.cmd("UNSUBSCRIBE").arg(fence).ignore();
         pipe.cmd("CLIENT").arg("CACHING").arg("YES").ignore();
         // The version field (after the format byte): a tracked read of a few bytes.
