@@ -602,15 +602,12 @@ where
     ) -> Result<Option<Lease>, RemoteError> {
         let ((granted, version, took, entry), tracked) = self
             .tracked_or(
+                // Made again on the command connection after a failure: a
+                // grant is safe to make twice (see `LEASE` in `scripts.rs`).
                 |session| async move {
                     let granted = session.grant_and_track::<Granted>(&names.value, script);
-                    match self.on_session(&session, "lease", granted).await {
-                        Ok((granted, entry)) => Ok((granted, Some(entry))),
-                        Err(Lapse::Failed) => Err(Lapse::NoAnswer(RemoteError::Unavailable(
-                            "lease: failed on the change feed's connection".to_string(),
-                        ))),
-                        Err(lapse) => Err(lapse),
-                    }
+                    let granted = self.on_session(&session, "lease", granted).await?;
+                    Ok((granted.0, Some(granted.1)))
                 },
                 |mut conn| async move {
                     let granted = self.op("lease", script.invoke_async::<Granted>(&mut conn));

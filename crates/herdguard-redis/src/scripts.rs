@@ -180,8 +180,18 @@ end
 /// speaks for a key a new load is under way for) and records its version for
 /// as long as the held mark lasts (see the module docs).
 ///
+/// **Made again.** A grant whose answer was lost is made again with the same
+/// token (on the command connection, after the change feed's failed): a
+/// lease already the token's is granted again, at the key's current version,
+/// changing nothing — not refused, which would leave the holder waiting on
+/// its own lease until it lapsed. (An invalidation since deleted the lease:
+/// then it is a new grant.)
+///
 /// KEYS: lease, version, held, value, marker. ARGV: token, lease ms, held ms.
 const LEASE: &str = r"
+if holds(KEYS[1], ARGV[1]) then
+  return {1, current(KEYS[4], KEYS[2]) or 0, 0, stored(KEYS[4]) or 0}
+end
 if redis.call('PTTL', KEYS[1]) == -1 then redis.call('DEL', KEYS[1]) end
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   local took = pending(KEYS[3], ARGV[1])
@@ -344,5 +354,49 @@ impl Scripts {
             tag_add: Script::new(TAG_ADD),
             tag_take: Script::new(TAG_TAKE),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herdguard_testkit::RedisServer;
+
+    type Granted = (i64, u64, i64, u64);
+
+    fn grant(scripts: &Scripts, conn: &mut redis::Connection, token: &str) -> Granted {
+        scripts
+            .lease
+            .key("{k}:lease")
+            .key("{k}:ver")
+            .key("{k}:held")
+            .key("{k}")
+            .key("{k}:marker")
+            .arg(token)
+            .arg(5_000)
+            .arg(10_000)
+            .invoke(conn)
+            .expect("LEASE")
+    }
+
+    /// The grant is safe to make twice, as `tracked_or` needs of what it sends
+    /// again after a failure: the same token is granted again at the version
+    /// its first grant gave; another token is refused.
+    #[test]
+    fn a_grant_made_again_with_its_token_is_granted_at_its_version() {
+        let server = RedisServer::start().expect("redis-server");
+        let mut conn = redis::Client::open(server.url())
+            .and_then(|c| c.get_connection())
+            .expect("connect");
+        let scripts = Scripts::new();
+        let first = grant(&scripts, &mut conn, "mine");
+        assert_eq!(first.0, 1, "granted: {first:?}");
+        let again = grant(&scripts, &mut conn, "mine");
+        assert_eq!(
+            (again.0, again.1),
+            (1, first.1),
+            "made again with its token: granted at the first grant's version"
+        );
+        assert_eq!(grant(&scripts, &mut conn, "theirs").0, 0, "another token waits");
     }
 }
