@@ -592,8 +592,10 @@ where
     /// entry's next change while it loads (a change between its read and the
     /// grant may have used up the read's tracking) and has heard of every
     /// earlier one —, else by the script's own reading. A grant that failed
-    /// on the session is not asked again on the command connection: it may
-    /// have been granted, and a second ask would wait on the first.
+    /// on the session is made again on the command connection (a grant is
+    /// safe to make twice: see `LEASE`); made there with a per-key feed, it
+    /// says nothing of the entry, so the core reads the key again — on the
+    /// session, should one be up by then — and the load is tracked.
     async fn grant(
         &self,
         names: &KeyNames,
@@ -615,15 +617,21 @@ where
                 },
             )
             .await?;
-        let entry = match tracked {
-            Some(digits) => digits.as_deref().and_then(envelope::version_of),
-            None => (entry != 0).then_some(entry),
+        let at_grant = match tracked {
+            Some(digits) => digits
+                .as_deref()
+                .and_then(envelope::version_of)
+                .map_or(AtGrant::Missing, AtGrant::Entry),
+            // Untracked, with a per-key feed: nothing tracks the key yet.
+            None if self.feed.per_key() => AtGrant::Unknown,
+            None if entry != 0 => AtGrant::Entry(entry),
+            None => AtGrant::Missing,
         };
         Ok((granted == 1).then_some(Lease {
             token,
             version,
             taken_over: took == 1,
-            at_grant: entry.map_or(AtGrant::Missing, AtGrant::Entry),
+            at_grant,
         }))
     }
 

@@ -185,7 +185,8 @@ end
 /// lease already the token's is granted again, at the key's current version,
 /// changing nothing — not refused, which would leave the holder waiting on
 /// its own lease until it lapsed. (An invalidation since deleted the lease:
-/// then it is a new grant.)
+/// then it is a new grant.) A take-over is told by the first answer only: one
+/// made again after a lost answer is not counted as one.
 ///
 /// KEYS: lease, version, held, value, marker. ARGV: token, lease ms, held ms.
 const LEASE: &str = r"

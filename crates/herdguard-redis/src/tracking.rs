@@ -231,8 +231,8 @@ impl Session {
     ) -> RedisResult<(T, Option<Vec<u8>>)> {
         let mut conn = self.node(value)?;
         let mut pipe = redis::pipe();
-        // Each reply on its own: `GETRANGE` fails on a key of another type,
-        // and that must read as no entry, not fail the grant.
+        // Each reply on its own: `GETRANGE` fails on a key of another type
+        // (`WRONGTYPE`), and that must read as no entry, not fail the grant.
         pipe.ignore_errors();
         pipe.invoke_script(script);
         pipe.cmd("CLIENT").arg("CACHING").arg("YES");
@@ -257,6 +257,11 @@ impl Session {
         }
         let digits = match digits {
             Value::BulkString(d) if !d.is_empty() => Some(d),
+            // Bytes of another type: no entry, as the read says.
+            Value::ServerError(e) if e.code() == "WRONGTYPE" => None,
+            // Any other error (a slot moving, a node loading): the read-back
+            // did not track the key, and the session is not to be trusted.
+            Value::ServerError(e) => return Err(e.into()),
             _ => None,
         };
         Ok((granted, digits))
