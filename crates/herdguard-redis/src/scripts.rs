@@ -398,6 +398,10 @@ mod tests {
             (1, first.1),
             "made again with its token: granted at the first grant's version"
         );
-        assert_eq!(grant(&scripts, &mut conn, "theirs").0, 0, "another token waits");
+        assert_eq!(
+            grant(&scripts, &mut conn, "theirs").0,
+            0,
+            "another token waits"
+        );
     }
 }
