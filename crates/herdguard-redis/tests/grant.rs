@@ -347,3 +347,47 @@ async fn a_refused_grant_on_a_key_with_an_entry_does_not_carry_the_entry() {
         "bytes Redis sent for a refused grant (and one INFO): {per_attempt:?}, the entry is 200 kB"
     );
 }
+
+/// A grant that fails on the change feed's connection — here Redis forgot its
+/// scripts (`SCRIPT FLUSH`), so the session's `EVALSHA` is refused — is made
+/// again on the command connection, which loads the script: two processes
+/// stampeding a key still make one origin call, not one each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_that_fails_on_the_feeds_connection_is_made_on_the_command_connection() {
+    let server = RedisServer::start().unwrap();
+    let url = server.url();
+    let (a, b) = (
+        cache(remote(&url, |c| c).await),
+        cache(remote(&url, |c| c).await),
+    );
+    let mut conn = redis(&url);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let slow = |node: &Node, key: String| {
+        let (node, calls) = (node.clone(), calls.clone());
+        async move {
+            node.get_or_load(key, move || async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                Ok::<_, std::io::Error>("v".to_string())
+            })
+            .await
+            .expect("get_or_load")
+            .to_string()
+        }
+    };
+    for round in 0..3 {
+        let _: () = redis::cmd("SCRIPT").arg("FLUSH").query(&mut conn).unwrap();
+        let key = format!("k{round}");
+        let first = slow(&a, key.clone());
+        let second = async {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            slow(&b, key.clone()).await
+        };
+        assert_eq!(tokio::join!(first, second), ("v".into(), "v".into()));
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            round + 1,
+            "round {round}: one origin call for both processes"
+        );
+    }
+}
