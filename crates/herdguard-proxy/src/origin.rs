@@ -417,24 +417,48 @@ impl Origin {
                 sent: Some(sent),
             }),
         };
-        let mut request = Request::new(body);
-        *request.method_mut() = method;
-        *request.uri_mut() = uri;
-        *request.headers_mut() = headers;
-        if let Some(InterimHook(hook)) = interim {
-            let hook = Arc::clone(hook);
-            hyper::ext::on_informational(&mut request, move |r| {
-                hook.interim(r.status(), r.headers())
-            });
-        }
+        // An idempotent request with its body in hand can be sent again should
+        // an HTTP/2 origin refuse it unprocessed (see `unprocessed`).
+        let replay = match &body {
+            Body::Full(bytes) if method.is_idempotent() => {
+                Some((method.clone(), uri.clone(), headers.clone(), bytes.clone()))
+            }
+            _ => None,
+        };
+        let build = |method, uri, headers, body| {
+            let mut request = Request::new(body);
+            *request.method_mut() = method;
+            *request.uri_mut() = uri;
+            *request.headers_mut() = headers;
+            if let Some(InterimHook(hook)) = interim {
+                let hook = Arc::clone(hook);
+                hyper::ext::on_informational(&mut request, move |r| {
+                    hook.interim(r.status(), r.headers())
+                });
+            }
+            request
+        };
+        let request = build(method, uri, headers, body);
         let request_time = SystemTime::now();
         let timeout = self.timeout;
         let deadline = async move {
             let _ = body_sent.await;
             tokio::time::sleep(timeout).await;
         };
+        let exchange = async {
+            match self.client.request(request).await {
+                Err(e) if unprocessed(&e) => match replay {
+                    Some((method, uri, headers, bytes)) => {
+                        let again = build(method, uri, headers, Body::Full(bytes));
+                        self.client.request(again).await
+                    }
+                    None => Err(e),
+                },
+                answer => answer,
+            }
+        };
         let response = tokio::select! {
-            r = self.client.request(request) => r.map_err(request_error)?,
+            r = exchange => r.map_err(request_error)?,
             () = deadline => return Err(OriginError::Timeout(timeout)),
         };
         let (mut parts, body) = response.into_parts();
@@ -475,6 +499,23 @@ pub(crate) async fn read_up_to(
             }
         }
     }
+}
+
+/// Whether an HTTP/2 origin ended the request's stream without processing it:
+/// it refused the stream (`REFUSED_STREAM`, RFC 9113 §8.7), or its `GOAWAY`
+/// closed the connection past the stream (§6.8) — routine when an origin
+/// rotates connections (nginx after `keepalive_requests`). An idempotent
+/// request may be sent again (RFC 9110 §9.2.2), on another connection.
+fn unprocessed(e: &hyper_util::client::legacy::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if let Some(h2) = s.downcast_ref::<h2::Error>() {
+            return h2.reason() == Some(h2::Reason::REFUSED_STREAM)
+                || (h2.is_go_away() && h2.is_remote());
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// A client error, told apart by its cause: the request body's own failures are

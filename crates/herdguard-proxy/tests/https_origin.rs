@@ -40,8 +40,8 @@ struct TlsOrigin {
     seen: Arc<Mutex<Vec<SeenTls>>>,
 }
 
-/// A TLS origin answering `tls body N` (max-age=60) after 200 ms, offering `alpn`.
-async fn tls_origin(pki: &Pki, alpn: &[&[u8]]) -> TlsOrigin {
+/// TLS with the test PKI's leaf certificate, offering `alpn`.
+fn acceptor(pki: &Pki, alpn: &[&[u8]]) -> tokio_rustls::TlsAcceptor {
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -54,7 +54,12 @@ async fn tls_origin(pki: &Pki, alpn: &[&[u8]]) -> TlsOrigin {
     )
     .unwrap();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+/// A TLS origin answering `tls body N` (max-age=60) after 200 ms, offering `alpn`.
+async fn tls_origin(pki: &Pki, alpn: &[&[u8]]) -> TlsOrigin {
+    let acceptor = acceptor(pki, alpn);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let calls = Arc::new(AtomicUsize::new(0));
@@ -267,4 +272,64 @@ fn origin_ca_must_be_a_pem_certificate_for_an_https_origin() {
     std::fs::remove_file(&path).unwrap();
     let e = args("https://localhost:1").resolve().unwrap_err();
     assert_eq!(e.field, "origin_ca", "{e}");
+}
+
+/// An HTTP/2 origin (TLS, ALPN h2, the `h2` crate) that refuses every other
+/// stream unprocessed (`REFUSED_STREAM`) and answers the rest `ok N`; returns
+/// its port and the streams it answered.
+async fn refusing_h2_origin(pki: &Pki) -> (u16, Arc<AtomicUsize>) {
+    let acceptor = acceptor(pki, &[b"h2"]);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (streams, answered) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let counted = Arc::clone(&answered);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, streams, answered) =
+                (acceptor.clone(), Arc::clone(&streams), Arc::clone(&counted));
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut conn) = h2::server::handshake(tls).await else {
+                    return;
+                };
+                while let Some(Ok((_request, mut respond))) = conn.accept().await {
+                    if streams.fetch_add(1, Ordering::SeqCst) % 2 == 0 {
+                        respond.send_reset(h2::Reason::REFUSED_STREAM);
+                        continue;
+                    }
+                    let n = answered.fetch_add(1, Ordering::SeqCst) + 1;
+                    let head = Response::builder()
+                        .header("cache-control", "max-age=60")
+                        .body(())
+                        .unwrap();
+                    if let Ok(mut body) = respond.send_response(head, false) {
+                        let _ = body.send_data(Bytes::from(format!("ok {n}")), true);
+                    }
+                }
+            });
+        }
+    });
+    (port, answered)
+}
+
+/// An HTTP/2 origin that refuses a stream unprocessed (`REFUSED_STREAM`, RFC
+/// 9113 §8.7; a `GOAWAY` past the stream is the same, as when nginx rotates a
+/// connection after `keepalive_requests`) left it free to be sent again: a
+/// GET is, on another stream, and its client gets the answer, not a 502.
+#[tokio::test]
+async fn a_get_an_h2_origin_refused_unprocessed_is_sent_again() {
+    let pki = pki();
+    let (port, answered) = refusing_h2_origin(&pki).await;
+    let p = proxy(&format!("https://localhost:{port}"), Some(&pki.ca_pem)).await;
+    for (i, path) in ["/a", "/b", "/c"].iter().enumerate() {
+        let (status, body, _) = get(p.addr, path).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (200, format!("ok {}", i + 1).as_str()),
+            "{path}"
+        );
+    }
+    assert_eq!(answered.load(Ordering::SeqCst), 3);
 }
