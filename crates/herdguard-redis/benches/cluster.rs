@@ -165,11 +165,7 @@ fn l2_throughput(single: &RedisServer, one_shard: &RedisCluster, three: &RedisCl
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(256);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = common::runtime();
     let configs = [
         ("1 shard", RedisConfig::cluster(one_shard.urls())),
         ("3 shards", RedisConfig::cluster(three.urls())),

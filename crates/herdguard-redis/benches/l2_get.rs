@@ -68,11 +68,7 @@ fn redis_benchmark(port: u16, n: u64, size: usize, clients: usize, pipeline: usi
 
 fn main() {
     let target = common::target();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = common::runtime();
     runtime.block_on(async move {
         let remote = RedisRemote::<String, String>::connect(
             RedisConfig::new(target.url.clone()).prefix(PREFIX),

@@ -290,11 +290,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn main() {
     let target = common::target();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = common::runtime();
     runtime.block_on(async move {
         let config = RedisConfig::new(target.url.clone()).prefix("wbbench");
         let written = Arc::new(AtomicU64::new(0));

@@ -40,11 +40,7 @@ fn main() {
         Some(other) => panic!("{other:?}: ack or xadd"),
     };
     let target = common::target();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = common::runtime();
     runtime.block_on(async move {
         let config = RedisConfig::new(target.url.clone()).prefix("wbcount");
         let queue = RedisWriteQueue::<String, String>::connect(config.clone(), QueueConfig::new())

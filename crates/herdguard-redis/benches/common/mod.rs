@@ -1,4 +1,4 @@
-//! What both benchmarks share: the Redis server to run against and percentiles.
+//! What the benchmarks share: the Redis server to run against, the runtime and percentiles.
 
 #![allow(dead_code)]
 
@@ -33,6 +33,16 @@ pub fn target() -> Target {
         port: server.port(),
         _own: Some(server),
     }
+}
+
+/// The runtime every benchmark runs on: two worker threads, one per core of
+/// the machine the figures are taken on.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
 }
 
 /// The `q`-quantile (0..=1) of sorted samples, nearest rank.
