@@ -27,24 +27,9 @@ require_tools "redis-server redis-tools" redis-server redis-benchmark
 
 cargo bench -p herdguard-redis --locked --bench wakeup --bench l2_get --bench write_behind --no-run 2>&1 | grep -v '^\s*Compiling' || true
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-dir=$(mktemp -d)
-out="$dir/out"
-redis_pid=""
-cleanup() {
-  if [ -n "$redis_pid" ]; then kill "$redis_pid" 2>/dev/null || true; wait "$redis_pid" 2>/dev/null || true; fi
-  rm -rf "$dir"
-}
-trap cleanup EXIT
-redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir" >"$dir/redis.log" 2>&1 &
-redis_pid=$!
-for _ in $(seq 100); do
-  redis-cli -p "$port" ping >/dev/null 2>&1 && break
-  sleep 0.05
-done
-redis-cli -p "$port" ping >/dev/null || { echo "redis-server did not start on port $port" >&2; cat "$dir/redis.log" >&2; exit 1; }
-
-export HERDGUARD_BENCH_REDIS_URL="redis://127.0.0.1:$port/"
+bench_workdir bench-redis
+start_redis
+out="$WORK/out"
 cargo bench -p herdguard-redis --locked --bench wakeup --bench l2_get --bench write_behind 2>/dev/null | tee "$out"
 echo
 echo "== summary =="

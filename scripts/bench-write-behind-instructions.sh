@@ -17,26 +17,13 @@ for l in sys.stdin:
     m=json.loads(l)
     if m.get("reason")=="compiler-artifact" and m["target"]["name"]=="write_behind_instructions" and m.get("executable"): print(m["executable"])')
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-dir=$(mktemp -d)
-redis_pid=""
-cleanup() {
-  if [ -n "$redis_pid" ]; then kill "$redis_pid" 2>/dev/null || true; wait "$redis_pid" 2>/dev/null || true; fi
-  rm -rf "$dir"
-}
-trap cleanup EXIT
-redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir" >"$dir/redis.log" 2>&1 &
-redis_pid=$!
-for _ in $(seq 100); do
-  redis-cli -p "$port" ping >/dev/null 2>&1 && break
-  sleep 0.05
-done
-export HERDGUARD_BENCH_REDIS_URL="redis://127.0.0.1:$port/"
+bench_workdir bench-wb-instructions
+start_redis
 
 count() { # mode n -> instructions
-  valgrind --tool=callgrind --callgrind-out-file="$dir/cg.$1.$2" "$bin" "$2" "$1" 2>"$dir/vg.log" >/dev/null ||
-    { cat "$dir/vg.log" >&2; exit 1; }
-  grep -o 'Collected : [0-9]*' "$dir/vg.log" | awk '{print $3}'
+  valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.$1.$2" "$bin" "$2" "$1" 2>"$WORK/vg.log" >/dev/null ||
+    { cat "$WORK/vg.log" >&2; exit 1; }
+  grep -o 'Collected : [0-9]*' "$WORK/vg.log" | awk '{print $3}'
 }
 declare -A per
 for mode in ack xadd; do

@@ -34,6 +34,24 @@ CONF
 # A free TCP port on 127.0.0.1.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
+# A private redis-server on a free loopback port, without persistence, its
+# files under $WORK; stopped by `cleanup` (bench_workdir first). Sets
+# REDIS_PORT and exports HERDGUARD_BENCH_REDIS_URL, which the Rust benches
+# run against.
+start_redis() {
+    REDIS_PORT=$(free_port)
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+        --dir "$WORK" >"$WORK/redis.log" 2>&1 &
+    PIDS+=($!)
+    for _ in $(seq 100); do
+        redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break
+        sleep 0.05
+    done
+    redis-cli -p "$REDIS_PORT" ping >/dev/null ||
+        { echo "redis-server did not start on port $REDIS_PORT" >&2; cat "$WORK/redis.log" >&2; exit 1; }
+    export HERDGUARD_BENCH_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/"
+}
+
 # Waits (up to 10 s) until something listens on 127.0.0.1:$1, or exits 1.
 wait_port() {
     for _ in $(seq 1 200); do
