@@ -154,6 +154,15 @@ async fn writer_and_reader(
     (cache, reader)
 }
 
+/// An async connection to `url`.
+async fn aconn(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
 fn conn(url: &str) -> redis::Connection {
     redis::Client::open(url).unwrap().get_connection().unwrap()
 }
@@ -352,11 +361,7 @@ async fn a_write_that_failed_after_it_ran_is_not_queued_twice() {
         .write_behind("warm".to_string(), "x".to_string())
         .await
         .unwrap();
-    let mut c = redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut c = aconn(&redis.url()).await;
     // The fault: every connection may still write, but not say `CLIENT CACHING`.
     let _: () = redis::cmd("ACL")
         .arg("SETUSER")
@@ -427,11 +432,7 @@ async fn racing_writers_queue_a_keys_versions_in_order() {
     for t in tasks {
         t.await.unwrap().unwrap();
     }
-    let mut c = redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut c = aconn(&redis.url()).await;
     let entries: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
         .arg("hg:{wb}:s0")
         .arg("-")
@@ -507,11 +508,7 @@ async fn an_undecodable_queued_entry_goes_to_the_dead_letter_stream_once_and_the
     )
     .await
     .unwrap();
-    let mut c = redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut c = aconn(&redis.url()).await;
     let raw: &[u8] = &[0xff, 0xfe, 0x00, 0x80, b'\n'];
     let poison: String = redis::cmd("XADD")
         .arg("hg:{wb}:s0")
@@ -777,11 +774,7 @@ async fn the_written_versions_stay_within_their_bound_after_a_million_keys() {
             .collect();
         queue.ack(&batch).await.unwrap();
     }
-    let mut c = redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut c = aconn(&redis.url()).await;
     let records = queue_records(&mut c).await;
     assert!(
         records <= BOUND,
@@ -813,11 +806,7 @@ async fn a_push_asks_the_length_only_when_its_view_is_old_or_half_full() {
     )
     .await
     .unwrap();
-    let mut c = redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut c = aconn(&redis.url()).await;
     let xlen_calls = |info: String| -> u64 {
         info.lines()
             .find_map(|l| l.strip_prefix("cmdstat_xlen:calls="))
@@ -899,11 +888,7 @@ async fn a_fresh_view_passes_the_bound_by_at_most_half_the_share_then_is_refused
         late.push(&write(i + 1), max).await,
         Err(QueueError::Full)
     ));
-    let mut c = redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut c = aconn(&redis.url()).await;
     let queued: u64 = c.xlen("hg:{wb}:s0").await.unwrap();
     assert_eq!(queued, accepted + passed);
 }
@@ -1037,22 +1022,14 @@ async fn a_shared_write_with_no_answer_is_not_shown_unqueued() {
         .write_behind("warm".to_string(), "x".to_string())
         .await
         .unwrap();
-    let mut on_store = redis::Client::open(store.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut on_store = aconn(&store.url()).await;
     // Long enough for the write, and a change after it, to go unanswered.
     let written = unanswered(&mut on_store, op_timeout * 10, op_timeout, async {
         cache.write_behind("k".to_string(), "v".to_string()).await
     })
     .await;
     assert!(written.is_err(), "the write was answered: {written:?}");
-    let mut on_queue = redis::Client::open(queue_server.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut on_queue = aconn(&queue_server.url()).await;
     let mut queued = 0;
     for n in 0..8 {
         let entries: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
@@ -1108,11 +1085,7 @@ async fn a_batch_given_up_twice_leaves_each_dead_letter_once() {
     assert_eq!(taken.len(), WRITES);
     queue.give_up(&taken).await.unwrap();
     queue.give_up(&taken).await.unwrap();
-    let mut c = redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut c = aconn(&redis.url()).await;
     let dead: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
         .arg("hg:{wb}:dead")
         .arg("-")
@@ -1144,11 +1117,7 @@ async fn a_write_with_no_answer_never_voids_an_acknowledged_one() {
         .write_behind("k".to_string(), "a".to_string())
         .await
         .unwrap();
-    let mut c = redis::Client::open(server.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut c = aconn(&server.url()).await;
     let written = unanswered(&mut c, op_timeout * 10, op_timeout, async {
         cache.write_behind("k".to_string(), "b".to_string()).await
     })
